@@ -1,0 +1,95 @@
+/* Writer side of the shared stats page (include/kb/stats.h). */
+#define _GNU_SOURCE
+#include "kb/stats.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+static pthread_mutex_t register_lock = PTHREAD_MUTEX_INITIALIZER;
+static uint64_t sink_counter;
+
+static void stats_path(char *buf, size_t len, const char *component,
+                       const char *instance)
+{
+    snprintf(buf, len, "/dev/shm/kbstats.%s.%s", component, instance);
+}
+
+static void stats_init(struct kb_stats_page *p, const char *component)
+{
+    memset(p, 0, sizeof(*p));
+    p->magic = KB_STATS_MAGIC;
+    p->version = KB_STATS_VERSION;
+    p->pid = (int32_t)getpid();
+    strncpy(p->component, component, sizeof(p->component) - 1);
+}
+
+struct kb_stats_page *kb_stats_create(const char *component, const char *instance)
+{
+    char path[256];
+    stats_path(path, sizeof(path), component, instance);
+    int fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return NULL;
+    if (ftruncate(fd, KB_STATS_PAGE_SIZE) != 0) {
+        int e = errno;
+        close(fd);
+        errno = e;
+        return NULL;
+    }
+    void *m = mmap(NULL, KB_STATS_PAGE_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    close(fd);
+    if (m == MAP_FAILED)
+        return NULL;
+    stats_init(m, component);
+    return m;
+}
+
+struct kb_stats_page *kb_stats_anon(const char *component)
+{
+    void *m = mmap(NULL, KB_STATS_PAGE_SIZE, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED)
+        return NULL;
+    stats_init(m, component);
+    return m;
+}
+
+uint64_t *kb_stats_counter(struct kb_stats_page *p, const char *name)
+{
+    if (p == NULL)
+        return &sink_counter;
+    pthread_mutex_lock(&register_lock);
+    uint32_t n = __atomic_load_n(&p->ncounters, __ATOMIC_ACQUIRE);
+    for (uint32_t i = 0; i < n; i++) {
+        if (strncmp(p->c[i].name, name, KB_STATS_NAME_LEN) == 0) {
+            pthread_mutex_unlock(&register_lock);
+            return &p->c[i].value;
+        }
+    }
+    uint64_t *v = &sink_counter;
+    if (n < KB_STATS_MAX) {
+        strncpy(p->c[n].name, name, KB_STATS_NAME_LEN - 1);
+        p->c[n].value = 0;
+        __atomic_store_n(&p->ncounters, n + 1, __ATOMIC_RELEASE);
+        v = &p->c[n].value;
+    }
+    pthread_mutex_unlock(&register_lock);
+    return v;
+}
+
+void kb_stats_close(struct kb_stats_page *p, const char *component,
+                    const char *instance, int unlink_file)
+{
+    if (p != NULL)
+        munmap(p, KB_STATS_PAGE_SIZE);
+    if (unlink_file && component != NULL && instance != NULL) {
+        char path[256];
+        stats_path(path, sizeof(path), component, instance);
+        unlink(path);
+    }
+}
