@@ -1,16 +1,29 @@
 """The cffi modules of the project: which headers and declarations each exposes."""
 
+# The stats writer API, exposed by every module that publishes counters.
+STATS_API = """
+    struct kb_stats_page *kb_stats_create(const char *component, const char *instance);
+    uint64_t *kb_stats_counter(struct kb_stats_page *page, const char *name);
+    void kb_stats_close(struct kb_stats_page *page, const char *component,
+                        const char *instance, int unlink_file);
+"""
+
 MODULES = {
     # Stats pages (contract 6): no DPDK, so every CLI can import it.
     "_stats": {
         "headers": ["kb/stats.h"],
-        "cdef": """
-            struct kb_stats_page *kb_stats_create(const char *component, const char *instance);
-            uint64_t *kb_stats_counter(struct kb_stats_page *page, const char *name);
-            void kb_stats_close(struct kb_stats_page *page, const char *component,
-                                const char *instance, int unlink_file);
-        """,
+        "cdef": STATS_API,
         "source": '#include "kb/stats.h"\n',
-        "link": ["kbstats"],
+    },
+    # The daemon's DPDK side: EAL, port, fast path control, exception path.
+    "_tasfp": {
+        "headers": ["kb/stats.h", "tas/fastpath.h"],
+        "cdef": """
+            int rte_eal_init(int argc, char **argv);
+            int rte_eal_cleanup(void);
+            const char *rte_strerror(int errnum);
+        """ + STATS_API,
+        "source": '#include <rte_eal.h>\n#include <rte_errno.h>\n'
+                  '#include "kb/stats.h"\n#include "tas/fastpath.h"\n',
     },
 }

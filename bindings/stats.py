@@ -67,19 +67,22 @@ def prometheus(component, instance, counters):
 class Writer:
     """Python-side writer (used by the daemon's slow path) over the same page."""
 
-    def __init__(self, component, instance):
+    def __init__(self, component, instance, module=None):
+        """module: the cffi module whose kb_stats_* functions to use, so the
+        page pointer can be handed to that module's other C functions."""
         self.component, self.instance = component, instance
-        page = lib.kb_stats_create(component.encode(), instance.encode())
-        if page == ffi.NULL:
+        self.ffi, self.lib = (module.ffi, module.lib) if module else (ffi, lib)
+        page = self.lib.kb_stats_create(component.encode(), instance.encode())
+        if page == self.ffi.NULL:
             raise StatsError(f"cannot create {page_path(component, instance)}: "
-                             f"{os.strerror(ffi.errno)}")
+                             f"{os.strerror(self.ffi.errno)}")
         self.page = page
         self._ptrs = {}
 
     def counter(self, name):
         ptr = self._ptrs.get(name)
         if ptr is None:
-            ptr = self._ptrs[name] = lib.kb_stats_counter(self.page, name.encode())
+            ptr = self._ptrs[name] = self.lib.kb_stats_counter(self.page, name.encode())
         return ptr
 
     def add(self, name, n=1):
@@ -90,6 +93,6 @@ class Writer:
 
     def close(self, unlink=True):
         if self.page is not None:
-            lib.kb_stats_close(self.page, self.component.encode(),
+            self.lib.kb_stats_close(self.page, self.component.encode(),
                                self.instance.encode(), int(unlink))
             self.page = None

@@ -1,0 +1,64 @@
+/*
+ * Control interface between the daemon's slow path (Python, via cffi) and
+ * the fast path (C, on DPDK lcores).  The block between CDEF-BEGIN and
+ * CDEF-END is parsed by cffi; the rest is C-only.
+ */
+#ifndef TAS_FASTPATH_H
+#define TAS_FASTPATH_H
+
+#include <stdint.h>
+#include "kb/stats.h"
+
+/* CDEF-BEGIN */
+#define TAS_FP_MAX_CORES 16
+
+/* Why a packet went to the slow path (counted per reason). */
+enum tas_exc_reason {
+    TAS_EXC_ARP = 0,
+    TAS_EXC_ICMP = 1,
+    TAS_EXC_TCP_CTRL = 2,     /* SYN/FIN/RST or unknown flow */
+    TAS_EXC_OTHER = 3,
+    TAS_EXC_NREASONS = 4
+};
+
+struct tas_fp_conf {
+    uint32_t ip;              /* our IPv4 address, host byte order */
+    uint8_t mac[6];           /* our MAC */
+    uint16_t ncores;          /* fast-path lcores (one RX/TX queue pair each) */
+    uint32_t lcores[16];      /* lcore id of each fast-path core */
+    uint32_t nb_mbufs;        /* mbuf pool size */
+    uint16_t rx_desc;         /* NIC RX/TX ring sizes */
+    uint16_t tx_desc;
+    uint32_t sp_ring_size;    /* slow-path exception / TX rings (power of 2) */
+    uint32_t idle_block_us;   /* block on eventfd after this long idle */
+    int32_t no_rx_intr;       /* 1: never use RX interrupts (poll + short sleeps) */
+};
+
+struct tas_fp;
+
+/* Probe the first available port, configure queues, start it.  NULL on error
+ * (the error text is in tas_fp_error()).  stats: the daemon's stats page. */
+struct tas_fp *tas_fp_create(const struct tas_fp_conf *conf, struct kb_stats_page *stats);
+const char *tas_fp_error(void);
+int tas_rte_errno(void);        /* rte_errno of the calling thread */
+int tas_fp_port_id(struct tas_fp *fp);
+int tas_fp_rx_intr(struct tas_fp *fp);     /* 1 if blocking uses RX interrupts */
+
+/* Launch the fast-path loops on their lcores; stop joins them. */
+int tas_fp_start(struct tas_fp *fp);
+void tas_fp_stop(struct tas_fp *fp);
+/* Stop and close the port, free pools and rings. */
+void tas_fp_destroy(struct tas_fp *fp);
+
+/* Slow-path side of the exception path.  sp_fd is an eventfd readable when
+ * exceptions are queued.  recv copies one packet out (0: none queued);
+ * send queues one packet for transmission by fast-path core 0. */
+int tas_fp_sp_fd(struct tas_fp *fp);
+int tas_fp_sp_recv(struct tas_fp *fp, uint8_t *buf, uint32_t buflen, uint32_t *reason);
+int tas_fp_sp_send(struct tas_fp *fp, const uint8_t *buf, uint32_t len);
+
+/* Per-core idle accounting for core scaling: busy and total TSC cycles. */
+void tas_fp_core_load(struct tas_fp *fp, uint16_t core, uint64_t *busy, uint64_t *total);
+/* CDEF-END */
+
+#endif

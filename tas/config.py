@@ -1,0 +1,228 @@
+"""Daemon configuration: one TOML file over built-in defaults.
+
+Every key is declared once in SCHEMA with its default, parser and the form it
+expects, so an unknown key or a bad value is rejected with a message naming
+the key and the expected form.  The defaults are the embedded set-up: a
+net_tap device whose kernel side lives in the `tas-peer` namespace and NVM
+emulated by a file in /dev/shm.
+"""
+import ipaddress
+import re
+import tomllib
+from dataclasses import dataclass
+
+
+class ConfigError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Field:
+    default: object
+    parse: object      # callable(value) -> parsed value; raises ValueError
+    expected: str      # the expected form, for error messages
+
+
+def _ipv4(v):
+    return str(ipaddress.IPv4Address(v))
+
+
+def _mac(v):
+    if not isinstance(v, str) or not re.fullmatch(r"([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}", v):
+        raise ValueError
+    if int(v[:2], 16) & 1:
+        raise ValueError  # multicast bit set: not a unicast station address
+    return v.lower()
+
+
+def _int_range(lo, hi):
+    def parse(v):
+        if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+            raise ValueError
+        return v
+    return parse
+
+
+def _pow2(lo, hi):
+    rng = _int_range(lo, hi)
+
+    def parse(v):
+        v = rng(v)
+        if v & (v - 1):
+            raise ValueError
+        return v
+    return parse
+
+
+def _choice(*options):
+    def parse(v):
+        if v not in options:
+            raise ValueError
+        return v
+    return parse
+
+
+def _str(pattern=r".+"):
+    def parse(v):
+        if not isinstance(v, str) or not re.fullmatch(pattern, v):
+            raise ValueError
+        return v
+    return parse
+
+
+def _int_list(lo, hi):
+    def parse(v):
+        if not isinstance(v, list) or not v or len(set(v)) != len(v):
+            raise ValueError
+        return [_int_range(lo, hi)(x) for x in v]
+    return parse
+
+
+def _bool(v):
+    if not isinstance(v, bool):
+        raise ValueError
+    return v
+
+
+def _str_list(v):
+    if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+        raise ValueError
+    return list(v)
+
+
+_SIZE = re.compile(r"(\d+)\s*([KMG]i?B?)?", re.I)
+
+
+def _size(v):
+    """A byte size: an integer or a string like '256M' / '1GiB'."""
+    if isinstance(v, int) and not isinstance(v, bool) and v > 0:
+        return v
+    m = _SIZE.fullmatch(v.strip()) if isinstance(v, str) else None
+    if not m:
+        raise ValueError
+    unit = (m.group(2) or "").upper()[:1]
+    return int(m.group(1)) * {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}[unit]
+
+
+NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,14}"
+
+SCHEMA = {
+    "tas": {
+        "instance": Field("tas0", _str(NAME), "a name of 1-15 letters, digits, '_.-'"),
+        "ip": Field("10.0.0.2", _ipv4, "an IPv4 address like 10.0.0.2"),
+        "prefix_len": Field(24, _int_range(1, 32), "an integer 1..32"),
+        "mac": Field("02:00:00:00:00:02", _mac, "a unicast MAC like 02:00:00:00:00:02"),
+        "run_dir": Field("/run/tas", _str(r"/.*"), "an absolute directory path"),
+    },
+    "dpdk": {
+        "device": Field("net_tap", _choice("net_tap", "net_af_packet", "net_memif", "pci"),
+                        "one of net_tap, net_af_packet, net_memif, pci"),
+        "iface": Field("dtap0", _str(NAME), "a Linux interface name (1-15 chars)"),
+        "pci_addr": Field("", _str(r"|[0-9a-fA-F]{4}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]"),
+                          "a PCI address like 0000:03:00.0"),
+        "memif_role": Field("server", _choice("server", "client"), "server or client"),
+        "memif_socket": Field("/run/tas/memif.sock", _str(r"/.*"), "an absolute socket path"),
+        "main_core": Field(0, _int_range(0, 127), "an lcore number"),
+        "fp_cores": Field([1], _int_list(0, 127), "a non-empty list of distinct lcore numbers"),
+        "hugepages": Field("auto", _choice("auto", "yes", "no"), "auto, yes or no"),
+        "mem_mb": Field(512, _int_range(64, 1 << 20), "megabytes of DPDK memory (>= 64)"),
+        "mbufs": Field(16383, _int_range(1023, 1 << 22), "an mbuf count"),
+        "rx_desc": Field(1024, _pow2(64, 16384), "a power of two 64..16384"),
+        "tx_desc": Field(1024, _pow2(64, 16384), "a power of two 64..16384"),
+        "rx_interrupts": Field(True, _bool, "true or false"),
+        "eal_extra": Field([], _str_list, "a list of extra EAL argument strings"),
+    },
+    "fastpath": {
+        "idle_block_us": Field(10000, _int_range(0, 10_000_000),
+                               "microseconds of idle before blocking (0..1e7)"),
+        "sp_ring_size": Field(4096, _pow2(64, 1 << 20), "a power of two"),
+    },
+    "peer": {
+        "netns": Field("tas-peer", _str(r"|" + NAME), "a network namespace name, or '' for none"),
+        "ip": Field("10.0.0.1", _ipv4, "an IPv4 address like 10.0.0.1"),
+        "mac": Field("02:00:00:00:00:01", _mac, "a unicast MAC"),
+    },
+    "buffers": {
+        "rx_buf": Field(65536, _size, "a size like 65536 or '64K'"),
+        "tx_buf": Field(65536, _size, "a size like 65536 or '64K'"),
+        "backing": Field("shm", _choice("shm", "nvm"), "shm or nvm"),
+    },
+    "nvm": {
+        "pool_path": Field("/dev/shm/tas-nvm.pool", _str(r"/.*"), "an absolute path"),
+        "pool_size": Field("256M", _size, "a size like '256M'"),
+    },
+}
+
+
+class Config(dict):
+    """Section -> {key: value}; attribute access for sections (cfg.tas.ip)."""
+
+    def __getattr__(self, name):
+        try:
+            return _Section(self[name])
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+class _Section(dict):
+    def __getattr__(self, name):
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+def validate(raw, source="config"):
+    """Merge `raw` (parsed TOML) over the defaults; raise ConfigError on bad input."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: top level must be a table")
+    cfg = Config({sec: {k: f.default for k, f in fields.items()}
+                  for sec, fields in SCHEMA.items()})
+    for sec, table in raw.items():
+        if sec not in SCHEMA:
+            raise ConfigError(f"{source}: unknown section [{sec}] "
+                              f"(expected one of: {', '.join(SCHEMA)})")
+        if not isinstance(table, dict):
+            raise ConfigError(f"{source}: [{sec}] must be a table")
+        for key, value in table.items():
+            field = SCHEMA[sec].get(key)
+            if field is None:
+                raise ConfigError(f"{source}: unknown key {sec}.{key} "
+                                  f"(known keys in [{sec}]: {', '.join(SCHEMA[sec])})")
+            try:
+                cfg[sec][key] = field.parse(value)
+            except (ValueError, TypeError, AttributeError):
+                raise ConfigError(f"{source}: bad value for {sec}.{key}: {value!r} "
+                                  f"(expected {field.expected})") from None
+    _check_cross(cfg, source)
+    return cfg
+
+
+def _check_cross(cfg, source):
+    if cfg["dpdk"]["main_core"] in cfg["dpdk"]["fp_cores"]:
+        raise ConfigError(f"{source}: dpdk.fp_cores must not contain dpdk.main_core "
+                          f"({cfg['dpdk']['main_core']}): the slow path runs there")
+    if cfg["dpdk"]["device"] == "pci" and not cfg["dpdk"]["pci_addr"]:
+        raise ConfigError(f"{source}: dpdk.pci_addr is required when dpdk.device = 'pci'")
+    if cfg["peer"]["ip"] == cfg["tas"]["ip"]:
+        raise ConfigError(f"{source}: peer.ip must differ from tas.ip")
+
+
+def load(path=None, overrides=None):
+    """Load the TOML file at `path` (None: defaults only), then apply overrides
+    given as {"section.key": value}."""
+    raw = {}
+    source = "defaults"
+    if path is not None:
+        source = str(path)
+        try:
+            with open(path, "rb") as f:
+                raw = tomllib.load(f)
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: no such config file") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    for dotted, value in (overrides or {}).items():
+        sec, _, key = dotted.partition(".")
+        raw.setdefault(sec, {})[key] = value
+    return validate(raw, source)

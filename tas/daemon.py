@@ -1,0 +1,169 @@
+"""`tas`: the TAS daemon.  Fast path on DPDK lcores, slow path in this thread.
+
+Start-up order matters: the instance lock first (refuse to start twice), then
+topology that must exist before the port (af_packet veth), EAL and the port,
+the fast-path lcores, and only then the peer side of a tap (the interface
+exists once the port has started).  Shutdown undoes it in reverse, on SIGINT
+or SIGTERM, and removes every shared-memory file the daemon created.
+"""
+import argparse
+import os
+import signal
+import sys
+
+from bindings import stats as kbstats
+from tas import config, eal, peer
+from tas.instance import AlreadyRunning, InstanceLock
+from tas.slowpath.packets import ip_bytes, mac_bytes
+
+
+class DaemonError(Exception):
+    pass
+
+
+class FastPath:
+    """The C fast path behind cffi: EAL, port, lcores."""
+
+    def __init__(self, cfg, stats_page):
+        from bindings import _tasfp
+        self.ffi, self.lib = _tasfp.ffi, _tasfp.lib
+        self.handle = None
+        self.cfg = cfg
+        self.stats_page = stats_page
+
+    def init_eal(self, args):
+        self._argv = [self.ffi.new("char[]", a.encode()) for a in args]
+        argv = self.ffi.new("char *[]", self._argv)
+        if self.lib.rte_eal_init(len(args), argv) < 0:
+            err = self.ffi.string(self.lib.rte_strerror(self.lib.tas_rte_errno())).decode()
+            raise DaemonError(f"DPDK EAL init failed: {err} (args: {' '.join(args)})")
+
+    def create(self):
+        d = self.cfg.dpdk
+        c = self.ffi.new("struct tas_fp_conf *")
+        c.ip = int.from_bytes(ip_bytes(self.cfg.tas.ip), "big")
+        c.mac = mac_bytes(self.cfg.tas.mac)
+        c.ncores = len(d.fp_cores)
+        for i, lc in enumerate(d.fp_cores):
+            c.lcores[i] = lc
+        c.nb_mbufs = d.mbufs
+        c.rx_desc, c.tx_desc = d.rx_desc, d.tx_desc
+        c.sp_ring_size = self.cfg.fastpath.sp_ring_size
+        c.idle_block_us = self.cfg.fastpath.idle_block_us
+        c.no_rx_intr = 0 if d.rx_interrupts else 1
+        h = self.lib.tas_fp_create(c, self.stats_page)
+        if h == self.ffi.NULL:
+            raise DaemonError(f"fast path: {self.ffi.string(self.lib.tas_fp_error()).decode()}")
+        self.handle = h
+
+    def start(self):
+        if self.lib.tas_fp_start(self.handle) != 0:
+            raise DaemonError(f"fast path: {self.ffi.string(self.lib.tas_fp_error()).decode()}")
+
+    def close(self):
+        if self.handle is not None:
+            self.lib.tas_fp_stop(self.handle)
+            self.lib.tas_fp_destroy(self.handle)
+            self.handle = None
+        self.lib.rte_eal_cleanup()
+
+
+class Daemon:
+    def __init__(self, cfg, log=print):
+        self.cfg = cfg
+        self.log = log
+        self.lock = InstanceLock(cfg.tas.run_dir, cfg.tas.instance)
+        self.stats = None
+        self.fp = None
+        self.stopping = False
+        self._undo = []
+
+    def start(self):
+        from bindings import _tasfp
+        cfg = self.cfg
+        self.lock.acquire()
+        self._undo.append(self.lock.release)
+        self.stats = kbstats.Writer("tas", cfg.tas.instance, module=_tasfp)
+        self._undo.append(self.stats.close)
+        huge, why = eal.use_hugepages(cfg)
+        self.log(f"tas: {why}")
+        peer.setup_before_port(cfg)
+        self._undo.append(lambda: peer.teardown(cfg))
+        self.fp = FastPath(cfg, self.stats.page)
+        self.fp.init_eal(eal.eal_args(cfg, huge))
+        self._undo.append(self.fp.close)
+        self.fp.create()
+        self.fp.start()
+        peer.setup_after_port(cfg)
+        self.stats.set("fp_cores", len(cfg.dpdk.fp_cores))
+        intr = "rx interrupts" if self.fp.lib.tas_fp_rx_intr(self.fp.handle) else "polling"
+        self.log(f"tas: ready instance={cfg.tas.instance} ip={cfg.tas.ip} "
+                 f"device={cfg.dpdk.device} fp_cores={cfg.dpdk.fp_cores} idle={intr}")
+
+    def run(self):
+        from tas.slowpath.loop import SlowPath
+        rfd, wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(wfd)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._on_signal)
+        SlowPath(self.cfg, self.fp, self.stats).run(rfd, lambda: self.stopping)
+
+    def _on_signal(self, signum, frame):
+        self.stopping = True
+
+    def stop(self):
+        while self._undo:
+            undo = self._undo.pop()
+            try:
+                undo()
+            except Exception as e:  # keep tearing down the rest
+                self.log(f"tas: cleanup step failed: {e}")
+        self.log("tas: stopped")
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog="tas", description="TAS daemon (TCP acceleration service)")
+    p.add_argument("-c", "--config", help="TOML config file (default: built-in defaults)")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override one config key (value in TOML syntax), repeatable")
+    return p.parse_args(argv)
+
+
+def overrides_from(pairs):
+    import tomllib
+    out = {}
+    for item in pairs:
+        key, sep, value = item.partition("=")
+        if not sep or "." not in key:
+            raise config.ConfigError(f"--set {item!r}: expected SECTION.KEY=VALUE")
+        try:
+            out[key] = tomllib.loads(f"v = {value}")["v"]
+        except tomllib.TOMLDecodeError:
+            out[key] = value  # a bare word: take it as a string
+    return out
+
+
+def main(argv=None):
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        cfg = config.load(args.config, overrides_from(args.set))
+    except config.ConfigError as e:
+        print(f"tas: {e}", file=sys.stderr)
+        return 2
+    d = Daemon(cfg, log=lambda m: print(m, flush=True))
+    try:
+        d.start()
+        d.run()
+    except AlreadyRunning as e:
+        print(f"tas: {e}", file=sys.stderr)
+        return 1
+    except (DaemonError, peer.PeerError, RuntimeError, OSError) as e:
+        print(f"tas: {e}", file=sys.stderr)
+        return 1
+    finally:
+        d.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,56 @@
+"""EAL arguments from the config, and hugepage detection."""
+import os
+
+
+def hugepages_free_mb():
+    """Free 2 MiB/1 GiB hugepage memory usable through a mounted hugetlbfs."""
+    try:
+        with open("/proc/mounts") as f:
+            if not any(line.split()[2] == "hugetlbfs" for line in f if line.strip()):
+                return 0
+        info = {}
+        with open("/proc/meminfo") as f:
+            for line in f:
+                k, v = line.split(":", 1)
+                info[k] = v.split()
+        return int(info["HugePages_Free"][0]) * int(info["Hugepagesize"][0]) // 1024
+    except (OSError, KeyError, ValueError, IndexError):
+        return 0
+
+
+def use_hugepages(cfg):
+    """(use hugepages?, reason) for the configured hugepages mode."""
+    mode = cfg.dpdk.hugepages
+    free = hugepages_free_mb()
+    if mode == "no":
+        return False, "hugepages disabled by config"
+    if free >= cfg.dpdk.mem_mb:
+        return True, f"{free} MiB of hugepages free"
+    if mode == "yes":
+        raise RuntimeError(f"dpdk.hugepages = 'yes' but only {free} MiB of hugepages are free "
+                           f"(need {cfg.dpdk.mem_mb}); run deploy/setup or set hugepages = 'auto'")
+    return False, f"only {free} MiB of hugepages free: running DPDK with --no-huge"
+
+
+def vdev_args(cfg):
+    d = cfg.dpdk
+    ncores = len(d.fp_cores)
+    if d.device == "net_tap":
+        return ["--no-pci", f"--vdev=net_tap0,iface={d.iface}"]
+    if d.device == "net_af_packet":
+        return ["--no-pci", f"--vdev=net_af_packet0,iface={d.iface},qpairs={ncores}"]
+    if d.device == "net_memif":
+        os.makedirs(os.path.dirname(d.memif_socket), exist_ok=True)
+        return ["--no-pci", f"--vdev=net_memif0,role={d.memif_role},socket={d.memif_socket},"
+                f"mac={cfg.tas.mac}"]
+    return ["-a", d.pci_addr]
+
+
+def eal_args(cfg, huge):
+    d = cfg.dpdk
+    lcores = ",".join(str(c) for c in [d.main_core] + d.fp_cores)
+    args = ["tas", "-l", lcores, "--main-lcore", str(d.main_core),
+            "--in-memory", "--no-telemetry", f"--file-prefix={cfg.tas.instance}",
+            "--log-level=*:warning"]
+    args += ["-m", str(d.mem_mb)] if huge else ["--no-huge", "-m", str(d.mem_mb)]
+    return args + vdev_args(cfg) + list(d.eal_extra)

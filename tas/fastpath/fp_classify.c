@@ -1,0 +1,75 @@
+/*
+ * Validate a received frame before anything trusts its headers.  Malformed
+ * frames are dropped and counted here and never reach the rest of the
+ * fast path or the slow path.
+ */
+#include <rte_arp.h>
+#include <rte_ether.h>
+#include <rte_ip.h>
+#include <rte_tcp.h>
+
+#include "fp_internal.h"
+
+static bool mac_is_ours(const struct tas_fp *fp, const struct rte_ether_addr *a)
+{
+    return rte_is_broadcast_ether_addr(a) ||
+           memcmp(a->addr_bytes, fp->conf.mac, RTE_ETHER_ADDR_LEN) == 0;
+}
+
+static bool drop(uint64_t *ctr)
+{
+    kb_stats_add(ctr, 1);
+    return false;
+}
+
+static bool classify_ipv4(struct tas_fp *fp, struct rte_mbuf *m, uint32_t *reason)
+{
+    uint32_t len = rte_pktmbuf_data_len(m) - sizeof(struct rte_ether_hdr);
+    if (len < sizeof(struct rte_ipv4_hdr))
+        return drop(fp->ctr.drop_malformed);
+    const struct rte_ipv4_hdr *ip =
+        rte_pktmbuf_mtod_offset(m, struct rte_ipv4_hdr *, sizeof(struct rte_ether_hdr));
+    uint32_t ihl = (ip->version_ihl & 0x0f) * 4u;
+    uint32_t total = rte_be_to_cpu_16(ip->total_length);
+    if ((ip->version_ihl >> 4) != 4 || ihl < sizeof(*ip) || total < ihl || total > len)
+        return drop(fp->ctr.drop_malformed);
+    /* A correct header (checksum field included) sums to 0xffff. */
+    if (rte_raw_cksum(ip, ihl) != 0xffff)
+        return drop(fp->ctr.drop_malformed);
+    if (rte_be_to_cpu_32(ip->dst_addr) != fp->conf.ip)
+        return drop(fp->ctr.drop_not_ours);
+    /* Fragments are not part of the common case; the slow path drops them. */
+    switch (ip->next_proto_id) {
+    case IPPROTO_ICMP:
+        *reason = TAS_EXC_ICMP;
+        return true;
+    case IPPROTO_TCP:
+        if (total - ihl < sizeof(struct rte_tcp_hdr))
+            return drop(fp->ctr.drop_malformed);
+        *reason = TAS_EXC_TCP_CTRL;
+        return true;
+    default:
+        *reason = TAS_EXC_OTHER;
+        return true;
+    }
+}
+
+bool fp_classify(struct tas_fp *fp, struct rte_mbuf *m, uint32_t *reason)
+{
+    if (rte_pktmbuf_data_len(m) < sizeof(struct rte_ether_hdr) || m->nb_segs != 1)
+        return drop(fp->ctr.drop_malformed);
+    const struct rte_ether_hdr *eth = rte_pktmbuf_mtod(m, struct rte_ether_hdr *);
+    if (!mac_is_ours(fp, &eth->dst_addr))
+        return drop(fp->ctr.drop_not_ours);
+    switch (rte_be_to_cpu_16(eth->ether_type)) {
+    case RTE_ETHER_TYPE_ARP:
+        if (rte_pktmbuf_data_len(m) < sizeof(*eth) + sizeof(struct rte_arp_hdr))
+            return drop(fp->ctr.drop_malformed);
+        *reason = TAS_EXC_ARP;
+        return true;
+    case RTE_ETHER_TYPE_IPV4:
+        return classify_ipv4(fp, m, reason);
+    default:
+        return drop(fp->ctr.drop_not_ours);
+    }
+}

@@ -1,0 +1,128 @@
+/*
+ * One fast-path core: poll its RX queue, hand exceptions to the slow path,
+ * transmit what the slow path queued (core 0), and block on an eventfd (and
+ * the RX interrupt, where the device has one) after idle_block_us without
+ * work, so that busy pollers do not starve a 2-core machine.
+ */
+#include <sys/epoll.h>
+#include <unistd.h>
+
+#include <rte_cycles.h>
+
+#include "fp_internal.h"
+
+void fp_tx(struct fp_core *c, struct rte_mbuf **pkts, unsigned n)
+{
+    struct tas_fp *fp = c->fp;
+    uint64_t bytes = 0;
+    for (unsigned i = 0; i < n; i++)
+        bytes += rte_pktmbuf_pkt_len(pkts[i]);
+    unsigned sent = 0;
+    /* A few retries absorb a momentarily full TX ring. */
+    for (int tries = 0; sent < n && tries < 8; tries++)
+        sent += rte_eth_tx_burst(fp->port, c->idx, pkts + sent, (uint16_t)(n - sent));
+    if (sent < n) {
+        for (unsigned i = sent; i < n; i++)
+            bytes -= rte_pktmbuf_pkt_len(pkts[i]);
+        kb_stats_add(fp->ctr.tx_drops, n - sent);
+        rte_pktmbuf_free_bulk(pkts + sent, n - sent);
+    }
+    kb_stats_add(fp->ctr.tx_pkts, sent);
+    kb_stats_add(fp->ctr.tx_bytes, bytes);
+}
+
+static unsigned poll_rx(struct fp_core *c)
+{
+    struct tas_fp *fp = c->fp;
+    struct rte_mbuf *pkts[FP_BURST], *exc[FP_BURST];
+    uint32_t reasons[FP_BURST];
+    uint16_t n = rte_eth_rx_burst(fp->port, c->idx, pkts, FP_BURST);
+    if (n == 0)
+        return 0;
+    unsigned nexc = 0;
+    uint64_t bytes = 0;
+    for (uint16_t i = 0; i < n; i++) {
+        bytes += rte_pktmbuf_pkt_len(pkts[i]);
+        if (fp_classify(fp, pkts[i], &reasons[nexc]))
+            exc[nexc++] = pkts[i];
+        else
+            rte_pktmbuf_free(pkts[i]);
+    }
+    kb_stats_add(fp->ctr.rx_pkts, n);
+    kb_stats_add(fp->ctr.rx_bytes, bytes);
+    if (nexc > 0)
+        fp_exceptions_push(fp, exc, reasons, nexc);
+    return n;
+}
+
+static unsigned poll_sp_tx(struct fp_core *c)
+{
+    if (c->idx != 0)
+        return 0;
+    struct rte_mbuf *pkts[FP_BURST];
+    unsigned n = fp_sp_tx_drain(c->fp, pkts, FP_BURST);
+    if (n > 0)
+        fp_tx(c, pkts, n);
+    return n;
+}
+
+static bool has_pending(struct fp_core *c)
+{
+    return (c->idx == 0 && !rte_ring_empty(c->fp->sp_tx_ring)) ||
+           rte_eth_rx_queue_count(c->fp->port, c->idx) > 0;
+}
+
+static void block_until_work(struct fp_core *c)
+{
+    struct tas_fp *fp = c->fp;
+    kb_stats_add(fp->ctr.sleeps, 1);
+    if (c->rx_intr_fd >= 0)
+        rte_eth_dev_rx_intr_enable(fp->port, c->idx);
+    __atomic_store_n(&c->sleeping, 1, __ATOMIC_SEQ_CST);
+    /* Close the race with a waker that checked `sleeping` before we set it. */
+    if (!fp->stop && !has_pending(c)) {
+        struct epoll_event ev[2];
+        /* Without RX interrupts, wake every millisecond to poll the device. */
+        int timeout = c->rx_intr_fd >= 0 ? 1000 : 1;
+        int n = epoll_wait(c->epfd, ev, 2, timeout);
+        for (int i = 0; i < n; i++) {
+            /* Drain only our eventfd: the RX interrupt fd may be the device's
+             * own queue (net_tap), and reading it would eat a packet. */
+            if (ev[i].data.fd != c->wake_fd)
+                continue;
+            uint64_t v;
+            ssize_t r = read(c->wake_fd, &v, sizeof(v));
+            (void)r;
+        }
+    }
+    __atomic_store_n(&c->sleeping, 0, __ATOMIC_SEQ_CST);
+    if (c->rx_intr_fd >= 0)
+        rte_eth_dev_rx_intr_disable(fp->port, c->idx);
+    kb_stats_add(fp->ctr.wakeups, 1);
+}
+
+int fp_core_loop(void *arg)
+{
+    struct fp_core *c = arg;
+    struct tas_fp *fp = c->fp;
+    const uint64_t hz = rte_get_tsc_hz();
+    const uint64_t idle_limit = hz / 1000000 * fp->conf.idle_block_us;
+    uint64_t last_work = rte_get_tsc_cycles();
+    uint64_t prev = last_work;
+
+    while (!fp->stop) {
+        unsigned work = poll_rx(c) + poll_sp_tx(c);
+        uint64_t now = rte_get_tsc_cycles();
+        if (work > 0) {
+            c->busy_cycles += now - prev;
+            last_work = now;
+        } else if (now - last_work > idle_limit) {
+            block_until_work(c);
+            now = rte_get_tsc_cycles();
+            last_work = now;
+        }
+        c->total_cycles += now - prev;
+        prev = now;
+    }
+    return 0;
+}

@@ -1,0 +1,233 @@
+/* Bring-up and tear-down of the DPDK port, pools, rings and core contexts. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <rte_eal.h>
+#include <rte_lcore.h>
+#include <rte_malloc.h>
+
+#include "fp_internal.h"
+
+static void counters_init(struct fp_counters *c, struct kb_stats_page *s)
+{
+    static const char *const exc_names[TAS_EXC_NREASONS] = {
+        "exc_arp", "exc_icmp", "exc_tcp_ctrl", "exc_other"};
+    c->rx_pkts = kb_stats_counter(s, "rx_pkts");
+    c->rx_bytes = kb_stats_counter(s, "rx_bytes");
+    c->tx_pkts = kb_stats_counter(s, "tx_pkts");
+    c->tx_bytes = kb_stats_counter(s, "tx_bytes");
+    c->tx_drops = kb_stats_counter(s, "tx_drops");
+    c->drop_malformed = kb_stats_counter(s, "rx_drop_malformed");
+    c->drop_not_ours = kb_stats_counter(s, "rx_drop_not_ours");
+    for (int i = 0; i < TAS_EXC_NREASONS; i++)
+        c->exc[i] = kb_stats_counter(s, exc_names[i]);
+    c->exc_ring_full = kb_stats_counter(s, "exc_drop_ring_full");
+    c->sp_tx_pkts = kb_stats_counter(s, "sp_tx_pkts");
+    c->sleeps = kb_stats_counter(s, "fp_sleeps");
+    c->wakeups = kb_stats_counter(s, "fp_wakeups");
+}
+
+static int find_port(uint16_t *port)
+{
+    uint16_t p;
+    RTE_ETH_FOREACH_DEV(p) {
+        *port = p;
+        return 0;
+    }
+    fp_set_error("no DPDK port found (check the vdev/PCI device in the config)");
+    return -1;
+}
+
+static int port_configure(struct tas_fp *fp, bool rx_intr)
+{
+    struct rte_eth_conf conf;
+    memset(&conf, 0, sizeof(conf));
+    conf.intr_conf.rxq = rx_intr ? 1 : 0;
+    uint16_t nq = fp->conf.ncores;
+    int r = rte_eth_dev_configure(fp->port, nq, nq, &conf);
+    if (r != 0)
+        return r;
+    uint16_t rxd = fp->conf.rx_desc, txd = fp->conf.tx_desc;
+    r = rte_eth_dev_adjust_nb_rx_tx_desc(fp->port, &rxd, &txd);
+    if (r != 0)
+        return r;
+    int socket = rte_eth_dev_socket_id(fp->port);
+    for (uint16_t q = 0; q < nq; q++) {
+        r = rte_eth_rx_queue_setup(fp->port, q, rxd, socket, NULL, fp->pool);
+        if (r != 0)
+            return r;
+        r = rte_eth_tx_queue_setup(fp->port, q, txd, socket, NULL);
+        if (r != 0)
+            return r;
+    }
+    return 0;
+}
+
+static int core_init(struct tas_fp *fp, uint16_t idx)
+{
+    struct fp_core *c = &fp->cores[idx];
+    c->fp = fp;
+    c->idx = idx;
+    c->lcore = fp->conf.lcores[idx];
+    c->rx_intr_fd = -1;
+    c->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    c->epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (c->wake_fd < 0 || c->epfd < 0)
+        return -errno;
+    struct epoll_event ev = {.events = EPOLLIN, .data.fd = c->wake_fd};
+    if (epoll_ctl(c->epfd, EPOLL_CTL_ADD, c->wake_fd, &ev) != 0)
+        return -errno;
+    if (fp->rx_intr) {
+        int fd = rte_eth_dev_rx_intr_ctl_q_get_fd(fp->port, idx);
+        ev.data.fd = fd;
+        if (fd >= 0 && epoll_ctl(c->epfd, EPOLL_CTL_ADD, fd, &ev) == 0)
+            c->rx_intr_fd = fd;
+    }
+    return 0;
+}
+
+static int check_conf(const struct tas_fp_conf *conf)
+{
+    if (conf->ncores == 0 || conf->ncores > TAS_FP_MAX_CORES) {
+        fp_set_error("fast path cores: need 1..%d, got %u", TAS_FP_MAX_CORES, conf->ncores);
+        return -1;
+    }
+    for (uint16_t i = 0; i < conf->ncores; i++) {
+        unsigned l = conf->lcores[i];
+        if (!rte_lcore_is_enabled(l) || l == rte_get_main_lcore()) {
+            fp_set_error("fast path core %u is not a worker lcore of this EAL", l);
+            return -1;
+        }
+    }
+    if (!rte_is_power_of_2(conf->sp_ring_size)) {
+        fp_set_error("slow path ring size must be a power of two, got %u", conf->sp_ring_size);
+        return -1;
+    }
+    return 0;
+}
+
+struct tas_fp *tas_fp_create(const struct tas_fp_conf *conf, struct kb_stats_page *stats)
+{
+    if (check_conf(conf) != 0)
+        return NULL;
+    struct tas_fp *fp = rte_zmalloc("tas_fp", sizeof(*fp), RTE_CACHE_LINE_SIZE);
+    if (fp == NULL) {
+        fp_set_error("out of DPDK memory for the fast path context");
+        return NULL;
+    }
+    fp->conf = *conf;
+    fp->sp_fd = -1;
+    counters_init(&fp->ctr, stats);
+    if (find_port(&fp->port) != 0)
+        goto fail;
+    fp->pool = rte_pktmbuf_pool_create("tas_mbufs", conf->nb_mbufs, 256, 0,
+                                       RTE_MBUF_DEFAULT_BUF_SIZE, rte_socket_id());
+    fp->exc_ring = rte_ring_create("tas_exc", conf->sp_ring_size, rte_socket_id(), RING_F_SC_DEQ);
+    fp->sp_tx_ring = rte_ring_create("tas_sptx", conf->sp_ring_size, rte_socket_id(),
+                                     RING_F_SP_ENQ | RING_F_SC_DEQ);
+    fp->sp_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (fp->pool == NULL || fp->exc_ring == NULL || fp->sp_tx_ring == NULL || fp->sp_fd < 0) {
+        fp_set_error("cannot allocate mbuf pool or rings: %s", rte_strerror(rte_errno));
+        goto fail;
+    }
+    /* Prefer RX interrupts for idle blocking; fall back to polling sleeps. */
+    fp->rx_intr = !conf->no_rx_intr && port_configure(fp, true) == 0;
+    if (!fp->rx_intr) {
+        int r = port_configure(fp, false);
+        if (r != 0) {
+            fp_set_error("port %u configuration failed: %s", fp->port, rte_strerror(-r));
+            goto fail;
+        }
+    }
+    struct rte_ether_addr mac;
+    memcpy(mac.addr_bytes, conf->mac, sizeof(mac.addr_bytes));
+    rte_eth_dev_default_mac_addr_set(fp->port, &mac); /* best effort: not all PMDs can */
+    int r = rte_eth_dev_start(fp->port);
+    if (r != 0) {
+        fp_set_error("port %u start failed: %s", fp->port, rte_strerror(-r));
+        goto fail;
+    }
+    fp->started = true;
+    rte_eth_promiscuous_enable(fp->port);
+    for (uint16_t i = 0; i < conf->ncores; i++) {
+        if (core_init(fp, i) != 0) {
+            fp_set_error("core %u: cannot create eventfd/epoll", i);
+            goto fail;
+        }
+    }
+    return fp;
+fail:
+    tas_fp_destroy(fp);
+    return NULL;
+}
+
+int tas_fp_port_id(struct tas_fp *fp)
+{
+    return fp->port;
+}
+
+int tas_fp_rx_intr(struct tas_fp *fp)
+{
+    return fp->cores[0].rx_intr_fd >= 0;
+}
+
+int tas_fp_start(struct tas_fp *fp)
+{
+    fp->stop = 0;
+    for (uint16_t i = 0; i < fp->conf.ncores; i++) {
+        int r = rte_eal_remote_launch(fp_core_loop, &fp->cores[i], fp->cores[i].lcore);
+        if (r != 0) {
+            fp_set_error("cannot launch fast path on lcore %u", fp->cores[i].lcore);
+            tas_fp_stop(fp);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+void tas_fp_stop(struct tas_fp *fp)
+{
+    fp->stop = 1;
+    for (uint16_t i = 0; i < fp->conf.ncores; i++) {
+        uint64_t one = 1;
+        ssize_t r = write(fp->cores[i].wake_fd, &one, sizeof(one));
+        (void)r;
+    }
+    for (uint16_t i = 0; i < fp->conf.ncores; i++)
+        rte_eal_wait_lcore(fp->cores[i].lcore);
+}
+
+void tas_fp_core_load(struct tas_fp *fp, uint16_t core, uint64_t *busy, uint64_t *total)
+{
+    *busy = fp->cores[core].busy_cycles;
+    *total = fp->cores[core].total_cycles;
+}
+
+static void close_fd(int fd)
+{
+    if (fd >= 0)
+        close(fd);
+}
+
+void tas_fp_destroy(struct tas_fp *fp)
+{
+    if (fp == NULL)
+        return;
+    if (fp->started) {
+        rte_eth_dev_stop(fp->port);
+        rte_eth_dev_close(fp->port);
+    }
+    for (uint16_t i = 0; i < fp->conf.ncores; i++) {
+        close_fd(fp->cores[i].wake_fd);
+        close_fd(fp->cores[i].epfd);
+    }
+    close_fd(fp->sp_fd);
+    rte_ring_free(fp->exc_ring);
+    rte_ring_free(fp->sp_tx_ring);
+    rte_mempool_free(fp->pool);
+    rte_free(fp);
+}
