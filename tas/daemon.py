@@ -100,13 +100,17 @@ class Daemon:
         self.log(f"tas: ready instance={cfg.tas.instance} ip={cfg.tas.ip} "
                  f"device={cfg.dpdk.device} fp_cores={cfg.dpdk.fp_cores} idle={intr}")
 
-    def run(self):
-        from tas.slowpath.loop import SlowPath
-        rfd, wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    def catch_signals(self):
+        """Install SIGINT/SIGTERM handlers before start-up, so a signal at any
+        point leads to the orderly teardown in stop()."""
+        self._wake_r, wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(wfd)
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, self._on_signal)
-        SlowPath(self.cfg, self.fp, self.stats).run(rfd, lambda: self.stopping)
+
+    def run(self):
+        from tas.slowpath.loop import SlowPath
+        SlowPath(self.cfg, self.fp, self.stats).run(self._wake_r, lambda: self.stopping)
 
     def _on_signal(self, signum, frame):
         self.stopping = True
@@ -151,6 +155,7 @@ def main(argv=None):
         print(f"tas: {e}", file=sys.stderr)
         return 2
     d = Daemon(cfg, log=lambda m: print(m, flush=True))
+    d.catch_signals()
     try:
         d.start()
         d.run()

@@ -1,0 +1,62 @@
+"""Run a TAS daemon as a child process: start, wait until ready, stop.
+
+Used by the demo, the benchmarks and the tests, so they all start and stop
+the daemon the same way.
+"""
+import select
+import signal
+import subprocess
+import sys
+import time
+
+READY_WAIT_S = 60  # a hang guard for start-up, not a performance bound
+
+
+class DaemonProcess:
+    def __init__(self, config_path=None, instance="tas0", netns="tas-peer"):
+        """config_path None: the built-in defaults (instance tas0, tas-peer)."""
+        self.config = config_path
+        self.instance = instance
+        self.netns = netns
+        self.proc = None
+        self.output = []
+
+    def start(self):
+        cmd = [sys.executable, "-m", "tas.daemon"]
+        if self.config is not None:
+            cmd += ["-c", str(self.config)]
+        self.proc = subprocess.Popen(
+            cmd,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        deadline = time.monotonic() + READY_WAIT_S
+        while time.monotonic() < deadline:
+            r, _, _ = select.select([self.proc.stdout], [], [], 1.0)
+            if not r:
+                continue
+            line = self.proc.stdout.readline()
+            if not line:
+                break
+            self.output.append(line)
+            if line.startswith("tas: ready"):
+                return self
+        self.stop()
+        raise RuntimeError("daemon did not become ready:\n" + "".join(self.output))
+
+    def ns_run(self, *cmd, **kw):
+        """Run a command in the peer namespace."""
+        return subprocess.run(["ip", "netns", "exec", self.netns, *cmd],
+                              capture_output=True, text=True, **kw)
+
+    def stop(self):
+        """SIGTERM, wait for the orderly shutdown; returns the exit code."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                out, _ = self.proc.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                out, _ = self.proc.communicate()
+            self.output.append(out or "")
+        return self.proc.returncode

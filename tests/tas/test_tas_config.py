@@ -1,0 +1,56 @@
+"""Config: defaults, overrides, and clear errors that name the bad key."""
+import subprocess
+import sys
+
+import pytest
+
+from tas import config
+
+
+def test_defaults_are_the_embedded_setup():
+    cfg = config.load()
+    assert cfg.dpdk.device == "net_tap"
+    assert cfg.peer.netns == "tas-peer"
+    assert cfg.nvm.pool_path.startswith("/dev/shm/")
+    assert cfg.dpdk.main_core not in cfg.dpdk.fp_cores
+
+
+def test_file_values_override_defaults(tmp_path):
+    p = tmp_path / "c.toml"
+    p.write_text('[tas]\nip = "192.168.7.9"\n[buffers]\nrx_buf = "1M"\n')
+    cfg = config.load(p)
+    assert cfg.tas.ip == "192.168.7.9"
+    assert cfg.buffers.rx_buf == 1 << 20
+
+
+@pytest.mark.parametrize("text, needle", [
+    ('[tas]\nipp = "1.2.3.4"\n', "unknown key tas.ipp"),
+    ('[tass]\nip = "1.2.3.4"\n', "unknown section [tass]"),
+    ('[tas]\nip = "1.2.3"\n', "tas.ip: '1.2.3' (expected an IPv4 address"),
+    ('[tas]\nmac = "01:00:00:00:00:01"\n', "tas.mac"),
+    ('[dpdk]\nfp_cores = []\n', "dpdk.fp_cores"),
+    ('[dpdk]\nrx_desc = 1000\n', "dpdk.rx_desc: 1000 (expected a power of two"),
+    ('[dpdk]\ndevice = "net_foo"\n', "expected one of net_tap, net_af_packet"),
+    ('[dpdk]\nfp_cores = [0]\n', "must not contain dpdk.main_core"),
+    ('[buffers]\nrx_buf = "lots"\n', "buffers.rx_buf"),
+    ('[tas\n', "not valid TOML"),
+])
+def test_bad_config_names_the_key(tmp_path, text, needle):
+    p = tmp_path / "bad.toml"
+    p.write_text(text)
+    with pytest.raises(config.ConfigError) as e:
+        config.load(p)
+    assert needle in str(e.value)
+
+
+def test_daemon_rejects_bad_config_before_touching_anything(tmp_path):
+    p = tmp_path / "bad.toml"
+    p.write_text('[dpdk]\nhugepagez = "yes"\n')
+    r = subprocess.run([sys.executable, "-m", "tas.daemon", "-c", str(p)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2
+    assert "unknown key dpdk.hugepagez" in r.stderr
+    r = subprocess.run([sys.executable, "-m", "tas.daemon", "--set", "tas.prefix_len=40"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2
+    assert "tas.prefix_len: 40 (expected an integer 1..32)" in r.stderr

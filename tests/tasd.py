@@ -1,0 +1,51 @@
+"""Test helpers: a real TAS daemon with its own peer namespace per test.
+
+Every daemon gets its own instance name, namespace and interface, and is
+always stopped and its namespace removed, even when the test fails.
+"""
+import itertools
+import os
+
+from pyroute2 import netns
+
+from tas.launcher import DaemonProcess
+
+_seq = itertools.count()
+
+
+def unique(prefix):
+    return f"{prefix}{os.getpid() % 10000}x{next(_seq)}"
+
+
+def write_config(path, instance, ns, iface, device="net_tap", extra=""):
+    path.write_text(f"""
+[tas]
+instance = "{instance}"
+ip = "10.0.0.2"
+
+[dpdk]
+device = "{device}"
+iface = "{iface}"
+mem_mb = 256
+mbufs = 8191
+
+[peer]
+netns = "{ns}"
+ip = "10.0.0.1"
+{extra}
+""")
+    return path
+
+
+class Daemon(DaemonProcess):
+    def __init__(self, tmp_path, device="net_tap", extra=""):
+        instance, ns, self.iface = unique("t"), unique("tasns"), unique("dt")
+        cfg = write_config(tmp_path / f"{instance}.toml", instance, ns, self.iface,
+                           device, extra)
+        super().__init__(cfg, instance, ns)
+
+    def stop(self):
+        rc = super().stop()
+        if self.netns in netns.listnetns():
+            netns.remove(self.netns)
+        return rc
