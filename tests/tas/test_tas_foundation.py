@@ -84,13 +84,13 @@ for f in frames:
 
 def test_tasctl_shows_counters(tas_daemon):
     ping(tas_daemon, 1)
-    r = subprocess.run(["tasctl", "-i", tas_daemon.instance, "stats"],
+    r = subprocess.run([sys.executable, "-m", "tas.ctl", "-i", tas_daemon.instance, "stats"],
                        capture_output=True, text=True)
     assert r.returncode == 0
     assert "icmp_echo_replies" in r.stdout
-    r = subprocess.run(["tasctl", "-i", tas_daemon.instance, "stats", "--prometheus"],
+    r = subprocess.run([sys.executable, "-m", "tas.ctl", "-i", tas_daemon.instance, "stats", "--prometheus"],
                        capture_output=True, text=True)
     assert f'kb_tas_rx_pkts{{instance="{tas_daemon.instance}"}}' in r.stdout
-    r = subprocess.run(["tasctl", "-i", "no-such-instance", "stats"],
+    r = subprocess.run([sys.executable, "-m", "tas.ctl", "-i", "no-such-instance", "stats"],
                        capture_output=True, text=True)
     assert r.returncode == 1 and "no stats page" in r.stderr
