@@ -1,0 +1,70 @@
+/*
+ * zIO explicit API for IO stacks (architecture contract 2).
+ *
+ * libtas and libstrata receive and emit data without going through libc, so
+ * libzio cannot learn their buffers by interposition alone.  They call these
+ * functions instead.  Each shim resolves them with dlsym() at startup, so it
+ * still works when libzio is not preloaded: use zio_api_lookup() below.
+ *
+ * Semantics (dissertation 4.2.2, "zIO+IO"):
+ *  - zio_register_original(): the stack has just placed IO data at
+ *    [addr, addr+len).  Copies out of it may now be elided.  With
+ *    ZIO_ORIG_NOPROTECT (implied by ZIO_ORIG_NVM) the range is stack-private
+ *    and is not write-protected: the stack promises to call zio_release()
+ *    before it overwrites or frees the range.
+ *  - zio_resolve(): is [addr, addr+len) (or part of it) an intermediate?
+ *    Fills `out` with iovecs that together hold exactly the bytes of the
+ *    range, with intermediate parts replaced by their originals.  Returns the
+ *    number of iovecs (1 and out[0].iov_base == addr: nothing to substitute),
+ *    or -1 with errno = E2BIG if more than `max` pieces are needed.  The
+ *    originals stay valid until the stack next calls zio_release() on them or
+ *    the application overwrites them.
+ *  - zio_release(): the stack is about to overwrite or free [addr, addr+len):
+ *    every intermediate that depends on it is filled first, and any
+ *    intermediate pages inside the range are materialised.  Returns 0.
+ */
+#ifndef ZIO_API_H
+#define ZIO_API_H
+
+#include <stddef.h>
+#include <sys/uio.h>
+
+#define ZIO_ORIG_NVM       0x1u   /* original lives in NVM (implies NOPROTECT) */
+#define ZIO_ORIG_NOPROTECT 0x2u   /* stack-private: caller runs zio_release() */
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+int zio_register_original(void *addr, size_t len, unsigned flags);
+int zio_resolve(const void *addr, size_t len, struct iovec *out, int max);
+int zio_release(void *addr, size_t len);
+
+#ifdef __cplusplus
+}
+#endif
+
+typedef int (*zio_register_original_fn)(void *, size_t, unsigned);
+typedef int (*zio_resolve_fn)(const void *, size_t, struct iovec *, int);
+typedef int (*zio_release_fn)(void *, size_t);
+
+struct zio_api {
+    zio_register_original_fn register_original;
+    zio_resolve_fn resolve;
+    zio_release_fn release;
+};
+
+#ifdef ZIO_API_LOOKUP
+#include <dlfcn.h>
+/* Fill `api` from whatever libzio is loaded; all NULL when none is.
+ * Returns 1 when the whole API is available. */
+static inline int zio_api_lookup(struct zio_api *api)
+{
+    api->register_original = (zio_register_original_fn)dlsym(RTLD_DEFAULT, "zio_register_original");
+    api->resolve = (zio_resolve_fn)dlsym(RTLD_DEFAULT, "zio_resolve");
+    api->release = (zio_release_fn)dlsym(RTLD_DEFAULT, "zio_release");
+    return api->register_original && api->resolve && api->release;
+}
+#endif
+
+#endif

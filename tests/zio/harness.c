@@ -1,0 +1,202 @@
+/*
+ * Scripted copy/IO harness for the zIO property test.
+ *
+ * Reads one operation per line from stdin and applies it to a table of heap
+ * buffers.  Input comes from a socketpair fed by a child process with a
+ * deterministic pseudo-random stream (and from a file of the same stream for
+ * `read`); output (send/write/writev) goes to a socketpair drained by a
+ * second child into OUT_FILE.  Every observation (`rd`) and a final digest of
+ * all buffers is printed on stdout.  Run once plainly and once under libzio:
+ * stdout and OUT_FILE must be identical.
+ *
+ * usage: zio_harness OUT_FILE INPUT_FILE [STATS_COPY]
+ * ops:   alloc B SIZE | free B | realloc B SIZE
+ *        recv B OFF LEN | read B OFF LEN
+ *        cpy SB SOFF DB DOFF LEN | mov SB SOFF DB DOFF LEN
+ *        wr B OFF LEN SEED | rd B OFF LEN
+ *        send B OFF LEN | write B OFF LEN | writev B OFF LEN
+ * STATS_COPY: at the end, the process's zio stats page is copied there.
+ */
+#include <fcntl.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define NBUF 8
+
+static unsigned char *buf[NBUF];
+static size_t size[NBUF];
+
+static uint8_t stream_byte(uint64_t i)
+{
+    uint64_t x = (i + 1) * 0x9e3779b97f4a7c15ULL;
+    x ^= x >> 29;
+    x *= 0xbf58476d1ce4e5b9ULL;
+    return (uint8_t)(x >> 32);
+}
+
+static void feeder(int fd)
+{
+    static unsigned char chunk[65536];
+    for (uint64_t pos = 0;; pos += sizeof(chunk)) {
+        for (size_t k = 0; k < sizeof(chunk); k++)
+            chunk[k] = stream_byte(pos + k);
+        for (size_t off = 0; off < sizeof(chunk);) {
+            ssize_t w = write(fd, chunk + off, sizeof(chunk) - off);
+            if (w <= 0)
+                _exit(0);
+            off += (size_t)w;
+        }
+    }
+}
+
+static void drain(int fd, const char *path)
+{
+    static unsigned char chunk[65536];
+    int out = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    for (;;) {
+        ssize_t r = read(fd, chunk, sizeof(chunk));
+        if (r <= 0)
+            break;
+        if (write(out, chunk, (size_t)r) != r)
+            _exit(2);
+    }
+    close(out);
+    _exit(0);
+}
+
+static uint64_t fnv(const unsigned char *p, size_t n)
+{
+    uint64_t h = 1469598103934665603ULL;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ p[i]) * 1099511628211ULL;
+    return h;
+}
+
+static void die(const char *what)
+{
+    perror(what);
+    exit(3);
+}
+
+static void copy_stats(const char *dst)
+{
+    char src[64];
+    snprintf(src, sizeof(src), "/dev/shm/kbstats.zio.%d", (int)getpid());
+    FILE *in = fopen(src, "rb"), *out = fopen(dst, "wb");
+    if (!out)
+        die("stats copy");
+    char page[4096];
+    size_t n = in ? fread(page, 1, sizeof(page), in) : 0;
+    fwrite(page, 1, n, out);
+    fclose(out);
+    if (in)
+        fclose(in);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 3) {
+        fprintf(stderr, "usage: %s OUT_FILE INPUT_FILE [STATS_COPY]\n", argv[0]);
+        return 2;
+    }
+    int in_sv[2], out_sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM, 0, in_sv) || socketpair(AF_UNIX, SOCK_STREAM, 0, out_sv))
+        die("socketpair");
+    pid_t fpid = fork();
+    if (fpid == 0) {
+        close(in_sv[0]);
+        feeder(in_sv[1]);
+    }
+    pid_t dpid = fork();
+    if (dpid == 0) {
+        close(out_sv[0]);
+        close(in_sv[0]);
+        drain(out_sv[1], argv[1]);
+    }
+    close(in_sv[1]);
+    close(out_sv[1]);
+    int in = in_sv[0], out = out_sv[0];
+    int file = open(argv[2], O_RDONLY);
+    if (file < 0)
+        die("input file");
+
+    char op[16];
+    long a[6];
+    while (scanf("%15s", op) == 1) {
+        int n = 0;
+        while (n < 6 && scanf(" %ld", &a[n]) == 1)
+            n++;
+        unsigned char *p = n > 1 && a[0] >= 0 && a[0] < NBUF ? buf[a[0]] : NULL;
+        if (!strcmp(op, "alloc") || !strcmp(op, "realloc")) {
+            unsigned char *q = op[0] == 'a' ? malloc((size_t)a[1]) : realloc(buf[a[0]], (size_t)a[1]);
+            if (!q)
+                die("alloc");
+            if (op[0] == 'a') {
+                free(buf[a[0]]);
+                memset(q, 0, (size_t)a[1]);   /* defined contents in both runs */
+            } else if ((size_t)a[1] > size[a[0]]) {
+                memset(q + size[a[0]], 0, (size_t)a[1] - size[a[0]]);
+            }
+            buf[a[0]] = q;
+            size[a[0]] = (size_t)a[1];
+        } else if (!strcmp(op, "free")) {
+            free(buf[a[0]]);
+            buf[a[0]] = NULL;
+            size[a[0]] = 0;
+        } else if (!strcmp(op, "recv") || !strcmp(op, "read")) {
+            for (long got = 0; got < a[2];) {
+                ssize_t r = op[2] == 'c' ? recv(in, p + a[1] + got, (size_t)(a[2] - got), 0)
+                                         : read(file, p + a[1] + got, (size_t)(a[2] - got));
+                if (r < 0)
+                    die(op);
+                if (r == 0)
+                    lseek(file, 0, SEEK_SET);   /* input file wraps around */
+                got += r;
+            }
+        } else if (!strcmp(op, "cpy")) {
+            memcpy(buf[a[2]] + a[3], p + a[1], (size_t)a[4]);
+        } else if (!strcmp(op, "mov")) {
+            memmove(buf[a[2]] + a[3], p + a[1], (size_t)a[4]);
+        } else if (!strcmp(op, "wr")) {
+            for (long k = 0; k < a[2]; k++)
+                p[a[1] + k] = (unsigned char)(a[3] + k * 7);
+        } else if (!strcmp(op, "rd")) {
+            printf("rd %d %ld %ld %016llx\n", (int)a[0], a[1], a[2],
+                   (unsigned long long)fnv(p + a[1], (size_t)a[2]));
+        } else if (!strcmp(op, "send") || !strcmp(op, "write") || !strcmp(op, "writev")) {
+            for (long put = 0; put < a[2];) {
+                unsigned char *s = p + a[1] + put;
+                size_t len = (size_t)(a[2] - put), half = len / 2;
+                struct iovec v[2] = { { s, half }, { s + half, len - half } };
+                ssize_t w = op[0] == 's' ? send(out, s, len, 0)
+                          : op[5] == 'v' ? writev(out, v, 2) : write(out, s, len);
+                if (w <= 0)
+                    die(op);
+                put += w;
+            }
+        } else {
+            fprintf(stderr, "unknown op %s\n", op);
+            return 2;
+        }
+    }
+    for (int b = 0; b < NBUF; b++)
+        printf("final %d %zu %016llx\n", b, size[b],
+               (unsigned long long)(buf[b] ? fnv(buf[b], size[b]) : 0));
+    fflush(stdout);
+    if (argc > 3)
+        copy_stats(argv[3]);
+    shutdown(out, SHUT_WR);
+    close(out);
+    int st;
+    waitpid(dpid, &st, 0);
+    kill(fpid, SIGKILL);
+    waitpid(fpid, &st, 0);
+    return 0;
+}

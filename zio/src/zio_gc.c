@@ -1,0 +1,121 @@
+/*
+ * Garbage collection and deferred frees (dissertation 4.2.1.4, 4.2.1.7).
+ *
+ * free() of an original whose bytes intermediates still depend on only marks
+ * it freed and parks the allocation here; it is really freed once no
+ * intermediate depends on it.  gc_run evicts least-recently-used entries
+ * (evicting an intermediate fills it from its original) when the table
+ * passes its bound, and, from the handler thread once per second, every
+ * entry idle for longer than the configured age.
+ */
+#include "zio_internal.h"
+
+#define DEFER_MAX 1024
+
+struct deferred {
+    void *p;
+    uintptr_t lo, hi;
+};
+
+static struct deferred dq[DEFER_MAX];
+static size_t dqn;
+
+int gc_defer_free(void *p, uintptr_t lo, uintptr_t hi)
+{
+    if (dqn == DEFER_MAX)
+        return -1;
+    dq[dqn++] = (struct deferred){ p, lo, hi };
+    ctr_add(C_FREES_DEFERRED, 1);
+    return 0;
+}
+
+/* Index of the entry to evict next, or -1.  Freed originals are never picked:
+ * evicting their dependents is what releases them. */
+static int victim(int periodic, uint64_t now)
+{
+    int best = -1;
+    for (size_t i = 0; i < zio_tab_n; i++) {
+        const struct zio_entry *e = &zio_tab[i];
+        if (e->freed)
+            continue;
+        if (periodic && now - e->last_use < zio_cfg.gc_age_ns)
+            continue;
+        if (best < 0 || e->last_use < zio_tab[best].last_use)
+            best = (int)i;
+    }
+    return best;
+}
+
+size_t gc_run(int periodic, void **frees, size_t max)
+{
+    uint64_t now = zio_now_ns();
+    size_t target = periodic ? zio_cfg.gc_max : zio_cfg.gc_max * 3 / 4;
+    ctr_add(C_GC_RUNS, 1);
+    for (int i; (i = victim(periodic, now)) >= 0;) {
+        if (!periodic && zio_tab_n <= target)
+            break;
+        track_evict((size_t)i);
+    }
+    size_t nf = 0;
+    for (size_t k = 0; k < dqn && nf < max;) {
+        if (track_has_dependents(dq[k].lo, dq[k].hi)) {
+            k++;
+            continue;
+        }
+        track_release_originals(dq[k].lo, dq[k].hi);
+        frees[nf++] = dq[k].p;
+        dq[k] = dq[--dqn];
+        ctr_add(C_GC_FREES, 1);
+    }
+    return nf;
+}
+
+void gc_free_later(void **frees, size_t n)
+{
+    for (size_t k = 0; k < n; k++)
+        zio_real.free(frees[k]);
+}
+
+/* free() of memory that may hold tracked entries (called without the lock). */
+void zio_free_tracked(void *p)
+{
+    size_t usable = zio_real.malloc_usable_size(p);
+    uintptr_t lo = pg_ceil((uintptr_t)p), hi = pg_floor((uintptr_t)p + usable);
+    void *frees[GC_FREE_BATCH];
+    size_t nf = 0;
+    int deferred = 0;
+    zio_in_lib++;
+    pthread_mutex_lock(&zio_lock);
+    if (lo < hi) {
+        /* intermediates here were never needed: the elision succeeded */
+        for (size_t i = tab_lower(lo); i < zio_tab_n && zio_tab[i].addr < hi;) {
+            struct zio_entry *e = &zio_tab[i];
+            if (e->kind != ZE_INTER) {
+                i++;
+                continue;
+            }
+            ctr_add(C_FREES_INTER, 1);
+            uintptr_t start = e->addr;
+            size_t before = zio_tab_n;
+            tab_cut(i, lo, hi);
+            if (zio_tab_n >= before && zio_tab[i].addr == start)
+                i++;
+        }
+        if (zio_mode == ZIO_ELIDE && track_has_dependents(lo, hi)) {
+            deferred = gc_defer_free(p, lo, hi) == 0;
+            for (size_t i = tab_lower(lo); deferred && i < zio_tab_n && zio_tab[i].addr < hi; i++)
+                zio_tab[i].freed = 1;
+        }
+        if (!deferred) {
+            track_release_originals(lo, hi);   /* fills dependents if any */
+            uffd_unregister(lo, hi);
+        }
+    }
+    if (dqn > 0 && dqn * 2 >= DEFER_MAX)
+        nf = gc_run(0, frees, GC_FREE_BATCH);
+    pthread_mutex_unlock(&zio_lock);
+    zio_in_lib--;
+    gc_free_later(frees, nf);
+    if (!deferred)
+        zio_real.free(p);
+}

@@ -1,0 +1,175 @@
+/*
+ * Interposed IO calls.  Input calls record originals, output calls send
+ * originals in place of intermediates with gather IO (see zio_io.c).  The
+ * input site (the caller's return address) is the policy key.
+ *
+ * _FILE_OFFSET_BITS is dropped so that pread/pwrite and their *64 twins are
+ * two distinct symbols here (on x86_64 both take a 64-bit off_t).
+ */
+#undef _FILE_OFFSET_BITS
+#include "zio_internal.h"
+
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#define MAXP 128
+#define KEY ((uintptr_t)__builtin_return_address(0))
+#define REAL(name) \
+    static __typeof__(name) *real_##name; \
+    if (!real_##name) real_##name = zio_next(#name)
+
+static inline int active(void)
+{
+    return zio_mode != ZIO_OFF && !zio_in_lib;
+}
+
+/* one-buffer input: make the buffer plain, call, record what arrived */
+#define INPUT1(buf, n, call) do { \
+        if (!active()) return call; \
+        io_before_input(buf, n); \
+        ssize_t r_ = call; \
+        io_after_input(buf, r_, KEY); \
+        return r_; \
+    } while (0)
+
+#define INPUTV(iov, cnt, call) do { \
+        if (!active()) return call; \
+        io_before_inputv(iov, cnt); \
+        ssize_t r_ = call; \
+        io_after_inputv(iov, cnt, r_, KEY); \
+        return r_; \
+    } while (0)
+
+/* output: `plain` when nothing to substitute, else `gathered` over iov[0..k) */
+#define OUTPUTV(in, cnt, plain, gathered) do { \
+        struct iovec iov[MAXP]; \
+        int k = cnt <= MAXP / 2 ? io_resolve_output(in, cnt, iov, MAXP) : -1; \
+        if (k < 0 && cnt > MAXP / 2 && zio_mode == ZIO_ELIDE && !zio_in_lib) \
+            io_before_inputv(in, cnt); /* too many: materialise, send plainly */ \
+        return k < 0 ? plain : gathered; \
+    } while (0)
+
+#define OUTPUT1(buf, n, plain, gathered) do { \
+        struct iovec one_ = { (void *)(buf), (n) }; \
+        OUTPUTV(&one_, 1, plain, gathered); \
+    } while (0)
+
+ZIO_EXPORT ssize_t read(int fd, void *buf, size_t n)
+{
+    REAL(read);
+    INPUT1(buf, n, real_read(fd, buf, n));
+}
+
+ZIO_EXPORT ssize_t recv(int fd, void *buf, size_t n, int flags)
+{
+    REAL(recv);
+    INPUT1(buf, n, real_recv(fd, buf, n, flags));
+}
+
+ZIO_EXPORT ssize_t recvfrom(int fd, void *buf, size_t n, int flags,
+                            struct sockaddr *addr, socklen_t *alen)
+{
+    REAL(recvfrom);
+    INPUT1(buf, n, real_recvfrom(fd, buf, n, flags, addr, alen));
+}
+
+ZIO_EXPORT ssize_t pread(int fd, void *buf, size_t n, off_t off)
+{
+    REAL(pread);
+    INPUT1(buf, n, real_pread(fd, buf, n, off));
+}
+
+ZIO_EXPORT ssize_t pread64(int fd, void *buf, size_t n, off_t off)
+{
+    REAL(pread64);
+    INPUT1(buf, n, real_pread64(fd, buf, n, off));
+}
+
+ZIO_EXPORT ssize_t readv(int fd, const struct iovec *v, int cnt)
+{
+    REAL(readv);
+    INPUTV(v, cnt, real_readv(fd, v, cnt));
+}
+
+ZIO_EXPORT ssize_t recvmsg(int fd, struct msghdr *m, int flags)
+{
+    REAL(recvmsg);
+    INPUTV(m->msg_iov, (int)m->msg_iovlen, real_recvmsg(fd, m, flags));
+}
+
+ZIO_EXPORT ssize_t __read_chk(int fd, void *buf, size_t n, size_t blen)
+{
+    REAL(__read_chk);
+    INPUT1(buf, n, real___read_chk(fd, buf, n, blen));
+}
+
+ZIO_EXPORT ssize_t __recv_chk(int fd, void *buf, size_t n, size_t blen, int flags)
+{
+    REAL(__recv_chk);
+    INPUT1(buf, n, real___recv_chk(fd, buf, n, blen, flags));
+}
+
+ZIO_EXPORT ssize_t write(int fd, const void *buf, size_t n)
+{
+    REAL(write);
+    REAL(writev);
+    OUTPUT1(buf, n, real_write(fd, buf, n), real_writev(fd, iov, k));
+}
+
+ZIO_EXPORT ssize_t writev(int fd, const struct iovec *v, int cnt)
+{
+    REAL(writev);
+    OUTPUTV(v, cnt, real_writev(fd, v, cnt), real_writev(fd, iov, k));
+}
+
+ZIO_EXPORT ssize_t pwrite(int fd, const void *buf, size_t n, off_t off)
+{
+    REAL(pwrite);
+    REAL(pwritev);
+    OUTPUT1(buf, n, real_pwrite(fd, buf, n, off), real_pwritev(fd, iov, k, off));
+}
+
+ZIO_EXPORT ssize_t pwrite64(int fd, const void *buf, size_t n, off_t off)
+{
+    REAL(pwrite64);
+    REAL(pwritev);
+    OUTPUT1(buf, n, real_pwrite64(fd, buf, n, off), real_pwritev(fd, iov, k, off));
+}
+
+static ssize_t send_gathered(int fd, struct iovec *iov, int k, int flags,
+                             const struct sockaddr *to, socklen_t tolen, const struct msghdr *tmpl)
+{
+    REAL(sendmsg);
+    struct msghdr m = { 0 };
+    if (tmpl)
+        m = *tmpl;
+    else {
+        m.msg_name = (void *)to;
+        m.msg_namelen = tolen;
+    }
+    m.msg_iov = iov;
+    m.msg_iovlen = (size_t)k;
+    return real_sendmsg(fd, &m, flags);
+}
+
+ZIO_EXPORT ssize_t send(int fd, const void *buf, size_t n, int flags)
+{
+    REAL(send);
+    OUTPUT1(buf, n, real_send(fd, buf, n, flags), send_gathered(fd, iov, k, flags, NULL, 0, NULL));
+}
+
+ZIO_EXPORT ssize_t sendto(int fd, const void *buf, size_t n, int flags,
+                          const struct sockaddr *to, socklen_t tolen)
+{
+    REAL(sendto);
+    OUTPUT1(buf, n, real_sendto(fd, buf, n, flags, to, tolen),
+            send_gathered(fd, iov, k, flags, to, tolen, NULL));
+}
+
+ZIO_EXPORT ssize_t sendmsg(int fd, const struct msghdr *m, int flags)
+{
+    REAL(sendmsg);
+    OUTPUTV(m->msg_iov, (int)m->msg_iovlen, real_sendmsg(fd, m, flags),
+            send_gathered(fd, iov, k, flags, NULL, 0, m));
+}

@@ -1,0 +1,69 @@
+/*
+ * libzio's counters in the shared stats page /dev/shm/kbstats.zio.<pid>
+ * (architecture contract 6).  The page file is removed at exit; the mapping
+ * stays until the process ends because later destructors may still copy.
+ */
+#include "zio_internal.h"
+
+#include "kb/stats.h"
+
+#include <stdio.h>
+#include <unistd.h>
+
+static const char *const names[C_NCTR] = {
+    [C_COPIES_SEEN] = "copies_seen",           /* copies >= threshold */
+    [C_COPIES_ELIDED] = "copies_elided",       /* elided pieces */
+    [C_BYTES_ELIDED] = "bytes_elided",
+    [C_FRINGE_BYTES] = "fringe_bytes_copied",  /* eager bytes of eliding copies */
+    [C_COPIES_PLAIN] = "copies_plain",
+    [C_FAULTS_MISSING] = "faults_intermediate",
+    [C_FAULTS_WP] = "faults_original_write",
+    [C_FAULTS_ZERO] = "faults_untracked",
+    [C_PAGES_FILLED] = "pages_filled",
+    [C_SPLITS] = "entry_splits",
+    [C_POLICY_FALLBACKS] = "policy_fallbacks",
+    [C_POLICY_DISABLED] = "policy_sites_disabled",
+    [C_GC_RUNS] = "gc_runs",
+    [C_GC_EVICTIONS] = "gc_evictions",
+    [C_GC_FREES] = "gc_deferred_frees_done",
+    [C_ENTRIES_LIVE] = "entries_live",
+    [C_ORIGINALS] = "originals_recorded",
+    [C_INPUTS_RECORDED] = "inputs_recorded",
+    [C_OUTPUTS_RESOLVED] = "outputs_resolved",
+    [C_OUTPUT_PIECES] = "output_iov_pieces",
+    [C_FREES_INTER] = "frees_intermediate",
+    [C_FREES_DEFERRED] = "frees_original_deferred",
+    [C_API_REGISTER] = "api_register",
+    [C_API_RESOLVE] = "api_resolve",
+    [C_API_RELEASE] = "api_release",
+    [C_FORK_RESOLVES] = "fork_resolves",
+    [C_UFFD_ERRORS] = "uffd_errors",
+    [C_NOT_ANON] = "not_anonymous_fallbacks",
+};
+
+static uint64_t sink[C_NCTR];
+uint64_t *zio_ctr[C_NCTR] = {
+#define S(i) [i] = &sink[i]
+    S(0), S(1), S(2), S(3), S(4), S(5), S(6), S(7), S(8), S(9), S(10), S(11), S(12), S(13),
+    S(14), S(15), S(16), S(17), S(18), S(19), S(20), S(21), S(22), S(23), S(24), S(25),
+    S(26), S(27),
+#undef S
+};
+_Static_assert(C_NCTR == 28, "extend the sink initialiser");
+
+static struct kb_stats_page *page;
+static char instance[16];
+
+void stats_open(void)
+{
+    snprintf(instance, sizeof(instance), "%d", (int)getpid());
+    page = kb_stats_create("zio", instance);
+    for (int i = 0; i < C_NCTR; i++)
+        zio_ctr[i] = kb_stats_counter(page, names[i]);
+}
+
+void stats_close(void)
+{
+    if (page)
+        kb_stats_close(NULL, "zio", instance, 1);   /* unlink only, keep mapped */
+}
