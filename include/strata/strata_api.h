@@ -1,0 +1,77 @@
+/*
+ * Public C API of libstrata (LibFS).  Paths are pool paths ("/dir/file"); the
+ * LD_PRELOAD shim maps "<mount prefix>/..." onto them.  File descriptors are
+ * real kernel fd numbers (each Strata file reserves one on /dev/null), so they
+ * never collide with kernel fds.  Errors: -1 with errno set, as in libc.
+ *
+ * Persistence point (contract 5): a write is durable when strata_write returns
+ * (its log entry is persisted); strata_fsync only flushes nothing more.
+ */
+#ifndef STRATA_API_H
+#define STRATA_API_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <sys/stat.h>
+
+/* CDEF-BEGIN */
+int strata_mkfs(const char *pool_path, uint64_t pool_size, uint32_t nslots,
+                uint64_t log_bytes, uint32_t ninodes);
+int strata_attach(const char *pool_path); /* NULL: $STRATA_POOL or /dev/shm/strata.pool */
+void strata_detach(void);
+int strata_is_fd(int fd);
+
+int strata_open(const char *path, int flags, unsigned int mode);
+int strata_close(int fd);
+ssize_t strata_read(int fd, void *buf, size_t len);
+ssize_t strata_pread(int fd, void *buf, size_t len, int64_t off);
+ssize_t strata_write(int fd, const void *buf, size_t len);
+ssize_t strata_pwrite(int fd, const void *buf, size_t len, int64_t off);
+int64_t strata_lseek(int fd, int64_t off, int whence);
+int strata_fsync(int fd);
+int strata_ftruncate(int fd, int64_t size);
+int strata_dup(int oldfd, int newfd); /* newfd < 0: any */
+int strata_unlink(const char *path);
+int strata_rmdir(const char *path);
+int strata_mkdir(const char *path, unsigned int mode);
+int strata_rename(const char *from, const char *to);
+
+/* Contract 3: log a write whose data is an extent already in the pool's ref
+ * area (pool byte offset).  The caller must have stored the data; it is
+ * persisted and checksummed here, and digest copies it into the file. */
+ssize_t strata_write_ref(int fd, uint64_t pool_off, size_t len);
+ssize_t strata_pwrite_ref(int fd, uint64_t pool_off, size_t len, int64_t off);
+/* The ref area: mapped address, pool offset and length. */
+int strata_ref_area(void **addr, uint64_t *pool_off, uint64_t *len);
+
+/* Apply this process's log and every dead process's log; request a digest
+ * from live owners.  Returns the number of entries digested, or -1. */
+int64_t strata_digest(void);
+/* Consistency check; writes a report into buf.  Returns the number of
+ * problems found (0 = clean) or -1 if the pool cannot be attached. */
+int strata_fsck(const char *pool_path, char *buf, size_t len);
+/* "<d|-> <size> <name>" lines for a directory; returns the entry count. */
+int strata_ls(const char *path, char *buf, size_t len);
+/* "key value" lines describing the attached pool. */
+int strata_info(char *buf, size_t len);
+/* Test hook for simulated power loss: damage the last valid entry of each
+ * dead slot (mode 0: zero it, 1: flip a payload byte, 2: clear its commit). */
+int strata_test_tear_tail(const char *pool_path, int mode);
+/* CDEF-END */
+
+/* Directory iteration (used by the shim's opendir/readdir). */
+struct strata_dirent_out {
+    uint32_t ino;
+    unsigned char type; /* DT_REG / DT_DIR */
+    char name[256];
+};
+int strata_listdir(const char *path, struct strata_dirent_out **out);
+int strata_stat(const char *path, struct stat *st);
+int strata_fstat(int fd, struct stat *st);
+int strata_access(const char *path, int mode);
+const char *strata_fd_path(int fd); /* pool path an fd was opened with */
+int strata_fd_flags(int fd);
+int strata_fd_setflags(int fd, int flags);
+
+#endif

@@ -1,0 +1,1 @@
+"""Strata: an NVM log file system (LibFS + digest) with an LD_PRELOAD shim."""

@@ -1,0 +1,106 @@
+/*
+ * Applying log entries to the shared area.  Namespace entries are applied
+ * eagerly (right after they commit, under the pool lock); after a crash the
+ * one entry that may have been half-applied is applied again, so each step
+ * checks what is already there.  Data entries (write, ref, truncate) are
+ * applied by digest and skip inodes whose generation no longer matches
+ * (the file was unlinked, and maybe its inode reused, after the write).
+ */
+#include "strata_internal.h"
+
+#include <errno.h>
+#include <sys/stat.h>
+
+int is_namespace(const struct strata_entry *e)
+{
+    return e->kind >= STRATA_E_CREATE && e->kind <= STRATA_E_RENAME;
+}
+
+const char *entry_data(const struct strata_entry *e)
+{
+    if (e->kind == STRATA_E_WRITE_REF)
+        return G.base + ((const struct strata_ref *)entry_payload(e))->pool_off;
+    return entry_payload(e);
+}
+
+static int apply_create(const struct strata_entry *e)
+{
+    struct strata_inode *in = ino_get(e->ino);
+    if (in == NULL || ino_get(e->parent) == NULL)
+        return -1;
+    if (!ino_alive(e->ino, e->gen)) {
+        if (in->mode != 0)
+            return -1; /* inode taken by someone else: never overwrite it */
+        ino_init(e->ino, e->gen, (uint32_t)e->len, e->parent);
+    }
+    if (dir_lookup(e->parent, entry_name(e), e->name_len) == NULL)
+        return dir_insert(e->parent, entry_name(e), e->name_len, e->ino);
+    return 0;
+}
+
+static void apply_remove(const struct strata_entry *e)
+{
+    struct strata_dirent *d = dir_lookup(e->parent, entry_name(e), e->name_len);
+    if (d && d->ino == e->ino)
+        dir_remove(d);
+    if (ino_alive(e->ino, e->gen))
+        ino_free(e->ino);
+}
+
+static int apply_rename(const struct strata_entry *e)
+{
+    struct strata_dirent *dst = dir_lookup(e->parent2, entry_name2(e), e->name2_len);
+    if (dst && dst->ino != e->ino) {
+        dst->ino = e->ino; /* replace the victim atomically (one 4-byte store) */
+        strata_persist(&dst->ino, sizeof(dst->ino));
+    } else if (dst == NULL && dir_insert(e->parent2, entry_name2(e), e->name2_len, e->ino) != 0) {
+        return -1;
+    }
+    if (e->ino2 && ino_alive(e->ino2, e->gen2))
+        ino_free(e->ino2);
+    struct strata_dirent *src = dir_lookup(e->parent, entry_name(e), e->name_len);
+    if (src && src->ino == e->ino)
+        dir_remove(src);
+    struct strata_inode *in = ino_get(e->ino);
+    if (in && S_ISDIR(in->mode) && in->parent != e->parent2) {
+        in->parent = e->parent2;
+        strata_persist(&in->parent, sizeof(in->parent));
+    }
+    return 0;
+}
+
+int apply_namespace(const struct strata_entry *e)
+{
+    switch (e->kind) {
+    case STRATA_E_CREATE:
+    case STRATA_E_MKDIR:
+        return apply_create(e);
+    case STRATA_E_UNLINK:
+    case STRATA_E_RMDIR:
+        apply_remove(e);
+        return 0;
+    case STRATA_E_RENAME:
+        return apply_rename(e);
+    }
+    return 0;
+}
+
+int apply_data(const struct strata_entry *e)
+{
+    if (!ino_alive(e->ino, e->gen))
+        return 0;
+    switch (e->kind) {
+    case STRATA_E_WRITE:
+    case STRATA_E_WRITE_REF:
+        return shared_write(e->ino, e->off, entry_data(e), e->len);
+    case STRATA_E_TRUNCATE:
+        return shared_truncate(e->ino, e->len);
+    case STRATA_E_SETATTR: {
+        struct strata_inode *in = ino_get(e->ino);
+        in->mode = (in->mode & S_IFMT) | ((uint32_t)e->len & 07777);
+        strata_persist(&in->mode, sizeof(in->mode));
+        return 0;
+    }
+    }
+    return 0;
+}

@@ -1,0 +1,176 @@
+"""`strata`: operator CLI for the Strata pool.
+
+  strata [--pool P] mkfs [--size 256M] [--slots 16] [--log-size 8M] [--inodes 4096]
+  strata [--pool P] fsck | stat | digest | ls [DIR] | cat FILE | cp SRC DST
+  strata [--pool P] run -- CMD ...     (LD_PRELOAD=libstrata.so)
+  strata [--pool P] kernfs [--interval S]   (digest service loop)
+
+Strata paths are written under the mount prefix ($STRATA_MOUNT, default
+/strata), e.g. `strata cp notes.txt /strata/notes.txt`.
+"""
+import argparse
+import os
+import signal
+import sys
+import time
+
+from strata import lib
+
+DEFAULT_POOL = "/dev/shm/strata.pool"
+
+
+def mount_prefix():
+    return os.environ.get("STRATA_MOUNT", "/strata").rstrip("/") or "/"
+
+
+def pool_path(p):
+    """Pool path of a path under the mount prefix, else None (a local path)."""
+    pre = mount_prefix()
+    if p == pre or p.startswith(pre + "/"):
+        return p[len(pre):] or "/"
+    return None
+
+
+def parse_size(s):
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+    s = s.strip().lower()
+    return int(s[:-1]) * units[s[-1]] if s[-1] in units else int(s)
+
+
+def cmd_mkfs(a):
+    rc = lib.lib().strata_mkfs(a.pool.encode(), parse_size(a.size), a.slots,
+                               parse_size(a.log_size), a.inodes)
+    lib.check(rc, f"mkfs {a.pool}")
+    print(f"made Strata pool {a.pool} ({a.size})")
+    return 0
+
+
+def cmd_fsck(a):
+    problems, report = lib.fsck(a.pool)
+    sys.stdout.write(report)
+    print(f"{a.pool}: {'clean' if problems == 0 else f'{problems} problem(s)'}")
+    return 0 if problems == 0 else 1
+
+
+def cmd_stat(a):
+    from bindings import stats
+    lib.attach(a.pool)
+    info = lib.info()
+    width = max(map(len, info))
+    print("pool")
+    for k, v in info.items():
+        print(f"  {k:<{width}}  {v}")
+    print(f"  {'real_pmem':<{width}}  {'yes' if info['is_pmem'] == '1' else 'no (emulated)'}")
+    total = {}
+    for inst in stats.instances("strata"):
+        try:
+            for k, v in stats.read("strata", inst).items():
+                total[k] = total.get(k, 0) + v
+        except stats.StatsError:
+            continue
+    print(stats.format_table(total, "counters (all strata processes with a stats page)"))
+    return 0
+
+
+def cmd_digest(a):
+    lib.attach(a.pool)
+    n = lib.check(lib.lib().strata_digest(), "digest")
+    print(f"digested {n} entries (live owners with a log were asked to digest)")
+    return 0
+
+
+def need_strata(p):
+    sp = pool_path(p)
+    if sp is None:
+        raise SystemExit(f"{p}: not under the mount prefix {mount_prefix()}")
+    return sp
+
+
+def cmd_ls(a):
+    lib.attach(a.pool)
+    for is_dir, size, name in lib.ls(need_strata(a.dir)):
+        print(f"{'d' if is_dir else '-'} {size:>12} {name}")
+    return 0
+
+
+def cmd_cat(a):
+    lib.attach(a.pool)
+    sys.stdout.buffer.write(lib.read_file(need_strata(a.file)))
+    return 0
+
+
+def cmd_cp(a):
+    lib.attach(a.pool)
+    src, dst = pool_path(a.src), pool_path(a.dst)
+    if src is not None:
+        data = lib.read_file(src)
+    else:
+        with open(a.src, "rb") as f:
+            data = f.read()
+    if dst is not None:
+        lib.write_file(dst, data)
+    else:
+        with open(a.dst, "wb") as f:
+            f.write(data)
+    return 0
+
+
+def cmd_run(a):
+    argv = a.command[1:] if a.command and a.command[0] == "--" else a.command
+    if not argv:
+        raise SystemExit("usage: strata run -- CMD ...")
+    env = dict(os.environ, STRATA_POOL=a.pool)
+    pre = env.get("LD_PRELOAD")
+    env["LD_PRELOAD"] = lib.LIB_PATH + (":" + pre if pre else "")
+    os.execvpe(argv[0], argv, env)
+
+
+def cmd_kernfs(a):
+    """Digest service: periodically digest dead processes' logs and ask live
+    owners to digest theirs (they do at their next write)."""
+    lib.attach(a.pool)
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+    print(f"strata kernfs: digesting {a.pool} every {a.interval}s", flush=True)
+    try:
+        while not stop:
+            n = lib.lib().strata_digest()
+            if n > 0:
+                print(f"digested {n} entries", flush=True)
+            time.sleep(a.interval)
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="strata", description=__doc__.splitlines()[0])
+    p.add_argument("--pool", default=os.environ.get("STRATA_POOL", DEFAULT_POOL))
+    sub = p.add_subparsers(dest="cmd", required=True)
+    m = sub.add_parser("mkfs", help="create a pool")
+    m.add_argument("--size", default="256M")
+    m.add_argument("--slots", type=int, default=16)
+    m.add_argument("--log-size", default="8M")
+    m.add_argument("--inodes", type=int, default=4096)
+    sub.add_parser("fsck", help="recover and check; exit 1 on inconsistency")
+    sub.add_parser("stat", help="pool info and counters")
+    sub.add_parser("digest", help="digest logs now")
+    sub.add_parser("ls").add_argument("dir", nargs="?", default=mount_prefix())
+    sub.add_parser("cat").add_argument("file")
+    cp = sub.add_parser("cp", help="copy a file in or out")
+    cp.add_argument("src")
+    cp.add_argument("dst")
+    r = sub.add_parser("run", help="run a program with the shim")
+    r.add_argument("command", nargs=argparse.REMAINDER)
+    k = sub.add_parser("kernfs", help="digest service loop")
+    k.add_argument("--interval", type=float, default=1.0)
+    a = p.parse_args(argv)
+    try:
+        return globals()["cmd_" + a.cmd](a)
+    except lib.StrataError as e:
+        print(f"strata: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,232 @@
+/*
+ * Digest (the KernFS part): apply a log slot to the shared area in one batch
+ * and reclaim the log.  Runs under the pool lock in whichever process asks
+ * (the owner when its log passes the fill threshold or it releases a lease;
+ * anyone, for slots whose owner died: that is crash recovery).
+ *
+ * Coalescing: a write fully covered by later writes to the same inode in the
+ * batch is skipped; truncates between them do not matter because the later
+ * write redefines every byte of the range and the file end.
+ * Replay is idempotent, so a crash in the middle of a digest is repaired by
+ * digesting the same entries again.
+ */
+#include "strata_internal.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct batch {
+    struct strata_entry **e;
+    uint8_t *skip;
+    uint32_t n, cap;
+    uint64_t ns_applied;
+    int failed;
+};
+
+static int collect(struct strata_entry *e, uint64_t off, void *arg)
+{
+    struct batch *b = arg;
+    if (is_namespace(e)) {
+        /* only a crash can leave one unapplied (it is then the last entry) */
+        if (off >= b->ns_applied && apply_namespace(e) != 0)
+            b->failed = 1;
+        return 0;
+    }
+    if (b->n == b->cap) {
+        uint32_t cap = b->cap ? b->cap * 2 : 256;
+        void *ne = realloc(b->e, cap * sizeof(*b->e));
+        if (ne == NULL)
+            return -1;
+        b->e = ne;
+        b->cap = cap;
+    }
+    b->e[b->n++] = e;
+    return 0;
+}
+
+static int by_inode(const void *a, const void *b, void *arg)
+{
+    struct strata_entry **e = arg;
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    if (e[x]->ino != e[y]->ino)
+        return e[x]->ino < e[y]->ino ? -1 : 1;
+    return x < y ? -1 : x > y;
+}
+
+/* Disjoint sorted intervals covered by later writes of one inode. */
+struct cover {
+    uint64_t (*iv)[2];
+    uint32_t n, cap;
+};
+
+static int covered(const struct cover *c, uint64_t a, uint64_t b)
+{
+    uint32_t lo = 0, hi = c->n;
+    while (lo < hi) { /* first interval with end > a */
+        uint32_t mid = (lo + hi) / 2;
+        if (c->iv[mid][1] <= a)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < c->n && c->iv[lo][0] <= a && c->iv[lo][1] >= b;
+}
+
+static void cover_add(struct cover *c, uint64_t a, uint64_t b)
+{
+    uint32_t i = 0;
+    while (i < c->n && c->iv[i][1] < a)
+        i++;
+    uint32_t j = i;
+    while (j < c->n && c->iv[j][0] <= b) {
+        a = c->iv[j][0] < a ? c->iv[j][0] : a;
+        b = c->iv[j][1] > b ? c->iv[j][1] : b;
+        j++;
+    }
+    if (i == j && c->n == c->cap) {
+        uint32_t cap = c->cap ? c->cap * 2 : 16;
+        void *p = realloc(c->iv, cap * sizeof(*c->iv));
+        if (p == NULL)
+            return; /* only loses a coalescing opportunity */
+        c->iv = p;
+        c->cap = cap;
+    }
+    if (i == j)
+        memmove(&c->iv[i + 1], &c->iv[i], (c->n - i) * sizeof(*c->iv)), c->n++;
+    else if (j > i + 1)
+        memmove(&c->iv[i + 1], &c->iv[j], (c->n - j) * sizeof(*c->iv)), c->n -= j - i - 1;
+    c->iv[i][0] = a;
+    c->iv[i][1] = b;
+}
+
+/* Mark writes that later writes of the same inode fully overwrite. */
+static uint64_t coalesce(struct batch *b)
+{
+    uint32_t *idx = malloc(b->n * sizeof(*idx));
+    if (idx == NULL)
+        return 0;
+    for (uint32_t i = 0; i < b->n; i++)
+        idx[i] = i;
+    qsort_r(idx, b->n, sizeof(*idx), by_inode, b->e);
+    uint64_t skipped = 0;
+    struct cover c = {0};
+    for (uint32_t k = b->n; k-- > 0;) {
+        struct strata_entry *e = b->e[idx[k]];
+        if (k + 1 == b->n || b->e[idx[k + 1]]->ino != e->ino)
+            c.n = 0; /* new inode group (walking backwards) */
+        if (e->kind != STRATA_E_WRITE && e->kind != STRATA_E_WRITE_REF)
+            continue;
+        if (e->len > 0 && covered(&c, e->off, e->off + e->len)) {
+            b->skip[idx[k]] = 1;
+            skipped++;
+        } else {
+            cover_add(&c, e->off, e->off + e->len);
+        }
+    }
+    free(c.iv);
+    free(idx);
+    return skipped;
+}
+
+int64_t digest_slot(int slot)
+{
+    struct strata_slot *s = &G.slots[slot];
+    struct batch b = {.ns_applied = s->ns_applied};
+    int torn;
+    uint64_t end = log_scan(slot, collect, &b, &torn);
+    if (torn)
+        kb_stats_add(G.c.torn, 1);
+    int64_t rc = b.n;
+    if (end == 0 && !torn)
+        goto out; /* empty log */
+    b.skip = calloc(b.n ? b.n : 1, 1);
+    if (b.skip == NULL) {
+        rc = -1;
+        goto out;
+    }
+    kb_stats_add(G.c.coalesced, coalesce(&b));
+    uint64_t bytes = 0;
+    for (uint32_t i = 0; i < b.n; i++) {
+        if (b.skip[i])
+            continue;
+        if (apply_data(b.e[i]) != 0) { /* out of blocks: keep the log, report */
+            kb_stats_add(G.c.enospc, 1);
+            errno = ENOSPC;
+            rc = -1;
+            goto out;
+        }
+        bytes += b.e[i]->kind == STRATA_E_TRUNCATE ? 0 : b.e[i]->len;
+    }
+    if (s->owner_pid != G.pid)
+        kb_stats_add(G.c.recoveries, 1);
+    log_reset_slot(slot);
+    kb_stats_add(G.c.digests, 1);
+    kb_stats_add(G.c.digested_entries, b.n);
+    kb_stats_add(G.c.digested_bytes, bytes);
+out:
+    free(b.skip);
+    free(b.e);
+    return rc;
+}
+
+int digest_dead_slots(void)
+{
+    int n = 0;
+    for (uint32_t i = 0; i < G.sb->nslots; i++) {
+        struct strata_slot *s = &G.slots[i];
+        if ((int)i == G.slot || (s->owner_pid != 0 && s->owner_pid != G.pid && strata_pid_alive(s->owner_pid)))
+            continue;
+        if (digest_slot((int)i) < 0)
+            continue;
+        if (s->owner_pid != 0) {
+            s->owner_pid = 0;
+            strata_persist(&s->owner_pid, sizeof(s->owner_pid));
+        }
+        n++;
+    }
+    return n;
+}
+
+int digest_own(void)
+{
+    if (G.slot < 0)
+        return 0;
+    if (strata_pool_lock() != 0)
+        return -1;
+    int64_t r = digest_slot(G.slot);
+    strata_pool_unlock();
+    return r < 0 ? -1 : 0;
+}
+
+int64_t strata_digest(void)
+{
+    pthread_mutex_lock(&G.mu);
+    int64_t total = -1;
+    if (strata_ensure_attached() != 0 || strata_pool_lock() != 0)
+        goto out;
+    total = 0;
+    if (G.slot >= 0) {
+        int64_t r = digest_slot(G.slot);
+        total += r > 0 ? r : 0;
+    }
+    for (uint32_t i = 0; i < G.sb->nslots; i++) {
+        struct strata_slot *s = &G.slots[i];
+        if ((int)i == G.slot || s->owner_pid == 0)
+            continue;
+        if (strata_pid_alive(s->owner_pid) && s->owner_pid != G.pid) {
+            s->digest_request = 1; /* the owner digests at its next write */
+            continue;
+        }
+        int64_t r = digest_slot((int)i);
+        if (r >= 0) {
+            total += r;
+            s->owner_pid = 0;
+            strata_persist(&s->owner_pid, sizeof(s->owner_pid));
+        }
+    }
+    strata_pool_unlock();
+out:
+    pthread_mutex_unlock(&G.mu);
+    return total;
+}

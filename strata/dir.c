@@ -1,0 +1,165 @@
+/*
+ * Directory entries: one open-addressing hash table keyed by (parent inode,
+ * name), linear probing.  A removed entry becomes a tombstone unless the next
+ * probe slot is empty, in which case the run is shortened instead, so
+ * create/unlink churn (sqlite journals) does not fill the table with
+ * tombstones.  Path resolution walks it component by component.
+ */
+#include "strata_internal.h"
+
+#include <errno.h>
+#include <string.h>
+#include <sys/stat.h>
+
+enum { D_EMPTY = 0, D_USED = 1, D_DEAD = 2 };
+
+static uint32_t dhash(uint32_t parent, const char *name, size_t nlen)
+{
+    uint64_t h = 1469598103934665603ULL ^ parent;
+    for (size_t i = 0; i < nlen; i++)
+        h = (h ^ (unsigned char)name[i]) * 1099511628211ULL;
+    return (uint32_t)(h % G.sb->ndirents);
+}
+
+struct strata_dirent *dir_lookup(uint32_t parent, const char *name, size_t nlen)
+{
+    uint32_t n = G.sb->ndirents, i = dhash(parent, name, nlen);
+    for (uint32_t k = 0; k < n; k++, i = (i + 1) % n) {
+        struct strata_dirent *d = &G.dirents[i];
+        if (d->state == D_EMPTY)
+            return NULL;
+        if (d->state == D_USED && d->parent == parent && d->name_len == nlen &&
+            memcmp(d->name, name, nlen) == 0)
+            return d;
+    }
+    return NULL;
+}
+
+int dir_insert(uint32_t parent, const char *name, size_t nlen, uint32_t ino)
+{
+    uint32_t n = G.sb->ndirents, i = dhash(parent, name, nlen);
+    for (uint32_t k = 0; k < n; k++, i = (i + 1) % n) {
+        struct strata_dirent *d = &G.dirents[i];
+        if (d->state == D_USED)
+            continue;
+        d->parent = parent;
+        d->ino = ino;
+        d->name_len = (uint16_t)nlen;
+        memcpy(d->name, name, nlen);
+        d->name[nlen] = 0;
+        strata_persist(d, sizeof(*d));
+        d->state = D_USED; /* the entry becomes visible only once complete */
+        strata_persist(&d->state, sizeof(d->state));
+        return 0;
+    }
+    errno = ENOSPC;
+    return -1;
+}
+
+void dir_remove(struct strata_dirent *d)
+{
+    uint32_t n = G.sb->ndirents, i = (uint32_t)(d - G.dirents);
+    d->state = G.dirents[(i + 1) % n].state == D_EMPTY ? D_EMPTY : D_DEAD;
+    strata_persist(&d->state, sizeof(d->state));
+    /* walk back over tombstones that now end a run */
+    while (d->state == D_EMPTY) {
+        i = (i + n - 1) % n;
+        d = &G.dirents[i];
+        if (d->state != D_DEAD)
+            break;
+        d->state = D_EMPTY;
+        strata_persist(&d->state, sizeof(d->state));
+    }
+}
+
+int dir_is_empty(uint32_t ino)
+{
+    for (uint32_t i = 0; i < G.sb->ndirents; i++)
+        if (G.dirents[i].state == D_USED && G.dirents[i].parent == ino)
+            return 0;
+    return 1;
+}
+
+/* Walk path components; stops before the last one when last != NULL. */
+static int walk(const char *path, uint32_t *ino, const char **last, size_t *lastlen)
+{
+    if (path == NULL || path[0] != '/') {
+        errno = ENOENT;
+        return -1;
+    }
+    uint32_t cur = STRATA_ROOT_INO;
+    const char *p = path;
+    for (;;) {
+        while (*p == '/')
+            p++;
+        if (*p == 0)
+            break;
+        const char *e = p;
+        while (*e && *e != '/')
+            e++;
+        size_t len = (size_t)(e - p);
+        if (len > STRATA_NAME_MAX) {
+            errno = ENAMETOOLONG;
+            return -1;
+        }
+        const char *q = e;
+        while (*q == '/')
+            q++;
+        if (last && *q == 0) {
+            if ((len == 1 && p[0] == '.') || (len == 2 && p[0] == '.' && p[1] == '.')) {
+                errno = EINVAL;
+                return -1;
+            }
+            *last = p;
+            *lastlen = len;
+            *ino = cur;
+            return 0;
+        }
+        if (!S_ISDIR(G.inodes[cur].mode)) {
+            errno = ENOTDIR;
+            return -1;
+        }
+        if (len == 1 && p[0] == '.') {
+        } else if (len == 2 && p[0] == '.' && p[1] == '.') {
+            cur = G.inodes[cur].parent;
+        } else {
+            struct strata_dirent *d = dir_lookup(cur, p, len);
+            if (d == NULL) {
+                errno = ENOENT;
+                return -1;
+            }
+            cur = d->ino;
+        }
+        p = e;
+    }
+    if (last) { /* path was "/" */
+        errno = EBUSY;
+        return -1;
+    }
+    *ino = cur;
+    return 0;
+}
+
+int path_resolve(const char *path, uint32_t *ino)
+{
+    if (walk(path, ino, NULL, NULL) != 0)
+        return -1;
+    /* a trailing slash requires a directory */
+    size_t l = strlen(path);
+    if (l > 1 && path[l - 1] == '/' && !S_ISDIR(G.inodes[*ino].mode)) {
+        errno = ENOTDIR;
+        return -1;
+    }
+    return 0;
+}
+
+int path_parent(const char *path, uint32_t *parent, const char **name, size_t *nlen)
+{
+    if (walk(path, parent, name, nlen) != 0)
+        return -1;
+    if (!S_ISDIR(G.inodes[*parent].mode)) {
+        errno = ENOTDIR;
+        return -1;
+    }
+    return 0;
+}

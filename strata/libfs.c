@@ -1,0 +1,318 @@
+/*
+ * LibFS open-file table, leases and process lifecycle.
+ *
+ * Each Strata fd is a real kernel fd on /dev/null (raw syscalls, so the shim
+ * never sees them): fd numbers cannot collide with kernel files and close,
+ * dup and F_SETFD behave as the kernel's.  The fd indexes our table.
+ *
+ * Leases: one writing process per file.  The lease (inode.lease_pid) is taken
+ * on the first writable open and released on the last writable close, after
+ * digesting this process's log so the next holder sees every write.  A
+ * conflicting open waits up to $STRATA_LEASE_WAIT_MS (default 2000) and then
+ * fails with EBUSY.  A lease held by a dead process is broken after its log
+ * has been digested (recovery).
+ */
+#include "strata_internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#define FD_MAX 65536
+static struct sfile *fdtab[FD_MAX];
+
+struct sfile *sfile_get(int fd)
+{
+    if (fd < 0 || fd >= FD_MAX || G.base == NULL)
+        return NULL;
+    return fdtab[fd];
+}
+
+int strata_is_fd(int fd)
+{
+    return fd >= 0 && fd < FD_MAX && fdtab[fd] != NULL;
+}
+
+static int reserve_fd(int cloexec)
+{
+    int fd = (int)syscall(SYS_openat, AT_FDCWD, "/dev/null", O_RDWR | (cloexec ? O_CLOEXEC : 0));
+    if (fd >= FD_MAX) {
+        syscall(SYS_close, fd);
+        errno = EMFILE;
+        return -1;
+    }
+    return fd;
+}
+
+static long lease_wait_ms(void)
+{
+    const char *s = getenv("STRATA_LEASE_WAIT_MS");
+    return s ? atol(s) : 2000;
+}
+
+/* Take the write lease on ino (pool lock held on entry and exit). */
+static int lease_take(uint32_t ino)
+{
+    struct strata_inode *in = &G.inodes[ino];
+    long waited = 0, limit = lease_wait_ms();
+    while (in->lease_pid != 0 && in->lease_pid != G.pid) {
+        if (!strata_pid_alive(in->lease_pid)) {
+            digest_dead_slots();
+            break;
+        }
+        if (waited >= limit) {
+            errno = EBUSY;
+            return -1;
+        }
+        kb_stats_add(G.c.lease_waits, 1);
+        strata_pool_unlock();
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+        waited++;
+        strata_pool_lock();
+    }
+    in->lease_pid = G.pid;
+    strata_persist(&in->lease_pid, sizeof(in->lease_pid));
+    return 0;
+}
+
+static void lease_release(uint32_t ino)
+{
+    if (--G.wlease[ino] > 0)
+        return;
+    digest_own();
+    if (strata_pool_lock() != 0)
+        return;
+    if (G.inodes[ino].lease_pid == G.pid) {
+        G.inodes[ino].lease_pid = 0;
+        strata_persist(&G.inodes[ino].lease_pid, sizeof(G.inodes[ino].lease_pid));
+    }
+    strata_pool_unlock();
+}
+
+static int truncate_on_open(struct sfile *f);
+
+/* Resolve or create the file (pool lock held). */
+static int open_inode(const char *path, int flags, unsigned int mode, uint32_t *ino)
+{
+    if (path_resolve(path, ino) == 0) {
+        if ((flags & O_CREAT) && (flags & O_EXCL)) {
+            errno = EEXIST;
+            return -1;
+        }
+    } else {
+        if (errno != ENOENT || !(flags & O_CREAT))
+            return -1;
+        uint32_t parent;
+        const char *name;
+        size_t nlen;
+        if (path_parent(path, &parent, &name, &nlen) != 0)
+            return -1;
+        if (path[strlen(path) - 1] == '/') {
+            errno = EISDIR;
+            return -1;
+        }
+        if (ns_create(parent, name, nlen, S_IFREG | (mode & 07777), ino) != 0)
+            return -1;
+    }
+    struct strata_inode *in = &G.inodes[*ino];
+    int acc = flags & O_ACCMODE;
+    if (S_ISDIR(in->mode) && acc != O_RDONLY) {
+        errno = EISDIR;
+        return -1;
+    }
+    if (!S_ISDIR(in->mode) && (flags & O_DIRECTORY)) {
+        errno = ENOTDIR;
+        return -1;
+    }
+    if (in->lease_pid != 0 && in->lease_pid != G.pid && !strata_pid_alive(in->lease_pid))
+        lease_take(*ino); /* recovers the dead writer's log, then drops it */
+    if (acc != O_RDONLY && G.wlease[*ino] == 0) {
+        if (lease_take(*ino) != 0)
+            return -1;
+    } else if (acc == O_RDONLY && in->lease_pid == G.pid && G.wlease[*ino] == 0) {
+        in->lease_pid = 0; /* taken above only to break a dead lease */
+    }
+    if (acc != O_RDONLY)
+        G.wlease[*ino]++;
+    return 0;
+}
+
+static int do_open(const char *path, int flags, unsigned int mode)
+{
+    if ((flags & O_ACCMODE) != O_RDONLY || (flags & O_CREAT))
+        if (ns_claim() != 0)
+            return -1;
+    if (strata_pool_lock() != 0)
+        return -1;
+    uint32_t ino;
+    int rc = open_inode(path, flags, mode, &ino);
+    strata_pool_unlock();
+    if (rc != 0)
+        return -1;
+    int fd = reserve_fd(flags & O_CLOEXEC);
+    struct sfile *f = calloc(1, sizeof(*f));
+    if (fd < 0 || f == NULL || (f->path = strdup(path)) == NULL) {
+        int e = fd < 0 ? errno : ENOMEM;
+        if (fd >= 0)
+            syscall(SYS_close, fd);
+        free(f);
+        if ((flags & O_ACCMODE) != O_RDONLY)
+            lease_release(ino);
+        errno = e;
+        return -1;
+    }
+    f->ino = ino;
+    f->gen = G.inodes[ino].gen;
+    f->flags = flags & ~(O_CREAT | O_EXCL | O_TRUNC | O_CLOEXEC | O_NOCTTY);
+    f->is_dir = S_ISDIR(G.inodes[ino].mode);
+    f->refs = 1;
+    f->owner = G.pid;
+    fdtab[fd] = f;
+    if ((flags & O_TRUNC) && (flags & O_ACCMODE) != O_RDONLY && truncate_on_open(f) != 0) {
+        int e = errno;
+        strata_close(fd);
+        errno = e;
+        return -1;
+    }
+    return fd;
+}
+
+static int truncate_on_open(struct sfile *f)
+{
+    if (file_size(f->ino, f->gen) == 0)
+        return 0;
+    int fd = -1;
+    for (int i = 0; i < FD_MAX; i++)
+        if (fdtab[i] == f) {
+            fd = i;
+            break;
+        }
+    return strata_ftruncate(fd, 0);
+}
+
+int strata_open(const char *path, int flags, unsigned int mode)
+{
+    return LOCKED(do_open(path, flags, mode));
+}
+
+static int do_close(int fd)
+{
+    struct sfile *f = sfile_get(fd);
+    if (f == NULL) {
+        errno = EBADF;
+        return -1;
+    }
+    fdtab[fd] = NULL;
+    syscall(SYS_close, fd);
+    if (--f->refs > 0)
+        return 0;
+    if ((f->flags & O_ACCMODE) != O_RDONLY && f->owner == G.pid)
+        lease_release(f->ino);
+    free(f->path);
+    free(f);
+    return 0;
+}
+
+int strata_close(int fd)
+{
+    return LOCKED(do_close(fd));
+}
+
+static int do_dup(int oldfd, int newfd)
+{
+    struct sfile *f = sfile_get(oldfd);
+    if (f == NULL) {
+        errno = EBADF;
+        return -1;
+    }
+    int fd;
+    if (newfd < 0) {
+        fd = (int)syscall(SYS_fcntl, oldfd, F_DUPFD, 0);
+    } else {
+        if (newfd == oldfd)
+            return newfd;
+        if (sfile_get(newfd))
+            do_close(newfd);
+        fd = (int)syscall(SYS_dup3, oldfd, newfd, 0);
+    }
+    if (fd < 0)
+        return -1;
+    if (fd >= FD_MAX) {
+        syscall(SYS_close, fd);
+        errno = EMFILE;
+        return -1;
+    }
+    f->refs++;
+    fdtab[fd] = f;
+    return fd;
+}
+
+int strata_dup(int oldfd, int newfd)
+{
+    return LOCKED(do_dup(oldfd, newfd));
+}
+
+const char *strata_fd_path(int fd)
+{
+    struct sfile *f = sfile_get(fd);
+    return f ? f->path : NULL;
+}
+
+int strata_fd_flags(int fd)
+{
+    struct sfile *f = sfile_get(fd);
+    if (f == NULL) {
+        errno = EBADF;
+        return -1;
+    }
+    return f->flags;
+}
+
+int strata_fd_setflags(int fd, int flags)
+{
+    struct sfile *f = sfile_get(fd);
+    if (f == NULL) {
+        errno = EBADF;
+        return -1;
+    }
+    int settable = O_APPEND | O_NONBLOCK;
+    f->flags = (f->flags & ~settable) | (flags & settable);
+    return 0;
+}
+
+/* After fork the child owns no log slot and no leases; inherited writable
+ * fds stay readable but writes through them fail with EBADF. */
+static void atfork_prepare(void) { pthread_mutex_lock(&G.mu); }
+static void atfork_parent(void) { pthread_mutex_unlock(&G.mu); }
+static void atfork_child(void)
+{
+    if (G.base != NULL) {
+        G.pid = getpid();
+        G.slot = -1;
+        G.tail = 0;
+        G.credits_left = 0;
+        G.lock_depth = 0;
+        pend_clear_all();
+        memset(G.wlease, 0, G.sb->ninodes * sizeof(*G.wlease));
+        int fd = (int)syscall(SYS_openat, AT_FDCWD, G.path, O_RDWR | O_CLOEXEC);
+        syscall(SYS_close, G.lock_fd); /* shares the parent's flock otherwise */
+        G.lock_fd = fd;
+    }
+    pthread_mutex_unlock(&G.mu);
+}
+
+__attribute__((constructor)) static void libfs_init(void)
+{
+    pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
+}
+
+__attribute__((destructor)) static void libfs_fini(void)
+{
+    strata_detach();
+}

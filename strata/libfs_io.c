@@ -1,0 +1,366 @@
+/*
+ * LibFS data path: writes append to this process's log and return once the
+ * entry is persisted (the durability point, so fsync has nothing left to do);
+ * reads combine the shared area with this process's undigested ops (the
+ * overlay, replayed in log order over the shared bytes).
+ *
+ * Space: digest allocates blocks later, so a write first reserves the blocks
+ * it may need (credits, counted in the slot header so every process sees
+ * them).  When the pool cannot cover a reservation even after digesting, the
+ * write fails with ENOSPC and nothing is logged.
+ */
+#include "strata_internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <libpmem.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define CREDIT_CHUNK 256
+
+void pend_drop(uint32_t ino)
+{
+    if (G.pend && G.pend[ino]) {
+        free(G.pend[ino]->ops);
+        free(G.pend[ino]);
+        G.pend[ino] = NULL;
+    }
+}
+
+void pend_clear_all(void)
+{
+    for (uint32_t i = 0; G.pend && i < G.sb->ninodes; i++)
+        pend_drop(i);
+}
+
+static struct pend_inode *pend_get(uint32_t ino, uint32_t gen)
+{
+    struct pend_inode *p = G.pend[ino];
+    if (p && p->gen != gen) {
+        pend_drop(ino);
+        p = NULL;
+    }
+    if (p == NULL && (p = calloc(1, sizeof(*p))) != NULL) {
+        p->gen = gen;
+        p->size = ino_alive(ino, gen) ? G.inodes[ino].size : 0;
+        G.pend[ino] = p;
+    }
+    return p;
+}
+
+static int pend_add(uint32_t ino, uint32_t gen, uint8_t kind, uint64_t off, uint64_t len, const char *data)
+{
+    struct pend_inode *p = pend_get(ino, gen);
+    if (p == NULL)
+        return -1;
+    if (p->nops == p->cap) {
+        uint32_t cap = p->cap ? p->cap * 2 : 16;
+        void *n = realloc(p->ops, cap * sizeof(*p->ops));
+        if (n == NULL)
+            return -1;
+        p->ops = n;
+        p->cap = cap;
+    }
+    p->ops[p->nops++] = (struct pend_op){.kind = kind, .off = off, .len = len, .data = data};
+    if (kind == STRATA_E_TRUNCATE)
+        p->size = len;
+    else if (off + len > p->size)
+        p->size = off + len;
+    return 0;
+}
+
+uint64_t file_size(uint32_t ino, uint32_t gen)
+{
+    struct pend_inode *p = G.pend[ino];
+    if (p && p->gen == gen)
+        return p->size;
+    return ino_alive(ino, gen) ? G.inodes[ino].size : 0;
+}
+
+static ssize_t do_pread(int fd, void *buf, size_t len, int64_t off, int advance)
+{
+    struct sfile *f = sfile_get(fd);
+    if (f == NULL || (f->flags & O_ACCMODE) == O_WRONLY) {
+        errno = EBADF;
+        return -1;
+    }
+    if (f->is_dir) {
+        errno = EISDIR;
+        return -1;
+    }
+    if (advance)
+        off = (int64_t)f->off;
+    if (off < 0) {
+        errno = EINVAL;
+        return -1;
+    }
+    uint64_t size = file_size(f->ino, f->gen);
+    if ((uint64_t)off >= size)
+        return 0;
+    uint64_t n = size - (uint64_t)off < len ? size - (uint64_t)off : len;
+    char *dst = buf;
+    if (ino_alive(f->ino, f->gen))
+        shared_read(f->ino, (uint64_t)off, dst, n);
+    else
+        memset(dst, 0, n);
+    struct pend_inode *p = G.pend[f->ino];
+    if (p && p->gen == f->gen) {
+        uint64_t a = (uint64_t)off, b = a + n;
+        for (uint32_t i = 0; i < p->nops; i++) {
+            struct pend_op *o = &p->ops[i];
+            if (o->kind == STRATA_E_TRUNCATE) {
+                if (o->len < b)
+                    memset(dst + (o->len > a ? o->len - a : 0), 0, b - (o->len > a ? o->len : a));
+                continue;
+            }
+            uint64_t s = o->off > a ? o->off : a, e = o->off + o->len < b ? o->off + o->len : b;
+            if (s < e)
+                memcpy(dst + (s - a), o->data + (s - o->off), e - s);
+        }
+    }
+    if (advance)
+        f->off += n;
+    return (ssize_t)n;
+}
+
+ssize_t strata_pread(int fd, void *buf, size_t len, int64_t off)
+{
+    return LOCKED(do_pread(fd, buf, len, off, 0));
+}
+
+ssize_t strata_read(int fd, void *buf, size_t len)
+{
+    return LOCKED(do_pread(fd, buf, len, 0, 1));
+}
+
+/* Reserve data blocks for extending [off, off+len) beyond size. */
+static int reserve(uint64_t size, uint64_t off, uint64_t len)
+{
+    uint64_t from = size > off ? size : off;
+    uint64_t need = 0;
+    if (off + len > from)
+        need = (off + len + STRATA_BLOCK - 1) / STRATA_BLOCK - from / STRATA_BLOCK + 2;
+    if (need <= G.credits_left) {
+        G.credits_left -= need;
+        return 0;
+    }
+    for (int attempt = 0; attempt < 2; attempt++) {
+        if (strata_pool_lock() != 0)
+            return -1;
+        uint64_t held = 0;
+        for (uint32_t i = 0; i < G.sb->nslots; i++)
+            held += G.slots[i].owner_pid ? G.slots[i].credits : 0;
+        uint64_t avail = G.sb->free_blocks > held ? G.sb->free_blocks - held : 0;
+        uint64_t grab = need - G.credits_left;
+        grab = grab < CREDIT_CHUNK ? CREDIT_CHUNK : grab;
+        if (grab > avail)
+            grab = avail;
+        if (G.credits_left + grab >= need) {
+            G.slots[G.slot].credits += grab;
+            G.credits_left += grab - need;
+            strata_pool_unlock();
+            return 0;
+        }
+        if (attempt == 0)
+            digest_slot(G.slot); /* returns our credits and frees coalesced space */
+        strata_pool_unlock();
+    }
+    kb_stats_add(G.c.enospc, 1);
+    errno = ENOSPC;
+    return -1;
+}
+
+static struct strata_entry *append_or_digest(struct strata_entry *h, const void *p, size_t plen)
+{
+    struct strata_entry *e = log_append(h, p, plen);
+    if (e == NULL && errno == ENOSPC && digest_own() == 0)
+        e = log_append(h, p, plen);
+    return e;
+}
+
+static void maybe_digest(void)
+{
+    if (G.tail * 100 > G.sb->log_bytes * G.sb->digest_pct || G.slots[G.slot].digest_request)
+        digest_own();
+}
+
+static struct sfile *writable(int fd)
+{
+    struct sfile *f = sfile_get(fd);
+    if (f == NULL || (f->flags & O_ACCMODE) == O_RDONLY || f->owner != G.pid) {
+        errno = EBADF;
+        return NULL;
+    }
+    if (ns_claim() != 0)
+        return NULL;
+    return f;
+}
+
+/* Log one write (inline data, or a ref when ref != NULL). */
+static ssize_t log_write(struct sfile *f, const void *buf, size_t len, uint64_t off,
+                         const struct strata_ref *ref)
+{
+    if (reserve(file_size(f->ino, f->gen), off, len) != 0)
+        return -1;
+    struct strata_entry h = {.kind = ref ? STRATA_E_WRITE_REF : STRATA_E_WRITE,
+                             .ino = f->ino, .gen = f->gen, .off = off, .len = len};
+    struct strata_entry *e = ref ? append_or_digest(&h, ref, sizeof(*ref)) : append_or_digest(&h, buf, len);
+    if (e == NULL)
+        return -1;
+    pend_add(f->ino, f->gen, h.kind, off, len, entry_data(e));
+    return (ssize_t)len;
+}
+
+static ssize_t do_pwrite(int fd, const void *buf, size_t len, int64_t off, int advance)
+{
+    struct sfile *f = writable(fd);
+    if (f == NULL)
+        return -1;
+    if (f->is_dir) {
+        errno = EISDIR;
+        return -1;
+    }
+    if (advance)
+        off = (f->flags & O_APPEND) ? (int64_t)file_size(f->ino, f->gen) : (int64_t)f->off;
+    if (off < 0) {
+        errno = EINVAL;
+        return -1;
+    }
+    if (len == 0)
+        return 0;
+    /* Large writes are split so one entry never exceeds a quarter log. */
+    size_t chunk = G.sb->log_bytes / 4 - sizeof(struct strata_entry), done = 0;
+    while (done < len) {
+        size_t n = len - done < chunk ? len - done : chunk;
+        if (log_write(f, (const char *)buf + done, n, (uint64_t)off + done, NULL) < 0) {
+            if (done == 0)
+                return -1;
+            break;
+        }
+        done += n;
+        maybe_digest();
+    }
+    if (advance)
+        f->off = (uint64_t)off + done;
+    return (ssize_t)done;
+}
+
+ssize_t strata_pwrite(int fd, const void *buf, size_t len, int64_t off)
+{
+    return LOCKED(do_pwrite(fd, buf, len, off, 0));
+}
+
+ssize_t strata_write(int fd, const void *buf, size_t len)
+{
+    return LOCKED(do_pwrite(fd, buf, len, 0, 1));
+}
+
+static ssize_t do_pwrite_ref(int fd, uint64_t pool_off, size_t len, int64_t off, int advance)
+{
+    struct sfile *f = writable(fd);
+    if (f == NULL)
+        return -1;
+    struct strata_super *sb = G.sb;
+    if (pool_off < sb->off_ref || len > sb->ref_bytes || pool_off - sb->off_ref > sb->ref_bytes - len ||
+        len > sb->log_bytes / 4) {
+        errno = EINVAL; /* a reference must stay inside the ref area */
+        return -1;
+    }
+    if (advance)
+        off = (f->flags & O_APPEND) ? (int64_t)file_size(f->ino, f->gen) : (int64_t)f->off;
+    /* the extent must be durable before the entry that points at it */
+    strata_persist(G.base + pool_off, len);
+    struct strata_ref ref = {.pool_off = pool_off, .len = len,
+                             .crc = strata_csum(sb->fs_id, G.base + pool_off, len)};
+    if (log_write(f, NULL, len, (uint64_t)off, &ref) < 0)
+        return -1;
+    kb_stats_add(G.c.ref_writes, 1);
+    maybe_digest();
+    if (advance)
+        f->off = (uint64_t)off + len;
+    return (ssize_t)len;
+}
+
+ssize_t strata_pwrite_ref(int fd, uint64_t pool_off, size_t len, int64_t off)
+{
+    return LOCKED(do_pwrite_ref(fd, pool_off, len, off, 0));
+}
+
+ssize_t strata_write_ref(int fd, uint64_t pool_off, size_t len)
+{
+    return LOCKED(do_pwrite_ref(fd, pool_off, len, 0, 1));
+}
+
+static int do_ftruncate(int fd, int64_t size)
+{
+    struct sfile *f = writable(fd);
+    if (f == NULL) {
+        if (errno == EBADF && sfile_get(fd))
+            errno = EINVAL; /* Linux: fd not open for writing */
+        return -1;
+    }
+    if (size < 0 || f->is_dir) {
+        errno = EINVAL;
+        return -1;
+    }
+    struct strata_entry h = {.kind = STRATA_E_TRUNCATE, .ino = f->ino, .gen = f->gen, .len = (uint64_t)size};
+    if (append_or_digest(&h, NULL, 0) == NULL)
+        return -1;
+    pend_add(f->ino, f->gen, STRATA_E_TRUNCATE, 0, (uint64_t)size, NULL);
+    maybe_digest();
+    return 0;
+}
+
+int strata_ftruncate(int fd, int64_t size)
+{
+    return LOCKED(do_ftruncate(fd, size));
+}
+
+static int64_t do_lseek(int fd, int64_t off, int whence)
+{
+    struct sfile *f = sfile_get(fd);
+    if (f == NULL) {
+        errno = EBADF;
+        return -1;
+    }
+    int64_t size = (int64_t)file_size(f->ino, f->gen), pos;
+    switch (whence) {
+    case SEEK_SET: pos = off; break;
+    case SEEK_CUR: pos = (int64_t)f->off + off; break;
+    case SEEK_END: pos = size + off; break;
+    case SEEK_DATA:
+    case SEEK_HOLE:
+        if (off < 0 || off >= size) {
+            errno = ENXIO;
+            return -1;
+        }
+        pos = whence == SEEK_DATA ? off : size;
+        break;
+    default: errno = EINVAL; return -1;
+    }
+    if (pos < 0) {
+        errno = EINVAL;
+        return -1;
+    }
+    f->off = (uint64_t)pos;
+    return pos;
+}
+
+int64_t strata_lseek(int fd, int64_t off, int whence)
+{
+    return LOCKED(do_lseek(fd, off, whence));
+}
+
+int strata_fsync(int fd)
+{
+    if (!strata_is_fd(fd)) {
+        errno = EBADF;
+        return -1;
+    }
+    /* every logged op is already persisted: fsync is only a counter */
+    kb_stats_add(G.c.fsyncs, 1);
+    return 0;
+}

@@ -1,0 +1,173 @@
+/*
+ * Per-process operation logs.  An append copies the payload, writes the
+ * header with its checksum, persists both, and only then writes and persists
+ * the commit marker, so a crash leaves either a whole entry or one that the
+ * scan rejects (no marker, stale epoch, or bad checksum: a torn tail).
+ * Resetting a slot bumps its epoch, which kills every older entry at once.
+ */
+#include "strata_internal.h"
+
+#include <errno.h>
+#include <libpmem.h>
+#include <string.h>
+
+#define ALIGN64(x) (((x) + 63) & ~(uint64_t)63)
+
+static char *slot_log(int slot) { return G.logs + (uint64_t)slot * G.sb->log_bytes; }
+
+const void *entry_payload(const struct strata_entry *e) { return (const char *)e + sizeof(*e); }
+const char *entry_name(const struct strata_entry *e) { return entry_payload(e); }
+const char *entry_name2(const struct strata_entry *e) { return entry_name(e) + e->name_len; }
+
+static uint64_t payload_len(const struct strata_entry *e)
+{
+    switch (e->kind) {
+    case STRATA_E_WRITE:
+        return e->len;
+    case STRATA_E_WRITE_REF:
+        return sizeof(struct strata_ref);
+    case STRATA_E_TRUNCATE:
+    case STRATA_E_SETATTR:
+        return 0;
+    default:
+        return (uint64_t)e->name_len + e->name2_len;
+    }
+}
+
+static uint32_t entry_csum(const struct strata_entry *hdr, const void *payload, uint64_t plen)
+{
+    struct strata_entry h = *hdr;
+    h.commit = 0;
+    h.crc = 0;
+    uint64_t seed = G.sb->fs_id ^ strata_csum(G.sb->fs_id, payload, plen);
+    return strata_csum(seed, &h, sizeof(h));
+}
+
+int log_claim_slot(void)
+{
+    if (G.slot >= 0)
+        return 0;
+    if (strata_pool_lock() != 0)
+        return -1;
+    int found = -1;
+    for (uint32_t i = 0; i < G.sb->nslots && found < 0; i++) {
+        struct strata_slot *s = &G.slots[i];
+        if (s->owner_pid == 0 || s->owner_pid == G.pid || !strata_pid_alive(s->owner_pid)) {
+            digest_slot((int)i); /* recover whatever a dead owner left */
+            found = (int)i;
+        }
+    }
+    if (found >= 0) {
+        G.slots[found].owner_pid = G.pid;
+        G.slots[found].credits = 0;
+        strata_persist(&G.slots[found], sizeof(struct strata_slot));
+        G.slot = found;
+        G.tail = 0;
+        G.credits_left = 0;
+    }
+    strata_pool_unlock();
+    if (found < 0) {
+        errno = EMFILE; /* every log slot is owned by a live process */
+        return -1;
+    }
+    return 0;
+}
+
+struct strata_entry *log_append(struct strata_entry *hdr, const void *payload, size_t plen)
+{
+    uint64_t total = ALIGN64(sizeof(*hdr) + plen);
+    if (G.tail + total > G.sb->log_bytes) {
+        errno = ENOSPC;
+        return NULL;
+    }
+    char *at = slot_log(G.slot) + G.tail;
+    struct strata_entry *e = (struct strata_entry *)at;
+    hdr->commit = 0;
+    hdr->epoch = G.slots[G.slot].epoch;
+    hdr->entry_len = (uint32_t)total;
+    hdr->crc = entry_csum(hdr, payload, plen);
+    uint64_t pad = total - sizeof(*hdr) - plen;
+    if (G.use_msync) {
+        memcpy(at + sizeof(*hdr), payload, plen);
+        memset(at + sizeof(*hdr) + plen, 0, pad);
+        memcpy(at, hdr, sizeof(*hdr));
+        pmem_msync(at, total);
+        e->commit = STRATA_COMMIT;
+        pmem_msync(at, sizeof(*hdr));
+    } else {
+        pmem_memcpy_nodrain(at + sizeof(*hdr), payload, plen);
+        if (pad)
+            pmem_memset_nodrain(at + sizeof(*hdr) + plen, 0, pad);
+        memcpy(at, hdr, sizeof(*hdr));
+        pmem_flush(at, sizeof(*hdr));
+        pmem_drain();
+        e->commit = STRATA_COMMIT;
+        pmem_persist(&e->commit, sizeof(e->commit));
+    }
+    G.tail += total;
+    kb_stats_add(G.c.appends, 1);
+    kb_stats_add(G.c.log_bytes, total);
+    return e;
+}
+
+static int ref_valid(const struct strata_entry *e)
+{
+    const struct strata_ref *r = entry_payload(e);
+    struct strata_super *sb = G.sb;
+    if (r->len != e->len || r->pool_off < sb->off_ref || r->len > sb->ref_bytes ||
+        r->pool_off - sb->off_ref > sb->ref_bytes - r->len)
+        return 0;
+    return strata_csum(sb->fs_id, G.base + r->pool_off, r->len) == r->crc;
+}
+
+static int entry_valid(const struct strata_entry *e, uint64_t off, uint32_t epoch)
+{
+    uint64_t room = G.sb->log_bytes - off;
+    if (e->entry_len < sizeof(*e) || e->entry_len % 64 || e->entry_len > room ||
+        e->kind < STRATA_E_CREATE || e->kind > STRATA_E_SETATTR || e->epoch != epoch)
+        return 0;
+    uint64_t plen = payload_len(e);
+    if (plen > e->entry_len - sizeof(*e))
+        return 0;
+    if (entry_csum(e, entry_payload(e), plen) != e->crc)
+        return 0;
+    return e->kind != STRATA_E_WRITE_REF || ref_valid(e);
+}
+
+uint64_t log_scan(int slot, entry_fn fn, void *arg, int *torn)
+{
+    char *log = slot_log(slot);
+    uint32_t epoch = G.slots[slot].epoch;
+    uint64_t off = 0;
+    *torn = 0;
+    while (off + sizeof(struct strata_entry) <= G.sb->log_bytes) {
+        struct strata_entry *e = (struct strata_entry *)(log + off);
+        if (e->epoch != epoch && e->commit == STRATA_COMMIT)
+            break; /* an entry of an older epoch: the clean end of the log */
+        if (e->commit != STRATA_COMMIT || !entry_valid(e, off, epoch)) {
+            /* all-zero header = never written; anything else was torn */
+            static const char zero[sizeof(struct strata_entry)];
+            *torn = memcmp(e, zero, sizeof(zero)) != 0 && e->epoch == epoch;
+            break;
+        }
+        if (fn && fn(e, off, arg) != 0)
+            break;
+        off += e->entry_len;
+    }
+    return off;
+}
+
+void log_reset_slot(int slot)
+{
+    struct strata_slot *s = &G.slots[slot];
+    s->epoch = s->epoch + 1 ? s->epoch + 1 : 1;
+    s->ns_applied = 0;
+    s->credits = 0;
+    s->digest_request = 0;
+    strata_persist(s, sizeof(*s));
+    if (slot == G.slot) {
+        G.tail = 0;
+        G.credits_left = 0;
+        pend_clear_all();
+    }
+}

@@ -1,0 +1,384 @@
+/*
+ * The NVM pool: layout, mkfs, attach (superblock checks), persistence and the
+ * pool-wide lock.
+ *
+ * Persistence: pmem_persist (flush + fence) is the persistence point on every
+ * path.  On a real pmem/DAX mapping that is what makes data durable.  On a
+ * non-pmem mapping of a disk file libpmem requires pmem_msync instead, so we
+ * use it there; on tmpfs (/dev/shm, the emulation) msync cannot add any
+ * durability, so we keep pmem_persist, which models the DAX cost.
+ *
+ * Lock: flock on a private fd of the pool file.  The kernel drops it when a
+ * process dies, and sb->dirty_pid (set while the shared area is mutated)
+ * tells the next holder that a crash interrupted a mutation: it replays the
+ * dead processes' logs and rebuilds allocator state (repair).
+ */
+#include "strata_internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <libpmem.h>
+#include <linux/magic.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <sys/vfs.h>
+#include <unistd.h>
+
+struct strata_fs G = {.slot = -1, .lock_fd = -1, .mu = PTHREAD_RECURSIVE_MUTEX_INITIALIZER_NP};
+
+#define ALIGN_UP(x, a) (((x) + (a) - 1) / (a) * (a))
+#define DEFAULT_POOL "/dev/shm/strata.pool"
+
+void strata_persist(const void *addr, size_t len)
+{
+    if (G.use_msync)
+        pmem_msync(addr, len);
+    else
+        pmem_persist(addr, len);
+}
+
+int strata_pid_alive(pid_t pid)
+{
+    return pid > 0 && (kill(pid, 0) == 0 || errno == EPERM);
+}
+
+/* Fill the layout fields of sb from its parameters; -1 if it does not fit. */
+static int layout(struct strata_super *sb)
+{
+    sb->off_slots = STRATA_BLOCK;
+    sb->off_logs = ALIGN_UP(sb->off_slots + (uint64_t)sb->nslots * sizeof(struct strata_slot), STRATA_BLOCK);
+    sb->off_inodes = sb->off_logs + (uint64_t)sb->nslots * sb->log_bytes;
+    sb->ndirents = sb->ninodes * 2;
+    sb->off_dirents = ALIGN_UP(sb->off_inodes + (uint64_t)sb->ninodes * sizeof(struct strata_inode), STRATA_BLOCK);
+    sb->off_bitmap = ALIGN_UP(sb->off_dirents + (uint64_t)sb->ndirents * sizeof(struct strata_dirent), STRATA_BLOCK);
+    sb->nblocks = sb->pool_size / STRATA_BLOCK;
+    sb->off_ref = ALIGN_UP(sb->off_bitmap + ALIGN_UP(sb->nblocks, 8) / 8, STRATA_BLOCK);
+    sb->ref_bytes = ALIGN_UP(sb->pool_size / 16, STRATA_BLOCK);
+    if (sb->ref_bytes > (16u << 20))
+        sb->ref_bytes = 16u << 20;
+    sb->off_data = sb->off_ref + sb->ref_bytes;
+    if (sb->log_bytes % STRATA_BLOCK || sb->log_bytes < 64 * 1024 || sb->nslots == 0 ||
+        sb->nslots > 256 || sb->ninodes < 16 || sb->pool_size % STRATA_BLOCK ||
+        sb->off_data + 16 * STRATA_BLOCK > sb->pool_size || sb->nblocks > UINT32_MAX)
+        return -1;
+    return 0;
+}
+
+static uint32_t super_crc(const struct strata_super *sb)
+{
+    return strata_csum(0x5354524154415342ULL, sb, offsetof(struct strata_super, crc));
+}
+
+static void set_views(struct strata_fs *fs)
+{
+    struct strata_super *sb = fs->sb = (struct strata_super *)fs->base;
+    fs->slots = (struct strata_slot *)(fs->base + sb->off_slots);
+    fs->logs = fs->base + sb->off_logs;
+    fs->inodes = (struct strata_inode *)(fs->base + sb->off_inodes);
+    fs->dirents = (struct strata_dirent *)(fs->base + sb->off_dirents);
+    fs->bitmap = (uint8_t *)(fs->base + sb->off_bitmap);
+}
+
+static int on_tmpfs(const char *path)
+{
+    struct statfs s;
+    return statfs(path, &s) == 0 && s.f_type == TMPFS_MAGIC;
+}
+
+int strata_mkfs(const char *path, uint64_t size, uint32_t nslots, uint64_t log_bytes, uint32_t ninodes)
+{
+    struct strata_super tmp = {.pool_size = size, .nslots = nslots ? nslots : 16,
+                               .log_bytes = log_bytes ? log_bytes : (8u << 20),
+                               .ninodes = ninodes ? ninodes : 4096};
+    if (tmp.pool_size == 0)
+        tmp.pool_size = 256u << 20;
+    if (layout(&tmp) != 0) {
+        errno = EINVAL;
+        return -1;
+    }
+    struct stat st;
+    size_t len;
+    int is_pmem;
+    char *base;
+    if (stat(path, &st) == 0 && !S_ISREG(st.st_mode)) {
+        /* DAX device: map what is there and clear the metadata regions. */
+        base = pmem_map_file(path, 0, 0, 0, &len, &is_pmem);
+        if (base == NULL)
+            return -1;
+        if (len < tmp.pool_size) {
+            pmem_unmap(base, len);
+            errno = ENOSPC;
+            return -1;
+        }
+        pmem_memset_persist(base, 0, tmp.off_ref);
+    } else {
+        unlink(path); /* a fresh sparse file: every region starts zeroed */
+        base = pmem_map_file(path, tmp.pool_size, PMEM_FILE_CREATE | PMEM_FILE_EXCL, 0600, &len, &is_pmem);
+        if (base == NULL)
+            return -1;
+    }
+    struct strata_fs fs = {.base = base, .map_len = len, .is_pmem = is_pmem};
+    struct strata_super *sb = (struct strata_super *)base;
+    memcpy(sb, &tmp, sizeof(tmp));
+    sb->magic = STRATA_MAGIC;
+    sb->version = STRATA_VERSION;
+    sb->block_size = STRATA_BLOCK;
+    sb->digest_pct = 30;
+    if (getrandom(&sb->fs_id, sizeof(sb->fs_id), 0) != sizeof(sb->fs_id))
+        sb->fs_id = (uint64_t)getpid() * 0x9E3779B97F4A7C15ULL ^ (uint64_t)time(NULL);
+    set_views(&fs);
+    for (uint32_t i = 0; i < sb->nslots; i++)
+        fs.slots[i].epoch = 1;
+    struct strata_inode *root = &fs.inodes[STRATA_ROOT_INO];
+    root->mode = S_IFDIR | 0755;
+    root->gen = 1;
+    root->parent = STRATA_ROOT_INO;
+    root->mtime_s = root->ctime_s = time(NULL);
+    uint64_t meta = sb->off_data / STRATA_BLOCK;
+    for (uint64_t b = 0; b < meta; b++)
+        fs.bitmap[b / 8] |= (uint8_t)(1u << (b % 8));
+    sb->free_blocks = sb->nblocks - meta;
+    sb->crc = super_crc(sb);
+    pmem_persist(base, sb->off_ref);
+    pmem_unmap(base, len);
+    return 0;
+}
+
+/* Map a pool and validate its superblock; never trusts a field before the
+ * checksum and the recomputed layout agree. */
+int strata_map(const char *path, struct strata_fs *fs, int verbose, char *err, size_t errlen)
+{
+    size_t len;
+    int is_pmem;
+    char *base = pmem_map_file(path, 0, 0, 0, &len, &is_pmem);
+    if (base == NULL) {
+        if (verbose)
+            snprintf(err, errlen, "cannot map %s: %s", path, strerror(errno));
+        return -1;
+    }
+    const char *why = NULL;
+    struct strata_super *sb = (struct strata_super *)base;
+    struct strata_super chk;
+    if (len < STRATA_BLOCK)
+        why = "pool smaller than a superblock";
+    else if (sb->magic != STRATA_MAGIC)
+        why = "bad superblock magic (not a Strata pool, or corrupted)";
+    else if (sb->version != STRATA_VERSION)
+        why = "unsupported pool version (made by a different Strata release)";
+    else if (sb->crc != super_crc(sb))
+        why = "superblock checksum mismatch (corrupted)";
+    else {
+        chk = (struct strata_super){.pool_size = sb->pool_size, .nslots = sb->nslots,
+                                    .log_bytes = sb->log_bytes, .ninodes = sb->ninodes};
+        if (layout(&chk) != 0 || chk.pool_size != len || chk.off_data != sb->off_data ||
+            chk.off_bitmap != sb->off_bitmap || chk.nblocks != sb->nblocks || sb->block_size != STRATA_BLOCK)
+            why = "superblock layout fields inconsistent with pool size";
+    }
+    if (why) {
+        if (verbose)
+            snprintf(err, errlen, "%s: %s", path, why);
+        pmem_unmap(base, len);
+        errno = EUCLEAN;
+        return -1;
+    }
+    fs->base = base;
+    fs->map_len = len;
+    fs->is_pmem = is_pmem;
+    fs->use_msync = !is_pmem && !on_tmpfs(path);
+    snprintf(fs->path, sizeof(fs->path), "%s", path);
+    set_views(fs);
+    return 0;
+}
+
+void strata_unmap(struct strata_fs *fs)
+{
+    if (fs->base)
+        pmem_unmap(fs->base, fs->map_len);
+    fs->base = NULL;
+}
+
+static void counters_init(void)
+{
+    char inst[32];
+    snprintf(inst, sizeof(inst), "%d", (int)G.pid);
+    G.stats = kb_stats_create("strata", inst);
+    struct kb_stats_page *p = G.stats;
+    G.c.appends = kb_stats_counter(p, "log_appends");
+    G.c.log_bytes = kb_stats_counter(p, "log_bytes");
+    G.c.fsyncs = kb_stats_counter(p, "fsyncs");
+    G.c.digests = kb_stats_counter(p, "digests");
+    G.c.digested_entries = kb_stats_counter(p, "digested_entries");
+    G.c.digested_bytes = kb_stats_counter(p, "digested_bytes");
+    G.c.coalesced = kb_stats_counter(p, "coalesced_overwrites");
+    G.c.recoveries = kb_stats_counter(p, "recoveries");
+    G.c.torn = kb_stats_counter(p, "torn_entries_discarded");
+    G.c.enospc = kb_stats_counter(p, "enospc");
+    G.c.lease_waits = kb_stats_counter(p, "lease_waits");
+    G.c.ref_writes = kb_stats_counter(p, "ref_writes");
+    G.c.repairs = kb_stats_counter(p, "repairs");
+}
+
+int strata_attach(const char *path)
+{
+    pthread_mutex_lock(&G.mu);
+    if (G.base != NULL && G.pid == getpid()) {
+        pthread_mutex_unlock(&G.mu);
+        return 0;
+    }
+    if (path == NULL)
+        path = getenv("STRATA_POOL");
+    if (path == NULL)
+        path = DEFAULT_POOL;
+    char err[600];
+    int rc = -1;
+    if (strata_map(path, &G, 1, err, sizeof(err)) != 0) {
+        int e = errno;
+        if (getenv("STRATA_QUIET") == NULL)
+            fprintf(stderr, "strata: %s\n", err);
+        errno = e;
+        goto out;
+    }
+    G.pid = getpid();
+    G.lock_fd = open(path, O_RDWR | O_CLOEXEC);
+    G.pend = calloc(G.sb->ninodes, sizeof(*G.pend));
+    G.wlease = calloc(G.sb->ninodes, sizeof(*G.wlease));
+    if (G.lock_fd < 0 || !G.pend || !G.wlease)
+        goto out;
+    counters_init();
+    /* Mount-time recovery: replay the logs of processes that died. */
+    if (strata_pool_lock() != 0)
+        goto out;
+    digest_dead_slots();
+    G.sb->mounts++;
+    strata_pool_unlock();
+    rc = 0;
+out:
+    pthread_mutex_unlock(&G.mu);
+    return rc;
+}
+
+void strata_detach(void)
+{
+    pthread_mutex_lock(&G.mu);
+    if (G.base && G.pid == getpid()) {
+        if (G.slot >= 0) {
+            digest_own();
+            if (strata_pool_lock() == 0) {
+                G.slots[G.slot].owner_pid = 0;
+                G.slots[G.slot].credits = 0;
+                strata_persist(&G.slots[G.slot], sizeof(struct strata_slot));
+                strata_pool_unlock();
+            }
+        }
+        char inst[32];
+        snprintf(inst, sizeof(inst), "%d", (int)G.pid);
+        kb_stats_close(G.stats, "strata", inst, 1);
+        G.stats = NULL;
+        close(G.lock_fd);
+        G.lock_fd = -1;
+        strata_unmap(&G);
+        G.slot = -1;
+        G.tail = 0;
+        G.credits_left = 0;
+    }
+    pthread_mutex_unlock(&G.mu);
+}
+
+int strata_ensure_attached(void)
+{
+    if (G.base != NULL && G.pid == getpid())
+        return 0;
+    return strata_attach(NULL);
+}
+
+/* Rebuild allocator state after an interrupted mutation: drop dirents that
+ * point at free inodes, free unreachable inodes, recount the bitmap. */
+static void repair(void)
+{
+    struct strata_super *sb = G.sb;
+    uint8_t *reach = calloc(sb->ninodes, 1);
+    if (reach == NULL)
+        return;
+    reach[STRATA_ROOT_INO] = 1;
+    for (uint32_t i = 0; i < sb->ndirents; i++) {
+        struct strata_dirent *d = &G.dirents[i];
+        if (d->state != 1)
+            continue;
+        if (d->ino == 0 || d->ino >= sb->ninodes || G.inodes[d->ino].mode == 0)
+            dir_remove(d);
+        else
+            reach[d->ino] = 1;
+    }
+    for (uint32_t i = 2; i < sb->ninodes; i++)
+        if (G.inodes[i].mode != 0 && !reach[i])
+            ino_free(i);
+    free(reach);
+    sb->free_blocks = bitmap_rebuild();
+    strata_persist(&sb->free_blocks, sizeof(sb->free_blocks));
+    kb_stats_add(G.c.repairs, 1);
+}
+
+int strata_pool_lock(void)
+{
+    if (G.lock_depth++ > 0)
+        return 0;
+    while (flock(G.lock_fd, LOCK_EX) != 0)
+        if (errno != EINTR) {
+            G.lock_depth--;
+            return -1;
+        }
+    int32_t d = G.sb->dirty_pid;
+    G.sb->dirty_pid = G.pid;
+    strata_persist(&G.sb->dirty_pid, sizeof(G.sb->dirty_pid));
+    if (d != 0 && d != G.pid && !strata_pid_alive(d)) {
+        digest_dead_slots();
+        repair();
+    }
+    return 0;
+}
+
+void strata_pool_unlock(void)
+{
+    if (--G.lock_depth > 0)
+        return;
+    G.sb->dirty_pid = 0;
+    strata_persist(&G.sb->dirty_pid, sizeof(G.sb->dirty_pid));
+    flock(G.lock_fd, LOCK_UN);
+}
+
+int strata_ref_area(void **addr, uint64_t *pool_off, uint64_t *len)
+{
+    if (strata_ensure_attached() != 0)
+        return -1;
+    *addr = G.base + G.sb->off_ref;
+    *pool_off = G.sb->off_ref;
+    *len = G.sb->ref_bytes;
+    return 0;
+}
+
+int strata_info(char *buf, size_t len)
+{
+    if (strata_ensure_attached() != 0)
+        return -1;
+    struct strata_super *sb = G.sb;
+    uint32_t used_inodes = 0, live_slots = 0;
+    for (uint32_t i = 1; i < sb->ninodes; i++)
+        used_inodes += G.inodes[i].mode != 0;
+    for (uint32_t i = 0; i < sb->nslots; i++)
+        live_slots += G.slots[i].owner_pid != 0;
+    return snprintf(buf, len,
+                    "path %s\nis_pmem %d\npersist %s\nversion %u\npool_size %lu\nblock_size %u\n"
+                    "nslots %u\nlive_slots %u\nlog_bytes %lu\ninodes %u\ninodes_used %u\n"
+                    "data_blocks %lu\nfree_blocks %lu\nref_off %lu\nref_bytes %lu\nmounts %lu\n",
+                    G.path, G.is_pmem, G.use_msync ? "pmem_msync" : "pmem_persist", sb->version,
+                    (unsigned long)sb->pool_size, sb->block_size, sb->nslots, live_slots,
+                    (unsigned long)sb->log_bytes, sb->ninodes, used_inodes,
+                    (unsigned long)(sb->nblocks - sb->off_data / STRATA_BLOCK),
+                    (unsigned long)sb->free_blocks, (unsigned long)sb->off_ref,
+                    (unsigned long)sb->ref_bytes, (unsigned long)sb->mounts);
+}

@@ -1,0 +1,278 @@
+/*
+ * The shared area: inode table, block allocator (bitmap) and file data.
+ * Only called with the pool lock held.  Every update persists the new block
+ * before the pointer to it, and clears a pointer before freeing its block, so
+ * a crash can leak blocks (repair recounts them) but never share one.
+ */
+#include "strata_internal.h"
+
+#include <errno.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#define NIND (STRATA_NDIRECT + STRATA_PTRS_PER_BLOCK)
+#define NDIND ((uint64_t)STRATA_PTRS_PER_BLOCK * STRATA_PTRS_PER_BLOCK)
+
+static uint32_t alloc_cursor;
+
+struct strata_inode *ino_get(uint32_t ino)
+{
+    return ino > 0 && ino < G.sb->ninodes ? &G.inodes[ino] : NULL;
+}
+
+int ino_alive(uint32_t ino, uint32_t gen)
+{
+    struct strata_inode *i = ino_get(ino);
+    return i && i->mode != 0 && i->gen == gen;
+}
+
+uint32_t ino_alloc(void)
+{
+    for (uint32_t i = STRATA_ROOT_INO + 1; i < G.sb->ninodes; i++)
+        if (G.inodes[i].mode == 0)
+            return i;
+    return 0;
+}
+
+void ino_init(uint32_t ino, uint32_t gen, uint32_t mode, uint32_t parent)
+{
+    struct strata_inode *i = &G.inodes[ino];
+    memset(i, 0, sizeof(*i));
+    i->gen = gen;
+    i->parent = parent;
+    i->mtime_s = i->ctime_s = time(NULL);
+    i->mode = mode;
+    strata_persist(i, sizeof(*i));
+}
+
+static char *blk(uint32_t b) { return G.base + (uint64_t)b * STRATA_BLOCK; }
+
+int blk_used(uint32_t b) { return (G.bitmap[b / 8] >> (b % 8)) & 1; }
+
+void block_mark(uint32_t b, int used)
+{
+    if (used)
+        G.bitmap[b / 8] |= (uint8_t)(1u << (b % 8));
+    else
+        G.bitmap[b / 8] &= (uint8_t)~(1u << (b % 8));
+    strata_persist(&G.bitmap[b / 8], 1);
+}
+
+static uint32_t block_alloc(void)
+{
+    uint32_t first = (uint32_t)(G.sb->off_data / STRATA_BLOCK), n = (uint32_t)G.sb->nblocks;
+    if (G.sb->free_blocks == 0)
+        return 0;
+    if (alloc_cursor < first || alloc_cursor >= n)
+        alloc_cursor = first;
+    for (uint32_t k = 0; k < n - first; k++) {
+        uint32_t b = alloc_cursor + k;
+        if (b >= n)
+            b -= n - first;
+        if (!blk_used(b)) {
+            block_mark(b, 1);
+            G.sb->free_blocks--;
+            strata_persist(&G.sb->free_blocks, sizeof(G.sb->free_blocks));
+            alloc_cursor = b + 1;
+            return b;
+        }
+    }
+    return 0;
+}
+
+static void block_free(uint32_t b)
+{
+    if (b == 0 || !blk_used(b))
+        return;
+    block_mark(b, 0);
+    G.sb->free_blocks++;
+    strata_persist(&G.sb->free_blocks, sizeof(G.sb->free_blocks));
+}
+
+/* Set *ptr to a fresh zeroed block (persisted before the pointer). */
+static int fill_ptr(uint32_t *ptr)
+{
+    uint32_t b = block_alloc();
+    if (b == 0)
+        return -1;
+    memset(blk(b), 0, STRATA_BLOCK);
+    strata_persist(blk(b), STRATA_BLOCK);
+    *ptr = b;
+    strata_persist(ptr, sizeof(*ptr));
+    return 0;
+}
+
+/* Where the block number of file block idx lives; NULL if absent (alloc=0)
+ * or out of space (alloc=1, errno ENOSPC/EFBIG). */
+static uint32_t *bmap(struct strata_inode *in, uint64_t idx, int alloc)
+{
+    uint32_t *p;
+    if (idx < STRATA_NDIRECT)
+        return &in->direct[idx];
+    idx -= STRATA_NDIRECT;
+    if (idx < STRATA_PTRS_PER_BLOCK) {
+        p = &in->ind;
+    } else {
+        idx -= STRATA_PTRS_PER_BLOCK;
+        if (idx >= NDIND) {
+            errno = EFBIG;
+            return NULL;
+        }
+        if (in->dind == 0 && (!alloc || fill_ptr(&in->dind) != 0))
+            goto absent;
+        p = (uint32_t *)blk(in->dind) + idx / STRATA_PTRS_PER_BLOCK;
+        idx %= STRATA_PTRS_PER_BLOCK;
+    }
+    if (*p == 0 && (!alloc || fill_ptr(p) != 0))
+        goto absent;
+    return (uint32_t *)blk(*p) + idx;
+absent:
+    errno = alloc ? ENOSPC : 0;
+    return NULL;
+}
+
+int shared_write(uint32_t ino, uint64_t off, const void *buf, uint64_t len)
+{
+    struct strata_inode *in = &G.inodes[ino];
+    const char *src = buf;
+    uint64_t done = 0;
+    while (done < len) {
+        uint64_t pos = off + done, boff = pos % STRATA_BLOCK;
+        uint64_t n = STRATA_BLOCK - boff < len - done ? STRATA_BLOCK - boff : len - done;
+        uint32_t *ptr = bmap(in, pos / STRATA_BLOCK, 1);
+        if (ptr == NULL || (*ptr == 0 && fill_ptr(ptr) != 0))
+            return -1;
+        memcpy(blk(*ptr) + boff, src + done, n);
+        strata_persist(blk(*ptr) + boff, n);
+        done += n;
+    }
+    if (off + len > in->size) {
+        in->size = off + len;
+        strata_persist(&in->size, sizeof(in->size));
+    }
+    in->mtime_s = time(NULL);
+    return 0;
+}
+
+void shared_read(uint32_t ino, uint64_t off, void *buf, uint64_t len)
+{
+    struct strata_inode *in = &G.inodes[ino];
+    char *dst = buf;
+    uint64_t done = 0;
+    while (done < len) {
+        uint64_t pos = off + done, boff = pos % STRATA_BLOCK;
+        uint64_t n = STRATA_BLOCK - boff < len - done ? STRATA_BLOCK - boff : len - done;
+        uint32_t *ptr = bmap(in, pos / STRATA_BLOCK, 0);
+        if (ptr && *ptr)
+            memcpy(dst + done, blk(*ptr) + boff, n);
+        else
+            memset(dst + done, 0, n);
+        done += n;
+    }
+}
+
+static void clear_ptr(uint32_t *p)
+{
+    uint32_t b = *p;
+    if (b == 0)
+        return;
+    *p = 0;
+    strata_persist(p, sizeof(*p));
+    block_free(b);
+}
+
+/* Free every block holding file blocks >= from (and emptied indirect blocks). */
+static void free_from(struct strata_inode *in, uint64_t from)
+{
+    for (uint64_t i = from; i < STRATA_NDIRECT; i++)
+        clear_ptr(&in->direct[i]);
+    if (in->ind) {
+        uint32_t *t = (uint32_t *)blk(in->ind);
+        for (uint64_t i = from > STRATA_NDIRECT ? from - STRATA_NDIRECT : 0; i < STRATA_PTRS_PER_BLOCK; i++)
+            clear_ptr(&t[i]);
+        if (from <= STRATA_NDIRECT)
+            clear_ptr(&in->ind);
+    }
+    if (in->dind) {
+        uint32_t *d = (uint32_t *)blk(in->dind);
+        for (uint64_t k = 0; k < STRATA_PTRS_PER_BLOCK; k++) {
+            uint64_t base = NIND + k * STRATA_PTRS_PER_BLOCK;
+            if (d[k] == 0 || from >= base + STRATA_PTRS_PER_BLOCK)
+                continue;
+            uint32_t *t = (uint32_t *)blk(d[k]);
+            for (uint64_t i = from > base ? from - base : 0; i < STRATA_PTRS_PER_BLOCK; i++)
+                clear_ptr(&t[i]);
+            if (from <= base)
+                clear_ptr(&d[k]);
+        }
+        if (from <= NIND)
+            clear_ptr(&in->dind);
+    }
+}
+
+int shared_truncate(uint32_t ino, uint64_t size)
+{
+    struct strata_inode *in = &G.inodes[ino];
+    if (size < in->size) {
+        free_from(in, (size + STRATA_BLOCK - 1) / STRATA_BLOCK);
+        if (size % STRATA_BLOCK) {
+            /* keep the invariant: bytes past EOF in a mapped block are zero */
+            uint32_t *ptr = bmap(in, size / STRATA_BLOCK, 0);
+            if (ptr && *ptr) {
+                char *p = blk(*ptr) + size % STRATA_BLOCK;
+                memset(p, 0, STRATA_BLOCK - size % STRATA_BLOCK);
+                strata_persist(p, STRATA_BLOCK - size % STRATA_BLOCK);
+            }
+        }
+    }
+    in->size = size;
+    in->mtime_s = time(NULL);
+    strata_persist(in, sizeof(*in));
+    return 0;
+}
+
+void ino_free(uint32_t ino)
+{
+    struct strata_inode *in = &G.inodes[ino];
+    free_from(in, 0);
+    in->size = 0;
+    in->lease_pid = 0;
+    in->mode = 0;
+    strata_persist(in, sizeof(*in));
+}
+
+static uint64_t mark(uint32_t b, uint64_t *used)
+{
+    if (b != 0 && b < G.sb->nblocks) {
+        G.bitmap[b / 8] |= (uint8_t)(1u << (b % 8));
+        (*used)++;
+    }
+    return b;
+}
+
+uint64_t bitmap_rebuild(void)
+{
+    struct strata_super *sb = G.sb;
+    uint64_t first = sb->off_data / STRATA_BLOCK, used = 0;
+    for (uint64_t b = first; b < sb->nblocks; b++)
+        G.bitmap[b / 8] &= (uint8_t)~(1u << (b % 8));
+    for (uint32_t i = 1; i < sb->ninodes; i++) {
+        struct strata_inode *in = &G.inodes[i];
+        if (in->mode == 0)
+            continue;
+        for (int k = 0; k < STRATA_NDIRECT; k++)
+            mark(in->direct[k], &used);
+        if (mark(in->ind, &used))
+            for (int k = 0; k < STRATA_PTRS_PER_BLOCK; k++)
+                mark(((uint32_t *)blk(in->ind))[k], &used);
+        if (mark(in->dind, &used))
+            for (int k = 0; k < STRATA_PTRS_PER_BLOCK; k++) {
+                uint32_t t = mark(((uint32_t *)blk(in->dind))[k], &used);
+                for (int j = 0; t && j < STRATA_PTRS_PER_BLOCK; j++)
+                    mark(((uint32_t *)blk(t))[j], &used);
+            }
+    }
+    strata_persist(G.bitmap, (sb->nblocks + 7) / 8);
+    return sb->nblocks - first - used;
+}

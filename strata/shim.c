@@ -1,0 +1,336 @@
+/*
+ * LD_PRELOAD shim, path-based calls.  Paths under the mount prefix
+ * ($STRATA_MOUNT, default /strata) go to Strata; so do relative paths while
+ * the working directory is inside it (chdir is tracked, since redis-server
+ * chdirs to its data dir).  Everything else goes to the next libc definition.
+ * Both the plain and the *64 / __xstat-style symbols Debian's glibc exposes
+ * are defined; see strata/README.md for the list.
+ */
+#include "shim.h"
+#include "strata_internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* glibc >= 2.33 no longer declares the old versioned stat entry points. */
+int __xstat(int ver, const char *path, struct stat *st);
+int __lxstat(int ver, const char *path, struct stat *st);
+int __xstat64(int ver, const char *path, struct stat64 *st);
+int __lxstat64(int ver, const char *path, struct stat64 *st);
+int __fxstatat(int ver, int dirfd, const char *path, struct stat *st, int flags);
+int __fxstatat64(int ver, int dirfd, const char *path, struct stat64 *st, int flags);
+
+static char prefix[PATH_MAX];
+static size_t prefix_len;
+static char vcwd[PATH_MAX]; /* pool path of the cwd when inside Strata, else "" */
+
+static void init_prefix(void)
+{
+    if (prefix_len)
+        return;
+    const char *p = getenv("STRATA_MOUNT");
+    snprintf(prefix, sizeof(prefix), "%s", p && *p ? p : "/strata");
+    prefix_len = strlen(prefix);
+    while (prefix_len > 1 && prefix[prefix_len - 1] == '/')
+        prefix[--prefix_len] = 0;
+}
+
+static int join(char out[PATH_MAX], const char *dir, const char *rel)
+{
+    int n = snprintf(out, PATH_MAX, "%s%s%s", dir, dir[strlen(dir) - 1] == '/' ? "" : "/", rel);
+    if (n >= PATH_MAX) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    return 1;
+}
+
+int shim_route(const char *path, char out[PATH_MAX])
+{
+    if (path == NULL)
+        return 0;
+    init_prefix();
+    if (path[0] != '/')
+        return vcwd[0] ? join(out, vcwd, path) : 0;
+    if (strncmp(path, prefix, prefix_len) != 0 || (path[prefix_len] != '/' && path[prefix_len] != 0))
+        return 0;
+    snprintf(out, PATH_MAX, "%s", path[prefix_len] ? path + prefix_len : "/");
+    return 1;
+}
+
+int shim_route_at(int dirfd, const char *path, char out[PATH_MAX])
+{
+    if (path == NULL || path[0] == '/' || dirfd == AT_FDCWD)
+        return shim_route(path, out);
+    const char *dir = strata_fd_path(dirfd);
+    return dir ? join(out, dir, path) : 0;
+}
+
+/* ---- open ---- */
+
+static int mode_arg(int flags, va_list ap)
+{
+    return (flags & (O_CREAT | O_TMPFILE)) ? va_arg(ap, int) : 0;
+}
+
+#define DEFINE_OPEN(fn)                                           \
+    int fn(const char *path, int flags, ...)                      \
+    {                                                             \
+        va_list ap;                                               \
+        va_start(ap, flags);                                      \
+        int mode = mode_arg(flags, ap);                           \
+        va_end(ap);                                               \
+        char p[PATH_MAX];                                         \
+        int r = shim_route(path, p);                              \
+        if (r < 0)                                                \
+            return -1;                                            \
+        return r ? strata_open(p, flags, (unsigned)mode)          \
+                 : REAL(fn)(path, flags, mode);                   \
+    }
+DEFINE_OPEN(open)
+DEFINE_OPEN(open64)
+
+#define DEFINE_OPENAT(fn)                                         \
+    int fn(int dirfd, const char *path, int flags, ...)           \
+    {                                                             \
+        va_list ap;                                               \
+        va_start(ap, flags);                                      \
+        int mode = mode_arg(flags, ap);                           \
+        va_end(ap);                                               \
+        char p[PATH_MAX];                                         \
+        int r = shim_route_at(dirfd, path, p);                    \
+        if (r < 0)                                                \
+            return -1;                                            \
+        return r ? strata_open(p, flags, (unsigned)mode)          \
+                 : REAL(fn)(dirfd, path, flags, mode);            \
+    }
+DEFINE_OPENAT(openat)
+DEFINE_OPENAT(openat64)
+
+int creat(const char *path, mode_t mode) { return open(path, O_CREAT | O_WRONLY | O_TRUNC, mode); }
+int creat64(const char *path, mode_t mode) { return open(path, O_CREAT | O_WRONLY | O_TRUNC, mode); }
+
+/* ---- stat family ---- */
+
+#define ROUTE_OR(path, call_strata, call_real)  \
+    do {                                        \
+        char p_[PATH_MAX];                      \
+        int r_ = shim_route(path, p_);          \
+        if (r_ < 0)                             \
+            return -1;                          \
+        const char *sp = p_;                    \
+        (void)sp;                               \
+        return r_ ? (call_strata) : (call_real); \
+    } while (0)
+
+int stat(const char *path, struct stat *st) { ROUTE_OR(path, strata_stat(sp, st), REAL(stat)(path, st)); }
+int lstat(const char *path, struct stat *st) { ROUTE_OR(path, strata_stat(sp, st), REAL(lstat)(path, st)); }
+int stat64(const char *path, struct stat64 *st)
+{
+    ROUTE_OR(path, strata_stat(sp, (struct stat *)st), REAL(stat64)(path, st));
+}
+int lstat64(const char *path, struct stat64 *st)
+{
+    ROUTE_OR(path, strata_stat(sp, (struct stat *)st), REAL(lstat64)(path, st));
+}
+int __xstat(int ver, const char *path, struct stat *st)
+{
+    ROUTE_OR(path, strata_stat(sp, st), REAL(__xstat)(ver, path, st));
+}
+int __lxstat(int ver, const char *path, struct stat *st)
+{
+    ROUTE_OR(path, strata_stat(sp, st), REAL(__lxstat)(ver, path, st));
+}
+int __xstat64(int ver, const char *path, struct stat64 *st)
+{
+    ROUTE_OR(path, strata_stat(sp, (struct stat *)st), REAL(__xstat64)(ver, path, st));
+}
+int __lxstat64(int ver, const char *path, struct stat64 *st)
+{
+    ROUTE_OR(path, strata_stat(sp, (struct stat *)st), REAL(__lxstat64)(ver, path, st));
+}
+
+static int stat_at(int dirfd, const char *path, struct stat *st, int flags, int *handled)
+{
+    char p[PATH_MAX];
+    *handled = 1;
+    if ((flags & AT_EMPTY_PATH) && path && path[0] == 0 && strata_is_fd(dirfd))
+        return strata_fstat(dirfd, st);
+    int r = shim_route_at(dirfd, path, p);
+    if (r <= 0) {
+        *handled = r < 0;
+        return -1;
+    }
+    return strata_stat(p, st);
+}
+
+int fstatat(int dirfd, const char *path, struct stat *st, int flags)
+{
+    int h, r = stat_at(dirfd, path, st, flags, &h);
+    return h ? r : REAL(fstatat)(dirfd, path, st, flags);
+}
+int fstatat64(int dirfd, const char *path, struct stat64 *st, int flags)
+{
+    int h, r = stat_at(dirfd, path, (struct stat *)st, flags, &h);
+    return h ? r : REAL(fstatat64)(dirfd, path, st, flags);
+}
+int __fxstatat(int ver, int dirfd, const char *path, struct stat *st, int flags)
+{
+    int h, r = stat_at(dirfd, path, st, flags, &h);
+    return h ? r : REAL(__fxstatat)(ver, dirfd, path, st, flags);
+}
+int __fxstatat64(int ver, int dirfd, const char *path, struct stat64 *st, int flags)
+{
+    int h, r = stat_at(dirfd, path, (struct stat *)st, flags, &h);
+    return h ? r : REAL(__fxstatat64)(ver, dirfd, path, st, flags);
+}
+
+/* ---- namespace ---- */
+
+int unlink(const char *path) { ROUTE_OR(path, strata_unlink(sp), REAL(unlink)(path)); }
+int rmdir(const char *path) { ROUTE_OR(path, strata_rmdir(sp), REAL(rmdir)(path)); }
+int mkdir(const char *path, mode_t mode) { ROUTE_OR(path, strata_mkdir(sp, mode), REAL(mkdir)(path, mode)); }
+int access(const char *path, int mode) { ROUTE_OR(path, strata_access(sp, mode), REAL(access)(path, mode)); }
+
+int unlinkat(int dirfd, const char *path, int flags)
+{
+    char p[PATH_MAX];
+    int r = shim_route_at(dirfd, path, p);
+    if (r == 0)
+        return REAL(unlinkat)(dirfd, path, flags);
+    return r < 0 ? -1 : (flags & AT_REMOVEDIR) ? strata_rmdir(p) : strata_unlink(p);
+}
+
+int mkdirat(int dirfd, const char *path, mode_t mode)
+{
+    char p[PATH_MAX];
+    int r = shim_route_at(dirfd, path, p);
+    return r == 0 ? REAL(mkdirat)(dirfd, path, mode) : r < 0 ? -1 : strata_mkdir(p, mode);
+}
+
+int faccessat(int dirfd, const char *path, int mode, int flags)
+{
+    char p[PATH_MAX];
+    int r = shim_route_at(dirfd, path, p);
+    return r == 0 ? REAL(faccessat)(dirfd, path, mode, flags) : r < 0 ? -1 : strata_access(p, mode);
+}
+
+static int rename_routed(int r1, const char *p1, int r2, const char *p2)
+{
+    if (r1 < 0 || r2 < 0)
+        return -1;
+    if (r1 != r2) {
+        errno = EXDEV; /* across file systems, as the kernel says */
+        return -1;
+    }
+    return strata_rename(p1, p2);
+}
+
+int rename(const char *from, const char *to)
+{
+    char a[PATH_MAX], b[PATH_MAX];
+    int r1 = shim_route(from, a), r2 = shim_route(to, b);
+    if (r1 == 0 && r2 == 0)
+        return REAL(rename)(from, to);
+    return rename_routed(r1, a, r2, b);
+}
+
+int renameat(int fd1, const char *from, int fd2, const char *to)
+{
+    char a[PATH_MAX], b[PATH_MAX];
+    int r1 = shim_route_at(fd1, from, a), r2 = shim_route_at(fd2, to, b);
+    if (r1 == 0 && r2 == 0)
+        return REAL(renameat)(fd1, from, fd2, to);
+    return rename_routed(r1, a, r2, b);
+}
+
+int renameat2(int fd1, const char *from, int fd2, const char *to, unsigned int flags)
+{
+    char a[PATH_MAX], b[PATH_MAX];
+    int r1 = shim_route_at(fd1, from, a), r2 = shim_route_at(fd2, to, b);
+    if (r1 == 0 && r2 == 0)
+        return REAL(renameat2)(fd1, from, fd2, to, flags);
+    if (flags) {
+        errno = EINVAL; /* RENAME_NOREPLACE etc. not supported on Strata */
+        return -1;
+    }
+    return rename_routed(r1, a, r2, b);
+}
+
+static int truncate_path(const char *p, off_t len)
+{
+    int fd = strata_open(p, O_WRONLY, 0);
+    if (fd < 0)
+        return -1;
+    int r = strata_ftruncate(fd, len);
+    int e = errno;
+    strata_close(fd);
+    errno = e;
+    return r;
+}
+
+int truncate(const char *path, off_t len) { ROUTE_OR(path, truncate_path(sp, len), REAL(truncate)(path, len)); }
+int truncate64(const char *path, off64_t len)
+{
+    ROUTE_OR(path, truncate_path(sp, len), REAL(truncate64)(path, len));
+}
+
+/* ---- working directory ---- */
+
+int chdir(const char *path)
+{
+    char p[PATH_MAX];
+    int r = shim_route(path, p);
+    if (r < 0)
+        return -1;
+    if (r == 0) {
+        int rc = REAL(chdir)(path);
+        if (rc == 0)
+            vcwd[0] = 0;
+        return rc;
+    }
+    struct stat st;
+    if (strata_stat(p, &st) != 0)
+        return -1;
+    if (!S_ISDIR(st.st_mode)) {
+        errno = ENOTDIR;
+        return -1;
+    }
+    snprintf(vcwd, sizeof(vcwd), "%s", p);
+    return 0;
+}
+
+int fchdir(int fd)
+{
+    const char *p = strata_fd_path(fd);
+    if (p == NULL) {
+        int rc = REAL(fchdir)(fd);
+        if (rc == 0)
+            vcwd[0] = 0;
+        return rc;
+    }
+    snprintf(vcwd, sizeof(vcwd), "%s", p);
+    return 0;
+}
+
+char *getcwd(char *buf, size_t size)
+{
+    if (!vcwd[0])
+        return REAL(getcwd)(buf, size);
+    char full[PATH_MAX];
+    int n = snprintf(full, sizeof(full), "%s%s", prefix, strcmp(vcwd, "/") ? vcwd : "");
+    if (buf == NULL)
+        return strdup(full);
+    if ((size_t)n + 1 > size) {
+        errno = ERANGE;
+        return NULL;
+    }
+    memcpy(buf, full, (size_t)n + 1);
+    return buf;
+}

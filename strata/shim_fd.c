@@ -1,0 +1,210 @@
+/*
+ * LD_PRELOAD shim, descriptor-based calls: a Strata fd (see libfs.c) goes to
+ * LibFS, any other fd to the next libc definition.
+ *
+ * fcntl: F_GETFL/F_SETFL and F_GETFD/F_SETFD behave as on Linux; record locks
+ * (F_SETLK/F_SETLKW/F_OFD_*) are accepted and not enforced, and F_GETLK
+ * reports F_UNLCK: Strata's leases already give one writing process per file,
+ * which is what sqlite and redis need (documented in strata/README.md).
+ */
+#include "shim.h"
+#include "strata_internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+int __fxstat(int ver, int fd, struct stat *st);
+int __fxstat64(int ver, int fd, struct stat64 *st);
+
+int close(int fd) { return strata_is_fd(fd) ? strata_close(fd) : REAL(close)(fd); }
+
+ssize_t read(int fd, void *b, size_t n) { return strata_is_fd(fd) ? strata_read(fd, b, n) : REAL(read)(fd, b, n); }
+ssize_t write(int fd, const void *b, size_t n)
+{
+    return strata_is_fd(fd) ? strata_write(fd, b, n) : REAL(write)(fd, b, n);
+}
+ssize_t pread(int fd, void *b, size_t n, off_t o)
+{
+    return strata_is_fd(fd) ? strata_pread(fd, b, n, o) : REAL(pread)(fd, b, n, o);
+}
+ssize_t pread64(int fd, void *b, size_t n, off64_t o)
+{
+    return strata_is_fd(fd) ? strata_pread(fd, b, n, o) : REAL(pread64)(fd, b, n, o);
+}
+ssize_t pwrite(int fd, const void *b, size_t n, off_t o)
+{
+    return strata_is_fd(fd) ? strata_pwrite(fd, b, n, o) : REAL(pwrite)(fd, b, n, o);
+}
+ssize_t pwrite64(int fd, const void *b, size_t n, off64_t o)
+{
+    return strata_is_fd(fd) ? strata_pwrite(fd, b, n, o) : REAL(pwrite64)(fd, b, n, o);
+}
+
+/* readv/writev: one iovec at a time (each write is its own log entry). */
+ssize_t readv(int fd, const struct iovec *iov, int cnt)
+{
+    if (!strata_is_fd(fd))
+        return REAL(readv)(fd, iov, cnt);
+    ssize_t total = 0;
+    for (int i = 0; i < cnt; i++) {
+        ssize_t n = strata_read(fd, iov[i].iov_base, iov[i].iov_len);
+        if (n < 0)
+            return total ? total : -1;
+        total += n;
+        if ((size_t)n < iov[i].iov_len)
+            break;
+    }
+    return total;
+}
+
+ssize_t writev(int fd, const struct iovec *iov, int cnt)
+{
+    if (!strata_is_fd(fd))
+        return REAL(writev)(fd, iov, cnt);
+    ssize_t total = 0;
+    for (int i = 0; i < cnt; i++) {
+        ssize_t n = strata_write(fd, iov[i].iov_base, iov[i].iov_len);
+        if (n < 0)
+            return total ? total : -1;
+        total += n;
+    }
+    return total;
+}
+
+off_t lseek(int fd, off_t o, int w) { return strata_is_fd(fd) ? strata_lseek(fd, o, w) : REAL(lseek)(fd, o, w); }
+off64_t lseek64(int fd, off64_t o, int w)
+{
+    return strata_is_fd(fd) ? strata_lseek(fd, o, w) : REAL(lseek64)(fd, o, w);
+}
+
+int fsync(int fd) { return strata_is_fd(fd) ? strata_fsync(fd) : REAL(fsync)(fd); }
+int fdatasync(int fd) { return strata_is_fd(fd) ? strata_fsync(fd) : REAL(fdatasync)(fd); }
+int ftruncate(int fd, off_t n) { return strata_is_fd(fd) ? strata_ftruncate(fd, n) : REAL(ftruncate)(fd, n); }
+int ftruncate64(int fd, off64_t n)
+{
+    return strata_is_fd(fd) ? strata_ftruncate(fd, n) : REAL(ftruncate64)(fd, n);
+}
+
+int fstat(int fd, struct stat *st) { return strata_is_fd(fd) ? strata_fstat(fd, st) : REAL(fstat)(fd, st); }
+int fstat64(int fd, struct stat64 *st)
+{
+    return strata_is_fd(fd) ? strata_fstat(fd, (struct stat *)st) : REAL(fstat64)(fd, st);
+}
+int __fxstat(int ver, int fd, struct stat *st)
+{
+    return strata_is_fd(fd) ? strata_fstat(fd, st) : REAL(__fxstat)(ver, fd, st);
+}
+int __fxstat64(int ver, int fd, struct stat64 *st)
+{
+    return strata_is_fd(fd) ? strata_fstat(fd, (struct stat *)st) : REAL(__fxstat64)(ver, fd, st);
+}
+
+/* The reserved kernel fd is /dev/null: never let these reach it. */
+int fchmod(int fd, mode_t m) { return strata_is_fd(fd) ? 0 : REAL(fchmod)(fd, m); }
+int fchown(int fd, uid_t u, gid_t g) { return strata_is_fd(fd) ? 0 : REAL(fchown)(fd, u, g); }
+int flock(int fd, int op) { return strata_is_fd(fd) ? 0 : REAL(flock)(fd, op); }
+int posix_fadvise(int fd, off_t o, off_t l, int adv)
+{
+    return strata_is_fd(fd) ? 0 : REAL(posix_fadvise)(fd, o, l, adv);
+}
+void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
+{
+    if (!(flags & MAP_ANONYMOUS) && strata_is_fd(fd)) {
+        errno = ENODEV; /* Strata files cannot be mapped */
+        return MAP_FAILED;
+    }
+    return REAL(mmap)(addr, len, prot, flags, fd, off);
+}
+void *mmap64(void *addr, size_t len, int prot, int flags, int fd, off64_t off)
+{
+    if (!(flags & MAP_ANONYMOUS) && strata_is_fd(fd)) {
+        errno = ENODEV;
+        return MAP_FAILED;
+    }
+    return REAL(mmap64)(addr, len, prot, flags, fd, off);
+}
+
+int dup(int fd) { return strata_is_fd(fd) ? strata_dup(fd, -1) : REAL(dup)(fd); }
+
+int dup2(int fd, int nfd)
+{
+    if (strata_is_fd(fd))
+        return strata_dup(fd, nfd);
+    if (fd != nfd && strata_is_fd(nfd))
+        strata_close(nfd);
+    return REAL(dup2)(fd, nfd);
+}
+
+int dup3(int fd, int nfd, int flags)
+{
+    if (strata_is_fd(fd)) {
+        if (fd == nfd) {
+            errno = EINVAL;
+            return -1;
+        }
+        int r = strata_dup(fd, nfd);
+        if (r >= 0 && (flags & O_CLOEXEC))
+            REAL(fcntl)(r, F_SETFD, FD_CLOEXEC);
+        return r;
+    }
+    if (strata_is_fd(nfd))
+        strata_close(nfd);
+    return REAL(dup3)(fd, nfd, flags);
+}
+
+static int strata_fcntl(int fd, int cmd, void *arg)
+{
+    switch (cmd) {
+    case F_GETFL:
+        return strata_fd_flags(fd);
+    case F_SETFL:
+        return strata_fd_setflags(fd, (int)(long)arg);
+    case F_DUPFD:
+    case F_DUPFD_CLOEXEC: {
+        int nfd = (int)REAL(fcntl)(fd, cmd, (long)arg); /* lowest free >= arg */
+        if (nfd < 0)
+            return -1;
+        REAL(close)(nfd);
+        int r = strata_dup(fd, nfd);
+        if (r >= 0 && cmd == F_DUPFD_CLOEXEC)
+            REAL(fcntl)(r, F_SETFD, FD_CLOEXEC);
+        return r;
+    }
+    case F_GETLK:
+    case F_OFD_GETLK:
+        ((struct flock *)arg)->l_type = F_UNLCK;
+        return 0;
+    case F_SETLK:
+    case F_SETLKW:
+    case F_OFD_SETLK:
+    case F_OFD_SETLKW:
+        return 0;
+    default:
+        return REAL(fcntl)(fd, cmd, arg); /* F_GETFD/F_SETFD act on the reserved fd */
+    }
+}
+
+int fcntl(int fd, int cmd, ...)
+{
+    va_list ap;
+    va_start(ap, cmd);
+    void *arg = va_arg(ap, void *);
+    va_end(ap);
+    return strata_is_fd(fd) ? strata_fcntl(fd, cmd, arg) : REAL(fcntl)(fd, cmd, arg);
+}
+
+int fcntl64(int fd, int cmd, ...)
+{
+    va_list ap;
+    va_start(ap, cmd);
+    void *arg = va_arg(ap, void *);
+    va_end(ap);
+    return strata_is_fd(fd) ? strata_fcntl(fd, cmd, arg) : REAL(fcntl64)(fd, cmd, arg);
+}

@@ -1,0 +1,145 @@
+/* Internal state and helpers shared by the libstrata source files. */
+#ifndef STRATA_INTERNAL_H
+#define STRATA_INTERNAL_H
+
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "kb/stats.h"
+#include "strata/strata_api.h"
+#include "strata/strata_layout.h"
+
+/* One pending (undigested) data op of this process, for the read overlay. */
+struct pend_op {
+    uint8_t kind;            /* STRATA_E_WRITE(_REF) or STRATA_E_TRUNCATE */
+    uint64_t off, len;       /* write range, or new size in len */
+    const char *data;        /* in the log or the ref area */
+};
+
+struct pend_inode {
+    uint32_t gen;
+    uint64_t size;           /* logical size including pending ops */
+    uint32_t nops, cap;
+    struct pend_op *ops;
+};
+
+struct strata_counters {
+    uint64_t *appends, *log_bytes, *fsyncs, *digests, *digested_entries,
+        *digested_bytes, *coalesced, *recoveries, *torn, *enospc, *lease_waits,
+        *ref_writes, *repairs;
+};
+
+struct strata_fs {
+    char *base;
+    size_t map_len;
+    int is_pmem, use_msync;
+    int lock_fd;
+    pid_t pid;
+    char path[512];
+    struct strata_super *sb;
+    struct strata_slot *slots;
+    char *logs;
+    struct strata_inode *inodes;
+    struct strata_dirent *dirents;
+    uint8_t *bitmap;
+    int slot;                /* own log slot, -1 until the first logged op */
+    uint64_t tail;           /* own log append offset */
+    uint64_t credits_left;   /* reserved data blocks not yet charged */
+    struct pend_inode **pend; /* per inode number; NULL: nothing pending */
+    uint32_t *wlease;        /* per inode: this process's writable opens */
+    int lock_depth;          /* pool lock nesting within this process */
+    pthread_mutex_t mu;      /* serialises every LibFS call in the process */
+    struct kb_stats_page *stats;
+    struct strata_counters c;
+};
+
+extern struct strata_fs G;
+
+/* checksum.c */
+uint32_t strata_csum(uint64_t seed, const void *buf, size_t len);
+
+/* pool.c */
+void strata_persist(const void *addr, size_t len);
+int strata_map(const char *path, struct strata_fs *fs, int verbose_err, char *err, size_t errlen);
+int strata_ensure_attached(void);
+int strata_pool_lock(void);          /* flock + repair/recovery if needed */
+void strata_pool_unlock(void);
+void strata_unmap(struct strata_fs *fs);
+int strata_pid_alive(pid_t pid);
+
+/* shared.c: inodes, blocks, file data in the shared area */
+struct strata_inode *ino_get(uint32_t ino);
+int ino_alive(uint32_t ino, uint32_t gen);
+uint32_t ino_alloc(void);
+void ino_init(uint32_t ino, uint32_t gen, uint32_t mode, uint32_t parent);
+void ino_free(uint32_t ino);
+int shared_write(uint32_t ino, uint64_t off, const void *buf, uint64_t len);
+int shared_truncate(uint32_t ino, uint64_t size);
+void shared_read(uint32_t ino, uint64_t off, void *buf, uint64_t len);
+uint64_t bitmap_rebuild(void);       /* returns free data blocks */
+void block_mark(uint32_t b, int used);
+int blk_used(uint32_t b);
+
+/* dir.c: dirent hash on (parent, name) and path resolution */
+struct strata_dirent *dir_lookup(uint32_t parent, const char *name, size_t nlen);
+int dir_insert(uint32_t parent, const char *name, size_t nlen, uint32_t ino);
+void dir_remove(struct strata_dirent *d);
+int dir_is_empty(uint32_t ino);
+/* path_resolve: inode of a path.  path_parent: inode of the parent directory
+ * plus the last component (name, nlen). */
+int path_resolve(const char *path, uint32_t *ino);
+int path_parent(const char *path, uint32_t *parent, const char **name, size_t *nlen);
+
+/* log.c: own-slot appends and slot scanning */
+int log_claim_slot(void);
+struct strata_entry *log_append(struct strata_entry *hdr, const void *payload, size_t plen);
+typedef int (*entry_fn)(struct strata_entry *e, uint64_t off, void *arg);
+/* Calls fn for every valid entry of the slot; returns the end offset. */
+uint64_t log_scan(int slot, entry_fn fn, void *arg, int *torn);
+void log_reset_slot(int slot);
+const char *entry_name(const struct strata_entry *e);
+const char *entry_name2(const struct strata_entry *e);
+const void *entry_payload(const struct strata_entry *e);
+
+/* apply.c: applying entries to the shared area (idempotent on replay) */
+int apply_namespace(const struct strata_entry *e);
+int apply_data(const struct strata_entry *e);
+int is_namespace(const struct strata_entry *e);
+const char *entry_data(const struct strata_entry *e);
+
+/* digest.c */
+int64_t digest_slot(int slot);
+int digest_dead_slots(void);
+int digest_own(void);
+
+/* libfs_io.c: the read overlay of this process's undigested data ops */
+void pend_clear_all(void);
+void pend_drop(uint32_t ino);
+uint64_t file_size(uint32_t ino, uint32_t gen);
+
+/* libfs.c: open file table */
+struct sfile {
+    uint32_t ino, gen;
+    int flags;               /* O_ACCMODE | O_APPEND | O_NONBLOCK ... */
+    int is_dir;
+    int refs;
+    pid_t owner;             /* process that opened it (fork: children may not write) */
+    uint64_t off;
+    char *path;
+};
+struct sfile *sfile_get(int fd);
+#define LOCKED(expr)                                  \
+    ({                                                \
+        pthread_mutex_lock(&G.mu);                    \
+        __typeof__(expr) r__ = strata_ensure_attached() == 0 ? (expr) : -1; \
+        pthread_mutex_unlock(&G.mu);                  \
+        r__;                                          \
+    })
+/* libfs_ns.c: namespace ops (logged, then applied under the pool lock) */
+int ns_create(uint32_t parent, const char *name, size_t nlen, uint32_t mode, uint32_t *ino_out);
+int ns_claim(void);
+
+#endif
