@@ -17,13 +17,14 @@ MODULES = {
     },
     # The daemon's DPDK side: EAL, port, fast path control, exception path.
     "_tasfp": {
-        "headers": ["kb/stats.h", "tas/fastpath.h"],
+        "headers": ["kb/stats.h", "tas/fastpath.h", "tas/shm.h", "tas/flow.h"],
         "cdef": """
             int rte_eal_init(int argc, char **argv);
             int rte_eal_cleanup(void);
             const char *rte_strerror(int errnum);
         """ + STATS_API,
         "source": '#include <rte_eal.h>\n#include <rte_errno.h>\n'
-                  '#include "kb/stats.h"\n#include "tas/fastpath.h"\n',
+                  '#include "kb/stats.h"\n#include "tas/fastpath.h"\n'
+                  '#include "tas/shm.h"\n#include "tas/flow.h"\n',
     },
 }

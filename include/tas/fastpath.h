@@ -54,6 +54,7 @@ void tas_fp_destroy(struct tas_fp *fp);
  * exceptions are queued.  recv copies one packet out (0: none queued);
  * send queues one packet for transmission by fast-path core 0. */
 int tas_fp_sp_fd(struct tas_fp *fp);
+int tas_fp_info_fd(struct tas_fp *fp);   /* memfd of struct tas_info */
 int tas_fp_sp_recv(struct tas_fp *fp, uint8_t *buf, uint32_t buflen, uint32_t *reason);
 int tas_fp_sp_send(struct tas_fp *fp, const uint8_t *buf, uint32_t len);
 

@@ -16,13 +16,14 @@ static bool mac_is_ours(const struct tas_fp *fp, const struct rte_ether_addr *a)
            memcmp(a->addr_bytes, fp->conf.mac, RTE_ETHER_ADDR_LEN) == 0;
 }
 
-static bool drop(uint64_t *ctr)
+static enum fp_verdict drop(uint64_t *ctr)
 {
     kb_stats_add(ctr, 1);
-    return false;
+    return FP_DROP;
 }
 
-static bool classify_ipv4(struct tas_fp *fp, struct rte_mbuf *m, uint32_t *reason)
+static enum fp_verdict classify_ipv4(struct tas_fp *fp, struct rte_mbuf *m, uint32_t *reason,
+                                     struct tas_flow **flow)
 {
     uint32_t len = rte_pktmbuf_data_len(m) - sizeof(struct rte_ether_hdr);
     if (len < sizeof(struct rte_ipv4_hdr))
@@ -42,19 +43,24 @@ static bool classify_ipv4(struct tas_fp *fp, struct rte_mbuf *m, uint32_t *reaso
     switch (ip->next_proto_id) {
     case IPPROTO_ICMP:
         *reason = TAS_EXC_ICMP;
-        return true;
-    case IPPROTO_TCP:
+        return FP_EXCEPTION;
+    case IPPROTO_TCP: {
         if (total - ihl < sizeof(struct rte_tcp_hdr))
             return drop(fp->ctr.drop_malformed);
+        const struct rte_tcp_hdr *tcp = (const struct rte_tcp_hdr *)((const uint8_t *)ip + ihl);
         *reason = TAS_EXC_TCP_CTRL;
-        return true;
+        *flow = fp_flow_find(fp, rte_be_to_cpu_32(ip->src_addr),
+                             rte_be_to_cpu_16(tcp->dst_port), rte_be_to_cpu_16(tcp->src_port));
+        return *flow != NULL ? FP_FLOW : FP_EXCEPTION;
+    }
     default:
         *reason = TAS_EXC_OTHER;
-        return true;
+        return FP_EXCEPTION;
     }
 }
 
-bool fp_classify(struct tas_fp *fp, struct rte_mbuf *m, uint32_t *reason)
+enum fp_verdict fp_classify(struct tas_fp *fp, struct rte_mbuf *m, uint32_t *reason,
+                            struct tas_flow **flow)
 {
     if (rte_pktmbuf_data_len(m) < sizeof(struct rte_ether_hdr) || m->nb_segs != 1)
         return drop(fp->ctr.drop_malformed);
@@ -66,9 +72,9 @@ bool fp_classify(struct tas_fp *fp, struct rte_mbuf *m, uint32_t *reason)
         if (rte_pktmbuf_data_len(m) < sizeof(*eth) + sizeof(struct rte_arp_hdr))
             return drop(fp->ctr.drop_malformed);
         *reason = TAS_EXC_ARP;
-        return true;
+        return FP_EXCEPTION;
     case RTE_ETHER_TYPE_IPV4:
-        return classify_ipv4(fp, m, reason);
+        return classify_ipv4(fp, m, reason, flow);
     default:
         return drop(fp->ctr.drop_not_ours);
     }

@@ -9,7 +9,12 @@
 #include <rte_mbuf.h>
 #include <rte_ring.h>
 
+#include <rte_hash.h>
+#include <rte_spinlock.h>
+
 #include "tas/fastpath.h"
+#include "tas/flow.h"
+#include "tas/shm.h"
 
 #define FP_BURST 32
 
@@ -18,6 +23,30 @@ struct fp_counters {
     uint64_t *rx_pkts, *rx_bytes, *tx_pkts, *tx_bytes, *tx_drops;
     uint64_t *drop_malformed, *drop_not_ours, *exc[TAS_EXC_NREASONS];
     uint64_t *exc_ring_full, *sp_tx_pkts, *sleeps, *wakeups;
+    /* TCP data path */
+    uint64_t *tcp_rx_segs, *tcp_rx_bytes, *tcp_tx_segs, *tcp_tx_bytes, *acks_sent;
+    uint64_t *drop_bad_csum, *rx_buf_full, *ooo_accepted, *ooo_dropped, *rx_dup;
+    uint64_t *dupacks, *fast_rexmits, *rto_rexmits, *app_bad_cmd, *notify_deferred;
+    uint64_t *flows_added, *flows_removed;
+};
+
+/* An application context: its queues (in its segment) and wake-up fd. */
+struct fp_ctx {
+    bool active;
+    uint32_t app_id;
+    uint16_t core;
+    struct rte_ring *rxq;       /* struct tas_arx, fast path -> app */
+    struct rte_ring *txq;       /* struct tas_atx, app -> fast path */
+    uint32_t *app_sleeping;
+    int app_evfd;
+};
+
+#define FP_MAX_CTX 256
+
+struct fp_flow_key {
+    uint32_t peer_ip;
+    uint16_t local_port;
+    uint16_t peer_port;
 };
 
 struct fp_core {
@@ -27,8 +56,10 @@ struct fp_core {
     int wake_fd;              /* eventfd: slow path / apps wake a sleeping core */
     int rx_intr_fd;           /* RX queue interrupt fd, or -1 */
     int epfd;
-    volatile int sleeping;    /* set before blocking; wakers check it */
+    uint32_t *sleeping;       /* in the info page: set before blocking */
     uint64_t busy_cycles, total_cycles;
+    unsigned ntx;             /* packets batched for the next tx_burst */
+    struct rte_mbuf *txbuf[FP_BURST];
 } __rte_cache_aligned;
 
 struct tas_fp {
@@ -41,14 +72,67 @@ struct tas_fp {
     struct rte_ring *exc_ring;  /* fast path -> slow path packets (MP/SC) */
     struct rte_ring *sp_tx_ring;/* slow path -> core 0 packets (SP/SC) */
     int sp_fd;                  /* eventfd: exceptions queued */
+    int info_fd;                /* memfd of the struct tas_info page */
+    struct tas_info *info;
     volatile int sp_sleeping;
     struct fp_counters ctr;
     struct fp_core cores[TAS_FP_MAX_CORES];
+    uint64_t tsc_hz;
+    /* flows */
+    struct rte_hash *flow_hash;
+    struct tas_flow *flows;         /* TAS_FLOW_MAX slots */
+    uint32_t *flow_free;            /* FIFO of free slot ids (slow path only) */
+    uint32_t flow_free_head, flow_free_count;
+    uint32_t nflows;
+    struct rte_ring *tx_work[TAS_FP_MAX_CORES]; /* flow ids with data to send */
+    struct fp_ctx ctxs[FP_MAX_CTX];
 };
 
-/* fp_classify.c: validate one received frame; returns true if it must go to
- * the slow path (reason set), false if it was dropped (and counted). */
-bool fp_classify(struct tas_fp *fp, struct rte_mbuf *m, uint32_t *reason);
+/* fp_classify.c: validate one received frame.  FP_DROP: dropped and
+ * counted (caller frees); FP_EXCEPTION: for the slow path (reason set);
+ * FP_FLOW: a TCP segment of an installed flow (*flow set). */
+enum fp_verdict { FP_DROP, FP_EXCEPTION, FP_FLOW };
+enum fp_verdict fp_classify(struct tas_fp *fp, struct rte_mbuf *m, uint32_t *reason,
+                            struct tas_flow **flow);
+
+/* fp_flows.c */
+int fp_flows_init(struct tas_fp *fp);
+void fp_flows_free(struct tas_fp *fp);
+struct tas_flow *fp_flow_find(struct tas_fp *fp, uint32_t peer_ip, uint16_t local_port,
+                              uint16_t peer_port);
+void fp_flow_queue_tx(struct tas_fp *fp, struct tas_flow *f);
+static inline uint32_t fp_flow_id(struct tas_fp *fp, struct tas_flow *f)
+{
+    return (uint32_t)(f - fp->flows);
+}
+static inline void fp_lock(struct tas_flow *f)
+{
+    rte_spinlock_lock((rte_spinlock_t *)&f->lock);
+}
+static inline void fp_unlock(struct tas_flow *f)
+{
+    rte_spinlock_unlock((rte_spinlock_t *)&f->lock);
+}
+/* Sequence-number comparisons modulo 2^32. */
+static inline int32_t seq_diff(uint32_t a, uint32_t b)
+{
+    return (int32_t)(a - b);
+}
+
+/* fp_tcp_rx.c: a TCP segment of an installed flow.  Consumes m, unless it
+ * returns true: then the slow path must see it too. */
+bool fp_tcp_rx(struct fp_core *c, struct tas_flow *f, struct rte_mbuf *m);
+
+/* fp_tcp_tx.c */
+void fp_tcp_send_ack(struct fp_core *c, struct tas_flow *f);
+void fp_tcp_send_probe(struct fp_core *c, struct tas_flow *f);
+unsigned fp_tcp_tx_work(struct fp_core *c);
+uint32_t fp_now_us(struct tas_fp *fp);
+
+/* fp_apps.c */
+unsigned fp_apps_poll(struct fp_core *c);
+void fp_notify_app(struct tas_fp *fp, struct tas_flow *f, uint32_t rx_bump,
+                   uint32_t rx_pos, uint32_t tx_bump, uint32_t flags);
 
 /* fp_slowpath.c */
 void fp_exceptions_push(struct tas_fp *fp, struct rte_mbuf **pkts, uint32_t *reasons, unsigned n);
@@ -58,6 +142,9 @@ void fp_core_wake(struct fp_core *c);
 /* fp_loop.c */
 int fp_core_loop(void *arg);
 void fp_tx(struct fp_core *c, struct rte_mbuf **pkts, unsigned n);
+/* Batch one packet for transmission; fp_tx_flush sends the batch. */
+void fp_tx_one(struct fp_core *c, struct rte_mbuf *m);
+void fp_tx_flush(struct fp_core *c);
 
 /* fp_error.c */
 void fp_set_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -42,11 +42,21 @@ static unsigned poll_rx(struct fp_core *c)
     unsigned nexc = 0;
     uint64_t bytes = 0;
     for (uint16_t i = 0; i < n; i++) {
+        struct tas_flow *flow = NULL;
         bytes += rte_pktmbuf_pkt_len(pkts[i]);
-        if (fp_classify(fp, pkts[i], &reasons[nexc]))
-            exc[nexc++] = pkts[i];
-        else
+        switch (fp_classify(fp, pkts[i], &reasons[nexc], &flow)) {
+        case FP_DROP:
             rte_pktmbuf_free(pkts[i]);
+            break;
+        case FP_FLOW:
+            if (!fp_tcp_rx(c, flow, pkts[i]))
+                break;
+            /* the slow path sees it too */
+            __attribute__((fallthrough));
+        case FP_EXCEPTION:
+            exc[nexc++] = pkts[i];
+            break;
+        }
     }
     kb_stats_add(fp->ctr.rx_pkts, n);
     kb_stats_add(fp->ctr.rx_bytes, bytes);
@@ -66,9 +76,35 @@ static unsigned poll_sp_tx(struct fp_core *c)
     return n;
 }
 
+void fp_tx_one(struct fp_core *c, struct rte_mbuf *m)
+{
+    c->txbuf[c->ntx++] = m;
+    if (c->ntx == FP_BURST)
+        fp_tx_flush(c);
+}
+
+void fp_tx_flush(struct fp_core *c)
+{
+    if (c->ntx > 0) {
+        fp_tx(c, c->txbuf, c->ntx);
+        c->ntx = 0;
+    }
+}
+
+static bool app_queues_pending(struct fp_core *c)
+{
+    struct tas_fp *fp = c->fp;
+    for (uint16_t i = c->idx; i < FP_MAX_CTX; i += fp->conf.ncores)
+        if (__atomic_load_n(&fp->ctxs[i].active, __ATOMIC_ACQUIRE) &&
+            !rte_ring_empty(fp->ctxs[i].txq))
+            return true;
+    return false;
+}
+
 static bool has_pending(struct fp_core *c)
 {
     return (c->idx == 0 && !rte_ring_empty(c->fp->sp_tx_ring)) ||
+           !rte_ring_empty(c->fp->tx_work[c->idx]) || app_queues_pending(c) ||
            rte_eth_rx_queue_count(c->fp->port, c->idx) > 0;
 }
 
@@ -78,7 +114,7 @@ static void block_until_work(struct fp_core *c)
     kb_stats_add(fp->ctr.sleeps, 1);
     if (c->rx_intr_fd >= 0)
         rte_eth_dev_rx_intr_enable(fp->port, c->idx);
-    __atomic_store_n(&c->sleeping, 1, __ATOMIC_SEQ_CST);
+    __atomic_store_n(c->sleeping, 1, __ATOMIC_SEQ_CST);
     /* Close the race with a waker that checked `sleeping` before we set it. */
     if (!fp->stop && !has_pending(c)) {
         struct epoll_event ev[2];
@@ -95,7 +131,7 @@ static void block_until_work(struct fp_core *c)
             (void)r;
         }
     }
-    __atomic_store_n(&c->sleeping, 0, __ATOMIC_SEQ_CST);
+    __atomic_store_n(c->sleeping, 0, __ATOMIC_SEQ_CST);
     if (c->rx_intr_fd >= 0)
         rte_eth_dev_rx_intr_disable(fp->port, c->idx);
     kb_stats_add(fp->ctr.wakeups, 1);
@@ -111,7 +147,8 @@ int fp_core_loop(void *arg)
     uint64_t prev = last_work;
 
     while (!fp->stop) {
-        unsigned work = poll_rx(c) + poll_sp_tx(c);
+        unsigned work = poll_rx(c) + poll_sp_tx(c) + fp_apps_poll(c) + fp_tcp_tx_work(c);
+        fp_tx_flush(c);
         uint64_t now = rte_get_tsc_cycles();
         if (work > 0) {
             c->busy_cycles += now - prev;

@@ -1,13 +1,17 @@
+#define _GNU_SOURCE
 /* Bring-up and tear-down of the DPDK port, pools, rings and core contexts. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <rte_eal.h>
 #include <rte_lcore.h>
+#include <rte_cycles.h>
+#include <rte_errno.h>
 #include <rte_malloc.h>
 
 #include "fp_internal.h"
@@ -29,6 +33,46 @@ static void counters_init(struct fp_counters *c, struct kb_stats_page *s)
     c->sp_tx_pkts = kb_stats_counter(s, "sp_tx_pkts");
     c->sleeps = kb_stats_counter(s, "fp_sleeps");
     c->wakeups = kb_stats_counter(s, "fp_wakeups");
+    c->tcp_rx_segs = kb_stats_counter(s, "tcp_rx_segs");
+    c->tcp_rx_bytes = kb_stats_counter(s, "tcp_rx_bytes");
+    c->tcp_tx_segs = kb_stats_counter(s, "tcp_tx_segs");
+    c->tcp_tx_bytes = kb_stats_counter(s, "tcp_tx_bytes");
+    c->acks_sent = kb_stats_counter(s, "tcp_acks_sent");
+    c->drop_bad_csum = kb_stats_counter(s, "rx_drop_bad_csum");
+    c->rx_buf_full = kb_stats_counter(s, "tcp_rx_buf_full");
+    c->ooo_accepted = kb_stats_counter(s, "tcp_ooo_accepted");
+    c->ooo_dropped = kb_stats_counter(s, "tcp_ooo_dropped");
+    c->rx_dup = kb_stats_counter(s, "tcp_rx_dup");
+    c->dupacks = kb_stats_counter(s, "tcp_dupacks");
+    c->fast_rexmits = kb_stats_counter(s, "tcp_fast_rexmits");
+    c->rto_rexmits = kb_stats_counter(s, "tcp_rto_rexmits");
+    c->app_bad_cmd = kb_stats_counter(s, "app_bad_cmd");
+    c->notify_deferred = kb_stats_counter(s, "app_notify_deferred");
+    c->flows_added = kb_stats_counter(s, "flows_added");
+    c->flows_removed = kb_stats_counter(s, "flows_removed");
+}
+
+/* The info page apps map read-only (core sleep flags). */
+static int info_init(struct tas_fp *fp)
+{
+    fp->info_fd = memfd_create("tas_info", MFD_CLOEXEC);
+    if (fp->info_fd < 0 || ftruncate(fp->info_fd, 4096) != 0)
+        return -1;
+    void *m = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fp->info_fd, 0);
+    if (m == MAP_FAILED)
+        return -1;
+    fp->info = m;
+    fp->info->magic = TAS_SHM_MAGIC;
+    fp->info->version = TAS_SHM_VERSION;
+    fp->info->ncores = fp->conf.ncores;
+    for (uint16_t i = 0; i < TAS_FP_MAX_CORES; i++)
+        fp->cores[i].sleeping = &fp->info->core_sleeping[i];
+    return 0;
+}
+
+int tas_fp_info_fd(struct tas_fp *fp)
+{
+    return fp->info_fd;
 }
 
 static int find_port(uint16_t *port)
@@ -121,7 +165,17 @@ struct tas_fp *tas_fp_create(const struct tas_fp_conf *conf, struct kb_stats_pag
     }
     fp->conf = *conf;
     fp->sp_fd = -1;
+    fp->info_fd = -1;
+    fp->tsc_hz = rte_get_tsc_hz();
     counters_init(&fp->ctr, stats);
+    if (info_init(fp) != 0) {
+        fp_set_error("cannot create the info page: %s", strerror(errno));
+        goto fail;
+    }
+    if (fp_flows_init(fp) != 0) {
+        fp_set_error("cannot allocate the flow table: %s", rte_strerror(rte_errno));
+        goto fail;
+    }
     if (find_port(&fp->port) != 0)
         goto fail;
     fp->pool = rte_pktmbuf_pool_create("tas_mbufs", conf->nb_mbufs, 256, 0,
@@ -226,6 +280,10 @@ void tas_fp_destroy(struct tas_fp *fp)
         close_fd(fp->cores[i].epfd);
     }
     close_fd(fp->sp_fd);
+    close_fd(fp->info_fd);
+    if (fp->info != NULL)
+        munmap(fp->info, 4096);
+    fp_flows_free(fp);
     rte_ring_free(fp->exc_ring);
     rte_ring_free(fp->sp_tx_ring);
     rte_mempool_free(fp->pool);

@@ -1,0 +1,132 @@
+/*
+ * Per-flow fast-path state (dissertation table 3.1) and the calls the slow
+ * path uses to install, inspect and steer flows.  The slow path reads and
+ * writes this state directly through cffi (it lives in the daemon process);
+ * mutable fields are changed under the flow's lock.
+ */
+#ifndef TAS_FLOW_H
+#define TAS_FLOW_H
+
+#include <stdint.h>
+
+/* CDEF-BEGIN */
+#define TAS_FLOW_MAX 65536
+
+#define TAS_FLF_ACTIVE 1         /* slot in use */
+#define TAS_FLF_TS 2             /* TCP timestamps negotiated */
+#define TAS_FLF_ECN 4            /* ECN negotiated: send ECT, count ECE */
+#define TAS_FLF_TXFIN 8          /* app closed: send FIN after the data */
+#define TAS_FLF_TXFIN_SENT 16
+#define TAS_FLF_TXFIN_ACKED 32
+#define TAS_FLF_RXFIN 64         /* peer's FIN received in order */
+#define TAS_FLF_CE_SEEN 128      /* echo ECE on the next ACK */
+#define TAS_FLF_PROBE 256        /* send a window probe */
+
+struct tas_flow {
+    /* identity: written by the slow path at install, then read-only */
+    uint64_t opaque;             /* app's id for the flow, echoed in tas_arx */
+    uint8_t *rx_base;            /* payload buffers (daemon mapping) */
+    uint8_t *tx_base;
+    uint32_t rx_size;
+    uint32_t tx_size;
+    uint32_t local_ip;           /* host byte order */
+    uint32_t peer_ip;
+    uint16_t local_port;
+    uint16_t peer_port;
+    uint8_t peer_mac[6];
+    uint16_t ctx;                /* fast-path context index (app queues) */
+    uint32_t app_id;
+    uint16_t mss;
+    uint8_t snd_wscale;          /* peer's window scale */
+    uint8_t rcv_wscale;          /* ours */
+    uint16_t core;               /* fast-path core that transmits */
+
+    /* mutable state, under lock */
+    int32_t lock;
+    uint32_t flags;
+    uint32_t rx_next_seq;        /* next in-order byte expected (our ACK) */
+    uint32_t rx_head;            /* buffer position of rx_next_seq */
+    uint32_t rx_avail;           /* free bytes from rx_head on */
+    uint32_t rx_ooo_start;       /* the one out-of-order interval (seq) */
+    uint32_t rx_ooo_len;
+    uint32_t ts_recent;          /* peer's last TSval, echoed */
+    uint32_t tx_una;             /* oldest unacknowledged sequence number */
+    uint32_t tx_head;            /* buffer position of tx_una */
+    uint32_t tx_sent;            /* bytes sent, not acknowledged */
+    uint32_t tx_avail;           /* bytes appended, not yet sent */
+    uint32_t snd_wnd;            /* peer's receive window in bytes */
+    uint32_t dupack_cnt;
+    uint32_t tx_rate_kbps;       /* congestion control limit; 0 = window only */
+    uint32_t tx_queued;          /* on its core's TX work list */
+    uint64_t tx_next_tsc;        /* rate limit: earliest next transmission */
+    uint32_t pend_rx_bump;       /* notifications deferred by a full RX queue */
+    uint32_t pend_tx_bump;
+    uint32_t pend_flags;
+    uint32_t pend_rx_pos;
+
+    /* feedback for the slow path (congestion control, timeouts) */
+    uint64_t cnt_ackb;           /* bytes acknowledged */
+    uint64_t cnt_ecnb;           /* bytes acknowledged with ECE */
+    uint64_t cnt_txb;            /* bytes transmitted (incl. retransmits) */
+    uint32_t cnt_frexmits;       /* fast retransmits */
+    uint32_t rtt_est_us;         /* smoothed RTT from timestamps */
+};
+
+struct tas_flow_init {
+    uint64_t opaque;
+    uint8_t *rx_base;
+    uint8_t *tx_base;
+    uint32_t rx_size;
+    uint32_t tx_size;
+    uint32_t peer_ip;
+    uint16_t local_port;
+    uint16_t peer_port;
+    uint8_t peer_mac[6];
+    uint16_t ctx;
+    uint32_t app_id;
+    uint16_t mss;
+    uint8_t snd_wscale;
+    uint8_t rcv_wscale;
+    uint32_t flags;              /* TAS_FLF_TS / TAS_FLF_ECN */
+    uint32_t rx_next_seq;
+    uint32_t tx_next_seq;
+    uint32_t snd_wnd;
+    uint32_t ts_recent;
+    uint32_t tx_rate_kbps;
+};
+
+struct tas_fp;
+
+/* Install a flow (returns its id, or -1 if the table is full or the 4-tuple
+ * exists); remove it (its packets then go to the slow path). */
+int tas_fp_flow_add(struct tas_fp *fp, const struct tas_flow_init *init);
+void tas_fp_flow_remove(struct tas_fp *fp, uint32_t flow_id);
+struct tas_flow *tas_fp_flow(struct tas_fp *fp, uint32_t flow_id);
+int tas_fp_flow_lookup(struct tas_fp *fp, uint32_t peer_ip, uint16_t local_port,
+                       uint16_t peer_port);
+uint32_t tas_fp_flow_count(struct tas_fp *fp);
+
+/* Slow-path commands: go back to tx_una and resend (retransmission
+ * timeout); send a window probe; set the congestion-control rate. */
+void tas_fp_flow_retransmit(struct tas_fp *fp, uint32_t flow_id);
+void tas_fp_flow_probe(struct tas_fp *fp, uint32_t flow_id);
+void tas_fp_flow_set_rate(struct tas_fp *fp, uint32_t flow_id, uint32_t kbps);
+void tas_fp_flow_lock(struct tas_flow *f);
+void tas_fp_flow_unlock(struct tas_flow *f);
+
+/* Application contexts: queues in the app's segment, wake-up eventfd. */
+int tas_fp_ctx_add(struct tas_fp *fp, uint32_t app_id, void *rxq, void *txq,
+                   uint32_t *app_sleeping, int app_evfd);
+void tas_fp_ctx_remove(struct tas_fp *fp, uint16_t ctx);
+int tas_fp_core_wake_fd(struct tas_fp *fp, uint16_t core);
+uint16_t tas_fp_ctx_core(struct tas_fp *fp, uint16_t ctx);
+/* Retry deferred notifications (full RX queues); called on slow-path ticks. */
+void tas_fp_flush_notifications(struct tas_fp *fp);
+
+/* rte_ring set-up inside an app segment (the daemon does it, apps only
+ * enqueue/dequeue). */
+int64_t tas_ring_memsize(uint32_t esize, uint32_t count);
+int tas_ring_init(void *mem, const char *name, uint32_t count, int sp_sc);
+/* CDEF-END */
+
+#endif

@@ -1,0 +1,118 @@
+/*
+ * Memory shared between the TAS daemon and one application (architecture
+ * contract 7: defined once, read by C and by cffi, version checked on attach).
+ *
+ * Each application gets its own segment (a memfd the daemon passes over the
+ * registration socket, so no other process can map it).  The segment holds
+ * a header, the application's context queues and its per-flow RX/TX circular
+ * payload buffers.  Context queues are DPDK rte_rings of fixed-size entries:
+ *   RX queue (fast path -> app): struct tas_arx, "flow F: N new bytes at pos
+ *     P, M bytes of TX acknowledged, peer sent FIN".
+ *   TX queue (app -> fast path): struct tas_atx, "flow F: I consumed N bytes
+ *     (window may open), appended M bytes, closed my side".
+ * Connection control (listen/connect/accept/close) goes to the slow path as
+ * struct tas_ctl_msg over the registration socket.
+ */
+#ifndef TAS_SHM_H
+#define TAS_SHM_H
+
+#include <stdint.h>
+
+/* CDEF-BEGIN */
+#define TAS_SHM_MAGIC 0x53415453
+#define TAS_SHM_VERSION 1
+#define TAS_MAX_CTX 16
+#define TAS_CTXQ_ENTRIES 4096
+
+struct tas_seg_hdr {
+    uint32_t magic;
+    uint32_t version;
+    uint64_t seg_size;
+    uint32_t app_id;
+    uint32_t nctx;
+    uint64_t ctx_off[16];        /* offset of each context's struct tas_ctx_shm */
+};
+
+/* Daemon-wide page every app maps read-only: which fast-path cores sleep,
+ * so an app writes a core's eventfd only when it must. */
+struct tas_info {
+    uint32_t magic;
+    uint32_t version;
+    uint32_t ncores;
+    uint32_t pad;
+    uint32_t core_sleeping[16];
+};
+
+struct tas_ctx_shm {
+    uint32_t id;
+    uint32_t core;               /* fast-path core that polls the TX queue */
+    uint64_t rxq_off;            /* rte_ring of struct tas_arx */
+    uint64_t txq_off;            /* rte_ring of struct tas_atx */
+    uint32_t app_sleeping;       /* app blocks on its eventfd when set */
+    uint32_t pad;
+};
+
+#define TAS_ARX_CONNUPDATE 1
+#define TAS_ARX_FL_RXFIN 1       /* peer closed its side: no more data */
+
+struct tas_arx {                 /* 32 bytes */
+    uint16_t type;
+    uint16_t flags;
+    uint32_t flow_id;
+    uint64_t opaque;
+    uint32_t rx_bump;            /* new readable bytes */
+    uint32_t rx_pos;             /* buffer offset where they start */
+    uint32_t tx_bump;            /* bytes the peer acknowledged: TX space freed */
+    uint32_t pad;
+};
+
+#define TAS_ATX_CONNUPDATE 1
+#define TAS_ATX_FL_TXFIN 1       /* app closed its side after these bytes */
+
+struct tas_atx {                 /* 16 bytes */
+    uint16_t type;
+    uint16_t flags;
+    uint32_t flow_id;
+    uint32_t rx_bump;            /* bytes consumed (released) from the RX buffer */
+    uint32_t tx_bump;            /* bytes appended to the TX buffer */
+};
+
+/* Control messages between libtas and the slow path (64 bytes). */
+#define TAS_CTL_REGISTER 1       /* app -> sp; reply carries memfd + eventfds */
+#define TAS_CTL_LISTEN 2         /* local_port, backlog -> listener_id */
+#define TAS_CTL_ACCEPT 3         /* listener_id, ctx -> CONN_OPENED */
+#define TAS_CTL_CONNECT 4        /* remote ip/port, ctx -> CONN_OPENED */
+#define TAS_CTL_CLOSE 5          /* flow_id (flags: TAS_CTL_FL_RESET) */
+#define TAS_CTL_LISTEN_CLOSE 6
+#define TAS_CTL_CONN_OPENED 16   /* sp -> app */
+#define TAS_CTL_CONN_CLOSED 17   /* sp -> app: flow gone (status: 0 or -ECONNRESET) */
+#define TAS_CTL_NEWCONN 18       /* sp -> app: a connection waits on listener */
+#define TAS_CTL_STATUS 19        /* sp -> app: reply status for a request */
+#define TAS_CTL_FL_RESET 1
+
+struct tas_ctl_msg {
+    uint16_t type;
+    uint16_t flags;
+    int32_t status;              /* 0 or -errno */
+    uint32_t req_id;             /* echoed in the reply */
+    uint32_t flow_id;
+    uint32_t listener_id;
+    uint32_t ctx;
+    uint32_t local_ip;
+    uint32_t remote_ip;          /* host byte order */
+    uint16_t local_port;
+    uint16_t remote_port;
+    uint32_t backlog;
+    uint64_t opaque;
+    uint32_t rx_off;             /* segment offsets/sizes of the flow buffers */
+    uint32_t rx_size;
+    uint32_t tx_off;
+    uint32_t tx_size;
+};
+/* CDEF-END */
+
+_Static_assert(sizeof(struct tas_arx) == 32, "arx entry is 32 bytes");
+_Static_assert(sizeof(struct tas_atx) == 16, "atx entry is 16 bytes");
+_Static_assert(sizeof(struct tas_ctl_msg) == 64, "control message is 64 bytes");
+
+#endif

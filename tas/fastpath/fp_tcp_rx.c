@@ -1,0 +1,243 @@
+/*
+ * Receive for an installed flow: ACK processing (free TX space, duplicate
+ * ACKs and fast retransmit, RTT from timestamps, ECN feedback) and payload
+ * placement straight into the flow's RX buffer, with one out-of-order
+ * interval.  Returns true when the slow path must also see the packet
+ * (SYN/RST, or the peer's FIN after it was processed here).
+ */
+#include <rte_ip.h>
+#include <rte_tcp.h>
+
+#include "fp_internal.h"
+
+struct seg {
+    uint32_t seq, ack, len, tsval, tsecr;
+    uint16_t win;
+    uint8_t flags;
+    bool has_ts, ce;
+    const uint8_t *payload;
+};
+
+static void ring_write(uint8_t *base, uint32_t size, uint32_t pos, const uint8_t *src, uint32_t len)
+{
+    uint32_t first = RTE_MIN(len, size - pos);
+    rte_memcpy(base + pos, src, first);
+    if (len > first)
+        rte_memcpy(base, src + first, len - first);
+}
+
+/* A correct segment (checksum field included) plus pseudo header sums to
+ * 0xffff in ones' complement. */
+static bool tcp_cksum_ok(const struct rte_ipv4_hdr *ip, const struct rte_tcp_hdr *tcp,
+                         uint32_t l4len)
+{
+    uint32_t sum = rte_raw_cksum(tcp, l4len) + rte_ipv4_phdr_cksum(ip, 0);
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    return sum == 0xffff;
+}
+
+/* Parse and check headers; false if malformed (counted by the caller). */
+static bool parse(struct rte_mbuf *m, struct seg *s, bool *bad_csum)
+{
+    struct rte_ipv4_hdr *ip = rte_pktmbuf_mtod_offset(m, struct rte_ipv4_hdr *,
+                                                      sizeof(struct rte_ether_hdr));
+    uint32_t ihl = (ip->version_ihl & 0x0f) * 4u;
+    uint32_t total = rte_be_to_cpu_16(ip->total_length);
+    struct rte_tcp_hdr *tcp = (struct rte_tcp_hdr *)((uint8_t *)ip + ihl);
+    uint32_t thl = (tcp->data_off >> 4) * 4u;
+    if (thl < sizeof(*tcp) || ihl + thl > total)
+        return false;
+    if (ihl != sizeof(*ip) || !tcp_cksum_ok(ip, tcp, total - ihl)) {
+        *bad_csum = ihl == sizeof(*ip);
+        return false;
+    }
+    s->seq = rte_be_to_cpu_32(tcp->sent_seq);
+    s->ack = rte_be_to_cpu_32(tcp->recv_ack);
+    s->win = rte_be_to_cpu_16(tcp->rx_win);
+    s->flags = tcp->tcp_flags;
+    s->len = total - ihl - thl;
+    s->payload = (const uint8_t *)tcp + thl;
+    s->ce = (ip->type_of_service & 0x03) == 0x03;
+    s->has_ts = false;
+    s->tsval = s->tsecr = 0;
+    const uint8_t *o = (const uint8_t *)(tcp + 1), *end = (const uint8_t *)tcp + thl;
+    while (o < end && *o != 0) {
+        if (*o == 1) {
+            o++;
+            continue;
+        }
+        if (o + 1 >= end || o[1] < 2 || o + o[1] > end)
+            return false;
+        if (o[0] == 8 && o[1] == 10) {
+            s->tsval = rte_be_to_cpu_32(*(const unaligned_uint32_t *)(o + 2));
+            s->tsecr = rte_be_to_cpu_32(*(const unaligned_uint32_t *)(o + 6));
+            s->has_ts = true;
+        }
+        o += o[1];
+    }
+    return true;
+}
+
+/* Returns bytes of TX data newly acknowledged. */
+static uint32_t process_ack(struct fp_core *c, struct tas_flow *f, const struct seg *s)
+{
+    struct tas_fp *fp = c->fp;
+    bool fin_out = f->flags & TAS_FLF_TXFIN_SENT;
+    int32_t acked = seq_diff(s->ack, f->tx_una);
+    uint32_t new_wnd = (uint32_t)s->win << f->snd_wscale;
+    uint32_t data_acked = 0;
+    if (acked > 0 && (uint32_t)acked <= f->tx_sent + (fin_out ? 1u : 0u)) {
+        data_acked = RTE_MIN((uint32_t)acked, f->tx_sent);
+        if (fin_out && (uint32_t)acked == f->tx_sent + 1)
+            f->flags |= TAS_FLF_TXFIN_ACKED;
+        f->tx_una += (uint32_t)acked;
+        f->tx_head = (f->tx_head + data_acked) % f->tx_size;
+        f->tx_sent -= data_acked;
+        f->cnt_ackb += data_acked;
+        if (s->flags & RTE_TCP_ECE_FLAG)
+            f->cnt_ecnb += data_acked;
+        f->dupack_cnt = 0;
+        if (s->has_ts && s->tsecr != 0) {
+            uint32_t rtt = fp_now_us(fp) - s->tsecr;
+            f->rtt_est_us = f->rtt_est_us ? (7 * f->rtt_est_us + rtt) / 8 : rtt;
+        }
+    } else if (acked == 0 && s->len == 0 && f->tx_sent > 0 && new_wnd == f->snd_wnd &&
+               !(s->flags & RTE_TCP_FIN_FLAG)) {
+        kb_stats_add(fp->ctr.dupacks, 1);
+        if (++f->dupack_cnt == 3) {
+            /* Fast recovery: go back to the last ACK as if the unacked
+             * segments were never sent, and tell congestion control. */
+            f->tx_avail += f->tx_sent;
+            f->tx_sent = 0;
+            f->flags &= ~TAS_FLF_TXFIN_SENT;
+            f->cnt_frexmits++;
+            f->dupack_cnt = 0;
+            kb_stats_add(fp->ctr.fast_rexmits, 1);
+        }
+    }
+    if (acked >= 0)
+        f->snd_wnd = new_wnd;
+    return data_acked;
+}
+
+/* Fold the out-of-order interval in once the gap before it is filled. */
+static uint32_t merge_ooo(struct tas_flow *f)
+{
+    if (f->rx_ooo_len == 0 || seq_diff(f->rx_ooo_start, f->rx_next_seq) > 0)
+        return 0;
+    int32_t extra = seq_diff(f->rx_ooo_start + f->rx_ooo_len, f->rx_next_seq);
+    f->rx_ooo_len = 0;
+    if (extra <= 0)
+        return 0;
+    f->rx_head = (f->rx_head + (uint32_t)extra) % f->rx_size;
+    f->rx_avail -= (uint32_t)extra;
+    f->rx_next_seq += (uint32_t)extra;
+    return (uint32_t)extra;
+}
+
+/* Keep a segment beyond the next expected byte if it fits the interval. */
+static void place_ooo(struct tas_fp *fp, struct tas_flow *f, const struct seg *s, uint32_t off)
+{
+    if (off + s->len > f->rx_avail) {
+        kb_stats_add(fp->ctr.ooo_dropped, 1);
+        return;
+    }
+    uint32_t start = s->seq, end = s->seq + s->len;
+    if (f->rx_ooo_len > 0) {
+        uint32_t ostart = f->rx_ooo_start, oend = ostart + f->rx_ooo_len;
+        if (seq_diff(end, ostart) < 0 || seq_diff(start, oend) > 0) {
+            kb_stats_add(fp->ctr.ooo_dropped, 1); /* a second interval: not kept */
+            return;
+        }
+        if (seq_diff(ostart, start) < 0)
+            start = ostart;
+        if (seq_diff(oend, end) > 0)
+            end = oend;
+    }
+    ring_write(f->rx_base, f->rx_size, (f->rx_head + off) % f->rx_size, s->payload, s->len);
+    f->rx_ooo_start = start;
+    f->rx_ooo_len = end - start;
+    kb_stats_add(fp->ctr.ooo_accepted, 1);
+}
+
+/* Returns new in-order bytes; sets *fin when the peer's FIN is consumed. */
+static uint32_t process_data(struct tas_fp *fp, struct tas_flow *f, struct seg *s, bool *fin)
+{
+    bool has_fin = s->flags & RTE_TCP_FIN_FLAG;
+    int32_t off = seq_diff(s->seq, f->rx_next_seq);
+    if (f->flags & TAS_FLF_RXFIN)
+        return 0;
+    if (off < 0) {                      /* starts with bytes we already have */
+        if ((uint32_t)-off >= s->len && !(has_fin && (uint32_t)-off == s->len)) {
+            kb_stats_add(fp->ctr.rx_dup, 1);
+            return 0;
+        }
+        s->payload += -off;
+        s->len -= (uint32_t)-off;
+        s->seq = f->rx_next_seq;
+        off = 0;
+    }
+    if (off > 0) {
+        place_ooo(fp, f, s, (uint32_t)off);
+        return 0;
+    }
+    uint32_t n = RTE_MIN(s->len, f->rx_avail);
+    if (n < s->len)
+        kb_stats_add(fp->ctr.rx_buf_full, 1);
+    if (n > 0) {
+        ring_write(f->rx_base, f->rx_size, f->rx_head, s->payload, n);
+        f->rx_head = (f->rx_head + n) % f->rx_size;
+        f->rx_avail -= n;
+        f->rx_next_seq += n;
+    }
+    n += merge_ooo(f);
+    if (has_fin && seq_diff(s->seq + s->len, f->rx_next_seq) == 0) {
+        f->rx_next_seq++;
+        f->flags |= TAS_FLF_RXFIN;
+        *fin = true;
+    }
+    return n;
+}
+
+bool fp_tcp_rx(struct fp_core *c, struct tas_flow *f, struct rte_mbuf *m)
+{
+    struct tas_fp *fp = c->fp;
+    struct seg s;
+    bool bad_csum = false;
+    if (!parse(m, &s, &bad_csum)) {
+        kb_stats_add(bad_csum ? fp->ctr.drop_bad_csum : fp->ctr.drop_malformed, 1);
+        rte_pktmbuf_free(m);
+        return false;
+    }
+    if (s.flags & (RTE_TCP_SYN_FLAG | RTE_TCP_RST_FLAG))
+        return true;
+    fp_lock(f);
+    if (!(f->flags & TAS_FLF_ACTIVE)) {
+        fp_unlock(f);
+        return true;
+    }
+    uint32_t tx_bump = (s.flags & RTE_TCP_ACK_FLAG) ? process_ack(c, f, &s) : 0;
+    bool fin = false;
+    uint32_t rx_pos = f->rx_head, rx_bump = 0;
+    if (s.len > 0 || (s.flags & RTE_TCP_FIN_FLAG)) {
+        if (s.has_ts && seq_diff(s.seq, f->rx_next_seq) <= 0)
+            f->ts_recent = s.tsval;
+        if (s.ce)
+            f->flags |= TAS_FLF_CE_SEEN;
+        rx_bump = process_data(fp, f, &s, &fin);
+        kb_stats_add(fp->ctr.tcp_rx_segs, 1);
+        kb_stats_add(fp->ctr.tcp_rx_bytes, rx_bump);
+        fp_tcp_send_ack(c, f);
+    }
+    if (rx_bump || tx_bump || fin)
+        fp_notify_app(fp, f, rx_bump, rx_pos, tx_bump, fin ? TAS_ARX_FL_RXFIN : 0);
+    if ((f->tx_avail > 0 && f->snd_wnd > f->tx_sent) ||
+        ((f->flags & TAS_FLF_TXFIN) && !(f->flags & TAS_FLF_TXFIN_SENT)))
+        fp_flow_queue_tx(fp, f);
+    fp_unlock(f);
+    if (fin)
+        return true;      /* the slow path tracks the close handshake */
+    rte_pktmbuf_free(m);
+    return false;
+}

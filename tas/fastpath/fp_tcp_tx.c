@@ -1,0 +1,191 @@
+/*
+ * Transmit: segment the flow's TX buffer into MSS-sized packets within the
+ * peer's window and the congestion-control rate, and build ACKs.  There is
+ * no send queue: sent data stays in the TX buffer until acknowledged, so a
+ * retransmission simply re-reads it.
+ */
+#include <rte_cycles.h>
+#include <rte_ether.h>
+#include <rte_ip.h>
+#include <rte_tcp.h>
+
+#include "fp_internal.h"
+
+#define TX_SEGS_PER_VISIT 16
+#define TCP_OPT_TS_LEN 12  /* NOP NOP kind=8 len=10 TSval TSecr */
+
+uint32_t fp_now_us(struct tas_fp *fp)
+{
+    return (uint32_t)(rte_get_tsc_cycles() / (fp->tsc_hz / 1000000));
+}
+
+static void ring_read(const uint8_t *base, uint32_t size, uint32_t pos, uint8_t *dst, uint32_t len)
+{
+    uint32_t first = RTE_MIN(len, size - pos);
+    rte_memcpy(dst, base + pos, first);
+    if (len > first)
+        rte_memcpy(dst + first, base, len - first);
+}
+
+static uint16_t adv_window(const struct tas_flow *f)
+{
+    uint32_t w = f->rx_avail >> f->rcv_wscale;
+    return (uint16_t)RTE_MIN(w, 0xffffu);
+}
+
+/* Build one segment: headers, options, payload from the TX buffer. */
+static struct rte_mbuf *build_segment(struct tas_fp *fp, struct tas_flow *f, uint32_t seq,
+                                      uint8_t tcp_flags, uint32_t pos, uint32_t len)
+{
+    struct rte_mbuf *m = rte_pktmbuf_alloc(fp->pool);
+    if (m == NULL)
+        return NULL;
+    bool ts = f->flags & TAS_FLF_TS;
+    uint32_t thl = sizeof(struct rte_tcp_hdr) + (ts ? TCP_OPT_TS_LEN : 0);
+    uint32_t hdrs = sizeof(struct rte_ether_hdr) + sizeof(struct rte_ipv4_hdr) + thl;
+    uint8_t *p = (uint8_t *)rte_pktmbuf_append(m, (uint16_t)(hdrs + len));
+    if (p == NULL) {
+        rte_pktmbuf_free(m);
+        return NULL;
+    }
+    struct rte_ether_hdr *eth = (struct rte_ether_hdr *)p;
+    memcpy(eth->dst_addr.addr_bytes, f->peer_mac, RTE_ETHER_ADDR_LEN);
+    memcpy(eth->src_addr.addr_bytes, fp->conf.mac, RTE_ETHER_ADDR_LEN);
+    eth->ether_type = rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4);
+
+    struct rte_ipv4_hdr *ip = (struct rte_ipv4_hdr *)(eth + 1);
+    ip->version_ihl = RTE_IPV4_VHL_DEF;
+    ip->type_of_service = ((f->flags & TAS_FLF_ECN) && len > 0) ? 0x02 : 0; /* ECT(0) */
+    ip->total_length = rte_cpu_to_be_16((uint16_t)(sizeof(*ip) + thl + len));
+    ip->packet_id = 0;
+    ip->fragment_offset = rte_cpu_to_be_16(RTE_IPV4_HDR_DF_FLAG);
+    ip->time_to_live = 64;
+    ip->next_proto_id = IPPROTO_TCP;
+    ip->hdr_checksum = 0;
+    ip->src_addr = rte_cpu_to_be_32(f->local_ip);
+    ip->dst_addr = rte_cpu_to_be_32(f->peer_ip);
+
+    struct rte_tcp_hdr *tcp = (struct rte_tcp_hdr *)(ip + 1);
+    tcp->src_port = rte_cpu_to_be_16(f->local_port);
+    tcp->dst_port = rte_cpu_to_be_16(f->peer_port);
+    tcp->sent_seq = rte_cpu_to_be_32(seq);
+    tcp->recv_ack = rte_cpu_to_be_32(f->rx_next_seq);
+    tcp->data_off = (uint8_t)((thl / 4) << 4);
+    if (f->flags & TAS_FLF_CE_SEEN) {
+        tcp_flags |= RTE_TCP_ECE_FLAG;
+        f->flags &= ~TAS_FLF_CE_SEEN;
+    }
+    tcp->tcp_flags = tcp_flags;
+    tcp->rx_win = rte_cpu_to_be_16(adv_window(f));
+    tcp->cksum = 0;
+    tcp->tcp_urp = 0;
+    uint8_t *opt = (uint8_t *)(tcp + 1);
+    if (ts) {
+        opt[0] = 1;
+        opt[1] = 1;
+        opt[2] = 8;
+        opt[3] = 10;
+        uint32_t tsval = rte_cpu_to_be_32(fp_now_us(fp));
+        uint32_t tsecr = rte_cpu_to_be_32(f->ts_recent);
+        memcpy(opt + 4, &tsval, 4);
+        memcpy(opt + 8, &tsecr, 4);
+    }
+    if (len > 0)
+        ring_read(f->tx_base, f->tx_size, pos, opt + (thl - sizeof(*tcp)), len);
+    ip->hdr_checksum = rte_ipv4_cksum(ip);
+    tcp->cksum = rte_ipv4_udptcp_cksum(ip, tcp);
+    return m;
+}
+
+static void send_control(struct fp_core *c, struct tas_flow *f, uint32_t seq, uint8_t flags)
+{
+    struct rte_mbuf *m = build_segment(c->fp, f, seq, flags, 0, 0);
+    if (m != NULL)
+        fp_tx_one(c, m);
+}
+
+void fp_tcp_send_ack(struct fp_core *c, struct tas_flow *f)
+{
+    uint32_t snd_nxt = f->tx_una + f->tx_sent + ((f->flags & TAS_FLF_TXFIN_SENT) ? 1 : 0);
+    send_control(c, f, snd_nxt, RTE_TCP_ACK_FLAG);
+    kb_stats_add(c->fp->ctr.acks_sent, 1);
+}
+
+/* A zero-window probe: an old sequence number makes the peer answer with
+ * an ACK carrying its current window. */
+void fp_tcp_send_probe(struct fp_core *c, struct tas_flow *f)
+{
+    send_control(c, f, f->tx_una - 1, RTE_TCP_ACK_FLAG);
+}
+
+void tas_fp_flow_probe(struct tas_fp *fp, uint32_t id)
+{
+    struct tas_flow *f = tas_fp_flow(fp, id);
+    if (f == NULL)
+        return;
+    fp_lock(f);
+    if (f->flags & TAS_FLF_ACTIVE) {
+        f->flags |= TAS_FLF_PROBE;
+        fp_flow_queue_tx(fp, f);
+    }
+    fp_unlock(f);
+}
+
+/* Send what window and rate allow; true if the flow has more to send now. */
+static bool flow_transmit(struct fp_core *c, struct tas_flow *f, uint64_t now)
+{
+    struct tas_fp *fp = c->fp;
+    if (f->flags & TAS_FLF_PROBE) {
+        f->flags &= ~TAS_FLF_PROBE;
+        fp_tcp_send_probe(c, f);
+    }
+    uint32_t rate = __atomic_load_n(&f->tx_rate_kbps, __ATOMIC_RELAXED);
+    if (rate != 0 && now < f->tx_next_tsc)
+        return true;
+    uint32_t wnd = f->snd_wnd > f->tx_sent ? f->snd_wnd - f->tx_sent : 0;
+    uint32_t todo = RTE_MIN(f->tx_avail, wnd);
+    uint32_t sent_bytes = 0;
+    for (int segs = 0; todo > 0 && segs < TX_SEGS_PER_VISIT; segs++) {
+        uint32_t len = RTE_MIN(todo, (uint32_t)f->mss);
+        uint32_t pos = (f->tx_head + f->tx_sent) % f->tx_size;
+        uint8_t flags = RTE_TCP_ACK_FLAG | (len == todo ? RTE_TCP_PSH_FLAG : 0);
+        struct rte_mbuf *m = build_segment(fp, f, f->tx_una + f->tx_sent, flags, pos, len);
+        if (m == NULL)
+            break;
+        fp_tx_one(c, m);
+        f->tx_sent += len;
+        f->tx_avail -= len;
+        todo -= len;
+        sent_bytes += len;
+    }
+    if (sent_bytes > 0) {
+        f->cnt_txb += sent_bytes;
+        kb_stats_add(fp->ctr.tcp_tx_segs, (sent_bytes + f->mss - 1) / f->mss);
+        kb_stats_add(fp->ctr.tcp_tx_bytes, sent_bytes);
+        if (rate != 0)
+            f->tx_next_tsc = now + (uint64_t)sent_bytes * 8 * fp->tsc_hz / ((uint64_t)rate * 1000);
+    }
+    if (f->tx_avail == 0 && (f->flags & TAS_FLF_TXFIN) && !(f->flags & TAS_FLF_TXFIN_SENT)) {
+        send_control(c, f, f->tx_una + f->tx_sent, RTE_TCP_ACK_FLAG | RTE_TCP_FIN_FLAG);
+        f->flags |= TAS_FLF_TXFIN_SENT;
+    }
+    return f->tx_avail > 0 && f->snd_wnd > f->tx_sent;
+}
+
+unsigned fp_tcp_tx_work(struct fp_core *c)
+{
+    struct tas_fp *fp = c->fp;
+    struct rte_ring *work = fp->tx_work[c->idx];
+    uint32_t ids[FP_BURST];
+    unsigned n = rte_ring_sc_dequeue_burst_elem(work, ids, sizeof(ids[0]), FP_BURST, NULL);
+    uint64_t now = rte_get_tsc_cycles();
+    for (unsigned i = 0; i < n; i++) {
+        struct tas_flow *f = &fp->flows[ids[i]];
+        fp_lock(f);
+        f->tx_queued = 0;
+        if ((f->flags & TAS_FLF_ACTIVE) && flow_transmit(c, f, now))
+            fp_flow_queue_tx(fp, f);
+        fp_unlock(f);
+    }
+    return n;
+}
