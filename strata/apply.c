@@ -44,7 +44,7 @@ static void apply_remove(const struct strata_entry *e)
     if (d && d->ino == e->ino)
         dir_remove(d);
     if (ino_alive(e->ino, e->gen))
-        ino_free(e->ino);
+        ino_release(e->ino);
 }
 
 static int apply_rename(const struct strata_entry *e)
@@ -57,7 +57,7 @@ static int apply_rename(const struct strata_entry *e)
         return -1;
     }
     if (e->ino2 && ino_alive(e->ino2, e->gen2))
-        ino_free(e->ino2);
+        ino_release(e->ino2);
     struct strata_dirent *src = dir_lookup(e->parent, entry_name(e), e->name_len);
     if (src && src->ino == e->ino)
         dir_remove(src);

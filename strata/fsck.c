@@ -104,6 +104,8 @@ static void check_dirents(struct report *r, uint8_t *reach)
             problem(r, "dirent %u '%.*s': duplicate or unreachable in the hash\n", i, d->name_len, d->name);
         if (reach[d->ino]++)
             problem(r, "inode %u has more than one name\n", d->ino);
+        if (in->parent == STRATA_ORPHAN)
+            problem(r, "inode %u: marked unlinked but has a name\n", d->ino);
         if (S_ISDIR(in->mode) && in->parent != d->parent)
             problem(r, "directory inode %u: parent %u but listed under %u\n", d->ino, in->parent, d->parent);
     }
@@ -136,7 +138,8 @@ static int check(struct report *r)
     for (uint32_t i = 2; i < sb->ninodes; i++) {
         if (G.inodes[i].mode == 0)
             continue;
-        if (!reach[i])
+        int open_orphan = G.inodes[i].parent == STRATA_ORPHAN && strata_pid_alive(G.inodes[i].lease_pid);
+        if (!reach[i] && !open_orphan)
             problem(r, "inode %u is allocated but has no name\n", i);
         check_inode(r, owner, i);
     }

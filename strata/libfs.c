@@ -174,6 +174,7 @@ static int do_open(const char *path, int flags, unsigned int mode)
     f->refs = 1;
     f->owner = G.pid;
     fdtab[fd] = f;
+    G.opens[ino]++;
     if ((flags & O_TRUNC) && (flags & O_ACCMODE) != O_RDONLY && truncate_on_open(f) != 0) {
         int e = errno;
         strata_close(fd);
@@ -214,6 +215,12 @@ static int do_close(int fd)
         return 0;
     if ((f->flags & O_ACCMODE) != O_RDONLY && f->owner == G.pid)
         lease_release(f->ino);
+    if (f->owner == G.pid && --G.opens[f->ino] == 0 && ino_alive(f->ino, f->gen) &&
+        G.inodes[f->ino].parent == STRATA_ORPHAN && strata_pool_lock() == 0) {
+        ino_free(f->ino); /* last close of an unlinked file */
+        pend_drop(f->ino);
+        strata_pool_unlock();
+    }
     free(f->path);
     free(f);
     return 0;
@@ -300,6 +307,7 @@ static void atfork_child(void)
         G.lock_depth = 0;
         pend_clear_all();
         memset(G.wlease, 0, G.sb->ninodes * sizeof(*G.wlease));
+        memset(G.opens, 0, G.sb->ninodes * sizeof(*G.opens));
         int fd = (int)syscall(SYS_openat, AT_FDCWD, G.path, O_RDWR | O_CLOEXEC);
         syscall(SYS_close, G.lock_fd); /* shares the parent's flock otherwise */
         G.lock_fd = fd;

@@ -223,8 +223,11 @@ static ssize_t do_pwrite(int fd, const void *buf, size_t len, int64_t off, int a
         errno = EISDIR;
         return -1;
     }
-    if (advance)
-        off = (f->flags & O_APPEND) ? (int64_t)file_size(f->ino, f->gen) : (int64_t)f->off;
+    /* Linux: O_APPEND writes go to the end, even through pwrite */
+    if (f->flags & O_APPEND)
+        off = (int64_t)file_size(f->ino, f->gen);
+    else if (advance)
+        off = (int64_t)f->off;
     if (off < 0) {
         errno = EINVAL;
         return -1;
@@ -269,8 +272,11 @@ static ssize_t do_pwrite_ref(int fd, uint64_t pool_off, size_t len, int64_t off,
         errno = EINVAL; /* a reference must stay inside the ref area */
         return -1;
     }
-    if (advance)
-        off = (f->flags & O_APPEND) ? (int64_t)file_size(f->ino, f->gen) : (int64_t)f->off;
+    /* Linux: O_APPEND writes go to the end, even through pwrite */
+    if (f->flags & O_APPEND)
+        off = (int64_t)file_size(f->ino, f->gen);
+    else if (advance)
+        off = (int64_t)f->off;
     /* the extent must be durable before the entry that points at it */
     strata_persist(G.base + pool_off, len);
     struct strata_ref ref = {.pool_off = pool_off, .len = len,
@@ -330,7 +336,13 @@ static int64_t do_lseek(int fd, int64_t off, int whence)
     switch (whence) {
     case SEEK_SET: pos = off; break;
     case SEEK_CUR: pos = (int64_t)f->off + off; break;
-    case SEEK_END: pos = size + off; break;
+    case SEEK_END:
+        if (f->is_dir) { /* as tmpfs/ext4 directories */
+            errno = EINVAL;
+            return -1;
+        }
+        pos = size + off;
+        break;
     case SEEK_DATA:
     case SEEK_HOLE:
         if (off < 0 || off >= size) {

@@ -43,8 +43,22 @@ static int ns_commit(struct strata_entry *h, const char *n1, size_t l1, const ch
     return rc;
 }
 
+/* The process umask, read once (umask() can only be read by setting it). */
+static mode_t process_umask(void)
+{
+    static int have;
+    static mode_t mask;
+    if (!have) {
+        mask = umask(022);
+        umask(mask);
+        have = 1;
+    }
+    return mask;
+}
+
 int ns_create(uint32_t parent, const char *name, size_t nlen, uint32_t mode, uint32_t *ino_out)
 {
+    mode &= ~(uint32_t)process_umask();
     uint32_t ino = ino_alloc();
     if (ino == 0) {
         errno = ENOSPC;
@@ -118,7 +132,8 @@ static int do_remove(const char *path, int dir)
     struct strata_entry h = {.kind = dir ? STRATA_E_RMDIR : STRATA_E_UNLINK,
                              .ino = ino, .gen = in->gen, .parent = parent};
     rc = ns_commit(&h, name, nlen, NULL, 0);
-    pend_drop(ino);
+    if (!ino_alive(ino, h.gen))
+        pend_drop(ino);
 out:
     strata_pool_unlock();
     return rc;
@@ -167,6 +182,10 @@ static int do_rename(const char *from, const char *to)
     }
     struct strata_entry h = {.kind = STRATA_E_RENAME, .ino = ino, .gen = in->gen,
                              .parent = p1, .parent2 = p2};
+    if (dst && S_ISDIR(G.inodes[dst->ino].mode) && is_ancestor(dst->ino, p1)) {
+        errno = ENOTEMPTY; /* target is an ancestor of the source (Linux order) */
+        goto out;
+    }
     if (dst) {
         struct strata_inode *v = &G.inodes[dst->ino];
         if (S_ISDIR(in->mode) && !S_ISDIR(v->mode)) {
@@ -183,9 +202,10 @@ static int do_rename(const char *from, const char *to)
         }
         h.ino2 = dst->ino;
         h.gen2 = v->gen;
-        pend_drop(dst->ino);
     }
     rc = ns_commit(&h, n1, l1, n2, l2);
+    if (h.ino2 && !ino_alive(h.ino2, h.gen2))
+        pend_drop(h.ino2);
 out:
     strata_pool_unlock();
     return rc;
@@ -200,7 +220,7 @@ static void fill_stat(uint32_t ino, uint32_t gen, struct stat *st)
     st->st_dev = 0x5354; /* "ST": distinct from kernel devices */
     st->st_ino = ino;
     st->st_mode = in->mode;
-    st->st_nlink = S_ISDIR(in->mode) ? 2 : (ino_alive(ino, gen) ? 1 : 0);
+    st->st_nlink = S_ISDIR(in->mode) ? 2 : (ino_alive(ino, gen) && in->parent != STRATA_ORPHAN);
     st->st_uid = geteuid();
     st->st_gid = getegid();
     st->st_size = (off_t)file_size(ino, gen);

@@ -247,13 +247,15 @@ int strata_attach(const char *path)
     G.lock_fd = open(path, O_RDWR | O_CLOEXEC);
     G.pend = calloc(G.sb->ninodes, sizeof(*G.pend));
     G.wlease = calloc(G.sb->ninodes, sizeof(*G.wlease));
-    if (G.lock_fd < 0 || !G.pend || !G.wlease)
+    G.opens = calloc(G.sb->ninodes, sizeof(*G.opens));
+    if (G.lock_fd < 0 || !G.pend || !G.wlease || !G.opens)
         goto out;
     counters_init();
     /* Mount-time recovery: replay the logs of processes that died. */
     if (strata_pool_lock() != 0)
         goto out;
     digest_dead_slots();
+    orphan_sweep();
     G.sb->mounts++;
     strata_pool_unlock();
     rc = 0;
@@ -315,8 +317,9 @@ static void repair(void)
             reach[d->ino] = 1;
     }
     for (uint32_t i = 2; i < sb->ninodes; i++)
-        if (G.inodes[i].mode != 0 && !reach[i])
+        if (G.inodes[i].mode != 0 && !reach[i] && G.inodes[i].parent != STRATA_ORPHAN)
             ino_free(i);
+    orphan_sweep();
     free(reach);
     sb->free_blocks = bitmap_rebuild();
     strata_persist(&sb->free_blocks, sizeof(sb->free_blocks));

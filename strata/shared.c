@@ -242,6 +242,29 @@ void ino_free(uint32_t ino)
     strata_persist(in, sizeof(*in));
 }
 
+void ino_release(uint32_t ino)
+{
+    struct strata_inode *in = &G.inodes[ino];
+    if (G.opens == NULL || G.opens[ino] == 0) {
+        ino_free(ino);
+        return;
+    }
+    /* POSIX: an unlinked file lives on while it is open */
+    in->parent = STRATA_ORPHAN;
+    in->lease_pid = G.pid;
+    strata_persist(in, sizeof(*in));
+}
+
+void orphan_sweep(void)
+{
+    for (uint32_t i = STRATA_ROOT_INO + 1; i < G.sb->ninodes; i++) {
+        struct strata_inode *in = &G.inodes[i];
+        if (in->mode != 0 && in->parent == STRATA_ORPHAN && !S_ISDIR(in->mode) &&
+            (in->lease_pid == G.pid ? G.opens[i] == 0 : !strata_pid_alive(in->lease_pid)))
+            ino_free(i);
+    }
+}
+
 static uint64_t mark(uint32_t b, uint64_t *used)
 {
     if (b != 0 && b < G.sb->nblocks) {

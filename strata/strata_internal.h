@@ -50,6 +50,7 @@ struct strata_fs {
     uint64_t credits_left;   /* reserved data blocks not yet charged */
     struct pend_inode **pend; /* per inode number; NULL: nothing pending */
     uint32_t *wlease;        /* per inode: this process's writable opens */
+    uint32_t *opens;         /* per inode: this process's open files */
     int lock_depth;          /* pool lock nesting within this process */
     pthread_mutex_t mu;      /* serialises every LibFS call in the process */
     struct kb_stats_page *stats;
@@ -76,6 +77,8 @@ int ino_alive(uint32_t ino, uint32_t gen);
 uint32_t ino_alloc(void);
 void ino_init(uint32_t ino, uint32_t gen, uint32_t mode, uint32_t parent);
 void ino_free(uint32_t ino);
+void ino_release(uint32_t ino); /* free, or orphan while this process has it open */
+void orphan_sweep(void);        /* free orphans whose opener died */
 int shared_write(uint32_t ino, uint64_t off, const void *buf, uint64_t len);
 int shared_truncate(uint32_t ino, uint64_t size);
 void shared_read(uint32_t ino, uint64_t off, void *buf, uint64_t len);

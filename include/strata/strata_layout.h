@@ -27,6 +27,7 @@
 #define STRATA_NDIRECT 16
 #define STRATA_PTRS_PER_BLOCK 1024
 #define STRATA_ROOT_INO 1
+#define STRATA_ORPHAN 0xFFFFFFFFu     /* inode.parent of an unlinked file still open */
 
 struct strata_super {
     uint64_t magic;
@@ -102,8 +103,8 @@ struct strata_ref {
 struct strata_inode {
     uint32_t mode;           /* 0 = free */
     uint32_t gen;            /* bumped on every allocation */
-    uint32_t parent;         /* directories: parent inode */
-    int32_t lease_pid;       /* write lease holder (0 = none) */
+    uint32_t parent;         /* directories: parent inode; STRATA_ORPHAN: see above */
+    int32_t lease_pid;       /* write lease holder (0 = none); orphans: the opener */
     uint64_t size;
     int64_t mtime_s;
     int64_t ctime_s;
