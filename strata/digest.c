@@ -13,6 +13,7 @@
 #include "strata_internal.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -180,6 +181,9 @@ int digest_dead_slots(void)
         if (digest_slot((int)i) < 0)
             continue;
         if (s->owner_pid != 0) {
+            char inst[16]; /* the dead owner's stats page goes with it */
+            snprintf(inst, sizeof(inst), "%d", (int)s->owner_pid);
+            kb_stats_close(NULL, "strata", inst, 1);
             s->owner_pid = 0;
             strata_persist(&s->owner_pid, sizeof(s->owner_pid));
         }

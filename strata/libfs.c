@@ -312,7 +312,13 @@ static void atfork_child(void)
         syscall(SYS_close, G.lock_fd); /* shares the parent's flock otherwise */
         G.lock_fd = fd;
     }
-    pthread_mutex_unlock(&G.mu);
+    /* The child's thread has a new tid, so it cannot unlock the recursive
+     * mutex its parent locked in prepare: start it afresh. */
+    pthread_mutexattr_t a;
+    pthread_mutexattr_init(&a);
+    pthread_mutexattr_settype(&a, PTHREAD_MUTEX_RECURSIVE);
+    pthread_mutex_init(&G.mu, &a);
+    pthread_mutexattr_destroy(&a);
 }
 
 __attribute__((constructor)) static void libfs_init(void)

@@ -1,0 +1,88 @@
+"""Unmodified redis-server (AOF with appendfsync always, plus an RDB from
+BGSAVE) keeps its files under /strata via the shim; after kill -9 and a
+restart every acknowledged write is there and fsck is clean."""
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import ROOT, fsck_clean, shim_env, strata_cli
+
+redis = pytest.importorskip("redis")
+pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="no redis-server")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(pool, port):
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "strata.cli", "--pool", pool, "run", "--", "redis-server",
+         "--port", str(port), "--bind", "127.0.0.1", "--dir", "/strata/redis",
+         "--appendonly", "yes", "--appendfsync", "always", "--save", "", "--daemonize", "no"],
+        cwd=ROOT, env=shim_env(pool), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    client = redis.Redis(port=port)
+    for _ in range(300):  # wait until it accepts commands (and has loaded)
+        try:
+            client.ping()
+            return proc, client
+        except (redis.ConnectionError, redis.BusyLoadingError):
+            if proc.poll() is not None:
+                raise AssertionError(proc.stdout.read().decode())
+            time.sleep(0.05)
+    proc.kill()
+    raise AssertionError("redis-server did not start")
+
+
+def wait_bgsave(client):
+    for _ in range(600):
+        info = client.info("persistence")
+        if not info["rdb_bgsave_in_progress"]:
+            return info["rdb_last_bgsave_status"]
+        time.sleep(0.05)
+    return "timeout"
+
+
+def kill9(proc):
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    proc.stdout.close()
+
+
+def test_redis_aof_and_rdb_survive_kill9(pool):
+    subprocess.run([sys.executable, "-c", "import os; os.mkdir('/strata/redis')"],
+                   env=shim_env(pool), check=True)
+    port = free_port()
+    proc, c = start(pool, port)
+    for i in range(300):
+        c.set(f"k{i}", f"v{i}" * 20)
+    c.incrby("counter", 7)
+    c.bgsave()
+    assert wait_bgsave(c) == "ok"
+    for i in range(300, 500):  # after the RDB: only in the AOF
+        c.set(f"k{i}", f"v{i}" * 20)
+    c.rpush("list", *range(50))
+    c.incrby("counter", 5)
+    kill9(proc)
+
+    fsck_clean(pool)
+    listing = strata_cli("ls", "/strata/redis", pool=pool).stdout
+    assert "dump.rdb" in listing and "appendonlydir" in listing, listing
+
+    proc, c = start(pool, port)
+    try:
+        assert c.dbsize() == 502
+        assert all(c.get(f"k{i}") == (f"v{i}" * 20).encode() for i in range(500))
+        assert c.get("counter") == b"12"
+        assert c.lrange("list", 0, -1) == [str(i).encode() for i in range(50)]
+    finally:
+        kill9(proc)
+    fsck_clean(pool)
