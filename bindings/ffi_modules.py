@@ -27,4 +27,9 @@ MODULES = {
                   '#include "kb/stats.h"\n#include "tas/fastpath.h"\n'
                   '#include "tas/shm.h"\n#include "tas/flow.h"\n',
     },
+    # The application side (libtas core) for the Python low-level API.
+    "_tasapp": {
+        "headers": ["tas/shm.h", "tas/app.h"],
+        "source": '#include "tas/shm.h"\n#include "tas/app.h"\n',
+    },
 }

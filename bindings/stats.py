@@ -43,10 +43,23 @@ def read(component, instance):
     return read_page(page_path(component, instance))
 
 
+def _alive(path):
+    """False for a page whose writer died without removing it (SIGKILL)."""
+    try:
+        with open(path, "rb") as f:
+            page = ffi.from_buffer("struct kb_stats_page *", f.read(lib.KB_STATS_PAGE_SIZE))
+        os.kill(page.pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except (OSError, ValueError, TypeError):
+        return True
+
+
 def instances(component):
-    """Instances of a component that currently publish a stats page."""
+    """Instances of a component whose writer is running."""
     prefix = page_path(component, "")
-    return sorted(p[len(prefix):] for p in glob.glob(prefix + "*"))
+    return sorted(p[len(prefix):] for p in glob.glob(prefix + "*") if _alive(p))
 
 
 def format_table(counters, title=None):

@@ -84,6 +84,12 @@ def _bool(v):
     return v
 
 
+def _float_range(v, lo, hi):
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo < v <= hi:
+        raise ValueError
+    return float(v)
+
+
 def _str_list(v):
     if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
         raise ValueError
@@ -146,6 +152,36 @@ SCHEMA = {
         "rx_buf": Field(65536, _size, "a size like 65536 or '64K'"),
         "tx_buf": Field(65536, _size, "a size like 65536 or '64K'"),
         "backing": Field("shm", _choice("shm", "nvm"), "shm or nvm"),
+        "app_segment": Field("256M", _size, "a size like '256M' (per application)"),
+    },
+    "tcp": {
+        "mss": Field(1460, _int_range(536, 9000), "an MSS in bytes (536..9000)"),
+        "handshake_timeout_ms": Field(50, _int_range(1, 60000), "milliseconds (1..60000)"),
+        "handshake_retries": Field(8, _int_range(0, 100), "a retry count (0..100)"),
+        "rto_min_ms": Field(20, _int_range(1, 60000), "milliseconds (1..60000)"),
+        "rto_intervals": Field(2, _int_range(1, 100),
+                               "control intervals without progress before a timeout"),
+        "time_wait_ms": Field(2000, _int_range(0, 240000), "milliseconds (0..240000)"),
+        "fin_wait2_ms": Field(60000, _int_range(0, 600000), "milliseconds"),
+        "ecn": Field(True, _bool, "true or false"),
+    },
+    "cc": {
+        "algorithm": Field("dctcp-rate", _choice("dctcp-rate", "timely", "const-rate", "none"),
+                           "one of dctcp-rate, timely, const-rate, none"),
+        "interval_rtts": Field(2, _int_range(1, 1000), "control interval in RTTs"),
+        "init_kbps": Field(10000, _int_range(100, 100_000_000), "a rate in kbps"),
+        "step_kbps": Field(10000, _int_range(1, 100_000_000), "a rate in kbps"),
+        "dctcp_g": Field(0.0625, lambda v: _float_range(v, 0.0, 1.0), "a number in (0, 1]"),
+        "const_kbps": Field(1_000_000, _int_range(100, 100_000_000), "a rate in kbps"),
+        "timely_tlow_us": Field(30, _int_range(1, 10_000_000), "microseconds"),
+        "timely_thigh_us": Field(150, _int_range(1, 10_000_000), "microseconds"),
+        "timely_beta": Field(0.8, lambda v: _float_range(v, 0.0, 1.0), "a number in (0, 1]"),
+    },
+    "scaling": {
+        "add_below_idle": Field(0.2, lambda v: _float_range(v, 0.0, 64.0),
+                                "idle cores (a number)"),
+        "remove_above_idle": Field(1.25, lambda v: _float_range(v, 0.0, 64.0),
+                                   "idle cores (a number)"),
     },
     "nvm": {
         "pool_path": Field("/dev/shm/tas-nvm.pool", _str(r"/.*"), "an absolute path"),
@@ -176,7 +212,7 @@ def validate(raw, source="config"):
     """Merge `raw` (parsed TOML) over the defaults; raise ConfigError on bad input."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: top level must be a table")
-    cfg = Config({sec: {k: f.default for k, f in fields.items()}
+    cfg = Config({sec: {k: f.parse(f.default) for k, f in fields.items()}
                   for sec, fields in SCHEMA.items()})
     for sec, table in raw.items():
         if sec not in SCHEMA:

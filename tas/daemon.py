@@ -95,6 +95,9 @@ class Daemon:
         self.fp.create()
         self.fp.start()
         peer.setup_after_port(cfg)
+        from tas.slowpath.loop import SlowPath
+        self.sp = SlowPath(cfg, self.fp, self.stats)
+        self._undo.append(self.sp.close)
         self.stats.set("fp_cores", len(cfg.dpdk.fp_cores))
         intr = "rx interrupts" if self.fp.lib.tas_fp_rx_intr(self.fp.handle) else "polling"
         self.log(f"tas: ready instance={cfg.tas.instance} ip={cfg.tas.ip} "
@@ -109,8 +112,7 @@ class Daemon:
             signal.signal(sig, self._on_signal)
 
     def run(self):
-        from tas.slowpath.loop import SlowPath
-        SlowPath(self.cfg, self.fp, self.stats).run(self._wake_r, lambda: self.stopping)
+        self.sp.run(self._wake_r, lambda: self.stopping)
 
     def _on_signal(self, signum, frame):
         self.stopping = True

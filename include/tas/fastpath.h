@@ -57,6 +57,9 @@ int tas_fp_sp_fd(struct tas_fp *fp);
 int tas_fp_info_fd(struct tas_fp *fp);   /* memfd of struct tas_info */
 int tas_fp_sp_recv(struct tas_fp *fp, uint8_t *buf, uint32_t buflen, uint32_t *reason);
 int tas_fp_sp_send(struct tas_fp *fp, const uint8_t *buf, uint32_t len);
+/* Hand a received frame back to the fast path as if it had just arrived
+ * (a segment that raced the installation of its flow). */
+int tas_fp_sp_inject(struct tas_fp *fp, const uint8_t *buf, uint32_t len);
 
 /* Per-core idle accounting for core scaling: busy and total TSC cycles. */
 void tas_fp_core_load(struct tas_fp *fp, uint16_t core, uint64_t *busy, uint64_t *total);

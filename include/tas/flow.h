@@ -118,6 +118,9 @@ void tas_fp_flow_unlock(struct tas_flow *f);
 int tas_fp_ctx_add(struct tas_fp *fp, uint32_t app_id, void *rxq, void *txq,
                    uint32_t *app_sleeping, int app_evfd);
 void tas_fp_ctx_remove(struct tas_fp *fp, uint16_t ctx);
+/* Wait until every fast-path core has finished the loop iteration it was in
+ * (after removing a context, before unmapping its memory). */
+void tas_fp_quiesce(struct tas_fp *fp);
 int tas_fp_core_wake_fd(struct tas_fp *fp, uint16_t core);
 uint16_t tas_fp_ctx_core(struct tas_fp *fp, uint16_t ctx);
 /* Retry deferred notifications (full RX queues); called on slow-path ticks. */

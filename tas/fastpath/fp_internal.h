@@ -58,6 +58,7 @@ struct fp_core {
     int epfd;
     uint32_t *sleeping;       /* in the info page: set before blocking */
     uint64_t busy_cycles, total_cycles;
+    volatile uint64_t epoch;  /* loop iterations, for quiescence */
     unsigned ntx;             /* packets batched for the next tx_burst */
     struct rte_mbuf *txbuf[FP_BURST];
 } __rte_cache_aligned;
@@ -71,6 +72,7 @@ struct tas_fp {
     struct rte_mempool *pool;
     struct rte_ring *exc_ring;  /* fast path -> slow path packets (MP/SC) */
     struct rte_ring *sp_tx_ring;/* slow path -> core 0 packets (SP/SC) */
+    struct rte_ring *inject_ring;/* slow path -> core 0 frames to receive again */
     int sp_fd;                  /* eventfd: exceptions queued */
     int info_fd;                /* memfd of the struct tas_info page */
     struct tas_info *info;

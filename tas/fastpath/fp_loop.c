@@ -31,14 +31,12 @@ void fp_tx(struct fp_core *c, struct rte_mbuf **pkts, unsigned n)
     kb_stats_add(fp->ctr.tx_bytes, bytes);
 }
 
-static unsigned poll_rx(struct fp_core *c)
+/* Classify and process a burst of received frames. */
+static void process_rx(struct fp_core *c, struct rte_mbuf **pkts, uint16_t n)
 {
     struct tas_fp *fp = c->fp;
-    struct rte_mbuf *pkts[FP_BURST], *exc[FP_BURST];
+    struct rte_mbuf *exc[FP_BURST];
     uint32_t reasons[FP_BURST];
-    uint16_t n = rte_eth_rx_burst(fp->port, c->idx, pkts, FP_BURST);
-    if (n == 0)
-        return 0;
     unsigned nexc = 0;
     uint64_t bytes = 0;
     for (uint16_t i = 0; i < n; i++) {
@@ -62,6 +60,21 @@ static unsigned poll_rx(struct fp_core *c)
     kb_stats_add(fp->ctr.rx_bytes, bytes);
     if (nexc > 0)
         fp_exceptions_push(fp, exc, reasons, nexc);
+}
+
+static unsigned poll_rx(struct fp_core *c)
+{
+    struct rte_mbuf *pkts[FP_BURST];
+    uint16_t n = rte_eth_rx_burst(c->fp->port, c->idx, pkts, FP_BURST);
+    if (n > 0)
+        process_rx(c, pkts, n);
+    if (c->idx == 0) {
+        struct rte_mbuf *inj[FP_BURST];
+        unsigned k = rte_ring_sc_dequeue_burst(c->fp->inject_ring, (void **)inj, FP_BURST, NULL);
+        if (k > 0)
+            process_rx(c, inj, (uint16_t)k);
+        n += k;
+    }
     return n;
 }
 
@@ -103,7 +116,8 @@ static bool app_queues_pending(struct fp_core *c)
 
 static bool has_pending(struct fp_core *c)
 {
-    return (c->idx == 0 && !rte_ring_empty(c->fp->sp_tx_ring)) ||
+    return (c->idx == 0 && (!rte_ring_empty(c->fp->sp_tx_ring) ||
+                            !rte_ring_empty(c->fp->inject_ring))) ||
            !rte_ring_empty(c->fp->tx_work[c->idx]) || app_queues_pending(c) ||
            rte_eth_rx_queue_count(c->fp->port, c->idx) > 0;
 }
@@ -137,6 +151,21 @@ static void block_until_work(struct fp_core *c)
     kb_stats_add(fp->ctr.wakeups, 1);
 }
 
+void tas_fp_quiesce(struct tas_fp *fp)
+{
+    uint64_t seen[TAS_FP_MAX_CORES];
+    for (uint16_t i = 0; i < fp->conf.ncores; i++)
+        seen[i] = __atomic_load_n(&fp->cores[i].epoch, __ATOMIC_ACQUIRE);
+    for (uint16_t i = 0; i < fp->conf.ncores; i++) {
+        struct fp_core *c = &fp->cores[i];
+        /* A sleeping core touches nothing; a running one must finish the
+         * iteration it may be in. */
+        while (!fp->stop && !__atomic_load_n(c->sleeping, __ATOMIC_SEQ_CST) &&
+               __atomic_load_n(&c->epoch, __ATOMIC_ACQUIRE) == seen[i])
+            rte_pause();
+    }
+}
+
 int fp_core_loop(void *arg)
 {
     struct fp_core *c = arg;
@@ -160,6 +189,7 @@ int fp_core_loop(void *arg)
         }
         c->total_cycles += now - prev;
         prev = now;
+        __atomic_fetch_add(&c->epoch, 1, __ATOMIC_RELEASE);
     }
     return 0;
 }

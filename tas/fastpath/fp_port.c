@@ -183,8 +183,11 @@ struct tas_fp *tas_fp_create(const struct tas_fp_conf *conf, struct kb_stats_pag
     fp->exc_ring = rte_ring_create("tas_exc", conf->sp_ring_size, rte_socket_id(), RING_F_SC_DEQ);
     fp->sp_tx_ring = rte_ring_create("tas_sptx", conf->sp_ring_size, rte_socket_id(),
                                      RING_F_SP_ENQ | RING_F_SC_DEQ);
+    fp->inject_ring = rte_ring_create("tas_inject", conf->sp_ring_size, rte_socket_id(),
+                                      RING_F_SP_ENQ | RING_F_SC_DEQ);
     fp->sp_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (fp->pool == NULL || fp->exc_ring == NULL || fp->sp_tx_ring == NULL || fp->sp_fd < 0) {
+    if (fp->pool == NULL || fp->exc_ring == NULL || fp->sp_tx_ring == NULL ||
+        fp->inject_ring == NULL || fp->sp_fd < 0) {
         fp_set_error("cannot allocate mbuf pool or rings: %s", rte_strerror(rte_errno));
         goto fail;
     }
@@ -286,6 +289,7 @@ void tas_fp_destroy(struct tas_fp *fp)
     fp_flows_free(fp);
     rte_ring_free(fp->exc_ring);
     rte_ring_free(fp->sp_tx_ring);
+    rte_ring_free(fp->inject_ring);
     rte_mempool_free(fp->pool);
     rte_free(fp);
 }

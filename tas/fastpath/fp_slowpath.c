@@ -75,7 +75,8 @@ int tas_fp_sp_recv(struct tas_fp *fp, uint8_t *buf, uint32_t buflen, uint32_t *r
     return (int)len;
 }
 
-int tas_fp_sp_send(struct tas_fp *fp, const uint8_t *buf, uint32_t len)
+/* Copy a frame into an mbuf and queue it on `ring` for core 0. */
+static int sp_enqueue(struct tas_fp *fp, struct rte_ring *ring, const uint8_t *buf, uint32_t len)
 {
     if (len > RTE_MBUF_DEFAULT_DATAROOM)
         return -EMSGSIZE;
@@ -88,11 +89,23 @@ int tas_fp_sp_send(struct tas_fp *fp, const uint8_t *buf, uint32_t len)
         return -EMSGSIZE;
     }
     memcpy(dst, buf, len);
-    if (rte_ring_sp_enqueue(fp->sp_tx_ring, m) != 0) {
+    if (rte_ring_sp_enqueue(ring, m) != 0) {
         rte_pktmbuf_free(m);
         return -ENOBUFS;
     }
-    kb_stats_add(fp->ctr.sp_tx_pkts, 1);
     fp_core_wake(&fp->cores[0]);
     return 0;
+}
+
+int tas_fp_sp_send(struct tas_fp *fp, const uint8_t *buf, uint32_t len)
+{
+    int r = sp_enqueue(fp, fp->sp_tx_ring, buf, len);
+    if (r == 0)
+        kb_stats_add(fp->ctr.sp_tx_pkts, 1);
+    return r;
+}
+
+int tas_fp_sp_inject(struct tas_fp *fp, const uint8_t *buf, uint32_t len)
+{
+    return sp_enqueue(fp, fp->inject_ring, buf, len);
 }

@@ -6,13 +6,17 @@ idle daemon costs no CPU.
 """
 import select
 import time
+import traceback
 
+from tas.slowpath import cc
+from tas.slowpath.apps import AppServer
 from tas.slowpath.arp import ArpTable
 from tas.slowpath.icmp import echo_reply
-from tas.slowpath.packets import (ETH_P_ARP, ETH_P_IP, IPPROTO_ICMP, Eth, IPv4, ip_bytes,
-                                  mac_bytes)
+from tas.slowpath.packets import (ETH_P_ARP, ETH_P_IP, IPPROTO_ICMP, IPPROTO_TCP, Eth, IPv4,
+                                  ip_bytes, mac_bytes)
+from tas.slowpath.tcp import TcpManager
 
-TICK_S = 0.1
+TICK_S = 0.01
 MAX_FRAME = 10240
 
 
@@ -25,7 +29,12 @@ class SlowPath:
         self.arp = ArpTable(self.my_mac, self.my_ip, self.send, stats)
         self.handlers = {}     # IP protocol -> handler(eth, ip); TCP plugs in here
         self.handlers[IPPROTO_ICMP] = self._icmp
-        self.timers = [self.arp.tick]
+        self.tcp = TcpManager(cfg, fp, stats, self.arp, self.send)
+        self.tcp.cc_factory = cc.factory(cfg, fp)
+        self.handlers[IPPROTO_TCP] = self._tcp
+        self.apps = AppServer(cfg, fp, stats, self.tcp)
+        self.timers = [self.arp.tick, self.tcp.tick,
+                       lambda: self.lib.tas_fp_flush_notifications(self.fp.handle)]
         self._buf = self.ffi.new("uint8_t[]", MAX_FRAME)
         self._reason = self.ffi.new("uint32_t *")
 
@@ -39,23 +48,42 @@ class SlowPath:
         next_tick = time.monotonic()
         while not should_stop():
             timeout = max(0.0, next_tick - time.monotonic())
-            readable, _, _ = select.select([sp_fd, stop_fd], [], [], timeout)
-            if sp_fd in readable:
-                self.drain()
+            readable, _, _ = select.select([sp_fd, stop_fd, *self.apps.fds()], [], [], timeout)
+            for fd in readable:
+                if fd == sp_fd:
+                    self.drain()
+                elif fd != stop_fd:
+                    self._guarded(self.apps.readable, fd)
             if time.monotonic() >= next_tick:
                 for timer in self.timers:
                     timer()
                 next_tick = time.monotonic() + TICK_S
+
+    def close(self):
+        self.apps.close()
 
     def drain(self):
         while True:
             n = self.lib.tas_fp_sp_recv(self.fp.handle, self._buf, MAX_FRAME, self._reason)
             if n <= 0:
                 return
-            self.handle(bytes(self.ffi.buffer(self._buf, n)))
+            self._guarded(self.handle, bytes(self.ffi.buffer(self._buf, n)))
+
+    def _guarded(self, fn, arg):
+        """A bug in handling one packet or request must not stop the daemon:
+        count it, report it, carry on."""
+        try:
+            fn(arg)
+        except Exception:
+            self.stats.add("sp_errors")
+            traceback.print_exc()
+
+    def _tcp(self, eth, ip):
+        self.tcp.handle(eth, ip, self._frame)
 
     def handle(self, frame):
         self.stats.add("sp_rx_pkts")
+        self._frame = frame
         try:
             eth = Eth.parse(frame)
             if eth.ethertype == ETH_P_ARP:

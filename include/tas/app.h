@@ -1,0 +1,39 @@
+/*
+ * The application side of TAS (the core of libtas): attach to a daemon,
+ * exchange control messages with the slow path, and move payload through
+ * the context queues and flow buffers in the app's segment.  Used by the
+ * LD_PRELOAD socket shim and, through cffi, by the Python low-level API.
+ */
+#ifndef TAS_APP_H
+#define TAS_APP_H
+
+#include <stdint.h>
+#include "tas/shm.h"
+
+/* CDEF-BEGIN */
+struct tas_app;
+
+/* Connect to the daemon's socket and register; NULL on failure with a
+ * message in err. */
+struct tas_app *tas_app_attach(const char *sock_path, char *err, int errlen);
+void tas_app_detach(struct tas_app *a);
+uint8_t *tas_app_base(struct tas_app *a);
+uint64_t tas_app_size(struct tas_app *a);
+int tas_app_ctl_fd(struct tas_app *a);
+int tas_app_ev_fd(struct tas_app *a);
+
+/* Send a request and wait for the reply with its req_id (events arriving
+ * meanwhile are queued for tas_app_event).  Returns the reply's status. */
+int tas_app_request(struct tas_app *a, struct tas_ctl_msg *msg);
+/* Next control event (NEWCONN, CONN_CLOSED): 1 if one was returned. */
+int tas_app_event(struct tas_app *a, struct tas_ctl_msg *out);
+
+/* Data path: take notifications; post consumed/appended bytes. */
+int tas_app_poll(struct tas_app *a, struct tas_arx *out, int max);
+int tas_app_post(struct tas_app *a, uint32_t flow_id, uint32_t rx_bump, uint32_t tx_bump,
+                 uint16_t flags);
+/* Block until a notification or control message may be there (or timeout). */
+int tas_app_wait(struct tas_app *a, int timeout_ms);
+/* CDEF-END */
+
+#endif

@@ -1,0 +1,124 @@
+"""Congestion control in the slow path (dissertation 3.2.2).
+
+Every control interval (cc.interval_rtts x the flow's RTT, but no more often
+than the slow path's tick) each flow's controller reads the fast path's
+feedback counters (bytes ACKed, bytes ECN-marked, fast retransmits, RTT) and
+writes a new rate, which the fast path enforces.
+"""
+
+
+class _RateController:
+    def __init__(self, cfg, fp, conn):
+        self.cfg, self.fp, self.conn = cfg.cc, fp, conn
+        self.rate = cfg.cc.init_kbps
+        self.last = None           # counters at the previous update
+        self.last_time = None
+        self.send_rate = 0.0       # kbps, EWMA of the measured send rate
+        self.timeouts = 0
+        self._apply()
+
+    def _apply(self):
+        self.fp.lib.tas_fp_flow_set_rate(self.fp.handle, self.conn.flow_id, int(self.rate))
+
+    def on_timeout(self):
+        self.timeouts += 1
+
+    def update(self, f, now):
+        if self.last_time is None:
+            self.last_time, self.last = now, (f.cnt_ackb, f.cnt_ecnb, f.cnt_frexmits, f.cnt_txb)
+            return
+        interval = max(f.rtt_est_us, 1) * self.cfg.interval_rtts / 1e6
+        dt = now - self.last_time
+        if dt < interval:
+            return
+        ackb, ecnb, frex, txb = (f.cnt_ackb - self.last[0], f.cnt_ecnb - self.last[1],
+                                 f.cnt_frexmits - self.last[2], f.cnt_txb - self.last[3])
+        self.last, self.last_time = (f.cnt_ackb, f.cnt_ecnb, f.cnt_frexmits, f.cnt_txb), now
+        measured = txb * 8 / dt / 1000
+        self.send_rate = measured if not self.send_rate else 0.875 * self.send_rate + 0.125 * measured
+        loss = frex > 0 or self.timeouts > 0
+        self.timeouts = 0
+        self.control(ackb, ecnb, loss, f.rtt_est_us)
+        # Never let the rate run away from what the flow actually sends.
+        cap = max(1.2 * self.send_rate, self.cfg.init_kbps)
+        self.rate = max(self.cfg.init_kbps / 10, min(self.rate, cap))
+        self._apply()
+
+
+class DctcpRate(_RateController):
+    """Rate-based DCTCP: slow start doubles per interval, then additive
+    steps; cut in proportion to the ECN-marked fraction; halve on loss."""
+
+    def __init__(self, cfg, fp, conn):
+        self.alpha = 0.0
+        self.slow_start = True
+        super().__init__(cfg, fp, conn)
+
+    def control(self, ackb, ecnb, loss, rtt_us):
+        g = self.cfg.dctcp_g
+        if loss:
+            self.rate /= 2
+            self.slow_start = False
+            return
+        if ackb == 0:
+            return
+        self.alpha = (1 - g) * self.alpha + g * (ecnb / ackb)
+        if ecnb > 0:
+            self.rate *= 1 - self.alpha / 2
+            self.slow_start = False
+        elif self.slow_start:
+            self.rate *= 2
+        else:
+            self.rate += self.cfg.step_kbps
+
+
+class Timely(_RateController):
+    """TIMELY: react to the RTT gradient between Tlow and Thigh."""
+
+    def __init__(self, cfg, fp, conn):
+        self.prev_rtt = None
+        self.diff = 0.0
+        self.min_rtt = None
+        super().__init__(cfg, fp, conn)
+
+    def control(self, ackb, ecnb, loss, rtt_us):
+        c = self.cfg
+        if loss:
+            self.rate /= 2
+            return
+        if rtt_us <= 0:
+            return
+        self.min_rtt = rtt_us if self.min_rtt is None else min(self.min_rtt, rtt_us)
+        if self.prev_rtt is not None:
+            self.diff = 0.98 * self.diff + 0.02 * (rtt_us - self.prev_rtt)
+        self.prev_rtt = rtt_us
+        if rtt_us < c.timely_tlow_us:
+            self.rate += c.step_kbps
+        elif rtt_us > c.timely_thigh_us:
+            self.rate *= 1 - c.timely_beta * (1 - c.timely_thigh_us / rtt_us)
+        elif self.diff / self.min_rtt <= 0:
+            self.rate += c.step_kbps
+        else:
+            self.rate *= 1 - c.timely_beta * min(1.0, self.diff / self.min_rtt)
+
+
+class ConstRate:
+    def __init__(self, cfg, fp, conn):
+        fp.lib.tas_fp_flow_set_rate(fp.handle, conn.flow_id, cfg.cc.const_kbps)
+
+    def update(self, f, now):
+        pass
+
+    def on_timeout(self):
+        pass
+
+
+ALGORITHMS = {"dctcp-rate": DctcpRate, "timely": Timely, "const-rate": ConstRate}
+
+
+def factory(cfg, fp):
+    """callable(conn) -> controller, or None when the window alone limits."""
+    cls = ALGORITHMS.get(cfg.cc.algorithm)
+    if cls is None:
+        return None
+    return lambda conn: cls(cfg, fp, conn)

@@ -1,0 +1,490 @@
+"""TCP connection control in the slow path: handshakes, teardown, resets,
+retransmission timeouts and window probes.  Established data transfer is the
+fast path's; this module installs a flow once the handshake is done and
+removes it when both sides have closed (or on reset)."""
+import errno
+import math
+import random
+import time
+from dataclasses import dataclass, field
+
+from tas.slowpath.tcp_packets import ACK, CWR, ECE, FIN, RST, SYN, Tcp, TcpOptions, frame
+
+SYN_SENT, SYN_RCVD, ESTABLISHED, CLOSED = "SYN_SENT", "SYN_RCVD", "ESTABLISHED", "CLOSED"
+EPHEMERAL = range(32768, 61000)
+TS_HZ = 1000  # our TSval clock in the slow path (ms); the fast path uses us
+
+
+@dataclass(eq=False)
+class Listener:
+    id: int
+    app: object
+    ctx: int
+    port: int
+    backlog: int
+    ready: list = field(default_factory=list)     # established, not yet accepted
+    half_open: int = 0
+
+
+@dataclass(eq=False)
+class Conn:
+    key: tuple                  # (peer ip bytes, local port, peer port)
+    app: object
+    ctx: int
+    state: str
+    iss: int
+    peer_mac: bytes = b""
+    irs: int = 0
+    listener: Listener | None = None
+    req_id: int = 0
+    rx_off: int = 0
+    tx_off: int = 0
+    mss: int = 536
+    snd_wscale: int = 0
+    rcv_wscale: int = 0
+    ts_ok: bool = False
+    ts_recent: int = 0
+    ecn: bool = False
+    snd_wnd: int = 0
+    flow_id: int = -1
+    retries: int = 0
+    next_retry: float = 0.0
+    app_closed: bool = False
+    peer_closed_first: bool = False
+    fin_wait2_since: float = 0.0
+    last_una: int = 0
+    una_since: float = 0.0
+    rto_backoff: int = 0
+    cc: object = None
+
+
+class TcpManager:
+    def __init__(self, cfg, fp, stats, arp, send, now=time.monotonic):
+        self.cfg, self.fp, self.stats, self.arp = cfg, fp, stats, arp
+        self.ffi, self.lib = fp.ffi, fp.lib
+        self.send_frame = send
+        self.now = now
+        self.my_mac = bytes(int(x, 16) for x in cfg.tas.mac.split(":"))
+        self.my_ip = bytes(int(x) for x in cfg.tas.ip.split("."))
+        self.conns = {}
+        self.listeners = {}       # port -> Listener
+        self.listener_ids = {}    # id -> Listener
+        self.time_wait = {}       # key -> (expiry, snd_nxt, rcv_nxt, peer_mac)
+        self.next_listener_id = 1
+        self.cc_factory = None    # set by the slow path (congestion control)
+        tcfg = cfg.tcp
+        self.handshake_timeout = tcfg.handshake_timeout_ms / 1000
+        rx = cfg.buffers.rx_buf
+        self.rcv_wscale = max(0, math.ceil(math.log2(rx / 65535))) if rx > 65535 else 0
+
+    # ---- packets -----------------------------------------------------------
+
+    def send_tcp(self, conn_or_key, peer_mac, tcp, tos=0):
+        key = conn_or_key.key if isinstance(conn_or_key, Conn) else conn_or_key
+        self.send_frame(frame(self.my_mac, peer_mac, self.my_ip, key[0], tcp, tos))
+
+    def _ts(self):
+        return int(self.now() * TS_HZ) & 0xFFFFFFFF
+
+    def _syn_options(self, conn, peer_opts=None):
+        o = TcpOptions(mss=self.cfg.tcp.mss)
+        if peer_opts is None or peer_opts.wscale is not None:
+            o.wscale = self.rcv_wscale
+        if peer_opts is None or peer_opts.ts is not None:
+            o.ts = (self._ts(), peer_opts.ts[0] if peer_opts and peer_opts.ts else 0)
+        return o
+
+    def _send_syn(self, conn):
+        flags = SYN | ((ECE | CWR) if self.cfg.tcp.ecn else 0)
+        self.send_tcp(conn, conn.peer_mac, Tcp(conn.key[1], conn.key[2], conn.iss, 0, flags,
+                                               min(self.cfg.buffers.rx_buf, 65535),
+                                               self._syn_options(conn)))
+        self.stats.add("tcp_syn_sent")
+
+    def _send_synack(self, conn, peer_opts):
+        flags = SYN | ACK | (ECE if conn.ecn else 0)
+        self.send_tcp(conn, conn.peer_mac, Tcp(conn.key[1], conn.key[2], conn.iss,
+                                               conn.irs + 1, flags,
+                                               min(self.cfg.buffers.rx_buf, 65535),
+                                               self._syn_options(conn, peer_opts)))
+
+    def _send_rst_for(self, ip, eth_src, tcp):
+        key = (ip.src, tcp.dport, tcp.sport)
+        if tcp.flags & ACK:
+            rst = Tcp(tcp.dport, tcp.sport, tcp.ack, 0, RST, 0)
+        else:
+            seg_len = len(tcp.payload) + (1 if tcp.flags & SYN else 0) + (1 if tcp.flags & FIN else 0)
+            rst = Tcp(tcp.dport, tcp.sport, 0, tcp.seq + seg_len, RST | ACK, 0)
+        self.send_tcp(key, eth_src, rst)
+        self.stats.add("tcp_rst_sent")
+
+    def handle(self, eth, ip, tcp_bytes_frame):
+        """A TCP segment the fast path passed up (ip: parsed IPv4)."""
+        tcp = Tcp.parse(ip)
+        key = (ip.src, tcp.dport, tcp.sport)
+        conn = self.conns.get(key)
+        if tcp.flags & RST:
+            if conn is not None:
+                self._on_reset(conn)
+            return
+        if conn is None:
+            tw = self.time_wait.get(key)
+            if tw is not None:
+                if tcp.flags & FIN:   # our final ACK was lost: send it again
+                    self.send_tcp(key, eth.src, Tcp(key[1], key[2], tw[1], tw[2], ACK, 0))
+                return
+            listener = self.listeners.get(tcp.dport)
+            if tcp.flags & SYN and not tcp.flags & ACK and listener is not None:
+                self._passive_open(listener, key, eth, ip, tcp)
+            else:
+                self._send_rst_for(ip, eth.src, tcp)
+            return
+        if conn.state == SYN_SENT:
+            self._on_synack(conn, eth, tcp)
+        elif conn.state == SYN_RCVD:
+            if tcp.flags & SYN and not tcp.flags & ACK:
+                self._send_synack(conn, tcp.options)           # our SYN-ACK was lost
+            elif tcp.flags & ACK and tcp.ack == (conn.iss + 1) & 0xFFFFFFFF:
+                self._establish(conn, tcp)
+                if tcp.payload or tcp.flags & FIN:
+                    # The segment also carries data: let the fast path take it.
+                    self.lib.tas_fp_sp_inject(self.fp.handle, tcp_bytes_frame,
+                                              len(tcp_bytes_frame))
+        # Established flows: the fast path already handled the segment (FIN);
+        # the close state machine reads the flow's flags on the next tick.
+
+    # ---- opening -----------------------------------------------------------
+
+    def _negotiate(self, conn, opts, window):
+        peer_mss = opts.mss or 536
+        conn.ts_ok = opts.ts is not None
+        conn.ts_recent = opts.ts[0] if opts.ts else 0
+        conn.mss = min(peer_mss, self.cfg.tcp.mss) - (12 if conn.ts_ok else 0)
+        if opts.wscale is not None:
+            conn.snd_wscale = opts.wscale
+            conn.rcv_wscale = self.rcv_wscale
+        conn.snd_wnd = window  # a SYN's window is never scaled
+
+    def _alloc_buffers(self, app):
+        rx = app.alloc.alloc(self.cfg.buffers.rx_buf)
+        tx = app.alloc.alloc(self.cfg.buffers.tx_buf) if rx is not None else None
+        if tx is None:
+            if rx is not None:
+                app.alloc.release(rx)
+            return None
+        return rx, tx
+
+    def _passive_open(self, listener, key, eth, ip, tcp):
+        if listener.half_open + len(listener.ready) >= listener.backlog:
+            self.stats.add("tcp_backlog_drops")
+            return
+        bufs = self._alloc_buffers(listener.app)
+        if bufs is None:
+            self.stats.add("tcp_no_buffer_drops")
+            return
+        conn = Conn(key, listener.app, listener.ctx, SYN_RCVD, random.getrandbits(32),
+                    peer_mac=eth.src, irs=tcp.seq, listener=listener)
+        conn.rx_off, conn.tx_off = bufs
+        conn.ecn = self.cfg.tcp.ecn and (tcp.flags & (ECE | CWR)) == (ECE | CWR)
+        self._negotiate(conn, tcp.options, tcp.window)
+        listener.half_open += 1
+        listener.app.conns.add(conn)
+        self.conns[key] = conn
+        self.arp.learn(key[0], eth.src)
+        self._send_synack(conn, tcp.options)
+        conn.next_retry = self.now() + self.handshake_timeout
+        self.stats.add("tcp_passive_opens")
+
+    def listen(self, app, ctx, port, backlog):
+        if port == 0 or port > 65535:
+            return -errno.EINVAL, 0
+        if port in self.listeners or any(k[1] == port for k in self.conns):
+            return -errno.EADDRINUSE, 0
+        lst = Listener(self.next_listener_id, app, ctx, port, max(1, min(backlog, 4096)))
+        self.next_listener_id += 1
+        self.listeners[port] = lst
+        self.listener_ids[lst.id] = lst
+        app.listeners.add(lst)
+        return 0, lst.id
+
+    def listen_close(self, app, listener_id):
+        lst = self.listener_ids.get(listener_id)
+        if lst is None or lst.app is not app:
+            return -errno.EBADF
+        del self.listener_ids[listener_id]
+        del self.listeners[lst.port]
+        app.listeners.discard(lst)
+        for conn in [c for c in self.conns.values() if c.listener is lst]:
+            self._abort(conn)   # never accepted: reset
+        return 0
+
+    def accept(self, app, listener_id):
+        lst = self.listener_ids.get(listener_id)
+        if lst is None or lst.app is not app:
+            return -errno.EBADF, None
+        if not lst.ready:
+            return -errno.EAGAIN, None
+        conn = lst.ready.pop(0)
+        conn.listener = None
+        return 0, conn
+
+    def connect(self, app, ctx, peer_ip, peer_port, req_id):
+        local_port = self._ephemeral_port(peer_ip, peer_port)
+        if local_port is None:
+            return -errno.EADDRNOTAVAIL
+        bufs = self._alloc_buffers(app)
+        if bufs is None:
+            return -errno.ENOMEM
+        key = (peer_ip, local_port, peer_port)
+        conn = Conn(key, app, ctx, SYN_SENT, random.getrandbits(32), req_id=req_id)
+        conn.rx_off, conn.tx_off = bufs
+        self.conns[key] = conn
+        app.conns.add(conn)
+        conn.next_retry = self.now()   # the tick sends the SYN once ARP resolves
+        self.stats.add("tcp_active_opens")
+        return 0
+
+    def _ephemeral_port(self, peer_ip, peer_port):
+        used = {k[1] for k in self.conns} | set(self.listeners)
+        for _ in range(64):
+            p = random.choice(EPHEMERAL)
+            if p not in used and (peer_ip, p, peer_port) not in self.time_wait:
+                return p
+        free = [p for p in EPHEMERAL if p not in used]
+        return free[0] if free else None
+
+    def _on_synack(self, conn, eth, tcp):
+        if not (tcp.flags & SYN and tcp.flags & ACK) or tcp.ack != (conn.iss + 1) & 0xFFFFFFFF:
+            if tcp.flags & ACK:
+                self.send_tcp(conn, eth.src, Tcp(conn.key[1], conn.key[2], tcp.ack, 0, RST, 0))
+            return
+        conn.irs = tcp.seq
+        conn.ecn = self.cfg.tcp.ecn and bool(tcp.flags & ECE)
+        self._negotiate(conn, tcp.options, tcp.window)
+        if tcp.options.wscale is not None:
+            conn.snd_wnd = tcp.window  # still unscaled in a SYN-ACK
+        self._establish(conn, tcp, send_ack=True)
+
+    def _establish(self, conn, tcp, send_ack=False):
+        if not (tcp.flags & SYN):
+            conn.snd_wnd = tcp.window << conn.snd_wscale
+            if tcp.options.ts:
+                conn.ts_recent = tcp.options.ts[0]
+        flow_id = self._install(conn)
+        if flow_id < 0:
+            self._abort(conn)
+            return
+        conn.state = ESTABLISHED
+        conn.una_since = self.now()
+        if self.cc_factory is not None:
+            conn.cc = self.cc_factory(conn)
+        if send_ack:
+            f = self.lib.tas_fp_flow(self.fp.handle, flow_id)
+            opts = TcpOptions(ts=(self._ts(), conn.ts_recent)) if conn.ts_ok else TcpOptions()
+            self.send_tcp(conn, conn.peer_mac, Tcp(conn.key[1], conn.key[2], f.tx_una,
+                                                   f.rx_next_seq, ACK,
+                                                   min(f.rx_avail >> conn.rcv_wscale, 65535),
+                                                   opts))
+        self.stats.add("tcp_established")
+        if conn.listener is not None:
+            conn.listener.half_open -= 1
+            conn.listener.ready.append(conn)
+            conn.app.server.send_event(conn.app, "NEWCONN", listener_id=conn.listener.id,
+                                       local_port=conn.key[1])
+        else:
+            conn.app.server.send_opened(conn.app, conn, conn.req_id)
+
+    def _install(self, conn):
+        init = self.ffi.new("struct tas_flow_init *")
+        seg = conn.app.segment
+        init.rx_base = seg.ptr(conn.rx_off)
+        init.tx_base = seg.ptr(conn.tx_off)
+        init.rx_size = self.cfg.buffers.rx_buf
+        init.tx_size = self.cfg.buffers.tx_buf
+        init.peer_ip = int.from_bytes(conn.key[0], "big")
+        init.local_port, init.peer_port = conn.key[1], conn.key[2]
+        init.peer_mac = conn.peer_mac
+        init.ctx = conn.ctx
+        init.app_id = conn.app.id
+        init.mss = conn.mss
+        init.snd_wscale, init.rcv_wscale = conn.snd_wscale, conn.rcv_wscale
+        init.flags = ((self.lib.TAS_FLF_TS if conn.ts_ok else 0) |
+                      (self.lib.TAS_FLF_ECN if conn.ecn else 0))
+        init.rx_next_seq = (conn.irs + 1) & 0xFFFFFFFF
+        init.tx_next_seq = (conn.iss + 1) & 0xFFFFFFFF
+        init.snd_wnd = conn.snd_wnd
+        init.ts_recent = conn.ts_recent
+        init.tx_rate_kbps = 0
+        conn.flow_id = self.lib.tas_fp_flow_add(self.fp.handle, init)
+        return conn.flow_id
+
+    # ---- closing -----------------------------------------------------------
+
+    def close(self, app, flow_id, reset):
+        conn = next((c for c in app.conns if c.flow_id == flow_id), None)
+        if conn is None:
+            return -errno.EBADF
+        conn.app_closed = True
+        if conn.state == ESTABLISHED:
+            f = self.lib.tas_fp_flow(self.fp.handle, conn.flow_id)
+            conn.peer_closed_first = bool(f.flags & self.lib.TAS_FLF_RXFIN)
+        if reset:
+            self._abort(conn)
+        elif conn.state == CLOSED:
+            self._forget(conn)
+        return 0
+
+    def _abort(self, conn):
+        """Reset the connection and free everything."""
+        if conn.state in (ESTABLISHED, SYN_RCVD):
+            f = self.lib.tas_fp_flow(self.fp.handle, conn.flow_id) if conn.flow_id >= 0 else None
+            seq = f.tx_una + f.tx_sent if f is not None else conn.iss + 1
+            self.send_tcp(conn, conn.peer_mac, Tcp(conn.key[1], conn.key[2], seq, 0, RST, 0))
+            self.stats.add("tcp_rst_sent")
+        if conn.listener is not None and conn.state == SYN_RCVD:
+            conn.listener.half_open -= 1
+        if conn.listener is not None and conn in conn.listener.ready:
+            conn.listener.ready.remove(conn)
+        self._remove_flow(conn)
+        self._forget(conn)
+
+    def _on_reset(self, conn):
+        self.stats.add("tcp_rst_received")
+        if conn.state == SYN_SENT:
+            conn.app.server.send_opened(conn.app, conn, conn.req_id, -errno.ECONNREFUSED)
+            self._remove_flow(conn)
+            self._forget(conn)
+            return
+        self._remove_flow(conn)
+        if conn.app_closed or conn.listener is not None:
+            if conn.listener is not None:
+                if conn.state == SYN_RCVD:
+                    conn.listener.half_open -= 1
+                elif conn in conn.listener.ready:
+                    conn.listener.ready.remove(conn)
+            self._forget(conn)
+        else:
+            conn.app.server.send_event(conn.app, "CONN_CLOSED", flow_id=conn.flow_id,
+                                       status=-errno.ECONNRESET)
+
+    def _remove_flow(self, conn):
+        if conn.flow_id >= 0 and conn.state == ESTABLISHED:
+            self.lib.tas_fp_flow_remove(self.fp.handle, conn.flow_id)
+        conn.state = CLOSED
+
+    def _forget(self, conn):
+        """Drop all state once neither the fast path nor the app uses it."""
+        if self.conns.get(conn.key) is conn:
+            del self.conns[conn.key]
+        conn.app.conns.discard(conn)
+        if conn.app.alloc is not None:
+            conn.app.alloc.release(conn.rx_off)
+            conn.app.alloc.release(conn.tx_off)
+
+    def app_gone(self, app):
+        for lst in list(app.listeners):
+            self.listen_close(app, lst.id)
+        for conn in list(app.conns):
+            self._abort(conn)
+
+    # ---- timers ------------------------------------------------------------
+
+    def tick(self):
+        now = self.now()
+        for conn in list(self.conns.values()):
+            if conn.state == SYN_SENT:
+                self._tick_syn_sent(conn, now)
+            elif conn.state == SYN_RCVD and now >= conn.next_retry:
+                self._retry_handshake(conn, now, lambda c: self._send_synack(c, TcpOptions(
+                    wscale=c.snd_wscale if c.rcv_wscale else None,
+                    ts=(c.ts_recent, 0) if c.ts_ok else None)))
+            elif conn.state == ESTABLISHED:
+                self._tick_established(conn, now)
+        for key in [k for k, v in self.time_wait.items() if v[0] <= now]:
+            del self.time_wait[key]
+        self.stats.set("tcp_flows_active", self.lib.tas_fp_flow_count(self.fp.handle))
+        self.stats.set("tcp_conns", len(self.conns))
+        self.stats.set("tcp_time_wait", len(self.time_wait))
+
+    def _retry_handshake(self, conn, now, send):
+        if conn.retries >= self.cfg.tcp.handshake_retries:
+            self.stats.add("tcp_handshake_timeouts")
+            if conn.state == SYN_SENT:
+                conn.app.server.send_opened(conn.app, conn, conn.req_id, -errno.ETIMEDOUT)
+            self._abort(conn)
+            return
+        conn.retries += 1
+        conn.next_retry = now + self.handshake_timeout * (2 ** conn.retries)
+        send(conn)
+
+    def _tick_syn_sent(self, conn, now):
+        if not conn.peer_mac:
+            mac = self.arp.lookup(conn.key[0], now)
+            if mac is None:
+                if now - conn.next_retry > self.handshake_timeout * 2 ** self.cfg.tcp.handshake_retries:
+                    conn.app.server.send_opened(conn.app, conn, conn.req_id, -errno.EHOSTUNREACH)
+                    self._forget(conn)
+                return
+            conn.peer_mac = mac
+            conn.next_retry = now + self.handshake_timeout
+            self._send_syn(conn)
+        elif now >= conn.next_retry:
+            self._retry_handshake(conn, now, self._send_syn)
+
+    def _tick_established(self, conn, now):
+        f = self.lib.tas_fp_flow(self.fp.handle, conn.flow_id)
+        if conn.cc is not None:
+            conn.cc.update(f, now)
+        self._check_timeout(conn, f, now)
+        self._check_close(conn, f, now)
+
+    def _rto(self, f):
+        interval = max(f.rtt_est_us, 1) * self.cfg.cc.interval_rtts / 1e6
+        base = max(self.cfg.tcp.rto_intervals * interval, self.cfg.tcp.rto_min_ms / 1000)
+        return base
+
+    def _check_timeout(self, conn, f, now):
+        fin_out = (f.flags & self.lib.TAS_FLF_TXFIN_SENT and
+                   not f.flags & self.lib.TAS_FLF_TXFIN_ACKED)
+        outstanding = f.tx_sent > 0 or fin_out
+        window_closed = f.tx_avail > 0 and f.snd_wnd <= f.tx_sent
+        if f.tx_una != conn.last_una or not (outstanding or window_closed):
+            conn.last_una, conn.una_since, conn.rto_backoff = f.tx_una, now, 0
+            return
+        if now - conn.una_since < self._rto(f) * (2 ** conn.rto_backoff):
+            return
+        # The sequence number has not moved for the timeout: retransmit
+        # (go-back-N in the fast path) or probe a closed window.
+        if outstanding:
+            self.lib.tas_fp_flow_retransmit(self.fp.handle, conn.flow_id)
+            self.stats.add("tcp_timeouts")
+            if conn.cc is not None:
+                conn.cc.on_timeout()
+        else:
+            self.lib.tas_fp_flow_probe(self.fp.handle, conn.flow_id)
+            self.stats.add("tcp_window_probes")
+        conn.una_since = now
+        conn.rto_backoff = min(conn.rto_backoff + 1, 6)
+
+    def _check_close(self, conn, f, now):
+        rxfin = bool(f.flags & self.lib.TAS_FLF_RXFIN)
+        fin_acked = bool(f.flags & self.lib.TAS_FLF_TXFIN_ACKED)
+        if rxfin and not conn.app_closed:
+            conn.peer_closed_first = True
+            return                                   # CLOSE_WAIT: the app decides
+        if not conn.app_closed:
+            return
+        if fin_acked and rxfin:
+            snd_nxt, rcv_nxt = f.tx_una, f.rx_next_seq
+            self._remove_flow(conn)
+            if not conn.peer_closed_first and self.cfg.tcp.time_wait_ms > 0:
+                self.time_wait[conn.key] = (now + self.cfg.tcp.time_wait_ms / 1000,
+                                            snd_nxt, rcv_nxt, conn.peer_mac)
+            self._forget(conn)
+            self.stats.add("tcp_closed")
+        elif fin_acked:                               # FIN_WAIT_2
+            if not conn.fin_wait2_since:
+                conn.fin_wait2_since = now
+            elif now - conn.fin_wait2_since > self.cfg.tcp.fin_wait2_ms / 1000:
+                self._abort(conn)
+
