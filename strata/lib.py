@@ -27,6 +27,7 @@ def _load():
         "strata_close": (c.c_int, [c.c_int]),
         "strata_read": (c.c_ssize_t, [c.c_int, c.c_void_p, c.c_size_t]),
         "strata_write": (c.c_ssize_t, [c.c_int, c.c_char_p, c.c_size_t]),
+        "strata_pwrite": (c.c_ssize_t, [c.c_int, c.c_char_p, c.c_size_t, c.c_int64]),
         "strata_fsync": (c.c_int, [c.c_int]),
         "strata_mkdir": (c.c_int, [c.c_char_p, c.c_uint]),
         "strata_unlink": (c.c_int, [c.c_char_p]),
