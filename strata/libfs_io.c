@@ -280,7 +280,7 @@ static ssize_t do_pwrite_ref(int fd, uint64_t pool_off, size_t len, int64_t off,
     /* the extent must be durable before the entry that points at it */
     strata_persist(G.base + pool_off, len);
     struct strata_ref ref = {.pool_off = pool_off, .len = len,
-                             .crc = strata_csum(sb->fs_id, G.base + pool_off, len)};
+                             .crc = strata_data_csum(G.base + pool_off, len, sb->fs_id)};
     if (log_write(f, NULL, len, (uint64_t)off, &ref) < 0)
         return -1;
     kb_stats_add(G.c.ref_writes, 1);

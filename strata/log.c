@@ -1,8 +1,9 @@
 /*
- * Per-process operation logs.  An append copies the payload, writes the
- * header with its checksum, persists both, and only then writes and persists
- * the commit marker, so a crash leaves either a whole entry or one that the
- * scan rejects (no marker, stale epoch, or bad checksum: a torn tail).
+ * Per-process operation logs.  An append streams the payload into the log
+ * (checksumming it in the same pass) and persists it; only then does it
+ * store the header with the commit marker, in one cache line, and persist
+ * that.  A crash leaves either a whole entry or one that the scan rejects
+ * (no marker, stale epoch, or bad checksum): a torn tail.
  * Resetting a slot bumps its epoch, which kills every older entry at once.
  */
 #include "strata_internal.h"
@@ -34,13 +35,19 @@ static uint64_t payload_len(const struct strata_entry *e)
     }
 }
 
-static uint32_t entry_csum(const struct strata_entry *hdr, const void *payload, uint64_t plen)
+/* Entry checksum: the header (commit and crc zeroed) hashed with the
+ * payload checksum as seed. */
+static uint32_t header_csum(const struct strata_entry *hdr, uint32_t payload_csum)
 {
     struct strata_entry h = *hdr;
     h.commit = 0;
     h.crc = 0;
-    uint64_t seed = G.sb->fs_id ^ strata_csum(G.sb->fs_id, payload, plen);
-    return strata_csum(seed, &h, sizeof(h));
+    return strata_csum(G.sb->fs_id ^ payload_csum, &h, sizeof(h));
+}
+
+static uint32_t entry_csum(const struct strata_entry *e, const void *payload, uint64_t plen)
+{
+    return header_csum(e, strata_data_csum(payload, plen, G.sb->fs_id));
 }
 
 int log_claim_slot(void)
@@ -85,25 +92,23 @@ struct strata_entry *log_append(struct strata_entry *hdr, const void *payload, s
     hdr->commit = 0;
     hdr->epoch = G.slots[G.slot].epoch;
     hdr->entry_len = (uint32_t)total;
-    hdr->crc = entry_csum(hdr, payload, plen);
-    uint64_t pad = total - sizeof(*hdr) - plen;
+    char *data = at + sizeof(*hdr);
+    uint64_t whole = plen & ~(uint64_t)63;
+    /* one pass copies the payload (streaming stores) and checksums it */
+    hdr->crc = header_csum(hdr, strata_copy_csum(data, payload, plen, G.sb->fs_id, !G.use_msync));
+    memset(data + plen, 0, total - sizeof(*hdr) - plen);
+    /* 1. the payload is durable; 2. the header and its commit marker, which
+     * share one cache line (persisted as a unit, in store order) */
     if (G.use_msync) {
-        memcpy(at + sizeof(*hdr), payload, plen);
-        memset(at + sizeof(*hdr) + plen, 0, pad);
-        memcpy(at, hdr, sizeof(*hdr));
-        pmem_msync(at, total);
-        e->commit = STRATA_COMMIT;
-        pmem_msync(at, sizeof(*hdr));
+        pmem_msync(data, total - sizeof(*hdr));
     } else {
-        pmem_memcpy_nodrain(at + sizeof(*hdr), payload, plen);
-        if (pad)
-            pmem_memset_nodrain(at + sizeof(*hdr) + plen, 0, pad);
-        memcpy(at, hdr, sizeof(*hdr));
-        pmem_flush(at, sizeof(*hdr));
+        if (whole < plen)
+            pmem_flush(data + whole, total - sizeof(*hdr) - whole);
         pmem_drain();
-        e->commit = STRATA_COMMIT;
-        pmem_persist(&e->commit, sizeof(e->commit));
     }
+    memcpy(at, hdr, sizeof(*hdr));
+    e->commit = STRATA_COMMIT;
+    strata_persist(at, sizeof(*hdr));
     G.tail += total;
     kb_stats_add(G.c.appends, 1);
     kb_stats_add(G.c.log_bytes, total);
@@ -117,7 +122,7 @@ static int ref_valid(const struct strata_entry *e)
     if (r->len != e->len || r->pool_off < sb->off_ref || r->len > sb->ref_bytes ||
         r->pool_off - sb->off_ref > sb->ref_bytes - r->len)
         return 0;
-    return strata_csum(sb->fs_id, G.base + r->pool_off, r->len) == r->crc;
+    return strata_data_csum(G.base + r->pool_off, r->len, sb->fs_id) == r->crc;
 }
 
 static int entry_valid(const struct strata_entry *e, uint64_t off, uint32_t epoch)

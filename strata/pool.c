@@ -226,7 +226,7 @@ static void counters_init(void)
 int strata_attach(const char *path)
 {
     pthread_mutex_lock(&G.mu);
-    if (G.base != NULL && G.pid == getpid()) {
+    if (G.base != NULL) {
         pthread_mutex_unlock(&G.mu);
         return 0;
     }
@@ -293,7 +293,7 @@ void strata_detach(void)
 
 int strata_ensure_attached(void)
 {
-    if (G.base != NULL && G.pid == getpid())
+    if (G.base != NULL) /* after fork, the atfork handler has updated G */
         return 0;
     return strata_attach(NULL);
 }

@@ -61,6 +61,10 @@ extern struct strata_fs G;
 
 /* checksum.c */
 uint32_t strata_csum(uint64_t seed, const void *buf, size_t len);
+/* Payload checksum; with dst != NULL also copies src there (non-temporal
+ * stores for whole cache lines when asked).  dst must be 16-byte aligned. */
+uint32_t strata_copy_csum(void *dst, const void *src, size_t len, uint64_t seed, int nontemporal);
+#define strata_data_csum(src, len, seed) strata_copy_csum(NULL, (src), (len), (seed), 0)
 
 /* pool.c */
 void strata_persist(const void *addr, size_t len);
