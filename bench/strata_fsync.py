@@ -1,0 +1,86 @@
+"""Strata sync-write benchmark: one command, one table, one JSON file.
+
+  python bench/strata_fsync.py [--quick]
+
+4 KiB and 64 B append+fsync on Strata (emulated NVM in /dev/shm), on the
+machine's disk file system with fsync (/var/tmp), and on tmpfs; then 4 KiB
+log-append bandwidth against raw pmem_memcpy_persist.  Ratios come from the
+same run.  The measurement loops are C (build/strata/strata_bench).
+"""
+import argparse
+import datetime
+import json
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BENCH = os.path.join(ROOT, "build", "strata", "strata_bench")
+POOL = "/dev/shm/strata-bench.pool"
+DISK_DIR = "/var/tmp"
+TMPFS_DIR = "/dev/shm"
+
+
+def fstype(path):
+    out = subprocess.run(["findmnt", "-n", "-o", "FSTYPE,SOURCE", "--target", path],
+                         capture_output=True, text=True).stdout.splitlines()
+    return " ".join(out[0].split()) if out else "unknown"
+
+
+def run(*args):
+    out = subprocess.run([BENCH, *map(str, args)], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="fewer iterations")
+    a = ap.parse_args()
+    if not os.path.exists(BENCH):
+        sys.exit(f"{BENCH} missing: run `python deploy/native_build.py`")
+    n_fast, n_disk, n_bw = (2000, 100, 5000) if a.quick else (20000, 400, 30000)
+    sys.path.insert(0, ROOT)
+    from strata import lib
+    lib.check(lib.lib().strata_mkfs(POOL.encode(), 512 << 20, 4, 64 << 20, 1024), "mkfs")
+    rows, results = [], {"date": datetime.datetime.utcnow().isoformat() + "Z",
+                         "disk_fs": f"{DISK_DIR} ({fstype(DISK_DIR)})",
+                         "tmpfs": f"{TMPFS_DIR} ({fstype(TMPFS_DIR)})",
+                         "pool": POOL, "fsync": {}}
+    try:
+        for size in (4096, 64):
+            cases = [("strata", run("fsync", "strata", POOL, size, n_fast)),
+                     ("disk+fsync", run("fsync", "kernel", f"{DISK_DIR}/strata-bench.dat", size, n_disk)),
+                     ("tmpfs+fsync", run("fsync", "kernel", f"{TMPFS_DIR}/strata-bench.dat", size, n_fast))]
+            base = cases[0][1]["p50_us"]
+            for name, r in cases:
+                r["p50_vs_strata"] = r["p50_us"] / base
+                results["fsync"][f"{name}_{size}"] = r
+                rows.append((f"{size} B append+fsync", name, r["p50_us"], r["p99_us"], r["ops_per_s"],
+                             r["p50_vs_strata"]))
+        raw = run("bw", "raw", f"{TMPFS_DIR}/strata-bench-raw.dat", n_bw)
+        log = run("bw", "strata", POOL, n_bw)
+        results["bandwidth_4k"] = {"raw_pmem_memcpy_persist_gbps": raw["raw_gbps"],
+                                   "log_append_gbps": log["append_gbps"],
+                                   "log_append_with_digest_gbps": log["sustained_gbps"],
+                                   "append_vs_raw": log["append_gbps"] / raw["raw_gbps"],
+                                   "mapping_is_pmem": raw["is_pmem"]}
+    finally:
+        os.unlink(POOL)
+    print(f"disk fs: {results['disk_fs']}   tmpfs: {results['tmpfs']}   "
+          f"pool: {POOL} (real pmem: {'yes' if results['bandwidth_4k']['mapping_is_pmem'] else 'no'})")
+    print(f"{'workload':<22}{'target':<14}{'p50 us':>10}{'p99 us':>10}{'ops/s':>12}{'p50 / strata':>14}")
+    for w, t, p50, p99, ops, ratio in rows:
+        print(f"{w:<22}{t:<14}{p50:>10.2f}{p99:>10.2f}{ops:>12,.0f}{ratio:>13.1f}x")
+    bw = results["bandwidth_4k"]
+    print(f"4 KiB bandwidth: raw pmem_memcpy_persist {bw['raw_pmem_memcpy_persist_gbps']:.2f} GB/s, "
+          f"log append {bw['log_append_gbps']:.2f} GB/s ({bw['append_vs_raw']:.0%} of raw), "
+          f"log append incl. digest {bw['log_append_with_digest_gbps']:.2f} GB/s")
+    os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)
+    out = os.path.join(ROOT, "bench", "results", "strata_fsync.json")
+    with open(out, "w") as f:
+        json.dump(results, f, indent=2)
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
