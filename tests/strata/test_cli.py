@@ -2,10 +2,11 @@
 and log entries are reported, never followed."""
 import errno
 import os
+import signal
 import subprocess
 import sys
 
-from conftest import fsck_clean, shim_env, strata_cli
+from conftest import ROOT, fsck_clean, shim_env, strata_cli
 from test_api import run
 
 
@@ -15,8 +16,7 @@ def test_cli_roundtrip(pool, tmp_path):
     strata_cli("cp", str(src), "/strata/in.bin", pool=pool)
     assert "in.bin" in strata_cli("ls", pool=pool).stdout
     cat = subprocess.run([sys.executable, "-m", "strata.cli", "--pool", pool, "cat", "/strata/in.bin"],
-                         capture_output=True, check=True, cwd=os.path.dirname(os.path.dirname(
-                             os.path.dirname(os.path.abspath(__file__)))))
+                         capture_output=True, check=True, cwd=ROOT)
     assert cat.stdout == src.read_bytes()
     strata_cli("cp", "/strata/in.bin", str(tmp_path / "out.bin"), pool=pool)
     assert (tmp_path / "out.bin").read_bytes() == src.read_bytes()
@@ -69,4 +69,18 @@ def test_corrupted_log_entry_is_discarded_with_its_tail(pool):
     st = strata_cli("stat", pool=pool).stdout  # mounting recovers (and counts)
     assert "torn_entries_discarded                 1" in st, st
     assert bytes.fromhex(run(pool, "read", "/ref.bin")["hex"]) == b""  # created, no data
+    fsck_clean(pool)
+
+
+def test_kernfs_service_recovers_dead_logs(pool):
+    svc = subprocess.Popen([sys.executable, "-m", "strata.cli", "--pool", pool, "kernfs",
+                            "--interval", "0.05"], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        assert "digesting" in svc.stdout.readline()
+        run(pool, "ref", "crash")  # a process dies with 3 undigested writes
+        assert svc.stdout.readline().strip() == "digested 3 entries"
+    finally:
+        svc.send_signal(signal.SIGTERM)
+        svc.wait(timeout=30)
+        svc.stdout.close()
     fsck_clean(pool)
