@@ -1,5 +1,8 @@
 """`tasctl`: operator CLI for a running TAS daemon (stats, cores, instances)."""
 import argparse
+import json
+import os
+import socket
 import sys
 
 from bindings import stats as kbstats
@@ -30,22 +33,68 @@ def cmd_list(args):
         print(inst)
 
 
-def cmd_cores(args):
+def admin(args, cmd):
+    """One request to the daemon's admin socket."""
     inst = _instance(args)
-    c = kbstats.read("tas", inst)
-    print(f"tas instance {inst}: {c.get('fp_cores', 0)} fast-path cores, "
-          f"{c.get('fp_sleeps', 0)} sleeps / {c.get('fp_wakeups', 0)} wake-ups")
+    path = os.path.join(args.run_dir, f"{inst}.admin")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        try:
+            s.connect(path)
+        except OSError as e:
+            raise kbstats.StatsError(f"cannot reach {path}: {e.strerror}") from None
+        s.sendall(json.dumps({"cmd": cmd}).encode())
+        s.shutdown(socket.SHUT_WR)
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    reply = json.loads(data)
+    if "error" in reply:
+        raise kbstats.StatsError(reply["error"])
+    return inst, reply
+
+
+def print_rows(rows, columns):
+    if not rows:
+        print("(none)")
+        return
+    widths = [max(len(c), *(len(str(r.get(c, ""))) for r in rows)) for c in columns]
+    print("  ".join(c.rjust(w) for c, w in zip(columns, widths)))
+    for r in rows:
+        print("  ".join(str(r.get(c, "")).rjust(w) for c, w in zip(columns, widths)))
+
+
+def cmd_flows(args):
+    inst, reply = admin(args, "flows")
+    if args.json:
+        print(json.dumps(reply["flows"], indent=1))
+        return
+    print_rows(reply["flows"], ["flow_id", "peer", "peer_port", "local_port", "state", "app",
+                                "rate_kbps", "rtt_us", "snd_wnd", "tx_sent", "tx_avail",
+                                "rx_avail", "acked_bytes", "fast_rexmits"])
+
+
+def cmd_cores(args):
+    inst, reply = admin(args, "cores")
+    rows = reply["cores"]
+    for r in rows:
+        r["busy_pct"] = f"{100 * r['busy_cycles'] / max(r['total_cycles'], 1):.1f}"
+    print(f"tas instance {inst}")
+    print_rows(rows, ["core", "busy_pct", "busy_cycles", "total_cycles"])
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(prog="tasctl", description="Administer a running TAS daemon")
     p.add_argument("-i", "--instance", help="daemon instance (default: the only one running)")
+    p.add_argument("--run-dir", default="/run/tas", help="the daemon's tas.run_dir")
     sub = p.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("stats", help="show the daemon's counters")
     s.add_argument("--prometheus", action="store_true", help="Prometheus text format")
     s.set_defaults(func=cmd_stats)
     sub.add_parser("list", help="list running instances").set_defaults(func=cmd_list)
     sub.add_parser("cores", help="fast-path core usage").set_defaults(func=cmd_cores)
+    f = sub.add_parser("flows", help="connections and their fast-path state")
+    f.add_argument("--json", action="store_true")
+    f.set_defaults(func=cmd_flows)
     args = p.parse_args(argv)
     try:
         args.func(args)

@@ -22,6 +22,17 @@ static enum fp_verdict drop(uint64_t *ctr)
     return FP_DROP;
 }
 
+/* A correct segment (checksum field included) plus pseudo header sums to
+ * 0xffff in ones' complement. */
+static bool tcp_cksum_ok(const struct rte_ipv4_hdr *ip, const struct rte_tcp_hdr *tcp,
+                         uint32_t l4len)
+{
+    uint32_t sum = rte_raw_cksum(tcp, l4len) + rte_ipv4_phdr_cksum(ip, 0);
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    return sum == 0xffff;
+}
+
 static enum fp_verdict classify_ipv4(struct tas_fp *fp, struct rte_mbuf *m, uint32_t *reason,
                                      struct tas_flow **flow)
 {
@@ -48,10 +59,16 @@ static enum fp_verdict classify_ipv4(struct tas_fp *fp, struct rte_mbuf *m, uint
         if (total - ihl < sizeof(struct rte_tcp_hdr))
             return drop(fp->ctr.drop_malformed);
         const struct rte_tcp_hdr *tcp = (const struct rte_tcp_hdr *)((const uint8_t *)ip + ihl);
+        uint32_t thl = (tcp->data_off >> 4) * 4u;
+        /* IP options on TCP are unusual: the slow path may look, not us. */
+        if (thl < sizeof(*tcp) || ihl + thl > total)
+            return drop(fp->ctr.drop_malformed);
+        if (!tcp_cksum_ok(ip, tcp, total - ihl))
+            return drop(fp->ctr.drop_bad_csum);
         *reason = TAS_EXC_TCP_CTRL;
         *flow = fp_flow_find(fp, rte_be_to_cpu_32(ip->src_addr),
                              rte_be_to_cpu_16(tcp->dst_port), rte_be_to_cpu_16(tcp->src_port));
-        return *flow != NULL ? FP_FLOW : FP_EXCEPTION;
+        return *flow != NULL && ihl == sizeof(*ip) ? FP_FLOW : FP_EXCEPTION;
     }
     default:
         *reason = TAS_EXC_OTHER;

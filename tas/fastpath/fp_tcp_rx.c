@@ -26,19 +26,9 @@ static void ring_write(uint8_t *base, uint32_t size, uint32_t pos, const uint8_t
         rte_memcpy(base, src + first, len - first);
 }
 
-/* A correct segment (checksum field included) plus pseudo header sums to
- * 0xffff in ones' complement. */
-static bool tcp_cksum_ok(const struct rte_ipv4_hdr *ip, const struct rte_tcp_hdr *tcp,
-                         uint32_t l4len)
-{
-    uint32_t sum = rte_raw_cksum(tcp, l4len) + rte_ipv4_phdr_cksum(ip, 0);
-    sum = (sum & 0xffff) + (sum >> 16);
-    sum = (sum & 0xffff) + (sum >> 16);
-    return sum == 0xffff;
-}
-
-/* Parse and check headers; false if malformed (counted by the caller). */
-static bool parse(struct rte_mbuf *m, struct seg *s, bool *bad_csum)
+/* Parse a segment fp_classify validated (lengths, offset, checksum);
+ * false if its options are malformed. */
+static bool parse(struct rte_mbuf *m, struct seg *s)
 {
     struct rte_ipv4_hdr *ip = rte_pktmbuf_mtod_offset(m, struct rte_ipv4_hdr *,
                                                       sizeof(struct rte_ether_hdr));
@@ -46,12 +36,6 @@ static bool parse(struct rte_mbuf *m, struct seg *s, bool *bad_csum)
     uint32_t total = rte_be_to_cpu_16(ip->total_length);
     struct rte_tcp_hdr *tcp = (struct rte_tcp_hdr *)((uint8_t *)ip + ihl);
     uint32_t thl = (tcp->data_off >> 4) * 4u;
-    if (thl < sizeof(*tcp) || ihl + thl > total)
-        return false;
-    if (ihl != sizeof(*ip) || !tcp_cksum_ok(ip, tcp, total - ihl)) {
-        *bad_csum = ihl == sizeof(*ip);
-        return false;
-    }
     s->seq = rte_be_to_cpu_32(tcp->sent_seq);
     s->ack = rte_be_to_cpu_32(tcp->recv_ack);
     s->win = rte_be_to_cpu_16(tcp->rx_win);
@@ -204,9 +188,8 @@ bool fp_tcp_rx(struct fp_core *c, struct tas_flow *f, struct rte_mbuf *m)
 {
     struct tas_fp *fp = c->fp;
     struct seg s;
-    bool bad_csum = false;
-    if (!parse(m, &s, &bad_csum)) {
-        kb_stats_add(bad_csum ? fp->ctr.drop_bad_csum : fp->ctr.drop_malformed, 1);
+    if (!parse(m, &s)) {
+        kb_stats_add(fp->ctr.drop_malformed, 1);
         rte_pktmbuf_free(m);
         return false;
     }

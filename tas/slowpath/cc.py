@@ -13,7 +13,7 @@ class _RateController:
         self.rate = cfg.cc.init_kbps
         self.last = None           # counters at the previous update
         self.last_time = None
-        self.send_rate = 0.0       # kbps, EWMA of the measured send rate
+        self.send_rate = 0.0       # kbps measured over the last interval
         self.timeouts = 0
         self._apply()
 
@@ -34,14 +34,15 @@ class _RateController:
         ackb, ecnb, frex, txb = (f.cnt_ackb - self.last[0], f.cnt_ecnb - self.last[1],
                                  f.cnt_frexmits - self.last[2], f.cnt_txb - self.last[3])
         self.last, self.last_time = (f.cnt_ackb, f.cnt_ecnb, f.cnt_frexmits, f.cnt_txb), now
-        measured = txb * 8 / dt / 1000
-        self.send_rate = measured if not self.send_rate else 0.875 * self.send_rate + 0.125 * measured
+        self.send_rate = txb * 8 / dt / 1000
+        # Clamp first (dissertation 3.2.2): an app-limited flow's rate must
+        # not run away from what it actually sends; then run the algorithm,
+        # so a flow that is rate-limited can still double in slow start.
+        self.rate = min(self.rate, max(1.2 * self.send_rate, self.cfg.init_kbps))
         loss = frex > 0 or self.timeouts > 0
         self.timeouts = 0
         self.control(ackb, ecnb, loss, f.rtt_est_us)
-        # Never let the rate run away from what the flow actually sends.
-        cap = max(1.2 * self.send_rate, self.cfg.init_kbps)
-        self.rate = max(self.cfg.init_kbps / 10, min(self.rate, cap))
+        self.rate = max(self.cfg.init_kbps / 10, self.rate)
         self._apply()
 
 

@@ -9,6 +9,7 @@ import time
 import traceback
 
 from tas.slowpath import cc
+from tas.slowpath.admin import AdminServer
 from tas.slowpath.apps import AppServer
 from tas.slowpath.arp import ArpTable
 from tas.slowpath.icmp import echo_reply
@@ -33,6 +34,7 @@ class SlowPath:
         self.tcp.cc_factory = cc.factory(cfg, fp)
         self.handlers[IPPROTO_TCP] = self._tcp
         self.apps = AppServer(cfg, fp, stats, self.tcp)
+        self.admin = AdminServer(cfg, fp, self.tcp)
         self.timers = [self.arp.tick, self.tcp.tick,
                        lambda: self.lib.tas_fp_flush_notifications(self.fp.handle)]
         self._buf = self.ffi.new("uint8_t[]", MAX_FRAME)
@@ -48,10 +50,13 @@ class SlowPath:
         next_tick = time.monotonic()
         while not should_stop():
             timeout = max(0.0, next_tick - time.monotonic())
-            readable, _, _ = select.select([sp_fd, stop_fd, *self.apps.fds()], [], [], timeout)
+            readable, _, _ = select.select([sp_fd, stop_fd, self.admin.fileno(),
+                                            *self.apps.fds()], [], [], timeout)
             for fd in readable:
                 if fd == sp_fd:
                     self.drain()
+                elif fd == self.admin.fileno():
+                    self._guarded(self.admin.readable, fd)
                 elif fd != stop_fd:
                     self._guarded(self.apps.readable, fd)
             if time.monotonic() >= next_tick:
@@ -61,6 +66,7 @@ class SlowPath:
 
     def close(self):
         self.apps.close()
+        self.admin.close()
 
     def drain(self):
         while True:

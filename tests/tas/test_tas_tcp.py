@@ -1,0 +1,236 @@
+"""TAS terminates real TCP connections with the Linux kernel as the peer."""
+import errno
+import hashlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from bindings import stats
+from peer_tcp import stream
+from tas.app import TasApp, TasError
+from tasd import Daemon
+
+PEER = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "peer_tcp.py")
+GIB = 1 << 30
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory):
+    if os.geteuid() != 0:
+        pytest.fail("needs root")
+    d = Daemon(tmp_path_factory.mktemp("tas")).start()
+    try:
+        yield d
+    finally:
+        d.stop()
+
+
+@pytest.fixture
+def app(daemon):
+    a = TasApp(daemon.instance)
+    try:
+        yield a
+    finally:
+        a.close()
+
+
+def counters(d):
+    return stats.read("tas", d.instance)
+
+
+def wait_until(pred, what, limit_s=120):
+    """Hang guard: poll a state condition (not a performance bound)."""
+    deadline = time.monotonic() + limit_s
+    while not pred():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up waiting for {what}")
+        time.sleep(0.05)
+
+
+def peer(d, *args):
+    p = subprocess.Popen(["ip", "netns", "exec", d.netns, sys.executable, PEER, *map(str, args)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if args[0] in ("sink", "serve-source"):
+        line = p.stdout.readline()
+        assert "listening" in line, p.stderr.read()
+    return p
+
+
+def peer_result(p):
+    out, err = p.communicate(timeout=600)
+    assert p.returncode == 0, err
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def receive_all(flow):
+    h, n = hashlib.sha256(), 0
+    while True:
+        data = flow.recv(1 << 20)
+        if not data:
+            return n, h.hexdigest()
+        h.update(data)
+        n += len(data)
+
+
+def send_stream(flow, nbytes, seed):
+    h = hashlib.sha256()
+    for chunk in stream(nbytes, seed):
+        flow.sendall(chunk)
+        h.update(chunk)
+    return h.hexdigest()
+
+
+def linux_to_tas(d, app, port, nbytes, seed):
+    lst = app.listen(port)
+    p = peer(d, "source", "10.0.0.2", port, nbytes, seed)
+    flow = app.accept(lst)
+    n, digest = receive_all(flow)
+    flow.close()
+    app.close_listener(lst)
+    r = peer_result(p)
+    assert n == nbytes == r["bytes"]
+    assert digest == r["sha256"]
+
+
+def tas_to_linux(d, app, port, nbytes, seed):
+    p = peer(d, "sink", port)
+    flow = app.connect("10.0.0.1", port)
+    digest = send_stream(flow, nbytes, seed)
+    flow.close()
+    r = peer_result(p)
+    assert r["bytes"] == nbytes
+    assert r["sha256"] == digest
+
+
+def test_linux_client_to_tas_server_1gib(daemon, app):
+    linux_to_tas(daemon, app, 5001, GIB, 1)
+
+
+def test_tas_client_to_linux_server_1gib(daemon, app):
+    tas_to_linux(daemon, app, 5002, GIB, 2)
+    wait_until(lambda: counters(daemon)["tcp_flows_active"] == 0, "flows to close")
+
+
+def test_loss_reordering_duplication_delay(daemon, app):
+    """netem on the peer's egress and random drops on its ingress (our data)."""
+    iface = daemon.iface
+    daemon.ns_run("tc", "qdisc", "add", "dev", iface, "root", "netem", "delay", "1ms", "500us",
+                  "loss", "1%", "duplicate", "1%", "reorder", "10%", "50%")
+    daemon.ns_run("tc", "qdisc", "add", "dev", iface, "ingress")
+    r = daemon.ns_run("tc", "filter", "add", "dev", iface, "parent", "ffff:", "matchall",
+                      "action", "gact", "ok", "random", "netrand", "drop", "100")
+    assert r.returncode == 0, r.stderr
+    before = counters(daemon)
+    try:
+        linux_to_tas(daemon, app, 5003, 16 << 20, 3)
+        tas_to_linux(daemon, app, 5004, 16 << 20, 4)
+    finally:
+        daemon.ns_run("tc", "qdisc", "del", "dev", iface, "root")
+        daemon.ns_run("tc", "qdisc", "del", "dev", iface, "ingress")
+    after = counters(daemon)
+    moved = lambda k: after[k] - before[k]  # noqa: E731
+    assert moved("tcp_fast_rexmits") + moved("tcp_rto_rexmits") > 0
+    assert moved("tcp_ooo_accepted") + moved("tcp_rx_dup") > 0
+
+
+def test_peer_reset_is_reported(daemon, app):
+    lst = app.listen(5005)
+    script = ("import socket,struct; s=socket.create_connection(('10.0.0.2',5005)); "
+              "s.sendall(b'x'*1000); import time; time.sleep(0.3); "
+              "s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii',1,0)); s.close()")
+    p = subprocess.Popen(["ip", "netns", "exec", daemon.netns, sys.executable, "-c", script])
+    flow = app.accept(lst)
+    got = b""
+    with pytest.raises(TasError) as e:
+        while True:
+            d = flow.recv(4096)
+            assert d, "a reset connection must not look like a clean end of stream"
+            got += d
+    assert e.value.errno == errno.ECONNRESET
+    assert got == b"x" * 1000
+    assert p.wait() == 0
+    flow.close()
+    app.close_listener(lst)
+    wait_until(lambda: counters(daemon)["tcp_conns"] == 0, "the reset flow to be freed")
+
+
+def test_half_close_keeps_the_other_direction(daemon, app):
+    lst = app.listen(5006)
+    script = ("import socket; s=socket.create_connection(('10.0.0.2',5006)); "
+              "s.sendall(b'q'*100000); s.shutdown(socket.SHUT_WR); d=b''\n"
+              "while True:\n  x=s.recv(65536)\n  if not x: break\n  d+=x\n"
+              "assert d==b'r'*300000, len(d)")
+    p = subprocess.Popen(["ip", "netns", "exec", daemon.netns, sys.executable, "-c", script],
+                         stderr=subprocess.PIPE, text=True)
+    flow = app.accept(lst)
+    n, _ = receive_all(flow)
+    assert n == 100000
+    flow.sendall(b"r" * 300000)    # our side is still open after the peer's FIN
+    flow.close()
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 0, err
+    app.close_listener(lst)
+
+
+def test_listen_on_port_in_use_fails_clearly(daemon, app):
+    lst = app.listen(5007)
+    with pytest.raises(TasError) as e:
+        app.listen(5007)
+    assert e.value.errno == errno.EADDRINUSE
+    assert "listen on port 5007" in str(e.value)
+    other = TasApp(daemon.instance)
+    try:
+        with pytest.raises(TasError) as e:
+            other.listen(5007)
+        assert e.value.errno == errno.EADDRINUSE
+    finally:
+        other.close()
+    app.close_listener(lst)
+
+
+def test_connect_to_closed_port_is_refused(daemon, app):
+    with pytest.raises(TasError) as e:
+        app.connect("10.0.0.1", 5999)
+    assert e.value.errno == errno.ECONNREFUSED
+
+
+def test_thousand_concurrent_connections(daemon, app):
+    n = 1000
+    lst = app.listen(5008, backlog=n)
+    script = f"""
+import resource, socket
+resource.setrlimit(resource.RLIMIT_NOFILE, (4096, 4096))
+socks = [socket.create_connection(('10.0.0.2', 5008)) for _ in range({n})]
+for i, s in enumerate(socks):
+    s.sendall(b'%08d' % i)
+for i, s in enumerate(socks):
+    d = b''
+    while len(d) < 8:
+        d += s.recv(8 - len(d))
+    assert d == b'%08d' % i, (i, d)
+for s in socks:
+    s.close()
+"""
+    p = subprocess.Popen(["ip", "netns", "exec", daemon.netns, sys.executable, "-c", script],
+                         stderr=subprocess.PIPE, text=True)
+    flows = [app.accept(lst) for _ in range(n)]
+    assert counters(daemon)["tcp_flows_active"] >= n
+    for f in flows:
+        msg = b""
+        while len(msg) < 8:
+            msg += f.recv(8 - len(msg))
+        f.sendall(msg)
+    for f in flows:
+        assert f.recv(1) == b""    # the peer closed
+        f.close()
+    _, err = p.communicate(timeout=300)
+    assert p.returncode == 0, err
+    app.close_listener(lst)
+    wait_until(lambda: counters(daemon)["tcp_flows_active"] == 0, "all flows to be removed")
+    assert counters(daemon)["tcp_conns"] == 0
