@@ -34,14 +34,8 @@ static int collect(struct strata_entry *e, uint64_t off, void *arg)
             b->failed = 1;
         return 0;
     }
-    if (b->n == b->cap) {
-        uint32_t cap = b->cap ? b->cap * 2 : 256;
-        void *ne = realloc(b->e, cap * sizeof(*b->e));
-        if (ne == NULL)
-            return -1;
-        b->e = ne;
-        b->cap = cap;
-    }
+    if (b->n == b->cap && grow_array(&b->e, &b->cap, sizeof(*b->e)) != 0)
+        return -1;
     b->e[b->n++] = e;
     return 0;
 }
@@ -85,14 +79,8 @@ static void cover_add(struct cover *c, uint64_t a, uint64_t b)
         b = c->iv[j][1] > b ? c->iv[j][1] : b;
         j++;
     }
-    if (i == j && c->n == c->cap) {
-        uint32_t cap = c->cap ? c->cap * 2 : 16;
-        void *p = realloc(c->iv, cap * sizeof(*c->iv));
-        if (p == NULL)
-            return; /* only loses a coalescing opportunity */
-        c->iv = p;
-        c->cap = cap;
-    }
+    if (i == j && c->n == c->cap && grow_array(&c->iv, &c->cap, sizeof(*c->iv)) != 0)
+        return; /* only loses a coalescing opportunity */
     if (i == j)
         memmove(&c->iv[i + 1], &c->iv[i], (c->n - i) * sizeof(*c->iv)), c->n++;
     else if (j > i + 1)

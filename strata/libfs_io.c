@@ -56,14 +56,8 @@ static int pend_add(uint32_t ino, uint32_t gen, uint8_t kind, uint64_t off, uint
     struct pend_inode *p = pend_get(ino, gen);
     if (p == NULL)
         return -1;
-    if (p->nops == p->cap) {
-        uint32_t cap = p->cap ? p->cap * 2 : 16;
-        void *n = realloc(p->ops, cap * sizeof(*p->ops));
-        if (n == NULL)
-            return -1;
-        p->ops = n;
-        p->cap = cap;
-    }
+    if (p->nops == p->cap && grow_array(&p->ops, &p->cap, sizeof(*p->ops)) != 0)
+        return -1;
     p->ops[p->nops++] = (struct pend_op){.kind = kind, .off = off, .len = len, .data = data};
     if (kind == STRATA_E_TRUNCATE)
         p->size = len;

@@ -79,39 +79,26 @@ static int mode_arg(int flags, va_list ap)
     return (flags & (O_CREAT | O_TMPFILE)) ? va_arg(ap, int) : 0;
 }
 
-#define DEFINE_OPEN(fn)                                           \
-    int fn(const char *path, int flags, ...)                      \
-    {                                                             \
-        va_list ap;                                               \
-        va_start(ap, flags);                                      \
-        int mode = mode_arg(flags, ap);                           \
-        va_end(ap);                                               \
-        char p[PATH_MAX];                                         \
-        int r = shim_route(path, p);                              \
-        if (r < 0)                                                \
-            return -1;                                            \
-        return r ? strata_open(p, flags, (unsigned)mode)          \
-                 : REAL(fn)(path, flags, mode);                   \
-    }
-DEFINE_OPEN(open)
-DEFINE_OPEN(open64)
+/* Shared body of the open family: fetch the optional mode, route, dispatch. */
+#define OPEN_BODY(route, real_call)                                        \
+    va_list ap;                                                            \
+    va_start(ap, flags);                                                   \
+    int mode = mode_arg(flags, ap);                                        \
+    va_end(ap);                                                            \
+    char p[PATH_MAX];                                                      \
+    int r = (route);                                                       \
+    return r < 0 ? -1 : r ? strata_open(p, flags, (unsigned)mode) : (real_call);
 
-#define DEFINE_OPENAT(fn)                                         \
-    int fn(int dirfd, const char *path, int flags, ...)           \
-    {                                                             \
-        va_list ap;                                               \
-        va_start(ap, flags);                                      \
-        int mode = mode_arg(flags, ap);                           \
-        va_end(ap);                                               \
-        char p[PATH_MAX];                                         \
-        int r = shim_route_at(dirfd, path, p);                    \
-        if (r < 0)                                                \
-            return -1;                                            \
-        return r ? strata_open(p, flags, (unsigned)mode)          \
-                 : REAL(fn)(dirfd, path, flags, mode);            \
-    }
-DEFINE_OPENAT(openat)
-DEFINE_OPENAT(openat64)
+int open(const char *path, int flags, ...) { OPEN_BODY(shim_route(path, p), REAL(open)(path, flags, mode)) }
+int open64(const char *path, int flags, ...) { OPEN_BODY(shim_route(path, p), REAL(open64)(path, flags, mode)) }
+int openat(int dirfd, const char *path, int flags, ...)
+{
+    OPEN_BODY(shim_route_at(dirfd, path, p), REAL(openat)(dirfd, path, flags, mode))
+}
+int openat64(int dirfd, const char *path, int flags, ...)
+{
+    OPEN_BODY(shim_route_at(dirfd, path, p), REAL(openat64)(dirfd, path, flags, mode))
+}
 
 int creat(const char *path, mode_t mode) { return open(path, O_CREAT | O_WRONLY | O_TRUNC, mode); }
 int creat64(const char *path, mode_t mode) { return open(path, O_CREAT | O_WRONLY | O_TRUNC, mode); }

@@ -6,6 +6,7 @@
 #include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <sys/types.h>
 
 #include "kb/stats.h"
@@ -58,6 +59,18 @@ struct strata_fs {
 };
 
 extern struct strata_fs G;
+
+/* Double *cap (from 16) and realloc *arr to it; -1 (arr untouched) on OOM. */
+static inline int grow_array(void *arr, uint32_t *cap, size_t elem)
+{
+    uint32_t n = *cap ? *cap * 2 : 16;
+    void *p = realloc(*(void **)arr, n * elem);
+    if (p == NULL)
+        return -1;
+    *(void **)arr = p;
+    *cap = n;
+    return 0;
+}
 
 /* checksum.c */
 uint32_t strata_csum(uint64_t seed, const void *buf, size_t len);
