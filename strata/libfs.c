@@ -95,8 +95,6 @@ static void lease_release(uint32_t ino)
     strata_pool_unlock();
 }
 
-static int truncate_on_open(struct sfile *f);
-
 /* Resolve or create the file (pool lock held). */
 static int open_inode(const char *path, int flags, unsigned int mode, uint32_t *ino)
 {
@@ -175,26 +173,14 @@ static int do_open(const char *path, int flags, unsigned int mode)
     f->owner = G.pid;
     fdtab[fd] = f;
     G.opens[ino]++;
-    if ((flags & O_TRUNC) && (flags & O_ACCMODE) != O_RDONLY && truncate_on_open(f) != 0) {
+    if ((flags & O_TRUNC) && (flags & O_ACCMODE) != O_RDONLY && file_size(ino, f->gen) != 0 &&
+        strata_ftruncate(fd, 0) != 0) {
         int e = errno;
         strata_close(fd);
         errno = e;
         return -1;
     }
     return fd;
-}
-
-static int truncate_on_open(struct sfile *f)
-{
-    if (file_size(f->ino, f->gen) == 0)
-        return 0;
-    int fd = -1;
-    for (int i = 0; i < FD_MAX; i++)
-        if (fdtab[i] == f) {
-            fd = i;
-            break;
-        }
-    return strata_ftruncate(fd, 0);
 }
 
 int strata_open(const char *path, int flags, unsigned int mode)

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 /* glibc >= 2.33 no longer declares the old versioned stat entry points. */
@@ -178,6 +179,37 @@ int __fxstatat64(int ver, int dirfd, const char *path, struct stat64 *st, int fl
     return h ? r : REAL(__fxstatat64)(ver, dirfd, path, st, flags);
 }
 
+static void to_statx(const struct stat *st, struct statx *sx)
+{
+    memset(sx, 0, sizeof(*sx));
+    sx->stx_mask = STATX_BASIC_STATS;
+    sx->stx_blksize = (uint32_t)st->st_blksize;
+    sx->stx_nlink = (uint32_t)st->st_nlink;
+    sx->stx_uid = st->st_uid;
+    sx->stx_gid = st->st_gid;
+    sx->stx_mode = (uint16_t)st->st_mode;
+    sx->stx_ino = st->st_ino;
+    sx->stx_size = (uint64_t)st->st_size;
+    sx->stx_blocks = (uint64_t)st->st_blocks;
+    sx->stx_atime.tv_sec = st->st_atim.tv_sec;
+    sx->stx_mtime.tv_sec = st->st_mtim.tv_sec;
+    sx->stx_ctime.tv_sec = st->st_ctim.tv_sec;
+    sx->stx_dev_major = (uint32_t)(st->st_dev >> 8);
+    sx->stx_dev_minor = (uint32_t)(st->st_dev & 0xff);
+}
+
+/* coreutils (ls, stat, cp) use statx */
+int statx(int dirfd, const char *path, int flags, unsigned int mask, struct statx *sx)
+{
+    struct stat st;
+    int h, r = stat_at(dirfd, path, &st, flags, &h);
+    if (!h)
+        return REAL(statx)(dirfd, path, flags, mask, sx);
+    if (r == 0)
+        to_statx(&st, sx);
+    return r;
+}
+
 /* ---- namespace ---- */
 
 int unlink(const char *path) { ROUTE_OR(path, strata_unlink(sp), REAL(unlink)(path)); }
@@ -266,6 +298,33 @@ int truncate(const char *path, off_t len) { ROUTE_OR(path, truncate_path(sp, len
 int truncate64(const char *path, off64_t len)
 {
     ROUTE_OR(path, truncate_path(sp, len), REAL(truncate64)(path, len));
+}
+
+/* ---- extended attributes: Strata files have none ---- */
+
+static int no_xattr(const char *p, int list)
+{
+    struct stat st;
+    if (strata_stat(p, &st) != 0)
+        return -1;
+    if (list)
+        return 0;
+    errno = ENODATA;
+    return -1;
+}
+
+ssize_t getxattr(const char *path, const char *name, void *v, size_t n)
+{
+    ROUTE_OR(path, no_xattr(sp, 0), REAL(getxattr)(path, name, v, n));
+}
+ssize_t lgetxattr(const char *path, const char *name, void *v, size_t n)
+{
+    ROUTE_OR(path, no_xattr(sp, 0), REAL(lgetxattr)(path, name, v, n));
+}
+ssize_t listxattr(const char *path, char *l, size_t n) { ROUTE_OR(path, no_xattr(sp, 1), REAL(listxattr)(path, l, n)); }
+ssize_t llistxattr(const char *path, char *l, size_t n)
+{
+    ROUTE_OR(path, no_xattr(sp, 1), REAL(llistxattr)(path, l, n));
 }
 
 /* ---- working directory ---- */

@@ -104,6 +104,21 @@ def step_overwrite(args):
     return stats.read("strata", str(os.getpid()))
 
 
+def step_write_wait(args):
+    """Write, wait for a line on stdin, write again (a pending digest request is
+    served here), report counters, then hold the file open until stdin closes."""
+    from bindings import stats
+    fd = lib.check(open_w("/req"), "open")
+    L.strata_write(fd, b"a", 1)
+    print(json.dumps({"first": True}), flush=True)
+    sys.stdin.readline()
+    L.strata_write(fd, b"b", 1)
+    print(json.dumps(stats.read("strata", str(os.getpid()))), flush=True)
+    sys.stdin.read()
+    L.strata_close(fd)
+    return {"closed": True}
+
+
 def main():
     global L
     pool, step, args = sys.argv[1], sys.argv[2], sys.argv[3:]

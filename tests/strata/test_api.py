@@ -63,3 +63,23 @@ def test_full_pool_gives_enospc_not_corruption(pool):
     after = run(pool, "unlink_fill")  # space comes back once files are removed
     assert after["unlinked"] == fill["files"] and after["write_after"] == 4096
     fsck_clean(pool)
+
+
+def test_digest_request_is_served_by_live_owner(pool):
+    from conftest import strata_cli
+    w = subprocess.Popen([sys.executable, WORKER, pool, "write_wait"], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, text=True)
+    try:
+        assert json.loads(w.stdout.readline())["first"]
+        assert strata_cli("cat", "/strata/req", pool=pool).stdout == ""  # undigested: not shared yet
+        strata_cli("digest", pool=pool)  # asks the live owner
+        w.stdin.write("go\n")
+        w.stdin.flush()
+        counters = json.loads(w.stdout.readline())
+        assert counters["digests"] >= 1 and counters["digested_entries"] == 2
+        assert strata_cli("cat", "/strata/req", pool=pool).stdout == "ab"  # writer still alive
+    finally:
+        w.stdin.close()
+        w.wait()
+        w.stdout.close()
+    fsck_clean(pool)

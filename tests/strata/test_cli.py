@@ -84,3 +84,29 @@ def test_kernfs_service_recovers_dead_logs(pool):
         svc.wait(timeout=30)
         svc.stdout.close()
     fsck_clean(pool)
+
+
+def test_coreutils_through_the_shim(pool):
+    script = ("mkdir /strata/cu && echo hello > /strata/cu/a && cp /etc/services /strata/cu/s && "
+              "cmp /etc/services /strata/cu/s && mv /strata/cu/a /strata/cu/b && "
+              "cat /strata/cu/b && rm /strata/cu/s && ls -la /strata/cu")
+    r = subprocess.run([sys.executable, "-m", "strata.cli", "--pool", pool, "run", "--", "sh", "-c",
+                        script], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0] == "hello"
+    assert [ln.split()[-1] for ln in lines[2:]] == [".", "..", "b"]
+    assert not os.path.exists("/strata")  # nothing reached the kernel's namespace
+    fsck_clean(pool)
+
+
+def test_pool_on_a_disk_file_persists_with_msync(tmp_path):
+    pool = str(tmp_path / "disk.pool")  # not tmpfs: libpmem requires pmem_msync
+    strata_cli("mkfs", "--size", "32M", "--slots", "2", "--log-size", "1M", "--inodes", "64", pool=pool)
+    src = tmp_path / "x"
+    src.write_bytes(b"data" * 1000)
+    strata_cli("cp", str(src), "/strata/x", pool=pool)
+    assert "persist      pmem_msync" in strata_cli("stat", pool=pool).stdout
+    strata_cli("cp", "/strata/x", str(tmp_path / "y"), pool=pool)
+    assert (tmp_path / "y").read_bytes() == src.read_bytes()
+    fsck_clean(pool)
