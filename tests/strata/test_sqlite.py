@@ -55,3 +55,18 @@ def test_sqlite_survives_kill9(pool):
         if last == acked_txn:
             assert rows == acked_rows
         fsck_clean(pool)
+
+
+def test_three_processes_share_the_pool(pool):
+    setup_db(pool)
+    procs = [subprocess.Popen([sys.executable, WORKER, f"/strata/db/p{i}.db", "write", "40"],
+                              env=shim_env(pool), stdout=subprocess.PIPE, text=True)
+             for i in range(3)]
+    outs = [p.communicate(timeout=120)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    for i, out in enumerate(outs):
+        _, txn, rows = out.splitlines()[-1].split()
+        r = subprocess.run([sys.executable, WORKER, f"/strata/db/p{i}.db", "check"],
+                           env=shim_env(pool), capture_output=True, text=True, check=True)
+        assert r.stdout.split() == ["ok", rows, txn]
+    fsck_clean(pool)
