@@ -16,6 +16,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/mman.h>
+#include <sys/sendfile.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -125,6 +126,67 @@ void *mmap64(void *addr, size_t len, int prot, int flags, int fd, off64_t off)
         return MAP_FAILED;
     }
     return REAL(mmap64)(addr, len, prot, flags, fd, off);
+}
+
+/* Kernel-side copies would move bytes to or from the /dev/null fd: refuse,
+ * so callers (Python's shutil, coreutils cp) fall back to read/write. */
+static int kernel_copy(int a, int b)
+{
+    if (strata_is_fd(a) || strata_is_fd(b)) {
+        errno = EINVAL;
+        return 0;
+    }
+    return 1;
+}
+
+ssize_t sendfile(int out, int in, off_t *off, size_t n)
+{
+    return kernel_copy(out, in) ? REAL(sendfile)(out, in, off, n) : -1;
+}
+ssize_t sendfile64(int out, int in, off64_t *off, size_t n)
+{
+    return kernel_copy(out, in) ? REAL(sendfile64)(out, in, off, n) : -1;
+}
+ssize_t copy_file_range(int in, off64_t *oi, int out, off64_t *oo, size_t n, unsigned int fl)
+{
+    return kernel_copy(out, in) ? REAL(copy_file_range)(in, oi, out, oo, n, fl) : -1;
+}
+ssize_t splice(int in, off64_t *oi, int out, off64_t *oo, size_t n, unsigned int fl)
+{
+    return kernel_copy(out, in) ? REAL(splice)(in, oi, out, oo, n, fl) : -1;
+}
+
+/* Preallocation: extend the file (space is reserved when data is written). */
+static int strata_fallocate(int fd, int mode, off_t off, off_t len)
+{
+    struct stat st;
+    if (mode != 0 || off < 0 || len <= 0)
+        return mode != 0 ? (errno = EOPNOTSUPP, -1) : (errno = EINVAL, -1);
+    if (strata_fstat(fd, &st) != 0)
+        return -1;
+    return off + len > st.st_size ? strata_ftruncate(fd, off + len) : 0;
+}
+
+int fallocate(int fd, int mode, off_t off, off_t len)
+{
+    return strata_is_fd(fd) ? strata_fallocate(fd, mode, off, len) : REAL(fallocate)(fd, mode, off, len);
+}
+int fallocate64(int fd, int mode, off64_t off, off64_t len)
+{
+    return strata_is_fd(fd) ? strata_fallocate(fd, mode, off, len) : REAL(fallocate64)(fd, mode, off, len);
+}
+/* posix_fallocate returns the error instead of setting errno */
+int posix_fallocate(int fd, off_t off, off_t len)
+{
+    if (!strata_is_fd(fd))
+        return REAL(posix_fallocate)(fd, off, len);
+    return strata_fallocate(fd, 0, off, len) == 0 ? 0 : errno;
+}
+int posix_fallocate64(int fd, off64_t off, off64_t len)
+{
+    if (!strata_is_fd(fd))
+        return REAL(posix_fallocate64)(fd, off, len);
+    return strata_fallocate(fd, 0, off, len) == 0 ? 0 : errno;
 }
 
 int dup(int fd) { return strata_is_fd(fd) ? strata_dup(fd, -1) : REAL(dup)(fd); }

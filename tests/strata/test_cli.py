@@ -110,3 +110,20 @@ def test_pool_on_a_disk_file_persists_with_msync(tmp_path):
     strata_cli("cp", "/strata/x", str(tmp_path / "y"), pool=pool)
     assert (tmp_path / "y").read_bytes() == src.read_bytes()
     fsck_clean(pool)
+
+
+def test_python_kernel_copy_paths_fall_back(pool, tmp_path):
+    """shutil.copyfile tries sendfile/copy_file_range; on a Strata fd those must
+    fail so Python copies with read/write instead of into the reserved fd."""
+    src = tmp_path / "src.bin"
+    src.write_bytes(os.urandom(300_000))
+    code = (f"import os, shutil; shutil.copyfile({str(src)!r}, '/strata/c.bin'); "
+            f"shutil.copyfile('/strata/c.bin', {str(tmp_path / 'back.bin')!r}); "
+            "fd = os.open('/strata/f', os.O_RDWR | os.O_CREAT); os.posix_fallocate(fd, 0, 12345); "
+            "print(os.fstat(fd).st_size)")
+    r = subprocess.run([sys.executable, "-c", code], env=shim_env(pool), capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "12345"
+    assert (tmp_path / "back.bin").read_bytes() == src.read_bytes()
+    fsck_clean(pool)
