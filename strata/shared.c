@@ -90,13 +90,17 @@ static void block_free(uint32_t b)
     strata_persist(&G.sb->free_blocks, sizeof(G.sb->free_blocks));
 }
 
-/* Set *ptr to a fresh zeroed block (persisted before the pointer). */
-static int fill_ptr(uint32_t *ptr)
+/* Set *ptr to a fresh block whose content (src, or zeros) is persisted
+ * before the pointer. */
+static int fill_block(uint32_t *ptr, const void *src)
 {
     uint32_t b = block_alloc();
     if (b == 0)
         return -1;
-    memset(blk(b), 0, STRATA_BLOCK);
+    if (src)
+        memcpy(blk(b), src, STRATA_BLOCK);
+    else
+        memset(blk(b), 0, STRATA_BLOCK);
     strata_persist(blk(b), STRATA_BLOCK);
     *ptr = b;
     strata_persist(ptr, sizeof(*ptr));
@@ -119,12 +123,12 @@ static uint32_t *bmap(struct strata_inode *in, uint64_t idx, int alloc)
             errno = EFBIG;
             return NULL;
         }
-        if (in->dind == 0 && (!alloc || fill_ptr(&in->dind) != 0))
+        if (in->dind == 0 && (!alloc || fill_block(&in->dind, NULL) != 0))
             goto absent;
         p = (uint32_t *)blk(in->dind) + idx / STRATA_PTRS_PER_BLOCK;
         idx %= STRATA_PTRS_PER_BLOCK;
     }
-    if (*p == 0 && (!alloc || fill_ptr(p) != 0))
+    if (*p == 0 && (!alloc || fill_block(p, NULL) != 0))
         goto absent;
     return (uint32_t *)blk(*p) + idx;
 absent:
@@ -141,7 +145,15 @@ int shared_write(uint32_t ino, uint64_t off, const void *buf, uint64_t len)
         uint64_t pos = off + done, boff = pos % STRATA_BLOCK;
         uint64_t n = STRATA_BLOCK - boff < len - done ? STRATA_BLOCK - boff : len - done;
         uint32_t *ptr = bmap(in, pos / STRATA_BLOCK, 1);
-        if (ptr == NULL || (*ptr == 0 && fill_ptr(ptr) != 0))
+        if (ptr == NULL)
+            return -1;
+        if (*ptr == 0 && n == STRATA_BLOCK) { /* a whole new block: no zeroing */
+            if (fill_block(ptr, src + done) != 0)
+                return -1;
+            done += n;
+            continue;
+        }
+        if (*ptr == 0 && fill_block(ptr, NULL) != 0)
             return -1;
         memcpy(blk(*ptr) + boff, src + done, n);
         strata_persist(blk(*ptr) + boff, n);
