@@ -130,13 +130,10 @@ ssize_t strata_read(int fd, void *buf, size_t len)
     return LOCKED(do_pread(fd, buf, len, 0, 1));
 }
 
-/* Reserve data blocks for extending [off, off+len) beyond size. */
-static int reserve(uint64_t size, uint64_t off, uint64_t len)
+/* Reserve the blocks that digesting a write of [off, off+len) may allocate. */
+static int reserve(struct sfile *f, uint64_t off, uint64_t len)
 {
-    uint64_t from = size > off ? size : off;
-    uint64_t need = 0;
-    if (off + len > from)
-        need = (off + len + STRATA_BLOCK - 1) / STRATA_BLOCK - from / STRATA_BLOCK + 2;
+    uint64_t need = blocks_needed(f->ino, f->gen, file_size(f->ino, f->gen), off, len);
     if (need <= G.credits_left) {
         G.credits_left -= need;
         return 0;
@@ -197,7 +194,7 @@ static struct sfile *writable(int fd)
 static ssize_t log_write(struct sfile *f, const void *buf, size_t len, uint64_t off,
                          const struct strata_ref *ref)
 {
-    if (reserve(file_size(f->ino, f->gen), off, len) != 0)
+    if (reserve(f, off, len) != 0)
         return -1;
     struct strata_entry h = {.kind = ref ? STRATA_E_WRITE_REF : STRATA_E_WRITE,
                              .ino = f->ino, .gen = f->gen, .off = off, .len = len};

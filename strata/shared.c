@@ -184,6 +184,39 @@ void shared_read(uint32_t ino, uint64_t off, void *buf, uint64_t len)
     }
 }
 
+/*
+ * Upper bound on the blocks digest will allocate for a write of [off,
+ * off+len) to a file whose logical size (with pending ops) is size: blocks
+ * past the pending end (the earlier pending blocks were charged when they
+ * were written), holes of the shared file inside the range, and indirect
+ * blocks the shared file does not have yet.
+ */
+uint64_t blocks_needed(uint32_t ino, uint32_t gen, uint64_t size, uint64_t off, uint64_t len)
+{
+    struct strata_inode *in = ino_alive(ino, gen) ? &G.inodes[ino] : NULL;
+    uint64_t first = off / STRATA_BLOCK, end = (off + len + STRATA_BLOCK - 1) / STRATA_BLOCK;
+    uint64_t charged = (size + STRATA_BLOCK - 1) / STRATA_BLOCK;
+    uint64_t shared = in ? (in->size + STRATA_BLOCK - 1) / STRATA_BLOCK : 0;
+    uint64_t need = 0, last_group = UINT64_MAX;
+    for (uint64_t i = first; i < end; i++) {
+        if (i >= charged)
+            need++;
+        else if (i < shared) {
+            uint32_t *p = bmap(in, i, 0);
+            need += p == NULL || *p == 0;
+        }
+        if (i >= STRATA_NDIRECT) { /* indirect block of i's group, dind */
+            uint64_t g = (i - STRATA_NDIRECT) / STRATA_PTRS_PER_BLOCK;
+            if (g != last_group) {
+                uint32_t *p = in ? bmap(in, i, 0) : NULL;
+                need += p == NULL ? 1 + (g > 0 && (in == NULL || in->dind == 0)) : 0;
+                last_group = g;
+            }
+        }
+    }
+    return need;
+}
+
 static void clear_ptr(uint32_t *p)
 {
     uint32_t b = *p;

@@ -81,6 +81,24 @@ def step_fill(args):
     return {"written": written, "errno": err, "files": files}
 
 
+def step_hole_fill(args):
+    """Make a file with a 200 MiB hole, then write into the hole until a write
+    fails; the failure must come at write time, and digest must then succeed."""
+    L.strata_ftruncate.argtypes = [ctypes.c_int, ctypes.c_int64]
+    fd = lib.check(open_w("/holey", os.O_RDWR | os.O_CREAT), "open")
+    lib.check(L.strata_ftruncate(fd, 200 << 20), "ftruncate")
+    chunk = b"h" * (1 << 20)
+    written, err = 0, 0
+    while err == 0 and written < (200 << 20):
+        if L.strata_pwrite(fd, chunk, len(chunk), written) < 0:
+            err = ctypes.get_errno()
+        else:
+            written += len(chunk)
+    digested = L.strata_digest()
+    L.strata_close(fd)
+    return {"written": written, "errno": err, "digest": digested}
+
+
 def step_unlink_fill(args):
     n = 0
     while L.strata_unlink(f"/fill{n}".encode()) == 0:

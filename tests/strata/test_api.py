@@ -83,3 +83,10 @@ def test_digest_request_is_served_by_live_owner(pool):
         w.wait()
         w.stdout.close()
     fsck_clean(pool)
+
+
+def test_writes_into_a_hole_get_enospc_at_write_time(pool):
+    out = run(pool, "hole_fill")
+    assert out["errno"] == errno.ENOSPC and 30 << 20 < out["written"] < 64 << 20, out
+    assert out["digest"] >= 0  # everything logged could be digested
+    fsck_clean(pool)
