@@ -133,12 +133,31 @@ def cmd_profile(args):
     return rc
 
 
+def alive_or_prune(pid):
+    """A page whose process is gone (it left with _exit or a signal, so its
+    destructor never ran) is stale: remove it."""
+    from bindings import stats
+    try:
+        os.kill(int(pid), 0)
+        return True
+    except ProcessLookupError:
+        try:
+            os.unlink(stats.page_path("zio", pid))
+        except OSError:
+            pass
+        return False
+    except (PermissionError, ValueError):
+        return True
+
+
 def cmd_stats(args):
     from bindings import stats
     if len(args) > 1 or (args and not args[0].isdigit()):
         raise UsageError("usage: zio stats [PID]")
     if not args:
-        pids = stats.instances("zio")
+        prefix = stats.page_path("zio", "")
+        pids = sorted(p[len(prefix):] for p in glob.glob(prefix + "*")
+                      if alive_or_prune(p[len(prefix):]))
         print("\n".join(pids) if pids else "no process is running under zio")
         return 0
     try:

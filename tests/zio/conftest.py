@@ -30,7 +30,13 @@ def zio_env(libzio):
 
 
 def zio_cli(*args, env, **kw):
+    """Run the zio CLI to completion."""
     return subprocess.run([sys.executable, "-m", "zio.cli", *args], env=env, **kw)
+
+
+def zio_start(*args, env, **kw):
+    """Start the zio CLI (e.g. `zio run -- server`) in the background."""
+    return subprocess.Popen([sys.executable, "-m", "zio.cli", *args], env=env, **kw)
 
 
 @pytest.fixture(scope="session")

@@ -28,6 +28,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "stats_copy.h"
+
 #define NBUF 8
 
 static unsigned char *buf[NBUF];
@@ -83,21 +85,6 @@ static void die(const char *what)
 {
     perror(what);
     exit(3);
-}
-
-static void copy_stats(const char *dst)
-{
-    char src[64];
-    snprintf(src, sizeof(src), "/dev/shm/kbstats.zio.%d", (int)getpid());
-    FILE *in = fopen(src, "rb"), *out = fopen(dst, "wb");
-    if (!out)
-        die("stats copy");
-    char page[4096];
-    size_t n = in ? fread(page, 1, sizeof(page), in) : 0;
-    fwrite(page, 1, n, out);
-    fclose(out);
-    if (in)
-        fclose(in);
 }
 
 int main(int argc, char **argv)
@@ -190,8 +177,8 @@ int main(int argc, char **argv)
         printf("final %d %zu %016llx\n", b, size[b],
                (unsigned long long)(buf[b] ? fnv(buf[b], size[b]) : 0));
     fflush(stdout);
-    if (argc > 3)
-        copy_stats(argv[3]);
+    if (argc > 3 && copy_stats(argv[3]) != 0)
+        die("stats copy");
     shutdown(out, SHUT_WR);
     close(out);
     int st;

@@ -10,7 +10,7 @@ import pytest
 import redis
 
 from bindings import stats
-from conftest import zio_cli
+from conftest import zio_start
 
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None,
                                 reason="redis-server not installed")
@@ -26,7 +26,7 @@ def free_port():
 
 def start_redis(zio_env, workdir):
     port = free_port()
-    proc = zio_cli("run", "--", "redis-server", "--port", str(port), "--bind", "127.0.0.1",
+    proc = zio_start("run", "--", "redis-server", "--port", str(port), "--bind", "127.0.0.1",
                    "--save", "", "--appendonly", "no", "--dir", str(workdir),
                    "--dbfilename", "dump.rdb", env=zio_env,
                    stdout=open(workdir / "redis.log", "ab"), stderr=subprocess.STDOUT)

@@ -70,10 +70,13 @@ static int collect(uintptr_t d, uintptr_t s, size_t n, struct piece *pc)
             ctr_add(C_POLICY_FALLBACKS, 1);
             continue;
         }
+        uintptr_t osrc = ze_src(e) + (lo - d + s - e->addr);
+        if (osrc < d + n && d < osrc + (hi - lo))
+            continue;   /* the copy overwrites the very original it would point at */
         if (protect_original(e) != 0)
             continue;
         e->last_use = now;
-        pc[np++] = (struct piece){ lo, hi, ze_src(e) + (lo - d + s - e->addr), e->key };
+        pc[np++] = (struct piece){ lo, hi, osrc, e->key };
     }
     return np;
 }

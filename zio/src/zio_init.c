@@ -176,7 +176,7 @@ static void zio_init(void)
     zio_tab_cap = TAB_CAP;
     owner_pid = getpid();
     stats_open();
-    if (want == ZIO_ELIDE && (uffd_open() != 0 || uffd_start_handler() != 0))
+    if (want == ZIO_ELIDE && uffd_open() != 0)
         return;   /* fallback: plain copies; counters still show copies */
     pthread_atfork(fork_prepare, fork_parent, fork_child);
     zio_mode = want;

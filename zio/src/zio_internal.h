@@ -96,7 +96,7 @@ int uffd_protect(uintptr_t lo, uintptr_t hi, int on);
 int uffd_fill(uintptr_t dst, uintptr_t src, size_t len);
 void uffd_zero(uintptr_t page);
 void uffd_wake(uintptr_t lo, size_t len);
-int uffd_start_handler(void);
+void uffd_start_handler(void);   /* idempotent, lock not held */
 extern int zio_uffd;
 
 /* ---- tracking operations (zio_track.c), zio_lock held ---- */

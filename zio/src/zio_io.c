@@ -42,6 +42,7 @@ void io_after_input(void *buf, ssize_t got, uintptr_t key)
     uintptr_t hi = pg_floor(e);
     if (hi <= lo)
         return;
+    uffd_start_handler();
     zio_in_lib++;
     pthread_mutex_lock(&zio_lock);
     if (policy_input(key) && track_add_original(lo, hi, 0, key) == 0)

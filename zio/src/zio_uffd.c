@@ -199,13 +199,26 @@ static void *handler_main(void *arg)
     return NULL;
 }
 
-int uffd_start_handler(void)
+static void start_once(void)
 {
     pthread_t t;
     pthread_attr_t a;
     pthread_attr_init(&a);
     pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
-    int rc = pthread_create(&t, &a, handler_main, NULL);
+    if (pthread_create(&t, &a, handler_main, NULL) != 0) {
+        zio_log("cannot start the fault handler thread; plain copies");
+        zio_mode = ZIO_OFF;
+    }
     pthread_attr_destroy(&a);
-    return rc == 0 ? 0 : -1;
+}
+
+/* The handler thread starts with the first recorded input, not at load:
+ * most processes a preloaded shell spawns never do IO worth tracking, and a
+ * helper thread changes how a process behaves (e.g. glibc's setuid
+ * broadcast in setpriv/su-like tools).  Call without zio_lock held. */
+void uffd_start_handler(void)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    if (zio_mode == ZIO_ELIDE)
+        pthread_once(&once, start_once);
 }
