@@ -316,9 +316,12 @@ static void repair(void)
         else
             reach[d->ino] = 1;
     }
-    for (uint32_t i = 2; i < sb->ninodes; i++)
+    for (uint32_t i = 2; i < sb->ninodes; i++) {
         if (G.inodes[i].mode != 0 && !reach[i] && G.inodes[i].parent != STRATA_ORPHAN)
             ino_free(i);
+        else if (S_ISREG(G.inodes[i].mode))
+            shared_trim(i); /* a write cut short by the crash may have run past EOF */
+    }
     orphan_sweep();
     free(reach);
     sb->free_blocks = bitmap_rebuild();

@@ -256,21 +256,31 @@ static void free_from(struct strata_inode *in, uint64_t from)
     }
 }
 
+/* Free blocks past EOF and zero the tail of the last block: the invariant
+ * every read and extension relies on (bytes past EOF read as zero). */
+static void trim_past(struct strata_inode *in, uint64_t size)
+{
+    free_from(in, (size + STRATA_BLOCK - 1) / STRATA_BLOCK);
+    if (size % STRATA_BLOCK) {
+        uint32_t *ptr = bmap(in, size / STRATA_BLOCK, 0);
+        if (ptr && *ptr) {
+            char *p = blk(*ptr) + size % STRATA_BLOCK;
+            memset(p, 0, STRATA_BLOCK - size % STRATA_BLOCK);
+            strata_persist(p, STRATA_BLOCK - size % STRATA_BLOCK);
+        }
+    }
+}
+
+void shared_trim(uint32_t ino)
+{
+    trim_past(&G.inodes[ino], G.inodes[ino].size);
+}
+
 int shared_truncate(uint32_t ino, uint64_t size)
 {
     struct strata_inode *in = &G.inodes[ino];
-    if (size < in->size) {
-        free_from(in, (size + STRATA_BLOCK - 1) / STRATA_BLOCK);
-        if (size % STRATA_BLOCK) {
-            /* keep the invariant: bytes past EOF in a mapped block are zero */
-            uint32_t *ptr = bmap(in, size / STRATA_BLOCK, 0);
-            if (ptr && *ptr) {
-                char *p = blk(*ptr) + size % STRATA_BLOCK;
-                memset(p, 0, STRATA_BLOCK - size % STRATA_BLOCK);
-                strata_persist(p, STRATA_BLOCK - size % STRATA_BLOCK);
-            }
-        }
-    }
+    if (size < in->size)
+        trim_past(in, size);
     in->size = size;
     in->mtime_s = time(NULL);
     strata_persist(in, sizeof(*in));

@@ -98,6 +98,7 @@ void ino_release(uint32_t ino); /* free, or orphan while this process has it ope
 void orphan_sweep(void);        /* free orphans whose opener died */
 int shared_write(uint32_t ino, uint64_t off, const void *buf, uint64_t len);
 int shared_truncate(uint32_t ino, uint64_t size);
+void shared_trim(uint32_t ino); /* repair: nothing mapped or non-zero past EOF */
 void shared_read(uint32_t ino, uint64_t off, void *buf, uint64_t len);
 uint64_t bitmap_rebuild(void);       /* returns free data blocks */
 void block_mark(uint32_t b, int used);

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import CRASHWRITER
+from strata_helpers import CRASHWRITER
 
 pytestmark = pytest.mark.skipif(not os.path.exists(CRASHWRITER), reason="build first")
 

@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 
-from conftest import shim_env
+from strata_helpers import shim_env
 
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "model_worker.py")
 

@@ -6,8 +6,7 @@ import signal
 import subprocess
 import sys
 
-from conftest import ROOT, fsck_clean, shim_env, strata_cli
-from test_api import run
+from strata_helpers import ROOT, api, fsck_clean, shim_env, strata_cli
 
 
 def test_cli_roundtrip(pool, tmp_path):
@@ -27,12 +26,12 @@ def test_cli_roundtrip(pool, tmp_path):
 
 
 def test_digest_coalesces_overwrites(pool):
-    counters = run(pool, "overwrite")
+    counters = api(pool, "overwrite")
     # 100 overwrites of one block; the 1 MiB log passes its 30% threshold once,
     # so two batches, each keeping only its last write of the block
     assert counters["digested_entries"] == 100 and counters["digests"] == 2, counters
     assert counters["coalesced_overwrites"] == 98, counters
-    data = bytes.fromhex(run(pool, "read", "/hot")["hex"])
+    data = bytes.fromhex(api(pool, "read", "/hot")["hex"])
     assert len(data) == 8192 + 4096 and data[8192:] == bytes([99]) * 4096
 
 
@@ -61,14 +60,14 @@ def test_bad_magic_and_version_are_reported(pool):
 
 
 def test_corrupted_log_entry_is_discarded_with_its_tail(pool):
-    run(pool, "ref", "crash")  # logs head, ref, tail undigested, then dies
+    api(pool, "ref", "crash")  # logs head, ref, tail undigested, then dies
     with open(pool, "rb") as f:
         data = f.read()
     at = data.index(b"head")  # payload of the first write entry
     corrupt(pool, at, b"HEAD")
     st = strata_cli("stat", pool=pool).stdout  # mounting recovers (and counts)
     assert "torn_entries_discarded                 1" in st, st
-    assert bytes.fromhex(run(pool, "read", "/ref.bin")["hex"]) == b""  # created, no data
+    assert bytes.fromhex(api(pool, "read", "/ref.bin")["hex"]) == b""  # created, no data
     fsck_clean(pool)
 
 
@@ -77,7 +76,7 @@ def test_kernfs_service_recovers_dead_logs(pool):
                             "--interval", "0.05"], stdout=subprocess.PIPE, text=True, cwd=ROOT)
     try:
         assert "digesting" in svc.stdout.readline()
-        run(pool, "ref", "crash")  # a process dies with 3 undigested writes
+        api(pool, "ref", "crash")  # a process dies with 3 undigested writes
         assert svc.stdout.readline().strip() == "digested 3 entries"
     finally:
         svc.send_signal(signal.SIGTERM)

@@ -6,7 +6,7 @@ import signal
 import subprocess
 import sys
 
-from conftest import fsck_clean, shim_env
+from strata_helpers import fsck_clean, shim_env
 
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sqlite_worker.py")
 DB = "/strata/db/test.db"

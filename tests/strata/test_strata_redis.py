@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import ROOT, fsck_clean, shim_env, strata_cli
+from strata_helpers import ROOT, fsck_clean, shim_env, strata_cli
 
 redis = pytest.importorskip("redis")
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="no redis-server")
