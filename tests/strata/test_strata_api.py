@@ -3,7 +3,6 @@ leases between processes, ENOSPC on a full pool."""
 import errno
 import json
 import mmap
-import os
 import subprocess
 import sys
 

@@ -2,7 +2,6 @@
 every acknowledged (fsynced) operation is present, nothing partial is
 visible, and fsck is clean.  Also simulated power loss (last log entry torn
 or zeroed before recovery)."""
-import os
 import random
 import signal
 import subprocess
@@ -12,7 +11,6 @@ import pytest
 
 from strata_helpers import CRASHWRITER
 
-pytestmark = pytest.mark.skipif(not os.path.exists(CRASHWRITER), reason="build first")
 
 
 def pattern(k, n):

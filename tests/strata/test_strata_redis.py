@@ -1,20 +1,15 @@
 """Unmodified redis-server (AOF with appendfsync always, plus an RDB from
 BGSAVE) keeps its files under /strata via the shim; after kill -9 and a
 restart every acknowledged write is there and fsck is clean."""
-import os
-import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
 
-import pytest
+import redis  # test extra; redis-server itself comes from deploy/setup
 
 from strata_helpers import ROOT, fsck_clean, shim_env, strata_cli
-
-redis = pytest.importorskip("redis")
-pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="no redis-server")
 
 
 def free_port():
