@@ -120,8 +120,9 @@ def cmd_run(a):
     if not argv:
         raise SystemExit("usage: strata run -- CMD ...")
     env = dict(os.environ, STRATA_POOL=a.pool)
+    # libstrata goes last: libzio and libtas come first when present (architecture)
     pre = env.get("LD_PRELOAD")
-    env["LD_PRELOAD"] = lib.LIB_PATH + (":" + pre if pre else "")
+    env["LD_PRELOAD"] = (pre + ":" if pre else "") + lib.LIB_PATH
     os.execvpe(argv[0], argv, env)
 
 
