@@ -24,32 +24,31 @@ struct piece {
 };
 
 /* After MADV_DONTNEED a private anonymous page is gone; a shared or file page
- * stays resident, and such memory cannot be an intermediate. */
+ * stays resident, and such memory cannot be an intermediate.  The mapping
+ * kind is uniform within a VMA, so probing both ends of the range is enough
+ * unless it straddles mappings of different kinds (then the far end shows). */
 static int all_missing(uintptr_t lo, uintptr_t hi)
 {
-    static __thread unsigned char vec[1024];
-    for (; lo < hi; lo += sizeof(vec) * ZIO_PAGE) {
-        size_t np = (hi - lo) / ZIO_PAGE;
-        if (np > sizeof(vec))
-            np = sizeof(vec);
-        if (mincore((void *)lo, np * ZIO_PAGE, vec) != 0)
-            return 0;
-        for (size_t k = 0; k < np; k++)
-            if (vec[k] & 1)
-                return 0;
-    }
-    return 1;
+    unsigned char v = 0, w = 0;
+    if (mincore((void *)lo, ZIO_PAGE, &v) != 0 || mincore((void *)(hi - ZIO_PAGE), ZIO_PAGE, &w) != 0)
+        return 0;
+    return !((v | w) & 1);
 }
 
+/* First elision from an original: write-protect it.  A range released
+ * earlier usually is still registered in WP mode, so try protecting first and
+ * register only when that fails. */
 static int protect_original(struct zio_entry *e)
 {
     if (e->kind != ZE_ORIGINAL || e->protect || (e->flags & ZIO_ORIG_NOPROTECT))
         return 0;
-    if (uffd_register(e->addr, ze_end(e), 1) != 0)
-        return -1;
-    if (uffd_protect(e->addr, ze_end(e), 1) != 0) {
-        uffd_unregister(e->addr, ze_end(e));
-        return -1;
+    if (uffd_try_protect(e->addr, ze_end(e)) != 0) {
+        if (uffd_register(e->addr, ze_end(e), 1) != 0)
+            return -1;
+        if (uffd_protect(e->addr, ze_end(e), 1) != 0) {
+            uffd_unregister(e->addr, ze_end(e));
+            return -1;
+        }
     }
     e->protect = 1;
     return 0;
@@ -120,6 +119,57 @@ static int elide_piece(struct piece *p)
     return 0;
 }
 
+/* A destination range copied eagerly (fringes and non-elided parts).  Its
+ * source is resolved to originals while the lock is held, so the copy reads
+ * mapped memory instead of faulting on source intermediate pages (a fringe
+ * often shares a page with the source's core). */
+struct gap {
+    uintptr_t dpos;
+    size_t len;
+    int niov;   /* 0: copy straight from the source */
+    struct iovec iov[4];
+};
+
+static int plan_gaps(uintptr_t d, uintptr_t s, size_t n, const struct piece *pc, int np,
+                     struct gap *gaps)
+{
+    int ng = 0;
+    uintptr_t pos = d;
+    for (int k = 0; k <= np; k++) {   /* pieces are sorted, like the table */
+        uintptr_t stop = k < np ? pc[k].lo : d + n;
+        if (stop > pos) {
+            struct gap *g = &gaps[ng++];
+            g->dpos = pos;
+            g->len = stop - pos;
+            g->niov = track_resolve(pos - d + s, g->len, g->iov, 4);
+            for (int i = 0; i < g->niov; i++) {
+                uintptr_t b = (uintptr_t)g->iov[i].iov_base;
+                if (b < d + n && d < b + g->iov[i].iov_len)
+                    g->niov = -1;   /* an original this copy overwrites: let
+                                       the write fault push it first */
+            }
+            if (g->niov < 0)
+                g->niov = 0;
+        }
+        if (k < np && pc[k].hi > pos)
+            pos = pc[k].hi;
+    }
+    return ng;
+}
+
+static void copy_gap(const struct gap *g, uintptr_t d, uintptr_t s)
+{
+    if (g->niov == 0) {
+        zio_plain_copy((void *)g->dpos, (const void *)(g->dpos - d + s), g->len);
+        return;
+    }
+    uintptr_t at = g->dpos;
+    for (int i = 0; i < g->niov; i++) {
+        zio_plain_copy((void *)at, g->iov[i].iov_base, g->iov[i].iov_len);
+        at += g->iov[i].iov_len;
+    }
+}
+
 void *zio_copy(void *dst, const void *src, size_t n)
 {
     uintptr_t d = (uintptr_t)dst, s = (uintptr_t)src;
@@ -142,6 +192,8 @@ void *zio_copy(void *dst, const void *src, size_t n)
     }
     if (ok == 0)
         track_drop_overwritten(d, d + n);   /* no fills for pages we overwrite */
+    struct gap gaps[MAX_PIECES + 1];
+    int ng = plan_gaps(d, s, n, pc, np, gaps);
     if (zio_tab_n > zio_cfg.gc_max) {
         void *frees[GC_FREE_BATCH];
         size_t nf = gc_run(0, frees, GC_FREE_BATCH);
@@ -151,18 +203,10 @@ void *zio_copy(void *dst, const void *src, size_t n)
         pthread_mutex_unlock(&zio_lock);
     }
     zio_in_lib--;
-    /* eager part: everything outside the pieces (pieces are sorted by
-     * address because the table is) */
-    uintptr_t pos = d;
-    for (int k = 0; k <= np; k++) {
-        uintptr_t stop = k < np ? pc[k].lo : d + n;
-        if (stop > pos) {
-            zio_plain_copy((void *)pos, (const void *)(pos - d + s), stop - pos);
-            if (ok)
-                ctr_add(C_FRINGE_BYTES, stop - pos);
-        }
-        if (k < np && pc[k].hi > pos)
-            pos = pc[k].hi;
+    for (int g = 0; g < ng; g++) {
+        copy_gap(&gaps[g], d, s);
+        if (ok)
+            ctr_add(C_FRINGE_BYTES, gaps[g].len);
     }
     ctr_add(ok ? C_COPIES_ELIDED : C_COPIES_PLAIN, 1);
     return dst;

@@ -93,6 +93,7 @@ int uffd_open(void);                        /* 0 ok, -1 unusable */
 int uffd_register(uintptr_t lo, uintptr_t hi, int wp);
 void uffd_unregister(uintptr_t lo, uintptr_t hi);
 int uffd_protect(uintptr_t lo, uintptr_t hi, int on);
+int uffd_try_protect(uintptr_t lo, uintptr_t hi);
 int uffd_fill(uintptr_t dst, uintptr_t src, size_t len);
 void uffd_zero(uintptr_t page);
 void uffd_wake(uintptr_t lo, size_t len);

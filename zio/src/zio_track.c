@@ -58,9 +58,10 @@ void track_release_originals(uintptr_t lo, uintptr_t hi)
             continue;
         }
         uintptr_t a = umax(lo, e->addr), b = umin(hi, ze_end(e));
+        /* stays registered in WP mode: the next input into this buffer is
+         * likely to be protected again (free() unregisters) */
         if (e->protect)
             uffd_protect(a, b, 0);
-        uffd_unregister(a, b);
         size_t before = zio_tab_n;
         uintptr_t start = e->addr;
         tab_cut(i, a, b);

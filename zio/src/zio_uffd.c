@@ -121,6 +121,18 @@ int uffd_protect(uintptr_t lo, uintptr_t hi, int on)
     return 0;
 }
 
+/* Protect without counting an error: fails when [lo,hi) is not (all)
+ * registered in WP mode. */
+int uffd_try_protect(uintptr_t lo, uintptr_t hi)
+{
+    if (zio_uffd < 0)
+        return 0;
+    struct uffdio_writeprotect w = {
+        .range = { .start = lo, .len = hi - lo }, .mode = UFFDIO_WRITEPROTECT_MODE_WP,
+    };
+    return ioctl(zio_uffd, UFFDIO_WRITEPROTECT, &w);
+}
+
 void uffd_wake(uintptr_t lo, size_t len)
 {
     struct uffdio_range r = { .start = lo, .len = len };
