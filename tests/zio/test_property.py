@@ -81,7 +81,7 @@ def check_same(script, tmp_path, input_file, env_extra):
     return counters
 
 
-@settings(max_examples=int(os.environ.get("ZIO_PROPERTY_EXAMPLES", "50")), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=int(os.environ.get("ZIO_PROPERTY_EXAMPLES", "200")), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(script=scripts())
 def test_random_scripts_identical_under_zio(script, tmp_path, input_file, libzio):
     counters = check_same(script, tmp_path, input_file, {"LD_PRELOAD": libzio})
