@@ -11,9 +11,10 @@
 #include <errno.h>
 #include <sys/stat.h>
 
+/* Entries applied eagerly at commit: namespace changes and metadata. */
 int is_namespace(const struct strata_entry *e)
 {
-    return e->kind >= STRATA_E_CREATE && e->kind <= STRATA_E_RENAME;
+    return (e->kind >= STRATA_E_CREATE && e->kind <= STRATA_E_RENAME) || e->kind == STRATA_E_SETATTR;
 }
 
 const char *entry_data(const struct strata_entry *e)
@@ -81,6 +82,14 @@ int apply_namespace(const struct strata_entry *e)
         return 0;
     case STRATA_E_RENAME:
         return apply_rename(e);
+    case STRATA_E_SETATTR:
+        if (ino_alive(e->ino, e->gen)) {
+            struct strata_inode *in = ino_get(e->ino);
+            in->mode = (in->mode & S_IFMT) | ((uint32_t)e->len & 07777);
+            in->ctime_s = e->mtime_s;
+            strata_persist(in, sizeof(*in));
+        }
+        return 0;
     }
     return 0;
 }
@@ -95,12 +104,6 @@ int apply_data(const struct strata_entry *e)
         return shared_write(e->ino, e->off, entry_data(e), e->len);
     case STRATA_E_TRUNCATE:
         return shared_truncate(e->ino, e->len);
-    case STRATA_E_SETATTR: {
-        struct strata_inode *in = ino_get(e->ino);
-        in->mode = (in->mode & S_IFMT) | ((uint32_t)e->len & 07777);
-        strata_persist(&in->mode, sizeof(in->mode));
-        return 0;
-    }
     }
     return 0;
 }

@@ -216,6 +216,14 @@ int unlink(const char *path) { ROUTE_OR(path, strata_unlink(sp), REAL(unlink)(pa
 int rmdir(const char *path) { ROUTE_OR(path, strata_rmdir(sp), REAL(rmdir)(path)); }
 int mkdir(const char *path, mode_t mode) { ROUTE_OR(path, strata_mkdir(sp, mode), REAL(mkdir)(path, mode)); }
 int access(const char *path, int mode) { ROUTE_OR(path, strata_access(sp, mode), REAL(access)(path, mode)); }
+int chmod(const char *path, mode_t mode) { ROUTE_OR(path, strata_chmod(sp, mode), REAL(chmod)(path, mode)); }
+
+int fchmodat(int dirfd, const char *path, mode_t mode, int flags)
+{
+    char p[PATH_MAX];
+    int r = shim_route_at(dirfd, path, p);
+    return r == 0 ? REAL(fchmodat)(dirfd, path, mode, flags) : r < 0 ? -1 : strata_chmod(p, mode);
+}
 
 int unlinkat(int dirfd, const char *path, int flags)
 {

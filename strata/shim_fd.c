@@ -104,7 +104,7 @@ int __fxstat64(int ver, int fd, struct stat64 *st)
 }
 
 /* The reserved kernel fd is /dev/null: never let these reach it. */
-int fchmod(int fd, mode_t m) { return strata_is_fd(fd) ? 0 : REAL(fchmod)(fd, m); }
+int fchmod(int fd, mode_t m) { return strata_is_fd(fd) ? strata_fchmod(fd, m) : REAL(fchmod)(fd, m); }
 int fchown(int fd, uid_t u, gid_t g) { return strata_is_fd(fd) ? 0 : REAL(fchown)(fd, u, g); }
 int flock(int fd, int op) { return strata_is_fd(fd) ? 0 : REAL(flock)(fd, op); }
 int posix_fadvise(int fd, off_t o, off_t l, int adv)

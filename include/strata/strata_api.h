@@ -36,6 +36,8 @@ int strata_unlink(const char *path);
 int strata_rmdir(const char *path);
 int strata_mkdir(const char *path, unsigned int mode);
 int strata_rename(const char *from, const char *to);
+int strata_chmod(const char *path, unsigned int mode);
+int strata_fchmod(int fd, unsigned int mode);
 
 /* Contract 3: log a write whose data is an extent already in the pool's ref
  * area (pool byte offset).  The caller must have stored the data; it is

@@ -72,7 +72,7 @@ enum strata_kind {
     STRATA_E_WRITE = 6,      /* payload: inline data */
     STRATA_E_WRITE_REF = 7,  /* payload: struct strata_ref (contract 3) */
     STRATA_E_TRUNCATE = 8,
-    STRATA_E_SETATTR = 9,
+    STRATA_E_SETATTR = 9,    /* metadata (mode); applied eagerly like namespace ops */
 };
 
 /* 64-byte header; payload follows; entries are 64-byte aligned. */

@@ -69,7 +69,7 @@ def main():
     for step in range(nops):
         kind = rng.choice(["open", "open", "write", "write", "pwrite", "read", "pread",
                            "truncate", "close", "unlink", "rename", "mkdir", "rmdir",
-                           "stat", "fsync", "listdir", "lseek", "digest", "dup"])
+                           "stat", "fsync", "listdir", "lseek", "digest", "dup", "chmod"])
         p1, p2 = path(), path()
         slot = rng.randrange(4)
         data = bytes(rng.randrange(256) for _ in range(rng.choice([1, 7, 100, 4096, 5000])))
@@ -77,6 +77,7 @@ def main():
         flags = rng.choice([os.O_RDWR | os.O_CREAT, os.O_RDONLY, os.O_WRONLY | os.O_APPEND | os.O_CREAT,
                             os.O_RDWR | os.O_CREAT | os.O_TRUNC, os.O_RDWR | os.O_CREAT | os.O_EXCL])
         whence, rlen = rng.choice([0, 1, 2]), rng.choice([1, 100, 5000, 20000])
+        perm = rng.choice([0o600, 0o644, 0o755, 0o700])
         res = []
         for s in sides:
             fd = s.fds.get(slot)
@@ -122,6 +123,8 @@ def main():
                 r = outcome(os.rename, s.p(p1), s.p(p2))
             elif kind == "mkdir":
                 r = outcome(os.mkdir, s.p(p1), 0o755)
+            elif kind == "chmod":
+                r = outcome(os.chmod, s.p(p1), perm)
             elif kind == "rmdir":
                 r = outcome(os.rmdir, s.p(p1))
             elif kind == "stat":

@@ -32,5 +32,5 @@ def test_random_workload_matches_tmpfs(pool, seed):
     assert out["tree_diff"] == [], out["tree_diff"]
     # the workload really exercised the file system
     assert out["ok_ops"] > 200 and out["entries"] > 2, out
-    for kind in ("write", "pwrite", "read", "rename", "unlink", "truncate", "digest"):
+    for kind in ("write", "pwrite", "read", "rename", "unlink", "truncate", "digest", "chmod"):
         assert out["kinds"].get(kind, 0) > 0, (kind, out["kinds"])
