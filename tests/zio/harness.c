@@ -14,7 +14,7 @@
  *        recv B OFF LEN | read B OFF LEN
  *        cpy SB SOFF DB DOFF LEN | mov SB SOFF DB DOFF LEN
  *        wr B OFF LEN SEED | rd B OFF LEN
- *        send B OFF LEN | write B OFF LEN | writev B OFF LEN
+ *        send B OFF LEN | write B OFF LEN | writev B OFF LEN | sleep MS
  * STATS_COPY: at the end, the process's zio stats page is copied there.
  */
 #include <fcntl.h>
@@ -168,6 +168,8 @@ int main(int argc, char **argv)
                     die(op);
                 put += w;
             }
+        } else if (!strcmp(op, "sleep")) {
+            usleep((useconds_t)a[0] * 1000);   /* lets the periodic GC run */
         } else {
             fprintf(stderr, "unknown op %s\n", op);
             return 2;

@@ -10,7 +10,7 @@ import pytest
 
 from bindings import stats
 from conftest import built, zio_cli
-from test_property import check_same
+from harness_run import check_same
 
 SCRIPT = "\n".join([
     "alloc 0 1048576", "alloc 1 1048576", "recv 0 100 700000",

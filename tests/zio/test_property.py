@@ -1,12 +1,10 @@
 """Property test: random recv/copy/touch/send/realloc/free scripts give the
 same observations and the same output bytes plainly and under libzio."""
 import os
-import subprocess
 
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from bindings import stats
-from conftest import built
+from harness_run import check_same
 
 KIB = 1024
 BIG = [64 * KIB, 256 * KIB + 100, 1024 * KIB]
@@ -53,32 +51,6 @@ def scripts(draw):
     for b in range(nbuf):
         ops.append(f"send {b} 0 {sizes[b]}")
     return "\n".join(ops) + "\n"
-
-
-def run_harness(script, tmp, input_file, env_extra=None):
-    harness = built("zio_harness")
-    out = os.path.join(tmp, "out.bin")
-    stats_copy = os.path.join(tmp, "stats.page")
-    env = dict(os.environ, **(env_extra or {}))
-    proc = subprocess.run([harness, out, input_file, stats_copy], input=script.encode(),
-                          capture_output=True, env=env, timeout=60)
-    assert proc.returncode == 0, proc.stderr.decode()
-    with open(out, "rb") as f:
-        sent = f.read()
-    counters = stats.read_page(stats_copy) if env_extra else {}
-    return proc.stdout, sent, counters
-
-
-def check_same(script, tmp_path, input_file, env_extra):
-    plain = tmp_path / "plain"
-    zio = tmp_path / "zio"
-    plain.mkdir(exist_ok=True)
-    zio.mkdir(exist_ok=True)
-    p_out, p_sent, _ = run_harness(script, plain, input_file)
-    z_out, z_sent, counters = run_harness(script, zio, input_file, env_extra)
-    assert z_out == p_out, "observed bytes differ under libzio"
-    assert z_sent == p_sent, "sent bytes differ under libzio"
-    return counters
 
 
 @settings(max_examples=int(os.environ.get("ZIO_PROPERTY_EXAMPLES", "200")), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -77,6 +77,18 @@ def test_redis_values_and_restart(zio_env, tmp_path):
         assert counters["copies_seen"] > 0 and counters["inputs_recorded"] > 0
         assert counters["uffd_errors"] == 0
         assert r.save()
+        # a background save forks: libzio materialises everything first
+        for key in list(expect)[:4]:
+            expect[key] = os.urandom(len(expect[key]) + 1)
+            r.set(key, expect[key])
+        r.bgsave()
+        for _ in range(600):
+            persistence = r.info("persistence")
+            if not persistence["rdb_bgsave_in_progress"]:
+                break
+            time.sleep(0.05)
+        assert persistence["rdb_last_bgsave_status"] == "ok"
+        assert stats.read("zio", str(pid))["fork_resolves"] >= 1
     finally:
         stop(proc, r)
     assert not os.path.exists(stats.page_path("zio", str(pid))), "stats page left behind"
