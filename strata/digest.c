@@ -139,9 +139,11 @@ int64_t digest_slot(int slot)
     for (uint32_t i = 0; i < b.n; i++) {
         if (b.skip[i])
             continue;
-        if (apply_data(b.e[i]) != 0) { /* out of blocks: keep the log, report */
-            kb_stats_add(G.c.enospc, 1);
-            errno = ENOSPC;
+        if (apply_data(b.e[i]) != 0) { /* out of blocks or corrupted: keep the log, report */
+            if (errno != EUCLEAN) {
+                kb_stats_add(G.c.enospc, 1);
+                errno = ENOSPC;
+            }
             rc = -1;
             goto out;
         }

@@ -130,6 +130,10 @@ static int walk(const char *path, uint32_t *ino, const char **last, size_t *last
             }
             cur = d->ino;
         }
+        if (cur == 0 || cur >= G.sb->ninodes || G.inodes[cur].mode == 0) {
+            errno = EUCLEAN; /* a dirent or parent link names no inode */
+            return -1;
+        }
         p = e;
     }
     if (last) { /* path was "/" */

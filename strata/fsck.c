@@ -49,8 +49,6 @@ static void claim(struct report *r, uint32_t *owner, uint32_t ino, uint32_t b)
 
 static uint32_t *tbl(uint32_t b) { return (uint32_t *)(G.base + (uint64_t)b * STRATA_BLOCK); }
 
-static int ok_block(uint32_t b) { return b >= G.sb->off_data / STRATA_BLOCK && b < G.sb->nblocks; }
-
 static void check_inode(struct report *r, uint32_t *owner, uint32_t ino)
 {
     struct strata_inode *in = &G.inodes[ino];
@@ -62,7 +60,7 @@ static void check_inode(struct report *r, uint32_t *owner, uint32_t ino)
     }
     if (in->ind) {
         claim(r, owner, ino, in->ind);
-        for (uint32_t k = 0; ok_block(in->ind) && k < STRATA_PTRS_PER_BLOCK; k++) {
+        for (uint32_t k = 0; valid_blk(in->ind) && k < STRATA_PTRS_PER_BLOCK; k++) {
             claim(r, owner, ino, tbl(in->ind)[k]);
             if (tbl(in->ind)[k] && STRATA_NDIRECT + k >= nb)
                 problem(r, "inode %u: indirect block mapped past EOF\n", ino);
@@ -70,10 +68,10 @@ static void check_inode(struct report *r, uint32_t *owner, uint32_t ino)
     }
     if (in->dind) {
         claim(r, owner, ino, in->dind);
-        for (uint32_t k = 0; ok_block(in->dind) && k < STRATA_PTRS_PER_BLOCK; k++) {
+        for (uint32_t k = 0; valid_blk(in->dind) && k < STRATA_PTRS_PER_BLOCK; k++) {
             uint32_t t = tbl(in->dind)[k];
             claim(r, owner, ino, t);
-            for (uint32_t j = 0; t && ok_block(t) && j < STRATA_PTRS_PER_BLOCK; j++)
+            for (uint32_t j = 0; t && valid_blk(t) && j < STRATA_PTRS_PER_BLOCK; j++)
                 claim(r, owner, ino, tbl(t)[j]);
         }
     }

@@ -96,9 +96,10 @@ static ssize_t do_pread(int fd, void *buf, size_t len, int64_t off, int advance)
         return 0;
     uint64_t n = size - (uint64_t)off < len ? size - (uint64_t)off : len;
     char *dst = buf;
-    if (ino_alive(f->ino, f->gen))
-        shared_read(f->ino, (uint64_t)off, dst, n);
-    else
+    if (ino_alive(f->ino, f->gen)) {
+        if (shared_read(f->ino, (uint64_t)off, dst, n) != 0)
+            return -1; /* corrupted block map (EUCLEAN) */
+    } else
         memset(dst, 0, n);
     struct pend_inode *p = G.pend[f->ino];
     if (p && p->gen == f->gen) {

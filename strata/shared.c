@@ -48,6 +48,10 @@ void ino_init(uint32_t ino, uint32_t gen, uint32_t mode, uint32_t parent)
 
 static char *blk(uint32_t b) { return G.base + (uint64_t)b * STRATA_BLOCK; }
 
+/* A block pointer read from the pool is only followed if it names a data
+ * block: a corrupted pointer is reported (EUCLEAN), never dereferenced. */
+int valid_blk(uint32_t b) { return b >= G.sb->off_data / STRATA_BLOCK && b < G.sb->nblocks; }
+
 int blk_used(uint32_t b) { return (G.bitmap[b / 8] >> (b % 8)) & 1; }
 
 void block_mark(uint32_t b, int used)
@@ -125,14 +129,21 @@ static uint32_t *bmap(struct strata_inode *in, uint64_t idx, int alloc)
         }
         if (in->dind == 0 && (!alloc || fill_block(&in->dind, NULL) != 0))
             goto absent;
+        if (!valid_blk(in->dind))
+            goto corrupt;
         p = (uint32_t *)blk(in->dind) + idx / STRATA_PTRS_PER_BLOCK;
         idx %= STRATA_PTRS_PER_BLOCK;
     }
     if (*p == 0 && (!alloc || fill_block(p, NULL) != 0))
         goto absent;
+    if (!valid_blk(*p))
+        goto corrupt;
     return (uint32_t *)blk(*p) + idx;
 absent:
     errno = alloc ? ENOSPC : 0;
+    return NULL;
+corrupt:
+    errno = EUCLEAN;
     return NULL;
 }
 
@@ -147,6 +158,10 @@ int shared_write(uint32_t ino, uint64_t off, const void *buf, uint64_t len)
         uint32_t *ptr = bmap(in, pos / STRATA_BLOCK, 1);
         if (ptr == NULL)
             return -1;
+        if (*ptr != 0 && !valid_blk(*ptr)) {
+            errno = EUCLEAN;
+            return -1;
+        }
         if (*ptr == 0 && n == STRATA_BLOCK) { /* a whole new block: no zeroing */
             if (fill_block(ptr, src + done) != 0)
                 return -1;
@@ -167,7 +182,7 @@ int shared_write(uint32_t ino, uint64_t off, const void *buf, uint64_t len)
     return 0;
 }
 
-void shared_read(uint32_t ino, uint64_t off, void *buf, uint64_t len)
+int shared_read(uint32_t ino, uint64_t off, void *buf, uint64_t len)
 {
     struct strata_inode *in = &G.inodes[ino];
     char *dst = buf;
@@ -176,12 +191,17 @@ void shared_read(uint32_t ino, uint64_t off, void *buf, uint64_t len)
         uint64_t pos = off + done, boff = pos % STRATA_BLOCK;
         uint64_t n = STRATA_BLOCK - boff < len - done ? STRATA_BLOCK - boff : len - done;
         uint32_t *ptr = bmap(in, pos / STRATA_BLOCK, 0);
+        if ((ptr == NULL && errno == EUCLEAN) || (ptr && *ptr && !valid_blk(*ptr))) {
+            errno = EUCLEAN;
+            return -1;
+        }
         if (ptr && *ptr)
             memcpy(dst + done, blk(*ptr) + boff, n);
         else
             memset(dst + done, 0, n);
         done += n;
     }
+    return 0;
 }
 
 /*
@@ -224,7 +244,8 @@ static void clear_ptr(uint32_t *p)
         return;
     *p = 0;
     strata_persist(p, sizeof(*p));
-    block_free(b);
+    if (valid_blk(b))
+        block_free(b);
 }
 
 /* Free every block holding file blocks >= from (and emptied indirect blocks). */
@@ -232,19 +253,25 @@ static void free_from(struct strata_inode *in, uint64_t from)
 {
     for (uint64_t i = from; i < STRATA_NDIRECT; i++)
         clear_ptr(&in->direct[i]);
-    if (in->ind) {
+    if (in->ind && valid_blk(in->ind)) {
         uint32_t *t = (uint32_t *)blk(in->ind);
         for (uint64_t i = from > STRATA_NDIRECT ? from - STRATA_NDIRECT : 0; i < STRATA_PTRS_PER_BLOCK; i++)
             clear_ptr(&t[i]);
         if (from <= STRATA_NDIRECT)
             clear_ptr(&in->ind);
     }
-    if (in->dind) {
+    if (in->ind && !valid_blk(in->ind))
+        clear_ptr(&in->ind);
+    if (in->dind && valid_blk(in->dind)) {
         uint32_t *d = (uint32_t *)blk(in->dind);
         for (uint64_t k = 0; k < STRATA_PTRS_PER_BLOCK; k++) {
             uint64_t base = NIND + k * STRATA_PTRS_PER_BLOCK;
             if (d[k] == 0 || from >= base + STRATA_PTRS_PER_BLOCK)
                 continue;
+            if (!valid_blk(d[k])) {
+                clear_ptr(&d[k]);
+                continue;
+            }
             uint32_t *t = (uint32_t *)blk(d[k]);
             for (uint64_t i = from > base ? from - base : 0; i < STRATA_PTRS_PER_BLOCK; i++)
                 clear_ptr(&t[i]);
@@ -254,6 +281,8 @@ static void free_from(struct strata_inode *in, uint64_t from)
         if (from <= NIND)
             clear_ptr(&in->dind);
     }
+    if (in->dind && !valid_blk(in->dind))
+        clear_ptr(&in->dind);
 }
 
 /* Free blocks past EOF and zero the tail of the last block: the invariant
@@ -263,7 +292,7 @@ static void trim_past(struct strata_inode *in, uint64_t size)
     free_from(in, (size + STRATA_BLOCK - 1) / STRATA_BLOCK);
     if (size % STRATA_BLOCK) {
         uint32_t *ptr = bmap(in, size / STRATA_BLOCK, 0);
-        if (ptr && *ptr) {
+        if (ptr && *ptr && valid_blk(*ptr)) {
             char *p = blk(*ptr) + size % STRATA_BLOCK;
             memset(p, 0, STRATA_BLOCK - size % STRATA_BLOCK);
             strata_persist(p, STRATA_BLOCK - size % STRATA_BLOCK);
@@ -320,12 +349,13 @@ void orphan_sweep(void)
     }
 }
 
+/* Count a block as used; returns it if it may be followed, else 0. */
 static uint64_t mark(uint32_t b, uint64_t *used)
 {
-    if (b != 0 && b < G.sb->nblocks) {
-        G.bitmap[b / 8] |= (uint8_t)(1u << (b % 8));
-        (*used)++;
-    }
+    if (b == 0 || !valid_blk(b))
+        return 0;
+    G.bitmap[b / 8] |= (uint8_t)(1u << (b % 8));
+    (*used)++;
     return b;
 }
 

@@ -38,3 +38,13 @@ def api(pool, *args):
                        timeout=120)
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout.splitlines()[-1])
+
+
+def layout():
+    """cffi view of include/strata/strata_layout.h (the one layout definition)."""
+    import cffi
+    sys.path.insert(0, ROOT)
+    from bindings.cdef import cdef_of
+    ffi = cffi.FFI()
+    ffi.cdef(cdef_of("strata/strata_layout.h"))
+    return ffi

@@ -6,7 +6,7 @@ import signal
 import subprocess
 import sys
 
-from strata_helpers import ROOT, api, fsck_clean, shim_env, strata_cli
+from strata_helpers import ROOT, api, fsck_clean, layout, shim_env, strata_cli
 
 
 def test_cli_roundtrip(pool, tmp_path):
@@ -126,3 +126,24 @@ def test_python_kernel_copy_paths_fall_back(pool, tmp_path):
     assert r.stdout.strip() == "12345"
     assert (tmp_path / "back.bin").read_bytes() == src.read_bytes()
     fsck_clean(pool)
+
+
+def test_corrupted_block_pointer_is_reported_not_followed(pool, tmp_path):
+    src = tmp_path / "f"
+    src.write_bytes(b"z" * 10000)
+    strata_cli("cp", str(src), "/strata/f", pool=pool)  # digested when cp closes it
+    ino = int(subprocess.run([sys.executable, "-c", "import os; print(os.stat('/strata/f').st_ino)"],
+                             env=shim_env(pool), capture_output=True, text=True,
+                             check=True).stdout)
+    ffi = layout()
+    with open(pool, "r+b") as f:
+        sb = ffi.from_buffer("struct strata_super *", bytearray(f.read(4096)))
+        at = sb.off_inodes + ino * ffi.sizeof("struct strata_inode") + ffi.offsetof(
+            "struct strata_inode", "direct")
+        f.seek(at + 4)  # direct[1]
+        f.write((0xFFFFFF00).to_bytes(4, "little"))  # far outside the pool
+    r = subprocess.run([sys.executable, "-c", "open('/strata/f', 'rb').read()"],
+                       env=shim_env(pool), capture_output=True, text=True)
+    assert r.returncode != 0 and f"[Errno {errno.EUCLEAN}]" in r.stderr, r.stderr
+    r = strata_cli("fsck", pool=pool, check=False)
+    assert r.returncode == 1 and "outside the data area" in r.stdout, r.stdout
