@@ -73,6 +73,10 @@ def test_profile_reports_would_elide(zio_env, tmp_path, input_file):
     p = zio_cli("profile", "--", built("zio_harness"), str(tmp_path / "out"), input_file,
                 env=zio_env, input=SCRIPT, capture_output=True, text=True)
     assert p.returncode == 0, p.stderr
+    plain = subprocess.run([built("zio_harness"), str(tmp_path / "out.plain"), input_file],
+                           input=SCRIPT, capture_output=True, text=True)
+    assert p.stdout == plain.stdout   # profiling never changes what the program sees
+    assert (tmp_path / "out").read_bytes() == (tmp_path / "out.plain").read_bytes()
     assert "256K-1M" in p.stderr and "copies zIO would elide: " in p.stderr
     line = next(x for x in p.stderr.splitlines() if "would elide" in x)
     assert "bytes: 0 " not in line

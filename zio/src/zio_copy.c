@@ -141,7 +141,9 @@ static int plan_gaps(uintptr_t d, uintptr_t s, size_t n, const struct piece *pc,
             struct gap *g = &gaps[ng++];
             g->dpos = pos;
             g->len = stop - pos;
-            g->niov = track_resolve(pos - d + s, g->len, g->iov, 4);
+            /* profile mode: "intermediates" are real copies and their
+             * originals unprotected, so never read through them */
+            g->niov = zio_mode == ZIO_ELIDE ? track_resolve(pos - d + s, g->len, g->iov, 4) : 0;
             for (int i = 0; i < g->niov; i++) {
                 uintptr_t b = (uintptr_t)g->iov[i].iov_base;
                 if (b < d + n && d < b + g->iov[i].iov_len)

@@ -131,6 +131,8 @@ int track_add_original(uintptr_t lo, uintptr_t hi, unsigned flags, uintptr_t key
     if (flags & ZIO_ORIG_NVM)
         flags |= ZIO_ORIG_NOPROTECT;
     size_t i = tab_lower(lo);
+    if (i < zio_tab_n && zio_tab[i].addr < hi)
+        return -1;   /* tracked meanwhile (racing threads): keep entries disjoint */
     if (i > 0) {
         struct zio_entry *p = &zio_tab[i - 1];
         if (p->kind == ZE_ORIGINAL && ze_end(p) == lo && !p->protect && !p->freed &&
