@@ -8,20 +8,24 @@
  * buffers the same way every time, while buffer addresses change with every
  * allocation (Redis reads into a different query buffer position each time).
  * When faulted bytes exceed ratio x elided bytes, the site stops being
- * tracked: its next 64 inputs are not recorded as originals and copies out
+ * tracked: its next N inputs are not recorded as originals and copies out
  * of its existing originals are done plainly; then the sums restart and the
- * site is probed again.
+ * site is probed again.  N starts at 64 and doubles (up to 64 Ki inputs)
+ * each time a probe fails again; a site that then elides 16 MiB without
+ * failing is back to 64.
  */
 #include "zio_internal.h"
 
 #define POL_SLOTS 128
 #define POL_WINDOW (64ULL << 20)
-#define POL_SKIP_INPUTS 64
+#define POL_SKIP_MIN 64
+#define POL_SKIP_MAX 65536
+#define POL_PROVEN (16ULL << 20)
 
 struct pol {
     uintptr_t key;
     uint64_t elided, faulted;
-    uint32_t skip;
+    uint32_t skip, backoff;
 };
 
 static struct pol pol[POL_SLOTS];
@@ -52,6 +56,8 @@ void policy_elided(uintptr_t key, size_t bytes)
 {
     struct pol *p = pol_get(key);
     p->elided += bytes;
+    if (p->elided > POL_PROVEN)
+        p->backoff = POL_SKIP_MIN;
     if (p->elided > POL_WINDOW) {
         p->elided /= 2;
         p->faulted /= 2;
@@ -63,7 +69,11 @@ void policy_faulted(uintptr_t key, size_t bytes)
     struct pol *p = pol_get(key);
     p->faulted += bytes;
     if (p->skip == 0 && (double)p->faulted > zio_cfg.ratio * (double)p->elided) {
-        p->skip = POL_SKIP_INPUTS;
+        if (p->backoff < POL_SKIP_MIN)
+            p->backoff = POL_SKIP_MIN;
+        p->skip = p->backoff;
+        if (p->backoff < POL_SKIP_MAX)
+            p->backoff *= 2;
         p->elided = p->faulted = 0;
         ctr_add(C_POLICY_DISABLED, 1);
     }
@@ -75,6 +85,7 @@ int policy_input(uintptr_t key)
     struct pol *p = pol_get(key);
     if (p->skip == 0)
         return 1;
-    p->skip--;
+    if (--p->skip == 0)
+        p->elided = p->faulted = 0;   /* the probe starts from a clean window */
     return 0;
 }
