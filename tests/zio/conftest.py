@@ -1,20 +1,9 @@
-"""Shared fixtures for the zIO tests: where the built programs are, how to run
-a program plainly and under libzio."""
+"""Fixtures for the zIO tests."""
 import os
-import subprocess
-import sys
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-BUILD = os.environ.get("ZIO_BUILD_DIR", os.path.join(ROOT, "build"))
-
-
-def built(name):
-    path = os.path.join(BUILD, "zio", name)
-    if not os.path.exists(path):
-        pytest.fail(f"{path} missing: run `python deploy/native_build.py`")
-    return path
+from zio_testlib import ROOT, built
 
 
 @pytest.fixture(scope="session")
@@ -25,18 +14,7 @@ def libzio():
 @pytest.fixture(scope="session")
 def zio_env(libzio):
     """Environment for `python -m zio.cli` using the freshly built libzio."""
-    env = dict(os.environ, ZIO_LIB=libzio, PYTHONPATH=ROOT)
-    return env
-
-
-def zio_cli(*args, env, **kw):
-    """Run the zio CLI to completion."""
-    return subprocess.run([sys.executable, "-m", "zio.cli", *args], env=env, **kw)
-
-
-def zio_start(*args, env, **kw):
-    """Start the zio CLI (e.g. `zio run -- server`) in the background."""
-    return subprocess.Popen([sys.executable, "-m", "zio.cli", *args], env=env, **kw)
+    return dict(os.environ, ZIO_LIB=libzio, PYTHONPATH=ROOT)
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,7 @@ import os
 import subprocess
 
 from bindings import stats
-from conftest import built
+from zio_testlib import built
 
 
 def run_harness(script, tmp, input_file, env_extra=None):

@@ -9,7 +9,7 @@ import tempfile
 import pytest
 
 from bindings import stats
-from conftest import built, zio_cli
+from zio_testlib import built, zio_cli
 from harness_run import check_same
 
 SCRIPT = "\n".join([

@@ -10,7 +10,7 @@ import pytest
 import redis
 
 from bindings import stats
-from conftest import zio_start
+from zio_testlib import zio_start
 
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None,
                                 reason="redis-server not installed")

@@ -4,7 +4,7 @@ import subprocess
 import pytest
 
 from bindings import stats
-from conftest import built
+from zio_testlib import built
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
