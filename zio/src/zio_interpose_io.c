@@ -29,7 +29,8 @@ static inline int active(void)
         if (!active()) return call; \
         io_before_input(buf, n); \
         ssize_t r_ = call; \
-        io_after_input(buf, r_, KEY); \
+        /* MSG_TRUNC may report more than fits the buffer */ \
+        io_after_input(buf, r_ > (ssize_t)(n) ? (ssize_t)(n) : r_, KEY); \
         return r_; \
     } while (0)
 
