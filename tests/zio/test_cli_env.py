@@ -32,6 +32,12 @@ def test_unknown_option_rejected(zio_env):
     assert p.returncode == 2 and "no command" in p.stderr
 
 
+def test_missing_library_reported(zio_env):
+    env = dict(zio_env, ZIO_LIB="/nonexistent/libzio.so")
+    p = zio_cli("run", "--", "true", env=env, capture_output=True, text=True)
+    assert p.returncode == 2 and "/nonexistent/libzio.so not found" in p.stderr
+
+
 def test_stats_without_page(zio_env):
     p = zio_cli("stats", "999999999", env=zio_env, capture_output=True, text=True)
     assert p.returncode == 1 and "no zIO stats page for pid 999999999" in p.stderr
