@@ -192,8 +192,10 @@ void *zio_copy(void *dst, const void *src, size_t n)
         if (zio_mode != ZIO_ELIDE || pc[k].hi == 0)
             pc[k].hi = pc[k].lo;   /* not elided (or profiling): copy below */
     }
-    if (ok == 0)
-        track_drop_overwritten(d, d + n);   /* no fills for pages we overwrite */
+    /* pages this plain copy overwrites need no fill: forget them, and let
+     * the kernel (not the handler thread) zero-fill them before the copy */
+    if (ok == 0 && track_drop_overwritten(d, d + n) > 0)
+        uffd_unregister(pg_ceil(d), pg_floor(d + n));
     struct gap gaps[MAX_PIECES + 1];
     int ng = plan_gaps(d, s, n, pc, np, gaps);
     if (zio_tab_n > zio_cfg.gc_max) {

@@ -86,7 +86,8 @@ void zio_free_tracked(void *p)
     int deferred = 0;
     zio_in_lib++;
     pthread_mutex_lock(&zio_lock);
-    if (lo < hi) {
+    size_t first = tab_lower(lo);
+    if (lo < hi && first < zio_tab_n && zio_tab[first].addr < hi) {
         /* intermediates here were never needed: the elision succeeded */
         for (size_t i = tab_lower(lo); i < zio_tab_n && zio_tab[i].addr < hi;) {
             struct zio_entry *e = &zio_tab[i];

@@ -104,7 +104,7 @@ extern int zio_uffd;
 void track_fill(size_t i, uintptr_t lo, uintptr_t hi);   /* materialise + cut */
 void track_release_originals(uintptr_t lo, uintptr_t hi);
 void track_materialize(uintptr_t lo, uintptr_t hi);
-void track_drop_overwritten(uintptr_t lo, uintptr_t hi);
+size_t track_drop_overwritten(uintptr_t lo, uintptr_t hi);   /* pages forgotten */
 int track_has_dependents(uintptr_t lo, uintptr_t hi);
 void track_evict(size_t i);
 int track_add_original(uintptr_t lo, uintptr_t hi, unsigned flags, uintptr_t key);

@@ -12,6 +12,16 @@
 static uintptr_t umax(uintptr_t a, uintptr_t b) { return a > b ? a : b; }
 static uintptr_t umin(uintptr_t a, uintptr_t b) { return a < b ? a : b; }
 
+/* [lo,hi) (page aligned) no longer holds any entry: drop its registration
+ * so later page faults there (after the allocator recycles or purges the
+ * memory) are ordinary kernel faults, not trips through the handler. */
+static void unregister_if_untracked(uintptr_t lo, uintptr_t hi)
+{
+    size_t i = tab_lower(lo);
+    if (lo < hi && (i == zio_tab_n || zio_tab[i].addr >= hi))
+        uffd_unregister(lo, hi);
+}
+
 /* Materialise intermediate pages [lo,hi) of entry i and stop tracking them. */
 void track_fill(size_t i, uintptr_t lo, uintptr_t hi)
 {
@@ -83,16 +93,20 @@ void track_materialize(uintptr_t lo, uintptr_t hi)
             i++;
     }
     track_release_originals(lo, hi);
+    unregister_if_untracked(lo, hi);
 }
 
 /* Whole pages [lo,hi) are about to be overwritten entirely: intermediate
- * pages there need no fill (just forget them), originals are released. */
-void track_drop_overwritten(uintptr_t lo, uintptr_t hi)
+ * pages there need no fill (just forget them), originals are released.
+ * Returns how many intermediate pages were forgotten (they are still
+ * unmapped and registered). */
+size_t track_drop_overwritten(uintptr_t lo, uintptr_t hi)
 {
+    size_t dropped = 0;
     lo = pg_ceil(lo);
     hi = pg_floor(hi);
     if (lo >= hi)
-        return;
+        return 0;
     for (size_t i = tab_lower(lo); i < zio_tab_n && zio_tab[i].addr < hi;) {
         struct zio_entry *e = &zio_tab[i];
         if (e->kind != ZE_INTER) {
@@ -101,11 +115,13 @@ void track_drop_overwritten(uintptr_t lo, uintptr_t hi)
         }
         uintptr_t start = e->addr;
         size_t before = zio_tab_n;
+        dropped += (umin(hi, ze_end(e)) - umax(lo, start)) / ZIO_PAGE;
         tab_cut(i, lo, hi);
         if (zio_tab_n >= before && zio_tab[i].addr == start)
             i++;
     }
     track_release_originals(lo, hi);
+    return dropped;
 }
 
 void track_evict(size_t i)
@@ -231,6 +247,7 @@ void track_fault(uintptr_t addr, int wp)
         if (j >= 0)
             track_fill((size_t)j, parts[p][0], parts[p][1]);
     }
+    unregister_if_untracked(e.addr, ze_end(&e));   /* the whole copy faulted in */
 }
 
 /* Before fork: the child gets no userfaultfd context, so materialise all. */
