@@ -29,6 +29,10 @@ void io_before_input(void *buf, size_t len)
     zio_in_lib--;
 }
 
+/* Record what arrived.  Only an input run (one read, or reads continuing one
+ * another) whose whole pages reach the threshold is recorded: smaller data
+ * can never feed an elided copy, and skipping it keeps small IO free of
+ * locking. */
 void io_after_input(void *buf, ssize_t got, uintptr_t key)
 {
     if (got <= 0)
@@ -38,15 +42,20 @@ void io_after_input(void *buf, ssize_t got, uintptr_t key)
     if (!cont)
         last_lo = b;
     last_end = e;
-    uintptr_t lo = cont && last_lo <= pg_floor(b) ? pg_floor(b) : pg_ceil(b);
-    uintptr_t hi = pg_floor(e);
-    if (hi <= lo)
+    uintptr_t lo = pg_ceil(last_lo), hi = pg_floor(e);
+    if (hi <= lo || hi - lo < zio_cfg.threshold)
         return;
     uffd_start_handler();
     zio_in_lib++;
     pthread_mutex_lock(&zio_lock);
-    if (policy_input(key) && track_add_original(lo, hi, 0, key) == 0)
-        ctr_add(C_INPUTS_RECORDED, 1);
+    if (policy_input(key)) {
+        /* the whole run, or (when earlier parts are tracked already) this
+         * read's pages, extending the original the previous read left */
+        uintptr_t own = cont && last_lo <= pg_floor(b) ? pg_floor(b) : pg_ceil(b);
+        if (track_add_original(lo, hi, 0, key) == 0 ||
+            (own < hi && track_add_original(own, hi, 0, key) == 0))
+            ctr_add(C_INPUTS_RECORDED, 1);
+    }
     pthread_mutex_unlock(&zio_lock);
     zio_in_lib--;
 }

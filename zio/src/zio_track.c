@@ -86,6 +86,9 @@ void track_materialize(uintptr_t lo, uintptr_t hi)
 {
     lo = pg_floor(lo);
     hi = pg_ceil(hi);
+    int registered = 0;   /* only intermediates and protected originals are */
+    for (size_t i = tab_lower(lo); i < zio_tab_n && zio_tab[i].addr < hi && !registered; i++)
+        registered = zio_tab[i].kind == ZE_INTER || zio_tab[i].protect;
     for (size_t i = tab_lower(lo); i < zio_tab_n && zio_tab[i].addr < hi;) {
         if (zio_tab[i].kind == ZE_INTER && ze_end(&zio_tab[i]) > lo)
             track_fill(i, lo, hi);   /* leaves a part ending at lo, or none */
@@ -93,7 +96,8 @@ void track_materialize(uintptr_t lo, uintptr_t hi)
             i++;
     }
     track_release_originals(lo, hi);
-    unregister_if_untracked(lo, hi);
+    if (registered)
+        unregister_if_untracked(lo, hi);
 }
 
 /* Whole pages [lo,hi) are about to be overwritten entirely: intermediate
