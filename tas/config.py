@@ -143,6 +143,13 @@ SCHEMA = {
                                "microseconds of idle before blocking (0..1e7)"),
         "sp_ring_size": Field(4096, _pow2(64, 1 << 20), "a power of two"),
     },
+    "fault": {
+        "rx_loss_ppm": Field(0, _int_range(0, 1_000_000), "parts per million (0..1000000)"),
+        "rx_dup_ppm": Field(0, _int_range(0, 1_000_000), "parts per million (0..1000000)"),
+        "rx_reorder_ppm": Field(0, _int_range(0, 1_000_000), "parts per million (0..1000000)"),
+        "tx_loss_ppm": Field(0, _int_range(0, 1_000_000), "parts per million (0..1000000)"),
+        "tx_reorder_ppm": Field(0, _int_range(0, 1_000_000), "parts per million (0..1000000)"),
+    },
     "peer": {
         "netns": Field("tas-peer", _str(r"|" + NAME), "a network namespace name, or '' for none"),
         "ip": Field("10.0.0.1", _ipv4, "an IPv4 address like 10.0.0.1"),

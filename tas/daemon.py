@@ -51,6 +51,10 @@ class FastPath:
         c.sp_ring_size = self.cfg.fastpath.sp_ring_size
         c.idle_block_us = self.cfg.fastpath.idle_block_us
         c.no_rx_intr = 0 if d.rx_interrupts else 1
+        fault = self.cfg.fault
+        c.fault_rx_loss_ppm, c.fault_rx_dup_ppm = fault.rx_loss_ppm, fault.rx_dup_ppm
+        c.fault_rx_reorder_ppm = fault.rx_reorder_ppm
+        c.fault_tx_loss_ppm, c.fault_tx_reorder_ppm = fault.tx_loss_ppm, fault.tx_reorder_ppm
         h = self.lib.tas_fp_create(c, self.stats_page)
         if h == self.ffi.NULL:
             raise DaemonError(f"fast path: {self.ffi.string(self.lib.tas_fp_error()).decode()}")

@@ -17,6 +17,8 @@
 #include "tas/shm.h"
 
 #define FP_BURST 32
+/* A received burst of FP_BURST/2 can grow by duplication and one held frame. */
+#define FP_RX_MAX (FP_BURST + 1)
 
 /* Counters every core bumps; pointers into the daemon's stats page. */
 struct fp_counters {
@@ -28,6 +30,7 @@ struct fp_counters {
     uint64_t *drop_bad_csum, *rx_buf_full, *ooo_accepted, *ooo_dropped, *rx_dup;
     uint64_t *dupacks, *fast_rexmits, *rto_rexmits, *app_bad_cmd, *notify_deferred;
     uint64_t *flows_added, *flows_removed;
+    uint64_t *fault_dropped, *fault_duplicated, *fault_reordered;
 };
 
 /* An application context: its queues (in its segment) and wake-up fd. */
@@ -59,6 +62,7 @@ struct fp_core {
     uint32_t *sleeping;       /* in the info page: set before blocking */
     uint64_t busy_cycles, total_cycles;
     volatile uint64_t epoch;  /* loop iterations, for quiescence */
+    struct rte_mbuf *held_rx; /* fault injection: a frame delayed for reordering */
     unsigned ntx;             /* packets batched for the next tx_burst */
     struct rte_mbuf *txbuf[FP_BURST];
 } __rte_cache_aligned;
@@ -140,6 +144,11 @@ void fp_notify_app(struct tas_fp *fp, struct tas_flow *f, uint32_t rx_bump,
 void fp_exceptions_push(struct tas_fp *fp, struct rte_mbuf **pkts, uint32_t *reasons, unsigned n);
 unsigned fp_sp_tx_drain(struct tas_fp *fp, struct rte_mbuf **out, unsigned max);
 void fp_core_wake(struct fp_core *c);
+
+/* fp_fault.c: apply configured loss/duplication/reordering to a burst in
+ * place; returns the new count (at most max). */
+unsigned fp_fault_rx(struct fp_core *c, struct rte_mbuf **pkts, unsigned n, unsigned max);
+unsigned fp_fault_tx(struct fp_core *c, struct rte_mbuf **pkts, unsigned n);
 
 /* fp_loop.c */
 int fp_core_loop(void *arg);

@@ -14,6 +14,7 @@
 void fp_tx(struct fp_core *c, struct rte_mbuf **pkts, unsigned n)
 {
     struct tas_fp *fp = c->fp;
+    n = fp_fault_tx(c, pkts, n);
     uint64_t bytes = 0;
     for (unsigned i = 0; i < n; i++)
         bytes += rte_pktmbuf_pkt_len(pkts[i]);
@@ -35,8 +36,8 @@ void fp_tx(struct fp_core *c, struct rte_mbuf **pkts, unsigned n)
 static void process_rx(struct fp_core *c, struct rte_mbuf **pkts, uint16_t n)
 {
     struct tas_fp *fp = c->fp;
-    struct rte_mbuf *exc[FP_BURST];
-    uint32_t reasons[FP_BURST];
+    struct rte_mbuf *exc[FP_RX_MAX];
+    uint32_t reasons[FP_RX_MAX];
     unsigned nexc = 0;
     uint64_t bytes = 0;
     for (uint16_t i = 0; i < n; i++) {
@@ -64,16 +65,17 @@ static void process_rx(struct fp_core *c, struct rte_mbuf **pkts, uint16_t n)
 
 static unsigned poll_rx(struct fp_core *c)
 {
-    struct rte_mbuf *pkts[FP_BURST];
-    uint16_t n = rte_eth_rx_burst(c->fp->port, c->idx, pkts, FP_BURST);
-    if (n > 0)
-        process_rx(c, pkts, n);
+    struct rte_mbuf *pkts[FP_RX_MAX];
+    uint16_t n = rte_eth_rx_burst(c->fp->port, c->idx, pkts, FP_BURST / 2);
+    unsigned k = fp_fault_rx(c, pkts, n, FP_RX_MAX);
+    if (k > 0)
+        process_rx(c, pkts, (uint16_t)k);
     if (c->idx == 0) {
         struct rte_mbuf *inj[FP_BURST];
-        unsigned k = rte_ring_sc_dequeue_burst(c->fp->inject_ring, (void **)inj, FP_BURST, NULL);
-        if (k > 0)
-            process_rx(c, inj, (uint16_t)k);
-        n += k;
+        unsigned j = rte_ring_sc_dequeue_burst(c->fp->inject_ring, (void **)inj, FP_BURST, NULL);
+        if (j > 0)
+            process_rx(c, inj, (uint16_t)j);
+        n += j;
     }
     return n;
 }

@@ -50,6 +50,9 @@ static void counters_init(struct fp_counters *c, struct kb_stats_page *s)
     c->notify_deferred = kb_stats_counter(s, "app_notify_deferred");
     c->flows_added = kb_stats_counter(s, "flows_added");
     c->flows_removed = kb_stats_counter(s, "flows_removed");
+    c->fault_dropped = kb_stats_counter(s, "fault_dropped");
+    c->fault_duplicated = kb_stats_counter(s, "fault_duplicated");
+    c->fault_reordered = kb_stats_counter(s, "fault_reordered");
 }
 
 /* The info page apps map read-only (core sleep flags). */
