@@ -166,7 +166,8 @@ int digest_dead_slots(void)
     int n = 0;
     for (uint32_t i = 0; i < G.sb->nslots; i++) {
         struct strata_slot *s = &G.slots[i];
-        if ((int)i == G.slot || (s->owner_pid != 0 && s->owner_pid != G.pid && strata_pid_alive(s->owner_pid)))
+        if ((int)i == G.slot ||
+            (s->owner_pid != 0 && s->owner_pid != G.pid && strata_owner_alive(s->owner_pid, s->owner_start)))
             continue;
         if (digest_slot((int)i) < 0)
             continue;
@@ -208,7 +209,7 @@ int64_t strata_digest(void)
         struct strata_slot *s = &G.slots[i];
         if ((int)i == G.slot || s->owner_pid == 0)
             continue;
-        if (strata_pid_alive(s->owner_pid) && s->owner_pid != G.pid) {
+        if (strata_owner_alive(s->owner_pid, s->owner_start) && s->owner_pid != G.pid) {
             s->digest_request = 1; /* the owner digests at its next write */
             continue;
         }

@@ -114,7 +114,7 @@ static void check_logs(struct report *r)
     for (uint32_t i = 0; i < G.sb->nslots; i++) {
         int torn;
         log_scan((int)i, NULL, NULL, &torn);
-        if (torn && G.slots[i].owner_pid != 0 && strata_pid_alive(G.slots[i].owner_pid))
+        if (torn && strata_owner_alive(G.slots[i].owner_pid, G.slots[i].owner_start))
             problem(r, "slot %u (live pid %d): torn entry inside the log\n", i, G.slots[i].owner_pid);
     }
 }

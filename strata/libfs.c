@@ -287,6 +287,7 @@ static void atfork_child(void)
 {
     if (G.base != NULL) {
         G.pid = getpid();
+        G.start = strata_proc_start(G.pid);
         G.slot = -1;
         G.tail = 0;
         G.credits_left = 0;

@@ -59,13 +59,14 @@ int log_claim_slot(void)
     int found = -1;
     for (uint32_t i = 0; i < G.sb->nslots && found < 0; i++) {
         struct strata_slot *s = &G.slots[i];
-        if (s->owner_pid == 0 || s->owner_pid == G.pid || !strata_pid_alive(s->owner_pid)) {
+        if (s->owner_pid == 0 || s->owner_pid == G.pid || !strata_owner_alive(s->owner_pid, s->owner_start)) {
             digest_slot((int)i); /* recover whatever a dead owner left */
             found = (int)i;
         }
     }
     if (found >= 0) {
         G.slots[found].owner_pid = G.pid;
+        G.slots[found].owner_start = G.start;
         G.slots[found].credits = 0;
         strata_persist(&G.slots[found], sizeof(struct strata_slot));
         G.slot = found;

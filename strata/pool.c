@@ -42,9 +42,43 @@ void strata_persist(const void *addr, size_t len)
         pmem_persist(addr, len);
 }
 
+/* Start time (clock ticks since boot, field 22 of /proc/pid/stat); 0 when
+ * the process does not exist or is a zombie (dead, not yet reaped). */
+uint64_t strata_proc_start(pid_t pid)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    ssize_t n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    if (n <= 0)
+        return 0;
+    buf[n] = 0;
+    char *p = strrchr(buf, ')'); /* the command name may contain spaces */
+    if (p == NULL || p[1] != ' ' || p[2] == 'Z' || p[2] == 'X')
+        return 0;
+    p += 2; /* field 3 (state) */
+    for (int field = 3; field < 22 && p; field++) {
+        p = strchr(p, ' ');
+        if (p)
+            p++;
+    }
+    return p ? strtoull(p, NULL, 10) : 0;
+}
+
+int strata_owner_alive(pid_t pid, uint64_t start)
+{
+    if (pid <= 0)
+        return 0;
+    uint64_t s = strata_proc_start(pid);
+    return s != 0 && (start == 0 || s == start);
+}
+
 int strata_pid_alive(pid_t pid)
 {
-    return pid > 0 && (kill(pid, 0) == 0 || errno == EPERM);
+    return strata_owner_alive(pid, 0);
 }
 
 /* Fill the layout fields of sb from its parameters; -1 if it does not fit. */
@@ -244,6 +278,7 @@ int strata_attach(const char *path)
         goto out;
     }
     G.pid = getpid();
+    G.start = strata_proc_start(G.pid);
     G.lock_fd = open(path, O_RDWR | O_CLOEXEC);
     G.pend = calloc(G.sb->ninodes, sizeof(*G.pend));
     G.wlease = calloc(G.sb->ninodes, sizeof(*G.wlease));
@@ -339,9 +374,11 @@ int strata_pool_lock(void)
             return -1;
         }
     int32_t d = G.sb->dirty_pid;
+    uint64_t ds = G.sb->dirty_start;
     G.sb->dirty_pid = G.pid;
-    strata_persist(&G.sb->dirty_pid, sizeof(G.sb->dirty_pid));
-    if (d != 0 && d != G.pid && !strata_pid_alive(d)) {
+    G.sb->dirty_start = G.start;
+    strata_persist(&G.sb->dirty_pid, sizeof(G.sb->dirty_pid) + sizeof(G.sb->pad1) + sizeof(G.sb->dirty_start));
+    if (d != 0 && !(d == G.pid && ds == G.start) && !strata_owner_alive(d, ds)) {
         digest_dead_slots();
         repair();
     }

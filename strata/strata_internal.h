@@ -39,6 +39,7 @@ struct strata_fs {
     int is_pmem, use_msync;
     int lock_fd;
     pid_t pid;
+    uint64_t start;          /* this process's start time (with pid: its identity) */
     char path[512];
     struct strata_super *sb;
     struct strata_slot *slots;
@@ -86,7 +87,9 @@ int strata_ensure_attached(void);
 int strata_pool_lock(void);          /* flock + repair/recovery if needed */
 void strata_pool_unlock(void);
 void strata_unmap(struct strata_fs *fs);
-int strata_pid_alive(pid_t pid);
+int strata_pid_alive(pid_t pid);                    /* exists and is not a zombie */
+uint64_t strata_proc_start(pid_t pid);              /* 0 if no such live process */
+int strata_owner_alive(pid_t pid, uint64_t start);  /* same pid and start time */
 
 /* shared.c: inodes, blocks, file data in the shared area */
 struct strata_inode *ino_get(uint32_t ino);

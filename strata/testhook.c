@@ -28,7 +28,7 @@ int strata_test_tear_tail(const char *pool_path, int mode)
     int torn_slots = 0;
     for (uint32_t i = 0; i < G.sb->nslots; i++) {
         struct strata_slot *s = &G.slots[i];
-        if (s->owner_pid == 0 || strata_pid_alive(s->owner_pid))
+        if (s->owner_pid == 0 || strata_owner_alive(s->owner_pid, s->owner_start))
             continue;
         struct strata_entry *last = NULL;
         int torn;

@@ -50,6 +50,7 @@ struct strata_super {
     uint64_t free_blocks;
     int32_t dirty_pid;       /* set while a process mutates the shared area */
     uint32_t pad1;
+    uint64_t dirty_start;    /* its start time (pids are reused) */
     uint64_t mounts;
 };
 
@@ -60,7 +61,8 @@ struct strata_slot {
     uint64_t credits;        /* data blocks reserved for undigested writes */
     uint32_t digest_request; /* set by `strata digest` for a live owner */
     uint32_t pad;
-    uint8_t reserved[224];
+    uint64_t owner_start;    /* owner's start time (/proc/pid/stat), pids are reused */
+    uint8_t reserved[216];
 };
 
 enum strata_kind {

@@ -95,7 +95,7 @@ def test_coreutils_through_the_shim(pool):
     lines = r.stdout.splitlines()
     assert lines[0] == "hello"
     assert [ln.split()[-1] for ln in lines[2:]] == [".", "..", "b"]
-    assert not os.path.exists("/strata")  # nothing reached the kernel's namespace
+    assert not os.path.exists("/strata/cu")  # nothing reached the kernel's namespace
     fsck_clean(pool)
 
 
