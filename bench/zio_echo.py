@@ -15,9 +15,9 @@ import subprocess
 from zio_benchlib import built, free_port, launch, print_table, write_json, zio_counters
 
 
-def run_point(size, k, zio, duration):
+def run_point(size, k, zio, duration, zio_opts=()):
     port = free_port()
-    server = launch([built("zio_echo"), "server", str(port), str(size), str(k)], zio,
+    server = launch([built("zio_echo"), "server", str(port), str(size), str(k)], zio, zio_opts,
                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         if server.stdout.readline().strip() != "listening":   # it serves one connection
@@ -42,6 +42,8 @@ def main():
     ap.add_argument("--copies", default="0,1,2,4")
     ap.add_argument("--repeat", type=int, default=3,
                     help="runs per point, best kept (the machine is shared and noisy)")
+    ap.add_argument("--zio-opt", action="append", default=[],
+                    help="option passed to `zio run` (repeatable), e.g. --zio-opt=--skip-populated")
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     ks = [int(k) for k in args.copies.split(",")]
@@ -52,7 +54,7 @@ def main():
             plain = zio = elided = 0
             for _ in range(args.repeat):   # interleaved, best of N
                 plain = max(plain, run_point(size, k, False, args.duration)[0])
-                z, e = run_point(size, k, True, args.duration)
+                z, e = run_point(size, k, True, args.duration, args.zio_opt)
                 zio, elided = max(zio, z), max(elided, e)
             if k == 0:
                 ceiling = plain
@@ -68,6 +70,7 @@ def main():
     print_table(["size", "K", "plain MB/s", "zio MB/s", "zio/plain", "zio/ceiling(K=0 plain)",
                  "copies elided"], rows)
     write_json("zio_echo.json", {"duration_s": args.duration, "repeat": args.repeat,
+                                 "zio_opts": args.zio_opt,
                                  "points": results})
 
 

@@ -20,12 +20,12 @@ from zio_benchlib import free_port, launch, print_table, wait_port, write_json, 
 CLIENTS = 16
 
 
-def bench_server(size, zio, duration, aof):
+def bench_server(size, zio, duration, aof, zio_opts=()):
     port = free_port()
     work = tempfile.mkdtemp(prefix="zio-redis-")
     cmd = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
            "--dir", work, "--appendonly", "yes" if aof else "no", "--appendfsync", "no"]
-    server = launch(cmd, zio, stdout=subprocess.DEVNULL)
+    server = launch(cmd, zio, zio_opts, stdout=subprocess.DEVNULL)
     try:
         wait_port(port, server)
         # requests for about `duration` seconds at a guessed 400 MB/s
@@ -52,13 +52,15 @@ def main():
     ap.add_argument("--aof", action="store_true", help="append-only file on (appendfsync no)")
     ap.add_argument("--repeat", type=int, default=2,
                     help="runs per point, best kept (the machine is shared and noisy)")
+    ap.add_argument("--zio-opt", action="append", default=[],
+                    help="option passed to `zio run` (repeatable), e.g. --zio-opt=--skip-populated")
     args = ap.parse_args()
     rows, points = [], []
     for size in [int(s) for s in args.sizes.split(",")]:
         plain, zio, c = {"SET": 0, "GET": 0}, {"SET": 0, "GET": 0}, {}
         for _ in range(args.repeat):   # interleaved, best of N
             p, _ = bench_server(size, False, args.duration, args.aof)
-            z, c = bench_server(size, True, args.duration, args.aof)
+            z, c = bench_server(size, True, args.duration, args.aof, args.zio_opt)
             plain = {op: max(plain[op], p[op]) for op in plain}
             zio = {op: max(zio[op], z[op]) for op in zio}
         for op in ("SET", "GET"):
@@ -75,6 +77,7 @@ def main():
                  "copies elided", "faults"], rows)
     write_json("zio_redis_aof.json" if args.aof else "zio_redis.json",
                {"duration_s": args.duration, "repeat": args.repeat, "clients": CLIENTS,
+                "zio_opts": args.zio_opt,
                 "aof": args.aof,
                 "points": points})
 
