@@ -63,12 +63,14 @@ def cmd_stat(a):
     print(f"  {'real_pmem':<{width}}  {'yes' if info['is_pmem'] == '1' else 'no (emulated)'}")
     total = {}
     for inst in stats.instances("strata"):
+        if not os.path.exists(f"/proc/{inst}"):
+            continue  # a dead process's page, left until its log is recovered
         try:
             for k, v in stats.read("strata", inst).items():
                 total[k] = total.get(k, 0) + v
         except stats.StatsError:
             continue
-    print(stats.format_table(total, "counters (all strata processes with a stats page)"))
+    print(stats.format_table(total, "counters (live strata processes, this one included)"))
     return 0
 
 
