@@ -10,10 +10,10 @@
  * stdout and OUT_FILE must be identical.
  *
  * usage: zio_harness OUT_FILE INPUT_FILE [STATS_COPY]
- * ops:   alloc B SIZE | free B | realloc B SIZE
+ * ops:   alloc B SIZE | free B | realloc B SIZE | shalloc B SIZE (MAP_SHARED)
  *        recv B OFF LEN | read B OFF LEN
  *        cpy SB SOFF DB DOFF LEN | mov SB SOFF DB DOFF LEN
- *        wr B OFF LEN SEED | rd B OFF LEN
+ *        wr B OFF LEN SEED | rd B OFF LEN | discard B OFF LEN (MADV_DONTNEED)
  *        send B OFF LEN | write B OFF LEN | writev B OFF LEN | sleep MS
  * STATS_COPY: at the end, the process's zio stats page is copied there.
  */
@@ -23,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
@@ -34,6 +35,18 @@
 
 static unsigned char *buf[NBUF];
 static size_t size[NBUF];
+static int shared[NBUF];   /* mmap'd MAP_SHARED rather than malloc'd */
+
+static void release(int b)
+{
+    if (shared[b])
+        munmap(buf[b], size[b]);
+    else
+        free(buf[b]);
+    buf[b] = NULL;
+    size[b] = 0;
+    shared[b] = 0;
+}
 
 static uint8_t stream_byte(uint64_t i)
 {
@@ -121,12 +134,20 @@ int main(int argc, char **argv)
         while (n < 6 && scanf(" %ld", &a[n]) == 1)
             n++;
         unsigned char *p = n > 1 && a[0] >= 0 && a[0] < NBUF ? buf[a[0]] : NULL;
-        if (!strcmp(op, "alloc") || !strcmp(op, "realloc")) {
+        if (!strcmp(op, "shalloc")) {
+            release((int)a[0]);
+            buf[a[0]] = mmap(NULL, (size_t)a[1], PROT_READ | PROT_WRITE,
+                             MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+            if (buf[a[0]] == MAP_FAILED)
+                die("mmap");
+            size[a[0]] = (size_t)a[1];
+            shared[a[0]] = 1;
+        } else if (!strcmp(op, "alloc") || !strcmp(op, "realloc")) {
             unsigned char *q = op[0] == 'a' ? malloc((size_t)a[1]) : realloc(buf[a[0]], (size_t)a[1]);
             if (!q)
                 die("alloc");
             if (op[0] == 'a') {
-                free(buf[a[0]]);
+                release((int)a[0]);
                 memset(q, 0, (size_t)a[1]);   /* defined contents in both runs */
             } else if ((size_t)a[1] > size[a[0]]) {
                 memset(q + size[a[0]], 0, (size_t)a[1] - size[a[0]]);
@@ -134,9 +155,7 @@ int main(int argc, char **argv)
             buf[a[0]] = q;
             size[a[0]] = (size_t)a[1];
         } else if (!strcmp(op, "free")) {
-            free(buf[a[0]]);
-            buf[a[0]] = NULL;
-            size[a[0]] = 0;
+            release((int)a[0]);
         } else if (!strcmp(op, "recv") || !strcmp(op, "read")) {
             for (long got = 0; got < a[2];) {
                 ssize_t r = op[2] == 'c' ? recv(in, p + a[1] + got, (size_t)(a[2] - got), 0)
@@ -168,6 +187,14 @@ int main(int argc, char **argv)
                     die(op);
                 put += w;
             }
+        } else if (!strcmp(op, "discard")) {
+            uintptr_t lo = ((uintptr_t)p + (uintptr_t)a[1] + 4095) & ~(uintptr_t)4095;
+            uintptr_t hi = ((uintptr_t)p + (uintptr_t)a[1] + (uintptr_t)a[2]) & ~(uintptr_t)4095;
+            if (hi > lo && madvise((void *)lo, hi - lo, MADV_DONTNEED) != 0)
+                die("madvise");
+            /* which whole pages were dropped depends on where the buffer
+             * lies; zero the whole span so every run sees the same bytes */
+            memset(p + a[1], 0, (size_t)a[2]);
         } else if (!strcmp(op, "sleep")) {
             usleep((useconds_t)a[0] * 1000);   /* lets the periodic GC run */
         } else {

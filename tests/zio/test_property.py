@@ -1,4 +1,4 @@
-"""Property test: random recv/copy/touch/send/realloc/free scripts give the
+"""Property test: random recv/copy/touch/send/realloc/free/discard scripts give the
 same observations and the same output bytes plainly and under libzio."""
 import os
 
@@ -26,9 +26,10 @@ def scripts(draw):
 
     for _ in range(draw(st.integers(5, 25))):
         kind = draw(st.sampled_from(["recv", "read", "cpy", "cpy", "cpy", "mov", "wr", "wr",
-                                     "rd", "rd", "send", "write", "writev", "realloc", "free"]))
+                                     "rd", "rd", "send", "write", "writev", "realloc", "free",
+                                     "discard"]))
         b = draw(st.integers(0, nbuf - 1))
-        if kind in ("recv", "read", "send", "write", "writev", "rd"):
+        if kind in ("recv", "read", "send", "write", "writev", "rd", "discard"):
             off, n = span(b, draw(st.booleans()) or kind in ("recv", "read"))
             ops.append(f"{kind} {b} {off} {n}")
         elif kind in ("cpy", "mov"):

@@ -1,6 +1,7 @@
 /*
  * Interposed copy and memory functions: memcpy, memmove (and the fortified
- * __memcpy_chk/__memmove_chk), free, realloc.
+ * __memcpy_chk/__memmove_chk), free, realloc, and the calls that make memory
+ * go away under tracked entries: munmap, mremap, madvise.
  *
  * The fast path for small copies touches no lock and no shared state: only a
  * copy whose length could contain a core of at least the threshold goes to
@@ -8,6 +9,9 @@
  * handler thread, or during start-up a plain copy.
  */
 #include "zio_internal.h"
+
+#include <stdarg.h>
+#include <sys/mman.h>
 
 
 extern void __chk_fail(void) __attribute__((noreturn));
@@ -83,4 +87,55 @@ ZIO_EXPORT void *realloc(void *p, size_t n)
     memcpy(q, p, usable < n ? usable : n);
     free(p);
     return q;
+}
+
+/* Memory the program unmaps, moves or discards: originals there are pushed
+ * to their dependents while they still exist, and intermediates are filled
+ * (a shared mapping keeps its contents past munmap or MADV_DONTNEED, so they
+ * must really be there); then the range is unregistered. */
+static void forget(void *addr, size_t len)
+{
+    uintptr_t a = (uintptr_t)addr;
+    if (zio_mode == ZIO_OFF || zio_in_lib || len == 0 || !tab_overlaps(a, a + len))
+        return;
+    zio_in_lib++;
+    pthread_mutex_lock(&zio_lock);
+    track_materialize(a, a + len);
+    uffd_unregister(pg_floor(a), pg_ceil(a + len));
+    pthread_mutex_unlock(&zio_lock);
+    zio_in_lib--;
+}
+
+ZIO_EXPORT int munmap(void *addr, size_t len)
+{
+    static int (*real)(void *, size_t);
+    if (!real)
+        real = zio_next("munmap");
+    forget(addr, len);
+    return real(addr, len);
+}
+
+ZIO_EXPORT int madvise(void *addr, size_t len, int advice)
+{
+    static int (*real)(void *, size_t, int);
+    if (!real)
+        real = zio_next("madvise");
+    if (advice == MADV_DONTNEED || advice == MADV_FREE || advice == MADV_REMOVE)
+        forget(addr, len);
+    return real(addr, len, advice);
+}
+
+ZIO_EXPORT void *mremap(void *old, size_t old_len, size_t new_len, int flags, ...)
+{
+    static void *(*real)(void *, size_t, size_t, int, ...);
+    if (!real)
+        real = zio_next("mremap");
+    va_list ap;
+    va_start(ap, flags);
+    void *new_addr = (flags & MREMAP_FIXED) ? va_arg(ap, void *) : NULL;
+    va_end(ap);
+    forget(old, old_len);
+    if (flags & MREMAP_FIXED)
+        forget(new_addr, new_len);
+    return real(old, old_len, new_len, flags, new_addr);
 }
