@@ -92,7 +92,7 @@ ZIO_EXPORT void *realloc(void *p, size_t n)
 /* Memory the program unmaps, moves or discards: originals there are pushed
  * to their dependents while they still exist, and intermediates are filled
  * (a shared mapping keeps its contents past munmap or MADV_DONTNEED, so they
- * must really be there); then the range is unregistered. */
+ * must really be there); track_materialize() then unregisters the range. */
 static void forget(void *addr, size_t len)
 {
     uintptr_t a = (uintptr_t)addr;
@@ -101,7 +101,6 @@ static void forget(void *addr, size_t len)
     zio_in_lib++;
     pthread_mutex_lock(&zio_lock);
     track_materialize(a, a + len);
-    uffd_unregister(pg_floor(a), pg_ceil(a + len));
     pthread_mutex_unlock(&zio_lock);
     zio_in_lib--;
 }
