@@ -13,7 +13,6 @@
 #include "strata_internal.h"
 
 #include <errno.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -161,26 +160,28 @@ out:
     return rc;
 }
 
-int digest_dead_slots(void)
+static int owned_by_other_live(const struct strata_slot *s)
 {
-    int n = 0;
+    return s->owner_pid != 0 && s->owner_pid != G.pid && strata_owner_alive(s->owner_pid, s->owner_start);
+}
+
+int64_t digest_dead_slots(void)
+{
+    int64_t entries = 0;
     for (uint32_t i = 0; i < G.sb->nslots; i++) {
         struct strata_slot *s = &G.slots[i];
-        if ((int)i == G.slot ||
-            (s->owner_pid != 0 && s->owner_pid != G.pid && strata_owner_alive(s->owner_pid, s->owner_start)))
+        if ((int)i == G.slot || owned_by_other_live(s))
             continue;
-        if (digest_slot((int)i) < 0)
+        int64_t r = digest_slot((int)i);
+        if (r < 0)
             continue;
+        entries += r;
         if (s->owner_pid != 0) {
-            char inst[16]; /* the dead owner's stats page goes with it */
-            snprintf(inst, sizeof(inst), "%d", (int)s->owner_pid);
-            kb_stats_close(NULL, "strata", inst, 1);
             s->owner_pid = 0;
             strata_persist(&s->owner_pid, sizeof(s->owner_pid));
         }
-        n++;
     }
-    return n;
+    return entries;
 }
 
 int digest_own(void)
@@ -200,26 +201,11 @@ int64_t strata_digest(void)
     int64_t total = -1;
     if (strata_ensure_attached() != 0 || strata_pool_lock() != 0)
         goto out;
-    total = 0;
-    if (G.slot >= 0) {
-        int64_t r = digest_slot(G.slot);
-        total += r > 0 ? r : 0;
-    }
-    for (uint32_t i = 0; i < G.sb->nslots; i++) {
-        struct strata_slot *s = &G.slots[i];
-        if ((int)i == G.slot || s->owner_pid == 0)
-            continue;
-        if (strata_owner_alive(s->owner_pid, s->owner_start) && s->owner_pid != G.pid) {
-            s->digest_request = 1; /* the owner digests at its next write */
-            continue;
-        }
-        int64_t r = digest_slot((int)i);
-        if (r >= 0) {
-            total += r;
-            s->owner_pid = 0;
-            strata_persist(&s->owner_pid, sizeof(s->owner_pid));
-        }
-    }
+    total = G.slot >= 0 ? digest_slot(G.slot) : 0;
+    total = (total > 0 ? total : 0) + digest_dead_slots();
+    for (uint32_t i = 0; i < G.sb->nslots; i++)
+        if ((int)i != G.slot && owned_by_other_live(&G.slots[i]))
+            G.slots[i].digest_request = 1; /* the owner digests at its next write */
     strata_pool_unlock();
 out:
     pthread_mutex_unlock(&G.mu);

@@ -15,6 +15,7 @@
  */
 #include "strata_internal.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <libpmem.h>
@@ -236,6 +237,26 @@ void strata_unmap(struct strata_fs *fs)
     fs->base = NULL;
 }
 
+/* Remove the stats pages of strata processes that died without detaching
+ * (killed, or _exit): their counters describe nothing that still runs. */
+static void sweep_stale_stats(void)
+{
+    DIR *d = opendir("/dev/shm");
+    if (d == NULL)
+        return;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        int pid;
+        char tail;
+        if (sscanf(e->d_name, "kbstats.strata.%d%c", &pid, &tail) == 1 && !strata_pid_alive(pid)) {
+            char inst[16];
+            snprintf(inst, sizeof(inst), "%d", pid);
+            kb_stats_close(NULL, "strata", inst, 1);
+        }
+    }
+    closedir(d);
+}
+
 static void counters_init(void)
 {
     char inst[32];
@@ -255,6 +276,7 @@ static void counters_init(void)
     G.c.lease_waits = kb_stats_counter(p, "lease_waits");
     G.c.ref_writes = kb_stats_counter(p, "ref_writes");
     G.c.repairs = kb_stats_counter(p, "repairs");
+    sweep_stale_stats();
 }
 
 int strata_attach(const char *path)

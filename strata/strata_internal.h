@@ -138,7 +138,7 @@ const char *entry_data(const struct strata_entry *e);
 
 /* digest.c */
 int64_t digest_slot(int slot);
-int digest_dead_slots(void);
+int64_t digest_dead_slots(void); /* returns entries digested */
 int digest_own(void);
 
 /* libfs_io.c: the read overlay of this process's undigested data ops */
