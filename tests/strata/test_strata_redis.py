@@ -46,6 +46,15 @@ def wait_bgsave(client):
     return "timeout"
 
 
+def wait_rewrite(client):
+    for _ in range(600):
+        info = client.info("persistence")
+        if not info["aof_rewrite_in_progress"] and not info["aof_rewrite_scheduled"]:
+            return info["aof_last_bgrewrite_status"]
+        time.sleep(0.05)
+    return "timeout"
+
+
 def kill9(proc):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
@@ -65,12 +74,16 @@ def test_redis_aof_and_rdb_survive_kill9(pool):
     for i in range(300, 500):  # after the RDB: only in the AOF
         c.set(f"k{i}", f"v{i}" * 20)
     c.rpush("list", *range(50))
+    c.bgrewriteaof()  # child writes a new base file, parent renames it in
+    assert wait_rewrite(c) == "ok"
     c.incrby("counter", 5)
     kill9(proc)
 
     fsck_clean(pool)
     listing = strata_cli("ls", "/strata/redis", pool=pool).stdout
     assert "dump.rdb" in listing and "appendonlydir" in listing, listing
+    aof = strata_cli("ls", "/strata/redis/appendonlydir", pool=pool).stdout
+    assert "appendonly.aof.2.base.rdb" in aof and "appendonly.aof.1.base.rdb" not in aof, aof
 
     proc, c = start(pool, port)
     try:
