@@ -15,14 +15,14 @@ from strata_helpers import shim_env
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "model_worker.py")
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3, 4, 5, 6])
+@pytest.mark.parametrize("seed", [1, 2, 3, 4, 5, 6, 7, 8])
 def test_random_workload_matches_tmpfs(pool, seed):
     ref = f"/dev/shm/strata-ref-{uuid.uuid4().hex[:8]}"
     os.mkdir(ref)
     try:
         subprocess.run([sys.executable, "-c", f"import os; os.mkdir('/strata/m{seed}')"],
                        env=shim_env(pool), check=True, timeout=60)
-        r = subprocess.run([sys.executable, WORKER, str(seed), "1500", f"/strata/m{seed}", ref],
+        r = subprocess.run([sys.executable, WORKER, str(seed), "3000", f"/strata/m{seed}", ref],
                            env=shim_env(pool), capture_output=True, text=True, timeout=120)
     finally:
         shutil.rmtree(ref, ignore_errors=True)
