@@ -135,6 +135,7 @@ static int open_inode(const char *path, int flags, unsigned int mode, uint32_t *
             return -1;
     } else if (acc == O_RDONLY && in->lease_pid == G.pid && G.wlease[*ino] == 0) {
         in->lease_pid = 0; /* taken above only to break a dead lease */
+        strata_persist(&in->lease_pid, sizeof(in->lease_pid));
     }
     if (acc != O_RDONLY)
         G.wlease[*ino]++;
