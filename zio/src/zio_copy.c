@@ -35,6 +35,25 @@ static int all_missing(uintptr_t lo, uintptr_t hi)
     return !((v | w) & 1);
 }
 
+/* Is any page of [lo,hi) resident?  1 yes, 0 no, -1 cannot tell.  Fresh
+ * heap memory is not, and then it needs no MADV_DONTNEED at all. */
+static int any_resident(uintptr_t lo, uintptr_t hi)
+{
+    static __thread unsigned char vec[256];
+    while (lo < hi) {
+        size_t np = (hi - lo) / ZIO_PAGE;
+        if (np > sizeof(vec))
+            np = sizeof(vec);
+        if (mincore((void *)lo, np * ZIO_PAGE, vec) != 0)
+            return -1;
+        for (size_t k = 0; k < np; k++)
+            if (vec[k] & 1)
+                return 1;
+        lo += np * ZIO_PAGE;
+    }
+    return 0;
+}
+
 /* First elision from an original: write-protect it.  A range released
  * earlier usually is still registered in WP mode, so try protecting first and
  * register only when that fails. */
@@ -80,8 +99,10 @@ static int collect(uintptr_t d, uintptr_t s, size_t n, struct piece *pc)
     return np;
 }
 
-/* Turn one piece into an intermediate; 0 on success. */
-static int elide_piece(struct piece *p)
+/* Turn one piece into an intermediate; 0 on success.  Allocations that a
+ * GC run (table full) says may be freed go to frees[*nf] for the caller to
+ * free after unlocking. */
+static int elide_piece(struct piece *p, void **frees, size_t *nf)
 {
     size_t len = p->hi - p->lo;
     track_drop_overwritten(p->lo, p->hi);
@@ -90,8 +111,10 @@ static int elide_piece(struct piece *p)
             p->hi = 0;
             return -1;
         }
-        madvise((void *)p->lo, len, MADV_DONTNEED);
-        if (!all_missing(p->lo, p->hi)) {
+        int resident = any_resident(p->lo, p->hi);
+        if (resident > 0)
+            madvise((void *)p->lo, len, MADV_DONTNEED);
+        if (resident < 0 || (resident > 0 && !all_missing(p->lo, p->hi))) {
             ctr_add(C_NOT_ANON, 1);
             uffd_unregister(p->lo, p->hi);
             p->hi = 0;
@@ -104,9 +127,7 @@ static int elide_piece(struct piece *p)
     };
     tab_set_src(&e, p->src);
     if (tab_insert(&e) != 0) {
-        void *frees[GC_FREE_BATCH];
-        size_t nf = gc_run(0, frees, GC_FREE_BATCH);
-        gc_free_later(frees, nf);
+        *nf += gc_run(0, frees + *nf, GC_FREE_BATCH - *nf);
         if (tab_insert(&e) != 0) {
             if (zio_mode == ZIO_ELIDE)
                 uffd_unregister(p->lo, p->hi);
@@ -183,11 +204,13 @@ void *zio_copy(void *dst, const void *src, size_t n)
         return zio_plain_copy(dst, src, n);
     }
     struct piece pc[MAX_PIECES];
+    void *frees[GC_FREE_BATCH];
+    size_t nf = 0;
     zio_in_lib++;
     pthread_mutex_lock(&zio_lock);
     int np = collect(d, s, n, pc), ok = 0;
     for (int k = 0; k < np; k++) {
-        if (elide_piece(&pc[k]) == 0)
+        if (elide_piece(&pc[k], frees, &nf) == 0)
             ok++;
         if (zio_mode != ZIO_ELIDE || pc[k].hi == 0)
             pc[k].hi = pc[k].lo;   /* not elided (or profiling): copy below */
@@ -198,14 +221,10 @@ void *zio_copy(void *dst, const void *src, size_t n)
         uffd_unregister(pg_ceil(d), pg_floor(d + n));
     struct gap gaps[MAX_PIECES + 1];
     int ng = plan_gaps(d, s, n, pc, np, gaps);
-    if (zio_tab_n > zio_cfg.gc_max) {
-        void *frees[GC_FREE_BATCH];
-        size_t nf = gc_run(0, frees, GC_FREE_BATCH);
-        pthread_mutex_unlock(&zio_lock);
-        gc_free_later(frees, nf);
-    } else {
-        pthread_mutex_unlock(&zio_lock);
-    }
+    if (zio_tab_n > zio_cfg.gc_max)
+        nf += gc_run(0, frees + nf, GC_FREE_BATCH - nf);
+    pthread_mutex_unlock(&zio_lock);
+    gc_free_later(frees, nf);   /* never call the allocator under the lock */
     zio_in_lib--;
     for (int g = 0; g < ng; g++) {
         copy_gap(&gaps[g], d, s);
