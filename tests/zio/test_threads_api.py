@@ -39,6 +39,19 @@ def test_threads_policy_turns_elision_off(tmp_path, libzio):
     assert c["copies_elided"] < c["copies_seen"] / 2
 
 
+def test_send_of_copy_while_original_is_overwritten(tmp_path, libzio):
+    """One thread sends an elided copy through a slow socket while another
+    overwrites the original: the receiver must get the copied bytes."""
+    harness = built("zio_race_harness")
+    page = tmp_path / "stats.page"
+    run = subprocess.run([harness, str(tmp_path / "f"), "4", str(page)], capture_output=True,
+                         text=True, timeout=120, env={"LD_PRELOAD": libzio, "ZIO_RATIO": "100"})
+    assert run.returncode == 0 and run.stdout == "ok\n", run.stdout + run.stderr
+    c = stats.read_page(str(page))
+    assert c["copies_elided"] >= 4 and c["outputs_resolved"] >= 4
+    assert c["faults_original_write"] > 0
+
+
 def test_api_register_resolve_release(libzio):
     harness = built("zio_api_harness")
     alone = subprocess.run([harness], capture_output=True, text=True, timeout=30)

@@ -137,7 +137,17 @@ void io_before_input(void *buf, size_t len);
 void io_after_input(void *buf, ssize_t got, uintptr_t key);
 void io_before_inputv(const struct iovec *iov, int cnt);
 void io_after_inputv(const struct iovec *iov, int cnt, ssize_t got, uintptr_t key);
-int io_resolve_output(const struct iovec *in, int cnt, struct iovec *out, int max);
+#define IO_MAXP 128
+enum { OUT_WRITE, OUT_PWRITE, OUT_SEND };
+struct msghdr;
+struct zio_out {
+    int kind, fd, flags;          /* flags: send flags */
+    off_t off;                    /* OUT_PWRITE */
+    const struct msghdr *msg;     /* OUT_SEND: name/control to keep, or NULL */
+};
+int io_output_tracked(const struct iovec *in, int cnt);
+ssize_t io_output(const struct zio_out *how, const struct iovec *in, int cnt);
+void io_pins_wait(uintptr_t lo, uintptr_t hi);   /* zio_lock held */
 
 /* ---- profile mode (zio_profile.c) ---- */
 void profile_count(size_t n);

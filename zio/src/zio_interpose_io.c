@@ -13,7 +13,6 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-#define MAXP 128
 #define KEY ((uintptr_t)__builtin_return_address(0))
 #define REAL(name) \
     static __typeof__(name) *real_##name; \
@@ -42,18 +41,12 @@ static inline int active(void)
         return r_; \
     } while (0)
 
-/* output: `plain` when nothing to substitute, else `gathered` over iov[0..k) */
-#define OUTPUTV(in, cnt, plain, gathered) do { \
-        struct iovec iov[MAXP]; \
-        int k = cnt <= MAXP / 2 ? io_resolve_output(in, cnt, iov, MAXP) : -1; \
-        if (k < 0 && cnt > MAXP / 2 && zio_mode == ZIO_ELIDE && !zio_in_lib) \
-            io_before_inputv(in, cnt); /* too many: materialise, send plainly */ \
-        return k < 0 ? plain : gathered; \
-    } while (0)
-
-#define OUTPUT1(buf, n, plain, gathered) do { \
-        struct iovec one_ = { (void *)(buf), (n) }; \
-        OUTPUTV(&one_, 1, plain, gathered); \
+/* output: the plain call unless the buffers hold tracked data */
+#define OUTPUT(in, cnt, plain, ...) do { \
+        if (!io_output_tracked(in, cnt)) \
+            return plain; \
+        struct zio_out how_ = { __VA_ARGS__ }; \
+        return io_output(&how_, in, cnt); \
     } while (0)
 
 ZIO_EXPORT ssize_t read(int fd, void *buf, size_t n)
@@ -114,63 +107,50 @@ ZIO_EXPORT ssize_t __recv_chk(int fd, void *buf, size_t n, size_t blen, int flag
 ZIO_EXPORT ssize_t write(int fd, const void *buf, size_t n)
 {
     REAL(write);
-    REAL(writev);
-    OUTPUT1(buf, n, real_write(fd, buf, n), real_writev(fd, iov, k));
+    struct iovec one = { (void *)buf, n };
+    OUTPUT(&one, 1, real_write(fd, buf, n), .kind = OUT_WRITE, .fd = fd);
 }
 
 ZIO_EXPORT ssize_t writev(int fd, const struct iovec *v, int cnt)
 {
     REAL(writev);
-    OUTPUTV(v, cnt, real_writev(fd, v, cnt), real_writev(fd, iov, k));
+    OUTPUT(v, cnt, real_writev(fd, v, cnt), .kind = OUT_WRITE, .fd = fd);
 }
 
 ZIO_EXPORT ssize_t pwrite(int fd, const void *buf, size_t n, off_t off)
 {
     REAL(pwrite);
-    REAL(pwritev);
-    OUTPUT1(buf, n, real_pwrite(fd, buf, n, off), real_pwritev(fd, iov, k, off));
+    struct iovec one = { (void *)buf, n };
+    OUTPUT(&one, 1, real_pwrite(fd, buf, n, off), .kind = OUT_PWRITE, .fd = fd, .off = off);
 }
 
 ZIO_EXPORT ssize_t pwrite64(int fd, const void *buf, size_t n, off_t off)
 {
     REAL(pwrite64);
-    REAL(pwritev);
-    OUTPUT1(buf, n, real_pwrite64(fd, buf, n, off), real_pwritev(fd, iov, k, off));
-}
-
-static ssize_t send_gathered(int fd, struct iovec *iov, int k, int flags,
-                             const struct sockaddr *to, socklen_t tolen, const struct msghdr *tmpl)
-{
-    REAL(sendmsg);
-    struct msghdr m = { 0 };
-    if (tmpl)
-        m = *tmpl;
-    else {
-        m.msg_name = (void *)to;
-        m.msg_namelen = tolen;
-    }
-    m.msg_iov = iov;
-    m.msg_iovlen = (size_t)k;
-    return real_sendmsg(fd, &m, flags);
+    struct iovec one = { (void *)buf, n };
+    OUTPUT(&one, 1, real_pwrite64(fd, buf, n, off), .kind = OUT_PWRITE, .fd = fd, .off = off);
 }
 
 ZIO_EXPORT ssize_t send(int fd, const void *buf, size_t n, int flags)
 {
     REAL(send);
-    OUTPUT1(buf, n, real_send(fd, buf, n, flags), send_gathered(fd, iov, k, flags, NULL, 0, NULL));
+    struct iovec one = { (void *)buf, n };
+    OUTPUT(&one, 1, real_send(fd, buf, n, flags), .kind = OUT_SEND, .fd = fd, .flags = flags);
 }
 
 ZIO_EXPORT ssize_t sendto(int fd, const void *buf, size_t n, int flags,
                           const struct sockaddr *to, socklen_t tolen)
 {
     REAL(sendto);
-    OUTPUT1(buf, n, real_sendto(fd, buf, n, flags, to, tolen),
-            send_gathered(fd, iov, k, flags, to, tolen, NULL));
+    struct iovec one = { (void *)buf, n };
+    struct msghdr m = { .msg_name = (void *)to, .msg_namelen = tolen };
+    OUTPUT(&one, 1, real_sendto(fd, buf, n, flags, to, tolen),
+           .kind = OUT_SEND, .fd = fd, .flags = flags, .msg = &m);
 }
 
 ZIO_EXPORT ssize_t sendmsg(int fd, const struct msghdr *m, int flags)
 {
     REAL(sendmsg);
-    OUTPUTV(m->msg_iov, (int)m->msg_iovlen, real_sendmsg(fd, m, flags),
-            send_gathered(fd, iov, k, flags, NULL, 0, m));
+    OUTPUT(m->msg_iov, (int)m->msg_iovlen, real_sendmsg(fd, m, flags),
+           .kind = OUT_SEND, .fd = fd, .flags = flags, .msg = m);
 }

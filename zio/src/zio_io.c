@@ -11,6 +11,10 @@
  */
 #include "zio_internal.h"
 
+#include <errno.h>
+#include <sched.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 
 /* previous input on this thread: lets a read that continues exactly where
@@ -75,33 +79,177 @@ void io_after_inputv(const struct iovec *iov, int cnt, ssize_t got, uintptr_t ke
     }
 }
 
-/* Gather list for output of `in`, or -1 when the buffers hold no
- * intermediates (or too many pieces: then they are materialised instead). */
-int io_resolve_output(const struct iovec *in, int cnt, struct iovec *out, int max)
+/* ---- output ---------------------------------------------------------
+ *
+ * An output call of tracked data sends the originals in place of the
+ * intermediates.  While that system call runs, another thread may want to
+ * overwrite one of those originals (its WP fault, or its own input into the
+ * buffer): it must wait until the kernel has taken the bytes, or the old
+ * intermediate would go out with new data.  So the substituted originals are
+ * pinned for the duration of the call, and track_release_originals() waits
+ * for overlapping pins.  To make that wait short and deadlock-free, the
+ * substituted call never blocks: sockets are written with MSG_DONTWAIT (what
+ * does not fit goes out afterwards with the plain blocking call over the
+ * materialised buffer), regular files do not block indefinitely, and any
+ * other kind of descriptor (pipes, terminals) gets the buffer materialised
+ * and the plain call.
+ */
+#define NPINS 64
+
+struct pin {
+    uintptr_t lo, hi;
+    int active;
+};
+
+static struct pin pins[NPINS];
+
+/* zio_lock held: wait until no in-flight output reads [lo,hi) */
+void io_pins_wait(uintptr_t lo, uintptr_t hi)
+{
+    for (int i = 0; i < NPINS; i++) {
+        while (__atomic_load_n(&pins[i].active, __ATOMIC_ACQUIRE) &&
+               pins[i].lo < hi && lo < pins[i].hi)
+            sched_yield();
+    }
+}
+
+/* zio_lock held; -1 when all slots are busy, -2 when nothing was
+ * substituted (the buffers are plain after all) */
+static int pin(const struct iovec *iov, int k, const struct iovec *in, int cnt)
+{
+    uintptr_t lo = UINTPTR_MAX, hi = 0;
+    for (int j = 0; j < k; j++) {
+        uintptr_t b = (uintptr_t)iov[j].iov_base, e = b + iov[j].iov_len;
+        int own = 0;   /* part of the caller's buffers, not a substituted original */
+        for (int i = 0; i < cnt && !own; i++)
+            own = b >= (uintptr_t)in[i].iov_base && e <= (uintptr_t)in[i].iov_base + in[i].iov_len;
+        if (!own) {
+            lo = b < lo ? b : lo;
+            hi = e > hi ? e : hi;
+        }
+    }
+    if (lo >= hi)
+        return -2;
+    for (int i = 0; i < NPINS; i++) {
+        if (!pins[i].active) {
+            pins[i].lo = lo;
+            pins[i].hi = hi;
+            __atomic_store_n(&pins[i].active, 1, __ATOMIC_RELEASE);
+            return i;
+        }
+    }
+    return -1;
+}
+
+int io_output_tracked(const struct iovec *in, int cnt)
 {
     if (zio_mode != ZIO_ELIDE || zio_in_lib)
-        return -1;
-    int any = 0;
-    for (int i = 0; i < cnt && !any; i++)
-        any = tab_overlaps((uintptr_t)in[i].iov_base, (uintptr_t)in[i].iov_base + in[i].iov_len);
-    if (!any)
-        return -1;
+        return 0;
+    for (int i = 0; i < cnt; i++)
+        if (tab_overlaps((uintptr_t)in[i].iov_base, (uintptr_t)in[i].iov_base + in[i].iov_len))
+            return 1;
+    return 0;
+}
+
+static void materialize_iov(const struct iovec *in, int cnt)
+{
+    for (int i = 0; i < cnt; i++)
+        track_materialize((uintptr_t)in[i].iov_base, (uintptr_t)in[i].iov_base + in[i].iov_len);
+}
+
+static ssize_t call(const struct zio_out *how, const struct iovec *iov, int k, int flags)
+{
+    static ssize_t (*writev_)(int, const struct iovec *, int);
+    static ssize_t (*pwritev_)(int, const struct iovec *, int, off_t);
+    static ssize_t (*sendmsg_)(int, const struct msghdr *, int);
+    if (!sendmsg_) {
+        writev_ = zio_next("writev");
+        pwritev_ = zio_next("pwritev");
+        sendmsg_ = zio_next("sendmsg");
+    }
+    if (how->kind == OUT_PWRITE)
+        return pwritev_(how->fd, iov, k, how->off);
+    if (how->kind == OUT_WRITE && !flags)
+        return writev_(how->fd, iov, k);
+    struct msghdr m = { 0 };
+    if (how->msg)
+        m = *how->msg;
+    m.msg_iov = (struct iovec *)iov;
+    m.msg_iovlen = (size_t)k;
+    return sendmsg_(how->fd, &m, how->flags | flags);
+}
+
+/* Skip the first `done` bytes of in[0..cnt) into out; returns the count. */
+static int advance(const struct iovec *in, int cnt, size_t done, struct iovec *out)
+{
+    int k = 0;
+    for (int i = 0; i < cnt; i++) {
+        if (done >= in[i].iov_len) {
+            done -= in[i].iov_len;
+            continue;
+        }
+        out[k].iov_base = (char *)in[i].iov_base + done;
+        out[k++].iov_len = in[i].iov_len - done;
+        done = 0;
+    }
+    return k;
+}
+
+ssize_t io_output(const struct zio_out *how, const struct iovec *in, int cnt)
+{
+    struct iovec iov[IO_MAXP];
+    size_t total = 0;
+    for (int i = 0; i < cnt; i++)
+        total += in[i].iov_len;
+    int sock = how->kind == OUT_SEND;
+    if (how->kind == OUT_WRITE) {
+        struct stat st;
+        if (fstat(how->fd, &st) != 0 || !(S_ISSOCK(st.st_mode) || S_ISREG(st.st_mode)))
+            sock = -1;   /* may block indefinitely: no substitution */
+        else
+            sock = S_ISSOCK(st.st_mode);
+    }
     zio_in_lib++;
     pthread_mutex_lock(&zio_lock);
     int k = 0;
-    for (int i = 0; i < cnt && k >= 0; i++) {
-        int r = track_resolve((uintptr_t)in[i].iov_base, in[i].iov_len, out + k, max - k);
+    for (int i = 0; i < cnt && k >= 0 && cnt <= IO_MAXP / 2; i++) {
+        int r = track_resolve((uintptr_t)in[i].iov_base, in[i].iov_len, iov + k, IO_MAXP - k);
         k = r < 0 ? -1 : k + r;
     }
-    if (k < 0) {
-        for (int i = 0; i < cnt; i++)
-            track_materialize((uintptr_t)in[i].iov_base,
-                              (uintptr_t)in[i].iov_base + in[i].iov_len);
-    } else if (k != cnt) {
+    int slot = k > 0 && sock >= 0 ? pin(iov, k, in, cnt) : -1;
+    if (slot == -1)
+        materialize_iov(in, cnt);
+    else {
         ctr_add(C_OUTPUTS_RESOLVED, 1);
         ctr_add(C_OUTPUT_PIECES, (uint64_t)k);
     }
     pthread_mutex_unlock(&zio_lock);
     zio_in_lib--;
-    return k;
+    if (slot < 0)
+        return call(how, in, cnt, 0);
+    ssize_t r = call(how, iov, k, sock ? MSG_DONTWAIT : 0);
+    __atomic_store_n(&pins[slot].active, 0, __ATOMIC_RELEASE);
+    if (!sock || (r >= 0 && (size_t)r == total) || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK))
+        return r;
+    /* the socket was full: send the rest with the blocking call, as the
+     * program asked, from its own (now materialised) buffers */
+    size_t done = r > 0 ? (size_t)r : 0;
+    int rk = advance(in, cnt, done, iov);
+    zio_in_lib++;
+    pthread_mutex_lock(&zio_lock);
+    materialize_iov(iov, rk);
+    pthread_mutex_unlock(&zio_lock);
+    zio_in_lib--;
+    struct zio_out rest_how = *how;
+    struct msghdr m2;
+    if (done > 0 && how->msg) {   /* ancillary data went out with the first part */
+        m2 = *how->msg;
+        m2.msg_control = NULL;
+        m2.msg_controllen = 0;
+        rest_how.msg = &m2;
+    }
+    ssize_t rest = call(&rest_how, iov, rk, 0);
+    if (rest < 0)
+        return done > 0 ? (ssize_t)done : rest;
+    return (ssize_t)(done + (size_t)rest);
 }

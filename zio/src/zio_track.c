@@ -50,6 +50,7 @@ int track_has_dependents(uintptr_t lo, uintptr_t hi)
  * original (unprotect, unregister). */
 void track_release_originals(uintptr_t lo, uintptr_t hi)
 {
+    io_pins_wait(lo, hi);   /* an output may still be reading them */
     for (size_t i = 0; i < zio_tab_n;) {
         struct zio_entry *e = &zio_tab[i];
         uintptr_t s = ze_src(e), send = s + e->npages * ZIO_PAGE;
