@@ -1,6 +1,6 @@
 """Shared helpers for the zIO benchmarks: locating built programs, launching
-a server plainly or under `zio run`, free ports, tables and JSON output."""
-import json
+a server plainly or under `zio run`, free ports; tables and JSON output come
+from deploy/report.py."""
 import os
 import socket
 import subprocess
@@ -9,7 +9,8 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUILD = os.environ.get("ZIO_BUILD_DIR", os.path.join(ROOT, "build"))
-RESULTS = os.path.join(ROOT, "bench", "results")
+sys.path.insert(0, ROOT)
+from deploy.report import print_table, write_json  # noqa: E402,F401  (shared result output)
 
 
 def built(name):
@@ -46,26 +47,8 @@ def wait_port(port, proc, tries=400):
 
 
 def zio_counters(pid):
-    sys.path.insert(0, ROOT)
     from bindings import stats
     try:
         return stats.read("zio", str(pid))
     except stats.StatsError:
         return {}
-
-
-def print_table(headers, rows):
-    widths = [max(len(str(h)), *(len(str(r[i])) for r in rows)) for i, h in enumerate(headers)]
-    line = "  ".join(f"{h:>{w}}" for h, w in zip(headers, widths))
-    print(line)
-    print("-" * len(line))
-    for r in rows:
-        print("  ".join(f"{str(c):>{w}}" for c, w in zip(r, widths)))
-
-
-def write_json(name, data):
-    os.makedirs(RESULTS, exist_ok=True)
-    path = os.path.join(RESULTS, name)
-    with open(path, "w") as f:
-        json.dump(data, f, indent=1)
-    print(f"\nwrote {os.path.relpath(path, ROOT)}")

@@ -95,14 +95,8 @@ ZIO_EXPORT void *realloc(void *p, size_t n)
  * must really be there); track_materialize() then unregisters the range. */
 static void forget(void *addr, size_t len)
 {
-    uintptr_t a = (uintptr_t)addr;
-    if (zio_mode == ZIO_OFF || zio_in_lib || len == 0 || !tab_overlaps(a, a + len))
-        return;
-    zio_in_lib++;
-    pthread_mutex_lock(&zio_lock);
-    track_materialize(a, a + len);
-    pthread_mutex_unlock(&zio_lock);
-    zio_in_lib--;
+    if (zio_mode != ZIO_OFF && !zio_in_lib)
+        io_before_input(addr, len);   /* the same preparation as for input */
 }
 
 ZIO_EXPORT int munmap(void *addr, size_t len)
