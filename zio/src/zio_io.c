@@ -113,9 +113,10 @@ void io_pins_wait(uintptr_t lo, uintptr_t hi)
     }
 }
 
-/* zio_lock held; -1 when all slots are busy, -2 when nothing was
- * substituted (the buffers are plain after all) */
-static int pin(const struct iovec *iov, int k, const struct iovec *in, int cnt)
+/* The address span of the originals that iov[0..k) substitutes for parts of
+ * in[0..cnt); empty (lo >= hi) when the buffers hold no intermediate. */
+static void substituted_span(const struct iovec *iov, int k, const struct iovec *in, int cnt,
+                             uintptr_t *plo, uintptr_t *phi)
 {
     uintptr_t lo = UINTPTR_MAX, hi = 0;
     for (int j = 0; j < k; j++) {
@@ -128,8 +129,13 @@ static int pin(const struct iovec *iov, int k, const struct iovec *in, int cnt)
             hi = e > hi ? e : hi;
         }
     }
-    if (lo >= hi)
-        return -2;
+    *plo = lo;
+    *phi = hi;
+}
+
+/* zio_lock held; a pin slot, or -1 when all are busy */
+static int pin(uintptr_t lo, uintptr_t hi)
+{
     for (int i = 0; i < NPINS; i++) {
         if (!pins[i].active) {
             pins[i].lo = lo;
@@ -201,25 +207,31 @@ ssize_t io_output(const struct zio_out *how, const struct iovec *in, int cnt)
     size_t total = 0;
     for (int i = 0; i < cnt; i++)
         total += in[i].iov_len;
-    int sock = how->kind == OUT_SEND;
-    if (how->kind == OUT_WRITE) {
-        struct stat st;
-        if (fstat(how->fd, &st) != 0 || !(S_ISSOCK(st.st_mode) || S_ISREG(st.st_mode)))
-            sock = -1;   /* may block indefinitely: no substitution */
-        else
-            sock = S_ISSOCK(st.st_mode);
-    }
     zio_in_lib++;
     pthread_mutex_lock(&zio_lock);
-    int k = 0;
-    for (int i = 0; i < cnt && k >= 0 && cnt <= IO_MAXP / 2; i++) {
+    int k = cnt <= IO_MAXP / 2 ? 0 : -1;
+    for (int i = 0; i < cnt && k >= 0; i++) {
         int r = track_resolve((uintptr_t)in[i].iov_base, in[i].iov_len, iov + k, IO_MAXP - k);
         k = r < 0 ? -1 : k + r;
     }
-    int slot = k > 0 && sock >= 0 ? pin(iov, k, in, cnt) : -1;
-    if (slot == -1)
+    uintptr_t lo = UINTPTR_MAX, hi = 0;
+    if (k > 0)
+        substituted_span(iov, k, in, cnt, &lo, &hi);
+    int sock = 0, slot = k < 0 ? -1 : -2;   /* -2: nothing to substitute */
+    if (lo < hi) {
+        sock = how->kind == OUT_SEND;
+        if (how->kind == OUT_WRITE) {
+            struct stat st;
+            if (fstat(how->fd, &st) != 0 || !(S_ISSOCK(st.st_mode) || S_ISREG(st.st_mode)))
+                sock = -1;   /* may block indefinitely: no substitution */
+            else
+                sock = S_ISSOCK(st.st_mode);
+        }
+        slot = sock >= 0 ? pin(lo, hi) : -1;
+    }
+    if (slot == -1) {
         materialize_iov(in, cnt);
-    else {
+    } else if (slot >= 0) {
         ctr_add(C_OUTPUTS_RESOLVED, 1);
         ctr_add(C_OUTPUT_PIECES, (uint64_t)k);
     }
