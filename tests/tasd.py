@@ -5,12 +5,22 @@ always stopped and its namespace removed, even when the test fails.
 """
 import itertools
 import os
+import time
 
 from pyroute2 import netns
 
 from tas.launcher import DaemonProcess
 
 _seq = itertools.count()
+
+
+def wait_until(pred, what, limit_s=120):
+    """Hang guard: poll a state condition (not a performance bound)."""
+    deadline = time.monotonic() + limit_s
+    while not pred():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up waiting for {what}")
+        time.sleep(0.05)
 
 
 def unique(prefix):

@@ -3,14 +3,13 @@ import errno
 import os
 import subprocess
 import sys
-import time
 
 import pytest
 
 from bindings import stats
 from deploy import transfers
 from tas.app import TasApp, TasError
-from tasd import Daemon
+from tasd import Daemon, wait_until
 
 GIB = 1 << 30
 
@@ -37,15 +36,6 @@ def app(daemon):
 
 def counters(d):
     return stats.read("tas", d.instance)
-
-
-def wait_until(pred, what, limit_s=120):
-    """Hang guard: poll a state condition (not a performance bound)."""
-    deadline = time.monotonic() + limit_s
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting for {what}")
-        time.sleep(0.05)
 
 
 def linux_to_tas(d, app, port, nbytes, seed):
