@@ -141,6 +141,9 @@ SCHEMA = {
     "fastpath": {
         "idle_block_us": Field(10000, _int_range(0, 10_000_000),
                                "microseconds of idle before blocking (0..1e7)"),
+        "poll_sleep_us": Field(50, _int_range(1, 1_000_000),
+                               "microseconds between device polls of a blocked core "
+                               "whose device has no RX interrupts"),
         "sp_ring_size": Field(4096, _pow2(64, 1 << 20), "a power of two"),
     },
     "fault": {

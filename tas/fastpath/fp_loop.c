@@ -4,7 +4,9 @@
  * the RX interrupt, where the device has one) after idle_block_us without
  * work, so that busy pollers do not starve a 2-core machine.
  */
+#define _GNU_SOURCE
 #include <sys/epoll.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <rte_cycles.h>
@@ -134,9 +136,11 @@ static void block_until_work(struct fp_core *c)
     /* Close the race with a waker that checked `sleeping` before we set it. */
     if (!fp->stop && !has_pending(c)) {
         struct epoll_event ev[2];
-        /* Without RX interrupts, wake every millisecond to poll the device. */
-        int timeout = c->rx_intr_fd >= 0 ? 1000 : 1;
-        int n = epoll_wait(c->epfd, ev, 2, timeout);
+        /* Without RX interrupts, wake every poll_sleep_us to poll the device;
+         * with them, the timeout only bounds how long a lost wake-up lasts. */
+        uint32_t us = c->rx_intr_fd >= 0 ? 1000000 : fp->conf.poll_sleep_us;
+        struct timespec ts = {.tv_sec = us / 1000000, .tv_nsec = (long)(us % 1000000) * 1000};
+        int n = epoll_pwait2(c->epfd, ev, 2, &ts, NULL);
         for (int i = 0; i < n; i++) {
             /* Drain only our eventfd: the RX interrupt fd may be the device's
              * own queue (net_tap), and reading it would eat a packet. */
