@@ -24,7 +24,28 @@
 int __fxstat(int ver, int fd, struct stat *st);
 int __fxstat64(int ver, int fd, struct stat64 *st);
 
-int close(int fd) { return strata_is_fd(fd) ? strata_close(fd) : REAL(close)(fd); }
+/* The pool's lock fd is ours: programs that close or dup2 over every fd
+ * (daemons) must not take it away.  close pretends; dup2/dup3 onto it move
+ * it first (the flock belongs to the open file description, not the number). */
+static void move_lock_fd(int fd)
+{
+    if (G.base == NULL || fd != G.lock_fd)
+        return;
+    int n = (int)REAL(fcntl)(fd, F_DUPFD_CLOEXEC, 3);
+    if (n >= 0) {
+        G.lock_fd = n;
+        REAL(close)(fd);
+    }
+}
+
+int close(int fd)
+{
+    if (strata_is_fd(fd))
+        return strata_close(fd);
+    if (G.base != NULL && fd == G.lock_fd)
+        return 0;
+    return REAL(close)(fd);
+}
 
 ssize_t read(int fd, void *b, size_t n) { return strata_is_fd(fd) ? strata_read(fd, b, n) : REAL(read)(fd, b, n); }
 ssize_t write(int fd, const void *b, size_t n)
@@ -197,6 +218,7 @@ int dup2(int fd, int nfd)
         return strata_dup(fd, nfd);
     if (fd != nfd && strata_is_fd(nfd))
         strata_close(nfd);
+    move_lock_fd(nfd);
     return REAL(dup2)(fd, nfd);
 }
 
@@ -214,6 +236,7 @@ int dup3(int fd, int nfd, int flags)
     }
     if (strata_is_fd(nfd))
         strata_close(nfd);
+    move_lock_fd(nfd);
     return REAL(dup3)(fd, nfd, flags);
 }
 
