@@ -23,23 +23,30 @@ def stream(nbytes, seed):
         left -= n
 
 
-def read_all(sock):
+def read_all(conn):
+    """Read to end of stream from anything with recv(): (bytes, sha256)."""
     h, total = hashlib.sha256(), 0
     while True:
-        d = sock.recv(CHUNK)
+        d = conn.recv(CHUNK)
         if not d:
             return total, h.hexdigest()
         h.update(d)
         total += len(d)
 
 
-def write_all(sock, nbytes, seed):
+def send_seeded(conn, nbytes, seed):
+    """Send the seeded stream through anything with sendall(): sha256."""
     h = hashlib.sha256()
     for chunk in stream(nbytes, seed):
-        sock.sendall(chunk)
+        conn.sendall(chunk)
         h.update(chunk)
+    return h.hexdigest()
+
+
+def write_all(sock, nbytes, seed):
+    digest = send_seeded(sock, nbytes, seed)
     sock.shutdown(socket.SHUT_WR)
-    return nbytes, h.hexdigest()
+    return nbytes, digest
 
 
 def listen(port):

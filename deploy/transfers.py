@@ -3,14 +3,13 @@
 Shared by the demo, the tests and the benchmarks: each returns what moved,
 whether both ends saw the same bytes, and how long it took.
 """
-import hashlib
 import json
 import os
 import subprocess
 import sys
 import time
 
-from deploy.peer_tcp import stream
+from deploy.peer_tcp import read_all, send_seeded
 
 PEER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "peer_tcp.py")
 
@@ -35,31 +34,13 @@ def peer_result(p):
     return json.loads(out.strip().splitlines()[-1])
 
 
-def receive_all(flow):
-    h, n = hashlib.sha256(), 0
-    while True:
-        data = flow.recv(1 << 20)
-        if not data:
-            return n, h.hexdigest()
-        h.update(data)
-        n += len(data)
-
-
-def send_stream(flow, nbytes, seed):
-    h = hashlib.sha256()
-    for chunk in stream(nbytes, seed):
-        flow.sendall(chunk)
-        h.update(chunk)
-    return h.hexdigest()
-
-
 def linux_to_tas(netns, app, port, nbytes, seed, peer_ip="10.0.0.2"):
     """Linux client sends to a TAS server: (bytes received, digests equal, s)."""
     lst = app.listen(port)
     p = peer(netns, "source", peer_ip, port, nbytes, seed)
     flow = app.accept(lst)
     t = time.monotonic()
-    n, digest = receive_all(flow)
+    n, digest = read_all(flow)
     secs = time.monotonic() - t
     flow.close()
     app.close_listener(lst)
@@ -72,7 +53,7 @@ def tas_to_linux(netns, app, port, nbytes, seed, peer_ip="10.0.0.1"):
     p = peer(netns, "sink", port)
     flow = app.connect(peer_ip, port)
     t = time.monotonic()
-    digest = send_stream(flow, nbytes, seed)
+    digest = send_seeded(flow, nbytes, seed)
     flow.close()
     r = peer_result(p)
     secs = time.monotonic() - t

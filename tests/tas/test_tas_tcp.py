@@ -116,7 +116,7 @@ def test_half_close_keeps_the_other_direction(daemon, app):
     p = subprocess.Popen(["ip", "netns", "exec", daemon.netns, sys.executable, "-c", script],
                          stderr=subprocess.PIPE, text=True)
     flow = app.accept(lst)
-    n, _ = transfers.receive_all(flow)
+    n, _ = transfers.read_all(flow)
     assert n == 100000
     flow.sendall(b"r" * 300000)    # our side is still open after the peer's FIN
     flow.close()
