@@ -15,6 +15,7 @@
 #include <stdarg.h>
 #include <string.h>
 #include <sys/file.h>
+#include <linux/close_range.h>
 #include <sys/mman.h>
 #include <sys/sendfile.h>
 #include <sys/stat.h>
@@ -45,6 +46,28 @@ int close(int fd)
     if (G.base != NULL && fd == G.lock_fd)
         return 0;
     return REAL(close)(fd);
+}
+
+/* close_range/closefrom: Strata fds in the range are closed through LibFS
+ * (otherwise the kernel would reuse their numbers under our table), the
+ * pool's lock fd is skipped, the rest goes to the kernel. */
+int close_range(unsigned int first, unsigned int last, int flags)
+{
+    if (flags != 0 || G.base == NULL)
+        return REAL(close_range)(first, last, flags);
+    for (unsigned int fd = first; fd <= last && fd < 65536; fd++)
+        if (strata_is_fd((int)fd))
+            strata_close((int)fd);
+    unsigned int lock = (unsigned int)G.lock_fd;
+    if (lock < first || lock > last)
+        return REAL(close_range)(first, last, 0);
+    int r = lock > first ? REAL(close_range)(first, lock - 1, 0) : 0;
+    return lock < last && r == 0 ? REAL(close_range)(lock + 1, last, 0) : r;
+}
+
+void closefrom(int lowfd)
+{
+    close_range((unsigned int)lowfd, ~0u, 0);
 }
 
 ssize_t read(int fd, void *b, size_t n) { return strata_is_fd(fd) ? strata_read(fd, b, n) : REAL(read)(fd, b, n); }

@@ -37,6 +37,14 @@ for n in range(3, 1024):
 os.mkdir("/strata/after_sweep")
 out["after_fd_sweep"] = os.path.isdir("/strata/after_sweep")
 
+# closerange closes Strata fds through Strata: the number, once reused by the
+# kernel for a real file, is a real file again
+fx = os.open("/strata/cr.txt", os.O_RDWR | os.O_CREAT, 0o644)
+os.closerange(fx, fx + 1)
+real = os.open("/dev/zero", os.O_RDONLY)
+out["closerange_reuse"] = (real == fx, os.read(real, 4) == bytes(4))
+os.close(real)
+
 pid = os.fork()
 if pid == 0:
     res = {}

@@ -19,9 +19,9 @@ def test_fd_semantics_and_fork(pool):
     assert out == {
         "fd_is_small_int": True, "shared_offset": "hello world", "f_dupfd_min": True,
         "after_close": "hello", "append_flag": True, "cloexec": True, "double_close": "EBADF",
-        "after_fd_sweep": True,
-        # the parent's writes are still in its undigested log, which the child
-        # does not read (it sees the shared area, like any other process)
-        "child_status": 0, "child_write_inherited": "EBADF", "child_read_inherited": "",
+        "after_fd_sweep": True, "closerange_reuse": [True, True],
+        # the child reads the shared area, where the parent's writes are since
+        # its close of cr.txt (a lease release) digested its log
+        "child_status": 0, "child_write_inherited": "EBADF", "child_read_inherited": "hello",
         "child_file": "from child"}
     fsck_clean(pool)
