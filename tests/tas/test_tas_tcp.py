@@ -182,3 +182,34 @@ for s in socks:
     app.close_listener(lst)
     wait_until(lambda: counters(daemon)["tcp_flows_active"] == 0, "all flows to be removed")
     assert counters(daemon)["tcp_conns"] == 0
+
+
+def test_stale_library_version_is_refused(daemon):
+    """An app speaking another shared-memory version gets EPROTO, not a segment."""
+    import socket
+    from bindings._tasapp import ffi, lib
+    m = ffi.new("struct tas_ctl_msg *")
+    m.type, m.req_id, m.backlog = lib.TAS_CTL_REGISTER, 1, lib.TAS_SHM_VERSION + 1
+    with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as s:
+        s.connect(f"/run/tas/{daemon.instance}.sock")
+        s.send(bytes(ffi.buffer(m)))
+        msg, fds, _, _ = socket.recv_fds(s, ffi.sizeof(m[0]), 4)
+    reply = ffi.from_buffer("struct tas_ctl_msg *", msg)
+    assert reply.status == -errno.EPROTO
+    assert fds == []
+
+
+def test_payload_buffers_in_nvm_backing(tmp_path):
+    """buffers.backing = "nvm": flow buffers come from files beside the NVM
+    pool (contract 1: the backing is a config switch)."""
+    extra = f'\n[buffers]\nbacking = "nvm"\n[nvm]\npool_path = "{tmp_path}/pool"\n'
+    d = Daemon(tmp_path, extra=extra).start()
+    try:
+        with TasApp(d.instance) as a:
+            with open(f"/proc/{d.proc.pid}/maps") as f:
+                maps = f.read()
+            assert f"{tmp_path}/tas-{d.instance}-app" in maps   # the segment's file
+            linux_to_tas(d, a, 5010, 8 << 20, 10)
+            tas_to_linux(d, a, 5011, 8 << 20, 11)
+    finally:
+        d.stop()
