@@ -29,8 +29,12 @@ def run_point(size, k, zio, duration, zio_opts=()):
         msgs, secs = client.stdout.split()
         counters = zio_counters(server.pid) if zio else {}
     finally:
-        server.kill()
-        server.wait()
+        server.stdin.close()   # lets it exit normally (libzio removes its stats page)
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
     mbps = int(msgs) * size / float(secs) / 1e6
     return mbps, counters.get("copies_elided", 0)
 
