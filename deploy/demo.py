@@ -1,6 +1,7 @@
 """The main job on the embedded defaults: start the daemon on a DPDK virtual
 device with the Linux kernel as peer in a namespace, run real workloads
 through it, and print a result table next to a plain-Linux baseline."""
+import os
 import re
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from deploy.report import print_table
 from tas.app import TasApp
 from tas.launcher import DaemonProcess
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BASELINE_NS = "tas-demo-linux"
 PING_COUNT = 300
 PING_INTERVAL = "0.005"
@@ -82,6 +84,25 @@ def tas_rows(d):
     return rows
 
 
+# The other stacks' workloads, each against its baseline in the same run.
+COMPONENT_DEMOS = [
+    ("zIO: echo server making K copies per message, plain vs zio run",
+     ["bench/zio_echo.py", "--sizes", "262144,1048576", "--copies", "0,4",
+      "--duration", "0.5", "--repeat", "1"]),
+    ("Strata: append+fsync on the NVM log vs the disk file system and tmpfs",
+     ["bench/strata_fsync.py", "--quick"]),
+]
+
+
+def component_demos():
+    ok = True
+    for title, cmd in COMPONENT_DEMOS:
+        print(f"\n== {title}")
+        r = subprocess.run([sys.executable, *cmd], cwd=ROOT)
+        ok = ok and r.returncode == 0
+    return ok
+
+
 def main():
     d = DaemonProcess()
     print("demo: starting the TAS daemon on net_tap (peer: Linux in netns tas-peer)")
@@ -101,7 +122,7 @@ def main():
     print()
     print(stats.format_table({k: v for k, v in counters.items() if v},
                              title="daemon counters (non-zero; tasctl stats shows all)"))
-    ok = rc == 0 and all(r["ok"] for r in rows)
+    ok = component_demos() and rc == 0 and all(r["ok"] for r in rows)
     print(f"\ndemo: {'OK' if ok else 'FAILED'} (daemon exit code {rc})")
     return 0 if ok else 1
 
