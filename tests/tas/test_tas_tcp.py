@@ -213,3 +213,19 @@ def test_payload_buffers_in_nvm_backing(tmp_path):
             tas_to_linux(d, a, 5011, 8 << 20, 11)
     finally:
         d.stop()
+
+
+def test_killed_app_is_cleaned_up(daemon):
+    """An app killed with SIGKILL loses its connections (reset) and segment."""
+    p = transfers.peer(daemon.netns, "sink", 5012)
+    script = (f"from tas.app import TasApp; import time; a = TasApp('{daemon.instance}'); "
+              "f = a.connect('10.0.0.1', 5012); f.sendall(b'z' * 1000); print('up', flush=True); "
+              "time.sleep(600)")
+    app = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert app.stdout.readline().strip() == "up"
+    assert counters(daemon)["apps_active"] >= 1
+    app.kill()
+    app.wait()
+    wait_until(lambda: counters(daemon)["apps_active"] == 0, "the app to be unregistered")
+    wait_until(lambda: counters(daemon)["tcp_conns"] == 0, "its connection to be reset")
+    p.communicate(timeout=60)   # the Linux side saw the reset and finished
