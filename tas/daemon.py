@@ -8,6 +8,7 @@ or SIGTERM, and removes every shared-memory file the daemon created.
 """
 import argparse
 import os
+import shutil
 import signal
 import sys
 
@@ -15,6 +16,9 @@ from bindings import stats as kbstats
 from tas import config, eal, peer
 from tas.instance import AlreadyRunning, InstanceLock
 from tas.slowpath.packets import ip_bytes, mac_bytes
+
+
+DPDK_RUN_DIR = "/var/run/dpdk"
 
 
 class DaemonError(Exception):
@@ -71,6 +75,8 @@ class FastPath:
             self.lib.tas_fp_destroy(self.handle)
             self.handle = None
         self.lib.rte_eal_cleanup()
+        # EAL's runtime directory for our file prefix: nothing else uses it.
+        shutil.rmtree(os.path.join(DPDK_RUN_DIR, self.cfg.tas.instance), ignore_errors=True)
 
 
 class Daemon:

@@ -49,8 +49,10 @@ def vdev_args(cfg):
 def eal_args(cfg, huge):
     d = cfg.dpdk
     lcores = ",".join(str(c) for c in [d.main_core] + d.fp_cores)
-    args = ["tas", "-l", lcores, "--main-lcore", str(d.main_core),
-            "--in-memory", "--no-telemetry", f"--file-prefix={cfg.tas.instance}",
-            "--log-level=*:warning"]
-    args += ["-m", str(d.mem_mb)] if huge else ["--no-huge", "-m", str(d.mem_mb)]
+    args = ["tas", "-l", lcores, "--main-lcore", str(d.main_core), "--no-telemetry",
+            f"--file-prefix={cfg.tas.instance}", "--log-level=*:warning"]
+    # --in-memory leaves no hugepage files behind; --no-huge cannot be combined
+    # with it, and --no-shconf keeps that mode from writing a runtime config.
+    args += (["--in-memory", "-m", str(d.mem_mb)] if huge
+             else ["--no-huge", "--no-shconf", "-m", str(d.mem_mb)])
     return args + vdev_args(cfg) + list(d.eal_extra)

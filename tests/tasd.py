@@ -27,7 +27,7 @@ def unique(prefix):
     return f"{prefix}{os.getpid() % 10000}x{next(_seq)}"
 
 
-def write_config(path, instance, ns, iface, device="net_tap", extra=""):
+def write_config(path, instance, ns, iface, device="net_tap", extra="", hugepages="auto"):
     path.write_text(f"""
 [tas]
 instance = "{instance}"
@@ -36,6 +36,7 @@ ip = "10.0.0.2"
 [dpdk]
 device = "{device}"
 iface = "{iface}"
+hugepages = "{hugepages}"
 mem_mb = 256
 mbufs = 8191
 
@@ -48,10 +49,10 @@ ip = "10.0.0.1"
 
 
 class Daemon(DaemonProcess):
-    def __init__(self, tmp_path, device="net_tap", extra=""):
+    def __init__(self, tmp_path, device="net_tap", extra="", hugepages="auto"):
         instance, ns, self.iface = unique("t"), unique("tasns"), unique("dt")
         cfg = write_config(tmp_path / f"{instance}.toml", instance, ns, self.iface,
-                           device, extra)
+                           device, extra, hugepages)
         super().__init__(cfg, instance, ns)
 
     def stop(self):

@@ -34,6 +34,13 @@ def test_ping_through_af_packet_veth(make_daemon):
     assert r.returncode == 0, r.stdout + r.stderr + "".join(d.output)
 
 
+def test_runs_without_hugepages(make_daemon):
+    """The fallback a machine without hugepages gets: DPDK with --no-huge."""
+    d = make_daemon(hugepages="no").start()
+    assert "hugepages disabled by config" in "".join(d.output)
+    assert ping(d).returncode == 0
+
+
 def test_starting_twice_is_refused(tas_daemon):
     r = subprocess.run([sys.executable, "-m", "tas.daemon", "-c", str(tas_daemon.config)],
                        capture_output=True, text=True, timeout=60)
@@ -54,6 +61,8 @@ def test_sigterm_stops_cleanly_and_removes_shared_memory(make_daemon):
     assert "tas: stopped" in "".join(d.output)
     assert not os.path.exists(page)
     assert not os.path.exists(f"/run/tas/{d.instance}.lock")
+    assert not os.path.exists(f"/run/tas/{d.instance}.sock")
+    assert not os.path.exists(f"/var/run/dpdk/{d.instance}")
     assert ns not in netns.listnetns()
 
 
