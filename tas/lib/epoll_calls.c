@@ -1,0 +1,199 @@
+/* epoll over a mix of TAS and kernel fds.  Kernel fds live in the kernel's
+ * epoll set; TAS fds are kept in a side list per epoll fd (level-triggered;
+ * EPOLLET is treated as level, EPOLLONESHOT disarms after one report). */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdlib.h>
+
+#include "interpose.h"
+
+struct ep_entry {
+    int fd;
+    uint64_t gen;              /* the socket's, so a reused fd number is stale */
+    uint32_t events;
+    epoll_data_t data;
+};
+
+struct ep_set {
+    int n, cap;
+    struct ep_entry *e;
+};
+
+static struct ep_set *sets[LT_MAX_FD];
+
+void lt_epoll_closed(int fd)
+{
+    if (fd < 0 || fd >= LT_MAX_FD || __atomic_load_n(&sets[fd], __ATOMIC_ACQUIRE) == NULL)
+        return;
+    lt_lock();
+    struct ep_set *set = sets[fd];
+    __atomic_store_n(&sets[fd], NULL, __ATOMIC_RELEASE);
+    lt_unlock();
+    if (set != NULL) {
+        free(set->e);
+        free(set);
+    }
+}
+
+static int entry_live(const struct ep_entry *e)
+{
+    struct lt_sock *s = lt_sock_of(e->fd);
+    return s != NULL && s->gen == e->gen;
+}
+
+/* Index of fd's live entry, -1 if none; drops stale entries on the way. */
+static int find_entry(struct ep_set *set, int fd)
+{
+    for (int i = 0; i < set->n; i++) {
+        if (!entry_live(&set->e[i])) {
+            set->e[i--] = set->e[--set->n];
+            continue;
+        }
+        if (set->e[i].fd == fd)
+            return i;
+    }
+    return -1;
+}
+
+static int ctl_locked(int epfd, int op, int fd, struct lt_sock *s, struct epoll_event *ev)
+{
+    struct ep_set *set = sets[epfd];
+    if (set == NULL) {
+        set = calloc(1, sizeof(*set));
+        if (set == NULL)
+            return -ENOMEM;
+        __atomic_store_n(&sets[epfd], set, __ATOMIC_RELEASE);
+    }
+    int i = find_entry(set, fd);
+    if (op == EPOLL_CTL_ADD) {
+        if (i >= 0)
+            return -EEXIST;
+        if (set->n == set->cap) {
+            int cap = set->cap ? 2 * set->cap : 16;
+            struct ep_entry *e = realloc(set->e, sizeof(*e) * (size_t)cap);
+            if (e == NULL)
+                return -ENOMEM;
+            set->e = e;
+            set->cap = cap;
+        }
+        i = set->n++;
+        set->e[i].fd = fd;
+        set->e[i].gen = s->gen;
+    } else if (i < 0) {
+        return -ENOENT;
+    }
+    if (op == EPOLL_CTL_DEL) {
+        set->e[i] = set->e[--set->n];
+        return 0;
+    }
+    if (op != EPOLL_CTL_ADD && op != EPOLL_CTL_MOD)
+        return -EINVAL;
+    set->e[i].events = ev->events;
+    set->e[i].data = ev->data;
+    return 0;
+}
+
+int epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
+{
+    struct lt_sock *s = lt_sock_of(fd);
+    if (s == NULL)
+        return REAL(epoll_ctl)(epfd, op, fd, ev);
+    if (epfd < 0 || epfd >= LT_MAX_FD || epfd == fd || (op != EPOLL_CTL_DEL && ev == NULL)) {
+        errno = EINVAL;
+        return -1;
+    }
+    lt_lock();
+    int r = ctl_locked(epfd, op, fd, s, ev);
+    lt_unlock();
+    if (r < 0) {
+        errno = -r;
+        return -1;
+    }
+    return 0;
+}
+
+static int tas_events(struct ep_set *set, struct epoll_event *out, int max)
+{
+    int cnt = 0;
+    for (int i = 0; i < set->n && cnt < max; i++) {
+        if (!entry_live(&set->e[i])) {
+            set->e[i--] = set->e[--set->n];
+            continue;
+        }
+        uint32_t want = set->e[i].events | EPOLLERR | EPOLLHUP;
+        uint32_t got = (uint32_t)(uint16_t)lt_ready(lt_sock_of(set->e[i].fd)) & want;
+        if (got == 0 || !(set->e[i].events & ~(uint32_t)(EPOLLET | EPOLLONESHOT)))
+            continue;
+        out[cnt].events = got;
+        out[cnt++].data = set->e[i].data;
+        if (set->e[i].events & EPOLLONESHOT)
+            set->e[i].events = 0;
+    }
+    return cnt;
+}
+
+static int tas_epoll_wait(int epfd, struct epoll_event *out, int max, int timeout_ms)
+{
+    int64_t deadline = timeout_ms < 0 ? -1 : lt_now_ns() + (int64_t)timeout_ms * 1000000;
+    int cnt;
+    lt_lock();
+    for (;;) {
+        lt_progress();
+        struct ep_set *set = sets[epfd];
+        cnt = set != NULL ? tas_events(set, out, max) : 0;
+        int left = lt_ms_left(deadline);
+        if (cnt > 0 || left == 0) {
+            int kr = cnt < max ? REAL(epoll_wait)(epfd, out + cnt, max - cnt, 0) : 0;
+            cnt += kr > 0 ? kr : 0;
+            if (cnt == 0 && kr < 0)
+                cnt = -1;
+            break;
+        }
+        struct pollfd k = {.fd = epfd, .events = POLLIN};
+        int kr = lt_wait(&k, 1, left);
+        if (kr < 0) {
+            cnt = -1;
+            break;
+        }
+        if (kr > 0)
+            deadline = lt_now_ns();    /* collect without sleeping again */
+    }
+    lt_unlock();
+    return cnt;
+}
+
+static int has_tas_entries(int epfd)
+{
+    if (epfd < 0 || epfd >= LT_MAX_FD)
+        return 0;
+    struct ep_set *set = __atomic_load_n(&sets[epfd], __ATOMIC_ACQUIRE);
+    return set != NULL && set->n > 0;
+}
+
+int epoll_wait(int epfd, struct epoll_event *out, int max, int timeout_ms)
+{
+    if (!has_tas_entries(epfd) || max <= 0)
+        return REAL(epoll_wait)(epfd, out, max, timeout_ms);
+    return tas_epoll_wait(epfd, out, max, timeout_ms);
+}
+
+struct epoll_args {
+    int epfd;
+    struct epoll_event *out;
+    int max, timeout_ms;
+};
+
+static int epoll_call(void *arg)
+{
+    struct epoll_args *a = arg;
+    return tas_epoll_wait(a->epfd, a->out, a->max, a->timeout_ms);
+}
+
+int epoll_pwait(int epfd, struct epoll_event *out, int max, int timeout_ms,
+                const sigset_t *mask)
+{
+    if (!has_tas_entries(epfd) || max <= 0)
+        return REAL(epoll_pwait)(epfd, out, max, timeout_ms, mask);
+    struct epoll_args a = {epfd, out, max, timeout_ms};
+    return lt_with_sigmask(mask, epoll_call, &a);
+}

@@ -1,0 +1,110 @@
+/* TAS socket table, the shim's lock and the lazy attach to the daemon. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/eventfd.h>
+
+#include "interpose.h"
+
+struct tas_app *lt_app;
+struct lt_sock *lt_fds[LT_MAX_FD];
+struct lt_sock *lt_listeners;
+
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static int attach_state;       /* 0 not tried, 1 attached, -1 unreachable */
+static uint64_t next_gen;
+
+void lt_lock(void)
+{
+    pthread_mutex_lock(&lock);
+}
+
+void lt_unlock(void)
+{
+    pthread_mutex_unlock(&lock);
+}
+
+int lt_attach(void)
+{
+    if (attach_state != 0)
+        return attach_state > 0;
+    const char *inst = getenv("TAS_INSTANCE");
+    const char *dir = getenv("TAS_RUN_DIR");
+    char path[256], err[256];
+    snprintf(path, sizeof(path), "%s/%s.sock", dir && *dir ? dir : "/run/tas",
+             inst && *inst ? inst : "tas0");
+    lt_app = tas_app_attach(path, err, sizeof(err));
+    if (lt_app == NULL) {
+        fprintf(stderr, "libtas: TAS daemon not reachable (%s); using kernel sockets\n", err);
+        attach_state = -1;
+        return 0;
+    }
+    attach_state = 1;
+    return 1;
+}
+
+void lt_fd_map(int fd, struct lt_sock *s)
+{
+    __atomic_store_n(&lt_fds[fd], s, __ATOMIC_RELEASE);
+}
+
+int lt_fd_install(struct lt_sock *s, int cloexec)
+{
+    /* The eventfd only reserves the number (never signalled). */
+    int fd = eventfd(0, cloexec ? EFD_CLOEXEC : 0);
+    if (fd < 0)
+        return -1;
+    if (fd >= LT_MAX_FD) {
+        REAL(close)(fd);
+        errno = EMFILE;
+        return -1;
+    }
+    s->refs++;
+    lt_fd_map(fd, s);
+    return fd;
+}
+
+struct lt_sock *lt_sock_new(void)
+{
+    struct lt_sock *s = calloc(1, sizeof(*s));
+    if (s == NULL) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    s->gen = ++next_gen;
+    return s;
+}
+
+static void unlink_listener(struct lt_sock *s)
+{
+    for (struct lt_sock **p = &lt_listeners; *p != NULL; p = &(*p)->next_listener) {
+        if (*p == s) {
+            *p = s->next_listener;
+            return;
+        }
+    }
+}
+
+void lt_sock_unref(struct lt_sock *s)
+{
+    if (--s->refs > 0)
+        return;
+    struct tas_ctl_msg m = {0};
+    if (s->kind == LT_LISTEN) {
+        unlink_listener(s);
+        m.type = TAS_CTL_LISTEN_CLOSE;
+        m.listener_id = s->listener_id;
+        lt_request(&m);
+    } else if (s->kind == LT_CONN) {
+        struct lt_flow *f = s->flow;
+        if (!f->reset && !s->shut_wr)
+            tas_app_post(lt_app, f->id, 0, 0, TAS_ATX_FL_TXFIN);
+        m.type = TAS_CTL_CLOSE;
+        m.flow_id = f->id;
+        lt_request(&m);
+        lt_flow_forget(f);
+    }
+    free(s);
+}

@@ -1,0 +1,211 @@
+/* Flow bookkeeping over the core's notifications, readiness, and blocking. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <time.h>
+
+#include "interpose.h"
+
+#define FLOW_BUCKETS 1024
+
+static struct lt_flow *buckets[FLOW_BUCKETS];
+
+/* Threads asleep in lt_wait.  The fast path writes the app's eventfd only
+ * while app_sleeping is set and one thread reads it, so whoever applies
+ * notifications wakes the other sleepers: their flows may have changed. */
+static int sleepers;
+static int wake_fd = -1;       /* semaphore eventfd: one token per sleeper */
+
+static void wake_sleepers(void)
+{
+    if (sleepers == 0)
+        return;
+    if (wake_fd < 0)
+        wake_fd = eventfd(0, EFD_NONBLOCK | EFD_SEMAPHORE | EFD_CLOEXEC);
+    uint64_t n = (uint64_t)sleepers;
+    ssize_t w = REAL(write)(wake_fd, &n, sizeof(n));
+    (void)w;
+}
+
+/* Notifications can arrive before the accept that names the flow (like
+ * tas/app.py's `early`), so a flow is created by whichever comes first. */
+struct lt_flow *lt_flow_get(uint32_t id)
+{
+    struct lt_flow **b = &buckets[id % FLOW_BUCKETS];
+    for (struct lt_flow *f = *b; f != NULL; f = f->next)
+        if (f->id == id)
+            return f;
+    struct lt_flow *f = calloc(1, sizeof(*f));
+    if (f == NULL)
+        abort();
+    f->id = id;
+    f->next = *b;
+    *b = f;
+    return f;
+}
+
+void lt_flow_open(struct lt_flow *f, const struct tas_ctl_msg *m)
+{
+    if (f->dead) {             /* the id of a flow we closed, now reused */
+        struct lt_flow *next = f->next;
+        memset(f, 0, sizeof(*f));
+        f->id = m->flow_id;
+        f->next = next;
+    }
+    f->opened = 1;
+    f->rx_off = m->rx_off;
+    f->rx_size = m->rx_size;
+    f->tx_off = m->tx_off;
+    f->tx_size = m->tx_size;
+    f->tx_free = m->tx_size;
+}
+
+/* Kept in the table, marked dead: the daemon may still report on it while
+ * the close handshake runs. */
+void lt_flow_forget(struct lt_flow *f)
+{
+    f->dead = 1;
+    f->opened = 0;
+}
+
+static void listener_newconn(uint32_t listener_id)
+{
+    for (struct lt_sock *s = lt_listeners; s != NULL; s = s->next_listener)
+        if (s->listener_id == listener_id)
+            s->pending++;
+}
+
+int lt_progress(void)
+{
+    struct tas_arx arx[64];
+    int total = 0, n;
+    do {
+        n = tas_app_poll(lt_app, arx, 64);
+        for (int i = 0; i < n; i++) {
+            struct lt_flow *f = lt_flow_get(arx[i].flow_id);
+            if (f->dead)
+                continue;
+            f->rx_ready += arx[i].rx_bump;
+            f->tx_free += arx[i].tx_bump;
+            if (arx[i].flags & TAS_ARX_FL_RXFIN)
+                f->rx_fin = 1;
+        }
+        total += n;
+    } while (n == 64);
+    struct tas_ctl_msg ev;
+    while (tas_app_event(lt_app, &ev)) {
+        if (ev.type == TAS_CTL_NEWCONN)
+            listener_newconn(ev.listener_id);
+        else if (ev.type == TAS_CTL_CONN_CLOSED)
+            lt_flow_get(ev.flow_id)->reset = 1;
+        total++;
+    }
+    if (total > 0)
+        wake_sleepers();
+    return total;
+}
+
+int lt_request(struct tas_ctl_msg *m)
+{
+    int st = tas_app_request(lt_app, m);
+    lt_progress();             /* events queued while waiting for the reply */
+    return st;
+}
+
+short lt_ready(struct lt_sock *s)
+{
+    short r = s->so_error ? POLLERR : 0;
+    if (s->kind == LT_LISTEN)
+        return (short)(r | (s->pending ? POLLIN | POLLRDNORM : 0));
+    if (s->kind == LT_NEW)
+        return (short)(r | POLLOUT | POLLWRNORM);
+    struct lt_flow *f = s->flow;
+    if (f->rx_ready || f->rx_fin || f->reset || s->shut_rd)
+        r |= POLLIN | POLLRDNORM;
+    if (f->rx_fin)
+        r |= POLLRDHUP;
+    if ((f->tx_free && !s->shut_wr) || f->reset)
+        r |= POLLOUT | POLLWRNORM;
+    if (f->reset)
+        r |= POLLERR | POLLHUP;
+    else if (f->rx_fin && s->shut_wr)
+        r |= POLLHUP;
+    return r;
+}
+
+static uint32_t *app_sleeping(void)
+{
+    uint8_t *base = tas_app_base(lt_app);
+    const struct tas_seg_hdr *h = (const struct tas_seg_hdr *)base;
+    return &((struct tas_ctx_shm *)(base + h->ctx_off[0]))->app_sleeping;
+}
+
+int lt_wait(struct pollfd *kfds, nfds_t n, int timeout_ms)
+{
+    /* The protocol of tas_app_wait: announce sleep, look once more, sleep on
+     * the eventfd the fast path writes while we are marked sleeping. */
+    uint32_t *sleeping = app_sleeping();
+    __atomic_store_n(sleeping, 1, __ATOMIC_SEQ_CST);
+    if (lt_progress() > 0) {
+        if (sleepers == 0)
+            __atomic_store_n(sleeping, 0, __ATOMIC_SEQ_CST);
+        return 0;
+    }
+    if (wake_fd < 0)
+        wake_fd = eventfd(0, EFD_NONBLOCK | EFD_SEMAPHORE | EFD_CLOEXEC);
+    struct pollfd small[64];
+    struct pollfd *all = n + 3 <= 64 ? small : malloc((n + 3) * sizeof(*all));
+    if (all == NULL) {
+        errno = ENOMEM;
+        return -1;
+    }
+    if (n > 0)
+        memcpy(all, kfds, n * sizeof(*all));
+    all[n] = (struct pollfd){.fd = tas_app_ev_fd(lt_app), .events = POLLIN};
+    all[n + 1] = (struct pollfd){.fd = tas_app_ctl_fd(lt_app), .events = POLLIN};
+    all[n + 2] = (struct pollfd){.fd = wake_fd, .events = POLLIN};
+    sleepers++;
+    lt_unlock();
+    int r = REAL(poll)(all, n + 3, timeout_ms);
+    int e = errno;
+    lt_lock();
+    if (--sleepers == 0)
+        __atomic_store_n(sleeping, 0, __ATOMIC_SEQ_CST);
+    int kready = 0;
+    if (r > 0) {
+        uint64_t v;            /* both eventfds are non-blocking */
+        if (all[n].revents & POLLIN && REAL(read)(all[n].fd, &v, sizeof(v)) < 0)
+            v = 0;
+        if (all[n + 2].revents & POLLIN && REAL(read)(wake_fd, &v, sizeof(v)) < 0)
+            v = 0;
+        for (nfds_t i = 0; i < n; i++) {
+            kfds[i].revents = all[i].revents;
+            kready += all[i].revents != 0;
+        }
+    }
+    if (all != small)
+        free(all);
+    if (r < 0) {
+        errno = e;
+        return -1;
+    }
+    lt_progress();
+    return kready;
+}
+
+int64_t lt_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+int lt_ms_left(int64_t deadline_ns)
+{
+    if (deadline_ns < 0)
+        return -1;
+    int64_t left = deadline_ns - lt_now_ns();
+    return left <= 0 ? 0 : (int)((left + 999999) / 1000000);
+}

@@ -1,0 +1,146 @@
+/*
+ * libtas socket shim (LD_PRELOAD): internal declarations shared by the
+ * interpose files.  TAS sockets are plain fd numbers backed by a reserved
+ * kernel eventfd, so numbers never collide with kernel fds; the table below
+ * maps those numbers to socket state kept over the libtas core (app.h).
+ *
+ * Every wrapper passes non-TAS fds straight to libc without taking the lock:
+ * the core itself calls socket/send/recvmsg/poll/read/write/close, and those
+ * calls land back in these wrappers.
+ */
+#ifndef TAS_INTERPOSE_H
+#define TAS_INTERPOSE_H
+
+#include <poll.h>
+#include <signal.h>
+#include <stdint.h>
+#include <sys/epoll.h>
+#include <sys/select.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+
+#include "tas/app.h"
+
+#define LT_MAX_FD 65536
+
+/* libc's implementations, resolved with dlsym(RTLD_NEXT). */
+struct libc_fns {
+    int (*socket)(int, int, int);
+    int (*bind)(int, const struct sockaddr *, socklen_t);
+    int (*listen)(int, int);
+    int (*accept4)(int, struct sockaddr *, socklen_t *, int);
+    int (*connect)(int, const struct sockaddr *, socklen_t);
+    int (*getsockname)(int, struct sockaddr *, socklen_t *);
+    int (*getpeername)(int, struct sockaddr *, socklen_t *);
+    int (*setsockopt)(int, int, int, const void *, socklen_t);
+    int (*getsockopt)(int, int, int, void *, socklen_t *);
+    int (*shutdown)(int, int);
+    int (*close)(int);
+    int (*dup)(int);
+    int (*dup2)(int, int);
+    int (*dup3)(int, int, int);
+    int (*fcntl)(int, int, ...);
+    int (*ioctl)(int, unsigned long, ...);
+    ssize_t (*read)(int, void *, size_t);
+    ssize_t (*readv)(int, const struct iovec *, int);
+    ssize_t (*write)(int, const void *, size_t);
+    ssize_t (*writev)(int, const struct iovec *, int);
+    ssize_t (*recvfrom)(int, void *, size_t, int, struct sockaddr *, socklen_t *);
+    ssize_t (*recvmsg)(int, struct msghdr *, int);
+    ssize_t (*sendto)(int, const void *, size_t, int, const struct sockaddr *, socklen_t);
+    ssize_t (*sendmsg)(int, const struct msghdr *, int);
+    int (*poll)(struct pollfd *, nfds_t, int);
+    int (*ppoll)(struct pollfd *, nfds_t, const struct timespec *, const sigset_t *);
+    int (*select)(int, fd_set *, fd_set *, fd_set *, struct timeval *);
+    int (*pselect)(int, fd_set *, fd_set *, fd_set *, const struct timespec *,
+                   const sigset_t *);
+    int (*epoll_create1)(int);
+    int (*epoll_ctl)(int, int, int, struct epoll_event *);
+    int (*epoll_wait)(int, struct epoll_event *, int, int);
+    int (*epoll_pwait)(int, struct epoll_event *, int, int, const sigset_t *);
+};
+extern struct libc_fns real;
+void libc_real_init(void);
+/* Wrappers may run before constructors (other libraries' initialisers). */
+#define REAL(fn) (real.close != NULL ? real.fn : (libc_real_init(), real.fn))
+
+/* Per-connection state: the same bookkeeping as tas/app.py's Flow. */
+struct lt_flow {
+    uint32_t id;
+    int opened;                /* accepted/connected: offsets below are valid */
+    int dead;                  /* closed by us: late notifications are dropped */
+    uint32_t rx_off, rx_size, tx_off, tx_size;
+    uint32_t rx_tail, rx_ready, tx_head, tx_free;
+    int rx_fin, reset;
+    struct lt_flow *next;      /* hash chain */
+};
+
+enum lt_kind { LT_NEW, LT_LISTEN, LT_CONN };
+
+struct lt_sock {
+    int refs;                  /* fd numbers (dup) pointing here */
+    uint64_t gen;              /* unique id: epoll entries detect reuse */
+    enum lt_kind kind;
+    int nonblock;
+    int so_error;
+    int shut_rd, shut_wr;
+    uint32_t local_ip, remote_ip;      /* host byte order */
+    uint16_t local_port, remote_port;
+    uint32_t listener_id;
+    uint32_t pending;          /* NEWCONN events not yet accepted */
+    struct lt_flow *flow;
+    struct lt_sock *next_listener;
+};
+
+/* fd_table.c: global state, lock, lazy attach. */
+extern struct tas_app *lt_app;
+extern struct lt_sock *lt_fds[LT_MAX_FD];
+extern struct lt_sock *lt_listeners;
+void lt_lock(void);
+void lt_unlock(void);
+int lt_attach(void);           /* with the lock held: 1 if TAS is usable */
+static inline struct lt_sock *lt_sock_of(int fd)
+{
+    return fd >= 0 && fd < LT_MAX_FD ? __atomic_load_n(&lt_fds[fd], __ATOMIC_ACQUIRE) : NULL;
+}
+int lt_fd_install(struct lt_sock *s, int cloexec);     /* new fd number or -1 */
+void lt_fd_map(int fd, struct lt_sock *s);
+struct lt_sock *lt_sock_new(void);
+void lt_sock_unref(struct lt_sock *s);  /* at zero: close the flow/listener */
+/* fd_calls.c: nfd (from dup/F_DUPFD of a TAS fd) now also names s. */
+int lt_dup_result(struct lt_sock *s, int nfd);
+
+/* flow_state.c: flows, notifications, readiness, blocking. */
+struct lt_flow *lt_flow_get(uint32_t id);             /* find or create */
+void lt_flow_open(struct lt_flow *f, const struct tas_ctl_msg *m);
+void lt_flow_forget(struct lt_flow *f);
+int lt_progress(void);
+/* tas_app_request, then the events that arrived meanwhile. */
+int lt_request(struct tas_ctl_msg *m);
+short lt_ready(struct lt_sock *s);   /* POLLIN/POLLOUT/POLLHUP/POLLERR bits */
+/* Sleep until TAS may have news or a kernel fd in kfds has an event (kernel
+ * poll semantics, lock released meanwhile).  Returns the kernel fds ready,
+ * 0 if TAS news arrived or the timeout passed, -1 with errno (EINTR). */
+int lt_wait(struct pollfd *kfds, nfds_t n, int timeout_ms);
+/* Ms left until deadline_ns (monotonic), -1 for no deadline. */
+int64_t lt_now_ns(void);
+int lt_ms_left(int64_t deadline_ns);
+
+/* sock_options.c: copy out an AF_INET address the way the kernel does. */
+void lt_fill_addr(struct sockaddr *addr, socklen_t *len, uint32_t ip, uint16_t port);
+
+/* sock_io.c */
+ssize_t lt_recv_iov(struct lt_sock *s, const struct iovec *iov, int n, int flags);
+ssize_t lt_send_iov(struct lt_sock *s, const struct iovec *iov, int n, int flags);
+
+/* poll_calls.c: poll over a mix of TAS and kernel fds. */
+int lt_poll(struct pollfd *fds, nfds_t n, int timeout_ms);
+/* Run call(arg) with sigmask applied (ppoll, pselect, epoll_pwait). */
+int lt_with_sigmask(const sigset_t *mask, int (*call)(void *), void *arg);
+int lt_timespec_ms(const struct timespec *ts);     /* NULL: -1 (forever) */
+
+/* epoll_calls.c: forget the TAS registrations of a closed epoll fd. */
+void lt_epoll_closed(int fd);
+
+#endif

@@ -1,0 +1,161 @@
+/* Addresses, socket options, fcntl and ioctl on TAS sockets. */
+/* fcntl and fcntl64 are both defined here: no header redirect of one to the other. */
+#undef _FILE_OFFSET_BITS
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdarg.h>
+#include <string.h>
+#include <sys/ioctl.h>
+
+#include "interpose.h"
+
+void lt_fill_addr(struct sockaddr *addr, socklen_t *len, uint32_t ip, uint16_t port)
+{
+    if (addr == NULL || len == NULL)
+        return;
+    struct sockaddr_in in = {.sin_family = AF_INET, .sin_port = htons(port),
+                             .sin_addr.s_addr = htonl(ip)};
+    memcpy(addr, &in, *len < sizeof(in) ? *len : sizeof(in));
+    *len = sizeof(in);
+}
+
+int getsockname(int fd, struct sockaddr *addr, socklen_t *len)
+{
+    struct lt_sock *s = lt_sock_of(fd);
+    if (s == NULL)
+        return REAL(getsockname)(fd, addr, len);
+    lt_fill_addr(addr, len, s->local_ip, s->local_port);
+    return 0;
+}
+
+int getpeername(int fd, struct sockaddr *addr, socklen_t *len)
+{
+    struct lt_sock *s = lt_sock_of(fd);
+    if (s == NULL)
+        return REAL(getpeername)(fd, addr, len);
+    if (s->kind != LT_CONN) {
+        errno = ENOTCONN;
+        return -1;
+    }
+    lt_fill_addr(addr, len, s->remote_ip, s->remote_port);
+    return 0;
+}
+
+/* Options only tune the kernel's stack (TCP_NODELAY, keepalive, buffer
+ * sizes...): TAS has its own policy, so they are accepted and ignored. */
+int setsockopt(int fd, int level, int name, const void *val, socklen_t len)
+{
+    if (lt_sock_of(fd) == NULL)
+        return REAL(setsockopt)(fd, level, name, val, len);
+    return 0;
+}
+
+static int option_value(struct lt_sock *s, int level, int name)
+{
+    if (level != SOL_SOCKET)
+        return level == IPPROTO_TCP && name == TCP_NODELAY;
+    switch (name) {
+    case SO_ERROR: {
+        int e = s->so_error;
+        s->so_error = 0;
+        return e;
+    }
+    case SO_TYPE:
+        return SOCK_STREAM;
+    case SO_DOMAIN:
+        return AF_INET;
+    case SO_PROTOCOL:
+        return IPPROTO_TCP;
+    case SO_ACCEPTCONN:
+        return s->kind == LT_LISTEN;
+    case SO_SNDBUF:
+        return s->flow != NULL ? (int)s->flow->tx_size : 65536;
+    case SO_RCVBUF:
+        return s->flow != NULL ? (int)s->flow->rx_size : 65536;
+    default:
+        return 0;
+    }
+}
+
+int getsockopt(int fd, int level, int name, void *val, socklen_t *len)
+{
+    struct lt_sock *s = lt_sock_of(fd);
+    if (s == NULL)
+        return REAL(getsockopt)(fd, level, name, val, len);
+    if (val == NULL || len == NULL) {
+        errno = EFAULT;
+        return -1;
+    }
+    int v = option_value(s, level, name);
+    memcpy(val, &v, *len < sizeof(v) ? *len : sizeof(v));
+    *len = *len < sizeof(v) ? *len : sizeof(v);
+    return 0;
+}
+
+static int tas_fcntl(int fd, int cmd, long arg)
+{
+    struct lt_sock *s = lt_sock_of(fd);
+    if (s == NULL)
+        return REAL(fcntl)(fd, cmd, arg);
+    switch (cmd) {
+    case F_GETFL:
+        return O_RDWR | (s->nonblock ? O_NONBLOCK : 0);
+    case F_SETFL:
+        s->nonblock = !!(arg & O_NONBLOCK);
+        return 0;
+    case F_DUPFD:
+    case F_DUPFD_CLOEXEC: {
+        lt_lock();
+        int r = lt_dup_result(s, REAL(fcntl)(fd, cmd, arg));
+        lt_unlock();
+        return r;
+    }
+    default:                   /* F_GETFD/F_SETFD: the reserved fd's flags */
+        return REAL(fcntl)(fd, cmd, arg);
+    }
+}
+
+int fcntl(int fd, int cmd, ...)
+{
+    va_list ap;
+    va_start(ap, cmd);
+    long arg = va_arg(ap, long);
+    va_end(ap);
+    return tas_fcntl(fd, cmd, arg);
+}
+
+int fcntl64(int fd, int cmd, ...)
+{
+    va_list ap;
+    va_start(ap, cmd);
+    long arg = va_arg(ap, long);
+    va_end(ap);
+    return tas_fcntl(fd, cmd, arg);
+}
+
+int ioctl(int fd, unsigned long req, ...)
+{
+    va_list ap;
+    va_start(ap, req);
+    void *arg = va_arg(ap, void *);
+    va_end(ap);
+    struct lt_sock *s = lt_sock_of(fd);
+    if (s == NULL)
+        return REAL(ioctl)(fd, req, arg);
+    if (req == FIONBIO) {
+        s->nonblock = *(int *)arg != 0;
+        return 0;
+    }
+    if (req == FIONREAD) {
+        lt_lock();
+        lt_progress();
+        *(int *)arg = s->flow != NULL ? (int)s->flow->rx_ready : 0;
+        lt_unlock();
+        return 0;
+    }
+    errno = ENOTTY;
+    return -1;
+}

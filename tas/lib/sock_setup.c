@@ -1,0 +1,164 @@
+/* socket, bind, listen, accept, connect for TAS sockets. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <netinet/in.h>
+#include <string.h>
+
+#include "interpose.h"
+
+static int fail(int e)
+{
+    errno = e;
+    return -1;
+}
+
+int socket(int domain, int type, int protocol)
+{
+    int base = type & ~(SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (domain != AF_INET || base != SOCK_STREAM || (protocol != 0 && protocol != IPPROTO_TCP))
+        return REAL(socket)(domain, type, protocol);
+    lt_lock();
+    int fd = -1;
+    if (!lt_attach()) {
+        lt_unlock();
+        return REAL(socket)(domain, type, protocol);
+    }
+    struct lt_sock *s = lt_sock_new();
+    if (s != NULL) {
+        s->nonblock = !!(type & SOCK_NONBLOCK);
+        fd = lt_fd_install(s, type & SOCK_CLOEXEC);
+        if (fd < 0)
+            lt_sock_unref(s);
+    }
+    lt_unlock();
+    return fd;
+}
+
+/* A sockaddr_in as host-order ip/port; -1 with errno if it is not one. */
+static int inet_addr_of(const struct sockaddr *a, socklen_t len, uint32_t *ip, uint16_t *port)
+{
+    if (a == NULL || len < sizeof(struct sockaddr_in))
+        return fail(EINVAL);
+    if (a->sa_family != AF_INET)
+        return fail(EAFNOSUPPORT);
+    const struct sockaddr_in *in = (const struct sockaddr_in *)a;
+    *ip = ntohl(in->sin_addr.s_addr);
+    *port = ntohs(in->sin_port);
+    return 0;
+}
+
+int bind(int fd, const struct sockaddr *addr, socklen_t len)
+{
+    struct lt_sock *s = lt_sock_of(fd);
+    if (s == NULL)
+        return REAL(bind)(fd, addr, len);
+    if (s->kind != LT_NEW)
+        return fail(EINVAL);
+    return inet_addr_of(addr, len, &s->local_ip, &s->local_port);
+}
+
+int listen(int fd, int backlog)
+{
+    struct lt_sock *s = lt_sock_of(fd);
+    if (s == NULL)
+        return REAL(listen)(fd, backlog);
+    if (s->kind == LT_LISTEN)
+        return 0;
+    if (s->kind != LT_NEW)
+        return fail(EINVAL);
+    struct tas_ctl_msg m = {.type = TAS_CTL_LISTEN, .local_port = s->local_port,
+                            .backlog = backlog > 0 ? (uint32_t)backlog : 1};
+    lt_lock();
+    int st = lt_request(&m);
+    if (st == 0) {
+        s->kind = LT_LISTEN;
+        s->listener_id = m.listener_id;
+        s->next_listener = lt_listeners;
+        lt_listeners = s;
+    }
+    lt_unlock();
+    return st == 0 ? 0 : fail(-st);
+}
+
+/* With the lock held: the next established connection, or -errno. */
+static int take_conn(struct lt_sock *s, struct tas_ctl_msg *m)
+{
+    for (;;) {
+        lt_progress();
+        *m = (struct tas_ctl_msg){.type = TAS_CTL_ACCEPT, .listener_id = s->listener_id};
+        int st = lt_request(m);   /* counts this connection's NEWCONN too */
+        if (st != -EAGAIN) {
+            if (st == 0 && s->pending > 0)
+                s->pending--;
+            return st;
+        }
+        s->pending = 0;
+        if (s->nonblock)
+            return -EAGAIN;
+        while (s->pending == 0)
+            if (lt_wait(NULL, 0, -1) < 0)
+                return -errno;
+    }
+}
+
+static void conn_open(struct lt_sock *s, const struct tas_ctl_msg *m)
+{
+    s->kind = LT_CONN;
+    s->flow = lt_flow_get(m->flow_id);
+    lt_flow_open(s->flow, m);
+    s->local_ip = m->local_ip;
+    s->local_port = m->local_port;
+    s->remote_ip = m->remote_ip;
+    s->remote_port = m->remote_port;
+}
+
+int accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags)
+{
+    struct lt_sock *s = lt_sock_of(fd);
+    if (s == NULL)
+        return REAL(accept4)(fd, addr, len, flags);
+    if (s->kind != LT_LISTEN)
+        return fail(EINVAL);
+    lt_lock();
+    struct tas_ctl_msg m;
+    int st = take_conn(s, &m);
+    struct lt_sock *c = st == 0 ? lt_sock_new() : NULL;
+    int nfd = -1;
+    if (c != NULL) {
+        conn_open(c, &m);
+        c->nonblock = !!(flags & SOCK_NONBLOCK);
+        nfd = lt_fd_install(c, flags & SOCK_CLOEXEC);
+        if (nfd < 0)
+            lt_sock_unref(c);
+        else
+            lt_fill_addr(addr, len, c->remote_ip, c->remote_port);
+    }
+    lt_unlock();
+    return st < 0 ? fail(-st) : nfd;
+}
+
+int accept(int fd, struct sockaddr *addr, socklen_t *len)
+{
+    return accept4(fd, addr, len, 0);
+}
+
+/* Blocking even on O_NONBLOCK sockets: the core waits for the handshake. */
+int connect(int fd, const struct sockaddr *addr, socklen_t len)
+{
+    struct lt_sock *s = lt_sock_of(fd);
+    if (s == NULL)
+        return REAL(connect)(fd, addr, len);
+    if (s->kind == LT_CONN)
+        return fail(EISCONN);
+    if (s->kind != LT_NEW)
+        return fail(EINVAL);
+    struct tas_ctl_msg m = {.type = TAS_CTL_CONNECT};
+    if (inet_addr_of(addr, len, &m.remote_ip, &m.remote_port) < 0)
+        return -1;
+    lt_lock();
+    int st = lt_request(&m);
+    if (st == 0)
+        conn_open(s, &m);
+    lt_unlock();
+    return st == 0 ? 0 : fail(-st);
+}
