@@ -63,6 +63,24 @@ s.close()
 print(json.dumps({"bytes": n, "same": got.hexdigest() == hashlib.sha256(data).hexdigest()}))
 """
 
+# Redis client in the peer namespace: SET/GET of seeded values, verified.
+REDIS_CLIENT = """
+import json, random, sys
+import redis
+r = redis.Redis(host="10.0.0.2", port=6379, socket_timeout=60)
+rnd = random.Random(7)
+sizes = [1, 100, 4096, 65536, 1 << 20]
+for i, n in enumerate(sizes):
+    v = rnd.randbytes(n)
+    assert r.set(f"k{i}", v)
+    assert r.get(f"k{i}") == v, f"value of {n} bytes came back different"
+pipe = r.pipeline()
+for i in range(1000):
+    pipe.incr("counter")
+assert pipe.execute()[-1] == 1000
+print(json.dumps({"bytes": sum(sizes), "keys": r.dbsize()}))
+"""
+
 
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory):
@@ -79,11 +97,10 @@ def counters(d):
     return stats.read("tas", d.instance)
 
 
-def tas_run(d, *cmd, **kw):
+def tas_run(d, *cmd, stderr=subprocess.PIPE):
     """Start cmd under tas-run against daemon d."""
     return subprocess.Popen([sys.executable, "-m", "tas.run", "--instance", d.instance, "--",
-                             *cmd], cwd=ROOT, text=True, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, **kw)
+                             *cmd], cwd=ROOT, text=True, stdout=subprocess.PIPE, stderr=stderr)
 
 
 def in_peer(d, *cmd):
@@ -124,3 +141,28 @@ def test_python_client_on_tas(daemon):
     after = counters(daemon)
     assert after["tcp_rx_bytes"] - before["tcp_rx_bytes"] >= nbytes
     assert after["tcp_tx_bytes"] - before["tcp_tx_bytes"] >= nbytes
+
+
+def test_redis_server_on_tas(daemon):
+    before = counters(daemon)
+    srv = tas_run(daemon, "redis-server", "--port", "6379", "--save", "", "--appendonly", "no",
+                  "--protected-mode", "no", stderr=subprocess.STDOUT)
+    try:
+        log = []
+        for line in srv.stdout:
+            log.append(line)
+            if "Ready to accept connections" in line:
+                break
+        assert "Ready to accept" in log[-1], "".join(log)
+        ping = daemon.ns_run("redis-cli", "-h", "10.0.0.2", "PING", timeout=60)
+        assert ping.stdout.strip() == "PONG", ping
+        cli = in_peer(daemon, sys.executable, "-c", REDIS_CLIENT)
+        r = json.loads(finish(cli, "redis client").strip().splitlines()[-1])
+        assert r["keys"] == 6
+        after = counters(daemon)
+        assert after["tcp_rx_bytes"] - before["tcp_rx_bytes"] >= r["bytes"]
+        assert after["tcp_tx_bytes"] - before["tcp_tx_bytes"] >= r["bytes"]
+    finally:
+        srv.terminate()
+        out, _ = srv.communicate(timeout=60)
+    assert "libtas:" not in "".join(log) + out, "redis-server fell back to kernel sockets"
