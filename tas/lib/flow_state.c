@@ -62,12 +62,23 @@ void lt_flow_open(struct lt_flow *f, const struct tas_ctl_msg *m)
     f->tx_free = m->tx_size;
 }
 
-/* Kept in the table, marked dead: the daemon may still report on it while
- * the close handshake runs. */
+/* Kept in the table, marked dead: the daemon still reports on it while the
+ * close handshake runs, and exit_linger.c waits for that. */
 void lt_flow_forget(struct lt_flow *f)
 {
     f->dead = 1;
-    f->opened = 0;
+    f->linger = !f->reset;
+}
+
+void lt_flow_notify(struct lt_flow *f, const struct tas_arx *e)
+{
+    f->tx_free += e->tx_bump;
+    if (e->flags & TAS_ARX_FL_RXFIN)
+        f->rx_fin = 1;
+    if (!f->dead)
+        f->rx_ready += e->rx_bump;
+    else if (e->rx_bump > 0)   /* nobody will read it: release the window */
+        tas_app_post(lt_app, f->id, e->rx_bump, 0, 0);
 }
 
 static void listener_newconn(uint32_t listener_id)
@@ -84,13 +95,7 @@ int lt_progress(void)
     do {
         n = tas_app_poll(lt_app, arx, 64);
         for (int i = 0; i < n; i++) {
-            struct lt_flow *f = lt_flow_get(arx[i].flow_id);
-            if (f->dead)
-                continue;
-            f->rx_ready += arx[i].rx_bump;
-            f->tx_free += arx[i].tx_bump;
-            if (arx[i].flags & TAS_ARX_FL_RXFIN)
-                f->rx_fin = 1;
+            lt_flow_notify(lt_flow_get(arx[i].flow_id), &arx[i]);
         }
         total += n;
     } while (n == 64);
@@ -99,7 +104,7 @@ int lt_progress(void)
         if (ev.type == TAS_CTL_NEWCONN)
             listener_newconn(ev.listener_id);
         else if (ev.type == TAS_CTL_CONN_CLOSED)
-            lt_flow_get(ev.flow_id)->reset = 1;
+            lt_flow_get(ev.flow_id)->reset = 1;   /* also ends a linger */
         total++;
     }
     if (total > 0)
@@ -208,4 +213,20 @@ int lt_ms_left(int64_t deadline_ns)
         return -1;
     int64_t left = deadline_ns - lt_now_ns();
     return left <= 0 ? 0 : (int)((left + 999999) / 1000000);
+}
+
+int lt_flows_lingering(int until_peer_fin)
+{
+    int n = 0;
+    for (int b = 0; b < FLOW_BUCKETS; b++) {
+        for (struct lt_flow *f = buckets[b]; f != NULL; f = f->next) {
+            if (!f->dead || !f->linger || f->reset)
+                continue;
+            if (f->tx_free < f->tx_size || (until_peer_fin && !f->rx_fin))
+                n++;
+            else
+                f->linger = 0;
+        }
+    }
+    return n;
 }
