@@ -64,6 +64,83 @@ s.close()
 print(json.dumps({"bytes": n, "same": got.hexdigest() == hashlib.sha256(data).hexdigest()}))
 """
 
+# Under the shim, against a Linux echo server: the socket API beyond plain
+# blocking I/O, on one TAS socket mixed with a kernel pipe.
+API_CLIENT = """
+import os, select, socket, sys
+port = int(sys.argv[1])
+s = socket.create_connection(("10.0.0.1", port))
+assert s.getpeername() == ("10.0.0.1", port), s.getpeername()
+assert s.getsockname()[0] == "10.0.0.2", s.getsockname()
+assert s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0
+assert s.getsockopt(socket.SOL_SOCKET, socket.SO_TYPE) == socket.SOCK_STREAM
+s.setblocking(False)
+try:
+    s.recv(10)
+    raise SystemExit("non-blocking recv without data did not fail")
+except BlockingIOError:
+    pass
+
+def recv_exact(sock, n):
+    out = b""
+    while len(out) < n:
+        try:
+            d = sock.recv(n - len(out))
+        except BlockingIOError:
+            select.select([sock], [], [])
+            continue
+        assert d, "connection ended"
+        out += d
+    return out
+
+r, w = os.pipe()
+p = select.poll()
+p.register(s, select.POLLIN)
+p.register(r, select.POLLIN)
+assert p.poll(0) == []
+os.write(w, b"x")
+assert p.poll(-1) == [(r, select.POLLIN)]
+os.read(r, 1)
+s.send(b"ping")
+while (s.fileno(), select.POLLIN) not in p.poll(-1):
+    pass
+assert recv_exact(s, 4) == b"ping"
+
+rd, wr, _ = select.select([s, r], [s], [], None)
+assert rd == [] and wr == [s], (rd, wr)
+os.write(w, b"y")
+rd, _, _ = select.select([s, r], [], [], None)
+assert rd == [r]
+os.read(r, 1)
+
+ep = select.epoll()
+ep.register(s, select.EPOLLIN)
+ep.register(r, select.EPOLLIN)
+os.write(w, b"z")
+assert ep.poll(-1) == [(r, select.EPOLLIN)]
+os.read(r, 1)
+s.send(b"pong")
+events = []
+while (s.fileno(), select.EPOLLIN) not in events:
+    events = ep.poll(-1)
+assert recv_exact(s, 4) == b"pong"
+ep.close()
+
+s2 = s.dup()
+s.close()
+s2.setblocking(True)
+s2.sendall(b"dup")
+assert recv_exact(s2, 3) == b"dup"
+s2.settimeout(0.05)
+try:
+    s2.recv(1)
+    raise SystemExit("recv with a timeout returned without data")
+except TimeoutError:
+    pass
+s2.close()
+print("ok")
+"""
+
 # Redis client in the peer namespace: SET/GET of seeded values, verified.
 REDIS_CLIENT = """
 import json, random, sys
@@ -223,3 +300,35 @@ def test_iperf3_client_on_tas(daemon, procs):
     finish(srv, "Linux iperf3 server")
     assert sent == 32 << 20 and received > 0
     assert counters(daemon)["tcp_rx_bytes"] - before["tcp_rx_bytes"] >= received
+
+
+def test_socket_api_mixed_with_kernel_fds(daemon, procs):
+    """poll/select/epoll over TAS and kernel fds, non-blocking, dup, names,
+    options and timeouts, from an unmodified Python program."""
+    before = counters(daemon)
+    srv = in_peer(procs, daemon, sys.executable, "-u", "-c", ECHO_SERVER, "7003")
+    assert srv.stdout.readline().strip() == "listening", srv.stderr.read()
+    cli = tas_run(procs, daemon, sys.executable, "-c", API_CLIENT, "7003")
+    assert finish(cli, "API client under libtas").strip() == "ok"
+    finish(srv, "Linux echo server")
+    assert counters(daemon)["tcp_rx_bytes"] - before["tcp_rx_bytes"] >= 11
+
+
+def test_unreachable_daemon_falls_back_to_kernel(procs):
+    """No daemon: one line on stderr, and the program still works on kernel
+    sockets (a loopback connection)."""
+    prog = ("import socket\n"
+            "l = socket.create_server(('127.0.0.1', 0))\n"
+            "c = socket.create_connection(l.getsockname())\n"
+            "a, _ = l.accept()\n"
+            "c.sendall(b'kernel')\n"
+            "print(a.recv(6).decode())\n")
+    p = subprocess.Popen([sys.executable, "-m", "tas.run", "--instance", "no-such-tas", "--",
+                          sys.executable, "-c", prog], cwd=ROOT, text=True,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    procs.append(p)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 0, err
+    assert out.strip() == "kernel"
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("libtas: TAS daemon not reachable"), err
