@@ -53,17 +53,7 @@ void lt_fd_map(int fd, struct lt_sock *s)
 int lt_fd_install(struct lt_sock *s, int cloexec)
 {
     /* The eventfd only reserves the number (never signalled). */
-    int fd = eventfd(0, cloexec ? EFD_CLOEXEC : 0);
-    if (fd < 0)
-        return -1;
-    if (fd >= LT_MAX_FD) {
-        REAL(close)(fd);
-        errno = EMFILE;
-        return -1;
-    }
-    s->refs++;
-    lt_fd_map(fd, s);
-    return fd;
+    return lt_dup_result(s, eventfd(0, cloexec ? EFD_CLOEXEC : 0));
 }
 
 struct lt_sock *lt_sock_new(void)

@@ -109,7 +109,8 @@ int lt_fd_install(struct lt_sock *s, int cloexec);     /* new fd number or -1 */
 void lt_fd_map(int fd, struct lt_sock *s);
 struct lt_sock *lt_sock_new(void);
 void lt_sock_unref(struct lt_sock *s);  /* at zero: close the flow/listener */
-/* fd_calls.c: nfd (from dup/F_DUPFD of a TAS fd) now also names s. */
+/* fd_calls.c: the new kernel fd nfd (reserved, or from dup/F_DUPFD of a TAS
+ * fd) now also names s; closes it if beyond the table. */
 int lt_dup_result(struct lt_sock *s, int nfd);
 
 /* flow_state.c: flows, notifications, readiness, blocking. */
