@@ -69,6 +69,10 @@ int tas_fp_sp_send(struct tas_fp *fp, const uint8_t *buf, uint32_t len);
  * (a segment that raced the installation of its flow). */
 int tas_fp_sp_inject(struct tas_fp *fp, const uint8_t *buf, uint32_t len);
 
+/* The TCP timestamp clock (microseconds) the fast path stamps with; the
+ * slow path must stamp handshakes from the same clock (peers check PAWS). */
+uint32_t tas_fp_ts_now(struct tas_fp *fp);
+
 /* Per-core idle accounting for core scaling: busy and total TSC cycles. */
 void tas_fp_core_load(struct tas_fp *fp, uint16_t core, uint64_t *busy, uint64_t *total);
 /* CDEF-END */

@@ -19,6 +19,11 @@ uint32_t fp_now_us(struct tas_fp *fp)
     return (uint32_t)(rte_get_tsc_cycles() / (fp->tsc_hz / 1000000));
 }
 
+uint32_t tas_fp_ts_now(struct tas_fp *fp)
+{
+    return fp_now_us(fp);
+}
+
 static void ring_read(const uint8_t *base, uint32_t size, uint32_t pos, uint8_t *dst, uint32_t len)
 {
     uint32_t first = RTE_MIN(len, size - pos);

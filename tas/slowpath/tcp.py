@@ -12,7 +12,6 @@ from tas.slowpath.tcp_packets import ACK, CWR, ECE, FIN, RST, SYN, Tcp, TcpOptio
 
 SYN_SENT, SYN_RCVD, ESTABLISHED, CLOSED = "SYN_SENT", "SYN_RCVD", "ESTABLISHED", "CLOSED"
 EPHEMERAL = range(32768, 61000)
-TS_HZ = 1000  # our TSval clock in the slow path (ms); the fast path uses us
 
 
 @dataclass(eq=False)
@@ -84,7 +83,9 @@ class TcpManager:
         self.send_frame(frame(self.my_mac, peer_mac, self.my_ip, key[0], tcp, tos))
 
     def _ts(self):
-        return int(self.now() * TS_HZ) & 0xFFFFFFFF
+        # The fast path's clock: a peer drops segments whose timestamp goes
+        # backwards (PAWS), so handshake and data must share one clock.
+        return self.lib.tas_fp_ts_now(self.fp.handle)
 
     def _syn_options(self, conn, peer_opts=None):
         o = TcpOptions(mss=self.cfg.tcp.mss)

@@ -166,10 +166,6 @@ def daemon(tmp_path_factory):
         pytest.fail("needs root")
     d = Daemon(tmp_path_factory.mktemp("libtas")).start()
     try:
-        # The daemon's TSval clocks disagree (slow path: ms, fast path: TSC
-        # us), so for half of every ~72 minutes Linux's PAWS check drops all
-        # fast-path segments and connections stall.  Not the shim's to test.
-        d.ns_run("sysctl", "-qw", "net.ipv4.tcp_timestamps=0", check=True)
         yield d
     finally:
         d.stop()
