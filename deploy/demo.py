@@ -1,6 +1,7 @@
 """The main job on the embedded defaults: start the daemon on a DPDK virtual
 device with the Linux kernel as peer in a namespace, run real workloads
 through it, and print a result table next to a plain-Linux baseline."""
+import json
 import os
 import re
 import subprocess
@@ -11,6 +12,7 @@ from pyroute2 import IPRoute, netns
 from bindings import stats
 from deploy import transfers
 from deploy.report import print_table
+from tas import run as tas_run
 from tas.app import TasApp
 from tas.launcher import DaemonProcess
 
@@ -31,6 +33,33 @@ def parse_ping(out):
 
 def ping_cmd(target):
     return ["ping", "-q", "-c", str(PING_COUNT), "-i", PING_INTERVAL, "-W", "2", target]
+
+
+def iperf3_row(name, env, client_ns, server_ip, port):
+    """Unmodified iperf3: server here (with `env`), client in `client_ns`."""
+    srv = subprocess.Popen(["iperf3", "-s", "-1", "-4", "-p", str(port), "--forceflush"],
+                           env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        line = srv.stdout.readline()
+        while line and "listening" not in line:
+            line = srv.stdout.readline()
+        cli = subprocess.run(["ip", "netns", "exec", client_ns, "iperf3", "-c", server_ip,
+                              "-p", str(port), "-n", "64M", "-J"],
+                             capture_output=True, text=True, timeout=300)
+        srv.wait(timeout=60)
+    finally:
+        if srv.poll() is None:
+            srv.kill()
+            srv.wait()
+    if cli.returncode != 0:
+        return {"workload": name, "ok": False, "result": "iperf3 failed", "latency": "-"}
+    end = json.loads(cli.stdout)["end"]
+    sent, rcvd = end["sum_sent"], end["sum_received"]
+    # The server reports what it had read when the client's end-of-test
+    # message reached it, which can be a little less than was sent.
+    return {"workload": name, "ok": sent["bytes"] == 64 << 20 and rcvd["bytes"] > 0,
+            "result": f"{sent['bytes'] >> 20} MiB sent, {rcvd['bytes'] >> 20} MiB counted",
+            "latency": f"{rcvd['bits_per_second'] / 8e6:.0f} MB/s"}
 
 
 def transfer_row(name, result):
@@ -70,7 +99,9 @@ class LinuxBaseline:
         return [{"workload": "ICMP echo, Linux -> Linux (veth)", **parse_ping(out)},
                 transfer_row("TCP bulk, Linux -> Linux (veth)",
                              transfers.linux_to_linux(BASELINE_NS, None, "10.9.0.2", 5301,
-                                                      TRANSFER, 3))]
+                                                      TRANSFER, 3)),
+                iperf3_row("iperf3 (unmodified), Linux -> Linux (veth)", None, BASELINE_NS,
+                           "10.9.0.2", 5302)]
 
 
 def tas_rows(d):
@@ -81,6 +112,8 @@ def tas_rows(d):
                                  transfers.linux_to_tas(d.netns, app, 5201, TRANSFER, 1)))
         rows.append(transfer_row("TCP bulk, TAS app -> Linux peer",
                                  transfers.tas_to_linux(d.netns, app, 5202, TRANSFER, 2)))
+    rows.append(iperf3_row("iperf3 server (unmodified) under tas-run, Linux client",
+                           tas_run.environ(d.instance), d.netns, "10.0.0.2", 5203))
     return rows
 
 

@@ -64,6 +64,7 @@ static void notify_pending(struct tas_fp *fp, struct tas_flow *f)
         /* Full queue: the app has work pending and will poll soon; keep
          * the counts and retry with the next packet or slow-path tick. */
         kb_stats_add(fp->ctr.notify_deferred, 1);
+        __atomic_store_n(&fp->notify_retry, 1, __ATOMIC_RELEASE);
         return;
     }
     f->pend_rx_bump = f->pend_tx_bump = f->pend_flags = 0;
@@ -88,6 +89,9 @@ void fp_notify_app(struct tas_fp *fp, struct tas_flow *f, uint32_t rx_bump,
 
 void tas_fp_flush_notifications(struct tas_fp *fp)
 {
+    /* Scanning the whole table costs; only do it after a deferral. */
+    if (!__atomic_exchange_n(&fp->notify_retry, 0, __ATOMIC_ACQ_REL))
+        return;
     for (uint32_t i = 0; i < TAS_FLOW_MAX; i++) {
         struct tas_flow *f = &fp->flows[i];
         if (!(f->flags & TAS_FLF_ACTIVE) ||

@@ -90,6 +90,7 @@ struct tas_fp {
     uint32_t *flow_free;            /* FIFO of free slot ids (slow path only) */
     uint32_t flow_free_head, flow_free_count;
     uint32_t nflows;
+    uint32_t notify_retry;          /* a notification was deferred: rescan */
     struct rte_ring *tx_work[TAS_FP_MAX_CORES]; /* flow ids with data to send */
     struct fp_ctx ctxs[FP_MAX_CTX];
 };
