@@ -35,3 +35,15 @@ def make_daemon(tmp_path, require_root):
     finally:
         for d in made:
             d.stop()
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory):
+    """One daemon shared by a test module's tests (they use distinct ports)."""
+    if os.geteuid() != 0:
+        pytest.fail("these tests need root (namespaces, DPDK, hugepages)")
+    d = Daemon(tmp_path_factory.mktemp("tas")).start()
+    try:
+        yield d
+    finally:
+        d.stop()

@@ -13,7 +13,6 @@ import sys
 import pytest
 
 from bindings import stats
-from tasd import Daemon
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -158,17 +157,6 @@ for i in range(1000):
 assert pipe.execute()[-1] == 1000
 print(json.dumps({"bytes": sum(sizes), "keys": r.dbsize()}))
 """
-
-
-@pytest.fixture(scope="module")
-def daemon(tmp_path_factory):
-    if os.geteuid() != 0:
-        pytest.fail("needs root")
-    d = Daemon(tmp_path_factory.mktemp("libtas")).start()
-    try:
-        yield d
-    finally:
-        d.stop()
 
 
 def counters(d):

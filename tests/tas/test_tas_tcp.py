@@ -1,6 +1,5 @@
 """TAS terminates real TCP connections with the Linux kernel as the peer."""
 import errno
-import os
 import subprocess
 import sys
 
@@ -12,17 +11,6 @@ from tas.app import TasApp, TasError
 from tasd import Daemon, wait_until
 
 GIB = 1 << 30
-
-
-@pytest.fixture(scope="module")
-def daemon(tmp_path_factory):
-    if os.geteuid() != 0:
-        pytest.fail("needs root")
-    d = Daemon(tmp_path_factory.mktemp("tas")).start()
-    try:
-        yield d
-    finally:
-        d.stop()
 
 
 @pytest.fixture
