@@ -17,8 +17,8 @@
 #include "tas/shm.h"
 
 #define FP_BURST 32
-/* A received burst of FP_BURST/2 can grow by duplication and one held frame. */
-#define FP_RX_MAX (FP_BURST + 1)
+/* Fault injection can double a received burst and add one held frame. */
+#define FP_RX_MAX (2 * FP_BURST + 1)
 
 /* Counters every core bumps; pointers into the daemon's stats page. */
 struct fp_counters {

@@ -68,7 +68,7 @@ static void process_rx(struct fp_core *c, struct rte_mbuf **pkts, uint16_t n)
 static unsigned poll_rx(struct fp_core *c)
 {
     struct rte_mbuf *pkts[FP_RX_MAX];
-    uint16_t n = rte_eth_rx_burst(c->fp->port, c->idx, pkts, FP_BURST / 2);
+    uint16_t n = rte_eth_rx_burst(c->fp->port, c->idx, pkts, FP_BURST);
     unsigned k = fp_fault_rx(c, pkts, n, FP_RX_MAX);
     if (k > 0)
         process_rx(c, pkts, (uint16_t)k);

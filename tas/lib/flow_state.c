@@ -9,6 +9,7 @@
 #include "interpose.h"
 
 #define FLOW_BUCKETS 1024
+#define LT_MAX_SLEEP_MS 20
 
 static struct lt_flow *buckets[FLOW_BUCKETS];
 
@@ -173,7 +174,11 @@ int lt_wait(struct pollfd *kfds, nfds_t n, int timeout_ms)
     all[n + 2] = (struct pollfd){.fd = wake_fd, .events = POLLIN};
     sleepers++;
     lt_unlock();
-    int r = REAL(poll)(all, n + 3, timeout_ms);
+    /* Sleep at most LT_MAX_SLEEP_MS at a time: callers loop and re-check, so
+     * a wake-up lost between several sleeping threads costs a bounded delay
+     * instead of a hang. */
+    int slice = timeout_ms < 0 || timeout_ms > LT_MAX_SLEEP_MS ? LT_MAX_SLEEP_MS : timeout_ms;
+    int r = REAL(poll)(all, n + 3, slice);
     int e = errno;
     lt_lock();
     if (--sleepers == 0)
