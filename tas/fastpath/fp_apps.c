@@ -24,6 +24,8 @@ int tas_fp_ctx_add(struct tas_fp *fp, uint32_t app_id, void *rxq, void *txq,
         x->app_evfd = app_evfd;
         x->core = (uint16_t)(i % fp->conf.ncores);
         __atomic_store_n(&x->active, true, __ATOMIC_RELEASE);
+        if (i + 1 > fp->ctx_hi)    /* cores scan contexts only up to here */
+            __atomic_store_n(&fp->ctx_hi, (uint16_t)(i + 1), __ATOMIC_RELEASE);
         return i;
     }
     return -1;
@@ -137,7 +139,8 @@ unsigned fp_apps_poll(struct fp_core *c)
 {
     struct tas_fp *fp = c->fp;
     unsigned work = 0;
-    for (uint16_t i = c->idx; i < FP_MAX_CTX; i += fp->conf.ncores) {
+    uint16_t hi = __atomic_load_n(&fp->ctx_hi, __ATOMIC_ACQUIRE);
+    for (uint16_t i = c->idx; i < hi; i += fp->conf.ncores) {
         struct fp_ctx *x = &fp->ctxs[i];
         if (!__atomic_load_n(&x->active, __ATOMIC_ACQUIRE))
             continue;

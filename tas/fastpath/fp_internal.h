@@ -93,6 +93,7 @@ struct tas_fp {
     uint32_t notify_retry;          /* a notification was deferred: rescan */
     struct rte_ring *tx_work[TAS_FP_MAX_CORES]; /* flow ids with data to send */
     struct fp_ctx ctxs[FP_MAX_CTX];
+    uint16_t ctx_hi;                /* one past the highest context ever used */
 };
 
 /* fp_classify.c: validate one received frame.  FP_DROP: dropped and

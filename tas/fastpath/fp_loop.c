@@ -111,7 +111,8 @@ void fp_tx_flush(struct fp_core *c)
 static bool app_queues_pending(struct fp_core *c)
 {
     struct tas_fp *fp = c->fp;
-    for (uint16_t i = c->idx; i < FP_MAX_CTX; i += fp->conf.ncores)
+    uint16_t hi = __atomic_load_n(&fp->ctx_hi, __ATOMIC_ACQUIRE);
+    for (uint16_t i = c->idx; i < hi; i += fp->conf.ncores)
         if (__atomic_load_n(&fp->ctxs[i].active, __ATOMIC_ACQUIRE) &&
             !rte_ring_empty(fp->ctxs[i].txq))
             return true;
