@@ -188,6 +188,11 @@ SCHEMA = {
         "timely_beta": Field(0.8, lambda v: _float_range(v, 0.0, 1.0), "a number in (0, 1]"),
     },
     "scaling": {
+        "auto": Field(True, _bool, "true or false"),
+        "min_cores": Field(1, _int_range(1, 16), "a core count (1..16)"),
+        "interval_ms": Field(10, _int_range(1, 10_000), "milliseconds (1..10000)"),
+        "hold_intervals": Field(10, _int_range(0, 10_000),
+                                "intervals to wait after a change (0..10000)"),
         "add_below_idle": Field(0.2, lambda v: _float_range(v, 0.0, 64.0),
                                 "idle cores (a number)"),
         "remove_above_idle": Field(1.25, lambda v: _float_range(v, 0.0, 64.0),
@@ -248,6 +253,12 @@ def _check_cross(cfg, source):
     if cfg["dpdk"]["main_core"] in cfg["dpdk"]["fp_cores"]:
         raise ConfigError(f"{source}: dpdk.fp_cores must not contain dpdk.main_core "
                           f"({cfg['dpdk']['main_core']}): the slow path runs there")
+    if len(cfg["dpdk"]["fp_cores"]) > 16:
+        raise ConfigError(f"{source}: dpdk.fp_cores lists {len(cfg['dpdk']['fp_cores'])} cores "
+                          f"(at most 16 fast-path cores)")
+    if cfg["scaling"]["add_below_idle"] >= cfg["scaling"]["remove_above_idle"]:
+        raise ConfigError(f"{source}: scaling.add_below_idle must be below "
+                          f"scaling.remove_above_idle (or cores would flap)")
     if cfg["dpdk"]["device"] == "pci" and not cfg["dpdk"]["pci_addr"]:
         raise ConfigError(f"{source}: dpdk.pci_addr is required when dpdk.device = 'pci'")
     if cfg["peer"]["ip"] == cfg["tas"]["ip"]:

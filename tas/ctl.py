@@ -33,7 +33,7 @@ def cmd_list(args):
         print(inst)
 
 
-def admin(args, cmd):
+def admin(args, cmd, **params):
     """One request to the daemon's admin socket."""
     inst = _instance(args)
     path = os.path.join(args.run_dir, f"{inst}.admin")
@@ -42,7 +42,7 @@ def admin(args, cmd):
             s.connect(path)
         except OSError as e:
             raise kbstats.StatsError(f"cannot reach {path}: {e.strerror}") from None
-        s.sendall(json.dumps({"cmd": cmd}).encode())
+        s.sendall(json.dumps({"cmd": cmd, **params}).encode())
         s.shutdown(socket.SHUT_WR)
         data = b""
         while chunk := s.recv(65536):
@@ -74,12 +74,19 @@ def cmd_flows(args):
 
 
 def cmd_cores(args):
-    inst, reply = admin(args, "cores")
+    extra = {"set": args.set} if args.set is not None else {"auto": True} if args.auto else {}
+    inst, reply = admin(args, "cores", **extra)
+    if args.json:
+        print(json.dumps(reply, indent=1))
+        return 0
     rows = reply["cores"]
     for r in rows:
         r["busy_pct"] = f"{100 * r['busy_cycles'] / max(r['total_cycles'], 1):.1f}"
-    print(f"tas instance {inst}")
-    print_rows(rows, ["core", "busy_pct", "busy_cycles", "total_cycles"])
+    sc = reply["scaling"]
+    print(f"tas instance {inst}: {sc['active']} of {sc['max']} fast-path cores active, "
+          f"scaling {'automatic' if sc['auto'] else 'pinned'}, idle cores {sc['idle_cores']}")
+    print_rows(rows, ["core", "active", "busy_pct", "busy_cycles", "total_cycles"])
+    return 0
 
 
 def main(argv=None):
@@ -91,17 +98,21 @@ def main(argv=None):
     s.add_argument("--prometheus", action="store_true", help="Prometheus text format")
     s.set_defaults(func=cmd_stats)
     sub.add_parser("list", help="list running instances").set_defaults(func=cmd_list)
-    sub.add_parser("cores", help="fast-path core usage").set_defaults(func=cmd_cores)
+    c = sub.add_parser("cores", help="fast-path core usage and scaling")
+    g = c.add_mutually_exclusive_group()
+    g.add_argument("--set", type=int, metavar="N", help="pin N active cores (stops autoscaling)")
+    g.add_argument("--auto", action="store_true", help="scale cores automatically again")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_cores)
     f = sub.add_parser("flows", help="connections and their fast-path state")
     f.add_argument("--json", action="store_true")
     f.set_defaults(func=cmd_flows)
     args = p.parse_args(argv)
     try:
-        args.func(args)
+        return args.func(args) or 0
     except kbstats.StatsError as e:
         print(f"tasctl: {e}", file=sys.stderr)
         return 1
-    return 0
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ class FastPath:
         self.handle = None
         self.cfg = cfg
         self.stats_page = stats_page
+        self.ncores = len(cfg.dpdk.fp_cores)
 
     def init_eal(self, args):
         self._argv = [self.ffi.new("char[]", a.encode()) for a in args]

@@ -46,10 +46,18 @@ def vdev_args(cfg):
     return ["-a", d.pci_addr]
 
 
+def lcore_map(lcores, cpus=None):
+    """EAL --lcores value: each lcore on the CPU of the same number if this
+    process may run there, else on an allowed CPU round-robin (so a 2-CPU test
+    machine can run more fast-path cores than it has CPUs)."""
+    cpus = sorted(os.sched_getaffinity(0)) if cpus is None else cpus
+    return ",".join(f"{lc}@{lc if lc in cpus else cpus[lc % len(cpus)]}" for lc in lcores)
+
+
 def eal_args(cfg, huge):
     d = cfg.dpdk
-    lcores = ",".join(str(c) for c in [d.main_core] + d.fp_cores)
-    args = ["tas", "-l", lcores, "--main-lcore", str(d.main_core), "--no-telemetry",
+    args = ["tas", "--lcores", lcore_map([d.main_core] + d.fp_cores),
+            "--main-lcore", str(d.main_core), "--no-telemetry",
             f"--file-prefix={cfg.tas.instance}", "--log-level=*:warning"]
     # --in-memory leaves no hugepage files behind; --no-huge cannot be combined
     # with it, and --no-shconf keeps that mode from writing a runtime config.

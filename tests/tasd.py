@@ -27,7 +27,8 @@ def unique(prefix):
     return f"{prefix}{os.getpid() % 10000}x{next(_seq)}"
 
 
-def write_config(path, instance, ns, iface, device="net_tap", extra="", hugepages="auto"):
+def write_config(path, instance, ns, iface, device="net_tap", extra="", hugepages="auto",
+                 fp_cores=(1,)):
     path.write_text(f"""
 [tas]
 instance = "{instance}"
@@ -39,6 +40,7 @@ iface = "{iface}"
 hugepages = "{hugepages}"
 mem_mb = 256
 mbufs = 8191
+fp_cores = {list(fp_cores)}
 
 [peer]
 netns = "{ns}"
@@ -49,10 +51,10 @@ ip = "10.0.0.1"
 
 
 class Daemon(DaemonProcess):
-    def __init__(self, tmp_path, device="net_tap", extra="", hugepages="auto"):
+    def __init__(self, tmp_path, device="net_tap", extra="", hugepages="auto", fp_cores=(1,)):
         instance, ns, self.iface = unique("t"), unique("tasns"), unique("dt")
         cfg = write_config(tmp_path / f"{instance}.toml", instance, ns, self.iface,
-                           device, extra, hugepages)
+                           device, extra, hugepages, fp_cores)
         super().__init__(cfg, instance, ns)
 
     def stop(self):

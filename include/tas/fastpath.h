@@ -75,6 +75,15 @@ uint32_t tas_fp_ts_now(struct tas_fp *fp);
 
 /* Per-core idle accounting for core scaling: busy and total TSC cycles. */
 void tas_fp_core_load(struct tas_fp *fp, uint16_t core, uint64_t *busy, uint64_t *total);
+
+/* Core scaling (dissertation 3.2.4).  Every configured core has its own NIC
+ * queue pair, TX work list and share of the app contexts ("queue" q).  Only
+ * the first n cores are active; queue q is served by active core q % n, and
+ * the other cores block.  A packet or command that reaches a core about to
+ * hand its queue over is still correct: per-queue ownership is taken with a
+ * trylock and flow state is under the flow lock.  Returns the new count. */
+uint16_t tas_fp_set_active_cores(struct tas_fp *fp, uint16_t n);
+uint16_t tas_fp_active_cores(struct tas_fp *fp);
 /* CDEF-END */
 
 #endif

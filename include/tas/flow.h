@@ -39,7 +39,7 @@ struct tas_flow {
     uint16_t mss;
     uint8_t snd_wscale;          /* peer's window scale */
     uint8_t rcv_wscale;          /* ours */
-    uint16_t core;               /* fast-path core that transmits */
+    uint16_t queue;              /* fast-path queue whose TX work list carries it */
 
     /* mutable state, under lock */
     int32_t lock;
@@ -122,7 +122,7 @@ void tas_fp_ctx_remove(struct tas_fp *fp, uint16_t ctx);
  * (after removing a context, before unmapping its memory). */
 void tas_fp_quiesce(struct tas_fp *fp);
 int tas_fp_core_wake_fd(struct tas_fp *fp, uint16_t core);
-uint16_t tas_fp_ctx_core(struct tas_fp *fp, uint16_t ctx);
+uint16_t tas_fp_ctx_queue(struct tas_fp *fp, uint16_t ctx);
 /* Retry deferred notifications (full RX queues); called on slow-path ticks. */
 void tas_fp_flush_notifications(struct tas_fp *fp);
 

@@ -20,7 +20,7 @@
 
 /* CDEF-BEGIN */
 #define TAS_SHM_MAGIC 0x53415453
-#define TAS_SHM_VERSION 1
+#define TAS_SHM_VERSION 2
 #define TAS_MAX_CTX 16
 #define TAS_CTXQ_ENTRIES 4096
 
@@ -33,19 +33,22 @@ struct tas_seg_hdr {
     uint64_t ctx_off[16];        /* offset of each context's struct tas_ctx_shm */
 };
 
-/* Daemon-wide page every app maps read-only: which fast-path cores sleep,
- * so an app writes a core's eventfd only when it must. */
+/* Daemon-wide page every app maps read-only.  Each context's TX queue
+ * belongs to one fast-path *queue*; with core scaling the queue is served by
+ * whichever active core queue_owner names.  An app that posts a command
+ * writes that core's eventfd only if the core said it is sleeping. */
 struct tas_info {
     uint32_t magic;
     uint32_t version;
-    uint32_t ncores;
-    uint32_t pad;
-    uint32_t core_sleeping[16];
+    uint32_t ncores;             /* fast-path cores (= queues) configured */
+    uint32_t nactive;            /* cores active now (core scaling) */
+    uint32_t core_sleeping[16];  /* by core */
+    uint32_t queue_owner[16];    /* by queue: the active core serving it */
 };
 
 struct tas_ctx_shm {
     uint32_t id;
-    uint32_t core;               /* fast-path core that polls the TX queue */
+    uint32_t queue;              /* fast-path queue whose core polls the TX queue */
     uint64_t rxq_off;            /* rte_ring of struct tas_arx */
     uint64_t txq_off;            /* rte_ring of struct tas_atx */
     uint32_t app_sleeping;       /* app blocks on its eventfd when set */

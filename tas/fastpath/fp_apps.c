@@ -22,7 +22,7 @@ int tas_fp_ctx_add(struct tas_fp *fp, uint32_t app_id, void *rxq, void *txq,
         x->txq = txq;
         x->app_sleeping = app_sleeping;
         x->app_evfd = app_evfd;
-        x->core = (uint16_t)(i % fp->conf.ncores);
+        x->queue = (uint16_t)(i % fp->conf.ncores);
         __atomic_store_n(&x->active, true, __ATOMIC_RELEASE);
         if (i + 1 > fp->ctx_hi)    /* cores scan contexts only up to here */
             __atomic_store_n(&fp->ctx_hi, (uint16_t)(i + 1), __ATOMIC_RELEASE);
@@ -37,9 +37,9 @@ void tas_fp_ctx_remove(struct tas_fp *fp, uint16_t ctx)
         __atomic_store_n(&fp->ctxs[ctx].active, false, __ATOMIC_RELEASE);
 }
 
-uint16_t tas_fp_ctx_core(struct tas_fp *fp, uint16_t ctx)
+uint16_t tas_fp_ctx_queue(struct tas_fp *fp, uint16_t ctx)
 {
-    return ctx < FP_MAX_CTX ? fp->ctxs[ctx].core : 0;
+    return ctx < FP_MAX_CTX ? fp->ctxs[ctx].queue : 0;
 }
 
 int tas_fp_core_wake_fd(struct tas_fp *fp, uint16_t core)
@@ -135,12 +135,13 @@ static void app_command(struct fp_core *c, struct fp_ctx *x, const struct tas_at
     fp_unlock(f);
 }
 
-unsigned fp_apps_poll(struct fp_core *c)
+/* Contexts of queue q are q, q + ncores, q + 2 ncores, ... */
+unsigned fp_apps_poll(struct fp_core *c, uint16_t q)
 {
     struct tas_fp *fp = c->fp;
     unsigned work = 0;
     uint16_t hi = __atomic_load_n(&fp->ctx_hi, __ATOMIC_ACQUIRE);
-    for (uint16_t i = c->idx; i < hi; i += fp->conf.ncores) {
+    for (uint16_t i = q; i < hi; i += fp->conf.ncores) {
         struct fp_ctx *x = &fp->ctxs[i];
         if (!__atomic_load_n(&x->active, __ATOMIC_ACQUIRE))
             continue;
@@ -152,6 +153,16 @@ unsigned fp_apps_poll(struct fp_core *c)
         work += n;
     }
     return work;
+}
+
+bool fp_apps_pending(struct tas_fp *fp, uint16_t q)
+{
+    uint16_t hi = __atomic_load_n(&fp->ctx_hi, __ATOMIC_ACQUIRE);
+    for (uint16_t i = q; i < hi; i += fp->conf.ncores)
+        if (__atomic_load_n(&fp->ctxs[i].active, __ATOMIC_ACQUIRE) &&
+            !rte_ring_empty(fp->ctxs[i].txq))
+            return true;
+    return false;
 }
 
 int64_t tas_ring_memsize(uint32_t esize, uint32_t count)

@@ -107,7 +107,7 @@ int tas_fp_flow_add(struct tas_fp *fp, const struct tas_flow_init *in)
     f->mss = in->mss;
     f->snd_wscale = in->snd_wscale;
     f->rcv_wscale = in->rcv_wscale;
-    f->core = (uint16_t)(id % fp->conf.ncores);
+    f->queue = (uint16_t)(id % fp->conf.ncores);
     f->flags = TAS_FLF_ACTIVE | (in->flags & (TAS_FLF_TS | TAS_FLF_ECN));
     f->rx_next_seq = in->rx_next_seq;
     f->rx_avail = in->rx_size;
@@ -164,15 +164,15 @@ void tas_fp_flow_unlock(struct tas_flow *f)
     fp_unlock(f);
 }
 
-/* Put a flow on its core's TX work list (caller holds the flow lock). */
+/* Put a flow on its queue's TX work list (caller holds the flow lock). */
 void fp_flow_queue_tx(struct tas_fp *fp, struct tas_flow *f)
 {
     if (f->tx_queued)
         return;
     uint32_t id = fp_flow_id(fp, f);
-    if (rte_ring_mp_enqueue_elem(fp->tx_work[f->core], &id, sizeof(id)) == 0) {
+    if (rte_ring_mp_enqueue_elem(fp->tx_work[f->queue], &id, sizeof(id)) == 0) {
         f->tx_queued = 1;
-        fp_core_wake(&fp->cores[f->core]);
+        fp_queue_wake(fp, f->queue);
     }
 }
 

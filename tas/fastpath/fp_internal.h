@@ -37,7 +37,7 @@ struct fp_counters {
 struct fp_ctx {
     bool active;
     uint32_t app_id;
-    uint16_t core;
+    uint16_t queue;             /* served by the core that owns this queue */
     struct rte_ring *rxq;       /* struct tas_arx, fast path -> app */
     struct rte_ring *txq;       /* struct tas_atx, app -> fast path */
     uint32_t *app_sleeping;
@@ -54,11 +54,11 @@ struct fp_flow_key {
 
 struct fp_core {
     struct tas_fp *fp;
-    uint16_t idx;             /* fast-path core index = queue id */
+    uint16_t idx;             /* fast-path core index = its TX queue id */
     unsigned lcore;
     int wake_fd;              /* eventfd: slow path / apps wake a sleeping core */
-    int rx_intr_fd;           /* RX queue interrupt fd, or -1 */
-    int epfd;
+    int epfd;                 /* wake_fd + RX interrupt fds of served queues */
+    uint32_t intr_mask;       /* queues whose RX interrupt fd is in epfd */
     uint32_t *sleeping;       /* in the info page: set before blocking */
     uint64_t busy_cycles, total_cycles;
     volatile uint64_t epoch;  /* loop iterations, for quiescence */
@@ -71,6 +71,10 @@ struct tas_fp {
     struct tas_fp_conf conf;
     uint16_t port;
     bool rx_intr;
+    int rx_intr_fd[TAS_FP_MAX_CORES];   /* per queue, -1 without interrupts */
+    volatile uint16_t nactive;          /* core scaling: cores 0..nactive-1 run */
+    uint16_t reta_size;                 /* NIC RSS redirection table, 0: none */
+    rte_spinlock_t qlock[TAS_FP_MAX_CORES]; /* held by the core serving a queue */
     bool started;
     volatile int stop;
     struct rte_mempool *pool;
@@ -134,11 +138,12 @@ bool fp_tcp_rx(struct fp_core *c, struct tas_flow *f, struct rte_mbuf *m);
 /* fp_tcp_tx.c */
 void fp_tcp_send_ack(struct fp_core *c, struct tas_flow *f);
 void fp_tcp_send_probe(struct fp_core *c, struct tas_flow *f);
-unsigned fp_tcp_tx_work(struct fp_core *c);
+unsigned fp_tcp_tx_work(struct fp_core *c, uint16_t q);
 uint32_t fp_now_us(struct tas_fp *fp);
 
 /* fp_apps.c */
-unsigned fp_apps_poll(struct fp_core *c);
+unsigned fp_apps_poll(struct fp_core *c, uint16_t q);
+bool fp_apps_pending(struct tas_fp *fp, uint16_t q);
 void fp_notify_app(struct tas_fp *fp, struct tas_flow *f, uint32_t rx_bump,
                    uint32_t rx_pos, uint32_t tx_bump, uint32_t flags);
 
@@ -146,6 +151,18 @@ void fp_notify_app(struct tas_fp *fp, struct tas_flow *f, uint32_t rx_bump,
 void fp_exceptions_push(struct tas_fp *fp, struct rte_mbuf **pkts, uint32_t *reasons, unsigned n);
 unsigned fp_sp_tx_drain(struct tas_fp *fp, struct rte_mbuf **out, unsigned max);
 void fp_core_wake(struct fp_core *c);
+
+/* fp_scaling.c: which active core serves queue q; wake it. */
+static inline uint16_t fp_queue_owner(struct tas_fp *fp, uint16_t q)
+{
+    uint16_t n = __atomic_load_n(&fp->nactive, __ATOMIC_SEQ_CST);
+    return (uint16_t)(q % (n ? n : 1));
+}
+void fp_queue_wake(struct tas_fp *fp, uint16_t q);
+/* An inactive core that was woken passes the wake-up on to the active
+ * cores (its waker may have read the queue owners before a change). */
+void fp_wake_active(struct tas_fp *fp);
+void fp_scaling_init(struct tas_fp *fp);
 
 /* fp_fault.c: apply configured loss/duplication/reordering to a burst in
  * place; returns the new count (at most max). */

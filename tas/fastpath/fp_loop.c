@@ -65,32 +65,41 @@ static void process_rx(struct fp_core *c, struct rte_mbuf **pkts, uint16_t n)
         fp_exceptions_push(fp, exc, reasons, nexc);
 }
 
-static unsigned poll_rx(struct fp_core *c)
+static unsigned poll_rx(struct fp_core *c, uint16_t q)
 {
     struct rte_mbuf *pkts[FP_RX_MAX];
-    uint16_t n = rte_eth_rx_burst(c->fp->port, c->idx, pkts, FP_BURST);
+    uint16_t n = rte_eth_rx_burst(c->fp->port, q, pkts, FP_BURST);
     unsigned k = fp_fault_rx(c, pkts, n, FP_RX_MAX);
     if (k > 0)
         process_rx(c, pkts, (uint16_t)k);
-    if (c->idx == 0) {
-        struct rte_mbuf *inj[FP_BURST];
-        unsigned j = rte_ring_sc_dequeue_burst(c->fp->inject_ring, (void **)inj, FP_BURST, NULL);
-        if (j > 0)
-            process_rx(c, inj, (uint16_t)j);
-        n += j;
-    }
     return n;
 }
 
-static unsigned poll_sp_tx(struct fp_core *c)
+/* Core 0's extra duties: frames the slow path sends or hands back. */
+static unsigned poll_slowpath(struct fp_core *c)
 {
     if (c->idx != 0)
         return 0;
     struct rte_mbuf *pkts[FP_BURST];
-    unsigned n = fp_sp_tx_drain(c->fp, pkts, FP_BURST);
+    unsigned n = rte_ring_sc_dequeue_burst(c->fp->inject_ring, (void **)pkts, FP_BURST, NULL);
     if (n > 0)
-        fp_tx(c, pkts, n);
-    return n;
+        process_rx(c, pkts, (uint16_t)n);
+    unsigned t = fp_sp_tx_drain(c->fp, pkts, FP_BURST);
+    if (t > 0)
+        fp_tx(c, pkts, t);
+    return n + t;
+}
+
+/* Serve queue q if no other core does right now (only during a change of
+ * the active core count can two cores both think they own it). */
+static unsigned serve_queue(struct fp_core *c, uint16_t q)
+{
+    struct tas_fp *fp = c->fp;
+    if (!rte_spinlock_trylock(&fp->qlock[q]))
+        return 0;
+    unsigned work = poll_rx(c, q) + fp_apps_poll(c, q) + fp_tcp_tx_work(c, q);
+    rte_spinlock_unlock(&fp->qlock[q]);
+    return work;
 }
 
 void fp_tx_one(struct fp_core *c, struct rte_mbuf *m)
@@ -108,53 +117,91 @@ void fp_tx_flush(struct fp_core *c)
     }
 }
 
-static bool app_queues_pending(struct fp_core *c)
+static bool queue_pending(struct tas_fp *fp, uint16_t q)
+{
+    return !rte_ring_empty(fp->tx_work[q]) || fp_apps_pending(fp, q) ||
+           rte_eth_rx_queue_count(fp->port, q) > 0;
+}
+
+/* Work for core c under the current queue ownership (n active cores). */
+static bool has_pending(struct fp_core *c, uint16_t n)
 {
     struct tas_fp *fp = c->fp;
-    uint16_t hi = __atomic_load_n(&fp->ctx_hi, __ATOMIC_ACQUIRE);
-    for (uint16_t i = c->idx; i < hi; i += fp->conf.ncores)
-        if (__atomic_load_n(&fp->ctxs[i].active, __ATOMIC_ACQUIRE) &&
-            !rte_ring_empty(fp->ctxs[i].txq))
+    if (c->idx == 0 && (!rte_ring_empty(fp->sp_tx_ring) || !rte_ring_empty(fp->inject_ring)))
+        return true;
+    for (uint16_t q = c->idx; c->idx < n && q < fp->conf.ncores; q += n)
+        if (queue_pending(fp, q))
             return true;
     return false;
 }
 
-static bool has_pending(struct fp_core *c)
-{
-    return (c->idx == 0 && (!rte_ring_empty(c->fp->sp_tx_ring) ||
-                            !rte_ring_empty(c->fp->inject_ring))) ||
-           !rte_ring_empty(c->fp->tx_work[c->idx]) || app_queues_pending(c) ||
-           rte_eth_rx_queue_count(c->fp->port, c->idx) > 0;
-}
-
-static void block_until_work(struct fp_core *c)
+/* Keep the RX interrupt fds of exactly the queues this core serves in its
+ * epoll set (level-triggered and never read, so a queue briefly in two sets
+ * during a change of ownership only costs a spurious wake-up). */
+static uint32_t sync_intr_fds(struct fp_core *c, uint16_t n)
 {
     struct tas_fp *fp = c->fp;
+    uint32_t want = 0;
+    for (uint16_t q = c->idx; c->idx < n && q < fp->conf.ncores; q += n)
+        if (fp->rx_intr_fd[q] >= 0)
+            want |= 1u << q;
+    for (uint16_t q = 0; q < fp->conf.ncores; q++) {
+        uint32_t bit = 1u << q;
+        if ((want ^ c->intr_mask) & bit) {
+            struct epoll_event ev = {.events = EPOLLIN, .data.fd = fp->rx_intr_fd[q]};
+            epoll_ctl(c->epfd, (want & bit) ? EPOLL_CTL_ADD : EPOLL_CTL_DEL,
+                      fp->rx_intr_fd[q], &ev);
+        }
+    }
+    c->intr_mask = want;
+    return want;
+}
+
+static void set_intr(struct tas_fp *fp, uint32_t mask, bool on)
+{
+    for (uint16_t q = 0; q < fp->conf.ncores; q++)
+        if (mask & (1u << q)) {
+            if (on)
+                rte_eth_dev_rx_intr_enable(fp->port, q);
+            else
+                rte_eth_dev_rx_intr_disable(fp->port, q);
+        }
+}
+
+static void block_until_work(struct fp_core *c, uint16_t n)
+{
+    struct tas_fp *fp = c->fp;
+    bool active = c->idx < n;
     kb_stats_add(fp->ctr.sleeps, 1);
-    if (c->rx_intr_fd >= 0)
-        rte_eth_dev_rx_intr_enable(fp->port, c->idx);
+    uint32_t intr = sync_intr_fds(c, n);
+    set_intr(fp, intr, true);
     __atomic_store_n(c->sleeping, 1, __ATOMIC_SEQ_CST);
-    /* Close the race with a waker that checked `sleeping` before we set it. */
-    if (!fp->stop && !has_pending(c)) {
-        struct epoll_event ev[2];
-        /* Without RX interrupts, wake every poll_sleep_us to poll the device;
-         * with them, the timeout only bounds how long a lost wake-up lasts. */
-        uint32_t us = c->rx_intr_fd >= 0 ? 1000000 : fp->conf.poll_sleep_us;
+    /* Close the race with a waker that checked `sleeping` before we set it;
+     * re-read the active count: ownership may have changed meanwhile. */
+    uint16_t now_n = __atomic_load_n(&fp->nactive, __ATOMIC_SEQ_CST);
+    if (!fp->stop && now_n == n && !has_pending(c, n)) {
+        struct epoll_event ev[TAS_FP_MAX_CORES + 1];
+        /* Polling queues without interrupts: wake every poll_sleep_us.  With
+         * interrupts (or switched off), the timeout only bounds how long a
+         * lost wake-up lasts. */
+        bool polled = active && !fp->rx_intr;
+        uint32_t us = polled ? fp->conf.poll_sleep_us : 1000000;
         struct timespec ts = {.tv_sec = us / 1000000, .tv_nsec = (long)(us % 1000000) * 1000};
-        int n = epoll_pwait2(c->epfd, ev, 2, &ts, NULL);
-        for (int i = 0; i < n; i++) {
-            /* Drain only our eventfd: the RX interrupt fd may be the device's
+        int k = epoll_pwait2(c->epfd, ev, TAS_FP_MAX_CORES + 1, &ts, NULL);
+        for (int i = 0; i < k; i++) {
+            /* Drain only our eventfd: an RX interrupt fd may be the device's
              * own queue (net_tap), and reading it would eat a packet. */
             if (ev[i].data.fd != c->wake_fd)
                 continue;
             uint64_t v;
             ssize_t r = read(c->wake_fd, &v, sizeof(v));
             (void)r;
+            if (!active)
+                fp_wake_active(fp);
         }
     }
     __atomic_store_n(c->sleeping, 0, __ATOMIC_SEQ_CST);
-    if (c->rx_intr_fd >= 0)
-        rte_eth_dev_rx_intr_disable(fp->port, c->idx);
+    set_intr(fp, intr, false);
     kb_stats_add(fp->ctr.wakeups, 1);
 }
 
@@ -183,14 +230,18 @@ int fp_core_loop(void *arg)
     uint64_t prev = last_work;
 
     while (!fp->stop) {
-        unsigned work = poll_rx(c) + poll_sp_tx(c) + fp_apps_poll(c) + fp_tcp_tx_work(c);
+        uint16_t n = __atomic_load_n(&fp->nactive, __ATOMIC_SEQ_CST);
+        unsigned work = poll_slowpath(c);
+        for (uint16_t q = c->idx; c->idx < n && q < fp->conf.ncores; q += n)
+            work += serve_queue(c, q);
         fp_tx_flush(c);
         uint64_t now = rte_get_tsc_cycles();
         if (work > 0) {
             c->busy_cycles += now - prev;
             last_work = now;
-        } else if (now - last_work > idle_limit) {
-            block_until_work(c);
+        } else if (c->idx >= n || now - last_work > idle_limit) {
+            /* Switched off (core scaling) or idle long enough: block. */
+            block_until_work(c, n);
             now = rte_get_tsc_cycles();
             last_work = now;
         }

@@ -120,7 +120,7 @@ static int core_init(struct tas_fp *fp, uint16_t idx)
     c->fp = fp;
     c->idx = idx;
     c->lcore = fp->conf.lcores[idx];
-    c->rx_intr_fd = -1;
+    c->intr_mask = 0;
     c->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     c->epfd = epoll_create1(EPOLL_CLOEXEC);
     if (c->wake_fd < 0 || c->epfd < 0)
@@ -128,12 +128,11 @@ static int core_init(struct tas_fp *fp, uint16_t idx)
     struct epoll_event ev = {.events = EPOLLIN, .data.fd = c->wake_fd};
     if (epoll_ctl(c->epfd, EPOLL_CTL_ADD, c->wake_fd, &ev) != 0)
         return -errno;
-    if (fp->rx_intr) {
-        int fd = rte_eth_dev_rx_intr_ctl_q_get_fd(fp->port, idx);
-        ev.data.fd = fd;
-        if (fd >= 0 && epoll_ctl(c->epfd, EPOLL_CTL_ADD, fd, &ev) == 0)
-            c->rx_intr_fd = fd;
-    }
+    /* The queue's RX interrupt fd joins the epoll set of whichever core
+     * serves the queue when that core blocks (fp_loop.c). */
+    fp->rx_intr_fd[idx] = fp->rx_intr ? rte_eth_dev_rx_intr_ctl_q_get_fd(fp->port, idx) : -1;
+    if (fp->rx_intr_fd[idx] < 0)
+        fp->rx_intr = false;
     return 0;
 }
 
@@ -219,6 +218,7 @@ struct tas_fp *tas_fp_create(const struct tas_fp_conf *conf, struct kb_stats_pag
             goto fail;
         }
     }
+    fp_scaling_init(fp);
     return fp;
 fail:
     tas_fp_destroy(fp);
@@ -232,7 +232,7 @@ int tas_fp_port_id(struct tas_fp *fp)
 
 int tas_fp_rx_intr(struct tas_fp *fp)
 {
-    return fp->cores[0].rx_intr_fd >= 0;
+    return fp->rx_intr;
 }
 
 int tas_fp_start(struct tas_fp *fp)

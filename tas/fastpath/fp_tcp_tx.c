@@ -177,10 +177,10 @@ static bool flow_transmit(struct fp_core *c, struct tas_flow *f, uint64_t now)
     return f->tx_avail > 0 && f->snd_wnd > f->tx_sent;
 }
 
-unsigned fp_tcp_tx_work(struct fp_core *c)
+unsigned fp_tcp_tx_work(struct fp_core *c, uint16_t q)
 {
     struct tas_fp *fp = c->fp;
-    struct rte_ring *work = fp->tx_work[c->idx];
+    struct rte_ring *work = fp->tx_work[q];
     uint32_t ids[FP_BURST];
     unsigned n = rte_ring_sc_dequeue_burst_elem(work, ids, sizeof(ids[0]), FP_BURST, NULL);
     uint64_t now = rte_get_tsc_cycles();

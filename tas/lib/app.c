@@ -3,6 +3,7 @@
 #include "tas/app.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,10 +17,14 @@
 #include <rte_ring_elem.h>
 
 #define EVQ_LEN 256
+#define TAS_FP_CORES_MAX (sizeof(((struct tas_info *)0)->queue_owner) / sizeof(uint32_t))
+#define REG_FDS 3   /* segment, info page, app eventfd; then one per fast-path core */
 
 struct tas_app {
     int sock;
-    int seg_fd, info_fd, ev_fd, core_fd;
+    int seg_fd, info_fd, ev_fd;
+    int core_fd[TAS_FP_CORES_MAX];     /* wake-up eventfd of each fast-path core */
+    unsigned ncores;
     uint8_t *base;
     uint64_t size;
     const struct tas_info *info;
@@ -33,7 +38,7 @@ struct tas_app {
 static int recv_msg(struct tas_app *a, struct tas_ctl_msg *m, int *fds, int nfds)
 {
     struct iovec iov = {.iov_base = m, .iov_len = sizeof(*m)};
-    char cbuf[CMSG_SPACE(sizeof(int) * 8)];
+    char cbuf[CMSG_SPACE(sizeof(int) * (REG_FDS + TAS_FP_CORES_MAX))];
     struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1,
                         .msg_control = cbuf, .msg_controllen = sizeof(cbuf)};
     ssize_t r = recvmsg(a->sock, &mh, MSG_CMSG_CLOEXEC);
@@ -135,7 +140,9 @@ struct tas_app *tas_app_attach(const char *sock_path, char *err, int errlen)
         fail(err, errlen, "libtas", ENOMEM);
         return NULL;
     }
-    a->seg_fd = a->info_fd = a->ev_fd = a->core_fd = -1;
+    a->seg_fd = a->info_fd = a->ev_fd = -1;
+    for (unsigned i = 0; i < TAS_FP_CORES_MAX; i++)
+        a->core_fd[i] = -1;
     a->sock = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
     snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", sock_path);
@@ -145,22 +152,25 @@ struct tas_app *tas_app_attach(const char *sock_path, char *err, int errlen)
     }
     struct tas_ctl_msg m = {.type = TAS_CTL_REGISTER, .backlog = TAS_SHM_VERSION,
                             .req_id = ++a->next_req};
-    int fds[4] = {-1, -1, -1, -1};
+    int fds[REG_FDS + TAS_FP_CORES_MAX];
+    for (unsigned i = 0; i < REG_FDS + TAS_FP_CORES_MAX; i++)
+        fds[i] = -1;
     int r = send_msg(a, &m);
     if (r == 0)
-        r = recv_msg(a, &m, fds, 4);
+        r = recv_msg(a, &m, fds, REG_FDS + TAS_FP_CORES_MAX);
     if (r == 0 && m.status != 0)
         r = m.status;
     a->seg_fd = fds[0];
     a->info_fd = fds[1];
     a->ev_fd = fds[2];
-    a->core_fd = fds[3];
+    for (unsigned i = 0; i < TAS_FP_CORES_MAX && fds[REG_FDS + i] >= 0; i++)
+        a->core_fd[a->ncores++] = fds[REG_FDS + i];
     if (r != 0) {
         fail(err, errlen, r == -EPROTO ? "registering with TAS (version mismatch)"
                                        : "registering with TAS", -r);
         goto out;
     }
-    if (a->core_fd < 0) {
+    if (a->ncores == 0) {
         snprintf(err, (size_t)errlen, "registering with TAS: file descriptors missing");
         goto out;
     }
@@ -179,10 +189,12 @@ void tas_app_detach(struct tas_app *a)
         munmap(a->base, a->size);
     if (a->info != NULL && a->info != MAP_FAILED)
         munmap((void *)a->info, 4096);
-    int fds[] = {a->sock, a->seg_fd, a->info_fd, a->ev_fd, a->core_fd};
+    int fds[] = {a->sock, a->seg_fd, a->info_fd, a->ev_fd};
     for (unsigned i = 0; i < sizeof(fds) / sizeof(fds[0]); i++)
         if (fds[i] >= 0)
             close(fds[i]);
+    for (unsigned i = 0; i < a->ncores; i++)
+        close(a->core_fd[i]);
     free(a);
 }
 
@@ -211,6 +223,22 @@ int tas_app_poll(struct tas_app *a, struct tas_arx *out, int max)
     return (int)rte_ring_sc_dequeue_burst_elem(a->rxq, out, sizeof(*out), (unsigned)max, NULL);
 }
 
+/* Wake the core serving our queue if it sleeps.  The owner may change
+ * (core scaling) right after we read it: a switched-off core that is woken
+ * passes the wake-up on, and a new owner re-checks its queues after taking
+ * them over, so no command is left unserved. */
+static void wake_queue_owner(struct tas_app *a, bool always)
+{
+    uint32_t owner = __atomic_load_n(&a->info->queue_owner[a->ctx->queue], __ATOMIC_SEQ_CST);
+    if (owner >= a->ncores)
+        owner = 0;
+    if (always || __atomic_load_n(&a->info->core_sleeping[owner], __ATOMIC_SEQ_CST)) {
+        uint64_t one = 1;
+        ssize_t w = write(a->core_fd[owner], &one, sizeof(one));
+        (void)w;
+    }
+}
+
 int tas_app_post(struct tas_app *a, uint32_t flow_id, uint32_t rx_bump, uint32_t tx_bump,
                  uint16_t flags)
 {
@@ -218,16 +246,10 @@ int tas_app_post(struct tas_app *a, uint32_t flow_id, uint32_t rx_bump, uint32_t
                         .rx_bump = rx_bump, .tx_bump = tx_bump};
     while (rte_ring_sp_enqueue_elem(a->txq, &e, sizeof(e)) != 0) {
         /* The fast path drains this queue continuously; wait for room. */
-        uint64_t one = 1;
-        ssize_t w = write(a->core_fd, &one, sizeof(one));
-        (void)w;
+        wake_queue_owner(a, true);
         usleep(10);
     }
-    if (__atomic_load_n(&a->info->core_sleeping[a->ctx->core], __ATOMIC_SEQ_CST)) {
-        uint64_t one = 1;
-        ssize_t w = write(a->core_fd, &one, sizeof(one));
-        (void)w;
-    }
+    wake_queue_owner(a, false);
     return 0;
 }
 

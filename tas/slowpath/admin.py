@@ -1,7 +1,9 @@
 """Admin socket for tasctl: one JSON request per connection, one JSON reply.
 
     {"cmd": "flows"}   per-flow state and congestion-control feedback
-    {"cmd": "cores"}   fast-path core load
+    {"cmd": "cores"}   fast-path core load and scaling state
+    {"cmd": "cores", "set": N}     pin N active cores (automatic scaling off)
+    {"cmd": "cores", "auto": true} automatic core scaling on again
 """
 import json
 import os
@@ -11,8 +13,8 @@ from tas.slowpath.packets import mac_str
 
 
 class AdminServer:
-    def __init__(self, cfg, fp, tcp):
-        self.fp, self.tcp = fp, tcp
+    def __init__(self, cfg, fp, tcp, scaler):
+        self.fp, self.tcp, self.scaler = fp, tcp, scaler
         self.lib = fp.lib
         self.ffi = fp.ffi
         self.ncores = len(cfg.dpdk.fp_cores)
@@ -39,7 +41,7 @@ class AdminServer:
             try:
                 req = json.loads(conn.recv(4096) or b"{}")
                 handler = self.commands.get(req.get("cmd"))
-                reply = handler() if handler else {"error": f"unknown command {req.get('cmd')!r}"}
+                reply = handler(req) if handler else {"error": f"unknown command {req.get('cmd')!r}"}
             except (ValueError, OSError) as e:
                 reply = {"error": str(e)}
             try:
@@ -47,7 +49,7 @@ class AdminServer:
             except OSError:
                 pass
 
-    def flows(self):
+    def flows(self, _req):
         out = []
         for conn in self.tcp.conns.values():
             row = {"peer": ".".join(map(str, conn.key[0])), "local_port": conn.key[1],
@@ -63,13 +65,21 @@ class AdminServer:
             out.append(row)
         return {"flows": out}
 
-    def cores(self):
+    def cores(self, req):
+        if "set" in req:
+            n = req["set"]
+            if not isinstance(n, int) or isinstance(n, bool):
+                raise ValueError(f"set: expected a core count, got {n!r}")
+            self.scaler.set_manual(n)
+        elif req.get("auto"):
+            self.scaler.set_auto()
         busy, total = self.ffi.new("uint64_t *"), self.ffi.new("uint64_t *")
         rows = []
         for i in range(self.ncores):
             self.lib.tas_fp_core_load(self.fp.handle, i, busy, total)
-            rows.append({"core": i, "busy_cycles": busy[0], "total_cycles": total[0]})
-        return {"cores": rows}
+            rows.append({"core": i, "active": i < self.scaler.active,
+                         "busy_cycles": busy[0], "total_cycles": total[0]})
+        return {"cores": rows, "scaling": self.scaler.status()}
 
     def close(self):
         self.sock.close()

@@ -4,8 +4,8 @@ An application connects to the daemon's SOCK_SEQPACKET socket and sends
 TAS_CTL_REGISTER.  The daemon creates the app's private segment (header,
 context queues, payload-buffer heap), registers the context with the fast
 path, and replies with file descriptors: the segment, the read-only info
-page, the app's wake-up eventfd and the eventfd of the fast-path core that
-polls the context.  Later messages are listen/accept/connect/close requests;
+page, the app's wake-up eventfd and the eventfd of every fast-path core
+(core scaling moves the context's queue between cores).  Later messages are listen/accept/connect/close requests;
 the daemon answers and also sends events (new connection, connection closed).
 """
 import errno
@@ -177,14 +177,16 @@ class AppServer:
             os.close(app.evfd)
             self.status(app, req, -errno.EMFILE)
             return
-        ctxs.id, ctxs.core = ctx, lib.tas_fp_ctx_core(self.fp.handle, ctx)
+        ctxs.id, ctxs.queue = ctx, lib.tas_fp_ctx_queue(self.fp.handle, ctx)
         ctxs.rxq_off, ctxs.txq_off = rxq_off, txq_off
         app.segment, app.ctx = seg, ctx
         app.alloc = Allocator(heap_off, size)
         reply = self._msg(lib.TAS_CTL_STATUS, status=0, req_id=req.req_id, ctx=ctx,
                           opaque=size, rx_off=ctx_off)
-        self._send(app, reply, [seg.fd, lib.tas_fp_info_fd(self.fp.handle), app.evfd,
-                                lib.tas_fp_core_wake_fd(self.fp.handle, ctxs.core)])
+        # Every core's wake-up eventfd: with core scaling, any of them may
+        # come to serve this context's queue (tas_info.queue_owner).
+        wake_fds = [lib.tas_fp_core_wake_fd(self.fp.handle, i) for i in range(self.fp.ncores)]
+        self._send(app, reply, [seg.fd, lib.tas_fp_info_fd(self.fp.handle), app.evfd] + wake_fds)
         self.stats.add("apps_registered")
         self.stats.set("apps_active", sum(1 for a in self.apps.values() if a.segment))
 

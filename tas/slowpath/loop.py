@@ -13,6 +13,7 @@ from tas.slowpath.admin import AdminServer
 from tas.slowpath.apps import AppServer
 from tas.slowpath.arp import ArpTable
 from tas.slowpath.icmp import echo_reply
+from tas.slowpath.scaling import CoreScaler
 from tas.slowpath.packets import (ETH_P_ARP, ETH_P_IP, IPPROTO_ICMP, IPPROTO_TCP, Eth, IPv4,
                                   ip_bytes, mac_bytes)
 from tas.slowpath.tcp import TcpManager
@@ -34,8 +35,9 @@ class SlowPath:
         self.tcp.cc_factory = cc.factory(cfg, fp)
         self.handlers[IPPROTO_TCP] = self._tcp
         self.apps = AppServer(cfg, fp, stats, self.tcp)
-        self.admin = AdminServer(cfg, fp, self.tcp)
-        self.timers = [self.arp.tick, self.tcp.tick,
+        self.scaler = CoreScaler(cfg, fp, stats)
+        self.admin = AdminServer(cfg, fp, self.tcp, self.scaler)
+        self.timers = [self.arp.tick, self.tcp.tick, self.scaler.tick,
                        lambda: self.lib.tas_fp_flush_notifications(self.fp.handle)]
         self._buf = self.ffi.new("uint8_t[]", MAX_FRAME)
         self._reason = self.ffi.new("uint32_t *")
