@@ -33,6 +33,9 @@ def test_file_values_override_defaults(tmp_path):
     ('[dpdk]\ndevice = "net_foo"\n', "expected one of net_tap, net_af_packet"),
     ('[dpdk]\nfp_cores = [0]\n', "must not contain dpdk.main_core"),
     ('[buffers]\nrx_buf = "lots"\n', "buffers.rx_buf"),
+    ('[scaling]\nadd_below_idle = 1.5\n', "scaling.add_below_idle must be below"),
+    ('[scaling]\nmin_cores = 0\n', "scaling.min_cores"),
+    ('[dpdk]\nfp_cores = [%s]\n' % ",".join(map(str, range(1, 18))), "at most 16"),
     ('[tas\n', "not valid TOML"),
 ])
 def test_bad_config_names_the_key(tmp_path, text, needle):
