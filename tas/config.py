@@ -145,6 +145,7 @@ SCHEMA = {
                                "microseconds between device polls of a blocked core "
                                "whose device has no RX interrupts"),
         "sp_ring_size": Field(4096, _pow2(64, 1 << 20), "a power of two"),
+        "yield_when_idle": Field(True, _bool, "true or false"),
     },
     "fault": {
         "rx_loss_ppm": Field(0, _int_range(0, 1_000_000), "parts per million (0..1000000)"),

@@ -12,6 +12,12 @@
 #include "fp_internal.h"
 
 #define TX_SEGS_PER_VISIT 16
+/* Rate limiting is a token bucket this many segments deep: a flow that sent
+ * less than its rate (an RPC waiting for its reply) may send that much at
+ * once.  Pacing every message to the rate instead would add size/rate to
+ * each RPC, and the rate of an app-limited flow is held near what it sends
+ * (the slow path's 1.2x clamp), so that delay would be several RTTs. */
+#define RATE_BURST_SEGS 16
 #define TCP_OPT_TS_LEN 12  /* NOP NOP kind=8 len=10 TSval TSecr */
 
 uint32_t fp_now_us(struct tas_fp *fp)
@@ -136,6 +142,12 @@ void tas_fp_flow_probe(struct tas_fp *fp, uint32_t id)
     fp_unlock(f);
 }
 
+/* TSC cycles that `bytes` take at `kbps`. */
+static uint64_t rate_cycles(struct tas_fp *fp, uint32_t kbps, uint64_t bytes)
+{
+    return bytes * 8 * fp->tsc_hz / ((uint64_t)kbps * 1000);
+}
+
 /* Send what window and rate allow; true if the flow has more to send now. */
 static bool flow_transmit(struct fp_core *c, struct tas_flow *f, uint64_t now)
 {
@@ -167,8 +179,11 @@ static bool flow_transmit(struct fp_core *c, struct tas_flow *f, uint64_t now)
         f->cnt_txb += sent_bytes;
         kb_stats_add(fp->ctr.tcp_tx_segs, (sent_bytes + f->mss - 1) / f->mss);
         kb_stats_add(fp->ctr.tcp_tx_bytes, sent_bytes);
-        if (rate != 0)
-            f->tx_next_tsc = now + (uint64_t)sent_bytes * 8 * fp->tsc_hz / ((uint64_t)rate * 1000);
+        if (rate != 0) {
+            uint64_t credit = rate_cycles(fp, rate, (uint64_t)RATE_BURST_SEGS * f->mss);
+            uint64_t base = f->tx_next_tsc + credit < now ? now - credit : f->tx_next_tsc;
+            f->tx_next_tsc = base + rate_cycles(fp, rate, sent_bytes);
+        }
     }
     if (f->tx_avail == 0 && (f->flags & TAS_FLF_TXFIN) && !(f->flags & TAS_FLF_TXFIN_SENT)) {
         send_control(c, f, f->tx_una + f->tx_sent, RTE_TCP_ACK_FLAG | RTE_TCP_FIN_FLAG);
