@@ -173,6 +173,9 @@ SCHEMA = {
         "rto_intervals": Field(2, _int_range(1, 100),
                                "control intervals without progress before a timeout"),
         "time_wait_ms": Field(2000, _int_range(0, 240000), "milliseconds (0..240000)"),
+        "ts_refresh_s": Field(600, _int_range(1, 1800),
+                              "seconds (1..1800): an idle flow sends an ACK this often so "
+                              "its microsecond timestamps never look wrapped to the peer"),
         "fin_wait2_ms": Field(60000, _int_range(0, 600000), "milliseconds"),
         "ecn": Field(True, _bool, "true or false"),
     },

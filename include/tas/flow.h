@@ -21,6 +21,7 @@
 #define TAS_FLF_RXFIN 64         /* peer's FIN received in order */
 #define TAS_FLF_CE_SEEN 128      /* echo ECE on the next ACK */
 #define TAS_FLF_PROBE 256        /* send a window probe */
+#define TAS_FLF_ACKNOW 512       /* send a pure ACK (timestamp refresh) */
 
 struct tas_flow {
     /* identity: written by the slow path at install, then read-only */
@@ -110,6 +111,10 @@ uint32_t tas_fp_flow_count(struct tas_fp *fp);
  * timeout); send a window probe; set the congestion-control rate. */
 void tas_fp_flow_retransmit(struct tas_fp *fp, uint32_t flow_id);
 void tas_fp_flow_probe(struct tas_fp *fp, uint32_t flow_id);
+/* Send an ACK carrying a fresh timestamp: the TS clock ticks in us and
+ * wraps in 71 min, so a flow idle for over half of that would fail the
+ * peer's PAWS check; the slow path refreshes idle flows well before. */
+void tas_fp_flow_ack(struct tas_fp *fp, uint32_t flow_id);
 void tas_fp_flow_set_rate(struct tas_fp *fp, uint32_t flow_id, uint32_t kbps);
 void tas_fp_flow_lock(struct tas_flow *f);
 void tas_fp_flow_unlock(struct tas_flow *f);

@@ -129,17 +129,28 @@ void fp_tcp_send_probe(struct fp_core *c, struct tas_flow *f)
     send_control(c, f, f->tx_una - 1, RTE_TCP_ACK_FLAG);
 }
 
-void tas_fp_flow_probe(struct tas_fp *fp, uint32_t id)
+/* Have the flow's queue core send a control segment (flag: PROBE or ACKNOW). */
+static void flow_request(struct tas_fp *fp, uint32_t id, uint32_t flag)
 {
     struct tas_flow *f = tas_fp_flow(fp, id);
     if (f == NULL)
         return;
     fp_lock(f);
     if (f->flags & TAS_FLF_ACTIVE) {
-        f->flags |= TAS_FLF_PROBE;
+        f->flags |= flag;
         fp_flow_queue_tx(fp, f);
     }
     fp_unlock(f);
+}
+
+void tas_fp_flow_probe(struct tas_fp *fp, uint32_t id)
+{
+    flow_request(fp, id, TAS_FLF_PROBE);
+}
+
+void tas_fp_flow_ack(struct tas_fp *fp, uint32_t id)
+{
+    flow_request(fp, id, TAS_FLF_ACKNOW);
 }
 
 /* TSC cycles that `bytes` take at `kbps`. */
@@ -155,6 +166,10 @@ static bool flow_transmit(struct fp_core *c, struct tas_flow *f, uint64_t now)
     if (f->flags & TAS_FLF_PROBE) {
         f->flags &= ~TAS_FLF_PROBE;
         fp_tcp_send_probe(c, f);
+    }
+    if (f->flags & TAS_FLF_ACKNOW) {
+        f->flags &= ~TAS_FLF_ACKNOW;
+        fp_tcp_send_ack(c, f);
     }
     uint32_t rate = __atomic_load_n(&f->tx_rate_kbps, __ATOMIC_RELAXED);
     if (rate != 0 && now < f->tx_next_tsc)

@@ -54,6 +54,8 @@ class Conn:
     last_una: int = 0
     una_since: float = 0.0
     rto_backoff: int = 0
+    activity: tuple = ()       # (bytes sent, next byte expected) at last change
+    active_since: float = 0.0
     cc: object = None
 
 
@@ -437,7 +439,22 @@ class TcpManager:
         if conn.cc is not None:
             conn.cc.update(f, now)
         self._check_timeout(conn, f, now)
+        self._refresh_timestamps(conn, f, now)
         self._check_close(conn, f, now)
+
+    def _refresh_timestamps(self, conn, f, now):
+        """Our TSval ticks in microseconds, so after about 36 idle minutes the
+        peer's PAWS check would take it for an old segment and drop it; an
+        idle flow therefore sends a pure ACK every tcp.ts_refresh_s."""
+        if not conn.ts_ok:
+            return
+        activity = (f.cnt_txb, f.rx_next_seq)
+        if activity != conn.activity:
+            conn.activity, conn.active_since = activity, now
+        elif now - conn.active_since >= self.cfg.tcp.ts_refresh_s:
+            self.lib.tas_fp_flow_ack(self.fp.handle, conn.flow_id)
+            self.stats.add("tcp_ts_refresh_acks")
+            conn.active_since = now
 
     def _rto(self, f):
         interval = max(f.rtt_est_us, 1) * self.cfg.cc.interval_rtts / 1e6

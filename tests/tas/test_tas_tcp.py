@@ -217,3 +217,36 @@ def test_killed_app_is_cleaned_up(daemon):
     wait_until(lambda: counters(daemon)["apps_active"] == 0, "the app to be unregistered")
     wait_until(lambda: counters(daemon)["tcp_conns"] == 0, "its connection to be reset")
     p.communicate(timeout=60)   # the Linux side saw the reset and finished
+
+
+def test_idle_flow_refreshes_its_timestamps(make_daemon):
+    """An idle flow sends pure ACKs every tcp.ts_refresh_s (our microsecond
+    TSval would otherwise look wrapped to the peer's PAWS check after ~36
+    idle minutes) and keeps working."""
+    d = make_daemon(extra="[tcp]\nts_refresh_s = 1\n").start()
+    app = TasApp(d.instance)
+    try:
+        lst = app.listen(5010)
+        script = ("import socket,sys; s=socket.create_connection(('10.0.0.2',5010)); "
+                  "s.sendall(b'a'); sys.stdin.readline(); s.sendall(b'b'*1000); d=b''\n"
+                  "while len(d) < 1000:\n  d+=s.recv(4096)\n"
+                  "assert d==b'c'*1000, len(d)")
+        p = subprocess.Popen(["ip", "netns", "exec", d.netns, sys.executable, "-c", script],
+                             stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        flow = app.accept(lst)
+        assert flow.recv(10) == b"a"
+        wait_until(lambda: counters(d).get("tcp_ts_refresh_acks", 0) >= 2,
+                   "an idle flow to refresh its timestamps")
+        p.stdin.write("go\n")
+        p.stdin.flush()
+        got = b""
+        while len(got) < 1000:
+            got += flow.recv(4096)
+        assert got == b"b" * 1000
+        flow.sendall(b"c" * 1000)
+        _, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+        flow.close()
+        app.close_listener(lst)
+    finally:
+        app.close()
