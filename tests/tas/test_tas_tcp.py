@@ -26,6 +26,12 @@ def counters(d):
     return stats.read("tas", d.instance)
 
 
+def peer_python(d, script, **popen):
+    """Run a Python snippet in the daemon's peer namespace (the Linux side)."""
+    return subprocess.Popen(["ip", "netns", "exec", d.netns, sys.executable, "-c", script],
+                            **popen)
+
+
 def linux_to_tas(d, app, port, nbytes, seed):
     n, same, _ = transfers.linux_to_tas(d.netns, app, port, nbytes, seed)
     assert n == nbytes
@@ -79,7 +85,7 @@ def test_peer_reset_is_reported(daemon, app):
     script = ("import socket,struct; s=socket.create_connection(('10.0.0.2',5005)); "
               "s.sendall(b'x'*1000); import time; time.sleep(0.3); "
               "s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii',1,0)); s.close()")
-    p = subprocess.Popen(["ip", "netns", "exec", daemon.netns, sys.executable, "-c", script])
+    p = peer_python(daemon, script)
     flow = app.accept(lst)
     got = b""
     with pytest.raises(TasError) as e:
@@ -101,8 +107,7 @@ def test_half_close_keeps_the_other_direction(daemon, app):
               "s.sendall(b'q'*100000); s.shutdown(socket.SHUT_WR); d=b''\n"
               "while True:\n  x=s.recv(65536)\n  if not x: break\n  d+=x\n"
               "assert d==b'r'*300000, len(d)")
-    p = subprocess.Popen(["ip", "netns", "exec", daemon.netns, sys.executable, "-c", script],
-                         stderr=subprocess.PIPE, text=True)
+    p = peer_python(daemon, script, stderr=subprocess.PIPE, text=True)
     flow = app.accept(lst)
     n, _ = transfers.read_all(flow)
     assert n == 100000
@@ -152,8 +157,7 @@ for i, s in enumerate(socks):
 for s in socks:
     s.close()
 """
-    p = subprocess.Popen(["ip", "netns", "exec", daemon.netns, sys.executable, "-c", script],
-                         stderr=subprocess.PIPE, text=True)
+    p = peer_python(daemon, script, stderr=subprocess.PIPE, text=True)
     flows = [app.accept(lst) for _ in range(n)]
     c = counters(daemon)
     assert c["flows_added"] - c["flows_removed"] >= n     # all installed at once
@@ -231,8 +235,7 @@ def test_idle_flow_refreshes_its_timestamps(make_daemon):
                   "s.sendall(b'a'); sys.stdin.readline(); s.sendall(b'b'*1000); d=b''\n"
                   "while len(d) < 1000:\n  d+=s.recv(4096)\n"
                   "assert d==b'c'*1000, len(d)")
-        p = subprocess.Popen(["ip", "netns", "exec", d.netns, sys.executable, "-c", script],
-                             stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        p = peer_python(d, script, stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         flow = app.accept(lst)
         assert flow.recv(10) == b"a"
         wait_until(lambda: counters(d).get("tcp_ts_refresh_acks", 0) >= 2,
