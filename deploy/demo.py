@@ -119,6 +119,8 @@ def tas_rows(d):
 
 # The other stacks' workloads, each against its baseline in the same run.
 COMPONENT_DEMOS = [
+    ("TAS: RPC echo by one unmodified C program, TAS<->TAS (memif, tas-run) vs Linux loopback",
+     ["bench/tas_rpc.py", "--duration", "0.5", "--sizes", "64", "--conns", "1,64"]),
     ("zIO: echo server making K copies per message, plain vs zio run",
      ["bench/zio_echo.py", "--sizes", "262144,1048576", "--copies", "0,4",
       "--duration", "0.5", "--repeat", "1"]),
