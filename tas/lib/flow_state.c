@@ -106,6 +106,8 @@ int lt_progress(void)
             listener_newconn(ev.listener_id);
         else if (ev.type == TAS_CTL_CONN_CLOSED)
             lt_flow_get(ev.flow_id)->reset = 1;   /* also ends a linger */
+        else if (ev.type == TAS_CTL_CONN_OPENED)
+            lt_connect_done(&ev);
         total++;
     }
     if (total > 0)
@@ -125,8 +127,11 @@ short lt_ready(struct lt_sock *s)
     short r = s->so_error ? POLLERR : 0;
     if (s->kind == LT_LISTEN)
         return (short)(r | (s->pending ? POLLIN | POLLRDNORM : 0));
-    if (s->kind == LT_NEW)
-        return (short)(r | POLLOUT | POLLWRNORM);
+    if (s->kind == LT_CONNECTING)
+        return r;
+    if (s->kind == LT_NEW)     /* as Linux reports a closed TCP socket */
+        return (short)(r | POLLOUT | POLLWRNORM | POLLHUP |
+                       (s->hup ? POLLIN | POLLRDNORM | POLLRDHUP : 0));
     struct lt_flow *f = s->flow;
     if (f->rx_ready || f->rx_fin || f->reset || s->shut_rd)
         r |= POLLIN | POLLRDNORM;

@@ -77,7 +77,8 @@ struct lt_flow {
     struct lt_flow *next;      /* hash chain */
 };
 
-enum lt_kind { LT_NEW, LT_LISTEN, LT_CONN };
+/* LT_CONNECTING: a connect was sent, its CONN_OPENED has not arrived. */
+enum lt_kind { LT_NEW, LT_CONNECTING, LT_LISTEN, LT_CONN };
 
 struct lt_sock {
     int refs;                  /* fd numbers (dup) pointing here */
@@ -85,6 +86,10 @@ struct lt_sock {
     enum lt_kind kind;
     int nonblock;
     int so_error;
+    int hup;                   /* failed connect not yet reported: Linux's
+                                  closed socket with both directions shut */
+    int connect_unreported;    /* connect finished (either way) since the
+                                  last connect(): the next one reports it */
     int shut_rd, shut_wr;
     uint32_t local_ip, remote_ip;      /* host byte order */
     uint16_t local_port, remote_port;
@@ -133,6 +138,19 @@ int lt_wait(struct pollfd *kfds, nfds_t n, int timeout_ms);
 /* Ms left until deadline_ns (monotonic), -1 for no deadline. */
 int64_t lt_now_ns(void);
 int lt_ms_left(int64_t deadline_ns);
+
+/* sock_connect.c: connect and its completion (CONN_OPENED events). */
+void lt_connect_done(const struct tas_ctl_msg *m);
+/* s is being freed while its connect is pending. */
+void lt_connect_orphan(struct lt_sock *s);
+/* I/O on a connecting socket: wait for the handshake (-EAGAIN if !block);
+ * 0 once connected or -errno.  With the lock held. */
+int lt_connect_wait_io(struct lt_sock *s, int block);
+
+/* sock_setup.c: s becomes the connection described by CONN_OPENED m;
+ * an AF_INET address as host-order ip/port (0 or -errno). */
+void lt_conn_open(struct lt_sock *s, const struct tas_ctl_msg *m);
+int lt_inet_addr_of(const struct sockaddr *a, socklen_t len, uint32_t *ip, uint16_t *port);
 
 /* sock_options.c: copy out an AF_INET address the way the kernel does. */
 void lt_fill_addr(struct sockaddr *addr, socklen_t *len, uint32_t ip, uint16_t port);
