@@ -64,11 +64,12 @@ void lt_flow_open(struct lt_flow *f, const struct tas_ctl_msg *m)
 }
 
 /* Kept in the table, marked dead: the daemon still reports on it while the
- * close handshake runs, and exit_linger.c waits for that. */
+ * close handshake runs (its data is then released unread).  Nothing waits
+ * for that at exit: the daemon finishes closed connections of an app that
+ * has gone (tas/slowpath/tcp.py app_gone). */
 void lt_flow_forget(struct lt_flow *f)
 {
     f->dead = 1;
-    f->linger = !f->reset;
 }
 
 void lt_flow_notify(struct lt_flow *f, const struct tas_arx *e)
@@ -105,7 +106,7 @@ int lt_progress(void)
         if (ev.type == TAS_CTL_NEWCONN)
             listener_newconn(ev.listener_id);
         else if (ev.type == TAS_CTL_CONN_CLOSED)
-            lt_flow_get(ev.flow_id)->reset = 1;   /* also ends a linger */
+            lt_flow_get(ev.flow_id)->reset = 1;
         else if (ev.type == TAS_CTL_CONN_OPENED)
             lt_connect_done(&ev);
         total++;
@@ -223,20 +224,4 @@ int lt_ms_left(int64_t deadline_ns)
         return -1;
     int64_t left = deadline_ns - lt_now_ns();
     return left <= 0 ? 0 : (int)((left + 999999) / 1000000);
-}
-
-int lt_flows_lingering(int until_peer_fin)
-{
-    int n = 0;
-    for (int b = 0; b < FLOW_BUCKETS; b++) {
-        for (struct lt_flow *f = buckets[b]; f != NULL; f = f->next) {
-            if (!f->dead || !f->linger || f->reset)
-                continue;
-            if (f->tx_free < f->tx_size || (until_peer_fin && !f->rx_fin))
-                n++;
-            else
-                f->linger = 0;
-        }
-    }
-    return n;
 }

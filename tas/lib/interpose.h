@@ -70,7 +70,6 @@ struct lt_flow {
     uint32_t id;
     int opened;                /* accepted/connected: offsets below are valid */
     int dead;                  /* closed by us: its data is discarded */
-    int linger;                /* closed by us, close handshake maybe not done */
     uint32_t rx_off, rx_size, tx_off, tx_size;
     uint32_t rx_tail, rx_ready, tx_head, tx_free;
     int rx_fin, reset;
@@ -123,9 +122,6 @@ struct lt_flow *lt_flow_get(uint32_t id);             /* find or create */
 void lt_flow_open(struct lt_flow *f, const struct tas_ctl_msg *m);
 void lt_flow_forget(struct lt_flow *f);
 int lt_progress(void);
-/* Closed flows with unacknowledged data (or, with until_peer_fin, without
- * the peer's FIN yet); flows that are done stop lingering. */
-int lt_flows_lingering(int until_peer_fin);
 /* Apply one notification to a flow. */
 void lt_flow_notify(struct lt_flow *f, const struct tas_arx *e);
 /* tas_app_request, then the events that arrived meanwhile. */
