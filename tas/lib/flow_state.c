@@ -77,6 +77,8 @@ void lt_flow_notify(struct lt_flow *f, const struct tas_arx *e)
     f->tx_free += e->tx_bump;
     if (e->flags & TAS_ARX_FL_RXFIN)
         f->rx_fin = 1;
+    f->in_seq += e->rx_bump > 0 || (e->flags & TAS_ARX_FL_RXFIN);
+    f->out_seq += e->tx_bump > 0;
     if (!f->dead)
         f->rx_ready += e->rx_bump;
     else if (e->rx_bump > 0)   /* nobody will read it: release the window */
@@ -86,8 +88,10 @@ void lt_flow_notify(struct lt_flow *f, const struct tas_arx *e)
 static void listener_newconn(uint32_t listener_id)
 {
     for (struct lt_sock *s = lt_listeners; s != NULL; s = s->next_listener)
-        if (s->listener_id == listener_id)
+        if (s->listener_id == listener_id) {
             s->pending++;
+            s->in_seq++;
+        }
 }
 
 int lt_progress(void)
@@ -105,8 +109,12 @@ int lt_progress(void)
     while (tas_app_event(lt_app, &ev)) {
         if (ev.type == TAS_CTL_NEWCONN)
             listener_newconn(ev.listener_id);
-        else if (ev.type == TAS_CTL_CONN_CLOSED)
-            lt_flow_get(ev.flow_id)->reset = 1;
+        else if (ev.type == TAS_CTL_CONN_CLOSED) {
+            struct lt_flow *f = lt_flow_get(ev.flow_id);
+            f->reset = 1;
+            f->in_seq++;
+            f->out_seq++;
+        }
         else if (ev.type == TAS_CTL_CONN_OPENED)
             lt_connect_done(&ev);
         total++;
@@ -145,6 +153,17 @@ short lt_ready(struct lt_sock *s)
     else if (f->rx_fin && s->shut_wr)
         r |= POLLHUP;
     return r;
+}
+
+uint64_t lt_activity(struct lt_sock *s, uint32_t events)
+{
+    /* Sums of counters that only grow: a change in any shows. */
+    uint64_t n = 0;
+    if (events & EPOLLIN)
+        n += s->in_seq + (s->flow != NULL ? s->flow->in_seq : 0);
+    if (events & EPOLLOUT)
+        n += s->out_seq + (s->flow != NULL ? s->flow->out_seq : 0);
+    return n;
 }
 
 static uint32_t *app_sleeping(void)

@@ -73,6 +73,7 @@ struct lt_flow {
     uint32_t rx_off, rx_size, tx_off, tx_size;
     uint32_t rx_tail, rx_ready, tx_head, tx_free;
     int rx_fin, reset;
+    uint64_t in_seq, out_seq;  /* events that may make it readable/writable */
     struct lt_flow *next;      /* hash chain */
 };
 
@@ -89,6 +90,7 @@ struct lt_sock {
                                   closed socket with both directions shut */
     int connect_unreported;    /* connect finished (either way) since the
                                   last connect(): the next one reports it */
+    uint64_t in_seq, out_seq;  /* as lt_flow's, for the socket itself */
     int shut_rd, shut_wr;
     uint32_t local_ip, remote_ip;      /* host byte order */
     uint16_t local_port, remote_port;
@@ -127,6 +129,9 @@ void lt_flow_notify(struct lt_flow *f, const struct tas_arx *e);
 /* tas_app_request, then the events that arrived meanwhile. */
 int lt_request(struct tas_ctl_msg *m);
 short lt_ready(struct lt_sock *s);   /* POLLIN/POLLOUT/POLLHUP/POLLERR bits */
+/* Grows with every event that may make s readable (EPOLLIN in events) or
+ * writable (EPOLLOUT): what edge-triggered epoll entries wait for. */
+uint64_t lt_activity(struct lt_sock *s, uint32_t events);
 /* Sleep until TAS may have news or a kernel fd in kfds has an event (kernel
  * poll semantics, lock released meanwhile).  Returns the kernel fds ready,
  * 0 if TAS news arrived or the timeout passed, -1 with errno (EINTR). */

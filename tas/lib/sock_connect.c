@@ -61,6 +61,8 @@ void lt_connect_done(const struct tas_ctl_msg *m)
         return;
     }
     s->connect_unreported = 1;
+    s->in_seq++;               /* a failed one is readable too (POLLHUP) */
+    s->out_seq++;
     if (m->status == 0) {
         lt_conn_open(s, m);
     } else {
