@@ -25,7 +25,12 @@ int tas_app_ev_fd(struct tas_app *a);
 /* Send a request and wait for the reply with its req_id (events arriving
  * meanwhile are queued for tas_app_event).  Returns the reply's status. */
 int tas_app_request(struct tas_app *a, struct tas_ctl_msg *msg);
-/* Next control event (NEWCONN, CONN_CLOSED): 1 if one was returned. */
+/* Send a request without waiting (non-blocking connect): msg->req_id is
+ * set, and the reply carrying it arrives later through tas_app_event.
+ * 0 or -errno. */
+int tas_app_send(struct tas_app *a, struct tas_ctl_msg *msg);
+/* Next control event (NEWCONN, CONN_CLOSED, or the reply to a request sent
+ * with tas_app_send): 1 if one was returned. */
 int tas_app_event(struct tas_app *a, struct tas_ctl_msg *out);
 
 /* Data path: take notifications; post consumed/appended bytes. */

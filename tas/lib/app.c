@@ -93,6 +93,12 @@ int tas_app_request(struct tas_app *a, struct tas_ctl_msg *m)
     }
 }
 
+int tas_app_send(struct tas_app *a, struct tas_ctl_msg *m)
+{
+    m->req_id = ++a->next_req;
+    return send_msg(a, m);
+}
+
 int tas_app_event(struct tas_app *a, struct tas_ctl_msg *out)
 {
     if (a->ev_count > 0) {

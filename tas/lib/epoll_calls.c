@@ -1,6 +1,8 @@
 /* epoll over a mix of TAS and kernel fds.  Kernel fds live in the kernel's
- * epoll set; TAS fds are kept in a side list per epoll fd (level-triggered;
- * EPOLLET is treated as level, EPOLLONESHOT disarms after one report). */
+ * epoll set; TAS fds are kept in a side list per epoll fd.  Level-triggered
+ * by default; EPOLLONESHOT disarms after one report; EPOLLET reports a ready
+ * socket once, then again only after a new event of a kind it waits for
+ * (data, FIN, freed TX space...: lt_activity), as Linux's wake-ups do. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <stdlib.h>
@@ -12,6 +14,8 @@ struct ep_entry {
     uint64_t gen;              /* the socket's, so a reused fd number is stale */
     uint32_t events;
     epoll_data_t data;
+    uint64_t seen;             /* EPOLLET: lt_activity at the last report */
+    int reported;              /* EPOLLET: seen is valid */
 };
 
 struct ep_set {
@@ -90,6 +94,7 @@ static int ctl_locked(int epfd, int op, int fd, struct lt_sock *s, struct epoll_
         return -EINVAL;
     set->e[i].events = ev->events;
     set->e[i].data = ev->data;
+    set->e[i].reported = 0;    /* ADD and MOD report a ready socket at once */
     return 0;
 }
 
@@ -120,10 +125,20 @@ static int tas_events(struct ep_set *set, struct epoll_event *out, int max)
             set->e[i--] = set->e[--set->n];
             continue;
         }
-        uint32_t want = set->e[i].events | EPOLLERR | EPOLLHUP;
-        uint32_t got = (uint32_t)(uint16_t)lt_ready(lt_sock_of(set->e[i].fd)) & want;
-        if (got == 0 || !(set->e[i].events & ~(uint32_t)(EPOLLET | EPOLLONESHOT)))
+        struct ep_entry *en = &set->e[i];
+        struct lt_sock *s = lt_sock_of(en->fd);
+        uint32_t want = en->events | EPOLLERR | EPOLLHUP;
+        uint32_t got = (uint32_t)(uint16_t)lt_ready(s) & want;
+        if (got == 0 || !(en->events & ~(uint32_t)(EPOLLET | EPOLLONESHOT)))
             continue;
+        if (en->events & EPOLLET) {
+            /* Resets and connect outcomes (ERR/HUP) count as both kinds. */
+            uint64_t act = lt_activity(s, en->events);
+            if (en->reported && act == en->seen)
+                continue;
+            en->seen = act;
+            en->reported = 1;
+        }
         out[cnt].events = got;
         out[cnt++].data = set->e[i].data;
         if (set->e[i].events & EPOLLONESHOT)

@@ -89,8 +89,10 @@ int shutdown(int fd, int how)
         if (!s->flow->reset)
             tas_app_post(lt_app, s->flow->id, 0, 0, TAS_ATX_FL_TXFIN);
     }
-    if (how != SHUT_WR)
+    if (how != SHUT_WR) {
         s->shut_rd = 1;
+        s->in_seq++;
+    }
     lt_unlock();
     return 0;
 }

@@ -87,6 +87,8 @@ void lt_sock_unref(struct lt_sock *s)
         m.type = TAS_CTL_LISTEN_CLOSE;
         m.listener_id = s->listener_id;
         lt_request(&m);
+    } else if (s->kind == LT_CONNECTING) {
+        lt_connect_orphan(s);
     } else if (s->kind == LT_CONN) {
         struct lt_flow *f = s->flow;
         if (!f->reset && !s->shut_wr)

@@ -64,11 +64,12 @@ void lt_flow_open(struct lt_flow *f, const struct tas_ctl_msg *m)
 }
 
 /* Kept in the table, marked dead: the daemon still reports on it while the
- * close handshake runs, and exit_linger.c waits for that. */
+ * close handshake runs (its data is then released unread).  Nothing waits
+ * for that at exit: the daemon finishes closed connections of an app that
+ * has gone (tas/slowpath/tcp.py app_gone). */
 void lt_flow_forget(struct lt_flow *f)
 {
     f->dead = 1;
-    f->linger = !f->reset;
 }
 
 void lt_flow_notify(struct lt_flow *f, const struct tas_arx *e)
@@ -76,6 +77,8 @@ void lt_flow_notify(struct lt_flow *f, const struct tas_arx *e)
     f->tx_free += e->tx_bump;
     if (e->flags & TAS_ARX_FL_RXFIN)
         f->rx_fin = 1;
+    f->in_seq += e->rx_bump > 0 || (e->flags & TAS_ARX_FL_RXFIN);
+    f->out_seq += e->tx_bump > 0;
     if (!f->dead)
         f->rx_ready += e->rx_bump;
     else if (e->rx_bump > 0)   /* nobody will read it: release the window */
@@ -85,8 +88,10 @@ void lt_flow_notify(struct lt_flow *f, const struct tas_arx *e)
 static void listener_newconn(uint32_t listener_id)
 {
     for (struct lt_sock *s = lt_listeners; s != NULL; s = s->next_listener)
-        if (s->listener_id == listener_id)
+        if (s->listener_id == listener_id) {
             s->pending++;
+            s->in_seq++;
+        }
 }
 
 int lt_progress(void)
@@ -104,8 +109,14 @@ int lt_progress(void)
     while (tas_app_event(lt_app, &ev)) {
         if (ev.type == TAS_CTL_NEWCONN)
             listener_newconn(ev.listener_id);
-        else if (ev.type == TAS_CTL_CONN_CLOSED)
-            lt_flow_get(ev.flow_id)->reset = 1;   /* also ends a linger */
+        else if (ev.type == TAS_CTL_CONN_CLOSED) {
+            struct lt_flow *f = lt_flow_get(ev.flow_id);
+            f->reset = 1;
+            f->in_seq++;
+            f->out_seq++;
+        }
+        else if (ev.type == TAS_CTL_CONN_OPENED)
+            lt_connect_done(&ev);
         total++;
     }
     if (total > 0)
@@ -125,8 +136,11 @@ short lt_ready(struct lt_sock *s)
     short r = s->so_error ? POLLERR : 0;
     if (s->kind == LT_LISTEN)
         return (short)(r | (s->pending ? POLLIN | POLLRDNORM : 0));
-    if (s->kind == LT_NEW)
-        return (short)(r | POLLOUT | POLLWRNORM);
+    if (s->kind == LT_CONNECTING)
+        return r;
+    if (s->kind == LT_NEW)     /* as Linux reports a closed TCP socket */
+        return (short)(r | POLLOUT | POLLWRNORM | POLLHUP |
+                       (s->hup ? POLLIN | POLLRDNORM | POLLRDHUP : 0));
     struct lt_flow *f = s->flow;
     if (f->rx_ready || f->rx_fin || f->reset || s->shut_rd)
         r |= POLLIN | POLLRDNORM;
@@ -139,6 +153,17 @@ short lt_ready(struct lt_sock *s)
     else if (f->rx_fin && s->shut_wr)
         r |= POLLHUP;
     return r;
+}
+
+uint64_t lt_activity(struct lt_sock *s, uint32_t events)
+{
+    /* Sums of counters that only grow: a change in any shows. */
+    uint64_t n = 0;
+    if (events & EPOLLIN)
+        n += s->in_seq + (s->flow != NULL ? s->flow->in_seq : 0);
+    if (events & EPOLLOUT)
+        n += s->out_seq + (s->flow != NULL ? s->flow->out_seq : 0);
+    return n;
 }
 
 static uint32_t *app_sleeping(void)
@@ -218,20 +243,4 @@ int lt_ms_left(int64_t deadline_ns)
         return -1;
     int64_t left = deadline_ns - lt_now_ns();
     return left <= 0 ? 0 : (int)((left + 999999) / 1000000);
-}
-
-int lt_flows_lingering(int until_peer_fin)
-{
-    int n = 0;
-    for (int b = 0; b < FLOW_BUCKETS; b++) {
-        for (struct lt_flow *f = buckets[b]; f != NULL; f = f->next) {
-            if (!f->dead || !f->linger || f->reset)
-                continue;
-            if (f->tx_free < f->tx_size || (until_peer_fin && !f->rx_fin))
-                n++;
-            else
-                f->linger = 0;
-        }
-    }
-    return n;
 }

@@ -70,14 +70,15 @@ struct lt_flow {
     uint32_t id;
     int opened;                /* accepted/connected: offsets below are valid */
     int dead;                  /* closed by us: its data is discarded */
-    int linger;                /* closed by us, close handshake maybe not done */
     uint32_t rx_off, rx_size, tx_off, tx_size;
     uint32_t rx_tail, rx_ready, tx_head, tx_free;
     int rx_fin, reset;
+    uint64_t in_seq, out_seq;  /* events that may make it readable/writable */
     struct lt_flow *next;      /* hash chain */
 };
 
-enum lt_kind { LT_NEW, LT_LISTEN, LT_CONN };
+/* LT_CONNECTING: a connect was sent, its CONN_OPENED has not arrived. */
+enum lt_kind { LT_NEW, LT_CONNECTING, LT_LISTEN, LT_CONN };
 
 struct lt_sock {
     int refs;                  /* fd numbers (dup) pointing here */
@@ -85,6 +86,11 @@ struct lt_sock {
     enum lt_kind kind;
     int nonblock;
     int so_error;
+    int hup;                   /* failed connect not yet reported: Linux's
+                                  closed socket with both directions shut */
+    int connect_unreported;    /* connect finished (either way) since the
+                                  last connect(): the next one reports it */
+    uint64_t in_seq, out_seq;  /* as lt_flow's, for the socket itself */
     int shut_rd, shut_wr;
     uint32_t local_ip, remote_ip;      /* host byte order */
     uint16_t local_port, remote_port;
@@ -118,14 +124,14 @@ struct lt_flow *lt_flow_get(uint32_t id);             /* find or create */
 void lt_flow_open(struct lt_flow *f, const struct tas_ctl_msg *m);
 void lt_flow_forget(struct lt_flow *f);
 int lt_progress(void);
-/* Closed flows with unacknowledged data (or, with until_peer_fin, without
- * the peer's FIN yet); flows that are done stop lingering. */
-int lt_flows_lingering(int until_peer_fin);
 /* Apply one notification to a flow. */
 void lt_flow_notify(struct lt_flow *f, const struct tas_arx *e);
 /* tas_app_request, then the events that arrived meanwhile. */
 int lt_request(struct tas_ctl_msg *m);
 short lt_ready(struct lt_sock *s);   /* POLLIN/POLLOUT/POLLHUP/POLLERR bits */
+/* Grows with every event that may make s readable (EPOLLIN in events) or
+ * writable (EPOLLOUT): what edge-triggered epoll entries wait for. */
+uint64_t lt_activity(struct lt_sock *s, uint32_t events);
 /* Sleep until TAS may have news or a kernel fd in kfds has an event (kernel
  * poll semantics, lock released meanwhile).  Returns the kernel fds ready,
  * 0 if TAS news arrived or the timeout passed, -1 with errno (EINTR). */
@@ -133,6 +139,19 @@ int lt_wait(struct pollfd *kfds, nfds_t n, int timeout_ms);
 /* Ms left until deadline_ns (monotonic), -1 for no deadline. */
 int64_t lt_now_ns(void);
 int lt_ms_left(int64_t deadline_ns);
+
+/* sock_connect.c: connect and its completion (CONN_OPENED events). */
+void lt_connect_done(const struct tas_ctl_msg *m);
+/* s is being freed while its connect is pending. */
+void lt_connect_orphan(struct lt_sock *s);
+/* I/O on a connecting socket: wait for the handshake (-EAGAIN if !block);
+ * 0 once connected or -errno.  With the lock held. */
+int lt_connect_wait_io(struct lt_sock *s, int block);
+
+/* sock_setup.c: s becomes the connection described by CONN_OPENED m;
+ * an AF_INET address as host-order ip/port (0 or -errno). */
+void lt_conn_open(struct lt_sock *s, const struct tas_ctl_msg *m);
+int lt_inet_addr_of(const struct sockaddr *a, socklen_t len, uint32_t *ip, uint16_t *port);
 
 /* sock_options.c: copy out an AF_INET address the way the kernel does. */
 void lt_fill_addr(struct sockaddr *addr, socklen_t *len, uint32_t ip, uint16_t port);

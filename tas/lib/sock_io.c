@@ -26,6 +26,17 @@ static ssize_t fail(int e)
     return -1;
 }
 
+/* I/O on a socket not (yet) connected: as on Linux, wait for a pending
+ * handshake (EAGAIN if non-blocking), report a failed one's error, else
+ * ENOTCONN.  Returns block again, or -errno. */
+static int connect_wait(struct lt_sock *s, int block)
+{
+    lt_lock();
+    int r = lt_connect_wait_io(s, block);
+    lt_unlock();
+    return r < 0 ? r : block;
+}
+
 /* With the lock held: 1 once bytes or end of stream are there, else -errno. */
 static int wait_readable(struct lt_sock *s, int block)
 {
@@ -45,10 +56,10 @@ static int wait_readable(struct lt_sock *s, int block)
 
 ssize_t lt_recv_iov(struct lt_sock *s, const struct iovec *iov, int n, int flags)
 {
-    if (s->kind != LT_CONN)
-        return fail(ENOTCONN);
-    struct lt_flow *f = s->flow;
     int block = !s->nonblock && !(flags & MSG_DONTWAIT);
+    if (s->kind != LT_CONN && (block = connect_wait(s, block)) < 0)
+        return fail(-block);
+    struct lt_flow *f = s->flow;
     size_t got = 0;
     lt_lock();
     uint8_t *rx = tas_app_base(lt_app) + f->rx_off;
@@ -85,10 +96,10 @@ ssize_t lt_recv_iov(struct lt_sock *s, const struct iovec *iov, int n, int flags
 
 ssize_t lt_send_iov(struct lt_sock *s, const struct iovec *iov, int n, int flags)
 {
-    if (s->kind != LT_CONN)
-        return fail(ENOTCONN);
-    struct lt_flow *f = s->flow;
     int block = !s->nonblock && !(flags & MSG_DONTWAIT);
+    if (s->kind != LT_CONN && (block = connect_wait(s, block)) < 0)
+        return fail(-block);
+    struct lt_flow *f = s->flow;
     size_t sent = 0;
     uint32_t unposted = 0;
     int err = 0;

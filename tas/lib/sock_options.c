@@ -89,7 +89,11 @@ int getsockopt(int fd, int level, int name, void *val, socklen_t *len)
         errno = EFAULT;
         return -1;
     }
+    lt_lock();
+    if (level == SOL_SOCKET && name == SO_ERROR)
+        lt_progress();         /* a connect may have failed meanwhile */
     int v = option_value(s, level, name);
+    lt_unlock();
     memcpy(val, &v, *len < sizeof(v) ? *len : sizeof(v));
     *len = *len < sizeof(v) ? *len : sizeof(v);
     return 0;

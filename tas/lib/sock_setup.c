@@ -1,4 +1,4 @@
-/* socket, bind, listen, accept, connect for TAS sockets. */
+/* socket, bind, listen, accept for TAS sockets (connect: sock_connect.c). */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <netinet/in.h>
@@ -34,13 +34,12 @@ int socket(int domain, int type, int protocol)
     return fd;
 }
 
-/* A sockaddr_in as host-order ip/port; -1 with errno if it is not one. */
-static int inet_addr_of(const struct sockaddr *a, socklen_t len, uint32_t *ip, uint16_t *port)
+int lt_inet_addr_of(const struct sockaddr *a, socklen_t len, uint32_t *ip, uint16_t *port)
 {
     if (a == NULL || len < sizeof(struct sockaddr_in))
-        return fail(EINVAL);
+        return -EINVAL;
     if (a->sa_family != AF_INET)
-        return fail(EAFNOSUPPORT);
+        return -EAFNOSUPPORT;
     const struct sockaddr_in *in = (const struct sockaddr_in *)a;
     *ip = ntohl(in->sin_addr.s_addr);
     *port = ntohs(in->sin_port);
@@ -54,7 +53,8 @@ int bind(int fd, const struct sockaddr *addr, socklen_t len)
         return REAL(bind)(fd, addr, len);
     if (s->kind != LT_NEW)
         return fail(EINVAL);
-    return inet_addr_of(addr, len, &s->local_ip, &s->local_port);
+    int r = lt_inet_addr_of(addr, len, &s->local_ip, &s->local_port);
+    return r < 0 ? fail(-r) : 0;
 }
 
 int listen(int fd, int backlog)
@@ -101,7 +101,7 @@ static int take_conn(struct lt_sock *s, struct tas_ctl_msg *m)
     }
 }
 
-static void conn_open(struct lt_sock *s, const struct tas_ctl_msg *m)
+void lt_conn_open(struct lt_sock *s, const struct tas_ctl_msg *m)
 {
     s->kind = LT_CONN;
     s->flow = lt_flow_get(m->flow_id);
@@ -125,7 +125,7 @@ int accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags)
     struct lt_sock *c = st == 0 ? lt_sock_new() : NULL;
     int nfd = -1;
     if (c != NULL) {
-        conn_open(c, &m);
+        lt_conn_open(c, &m);
         c->nonblock = !!(flags & SOCK_NONBLOCK);
         nfd = lt_fd_install(c, flags & SOCK_CLOEXEC);
         if (nfd < 0)
@@ -140,25 +140,4 @@ int accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags)
 int accept(int fd, struct sockaddr *addr, socklen_t *len)
 {
     return accept4(fd, addr, len, 0);
-}
-
-/* Blocking even on O_NONBLOCK sockets: the core waits for the handshake. */
-int connect(int fd, const struct sockaddr *addr, socklen_t len)
-{
-    struct lt_sock *s = lt_sock_of(fd);
-    if (s == NULL)
-        return REAL(connect)(fd, addr, len);
-    if (s->kind == LT_CONN)
-        return fail(EISCONN);
-    if (s->kind != LT_NEW)
-        return fail(EINVAL);
-    struct tas_ctl_msg m = {.type = TAS_CTL_CONNECT};
-    if (inet_addr_of(addr, len, &m.remote_ip, &m.remote_port) < 0)
-        return -1;
-    lt_lock();
-    int st = lt_request(&m);
-    if (st == 0)
-        conn_open(s, &m);
-    lt_unlock();
-    return st == 0 ? 0 : fail(-st);
 }

@@ -26,6 +26,7 @@ class App:
         self.evfd = -1
         self.conns = set()
         self.listeners = set()
+        self.gone = False       # registration socket closed
 
 
 class AppServer:
@@ -41,6 +42,7 @@ class AppServer:
         self.listen_sock.listen(64)
         self.listen_sock.setblocking(False)
         self.apps = {}          # fd -> App
+        self.lingering = set()  # gone, segment kept for closed connections
         self.next_id = 1
         self.backing = backing_for(cfg)
         self.msg_size = self.ffi.sizeof("struct tas_ctl_msg")
@@ -82,6 +84,8 @@ class AppServer:
         return m
 
     def _send(self, app, msg, fds=()):
+        if app.gone:
+            return
         data = bytes(self.ffi.buffer(msg))
         try:
             if fds:
@@ -191,22 +195,45 @@ class AppServer:
         self.stats.set("apps_active", sum(1 for a in self.apps.values() if a.segment))
 
     def app_gone(self, app):
-        self.tcp.app_gone(app)
+        self.apps.pop(app.sock.fileno(), None)
+        app.sock.close()
+        app.gone = True
+        if app.segment is not None and self.tcp.app_gone(app) > 0:
+            # The fast path keeps sending the closed connections' data from
+            # the segment (and draining the app's TX queue, which may still
+            # hold their last bytes and FIN), so the context stays registered
+            # too: its index must not go to another app while these flows
+            # may still notify it.  Nobody waits on the eventfd any more.
+            hdr = app.segment.ptr(0, "struct tas_seg_hdr *")
+            ctx = app.segment.ptr(hdr.ctx_off[0], "struct tas_ctx_shm *")
+            ctx.app_sleeping = 0
+            self.lingering.add(app)
+            self.stats.set("apps_lingering", len(self.lingering))
+        else:
+            self.release(app)
+        self.stats.set("apps_active", sum(1 for a in self.apps.values() if a.segment))
+
+    def release(self, app):
+        """Free a gone app's context, segment and eventfd."""
+        self.lingering.discard(app)
         if app.ctx >= 0:
             self.lib.tas_fp_ctx_remove(self.fp.handle, app.ctx)
             self.lib.tas_fp_quiesce(self.fp.handle)
+            app.ctx = -1
         if app.segment is not None:
             app.segment.close()
         if app.evfd >= 0:
             os.close(app.evfd)
-        self.apps.pop(app.sock.fileno(), None)
-        app.sock.close()
+            app.evfd = -1
         app.segment = app.alloc = None
-        self.stats.set("apps_active", sum(1 for a in self.apps.values() if a.segment))
+        self.stats.set("apps_lingering", len(self.lingering))
 
     def close(self):
         for app in list(self.apps.values()):
             self.app_gone(app)
+        for app in list(self.lingering):     # the daemon stops: reset them
+            self.tcp.reset_all(app)
+            self.release(app)
         self.listen_sock.close()
         if os.path.exists(self.path):
             os.unlink(self.path)

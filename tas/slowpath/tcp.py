@@ -12,6 +12,10 @@ from tas.slowpath.tcp_packets import ACK, CWR, ECE, FIN, RST, SYN, Tcp, TcpOptio
 
 SYN_SENT, SYN_RCVD, ESTABLISHED, CLOSED = "SYN_SENT", "SYN_RCVD", "ESTABLISHED", "CLOSED"
 EPHEMERAL = range(32768, 61000)
+# Retransmission timeouts in a row, without progress, after which a
+# connection whose app has exited is reset (Linux's tcp_orphan_retries
+# default): nobody is left to give up on it otherwise.
+ORPHAN_RETRIES = 8
 
 
 @dataclass(eq=False)
@@ -56,6 +60,8 @@ class Conn:
     rto_backoff: int = 0
     activity: tuple = ()       # (bytes sent, next byte expected) at last change
     active_since: float = 0.0
+    orphan: bool = False        # closed by an app that has exited since
+    orphan_timeouts: int = 0
     cc: object = None
 
 
@@ -383,10 +389,26 @@ class TcpManager:
         if conn.app.alloc is not None:
             conn.app.alloc.release(conn.rx_off)
             conn.app.alloc.release(conn.tx_off)
+        if conn.orphan and not conn.app.conns:
+            conn.app.server.release(conn.app)   # its last lingering connection
 
     def app_gone(self, app):
+        """The app's registration socket closed.  Connections it had closed
+        finish like the kernel's would after close(): their data and FIN are
+        still in its segment, which the daemon keeps until the last of them
+        is gone (then _forget calls app.server.release).  Connections still
+        open are reset.  Returns how many connections linger."""
         for lst in list(app.listeners):
             self.listen_close(app, lst.id)
+        for conn in list(app.conns):
+            if conn.app_closed and conn.state == ESTABLISHED:
+                conn.orphan = True
+                self.stats.add("tcp_orphaned")
+            else:
+                self._abort(conn)
+        return len(app.conns)
+
+    def reset_all(self, app):
         for conn in list(app.conns):
             self._abort(conn)
 
@@ -468,9 +490,16 @@ class TcpManager:
         window_closed = f.tx_avail > 0 and f.snd_wnd <= f.tx_sent
         if f.tx_una != conn.last_una or not (outstanding or window_closed):
             conn.last_una, conn.una_since, conn.rto_backoff = f.tx_una, now, 0
+            conn.orphan_timeouts = 0
             return
         if now - conn.una_since < self._rto(f) * (2 ** conn.rto_backoff):
             return
+        if conn.orphan:
+            conn.orphan_timeouts += 1
+            if conn.orphan_timeouts > ORPHAN_RETRIES:
+                self.stats.add("tcp_orphan_timeouts")
+                self._abort(conn)
+                return
         # The sequence number has not moved for the timeout: retransmit
         # (go-back-N in the fast path) or probe a closed window.
         if outstanding:

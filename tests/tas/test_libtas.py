@@ -6,15 +6,10 @@ namespace, checks the bytes, and checks the daemon's TCP counters so that a
 silent fallback to kernel sockets cannot pass.
 """
 import json
-import os
 import subprocess
 import sys
 
-import pytest
-
-from bindings import stats
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from libtas_helpers import ROOT, counters, finish, in_peer, tas_run
 
 # Blocking echo server with nothing but the socket module.
 ECHO_SERVER = """
@@ -157,43 +152,6 @@ for i in range(1000):
 assert pipe.execute()[-1] == 1000
 print(json.dumps({"bytes": sum(sizes), "keys": r.dbsize()}))
 """
-
-
-def counters(d):
-    return stats.read("tas", d.instance)
-
-
-@pytest.fixture
-def procs():
-    """Processes a test starts; killed if still running when it ends."""
-    started = []
-    yield started
-    for p in started:
-        if p.poll() is None:
-            p.kill()
-            p.communicate()
-
-
-def tas_run(procs, d, *cmd, stderr=subprocess.PIPE):
-    """Start cmd under tas-run against daemon d."""
-    p = subprocess.Popen([sys.executable, "-m", "tas.run", "--instance", d.instance, "--",
-                          *cmd], cwd=ROOT, text=True, stdout=subprocess.PIPE, stderr=stderr)
-    procs.append(p)
-    return p
-
-
-def in_peer(procs, d, *cmd):
-    p = subprocess.Popen(["ip", "netns", "exec", d.netns, *cmd], text=True,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    procs.append(p)
-    return p
-
-
-def finish(p, what):
-    out, err = p.communicate(timeout=120)
-    assert p.returncode == 0, f"{what} failed ({p.returncode}): {out}{err}"
-    assert "libtas:" not in out + (err or ""), f"{what} fell back to kernel sockets: {err}"
-    return out
 
 
 def test_python_echo_server_on_tas(daemon, procs):

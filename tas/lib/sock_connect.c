@@ -1,0 +1,176 @@
+/*
+ * connect() on TAS sockets, blocking and non-blocking, with Linux's
+ * semantics: EINPROGRESS at once on a non-blocking socket, writable (or
+ * POLLERR|POLLHUP with SO_ERROR set) when the handshake ends, EALREADY while
+ * it runs, and the first connect() after it ends reports the outcome (0, or
+ * the error) before later ones answer EISCONN / start a new attempt.
+ *
+ * The CONNECT request is sent without waiting; the slow path answers with a
+ * CONN_OPENED carrying the request's req_id once the handshake is over, and
+ * lt_progress hands that event to lt_connect_done.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdlib.h>
+
+#include "interpose.h"
+
+/* Connects in flight, by req_id.  s is NULL once the socket was closed: the
+ * connection, if it opens, is then reset (what closing a SYN_SENT socket
+ * amounts to on Linux). */
+struct pending {
+    uint32_t req_id;
+    struct lt_sock *s;
+    struct pending *next;
+};
+static struct pending *pending;
+
+static int fail(int e)
+{
+    errno = e;
+    return -1;
+}
+
+static void abandon(const struct tas_ctl_msg *m)
+{
+    struct lt_flow *f = lt_flow_get(m->flow_id);
+    lt_flow_open(f, m);
+    f->reset = 1;
+    lt_flow_forget(f);
+    /* Fire and forget: lt_progress (our caller) must not wait for replies,
+     * and the STATUS reply is ignored when it arrives. */
+    struct tas_ctl_msg c = {.type = TAS_CTL_CLOSE, .flags = TAS_CTL_FL_RESET,
+                            .flow_id = m->flow_id};
+    tas_app_send(lt_app, &c);
+}
+
+void lt_connect_done(const struct tas_ctl_msg *m)
+{
+    struct pending **pp = &pending;
+    while (*pp != NULL && (*pp)->req_id != m->req_id)
+        pp = &(*pp)->next;
+    struct pending *p = *pp;
+    if (p == NULL)
+        return;                /* a blocking request's reply: not ours */
+    *pp = p->next;
+    struct lt_sock *s = p->s;
+    free(p);
+    if (s == NULL) {
+        if (m->status == 0)
+            abandon(m);
+        return;
+    }
+    s->connect_unreported = 1;
+    s->in_seq++;               /* a failed one is readable too (POLLHUP) */
+    s->out_seq++;
+    if (m->status == 0) {
+        lt_conn_open(s, m);
+    } else {
+        s->kind = LT_NEW;
+        s->so_error = -m->status;
+        s->hup = 1;
+    }
+}
+
+void lt_connect_orphan(struct lt_sock *s)
+{
+    for (struct pending *p = pending; p != NULL; p = p->next)
+        if (p->s == s)
+            p->s = NULL;
+}
+
+/* The outcome of a finished connect, reported once (Linux clears the error
+ * it returns, and the socket is a fresh unconnected one again). */
+static int report(struct lt_sock *s)
+{
+    s->connect_unreported = 0;
+    if (s->kind == LT_CONN)
+        return 0;
+    int e = s->so_error;
+    s->so_error = 0;
+    s->hup = 0;
+    return -(e != 0 ? e : ECONNABORTED);
+}
+
+/* With the lock held: wait for a pending connect to finish.  On EINTR the
+ * handshake goes on, as on Linux. */
+static int wait_done(struct lt_sock *s)
+{
+    for (;;) {
+        lt_progress();
+        if (s->kind != LT_CONNECTING)
+            return report(s);
+        if (lt_wait(NULL, 0, -1) < 0)
+            return -errno;
+    }
+}
+
+static int start(struct lt_sock *s, const struct sockaddr *addr, socklen_t len)
+{
+    struct tas_ctl_msg m = {.type = TAS_CTL_CONNECT};
+    int r = lt_inet_addr_of(addr, len, &m.remote_ip, &m.remote_port);
+    if (r < 0)
+        return r;
+    struct pending *p = malloc(sizeof(*p));
+    if (p == NULL)
+        return -ENOMEM;
+    r = tas_app_send(lt_app, &m);
+    if (r < 0) {
+        free(p);
+        return r;
+    }
+    *p = (struct pending){.req_id = m.req_id, .s = s, .next = pending};
+    pending = p;
+    s->kind = LT_CONNECTING;
+    s->so_error = 0;
+    s->hup = 0;
+    s->remote_ip = m.remote_ip;
+    s->remote_port = m.remote_port;
+    return s->nonblock ? -EINPROGRESS : wait_done(s);
+}
+
+static int connect_locked(struct lt_sock *s, const struct sockaddr *addr, socklen_t len)
+{
+    lt_progress();
+    if (s->connect_unreported && s->kind != LT_CONNECTING)
+        return report(s);
+    switch (s->kind) {
+    case LT_NEW:
+        return start(s, addr, len);
+    case LT_CONNECTING:
+        return s->nonblock ? -EALREADY : wait_done(s);
+    case LT_CONN:
+        return -EISCONN;
+    default:
+        return -EINVAL;
+    }
+}
+
+int connect(int fd, const struct sockaddr *addr, socklen_t len)
+{
+    struct lt_sock *s = lt_sock_of(fd);
+    if (s == NULL)
+        return REAL(connect)(fd, addr, len);
+    lt_lock();
+    int r = connect_locked(s, addr, len);
+    lt_unlock();
+    return r < 0 ? fail(-r) : 0;
+}
+
+int lt_connect_wait_io(struct lt_sock *s, int block)
+{
+    lt_progress();
+    if (s->kind == LT_CONNECTING && !block)
+        return -EAGAIN;
+    while (s->kind == LT_CONNECTING)
+        if (lt_wait(NULL, 0, -1) < 0)
+            return -errno;
+    if (s->kind == LT_CONN)
+        return 0;
+    if (s->kind == LT_NEW && s->so_error != 0) {    /* Linux returns (and clears) the error */
+        int e = s->so_error;
+        s->so_error = 0;
+        return -e;
+    }
+    return -ENOTCONN;
+}
