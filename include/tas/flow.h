@@ -22,6 +22,7 @@
 #define TAS_FLF_CE_SEEN 128      /* echo ECE on the next ACK */
 #define TAS_FLF_PROBE 256        /* send a window probe */
 #define TAS_FLF_ACKNOW 512       /* send a pure ACK (timestamp refresh) */
+#define TAS_FLF_FIN_EVER 1024    /* our FIN went out at least once */
 
 struct tas_flow {
     /* identity: written by the slow path at install, then read-only */
@@ -54,6 +55,8 @@ struct tas_flow {
     uint32_t tx_una;             /* oldest unacknowledged sequence number */
     uint32_t tx_head;            /* buffer position of tx_una */
     uint32_t tx_sent;            /* bytes sent, not acknowledged */
+    uint32_t tx_sent_max;        /* bytes ever sent past tx_una (snd_max - tx_una):
+                                    after a go-back, ACKs up to here are valid */
     uint32_t tx_avail;           /* bytes appended, not yet sent */
     uint32_t snd_wnd;            /* peer's receive window in bytes */
     uint32_t dupack_cnt;

@@ -176,6 +176,13 @@ void fp_flow_queue_tx(struct tas_fp *fp, struct tas_flow *f)
     }
 }
 
+void fp_flow_go_back(struct tas_flow *f)
+{
+    f->tx_avail += f->tx_sent;
+    f->tx_sent = 0;
+    f->flags &= ~TAS_FLF_TXFIN_SENT;
+}
+
 void tas_fp_flow_retransmit(struct tas_fp *fp, uint32_t id)
 {
     struct tas_flow *f = tas_fp_flow(fp, id);
@@ -183,10 +190,7 @@ void tas_fp_flow_retransmit(struct tas_fp *fp, uint32_t id)
         return;
     fp_lock(f);
     if ((f->flags & TAS_FLF_ACTIVE) && f->tx_sent > 0) {
-        /* Go back to tx_una: everything unacknowledged is sent again. */
-        f->tx_avail += f->tx_sent;
-        f->tx_sent = 0;
-        f->flags &= ~TAS_FLF_TXFIN_SENT;
+        fp_flow_go_back(f);
         f->tx_next_tsc = 0;
         kb_stats_add(fp->ctr.rto_rexmits, 1);
         fp_flow_queue_tx(fp, f);

@@ -113,6 +113,8 @@ void fp_flows_free(struct tas_fp *fp);
 struct tas_flow *fp_flow_find(struct tas_fp *fp, uint32_t peer_ip, uint16_t local_port,
                               uint16_t peer_port);
 void fp_flow_queue_tx(struct tas_fp *fp, struct tas_flow *f);
+/* Go back to tx_una: everything unacknowledged is sent again (lock held). */
+void fp_flow_go_back(struct tas_flow *f);
 static inline uint32_t fp_flow_id(struct tas_fp *fp, struct tas_flow *f)
 {
     return (uint32_t)(f - fp->flows);

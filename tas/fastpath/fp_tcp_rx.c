@@ -67,17 +67,27 @@ static bool parse(struct rte_mbuf *m, struct seg *s)
 static uint32_t process_ack(struct fp_core *c, struct tas_flow *f, const struct seg *s)
 {
     struct tas_fp *fp = c->fp;
-    bool fin_out = f->flags & TAS_FLF_TXFIN_SENT;
+    bool fin_out = f->flags & TAS_FLF_FIN_EVER;
     int32_t acked = seq_diff(s->ack, f->tx_una);
     uint32_t new_wnd = (uint32_t)s->win << f->snd_wscale;
     uint32_t data_acked = 0;
-    if (acked > 0 && (uint32_t)acked <= f->tx_sent + (fin_out ? 1u : 0u)) {
-        data_acked = RTE_MIN((uint32_t)acked, f->tx_sent);
-        if (fin_out && (uint32_t)acked == f->tx_sent + 1)
-            f->flags |= TAS_FLF_TXFIN_ACKED;
+    /* After a go-back, the peer may acknowledge bytes sent before it that
+     * are queued to go again (they were only reordered): valid up to the
+     * highest byte ever sent. */
+    uint32_t sent_max = RTE_MAX(f->tx_sent, f->tx_sent_max);
+    if (acked > 0 && (uint32_t)acked <= sent_max + (fin_out ? 1u : 0u)) {
+        data_acked = RTE_MIN((uint32_t)acked, sent_max);
+        if (fin_out && (uint32_t)acked == sent_max + 1)
+            f->flags |= TAS_FLF_TXFIN_ACKED | TAS_FLF_TXFIN_SENT;
         f->tx_una += (uint32_t)acked;
         f->tx_head = (f->tx_head + data_acked) % f->tx_size;
-        f->tx_sent -= data_acked;
+        if (data_acked > f->tx_sent) {
+            f->tx_avail -= data_acked - f->tx_sent;
+            f->tx_sent = 0;
+        } else {
+            f->tx_sent -= data_acked;
+        }
+        f->tx_sent_max = sent_max - data_acked;
         f->cnt_ackb += data_acked;
         if (s->flags & RTE_TCP_ECE_FLAG)
             f->cnt_ecnb += data_acked;
@@ -92,9 +102,7 @@ static uint32_t process_ack(struct fp_core *c, struct tas_flow *f, const struct 
         if (++f->dupack_cnt == 3) {
             /* Fast recovery: go back to the last ACK as if the unacked
              * segments were never sent, and tell congestion control. */
-            f->tx_avail += f->tx_sent;
-            f->tx_sent = 0;
-            f->flags &= ~TAS_FLF_TXFIN_SENT;
+            fp_flow_go_back(f);
             f->cnt_frexmits++;
             f->dupack_cnt = 0;
             kb_stats_add(fp->ctr.fast_rexmits, 1);

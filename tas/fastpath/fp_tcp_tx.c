@@ -187,6 +187,7 @@ static bool flow_transmit(struct fp_core *c, struct tas_flow *f, uint64_t now)
         fp_tx_one(c, m);
         f->tx_sent += len;
         f->tx_avail -= len;
+        f->tx_sent_max = RTE_MAX(f->tx_sent_max, f->tx_sent);
         todo -= len;
         sent_bytes += len;
     }
@@ -200,9 +201,10 @@ static bool flow_transmit(struct fp_core *c, struct tas_flow *f, uint64_t now)
             f->tx_next_tsc = base + rate_cycles(fp, rate, sent_bytes);
         }
     }
-    if (f->tx_avail == 0 && (f->flags & TAS_FLF_TXFIN) && !(f->flags & TAS_FLF_TXFIN_SENT)) {
+    if (f->tx_avail == 0 && (f->flags & TAS_FLF_TXFIN) &&
+        !(f->flags & (TAS_FLF_TXFIN_SENT | TAS_FLF_TXFIN_ACKED))) {
         send_control(c, f, f->tx_una + f->tx_sent, RTE_TCP_ACK_FLAG | RTE_TCP_FIN_FLAG);
-        f->flags |= TAS_FLF_TXFIN_SENT;
+        f->flags |= TAS_FLF_TXFIN_SENT | TAS_FLF_FIN_EVER;
     }
     return f->tx_avail > 0 && f->snd_wnd > f->tx_sent;
 }
