@@ -34,9 +34,10 @@ def peer_result(p):
     return json.loads(out.strip().splitlines()[-1])
 
 
-def linux_to_tas(netns, app, port, nbytes, seed, peer_ip="10.0.0.2"):
-    """Linux client sends to a TAS server: (bytes received, digests equal, s)."""
-    lst = app.listen(port)
+def linux_to_tas(netns, app, port, nbytes, seed, peer_ip="10.0.0.2", ctx=0):
+    """Linux client sends to a TAS server: (bytes received, digests equal, s).
+    ctx: the app's context the connection uses."""
+    lst = app.listen(port, ctx=ctx)
     p = peer(netns, "source", peer_ip, port, nbytes, seed)
     flow = app.accept(lst)
     t = time.monotonic()
@@ -48,10 +49,10 @@ def linux_to_tas(netns, app, port, nbytes, seed, peer_ip="10.0.0.2"):
     return n, n == r["bytes"] and digest == r["sha256"], secs
 
 
-def tas_to_linux(netns, app, port, nbytes, seed, peer_ip="10.0.0.1"):
+def tas_to_linux(netns, app, port, nbytes, seed, peer_ip="10.0.0.1", ctx=0):
     """A TAS client sends to a Linux server: (bytes the peer got, equal, s)."""
     p = peer(netns, "sink", port)
-    flow = app.connect(peer_ip, port)
+    flow = app.connect(peer_ip, port, ctx=ctx)
     t = time.monotonic()
     digest = send_seeded(flow, nbytes, seed)
     flow.close()

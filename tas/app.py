@@ -7,6 +7,9 @@
     data = conn.recv(65536)          # b"" once the peer closed
     conn.close()
 
+    ctx = app.create_context()       # own queues, eventfd and fast-path queue
+    conn = app.connect("10.0.0.1", 5000, ctx=ctx)
+
 Wraps libtas's core (include/tas/app.h) through cffi; payload moves through
 the flow buffers in the app's segment exactly as it does for libtas.
 """
@@ -28,8 +31,9 @@ def _check(status, what):
 
 
 class Flow:
-    def __init__(self, app, msg):
+    def __init__(self, app, msg, ctx):
         self.app = app
+        self.ctx = ctx            # the app's context index the flow belongs to
         self.id = msg.flow_id
         self.local = (str(ipaddress.IPv4Address(msg.local_ip)), msg.local_port)
         self.remote = (str(ipaddress.IPv4Address(msg.remote_ip)), msg.remote_port)
@@ -63,7 +67,7 @@ class Flow:
             data += bytes(mem[self.rx_off:self.rx_off + n - first])
         self.rx_tail = (self.rx_tail + n) % self.rx_size
         self.rx_ready -= n
-        lib.tas_app_post(self.app.handle, self.id, n, 0, 0)
+        lib.tas_app_post_ctx(self.app.handle, self.ctx, self.id, n, 0, 0)
         return data
 
     # -- send ----------------------------------------------------------------
@@ -84,7 +88,7 @@ class Flow:
             mem[self.tx_off:self.tx_off + n - first] = data[first:n]
         self.tx_head = (self.tx_head + n) % self.tx_size
         self.tx_free -= n
-        lib.tas_app_post(self.app.handle, self.id, 0, n, 0)
+        lib.tas_app_post_ctx(self.app.handle, self.ctx, self.id, 0, n, 0)
         return n
 
     def sendall(self, data):
@@ -97,7 +101,8 @@ class Flow:
             return
         self.closed = True
         if not reset and not self.reset:
-            lib.tas_app_post(self.app.handle, self.id, 0, 0, lib.TAS_ATX_FL_TXFIN)
+            lib.tas_app_post_ctx(self.app.handle, self.ctx, self.id, 0, 0,
+                                 lib.TAS_ATX_FL_TXFIN)
         self.app.request(lib.TAS_CTL_CLOSE, flow_id=self.id,
                          flags=lib.TAS_CTL_FL_RESET if reset else 0)
         self.app.flows.pop(self.id, None)
@@ -115,6 +120,7 @@ class TasApp:
         self.flows = {}
         self.early = {}          # flow id -> [rx bytes, fin] seen before accept
         self.newconns = 0
+        self.listener_ctx = {}   # listener id -> context index
         self._arx = ffi.new("struct tas_arx[64]")
         self._ev = ffi.new("struct tas_ctl_msg *")
 
@@ -126,9 +132,15 @@ class TasApp:
         status = lib.tas_app_request(self.handle, m)
         return status, m
 
-    def listen(self, port, backlog=128):
-        st, m = self.request(lib.TAS_CTL_LISTEN, local_port=port, backlog=backlog)
+    def create_context(self):
+        """A new context (index): flows opened on it use its own queues."""
+        return _check(lib.tas_app_ctx_create(self.handle), "create a context")
+
+    def listen(self, port, backlog=128, ctx=0):
+        """Accepted connections belong to the listener's context."""
+        st, m = self.request(lib.TAS_CTL_LISTEN, local_port=port, backlog=backlog, ctx=ctx)
         _check(st, f"listen on port {port}")
+        self.listener_ctx[m.listener_id] = ctx
         return m.listener_id
 
     def accept(self, listener_id, block=True):
@@ -136,24 +148,24 @@ class TasApp:
             st, m = self.request(lib.TAS_CTL_ACCEPT, listener_id=listener_id)
             if st != -errno.EAGAIN:
                 _check(st, "accept")
-                return self._new_flow(m)
+                return self._new_flow(m, self.listener_ctx[listener_id])
             if not block:
                 return None
             self.newconns = 0
             while self.newconns == 0:
                 self.wait()
 
-    def connect(self, ip, port):
+    def connect(self, ip, port, ctx=0):
         st, m = self.request(lib.TAS_CTL_CONNECT, remote_ip=int(ipaddress.IPv4Address(ip)),
-                             remote_port=port)
+                             remote_port=port, ctx=ctx)
         _check(st, f"connect to {ip}:{port}")
-        return self._new_flow(m)
+        return self._new_flow(m, ctx)
 
     def close_listener(self, listener_id):
         _check(self.request(lib.TAS_CTL_LISTEN_CLOSE, listener_id=listener_id)[0], "close")
 
-    def _new_flow(self, m):
-        f = Flow(self, m)
+    def _new_flow(self, m, ctx):
+        f = Flow(self, m, ctx)
         self.flows[f.id] = f
         rx, fin = self.early.pop(f.id, (0, False))
         f.rx_ready, f.rx_fin = rx, fin
@@ -161,7 +173,20 @@ class TasApp:
 
     def poll(self):
         """Apply pending notifications and control events; returns a count."""
-        n = lib.tas_app_poll(self.handle, self._arx, 64)
+        n = 0
+        for ctx in range(lib.tas_app_ctx_count(self.handle)):
+            n += self._apply(lib.tas_app_poll_ctx(self.handle, ctx, self._arx, 64))
+        while lib.tas_app_event(self.handle, self._ev):
+            ev = self._ev
+            if ev.type == lib.TAS_CTL_NEWCONN:
+                self.newconns += 1
+            elif ev.type == lib.TAS_CTL_CONN_CLOSED and ev.flow_id in self.flows:
+                self.flows[ev.flow_id].reset = True
+            n += 1
+        return n
+
+    def _apply(self, n):
+        """Apply n fast-path notifications from self._arx."""
         for i in range(n):
             e = self._arx[i]
             f = self.flows.get(e.flow_id)
@@ -173,18 +198,11 @@ class TasApp:
             f.rx_ready += e.rx_bump
             f.tx_free += e.tx_bump
             f.rx_fin = f.rx_fin or fin
-        while lib.tas_app_event(self.handle, self._ev):
-            ev = self._ev
-            if ev.type == lib.TAS_CTL_NEWCONN:
-                self.newconns += 1
-            elif ev.type == lib.TAS_CTL_CONN_CLOSED and ev.flow_id in self.flows:
-                self.flows[ev.flow_id].reset = True
-            n += 1
         return n
 
     def wait(self, timeout_ms=100):
         if self.poll() == 0:
-            lib.tas_app_wait(self.handle, timeout_ms)
+            lib.tas_app_wait_all(self.handle, timeout_ms)
             self.poll()
 
     def close(self):

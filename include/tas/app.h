@@ -33,12 +33,26 @@ int tas_app_send(struct tas_app *a, struct tas_ctl_msg *msg);
  * with tas_app_send): 1 if one was returned. */
 int tas_app_event(struct tas_app *a, struct tas_ctl_msg *out);
 
-/* Data path: take notifications; post consumed/appended bytes. */
+/* Contexts (tas/lib/app_ctx.c): each has its own queues, wake-up eventfd
+ * and fast-path queue, for one thread each.  Context 0 exists after attach;
+ * create returns the new context's index (or -errno).  Flows belong to the
+ * context given in their LISTEN/CONNECT message (tas_ctl_msg.ctx). */
+int tas_app_ctx_create(struct tas_app *a);
+int tas_app_ctx_count(struct tas_app *a);
+
+/* Data path: take notifications; post consumed/appended bytes.  The plain
+ * forms use context 0. */
 int tas_app_poll(struct tas_app *a, struct tas_arx *out, int max);
 int tas_app_post(struct tas_app *a, uint32_t flow_id, uint32_t rx_bump, uint32_t tx_bump,
                  uint16_t flags);
-/* Block until a notification or control message may be there (or timeout). */
+int tas_app_poll_ctx(struct tas_app *a, int ctx, struct tas_arx *out, int max);
+int tas_app_post_ctx(struct tas_app *a, int ctx, uint32_t flow_id, uint32_t rx_bump,
+                     uint32_t tx_bump, uint16_t flags);
+/* Block until a notification or control message may be there (or timeout):
+ * on context 0, on one context, or on all of them. */
 int tas_app_wait(struct tas_app *a, int timeout_ms);
+int tas_app_wait_ctx(struct tas_app *a, int ctx, int timeout_ms);
+int tas_app_wait_all(struct tas_app *a, int timeout_ms);
 /* CDEF-END */
 
 #endif

@@ -82,11 +82,12 @@ struct tas_atx {                 /* 16 bytes */
 
 /* Control messages between libtas and the slow path (64 bytes). */
 #define TAS_CTL_REGISTER 1       /* app -> sp; reply carries memfd + eventfds */
-#define TAS_CTL_LISTEN 2         /* local_port, backlog -> listener_id */
+#define TAS_CTL_LISTEN 2         /* local_port, backlog, ctx -> listener_id */
 #define TAS_CTL_ACCEPT 3         /* listener_id, ctx -> CONN_OPENED */
 #define TAS_CTL_CONNECT 4        /* remote ip/port, ctx -> CONN_OPENED */
 #define TAS_CTL_CLOSE 5          /* flow_id (flags: TAS_CTL_FL_RESET) */
 #define TAS_CTL_LISTEN_CLOSE 6
+#define TAS_CTL_CTX_CREATE 7     /* app -> sp: reply ctx (index), rx_off (descriptor) + eventfd */
 #define TAS_CTL_CONN_OPENED 16   /* sp -> app */
 #define TAS_CTL_CONN_CLOSED 17   /* sp -> app: flow gone (status: 0 or -ECONNRESET) */
 #define TAS_CTL_NEWCONN 18       /* sp -> app: a connection waits on listener */

@@ -12,9 +12,8 @@ import errno
 import os
 import socket
 
+from tas.slowpath.appctx import add_context, context_bytes, mark_awake, remove_contexts
 from tas.slowpath.appmem import PAGE, Allocator, Segment, backing_for
-
-CTX_RING_ENTRIES = 4096
 
 
 class App:
@@ -22,8 +21,7 @@ class App:
         self.id, self.sock, self.server = app_id, sock, server
         self.segment = None
         self.alloc = None
-        self.ctx = -1
-        self.evfd = -1
+        self.ctxs = []          # appctx.Context, by the app's context index
         self.conns = set()
         self.listeners = set()
         self.gone = False       # registration socket closed
@@ -123,8 +121,16 @@ class AppServer:
             self.register(app, req)
         elif app.segment is None:
             self.status(app, req, -errno.EPERM)
+        elif t in (lib.TAS_CTL_LISTEN, lib.TAS_CTL_CONNECT) and self.fp_ctx(app, req) is None:
+            self.stats.add("app_bad_requests")
+            if t == lib.TAS_CTL_CONNECT:
+                self.send_opened(app, None, req.req_id, -errno.EINVAL)
+            else:
+                self.status(app, req, -errno.EINVAL)
+        elif t == lib.TAS_CTL_CTX_CREATE:
+            self.create_context(app, req)
         elif t == lib.TAS_CTL_LISTEN:
-            st, lid = self.tcp.listen(app, app.ctx, req.local_port, req.backlog)
+            st, lid = self.tcp.listen(app, self.fp_ctx(app, req), req.local_port, req.backlog)
             self.status(app, req, st, listener_id=lid, local_port=req.local_port)
         elif t == lib.TAS_CTL_ACCEPT:
             st, conn = self.tcp.accept(app, req.listener_id)
@@ -133,7 +139,7 @@ class AppServer:
             else:
                 self.send_opened(app, conn, req.req_id)
         elif t == lib.TAS_CTL_CONNECT:
-            st = self.tcp.connect(app, app.ctx, req.remote_ip.to_bytes(4, "big"),
+            st = self.tcp.connect(app, self.fp_ctx(app, req), req.remote_ip.to_bytes(4, "big"),
                                   req.remote_port, req.req_id)
             if st != 0:
                 self.send_opened(app, None, req.req_id, st)
@@ -157,42 +163,49 @@ class AppServer:
             self.status(app, req, -errno.EPROTO)   # stale libtas: refuse clearly
             return
         size = self.cfg.buffers.app_segment
-        seg = Segment(self.backing, f"tas-{self.cfg.tas.instance}-app{app.id}", size, ffi)
-        ring_bytes = lib.tas_ring_memsize(32, CTX_RING_ENTRIES)
-        ctx_off = PAGE
-        rxq_off = 2 * PAGE
-        txq_off = rxq_off + (-(-ring_bytes // PAGE)) * PAGE
-        heap_off = txq_off + (-(-lib.tas_ring_memsize(16, CTX_RING_ENTRIES) // PAGE)) * PAGE
-        hdr = seg.ptr(0, "struct tas_seg_hdr *")
+        app.segment = Segment(self.backing, f"tas-{self.cfg.tas.instance}-app{app.id}", size, ffi)
+        hdr = app.segment.ptr(0, "struct tas_seg_hdr *")
         hdr.magic, hdr.version = lib.TAS_SHM_MAGIC, lib.TAS_SHM_VERSION
-        hdr.seg_size, hdr.app_id, hdr.nctx = size, app.id, 1
-        hdr.ctx_off[0] = ctx_off
-        lib.tas_ring_init(seg.ptr(rxq_off, "void *"), f"a{app.id}rx".encode(),
-                          CTX_RING_ENTRIES, 0)
-        lib.tas_ring_init(seg.ptr(txq_off, "void *"), f"a{app.id}tx".encode(),
-                          CTX_RING_ENTRIES, 1)
-        app.evfd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
-        ctxs = seg.ptr(ctx_off, "struct tas_ctx_shm *")
-        ctx = lib.tas_fp_ctx_add(self.fp.handle, app.id, seg.ptr(rxq_off, "void *"),
-                                 seg.ptr(txq_off, "void *"),
-                                 ffi.addressof(ctxs, "app_sleeping"), app.evfd)
-        if ctx < 0:
-            seg.close()
-            os.close(app.evfd)
+        hdr.seg_size, hdr.app_id = size, app.id
+        ctx = add_context(self.fp, app, PAGE)     # context 0, right after the header
+        if ctx is None:
+            app.segment.close()
+            app.segment = None
             self.status(app, req, -errno.EMFILE)
             return
-        ctxs.id, ctxs.queue = ctx, lib.tas_fp_ctx_queue(self.fp.handle, ctx)
-        ctxs.rxq_off, ctxs.txq_off = rxq_off, txq_off
-        app.segment, app.ctx = seg, ctx
-        app.alloc = Allocator(heap_off, size)
-        reply = self._msg(lib.TAS_CTL_STATUS, status=0, req_id=req.req_id, ctx=ctx,
-                          opaque=size, rx_off=ctx_off)
+        app.alloc = Allocator(PAGE + context_bytes(lib), size)
+        reply = self._msg(lib.TAS_CTL_STATUS, status=0, req_id=req.req_id, ctx=0,
+                          opaque=size, rx_off=ctx.off)
         # Every core's wake-up eventfd: with core scaling, any of them may
         # come to serve this context's queue (tas_info.queue_owner).
         wake_fds = [lib.tas_fp_core_wake_fd(self.fp.handle, i) for i in range(self.fp.ncores)]
-        self._send(app, reply, [seg.fd, lib.tas_fp_info_fd(self.fp.handle), app.evfd] + wake_fds)
+        self._send(app, reply, [app.segment.fd, lib.tas_fp_info_fd(self.fp.handle), ctx.evfd]
+                   + wake_fds)
         self.stats.add("apps_registered")
         self.stats.set("apps_active", sum(1 for a in self.apps.values() if a.segment))
+
+    def create_context(self, app, req):
+        """Another context for the app (TAS_CTL_CTX_CREATE): from its heap."""
+        if len(app.ctxs) >= self.lib.TAS_MAX_CTX:
+            self.status(app, req, -errno.EMFILE)
+            return
+        off = app.alloc.alloc(context_bytes(self.lib))
+        if off is None:
+            self.status(app, req, -errno.ENOMEM)
+            return
+        ctx = add_context(self.fp, app, off)
+        if ctx is None:
+            app.alloc.release(off)
+            self.status(app, req, -errno.EMFILE)
+            return
+        reply = self._msg(self.lib.TAS_CTL_STATUS, status=0, req_id=req.req_id,
+                          ctx=ctx.index, rx_off=ctx.off)
+        self._send(app, reply, [ctx.evfd])
+        self.stats.add("app_contexts_created")
+
+    def fp_ctx(self, app, req):
+        """The fast-path context a request names (tas_ctl_msg.ctx), or None."""
+        return app.ctxs[req.ctx].fp_id if req.ctx < len(app.ctxs) else None
 
     def app_gone(self, app):
         self.apps.pop(app.sock.fileno(), None)
@@ -204,9 +217,7 @@ class AppServer:
             # hold their last bytes and FIN), so the context stays registered
             # too: its index must not go to another app while these flows
             # may still notify it.  Nobody waits on the eventfd any more.
-            hdr = app.segment.ptr(0, "struct tas_seg_hdr *")
-            ctx = app.segment.ptr(hdr.ctx_off[0], "struct tas_ctx_shm *")
-            ctx.app_sleeping = 0
+            mark_awake(app)
             self.lingering.add(app)
             self.stats.set("apps_lingering", len(self.lingering))
         else:
@@ -214,17 +225,11 @@ class AppServer:
         self.stats.set("apps_active", sum(1 for a in self.apps.values() if a.segment))
 
     def release(self, app):
-        """Free a gone app's context, segment and eventfd."""
+        """Free a gone app's contexts, segment and eventfds."""
         self.lingering.discard(app)
-        if app.ctx >= 0:
-            self.lib.tas_fp_ctx_remove(self.fp.handle, app.ctx)
-            self.lib.tas_fp_quiesce(self.fp.handle)
-            app.ctx = -1
+        remove_contexts(self.fp, app)
         if app.segment is not None:
             app.segment.close()
-        if app.evfd >= 0:
-            os.close(app.evfd)
-            app.evfd = -1
         app.segment = app.alloc = None
         self.stats.set("apps_lingering", len(self.lingering))
 

@@ -1,0 +1,50 @@
+/* Internals of the libtas core shared by app.c (attach, control messages)
+ * and app_ctx.c (contexts and their queues). */
+#ifndef TAS_APP_INTERNAL_H
+#define TAS_APP_INTERNAL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <rte_ring.h>
+#include <rte_ring_elem.h>
+
+#include "tas/app.h"
+
+#define EVQ_LEN 256
+#define TAS_FP_CORES_MAX (sizeof(((struct tas_info *)0)->queue_owner) / sizeof(uint32_t))
+#define REG_FDS 3   /* segment, info page, app eventfd; then one per fast-path core */
+
+/* One context: its shared descriptor, its queues and its wake-up eventfd. */
+struct app_ctx {
+    struct tas_ctx_shm *shm;
+    struct rte_ring *rxq, *txq;
+    int ev_fd;
+};
+
+struct tas_app {
+    int sock;
+    int seg_fd, info_fd;
+    int core_fd[TAS_FP_CORES_MAX];     /* wake-up eventfd of each fast-path core */
+    unsigned ncores;
+    uint8_t *base;
+    uint64_t size;
+    const struct tas_info *info;
+    struct app_ctx ctx[TAS_MAX_CTX];   /* ctx[0] is made at registration */
+    unsigned nctx;
+    uint32_t next_req;
+    struct tas_ctl_msg evq[EVQ_LEN];   /* events received while waiting for a reply */
+    unsigned ev_head, ev_count;
+};
+
+/* app.c: one control message each way (fds: received descriptors). */
+int app_send_msg(struct tas_app *a, const struct tas_ctl_msg *m);
+int app_recv_msg(struct tas_app *a, struct tas_ctl_msg *m, int *fds, int nfds);
+void app_queue_event(struct tas_app *a, const struct tas_ctl_msg *m);
+/* A request and its reply, with the descriptors the reply carries. */
+int app_request_fds(struct tas_app *a, struct tas_ctl_msg *m, int *fds, int nfds);
+
+/* app_ctx.c: bind context slot i to the descriptor at ctx_off (0 or -errno). */
+int app_ctx_map(struct tas_app *a, unsigned i, uint64_t ctx_off, int ev_fd);
+
+#endif
