@@ -43,6 +43,9 @@ int tas_app_ctx_count(struct tas_app *a);
 /* Data path: take notifications; post consumed/appended bytes.  The plain
  * forms use context 0. */
 int tas_app_poll(struct tas_app *a, struct tas_arx *out, int max);
+/* Non-zero if context 0 has notifications or control events queued (no
+ * system call: for spinning before a wait). */
+int tas_app_pending(struct tas_app *a);
 int tas_app_post(struct tas_app *a, uint32_t flow_id, uint32_t rx_bump, uint32_t tx_bump,
                  uint16_t flags);
 int tas_app_poll_ctx(struct tas_app *a, int ctx, struct tas_arx *out, int max);

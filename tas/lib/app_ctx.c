@@ -70,6 +70,11 @@ int tas_app_poll_ctx(struct tas_app *a, int ctx, struct tas_arx *out, int max)
     return (int)rte_ring_sc_dequeue_burst_elem(c->rxq, out, sizeof(*out), (unsigned)max, NULL);
 }
 
+int tas_app_pending(struct tas_app *a)
+{
+    return a->ev_count > 0 || !rte_ring_empty(a->ctx[0].rxq);
+}
+
 int tas_app_poll(struct tas_app *a, struct tas_arx *out, int max)
 {
     return tas_app_poll_ctx(a, 0, out, max);

@@ -1,6 +1,8 @@
 /* Flow bookkeeping over the core's notifications, readiness, and blocking. */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <sched.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -173,8 +175,40 @@ static uint32_t *app_sleeping(void)
     return &((struct tas_ctx_shm *)(base + h->ctx_off[0]))->app_sleeping;
 }
 
+/* Microseconds to spin before sleeping (TAS_SPIN_US, default 50): a reply
+ * often comes within microseconds, and sleeping costs two context switches
+ * and an eventfd write by the fast path.  Spinning yields the CPU, so a fast
+ * path or peer sharing it runs meanwhile. */
+static long spin_ns = -1;
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static bool spin_for_notifications(void)
+{
+    if (spin_ns < 0) {
+        const char *e = getenv("TAS_SPIN_US");
+        spin_ns = (e != NULL ? strtol(e, NULL, 10) : 50) * 1000;
+    }
+    if (spin_ns <= 0)
+        return false;
+    lt_unlock();
+    uint64_t end = now_ns() + (uint64_t)spin_ns;
+    bool got;
+    while (!(got = tas_app_pending(lt_app)) && now_ns() < end)
+        sched_yield();
+    lt_lock();
+    return got;
+}
+
 int lt_wait(struct pollfd *kfds, nfds_t n, int timeout_ms)
 {
+    if (timeout_ms != 0 && spin_for_notifications() && lt_progress() > 0)
+        return 0;
     /* The protocol of tas_app_wait: announce sleep, look once more, sleep on
      * the eventfd the fast path writes while we are marked sleeping. */
     uint32_t *sleeping = app_sleeping();
