@@ -100,6 +100,13 @@ void uffd_wake(uintptr_t lo, size_t len);
 void uffd_start_handler(void);   /* idempotent, lock not held */
 extern int zio_uffd;
 
+/* ---- idle MISSING registrations (zio_reg.c), zio_lock held but the hint ---- */
+int reg_overlaps(uintptr_t lo, uintptr_t hi);   /* lock-free hint */
+void reg_keep(uintptr_t lo, uintptr_t hi);
+void reg_take(uintptr_t lo, uintptr_t hi);
+void reg_drop(uintptr_t lo, uintptr_t hi);
+int reg_fault(uintptr_t a);
+
 /* ---- tracking operations (zio_track.c), zio_lock held ---- */
 void track_fill(size_t i, uintptr_t lo, uintptr_t hi);   /* materialise + cut */
 void track_release_originals(uintptr_t lo, uintptr_t hi);

@@ -60,6 +60,7 @@ int tab_insert(const struct zio_entry *e)
 {
     if (zio_tab_n == zio_tab_cap || e->npages == 0)
         return -1;
+    reg_take(e->addr, ze_end(e));   /* tracked memory is never idle */
     size_t i = tab_lower(e->addr);
     zio_plain_move(&zio_tab[i + 1], &zio_tab[i], (zio_tab_n - i) * sizeof(*e));
     zio_tab[i] = *e;

@@ -164,6 +164,7 @@ int track_add_original(uintptr_t lo, uintptr_t hi, unsigned flags, uintptr_t key
         if (p->kind == ZE_ORIGINAL && ze_end(p) == lo && !p->protect && !p->freed &&
             p->key == key && p->flags == flags &&
             (i == zio_tab_n || zio_tab[i].addr >= hi)) {
+            reg_take(lo, hi);
             p->npages += (hi - lo) / ZIO_PAGE;
             p->last_use = zio_now_ns();
             if (hi > zio_hull_hi)
@@ -241,7 +242,8 @@ void track_fault(uintptr_t addr, int wp)
     }
     if (i < 0 || zio_tab[i].kind != ZE_INTER) {
         ctr_add(C_FAULTS_ZERO, 1);   /* registered, untracked: fresh memory */
-        uffd_zero(addr);
+        if (!reg_fault(addr))
+            uffd_zero(addr);
         return;
     }
     ctr_add(C_FAULTS_MISSING, 1);
