@@ -152,6 +152,7 @@ static void fork_child(void)
     /* no handler thread and no userfaultfd context here: plain copies */
     zio_mode = ZIO_OFF;
     zio_tab_n = 0;
+    zio_inter_n = 0;
     pthread_mutex_unlock(&zio_lock);
     zio_in_lib--;
 }

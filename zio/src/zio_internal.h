@@ -78,6 +78,7 @@ static inline uintptr_t ze_src(const struct zio_entry *e) { return e->orig + e->
 
 extern struct zio_entry *zio_tab;
 extern size_t zio_tab_n, zio_tab_cap;
+extern size_t zio_inter_n;   /* how many entries are intermediates */
 extern uintptr_t zio_hull_lo, zio_hull_hi;    /* bounds of all entries */
 
 int tab_find(uintptr_t a);                  /* entry containing a, or -1 */

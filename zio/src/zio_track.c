@@ -36,7 +36,7 @@ void track_fill(size_t i, uintptr_t lo, uintptr_t hi)
 
 int track_has_dependents(uintptr_t lo, uintptr_t hi)
 {
-    for (size_t i = 0; i < zio_tab_n; i++) {
+    for (size_t i = 0; i < zio_tab_n && zio_inter_n > 0; i++) {
         const struct zio_entry *e = &zio_tab[i];
         if (e->kind == ZE_INTER && ze_src(e) < hi &&
             ze_src(e) + e->npages * ZIO_PAGE > lo)
@@ -51,7 +51,7 @@ int track_has_dependents(uintptr_t lo, uintptr_t hi)
 void track_release_originals(uintptr_t lo, uintptr_t hi)
 {
     io_pins_wait(lo, hi);   /* an output may still be reading them */
-    for (size_t i = 0; i < zio_tab_n;) {
+    for (size_t i = 0; i < zio_tab_n && zio_inter_n > 0;) {
         struct zio_entry *e = &zio_tab[i];
         uintptr_t s = ze_src(e), send = s + e->npages * ZIO_PAGE;
         if (e->kind != ZE_INTER || send <= lo || s >= hi) {
