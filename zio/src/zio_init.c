@@ -24,8 +24,8 @@
  * into warm memory costs ~0.03 us per page.  Elision pays only where the
  * plain copy would fault in fresh pages, and glibc recycles allocations
  * below 128 KiB warm (its mmap and trim thresholds start there).  Measured
- * (README, "What an elision costs"): 32-64 KiB copies with 1-2 copies per
- * input ran 0.67-0.71x plain at 16 KiB; Redis GET of 64 KiB values 0.66x. */
+ * (README, "What an elision costs"): 64 KiB echo with 1-2 copies per
+ * input ran 0.46-0.71x plain at 16 KiB; Redis GET of 64 KiB values 0.66x. */
 struct zio_config zio_cfg = {
     .threshold = 131072, .ratio = 0.06, .gc_max = 1024, .gc_age_ns = 1000000000ULL,
 };
