@@ -20,8 +20,8 @@
 #include <unistd.h>
 
 /* Threshold 128 KiB, not the paper's 16 KiB: on this VM write-protecting and
- * unprotecting an original costs ~0.17 us per page each way, while a copy
- * into warm memory costs ~0.03 us per page.  Elision pays only where the
+ * then unprotecting an original costs ~0.15 us per page (~0.07 each way),
+ * while a copy into warm memory costs ~0.03 us per page.  Elision pays only where the
  * plain copy would fault in fresh pages, and glibc recycles allocations
  * below 128 KiB warm (its mmap and trim thresholds start there).  Measured
  * (README, "What an elision costs"): 64 KiB echo with 1-2 copies per
