@@ -199,7 +199,7 @@ void *zio_copy(void *dst, const void *src, size_t n)
     ctr_add(C_COPIES_SEEN, 1);
     if (d < s + n && s < d + n)   /* overlapping: a plain move is the only option */
         return zio_plain_move(dst, src, n);
-    if (!tab_overlaps(s, s + n) && !tab_overlaps(d, d + n)) {
+    if (!tab_overlaps(s, s + n) && !tab_overlaps(d, d + n) && !reg_overlaps(d, d + n)) {
         ctr_add(C_COPIES_PLAIN, 1);
         return zio_plain_copy(dst, src, n);
     }
@@ -221,6 +221,10 @@ void *zio_copy(void *dst, const void *src, size_t n)
         uffd_unregister(pg_ceil(d), pg_floor(d + n));
     struct gap gaps[MAX_PIECES + 1];
     int ng = plan_gaps(d, s, n, pc, np, gaps);
+    /* idle registrations under what is copied plainly (usually a fringe
+     * page): let the kernel, not the handler thread, fault those pages in */
+    for (int g = 0; g < ng; g++)
+        reg_drop(pg_floor(gaps[g].dpos), pg_ceil(gaps[g].dpos + gaps[g].len));
     if (zio_tab_n > zio_cfg.gc_max)
         nf += gc_run(0, frees + nf, GC_FREE_BATCH - nf);
     pthread_mutex_unlock(&zio_lock);

@@ -88,10 +88,12 @@ void zio_free_tracked(void *p)
     pthread_mutex_lock(&zio_lock);
     size_t first = tab_lower(lo);
     if (lo < hi && first < zio_tab_n && zio_tab[first].addr < hi) {
+        int originals = 0;
         /* intermediates here were never needed: the elision succeeded */
         for (size_t i = tab_lower(lo); i < zio_tab_n && zio_tab[i].addr < hi;) {
             struct zio_entry *e = &zio_tab[i];
             if (e->kind != ZE_INTER) {
+                originals = 1;
                 i++;
                 continue;
             }
@@ -107,9 +109,11 @@ void zio_free_tracked(void *p)
             for (size_t i = tab_lower(lo); deferred && i < zio_tab_n && zio_tab[i].addr < hi; i++)
                 zio_tab[i].freed = 1;
         }
-        if (!deferred) {
+        if (!deferred && originals) {
             track_release_originals(lo, hi);   /* fills dependents if any */
             uffd_unregister(lo, hi);
+        } else if (!deferred && zio_mode == ZIO_ELIDE) {
+            reg_keep(lo, hi);   /* the next elision here need not register */
         }
     }
     if (dqn > 0 && dqn * 2 >= DEFER_MAX)

@@ -78,6 +78,7 @@ static inline uintptr_t ze_src(const struct zio_entry *e) { return e->orig + e->
 
 extern struct zio_entry *zio_tab;
 extern size_t zio_tab_n, zio_tab_cap;
+extern size_t zio_inter_n;   /* how many entries are intermediates */
 extern uintptr_t zio_hull_lo, zio_hull_hi;    /* bounds of all entries */
 
 int tab_find(uintptr_t a);                  /* entry containing a, or -1 */
@@ -99,6 +100,13 @@ void uffd_zero(uintptr_t page);
 void uffd_wake(uintptr_t lo, size_t len);
 void uffd_start_handler(void);   /* idempotent, lock not held */
 extern int zio_uffd;
+
+/* ---- idle MISSING registrations (zio_reg.c), zio_lock held but the hint ---- */
+int reg_overlaps(uintptr_t lo, uintptr_t hi);   /* lock-free hint */
+void reg_keep(uintptr_t lo, uintptr_t hi);
+void reg_take(uintptr_t lo, uintptr_t hi);
+void reg_drop(uintptr_t lo, uintptr_t hi);
+int reg_fault(uintptr_t a);
 
 /* ---- tracking operations (zio_track.c), zio_lock held ---- */
 void track_fill(size_t i, uintptr_t lo, uintptr_t hi);   /* materialise + cut */

@@ -24,11 +24,12 @@ static __thread uintptr_t last_lo, last_end;
 void io_before_input(void *buf, size_t len)
 {
     uintptr_t b = (uintptr_t)buf;
-    if (len == 0 || !tab_overlaps(b, b + len))
+    if (len == 0 || (!tab_overlaps(b, b + len) && !reg_overlaps(b, b + len)))
         return;
     zio_in_lib++;
     pthread_mutex_lock(&zio_lock);
     track_materialize(b, b + len);
+    reg_drop(pg_floor(b), pg_ceil(b + len));   /* the kernel fills fresh pages */
     pthread_mutex_unlock(&zio_lock);
     zio_in_lib--;
 }

@@ -18,6 +18,11 @@
 
 struct zio_entry *zio_tab;
 size_t zio_tab_n, zio_tab_cap;
+/* Searches for the dependents of an original walk the whole table (an
+ * intermediate's source is not ordered with its address).  A server keeps
+ * many originals but few live intermediates (Redis: ~1000 stored values,
+ * a handful of reply buffers), so knowing there are none skips the walk. */
+size_t zio_inter_n;
 uintptr_t zio_hull_lo = UINTPTR_MAX, zio_hull_hi;
 
 static void hull_update(void)
@@ -60,10 +65,12 @@ int tab_insert(const struct zio_entry *e)
 {
     if (zio_tab_n == zio_tab_cap || e->npages == 0)
         return -1;
+    reg_take(e->addr, ze_end(e));   /* tracked memory is never idle */
     size_t i = tab_lower(e->addr);
     zio_plain_move(&zio_tab[i + 1], &zio_tab[i], (zio_tab_n - i) * sizeof(*e));
     zio_tab[i] = *e;
     zio_tab_n++;
+    zio_inter_n += e->kind == ZE_INTER;
     if (e->addr < zio_hull_lo)
         __atomic_store_n(&zio_hull_lo, e->addr, __ATOMIC_RELAXED);
     if (ze_end(e) > zio_hull_hi)
@@ -74,6 +81,7 @@ int tab_insert(const struct zio_entry *e)
 
 void tab_remove(size_t i)
 {
+    zio_inter_n -= zio_tab[i].kind == ZE_INTER;
     zio_plain_move(&zio_tab[i], &zio_tab[i + 1], (zio_tab_n - i - 1) * sizeof(zio_tab[0]));
     zio_tab_n--;
     hull_update();
