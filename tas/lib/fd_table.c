@@ -100,3 +100,25 @@ void lt_sock_unref(struct lt_sock *s)
     }
     free(s);
 }
+
+struct lt_sock *lt_sock_hold(int fd)
+{
+    if (lt_sock_of(fd) == NULL)       /* kernel descriptors: no lock */
+        return NULL;
+    lt_lock();
+    struct lt_sock *s = lt_sock_of(fd);   /* again: a close may have won */
+    if (s != NULL)
+        s->refs++;
+    lt_unlock();
+    return s;
+}
+
+ssize_t lt_sock_done(struct lt_sock *s, ssize_t r)
+{
+    int e = errno;
+    lt_lock();
+    lt_sock_unref(s);
+    lt_unlock();
+    errno = e;
+    return r;
+}

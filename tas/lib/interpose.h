@@ -115,6 +115,13 @@ int lt_fd_install(struct lt_sock *s, int cloexec);     /* new fd number or -1 */
 void lt_fd_map(int fd, struct lt_sock *s);
 struct lt_sock *lt_sock_new(void);
 void lt_sock_unref(struct lt_sock *s);  /* at zero: close the flow/listener */
+/* Pin the TAS socket behind fd for the length of a call (NULL: not ours).
+ * A close() by another thread meanwhile then drops only the fd number, as
+ * on Linux, where a blocked recv keeps its file; the socket goes when the
+ * last call on it returns.  lt_sock_done releases it and returns r with
+ * errno kept. */
+struct lt_sock *lt_sock_hold(int fd);
+ssize_t lt_sock_done(struct lt_sock *s, ssize_t r);
 /* fd_calls.c: the new kernel fd nfd (reserved, or from dup/F_DUPFD of a TAS
  * fd) now also names s; closes it if beyond the table. */
 int lt_dup_result(struct lt_sock *s, int nfd);

@@ -7,11 +7,11 @@
 
 ssize_t read(int fd, void *buf, size_t len)
 {
-    struct lt_sock *s = lt_sock_of(fd);
+    struct lt_sock *s = lt_sock_hold(fd);
     if (s == NULL)
         return REAL(read)(fd, buf, len);
     struct iovec v = {.iov_base = buf, .iov_len = len};
-    return lt_recv_iov(s, &v, 1, 0);
+    return lt_sock_done(s, lt_recv_iov(s, &v, 1, 0));
 }
 
 ssize_t __read_chk(int fd, void *buf, size_t len, size_t buflen)
@@ -22,21 +22,21 @@ ssize_t __read_chk(int fd, void *buf, size_t len, size_t buflen)
 
 ssize_t readv(int fd, const struct iovec *iov, int n)
 {
-    struct lt_sock *s = lt_sock_of(fd);
-    return s == NULL ? REAL(readv)(fd, iov, n) : lt_recv_iov(s, iov, n, 0);
+    struct lt_sock *s = lt_sock_hold(fd);
+    return s == NULL ? REAL(readv)(fd, iov, n) : lt_sock_done(s, lt_recv_iov(s, iov, n, 0));
 }
 
 ssize_t recvfrom(int fd, void *buf, size_t len, int flags, struct sockaddr *src,
                  socklen_t *srclen)
 {
-    struct lt_sock *s = lt_sock_of(fd);
+    struct lt_sock *s = lt_sock_hold(fd);
     if (s == NULL)
         return REAL(recvfrom)(fd, buf, len, flags, src, srclen);
     struct iovec v = {.iov_base = buf, .iov_len = len};
     ssize_t r = lt_recv_iov(s, &v, 1, flags);
     if (r >= 0)
         lt_fill_addr(src, srclen, s->remote_ip, s->remote_port);
-    return r;
+    return lt_sock_done(s, r);
 }
 
 ssize_t __recvfrom_chk(int fd, void *buf, size_t len, size_t buflen, int flags,
@@ -59,7 +59,7 @@ ssize_t __recv_chk(int fd, void *buf, size_t len, size_t buflen, int flags)
 
 ssize_t recvmsg(int fd, struct msghdr *msg, int flags)
 {
-    struct lt_sock *s = lt_sock_of(fd);
+    struct lt_sock *s = lt_sock_hold(fd);
     if (s == NULL)
         return REAL(recvmsg)(fd, msg, flags);
     ssize_t r = lt_recv_iov(s, msg->msg_iov, (int)msg->msg_iovlen, flags);
@@ -69,33 +69,33 @@ ssize_t recvmsg(int fd, struct msghdr *msg, int flags)
         msg->msg_controllen = 0;
         msg->msg_flags = 0;
     }
-    return r;
+    return lt_sock_done(s, r);
 }
 
 ssize_t write(int fd, const void *buf, size_t len)
 {
-    struct lt_sock *s = lt_sock_of(fd);
+    struct lt_sock *s = lt_sock_hold(fd);
     if (s == NULL)
         return REAL(write)(fd, buf, len);
     struct iovec v = {.iov_base = (void *)buf, .iov_len = len};
-    return lt_send_iov(s, &v, 1, 0);
+    return lt_sock_done(s, lt_send_iov(s, &v, 1, 0));
 }
 
 ssize_t writev(int fd, const struct iovec *iov, int n)
 {
-    struct lt_sock *s = lt_sock_of(fd);
-    return s == NULL ? REAL(writev)(fd, iov, n) : lt_send_iov(s, iov, n, 0);
+    struct lt_sock *s = lt_sock_hold(fd);
+    return s == NULL ? REAL(writev)(fd, iov, n) : lt_sock_done(s, lt_send_iov(s, iov, n, 0));
 }
 
 /* The destination of a connected stream socket is ignored, as by Linux. */
 ssize_t sendto(int fd, const void *buf, size_t len, int flags, const struct sockaddr *dst,
                socklen_t dstlen)
 {
-    struct lt_sock *s = lt_sock_of(fd);
+    struct lt_sock *s = lt_sock_hold(fd);
     if (s == NULL)
         return REAL(sendto)(fd, buf, len, flags, dst, dstlen);
     struct iovec v = {.iov_base = (void *)buf, .iov_len = len};
-    return lt_send_iov(s, &v, 1, flags);
+    return lt_sock_done(s, lt_send_iov(s, &v, 1, flags));
 }
 
 ssize_t send(int fd, const void *buf, size_t len, int flags)
@@ -105,8 +105,8 @@ ssize_t send(int fd, const void *buf, size_t len, int flags)
 
 ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)
 {
-    struct lt_sock *s = lt_sock_of(fd);
+    struct lt_sock *s = lt_sock_hold(fd);
     if (s == NULL)
         return REAL(sendmsg)(fd, msg, flags);
-    return lt_send_iov(s, msg->msg_iov, (int)msg->msg_iovlen, flags);
+    return lt_sock_done(s, lt_send_iov(s, msg->msg_iov, (int)msg->msg_iovlen, flags));
 }

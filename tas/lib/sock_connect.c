@@ -148,13 +148,13 @@ static int connect_locked(struct lt_sock *s, const struct sockaddr *addr, sockle
 
 int connect(int fd, const struct sockaddr *addr, socklen_t len)
 {
-    struct lt_sock *s = lt_sock_of(fd);
+    struct lt_sock *s = lt_sock_hold(fd);
     if (s == NULL)
         return REAL(connect)(fd, addr, len);
     lt_lock();
     int r = connect_locked(s, addr, len);
     lt_unlock();
-    return r < 0 ? fail(-r) : 0;
+    return (int)lt_sock_done(s, r < 0 ? fail(-r) : 0);
 }
 
 int lt_connect_wait_io(struct lt_sock *s, int block)

@@ -114,11 +114,11 @@ void lt_conn_open(struct lt_sock *s, const struct tas_ctl_msg *m)
 
 int accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags)
 {
-    struct lt_sock *s = lt_sock_of(fd);
+    struct lt_sock *s = lt_sock_hold(fd);
     if (s == NULL)
         return REAL(accept4)(fd, addr, len, flags);
     if (s->kind != LT_LISTEN)
-        return fail(EINVAL);
+        return (int)lt_sock_done(s, fail(EINVAL));
     lt_lock();
     struct tas_ctl_msg m;
     int st = take_conn(s, &m);
@@ -134,7 +134,7 @@ int accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags)
             lt_fill_addr(addr, len, c->remote_ip, c->remote_port);
     }
     lt_unlock();
-    return st < 0 ? fail(-st) : nfd;
+    return (int)lt_sock_done(s, st < 0 ? fail(-st) : nfd);
 }
 
 int accept(int fd, struct sockaddr *addr, socklen_t *len)

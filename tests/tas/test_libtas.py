@@ -9,6 +9,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from libtas_helpers import ROOT, counters, finish, in_peer, tas_run
 
 # Blocking echo server with nothing but the socket module.
@@ -274,3 +276,61 @@ def test_unreachable_daemon_falls_back_to_kernel(procs):
     assert out.strip() == "kernel"
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("libtas: TAS daemon not reachable"), err
+
+
+CLOSE_WHILE_BLOCKED_PEER = """
+import socket, sys
+ls = socket.socket(); ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+ls.bind(("0.0.0.0", int(sys.argv[1]))); ls.listen(1)
+print("listening", flush=True)
+c, _ = ls.accept()
+sys.stdin.readline()
+c.sendall(b"late data")
+while c.recv(4096):
+    pass
+print("eof", flush=True)
+"""
+
+# One thread blocks in read(); another closes the descriptor under it.  As on
+# Linux, the blocked read keeps the socket: it returns the data that comes
+# later, and the connection closes (FIN) when that read is over.
+CLOSE_WHILE_BLOCKED_CLIENT = """
+import os, socket, sys, threading, time
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])))
+fd = s.detach()
+got = []
+started = threading.Event()
+def reader():
+    started.set()
+    got.append(os.read(fd, 100))
+t = threading.Thread(target=reader)
+t.start()
+started.wait()
+time.sleep(0.5)          # let the reader block inside read()
+os.close(fd)
+print("closed", flush=True)
+t.join()
+print(got[0].decode(), flush=True)
+"""
+
+
+@pytest.mark.parametrize("stack", ["linux", "tas"])
+def test_close_while_another_thread_is_blocked(daemon, procs, stack):
+    port = 7011 if stack == "tas" else 7012
+    peer = subprocess.Popen(["ip", "netns", "exec", daemon.netns, sys.executable, "-c",
+                             CLOSE_WHILE_BLOCKED_PEER, str(port)], text=True,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    procs.append(peer)
+    assert peer.stdout.readline().strip() == "listening"
+    if stack == "tas":
+        cli = tas_run(procs, daemon, sys.executable, "-c", CLOSE_WHILE_BLOCKED_CLIENT,
+                      "10.0.0.1", str(port))
+    else:       # the same program on the kernel: the reference behaviour
+        cli = in_peer(procs, daemon, sys.executable, "-c", CLOSE_WHILE_BLOCKED_CLIENT,
+                      "127.0.0.1", str(port))
+    assert cli.stdout.readline().strip() == "closed"
+    peer.stdin.write("send\n")
+    peer.stdin.flush()
+    out = finish(cli, f"client on {stack}")
+    assert out.strip().splitlines()[-1] == "late data"
+    assert finish(peer, "Linux peer").strip().splitlines()[-1] == "eof"
