@@ -85,7 +85,8 @@ def cmd_cores(args):
     sc = reply["scaling"]
     print(f"tas instance {inst}: {sc['active']} of {sc['max']} fast-path cores active, "
           f"scaling {'automatic' if sc['auto'] else 'pinned'}, idle cores {sc['idle_cores']}")
-    print_rows(rows, ["core", "active", "busy_pct", "busy_cycles", "total_cycles"])
+    print_rows(rows, ["core", "active", "busy_pct", "busy_cycles", "total_cycles",
+                      "queue_rx_pkts", "queue_tx_pkts"])
     return 0
 
 

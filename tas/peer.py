@@ -6,6 +6,7 @@ namespace's kernel stack talks to the daemon through the DPDK port.
 net_af_packet: DPDK binds to one end of a veth pair we create; the other end
 goes into the namespace.  net_memif and PCI devices need no local peer.
 """
+import subprocess
 import time
 
 from pyroute2 import IPRoute, NetNS, netns
@@ -64,6 +65,14 @@ def create_veth(iface, ns, ip, prefix_len, mac):
         ipr.link("set", index=_wait_link(ipr, peer), net_ns_fd=ns)
         ipr.link("set", index=idx, state="up")
     _configure_in_ns(ns, peer, ip, prefix_len, mac)
+    # The peer kernel would leave TCP checksums to "hardware" (a veth has
+    # none: the frame reaches AF_PACKET with only the pseudo-header sum), and
+    # the fast path drops bad checksums.  A real NIC delivers full ones.
+    r = subprocess.run(["ip", "netns", "exec", ns, "ethtool", "-K", peer, "tx", "off"],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"cannot turn off checksum offload on {peer} in {ns} "
+                           f"(ethtool -K {peer} tx off): {r.stderr.strip()}")
 
 
 def delete_veth(iface):

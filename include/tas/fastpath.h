@@ -85,6 +85,10 @@ void tas_fp_core_load(struct tas_fp *fp, uint16_t core, uint64_t *busy, uint64_t
  * trylock and flow state is under the flow lock.  Returns the new count. */
 uint16_t tas_fp_set_active_cores(struct tas_fp *fp, uint16_t n);
 uint16_t tas_fp_active_cores(struct tas_fp *fp);
+/* The device's packet counts of queue q (-1 if it keeps none), and the size
+ * of its RSS redirection table (0: none, queues are taken over in software). */
+int tas_fp_queue_packets(struct tas_fp *fp, uint16_t q, uint64_t *rx, uint64_t *tx);
+int tas_fp_reta_size(struct tas_fp *fp);
 /* CDEF-END */
 
 #endif

@@ -89,3 +89,19 @@ uint16_t tas_fp_active_cores(struct tas_fp *fp)
 {
     return fp->nactive;
 }
+
+int tas_fp_queue_packets(struct tas_fp *fp, uint16_t q, uint64_t *rx, uint64_t *tx)
+{
+    struct rte_eth_stats st;
+    if (q >= fp->conf.ncores || q >= RTE_ETHDEV_QUEUE_STAT_CNTRS ||
+        rte_eth_stats_get(fp->port, &st) != 0)
+        return -1;
+    *rx = st.q_ipackets[q];
+    *tx = st.q_opackets[q];
+    return 0;
+}
+
+int tas_fp_reta_size(struct tas_fp *fp)
+{
+    return fp->reta_size;
+}

@@ -77,9 +77,15 @@ class AdminServer:
         rows = []
         for i in range(self.ncores):
             self.lib.tas_fp_core_load(self.fp.handle, i, busy, total)
-            rows.append({"core": i, "active": i < self.scaler.active,
-                         "busy_cycles": busy[0], "total_cycles": total[0]})
-        return {"cores": rows, "scaling": self.scaler.status()}
+            row = {"core": i, "active": i < self.scaler.active,
+                   "busy_cycles": busy[0], "total_cycles": total[0]}
+            # Core i also owns NIC queue pair i (served by core i mod active).
+            if self.lib.tas_fp_queue_packets(self.fp.handle, i, busy, total) == 0:
+                row.update(queue_rx_pkts=busy[0], queue_tx_pkts=total[0])
+            rows.append(row)
+        status = self.scaler.status()
+        status["reta_size"] = self.lib.tas_fp_reta_size(self.fp.handle)
+        return {"cores": rows, "scaling": status}
 
     def close(self):
         self.sock.close()
