@@ -306,7 +306,13 @@ def reader():
 t = threading.Thread(target=reader)
 t.start()
 started.wait()
-time.sleep(0.5)          # let the reader block inside read()
+# Close only once the reader sleeps in the kernel in read (kernel socket) or
+# poll (libtas waiting for the fast path), not in a futex for the GIL.
+while True:
+    with open(f"/proc/self/task/{t.native_id}/syscall") as f:
+        if f.read().split()[0] in ("0", "7", "271"):
+            break
+    time.sleep(0.01)
 os.close(fd)
 print("closed", flush=True)
 t.join()
