@@ -122,3 +122,13 @@ ssize_t lt_sock_done(struct lt_sock *s, ssize_t r)
     errno = e;
     return r;
 }
+
+void lt_forget_state(void)
+{
+    /* Munmap and close only: the daemon hears nothing, the parent keeps it. */
+    tas_app_detach(lt_app);
+    lt_app = NULL;
+    attach_state = 0;
+    lt_listeners = NULL;
+    lt_flows_forget_all();
+}

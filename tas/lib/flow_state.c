@@ -32,6 +32,16 @@ static void wake_sleepers(void)
     (void)w;
 }
 
+void lt_flows_forget_all(void)
+{
+    for (unsigned i = 0; i < FLOW_BUCKETS; i++)
+        buckets[i] = NULL;     /* the parent's; the child's heap copy just leaks */
+    sleepers = 0;
+    if (wake_fd >= 0)
+        REAL(close)(wake_fd);
+    wake_fd = -1;
+}
+
 /* Notifications can arrive before the accept that names the flow (like
  * tas/app.py's `early`), so a flow is created by whichever comes first. */
 struct lt_flow *lt_flow_get(uint32_t id)

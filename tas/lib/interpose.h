@@ -121,6 +121,9 @@ void lt_sock_unref(struct lt_sock *s);  /* at zero: close the flow/listener */
  * last call on it returns.  lt_sock_done releases it and returns r with
  * errno kept. */
 struct lt_sock *lt_sock_hold(int fd);
+/* fork_child.c's helpers: drop the parent's attachment and flows. */
+void lt_forget_state(void);
+void lt_flows_forget_all(void);
 ssize_t lt_sock_done(struct lt_sock *s, ssize_t r);
 /* fd_calls.c: the new kernel fd nfd (reserved, or from dup/F_DUPFD of a TAS
  * fd) now also names s; closes it if beyond the table. */

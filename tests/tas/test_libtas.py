@@ -340,3 +340,68 @@ def test_close_while_another_thread_is_blocked(daemon, procs, stack):
     out = finish(cli, f"client on {stack}")
     assert out.strip().splitlines()[-1] == "late data"
     assert finish(peer, "Linux peer").strip().splitlines()[-1] == "eof"
+
+
+FORK_PEER = """
+import socket, sys
+port, child_port = int(sys.argv[1]), int(sys.argv[2])
+cl = socket.socket(); cl.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+cl.bind(("0.0.0.0", child_port)); cl.listen(1)
+print("listening", flush=True)
+c1 = socket.create_connection(("10.0.0.2", port))
+c1.sendall(b"one"); assert c1.recv(100) == b"one"
+k, _ = cl.accept()                      # the forked child's own connection
+assert k.recv(100) == b"child"
+sys.stdin.readline()
+c2 = socket.create_connection(("10.0.0.2", port))
+c2.sendall(b"two"); assert c2.recv(100) == b"two"
+assert c1.recv(100) == b"still"
+print("ok", flush=True)
+"""
+
+# Like Redis before BGSAVE: fork, and the child closes the inherited
+# listener and connection.  The parent's must keep working; the child cannot
+# use them (they are not its own), but can make its own connections.
+FORK_APP = """
+import errno, os, socket, sys
+port, child_port = int(sys.argv[1]), int(sys.argv[2])
+ls = socket.socket(); ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+ls.bind(("0.0.0.0", port)); ls.listen(8)
+print("listening", flush=True)
+a, _ = ls.accept()
+a.sendall(a.recv(100))
+pid = os.fork()
+if pid == 0:
+    try:
+        a.recv(10)
+        code = 3
+    except OSError as e:
+        code = 0 if e.errno == errno.ENOTCONN else 4
+    a.close()
+    ls.close()
+    k = socket.create_connection(("10.0.0.1", child_port))
+    k.sendall(b"child")
+    k.close()
+    os._exit(code)
+_, status = os.waitpid(pid, 0)
+print("child", os.waitstatus_to_exitcode(status), flush=True)
+b, _ = ls.accept()
+b.sendall(b.recv(100))
+a.sendall(b"still")
+print("served", flush=True)
+"""
+
+
+def test_fork_child_leaves_the_parents_sockets_alone(daemon, procs):
+    app = tas_run(procs, daemon, sys.executable, "-c", FORK_APP, "7013", "7014")
+    assert app.stdout.readline().strip() == "listening", app.stderr.read()
+    peer = subprocess.Popen(["ip", "netns", "exec", daemon.netns, sys.executable, "-c",
+                             FORK_PEER, "7013", "7014"], text=True, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    procs.append(peer)
+    assert peer.stdout.readline().strip() == "listening"
+    assert app.stdout.readline().strip() == "child 0"
+    peer.stdin.write("go\n")
+    peer.stdin.flush()
+    assert finish(app, "forking server").strip().splitlines()[-1] == "served"
+    assert finish(peer, "Linux peer").strip().splitlines()[-1] == "ok"
