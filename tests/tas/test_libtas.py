@@ -5,13 +5,17 @@ under tas-run against a real daemon, drives it from Linux in the peer
 namespace, checks the bytes, and checks the daemon's TCP counters so that a
 silent fallback to kernel sockets cannot pass.
 """
+import hashlib
 import json
+import os
+import re
 import subprocess
 import sys
 
 import pytest
 
 from libtas_helpers import ROOT, counters, finish, in_peer, tas_run
+from tasd import wait_until
 
 # Blocking echo server with nothing but the socket module.
 ECHO_SERVER = """
@@ -184,10 +188,10 @@ def test_python_client_on_tas(daemon, procs):
     assert after["tcp_tx_bytes"] - before["tcp_tx_bytes"] >= nbytes
 
 
-def test_redis_server_on_tas(daemon, procs):
+def test_redis_server_on_tas(daemon, procs, tmp_path):
     before = counters(daemon)
     srv = tas_run(procs, daemon, "redis-server", "--port", "6379", "--save", "", "--appendonly", "no",
-                  "--protected-mode", "no", stderr=subprocess.STDOUT)
+                  "--protected-mode", "no", "--dir", str(tmp_path), stderr=subprocess.STDOUT)
     try:
         log = []
         for line in srv.stdout:
@@ -203,6 +207,18 @@ def test_redis_server_on_tas(daemon, procs):
         after = counters(daemon)
         assert after["tcp_rx_bytes"] - before["tcp_rx_bytes"] >= r["bytes"]
         assert after["tcp_tx_bytes"] - before["tcp_tx_bytes"] >= r["bytes"]
+        # BGSAVE forks; the child closes the listener it inherited.  The
+        # parent must still accept new connections afterwards.
+        assert "Background saving started" in daemon.ns_run(
+            "redis-cli", "-h", "10.0.0.2", "BGSAVE", timeout=60).stdout
+        wait_until(lambda: "rdb_bgsave_in_progress:0" in daemon.ns_run(
+            "redis-cli", "-h", "10.0.0.2", "INFO", "persistence", timeout=60).stdout,
+            "the background save to finish")
+        info = daemon.ns_run("redis-cli", "-h", "10.0.0.2", "INFO", "persistence", timeout=60)
+        assert "rdb_last_bgsave_status:ok" in info.stdout
+        assert (tmp_path / "dump.rdb").stat().st_size > 0
+        assert daemon.ns_run("redis-cli", "-h", "10.0.0.2", "DBSIZE",
+                             timeout=60).stdout.strip() == "6"
     finally:
         srv.terminate()
         out, _ = srv.communicate(timeout=60)
@@ -405,3 +421,49 @@ def test_fork_child_leaves_the_parents_sockets_alone(daemon, procs):
     peer.stdin.flush()
     assert finish(app, "forking server").strip().splitlines()[-1] == "served"
     assert finish(peer, "Linux peer").strip().splitlines()[-1] == "ok"
+
+
+NGINX_CONF = """
+daemon off;
+master_process off;
+worker_processes 1;
+error_log {d}/error.log;
+pid {d}/nginx.pid;
+events {{ worker_connections 256; }}
+http {{
+    access_log off;
+    client_body_temp_path {d}; proxy_temp_path {d}; fastcgi_temp_path {d};
+    uwsgi_temp_path {d}; scgi_temp_path {d};
+    server {{ listen 8080; root {d}/www; }}
+}}
+"""
+
+
+def test_nginx_on_tas(daemon, procs, tmp_path):
+    """Unmodified nginx (single process: master_process off) serves a file
+    and a wrk load over TAS."""
+    (tmp_path / "www").mkdir()
+    blob = os.urandom(1 << 20)
+    (tmp_path / "www" / "blob").write_bytes(blob)
+    (tmp_path / "www" / "index.html").write_text("hello\n")
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(NGINX_CONF.format(d=tmp_path))
+    srv = tas_run(procs, daemon, "nginx", "-c", str(conf), "-p", str(tmp_path))
+    fetch = ("import hashlib, sys, time, urllib.request\n"
+             "for i in range(600):\n"
+             "    try:\n"
+             "        data = urllib.request.urlopen('http://10.0.0.2:8080/blob').read(); break\n"
+             "    except OSError:\n"
+             "        time.sleep(0.1)\n"
+             "print(hashlib.sha256(data).hexdigest())")
+    got = daemon.ns_run(sys.executable, "-c", fetch, timeout=120)
+    assert got.stdout.strip() == hashlib.sha256(blob).hexdigest(), got.stderr
+    load = daemon.ns_run("wrk", "-t1", "-c8", "-d2s", "http://10.0.0.2:8080/index.html",
+                         timeout=120)
+    assert load.returncode == 0, load.stderr
+    done = re.search(r"(\d+) requests in", load.stdout)
+    assert done and int(done.group(1)) > 0, load.stdout
+    assert "Socket errors" not in load.stdout and "Non-2xx" not in load.stdout, load.stdout
+    srv.terminate()
+    _, err = srv.communicate(timeout=60)
+    assert "libtas:" not in err, err
