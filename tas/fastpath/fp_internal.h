@@ -29,6 +29,7 @@ struct fp_counters {
     uint64_t *tcp_rx_segs, *tcp_rx_bytes, *tcp_tx_segs, *tcp_tx_bytes, *acks_sent;
     uint64_t *drop_bad_csum, *rx_buf_full, *ooo_accepted, *ooo_dropped, *rx_dup;
     uint64_t *dupacks, *fast_rexmits, *rto_rexmits, *app_bad_cmd, *notify_deferred;
+    uint64_t *probes_answered;
     uint64_t *flows_added, *flows_removed;
     uint64_t *fault_dropped, *fault_duplicated, *fault_reordered;
 };

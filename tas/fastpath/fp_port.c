@@ -48,6 +48,7 @@ static void counters_init(struct fp_counters *c, struct kb_stats_page *s)
     c->rto_rexmits = kb_stats_counter(s, "tcp_rto_rexmits");
     c->app_bad_cmd = kb_stats_counter(s, "app_bad_cmd");
     c->notify_deferred = kb_stats_counter(s, "app_notify_deferred");
+    c->probes_answered = kb_stats_counter(s, "tcp_probes_answered");
     c->flows_added = kb_stats_counter(s, "flows_added");
     c->flows_removed = kb_stats_counter(s, "flows_removed");
     c->fault_dropped = kb_stats_counter(s, "fault_dropped");

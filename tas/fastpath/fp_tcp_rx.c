@@ -220,6 +220,13 @@ bool fp_tcp_rx(struct fp_core *c, struct tas_flow *f, struct rte_mbuf *m)
         kb_stats_add(fp->ctr.tcp_rx_segs, 1);
         kb_stats_add(fp->ctr.tcp_rx_bytes, rx_bump);
         fp_tcp_send_ack(c, f);
+    } else if (seq_diff(s.seq, f->rx_next_seq) < 0) {
+        /* An empty segment below the window: a zero-window probe or a
+         * keepalive.  Answer with our ACK and window (RFC 9293 3.10.7.4):
+         * if our window update was lost, this is how the peer learns that
+         * the window opened. */
+        kb_stats_add(fp->ctr.probes_answered, 1);
+        fp_tcp_send_ack(c, f);
     }
     if (rx_bump || tx_bump || fin)
         fp_notify_app(fp, f, rx_bump, rx_pos, tx_bump, fin ? TAS_ARX_FL_RXFIN : 0);

@@ -4,6 +4,7 @@ Runs on the daemon's main lcore.  It blocks in select() on the fast path's
 exception eventfd, the signal wake-up pipe and the next timer deadline, so an
 idle daemon costs no CPU.
 """
+import os
 import select
 import time
 import traceback
@@ -55,11 +56,15 @@ class SlowPath:
             readable, _, _ = select.select([sp_fd, stop_fd, self.admin.fileno(),
                                             *self.apps.fds()], [], [], timeout)
             for fd in readable:
-                if fd == sp_fd:
+                if fd == stop_fd:
+                    # Signal wake-up bytes: drain them, or select() spins.
+                    # Stopping itself is should_stop's business.
+                    self._drain_fd(stop_fd)
+                elif fd == sp_fd:
                     self.drain()
                 elif fd == self.admin.fileno():
                     self._guarded(self.admin.readable, fd)
-                elif fd != stop_fd:
+                else:
                     self._guarded(self.apps.readable, fd)
             if time.monotonic() >= next_tick:
                 for timer in self.timers:
@@ -69,6 +74,14 @@ class SlowPath:
     def close(self):
         self.apps.close()
         self.admin.close()
+
+    @staticmethod
+    def _drain_fd(fd):
+        try:
+            while os.read(fd, 512):
+                pass
+        except BlockingIOError:
+            pass
 
     def drain(self):
         while True:

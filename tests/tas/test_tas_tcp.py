@@ -253,3 +253,29 @@ def test_idle_flow_refreshes_its_timestamps(make_daemon):
         app.close_listener(lst)
     finally:
         app.close()
+
+
+def test_keepalive_probes_are_answered(daemon, app):
+    """Linux keepalive probes (like zero-window probes: empty, one byte below
+    the window) must get an ACK, or the peer gives the connection up; that
+    ACK is also how a peer learns of a window update we sent and lost."""
+    before = counters(daemon)
+    lst = app.listen(5011)
+    script = ("import socket, time\n"
+              "s = socket.create_connection(('10.0.0.2', 5011))\n"
+              "s.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)\n"
+              "s.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 1)\n"
+              "s.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 1)\n"
+              "s.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 2)\n"
+              "time.sleep(6)   # unanswered, the probes kill it after 3 s\n"
+              "s.sendall(b'ping')\n"
+              "assert s.recv(10) == b'pong'\n")
+    p = peer_python(daemon, script, stderr=subprocess.PIPE, text=True)
+    flow = app.accept(lst)
+    assert flow.recv(10) == b"ping"
+    flow.sendall(b"pong")
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 0, err
+    flow.close()
+    app.close_listener(lst)
+    assert counters(daemon)["tcp_probes_answered"] - before.get("tcp_probes_answered", 0) >= 2
