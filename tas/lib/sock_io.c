@@ -26,11 +26,14 @@ static ssize_t fail(int e)
     return -1;
 }
 
-/* I/O on a socket not (yet) connected: as on Linux, wait for a pending
- * handshake (EAGAIN if non-blocking), report a failed one's error, else
- * ENOTCONN.  Returns block again, or -errno. */
-static int connect_wait(struct lt_sock *s, int block)
+/* Whether this call may block (1/0), or -errno.  On a socket not (yet)
+ * connected, as on Linux: wait for a pending handshake (EAGAIN if
+ * non-blocking), report a failed one's error, else ENOTCONN. */
+static int io_start(struct lt_sock *s, int flags)
 {
+    int block = !s->nonblock && !(flags & MSG_DONTWAIT);
+    if (s->kind == LT_CONN)
+        return block;
     lt_lock();
     int r = lt_connect_wait_io(s, block);
     lt_unlock();
@@ -56,8 +59,8 @@ static int wait_readable(struct lt_sock *s, int block)
 
 ssize_t lt_recv_iov(struct lt_sock *s, const struct iovec *iov, int n, int flags)
 {
-    int block = !s->nonblock && !(flags & MSG_DONTWAIT);
-    if (s->kind != LT_CONN && (block = connect_wait(s, block)) < 0)
+    int block = io_start(s, flags);
+    if (block < 0)
         return fail(-block);
     struct lt_flow *f = s->flow;
     size_t got = 0;
@@ -96,8 +99,8 @@ ssize_t lt_recv_iov(struct lt_sock *s, const struct iovec *iov, int n, int flags
 
 ssize_t lt_send_iov(struct lt_sock *s, const struct iovec *iov, int n, int flags)
 {
-    int block = !s->nonblock && !(flags & MSG_DONTWAIT);
-    if (s->kind != LT_CONN && (block = connect_wait(s, block)) < 0)
+    int block = io_start(s, flags);
+    if (block < 0)
         return fail(-block);
     struct lt_flow *f = s->flow;
     size_t sent = 0;
