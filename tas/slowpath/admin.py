@@ -4,6 +4,7 @@
     {"cmd": "cores"}   fast-path core load and scaling state
     {"cmd": "cores", "set": N}     pin N active cores (automatic scaling off)
     {"cmd": "cores", "auto": true} automatic core scaling on again
+    {"cmd": "config"}  where payload buffers live (kbrun --orp reads it)
 """
 import json
 import os
@@ -18,6 +19,7 @@ class AdminServer:
         self.lib = fp.lib
         self.ffi = fp.ffi
         self.ncores = len(cfg.dpdk.fp_cores)
+        self.cfg = cfg
         self.path = os.path.join(cfg.tas.run_dir, f"{cfg.tas.instance}.admin")
         if os.path.exists(self.path):
             os.unlink(self.path)
@@ -26,7 +28,7 @@ class AdminServer:
         os.chmod(self.path, 0o600)
         self.sock.listen(8)
         self.sock.setblocking(False)
-        self.commands = {"flows": self.flows, "cores": self.cores}
+        self.commands = {"flows": self.flows, "cores": self.cores, "config": self.config}
 
     def fileno(self):
         return self.sock.fileno()
@@ -64,6 +66,11 @@ class AdminServer:
                            ooo_len=f.rx_ooo_len)
             out.append(row)
         return {"flows": out}
+
+    def config(self, _req):
+        c = self.cfg
+        return {"instance": c.tas.instance, "backing": c.buffers.backing,
+                "pool_path": os.path.realpath(c.nvm.pool_path)}
 
     def cores(self, req):
         if "set" in req:
