@@ -74,16 +74,46 @@ def make_pool(ref_size):
     return path
 
 
-def start_daemon(tmp, pool, nvm):
-    inst = f"orpb{uuid.uuid4().hex[:6]}"
+def write_config(tmp, inst, body):
     path = os.path.join(tmp, f"{inst}.toml")
     with open(path, "w") as f:
-        f.write(f'[tas]\ninstance = "{inst}"\nip = "{TAS_IP}"\n'
-                f'[dpdk]\niface = "{inst}"\nmem_mb = 256\nmbufs = 8191\n'
-                f'[peer]\nnetns = "{inst}ns"\nip = "10.0.0.1"\n'
-                f'[buffers]\nbacking = "{"nvm" if nvm else "shm"}"\n'
-                f'[nvm]\npool_path = "{pool}"\n')
-    return DaemonProcess(path, inst, f"{inst}ns").start()
+        f.write(body)
+    return path
+
+
+def buffers(pool, nvm):
+    return f'[buffers]\nbacking = "{"nvm" if nvm else "shm"}"\n[nvm]\npool_path = "{pool}"\n'
+
+
+def start_daemons(tmp, pool, nvm, client):
+    """The server's daemon; with client "tas" also the client's daemon, the
+    two joined by net_memif (each fast path on its own CPU).  Returns
+    (server daemon, client daemon or None, server IP)."""
+    inst = f"orpb{uuid.uuid4().hex[:6]}"
+    if client == "kernel":
+        path = write_config(tmp, inst, f'[tas]\ninstance = "{inst}"\nip = "{TAS_IP}"\n'
+                            f'[dpdk]\niface = "{inst}"\nmem_mb = 256\nmbufs = 8191\n'
+                            f'[peer]\nnetns = "{inst}ns"\nip = "10.0.0.1"\n' + buffers(pool, nvm))
+        return DaemonProcess(path, inst, f"{inst}ns").start(), None, TAS_IP
+    sock = os.path.join(tmp, f"{inst}.memif")
+    made = []
+    try:
+        for name, role, ip, mac, main_core, fp_core in (
+                (inst + "s", "server", "10.1.0.1", "02:00:00:00:01:01", 0, 1),
+                (inst + "c", "client", "10.1.0.2", "02:00:00:00:01:02", 1, 0)):
+            body = (f'[tas]\ninstance = "{name}"\nip = "{ip}"\nmac = "{mac}"\n'
+                    f'[dpdk]\ndevice = "net_memif"\nmemif_role = "{role}"\n'
+                    f'memif_socket = "{sock}"\nmem_mb = 256\nmbufs = 8191\n'
+                    f'main_core = {main_core}\nfp_cores = [{fp_core}]\n'
+                    f'[peer]\nnetns = ""\nip = "10.1.0.254"\n')
+            if role == "server":
+                body += buffers(pool, nvm)
+            made.append(DaemonProcess(write_config(tmp, name, body), name, None).start())
+    except BaseException:
+        for d in made:
+            d.stop()
+        raise
+    return made[0], made[1], "10.1.0.1"
 
 
 def cpu_us(pid):
@@ -122,15 +152,25 @@ def requests_for(size, quick):
     return n
 
 
-def run_point(cfg, size, keyspace, quick, tmp):
+def client_prefix(cfg, daemon, cdaemon):
+    """How redis-benchmark reaches the server: from a kernel namespace, or
+    under libtas on the client daemon."""
+    if cfg in ("a", "a2"):
+        return ["ip", "netns", "exec", LINUX_NS]
+    if cdaemon is None:
+        return ["ip", "netns", "exec", daemon.netns]
+    return [sys.executable, "-m", "kb.run", "--no-zio", "--no-strata", "-i", cdaemon.instance, "--"]
+
+
+def run_point(cfg, size, keyspace, quick, tmp, client):
     """One server, one redis-benchmark run: SET/s and per-SET costs."""
-    pool = daemon = None
+    pool = daemon = cdaemon = None
     work = tempfile.mkdtemp(prefix="orpb-", dir=tmp)
     try:
         if cfg != "a":
             pool = make_pool("512M")
         if cfg in ("b", "c", "d"):
-            daemon = start_daemon(tmp, pool, nvm=(cfg == "d"))
+            daemon, cdaemon, tas_ip = start_daemons(tmp, pool, cfg == "d", client)
         srv = subprocess.Popen(server_cmd(cfg, pool, daemon, work), cwd=ROOT, text=True,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         for line in srv.stdout:
@@ -138,15 +178,15 @@ def run_point(cfg, size, keyspace, quick, tmp):
                 break
         else:
             raise SystemExit(f"{cfg}: redis-server did not start")
-        ns, host = (LINUX_NS, LINUX_SRV) if cfg in ("a", "a2") else (daemon.netns, TAS_IP)
+        host = LINUX_SRV if cfg in ("a", "a2") else tas_ip
         n = requests_for(size, quick)
-        bench = ["ip", "netns", "exec", ns, "redis-benchmark", "-h", host, "-p", str(PORT),
+        bench = [*client_prefix(cfg, daemon, cdaemon), "redis-benchmark", "-h", host, "-p", str(PORT),
                  "-c", str(CLIENTS), "-n", str(n), "-d", str(size), "-t", "set", "--csv"]
         if keyspace > 1:
             bench += ["-r", str(keyspace)]
         cpu0 = cpu_us(srv.pid)
         dcpu0 = cpu_us(daemon.proc.pid) if daemon else 0
-        out = subprocess.run(bench, capture_output=True, text=True, timeout=900)
+        out = subprocess.run(bench, capture_output=True, text=True, timeout=900, cwd=ROOT)
         if out.returncode != 0:
             raise SystemExit(f"{cfg}: redis-benchmark failed: {out.stderr}")
         rate = [float(r[1]) for r in csv.reader(io.StringIO(out.stdout)) if r and r[0] == "SET"][0]
@@ -162,12 +202,20 @@ def run_point(cfg, size, keyspace, quick, tmp):
         srv.wait(timeout=120)
         return res
     finally:
-        if daemon is not None:
-            daemon.stop()
-            subprocess.run(["ip", "netns", "del", daemon.netns], capture_output=True)
+        for d in (cdaemon, daemon):
+            if d is not None:
+                d.stop()
+                if d.netns:
+                    subprocess.run(["ip", "netns", "del", d.netns], capture_output=True)
         if pool is not None and os.path.exists(pool):
             os.unlink(pool)
         shutil.rmtree(work, ignore_errors=True)
+
+
+def points_for(configs, clients):
+    """(client, config) pairs: Linux rows once (kernel client), TAS rows per client."""
+    out = [("kernel", c) for c in configs if c in ("a", "a2")]
+    return out + [(cl, c) for cl in clients for c in configs if c not in ("a", "a2")]
 
 
 def fmt(v, spec=".0f"):
@@ -180,12 +228,18 @@ def main():
     ap.add_argument("--keyspaces", default="1,1000", help="1 = a single key; N = -r N")
     ap.add_argument("--configs", default="a,a2,b,c,d")
     ap.add_argument("--repeat", type=int, default=3, help="runs per point, best kept")
+    ap.add_argument("--clients", default="kernel,tas",
+                    help="kernel: redis-benchmark in the daemon's peer namespace; tas: under "
+                         "libtas on a second daemon over net_memif (TAS rows only)")
     ap.add_argument("--quick", action="store_true", help="fewer requests per run (demo)")
     args = ap.parse_args()
     configs = args.configs.split(",")
     unknown = [c for c in configs if c not in NAMES]
     if unknown:
         ap.error(f"--configs: unknown {unknown}; choose from {','.join(NAMES)}")
+    clients = args.clients.split(",")
+    if set(clients) - {"kernel", "tas"}:
+        ap.error("--clients: kernel, tas or both")
     sizes = [int(s) for s in args.sizes.split(",")]
     keyspaces = [int(k) for k in args.keyspaces.split(",")]
     best = {}
@@ -195,25 +249,27 @@ def main():
             for rep in range(args.repeat):
                 for size in sizes:
                     for ks in keyspaces:
-                        for cfg in configs:          # interleaved, best of N
-                            r = run_point(cfg, size, ks, args.quick, tmp)
-                            key = (size, ks, cfg)
+                        for client, cfg in points_for(configs, clients):   # interleaved
+                            r = run_point(cfg, size, ks, args.quick, tmp, client)
+                            key = (size, ks, client, cfg)
                             if key not in best or r["sets_per_s"] > best[key]["sets_per_s"]:
                                 best[key] = r
-                            print(f"  rep {rep} {size >> 10} KiB keys={ks} {cfg}: "
+                            print(f"  rep {rep} {size >> 10} KiB keys={ks} {client} {cfg}: "
                                   f"{r['sets_per_s']:.0f} SET/s", flush=True)
     finally:
         linux_unlink()
     rows, points = [], []
     for size in sizes:
         for ks in keyspaces:
-            base = {c: best.get((size, ks, c), {}).get("sets_per_s") for c in ("a", "a2", "b")}
-            for cfg in configs:
-                r = best[(size, ks, cfg)]
+            for client, cfg in points_for(configs, clients):
+                # Linux rows always have the kernel client; TAS rows compare with them
+                base = {c: best.get((size, ks, "kernel" if c != "b" else client, c), {})
+                        .get("sets_per_s") for c in ("a", "a2", "b")}
+                r = best[(size, ks, client, cfg)]
                 ratio = {f"vs_{c}": (r["sets_per_s"] / v if v else None) for c, v in base.items()}
-                points.append({"size": size, "keyspace": ks, "config": cfg, "name": NAMES[cfg],
-                               **r, **ratio})
-                rows.append([f"{size >> 10}K", ks, cfg, f"{r['sets_per_s']:.0f}",
+                points.append({"size": size, "keyspace": ks, "client": client, "config": cfg,
+                               "name": NAMES[cfg], **r, **ratio})
+                rows.append([f"{size >> 10}K", ks, client, cfg, f"{r['sets_per_s']:.0f}",
                              fmt(ratio["vs_a"], ".2f"), fmt(ratio["vs_a2"], ".2f"),
                              fmt(ratio["vs_b"], ".2f"), f"{r['server_cpu_us']:.0f}",
                              f"{r['daemon_cpu_us']:.0f}", fmt(r["large_plain_copies"], ".2f"),
@@ -221,7 +277,7 @@ def main():
     print()
     for c in configs:
         print(f"  {c:>2} = {NAMES[c]}")
-    print_table(["value", "keys", "cfg", "SET/s", "x a", "x a2", "x b", "srv us/SET",
+    print_table(["value", "keys", "client", "cfg", "SET/s", "x a", "x a2", "x b", "srv us/SET",
                  "tas us/SET", "large copies/SET", "inline B/SET", "ref B/SET", "fill B/SET"],
                 rows)
     write_json("orp_redis.json", {"clients": CLIENTS, "repeat": args.repeat,
