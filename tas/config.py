@@ -136,6 +136,8 @@ SCHEMA = {
         "rx_desc": Field(1024, _pow2(64, 16384), "a power of two 64..16384"),
         "tx_desc": Field(1024, _pow2(64, 16384), "a power of two 64..16384"),
         "rx_interrupts": Field(True, _bool, "true or false"),
+        "mtu": Field(1500, _int_range(576, 9000),
+                     "an IP MTU in bytes (576..9000); the peer side gets the same"),
         "eal_extra": Field([], _str_list, "a list of extra EAL argument strings"),
     },
     "fastpath": {
@@ -166,7 +168,8 @@ SCHEMA = {
         "app_segment": Field("1G", _size, "a size like '256M' (per application)"),
     },
     "tcp": {
-        "mss": Field(1460, _int_range(536, 9000), "an MSS in bytes (536..9000)"),
+        "mss": Field(0, _int_range(0, 8960),
+                     "an MSS in bytes (536..8960), or 0 for dpdk.mtu - 40"),
         "handshake_timeout_ms": Field(50, _int_range(1, 60000), "milliseconds (1..60000)"),
         "handshake_retries": Field(8, _int_range(0, 100), "a retry count (0..100)"),
         "rto_min_ms": Field(200, _int_range(1, 60000), "milliseconds (1..60000)"),
@@ -265,6 +268,15 @@ def _check_cross(cfg, source):
                           f"scaling.remove_above_idle (or cores would flap)")
     if cfg["dpdk"]["device"] == "pci" and not cfg["dpdk"]["pci_addr"]:
         raise ConfigError(f"{source}: dpdk.pci_addr is required when dpdk.device = 'pci'")
+    mtu, mss = cfg["dpdk"]["mtu"], cfg["tcp"]["mss"]
+    if mss == 0:
+        cfg["tcp"]["mss"] = mtu - 40
+    elif mss < 536:
+        raise ConfigError(f"{source}: bad value for tcp.mss: {mss} (expected 536..8960, "
+                          f"or 0 for dpdk.mtu - 40)")
+    elif mss > mtu - 40:
+        raise ConfigError(f"{source}: tcp.mss = {mss} does not fit dpdk.mtu = {mtu} "
+                          f"(at most mtu - 40 = {mtu - 40})")
     if cfg["peer"]["ip"] == cfg["tas"]["ip"]:
         raise ConfigError(f"{source}: peer.ip must differ from tas.ip")
 

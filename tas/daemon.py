@@ -52,6 +52,7 @@ class FastPath:
         for i, lc in enumerate(d.fp_cores):
             c.lcores[i] = lc
         c.nb_mbufs = d.mbufs
+        c.mtu = d.mtu
         c.rx_desc, c.tx_desc = d.rx_desc, d.tx_desc
         c.sp_ring_size = self.cfg.fastpath.sp_ring_size
         c.idle_block_us = self.cfg.fastpath.idle_block_us

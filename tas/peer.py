@@ -37,11 +37,12 @@ def _wait_link(ipr, iface, timeout=5.0):
         time.sleep(0.02)
 
 
-def _configure_in_ns(ns, iface, ip, prefix_len, mac):
+def _configure_in_ns(ns, iface, ip, prefix_len, mac, mtu):
     with NetNS(ns) as nsr:
         idx = _wait_link(nsr, iface)
         nsr.link("set", index=idx, state="down")
         nsr.link("set", index=idx, address=mac)
+        nsr.link("set", index=idx, mtu=mtu)  # the kernel peer sends frames as big as ours
         nsr.addr("add", index=idx, address=ip, prefixlen=prefix_len)
         nsr.link("set", index=idx, state="up")
         lo = nsr.link_lookup(ifname="lo")
@@ -53,7 +54,7 @@ def veth_peer_name(iface):
     return iface[:12] + "-pr"
 
 
-def create_veth(iface, ns, ip, prefix_len, mac):
+def create_veth(iface, ns, ip, prefix_len, mac, mtu):
     """For net_af_packet: veth `iface` (DPDK side) <-> peer end inside `ns`."""
     ensure_netns(ns)
     peer = veth_peer_name(iface)
@@ -63,8 +64,9 @@ def create_veth(iface, ns, ip, prefix_len, mac):
         ipr.link("add", ifname=iface, kind="veth", peer=peer)
         idx = _wait_link(ipr, iface)
         ipr.link("set", index=_wait_link(ipr, peer), net_ns_fd=ns)
+        ipr.link("set", index=idx, mtu=mtu)
         ipr.link("set", index=idx, state="up")
-    _configure_in_ns(ns, peer, ip, prefix_len, mac)
+    _configure_in_ns(ns, peer, ip, prefix_len, mac, mtu)
     # The peer kernel would leave TCP checksums to "hardware" (a veth has
     # none: the frame reaches AF_PACKET with only the pseudo-header sum), and
     # the fast path drops bad checksums.  A real NIC delivers full ones.
@@ -81,26 +83,26 @@ def delete_veth(iface):
             ipr.link("del", ifname=iface)
 
 
-def attach_tap(iface, ns, ip, prefix_len, mac):
+def attach_tap(iface, ns, ip, prefix_len, mac, mtu):
     """For net_tap: move the started port's kernel interface into `ns`."""
     ensure_netns(ns)
     with IPRoute() as ipr:
         idx = _wait_link(ipr, iface)
         ipr.link("set", index=idx, net_ns_fd=ns)
-    _configure_in_ns(ns, iface, ip, prefix_len, mac)
+    _configure_in_ns(ns, iface, ip, prefix_len, mac, mtu)
 
 
 def setup_before_port(cfg):
     """Topology that must exist before EAL init (the veth for af_packet)."""
     if cfg.dpdk.device == "net_af_packet" and cfg.peer.netns:
         create_veth(cfg.dpdk.iface, cfg.peer.netns, cfg.peer.ip, cfg.tas.prefix_len,
-                    cfg.peer.mac)
+                    cfg.peer.mac, cfg.dpdk.mtu)
 
 
 def setup_after_port(cfg):
     if cfg.dpdk.device == "net_tap" and cfg.peer.netns:
         attach_tap(cfg.dpdk.iface, cfg.peer.netns, cfg.peer.ip, cfg.tas.prefix_len,
-                   cfg.peer.mac)
+                   cfg.peer.mac, cfg.dpdk.mtu)
 
 
 def teardown(cfg):

@@ -28,7 +28,7 @@ def unique(prefix):
 
 
 def write_config(path, instance, ns, iface, device="net_tap", extra="", hugepages="auto",
-                 fp_cores=(1,)):
+                 fp_cores=(1,), dpdk_extra=""):
     path.write_text(f"""
 [tas]
 instance = "{instance}"
@@ -41,6 +41,7 @@ hugepages = "{hugepages}"
 mem_mb = 256
 mbufs = 8191
 fp_cores = {list(fp_cores)}
+{dpdk_extra}
 
 [peer]
 netns = "{ns}"
@@ -51,10 +52,11 @@ ip = "10.0.0.1"
 
 
 class Daemon(DaemonProcess):
-    def __init__(self, tmp_path, device="net_tap", extra="", hugepages="auto", fp_cores=(1,)):
+    def __init__(self, tmp_path, device="net_tap", extra="", hugepages="auto", fp_cores=(1,),
+                 dpdk_extra=""):
         instance, ns, self.iface = unique("t"), unique("tasns"), unique("dt")
         cfg = write_config(tmp_path / f"{instance}.toml", instance, ns, self.iface,
-                           device, extra, hugepages, fp_cores)
+                           device, extra, hugepages, fp_cores, dpdk_extra)
         super().__init__(cfg, instance, ns)
 
     def stop(self):

@@ -27,6 +27,7 @@ struct tas_fp_conf {
     uint16_t ncores;          /* fast-path lcores (one RX/TX queue pair each) */
     uint32_t lcores[16];      /* lcore id of each fast-path core */
     uint32_t nb_mbufs;        /* mbuf pool size */
+    uint16_t mtu;             /* IP MTU of the port (576..9000); mbufs hold a whole frame */
     uint16_t rx_desc;         /* NIC RX/TX ring sizes */
     uint16_t tx_desc;
     uint32_t sp_ring_size;    /* slow-path exception / TX rings (power of 2) */
@@ -52,6 +53,11 @@ const char *tas_fp_error(void);
 int tas_rte_errno(void);        /* rte_errno of the calling thread */
 int tas_fp_port_id(struct tas_fp *fp);
 int tas_fp_rx_intr(struct tas_fp *fp);     /* 1 if blocking uses RX interrupts */
+/* The largest IP packet the port sends: dpdk.mtu, or less where the driver
+ * receives more than it lets us send (DPDK 22.11's tap PMD drops TX frames
+ * above 1500 + Ethernet whatever the interface's MTU).  The send MSS is
+ * limited by it; the MSS we advertise follows dpdk.mtu. */
+int tas_fp_tx_mtu(struct tas_fp *fp);
 
 /* Launch the fast-path loops on their lcores; stop joins them. */
 int tas_fp_start(struct tas_fp *fp);

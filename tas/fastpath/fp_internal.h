@@ -79,6 +79,9 @@ struct tas_fp {
     bool started;
     volatile int stop;
     struct rte_mempool *pool;
+    uint32_t frame_room;        /* bytes of frame an mbuf holds (MTU + Ethernet) */
+    uint16_t dev_mtu;           /* MTU configured through DPDK (0: set outside it) */
+    uint16_t tx_mtu;            /* largest IP packet the port sends (tas_fp_tx_mtu) */
     struct rte_ring *exc_ring;  /* fast path -> slow path packets (MP/SC) */
     struct rte_ring *sp_tx_ring;/* slow path -> core 0 packets (SP/SC) */
     struct rte_ring *inject_ring;/* slow path -> core 0 frames to receive again */

@@ -90,11 +90,49 @@ static int find_port(uint16_t *port)
     return -1;
 }
 
+/* The device must carry dpdk.mtu; say so by name when it cannot. */
+static int check_mtu(struct tas_fp *fp)
+{
+    struct rte_eth_dev_info info;
+    int r = rte_eth_dev_info_get(fp->port, &info);
+    if (r != 0) {
+        fp_set_error("port %u: cannot read device info: %s", fp->port, rte_strerror(-r));
+        return -1;
+    }
+    uint32_t frame = (uint32_t)fp->conf.mtu + RTE_ETHER_HDR_LEN + RTE_ETHER_CRC_LEN;
+    fp->dev_mtu = fp->conf.mtu;
+    fp->tx_mtu = fp->conf.mtu;
+    bool virtual = strcmp(info.driver_name, "net_tap") == 0 ||
+                   strcmp(info.driver_name, "net_af_packet") == 0 ||
+                   strcmp(info.driver_name, "net_memif") == 0;
+    if (frame > info.max_rx_pktlen && virtual) {
+        /* DPDK 22.11's tap, af_packet and memif PMDs report 1514-1522-byte
+         * frames, but move whatever fits an mbuf (tap, memif: chained memif
+         * buffers) or a PACKET_MMAP slot (sized in tas/eal.py).  The daemon
+         * sets the kernel interfaces' MTU itself (tas/peer.py); two memif
+         * daemons must be configured with the same dpdk.mtu. */
+        fp->dev_mtu = 0;
+        /* the tap PMD checks TX frames against DPDK's MTU, not the kernel's */
+        if (strcmp(info.driver_name, "net_tap") == 0)
+            fp->tx_mtu = RTE_MIN(fp->conf.mtu, RTE_ETHER_MTU);
+        return 0;
+    }
+    if (fp->conf.mtu < info.min_mtu || fp->conf.mtu > info.max_mtu ||
+        frame > info.max_rx_pktlen) {
+        fp_set_error("dpdk.mtu = %u: device %s carries frames up to %u bytes (MTU %u..%u)",
+                     fp->conf.mtu, info.driver_name, info.max_rx_pktlen, info.min_mtu,
+                     info.max_mtu);
+        return -1;
+    }
+    return 0;
+}
+
 static int port_configure(struct tas_fp *fp, bool rx_intr)
 {
     struct rte_eth_conf conf;
     memset(&conf, 0, sizeof(conf));
     conf.intr_conf.rxq = rx_intr ? 1 : 0;
+    conf.rxmode.mtu = fp->dev_mtu;    /* 0: the driver's default */
     uint16_t nq = fp->conf.ncores;
     int r = rte_eth_dev_configure(fp->port, nq, nq, &conf);
     if (r != 0)
@@ -150,6 +188,10 @@ static int check_conf(const struct tas_fp_conf *conf)
             return -1;
         }
     }
+    if (conf->mtu < 576 || conf->mtu > 9000) {
+        fp_set_error("MTU must be 576..9000, got %u", conf->mtu);
+        return -1;
+    }
     if (!rte_is_power_of_2(conf->sp_ring_size)) {
         fp_set_error("slow path ring size must be a power of two, got %u", conf->sp_ring_size);
         return -1;
@@ -181,8 +223,15 @@ struct tas_fp *tas_fp_create(const struct tas_fp_conf *conf, struct kb_stats_pag
     }
     if (find_port(&fp->port) != 0)
         goto fail;
+    /* One mbuf holds a whole frame, so RX and TX never chain segments.
+     * Above 1500 it is as big as an af_packet PACKET_MMAP frame slot (mtu +
+     * 128 rounded up to 4 KiB, tas/eal.py): that PMD refuses slots bigger
+     * than an mbuf, and indexes slots as if blocks had no gaps. */
+    fp->frame_room = conf->mtu <= 1500 ? (uint32_t)RTE_MBUF_DEFAULT_DATAROOM
+                                       : RTE_ALIGN_CEIL((uint32_t)conf->mtu + 128, 4096u);
     fp->pool = rte_pktmbuf_pool_create("tas_mbufs", conf->nb_mbufs, 256, 0,
-                                       RTE_MBUF_DEFAULT_BUF_SIZE, rte_socket_id());
+                                       (uint16_t)(RTE_PKTMBUF_HEADROOM + fp->frame_room),
+                                       rte_socket_id());
     fp->exc_ring = rte_ring_create("tas_exc", conf->sp_ring_size, rte_socket_id(), RING_F_SC_DEQ);
     fp->sp_tx_ring = rte_ring_create("tas_sptx", conf->sp_ring_size, rte_socket_id(),
                                      RING_F_SP_ENQ | RING_F_SC_DEQ);
@@ -194,6 +243,8 @@ struct tas_fp *tas_fp_create(const struct tas_fp_conf *conf, struct kb_stats_pag
         fp_set_error("cannot allocate mbuf pool or rings: %s", rte_strerror(rte_errno));
         goto fail;
     }
+    if (check_mtu(fp) != 0)
+        goto fail;
     /* Prefer RX interrupts for idle blocking; fall back to polling sleeps. */
     fp->rx_intr = !conf->no_rx_intr && port_configure(fp, true) == 0;
     if (!fp->rx_intr) {
@@ -229,6 +280,11 @@ fail:
 int tas_fp_port_id(struct tas_fp *fp)
 {
     return fp->port;
+}
+
+int tas_fp_tx_mtu(struct tas_fp *fp)
+{
+    return fp->tx_mtu;
 }
 
 int tas_fp_rx_intr(struct tas_fp *fp)

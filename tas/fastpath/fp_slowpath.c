@@ -78,7 +78,7 @@ int tas_fp_sp_recv(struct tas_fp *fp, uint8_t *buf, uint32_t buflen, uint32_t *r
 /* Copy a frame into an mbuf and queue it on `ring` for core 0. */
 static int sp_enqueue(struct tas_fp *fp, struct rte_ring *ring, const uint8_t *buf, uint32_t len)
 {
-    if (len > RTE_MBUF_DEFAULT_DATAROOM)
+    if (len > fp->frame_room)
         return -EMSGSIZE;
     struct rte_mbuf *m = rte_pktmbuf_alloc(fp->pool);
     if (m == NULL)

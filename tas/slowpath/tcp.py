@@ -168,7 +168,9 @@ class TcpManager:
         peer_mss = opts.mss or 536
         conn.ts_ok = opts.ts is not None
         conn.ts_recent = opts.ts[0] if opts.ts else 0
-        conn.mss = min(peer_mss, self.cfg.tcp.mss) - (12 if conn.ts_ok else 0)
+        # what we send: the peer's MSS, ours, and what the port can transmit
+        tx_mss = self.lib.tas_fp_tx_mtu(self.fp.handle) - 40
+        conn.mss = min(peer_mss, self.cfg.tcp.mss, tx_mss) - (12 if conn.ts_ok else 0)
         if opts.wscale is not None:
             conn.snd_wscale = opts.wscale
             conn.rcv_wscale = self.rcv_wscale
