@@ -92,33 +92,6 @@ ssize_t pwrite64(int fd, const void *b, size_t n, off64_t o)
     return strata_is_fd(fd) ? strata_pwrite(fd, b, n, o) : REAL(pwrite64)(fd, b, n, o);
 }
 
-/* readv/writev: one iovec at a time (each write is its own log entry);
- * a short read ends the transfer, as the kernel's would. */
-static ssize_t strata_iov(int fd, const struct iovec *iov, int cnt, int is_write)
-{
-    ssize_t total = 0;
-    for (int i = 0; i < cnt; i++) {
-        ssize_t n = is_write ? strata_write(fd, iov[i].iov_base, iov[i].iov_len)
-                             : strata_read(fd, iov[i].iov_base, iov[i].iov_len);
-        if (n < 0)
-            return total ? total : -1;
-        total += n;
-        if ((size_t)n < iov[i].iov_len)
-            break;
-    }
-    return total;
-}
-
-ssize_t readv(int fd, const struct iovec *iov, int cnt)
-{
-    return strata_is_fd(fd) ? strata_iov(fd, iov, cnt, 0) : REAL(readv)(fd, iov, cnt);
-}
-
-ssize_t writev(int fd, const struct iovec *iov, int cnt)
-{
-    return strata_is_fd(fd) ? strata_iov(fd, iov, cnt, 1) : REAL(writev)(fd, iov, cnt);
-}
-
 off_t lseek(int fd, off_t o, int w) { return strata_is_fd(fd) ? strata_lseek(fd, o, w) : REAL(lseek)(fd, o, w); }
 off64_t lseek64(int fd, off64_t o, int w)
 {
