@@ -114,6 +114,7 @@ struct strata_entry *log_append(struct strata_entry *hdr, const void *payload, s
     /* G.mu serialises appends: plain stores, no locked adds on the hot path */
     kb_stats_set(G.c.appends, *G.c.appends + 1);
     kb_stats_set(G.c.log_bytes, *G.c.log_bytes + total);
+    testhook_after_append();
     return e;
 }
 

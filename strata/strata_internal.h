@@ -143,6 +143,9 @@ int apply_data(const struct strata_entry *e);
 int is_namespace(const struct strata_entry *e);
 const char *entry_data(const struct strata_entry *e);
 
+/* testhook.c */
+void testhook_after_append(void); /* $STRATA_TEST_KILL_AFTER_APPENDS */
+
 /* digest.c */
 int64_t digest_slot(int slot);
 int64_t digest_dead_slots(void); /* returns entries digested */
