@@ -12,7 +12,7 @@ import sys
 
 from bindings import stats
 from strata import lib
-from strata_helpers import BUILD, ROOT, fsck_clean, layout, shim_env, strata_cli
+from strata_helpers import BUILD, ROOT, fsck_clean, layout, log_entries, shim_env, strata_cli
 
 ORPWRITER = os.path.join(BUILD, "strata_orpwriter")
 MAPLEN = 1 << 20
@@ -21,7 +21,6 @@ PAT2 = bytes((i * 7 + 3) & 0xFF for i in range(MAPLEN))
 # what orpwriter writes before its mode-specific part
 FIRST = (b"H" * 100 + PAT1[:65536] + b"T" * 50 + PAT1[65536:98304] + PAT1[98304:118304]
          + PAT1[200000:201000] + PAT1[300000:308000])
-KIND = {1: "create", 6: "write", 7: "ref"}
 
 
 def start(pool, mode):
@@ -48,27 +47,6 @@ def check_first(out):
 def cat(pool):
     return subprocess.run([sys.executable, "-m", "strata.cli", "--pool", pool, "cat", "/strata/orp.bin"],
                           capture_output=True, check=True, cwd=ROOT).stdout
-
-
-def log_entries(pool, pid):
-    """(kind, continues-transaction) of every committed entry in pid's log slot,
-    read from the pool file without mounting it."""
-    ffi = layout()
-    with open(pool, "rb") as f:
-        data = f.read()
-    buf = ffi.from_buffer(data)
-    sb = ffi.cast("struct strata_super *", buf)
-    slots = ffi.cast("struct strata_slot *", buf + sb.off_slots)
-    slot = [i for i in range(sb.nslots) if slots[i].owner_pid == pid]
-    assert len(slot) == 1
-    at, end, out = sb.off_logs + slot[0] * sb.log_bytes, sb.off_logs + (slot[0] + 1) * sb.log_bytes, []
-    while at < end:
-        e = ffi.cast("struct strata_entry *", buf + at)
-        if e.commit != 0x1FB9 or e.epoch != slots[slot[0]].epoch:
-            break
-        out.append((KIND.get(e.kind, e.kind), bool(e.flags & 1)))
-        at += e.entry_len
-    return out
 
 
 def test_writes_from_a_registered_map_are_references(pool):
