@@ -100,6 +100,21 @@ off64_t lseek64(int fd, off64_t o, int w)
 
 int fsync(int fd) { return strata_is_fd(fd) ? strata_fsync(fd) : REAL(fsync)(fd); }
 int fdatasync(int fd) { return strata_is_fd(fd) ? strata_fsync(fd) : REAL(fdatasync)(fd); }
+/* Redis's incremental fsync of an AOF rewrite or RDB calls sync_file_range:
+ * a Strata write is durable when it returns, and on the /dev/null
+ * placeholder the call would fail with ESPIPE ("Illegal seek"). */
+int sync_file_range(int fd, off64_t off, off64_t n, unsigned int flags)
+{
+    if (!strata_is_fd(fd))
+        return REAL(sync_file_range)(fd, off, n, flags);
+    if (off < 0 || n < 0 || (flags & ~(unsigned)(SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
+                                                 SYNC_FILE_RANGE_WAIT_AFTER))) {
+        errno = EINVAL;
+        return -1;
+    }
+    return strata_fsync(fd);
+}
+
 int ftruncate(int fd, off_t n) { return strata_is_fd(fd) ? strata_ftruncate(fd, n) : REAL(ftruncate)(fd, n); }
 int ftruncate64(int fd, off64_t n)
 {
