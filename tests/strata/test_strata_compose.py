@@ -47,7 +47,8 @@ def start_redis(pool, port):
               "--appendonly", "yes", "--appendfsync", "always", "--save", "", "--daemonize", "no",
               "--auto-aof-rewrite-percentage", "0"),
         cwd=ROOT, env=shim_env(pool, LD_PRELOAD=""), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    client = redis.Redis(port=port)
+    # generous: 256 KiB SETs with AOF always on 2 shared cores can take seconds
+    client = redis.Redis(port=port, socket_timeout=120)
     for _ in range(600):
         try:
             client.ping()
