@@ -35,9 +35,10 @@ struct piece {
 };
 
 struct plan {
-    struct piece *p;
+    struct piece *p;         /* local, or the heap once more pieces are needed */
     uint32_t n, cap;
     uint32_t nrefs;
+    struct piece local[8];   /* a write call rarely has more: no malloc per write */
 };
 
 struct sfile *writable(int fd)
@@ -85,10 +86,30 @@ static uint64_t footprint(const struct piece *p)
                    (p->pool_off == INLINE_POOL_OFF ? p->len : sizeof(struct strata_ref)));
 }
 
+static void plan_init(struct plan *pl)
+{
+    pl->p = pl->local;
+    pl->n = pl->nrefs = 0;
+    pl->cap = sizeof(pl->local) / sizeof(pl->local[0]);
+}
+
+static void plan_free(struct plan *pl)
+{
+    if (pl->p != pl->local)
+        free(pl->p);
+}
+
 static int plan_add(struct plan *pl, const char *src, uint64_t len, uint64_t pool_off)
 {
-    if (pl->n == pl->cap && grow_array(&pl->p, &pl->cap, sizeof(*pl->p)) != 0)
-        return -1;
+    if (pl->n == pl->cap) {
+        struct piece *p = malloc(2 * pl->cap * sizeof(*p));
+        if (p == NULL)
+            return -1;
+        memcpy(p, pl->p, pl->n * sizeof(*p));
+        plan_free(pl);
+        pl->p = p;
+        pl->cap *= 2;
+    }
     pl->p[pl->n++] = (struct piece){.src = src, .len = len, .pool_off = pool_off};
     pl->nrefs += pool_off != INLINE_POOL_OFF;
     return 0;
@@ -235,7 +256,8 @@ static ssize_t do_write(int fd, const struct iovec *iov, int cnt, int64_t off, i
     }
     if (total == 0)
         return 0;
-    struct plan pl = {0};
+    struct plan pl;
+    plan_init(&pl);
     ssize_t done = -1;
     if (ref) {
         if (refs_reserve(1) != 0 || plan_add(&pl, NULL, ref->len, ref->pool_off) != 0)
@@ -254,7 +276,7 @@ static ssize_t do_write(int fd, const struct iovec *iov, int cnt, int64_t off, i
             kb_stats_add(G.c.ref_digests, 1);
     }
 out:
-    free(pl.p);
+    plan_free(&pl);
     return done;
 }
 

@@ -38,6 +38,8 @@ def step_ref(args):
     out["bad_errno"] = ctypes.get_errno()
     out["table_ref"] = L.strata_write_ref(fd, off - 4096, 4096)  # into the ownership table
     out["table_errno"] = ctypes.get_errno()
+    out["neg_ref"] = L.strata_pwrite_ref(fd, off, 4096, -4096)  # the checks of pwrite apply
+    out["neg_errno"] = ctypes.get_errno()
     out["own_view"] = lib.read_file("/ref.bin") == b"head" + payload + b"tail"
     out["ref_off"] = off
     if args and args[0] == "crash":
