@@ -17,7 +17,6 @@
 #include <sys/file.h>
 #include <linux/close_range.h>
 #include <sys/mman.h>
-#include <sys/sendfile.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -158,34 +157,6 @@ void *mmap64(void *addr, size_t len, int prot, int flags, int fd, off64_t off)
         return MAP_FAILED;
     }
     return REAL(mmap64)(addr, len, prot, flags, fd, off);
-}
-
-/* Kernel-side copies would move bytes to or from the /dev/null fd: refuse,
- * so callers (Python's shutil, coreutils cp) fall back to read/write. */
-static int kernel_copy(int a, int b)
-{
-    if (strata_is_fd(a) || strata_is_fd(b)) {
-        errno = EINVAL;
-        return 0;
-    }
-    return 1;
-}
-
-ssize_t sendfile(int out, int in, off_t *off, size_t n)
-{
-    return kernel_copy(out, in) ? REAL(sendfile)(out, in, off, n) : -1;
-}
-ssize_t sendfile64(int out, int in, off64_t *off, size_t n)
-{
-    return kernel_copy(out, in) ? REAL(sendfile64)(out, in, off, n) : -1;
-}
-ssize_t copy_file_range(int in, off64_t *oi, int out, off64_t *oo, size_t n, unsigned int fl)
-{
-    return kernel_copy(out, in) ? REAL(copy_file_range)(in, oi, out, oo, n, fl) : -1;
-}
-ssize_t splice(int in, off64_t *oi, int out, off64_t *oo, size_t n, unsigned int fl)
-{
-    return kernel_copy(out, in) ? REAL(splice)(in, oi, out, oo, n, fl) : -1;
 }
 
 /* Preallocation: extend the file (space is reserved when data is written). */

@@ -1,7 +1,9 @@
-"""Vector IO through the shim compared with tmpfs: readv, writev, preadv,
-pwritev, preadv2/pwritev2 (offset -1, RWF_APPEND and other flags, errno
-cases).  Before the shim defined pwritev/preadv they reached glibc with the
-/dev/null placeholder fd, and the bytes were lost."""
+"""Vector IO and kernel-side copies through the shim compared with tmpfs:
+readv, writev, preadv, pwritev, preadv2/pwritev2 (offset -1, RWF_APPEND and
+other flags, errno cases), sendfile, copy_file_range and splice (Strata to
+Strata, to and from kernel files and pipes).  Before the shim defined
+pwritev/preadv they reached glibc with the /dev/null placeholder fd, and the
+bytes were lost; the copies failed with EINVAL."""
 import json
 import os
 import shutil
@@ -14,27 +16,30 @@ from strata_helpers import fsck_clean, shim_env
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "vectorio_worker.py")
 
 
-def run(pool, d):
-    r = subprocess.run([sys.executable, WORKER, d], env=shim_env(pool), capture_output=True, text=True,
-                       timeout=60)
+def run(pool, d, other):
+    r = subprocess.run([sys.executable, WORKER, d, other], env=shim_env(pool), capture_output=True,
+                       text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout)
 
 
-def test_vector_io_matches_tmpfs(pool):
+def test_vector_io_and_copies_match_tmpfs(pool):
     subprocess.run([sys.executable, "-c", "import os; os.mkdir('/strata/vio')"], env=shim_env(pool),
                    check=True)
-    tmpfs = tempfile.mkdtemp(dir="/dev/shm")
+    tmpfs, other = tempfile.mkdtemp(dir="/dev/shm"), tempfile.mkdtemp(dir="/dev/shm")
     try:
-        ref = run(pool, tmpfs)  # not under /strata: the kernel's tmpfs
+        ref = run(pool, tmpfs, other)  # not under /strata: the kernel's tmpfs
+        got = run(pool, "/strata/vio", other)
     finally:
         shutil.rmtree(tmpfs)
-    got = run(pool, "/strata/vio")
+        shutil.rmtree(other)
     assert got == ref
     # the comparison covers real data and real errors
     assert ref["writev"] == 102408 and ref["final"][0] > 102408
     assert ref["pwritev_negative"] == "EINVAL" and ref["pwritev2_bad_flag"] == "ENOTSUP"  # = EOPNOTSUPP
     assert ref["writev_rdonly"] == "EBADF" and ref["readv_dir"] == "EISDIR"
+    assert ref["sendfile_pos"] == [100000, 100000, 100000] and ref["splice_from_pipe"][0] == 40000
+    assert ref["sendfile_append"] == "EINVAL" and ref["splice_two_files"] == "EINVAL"
     fsck_clean(pool)
 
 

@@ -1,13 +1,15 @@
 """Runs under the shim: vector IO (readv, writev, preadv, pwritev, and their
-v2 forms with offset -1 and RWF_* flags) on files in DIR, errno cases
-included.  Prints a JSON object of results, to compare Strata with tmpfs."""
+v2 forms with offset -1 and RWF_* flags) and kernel-side copies (sendfile,
+copy_file_range, splice; to and from OTHER, a kernel directory) on files in
+DIR, errno cases included.  Prints a JSON object of results, to compare
+Strata with tmpfs.   usage: vectorio_worker.py DIR OTHER"""
 import errno
 import hashlib
 import json
 import os
 import sys
 
-d = sys.argv[1]
+d, other = sys.argv[1], sys.argv[2]
 out = {}
 
 
@@ -73,4 +75,34 @@ attempt("writev_closed", lambda: os.writev(fd, [b"x"]))
 fd = os.open(p, os.O_RDONLY)
 out["final"] = digest(fd)
 os.close(fd)
+
+# ---- sendfile, copy_file_range, splice ----
+src = os.open(os.path.join(d, "src.bin"), os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+os.write(src, bytes((i * 7) & 0xFF for i in range(300000)))
+os.lseek(src, 0, os.SEEK_SET)
+dst = os.open(os.path.join(d, "dst.bin"), os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+ext = os.open(os.path.join(other, "ext.bin"), os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+out["sendfile_pos"] = [os.sendfile(dst, src, None, 100000), pos(src), pos(dst)]
+out["sendfile_off"] = [os.sendfile(dst, src, 5000, 70000), pos(src), pos(dst)]
+out["sendfile_out"] = [os.sendfile(ext, src, 250000, 100000), pos(ext)]  # to a kernel file, to EOF
+out["sendfile_in"] = [os.sendfile(dst, ext, 0, 30000), pos(dst)]  # from a kernel file
+out["cfr_off"] = os.copy_file_range(src, dst, 2000, 50000, 1000)
+out["cfr_pos"] = [os.copy_file_range(src, dst, 1000), pos(src), pos(dst)]
+out["cfr_eof"] = os.copy_file_range(src, dst, 10, 400000, 0)
+out["cfr_to_kernel"] = [os.copy_file_range(src, ext, 5000, 7, 3), digest(ext)]
+r, w = os.pipe()
+out["splice_to_pipe"] = [os.splice(src, w, 40000, offset_src=10), pos(src)]
+out["splice_from_pipe"] = [os.splice(r, dst, 40000), pos(dst)]
+attempt("splice_pipe_offset", lambda: os.splice(r, dst, 10, offset_src=0))
+attempt("splice_two_files", lambda: os.splice(src, dst, 10))
+ap = os.open(os.path.join(d, "dst.bin"), os.O_WRONLY | os.O_APPEND)
+attempt("sendfile_append", lambda: os.sendfile(ap, src, 0, 10))
+attempt("cfr_append", lambda: os.copy_file_range(src, ap, 10, 0))
+ro = os.open(os.path.join(d, "dst.bin"), os.O_RDONLY)
+attempt("sendfile_rdonly", lambda: os.sendfile(ro, src, 0, 10))
+for f in (ap, ro, r, w, ext):
+    os.close(f)
+out["dst"] = digest(dst)
+os.close(dst)
+os.close(src)
 print(json.dumps(out, sort_keys=True))
