@@ -1,8 +1,10 @@
 /*
- * LibFS data path: writes append to this process's log and return once the
- * entry is persisted (the durability point, so fsync has nothing left to do);
- * reads combine the shared area with this process's undigested ops (the
- * overlay, replayed in log order over the shared bytes).
+ * LibFS data path: reads combine the shared area with this process's
+ * undigested ops (the overlay, replayed in log order over the shared bytes);
+ * truncate and lseek; the space reservation and digest threshold that the
+ * write path (libfs_write.c) uses.  A write appends to this process's log and
+ * returns once the entry is persisted (the durability point, so fsync has
+ * nothing left to do).
  *
  * Space: digest allocates blocks later, so a write first reserves the blocks
  * it may need (credits, counted in the slot header so every process sees

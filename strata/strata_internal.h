@@ -157,11 +157,11 @@ void pend_drop(uint32_t ino);
 int pend_add(uint32_t ino, uint32_t gen, uint8_t kind, uint64_t off, uint64_t len, const char *data);
 uint64_t file_size(uint32_t ino, uint32_t gen);
 void maybe_digest(void); /* at the log fill threshold or on request */
+struct sfile;
+int reserve(struct sfile *f, uint64_t off, uint64_t len); /* blocks digest may allocate */
 
 /* libfs_write.c: the write path shared by every write variant */
-struct sfile;
 struct sfile *writable(int fd);
-int reserve(struct sfile *f, uint64_t off, uint64_t len); /* blocks digest may allocate */
 /* iovec count and total as the kernel checks them, and RWF_* flags. */
 int iov_check(const struct iovec *iov, int cnt, int flags, size_t *total);
 
