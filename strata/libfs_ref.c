@@ -13,6 +13,7 @@
 #include "strata_internal.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -127,10 +128,16 @@ void refs_clear(void)
  * ref area. */
 int refs_over_trigger(void)
 {
-    static int64_t env = -2; /* -2 unread, -1 unset */
+    static int64_t env = -2; /* -2 unread, -1 unset (or bad: default) */
     if (env == -2) {
         const char *s = getenv("STRATA_REF_DIGEST_BYTES");
-        env = s == NULL ? -1 : strcmp(s, "off") == 0 ? INT64_MAX : strtoll(s, NULL, 0);
+        char *end = NULL;
+        env = s == NULL ? -1 : strcmp(s, "off") == 0 ? INT64_MAX : strtoll(s, &end, 0);
+        if (end != NULL && (end == s || *end != 0 || env < 0)) {
+            fprintf(stderr, "strata: STRATA_REF_DIGEST_BYTES=%s: not a byte count or \"off\"; "
+                            "using the default (half the registered NVM maps)\n", s);
+            env = -1;
+        }
     }
     uint64_t trigger = env >= 0 ? (uint64_t)env
                        : mapped_bytes ? mapped_bytes / 2

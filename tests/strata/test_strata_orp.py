@@ -158,3 +158,12 @@ def test_pool_ref_area_and_layout_version(pool, pool_path):
         raise AssertionError("a version-1 pool has no v2 ref area")
     except lib.StrataError as e:
         assert "unsupported pool version 1" in str(e)
+
+
+def test_bad_ref_digest_setting_is_named(pool):
+    off, length = lib.pool_ref_area(pool)
+    r = subprocess.run([ORPWRITER, str(off), str(length), "crash"], capture_output=True, text=True,
+                       env=shim_env(pool, STRATA_REF_DIGEST_BYTES="12x"), timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "STRATA_REF_DIGEST_BYTES=12x: not a byte count" in r.stderr
+    check_first(json.loads(r.stdout))  # and the default applies
