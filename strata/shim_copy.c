@@ -19,11 +19,14 @@
 
 #define CHUNK (256u * 1024)
 
+/* The other side goes through the global pread64/write/pwrite64, not the
+ * next library's: under `kbrun` it may be a libtas socket (whose kernel fd is
+ * a placeholder too), and libzio and libtas come before us. */
 static ssize_t rd(int fd, void *b, size_t n, int64_t off)
 {
     if (strata_is_fd(fd))
         return strata_pread(fd, b, n, off);
-    return REAL(pread64)(fd, b, n, off);
+    return pread64(fd, b, n, off);
 }
 
 /* off < 0: at the file position (pipes, sockets, O_APPEND files) */
@@ -31,7 +34,7 @@ static ssize_t wr(int fd, const void *b, size_t n, int64_t off)
 {
     if (strata_is_fd(fd))
         return off < 0 ? strata_write(fd, b, n) : strata_pwrite(fd, b, n, off);
-    return off < 0 ? REAL(write)(fd, b, n) : REAL(pwrite64)(fd, b, n, off);
+    return off < 0 ? write(fd, b, n) : pwrite64(fd, b, n, off);
 }
 
 static int64_t pos(int fd, int64_t off, int whence)
@@ -200,7 +203,7 @@ ssize_t splice(int in, off64_t *oi, int out, off64_t *oo, size_t n, unsigned int
     char *buf = malloc(n ? n : 1);
     if (buf == NULL)
         return -1;
-    ssize_t r = REAL(read)(in, buf, n), w = r;
+    ssize_t r = read(in, buf, n), w = r;
     if (r > 0) {
         w = oo ? strata_pwrite(out, buf, (size_t)r, *oo) : strata_write(out, buf, (size_t)r);
         if (w > 0 && oo)
