@@ -66,3 +66,24 @@ def test_writev_is_atomic_under_sigkill(pool):
                              env=shim_env(pool), capture_output=True, check=True).stdout
         assert got == (b"" if n < 4 else REC1 if n < 10 else REC1 + REC2), (n, got[:20], len(got))
     fsck_clean(pool)
+
+
+def test_writev_larger_than_the_log(pool):
+    """3 MiB in one writev with 1 MiB logs cannot be one transaction: it is
+    logged in quarter-log transactions (digesting between them) and every
+    byte arrives."""
+    script = """
+import hashlib, os
+parts = [bytes([i]) * (300000 + i) for i in range(10)]
+fd = os.open("/strata/big.bin", os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+n = os.writev(fd, parts)
+back = os.pread(fd, 1 << 23, 0)
+os.close(fd)
+print(n, sum(map(len, parts)), back == b"".join(parts))
+"""
+    r = subprocess.run([sys.executable, "-c", script], env=shim_env(pool), capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
+    n, total, same = r.stdout.split()
+    assert n == total == str(sum(300000 + i for i in range(10))) and same == "True"
+    fsck_clean(pool)
