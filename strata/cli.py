@@ -1,6 +1,7 @@
 """`strata`: operator CLI for the Strata pool.
 
   strata [--pool P] mkfs [--size 256M] [--slots 16] [--log-size 8M] [--inodes 4096]
+                         [--ref-size SIZE/8]
   strata [--pool P] fsck | stat | digest | ls [DIR] | cat FILE | cp SRC DST
   strata [--pool P] run -- CMD ...     (LD_PRELOAD=libstrata.so)
   strata [--pool P] kernfs [--interval S]   (digest service loop)
@@ -38,10 +39,19 @@ def parse_size(s):
 
 
 def cmd_mkfs(a):
-    rc = lib.lib().strata_mkfs(a.pool.encode(), parse_size(a.size), a.slots,
-                               parse_size(a.log_size), a.inodes)
+    ref = parse_size(a.ref_size) if a.ref_size else 0
+    if a.ref_size and (ref % 4096 or ref < 8192):
+        raise SystemExit(f"strata mkfs: --ref-size {a.ref_size}: must be a multiple of 4096 and at "
+                         "least 8192 (its first page is the TAS ownership table)")
+    rc = lib.lib().strata_mkfs_ref(a.pool.encode(), parse_size(a.size), a.slots,
+                                   parse_size(a.log_size), a.inodes, ref)
+    if rc < 0 and a.ref_size:
+        raise SystemExit(f"strata mkfs: --ref-size {a.ref_size} does not fit a {a.size} pool "
+                         "with these logs and inodes")
     lib.check(rc, f"mkfs {a.pool}")
-    print(f"made Strata pool {a.pool} ({a.size})")
+    off, length = lib.pool_ref_area(a.pool)
+    print(f"made Strata pool {a.pool} ({a.size}); ref area {length} bytes at offset {off} "
+          f"(first 4096: TAS ownership table)")
     return 0
 
 
@@ -155,6 +165,8 @@ def main(argv=None):
     m.add_argument("--slots", type=int, default=16)
     m.add_argument("--log-size", default="8M")
     m.add_argument("--inodes", type=int, default=4096)
+    m.add_argument("--ref-size", default=None,
+                   help="ref area (TAS payload arena with buffers.backing = nvm); default size/8")
     sub.add_parser("fsck", help="recover and check; exit 1 on inconsistency")
     sub.add_parser("stat", help="pool info and counters")
     sub.add_parser("digest", help="digest logs now")

@@ -21,6 +21,11 @@ def _load():
     c = ctypes
     sigs = {
         "strata_mkfs": (c.c_int, [c.c_char_p, c.c_uint64, c.c_uint32, c.c_uint64, c.c_uint32]),
+        "strata_mkfs_ref": (c.c_int, [c.c_char_p, c.c_uint64, c.c_uint32, c.c_uint64, c.c_uint32,
+                                      c.c_uint64]),
+        "strata_pool_ref_area": (c.c_int, [c.c_char_p, c.POINTER(c.c_uint64), c.POINTER(c.c_uint64),
+                                           c.POINTER(c.c_uint64), c.c_char_p, c.c_size_t]),
+        "strata_digest_self": (c.c_int64, []),
         "strata_attach": (c.c_int, [c.c_char_p]),
         "strata_detach": (None, []),
         "strata_open": (c.c_int, [c.c_char_p, c.c_int, c.c_uint]),
@@ -37,6 +42,7 @@ def _load():
         "strata_ls": (c.c_int, [c.c_char_p, c.c_char_p, c.c_size_t]),
         "strata_test_tear_tail": (c.c_int, [c.c_char_p, c.c_int]),
         "strata_write_ref": (c.c_ssize_t, [c.c_int, c.c_uint64, c.c_size_t]),
+        "strata_pwrite_ref": (c.c_ssize_t, [c.c_int, c.c_uint64, c.c_size_t, c.c_int64]),
         "strata_ref_area": (c.c_int, [c.POINTER(c.c_void_p), c.POINTER(c.c_uint64),
                                       c.POINTER(c.c_uint64)]),
     }
@@ -67,6 +73,21 @@ def check(rc, what):
 def attach(pool):
     os.environ["STRATA_POOL"] = pool
     check(lib().strata_attach(pool.encode()), f"attach {pool}")
+
+
+def pool_ref_area(pool):
+    """(offset, length) of the ref area of the pool file `pool`, read from its
+    checked superblock without mounting it (for the TAS daemon, whose payload
+    arena it is).  Its first STRATA_REF_TABLE (4096) bytes are the daemon's
+    ownership table: Strata never writes them and no reference points there.  Raises StrataError when `pool` is not a
+    Strata pool of this layout version, with the reason."""
+    off, length, table = ctypes.c_uint64(), ctypes.c_uint64(), ctypes.c_uint64()
+    err = ctypes.create_string_buffer(700)
+    if lib().strata_pool_ref_area(pool.encode(), ctypes.byref(off), ctypes.byref(length),
+                                  ctypes.byref(table), err, len(err)) != 0:
+        e = ctypes.get_errno()
+        raise StrataError(e, err.value.decode() or f"{pool}: {os.strerror(e)}")
+    return off.value, length.value
 
 
 def info():

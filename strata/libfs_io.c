@@ -1,8 +1,10 @@
 /*
- * LibFS data path: writes append to this process's log and return once the
- * entry is persisted (the durability point, so fsync has nothing left to do);
- * reads combine the shared area with this process's undigested ops (the
- * overlay, replayed in log order over the shared bytes).
+ * LibFS data path: reads combine the shared area with this process's
+ * undigested ops (the overlay, replayed in log order over the shared bytes);
+ * truncate and lseek; the space reservation and digest threshold that the
+ * write path (libfs_write.c) uses.  A write appends to this process's log and
+ * returns once the entry is persisted (the durability point, so fsync has
+ * nothing left to do).
  *
  * Space: digest allocates blocks later, so a write first reserves the blocks
  * it may need (credits, counted in the slot header so every process sees
@@ -51,7 +53,7 @@ static struct pend_inode *pend_get(uint32_t ino, uint32_t gen)
     return p;
 }
 
-static int pend_add(uint32_t ino, uint32_t gen, uint8_t kind, uint64_t off, uint64_t len, const char *data)
+int pend_add(uint32_t ino, uint32_t gen, uint8_t kind, uint64_t off, uint64_t len, const char *data)
 {
     struct pend_inode *p = pend_get(ino, gen);
     if (p == NULL)
@@ -131,8 +133,58 @@ ssize_t strata_read(int fd, void *buf, size_t len)
     return LOCKED(do_pread(fd, buf, len, 0, 1));
 }
 
+/* preadv2/readv: one locked pass, so the pieces see one state of the file;
+ * a short piece ends the transfer, as the kernel's would. */
+static ssize_t do_preadv(int fd, const struct iovec *iov, int cnt, int64_t off, int flags)
+{
+    struct sfile *f = sfile_get(fd);
+    size_t total;
+    if (f == NULL || (f->flags & O_ACCMODE) == O_WRONLY) {
+        errno = EBADF;
+        return -1;
+    }
+    if (iov_check(iov, cnt, flags, &total) != 0)
+        return -1;
+    if (f->is_dir) {
+        errno = EISDIR;
+        return -1;
+    }
+    int advance = off == -1;
+    if (advance)
+        off = (int64_t)f->off;
+    if (off < 0) {
+        errno = EINVAL;
+        return -1;
+    }
+    uint64_t done = 0;
+    for (int i = 0; i < cnt; i++) {
+        ssize_t n = do_pread(fd, iov[i].iov_base, iov[i].iov_len, off + (int64_t)done, 0);
+        if (n < 0) {
+            if (done == 0)
+                return -1;
+            break;
+        }
+        done += (uint64_t)n;
+        if ((size_t)n < iov[i].iov_len)
+            break;
+    }
+    if (advance)
+        f->off = (uint64_t)off + done;
+    return (ssize_t)done;
+}
+
+ssize_t strata_preadv2(int fd, const struct iovec *iov, int cnt, int64_t off, int flags)
+{
+    return LOCKED(do_preadv(fd, iov, cnt, off, flags));
+}
+
+ssize_t strata_readv(int fd, const struct iovec *iov, int cnt)
+{
+    return LOCKED(do_preadv(fd, iov, cnt, -1, 0));
+}
+
 /* Reserve the blocks that digesting a write of [off, off+len) may allocate. */
-static int reserve(struct sfile *f, uint64_t off, uint64_t len)
+int reserve(struct sfile *f, uint64_t off, uint64_t len)
 {
     uint64_t need = blocks_needed(f->ino, f->gen, file_size(f->ino, f->gen), off, len);
     if (need <= G.credits_left) {
@@ -173,123 +225,10 @@ static struct strata_entry *append_or_digest(struct strata_entry *h, const void 
     return e;
 }
 
-static void maybe_digest(void)
+void maybe_digest(void)
 {
     if (G.tail * 100 > G.sb->log_bytes * G.sb->digest_pct || G.slots[G.slot].digest_request)
         digest_own();
-}
-
-static struct sfile *writable(int fd)
-{
-    struct sfile *f = sfile_get(fd);
-    if (f == NULL || (f->flags & O_ACCMODE) == O_RDONLY || f->owner != G.pid) {
-        errno = EBADF;
-        return NULL;
-    }
-    if (ns_claim() != 0)
-        return NULL;
-    return f;
-}
-
-/* Log one write (inline data, or a ref when ref != NULL). */
-static ssize_t log_write(struct sfile *f, const void *buf, size_t len, uint64_t off,
-                         const struct strata_ref *ref)
-{
-    if (reserve(f, off, len) != 0)
-        return -1;
-    struct strata_entry h = {.kind = ref ? STRATA_E_WRITE_REF : STRATA_E_WRITE,
-                             .ino = f->ino, .gen = f->gen, .off = off, .len = len};
-    struct strata_entry *e = ref ? append_or_digest(&h, ref, sizeof(*ref)) : append_or_digest(&h, buf, len);
-    if (e == NULL)
-        return -1;
-    pend_add(f->ino, f->gen, h.kind, off, len, entry_data(e));
-    return (ssize_t)len;
-}
-
-static ssize_t do_pwrite(int fd, const void *buf, size_t len, int64_t off, int advance)
-{
-    struct sfile *f = writable(fd);
-    if (f == NULL)
-        return -1;
-    if (f->is_dir) {
-        errno = EISDIR;
-        return -1;
-    }
-    /* Linux: O_APPEND writes go to the end, even through pwrite */
-    if (f->flags & O_APPEND)
-        off = (int64_t)file_size(f->ino, f->gen);
-    else if (advance)
-        off = (int64_t)f->off;
-    if (off < 0) {
-        errno = EINVAL;
-        return -1;
-    }
-    if (len == 0)
-        return 0;
-    /* Large writes are split so one entry never exceeds a quarter log. */
-    size_t chunk = G.sb->log_bytes / 4 - sizeof(struct strata_entry), done = 0;
-    while (done < len) {
-        size_t n = len - done < chunk ? len - done : chunk;
-        if (log_write(f, (const char *)buf + done, n, (uint64_t)off + done, NULL) < 0) {
-            if (done == 0)
-                return -1;
-            break;
-        }
-        done += n;
-        maybe_digest();
-    }
-    if (advance)
-        f->off = (uint64_t)off + done;
-    return (ssize_t)done;
-}
-
-ssize_t strata_pwrite(int fd, const void *buf, size_t len, int64_t off)
-{
-    return LOCKED(do_pwrite(fd, buf, len, off, 0));
-}
-
-ssize_t strata_write(int fd, const void *buf, size_t len)
-{
-    return LOCKED(do_pwrite(fd, buf, len, 0, 1));
-}
-
-static ssize_t do_pwrite_ref(int fd, uint64_t pool_off, size_t len, int64_t off, int advance)
-{
-    struct sfile *f = writable(fd);
-    if (f == NULL)
-        return -1;
-    struct strata_super *sb = G.sb;
-    if (pool_off < sb->off_ref || len > sb->ref_bytes || pool_off - sb->off_ref > sb->ref_bytes - len ||
-        len > sb->log_bytes / 4) {
-        errno = EINVAL; /* a reference must stay inside the ref area */
-        return -1;
-    }
-    /* Linux: O_APPEND writes go to the end, even through pwrite */
-    if (f->flags & O_APPEND)
-        off = (int64_t)file_size(f->ino, f->gen);
-    else if (advance)
-        off = (int64_t)f->off;
-    /* the extent must be durable before the entry that points at it */
-    strata_persist(G.base + pool_off, len);
-    struct strata_ref ref = {.pool_off = pool_off, .len = len,
-                             .crc = strata_data_csum(G.base + pool_off, len, sb->fs_id)};
-    if (log_write(f, NULL, len, (uint64_t)off, &ref) < 0)
-        return -1;
-    kb_stats_add(G.c.ref_writes, 1);
-    maybe_digest();
-    if (advance)
-        f->off = (uint64_t)off + len;
-    return (ssize_t)len;
-}
-
-ssize_t strata_pwrite_ref(int fd, uint64_t pool_off, size_t len, int64_t off)
-{
-    return LOCKED(do_pwrite_ref(fd, pool_off, len, off, 0));
-}
-
-ssize_t strata_write_ref(int fd, uint64_t pool_off, size_t len)
-{
-    return LOCKED(do_pwrite_ref(fd, pool_off, len, 0, 1));
 }
 
 static int do_ftruncate(int fd, int64_t size)

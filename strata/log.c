@@ -114,20 +114,21 @@ struct strata_entry *log_append(struct strata_entry *hdr, const void *payload, s
     /* G.mu serialises appends: plain stores, no locked adds on the hot path */
     kb_stats_set(G.c.appends, *G.c.appends + 1);
     kb_stats_set(G.c.log_bytes, *G.c.log_bytes + total);
+    testhook_after_append();
     return e;
 }
 
-static int ref_valid(const struct strata_entry *e)
+static int ref_valid(const struct strata_entry *e, int check_extent)
 {
     const struct strata_ref *r = entry_payload(e);
     struct strata_super *sb = G.sb;
-    if (r->len != e->len || r->pool_off < sb->off_ref || r->len > sb->ref_bytes ||
-        r->pool_off - sb->off_ref > sb->ref_bytes - r->len)
+    uint64_t lo = sb->off_ref + STRATA_REF_TABLE, room = sb->ref_bytes - STRATA_REF_TABLE;
+    if (r->len != e->len || r->pool_off < lo || r->len > room || r->pool_off - lo > room - r->len)
         return 0;
-    return strata_data_csum(G.base + r->pool_off, r->len, sb->fs_id) == r->crc;
+    return !check_extent || strata_data_csum(G.base + r->pool_off, r->len, sb->fs_id) == r->crc;
 }
 
-static int entry_valid(const struct strata_entry *e, uint64_t off, uint32_t epoch)
+static int entry_valid(const struct strata_entry *e, uint64_t off, uint32_t epoch, int check_extents)
 {
     uint64_t room = G.sb->log_bytes - off;
     if (e->entry_len < sizeof(*e) || e->entry_len % 64 || e->entry_len > room ||
@@ -138,30 +139,51 @@ static int entry_valid(const struct strata_entry *e, uint64_t off, uint32_t epoc
         return 0;
     if (entry_csum(e, entry_payload(e), plen) != e->crc)
         return 0;
-    return e->kind != STRATA_E_WRITE_REF || ref_valid(e);
+    return e->kind != STRATA_E_WRITE_REF || ref_valid(e, check_extents);
 }
 
-uint64_t log_scan(int slot, entry_fn fn, void *arg, int *torn)
+/* Transactions: entries flagged STRATA_E_MORE are held back until the entry
+ * that closes their transaction (no flag) is found valid; a transaction the
+ * log ends inside is torn as a whole. */
+uint64_t log_scan_opt(int slot, entry_fn fn, void *arg, int *torn, int check_extents)
 {
     char *log = slot_log(slot);
     uint32_t epoch = G.slots[slot].epoch;
-    uint64_t off = 0;
+    uint64_t off = 0, txn = UINT64_MAX; /* start of the open transaction */
     *torn = 0;
     while (off + sizeof(struct strata_entry) <= G.sb->log_bytes) {
         struct strata_entry *e = (struct strata_entry *)(log + off);
         if (e->epoch != epoch && e->commit == STRATA_COMMIT)
             break; /* an entry of an older epoch: the clean end of the log */
-        if (e->commit != STRATA_COMMIT || !entry_valid(e, off, epoch)) {
+        if (e->commit != STRATA_COMMIT || !entry_valid(e, off, epoch, check_extents)) {
             /* all-zero header = never written; anything else was torn */
             static const char zero[sizeof(struct strata_entry)];
             *torn = memcmp(e, zero, sizeof(zero)) != 0 && e->epoch == epoch;
             break;
         }
-        if (fn && fn(e, off, arg) != 0)
-            break;
+        if (e->flags & STRATA_E_MORE) {
+            if (txn == UINT64_MAX)
+                txn = off;
+            off += e->entry_len;
+            continue;
+        }
+        uint64_t at = txn == UINT64_MAX ? off : txn;
+        txn = UINT64_MAX;
+        for (; at <= off; at += ((struct strata_entry *)(log + at))->entry_len)
+            if (fn && fn((struct strata_entry *)(log + at), at, arg) != 0)
+                return at;
         off += e->entry_len;
     }
+    if (txn != UINT64_MAX) {
+        *torn = 1; /* committed pieces of a transaction that never closed */
+        return txn;
+    }
     return off;
+}
+
+uint64_t log_scan(int slot, entry_fn fn, void *arg, int *torn)
+{
+    return log_scan_opt(slot, fn, arg, torn, 1);
 }
 
 void log_reset_slot(int slot)
@@ -176,5 +198,6 @@ void log_reset_slot(int slot)
         G.tail = 0;
         G.credits_left = 0;
         pend_clear_all();
+        refs_clear(); /* digested: no reference of ours is outstanding */
     }
 }

@@ -93,11 +93,12 @@ static int layout(struct strata_super *sb)
     sb->off_bitmap = ALIGN_UP(sb->off_dirents + (uint64_t)sb->ndirents * sizeof(struct strata_dirent), STRATA_BLOCK);
     sb->nblocks = sb->pool_size / STRATA_BLOCK;
     sb->off_ref = ALIGN_UP(sb->off_bitmap + ALIGN_UP(sb->nblocks, 8) / 8, STRATA_BLOCK);
-    sb->ref_bytes = ALIGN_UP(sb->pool_size / 16, STRATA_BLOCK);
-    if (sb->ref_bytes > (16u << 20))
-        sb->ref_bytes = 16u << 20;
+    if (sb->ref_bytes == 0) /* default: an eighth of the pool (sparse until used) */
+        sb->ref_bytes = ALIGN_UP(sb->pool_size / 8, STRATA_BLOCK);
     sb->off_data = sb->off_ref + sb->ref_bytes;
-    if (sb->log_bytes % STRATA_BLOCK || sb->log_bytes < 64 * 1024 || sb->nslots == 0 ||
+    if (sb->ref_bytes % STRATA_BLOCK || sb->ref_bytes < STRATA_REF_TABLE + STRATA_BLOCK ||
+        sb->ref_bytes > sb->pool_size ||
+        sb->log_bytes % STRATA_BLOCK || sb->log_bytes < 64 * 1024 || sb->nslots == 0 ||
         sb->nslots > 256 || sb->ninodes < 16 || sb->pool_size % STRATA_BLOCK ||
         sb->off_data + 16 * STRATA_BLOCK > sb->pool_size || sb->nblocks > UINT32_MAX)
         return -1;
@@ -127,9 +128,15 @@ static int on_tmpfs(const char *path)
 
 int strata_mkfs(const char *path, uint64_t size, uint32_t nslots, uint64_t log_bytes, uint32_t ninodes)
 {
+    return strata_mkfs_ref(path, size, nslots, log_bytes, ninodes, 0);
+}
+
+int strata_mkfs_ref(const char *path, uint64_t size, uint32_t nslots, uint64_t log_bytes, uint32_t ninodes,
+                    uint64_t ref_bytes)
+{
     struct strata_super tmp = {.pool_size = size, .nslots = nslots ? nslots : 16,
                                .log_bytes = log_bytes ? log_bytes : (8u << 20),
-                               .ninodes = ninodes ? ninodes : 4096};
+                               .ninodes = ninodes ? ninodes : 4096, .ref_bytes = ref_bytes};
     if (tmp.pool_size == 0)
         tmp.pool_size = 256u << 20;
     if (layout(&tmp) != 0) {
@@ -150,7 +157,8 @@ int strata_mkfs(const char *path, uint64_t size, uint32_t nslots, uint64_t log_b
             errno = ENOSPC;
             return -1;
         }
-        pmem_memset_persist(base, 0, tmp.off_ref);
+        /* metadata, and the ownership table: a new pool has no owners */
+        pmem_memset_persist(base, 0, tmp.off_ref + STRATA_REF_TABLE);
     } else {
         unlink(path); /* a fresh sparse file: every region starts zeroed */
         base = pmem_map_file(path, tmp.pool_size, PMEM_FILE_CREATE | PMEM_FILE_EXCL, 0600, &len, &is_pmem);
@@ -197,20 +205,26 @@ int strata_map(const char *path, struct strata_fs *fs, int verbose, char *err, s
         return -1;
     }
     const char *why = NULL;
+    char vwhy[160];
     struct strata_super *sb = (struct strata_super *)base;
     struct strata_super chk;
     if (len < STRATA_BLOCK)
         why = "pool smaller than a superblock";
     else if (sb->magic != STRATA_MAGIC)
         why = "bad superblock magic (not a Strata pool, or corrupted)";
-    else if (sb->version != STRATA_VERSION)
-        why = "unsupported pool version (made by a different Strata release)";
+    else if (sb->version != STRATA_VERSION) {
+        snprintf(vwhy, sizeof(vwhy),
+                 "unsupported pool version %u (this Strata reads version %u only; make the pool "
+                 "again with `strata mkfs`)", sb->version, STRATA_VERSION);
+        why = vwhy;
+    }
     else if (sb->crc != super_crc(sb))
         why = "superblock checksum mismatch (corrupted)";
     else {
         chk = (struct strata_super){.pool_size = sb->pool_size, .nslots = sb->nslots,
-                                    .log_bytes = sb->log_bytes, .ninodes = sb->ninodes};
-        if (layout(&chk) != 0 || chk.pool_size != len || chk.off_data != sb->off_data ||
+                                    .log_bytes = sb->log_bytes, .ninodes = sb->ninodes,
+                                    .ref_bytes = sb->ref_bytes};
+        if (sb->ref_bytes == 0 || layout(&chk) != 0 || chk.pool_size != len || chk.off_data != sb->off_data ||
             chk.off_bitmap != sb->off_bitmap || chk.nblocks != sb->nblocks || sb->block_size != STRATA_BLOCK)
             why = "superblock layout fields inconsistent with pool size";
     }
@@ -276,6 +290,12 @@ static void counters_init(void)
     G.c.lease_waits = kb_stats_counter(p, "lease_waits");
     G.c.ref_writes = kb_stats_counter(p, "ref_writes");
     G.c.repairs = kb_stats_counter(p, "repairs");
+    G.c.ref_bytes = kb_stats_counter(p, "ref_bytes");
+    G.c.inline_bytes = kb_stats_counter(p, "inline_bytes");
+    G.c.ref_fallbacks = kb_stats_counter(p, "ref_fallbacks");
+    G.c.ref_fallback_small = kb_stats_counter(p, "ref_fallback_small");
+    G.c.ref_fallback_nomem = kb_stats_counter(p, "ref_fallback_nomem");
+    G.c.ref_digests = kb_stats_counter(p, "ref_digests");
     sweep_stale_stats();
 }
 
@@ -302,6 +322,11 @@ int strata_attach(const char *path)
     G.pid = getpid();
     G.start = strata_proc_start(G.pid);
     G.lock_fd = open(path, O_RDWR | O_CLOEXEC);
+    struct stat st;
+    if (G.lock_fd >= 0 && fstat(G.lock_fd, &st) == 0) { /* strata_nvm_map checks fds against it */
+        G.pool_dev = st.st_dev;
+        G.pool_ino = st.st_ino;
+    }
     G.pend = calloc(G.sb->ninodes, sizeof(*G.pend));
     G.wlease = calloc(G.sb->ninodes, sizeof(*G.wlease));
     G.opens = calloc(G.sb->ninodes, sizeof(*G.opens));
@@ -426,6 +451,21 @@ int strata_ref_area(void **addr, uint64_t *pool_off, uint64_t *len)
     return 0;
 }
 
+int strata_pool_ref_area(const char *path, uint64_t *off, uint64_t *len, uint64_t *table, char *err,
+                         size_t errlen)
+{
+    struct strata_fs fs = {0};
+    if (errlen)
+        err[0] = 0;
+    if (strata_map(path, &fs, 1, err, errlen) != 0)
+        return -1;
+    *off = fs.sb->off_ref;
+    *len = fs.sb->ref_bytes;
+    *table = STRATA_REF_TABLE;
+    strata_unmap(&fs);
+    return 0;
+}
+
 int strata_info(char *buf, size_t len)
 {
     if (strata_ensure_attached() != 0)
@@ -439,11 +479,12 @@ int strata_info(char *buf, size_t len)
     return snprintf(buf, len,
                     "path %s\nis_pmem %d\npersist %s\nversion %u\npool_size %lu\nblock_size %u\n"
                     "nslots %u\nlive_slots %u\nlog_bytes %lu\ninodes %u\ninodes_used %u\n"
-                    "data_blocks %lu\nfree_blocks %lu\nref_off %lu\nref_bytes %lu\nmounts %lu\n",
+                    "data_blocks %lu\nfree_blocks %lu\nref_off %lu\nref_bytes %lu\nref_table %u\n"
+                    "mounts %lu\n",
                     G.path, G.is_pmem, G.use_msync ? "pmem_msync" : "pmem_persist", sb->version,
                     (unsigned long)sb->pool_size, sb->block_size, sb->nslots, live_slots,
                     (unsigned long)sb->log_bytes, sb->ninodes, used_inodes,
                     (unsigned long)(sb->nblocks - sb->off_data / STRATA_BLOCK),
                     (unsigned long)sb->free_blocks, (unsigned long)sb->off_ref,
-                    (unsigned long)sb->ref_bytes, (unsigned long)sb->mounts);
+                    (unsigned long)sb->ref_bytes, STRATA_REF_TABLE, (unsigned long)sb->mounts);
 }

@@ -17,7 +17,6 @@
 #include <sys/file.h>
 #include <linux/close_range.h>
 #include <sys/mman.h>
-#include <sys/sendfile.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -92,33 +91,6 @@ ssize_t pwrite64(int fd, const void *b, size_t n, off64_t o)
     return strata_is_fd(fd) ? strata_pwrite(fd, b, n, o) : REAL(pwrite64)(fd, b, n, o);
 }
 
-/* readv/writev: one iovec at a time (each write is its own log entry);
- * a short read ends the transfer, as the kernel's would. */
-static ssize_t strata_iov(int fd, const struct iovec *iov, int cnt, int is_write)
-{
-    ssize_t total = 0;
-    for (int i = 0; i < cnt; i++) {
-        ssize_t n = is_write ? strata_write(fd, iov[i].iov_base, iov[i].iov_len)
-                             : strata_read(fd, iov[i].iov_base, iov[i].iov_len);
-        if (n < 0)
-            return total ? total : -1;
-        total += n;
-        if ((size_t)n < iov[i].iov_len)
-            break;
-    }
-    return total;
-}
-
-ssize_t readv(int fd, const struct iovec *iov, int cnt)
-{
-    return strata_is_fd(fd) ? strata_iov(fd, iov, cnt, 0) : REAL(readv)(fd, iov, cnt);
-}
-
-ssize_t writev(int fd, const struct iovec *iov, int cnt)
-{
-    return strata_is_fd(fd) ? strata_iov(fd, iov, cnt, 1) : REAL(writev)(fd, iov, cnt);
-}
-
 off_t lseek(int fd, off_t o, int w) { return strata_is_fd(fd) ? strata_lseek(fd, o, w) : REAL(lseek)(fd, o, w); }
 off64_t lseek64(int fd, off64_t o, int w)
 {
@@ -127,6 +99,21 @@ off64_t lseek64(int fd, off64_t o, int w)
 
 int fsync(int fd) { return strata_is_fd(fd) ? strata_fsync(fd) : REAL(fsync)(fd); }
 int fdatasync(int fd) { return strata_is_fd(fd) ? strata_fsync(fd) : REAL(fdatasync)(fd); }
+/* Redis's incremental fsync of an AOF rewrite or RDB calls sync_file_range:
+ * a Strata write is durable when it returns, and on the /dev/null
+ * placeholder the call would fail with ESPIPE ("Illegal seek"). */
+int sync_file_range(int fd, off64_t off, off64_t n, unsigned int flags)
+{
+    if (!strata_is_fd(fd))
+        return REAL(sync_file_range)(fd, off, n, flags);
+    if (off < 0 || n < 0 || (flags & ~(unsigned)(SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
+                                                 SYNC_FILE_RANGE_WAIT_AFTER))) {
+        errno = EINVAL;
+        return -1;
+    }
+    return strata_fsync(fd);
+}
+
 int ftruncate(int fd, off_t n) { return strata_is_fd(fd) ? strata_ftruncate(fd, n) : REAL(ftruncate)(fd, n); }
 int ftruncate64(int fd, off64_t n)
 {
@@ -170,34 +157,6 @@ void *mmap64(void *addr, size_t len, int prot, int flags, int fd, off64_t off)
         return MAP_FAILED;
     }
     return REAL(mmap64)(addr, len, prot, flags, fd, off);
-}
-
-/* Kernel-side copies would move bytes to or from the /dev/null fd: refuse,
- * so callers (Python's shutil, coreutils cp) fall back to read/write. */
-static int kernel_copy(int a, int b)
-{
-    if (strata_is_fd(a) || strata_is_fd(b)) {
-        errno = EINVAL;
-        return 0;
-    }
-    return 1;
-}
-
-ssize_t sendfile(int out, int in, off_t *off, size_t n)
-{
-    return kernel_copy(out, in) ? REAL(sendfile)(out, in, off, n) : -1;
-}
-ssize_t sendfile64(int out, int in, off64_t *off, size_t n)
-{
-    return kernel_copy(out, in) ? REAL(sendfile64)(out, in, off, n) : -1;
-}
-ssize_t copy_file_range(int in, off64_t *oi, int out, off64_t *oo, size_t n, unsigned int fl)
-{
-    return kernel_copy(out, in) ? REAL(copy_file_range)(in, oi, out, oo, n, fl) : -1;
-}
-ssize_t splice(int in, off64_t *oi, int out, off64_t *oo, size_t n, unsigned int fl)
-{
-    return kernel_copy(out, in) ? REAL(splice)(in, oi, out, oo, n, fl) : -1;
 }
 
 /* Preallocation: extend the file (space is reserved when data is written). */

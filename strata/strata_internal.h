@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <sys/types.h>
+#include <sys/uio.h>
 
 #include "kb/stats.h"
 #include "strata/strata_api.h"
@@ -30,7 +31,8 @@ struct pend_inode {
 struct strata_counters {
     uint64_t *appends, *log_bytes, *fsyncs, *digests, *digested_entries,
         *digested_bytes, *coalesced, *recoveries, *torn, *enospc, *lease_waits,
-        *ref_writes, *repairs;
+        *ref_writes, *repairs, *ref_bytes, *inline_bytes, *ref_fallbacks, *ref_fallback_small,
+        *ref_fallback_nomem, *ref_digests;
 };
 
 struct strata_fs {
@@ -41,6 +43,8 @@ struct strata_fs {
     pid_t pid;
     uint64_t start;          /* this process's start time (with pid: its identity) */
     char path[512];
+    dev_t pool_dev;          /* identity of the pool file (strata_nvm_map) */
+    ino_t pool_ino;
     struct strata_super *sb;
     struct strata_slot *slots;
     char *logs;
@@ -123,8 +127,11 @@ int path_parent(const char *path, uint32_t *parent, const char **name, size_t *n
 int log_claim_slot(void);
 struct strata_entry *log_append(struct strata_entry *hdr, const void *payload, size_t plen);
 typedef int (*entry_fn)(struct strata_entry *e, uint64_t off, void *arg);
-/* Calls fn for every valid entry of the slot; returns the end offset. */
+/* Calls fn for every valid entry of the slot (entries of a transaction only
+ * once it is closed); returns the end offset.  check_extents 0 skips the
+ * checksum of referenced extents (the owner's own digest: it computed them). */
 uint64_t log_scan(int slot, entry_fn fn, void *arg, int *torn);
+uint64_t log_scan_opt(int slot, entry_fn fn, void *arg, int *torn, int check_extents);
 void log_reset_slot(int slot);
 const char *entry_name(const struct strata_entry *e);
 const char *entry_name2(const struct strata_entry *e);
@@ -136,6 +143,9 @@ int apply_data(const struct strata_entry *e);
 int is_namespace(const struct strata_entry *e);
 const char *entry_data(const struct strata_entry *e);
 
+/* testhook.c */
+void testhook_after_append(void); /* $STRATA_TEST_KILL_AFTER_APPENDS */
+
 /* digest.c */
 int64_t digest_slot(int slot);
 int64_t digest_dead_slots(void); /* returns entries digested */
@@ -144,7 +154,26 @@ int digest_own(void);
 /* libfs_io.c: the read overlay of this process's undigested data ops */
 void pend_clear_all(void);
 void pend_drop(uint32_t ino);
+int pend_add(uint32_t ino, uint32_t gen, uint8_t kind, uint64_t off, uint64_t len, const char *data);
 uint64_t file_size(uint32_t ino, uint32_t gen);
+void maybe_digest(void); /* at the log fill threshold or on request */
+struct sfile;
+int reserve(struct sfile *f, uint64_t off, uint64_t len); /* blocks digest may allocate */
+
+/* libfs_write.c: the write path shared by every write variant */
+struct sfile *writable(int fd);
+/* iovec count and total as the kernel checks them, and RWF_* flags. */
+int iov_check(const struct iovec *iov, int cnt, int flags, size_t *total);
+
+/* libfs_ref.c: NVM maps (ORP) and the references this process has logged
+ * but not digested */
+/* Length of the first part of [p, p+len) that is either inside one map
+ * (*pool_off = its pool offset) or outside every map (*pool_off = UINT64_MAX). */
+size_t nvm_span(const char *p, size_t len, uint64_t *pool_off);
+int refs_reserve(uint32_t n);       /* room to track n more references */
+void refs_add(uint64_t pool_off, uint64_t len);
+void refs_clear(void);              /* the own log was reset (digested) */
+int refs_over_trigger(void);        /* outstanding bytes above the digest trigger */
 
 /* libfs.c: open file table */
 struct sfile {

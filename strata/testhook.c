@@ -7,7 +7,23 @@
 
 #include <errno.h>
 #include <libpmem.h>
+#include <signal.h>
+#include <stdlib.h>
 #include <string.h>
+
+/* $STRATA_TEST_KILL_AFTER_APPENDS=N: SIGKILL this process right after its
+ * N-th committed log append, i.e. possibly inside a transaction (tests of
+ * writev atomicity).  Unset: never. */
+void testhook_after_append(void)
+{
+    static long left = -2;
+    if (left == -2) {
+        const char *s = getenv("STRATA_TEST_KILL_AFTER_APPENDS");
+        left = s ? atol(s) : -1;
+    }
+    if (left > 0 && --left == 0)
+        raise(SIGKILL);
+}
 
 static int remember(struct strata_entry *e, uint64_t off, void *arg)
 {

@@ -14,10 +14,21 @@
 #include <stdint.h>
 #include <sys/types.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 
 /* CDEF-BEGIN */
+/* Pool layout v2.  ref_bytes: size of the ref area (a multiple of 4096, at
+ * least 2 pages: its first page is the TAS ownership table); 0 = default,
+ * pool_size / 8.  strata_mkfs uses the default. */
 int strata_mkfs(const char *pool_path, uint64_t pool_size, uint32_t nslots,
                 uint64_t log_bytes, uint32_t ninodes);
+int strata_mkfs_ref(const char *pool_path, uint64_t pool_size, uint32_t nslots,
+                    uint64_t log_bytes, uint32_t ninodes, uint64_t ref_bytes);
+/* Ref area of a pool file from its validated superblock, without mounting:
+ * pool byte offset and length (the whole area, table page included) and the
+ * table size.  -1 with errno and a message in err when it is not a v2 pool. */
+int strata_pool_ref_area(const char *pool_path, uint64_t *off, uint64_t *len,
+                         uint64_t *table, char *err, size_t errlen);
 int strata_attach(const char *pool_path); /* NULL: $STRATA_POOL or /dev/shm/strata.pool */
 void strata_detach(void);
 int strata_is_fd(int fd);
@@ -47,6 +58,22 @@ ssize_t strata_pwrite_ref(int fd, uint64_t pool_off, size_t len, int64_t off);
 /* The ref area: mapped address, pool offset and length. */
 int strata_ref_area(void **addr, uint64_t *pool_off, uint64_t *len);
 
+/* ORP (docs/orp-contract.md).  [va, va+len) is a mapping of the pool file
+ * (fd, same dev/ino as the attached pool) at file_off, inside the ref area
+ * after its table page: then 0; EXDEV for another file, EINVAL otherwise.
+ * Every write variant logs each piece of its source of at least
+ * STRATA_REF_MIN bytes that lies in a registered map as a reference to
+ * file_off + (piece - va) instead of copying it. */
+#define STRATA_REF_MIN 16384
+int strata_nvm_map(int fd, uint64_t file_off, const void *va, size_t len);
+int strata_nvm_unmap(const void *va);
+/* 1 while an undigested entry of this process references any byte of the
+ * range (it must not be overwritten), else 0. */
+int strata_ref_busy(const void *va, size_t len);
+/* Digest this process's log now (entries digested, or -1); afterwards
+ * strata_ref_busy is 0 everywhere. */
+int64_t strata_digest_self(void);
+
 /* Apply this process's log and every dead process's log; request a digest
  * from live owners.  Returns the number of entries digested, or -1. */
 int64_t strata_digest(void);
@@ -61,6 +88,16 @@ int strata_info(char *buf, size_t len);
  * dead slot (mode 0: zero it, 1: flip a payload byte, 2: clear its commit). */
 int strata_test_tear_tail(const char *pool_path, int mode);
 /* CDEF-END */
+
+/* Vector IO.  Each call is one atomic log transaction (all of it survives
+ * a crash or none), unless its log footprint exceeds the log (then it is
+ * logged in quarter-log transactions, as a large strata_write is).
+ * off == -1: the file position (as pwritev2/preadv2); flags: RWF_* (RWF_APPEND
+ * honoured; HIPRI, DSYNC, SYNC, NOWAIT accepted; others EOPNOTSUPP). */
+ssize_t strata_writev(int fd, const struct iovec *iov, int cnt);
+ssize_t strata_pwritev2(int fd, const struct iovec *iov, int cnt, int64_t off, int flags);
+ssize_t strata_readv(int fd, const struct iovec *iov, int cnt);
+ssize_t strata_preadv2(int fd, const struct iovec *iov, int cnt, int64_t off, int flags);
 
 /* Directory iteration (used by the shim's opendir/readdir). */
 struct strata_dirent_out {

@@ -8,7 +8,9 @@
  *   inode table        ninodes x 128 bytes (inode 1 is the root directory)
  *   dirent table       ndirents x 256 bytes, open-addressing hash on (parent, name)
  *   block bitmap       one bit per pool block
- *   ref area           extents that log entries may reference (contract 3)
+ *   ref area           extents that log entries may reference (contract 3); its
+ *                      first STRATA_REF_TABLE bytes are the TAS daemon's ownership
+ *                      table (Strata never writes them, no reference points there)
  *   data blocks        file blocks, allocated by digest
  *
  * Block numbers are pool-relative 4 KiB block indices; 0 means "none".
@@ -20,7 +22,7 @@
 
 /* CDEF-BEGIN */
 #define STRATA_MAGIC 0x31305441525453ULL /* "STRAT01" */
-#define STRATA_VERSION 1
+#define STRATA_VERSION 2                  /* 2: ref area size chosen at mkfs, table page */
 #define STRATA_BLOCK 4096
 #define STRATA_COMMIT 0x1FB9              /* log entry commit marker, written last */
 #define STRATA_NAME_MAX 239
@@ -28,6 +30,8 @@
 #define STRATA_PTRS_PER_BLOCK 1024
 #define STRATA_ROOT_INO 1
 #define STRATA_ORPHAN 0xFFFFFFFFu     /* inode.parent of an unlinked file still open */
+#define STRATA_REF_TABLE 4096         /* ref area page 0: TAS ownership table */
+#define STRATA_E_MORE 1               /* entry.flags: the transaction continues */
 
 struct strata_super {
     uint64_t magic;
@@ -41,7 +45,7 @@ struct strata_super {
     uint32_t pad0;
     uint64_t log_bytes;      /* per slot */
     uint64_t off_slots, off_logs, off_inodes, off_dirents, off_bitmap;
-    uint64_t off_ref, ref_bytes;
+    uint64_t off_ref, ref_bytes; /* ref area, incl. its table page; size set at mkfs */
     uint64_t off_data;       /* first data block byte offset */
     uint64_t nblocks;        /* blocks in the whole pool */
     uint32_t digest_pct;     /* log fill that triggers a digest */
@@ -81,7 +85,7 @@ enum strata_kind {
 struct strata_entry {
     uint16_t commit;         /* STRATA_COMMIT, persisted after everything else */
     uint8_t kind;
-    uint8_t pad;
+    uint8_t flags;           /* STRATA_E_MORE: a later entry closes this transaction */
     uint32_t epoch;
     uint32_t entry_len;      /* header + payload, rounded up to 64 */
     uint32_t crc;            /* header (commit=crc=0) + payload, seeded by fs_id */

@@ -27,14 +27,19 @@ def open_w(path, flags=os.O_WRONLY | os.O_CREAT):
 def step_ref(args):
     """write 'head', then a 4 KiB reference into the ref area, then 'tail'."""
     addr, off, _ = ref_area()
+    addr, off = addr + 4096, off + 4096  # page 0 of the ref area is the TAS ownership table
     payload = bytes((i * 7) & 0xFF for i in range(4096))
     ctypes.memmove(addr, payload, len(payload))
     fd = lib.check(open_w("/ref.bin"), "open")
     out = {"head": L.strata_write(fd, b"head", 4),
            "ref": L.strata_write_ref(fd, off, 4096)}
     out["tail"] = L.strata_write(fd, b"tail", 4)
-    out["bad_ref"] = L.strata_write_ref(fd, off - 4096, 4096)  # outside the ref area
+    out["bad_ref"] = L.strata_write_ref(fd, off - 8192, 4096)  # outside the ref area
     out["bad_errno"] = ctypes.get_errno()
+    out["table_ref"] = L.strata_write_ref(fd, off - 4096, 4096)  # into the ownership table
+    out["table_errno"] = ctypes.get_errno()
+    out["neg_ref"] = L.strata_pwrite_ref(fd, off, 4096, -4096)  # the checks of pwrite apply
+    out["neg_errno"] = ctypes.get_errno()
     out["own_view"] = lib.read_file("/ref.bin") == b"head" + payload + b"tail"
     out["ref_off"] = off
     if args and args[0] == "crash":

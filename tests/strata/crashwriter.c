@@ -1,8 +1,12 @@
 /*
  * Crash-test helper (C API user).
- *   strata_crashwriter write POOL SEED   runs single-syscall file ops forever;
- *       before each op it prints "I <op>" and after it returns (and, for
- *       data, after fsync) it prints "D", so the test knows what is durable.
+ *   strata_crashwriter write POOL SEED [refs]   runs single-syscall file ops
+ *       forever; before each op it prints "I <op>" and after it returns (and,
+ *       for data, after fsync) it prints "D", so the test knows what is
+ *       durable.  With "refs", appends are one writev of [inline head | a
+ *       piece of a registered map of the pool's ref area | inline tail], as
+ *       ORP writes received data; the map is reused like a receive ring,
+ *       asking strata_ref_busy (and digesting) before overwriting bytes.
  *   strata_crashwriter mkfs POOL         small test pool (64 MiB, 1 MiB logs)
  *   strata_crashwriter tear POOL MODE    simulated power loss (strata_test_tear_tail)
  *   strata_crashwriter verify POOL       mounts (recovers), prints
@@ -14,12 +18,51 @@
 
 #include <fcntl.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #define NAMES 6
+#define RING (2u << 20)
+
+/* The "receive ring": RING bytes of the pool's ref area after its table page,
+ * mapped separately and registered, as libtas does with its NVM buffers. */
+static unsigned char *ring;
+static size_t ring_at;
+
+static int ring_map(const char *pool)
+{
+    void *area;
+    uint64_t off, len;
+    int pfd = open(pool, O_RDWR);
+    if (pfd < 0 || strata_ref_area(&area, &off, &len) != 0 || len < RING + 4096)
+        return -1;
+    ring = mmap(NULL, RING, PROT_READ | PROT_WRITE, MAP_SHARED, pfd, (off_t)(off + 4096));
+    if (ring == MAP_FAILED)
+        return -1;
+    return strata_nvm_map(pfd, off + 4096, ring, RING);
+}
+
+/* Append buf[0, len) as [head | ring piece | tail] in one writev. */
+static ssize_t ring_append(int fd, const char *buf, size_t len, unsigned *seed)
+{
+    size_t h = (size_t)rand_r(seed) % 300, t = (size_t)rand_r(seed) % 300;
+    h = h > len ? len : h;
+    t = t > len - h ? len - h : t;
+    size_t m = len - h - t;
+    if (ring_at + m > RING)
+        ring_at = 0;
+    if (strata_ref_busy(ring + ring_at, m) && strata_digest_self() < 0)
+        return -1;
+    memcpy(ring + ring_at, buf + h, m);
+    struct iovec v[3] = {{(void *)buf, h}, {ring + ring_at, m}, {(void *)(buf + h + m), t}};
+    ring_at = (ring_at + m + 63) & ~(size_t)63;
+    return strata_writev(fd, v, 3);
+}
 
 __attribute__((format(printf, 1, 2))) static void say(const char *fmt, ...)
 {
@@ -32,16 +75,16 @@ __attribute__((format(printf, 1, 2))) static void say(const char *fmt, ...)
         exit(3);
 }
 
-static int run(const char *pool, unsigned seed)
+static int run(const char *pool, unsigned seed, int refs)
 {
-    if (strata_attach(pool) != 0)
+    if (strata_attach(pool) != 0 || (refs && ring_map(pool) != 0))
         return 2;
     strata_mkdir("/cw", 0755);
     int fds[NAMES];
     long sizes[NAMES];
     for (int i = 0; i < NAMES; i++)
         fds[i] = -1, sizes[i] = 0;
-    static char buf[8192];
+    static char buf[65536];
     for (long k = 0;; k++) {
         int i = rand_r(&seed) % NAMES, op = rand_r(&seed) % 10;
         char name[32], to[32];
@@ -51,11 +94,12 @@ static int run(const char *pool, unsigned seed)
             fds[i] = strata_open(name, O_CREAT | O_WRONLY | O_APPEND, 0644);
             sizes[i] = 0;
         } else if (op < 6) {
-            long len = 1 + rand_r(&seed) % 5000;
+            long len = refs ? 16384 + rand_r(&seed) % 40000 : 1 + rand_r(&seed) % 5000;
             for (long j = 0; j < len; j++)
                 buf[j] = (char)((k * 31 + j) & 0xff);
             say("I A %s %ld %ld\n", name, len, k);
-            if (strata_write(fds[i], buf, (size_t)len) != len || strata_fsync(fds[i]) != 0)
+            ssize_t n = refs ? ring_append(fds[i], buf, (size_t)len, &seed) : strata_write(fds[i], buf, (size_t)len);
+            if (n != len || strata_fsync(fds[i]) != 0)
                 return 4;
             sizes[i] += len;
         } else if (op < 7) {
@@ -109,13 +153,13 @@ static int verify(const char *pool)
 int main(int argc, char **argv)
 {
     if (argc >= 4 && strcmp(argv[1], "write") == 0)
-        return run(argv[2], (unsigned)atoi(argv[3]));
+        return run(argv[2], (unsigned)atoi(argv[3]), argc >= 5 && strcmp(argv[4], "refs") == 0);
     if (argc >= 3 && strcmp(argv[1], "mkfs") == 0)
         return strata_mkfs(argv[2], 64u << 20, 8, 1u << 20, 1024) == 0 ? 0 : 1;
     if (argc >= 4 && strcmp(argv[1], "tear") == 0)
         return strata_test_tear_tail(argv[2], atoi(argv[3])) >= 0 ? 0 : 1;
     if (argc >= 3 && strcmp(argv[1], "verify") == 0)
         return verify(argv[2]);
-    fprintf(stderr, "usage: %s mkfs|write|tear|verify POOL [SEED|MODE]\n", argv[0]);
+    fprintf(stderr, "usage: %s mkfs|write|tear|verify POOL [SEED [refs]|MODE]\n", argv[0]);
     return 1;
 }

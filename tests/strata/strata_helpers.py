@@ -48,3 +48,29 @@ def layout():
     ffi = cffi.FFI()
     ffi.cdef(cdef_of("strata/strata_layout.h"))
     return ffi
+
+
+KIND = {1: "create", 2: "mkdir", 3: "unlink", 4: "rmdir", 5: "rename", 6: "write", 7: "ref",
+        8: "truncate", 9: "setattr"}
+
+
+def log_entries(pool, pid):
+    """(kind, continues-transaction) of every committed entry in pid's log
+    slot, read from the pool file without mounting it (no recovery)."""
+    ffi = layout()
+    with open(pool, "rb") as f:
+        data = f.read()
+    buf = ffi.from_buffer(data)
+    sb = ffi.cast("struct strata_super *", buf)
+    slots = ffi.cast("struct strata_slot *", buf + sb.off_slots)
+    slot = [i for i in range(sb.nslots) if slots[i].owner_pid == pid]
+    if not slot:
+        return []
+    at, end, out = sb.off_logs + slot[0] * sb.log_bytes, sb.off_logs + (slot[0] + 1) * sb.log_bytes, []
+    while at + 64 <= end:
+        e = ffi.cast("struct strata_entry *", buf + at)
+        if e.commit != 0x1FB9 or e.epoch != slots[slot[0]].epoch:
+            break
+        out.append((KIND.get(e.kind, e.kind), bool(e.flags & 1)))
+        at += e.entry_len
+    return out

@@ -17,6 +17,8 @@ def test_write_ref_is_read_digested_and_recovered(pool):
     out = api(pool, "ref")
     assert out["head"] == 4 and out["ref"] == 4096 and out["tail"] == 4
     assert out["bad_ref"] == -1 and out["bad_errno"] == errno.EINVAL
+    assert out["table_ref"] == -1 and out["table_errno"] == errno.EINVAL
+    assert out["neg_ref"] == -1 and out["neg_errno"] == errno.EINVAL
     assert out["own_view"], "the writer reads its own reference through the overlay"
     data = bytes.fromhex(api(pool, "read", "/ref.bin")["hex"])
     assert data == b"head" + PAYLOAD + b"tail"  # digested on close

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from strata_helpers import CRASHWRITER
+from strata_helpers import CRASHWRITER, log_entries
 
 
 
@@ -54,15 +54,20 @@ def recovered(pool):
     return files, fsck, out
 
 
-def crash_once(pool, seed, tmp_path, tear_mode=None):
+def crash_once(pool, seed, tmp_path, tear_mode=None, refs=False, stats=None):
     subprocess.run([CRASHWRITER, "mkfs", pool], check=True)
     log = tmp_path / f"w{seed}.log"
     with open(log, "w") as out:
-        w = subprocess.Popen([CRASHWRITER, "write", pool, str(seed)], stdout=out)
+        w = subprocess.Popen([CRASHWRITER, "write", pool, str(seed)] + (["refs"] if refs else []),
+                             stdout=out)
         time.sleep(random.Random(seed).uniform(0.001, 0.03))
         w.send_signal(signal.SIGKILL)
         w.wait()
     assert w.returncode == -signal.SIGKILL, "writer stopped on its own (a failed op)"
+    if stats is not None:  # what the dead writer's log holds, before recovery
+        entries = log_entries(pool, w.pid)
+        stats["refs"] = stats.get("refs", 0) + sum(k == "ref" for k, _ in entries)
+        stats["open_txn"] = stats.get("open_txn", 0) + bool(entries and entries[-1][1])
     if tear_mode is not None:
         subprocess.run([CRASHWRITER, "tear", pool, str(tear_mode)], check=True)
     states, acked = model_states(log.read_text().splitlines())
@@ -85,6 +90,18 @@ def test_sigkill_crash_points(pool_path, tmp_path):
         total += crash_once(pool_path, seed, tmp_path)
         (tmp_path / f"w{seed}.log").unlink()
     assert total > 1000, "writers were killed before doing real work"
+
+
+def test_sigkill_crash_points_with_references(pool_path, tmp_path):
+    """Appends are writevs whose middle piece lies in a registered map of the
+    ref area (WRITE_REF entries in one transaction with inline fringes); the
+    writer reuses the map like a receive ring, honouring strata_ref_busy."""
+    total, stats = 0, {}
+    for seed in range(200):
+        total += crash_once(pool_path, seed, tmp_path, refs=True, stats=stats)
+        (tmp_path / f"w{seed}.log").unlink()
+    assert total > 400, "writers were killed before doing real work"
+    assert stats["refs"] > 200, stats  # undigested references were there to recover
 
 
 @pytest.mark.parametrize("mode", [0, 1, 2], ids=["zeroed", "flipped", "uncommitted"])
