@@ -4,7 +4,7 @@ import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-BUILD = os.path.join(ROOT, "build", "strata")
+BUILD = os.path.join(ROOT, "build", "tests", "strata")
 CRASHWRITER = os.path.join(BUILD, "strata_crashwriter")
 LIBSTRATA = os.path.join(ROOT, "strata", "libstrata.so")
 
