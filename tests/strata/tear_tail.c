@@ -11,35 +11,17 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <stdio.h>
-#include <stdlib.h>
+#include <signal.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-/* Is the slot's owner still running?  Same test as libstrata's: the pid
- * exists, is not a zombie, and started when the owner did (pids are reused). */
-static int owner_alive(int32_t pid, uint64_t start)
+/* Is the slot's owner still running?  The crash tests kill and reap the
+ * writer just before, so its pid is gone (no pid-reuse check needed here). */
+static int owner_alive(int32_t pid)
 {
-    char path[64], buf[1024];
-    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return 0;
-    ssize_t n = read(fd, buf, sizeof(buf) - 1);
-    close(fd);
-    if (n <= 0)
-        return 0;
-    buf[n] = 0;
-    char *p = strrchr(buf, ')');
-    if (p == NULL || p[1] != ' ' || p[2] == 'Z' || p[2] == 'X')
-        return 0;
-    p += 2; /* field 3 (state); the start time is field 22 */
-    for (int field = 3; field < 22 && p; field++)
-        if ((p = strchr(p, ' ')) != NULL)
-            p++;
-    return p != NULL && (start == 0 || strtoull(p, NULL, 10) == start);
+    return kill(pid, 0) == 0 || errno == EPERM;
 }
 
 /* The last committed entry of the slot's current epoch, or NULL. */
@@ -96,7 +78,7 @@ int tear_tail(const char *pool_path, int mode)
     int torn = 0;
     for (uint32_t i = 0; i < sb->nslots; i++) {
         struct strata_slot *s = (struct strata_slot *)(base + sb->off_slots) + i;
-        if (s->owner_pid == 0 || owner_alive(s->owner_pid, s->owner_start))
+        if (s->owner_pid == 0 || owner_alive(s->owner_pid))
             continue;
         struct strata_entry *last = last_entry(base + sb->off_logs + i * sb->log_bytes, sb->log_bytes, s->epoch);
         if (last == NULL)
