@@ -119,3 +119,19 @@ def test_every_interposer_is_exported(lib, libc):
     assert defined, f"no interposers found in {objdir}"
     missing = sorted(defined - dynamic_exports(path))
     assert not missing, f"{lib} defines but does not export: {missing}"
+
+
+def test_program_defining_libstrata_names_does_not_hijack_it(tmp_path):
+    """tests/strata/hijack.c defines G, log_append, file_size and strata_open,
+    aborting if libstrata calls any of them, and uses Strata through the shim."""
+    prog = os.path.join(BUILD, "tests", "strata", "strata_hijack")
+    if not os.path.exists(prog):
+        pytest.fail(f"{prog} missing: run `python deploy/native_build.py`")
+    pool = f"/dev/shm/strata-hijack-{os.getpid()}.pool"
+    try:
+        r = subprocess.run([prog, pool], capture_output=True, text=True, timeout=60,
+                           env=dict(os.environ, STRATA_POOL=pool, STRATA_MOUNT="/strata"))
+    finally:
+        if os.path.exists(pool):
+            os.unlink(pool)
+    assert r.returncode == 0 and r.stdout == "ok\n", r.stdout + r.stderr
