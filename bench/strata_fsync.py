@@ -5,7 +5,7 @@
 4 KiB and 64 B append+fsync on Strata (emulated NVM in /dev/shm), on the
 machine's disk file system with fsync (/var/tmp), and on tmpfs; then 4 KiB
 log-append bandwidth against raw pmem_memcpy_persist.  Ratios come from the
-same run.  The measurement loops are C (build/strata/strata_bench).
+same run.  The measurement loops are C (build/bench/strata_bench).
 """
 import argparse
 import datetime
@@ -16,7 +16,7 @@ import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BENCH = os.path.join(ROOT, "build", "strata", "strata_bench")
+BENCH = os.path.join(ROOT, "build", "bench", "strata_bench")
 POOL = "/dev/shm/strata-bench.pool"
 TRIALS = 5
 DISK_DIR = "/var/tmp"

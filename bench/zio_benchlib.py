@@ -14,7 +14,8 @@ from deploy.report import print_table, write_json  # noqa: E402,F401  (shared re
 
 
 def built(name):
-    path = os.path.join(BUILD, "zio", name)
+    """libzio.so from build/zio/, benchmark programs from build/bench/."""
+    path = os.path.join(BUILD, "zio" if name.endswith(".so") else "bench", name)
     if not os.path.exists(path):
         sys.exit(f"{path} missing: run `python deploy/native_build.py`")
     return path

@@ -40,7 +40,6 @@ def _load():
         "strata_fsck": (c.c_int, [c.c_char_p, c.c_char_p, c.c_size_t]),
         "strata_info": (c.c_int, [c.c_char_p, c.c_size_t]),
         "strata_ls": (c.c_int, [c.c_char_p, c.c_char_p, c.c_size_t]),
-        "strata_test_tear_tail": (c.c_int, [c.c_char_p, c.c_int]),
         "strata_write_ref": (c.c_ssize_t, [c.c_int, c.c_uint64, c.c_size_t]),
         "strata_pwrite_ref": (c.c_ssize_t, [c.c_int, c.c_uint64, c.c_size_t, c.c_int64]),
         "strata_ref_area": (c.c_int, [c.POINTER(c.c_void_p), c.POINTER(c.c_uint64),

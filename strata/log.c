@@ -114,7 +114,9 @@ struct strata_entry *log_append(struct strata_entry *hdr, const void *payload, s
     /* G.mu serialises appends: plain stores, no locked adds on the hot path */
     kb_stats_set(G.c.appends, *G.c.appends + 1);
     kb_stats_set(G.c.log_bytes, *G.c.log_bytes + total);
+#ifdef STRATA_TEST_HOOKS
     testhook_after_append();
+#endif
     return e;
 }
 

@@ -363,8 +363,11 @@ void strata_detach(void)
         snprintf(inst, sizeof(inst), "%d", (int)G.pid);
         kb_stats_close(G.stats, "strata", inst, 1);
         G.stats = NULL;
-        close(G.lock_fd);
+        /* Forget the lock fd first: close() goes through our own shim, which
+         * refuses to close the mounted pool's lock fd (it leaked per attach). */
+        int lock_fd = G.lock_fd;
         G.lock_fd = -1;
+        close(lock_fd);
         strata_unmap(&G);
         G.slot = -1;
         G.tail = 0;

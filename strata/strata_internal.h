@@ -144,7 +144,9 @@ int is_namespace(const struct strata_entry *e);
 const char *entry_data(const struct strata_entry *e);
 
 /* testhook.c */
-void testhook_after_append(void); /* $STRATA_TEST_KILL_AFTER_APPENDS */
+#ifdef STRATA_TEST_HOOKS
+void testhook_after_append(void); /* tests/strata/testhook.c, test builds only */
+#endif
 
 /* digest.c */
 int64_t digest_slot(int slot);

@@ -211,6 +211,10 @@ struct tas_fp *tas_fp_create(const struct tas_fp_conf *conf, struct kb_stats_pag
     fp->conf = *conf;
     fp->sp_fd = -1;
     fp->info_fd = -1;
+    /* Before the first goto fail: tas_fp_destroy closes every core's fds,
+     * and zeroed memory would make it close fd 0 when we fail early. */
+    for (uint16_t i = 0; i < TAS_FP_MAX_CORES; i++)
+        fp->cores[i].wake_fd = fp->cores[i].epfd = -1;
     fp->tsc_hz = rte_get_tsc_hz();
     counters_init(&fp->ctr, stats);
     if (info_init(fp) != 0) {

@@ -43,12 +43,35 @@ int app_send_msg(struct tas_app *a, const struct tas_ctl_msg *m)
     return r == (ssize_t)sizeof(*m) ? 0 : -errno;
 }
 
-void app_queue_event(struct tas_app *a, const struct tas_ctl_msg *m)
+static int evq_grow(struct tas_app *a)
 {
-    if (a->ev_count == EVQ_LEN)
-        return; /* an app this far behind on events has bigger problems */
-    a->evq[(a->ev_head + a->ev_count) % EVQ_LEN] = *m;
+    unsigned cap = a->ev_cap ? a->ev_cap * 2 : EVQ_INITIAL;
+    struct tas_ctl_msg *q = malloc(cap * sizeof(*q));
+    if (q == NULL)
+        return -ENOMEM;
+    for (unsigned i = 0; i < a->ev_count; i++)
+        q[i] = a->evq[(a->ev_head + i) % a->ev_cap];
+    free(a->evq);
+    a->evq = q;
+    a->ev_cap = cap;
+    a->ev_head = 0;
+    return 0;
+}
+
+/* Events that arrive while we wait for a reply are kept for tas_app_event,
+ * never dropped: a lost CONN_OPENED or NEWCONN hangs the connect or accept
+ * that waits for it.  The daemon sends them only for what the app asked for
+ * (connects, listener backlogs), so the queue stays bounded by that. */
+int app_queue_event(struct tas_app *a, const struct tas_ctl_msg *m)
+{
+    if (a->ev_count == a->ev_cap) {
+        int r = evq_grow(a);
+        if (r != 0)
+            return r;
+    }
+    a->evq[(a->ev_head + a->ev_count) % a->ev_cap] = *m;
     a->ev_count++;
+    return 0;
 }
 
 int app_request_fds(struct tas_app *a, struct tas_ctl_msg *m, int *fds, int nfds)
@@ -67,7 +90,9 @@ int app_request_fds(struct tas_app *a, struct tas_ctl_msg *m, int *fds, int nfds
             *m = reply;
             return reply.status;
         }
-        app_queue_event(a, &reply);
+        r = app_queue_event(a, &reply);
+        if (r != 0)
+            return r;
     }
 }
 
@@ -86,7 +111,7 @@ int tas_app_event(struct tas_app *a, struct tas_ctl_msg *out)
 {
     if (a->ev_count > 0) {
         *out = a->evq[a->ev_head];
-        a->ev_head = (a->ev_head + 1) % EVQ_LEN;
+        a->ev_head = (a->ev_head + 1) % a->ev_cap;
         a->ev_count--;
         return 1;
     }
@@ -190,6 +215,7 @@ void tas_app_detach(struct tas_app *a)
         close(a->ctx[i].ev_fd);
     for (unsigned i = 0; i < a->ncores; i++)
         close(a->core_fd[i]);
+    free(a->evq);
     free(a);
 }
 

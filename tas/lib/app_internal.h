@@ -11,7 +11,7 @@
 
 #include "tas/app.h"
 
-#define EVQ_LEN 256
+#define EVQ_INITIAL 64   /* event queue slots at first use; it doubles when full */
 #define TAS_FP_CORES_MAX (sizeof(((struct tas_info *)0)->queue_owner) / sizeof(uint32_t))
 #define REG_FDS 3   /* segment, info page, app eventfd; then one per fast-path core */
 
@@ -33,14 +33,14 @@ struct tas_app {
     struct app_ctx ctx[TAS_MAX_CTX];   /* ctx[0] is made at registration */
     unsigned nctx;
     uint32_t next_req;
-    struct tas_ctl_msg evq[EVQ_LEN];   /* events received while waiting for a reply */
-    unsigned ev_head, ev_count;
+    struct tas_ctl_msg *evq;           /* events received while waiting for a reply: */
+    unsigned ev_cap, ev_head, ev_count; /* a ring that grows, never drops */
 };
 
 /* app.c: one control message each way (fds: received descriptors). */
 int app_send_msg(struct tas_app *a, const struct tas_ctl_msg *m);
 int app_recv_msg(struct tas_app *a, struct tas_ctl_msg *m, int *fds, int nfds);
-void app_queue_event(struct tas_app *a, const struct tas_ctl_msg *m);
+int app_queue_event(struct tas_app *a, const struct tas_ctl_msg *m); /* 0 or -ENOMEM */
 /* A request and its reply, with the descriptors the reply carries. */
 int app_request_fds(struct tas_app *a, struct tas_ctl_msg *m, int *fds, int nfds);
 

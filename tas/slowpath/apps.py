@@ -8,6 +8,7 @@ page, the app's wake-up eventfd and the eventfd of every fast-path core
 (core scaling moves the context's queue between cores).  Later messages are listen/accept/connect/close requests;
 the daemon answers and also sends events (new connection, connection closed).
 """
+import collections
 import errno
 import os
 import socket
@@ -25,6 +26,7 @@ class App:
         self.conns = set()
         self.listeners = set()
         self.gone = False       # registration socket closed
+        self.outq = collections.deque()  # (bytes, fds) the socket had no room for yet
 
 
 class AppServer:
@@ -82,16 +84,57 @@ class AppServer:
         return m
 
     def _send(self, app, msg, fds=()):
+        """Send in order, never drop: what the app's socket has no room for
+        waits in app.outq until it is writable (a lost CONN_OPENED or NEWCONN
+        would hang the app's connect or accept)."""
         if app.gone:
             return
         data = bytes(self.ffi.buffer(msg))
-        try:
-            if fds:
-                socket.send_fds(app.sock, [data], list(fds))
-            else:
-                app.sock.send(data)
-        except (BlockingIOError, BrokenPipeError, ConnectionResetError):
-            self.stats.add("app_ctl_send_failures")
+        if not app.outq:
+            try:
+                self._send_now(app, data, fds)
+                return
+            except BlockingIOError:
+                pass
+            except (BrokenPipeError, ConnectionResetError):
+                self.stats.add("app_ctl_send_failures")  # the app is gone: readable() sees it
+                return
+        # Our own copies of the fds: their owners may close them before the flush.
+        app.outq.append((data, [os.dup(fd) for fd in fds]))
+        self.stats.add("app_ctl_deferred")
+
+    @staticmethod
+    def _send_now(app, data, fds):
+        if fds:
+            socket.send_fds(app.sock, [data], list(fds))
+        else:
+            app.sock.send(data)
+
+    def pending_fds(self):
+        """App sockets with deferred control messages (select for writing)."""
+        return [fd for fd, app in self.apps.items() if app.outq]
+
+    def writable(self, fd):
+        app = self.apps.get(fd)
+        while app is not None and app.outq:
+            data, fds = app.outq[0]
+            try:
+                self._send_now(app, data, fds)
+            except BlockingIOError:
+                return
+            except (BrokenPipeError, ConnectionResetError):
+                self.stats.add("app_ctl_send_failures")
+                self._drop_outq(app)
+                return
+            app.outq.popleft()
+            for dup in fds:
+                os.close(dup)
+
+    @staticmethod
+    def _drop_outq(app):
+        while app.outq:
+            for dup in app.outq.popleft()[1]:
+                os.close(dup)
 
     def status(self, app, req, status, **fields):
         self._send(app, self._msg(self.lib.TAS_CTL_STATUS, status=status, req_id=req.req_id,
@@ -211,6 +254,7 @@ class AppServer:
         self.apps.pop(app.sock.fileno(), None)
         app.sock.close()
         app.gone = True
+        self._drop_outq(app)
         if app.segment is not None and self.tcp.app_gone(app) > 0:
             # The fast path keeps sending the closed connections' data from
             # the segment (and draining the app's TX queue, which may still

@@ -53,8 +53,11 @@ class SlowPath:
         next_tick = time.monotonic()
         while not should_stop():
             timeout = max(0.0, next_tick - time.monotonic())
-            readable, _, _ = select.select([sp_fd, stop_fd, self.admin.fileno(),
-                                            *self.apps.fds()], [], [], timeout)
+            readable, writable, _ = select.select([sp_fd, stop_fd, self.admin.fileno(),
+                                                   *self.apps.fds()], self.apps.pending_fds(),
+                                                  [], timeout)
+            for fd in writable:
+                self._guarded(self.apps.writable, fd)
             for fd in readable:
                 if fd == stop_fd:
                     # Signal wake-up bytes: drain them, or select() spins.

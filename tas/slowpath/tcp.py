@@ -366,10 +366,11 @@ class TcpManager:
             self._remove_flow(conn)
             self._forget(conn)
             return
+        state = conn.state        # _remove_flow marks it CLOSED
         self._remove_flow(conn)
         if conn.app_closed or conn.listener is not None:
             if conn.listener is not None:
-                if conn.state == SYN_RCVD:
+                if state == SYN_RCVD:
                     conn.listener.half_open -= 1
                 elif conn in conn.listener.ready:
                     conn.listener.ready.remove(conn)

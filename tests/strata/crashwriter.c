@@ -8,13 +8,15 @@
  *       ORP writes received data; the map is reused like a receive ring,
  *       asking strata_ref_busy (and digesting) before overwriting bytes.
  *   strata_crashwriter mkfs POOL         small test pool (64 MiB, 1 MiB logs)
- *   strata_crashwriter tear POOL MODE    simulated power loss (strata_test_tear_tail)
+ *   strata_crashwriter tear POOL MODE    simulated power loss (tear_tail.c);
+ *       prints "torn <slots>".
  *   strata_crashwriter verify POOL       mounts (recovers), prints
  *       "F <name> <hex content>" per file under /cw and "fsck <problems>".
  * Ops: C name (create), A name len (append), T name size (truncate),
  *      R from to (rename), U name (unlink).
  */
 #include "strata/strata_api.h"
+#include "tear_tail.h"
 
 #include <fcntl.h>
 #include <stdarg.h>
@@ -156,8 +158,15 @@ int main(int argc, char **argv)
         return run(argv[2], (unsigned)atoi(argv[3]), argc >= 5 && strcmp(argv[4], "refs") == 0);
     if (argc >= 3 && strcmp(argv[1], "mkfs") == 0)
         return strata_mkfs(argv[2], 64u << 20, 8, 1u << 20, 1024) == 0 ? 0 : 1;
-    if (argc >= 4 && strcmp(argv[1], "tear") == 0)
-        return strata_test_tear_tail(argv[2], atoi(argv[3])) >= 0 ? 0 : 1;
+    if (argc >= 4 && strcmp(argv[1], "tear") == 0) {
+        int torn = tear_tail(argv[2], atoi(argv[3]));
+        if (torn < 0) {
+            perror("tear");
+            return 1;
+        }
+        printf("torn %d\n", torn);
+        return 0;
+    }
     if (argc >= 3 && strcmp(argv[1], "verify") == 0)
         return verify(argv[2]);
     fprintf(stderr, "usage: %s mkfs|write|tear|verify POOL [SEED [refs]|MODE]\n", argv[0]);

@@ -4,9 +4,11 @@ import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-BUILD = os.path.join(ROOT, "build", "strata")
+BUILD = os.path.join(ROOT, "build", "tests", "strata")
 CRASHWRITER = os.path.join(BUILD, "strata_crashwriter")
 LIBSTRATA = os.path.join(ROOT, "strata", "libstrata.so")
+# the same library with test hooks (tests/strata/testhook.c), never installed
+LIBSTRATA_TESTHOOKS = os.path.join(BUILD, "libstrata_testhooks.so")
 
 
 def strata_cli(*args, pool, check=True):

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import tempfile
 
-from strata_helpers import fsck_clean, shim_env
+from strata_helpers import LIBSTRATA_TESTHOOKS, fsck_clean, shim_env
 
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "vectorio_worker.py")
 
@@ -59,7 +59,8 @@ def test_writev_is_atomic_under_sigkill(pool):
     transactions, a kill after append 2 left "r1:" alone in the file."""
     for n in range(1, 12):
         r = subprocess.run([sys.executable, "-c", WRITER], capture_output=True, timeout=60,
-                           env=shim_env(pool, STRATA_TEST_KILL_AFTER_APPENDS=str(n)))
+                           env=shim_env(pool, LD_PRELOAD=LIBSTRATA_TESTHOOKS,
+                                        STRATA_TEST_KILL_AFTER_APPENDS=str(n)))
         assert r.returncode == (0 if n == 11 else -9), (n, r.stderr)
         got = subprocess.run([sys.executable, "-c", "import sys; sys.stdout.buffer.write("
                               "open('/strata/a.log', 'rb').read()); import os; os.unlink('/strata/a.log')"],

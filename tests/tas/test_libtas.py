@@ -17,6 +17,8 @@ import pytest
 from libtas_helpers import ROOT, counters, finish, in_peer, tas_run
 from tasd import wait_until
 
+pytestmark = pytest.mark.root  # a daemon on DPDK with a peer namespace
+
 # Blocking echo server with nothing but the socket module.
 ECHO_SERVER = """
 import socket, sys

@@ -3,8 +3,12 @@ programs (a plain-`socket` Python script, redis-benchmark) under tas-run
 against Linux peers in the namespace."""
 import sys
 
+import pytest
+
 from libtas_helpers import counters, finish, in_peer, tas_run
 from tasd import wait_until
+
+pytestmark = pytest.mark.root  # a daemon on DPDK with a peer namespace
 
 
 def grown(before, after, key):

@@ -3,7 +3,11 @@ the expectations checked against Linux's epoll (the same client passes on
 kernel sockets)."""
 import sys
 
+import pytest
+
 from libtas_helpers import counters, finish, in_peer, tas_run
+
+pytestmark = pytest.mark.root  # a daemon on DPDK with a peer namespace
 
 # Linux peer: sends 100 bytes, then 100 more after each byte it receives,
 # and closes after the second.

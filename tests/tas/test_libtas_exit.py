@@ -12,6 +12,8 @@ import pytest
 from libtas_helpers import counters, finish, tas_run
 from tasd import wait_until
 
+pytestmark = pytest.mark.root  # a daemon on DPDK with a peer namespace
+
 NBYTES = 8 << 20
 
 # The part of the stream the Linux receiver leaves unread until the sender

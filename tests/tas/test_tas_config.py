@@ -6,6 +6,8 @@ import pytest
 
 from tas import config
 
+pytestmark = pytest.mark.fast
+
 
 def test_defaults_are_the_embedded_setup():
     cfg = config.load()
@@ -57,3 +59,16 @@ def test_daemon_rejects_bad_config_before_touching_anything(tmp_path):
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2
     assert "tas.prefix_len: 40 (expected an integer 1..32)" in r.stderr
+
+
+@pytest.mark.parametrize("dotted", [f"{sec}.{key}" for sec, fields in config.SCHEMA.items()
+                                    for key in fields])
+def test_every_key_accepts_its_default_and_names_itself_when_wrong(dotted):
+    sec, key = dotted.split(".")
+    default = config.SCHEMA[sec][key].default
+    cfg = config.load(overrides={dotted: default})        # the default round-trips
+    assert cfg[sec][key] == config.SCHEMA[sec][key].parse(default)
+    with pytest.raises(config.ConfigError) as e:
+        config.load(overrides={dotted: {"not": "a value"}})  # a TOML table fits no key
+    assert f"bad value for {dotted}:" in str(e.value)
+    assert f"(expected {config.SCHEMA[sec][key].expected})" in str(e.value)

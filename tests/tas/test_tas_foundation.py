@@ -4,9 +4,13 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from bindings import stats
 from pyroute2 import netns
 from tasd import wait_until
+
+pytestmark = pytest.mark.root  # a daemon on DPDK with a peer namespace
 
 
 def ping(d, count=3):

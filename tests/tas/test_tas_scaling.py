@@ -17,6 +17,8 @@ from deploy import transfers
 from tas.app import TasApp, TasError
 from tasd import wait_until
 
+pytestmark = pytest.mark.root  # a daemon on DPDK with a peer namespace
+
 MIB = 1 << 20
 
 

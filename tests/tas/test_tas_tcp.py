@@ -10,6 +10,8 @@ from deploy import transfers
 from tas.app import TasApp, TasError
 from tasd import Daemon, wait_until
 
+pytestmark = pytest.mark.root  # a daemon on DPDK with a peer namespace
+
 GIB = 1 << 30
 
 

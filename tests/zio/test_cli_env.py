@@ -94,8 +94,7 @@ def test_forced_fallback_still_correct(tmp_path, input_file, libzio):
     assert counters["copies_elided"] == 0 and counters["inputs_recorded"] == 0
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None,
-                    reason="needs root to drop to an unprivileged user")
+@pytest.mark.root  # drops to an unprivileged user with setpriv
 def test_unprivileged_user_falls_back(input_file, libzio):
     """vm.unprivileged_userfaultfd=0: a non-root process only gets user-mode
     faults; libzio must notice, say so once, and copy plainly."""

@@ -52,6 +52,7 @@ def test_send_of_copy_while_original_is_overwritten(tmp_path, libzio):
     assert c["faults_original_write"] > 0
 
 
+@pytest.mark.fast  # zIO's interval table through the explicit API
 def test_api_register_resolve_release(libzio):
     harness = built("zio_api_harness")
     alone = subprocess.run([harness], capture_output=True, text=True, timeout=30)

@@ -11,7 +11,8 @@ BUILD = os.environ.get("ZIO_BUILD_DIR", os.path.join(ROOT, "build"))
 
 
 def built(name):
-    path = os.path.join(BUILD, "zio", name)
+    """libzio.so from build/zio/, test programs from build/tests/zio/."""
+    path = os.path.join(BUILD, "zio" if name.endswith(".so") else os.path.join("tests", "zio"), name)
     if not os.path.exists(path):
         pytest.fail(f"{path} missing: run `python deploy/native_build.py`")
     return path

@@ -1,0 +1,131 @@
+"""Congestion control rate updates (tas/slowpath/cc.py), one control interval
+at a time.  The controllers read a real `struct tas_flow` (cffi, from the
+header) and write rates through the one fast-path call they make,
+tas_fp_flow_set_rate, recorded here; the daemon-level behaviour under loss is
+tests/tas/test_tas_tcp.py's (root tier)."""
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bindings import _tasfp
+from tas import config
+from tas.slowpath.cc import DctcpRate, Timely
+
+pytestmark = pytest.mark.fast
+
+RTT_US = 100          # interval = 2 RTTs = 200 us; steps below are 1 ms apart
+STEP_S = 0.001
+
+
+class RateSink:
+    """The fast path as a rate controller sees it: one call, recorded."""
+
+    def __init__(self):
+        self.handle, self.lib, self.rates = None, self, []
+
+    def tas_fp_flow_set_rate(self, handle, flow_id, kbps):
+        self.rates.append((flow_id, kbps))
+
+
+class Conn:
+    flow_id = 7
+
+
+def make(cls, **cc):
+    cfg = config.load(overrides={f"cc.{k}": v for k, v in cc.items()})
+    sink, flow = RateSink(), _tasfp.ffi.new("struct tas_flow *")
+    flow.rtt_est_us = RTT_US
+    ctl = cls(cfg, sink, Conn())
+    ctl.update(flow, 0.0)            # the first call only takes the baseline
+    return ctl, flow, sink, cfg.cc
+
+
+def interval(ctl, flow, ackb=0, ecnb=0, frexmits=0, txb=10**8, rtt_us=RTT_US):
+    """One control interval in which the flow sent txb and had ackb ACKed."""
+    flow.cnt_ackb += ackb
+    flow.cnt_ecnb += ecnb
+    flow.cnt_frexmits += frexmits
+    flow.cnt_txb += txb
+    flow.rtt_est_us = rtt_us
+    ctl.update(flow, ctl.last_time + STEP_S)
+    return ctl.rate
+
+
+def test_dctcp_slow_start_doubles_until_the_first_mark():
+    ctl, f, sink, cc = make(DctcpRate, init_kbps=10000, step_kbps=1000)
+    assert sink.rates == [(7, 10000)]
+    assert interval(ctl, f, ackb=100000) == 20000
+    assert interval(ctl, f, ackb=100000) == 40000
+    rate = interval(ctl, f, ackb=100000, ecnb=50000)     # half the bytes marked
+    alpha = cc.dctcp_g * 0.5
+    assert ctl.alpha == pytest.approx(alpha)
+    assert rate == pytest.approx(40000 * (1 - alpha / 2))
+    assert not ctl.slow_start
+    assert interval(ctl, f, ackb=100000) == pytest.approx(rate + 1000)   # additive now
+    assert ctl.alpha == pytest.approx((1 - cc.dctcp_g) * alpha)         # alpha decays
+    assert sink.rates[-1] == (7, int(ctl.rate))
+
+
+def test_dctcp_halves_on_loss_and_never_drops_below_a_tenth_of_the_initial_rate():
+    ctl, f, _, _ = make(DctcpRate, init_kbps=10000)
+    assert interval(ctl, f, ackb=1000, frexmits=1) == 5000
+    assert not ctl.slow_start
+    ctl.on_timeout()                                      # an RTO also counts as loss
+    assert interval(ctl, f) == 2500
+    for _ in range(5):
+        interval(ctl, f, frexmits=1)
+    assert ctl.rate == 1000
+
+
+def test_dctcp_no_update_before_the_interval_ends():
+    ctl, f, sink, _ = make(DctcpRate)
+    f.cnt_ackb += 100000
+    ctl.update(f, ctl.last_time + RTT_US * 2 / 1e6 / 2)   # half an interval
+    assert len(sink.rates) == 1 and ctl.rate == 10000
+
+
+def test_app_limited_flow_is_clamped_to_what_it_sends():
+    ctl, f, _, _ = make(DctcpRate, init_kbps=1000)
+    for _ in range(6):
+        interval(ctl, f, ackb=100000)                     # slow start to 64000
+    assert ctl.rate == 64000
+    # It now sends 2500 B per 1 ms (20000 kbps): the rate is clamped to
+    # 1.2 x that before the algorithm doubles it.
+    assert interval(ctl, f, ackb=2500, txb=2500) == pytest.approx(2 * 1.2 * 20000)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 10**6), st.floats(0, 1), st.booleans()), max_size=40))
+def test_dctcp_invariants(steps):
+    ctl, f, sink, cc = make(DctcpRate)
+    for ackb, marked, loss in steps:
+        interval(ctl, f, ackb=ackb, ecnb=int(ackb * marked), frexmits=int(loss))
+        assert 0.0 <= ctl.alpha <= 1.0
+        assert ctl.rate >= cc.init_kbps / 10
+        assert sink.rates[-1] == (7, int(ctl.rate))
+
+
+def test_timely_additive_below_tlow_multiplicative_above_thigh():
+    ctl, f, _, cc = make(Timely, init_kbps=100000, step_kbps=1000, timely_tlow_us=30,
+                         timely_thigh_us=150, timely_beta=0.8)
+    assert interval(ctl, f, rtt_us=20) == 101000
+    assert interval(ctl, f, rtt_us=300) == pytest.approx(101000 * (1 - 0.8 * (1 - 150 / 300)))
+
+
+def test_timely_follows_the_rtt_gradient_between_the_thresholds():
+    ctl, f, _, _ = make(Timely, init_kbps=100000, step_kbps=1000, timely_tlow_us=10,
+                        timely_thigh_us=150, timely_beta=0.8)
+    interval(ctl, f, rtt_us=50)                           # min_rtt 50, no gradient yet
+    assert ctl.rate == 101000
+    rate = interval(ctl, f, rtt_us=100)                   # rising: diff = 0.02 * 50 = 1
+    assert ctl.diff == pytest.approx(1.0)
+    assert rate == pytest.approx(101000 * (1 - 0.8 * (1.0 / 50)))
+    interval(ctl, f, rtt_us=40)                           # falling: 0.98 - 0.02 * 60 < 0
+    assert ctl.diff < 0
+    assert ctl.rate == pytest.approx(rate + 1000)
+
+
+def test_timely_halves_on_loss_and_ignores_intervals_without_an_rtt():
+    ctl, f, _, _ = make(Timely, init_kbps=100000)
+    assert interval(ctl, f, frexmits=1) == 50000
+    assert interval(ctl, f, rtt_us=0) == 50000

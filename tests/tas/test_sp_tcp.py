@@ -1,0 +1,163 @@
+"""The slow path's TCP state machine before a flow reaches the fast path
+(tas/slowpath/tcp.py TcpManager): resets for unknown segments (RFC 793),
+passive open with option negotiation, backlog limits, listener bookkeeping
+and a reset during the handshake.  Segments go in as real frames and the
+replies come out as frames, parsed back with the slow path's own codec.
+The one fast-path call these paths make (the timestamp clock) is a counter
+here; established connections are tests/tas/test_tas_tcp.py's (root tier)."""
+import errno
+import os
+
+import pytest
+
+from bindings import _tasfp
+from bindings import stats as kbstats
+from tas import config
+from tas.slowpath.appmem import Allocator
+from tas.slowpath.apps import App
+from tas.slowpath.arp import ArpTable
+from tas.slowpath.packets import Eth, IPv4, ip_bytes, mac_bytes
+from tas.slowpath.tcp import SYN_RCVD, TcpManager
+from tas.slowpath.tcp_packets import ACK, CWR, ECE, FIN, RST, SYN, Tcp, TcpOptions, frame
+
+pytestmark = pytest.mark.fast
+
+PEER_MAC, PEER_IP = mac_bytes("02:00:00:00:00:99"), ip_bytes("10.0.0.1")
+
+
+class Clock:
+    """The fast path's TCP timestamp clock, the only fast-path call made
+    before a connection is established."""
+
+    def __init__(self):
+        self.ffi, self.lib, self.handle, self.t = _tasfp.ffi, self, None, 1000
+
+    def tas_fp_ts_now(self, handle):
+        self.t += 1
+        return self.t
+
+
+@pytest.fixture
+def tcp():
+    page = kbstats.Writer("tas", f"sp-tcp-test-{os.getpid()}")
+    cfg = config.load(overrides={"tcp.mss": 1460, "buffers.rx_buf": 1 << 20})
+    sent = []
+    arp = ArpTable(mac_bytes(cfg.tas.mac), ip_bytes(cfg.tas.ip), sent.append, page)
+    m = TcpManager(cfg, Clock(), page, arp, sent.append)
+    m.sent, m.page, m.cfg = sent, page, cfg
+    yield m
+    page.close()
+
+
+def app():
+    a = App(1, None, None)
+    a.alloc = Allocator(4096, 4096 + (64 << 20))
+    return a
+
+
+def deliver(m, seg):
+    """A segment from the Linux peer, as the fast path passes it up."""
+    raw = frame(PEER_MAC, m.my_mac, PEER_IP, m.my_ip, seg)
+    eth = Eth.parse(raw)
+    m.handle(eth, IPv4.parse(eth.payload), raw)
+
+
+def replies(m):
+    out = []
+    for raw in m.sent:
+        eth = Eth.parse(raw)
+        assert eth.dst == PEER_MAC
+        out.append(Tcp.parse(IPv4.parse(eth.payload)))
+    m.sent.clear()
+    return out
+
+
+def counter(m, name):
+    return kbstats.read("tas", m.page.instance).get(name, 0)
+
+
+@pytest.mark.parametrize("seg, seq, ack, flags", [
+    (Tcp(40000, 9, 5000, 0, SYN, 1000), 0, 5001, RST | ACK),          # SYN: ack = seq + 1
+    (Tcp(40000, 9, 5000, 0, FIN, 1000, payload=b"abc"), 0, 5004, RST | ACK),  # data + FIN
+    (Tcp(40000, 9, 5000, 777, ACK, 1000), 777, 0, RST),               # ACK: seq = its ack
+])
+def test_segments_for_no_connection_are_reset(tcp, seg, seq, ack, flags):
+    deliver(tcp, seg)
+    (rst,) = replies(tcp)
+    assert (rst.sport, rst.dport, rst.seq, rst.ack, rst.flags) == (9, 40000, seq, ack, flags)
+    assert counter(tcp, "tcp_rst_sent") == 1
+
+
+def test_a_reset_is_never_answered(tcp):
+    deliver(tcp, Tcp(40000, 9, 5000, 0, RST, 0))
+    assert replies(tcp) == []
+
+
+def test_syn_to_a_listener_gets_a_synack_with_negotiated_options(tcp):
+    a = app()
+    st, lid = tcp.listen(a, 0, 80, 16)
+    assert st == 0
+    opts = TcpOptions(mss=9000, wscale=7, ts=(123456, 0))
+    deliver(tcp, Tcp(40000, 80, 0xFFFFFFFF, 0, SYN | ECE | CWR, 29200, opts))
+    (sa,) = replies(tcp)
+    conn = tcp.conns[(PEER_IP, 80, 40000)]
+    assert sa.flags == SYN | ACK | ECE              # ECN agreed (cfg tcp.ecn on)
+    assert sa.ack == 0 and sa.seq == conn.iss       # irs + 1 wraps
+    assert sa.window == 65535                       # a SYN's window is unscaled
+    assert sa.options.mss == 1460
+    assert sa.options.wscale == tcp.rcv_wscale == 5  # 1 MiB receive buffer
+    assert sa.options.ts[1] == 123456               # echoes the peer's tsval
+    assert conn.state == SYN_RCVD and conn.ecn
+    assert conn.mss == 1460 - 12                    # timestamps take 12 bytes
+    assert (conn.snd_wscale, conn.snd_wnd) == (7, 29200)
+    assert tcp.arp.lookup(PEER_IP) == PEER_MAC      # learnt from the SYN
+    # our SYN-ACK was lost: the peer's retransmitted SYN gets it again
+    deliver(tcp, Tcp(40000, 80, 0xFFFFFFFF, 0, SYN, 29200, opts))
+    (again,) = replies(tcp)
+    assert (again.seq, again.ack, again.flags & (SYN | ACK)) == (conn.iss, 0, SYN | ACK)
+
+
+def test_options_the_peer_did_not_offer_are_not_sent(tcp):
+    tcp.listen(app(), 0, 80, 16)
+    deliver(tcp, Tcp(40000, 80, 1, 0, SYN, 8192))
+    (sa,) = replies(tcp)
+    assert sa.flags == SYN | ACK                    # no ECE without ECE|CWR
+    assert sa.options.wscale is None and sa.options.ts is None
+    conn = tcp.conns[(PEER_IP, 80, 40000)]
+    assert conn.mss == 536 and not conn.ts_ok       # RFC 1122 default MSS
+
+
+def test_backlog_counts_half_open_connections(tcp):
+    a = app()
+    tcp.listen(a, 0, 80, 2)
+    for port in (40001, 40002, 40003):
+        deliver(tcp, Tcp(port, 80, 1, 0, SYN, 8192))
+    assert len(replies(tcp)) == 2
+    assert counter(tcp, "tcp_backlog_drops") == 1
+    assert len(a.conns) == 2
+
+
+def test_reset_during_the_handshake_frees_the_slot_and_buffers(tcp):
+    a = app()
+    _, lid = tcp.listen(a, 0, 80, 1)
+    free_before = list(a.alloc.free)
+    deliver(tcp, Tcp(40001, 80, 1, 0, SYN, 8192))
+    assert a.alloc.free != free_before
+    deliver(tcp, Tcp(40001, 80, 2, 0, RST, 0))
+    assert a.alloc.free == free_before and not a.conns and not tcp.conns
+    assert tcp.listener_ids[lid].half_open == 0
+    deliver(tcp, Tcp(40002, 80, 1, 0, SYN, 8192))   # the backlog slot is free again
+    assert [r.flags & (SYN | ACK) for r in replies(tcp)] == [SYN | ACK, SYN | ACK]
+
+
+def test_listen_and_accept_errors(tcp):
+    a, b = app(), app()
+    assert tcp.listen(a, 0, 0, 8)[0] == -errno.EINVAL
+    assert tcp.listen(a, 0, 70000, 8)[0] == -errno.EINVAL
+    st, lid = tcp.listen(a, 0, 80, 8)
+    assert tcp.listen(b, 0, 80, 8)[0] == -errno.EADDRINUSE
+    assert tcp.accept(a, lid) == (-errno.EAGAIN, None)
+    assert tcp.accept(b, lid) == (-errno.EBADF, None)      # not b's listener
+    assert tcp.listen_close(b, lid) == -errno.EBADF
+    assert tcp.listen_close(a, lid) == 0
+    assert tcp.listen(b, 0, 80, 8)[0] == 0                 # the port is free again
