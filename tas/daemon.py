@@ -8,6 +8,7 @@ or SIGTERM, and removes every shared-memory file the daemon created.
 """
 import argparse
 import os
+import resource
 import shutil
 import signal
 import sys
@@ -16,6 +17,7 @@ from bindings import stats as kbstats
 from tas import config, eal, peer
 from tas.instance import AlreadyRunning, InstanceLock
 from tas.slowpath.packets import ip_bytes, mac_bytes
+from tas.slowpath.sockfile import group_id
 
 
 DPDK_RUN_DIR = "/var/run/dpdk"
@@ -81,6 +83,13 @@ class FastPath:
         shutil.rmtree(os.path.join(DPDK_RUN_DIR, self.cfg.tas.instance), ignore_errors=True)
 
 
+def raise_fd_limit():
+    """Every app connection and context costs descriptors: use all we may."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 class Daemon:
     def __init__(self, cfg, log=print):
         self.cfg = cfg
@@ -96,7 +105,10 @@ class Daemon:
         cfg = self.cfg
         self.lock.acquire()
         self._undo.append(self.lock.release)
-        self.stats = kbstats.Writer("tas", cfg.tas.instance, module=_tasfp)
+        raise_fd_limit()
+        self.stats = kbstats.Writer("tas", cfg.tas.instance, module=_tasfp,
+                                    mode=cfg.tas.stats_mode,
+                                    gid=group_id(cfg.tas.stats_group))
         self._undo.append(self.stats.close)
         huge, why = eal.use_hugepages(cfg)
         self.log(f"tas: {why}")

@@ -10,6 +10,7 @@ import os
 import socket
 
 from tas.slowpath.packets import mac_str
+from tas.slowpath.sockfile import bind_unix_socket
 
 
 class AdminServer:
@@ -19,11 +20,7 @@ class AdminServer:
         self.ffi = fp.ffi
         self.ncores = len(cfg.dpdk.fp_cores)
         self.path = os.path.join(cfg.tas.run_dir, f"{cfg.tas.instance}.admin")
-        if os.path.exists(self.path):
-            os.unlink(self.path)
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.bind(self.path)
-        os.chmod(self.path, 0o600)
+        self.sock = bind_unix_socket(self.path, socket.SOCK_STREAM, 0o600)
         self.sock.listen(8)
         self.sock.setblocking(False)
         self.commands = {"flows": self.flows, "cores": self.cores}
@@ -89,5 +86,7 @@ class AdminServer:
 
     def close(self):
         self.sock.close()
-        if os.path.exists(self.path):
+        try:
             os.unlink(self.path)
+        except FileNotFoundError:
+            pass

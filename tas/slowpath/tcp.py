@@ -66,8 +66,9 @@ class Conn:
 
 
 class TcpManager:
-    def __init__(self, cfg, fp, stats, arp, send, now=time.monotonic):
+    def __init__(self, cfg, fp, stats, arp, send, quota, now=time.monotonic):
         self.cfg, self.fp, self.stats, self.arp = cfg, fp, stats, arp
+        self.quota = quota        # per-uid caps on flows, buffers, listeners
         self.ffi, self.lib = fp.ffi, fp.lib
         self.send_frame = send
         self.now = now
@@ -175,13 +176,28 @@ class TcpManager:
         conn.snd_wnd = window  # a SYN's window is never scaled
 
     def _alloc_buffers(self, app):
+        """A flow's RX and TX buffers from the app's segment, charged to its
+        uid (one flow, their bytes); None if the uid is over a cap or the
+        segment is full."""
+        size = self.cfg.buffers.rx_buf + self.cfg.buffers.tx_buf
+        if not self.quota.take(app.uid, "flows"):
+            return None
+        if not self.quota.take(app.uid, "buffer_bytes", size):
+            self.quota.give(app.uid, "flows")
+            return None
         rx = app.alloc.alloc(self.cfg.buffers.rx_buf)
         tx = app.alloc.alloc(self.cfg.buffers.tx_buf) if rx is not None else None
         if tx is None:
             if rx is not None:
                 app.alloc.release(rx)
+            self._uncharge(app)
             return None
         return rx, tx
+
+    def _uncharge(self, app):
+        self.quota.give(app.uid, "flows")
+        self.quota.give(app.uid, "buffer_bytes",
+                        self.cfg.buffers.rx_buf + self.cfg.buffers.tx_buf)
 
     def _passive_open(self, listener, key, eth, ip, tcp):
         if listener.half_open + len(listener.ready) >= listener.backlog:
@@ -207,8 +223,13 @@ class TcpManager:
     def listen(self, app, ctx, port, backlog):
         if port == 0 or port > 65535:
             return -errno.EINVAL, 0
+        if not self.quota.may_listen(app.uid, port):
+            self.stats.add("tcp_low_port_refused")
+            return -errno.EACCES, 0
         if port in self.listeners or any(k[1] == port for k in self.conns):
             return -errno.EADDRINUSE, 0
+        if not self.quota.take(app.uid, "listeners"):
+            return -errno.EMFILE, 0
         lst = Listener(self.next_listener_id, app, ctx, port, max(1, min(backlog, 4096)))
         self.next_listener_id += 1
         self.listeners[port] = lst
@@ -223,6 +244,7 @@ class TcpManager:
         del self.listener_ids[listener_id]
         del self.listeners[lst.port]
         app.listeners.discard(lst)
+        self.quota.give(app.uid, "listeners")
         for conn in [c for c in self.conns.values() if c.listener is lst]:
             self._abort(conn)   # never accepted: reset
         return 0
@@ -386,6 +408,7 @@ class TcpManager:
         if self.conns.get(conn.key) is conn:
             del self.conns[conn.key]
         conn.app.conns.discard(conn)
+        self._uncharge(conn.app)
         if conn.app.alloc is not None:
             conn.app.alloc.release(conn.rx_off)
             conn.app.alloc.release(conn.tx_off)
