@@ -35,13 +35,16 @@ class InstanceLock:
 
     def acquire(self):
         secure_run_dir(os.path.dirname(self.path))
-        # An earlier run's lock file may be there (it is reused, so no
-        # O_EXCL); never follow a link, and only use a regular file of ours.
+        # A running daemon's lock is a regular file of ours, reused across
+        # runs (so no O_EXCL); anything else at the name (a link, a file of
+        # another user) is nobody's lock: replace it.  Never follow a link.
+        try:
+            st = os.lstat(self.path)
+            if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
+                os.unlink(self.path)
+        except FileNotFoundError:
+            pass
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
-            os.close(fd)
-            raise OSError(f"{self.path} is not a regular file of the daemon's user")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -51,8 +51,11 @@ ip = "10.0.0.1"
 
 
 class Daemon(DaemonProcess):
-    def __init__(self, tmp_path, device="net_tap", extra="", hugepages="auto", fp_cores=(1,)):
-        instance, ns, self.iface = unique("t"), unique("tasns"), unique("dt")
+    def __init__(self, tmp_path, device="net_tap", extra="", hugepages="auto", fp_cores=(1,),
+                 instance=None):
+        """instance: a chosen name (for tests that prepare names beforehand)."""
+        instance = instance or unique("t")
+        ns, self.iface = unique("tasns"), unique("dt")
         cfg = write_config(tmp_path / f"{instance}.toml", instance, ns, self.iface,
                            device, extra, hugepages, fp_cores)
         super().__init__(cfg, instance, ns)

@@ -31,7 +31,8 @@ int app_ctx_map(struct tas_app *a, unsigned i, uint64_t ctx_off, int ev_fd)
     struct tas_ctxq_hdr *txh = (struct tas_ctxq_hdr *)(a->base + shm->txq_off);
     a->ctx[i] = (struct app_ctx){.shm = shm, .ev_fd = ev_fd, .rxh = rxh, .txh = txh,
                                  .rx_slots = (struct tas_arx *)(rxh + 1),
-                                 .tx_slots = (struct tas_atx *)(txh + 1)};
+                                 .tx_slots = (struct tas_atx *)(txh + 1),
+                                 .queue = shm->queue % TAS_FP_CORES_MAX};
     if (i + 1 > a->nctx)
         a->nctx = i + 1;
     return 0;
@@ -136,7 +137,7 @@ int tas_app_poll(struct tas_app *a, struct tas_arx *out, int max)
  * taking them over, so no command is left unserved. */
 static void wake_queue_owner(struct tas_app *a, const struct app_ctx *c, bool always)
 {
-    uint32_t owner = __atomic_load_n(&a->info->queue_owner[c->shm->queue], __ATOMIC_SEQ_CST);
+    uint32_t owner = __atomic_load_n(&a->info->queue_owner[c->queue], __ATOMIC_SEQ_CST);
     if (owner >= a->ncores)
         owner = 0;
     if (always || __atomic_load_n(&a->info->core_sleeping[owner], __ATOMIC_SEQ_CST)) {

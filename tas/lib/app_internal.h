@@ -18,6 +18,7 @@ struct app_ctx {
     struct tas_ctxq_hdr *rxh, *txh;
     struct tas_arx *rx_slots;
     struct tas_atx *tx_slots;
+    uint32_t queue;                    /* copied at map time, bounded */
     int ev_fd;
 };
 
