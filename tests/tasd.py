@@ -28,11 +28,12 @@ def unique(prefix):
 
 
 def write_config(path, instance, ns, iface, device="net_tap", extra="", hugepages="auto",
-                 fp_cores=(1,)):
+                 fp_cores=(1,), tas_extra=""):
     path.write_text(f"""
 [tas]
 instance = "{instance}"
 ip = "10.0.0.2"
+{tas_extra}
 
 [dpdk]
 device = "{device}"
@@ -52,12 +53,13 @@ ip = "10.0.0.1"
 
 class Daemon(DaemonProcess):
     def __init__(self, tmp_path, device="net_tap", extra="", hugepages="auto", fp_cores=(1,),
-                 instance=None):
-        """instance: a chosen name (for tests that prepare names beforehand)."""
+                 instance=None, tas_extra=""):
+        """instance: a chosen name (for tests that prepare names beforehand);
+        tas_extra: more keys for the [tas] section."""
         instance = instance or unique("t")
         ns, self.iface = unique("tasns"), unique("dt")
         cfg = write_config(tmp_path / f"{instance}.toml", instance, ns, self.iface,
-                           device, extra, hugepages, fp_cores)
+                           device, extra, hugepages, fp_cores, tas_extra)
         super().__init__(cfg, instance, ns)
 
     def stop(self):

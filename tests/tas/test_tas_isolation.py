@@ -31,12 +31,13 @@ ECHO_PORT = 7000
 CONTEXTS_PER_UID = 8
 CONNECTIONS_PER_UID = 16
 
-LIMITS = f"""
-[limits]
-contexts_per_uid = {CONTEXTS_PER_UID}
-connections_per_uid = {CONNECTIONS_PER_UID}
-register_timeout_ms = 1000
-"""
+
+
+def limits(**over):
+    """The [limits] section of the test daemons (small caps: fast tests)."""
+    keys = {"contexts_per_uid": CONTEXTS_PER_UID, "connections_per_uid": CONNECTIONS_PER_UID,
+            "register_timeout_ms": 1000, **over}
+    return "\n[limits]\n" + "".join(f"{k} = {v}\n" for k, v in keys.items())
 
 ECHO_SERVER = r"""
 import socket, sys, threading
@@ -117,8 +118,9 @@ class Keeper(threading.Thread):
 class Rig:
     """A daemon under attack, with its bystanders."""
 
-    def __init__(self, tmp_path, extra="", instance=None):
-        self.d = Daemon(tmp_path, extra=LIMITS + extra, instance=instance).start()
+    def __init__(self, tmp_path, tas_extra="", instance=None, **limit_keys):
+        self.d = Daemon(tmp_path, extra=limits(**limit_keys), instance=instance,
+                        tas_extra=tas_extra).start()
         self.procs = []
         self.echo = self.ns_python(ECHO_SERVER, ECHO_PORT)
         assert "listening" in self.echo.stdout.readline()
@@ -265,21 +267,28 @@ def test_blocking_and_filled_descriptors(rig):
     rig.stop_on_sigterm()
 
 
-def test_2000_idle_control_connections(rig):
-    p = rig.attack("idle", 2000)
-    held = rig.line(p)
-    assert held["connected"] + held["refused"] == 2000, held
-    rig.check()
-    # Beyond the per-uid cap, connections are closed as soon as accepted.
-    assert held["connected"] == 2000, held
-    wait_until(lambda: counters(rig.d).get("app_conns_refused", 0) >= 2000 - CONNECTIONS_PER_UID,
-               "connections over the cap to be refused")
-    wait_until(lambda: counters(rig.d).get("app_register_timeouts", 0) >= 1,
-               "unregistered connections to be dropped")
-    res = rig.finish(p)
-    assert res["closed_by_daemon"] == res["held"], res
-    rig.check()
-    rig.stop_on_sigterm()
+def test_2000_idle_control_connections(tmp_path, require_root):
+    """2000 connections that never register.  The cap (1500 here) lets the
+    daemon hold over 1024 descriptors, past select()'s limit."""
+    held_cap = 1500
+    rig = Rig(tmp_path, connections_per_uid=held_cap, register_timeout_ms=10000)
+    try:
+        p = rig.attack("idle", 2000)
+        held = rig.line(p)
+        assert held["connected"] == 2000, held
+        # Beyond the per-uid cap, connections are closed as soon as accepted.
+        wait_until(lambda: counters(rig.d).get("app_conns_refused", 0) >= 2000 - held_cap,
+                   "connections over the cap to be refused")
+        assert len(os.listdir(f"/proc/{rig.d.proc.pid}/fd")) > 1024
+        rig.check()
+        wait_until(lambda: counters(rig.d).get("app_register_timeouts", 0) >= held_cap,
+                   "unregistered connections to be dropped")
+        res = rig.finish(p)
+        assert res["closed_by_daemon"] == res["held"], res
+        rig.check()
+        rig.stop_on_sigterm()
+    finally:
+        rig.close()
 
 
 def test_one_user_cannot_take_every_context(rig):
@@ -302,6 +311,28 @@ def test_unprivileged_listen_below_1024_refused(rig):
         root_app.listen(80)          # root may
     rig.check()
     rig.stop_on_sigterm()
+
+
+def test_socket_mode_group_and_low_port_allow_list(tmp_path, require_root):
+    """An operator restricts the app socket to root's group and lets one
+    more uid listen below 1024; the stats page mode is configurable."""
+    rig = Rig(tmp_path, tas_extra='socket_mode = "0660"\nsocket_group = "0"\n'
+              'stats_mode = "0640"\n', low_port_uids=[OTHER_UID])
+    try:
+        st = os.stat(f"/run/tas/{rig.d.instance}.sock")
+        assert (st.st_mode & 0o777, st.st_gid) == (0o660, 0)
+        page = os.stat(f"/dev/shm/kbstats.tas.{rig.d.instance}")
+        assert page.st_mode & 0o777 == 0o640
+        refused = rig.attack("listen", 8080)
+        out, err = refused.communicate(timeout=60)
+        assert refused.returncode != 0 and "Permission denied" in err
+        os.chmod(f"/run/tas/{rig.d.instance}.sock", 0o666)   # now let them in
+        assert rig.run_attack("listen", 81, uid=OTHER_UID) == {"result": "ok"}
+        assert rig.run_attack("listen", 82) == {"result": "EACCES"}
+        rig.check()
+        rig.stop_on_sigterm()
+    finally:
+        rig.close()
 
 
 def test_planted_links_and_files(tmp_path, require_root):
