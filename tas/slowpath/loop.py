@@ -42,7 +42,7 @@ class SlowPath:
         self.fd_handlers = {}  # fd -> handler(fd), for the epoll loop
         self.apps = AppServer(cfg, fp, stats, self.tcp, self.quota, self.watch, self.unwatch)
         self.scaler = CoreScaler(cfg, fp, stats)
-        self.admin = AdminServer(cfg, fp, self.tcp, self.scaler)
+        self.admin = AdminServer(cfg, fp, self.tcp, self.scaler, self.apps, self.quota)
         self.watch(self.admin.fileno(), self.admin.readable)
         self.timers = [self.arp.tick, self.tcp.tick, self.scaler.tick, self.apps.tick,
                        lambda: self.lib.tas_fp_flush_notifications(self.fp.handle)]

@@ -365,13 +365,34 @@ class TcpManager:
             self._forget(conn)
         return 0
 
-    def _abort(self, conn):
-        """Reset the connection and free everything."""
+    def _send_rst(self, conn):
         if conn.state in (ESTABLISHED, SYN_RCVD):
             f = self.lib.tas_fp_flow(self.fp.handle, conn.flow_id) if conn.flow_id >= 0 else None
             seq = f.tx_una + f.tx_sent if f is not None else conn.iss + 1
             self.send_tcp(conn, conn.peer_mac, Tcp(conn.key[1], conn.key[2], seq, 0, RST, 0))
             self.stats.add("tcp_rst_sent")
+
+    def kill(self, conn):
+        """An operator's `tasctl flow kill`: RST to the peer, and the app
+        sees the connection reset (as if the peer had reset it)."""
+        if conn.state == CLOSED:
+            return              # reset already; the app has yet to close it
+        self.stats.add("tcp_killed")
+        if conn.state == SYN_SENT:
+            conn.app.server.send_opened(conn.app, conn, conn.req_id, -errno.ECONNABORTED)
+            self._remove_flow(conn)
+            self._forget(conn)
+        elif conn.app_closed or conn.listener is not None or conn.state != ESTABLISHED:
+            self._abort(conn)
+        else:
+            self._send_rst(conn)
+            self._remove_flow(conn)
+            conn.app.server.send_event(conn.app, "CONN_CLOSED", flow_id=conn.flow_id,
+                                       status=-errno.ECONNRESET)
+
+    def _abort(self, conn):
+        """Reset the connection and free everything."""
+        self._send_rst(conn)
         if conn.listener is not None and conn.state == SYN_RCVD:
             conn.listener.half_open -= 1
         if conn.listener is not None and conn in conn.listener.ready:
