@@ -244,6 +244,10 @@ SCHEMA = {
         "remove_above_idle": Field(1.25, lambda v: _float_range(v, 0.0, 64.0),
                                    "idle cores (a number)"),
     },
+    "metrics": {
+        "listen": Field("", _str(r"|[0-9A-Za-z.\-]*:\d{1,5}"),
+                        "'' (off) or ADDR:PORT for a Prometheus /metrics endpoint"),
+    },
     "nvm": {
         "pool_path": Field("/dev/shm/tas-nvm.pool", _str(r"/.*"), "an absolute path"),
         "pool_size": Field("256M", _size, "a size like '256M'"),

@@ -91,9 +91,12 @@ def raise_fd_limit():
 
 
 class Daemon:
-    def __init__(self, cfg, log=print):
+    def __init__(self, cfg, log=print, config_path=None, overrides=None):
+        """config_path/overrides: where SIGHUP re-reads the settings from."""
         self.cfg = cfg
         self.log = log
+        self.config_path, self.overrides = config_path, overrides or {}
+        self.reload_pending = False
         self.lock = InstanceLock(cfg.tas.run_dir, cfg.tas.instance)
         self.stats = None
         self.fp = None
@@ -124,6 +127,11 @@ class Daemon:
         self.sp = SlowPath(cfg, self.fp, self.stats)
         self._undo.append(self.sp.close)
         self.stats.set("fp_cores", len(cfg.dpdk.fp_cores))
+        if cfg.metrics.listen:
+            from tas.metrics import MetricsServer
+            metrics = MetricsServer(cfg.metrics.listen)
+            self._undo.append(metrics.close)
+            self.log(f"tas: metrics on http://{metrics.address}/metrics")
         intr = "rx interrupts" if self.fp.lib.tas_fp_rx_intr(self.fp.handle) else "polling"
         self.log(f"tas: ready instance={cfg.tas.instance} ip={cfg.tas.ip} "
                  f"device={cfg.dpdk.device} fp_cores={cfg.dpdk.fp_cores} idle={intr}")
@@ -133,14 +141,23 @@ class Daemon:
         point leads to the orderly teardown in stop()."""
         self._wake_r, wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(wfd)
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, self._on_signal)
 
     def run(self):
-        self.sp.run(self._wake_r, lambda: self.stopping)
+        self.sp.run(self._wake_r, lambda: self.stopping, self._maybe_reload)
 
     def _on_signal(self, signum, frame):
-        self.stopping = True
+        if signum == signal.SIGHUP:
+            self.reload_pending = True
+        else:
+            self.stopping = True
+
+    def _maybe_reload(self):
+        if self.reload_pending:
+            self.reload_pending = False
+            from tas.reload import reload
+            reload(self.cfg, self.config_path, self.overrides, self.sp, self.log)
 
     def stop(self):
         while self._undo:
@@ -177,11 +194,13 @@ def overrides_from(pairs):
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
-        cfg = config.load(args.config, overrides_from(args.set))
+        overrides = overrides_from(args.set)
+        cfg = config.load(args.config, overrides)
     except config.ConfigError as e:
         print(f"tas: {e}", file=sys.stderr)
         return 2
-    d = Daemon(cfg, log=lambda m: print(m, flush=True))
+    d = Daemon(cfg, log=lambda m: print(m, flush=True), config_path=args.config,
+               overrides=overrides)
     d.catch_signals()
     try:
         d.start()

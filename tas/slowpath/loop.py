@@ -65,7 +65,8 @@ class SlowPath:
             except OSError:
                 pass    # already closed: epoll dropped it
 
-    def run(self, stop_fd, should_stop):
+    def run(self, stop_fd, should_stop, on_tick=None):
+        """on_tick: called with the timers (the daemon's SIGHUP reload)."""
         # Signal wake-up bytes: drain them, or epoll reports them forever.
         # Stopping itself is should_stop's business.
         self.watch(stop_fd, self._drain_fd)
@@ -78,7 +79,7 @@ class SlowPath:
                 if handler is not None:   # an earlier event may have closed it
                     self._guarded(handler, fd)
             if time.monotonic() >= next_tick:
-                for timer in self.timers:
+                for timer in self.timers + ([on_tick] if on_tick else []):
                     self._guarded(lambda t: t(), timer)
                 next_tick = time.monotonic() + TICK_S
 

@@ -20,10 +20,14 @@ LOW_PORT_LIMIT = 1024
 
 class UidQuota:
     def __init__(self, cfg, stats):
-        self.caps = {kind: cfg.limits[key] for kind, key in KINDS.items()}
-        self.low_port_uids = set(cfg.limits.low_port_uids)
+        self.configure(cfg)
         self.stats = stats
         self.used = {}          # uid -> {kind: amount}
+
+    def configure(self, cfg):
+        """(Re)read the caps; lowering one refuses new takes, keeps what is held."""
+        self.caps = {kind: cfg.limits[key] for kind, key in KINDS.items()}
+        self.low_port_uids = set(cfg.limits.low_port_uids)
 
     def take(self, uid, kind, amount=1):
         """Charge `amount` of `kind` to uid; False (and counted) if over the cap."""

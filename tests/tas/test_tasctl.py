@@ -1,15 +1,19 @@
 """tasctl against a live daemon with live flows: JSON output of every
 command, flow filters, apps with their credentials, and `flow kill`, which
-resets the peer's connection."""
+resets the peer's connection; the metrics endpoint, SIGHUP reload and the
+systemd unit."""
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
+import urllib.request
 
 import pytest
 
 from tas.app import TasApp, TasError
-from tasd import wait_until
+from tasd import Daemon, wait_until
 
 PEER_CLIENT = r"""
 import socket, sys
@@ -107,3 +111,68 @@ def test_flow_kill_resets_the_peer(daemon, live):
                "the killed flow to go")
     bad = tasctl(daemon, "flow", "kill", "999999", check=False)
     assert bad.returncode == 1 and "no flow 999999" in bad.stderr
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_metrics_endpoint_scrape(tmp_path, require_root):
+    port = free_port()
+    d = Daemon(tmp_path, extra=f'\n[metrics]\nlisten = "127.0.0.1:{port}"\n').start()
+    try:
+        with TasApp(d.instance) as app:
+            app.listen(7400)
+            body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30).read()
+        text = body.decode()
+        assert f'kb_tas_rx_pkts{{instance="{d.instance}"}}' in text
+        line = next(l for l in text.splitlines()
+                    if l.startswith(f'kb_tas_apps_registered{{instance="{d.instance}"}}'))
+        assert float(line.split()[-1]) >= 1
+    finally:
+        d.stop()
+
+
+def test_sighup_reloads_live_settings(tmp_path, require_root):
+    d = Daemon(tmp_path, extra="\n[limits]\ncontexts_per_uid = 8\n").start()
+    apps = []
+    try:
+        text = d.config.read_text()
+        d.config.write_text(text.replace("contexts_per_uid = 8", "contexts_per_uid = 2")
+                                .replace("mem_mb = 256", "mem_mb = 300"))
+        d.proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: tasctl_json(d, "config")["config"]["limits"]["contexts_per_uid"] == 2,
+                   "the reload")
+        assert tasctl_json(d, "config")["config"]["dpdk"]["mem_mb"] == 256   # needs a restart
+        apps += [TasApp(d.instance), TasApp(d.instance)]
+        with pytest.raises(TasError, match="Too many open files"):
+            apps.append(TasApp(d.instance))
+        d.config.write_text(text.replace("contexts_per_uid = 8", "contexts_per_uid = 0"))
+        d.proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: tasctl_json(d, "stats")["counters"]["apps_registered"] >= 2 and
+                   any("result=refused" in l for l in read_lines(d)), "the refused reload")
+        assert tasctl_json(d, "config")["config"]["limits"]["contexts_per_uid"] == 2
+    finally:
+        for a in apps:
+            a.close()
+        assert d.stop() == 0
+    out = "".join(d.output)
+    assert ("event=reload result=ok applied=limits.contexts_per_uid "
+            "needs_restart=dpdk.mem_mb") in out
+    assert "bad value for limits.contexts_per_uid" in out
+
+
+def read_lines(d):
+    """The daemon's log lines so far (non-blocking)."""
+    d.poll_output()
+    return d.output
+
+
+def test_systemd_unit_verifies():
+    unit = os.path.join(os.path.dirname(__file__), "..", "..", "deploy", "tas.service")
+    r = subprocess.run(["systemd-analyze", "verify", unit], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    text = open(unit).read()
+    assert "ExecReload=/bin/kill -HUP $MAINPID" in text and "RuntimeDirectoryMode=0755" in text
