@@ -92,7 +92,10 @@ class AdminServer:
         return {"apps": rows, "per_uid": quota, "caps": self.quota.caps}
 
     def config(self, _req):
-        return {"config": self.cfg}
+        """As a config file would say it (modes in octal)."""
+        return {"config": {sec: {k: f"{v:04o}" if k.endswith("_mode") else v
+                                 for k, v in keys.items()}
+                           for sec, keys in self.cfg.items()}}
 
     def cores(self, req):
         if "set" in req:
