@@ -281,6 +281,9 @@ def test_2000_idle_control_connections(tmp_path, require_root):
                    "connections over the cap to be refused")
         assert len(os.listdir(f"/proc/{rig.d.proc.pid}/fd")) > 1024
         rig.check()
+        over = rig.attack("listen", 8080)      # the same user, one connection too many
+        _, err = over.communicate(timeout=60)
+        assert over.returncode != 0 and "per-user limit" in err, err
         wait_until(lambda: counters(rig.d).get("app_register_timeouts", 0) >= held_cap,
                    "unregistered connections to be dropped")
         res = rig.finish(p)
