@@ -19,6 +19,8 @@ with what it saw, and where the test needs the damage held in place, prints
     listen PORT         listen on PORT (80: below 1024)
     echo PORT           an honest attach + echo with the peer (another uid)
     plant DIR NAME...   try to create symlinks at names in DIR
+    fuzz N              N random commands naming any flow id on the data
+                        path, then N random control messages (and odd sizes)
 """
 import errno
 import fcntl
@@ -252,6 +254,41 @@ def echo(run_dir, inst, port):
         out(echoed=back == data)
 
 
+def fuzz(run_dir, inst, sock_path, n):
+    rng = random.Random(13)
+    with TasApp(inst, run_dir) as app:
+        for _ in range(n):            # other apps' flows, absurd byte counts
+            lib.tas_app_post(app.handle, rng.randrange(0, 1 << 17), rng.getrandbits(32),
+                             rng.getrandbits(32), rng.getrandbits(16))
+    s, _reply, fds = raw_register(sock_path)
+    for fd in fds:
+        os.close(fd)
+    s.setblocking(False)
+    size = ffi.sizeof("struct tas_ctl_msg")
+    sent = 0
+    for i in range(n):
+        m = bytearray(rng.getrandbits(8) for _ in range(size))
+        m[0], m[1] = rng.randrange(0, 24), 0                   # mostly known types
+        if i % 50 == 49:
+            m = m[:rng.randrange(0, size)] + b"x" * rng.randrange(0, 2)  # a bad size
+        try:
+            s.send(bytes(m))
+            sent += 1
+        except BlockingIOError:
+            time.sleep(0.001)
+        except OSError:                # closed on a bad size: open another
+            s, _reply, fds = raw_register(sock_path)
+            for fd in fds:
+                os.close(fd)
+            s.setblocking(False)
+        try:
+            while s.recv(4096):
+                pass
+        except OSError:
+            pass
+    out(sent=sent)
+
+
 def plant(directory, names, target):
     res = {}
     for name in names:
@@ -276,6 +313,8 @@ def main(argv):
         listen(run_dir, inst, int(args[0]))
     elif mode == "echo":
         echo(run_dir, inst, int(args[0]))
+    elif mode == "fuzz":
+        fuzz(run_dir, inst, sock_path, int(args[0]))
     elif mode == "plant":
         plant(args[0], args[2:], args[1])
     else:

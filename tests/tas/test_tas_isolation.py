@@ -316,6 +316,18 @@ def test_unprivileged_listen_below_1024_refused(rig):
     rig.stop_on_sigterm()
 
 
+def test_commands_and_control_message_fuzz(rig):
+    """Data-path commands naming any flow (the keeper's too) with absurd
+    counts, then random control messages and odd sizes: refused and counted,
+    nothing else moves."""
+    res = rig.run_attack("fuzz", 2000)
+    assert res["sent"] > 1500, res
+    c = counters(rig.d)
+    assert c["app_bad_cmd"] >= 1900 and c.get("sp_errors", 0) == 0, c
+    rig.check()
+    rig.stop_on_sigterm()
+
+
 def test_socket_mode_group_and_low_port_allow_list(tmp_path, require_root):
     """An operator restricts the app socket to root's group and lets one
     more uid listen below 1024; the stats page mode is configurable."""
