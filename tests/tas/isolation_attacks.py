@@ -260,6 +260,13 @@ def fuzz(run_dir, inst, sock_path, n):
         for _ in range(n):            # other apps' flows, absurd byte counts
             lib.tas_app_post(app.handle, rng.randrange(0, 1 << 17), rng.getrandbits(32),
                              rng.getrandbits(32), rng.getrandbits(16))
+        base = ffi.cast("uint8_t *", lib.tas_app_base(app.handle))
+        desc = ffi.cast("struct tas_ctx_shm *",
+                        base + ffi.cast("struct tas_seg_hdr *", base).ctx_off[0])
+        txq = ffi.cast("struct tas_ctxq_hdr *", base + desc.txq_off)
+        deadline = time.monotonic() + 30
+        while txq.cons != txq.prod and time.monotonic() < deadline:
+            time.sleep(0.01)           # let the fast path judge every command
     s, _reply, fds = raw_register(sock_path)
     for fd in fds:
         os.close(fd)
