@@ -3,6 +3,8 @@
 # The stats writer API, exposed by every module that publishes counters.
 STATS_API = """
     struct kb_stats_page *kb_stats_create(const char *component, const char *instance);
+    struct kb_stats_page *kb_stats_create_mode(const char *component, const char *instance,
+                                               unsigned mode, int gid);
     uint64_t *kb_stats_counter(struct kb_stats_page *page, const char *name);
     void kb_stats_close(struct kb_stats_page *page, const char *component,
                         const char *instance, int unlink_file);

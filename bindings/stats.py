@@ -80,12 +80,13 @@ def prometheus(component, instance, counters):
 class Writer:
     """Python-side writer (used by the daemon's slow path) over the same page."""
 
-    def __init__(self, component, instance, module=None):
+    def __init__(self, component, instance, module=None, mode=0o600, gid=-1):
         """module: the cffi module whose kb_stats_* functions to use, so the
-        page pointer can be handed to that module's other C functions."""
+        page pointer can be handed to that module's other C functions.
+        mode/gid: the page's permissions (owner-only unless asked)."""
         self.component, self.instance = component, instance
         self.ffi, self.lib = (module.ffi, module.lib) if module else (ffi, lib)
-        page = self.lib.kb_stats_create(component.encode(), instance.encode())
+        page = self.lib.kb_stats_create_mode(component.encode(), instance.encode(), mode, gid)
         if page == self.ffi.NULL:
             raise StatsError(f"cannot create {page_path(component, instance)}: "
                              f"{os.strerror(self.ffi.errno)}")

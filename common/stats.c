@@ -7,7 +7,9 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
+#include <stdlib.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static pthread_mutex_t register_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -28,25 +30,49 @@ static void stats_init(struct kb_stats_page *p, const char *component)
     strncpy(p->component, component, sizeof(p->component) - 1);
 }
 
-struct kb_stats_page *kb_stats_create(const char *component, const char *instance)
+/*
+ * /dev/shm is shared by every user, and the page has a predictable name.
+ * So the page is made under a fresh random name (mkostemp: O_CREAT|O_EXCL,
+ * which never follows a link), sized, given its mode, initialised, and only
+ * then renamed over the public name: rename replaces whatever is there (a
+ * stale page, or a link someone planted) without following it.  A user
+ * other than root cannot replace another user's file in the sticky
+ * directory: then there is no page (NULL, errno EPERM).
+ */
+struct kb_stats_page *kb_stats_create_mode(const char *component, const char *instance,
+                                           unsigned mode, int gid)
 {
-    char path[256];
+    char path[256], tmp[256];
     stats_path(path, sizeof(path), component, instance);
-    int fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    snprintf(tmp, sizeof(tmp), "/dev/shm/.kbstats.%s.%s.XXXXXX", component, instance);
+    int fd = mkostemp(tmp, O_CLOEXEC);
     if (fd < 0)
         return NULL;
-    if (ftruncate(fd, KB_STATS_PAGE_SIZE) != 0) {
-        int e = errno;
-        close(fd);
-        errno = e;
-        return NULL;
-    }
-    void *m = mmap(NULL, KB_STATS_PAGE_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    close(fd);
+    void *m = MAP_FAILED;
+    if (ftruncate(fd, KB_STATS_PAGE_SIZE) != 0 || fchmod(fd, (mode_t)(mode & 0777)) != 0 ||
+        (gid >= 0 && fchown(fd, (uid_t)-1, (gid_t)gid) != 0))
+        goto fail;
+    m = mmap(NULL, KB_STATS_PAGE_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (m == MAP_FAILED)
-        return NULL;
+        goto fail;
     stats_init(m, component);
+    if (rename(tmp, path) != 0)
+        goto fail;
+    close(fd);
     return m;
+fail:;
+    int e = errno;
+    if (m != MAP_FAILED)
+        munmap(m, KB_STATS_PAGE_SIZE);
+    unlink(tmp);
+    close(fd);
+    errno = e;
+    return NULL;
+}
+
+struct kb_stats_page *kb_stats_create(const char *component, const char *instance)
+{
+    return kb_stats_create_mode(component, instance, 0600, -1);
 }
 
 struct kb_stats_page *kb_stats_anon(const char *component)
@@ -82,6 +108,21 @@ uint64_t *kb_stats_counter(struct kb_stats_page *p, const char *name)
     return v;
 }
 
+/* Remove the page's name only if it is still our page (same writer pid):
+ * another process may have published its own page under it since. */
+static void unlink_if_ours(const char *path)
+{
+    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+        return;
+    struct kb_stats_page head;
+    ssize_t n = read(fd, &head, sizeof(head));
+    close(fd);
+    if (n == (ssize_t)sizeof(head) && head.magic == KB_STATS_MAGIC &&
+        head.pid == (int32_t)getpid())
+        unlink(path);
+}
+
 void kb_stats_close(struct kb_stats_page *p, const char *component,
                     const char *instance, int unlink_file)
 {
@@ -90,6 +131,6 @@ void kb_stats_close(struct kb_stats_page *p, const char *component,
     if (unlink_file && component != NULL && instance != NULL) {
         char path[256];
         stats_path(path, sizeof(path), component, instance);
-        unlink(path);
+        unlink_if_ours(path);
     }
 }

@@ -54,12 +54,12 @@ def daemon_config(instance, run_dir):
 
 
 def orp_pool(instance, run_dir, pool):
-    cfg = daemon_config(instance, run_dir)
-    if cfg.get("backing") != "nvm":
-        raise RunError(f"--orp: daemon {instance} keeps receive buffers in "
-                       f"{cfg.get('backing')!r} memory; start it with buffers.backing = \"nvm\" "
-                       "and nvm.pool_path on a Strata pool")
-    daemon_pool = cfg["pool_path"]
+    cfg = daemon_config(instance, run_dir)["config"]
+    backing = cfg["buffers"]["backing"]
+    if backing != "nvm":
+        raise RunError(f"--orp: daemon {instance} keeps receive buffers in {backing!r} memory; "
+                       "start it with buffers.backing = \"nvm\" and nvm.pool_path on a Strata pool")
+    daemon_pool = cfg["nvm"]["pool_path"]
     if pool is not None and os.path.realpath(pool) != os.path.realpath(daemon_pool):
         raise RunError(f"--orp: --pool {pool} is not the daemon's NVM pool {daemon_pool}; "
                        "with ORP the files and the receive buffers share one pool")

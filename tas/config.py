@@ -78,6 +78,25 @@ def _int_list(lo, hi):
     return parse
 
 
+def _int_list_or_empty(lo, hi):
+    item = _int_range(lo, hi)
+
+    def parse(v):
+        if not isinstance(v, list) or len(set(v)) != len(v):
+            raise ValueError
+        return [item(x) for x in v]
+    return parse
+
+
+def _mode(v):
+    """A permission mode written in octal: '0660' (or an integer like 0o660)."""
+    if isinstance(v, str) and re.fullmatch(r"0?[0-7]{3}", v):
+        return int(v, 8)
+    if isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 0o777:
+        return v
+    raise ValueError
+
+
 def _bool(v):
     if not isinstance(v, bool):
         raise ValueError
@@ -119,6 +138,29 @@ SCHEMA = {
         "prefix_len": Field(24, _int_range(1, 32), "an integer 1..32"),
         "mac": Field("02:00:00:00:00:02", _mac, "a unicast MAC like 02:00:00:00:00:02"),
         "run_dir": Field("/run/tas", _str(r"/.*"), "an absolute directory path"),
+        "socket_mode": Field(0o666, _mode, "a file mode like '0660' (string, octal)"),
+        "socket_group": Field("", _str(r"|[A-Za-z0-9_][A-Za-z0-9_.-]*|\d+"),
+                              "a group name or number, or '' for the daemon's own group"),
+        "stats_mode": Field(0o600, _mode, "a file mode like '0640' (string, octal)"),
+        "stats_group": Field("", _str(r"|[A-Za-z0-9_][A-Za-z0-9_.-]*|\d+"),
+                             "a group name or number, or '' for the daemon's own group"),
+    },
+    "limits": {
+        "connections_per_uid": Field(128, _int_range(1, 1 << 20),
+                                     "app-socket connections one uid may hold (1..1048576)"),
+        "contexts_per_uid": Field(128, _int_range(1, 256),
+                                  "app contexts one uid may hold (1..256; the daemon has 256)"),
+        "flows_per_uid": Field(16384, _int_range(1, 65536),
+                               "TCP connections one uid may hold (1..65536)"),
+        "listeners_per_uid": Field(256, _int_range(1, 65536),
+                                   "listening ports one uid may hold (1..65536)"),
+        "buffer_bytes_per_uid": Field("4G", _size,
+                                      "flow-buffer bytes one uid may hold, like '4G'"),
+        "low_port_uids": Field([], _int_list_or_empty(0, (1 << 32) - 2),
+                               "a list of uids besides root allowed to listen below 1024"),
+        "register_timeout_ms": Field(5000, _int_range(1, 3_600_000),
+                                     "milliseconds an app-socket connection may stay "
+                                     "unregistered (1..3600000)"),
     },
     "dpdk": {
         "device": Field("net_tap", _choice("net_tap", "net_af_packet", "net_memif", "pci"),
@@ -204,6 +246,10 @@ SCHEMA = {
                                 "idle cores (a number)"),
         "remove_above_idle": Field(1.25, lambda v: _float_range(v, 0.0, 64.0),
                                    "idle cores (a number)"),
+    },
+    "metrics": {
+        "listen": Field("", _str(r"|[0-9A-Za-z.\-]*:\d{1,5}"),
+                        "'' (off) or ADDR:PORT for a Prometheus /metrics endpoint"),
     },
     "nvm": {
         "pool_path": Field("/dev/shm/tas-nvm.pool", _str(r"/.*"), "an absolute path"),

@@ -1,9 +1,18 @@
-"""`tasctl`: operator CLI for a running TAS daemon (stats, cores, instances)."""
+"""`tasctl`: operator CLI for a running TAS daemon.
+
+    tasctl stats | list | apps | config | cores | top
+    tasctl flows [--port P] [--peer IP] [--app ID] [--state S]
+    tasctl flow kill FLOW_ID
+
+Every command takes --json (machine-readable output, one document; `top`
+prints one per interval).
+"""
 import argparse
 import json
 import os
 import socket
 import sys
+import time
 
 from bindings import stats as kbstats
 
@@ -19,9 +28,19 @@ def _instance(args):
     raise kbstats.StatsError(f"several daemons run ({', '.join(running)}): pick one with -i")
 
 
+def emit(args, doc):
+    """--json: print doc and say so."""
+    if args.json:
+        print(json.dumps(doc, indent=1), flush=True)
+        return True
+    return False
+
+
 def cmd_stats(args):
     inst = _instance(args)
     counters = kbstats.read("tas", inst)
+    if emit(args, {"instance": inst, "counters": counters}):
+        return
     if args.prometheus:
         sys.stdout.write(kbstats.prometheus("tas", inst, counters))
     else:
@@ -29,8 +48,10 @@ def cmd_stats(args):
 
 
 def cmd_list(args):
-    for inst in kbstats.instances("tas"):
-        print(inst)
+    running = kbstats.instances("tas")
+    if not emit(args, {"instances": running}):
+        for inst in running:
+            print(inst)
 
 
 def admin(args, cmd, **params):
@@ -63,21 +84,92 @@ def print_rows(rows, columns):
         print("  ".join(str(r.get(c, "")).rjust(w) for c, w in zip(columns, widths)))
 
 
+FLOW_COLUMNS = ["flow_id", "peer", "peer_port", "local_port", "state", "app", "uid",
+                "rate_kbps", "rtt_us", "snd_wnd", "tx_sent", "tx_avail", "rx_avail",
+                "acked_bytes", "fast_rexmits"]
+
+
+def flow_matches(row, args):
+    return ((args.port is None or args.port in (row["local_port"], row["peer_port"])) and
+            (args.peer is None or row["peer"] == args.peer) and
+            (args.app is None or row["app"] == args.app) and
+            (args.state is None or row["state"] == args.state.upper()))
+
+
 def cmd_flows(args):
     inst, reply = admin(args, "flows")
-    if args.json:
-        print(json.dumps(reply["flows"], indent=1))
+    rows = [r for r in reply["flows"] if flow_matches(r, args)]
+    if not emit(args, {"instance": inst, "flows": rows}):
+        print_rows(rows, FLOW_COLUMNS)
+
+
+def cmd_flow_kill(args):
+    inst, reply = admin(args, "kill", flow_id=args.flow_id)
+    if not emit(args, {"instance": inst, **reply}):
+        k = reply["killed"]
+        print(f"flow {k['flow_id']} ({k['peer']}:{k['peer_port']} -> port {k['local_port']}, "
+              f"app {k['app']}, {k['state']}): reset")
+
+
+def cmd_apps(args):
+    inst, reply = admin(args, "apps")
+    if emit(args, {"instance": inst, **reply}):
         return
-    print_rows(reply["flows"], ["flow_id", "peer", "peer_port", "local_port", "state", "app",
-                                "rate_kbps", "rtt_us", "snd_wnd", "tx_sent", "tx_avail",
-                                "rx_avail", "acked_bytes", "fast_rexmits"])
+    rows = [dict(r, listeners=",".join(map(str, r["listeners"])) or "-") for r in reply["apps"]]
+    print_rows(rows, ["app", "pid", "uid", "gid", "state", "contexts", "flows", "listeners"])
+    caps = reply["caps"]
+    print("per-uid use (caps: " + ", ".join(f"{k} {v}" for k, v in caps.items()) + ")")
+    print_rows([{"uid": uid, **held} for uid, held in reply["per_uid"].items()],
+               ["uid", *caps])
+
+
+def cmd_config(args):
+    inst, reply = admin(args, "config")
+    if emit(args, {"instance": inst, **reply}):
+        return
+    for section, keys in reply["config"].items():
+        print(f"[{section}]")
+        for key, value in keys.items():
+            print(f"{key} = {json.dumps(value)}")
+        print()
+
+
+TOP_COUNTERS = ["rx_pkts", "tx_pkts", "tcp_rx_bytes", "tcp_tx_bytes", "exc_tcp_ctrl",
+                "tcp_rst_sent", "app_bad_cmd", "app_bad_ctx", "app_notify_deferred",
+                "fp_wakeups"]
+
+
+def cmd_top(args):
+    """Live view: rates of the main counters and the busiest flows."""
+    inst = _instance(args)
+    prev, prev_t = kbstats.read("tas", inst), time.monotonic()
+    n = 0
+    while args.count is None or n < args.count:
+        time.sleep(args.interval)
+        now, t = kbstats.read("tas", inst), time.monotonic()
+        dt = max(t - prev_t, 1e-9)
+        rates = {k: round((now.get(k, 0) - prev.get(k, 0)) / dt, 1) for k in TOP_COUNTERS}
+        _, reply = admin(args, "flows")
+        flows = sorted(reply["flows"], key=lambda r: -r.get("rate_kbps", 0))[:args.flows]
+        gauges = {k: now.get(k, 0) for k in ("tcp_conns", "apps_active", "fp_cores")}
+        doc = {"instance": inst, "interval_s": round(dt, 3), "rates_per_s": rates,
+               "gauges": gauges, "flows": flows}
+        if not emit(args, doc):
+            if sys.stdout.isatty():
+                print("\033[H\033[J", end="")
+            print(f"tas instance {inst}  " + "  ".join(f"{k} {v}" for k, v in gauges.items()))
+            print_rows([{"counter": k, "per_s": v} for k, v in rates.items()],
+                       ["counter", "per_s"])
+            print_rows(flows, FLOW_COLUMNS[:8])
+            print(flush=True)
+        prev, prev_t = now, t
+        n += 1
 
 
 def cmd_cores(args):
     extra = {"set": args.set} if args.set is not None else {"auto": True} if args.auto else {}
     inst, reply = admin(args, "cores", **extra)
-    if args.json:
-        print(json.dumps(reply, indent=1))
+    if emit(args, {"instance": inst, **reply}):
         return 0
     rows = reply["cores"]
     for r in rows:
@@ -94,20 +186,36 @@ def main(argv=None):
     p = argparse.ArgumentParser(prog="tasctl", description="Administer a running TAS daemon")
     p.add_argument("-i", "--instance", help="daemon instance (default: the only one running)")
     p.add_argument("--run-dir", default="/run/tas", help="the daemon's tas.run_dir")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", help="machine-readable output")
     sub = p.add_subparsers(dest="cmd", required=True)
-    s = sub.add_parser("stats", help="show the daemon's counters")
+
+    def command(name, func, helptext, parent=sub):
+        c = parent.add_parser(name, help=helptext, parents=[common])
+        c.set_defaults(func=func)
+        return c
+    s = command("stats", cmd_stats, "show the daemon's counters")
     s.add_argument("--prometheus", action="store_true", help="Prometheus text format")
-    s.set_defaults(func=cmd_stats)
-    sub.add_parser("list", help="list running instances").set_defaults(func=cmd_list)
-    c = sub.add_parser("cores", help="fast-path core usage and scaling")
+    command("list", cmd_list, "list running instances")
+    c = command("cores", cmd_cores, "fast-path core usage and scaling")
     g = c.add_mutually_exclusive_group()
     g.add_argument("--set", type=int, metavar="N", help="pin N active cores (stops autoscaling)")
     g.add_argument("--auto", action="store_true", help="scale cores automatically again")
-    c.add_argument("--json", action="store_true")
-    c.set_defaults(func=cmd_cores)
-    f = sub.add_parser("flows", help="connections and their fast-path state")
-    f.add_argument("--json", action="store_true")
-    f.set_defaults(func=cmd_flows)
+    f = command("flows", cmd_flows, "connections and their fast-path state (like ss -t)")
+    f.add_argument("--port", type=int, help="local or peer port")
+    f.add_argument("--peer", help="peer IPv4 address")
+    f.add_argument("--app", type=int, help="app id (see tasctl apps)")
+    f.add_argument("--state", help="ESTABLISHED, SYN_SENT, SYN_RCVD or CLOSED")
+    fl = sub.add_parser("flow", help="act on one connection")
+    fsub = fl.add_subparsers(dest="flow_cmd", required=True)
+    k = command("kill", cmd_flow_kill, "reset a connection (RST to the peer)", fsub)
+    k.add_argument("flow_id", type=int)
+    command("apps", cmd_apps, "attached apps, their credentials and per-uid use")
+    command("config", cmd_config, "the configuration the daemon runs with")
+    t = command("top", cmd_top, "live view of rates and the busiest flows")
+    t.add_argument("--interval", type=float, default=1.0, help="seconds between updates")
+    t.add_argument("--count", type=int, help="stop after this many updates")
+    t.add_argument("--flows", type=int, default=10, help="flows to show")
     args = p.parse_args(argv)
     try:
         return args.func(args) or 0

@@ -8,6 +8,7 @@ or SIGTERM, and removes every shared-memory file the daemon created.
 """
 import argparse
 import os
+import resource
 import shutil
 import signal
 import sys
@@ -16,6 +17,7 @@ from bindings import stats as kbstats
 from tas import config, eal, peer
 from tas.instance import AlreadyRunning, InstanceLock
 from tas.slowpath.packets import ip_bytes, mac_bytes
+from tas.slowpath.sockfile import group_id
 
 
 DPDK_RUN_DIR = "/var/run/dpdk"
@@ -82,10 +84,20 @@ class FastPath:
         shutil.rmtree(os.path.join(DPDK_RUN_DIR, self.cfg.tas.instance), ignore_errors=True)
 
 
+def raise_fd_limit():
+    """Every app connection and context costs descriptors: use all we may."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 class Daemon:
-    def __init__(self, cfg, log=print):
+    def __init__(self, cfg, log=print, config_path=None, overrides=None):
+        """config_path/overrides: where SIGHUP re-reads the settings from."""
         self.cfg = cfg
         self.log = log
+        self.config_path, self.overrides = config_path, overrides or {}
+        self.reload_pending = False
         self.lock = InstanceLock(cfg.tas.run_dir, cfg.tas.instance)
         self.stats = None
         self.fp = None
@@ -97,7 +109,10 @@ class Daemon:
         cfg = self.cfg
         self.lock.acquire()
         self._undo.append(self.lock.release)
-        self.stats = kbstats.Writer("tas", cfg.tas.instance, module=_tasfp)
+        raise_fd_limit()
+        self.stats = kbstats.Writer("tas", cfg.tas.instance, module=_tasfp,
+                                    mode=cfg.tas.stats_mode,
+                                    gid=group_id(cfg.tas.stats_group))
         self._undo.append(self.stats.close)
         huge, why = eal.use_hugepages(cfg)
         self.log(f"tas: {why}")
@@ -113,6 +128,11 @@ class Daemon:
         self.sp = SlowPath(cfg, self.fp, self.stats)
         self._undo.append(self.sp.close)
         self.stats.set("fp_cores", len(cfg.dpdk.fp_cores))
+        if cfg.metrics.listen:
+            from tas.metrics import MetricsServer
+            metrics = MetricsServer(cfg.metrics.listen)
+            self._undo.append(metrics.close)
+            self.log(f"tas: metrics on http://{metrics.address}/metrics")
         intr = "rx interrupts" if self.fp.lib.tas_fp_rx_intr(self.fp.handle) else "polling"
         self.log(f"tas: ready instance={cfg.tas.instance} ip={cfg.tas.ip} "
                  f"device={cfg.dpdk.device} fp_cores={cfg.dpdk.fp_cores} idle={intr}")
@@ -122,14 +142,23 @@ class Daemon:
         point leads to the orderly teardown in stop()."""
         self._wake_r, wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(wfd)
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, self._on_signal)
 
     def run(self):
-        self.sp.run(self._wake_r, lambda: self.stopping)
+        self.sp.run(self._wake_r, lambda: self.stopping, self._maybe_reload)
 
     def _on_signal(self, signum, frame):
-        self.stopping = True
+        if signum == signal.SIGHUP:
+            self.reload_pending = True
+        else:
+            self.stopping = True
+
+    def _maybe_reload(self):
+        if self.reload_pending:
+            self.reload_pending = False
+            from tas.reload import reload
+            reload(self.cfg, self.config_path, self.overrides, self.sp, self.log)
 
     def stop(self):
         while self._undo:
@@ -166,11 +195,13 @@ def overrides_from(pairs):
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
-        cfg = config.load(args.config, overrides_from(args.set))
+        overrides = overrides_from(args.set)
+        cfg = config.load(args.config, overrides)
     except config.ConfigError as e:
         print(f"tas: {e}", file=sys.stderr)
         return 2
-    d = Daemon(cfg, log=lambda m: print(m, flush=True))
+    d = Daemon(cfg, log=lambda m: print(m, flush=True), config_path=args.config,
+               overrides=overrides)
     d.catch_signals()
     try:
         d.start()

@@ -3,6 +3,7 @@
 Used by the demo, the benchmarks and the tests, so they all start and stop
 the daemon the same way.
 """
+import os
 import select
 import signal
 import subprocess
@@ -28,19 +29,39 @@ class DaemonProcess:
         self.proc = subprocess.Popen(
             cmd,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self._partial = ""
         deadline = time.monotonic() + READY_WAIT_S
         while time.monotonic() < deadline:
             r, _, _ = select.select([self.proc.stdout], [], [], 1.0)
-            if not r:
-                continue
-            line = self.proc.stdout.readline()
-            if not line:
-                break
-            self.output.append(line)
-            if line.startswith("tas: ready"):
+            if r and not self.poll_output():
+                break                   # the daemon exited
+            if any(line.startswith("tas: ready") for line in self.output):
                 return self
         self.stop()
         raise RuntimeError("daemon did not become ready:\n" + "".join(self.output))
+
+    def poll_output(self):
+        """Move what the daemon printed so far into self.output, without
+        blocking; False at end of output.  Reads the pipe's descriptor
+        directly: a buffered readline() after select() can leave a whole
+        line sitting unseen in the reader's buffer."""
+        fd = self.proc.stdout.fileno()
+        os.set_blocking(fd, False)
+        alive = True
+        try:
+            while True:
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    alive = False
+                    break
+                *lines, self._partial = (self._partial + chunk.decode(errors="replace")) \
+                    .split("\n")
+                self.output += [line + "\n" for line in lines]
+        except BlockingIOError:
+            pass
+        finally:
+            os.set_blocking(fd, True)
+        return alive
 
     def ns_run(self, *cmd, **kw):
         """Run a command in the peer namespace."""
@@ -58,5 +79,5 @@ class DaemonProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 out, _ = self.proc.communicate()
-            self.output.append(out or "")
+            self.output.append(getattr(self, "_partial", "") + (out or ""))
         return self.proc.returncode

@@ -28,11 +28,12 @@ def unique(prefix):
 
 
 def write_config(path, instance, ns, iface, device="net_tap", extra="", hugepages="auto",
-                 fp_cores=(1,), dpdk_extra=""):
+                 fp_cores=(1,), tas_extra="", dpdk_extra=""):
     path.write_text(f"""
 [tas]
 instance = "{instance}"
 ip = "10.0.0.2"
+{tas_extra}
 
 [dpdk]
 device = "{device}"
@@ -53,10 +54,13 @@ ip = "10.0.0.1"
 
 class Daemon(DaemonProcess):
     def __init__(self, tmp_path, device="net_tap", extra="", hugepages="auto", fp_cores=(1,),
-                 dpdk_extra=""):
-        instance, ns, self.iface = unique("t"), unique("tasns"), unique("dt")
+                 dpdk_extra="", instance=None, tas_extra=""):
+        """instance: a chosen name (for tests that prepare names beforehand);
+        tas_extra, dpdk_extra: more keys for the [tas] and [dpdk] sections."""
+        instance = instance or unique("t")
+        ns, self.iface = unique("tasns"), unique("dt")
         cfg = write_config(tmp_path / f"{instance}.toml", instance, ns, self.iface,
-                           device, extra, hugepages, fp_cores, dpdk_extra)
+                           device, extra, hugepages, fp_cores, tas_extra, dpdk_extra)
         super().__init__(cfg, instance, ns)
 
     def stop(self):

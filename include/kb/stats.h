@@ -45,10 +45,14 @@ _Static_assert(sizeof(((struct kb_stats_counter *)0)->name) == KB_STATS_NAME_LEN
                "name length mismatch");
 
 /*
- * Create (or truncate) the stats page /dev/shm/kbstats.<component>.<instance>.
+ * Publish a fresh stats page /dev/shm/kbstats.<component>.<instance>,
+ * replacing whatever was at that name without following links; mode 0600
+ * (the _mode form: that mode, and group gid unless gid < 0).
  * Returns NULL on failure (errno set); callers keep running without stats.
  */
 struct kb_stats_page *kb_stats_create(const char *component, const char *instance);
+struct kb_stats_page *kb_stats_create_mode(const char *component, const char *instance,
+                                           unsigned mode, int gid);
 
 /* Map a page anonymously (no file): for processes that must not leave files. */
 struct kb_stats_page *kb_stats_anon(const char *component);

@@ -20,7 +20,10 @@ void tas_app_detach(struct tas_app *a);
 uint8_t *tas_app_base(struct tas_app *a);
 uint64_t tas_app_size(struct tas_app *a);
 int tas_app_ctl_fd(struct tas_app *a);
+/* Context 0's wake-up socket (readable when the daemon woke us); after a
+ * wake-up, tas_app_clear_wake empties it. */
 int tas_app_ev_fd(struct tas_app *a);
+void tas_app_clear_wake(struct tas_app *a);
 
 /* Send a request and wait for the reply with its req_id (events arriving
  * meanwhile are queued for tas_app_event).  Returns the reply's status. */

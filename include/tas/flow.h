@@ -122,22 +122,26 @@ void tas_fp_flow_set_rate(struct tas_fp *fp, uint32_t flow_id, uint32_t kbps);
 void tas_fp_flow_lock(struct tas_flow *f);
 void tas_fp_flow_unlock(struct tas_flow *f);
 
-/* Application contexts: queues in the app's segment, wake-up eventfd. */
+/* Application contexts: queues in the app's segment (struct tas_ctxq_hdr,
+ * zeroed by the caller) and the daemon's end of the app's wake-up
+ * socketpair (the fast path sends to it with MSG_DONTWAIT). */
 int tas_fp_ctx_add(struct tas_fp *fp, uint32_t app_id, void *rxq, void *txq,
-                   uint32_t *app_sleeping, int app_evfd);
+                   uint32_t *app_sleeping, int wake_sock);
 void tas_fp_ctx_remove(struct tas_fp *fp, uint16_t ctx);
 /* Wait until every fast-path core has finished the loop iteration it was in
- * (after removing a context, before unmapping its memory). */
+ * (after removing a context, before unmapping its memory).  Reads only the
+ * daemon's own memory. */
 void tas_fp_quiesce(struct tas_fp *fp);
+/* The end of core `core`'s wake-up socket that apps send to. */
 int tas_fp_core_wake_fd(struct tas_fp *fp, uint16_t core);
 uint16_t tas_fp_ctx_queue(struct tas_fp *fp, uint16_t ctx);
+/* A context whose app wrote an impossible queue index is "bad": the fast
+ * path no longer touches it and bumps an event count the slow path watches
+ * (then detaches the app). */
+int tas_fp_ctx_bad(struct tas_fp *fp, uint16_t ctx);
+uint32_t tas_fp_bad_ctx_events(struct tas_fp *fp);
 /* Retry deferred notifications (full RX queues); called on slow-path ticks. */
 void tas_fp_flush_notifications(struct tas_fp *fp);
-
-/* rte_ring set-up inside an app segment (the daemon does it, apps only
- * enqueue/dequeue). */
-int64_t tas_ring_memsize(uint32_t esize, uint32_t count);
-int tas_ring_init(void *mem, const char *name, uint32_t count, int sp_sc);
 /* CDEF-END */
 
 #endif

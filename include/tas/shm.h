@@ -5,7 +5,7 @@
  * Each application gets its own segment (a memfd the daemon passes over the
  * registration socket, so no other process can map it).  The segment holds
  * a header, the application's context queues and its per-flow RX/TX circular
- * payload buffers.  Context queues are DPDK rte_rings of fixed-size entries:
+ * payload buffers.  Context queues (struct tas_ctxq_hdr) hold fixed-size entries:
  *   RX queue (fast path -> app): struct tas_arx, "flow F: N new bytes at pos
  *     P, M bytes of TX acknowledged, peer sent FIN".
  *   TX queue (app -> fast path): struct tas_atx, "flow F: I consumed N bytes
@@ -20,9 +20,9 @@
 
 /* CDEF-BEGIN */
 #define TAS_SHM_MAGIC 0x53415453
-#define TAS_SHM_VERSION 2
+#define TAS_SHM_VERSION 3
 #define TAS_MAX_CTX 16
-#define TAS_CTXQ_ENTRIES 4096
+#define TAS_CTXQ_ENTRIES 4096    /* a power of two; never read from shared memory */
 
 struct tas_seg_hdr {
     uint32_t magic;
@@ -36,7 +36,8 @@ struct tas_seg_hdr {
 /* Daemon-wide page every app maps read-only.  Each context's TX queue
  * belongs to one fast-path *queue*; with core scaling the queue is served by
  * whichever active core queue_owner names.  An app that posts a command
- * writes that core's eventfd only if the core said it is sleeping. */
+ * sends to that core's wake-up socket only if the core said it is sleeping.
+ * The daemon writes this page; apps get it sealed against writes and resizing. */
 struct tas_info {
     uint32_t magic;
     uint32_t version;
@@ -46,12 +47,26 @@ struct tas_info {
     uint32_t queue_owner[16];    /* by queue: the active core serving it */
 };
 
+/* A context queue: this header, then TAS_CTXQ_ENTRIES entries.  One
+ * producer, one consumer, free-running 32-bit indices (slot = index mod
+ * TAS_CTXQ_ENTRIES).  Each side writes only its own index.  The app's
+ * segment is untrusted: the daemon keeps the geometry and its own index
+ * privately (it only publishes that index here), reads the app's index once
+ * per burst and detaches a context whose index is out of range
+ * (prod - cons > TAS_CTXQ_ENTRIES). */
+struct tas_ctxq_hdr {
+    uint32_t prod;               /* written by the producer only */
+    uint32_t pad0[15];
+    uint32_t cons;               /* written by the consumer only */
+    uint32_t pad1[15];
+};
+
 struct tas_ctx_shm {
     uint32_t id;
     uint32_t queue;              /* fast-path queue whose core polls the TX queue */
-    uint64_t rxq_off;            /* rte_ring of struct tas_arx */
-    uint64_t txq_off;            /* rte_ring of struct tas_atx */
-    uint32_t app_sleeping;       /* app blocks on its eventfd when set */
+    uint64_t rxq_off;            /* tas_ctxq_hdr + struct tas_arx entries */
+    uint64_t txq_off;            /* tas_ctxq_hdr + struct tas_atx entries */
+    uint32_t app_sleeping;       /* app blocks on its wake-up socket when set */
     uint32_t pad;
 };
 
@@ -81,13 +96,13 @@ struct tas_atx {                 /* 16 bytes */
 };
 
 /* Control messages between libtas and the slow path (64 bytes). */
-#define TAS_CTL_REGISTER 1       /* app -> sp; reply carries memfd + eventfds */
+#define TAS_CTL_REGISTER 1       /* app -> sp; reply carries memfd, info page, wake-up sockets */
 #define TAS_CTL_LISTEN 2         /* local_port, backlog, ctx -> listener_id */
 #define TAS_CTL_ACCEPT 3         /* listener_id, ctx -> CONN_OPENED */
 #define TAS_CTL_CONNECT 4        /* remote ip/port, ctx -> CONN_OPENED */
 #define TAS_CTL_CLOSE 5          /* flow_id (flags: TAS_CTL_FL_RESET) */
 #define TAS_CTL_LISTEN_CLOSE 6
-#define TAS_CTL_CTX_CREATE 7     /* app -> sp: reply ctx (index), rx_off (descriptor) + eventfd */
+#define TAS_CTL_CTX_CREATE 7     /* app -> sp: reply ctx (index), rx_off (descriptor) + wake-up socket */
 #define TAS_CTL_CONN_OPENED 16   /* sp -> app */
 #define TAS_CTL_CONN_CLOSED 17   /* sp -> app: flow gone (status: 0 or -ECONNRESET) */
 #define TAS_CTL_NEWCONN 18       /* sp -> app: a connection waits on listener */
@@ -118,5 +133,7 @@ struct tas_ctl_msg {
 _Static_assert(sizeof(struct tas_arx) == 32, "arx entry is 32 bytes");
 _Static_assert(sizeof(struct tas_atx) == 16, "atx entry is 16 bytes");
 _Static_assert(sizeof(struct tas_ctl_msg) == 64, "control message is 64 bytes");
+_Static_assert(sizeof(struct tas_ctxq_hdr) == 128, "queue indices on their own cache lines");
+_Static_assert((TAS_CTXQ_ENTRIES & (TAS_CTXQ_ENTRIES - 1)) == 0, "queue size is a power of two");
 
 #endif

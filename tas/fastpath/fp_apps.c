@@ -4,24 +4,32 @@
  * peer FIN).  Apps are untrusted: every command names a flow that must
  * belong to the context's application, and byte counts are bounds-checked.
  */
-#include <unistd.h>
+#include <string.h>
+#include <sys/socket.h>
 
 #include "fp_internal.h"
 
 #define ATX_BURST 32
+#define CTXQ_MASK (TAS_CTXQ_ENTRIES - 1u)
 
 int tas_fp_ctx_add(struct tas_fp *fp, uint32_t app_id, void *rxq, void *txq,
-                   uint32_t *app_sleeping, int app_evfd)
+                   uint32_t *app_sleeping, int wake_sock)
 {
     for (uint16_t i = 0; i < FP_MAX_CTX; i++) {
         struct fp_ctx *x = &fp->ctxs[i];
         if (x->active)
             continue;
         x->app_id = app_id;
-        x->rxq = rxq;
-        x->txq = txq;
+        x->bad = false;
+        x->rxh = rxq;
+        x->rx_slots = (struct tas_arx *)(x->rxh + 1);
+        x->rx_prod = 0;
+        rte_spinlock_init(&x->rx_lock);
+        x->txh = txq;
+        x->tx_slots = (struct tas_atx *)(x->txh + 1);
+        x->tx_cons = 0;
         x->app_sleeping = app_sleeping;
-        x->app_evfd = app_evfd;
+        x->wake_sock = wake_sock;
         x->queue = (uint16_t)(i % fp->conf.ncores);
         __atomic_store_n(&x->active, true, __ATOMIC_RELEASE);
         if (i + 1 > fp->ctx_hi)    /* cores scan contexts only up to here */
@@ -44,14 +52,78 @@ uint16_t tas_fp_ctx_queue(struct tas_fp *fp, uint16_t ctx)
 
 int tas_fp_core_wake_fd(struct tas_fp *fp, uint16_t core)
 {
-    return core < fp->conf.ncores ? fp->cores[core].wake_fd : -1;
+    return core < fp->conf.ncores ? fp->cores[core].app_wake_tx : -1;
+}
+
+int tas_fp_ctx_bad(struct tas_fp *fp, uint16_t ctx)
+{
+    return ctx < FP_MAX_CTX && __atomic_load_n(&fp->ctxs[ctx].bad, __ATOMIC_ACQUIRE);
+}
+
+uint32_t tas_fp_bad_ctx_events(struct tas_fp *fp)
+{
+    return __atomic_load_n(&fp->bad_ctx_events, __ATOMIC_ACQUIRE);
+}
+
+/* The app wrote an index no honest producer/consumer can have: stop
+ * touching its queues (once), count it, let the slow path detach it. */
+static void ctx_mark_bad(struct tas_fp *fp, struct fp_ctx *x)
+{
+    if (__atomic_exchange_n(&x->bad, true, __ATOMIC_ACQ_REL))
+        return;
+    kb_stats_add(fp->ctr.app_bad_ctx, 1);
+    __atomic_fetch_add(&fp->bad_ctx_events, 1, __ATOMIC_RELEASE);
+}
+
+static bool ctx_usable(struct fp_ctx *x)
+{
+    return __atomic_load_n(&x->active, __ATOMIC_ACQUIRE) &&
+           !__atomic_load_n(&x->bad, __ATOMIC_ACQUIRE);
+}
+
+/* Wake the app: a datagram on our own end of its socketpair, never
+ * blocking whatever the app did to its end.  EAGAIN means datagrams are
+ * already queued: the app is woken anyway. */
+static void wake_app(struct fp_ctx *x)
+{
+    char one = 1;
+    ssize_t r = send(x->wake_sock, &one, 1, MSG_DONTWAIT | MSG_NOSIGNAL);
+    (void)r;
+}
+
+/* Append one notification to the context's RX queue: 0, or -1 if full.
+ * The app's consumer index is read once and checked against our own. */
+static int rxq_push(struct tas_fp *fp, struct fp_ctx *x, const struct tas_arx *e)
+{
+    int r = -1;
+    rte_spinlock_lock(&x->rx_lock);
+    if (x->bad) {
+        r = 0;                     /* dropped: the app is being detached */
+        goto out;
+    }
+    uint32_t cons = __atomic_load_n(&x->rxh->cons, __ATOMIC_ACQUIRE);
+    uint32_t used = x->rx_prod - cons;
+    if (used > TAS_CTXQ_ENTRIES) {
+        ctx_mark_bad(fp, x);
+        r = 0;
+        goto out;
+    }
+    if (used == TAS_CTXQ_ENTRIES)
+        goto out;
+    memcpy(&x->rx_slots[x->rx_prod & CTXQ_MASK], e, sizeof(*e));
+    x->rx_prod++;
+    __atomic_store_n(&x->rxh->prod, x->rx_prod, __ATOMIC_RELEASE);
+    r = 0;
+out:
+    rte_spinlock_unlock(&x->rx_lock);
+    return r;
 }
 
 /* Try to deliver the flow's pending notification (caller holds the lock). */
 static void notify_pending(struct tas_fp *fp, struct tas_flow *f)
 {
     struct fp_ctx *x = &fp->ctxs[f->ctx];
-    if (!x->active)
+    if (!__atomic_load_n(&x->active, __ATOMIC_ACQUIRE))
         return;
     struct tas_arx e = {
         .type = TAS_ARX_CONNUPDATE,
@@ -62,7 +134,7 @@ static void notify_pending(struct tas_fp *fp, struct tas_flow *f)
         .rx_pos = f->pend_rx_pos,
         .tx_bump = f->pend_tx_bump,
     };
-    if (rte_ring_mp_enqueue_elem(x->rxq, &e, sizeof(e)) != 0) {
+    if (rxq_push(fp, x, &e) != 0) {
         /* Full queue: the app has work pending and will poll soon; keep
          * the counts and retry with the next packet or slow-path tick. */
         kb_stats_add(fp->ctr.notify_deferred, 1);
@@ -70,11 +142,8 @@ static void notify_pending(struct tas_fp *fp, struct tas_flow *f)
         return;
     }
     f->pend_rx_bump = f->pend_tx_bump = f->pend_flags = 0;
-    if (__atomic_load_n(x->app_sleeping, __ATOMIC_SEQ_CST)) {
-        uint64_t one = 1;
-        ssize_t r = write(x->app_evfd, &one, sizeof(one));
-        (void)r;
-    }
+    if (__atomic_load_n(x->app_sleeping, __ATOMIC_SEQ_CST))
+        wake_app(x);
 }
 
 void fp_notify_app(struct tas_fp *fp, struct tas_flow *f, uint32_t rx_bump,
@@ -135,6 +204,15 @@ static void app_command(struct fp_core *c, struct fp_ctx *x, const struct tas_at
     fp_unlock(f);
 }
 
+/* Commands the app has queued: its producer index, read once, checked
+ * against our private consumer index (0..TAS_CTXQ_ENTRIES ahead), or -1. */
+static int64_t txq_avail(struct fp_ctx *x)
+{
+    uint32_t prod = __atomic_load_n(&x->txh->prod, __ATOMIC_ACQUIRE);
+    uint32_t avail = prod - x->tx_cons;
+    return avail > TAS_CTXQ_ENTRIES ? -1 : (int64_t)avail;
+}
+
 /* Contexts of queue q are q, q + ncores, q + 2 ncores, ... */
 unsigned fp_apps_poll(struct fp_core *c, uint16_t q)
 {
@@ -143,11 +221,20 @@ unsigned fp_apps_poll(struct fp_core *c, uint16_t q)
     uint16_t hi = __atomic_load_n(&fp->ctx_hi, __ATOMIC_ACQUIRE);
     for (uint16_t i = q; i < hi; i += fp->conf.ncores) {
         struct fp_ctx *x = &fp->ctxs[i];
-        if (!__atomic_load_n(&x->active, __ATOMIC_ACQUIRE))
+        if (!ctx_usable(x))
             continue;
+        int64_t avail = txq_avail(x);
+        if (avail < 0) {
+            ctx_mark_bad(fp, x);
+            continue;
+        }
+        unsigned n = avail < ATX_BURST ? (unsigned)avail : ATX_BURST;
         struct tas_atx cmds[ATX_BURST];
-        unsigned n = rte_ring_sc_dequeue_burst_elem(x->txq, cmds, sizeof(cmds[0]),
-                                                    ATX_BURST, NULL);
+        /* Copy out first: the app may rewrite a slot while we look at it. */
+        for (unsigned k = 0; k < n; k++)
+            memcpy(&cmds[k], &x->tx_slots[(x->tx_cons + k) & CTXQ_MASK], sizeof(cmds[k]));
+        x->tx_cons += n;
+        __atomic_store_n(&x->txh->cons, x->tx_cons, __ATOMIC_RELEASE);
         for (unsigned k = 0; k < n; k++)
             app_command(c, x, &cmds[k]);
         work += n;
@@ -159,19 +246,7 @@ bool fp_apps_pending(struct tas_fp *fp, uint16_t q)
 {
     uint16_t hi = __atomic_load_n(&fp->ctx_hi, __ATOMIC_ACQUIRE);
     for (uint16_t i = q; i < hi; i += fp->conf.ncores)
-        if (__atomic_load_n(&fp->ctxs[i].active, __ATOMIC_ACQUIRE) &&
-            !rte_ring_empty(fp->ctxs[i].txq))
-            return true;
+        if (ctx_usable(&fp->ctxs[i]) && txq_avail(&fp->ctxs[i]) != 0)
+            return true;   /* commands, or a bad index the next poll catches */
     return false;
-}
-
-int64_t tas_ring_memsize(uint32_t esize, uint32_t count)
-{
-    return rte_ring_get_memsize_elem(esize, count);
-}
-
-int tas_ring_init(void *mem, const char *name, uint32_t count, int sp_sc)
-{
-    unsigned flags = RING_F_SC_DEQ | (sp_sc ? RING_F_SP_ENQ : 0);
-    return rte_ring_init(mem, name, count, flags);
 }

@@ -29,20 +29,30 @@ struct fp_counters {
     uint64_t *tcp_rx_segs, *tcp_rx_bytes, *tcp_tx_segs, *tcp_tx_bytes, *acks_sent;
     uint64_t *drop_bad_csum, *rx_buf_full, *ooo_accepted, *ooo_dropped, *rx_dup;
     uint64_t *dupacks, *fast_rexmits, *rto_rexmits, *app_bad_cmd, *notify_deferred;
-    uint64_t *probes_answered;
+    uint64_t *probes_answered, *app_bad_ctx;
     uint64_t *flows_added, *flows_removed;
     uint64_t *fault_dropped, *fault_duplicated, *fault_reordered;
 };
 
-/* An application context: its queues (in its segment) and wake-up fd. */
+/* An application context.  Its queues live in the app's segment, which the
+ * app can rewrite at any time: the geometry (TAS_CTXQ_ENTRIES, slot
+ * pointers) and our own indices are kept here, the app's index is read once
+ * per burst and checked (fp_apps.c).  A context caught with an impossible
+ * index is marked bad and no longer touched; the slow path detaches its app. */
 struct fp_ctx {
     bool active;
+    bool bad;
     uint32_t app_id;
     uint16_t queue;             /* served by the core that owns this queue */
-    struct rte_ring *rxq;       /* struct tas_arx, fast path -> app */
-    struct rte_ring *txq;       /* struct tas_atx, app -> fast path */
-    uint32_t *app_sleeping;
-    int app_evfd;
+    struct tas_ctxq_hdr *rxh;   /* notifications, fast path -> app */
+    struct tas_arx *rx_slots;
+    uint32_t rx_prod;           /* private producer index (under rx_lock) */
+    rte_spinlock_t rx_lock;     /* several cores and the slow path notify */
+    struct tas_ctxq_hdr *txh;   /* commands, app -> fast path */
+    struct tas_atx *tx_slots;
+    uint32_t tx_cons;           /* private consumer index (queue owner only) */
+    uint32_t *app_sleeping;     /* in app memory: only a hint */
+    int wake_sock;              /* our end of the app's wake-up socketpair */
 };
 
 #define FP_MAX_CTX 256
@@ -57,10 +67,13 @@ struct fp_core {
     struct tas_fp *fp;
     uint16_t idx;             /* fast-path core index = its TX queue id */
     unsigned lcore;
-    int wake_fd;              /* eventfd: slow path / apps wake a sleeping core */
-    int epfd;                 /* wake_fd + RX interrupt fds of served queues */
+    int wake_fd;              /* eventfd, private: the slow path wakes a sleeping core */
+    int app_wake_rx;          /* datagram socket apps wake the core through */
+    int app_wake_tx;          /* its peer, handed to apps (never ours to write) */
+    int epfd;                 /* wake fds + RX interrupt fds of served queues */
     uint32_t intr_mask;       /* queues whose RX interrupt fd is in epfd */
-    uint32_t *sleeping;       /* in the info page: set before blocking */
+    uint32_t asleep;          /* set before blocking; the authority */
+    uint32_t *sleeping;       /* its copy in the info page, for apps */
     uint64_t busy_cycles, total_cycles;
     volatile uint64_t epoch;  /* loop iterations, for quiescence */
     struct rte_mbuf *held_rx; /* fault injection: a frame delayed for reordering */
@@ -102,6 +115,7 @@ struct tas_fp {
     struct rte_ring *tx_work[TAS_FP_MAX_CORES]; /* flow ids with data to send */
     struct fp_ctx ctxs[FP_MAX_CTX];
     uint16_t ctx_hi;                /* one past the highest context ever used */
+    uint32_t bad_ctx_events;        /* bumped when a context is marked bad */
 };
 
 /* fp_classify.c: validate one received frame.  FP_DROP: dropped and

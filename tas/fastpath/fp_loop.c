@@ -7,6 +7,7 @@
 #define _GNU_SOURCE
 #include <sched.h>
 #include <sys/epoll.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -169,6 +170,16 @@ static void set_intr(struct tas_fp *fp, uint32_t mask, bool on)
         }
 }
 
+/* Datagrams apps sent to wake us (bounded: an app flooding the socket only
+ * costs its own wake-ups; MSG_DONTWAIT whatever the apps did to their end). */
+static void drain_app_wakeups(struct fp_core *c)
+{
+    char buf[16];
+    for (int i = 0; i < 64; i++)
+        if (recv(c->app_wake_rx, buf, sizeof(buf), MSG_DONTWAIT) < 0)
+            break;
+}
+
 static void block_until_work(struct fp_core *c, uint16_t n)
 {
     struct tas_fp *fp = c->fp;
@@ -176,32 +187,38 @@ static void block_until_work(struct fp_core *c, uint16_t n)
     kb_stats_add(fp->ctr.sleeps, 1);
     uint32_t intr = sync_intr_fds(c, n);
     set_intr(fp, intr, true);
+    __atomic_store_n(&c->asleep, 1, __ATOMIC_SEQ_CST);
     __atomic_store_n(c->sleeping, 1, __ATOMIC_SEQ_CST);
     /* Close the race with a waker that checked `sleeping` before we set it;
      * re-read the active count: ownership may have changed meanwhile. */
     uint16_t now_n = __atomic_load_n(&fp->nactive, __ATOMIC_SEQ_CST);
     if (!fp->stop && now_n == n && !has_pending(c, n)) {
-        struct epoll_event ev[TAS_FP_MAX_CORES + 1];
+        struct epoll_event ev[TAS_FP_MAX_CORES + 2];
         /* Polling queues without interrupts: wake every poll_sleep_us.  With
          * interrupts (or switched off), the timeout only bounds how long a
          * lost wake-up lasts. */
         bool polled = active && !fp->rx_intr;
         uint32_t us = polled ? fp->conf.poll_sleep_us : 1000000;
         struct timespec ts = {.tv_sec = us / 1000000, .tv_nsec = (long)(us % 1000000) * 1000};
-        int k = epoll_pwait2(c->epfd, ev, TAS_FP_MAX_CORES + 1, &ts, NULL);
+        int k = epoll_pwait2(c->epfd, ev, TAS_FP_MAX_CORES + 2, &ts, NULL);
         for (int i = 0; i < k; i++) {
-            /* Drain only our eventfd: an RX interrupt fd may be the device's
-             * own queue (net_tap), and reading it would eat a packet. */
-            if (ev[i].data.fd != c->wake_fd)
+            /* Drain only our wake-up fds: an RX interrupt fd may be the
+             * device's own queue (net_tap), and reading it would eat a packet. */
+            if (ev[i].data.fd == c->wake_fd) {
+                uint64_t v;
+                ssize_t r = read(c->wake_fd, &v, sizeof(v));
+                (void)r;
+            } else if (ev[i].data.fd == c->app_wake_rx) {
+                drain_app_wakeups(c);
+            } else {
                 continue;
-            uint64_t v;
-            ssize_t r = read(c->wake_fd, &v, sizeof(v));
-            (void)r;
+            }
             if (!active)
                 fp_wake_active(fp);
         }
     }
     __atomic_store_n(c->sleeping, 0, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&c->asleep, 0, __ATOMIC_SEQ_CST);
     set_intr(fp, intr, false);
     kb_stats_add(fp->ctr.wakeups, 1);
 }
@@ -215,7 +232,7 @@ void tas_fp_quiesce(struct tas_fp *fp)
         struct fp_core *c = &fp->cores[i];
         /* A sleeping core touches nothing; a running one must finish the
          * iteration it may be in. */
-        while (!fp->stop && !__atomic_load_n(c->sleeping, __ATOMIC_SEQ_CST) &&
+        while (!fp->stop && !__atomic_load_n(&c->asleep, __ATOMIC_SEQ_CST) &&
                __atomic_load_n(&c->epoch, __ATOMIC_ACQUIRE) == seen[i])
             rte_pause();
     }

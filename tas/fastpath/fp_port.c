@@ -5,7 +5,9 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <rte_eal.h>
@@ -49,6 +51,7 @@ static void counters_init(struct fp_counters *c, struct kb_stats_page *s)
     c->app_bad_cmd = kb_stats_counter(s, "app_bad_cmd");
     c->notify_deferred = kb_stats_counter(s, "app_notify_deferred");
     c->probes_answered = kb_stats_counter(s, "tcp_probes_answered");
+    c->app_bad_ctx = kb_stats_counter(s, "app_bad_ctx");
     c->flows_added = kb_stats_counter(s, "flows_added");
     c->flows_removed = kb_stats_counter(s, "flows_removed");
     c->fault_dropped = kb_stats_counter(s, "fault_dropped");
@@ -56,15 +59,22 @@ static void counters_init(struct fp_counters *c, struct kb_stats_page *s)
     c->fault_reordered = kb_stats_counter(s, "fault_reordered");
 }
 
-/* The info page apps map read-only (core sleep flags). */
+/* The info page apps map read-only (core sleep flags, queue owners).  Our
+ * writable mapping is made first; then the memfd is sealed so that nobody
+ * holding it can resize it (SIGBUS here) or map it writable. */
 static int info_init(struct tas_fp *fp)
 {
-    fp->info_fd = memfd_create("tas_info", MFD_CLOEXEC);
+    fp->info_fd = memfd_create("tas_info", MFD_CLOEXEC | MFD_ALLOW_SEALING);
     if (fp->info_fd < 0 || ftruncate(fp->info_fd, 4096) != 0)
         return -1;
     void *m = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fp->info_fd, 0);
     if (m == MAP_FAILED)
         return -1;
+    if (fcntl(fp->info_fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_FUTURE_WRITE |
+              F_SEAL_SEAL) != 0) {
+        munmap(m, 4096);
+        return -1;
+    }
     fp->info = m;
     fp->info->magic = TAS_SHM_MAGIC;
     fp->info->version = TAS_SHM_VERSION;
@@ -160,12 +170,23 @@ static int core_init(struct tas_fp *fp, uint16_t idx)
     c->idx = idx;
     c->lcore = fp->conf.lcores[idx];
     c->intr_mask = 0;
+    /* Our own eventfd for the slow path, and a datagram socketpair whose
+     * other end apps get: an app can make its end blocking or fill it, but
+     * never block our reads (MSG_DONTWAIT) or our eventfd. */
+    int sv[2];
     c->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     c->epfd = epoll_create1(EPOLL_CLOEXEC);
-    if (c->wake_fd < 0 || c->epfd < 0)
+    if (c->wake_fd < 0 || c->epfd < 0 ||
+        socketpair(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) != 0)
         return -errno;
+    c->app_wake_rx = sv[0];
+    c->app_wake_tx = sv[1];
+    shutdown(c->app_wake_tx, SHUT_RD);   /* apps only send on it */
     struct epoll_event ev = {.events = EPOLLIN, .data.fd = c->wake_fd};
     if (epoll_ctl(c->epfd, EPOLL_CTL_ADD, c->wake_fd, &ev) != 0)
+        return -errno;
+    ev.data.fd = c->app_wake_rx;
+    if (epoll_ctl(c->epfd, EPOLL_CTL_ADD, c->app_wake_rx, &ev) != 0)
         return -errno;
     /* The queue's RX interrupt fd joins the epoll set of whichever core
      * serves the queue when that core blocks (fp_loop.c). */
@@ -214,7 +235,8 @@ struct tas_fp *tas_fp_create(const struct tas_fp_conf *conf, struct kb_stats_pag
     /* Before the first goto fail: tas_fp_destroy closes every core's fds,
      * and zeroed memory would make it close fd 0 when we fail early. */
     for (uint16_t i = 0; i < TAS_FP_MAX_CORES; i++)
-        fp->cores[i].wake_fd = fp->cores[i].epfd = -1;
+        fp->cores[i].wake_fd = fp->cores[i].app_wake_rx = fp->cores[i].app_wake_tx =
+            fp->cores[i].epfd = -1;
     fp->tsc_hz = rte_get_tsc_hz();
     counters_init(&fp->ctr, stats);
     if (info_init(fp) != 0) {
@@ -344,6 +366,8 @@ void tas_fp_destroy(struct tas_fp *fp)
     }
     for (uint16_t i = 0; i < fp->conf.ncores; i++) {
         close_fd(fp->cores[i].wake_fd);
+        close_fd(fp->cores[i].app_wake_rx);
+        close_fd(fp->cores[i].app_wake_tx);
         close_fd(fp->cores[i].epfd);
     }
     close_fd(fp->sp_fd);

@@ -28,7 +28,7 @@ static void eventfd_drain(int fd)
 
 void fp_core_wake(struct fp_core *c)
 {
-    if (__atomic_load_n(c->sleeping, __ATOMIC_SEQ_CST))
+    if (__atomic_load_n(&c->asleep, __ATOMIC_SEQ_CST))
         eventfd_kick(c->wake_fd);
 }
 

@@ -20,6 +20,8 @@ int app_recv_msg(struct tas_app *a, struct tas_ctl_msg *m, int *fds, int nfds)
     struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1,
                         .msg_control = cbuf, .msg_controllen = sizeof(cbuf)};
     ssize_t r = recvmsg(a->sock, &mh, MSG_CMSG_CLOEXEC);
+    if (r == 0)
+        return -ECONNRESET;    /* the daemon closed us (e.g. over a per-user limit) */
     if (r != (ssize_t)sizeof(*m))
         return r < 0 ? -errno : -EPROTO;
     for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c != NULL; c = CMSG_NXTHDR(&mh, c)) {
@@ -182,8 +184,11 @@ struct tas_app *tas_app_attach(const char *sock_path, char *err, int errlen)
     for (unsigned i = 0; i < TAS_FP_CORES_MAX && fds[REG_FDS + i] >= 0; i++)
         a->core_fd[a->ncores++] = fds[REG_FDS + i];
     if (r != 0) {
+        bool closed = r == -ECONNRESET || r == -EPIPE;
         fail(err, errlen, r == -EPROTO ? "registering with TAS (version mismatch)"
-                                       : "registering with TAS", -r);
+                          : closed ? "registering with TAS (the daemon closed the connection: "
+                                     "per-user limit?)"
+                          : "registering with TAS", -r);
         goto out;
     }
     if (a->ncores == 0 || fds[2] < 0) {

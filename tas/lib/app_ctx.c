@@ -9,6 +9,8 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <poll.h>
+#include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "app_internal.h"
@@ -18,11 +20,19 @@ int app_ctx_map(struct tas_app *a, unsigned i, uint64_t ctx_off, int ev_fd)
     if (i >= TAS_MAX_CTX || ctx_off + sizeof(struct tas_ctx_shm) > a->size)
         return -EPROTO;
     struct tas_ctx_shm *shm = (struct tas_ctx_shm *)(a->base + ctx_off);
-    if (shm->rxq_off >= a->size || shm->txq_off >= a->size)
+    uint64_t rx_end = shm->rxq_off + sizeof(struct tas_ctxq_hdr) +
+                      (uint64_t)TAS_CTXQ_ENTRIES * sizeof(struct tas_arx);
+    uint64_t tx_end = shm->txq_off + sizeof(struct tas_ctxq_hdr) +
+                      (uint64_t)TAS_CTXQ_ENTRIES * sizeof(struct tas_atx);
+    if (shm->rxq_off >= a->size || shm->txq_off >= a->size || rx_end > a->size ||
+        tx_end > a->size)
         return -EPROTO;
-    a->ctx[i] = (struct app_ctx){.shm = shm, .ev_fd = ev_fd,
-                                 .rxq = (struct rte_ring *)(a->base + shm->rxq_off),
-                                 .txq = (struct rte_ring *)(a->base + shm->txq_off)};
+    struct tas_ctxq_hdr *rxh = (struct tas_ctxq_hdr *)(a->base + shm->rxq_off);
+    struct tas_ctxq_hdr *txh = (struct tas_ctxq_hdr *)(a->base + shm->txq_off);
+    a->ctx[i] = (struct app_ctx){.shm = shm, .ev_fd = ev_fd, .rxh = rxh, .txh = txh,
+                                 .rx_slots = (struct tas_arx *)(rxh + 1),
+                                 .tx_slots = (struct tas_atx *)(txh + 1),
+                                 .queue = shm->queue % TAS_FP_CORES_MAX};
     if (i + 1 > a->nctx)
         a->nctx = i + 1;
     return 0;
@@ -57,22 +67,63 @@ int tas_app_ev_fd(struct tas_app *a)
     return a->ctx[0].ev_fd;
 }
 
+void tas_app_clear_wake(struct tas_app *a)
+{
+    app_drain_wakeups(a->ctx[0].ev_fd);
+}
+
 static struct app_ctx *ctx_of(struct tas_app *a, int ctx)
 {
     return ctx >= 0 && (unsigned)ctx < a->nctx ? &a->ctx[ctx] : NULL;
 }
 
+/* The queues (include/tas/shm.h): we consume notifications and produce
+ * commands; each index is written by one side only. */
+#define CTXQ_MASK (TAS_CTXQ_ENTRIES - 1u)
+
+static bool rxq_empty(const struct app_ctx *c)
+{
+    return __atomic_load_n(&c->rxh->prod, __ATOMIC_ACQUIRE) == c->rxh->cons;
+}
+
 int tas_app_poll_ctx(struct tas_app *a, int ctx, struct tas_arx *out, int max)
 {
     struct app_ctx *c = ctx_of(a, ctx);
-    if (c == NULL)
+    if (c == NULL || max < 0)
         return -EINVAL;
-    return (int)rte_ring_sc_dequeue_burst_elem(c->rxq, out, sizeof(*out), (unsigned)max, NULL);
+    uint32_t cons = c->rxh->cons;
+    uint32_t n = __atomic_load_n(&c->rxh->prod, __ATOMIC_ACQUIRE) - cons;
+    if (n > TAS_CTXQ_ENTRIES)
+        return -EPROTO;
+    if (n > (uint32_t)max)
+        n = (uint32_t)max;
+    for (uint32_t k = 0; k < n; k++)
+        out[k] = c->rx_slots[(cons + k) & CTXQ_MASK];
+    __atomic_store_n(&c->rxh->cons, cons + n, __ATOMIC_RELEASE);
+    return (int)n;
+}
+
+static int txq_push(struct app_ctx *c, const struct tas_atx *e)
+{
+    uint32_t prod = c->txh->prod;
+    if (prod - __atomic_load_n(&c->txh->cons, __ATOMIC_ACQUIRE) >= TAS_CTXQ_ENTRIES)
+        return -ENOBUFS;
+    c->tx_slots[prod & CTXQ_MASK] = *e;
+    __atomic_store_n(&c->txh->prod, prod + 1, __ATOMIC_RELEASE);
+    return 0;
 }
 
 int tas_app_pending(struct tas_app *a)
 {
-    return a->ev_count > 0 || !rte_ring_empty(a->ctx[0].rxq);
+    return a->ev_count > 0 || !rxq_empty(&a->ctx[0]);
+}
+
+void app_drain_wakeups(int fd)
+{
+    char buf[16];
+    for (int i = 0; i < 64; i++)
+        if (recv(fd, buf, sizeof(buf), MSG_DONTWAIT) < 0)
+            break;
 }
 
 int tas_app_poll(struct tas_app *a, struct tas_arx *out, int max)
@@ -86,12 +137,13 @@ int tas_app_poll(struct tas_app *a, struct tas_arx *out, int max)
  * taking them over, so no command is left unserved. */
 static void wake_queue_owner(struct tas_app *a, const struct app_ctx *c, bool always)
 {
-    uint32_t owner = __atomic_load_n(&a->info->queue_owner[c->shm->queue], __ATOMIC_SEQ_CST);
+    uint32_t owner = __atomic_load_n(&a->info->queue_owner[c->queue], __ATOMIC_SEQ_CST);
     if (owner >= a->ncores)
         owner = 0;
     if (always || __atomic_load_n(&a->info->core_sleeping[owner], __ATOMIC_SEQ_CST)) {
-        uint64_t one = 1;
-        ssize_t w = write(a->core_fd[owner], &one, sizeof(one));
+        /* EAGAIN: wake-ups are queued already, the core will run. */
+        char one = 1;
+        ssize_t w = send(a->core_fd[owner], &one, 1, MSG_DONTWAIT | MSG_NOSIGNAL);
         (void)w;
     }
 }
@@ -104,7 +156,7 @@ int tas_app_post_ctx(struct tas_app *a, int ctx, uint32_t flow_id, uint32_t rx_b
         return -EINVAL;
     struct tas_atx e = {.type = TAS_ATX_CONNUPDATE, .flags = flags, .flow_id = flow_id,
                         .rx_bump = rx_bump, .tx_bump = tx_bump};
-    while (rte_ring_sp_enqueue_elem(c->txq, &e, sizeof(e)) != 0) {
+    while (txq_push(c, &e) != 0) {
         /* The fast path drains this queue continuously; wait for room. */
         wake_queue_owner(a, c, true);
         usleep(10);
@@ -120,7 +172,7 @@ int tas_app_post(struct tas_app *a, uint32_t flow_id, uint32_t rx_bump, uint32_t
 }
 
 /* Sleep until a notification on one of contexts [first, last) or a control
- * message: announce sleep, look once more, then block on the eventfds the
+ * message: announce sleep, look once more, then block on the sockets the
  * fast path writes while we are marked sleeping. */
 static int wait_range(struct tas_app *a, unsigned first, unsigned last, int timeout_ms)
 {
@@ -129,18 +181,16 @@ static int wait_range(struct tas_app *a, unsigned first, unsigned last, int time
     bool ready = a->ev_count > 0;
     for (unsigned i = first; i < last; i++) {
         __atomic_store_n(&a->ctx[i].shm->app_sleeping, 1, __ATOMIC_SEQ_CST);
-        ready = ready || !rte_ring_empty(a->ctx[i].rxq);
+        ready = ready || !rxq_empty(&a->ctx[i]);
         p[n++] = (struct pollfd){.fd = a->ctx[i].ev_fd, .events = POLLIN};
     }
     p[n++] = (struct pollfd){.fd = a->sock, .events = POLLIN};
     int r = 1;
     if (!ready) {
         r = poll(p, n, timeout_ms);
-        for (unsigned i = 0; r > 0 && i + 1 < n; i++) {
-            uint64_t v;
-            if ((p[i].revents & POLLIN) && read(p[i].fd, &v, sizeof(v)) < 0)
-                v = 0;
-        }
+        for (unsigned i = 0; r > 0 && i + 1 < n; i++)
+            if (p[i].revents & POLLIN)
+                app_drain_wakeups(p[i].fd);
     }
     for (unsigned i = first; i < last; i++)
         __atomic_store_n(&a->ctx[i].shm->app_sleeping, 0, __ATOMIC_SEQ_CST);

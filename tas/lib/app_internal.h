@@ -6,26 +6,26 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include <rte_ring.h>
-#include <rte_ring_elem.h>
-
 #include "tas/app.h"
 
 #define EVQ_INITIAL 64   /* event queue slots at first use; it doubles when full */
 #define TAS_FP_CORES_MAX (sizeof(((struct tas_info *)0)->queue_owner) / sizeof(uint32_t))
 #define REG_FDS 3   /* segment, info page, app eventfd; then one per fast-path core */
 
-/* One context: its shared descriptor, its queues and its wake-up eventfd. */
+/* One context: its shared descriptor, its queues and its wake-up socket. */
 struct app_ctx {
     struct tas_ctx_shm *shm;
-    struct rte_ring *rxq, *txq;
+    struct tas_ctxq_hdr *rxh, *txh;
+    struct tas_arx *rx_slots;
+    struct tas_atx *tx_slots;
+    uint32_t queue;                    /* copied at map time, bounded */
     int ev_fd;
 };
 
 struct tas_app {
     int sock;
     int seg_fd, info_fd;
-    int core_fd[TAS_FP_CORES_MAX];     /* wake-up eventfd of each fast-path core */
+    int core_fd[TAS_FP_CORES_MAX];     /* wake-up socket of each fast-path core */
     unsigned ncores;
     uint8_t *base;
     uint64_t size;
@@ -46,5 +46,7 @@ int app_request_fds(struct tas_app *a, struct tas_ctl_msg *m, int *fds, int nfds
 
 /* app_ctx.c: bind context slot i to the descriptor at ctx_off (0 or -errno). */
 int app_ctx_map(struct tas_app *a, unsigned i, uint64_t ctx_off, int ev_fd);
+/* Empty a wake-up socket (the daemon sends datagrams to it). */
+void app_drain_wakeups(int fd);
 
 #endif

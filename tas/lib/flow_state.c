@@ -254,9 +254,9 @@ int lt_wait(struct pollfd *kfds, nfds_t n, int timeout_ms)
         __atomic_store_n(sleeping, 0, __ATOMIC_SEQ_CST);
     int kready = 0;
     if (r > 0) {
-        uint64_t v;            /* both eventfds are non-blocking */
-        if (all[n].revents & POLLIN && REAL(read)(all[n].fd, &v, sizeof(v)) < 0)
-            v = 0;
+        uint64_t v;            /* our eventfd is non-blocking */
+        if (all[n].revents & POLLIN)
+            tas_app_clear_wake(lt_app);
         if (all[n + 2].revents & POLLIN && REAL(read)(wake_fd, &v, sizeof(v)) < 0)
             v = 0;
         for (nfds_t i = 0; i < n; i++) {

@@ -1,6 +1,9 @@
 """Admin socket for tasctl: one JSON request per connection, one JSON reply.
 
     {"cmd": "flows"}   per-flow state and congestion-control feedback
+    {"cmd": "kill", "flow_id": F}  reset flow F (RST to the peer, the app sees a reset)
+    {"cmd": "apps"}    attached apps: credentials, contexts, flows, listeners
+    {"cmd": "config"}  the configuration the daemon runs with
     {"cmd": "cores"}   fast-path core load and scaling state
     {"cmd": "cores", "set": N}     pin N active cores (automatic scaling off)
     {"cmd": "cores", "auto": true} automatic core scaling on again
@@ -11,24 +14,23 @@ import os
 import socket
 
 from tas.slowpath.packets import mac_str
+from tas.slowpath.sockfile import bind_unix_socket
 
 
 class AdminServer:
-    def __init__(self, cfg, fp, tcp, scaler):
-        self.fp, self.tcp, self.scaler = fp, tcp, scaler
+    def __init__(self, cfg, fp, tcp, scaler, apps, quota):
+        self.cfg, self.fp, self.tcp, self.scaler, self.apps, self.quota = (
+            cfg, fp, tcp, scaler, apps, quota)
         self.lib = fp.lib
         self.ffi = fp.ffi
         self.ncores = len(cfg.dpdk.fp_cores)
         self.cfg = cfg
         self.path = os.path.join(cfg.tas.run_dir, f"{cfg.tas.instance}.admin")
-        if os.path.exists(self.path):
-            os.unlink(self.path)
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.bind(self.path)
-        os.chmod(self.path, 0o600)
+        self.sock = bind_unix_socket(self.path, socket.SOCK_STREAM, 0o600)
         self.sock.listen(8)
         self.sock.setblocking(False)
-        self.commands = {"flows": self.flows, "cores": self.cores, "config": self.config}
+        self.commands = {"flows": self.flows, "cores": self.cores, "kill": self.kill,
+                         "apps": self.list_apps, "config": self.config}
 
     def fileno(self):
         return self.sock.fileno()
@@ -56,7 +58,7 @@ class AdminServer:
         for conn in self.tcp.conns.values():
             row = {"peer": ".".join(map(str, conn.key[0])), "local_port": conn.key[1],
                    "peer_port": conn.key[2], "state": conn.state, "app": conn.app.id,
-                   "flow_id": conn.flow_id}
+                   "uid": conn.app.uid, "pid": conn.app.pid, "flow_id": conn.flow_id}
             if conn.flow_id >= 0 and conn.state == "ESTABLISHED":
                 f = self.lib.tas_fp_flow(self.fp.handle, conn.flow_id)
                 row.update(peer_mac=mac_str(bytes(f.peer_mac)), rate_kbps=f.tx_rate_kbps,
@@ -67,10 +69,35 @@ class AdminServer:
             out.append(row)
         return {"flows": out}
 
+    def kill(self, req):
+        fid = req.get("flow_id")
+        if not isinstance(fid, int) or isinstance(fid, bool):
+            raise ValueError(f"flow_id: expected a flow id, got {fid!r}")
+        conn = next((c for c in self.tcp.conns.values() if c.flow_id == fid), None)
+        if conn is None:
+            raise ValueError(f"no flow {fid}")
+        row = {"flow_id": fid, "peer": ".".join(map(str, conn.key[0])), "peer_port": conn.key[2],
+               "local_port": conn.key[1], "app": conn.app.id, "state": conn.state}
+        self.tcp.kill(conn)
+        return {"killed": row}
+
+    def list_apps(self, _req):
+        rows = []
+        for state, apps in (("attached", list(self.apps.apps.values())),
+                            ("lingering", list(self.apps.lingering))):
+            for app in apps:
+                rows.append({"app": app.id, "pid": app.pid, "uid": app.uid, "gid": app.gid,
+                             "state": state if app.segment is not None else "unregistered",
+                             "contexts": len(app.ctxs), "flows": len(app.conns),
+                             "listeners": sorted(lst.port for lst in app.listeners)})
+        quota = {str(uid): held for uid, held in self.quota.snapshot().items()}
+        return {"apps": rows, "per_uid": quota, "caps": self.quota.caps}
+
     def config(self, _req):
-        c = self.cfg
-        return {"instance": c.tas.instance, "backing": c.buffers.backing,
-                "pool_path": os.path.realpath(c.nvm.pool_path)}
+        """As a config file would say it (modes in octal)."""
+        return {"config": {sec: {k: f"{v:04o}" if k.endswith("_mode") else v
+                                 for k, v in keys.items()}
+                           for sec, keys in self.cfg.items()}}
 
     def cores(self, req):
         if "set" in req:
@@ -96,5 +123,7 @@ class AdminServer:
 
     def close(self):
         self.sock.close()
-        if os.path.exists(self.path):
+        try:
             os.unlink(self.path)
+        except FileNotFoundError:
+            pass

@@ -1,32 +1,47 @@
 """An application's contexts, in its segment.
 
-A context is a descriptor page (struct tas_ctx_shm) followed by two
-rte_rings: notifications to the app (struct tas_arx) and commands from it
-(struct tas_atx).  Each has its own wake-up eventfd and is registered with
+A context is a descriptor page (struct tas_ctx_shm) followed by two queues
+(struct tas_ctxq_hdr + entries): notifications to the app (struct tas_arx)
+and commands from it (struct tas_atx).  Each has its own wake-up socketpair
+(the fast path sends to our end without blocking, the app polls its end;
+it cannot make our end block) and is registered with
 the fast path, which assigns it a queue (and so a core).  Context 0 sits at
 a fixed place after the segment header; more come from the segment's heap
 when an app asks (TAS_CTL_CTX_CREATE), one per thread that wants its own.
 """
-import os
+import socket
 
 from tas.slowpath.appmem import PAGE
-
-CTX_RING_ENTRIES = 4096
 
 
 def _pages(n):
     return -(-n // PAGE) * PAGE
 
 
-def context_bytes(lib):
-    """Segment bytes one context takes: descriptor page and both rings."""
-    return (PAGE + _pages(lib.tas_ring_memsize(32, CTX_RING_ENTRIES)) +
-            _pages(lib.tas_ring_memsize(16, CTX_RING_ENTRIES)))
+def _queue_bytes(ffi, lib, entry):
+    return _pages(ffi.sizeof("struct tas_ctxq_hdr") + ffi.sizeof(entry) * lib.TAS_CTXQ_ENTRIES)
+
+
+def context_bytes(ffi, lib):
+    """Segment bytes one context takes: descriptor page and both queues."""
+    return (PAGE + _queue_bytes(ffi, lib, "struct tas_arx") +
+            _queue_bytes(ffi, lib, "struct tas_atx"))
 
 
 class Context:
-    def __init__(self, index, fp_id, off, evfd):
-        self.index, self.fp_id, self.off, self.evfd = index, fp_id, off, evfd
+    def __init__(self, index, fp_id, off, wake, app_wake):
+        self.index, self.fp_id, self.off = index, fp_id, off
+        self.wake = wake            # our end of the wake-up socketpair
+        self.app_wake = app_wake    # the app's end (closed once passed)
+
+    @property
+    def evfd(self):
+        """The descriptor the app gets."""
+        return self.app_wake.fileno()
+
+    def close(self):
+        self.wake.close()
+        self.app_wake.close()
 
 
 def add_context(fp, app, off):
@@ -35,31 +50,33 @@ def add_context(fp, app, off):
     lib, ffi, seg = fp.lib, fp.ffi, app.segment
     index = len(app.ctxs)
     rxq_off = off + PAGE
-    txq_off = rxq_off + _pages(lib.tas_ring_memsize(32, CTX_RING_ENTRIES))
-    lib.tas_ring_init(seg.ptr(rxq_off, "void *"), f"a{app.id}c{index}rx".encode(),
-                      CTX_RING_ENTRIES, 0)
-    lib.tas_ring_init(seg.ptr(txq_off, "void *"), f"a{app.id}c{index}tx".encode(),
-                      CTX_RING_ENTRIES, 1)
+    txq_off = rxq_off + _queue_bytes(ffi, lib, "struct tas_arx")
+    hdr_size = ffi.sizeof("struct tas_ctxq_hdr")
+    ffi.memmove(seg.ptr(rxq_off), bytes(hdr_size), hdr_size)
+    ffi.memmove(seg.ptr(txq_off), bytes(hdr_size), hdr_size)
     desc = seg.ptr(off, "struct tas_ctx_shm *")
-    evfd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+    wake, app_wake = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    wake.setblocking(False)
+    wake.shutdown(socket.SHUT_RD)   # we only send; the app's end only receives
     fp_id = lib.tas_fp_ctx_add(fp.handle, app.id, seg.ptr(rxq_off, "void *"),
                                seg.ptr(txq_off, "void *"),
-                               ffi.addressof(desc, "app_sleeping"), evfd)
+                               ffi.addressof(desc, "app_sleeping"), wake.fileno())
     if fp_id < 0:
-        os.close(evfd)
+        wake.close()
+        app_wake.close()
         return None
     desc.id, desc.queue = fp_id, lib.tas_fp_ctx_queue(fp.handle, fp_id)
     desc.rxq_off, desc.txq_off = rxq_off, txq_off
     hdr = seg.ptr(0, "struct tas_seg_hdr *")
     hdr.ctx_off[index] = off
     hdr.nctx = index + 1
-    ctx = Context(index, fp_id, off, evfd)
+    ctx = Context(index, fp_id, off, wake, app_wake)
     app.ctxs.append(ctx)
     return ctx
 
 
 def mark_awake(app):
-    """Nobody waits on a gone app's eventfds: tell the fast path not to write
+    """Nobody waits on a gone app's wake-up sockets: tell the fast path not to write
     them (its flows may still be finishing)."""
     for ctx in app.ctxs:
         app.segment.ptr(ctx.off, "struct tas_ctx_shm *").app_sleeping = 0
@@ -73,5 +90,5 @@ def remove_contexts(fp, app):
     if app.ctxs:
         fp.lib.tas_fp_quiesce(fp.handle)
     for ctx in app.ctxs:
-        os.close(ctx.evfd)
+        ctx.close()
     app.ctxs = []

@@ -2,9 +2,12 @@
 
 Architecture contract 1: payload buffers come from one allocator whose
 backing is chosen by config.  `shm` backs a segment with a memfd (only the
-app it is passed to can map it); `nvm` carves it out of a file in the NVM
-pool directory mapped the same way, so RX buffers can live in NVM.
+app it is passed to can map it), sealed against shrinking and growing: an
+app that could truncate it would make the daemon's next access to it a
+SIGBUS.  `nvm` carves it out of a file in the NVM pool directory mapped the
+same way, so RX buffers can live in NVM (files there cannot be sealed).
 """
+import fcntl
 import mmap
 import os
 
@@ -15,8 +18,14 @@ class MemfdBacking:
     name = "shm"
 
     def create(self, label, size):
-        fd = os.memfd_create(label, os.MFD_CLOEXEC)
-        os.ftruncate(fd, size)
+        fd = os.memfd_create(label, os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+        try:
+            os.ftruncate(fd, size)
+            fcntl.fcntl(fd, fcntl.F_ADD_SEALS,
+                        fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL)
+        except OSError:
+            os.close(fd)
+            raise
         return fd
 
 

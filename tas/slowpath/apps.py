@@ -4,22 +4,42 @@ An application connects to the daemon's SOCK_SEQPACKET socket and sends
 TAS_CTL_REGISTER.  The daemon creates the app's private segment (header,
 context queues, payload-buffer heap), registers the context with the fast
 path, and replies with file descriptors: the segment, the read-only info
-page, the app's wake-up eventfd and the eventfd of every fast-path core
-(core scaling moves the context's queue between cores).  Later messages are listen/accept/connect/close requests;
-the daemon answers and also sends events (new connection, connection closed).
+page, the app's wake-up socket and the wake-up socket of every fast-path
+core (core scaling moves the context's queue between cores).  Later messages
+are listen/accept/connect/close requests; the daemon answers and also sends
+events (new connection, connection closed).
+
+Apps are untrusted.  Each connection's peer credentials (SO_PEERCRED) are
+taken at accept and charged against per-uid caps (quota.py); a connection
+that does not register within limits.register_timeout_ms is dropped; an app
+whose context the fast path caught with an impossible queue index is
+detached (its connections reset, its segment released).
 """
 import collections
 import errno
 import os
 import socket
+import struct
+import time
 
 from tas.slowpath.appctx import add_context, context_bytes, mark_awake, remove_contexts
 from tas.slowpath.appmem import PAGE, Allocator, Segment, backing_for
+from tas.slowpath.sockfile import bind_unix_socket
+
+ACCEPT_BURST = 64
+
+
+def peer_credentials(sock):
+    """(pid, uid, gid) of the process at the other end of a Unix socket."""
+    return struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                               struct.calcsize("3i")))
 
 
 class App:
-    def __init__(self, app_id, sock, server):
+    def __init__(self, app_id, sock, server, cred=(0, 0, 0)):
         self.id, self.sock, self.server = app_id, sock, server
+        self.pid, self.uid, self.gid = cred
+        self.accepted = time.monotonic()
         self.segment = None
         self.alloc = None
         self.ctxs = []          # appctx.Context, by the app's context index
@@ -30,36 +50,67 @@ class App:
 
 
 class AppServer:
-    def __init__(self, cfg, fp, stats, tcp):
-        self.cfg, self.fp, self.stats, self.tcp = cfg, fp, stats, tcp
+    def __init__(self, cfg, fp, stats, tcp, quota, watch, unwatch):
+        """watch(fd, handler) / unwatch(fd): the slow path's event loop."""
+        self.cfg, self.fp, self.stats, self.tcp, self.quota = cfg, fp, stats, tcp, quota
+        self.watch, self.unwatch = watch, unwatch
         self.ffi, self.lib = fp.ffi, fp.lib
         self.path = os.path.join(cfg.tas.run_dir, f"{cfg.tas.instance}.sock")
-        if os.path.exists(self.path):
-            os.unlink(self.path)  # stale: the instance lock is ours
-        self.listen_sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        self.listen_sock.bind(self.path)
-        os.chmod(self.path, 0o666)
-        self.listen_sock.listen(64)
+        self.listen_sock = bind_unix_socket(self.path, socket.SOCK_SEQPACKET,
+                                            cfg.tas.socket_mode, cfg.tas.socket_group)
+        self.listen_sock.listen(256)
         self.listen_sock.setblocking(False)
         self.apps = {}          # fd -> App
+        self.unregistered = {}  # fd -> App, in accept order (register deadline)
         self.lingering = set()  # gone, segment kept for closed connections
         self.next_id = 1
         self.backing = backing_for(cfg)
         self.msg_size = self.ffi.sizeof("struct tas_ctl_msg")
+        self.register_timeout = cfg.limits.register_timeout_ms / 1000
+        self.bad_seen = self.lib.tas_fp_bad_ctx_events(fp.handle)
+        watch(self.listen_sock.fileno(), self.accept_ready)
 
-    def fds(self):
-        return [self.listen_sock.fileno(), *self.apps]
-
-    def readable(self, fd):
-        if fd == self.listen_sock.fileno():
+    def accept_ready(self, _fd=None):
+        for _ in range(ACCEPT_BURST):
             try:
                 sock, _ = self.listen_sock.accept()
             except BlockingIOError:
                 return
+            except OSError as e:     # EMFILE/ENFILE: count, retry on the next event
+                self.stats.add("app_accept_errors")
+                if e.errno not in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    raise
+                return
+            cred = peer_credentials(sock)
+            if not self.quota.take(cred[1], "connections"):
+                sock.close()
+                self.stats.add("app_conns_refused")
+                continue
             sock.setblocking(False)
-            self.apps[sock.fileno()] = App(self.next_id, sock, self)
+            app = App(self.next_id, sock, self, cred)
             self.next_id += 1
-            return
+            self.apps[sock.fileno()] = app
+            self.unregistered[sock.fileno()] = app
+            self.watch(sock.fileno(), self.readable)
+            self.stats.add("app_conns_accepted")
+
+    def tick(self):
+        """Drop connections that never registered; detach apps the fast path
+        caught misbehaving."""
+        deadline = time.monotonic() - self.register_timeout
+        for app in list(self.unregistered.values()):
+            if app.accepted > deadline:
+                break            # accept order: the rest are younger
+            self.stats.add("app_register_timeouts")
+            self.app_gone(app)
+        seen = self.lib.tas_fp_bad_ctx_events(self.fp.handle)
+        if seen != self.bad_seen:
+            self.bad_seen = seen
+            for app in list(self.apps.values()) + list(self.lingering):
+                if any(self.lib.tas_fp_ctx_bad(self.fp.handle, c.fp_id) for c in app.ctxs):
+                    self.detach_bad(app)
+
+    def readable(self, fd):
         app = self.apps.get(fd)
         if app is None:
             return
@@ -205,6 +256,9 @@ class AppServer:
         if req.backlog != lib.TAS_SHM_VERSION:
             self.status(app, req, -errno.EPROTO)   # stale libtas: refuse clearly
             return
+        if not self.quota.take(app.uid, "contexts"):
+            self.status(app, req, -errno.EMFILE)
+            return
         size = self.cfg.buffers.app_segment
         app.segment = Segment(self.backing, f"tas-{self.cfg.tas.instance}-app{app.id}", size, ffi)
         hdr = app.segment.ptr(0, "struct tas_seg_hdr *")
@@ -212,11 +266,13 @@ class AppServer:
         hdr.seg_size, hdr.app_id = size, app.id
         ctx = add_context(self.fp, app, PAGE)     # context 0, right after the header
         if ctx is None:
+            self.quota.give(app.uid, "contexts")
             app.segment.close()
             app.segment = None
             self.status(app, req, -errno.EMFILE)
             return
-        app.alloc = Allocator(PAGE + context_bytes(lib), size)
+        self.unregistered.pop(app.sock.fileno(), None)
+        app.alloc = Allocator(PAGE + context_bytes(ffi, lib), size)
         reply = self._msg(lib.TAS_CTL_STATUS, status=0, req_id=req.req_id, ctx=0,
                           opaque=size, rx_off=ctx.off)
         # Every core's wake-up eventfd: with core scaling, any of them may
@@ -224,37 +280,51 @@ class AppServer:
         wake_fds = [lib.tas_fp_core_wake_fd(self.fp.handle, i) for i in range(self.fp.ncores)]
         self._send(app, reply, [app.segment.fd, lib.tas_fp_info_fd(self.fp.handle), ctx.evfd]
                    + wake_fds)
+        ctx.app_wake.close()     # the app's end is the app's business now
         self.stats.add("apps_registered")
         self.stats.set("apps_active", sum(1 for a in self.apps.values() if a.segment))
 
     def create_context(self, app, req):
         """Another context for the app (TAS_CTL_CTX_CREATE): from its heap."""
-        if len(app.ctxs) >= self.lib.TAS_MAX_CTX:
+        if len(app.ctxs) >= self.lib.TAS_MAX_CTX or not self.quota.take(app.uid, "contexts"):
             self.status(app, req, -errno.EMFILE)
             return
-        off = app.alloc.alloc(context_bytes(self.lib))
+        off = app.alloc.alloc(context_bytes(self.ffi, self.lib))
         if off is None:
+            self.quota.give(app.uid, "contexts")
             self.status(app, req, -errno.ENOMEM)
             return
         ctx = add_context(self.fp, app, off)
         if ctx is None:
+            self.quota.give(app.uid, "contexts")
             app.alloc.release(off)
             self.status(app, req, -errno.EMFILE)
             return
         reply = self._msg(self.lib.TAS_CTL_STATUS, status=0, req_id=req.req_id,
                           ctx=ctx.index, rx_off=ctx.off)
         self._send(app, reply, [ctx.evfd])
+        ctx.app_wake.close()
         self.stats.add("app_contexts_created")
 
     def fp_ctx(self, app, req):
         """The fast-path context a request names (tas_ctl_msg.ctx), or None."""
         return app.ctxs[req.ctx].fp_id if req.ctx < len(app.ctxs) else None
 
-    def app_gone(self, app):
-        self.apps.pop(app.sock.fileno(), None)
+    def _disconnect(self, app):
+        """Close the app's control connection (once)."""
+        if app.gone:
+            return
+        fd = app.sock.fileno()
+        self.apps.pop(fd, None)
+        self.unregistered.pop(fd, None)
+        self.unwatch(fd)
         app.sock.close()
         app.gone = True
         self._drop_outq(app)
+        self.quota.give(app.uid, "connections")
+
+    def app_gone(self, app):
+        self._disconnect(app)
         if app.segment is not None and self.tcp.app_gone(app) > 0:
             # The fast path keeps sending the closed connections' data from
             # the segment (and draining the app's TX queue, which may still
@@ -268,9 +338,23 @@ class AppServer:
             self.release(app)
         self.stats.set("apps_active", sum(1 for a in self.apps.values() if a.segment))
 
+    def detach_bad(self, app):
+        """The app wrote an impossible queue index: it is cut off at once.
+        Its connections are reset (its segment cannot be trusted to finish
+        them) and everything it held is released."""
+        self.stats.add("apps_detached_bad")
+        self._disconnect(app)
+        if app.segment is not None:
+            for lst in list(app.listeners):
+                self.tcp.listen_close(app, lst.id)
+            self.tcp.reset_all(app)
+        self.release(app)
+        self.stats.set("apps_active", sum(1 for a in self.apps.values() if a.segment))
+
     def release(self, app):
-        """Free a gone app's contexts, segment and eventfds."""
+        """Free a gone app's contexts, segment and wake-up sockets."""
         self.lingering.discard(app)
+        self.quota.give(app.uid, "contexts", len(app.ctxs))
         remove_contexts(self.fp, app)
         if app.segment is not None:
             app.segment.close()
@@ -283,6 +367,9 @@ class AppServer:
         for app in list(self.lingering):     # the daemon stops: reset them
             self.tcp.reset_all(app)
             self.release(app)
+        self.unwatch(self.listen_sock.fileno())
         self.listen_sock.close()
-        if os.path.exists(self.path):
+        try:
             os.unlink(self.path)
+        except FileNotFoundError:
+            pass

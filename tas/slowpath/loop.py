@@ -1,8 +1,9 @@
 """The slow path's event loop: exception packets, timers, shutdown.
 
-Runs on the daemon's main lcore.  It blocks in select() on the fast path's
-exception eventfd, the signal wake-up pipe and the next timer deadline, so an
-idle daemon costs no CPU.
+Runs on the daemon's main lcore.  It blocks in epoll on the fast path's
+exception eventfd, the signal wake-up pipe, the admin and app sockets and
+the next timer deadline, so an idle daemon costs no CPU.  epoll, not
+select(): app connections can push descriptor numbers past 1023.
 """
 import os
 import select
@@ -14,6 +15,7 @@ from tas.slowpath.admin import AdminServer
 from tas.slowpath.apps import AppServer
 from tas.slowpath.arp import ArpTable
 from tas.slowpath.icmp import echo_reply
+from tas.slowpath.quota import UidQuota
 from tas.slowpath.scaling import CoreScaler
 from tas.slowpath.packets import (ETH_P_ARP, ETH_P_IP, IPPROTO_ICMP, IPPROTO_TCP, Eth, IPv4,
                                   ip_bytes, mac_bytes)
@@ -32,13 +34,18 @@ class SlowPath:
         self.arp = ArpTable(self.my_mac, self.my_ip, self.send, stats)
         self.handlers = {}     # IP protocol -> handler(eth, ip); TCP plugs in here
         self.handlers[IPPROTO_ICMP] = self._icmp
-        self.tcp = TcpManager(cfg, fp, stats, self.arp, self.send)
+        self.quota = UidQuota(cfg, stats)
+        self.tcp = TcpManager(cfg, fp, stats, self.arp, self.send, self.quota)
         self.tcp.cc_factory = cc.factory(cfg, fp)
         self.handlers[IPPROTO_TCP] = self._tcp
-        self.apps = AppServer(cfg, fp, stats, self.tcp)
+        self.poller = select.epoll()
+        self.fd_handlers = {}  # fd -> handler(fd), for the epoll loop
+        self.want_write = set()  # fds registered for EPOLLOUT too
+        self.apps = AppServer(cfg, fp, stats, self.tcp, self.quota, self.watch, self.unwatch)
         self.scaler = CoreScaler(cfg, fp, stats)
-        self.admin = AdminServer(cfg, fp, self.tcp, self.scaler)
-        self.timers = [self.arp.tick, self.tcp.tick, self.scaler.tick,
+        self.admin = AdminServer(cfg, fp, self.tcp, self.scaler, self.apps, self.quota)
+        self.watch(self.admin.fileno(), self.admin.readable)
+        self.timers = [self.arp.tick, self.tcp.tick, self.scaler.tick, self.apps.tick,
                        lambda: self.lib.tas_fp_flush_notifications(self.fp.handle)]
         self._buf = self.ffi.new("uint8_t[]", MAX_FRAME)
         self._reason = self.ffi.new("uint32_t *")
@@ -48,35 +55,54 @@ class SlowPath:
         if r != 0:
             self.stats.add("sp_tx_drops")
 
-    def run(self, stop_fd, should_stop):
-        sp_fd = self.lib.tas_fp_sp_fd(self.fp.handle)
+    def watch(self, fd, handler):
+        self.fd_handlers[fd] = handler
+        self.poller.register(fd, select.EPOLLIN)
+
+    def _sync_write_interest(self):
+        """App sockets with deferred control messages (apps.py outq) also
+        wait for room to write; the others for input only."""
+        want = {fd for fd in self.apps.pending_fds() if fd in self.fd_handlers}
+        for fd in want ^ self.want_write:
+            try:
+                self.poller.modify(fd, select.EPOLLIN | (select.EPOLLOUT if fd in want else 0))
+            except OSError:
+                pass    # closed meanwhile
+        self.want_write = want
+
+    def unwatch(self, fd):
+        self.want_write.discard(fd)
+        if self.fd_handlers.pop(fd, None) is not None:
+            try:
+                self.poller.unregister(fd)
+            except OSError:
+                pass    # already closed: epoll dropped it
+
+    def run(self, stop_fd, should_stop, on_tick=None):
+        """on_tick: called with the timers (the daemon's SIGHUP reload)."""
+        # Signal wake-up bytes: drain them, or epoll reports them forever.
+        # Stopping itself is should_stop's business.
+        self.watch(stop_fd, self._drain_fd)
+        self.watch(self.lib.tas_fp_sp_fd(self.fp.handle), lambda _fd: self.drain())
         next_tick = time.monotonic()
         while not should_stop():
             timeout = max(0.0, next_tick - time.monotonic())
-            readable, writable, _ = select.select([sp_fd, stop_fd, self.admin.fileno(),
-                                                   *self.apps.fds()], self.apps.pending_fds(),
-                                                  [], timeout)
-            for fd in writable:
-                self._guarded(self.apps.writable, fd)
-            for fd in readable:
-                if fd == stop_fd:
-                    # Signal wake-up bytes: drain them, or select() spins.
-                    # Stopping itself is should_stop's business.
-                    self._drain_fd(stop_fd)
-                elif fd == sp_fd:
-                    self.drain()
-                elif fd == self.admin.fileno():
-                    self._guarded(self.admin.readable, fd)
-                else:
-                    self._guarded(self.apps.readable, fd)
+            self._sync_write_interest()
+            for fd, events in self.poller.poll(timeout):
+                if events & select.EPOLLOUT:
+                    self._guarded(self.apps.writable, fd)
+                handler = self.fd_handlers.get(fd)
+                if handler is not None and events & ~select.EPOLLOUT:
+                    self._guarded(handler, fd)   # (an earlier event may have closed it)
             if time.monotonic() >= next_tick:
-                for timer in self.timers:
-                    timer()
+                for timer in self.timers + ([on_tick] if on_tick else []):
+                    self._guarded(lambda t: t(), timer)
                 next_tick = time.monotonic() + TICK_S
 
     def close(self):
         self.apps.close()
         self.admin.close()
+        self.poller.close()
 
     @staticmethod
     def _drain_fd(fd):

@@ -66,8 +66,9 @@ class Conn:
 
 
 class TcpManager:
-    def __init__(self, cfg, fp, stats, arp, send, now=time.monotonic):
+    def __init__(self, cfg, fp, stats, arp, send, quota, now=time.monotonic):
         self.cfg, self.fp, self.stats, self.arp = cfg, fp, stats, arp
+        self.quota = quota        # per-uid caps on flows, buffers, listeners
         self.ffi, self.lib = fp.ffi, fp.lib
         self.send_frame = send
         self.now = now
@@ -177,13 +178,28 @@ class TcpManager:
         conn.snd_wnd = window  # a SYN's window is never scaled
 
     def _alloc_buffers(self, app):
+        """A flow's RX and TX buffers from the app's segment, charged to its
+        uid (one flow, their bytes); None if the uid is over a cap or the
+        segment is full."""
+        size = self.cfg.buffers.rx_buf + self.cfg.buffers.tx_buf
+        if not self.quota.take(app.uid, "flows"):
+            return None
+        if not self.quota.take(app.uid, "buffer_bytes", size):
+            self.quota.give(app.uid, "flows")
+            return None
         rx = app.alloc.alloc(self.cfg.buffers.rx_buf)
         tx = app.alloc.alloc(self.cfg.buffers.tx_buf) if rx is not None else None
         if tx is None:
             if rx is not None:
                 app.alloc.release(rx)
+            self._uncharge(app)
             return None
         return rx, tx
+
+    def _uncharge(self, app):
+        self.quota.give(app.uid, "flows")
+        self.quota.give(app.uid, "buffer_bytes",
+                        self.cfg.buffers.rx_buf + self.cfg.buffers.tx_buf)
 
     def _passive_open(self, listener, key, eth, ip, tcp):
         if listener.half_open + len(listener.ready) >= listener.backlog:
@@ -209,8 +225,13 @@ class TcpManager:
     def listen(self, app, ctx, port, backlog):
         if port == 0 or port > 65535:
             return -errno.EINVAL, 0
+        if not self.quota.may_listen(app.uid, port):
+            self.stats.add("tcp_low_port_refused")
+            return -errno.EACCES, 0
         if port in self.listeners or any(k[1] == port for k in self.conns):
             return -errno.EADDRINUSE, 0
+        if not self.quota.take(app.uid, "listeners"):
+            return -errno.EMFILE, 0
         lst = Listener(self.next_listener_id, app, ctx, port, max(1, min(backlog, 4096)))
         self.next_listener_id += 1
         self.listeners[port] = lst
@@ -225,6 +246,7 @@ class TcpManager:
         del self.listener_ids[listener_id]
         del self.listeners[lst.port]
         app.listeners.discard(lst)
+        self.quota.give(app.uid, "listeners")
         for conn in [c for c in self.conns.values() if c.listener is lst]:
             self._abort(conn)   # never accepted: reset
         return 0
@@ -345,13 +367,34 @@ class TcpManager:
             self._forget(conn)
         return 0
 
-    def _abort(self, conn):
-        """Reset the connection and free everything."""
+    def _send_rst(self, conn):
         if conn.state in (ESTABLISHED, SYN_RCVD):
             f = self.lib.tas_fp_flow(self.fp.handle, conn.flow_id) if conn.flow_id >= 0 else None
             seq = f.tx_una + f.tx_sent if f is not None else conn.iss + 1
             self.send_tcp(conn, conn.peer_mac, Tcp(conn.key[1], conn.key[2], seq, 0, RST, 0))
             self.stats.add("tcp_rst_sent")
+
+    def kill(self, conn):
+        """An operator's `tasctl flow kill`: RST to the peer, and the app
+        sees the connection reset (as if the peer had reset it)."""
+        if conn.state == CLOSED:
+            return              # reset already; the app has yet to close it
+        self.stats.add("tcp_killed")
+        if conn.state == SYN_SENT:
+            conn.app.server.send_opened(conn.app, conn, conn.req_id, -errno.ECONNABORTED)
+            self._remove_flow(conn)
+            self._forget(conn)
+        elif conn.app_closed or conn.listener is not None or conn.state != ESTABLISHED:
+            self._abort(conn)
+        else:
+            self._send_rst(conn)
+            self._remove_flow(conn)
+            conn.app.server.send_event(conn.app, "CONN_CLOSED", flow_id=conn.flow_id,
+                                       status=-errno.ECONNRESET)
+
+    def _abort(self, conn):
+        """Reset the connection and free everything."""
+        self._send_rst(conn)
         if conn.listener is not None and conn.state == SYN_RCVD:
             conn.listener.half_open -= 1
         if conn.listener is not None and conn in conn.listener.ready:
@@ -389,6 +432,7 @@ class TcpManager:
         if self.conns.get(conn.key) is conn:
             del self.conns[conn.key]
         conn.app.conns.discard(conn)
+        self._uncharge(conn.app)
         if conn.app.alloc is not None:
             conn.app.alloc.release(conn.rx_off)
             conn.app.alloc.release(conn.tx_off)
