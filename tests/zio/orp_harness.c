@@ -28,6 +28,11 @@
  *        tryres B OFF LEN          try-release the ring pages of every ring
  *                                  piece zio_resolve() gives: "tryres RC..."
  *        ctr NAME                  log a counter
+ *        open PATH                 the file for the next ops (O_TRUNC)
+ *        pwr B OFF LEN FOFF        pwrite from a buffer
+ *        pwrring R OFF LEN FOFF    pwrite straight from a ring (an original)
+ *        wrf B OFF LEN             write from a buffer
+ *        prd B OFF LEN FOFF        pread into a buffer
  */
 #define ZIO_API_LOOKUP
 #include "zio/zio_api.h"
@@ -160,6 +165,7 @@ int main(int argc, char **argv)
     have = zio_api_lookup(&api);
     fprintf(out_log, "%s\n", have ? "zio" : "plain");
     unsigned char *scratch = NULL;
+    int file = -1;
     char op[16];
     long a[6];
     while (scanf("%15s", op) == 1) {
@@ -168,6 +174,15 @@ int main(int argc, char **argv)
             if (scanf("%32s", name) != 1)
                 die("ctr name");
             fprintf(out_log, "ctr %s %llu\n", name, (unsigned long long)counter(name));
+            continue;
+        }
+        if (!strcmp(op, "open")) {
+            char path[256];
+            if (scanf("%255s", path) != 1)
+                die("open path");
+            file = open(path, O_RDWR | O_CREAT | O_TRUNC, 0644);
+            if (file < 0)
+                die(path);
             continue;
         }
         int n = 0;
@@ -233,6 +248,18 @@ int main(int argc, char **argv)
                    (unsigned long long)fnv(buf[i0] + a[1], (size_t)a[2]));
         } else if (!strcmp(op, "tryres")) {
             try_resolved(i0, (size_t)a[1], (size_t)a[2]);
+        } else if (!strcmp(op, "pwr")) {
+            if (pwrite(file, buf[i0] + a[1], (size_t)a[2], a[3]) != a[2])
+                die("pwrite");
+        } else if (!strcmp(op, "pwrring")) {
+            if (pwrite(file, ring[i0] + a[1], (size_t)a[2], a[3]) != a[2])
+                die("pwrite");
+        } else if (!strcmp(op, "wrf")) {
+            if (write(file, buf[i0] + a[1], (size_t)a[2]) != a[2])
+                die("write");
+        } else if (!strcmp(op, "prd")) {
+            if (pread(file, buf[i0] + a[1], (size_t)a[2], a[3]) != a[2])
+                die("pread");
         } else if (!strcmp(op, "res")) {
             resolve(i0, (size_t)a[1], (size_t)a[2]);
         } else {
@@ -257,5 +284,7 @@ int main(int argc, char **argv)
             printf("ring %d %016llx\n", r, (unsigned long long)fnv(ring[r], ring_len[r]));
     fclose(out_log);
     free(scratch);
+    if (file >= 0)
+        close(file);
     return 0;
 }
