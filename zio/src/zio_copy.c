@@ -71,6 +71,8 @@ int copy_collect(uintptr_t d, uintptr_t s, size_t n, struct piece *pc)
 {
     int np = 0;
     uint64_t now = zio_now_ns();
+    if (zio_forking)
+        return 0;   /* the child must not inherit an intermediate */
     for (size_t i = tab_lower(s); i < zio_tab_n && zio_tab[i].addr < s + n && np < MAX_PIECES; i++) {
         struct zio_entry *e = &zio_tab[i];
         uintptr_t a = e->addr > s ? e->addr : s;

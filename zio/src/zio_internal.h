@@ -38,6 +38,7 @@ extern struct zio_config zio_cfg;
 extern volatile int zio_mode;          /* enum zio_mode */
 extern pthread_mutex_t zio_lock;
 extern __thread int zio_in_lib;        /* reentrancy guard */
+extern int zio_forking;                /* zio_lock: forks in progress, no elision */
 
 void zio_ensure_init(void);
 uint64_t zio_now_ns(void);
