@@ -7,10 +7,6 @@ the observed bytes must be identical; what only libzio can tell (try-release
 answers, resolved pieces, counter deltas per move) is in the harness log."""
 import os
 import subprocess
-import sys
-import uuid
-
-import pytest
 
 from hypothesis import HealthCheck, given, settings, strategies as st
 
@@ -228,16 +224,6 @@ ctr outputs_materialized
 """
     log = run(script, tmp_path, libzio)
     assert lines(log, "ctr") == [["outputs_resolved", "2"], ["outputs_materialized", "0"]]
-
-
-@pytest.fixture
-def strata_pool():
-    path = f"/dev/shm/zio-orp-{uuid.uuid4().hex[:8]}.pool"
-    subprocess.run([sys.executable, "-m", "strata.cli", "--pool", path, "mkfs", "--size", "64M",
-                    "--slots", "8", "--log-size", "1M", "--inodes", "1024"],
-                   cwd=ROOT, check=True, capture_output=True, timeout=60)
-    yield path
-    os.unlink(path)
 
 
 def defines(lib, symbol):

@@ -237,6 +237,15 @@ static int resolve_out(const struct iovec *in, int cnt, struct iovec *iov, uintp
     return k;
 }
 
+/* out_target(), or -1 when the rewrite would bypass a shim */
+static int usable_target(const struct zio_out *how)
+{
+    int sock = out_target(how);
+    if (sock >= 0 && !path_ok(sock ? how->sock_path : how->file_path))
+        return -1;
+    return sock;
+}
+
 int io_output(const struct zio_out *how, const struct iovec *in, int cnt, ssize_t *res)
 {
     struct iovec iov[IO_MAXP];
@@ -244,7 +253,9 @@ int io_output(const struct zio_out *how, const struct iovec *in, int cnt, ssize_
     for (int i = 0; i < cnt; i++)
         total += in[i].iov_len;
     uintptr_t lo, hi;
-    int sock = -2, k;   /* sock: not asked yet */
+    int sock = -2, k;   /* sock: not asked yet (a write's descriptor needs fstat) */
+    if (how->kind != OUT_WRITE)
+        sock = usable_target(how);
     zio_in_lib++;
     for (;;) {
         pthread_mutex_lock(&zio_lock);
@@ -258,9 +269,7 @@ int io_output(const struct zio_out *how, const struct iovec *in, int cnt, ssize_
             break;
         /* ask what the descriptor is outside the lock, then resolve again */
         pthread_mutex_unlock(&zio_lock);
-        sock = out_target(how);
-        if (sock >= 0 && !path_ok(sock ? how->sock_path : how->file_path))
-            sock = -1;   /* the rewrite would bypass a shim: no substitution */
+        sock = usable_target(how);
     }
     int slot = k >= 0 && sock >= 0 ? pin(lo, hi) : -1;
     if (slot == -1) {
