@@ -173,6 +173,7 @@ static void fork_child(void)
     zio_mode = ZIO_OFF;
     zio_tab_n = 0;
     zio_inter_n = 0;
+    srcidx_reset();
     zio_forking = 0;
     pthread_mutex_init(&zio_lock, NULL);
     zio_in_lib--;
@@ -192,7 +193,7 @@ static void zio_init(void)
         return;
     void *tab = mmap(NULL, TAB_CAP * sizeof(struct zio_entry), PROT_READ | PROT_WRITE,
                      MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (tab == MAP_FAILED)
+    if (tab == MAP_FAILED || srcidx_init(TAB_CAP) != 0)
         return;
     zio_tab = tab;
     zio_tab_cap = TAB_CAP;

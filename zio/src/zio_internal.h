@@ -90,6 +90,14 @@ void tab_cut(size_t i, uintptr_t lo, uintptr_t hi); /* drop pages [lo,hi) */
 void tab_set_src(struct zio_entry *e, uintptr_t src);
 int tab_overlaps(uintptr_t lo, uintptr_t hi);   /* lock-free hint */
 
+/* ---- source index of the intermediates (zio_srcidx.c), zio_lock held ---- */
+int srcidx_init(size_t cap);
+void srcidx_reset(void);
+void srcidx_add(const struct zio_entry *e);   /* by zio_table.c only */
+void srcidx_del(const struct zio_entry *e);
+/* an intermediate whose source overlaps [lo,hi): 1 and its core address */
+int srcidx_find(uintptr_t lo, uintptr_t hi, uintptr_t *addr);
+
 /* ---- userfaultfd primitives (zio_uffd.c) ---- */
 int uffd_open(void);                        /* 0 ok, -1 unusable */
 int uffd_register(uintptr_t lo, uintptr_t hi, int wp);

@@ -38,13 +38,8 @@ size_t track_fill(size_t i, uintptr_t lo, uintptr_t hi)
 
 int track_has_dependents(uintptr_t lo, uintptr_t hi)
 {
-    for (size_t i = 0; i < zio_tab_n && zio_inter_n > 0; i++) {
-        const struct zio_entry *e = &zio_tab[i];
-        if (e->kind == ZE_INTER && ze_src(e) < hi &&
-            ze_src(e) + e->npages * ZIO_PAGE > lo)
-            return 1;
-    }
-    return 0;
+    uintptr_t addr;
+    return zio_inter_n > 0 && srcidx_find(lo, hi, &addr);
 }
 
 /* The original bytes [lo,hi) (page aligned) are about to change: push them to
@@ -55,16 +50,19 @@ size_t track_release_originals(uintptr_t lo, uintptr_t hi)
 {
     size_t filled = 0;
     io_pins_wait(lo, hi);   /* an output may still be reading them */
-    for (size_t i = 0; i < zio_tab_n && zio_inter_n > 0;) {
+    uintptr_t dep;
+    while (zio_inter_n > 0 && srcidx_find(lo, hi, &dep)) {
+        int i = tab_find(dep);
+        if (i < 0)
+            break;   /* cannot happen: the index follows the table */
         struct zio_entry *e = &zio_tab[i];
         uintptr_t s = ze_src(e), send = s + e->npages * ZIO_PAGE;
-        if (e->kind != ZE_INTER || send <= lo || s >= hi) {
-            i++;
-            continue;
-        }
-        /* after the fill, index i holds a part that no longer overlaps */
-        filled += track_fill(i, pg_floor(e->addr + (umax(lo, s) - s)),
-                   pg_ceil(e->addr + (umin(hi, send) - s)));
+        /* the parts left after the fill no longer overlap [lo,hi) */
+        size_t n = track_fill((size_t)i, pg_floor(e->addr + (umax(lo, s) - s)),
+                              pg_ceil(e->addr + (umin(hi, send) - s)));
+        if (n == 0)
+            break;   /* cannot happen either; never spin */
+        filled += n;
     }
     for (size_t i = tab_lower(lo); i < zio_tab_n && zio_tab[i].addr < hi;) {
         struct zio_entry *e = &zio_tab[i];
