@@ -29,9 +29,10 @@
  *    none does (the range is then left exactly as zio_release() leaves it),
  *    1 when some does (nothing changes, nothing is filled), -1 with
  *    errno = EINVAL for a NULL address with a length or a range that wraps.
- *    Costs no lock when nothing is tracked near the range, and no table walk
- *    while no intermediate exists.  A stack holds busy ranges (its receive
- *    window shrinks) and calls zio_release() when it must have them back.
+ *    Costs no lock when nothing is tracked near the range; dependents are
+ *    looked up in an index of sources (no walk over all tracked memory).  A
+ *    stack holds busy ranges (its receive window shrinks) and calls
+ *    zio_release() when it must have them back.
  *
  * Originals registered with ZIO_ORIG_NOPROTECT may be registered again after
  * they were released (a receive ring, once per lap): registration first
