@@ -22,6 +22,22 @@
  *  - zio_release(): the stack is about to overwrite or free [addr, addr+len):
  *    every intermediate that depends on it is filled first, and any
  *    intermediate pages inside the range are materialised.  Returns 0.
+ *    Works in whole pages: the first and last page of the range are
+ *    released whole.
+ *  - zio_release_if_unshared(): the same release, but only when no
+ *    intermediate depends on any byte of the range's pages: returns 0 when
+ *    none does (the range is then left exactly as zio_release() leaves it),
+ *    1 when some does (nothing changes, nothing is filled), -1 with
+ *    errno = EINVAL for a NULL address with a length or a range that wraps.
+ *    Costs no lock when nothing is tracked near the range; dependents are
+ *    looked up in an index of sources (no walk over all tracked memory).  A
+ *    stack holds busy ranges (its receive window shrinks) and calls
+ *    zio_release() when it must have them back.
+ *
+ * Originals registered with ZIO_ORIG_NOPROTECT may be registered again after
+ * they were released (a receive ring, once per lap): registration first
+ * releases whatever the range still was, so a stale registration never
+ * survives new data.
  */
 #ifndef ZIO_API_H
 #define ZIO_API_H
@@ -39,6 +55,7 @@ extern "C" {
 int zio_register_original(void *addr, size_t len, unsigned flags);
 int zio_resolve(const void *addr, size_t len, struct iovec *out, int max);
 int zio_release(void *addr, size_t len);
+int zio_release_if_unshared(void *addr, size_t len);
 
 #ifdef __cplusplus
 }
@@ -47,11 +64,13 @@ int zio_release(void *addr, size_t len);
 typedef int (*zio_register_original_fn)(void *, size_t, unsigned);
 typedef int (*zio_resolve_fn)(const void *, size_t, struct iovec *, int);
 typedef int (*zio_release_fn)(void *, size_t);
+typedef int (*zio_release_if_unshared_fn)(void *, size_t);
 
 struct zio_api {
     zio_register_original_fn register_original;
     zio_resolve_fn resolve;
     zio_release_fn release;
+    zio_release_if_unshared_fn release_if_unshared;
 };
 
 #ifdef ZIO_API_LOOKUP
@@ -63,7 +82,9 @@ static inline int zio_api_lookup(struct zio_api *api)
     api->register_original = (zio_register_original_fn)dlsym(RTLD_DEFAULT, "zio_register_original");
     api->resolve = (zio_resolve_fn)dlsym(RTLD_DEFAULT, "zio_resolve");
     api->release = (zio_release_fn)dlsym(RTLD_DEFAULT, "zio_release");
-    return api->register_original && api->resolve && api->release;
+    api->release_if_unshared =
+        (zio_release_if_unshared_fn)dlsym(RTLD_DEFAULT, "zio_release_if_unshared");
+    return api->register_original && api->resolve && api->release && api->release_if_unshared;
 }
 #endif
 

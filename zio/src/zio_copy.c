@@ -17,12 +17,6 @@
 
 #include <sys/mman.h>
 
-#define MAX_PIECES 8
-
-struct piece {
-    uintptr_t lo, hi, src, key;
-};
-
 /* After MADV_DONTNEED a private anonymous page is gone; a shared or file page
  * stays resident, and such memory cannot be an intermediate.  The mapping
  * kind is uniform within a VMA, so probing both ends of the range is enough
@@ -73,10 +67,12 @@ static int protect_original(struct zio_entry *e)
     return 0;
 }
 
-static int collect(uintptr_t d, uintptr_t s, size_t n, struct piece *pc)
+int copy_collect(uintptr_t d, uintptr_t s, size_t n, struct piece *pc)
 {
     int np = 0;
     uint64_t now = zio_now_ns();
+    if (zio_forking)
+        return 0;   /* the child must not inherit an intermediate */
     for (size_t i = tab_lower(s); i < zio_tab_n && zio_tab[i].addr < s + n && np < MAX_PIECES; i++) {
         struct zio_entry *e = &zio_tab[i];
         uintptr_t a = e->addr > s ? e->addr : s;
@@ -102,7 +98,7 @@ static int collect(uintptr_t d, uintptr_t s, size_t n, struct piece *pc)
 /* Turn one piece into an intermediate; 0 on success.  Allocations that a
  * GC run (table full) says may be freed go to frees[*nf] for the caller to
  * free after unlocking. */
-static int elide_piece(struct piece *p, void **frees, size_t *nf)
+int copy_elide_piece(struct piece *p, void **frees, size_t *nf)
 {
     size_t len = p->hi - p->lo;
     track_drop_overwritten(p->lo, p->hi);
@@ -193,14 +189,25 @@ static void copy_gap(const struct gap *g, uintptr_t d, uintptr_t s)
     }
 }
 
+/* every copy that reaches zio_copy() is large (>= threshold) */
+static void count_plain(size_t n)
+{
+    ctr_add(C_COPIES_PLAIN, 1);
+    ctr_add(C_BYTES_PLAIN_LARGE, n);
+}
+
 void *zio_copy(void *dst, const void *src, size_t n)
 {
     uintptr_t d = (uintptr_t)dst, s = (uintptr_t)src;
     ctr_add(C_COPIES_SEEN, 1);
-    if (d < s + n && s < d + n)   /* overlapping: a plain move is the only option */
+    if (d < s + n && s < d + n) {   /* overlapping (memmove) */
+        if (zio_move_repoint(d, s, n))
+            return dst;
+        count_plain(n);
         return zio_plain_move(dst, src, n);
+    }
     if (!tab_overlaps(s, s + n) && !tab_overlaps(d, d + n) && !reg_overlaps(d, d + n)) {
-        ctr_add(C_COPIES_PLAIN, 1);
+        count_plain(n);
         return zio_plain_copy(dst, src, n);
     }
     struct piece pc[MAX_PIECES];
@@ -208,9 +215,9 @@ void *zio_copy(void *dst, const void *src, size_t n)
     size_t nf = 0;
     zio_in_lib++;
     pthread_mutex_lock(&zio_lock);
-    int np = collect(d, s, n, pc), ok = 0;
+    int np = copy_collect(d, s, n, pc), ok = 0;
     for (int k = 0; k < np; k++) {
-        if (elide_piece(&pc[k], frees, &nf) == 0)
+        if (copy_elide_piece(&pc[k], frees, &nf) == 0)
             ok++;
         if (zio_mode != ZIO_ELIDE || pc[k].hi == 0)
             pc[k].hi = pc[k].lo;   /* not elided (or profiling): copy below */
@@ -235,6 +242,9 @@ void *zio_copy(void *dst, const void *src, size_t n)
         if (ok)
             ctr_add(C_FRINGE_BYTES, gaps[g].len);
     }
-    ctr_add(ok ? C_COPIES_ELIDED : C_COPIES_PLAIN, 1);
+    if (ok)
+        ctr_add(C_COPIES_ELIDED, 1);
+    else
+        count_plain(n);
     return dst;
 }

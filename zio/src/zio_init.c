@@ -137,29 +137,45 @@ static void read_config(void)
     zio_cfg.verbose = env_size("ZIO_VERBOSE", 0) != 0;
 }
 
+/* fork: the child gets no userfaultfd context, so every intermediate is
+ * materialised first, and none may appear until the fork is done.  The
+ * prepare handler does not hold zio_lock across the fork: other prepare
+ * handlers run after it (jemalloc takes its arena locks), and a thread
+ * holding such a lock may be waiting for zio_lock (jemalloc's background
+ * thread purging through the interposed madvise) -- Redis BGREWRITEAOF hung
+ * that way.  zio_forking stops elisions instead (copy_collect). */
+int zio_forking;
+
 static void fork_prepare(void)
 {
     zio_in_lib++;
     pthread_mutex_lock(&zio_lock);
+    zio_forking++;
     if (zio_mode == ZIO_ELIDE && zio_tab_n > 0) {
         ctr_add(C_FORK_RESOLVES, 1);
         track_drop_all();
     }
+    pthread_mutex_unlock(&zio_lock);
 }
 
 static void fork_parent(void)
 {
+    pthread_mutex_lock(&zio_lock);
+    zio_forking--;
     pthread_mutex_unlock(&zio_lock);
     zio_in_lib--;
 }
 
 static void fork_child(void)
 {
-    /* no handler thread and no userfaultfd context here: plain copies */
+    /* no handler thread and no userfaultfd context here: plain copies.
+     * Another thread may have held zio_lock at the fork: start afresh. */
     zio_mode = ZIO_OFF;
     zio_tab_n = 0;
     zio_inter_n = 0;
-    pthread_mutex_unlock(&zio_lock);
+    srcidx_reset();
+    zio_forking = 0;
+    pthread_mutex_init(&zio_lock, NULL);
     zio_in_lib--;
 }
 
@@ -177,7 +193,7 @@ static void zio_init(void)
         return;
     void *tab = mmap(NULL, TAB_CAP * sizeof(struct zio_entry), PROT_READ | PROT_WRITE,
                      MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (tab == MAP_FAILED)
+    if (tab == MAP_FAILED || srcidx_init(TAB_CAP) != 0)
         return;
     zio_tab = tab;
     zio_tab_cap = TAB_CAP;

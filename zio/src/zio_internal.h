@@ -38,6 +38,7 @@ extern struct zio_config zio_cfg;
 extern volatile int zio_mode;          /* enum zio_mode */
 extern pthread_mutex_t zio_lock;
 extern __thread int zio_in_lib;        /* reentrancy guard */
+extern int zio_forking;                /* zio_lock: forks in progress, no elision */
 
 void zio_ensure_init(void);
 uint64_t zio_now_ns(void);
@@ -89,6 +90,14 @@ void tab_cut(size_t i, uintptr_t lo, uintptr_t hi); /* drop pages [lo,hi) */
 void tab_set_src(struct zio_entry *e, uintptr_t src);
 int tab_overlaps(uintptr_t lo, uintptr_t hi);   /* lock-free hint */
 
+/* ---- source index of the intermediates (zio_srcidx.c), zio_lock held ---- */
+int srcidx_init(size_t cap);
+void srcidx_reset(void);
+void srcidx_add(const struct zio_entry *e);   /* by zio_table.c only */
+void srcidx_del(const struct zio_entry *e);
+/* an intermediate whose source overlaps [lo,hi): 1 and its core address */
+int srcidx_find(uintptr_t lo, uintptr_t hi, uintptr_t *addr);
+
 /* ---- userfaultfd primitives (zio_uffd.c) ---- */
 int uffd_open(void);                        /* 0 ok, -1 unusable */
 int uffd_register(uintptr_t lo, uintptr_t hi, int wp);
@@ -109,9 +118,10 @@ void reg_drop(uintptr_t lo, uintptr_t hi);
 int reg_fault(uintptr_t a);
 
 /* ---- tracking operations (zio_track.c), zio_lock held ---- */
-void track_fill(size_t i, uintptr_t lo, uintptr_t hi);   /* materialise + cut */
-void track_release_originals(uintptr_t lo, uintptr_t hi);
-void track_materialize(uintptr_t lo, uintptr_t hi);
+size_t track_fill(size_t i, uintptr_t lo, uintptr_t hi);   /* materialise + cut */
+size_t track_release_originals(uintptr_t lo, uintptr_t hi);   /* bytes pushed */
+size_t track_materialize(uintptr_t lo, uintptr_t hi);         /* bytes pushed */
+void track_fill_range(uintptr_t lo, uintptr_t hi);
 size_t track_drop_overwritten(uintptr_t lo, uintptr_t hi);   /* pages forgotten */
 int track_has_dependents(uintptr_t lo, uintptr_t hi);
 void track_evict(size_t i);
@@ -122,6 +132,20 @@ void track_drop_all(void);
 
 /* ---- copy elision (zio_copy.c) ---- */
 void *zio_copy(void *dst, const void *src, size_t n);
+/* one candidate intermediate: destination pages [lo,hi) hold the original
+ * bytes from src on */
+#define MAX_PIECES 8
+struct piece {
+    uintptr_t lo, hi, src, key;
+};
+/* zio_lock held: the pieces of a copy (sorted), and turning one into an
+ * intermediate (0 ok; else p->hi = 0).  frees: see gc_run(). */
+int copy_collect(uintptr_t d, uintptr_t s, size_t n, struct piece *pc);
+int copy_elide_piece(struct piece *p, void **frees, size_t *nf);
+
+/* ---- overlapping moves (zio_move.c) ---- */
+/* 1: the move is done (re-pointed where possible); 0: move plainly */
+int zio_move_repoint(uintptr_t d, uintptr_t s, size_t n);
 
 /* ---- policy (zio_policy.c), zio_lock held ---- */
 int policy_allows(uintptr_t key);
@@ -147,14 +171,26 @@ void io_before_inputv(const struct iovec *iov, int cnt);
 void io_after_inputv(const struct iovec *iov, int cnt, ssize_t got, uintptr_t key);
 #define IO_MAXP 128
 enum { OUT_WRITE, OUT_PWRITE, OUT_SEND };
+/* a call and the gather call output resolution rewrites it into */
+enum zio_path {
+    PATH_WRITE_WRITEV, PATH_WRITE_SENDMSG, PATH_WRITEV_SENDMSG, PATH_PWRITE_PWRITEV,
+    PATH_PWRITE64_PWRITEV, PATH_SEND_SENDMSG, PATH_SENDTO_SENDMSG,
+    PATH_NPAIRS,
+    PATH_SAME = PATH_NPAIRS,   /* writev -> writev, sendmsg -> sendmsg */
+};
+int path_ok(enum zio_path p);   /* zio_path.c; lock not held */
 struct msghdr;
 struct zio_out {
     int kind, fd, flags;          /* flags: send flags */
     off_t off;                    /* OUT_PWRITE */
     const struct msghdr *msg;     /* OUT_SEND: name/control to keep, or NULL */
+    enum zio_path file_path;      /* the rewrite to a gather call for a file, */
+    enum zio_path sock_path;      /* ... and for a socket */
 };
 int io_output_tracked(const struct iovec *in, int cnt);
-ssize_t io_output(const struct zio_out *how, const struct iovec *in, int cnt);
+/* 1: done, *res holds the call's result; 0: nothing was substituted (the
+ * buffers are ordinary memory now), the caller makes its own call */
+int io_output(const struct zio_out *how, const struct iovec *in, int cnt, ssize_t *res);
 void io_pins_wait(uintptr_t lo, uintptr_t hi);   /* zio_lock held */
 
 /* ---- profile mode (zio_profile.c) ---- */
@@ -170,6 +206,8 @@ enum zio_ctr {
     C_INPUTS_RECORDED, C_OUTPUTS_RESOLVED, C_OUTPUT_PIECES, C_FREES_INTER,
     C_FREES_DEFERRED, C_API_REGISTER, C_API_RESOLVE, C_API_RELEASE,
     C_FORK_RESOLVES, C_UFFD_ERRORS, C_NOT_ANON,
+    C_MOVES_REPOINTED, C_BYTES_PLAIN_LARGE, C_RELEASE_FILL_BYTES, C_API_TRY_RELEASE,
+    C_API_RELEASE_BUSY, C_OUTPUTS_MATERIALIZED,
     C_NCTR
 };
 extern uint64_t *zio_ctr[C_NCTR];

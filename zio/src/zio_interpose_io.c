@@ -41,12 +41,15 @@ static inline int active(void)
         return r_; \
     } while (0)
 
-/* output: the plain call unless the buffers hold tracked data */
+/* output: the program's own call unless the buffers hold intermediates */
 #define OUTPUT(in, cnt, plain, ...) do { \
-        if (!io_output_tracked(in, cnt)) \
-            return plain; \
-        struct zio_out how_ = { __VA_ARGS__ }; \
-        return io_output(&how_, in, cnt); \
+        ssize_t r_; \
+        if (io_output_tracked(in, cnt)) { \
+            struct zio_out how_ = { __VA_ARGS__ }; \
+            if (io_output(&how_, in, cnt, &r_)) \
+                return r_; \
+        } \
+        return plain; \
     } while (0)
 
 ZIO_EXPORT ssize_t read(int fd, void *buf, size_t n)
@@ -108,34 +111,39 @@ ZIO_EXPORT ssize_t write(int fd, const void *buf, size_t n)
 {
     REAL(write);
     struct iovec one = { (void *)buf, n };
-    OUTPUT(&one, 1, real_write(fd, buf, n), .kind = OUT_WRITE, .fd = fd);
+    OUTPUT(&one, 1, real_write(fd, buf, n), .kind = OUT_WRITE, .fd = fd,
+           .file_path = PATH_WRITE_WRITEV, .sock_path = PATH_WRITE_SENDMSG);
 }
 
 ZIO_EXPORT ssize_t writev(int fd, const struct iovec *v, int cnt)
 {
     REAL(writev);
-    OUTPUT(v, cnt, real_writev(fd, v, cnt), .kind = OUT_WRITE, .fd = fd);
+    OUTPUT(v, cnt, real_writev(fd, v, cnt), .kind = OUT_WRITE, .fd = fd,
+           .file_path = PATH_SAME, .sock_path = PATH_WRITEV_SENDMSG);
 }
 
 ZIO_EXPORT ssize_t pwrite(int fd, const void *buf, size_t n, off_t off)
 {
     REAL(pwrite);
     struct iovec one = { (void *)buf, n };
-    OUTPUT(&one, 1, real_pwrite(fd, buf, n, off), .kind = OUT_PWRITE, .fd = fd, .off = off);
+    OUTPUT(&one, 1, real_pwrite(fd, buf, n, off), .kind = OUT_PWRITE, .fd = fd, .off = off,
+           .file_path = PATH_PWRITE_PWRITEV);
 }
 
 ZIO_EXPORT ssize_t pwrite64(int fd, const void *buf, size_t n, off_t off)
 {
     REAL(pwrite64);
     struct iovec one = { (void *)buf, n };
-    OUTPUT(&one, 1, real_pwrite64(fd, buf, n, off), .kind = OUT_PWRITE, .fd = fd, .off = off);
+    OUTPUT(&one, 1, real_pwrite64(fd, buf, n, off), .kind = OUT_PWRITE, .fd = fd, .off = off,
+           .file_path = PATH_PWRITE64_PWRITEV);
 }
 
 ZIO_EXPORT ssize_t send(int fd, const void *buf, size_t n, int flags)
 {
     REAL(send);
     struct iovec one = { (void *)buf, n };
-    OUTPUT(&one, 1, real_send(fd, buf, n, flags), .kind = OUT_SEND, .fd = fd, .flags = flags);
+    OUTPUT(&one, 1, real_send(fd, buf, n, flags), .kind = OUT_SEND, .fd = fd, .flags = flags,
+           .sock_path = PATH_SEND_SENDMSG);
 }
 
 ZIO_EXPORT ssize_t sendto(int fd, const void *buf, size_t n, int flags,
@@ -145,12 +153,12 @@ ZIO_EXPORT ssize_t sendto(int fd, const void *buf, size_t n, int flags,
     struct iovec one = { (void *)buf, n };
     struct msghdr m = { .msg_name = (void *)to, .msg_namelen = tolen };
     OUTPUT(&one, 1, real_sendto(fd, buf, n, flags, to, tolen),
-           .kind = OUT_SEND, .fd = fd, .flags = flags, .msg = &m);
+           .kind = OUT_SEND, .fd = fd, .flags = flags, .msg = &m, .sock_path = PATH_SENDTO_SENDMSG);
 }
 
 ZIO_EXPORT ssize_t sendmsg(int fd, const struct msghdr *m, int flags)
 {
     REAL(sendmsg);
     OUTPUT(m->msg_iov, (int)m->msg_iovlen, real_sendmsg(fd, m, flags),
-           .kind = OUT_SEND, .fd = fd, .flags = flags, .msg = m);
+           .kind = OUT_SEND, .fd = fd, .flags = flags, .msg = m, .sock_path = PATH_SAME);
 }

@@ -164,7 +164,9 @@ static void materialize_iov(const struct iovec *in, int cnt)
         track_materialize((uintptr_t)in[i].iov_base, (uintptr_t)in[i].iov_base + in[i].iov_len);
 }
 
-static ssize_t call(const struct zio_out *how, const struct iovec *iov, int k, int flags)
+/* The gather call that replaces the program's call: pwritev for pwrite,
+ * sendmsg on sockets, writev on files (path_ok() said the next shim sees it). */
+static ssize_t call(const struct zio_out *how, int sock, const struct iovec *iov, int k, int flags)
 {
     static ssize_t (*writev_)(int, const struct iovec *, int);
     static ssize_t (*pwritev_)(int, const struct iovec *, int, off_t);
@@ -176,7 +178,7 @@ static ssize_t call(const struct zio_out *how, const struct iovec *iov, int k, i
     }
     if (how->kind == OUT_PWRITE)
         return pwritev_(how->fd, iov, k, how->off);
-    if (how->kind == OUT_WRITE && !flags)
+    if (!sock)
         return writev_(how->fd, iov, k);
     struct msghdr m = { 0 };
     if (how->msg)
@@ -202,48 +204,90 @@ static int advance(const struct iovec *in, int cnt, size_t done, struct iovec *o
     return k;
 }
 
-ssize_t io_output(const struct zio_out *how, const struct iovec *in, int cnt)
+/* Is the descriptor a socket (1), a regular file (0), or something an
+ * output may block on indefinitely (-1)?  Asked before taking zio_lock:
+ * libtas answers fstat for its sockets, and no part calls into libtas while
+ * holding the zIO lock. */
+static int out_target(const struct zio_out *how)
 {
-    struct iovec iov[IO_MAXP];
-    size_t total = 0;
-    for (int i = 0; i < cnt; i++)
-        total += in[i].iov_len;
-    zio_in_lib++;
-    pthread_mutex_lock(&zio_lock);
+    if (how->kind == OUT_SEND)
+        return 1;
+    if (how->kind == OUT_PWRITE)
+        return 0;
+    struct stat st;
+    if (fstat(how->fd, &st) != 0 || !(S_ISSOCK(st.st_mode) || S_ISREG(st.st_mode)))
+        return -1;
+    return S_ISSOCK(st.st_mode);
+}
+
+/* zio_lock held: in[0..cnt) with intermediates replaced by originals into
+ * iov; returns the count (-1: too many pieces) and the substituted span. */
+static int resolve_out(const struct iovec *in, int cnt, struct iovec *iov, uintptr_t *lo,
+                       uintptr_t *hi)
+{
     int k = cnt <= IO_MAXP / 2 ? 0 : -1;
     for (int i = 0; i < cnt && k >= 0; i++) {
         int r = track_resolve((uintptr_t)in[i].iov_base, in[i].iov_len, iov + k, IO_MAXP - k);
         k = r < 0 ? -1 : k + r;
     }
-    uintptr_t lo = UINTPTR_MAX, hi = 0;
+    *lo = UINTPTR_MAX;
+    *hi = 0;
     if (k > 0)
-        substituted_span(iov, k, in, cnt, &lo, &hi);
-    int sock = 0, slot = k < 0 ? -1 : -2;   /* -2: nothing to substitute */
-    if (lo < hi) {
-        sock = how->kind == OUT_SEND;
-        if (how->kind == OUT_WRITE) {
-            struct stat st;
-            if (fstat(how->fd, &st) != 0 || !(S_ISSOCK(st.st_mode) || S_ISREG(st.st_mode)))
-                sock = -1;   /* may block indefinitely: no substitution */
-            else
-                sock = S_ISSOCK(st.st_mode);
+        substituted_span(iov, k, in, cnt, lo, hi);
+    return k;
+}
+
+/* out_target(), or -1 when the rewrite would bypass a shim */
+static int usable_target(const struct zio_out *how)
+{
+    int sock = out_target(how);
+    if (sock >= 0 && !path_ok(sock ? how->sock_path : how->file_path))
+        return -1;
+    return sock;
+}
+
+int io_output(const struct zio_out *how, const struct iovec *in, int cnt, ssize_t *res)
+{
+    struct iovec iov[IO_MAXP];
+    size_t total = 0;
+    for (int i = 0; i < cnt; i++)
+        total += in[i].iov_len;
+    uintptr_t lo, hi;
+    int sock = -2, k;   /* sock: not asked yet (a write's descriptor needs fstat) */
+    if (how->kind != OUT_WRITE)
+        sock = usable_target(how);
+    zio_in_lib++;
+    for (;;) {
+        pthread_mutex_lock(&zio_lock);
+        k = resolve_out(in, cnt, iov, &lo, &hi);
+        if (k >= 0 && lo >= hi) {   /* no intermediate: nothing to substitute */
+            pthread_mutex_unlock(&zio_lock);
+            zio_in_lib--;
+            return 0;
         }
-        slot = sock >= 0 ? pin(lo, hi) : -1;
+        if (k < 0 || sock != -2)
+            break;
+        /* ask what the descriptor is outside the lock, then resolve again */
+        pthread_mutex_unlock(&zio_lock);
+        sock = usable_target(how);
     }
+    int slot = k >= 0 && sock >= 0 ? pin(lo, hi) : -1;
     if (slot == -1) {
         materialize_iov(in, cnt);
-    } else if (slot >= 0) {
+        ctr_add(C_OUTPUTS_MATERIALIZED, 1);
+    } else {
         ctr_add(C_OUTPUTS_RESOLVED, 1);
         ctr_add(C_OUTPUT_PIECES, (uint64_t)k);
     }
     pthread_mutex_unlock(&zio_lock);
     zio_in_lib--;
     if (slot < 0)
-        return call(how, in, cnt, 0);
-    ssize_t r = call(how, iov, k, sock ? MSG_DONTWAIT : 0);
+        return 0;   /* the program's own call, unchanged */
+    ssize_t r = call(how, sock, iov, k, sock ? MSG_DONTWAIT : 0);
     __atomic_store_n(&pins[slot].active, 0, __ATOMIC_RELEASE);
+    *res = r;
     if (!sock || (r >= 0 && (size_t)r == total) || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK))
-        return r;
+        return 1;
     /* the socket was full: send the rest with the blocking call, as the
      * program asked, from its own (now materialised) buffers */
     size_t done = r > 0 ? (size_t)r : 0;
@@ -261,8 +305,10 @@ ssize_t io_output(const struct zio_out *how, const struct iovec *in, int cnt)
         m2.msg_controllen = 0;
         rest_how.msg = &m2;
     }
-    ssize_t rest = call(&rest_how, iov, rk, 0);
+    ssize_t rest = call(&rest_how, sock, iov, rk, 0);
     if (rest < 0)
-        return done > 0 ? (ssize_t)done : rest;
-    return (ssize_t)(done + (size_t)rest);
+        *res = done > 0 ? (ssize_t)done : rest;
+    else
+        *res = (ssize_t)(done + (size_t)rest);
+    return 1;
 }

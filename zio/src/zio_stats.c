@@ -39,6 +39,12 @@ static const char *const names[C_NCTR] = {
     [C_FORK_RESOLVES] = "fork_resolves",
     [C_UFFD_ERRORS] = "uffd_errors",
     [C_NOT_ANON] = "not_anonymous_fallbacks",
+    [C_MOVES_REPOINTED] = "moves_repointed",         /* overlapping moves re-pointed */
+    [C_BYTES_PLAIN_LARGE] = "bytes_plain_large",     /* copies >= threshold done plainly */
+    [C_RELEASE_FILL_BYTES] = "release_fill_bytes",   /* pushed to dependents by zio_release */
+    [C_API_TRY_RELEASE] = "api_release_if_unshared",
+    [C_API_RELEASE_BUSY] = "api_release_busy",       /* ... answered 1 */
+    [C_OUTPUTS_MATERIALIZED] = "outputs_materialized", /* tracked output sent plainly */
 };
 
 static uint64_t sink[C_NCTR];
@@ -46,10 +52,10 @@ uint64_t *zio_ctr[C_NCTR] = {
 #define S(i) [i] = &sink[i]
     S(0), S(1), S(2), S(3), S(4), S(5), S(6), S(7), S(8), S(9), S(10), S(11), S(12), S(13),
     S(14), S(15), S(16), S(17), S(18), S(19), S(20), S(21), S(22), S(23), S(24), S(25),
-    S(26), S(27),
+    S(26), S(27), S(28), S(29), S(30), S(31), S(32), S(33),
 #undef S
 };
-_Static_assert(C_NCTR == 28, "extend the sink initialiser");
+_Static_assert(C_NCTR == 34, "extend the sink initialiser");
 
 static struct kb_stats_page *page;
 static char instance[16];

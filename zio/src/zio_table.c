@@ -70,7 +70,10 @@ int tab_insert(const struct zio_entry *e)
     zio_plain_move(&zio_tab[i + 1], &zio_tab[i], (zio_tab_n - i) * sizeof(*e));
     zio_tab[i] = *e;
     zio_tab_n++;
-    zio_inter_n += e->kind == ZE_INTER;
+    if (e->kind == ZE_INTER) {
+        zio_inter_n++;
+        srcidx_add(e);
+    }
     if (e->addr < zio_hull_lo)
         __atomic_store_n(&zio_hull_lo, e->addr, __ATOMIC_RELAXED);
     if (ze_end(e) > zio_hull_hi)
@@ -79,12 +82,20 @@ int tab_insert(const struct zio_entry *e)
     return 0;
 }
 
-void tab_remove(size_t i)
+/* remove entry i (already out of the source index) */
+static void remove_at(size_t i)
 {
     zio_inter_n -= zio_tab[i].kind == ZE_INTER;
     zio_plain_move(&zio_tab[i], &zio_tab[i + 1], (zio_tab_n - i - 1) * sizeof(zio_tab[0]));
     zio_tab_n--;
     hull_update();
+}
+
+void tab_remove(size_t i)
+{
+    if (zio_tab[i].kind == ZE_INTER)
+        srcidx_del(&zio_tab[i]);
+    remove_at(i);
 }
 
 void tab_set_src(struct zio_entry *e, uintptr_t src)
@@ -109,10 +120,13 @@ void tab_cut(size_t i, uintptr_t lo, uintptr_t hi)
     right.addr = hi;
     right.npages = (end - hi) / ZIO_PAGE;
     tab_set_src(&right, ze_src(e) + (hi - start));
+    if (e->kind == ZE_INTER)
+        srcidx_del(e);   /* its source range shrinks (or goes) */
     e->npages = (lo - start) / ZIO_PAGE;
-    if (e->npages == 0) {
-        tab_remove(i);
-    }
+    if (e->npages == 0)
+        remove_at(i);
+    else if (e->kind == ZE_INTER)
+        srcidx_add(e);
     if (right.npages) {
         if (lo > start)
             ctr_add(C_SPLITS, 1);

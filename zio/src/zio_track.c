@@ -22,45 +22,47 @@ static void unregister_if_untracked(uintptr_t lo, uintptr_t hi)
         uffd_unregister(lo, hi);
 }
 
-/* Materialise intermediate pages [lo,hi) of entry i and stop tracking them. */
-void track_fill(size_t i, uintptr_t lo, uintptr_t hi)
+/* Materialise intermediate pages [lo,hi) of entry i and stop tracking them.
+ * Returns the bytes filled. */
+size_t track_fill(size_t i, uintptr_t lo, uintptr_t hi)
 {
     struct zio_entry *e = &zio_tab[i];
     lo = umax(lo, e->addr);
     hi = umin(hi, ze_end(e));
     if (lo >= hi)
-        return;
+        return 0;
     uffd_fill(lo, ze_src(e) + (lo - e->addr), hi - lo);
     tab_cut(i, lo, hi);
+    return hi - lo;
 }
 
 int track_has_dependents(uintptr_t lo, uintptr_t hi)
 {
-    for (size_t i = 0; i < zio_tab_n && zio_inter_n > 0; i++) {
-        const struct zio_entry *e = &zio_tab[i];
-        if (e->kind == ZE_INTER && ze_src(e) < hi &&
-            ze_src(e) + e->npages * ZIO_PAGE > lo)
-            return 1;
-    }
-    return 0;
+    uintptr_t addr;
+    return zio_inter_n > 0 && srcidx_find(lo, hi, &addr);
 }
 
 /* The original bytes [lo,hi) (page aligned) are about to change: push them to
  * every intermediate derived from them, then stop treating them as an
- * original (unprotect, unregister). */
-void track_release_originals(uintptr_t lo, uintptr_t hi)
+ * original (unprotect, unregister).  Returns the bytes filled into those
+ * dependents. */
+size_t track_release_originals(uintptr_t lo, uintptr_t hi)
 {
+    size_t filled = 0;
     io_pins_wait(lo, hi);   /* an output may still be reading them */
-    for (size_t i = 0; i < zio_tab_n && zio_inter_n > 0;) {
+    uintptr_t dep;
+    while (zio_inter_n > 0 && srcidx_find(lo, hi, &dep)) {
+        int i = tab_find(dep);
+        if (i < 0)
+            break;   /* cannot happen: the index follows the table */
         struct zio_entry *e = &zio_tab[i];
         uintptr_t s = ze_src(e), send = s + e->npages * ZIO_PAGE;
-        if (e->kind != ZE_INTER || send <= lo || s >= hi) {
-            i++;
-            continue;
-        }
-        /* after the fill, index i holds a part that no longer overlaps */
-        track_fill(i, pg_floor(e->addr + (umax(lo, s) - s)),
-                   pg_ceil(e->addr + (umin(hi, send) - s)));
+        /* the parts left after the fill no longer overlap [lo,hi) */
+        size_t n = track_fill((size_t)i, pg_floor(e->addr + (umax(lo, s) - s)),
+                              pg_ceil(e->addr + (umin(hi, send) - s)));
+        if (n == 0)
+            break;   /* cannot happen either; never spin */
+        filled += n;
     }
     for (size_t i = tab_lower(lo); i < zio_tab_n && zio_tab[i].addr < hi;) {
         struct zio_entry *e = &zio_tab[i];
@@ -79,11 +81,27 @@ void track_release_originals(uintptr_t lo, uintptr_t hi)
         if (zio_tab_n >= before && zio_tab[i].addr == start)
             i++;   /* left part stayed at i */
     }
+    return filled;
+}
+
+/* Fill the intermediate pages of [lo,hi) (page aligned) and release the
+ * originals there; returns the bytes pushed to dependents elsewhere. */
+static size_t fill_and_release(uintptr_t lo, uintptr_t hi)
+{
+    for (size_t i = tab_lower(lo); i < zio_tab_n && zio_tab[i].addr < hi;) {
+        if (zio_tab[i].kind == ZE_INTER && ze_end(&zio_tab[i]) > lo)
+            track_fill(i, lo, hi);   /* leaves a part ending at lo, or none */
+        else
+            i++;
+    }
+    return track_release_originals(lo, hi);
 }
 
 /* Make [lo,hi) ordinary memory again: fill intermediate pages, release
- * originals.  Used before input into a range and by zio_release(). */
-void track_materialize(uintptr_t lo, uintptr_t hi)
+ * originals.  Used before input into a range and by zio_release().  Returns
+ * the bytes filled into intermediates elsewhere that depended on originals
+ * here (not the range's own intermediate pages). */
+size_t track_materialize(uintptr_t lo, uintptr_t hi)
 {
     lo = pg_floor(lo);
     hi = pg_ceil(hi);
@@ -95,15 +113,18 @@ void track_materialize(uintptr_t lo, uintptr_t hi)
     int registered = 0;
     for (size_t i = tab_lower(lo); i < zio_tab_n && zio_tab[i].addr < hi && !registered; i++)
         registered = zio_tab[i].kind == ZE_INTER;
-    for (size_t i = tab_lower(lo); i < zio_tab_n && zio_tab[i].addr < hi;) {
-        if (zio_tab[i].kind == ZE_INTER && ze_end(&zio_tab[i]) > lo)
-            track_fill(i, lo, hi);   /* leaves a part ending at lo, or none */
-        else
-            i++;
-    }
-    track_release_originals(lo, hi);
+    size_t filled = fill_and_release(lo, hi);
     if (registered)
         unregister_if_untracked(lo, hi);
+    return filled;
+}
+
+/* Like track_materialize() but keeps the MISSING registration: for pages
+ * that are about to be written right away (the fringes of a re-pointed
+ * move), where unregistering would only split the VMA. */
+void track_fill_range(uintptr_t lo, uintptr_t hi)
+{
+    fill_and_release(pg_floor(lo), pg_ceil(hi));
 }
 
 /* Whole pages [lo,hi) are about to be overwritten entirely: intermediate

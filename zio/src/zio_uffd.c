@@ -222,6 +222,10 @@ static void start_once(void)
         zio_mode = ZIO_OFF;
     }
     pthread_attr_destroy(&a);
+    /* settle now which output rewrites are safe: the first output of tracked
+     * data should not pay for the loader walk */
+    for (int p = 0; p < PATH_NPAIRS; p++)
+        path_ok((enum zio_path)p);
 }
 
 /* The handler thread starts with the first recorded input, not at load:
