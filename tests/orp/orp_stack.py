@@ -2,6 +2,7 @@
 receive buffers may live in that pool, and redis-server under kbrun."""
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -53,23 +54,33 @@ def redis_args(port=6379, bind=None):
     return args + (["--bind", bind] if bind else [])
 
 
+def free_port():
+    """A port no kernel socket uses (redis also listens on :: through the kernel)."""
+    with socket.socket(socket.AF_INET6) as s:
+        s.bind(("::", 0))
+        return s.getsockname()[1]
+
+
 def start_redis_on_stack(procs, d, pool, orp):
-    """redis-server on the whole stack (libzio:libtas:libstrata) against daemon d."""
+    """redis-server on the whole stack (libzio:libtas:libstrata) against daemon d;
+    its port is in p.port."""
     cmd = [sys.executable, "-m", "kb.run", "-i", d.instance]
     cmd += ["--orp"] if orp else ["--pool", pool]
-    p = subprocess.Popen([*cmd, "--", *redis_args()], cwd=ROOT, text=True,
+    port = free_port()
+    p = subprocess.Popen([*cmd, "--", *redis_args(port)], cwd=ROOT, text=True,
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     procs.append(p)
     log = []
     for line in p.stdout:
         log.append(line)
         if "Ready to accept connections" in line:
+            p.port = port
             return p
     raise AssertionError("redis-server did not start:\n" + "".join(log))
 
 
-def run_client(procs, d, logfile, nkeys, seed, rewrite_at=None):
-    args = ["ip", "netns", "exec", d.netns, sys.executable, CLIENT, "10.0.0.2", "6379",
+def run_client(procs, d, port, logfile, nkeys, seed, rewrite_at=None):
+    args = ["ip", "netns", "exec", d.netns, sys.executable, CLIENT, "10.0.0.2", str(port),
             str(logfile), str(nkeys), str(seed)]
     if rewrite_at is not None:
         args += ["--rewrite-at", str(rewrite_at)]
@@ -85,7 +96,7 @@ def acked(logfile):
     with open(logfile) as f:
         for line in f:
             parts = line.split()
-            if len(parts) == 2:
+            if len(parts) == 2 and len(parts[1]) == 64:   # not a line cut by a kill
                 out[parts[0]] = parts[1]
     return out
 
@@ -101,10 +112,11 @@ def kill(p):
         p.wait()
 
 
-def reload_and_check(procs, pool, expected, port=16379):
+def reload_and_check(procs, pool, expected):
     """Restart redis-server on kernel sockets over the same Strata pool and
     compare every acknowledged value."""
     import hashlib
+    port = free_port()
     p = subprocess.Popen([sys.executable, "-m", "strata.cli", "--pool", pool, "run", "--",
                           *redis_args(port, "127.0.0.1")], cwd=ROOT, stdout=subprocess.PIPE,
                          stderr=subprocess.STDOUT)
