@@ -16,6 +16,7 @@ from tas import config
 from tas.slowpath.appmem import Allocator
 from tas.slowpath.apps import App
 from tas.slowpath.arp import ArpTable
+from tas.slowpath.quota import UidQuota
 from tas.slowpath.packets import Eth, IPv4, ip_bytes, mac_bytes
 from tas.slowpath.tcp import SYN_RCVD, TcpManager
 from tas.slowpath.tcp_packets import ACK, CWR, ECE, FIN, RST, SYN, Tcp, TcpOptions, frame
@@ -26,8 +27,8 @@ PEER_MAC, PEER_IP = mac_bytes("02:00:00:00:00:99"), ip_bytes("10.0.0.1")
 
 
 class Clock:
-    """The fast path's TCP timestamp clock, the only fast-path call made
-    before a connection is established."""
+    """The fast path's TCP timestamp clock and the port's transmit MTU, the
+    only fast-path calls made before a connection is established."""
 
     def __init__(self):
         self.ffi, self.lib, self.handle, self.t = _tasfp.ffi, self, None, 1000
@@ -36,6 +37,9 @@ class Clock:
         self.t += 1
         return self.t
 
+    def tas_fp_tx_mtu(self, handle):
+        return 1500
+
 
 @pytest.fixture
 def tcp():
@@ -43,7 +47,7 @@ def tcp():
     cfg = config.load(overrides={"tcp.mss": 1460, "buffers.rx_buf": 1 << 20})
     sent = []
     arp = ArpTable(mac_bytes(cfg.tas.mac), ip_bytes(cfg.tas.ip), sent.append, page)
-    m = TcpManager(cfg, Clock(), page, arp, sent.append)
+    m = TcpManager(cfg, Clock(), page, arp, sent.append, UidQuota(cfg, page))
     m.sent, m.page, m.cfg = sent, page, cfg
     yield m
     page.close()
