@@ -94,6 +94,8 @@ struct lt_sock {
     int shut_rd, shut_wr;
     uint32_t local_ip, remote_ip;      /* host byte order */
     uint16_t local_port, remote_port;
+    int family;                /* AF_INET, or AF_INET6 taken over (sock_inet6.c) */
+    int v6only, reuseaddr, reuseport;  /* options a move to the kernel replays */
     uint32_t listener_id;
     uint32_t pending;          /* NEWCONN events not yet accepted */
     struct lt_flow *flow;
@@ -161,10 +163,18 @@ int lt_connect_wait_io(struct lt_sock *s, int block);
 /* sock_setup.c: s becomes the connection described by CONN_OPENED m;
  * an AF_INET address as host-order ip/port (0 or -errno). */
 void lt_conn_open(struct lt_sock *s, const struct tas_ctl_msg *m);
-int lt_inet_addr_of(const struct sockaddr *a, socklen_t len, uint32_t *ip, uint16_t *port);
+/* sock_inet6.c: an address of s's family as host-order ip/port: 0, -errno,
+ * or LT_IPV6_PROPER (an IPv6 address TAS cannot carry). */
+#define LT_IPV6_PROPER 1
+int lt_inet_addr_of(const struct lt_sock *s, const struct sockaddr *a, socklen_t len,
+                    uint32_t *ip, uint16_t *port);
+/* Turn the unbound AF_INET6 TAS socket s at fd into a kernel socket. */
+int lt_to_kernel(int fd, struct lt_sock *s);
+int lt_record_option(struct lt_sock *s, int level, int name, const void *val, socklen_t len);
 
-/* sock_options.c: copy out an AF_INET address the way the kernel does. */
-void lt_fill_addr(struct sockaddr *addr, socklen_t *len, uint32_t ip, uint16_t port);
+/* sock_inet6.c: copy out an address of s's family the way the kernel does. */
+void lt_fill_addr(const struct lt_sock *s, struct sockaddr *addr, socklen_t *len, uint32_t ip,
+                  uint16_t port);
 
 /* sock_io.c */
 ssize_t lt_recv_iov(struct lt_sock *s, const struct iovec *iov, int n, int flags);

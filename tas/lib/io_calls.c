@@ -35,7 +35,7 @@ ssize_t recvfrom(int fd, void *buf, size_t len, int flags, struct sockaddr *src,
     struct iovec v = {.iov_base = buf, .iov_len = len};
     ssize_t r = lt_recv_iov(s, &v, 1, flags);
     if (r >= 0)
-        lt_fill_addr(src, srclen, s->remote_ip, s->remote_port);
+        lt_fill_addr(s, src, srclen, s->remote_ip, s->remote_port);
     return lt_sock_done(s, r);
 }
 
@@ -65,7 +65,7 @@ ssize_t recvmsg(int fd, struct msghdr *msg, int flags)
     ssize_t r = lt_recv_iov(s, msg->msg_iov, (int)msg->msg_iovlen, flags);
     if (r >= 0) {
         if (msg->msg_name != NULL)
-            lt_fill_addr(msg->msg_name, &msg->msg_namelen, s->remote_ip, s->remote_port);
+            lt_fill_addr(s, msg->msg_name, &msg->msg_namelen, s->remote_ip, s->remote_port);
         msg->msg_controllen = 0;
         msg->msg_flags = 0;
     }

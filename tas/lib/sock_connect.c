@@ -108,9 +108,11 @@ static int wait_done(struct lt_sock *s)
 static int start(struct lt_sock *s, const struct sockaddr *addr, socklen_t len)
 {
     struct tas_ctl_msg m = {.type = TAS_CTL_CONNECT};
-    int r = lt_inet_addr_of(addr, len, &m.remote_ip, &m.remote_port);
+    int r = lt_inet_addr_of(s, addr, len, &m.remote_ip, &m.remote_port);
     if (r < 0)
         return r;
+    if (r == LT_IPV6_PROPER)   /* a connected socket cannot move to the kernel any more */
+        return -ENETUNREACH;
     struct pending *p = malloc(sizeof(*p));
     if (p == NULL)
         return -ENOMEM;
@@ -148,6 +150,14 @@ static int connect_locked(struct lt_sock *s, const struct sockaddr *addr, sockle
 
 int connect(int fd, const struct sockaddr *addr, socklen_t len)
 {
+    struct lt_sock *s6 = lt_sock_of(fd);
+    uint32_t ip;
+    uint16_t port;
+    if (s6 != NULL && s6->family == AF_INET6 && s6->kind == LT_NEW &&
+        lt_inet_addr_of(s6, addr, len, &ip, &port) == LT_IPV6_PROPER) {
+        int r = lt_to_kernel(fd, s6);     /* an IPv6 peer: the kernel's stack */
+        return r < 0 ? fail(-r) : REAL(connect)(fd, addr, len);
+    }
     struct lt_sock *s = lt_sock_hold(fd);
     if (s == NULL)
         return REAL(connect)(fd, addr, len);

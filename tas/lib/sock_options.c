@@ -12,22 +12,12 @@
 
 #include "interpose.h"
 
-void lt_fill_addr(struct sockaddr *addr, socklen_t *len, uint32_t ip, uint16_t port)
-{
-    if (addr == NULL || len == NULL)
-        return;
-    struct sockaddr_in in = {.sin_family = AF_INET, .sin_port = htons(port),
-                             .sin_addr.s_addr = htonl(ip)};
-    memcpy(addr, &in, *len < sizeof(in) ? *len : sizeof(in));
-    *len = sizeof(in);
-}
-
 int getsockname(int fd, struct sockaddr *addr, socklen_t *len)
 {
     struct lt_sock *s = lt_sock_of(fd);
     if (s == NULL)
         return REAL(getsockname)(fd, addr, len);
-    lt_fill_addr(addr, len, s->local_ip, s->local_port);
+    lt_fill_addr(s, addr, len, s->local_ip, s->local_port);
     return 0;
 }
 
@@ -40,7 +30,7 @@ int getpeername(int fd, struct sockaddr *addr, socklen_t *len)
         errno = ENOTCONN;
         return -1;
     }
-    lt_fill_addr(addr, len, s->remote_ip, s->remote_port);
+    lt_fill_addr(s, addr, len, s->remote_ip, s->remote_port);
     return 0;
 }
 
@@ -48,13 +38,17 @@ int getpeername(int fd, struct sockaddr *addr, socklen_t *len)
  * sizes...): TAS has its own policy, so they are accepted and ignored. */
 int setsockopt(int fd, int level, int name, const void *val, socklen_t len)
 {
-    if (lt_sock_of(fd) == NULL)
+    struct lt_sock *s = lt_sock_of(fd);
+    if (s == NULL)
         return REAL(setsockopt)(fd, level, name, val, len);
+    lt_record_option(s, level, name, val, len);
     return 0;
 }
 
 static int option_value(struct lt_sock *s, int level, int name)
 {
+    if (level == IPPROTO_IPV6 && name == IPV6_V6ONLY)
+        return s->v6only;
     if (level != SOL_SOCKET)
         return level == IPPROTO_TCP && name == TCP_NODELAY;
     switch (name) {
@@ -66,7 +60,9 @@ static int option_value(struct lt_sock *s, int level, int name)
     case SO_TYPE:
         return SOCK_STREAM;
     case SO_DOMAIN:
-        return AF_INET;
+        return s->family;
+    case SO_REUSEADDR:
+        return s->reuseaddr;
     case SO_PROTOCOL:
         return IPPROTO_TCP;
     case SO_ACCEPTCONN:

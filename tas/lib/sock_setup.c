@@ -15,7 +15,8 @@ static int fail(int e)
 int socket(int domain, int type, int protocol)
 {
     int base = type & ~(SOCK_NONBLOCK | SOCK_CLOEXEC);
-    if (domain != AF_INET || base != SOCK_STREAM || (protocol != 0 && protocol != IPPROTO_TCP))
+    if ((domain != AF_INET && domain != AF_INET6) || base != SOCK_STREAM ||
+        (protocol != 0 && protocol != IPPROTO_TCP))
         return REAL(socket)(domain, type, protocol);
     lt_lock();
     int fd = -1;
@@ -26,24 +27,13 @@ int socket(int domain, int type, int protocol)
     struct lt_sock *s = lt_sock_new();
     if (s != NULL) {
         s->nonblock = !!(type & SOCK_NONBLOCK);
+        s->family = domain;
         fd = lt_fd_install(s, type & SOCK_CLOEXEC);
         if (fd < 0)
             lt_sock_unref(s);
     }
     lt_unlock();
     return fd;
-}
-
-int lt_inet_addr_of(const struct sockaddr *a, socklen_t len, uint32_t *ip, uint16_t *port)
-{
-    if (a == NULL || len < sizeof(struct sockaddr_in))
-        return -EINVAL;
-    if (a->sa_family != AF_INET)
-        return -EAFNOSUPPORT;
-    const struct sockaddr_in *in = (const struct sockaddr_in *)a;
-    *ip = ntohl(in->sin_addr.s_addr);
-    *port = ntohs(in->sin_port);
-    return 0;
 }
 
 int bind(int fd, const struct sockaddr *addr, socklen_t len)
@@ -53,7 +43,11 @@ int bind(int fd, const struct sockaddr *addr, socklen_t len)
         return REAL(bind)(fd, addr, len);
     if (s->kind != LT_NEW)
         return fail(EINVAL);
-    int r = lt_inet_addr_of(addr, len, &s->local_ip, &s->local_port);
+    int r = lt_inet_addr_of(s, addr, len, &s->local_ip, &s->local_port);
+    if (r == LT_IPV6_PROPER) {          /* IPv6 itself: the kernel's */
+        r = lt_to_kernel(fd, s);
+        return r < 0 ? fail(-r) : REAL(bind)(fd, addr, len);
+    }
     return r < 0 ? fail(-r) : 0;
 }
 
@@ -127,11 +121,12 @@ int accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags)
     if (c != NULL) {
         lt_conn_open(c, &m);
         c->nonblock = !!(flags & SOCK_NONBLOCK);
+        c->family = s->family;
         nfd = lt_fd_install(c, flags & SOCK_CLOEXEC);
         if (nfd < 0)
             lt_sock_unref(c);
         else
-            lt_fill_addr(addr, len, c->remote_ip, c->remote_port);
+            lt_fill_addr(c, addr, len, c->remote_ip, c->remote_port);
     }
     lt_unlock();
     return (int)lt_sock_done(s, st < 0 ? fail(-st) : nfd);
