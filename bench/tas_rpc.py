@@ -23,8 +23,8 @@ import tempfile
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from deploy.report import print_table, write_json  # noqa: E402
-from tas.launcher import DaemonProcess  # noqa: E402
 from tas.run import environ  # noqa: E402
+from tas_benchlib import start_memif_pair  # noqa: E402
 
 RPC_ECHO = os.path.join(ROOT, "build", "bench", "rpc_echo")
 PORT = 7000
@@ -48,29 +48,6 @@ def run_point(server_ip, port, size, conns, duration, warmup, server_env=None,
     finally:
         srv.terminate()
         srv.wait(30)
-
-
-def start_memif_pair(tmp, idle_block_us, yield_idle):
-    """Two daemons, one memif link: A (memif server, 10.1.0.1), B (client).
-    Each fast path gets its own core (A: 1, B: 0) and shares it with an app;
-    idle fast paths yield the CPU (fastpath.yield_when_idle) unless told not
-    to, and block after idle_block_us."""
-    sock = os.path.join(tmp, "memif.sock")
-    procs = []
-    for name, role, ip, mac, main_core, fp_core in (
-            ("bencha", "server", "10.1.0.1", "02:00:00:00:01:01", 0, 1),
-            ("benchb", "client", "10.1.0.2", "02:00:00:00:01:02", 1, 0)):
-        path = os.path.join(tmp, f"{name}.toml")
-        with open(path, "w") as f:
-            f.write(f'[tas]\ninstance = "{name}"\nip = "{ip}"\nmac = "{mac}"\n'
-                    f'[dpdk]\ndevice = "net_memif"\nmemif_role = "{role}"\n'
-                    f'memif_socket = "{sock}"\nmem_mb = 256\nmbufs = 8191\n'
-                    f'main_core = {main_core}\nfp_cores = [{fp_core}]\n'
-                    f'[fastpath]\nidle_block_us = {idle_block_us}\n'
-                    f'yield_when_idle = {"true" if yield_idle else "false"}\n'
-                    f'[peer]\nnetns = ""\nip = "10.1.0.254"\n')
-        procs.append(DaemonProcess(path, name, None).start())
-    return procs
 
 
 def main():

@@ -1,0 +1,45 @@
+"""Shared helpers of the TAS benchmarks: daemons on the embedded devices."""
+import os
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+from tas.launcher import DaemonProcess  # noqa: E402
+
+
+def start_memif_pair(tmp, idle_block_us=10000, yield_idle=True, extra=""):
+    """Two daemons, one memif link: A (memif server, 10.1.0.1), B (client).
+    Each fast path gets its own core (A: 1, B: 0) and shares it with an app;
+    idle fast paths yield the CPU (fastpath.yield_when_idle) unless told not
+    to, and block after idle_block_us.  extra: more [dpdk] keys."""
+    sock = os.path.join(tmp, "memif.sock")
+    procs = []
+    try:
+        for name, role, ip, mac, main_core, fp_core in (
+                ("bencha", "server", "10.1.0.1", "02:00:00:00:01:01", 0, 1),
+                ("benchb", "client", "10.1.0.2", "02:00:00:00:01:02", 1, 0)):
+            path = os.path.join(tmp, f"{name}.toml")
+            with open(path, "w") as f:
+                f.write(f'[tas]\ninstance = "{name}"\nip = "{ip}"\nmac = "{mac}"\n'
+                        f'[dpdk]\ndevice = "net_memif"\nmemif_role = "{role}"\n'
+                        f'memif_socket = "{sock}"\nmem_mb = 256\nmbufs = 8191\n'
+                        f'main_core = {main_core}\nfp_cores = [{fp_core}]\n{extra}\n'
+                        f'[fastpath]\nidle_block_us = {idle_block_us}\n'
+                        f'yield_when_idle = {"true" if yield_idle else "false"}\n'
+                        f'[peer]\nnetns = ""\nip = "10.1.0.254"\n')
+            procs.append(DaemonProcess(path, name, None).start())
+    except BaseException:
+        for d in procs:
+            d.stop()
+        raise
+    return procs
+
+
+def start_kernel_peer(tmp, device="net_tap", extra=""):
+    """One daemon with the Linux kernel as peer in namespace benchns."""
+    path = os.path.join(tmp, "benchk.toml")
+    with open(path, "w") as f:
+        f.write(f'[tas]\ninstance = "benchk"\nip = "10.0.0.2"\n'
+                f'[dpdk]\ndevice = "{device}"\niface = "benchk0"\nmem_mb = 256\n'
+                f'mbufs = 8191\n{extra}\n[peer]\nnetns = "benchns"\nip = "10.0.0.1"\n')
+    return DaemonProcess(path, "benchk", "benchns").start()

@@ -1,0 +1,161 @@
+"""TAS bulk throughput: one command, one table, one JSON file.
+
+  python bench/tas_bulk.py [--seconds 3] [--repeat 3] [--streams 1,4]
+                           [--mtu 1500] [--cc dctcp-rate|none|...] [--device net_tap]
+
+Unmodified iperf3 (server and client), in one run, repeated and interleaved:
+  tas-tas:      both ends under tas-run on two daemons joined by net_memif
+  tas-linux:    server under tas-run, client the Linux kernel in the daemon's
+                peer namespace (the embedded default device, or --device)
+  linux-linux:  both on the Linux kernel across a veth pair
+Prints min/median/max MB/s, the median's ratio to linux-linux, and for the
+TAS rows what the server's daemon spent: CPU microseconds per segment,
+segments per second, ACKs per received data segment and bytes per segment.
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+from bindings import stats  # noqa: E402
+from deploy.report import print_table, write_json  # noqa: E402
+from tas.run import environ  # noqa: E402
+from tas_benchlib import start_kernel_peer, start_memif_pair  # noqa: E402
+
+LINUX_NS = "bulk-linux"
+TICK_US = 1e6 / os.sysconf("SC_CLK_TCK")
+
+
+def sh(*cmd):
+    subprocess.run(cmd, check=True, capture_output=True)
+
+
+def veth_up():
+    veth_down()
+    sh("ip", "netns", "add", LINUX_NS)
+    sh("ip", "link", "add", "bulk0", "type", "veth", "peer", "name", "bulk1")
+    sh("ip", "link", "set", "bulk1", "netns", LINUX_NS)
+    sh("ip", "addr", "add", "10.9.1.1/24", "dev", "bulk0")
+    sh("ip", "link", "set", "bulk0", "up")
+    sh("ip", "netns", "exec", LINUX_NS, "ip", "addr", "add", "10.9.1.2/24", "dev", "bulk1")
+    sh("ip", "netns", "exec", LINUX_NS, "ip", "link", "set", "bulk1", "up")
+
+
+def veth_down():
+    subprocess.run(["ip", "link", "del", "bulk0"], capture_output=True)
+    subprocess.run(["ip", "netns", "del", LINUX_NS], capture_output=True)
+
+
+def cpu_us(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) * TICK_US
+
+
+def iperf(server_env, client_prefix, client_env, host, port, streams, seconds):
+    srv = subprocess.Popen(["iperf3", "-s", "-1", "-p", str(port), "--forceflush"],
+                           env=server_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           text=True)
+    try:
+        line = srv.stdout.readline()
+        while line and "listening" not in line:
+            line = srv.stdout.readline()
+        out = subprocess.run([*client_prefix, "iperf3", "-c", host, "-p", str(port), "-t",
+                              str(seconds), "-P", str(streams), "-J"], env=client_env,
+                             capture_output=True, text=True, timeout=seconds * 10 + 60)
+        srv.wait(timeout=60)
+    finally:
+        if srv.poll() is None:
+            srv.kill()
+            srv.wait()
+    r = json.loads(out.stdout or "{}")
+    if out.returncode != 0 or "end" not in r:
+        raise RuntimeError(f"iperf3 failed: {r.get('error', out.stderr)}")
+    return r["end"]["sum_received"]["bytes"] / r["end"]["sum_received"]["seconds"] / 1e6
+
+
+def measured(daemon, run):
+    """run() under the server daemon's counters: (MB/s, per-segment figures)."""
+    c0, t0 = stats.read("tas", daemon.instance), cpu_us(daemon.proc.pid)
+    mbs = run()
+    c1, t1 = stats.read("tas", daemon.instance), cpu_us(daemon.proc.pid)
+    d = {k: c1[k] - c0[k] for k in ("tcp_rx_segs", "tcp_tx_segs", "tcp_acks_sent",
+                                    "tcp_rx_bytes", "rx_pkts", "tx_pkts")}
+    segs = max(d["tcp_rx_segs"] + d["tcp_tx_segs"], 1)
+    return mbs, {"cpu_us_per_seg": (t1 - t0) / segs,
+                 "acks_per_rx_seg": d["tcp_acks_sent"] / max(d["tcp_rx_segs"], 1),
+                 "bytes_per_rx_seg": d["tcp_rx_bytes"] / max(d["tcp_rx_segs"], 1),
+                 "pkts": d["rx_pkts"] + d["tx_pkts"]}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=int, default=3)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--streams", default="1,4")
+    ap.add_argument("--mtu", type=int, default=1500, help="dpdk.mtu of the daemons (and veth)")
+    ap.add_argument("--cc", default=None, help="cc.algorithm of the daemons (default: config)")
+    ap.add_argument("--device", default="net_tap", help="device of the tas-linux daemon")
+    args = ap.parse_args()
+    streams = [int(s) for s in args.streams.split(",")]
+    dpdk = f"mtu = {args.mtu}" + (f'\n[cc]\nalgorithm = "{args.cc}"' if args.cc else "")
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        veth_up()
+        sh("ip", "link", "set", "bulk0", "mtu", str(args.mtu))
+        sh("ip", "netns", "exec", LINUX_NS, "ip", "link", "set", "bulk1", "mtu", str(args.mtu))
+        pair = start_memif_pair(tmp, extra=dpdk)
+        kpeer = start_kernel_peer(tmp, args.device, extra=dpdk)
+        try:
+            for rep in range(args.repeat):
+                for n in streams:
+                    runs = {
+                        "tas-tas": lambda: measured(pair[0], lambda: iperf(
+                            environ("bencha"), [], environ("benchb"), "10.1.0.1", 5401, n,
+                            args.seconds)),
+                        "tas-linux": lambda: measured(kpeer, lambda: iperf(
+                            environ("benchk"), ["ip", "netns", "exec", "benchns"], None,
+                            "10.0.0.2", 5402, n, args.seconds)),
+                        "linux-linux": lambda: (iperf(None, ["ip", "netns", "exec", LINUX_NS],
+                                                      None, "10.9.1.1", 5403, n,
+                                                      args.seconds), {}),
+                    }
+                    for name, run in runs.items():
+                        mbs, per = run()
+                        results.setdefault((name, n), []).append((mbs, per))
+                        print(f"  rep {rep} {name} x{n}: {mbs:.0f} MB/s", flush=True)
+        finally:
+            kpeer.stop()
+            for d in pair:
+                d.stop()
+            subprocess.run(["ip", "netns", "del", "benchns"], capture_output=True)
+            veth_down()
+    rows, points = [], []
+    for n in streams:
+        linux = statistics.median(m for m, _ in results[("linux-linux", n)])
+        for name in ("tas-tas", "tas-linux", "linux-linux"):
+            vals = [m for m, _ in results[(name, n)]]
+            per = results[(name, n)][-1][1]
+            med = statistics.median(vals)
+            points.append({"config": name, "streams": n, "mb_s": vals, "median": med,
+                           "ratio_to_linux": med / linux if linux else None, **per})
+            rows.append([name, n, f"{min(vals):.0f}", f"{med:.0f}", f"{max(vals):.0f}",
+                         f"{med / linux:.2f}" if linux else "-",
+                         f"{per['cpu_us_per_seg']:.2f}" if per else "-",
+                         f"{per['acks_per_rx_seg']:.2f}" if per else "-",
+                         f"{per['bytes_per_rx_seg']:.0f}" if per else "-"])
+    print()
+    print_table(["config", "streams", "min MB/s", "median", "max", "x linux",
+                 "daemon cpu us/seg", "acks/rx seg", "bytes/rx seg"], rows)
+    write_json("tas_bulk.json", {"seconds": args.seconds, "repeat": args.repeat,
+                                 "mtu": args.mtu, "cc": args.cc, "device": args.device,
+                                 "points": points})
+
+
+if __name__ == "__main__":
+    main()
