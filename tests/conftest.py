@@ -65,3 +65,14 @@ def pytest_collection_modifyitems(config, items):
                 raise pytest.UsageError(f"{item.nodeid} is marked fast but needs root")
             if not item.get_closest_marker("root"):
                 item.add_marker(pytest.mark.root)
+
+
+@pytest.fixture
+def procs():
+    """Processes a test starts; killed if still running when it ends."""
+    started = []
+    yield started
+    for p in started:
+        if p.poll() is None:
+            p.kill()
+            p.communicate()
