@@ -77,7 +77,7 @@ uint64_t file_size(uint32_t ino, uint32_t gen)
 static ssize_t do_pread(int fd, void *buf, size_t len, int64_t off, int advance)
 {
     struct sfile *f = sfile_get(fd);
-    if (f == NULL || (f->flags & O_ACCMODE) == O_WRONLY) {
+    if (f == NULL || (f->o->flags & O_ACCMODE) == O_WRONLY) {
         errno = EBADF;
         return -1;
     }
@@ -86,7 +86,7 @@ static ssize_t do_pread(int fd, void *buf, size_t len, int64_t off, int advance)
         return -1;
     }
     if (advance)
-        off = (int64_t)f->off;
+        off = (int64_t)f->o->off;
     if (off < 0) {
         errno = EINVAL;
         return -1;
@@ -117,7 +117,7 @@ static ssize_t do_pread(int fd, void *buf, size_t len, int64_t off, int advance)
         }
     }
     if (advance)
-        f->off += n;
+        f->o->off += n;
     return (ssize_t)n;
 }
 
@@ -182,11 +182,11 @@ static void maybe_digest(void)
 static struct sfile *writable(int fd)
 {
     struct sfile *f = sfile_get(fd);
-    if (f == NULL || (f->flags & O_ACCMODE) == O_RDONLY || f->owner != G.pid) {
+    if (f == NULL || (f->o->flags & O_ACCMODE) == O_RDONLY) {
         errno = EBADF;
         return NULL;
     }
-    if (ns_claim() != 0)
+    if (ns_claim() != 0 || sfile_may_write(f) != 0)
         return NULL;
     return f;
 }
@@ -216,10 +216,10 @@ static ssize_t do_pwrite(int fd, const void *buf, size_t len, int64_t off, int a
         return -1;
     }
     /* Linux: O_APPEND writes go to the end, even through pwrite */
-    if (f->flags & O_APPEND)
+    if (f->o->flags & O_APPEND)
         off = (int64_t)file_size(f->ino, f->gen);
     else if (advance)
-        off = (int64_t)f->off;
+        off = (int64_t)f->o->off;
     if (off < 0) {
         errno = EINVAL;
         return -1;
@@ -239,7 +239,7 @@ static ssize_t do_pwrite(int fd, const void *buf, size_t len, int64_t off, int a
         maybe_digest();
     }
     if (advance)
-        f->off = (uint64_t)off + done;
+        f->o->off = (uint64_t)off + done;
     return (ssize_t)done;
 }
 
@@ -265,10 +265,10 @@ static ssize_t do_pwrite_ref(int fd, uint64_t pool_off, size_t len, int64_t off,
         return -1;
     }
     /* Linux: O_APPEND writes go to the end, even through pwrite */
-    if (f->flags & O_APPEND)
+    if (f->o->flags & O_APPEND)
         off = (int64_t)file_size(f->ino, f->gen);
     else if (advance)
-        off = (int64_t)f->off;
+        off = (int64_t)f->o->off;
     /* the extent must be durable before the entry that points at it */
     strata_persist(G.base + pool_off, len);
     struct strata_ref ref = {.pool_off = pool_off, .len = len,
@@ -278,7 +278,7 @@ static ssize_t do_pwrite_ref(int fd, uint64_t pool_off, size_t len, int64_t off,
     kb_stats_add(G.c.ref_writes, 1);
     maybe_digest();
     if (advance)
-        f->off = (uint64_t)off + len;
+        f->o->off = (uint64_t)off + len;
     return (ssize_t)len;
 }
 
@@ -327,7 +327,7 @@ static int64_t do_lseek(int fd, int64_t off, int whence)
     int64_t size = (int64_t)file_size(f->ino, f->gen), pos;
     switch (whence) {
     case SEEK_SET: pos = off; break;
-    case SEEK_CUR: pos = (int64_t)f->off + off; break;
+    case SEEK_CUR: pos = (int64_t)f->o->off + off; break;
     case SEEK_END:
         if (f->is_dir) { /* as tmpfs/ext4 directories */
             errno = EINVAL;
@@ -349,7 +349,7 @@ static int64_t do_lseek(int fd, int64_t off, int whence)
         errno = EINVAL;
         return -1;
     }
-    f->off = (uint64_t)pos;
+    f->o->off = (uint64_t)pos;
     return pos;
 }
 

@@ -312,6 +312,8 @@ int strata_attach(const char *path)
     if (strata_pool_lock() != 0)
         goto out;
     digest_dead_slots();
+    ofd_adopt();           /* fds inherited over exec (before the sweep: orphans) */
+    lease_release_stale();
     orphan_sweep();
     G.sb->mounts++;
     strata_pool_unlock();

@@ -80,6 +80,14 @@ static int mode_arg(int flags, va_list ap)
     return (flags & (O_CREAT | O_TMPFILE)) ? va_arg(ap, int) : 0;
 }
 
+/* A Strata file opened as fd 0, 1 or 2 (after close(1), say): stdio too. */
+static int std_checked(int fd)
+{
+    if (fd >= 0 && fd <= 2)
+        shim_std_redirect(fd, 0);
+    return fd;
+}
+
 /* Shared body of the open family: fetch the optional mode, route, dispatch. */
 #define OPEN_BODY(route, real_call)                                        \
     va_list ap;                                                            \
@@ -88,7 +96,7 @@ static int mode_arg(int flags, va_list ap)
     va_end(ap);                                                            \
     char p[PATH_MAX];                                                      \
     int r = (route);                                                       \
-    return r < 0 ? -1 : r ? strata_open(p, flags, (unsigned)mode) : (real_call);
+    return r < 0 ? -1 : r ? std_checked(strata_open(p, flags, (unsigned)mode)) : (real_call);
 
 int open(const char *path, int flags, ...) { OPEN_BODY(shim_route(path, p), REAL(open)(path, flags, mode)) }
 int open64(const char *path, int flags, ...) { OPEN_BODY(shim_route(path, p), REAL(open64)(path, flags, mode)) }

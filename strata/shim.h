@@ -7,6 +7,8 @@
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <limits.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 /* Resolve the next definition of a libc function once (thread-safe enough:
  * every thread computes the same pointer). */
@@ -22,5 +24,14 @@
  * route_at also resolves paths relative to a Strata directory fd. */
 int shim_route(const char *path, char out[PATH_MAX]);
 int shim_route_at(int dirfd, const char *path, char out[PATH_MAX]);
+
+/* shim_stdio.c: route stdin/stdout/stderr through Strata once fd 0/1/2 is a
+ * Strata fd (at_start: inherited over exec). */
+void shim_std_redirect(int fd, int at_start);
+
+/* In a child that shares our memory without having run the atfork handlers
+ * (vfork, clone): our tables are the parent's, so fd operations there must
+ * go straight to the kernel (the fds are already shared: see ofd.c). */
+#define SHIM_FOREIGN_CHILD() (G.base != NULL && (pid_t)syscall(SYS_getpid) != G.pid)
 
 #endif

@@ -41,7 +41,7 @@ static void move_lock_fd(int fd)
 
 int close(int fd)
 {
-    if (strata_is_fd(fd))
+    if (strata_is_fd(fd) && !SHIM_FOREIGN_CHILD())
         return strata_close(fd);
     if (G.base != NULL && fd == G.lock_fd)
         return 0;
@@ -53,7 +53,7 @@ int close(int fd)
  * pool's lock fd is skipped, the rest goes to the kernel. */
 int close_range(unsigned int first, unsigned int last, int flags)
 {
-    if (flags != 0 || G.base == NULL)
+    if (flags != 0 || G.base == NULL || SHIM_FOREIGN_CHILD())
         return REAL(close_range)(first, last, flags);
     for (unsigned int fd = first; fd <= last && fd < 65536; fd++)
         if (strata_is_fd((int)fd))
@@ -233,12 +233,19 @@ int posix_fallocate64(int fd, off64_t off, off64_t len)
     return strata_fallocate(fd, 0, off, len) == 0 ? 0 : errno;
 }
 
-int dup(int fd) { return strata_is_fd(fd) ? strata_dup(fd, -1) : REAL(dup)(fd); }
+int dup(int fd) { return strata_is_fd(fd) && !SHIM_FOREIGN_CHILD() ? strata_dup(fd, -1) : REAL(dup)(fd); }
 
 int dup2(int fd, int nfd)
 {
-    if (strata_is_fd(fd))
+    if (SHIM_FOREIGN_CHILD())
+        return REAL(dup2)(fd, nfd);
+    if (strata_is_fd(fd)) {
+        if (nfd >= 0 && nfd <= 2 && fd != nfd)
+            shim_std_redirect(nfd, 0);
+        if (fd != nfd)
+            move_lock_fd(nfd);
         return strata_dup(fd, nfd);
+    }
     if (fd != nfd && strata_is_fd(nfd))
         strata_close(nfd);
     move_lock_fd(nfd);
@@ -247,11 +254,16 @@ int dup2(int fd, int nfd)
 
 int dup3(int fd, int nfd, int flags)
 {
+    if (SHIM_FOREIGN_CHILD())
+        return REAL(dup3)(fd, nfd, flags);
     if (strata_is_fd(fd)) {
+        if (nfd >= 0 && nfd <= 2 && fd != nfd)
+            shim_std_redirect(nfd, 0);
         if (fd == nfd) {
             errno = EINVAL;
             return -1;
         }
+        move_lock_fd(nfd);
         int r = strata_dup(fd, nfd);
         if (r >= 0 && (flags & O_CLOEXEC))
             REAL(fcntl)(r, F_SETFD, FD_CLOEXEC);
@@ -301,7 +313,7 @@ int fcntl(int fd, int cmd, ...)
     va_start(ap, cmd);
     void *arg = va_arg(ap, void *);
     va_end(ap);
-    return strata_is_fd(fd) ? strata_fcntl(fd, cmd, arg) : REAL(fcntl)(fd, cmd, arg);
+    return strata_is_fd(fd) && !SHIM_FOREIGN_CHILD() ? strata_fcntl(fd, cmd, arg) : REAL(fcntl)(fd, cmd, arg);
 }
 
 int fcntl64(int fd, int cmd, ...)
@@ -310,5 +322,5 @@ int fcntl64(int fd, int cmd, ...)
     va_start(ap, cmd);
     void *arg = va_arg(ap, void *);
     va_end(ap);
-    return strata_is_fd(fd) ? strata_fcntl(fd, cmd, arg) : REAL(fcntl64)(fd, cmd, arg);
+    return strata_is_fd(fd) && !SHIM_FOREIGN_CHILD() ? strata_fcntl(fd, cmd, arg) : REAL(fcntl64)(fd, cmd, arg);
 }

@@ -12,6 +12,7 @@
 #include "kb/stats.h"
 #include "strata/strata_api.h"
 #include "strata/strata_layout.h"
+#include "strata/strata_ofd.h"
 
 /* One pending (undigested) data op of this process, for the read overlay. */
 struct pend_op {
@@ -146,17 +147,31 @@ void pend_clear_all(void);
 void pend_drop(uint32_t ino);
 uint64_t file_size(uint32_t ino, uint32_t gen);
 
-/* libfs.c: open file table */
+/* libfs.c: open file table.  Offset, status flags and lease holder live in
+ * the OFD state (o), shared with other processes once the OFD is shared. */
 struct sfile {
     uint32_t ino, gen;
-    int flags;               /* O_ACCMODE | O_APPEND | O_NONBLOCK ... */
     int is_dir;
-    int refs;
-    pid_t owner;             /* process that opened it (fork: children may not write) */
-    uint64_t off;
-    char *path;
+    int refs;                /* fd numbers of this process that name it */
+    int shared;              /* o is a MAP_SHARED memfd page (ofd.c), else malloc'd */
+    pid_t owner;             /* process that counted it in G.opens */
+    pid_t lease_owner;       /* process that counted it in G.wlease (holds the lease) */
+    struct strata_ofd *o;
+    const char *path;        /* o->path */
 };
 struct sfile *sfile_get(int fd);
+int sfile_fd_limit(void);                    /* 1 + highest fd ever entered */
+void sfile_install(int fd, struct sfile *f); /* adoption: enter an inherited fd */
+void sfile_adopt(struct sfile *f);           /* adoption: open and lease accounting */
+int sfile_may_write(struct sfile *f);        /* lease check of a write (EBADF/EBUSY) */
+void lease_release_stale(void);
+void strata_before_spawn(int inheritable_only); /* digest, share OFDs (ofd.c) */
+/* ofd.c */
+struct strata_ofd *ofd_new(const char *path, uint32_t ino, uint32_t gen, int flags, int is_dir);
+void ofd_free(struct sfile *f);
+int ofd_share_all(int inheritable_only);
+int ofd_scan(void);
+int ofd_adopt(void);
 #define LOCKED(expr)                                  \
     ({                                                \
         pthread_mutex_lock(&G.mu);                    \
