@@ -1,7 +1,7 @@
 """`strata`: operator CLI for the Strata pool.
 
-  strata [--pool P] mkfs [--size 256M] [--slots 16] [--log-size 8M] [--inodes 4096]
-  strata [--pool P] fsck | stat | digest | ls [DIR] | cat FILE | cp SRC DST
+  strata [--pool P] mkfs [--size auto] [--slots 16] [--log-size 8M] [--inodes 4096]
+  strata [--pool P] fsck | stat | df | digest | ls [DIR] | cat FILE | cp SRC DST
   strata [--pool P] run -- CMD ...     (LD_PRELOAD=libstrata.so)
   strata [--pool P] kernfs [--interval S]   (digest service loop)
 
@@ -32,16 +32,40 @@ def pool_path(p):
 
 
 def parse_size(s):
-    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
     s = s.strip().lower()
+    if s == "auto":
+        return 0  # the pool's file system size, at most 64G (sparse: costs what is written)
     return int(s[:-1]) * units[s[-1]] if s[-1] in units else int(s)
+
+
+def human(n):
+    for unit in ("B", "K", "M", "G", "T"):
+        if abs(n) < 1024 or unit == "T":
+            return f"{n:.0f}{unit}" if unit == "B" else f"{n:.1f}{unit}"
+        n /= 1024
 
 
 def cmd_mkfs(a):
     rc = lib.lib().strata_mkfs(a.pool.encode(), parse_size(a.size), a.slots,
                                parse_size(a.log_size), a.inodes)
     lib.check(rc, f"mkfs {a.pool}")
-    print(f"made Strata pool {a.pool} ({a.size})")
+    lib.attach(a.pool)
+    d = lib.df()
+    print(f"made Strata pool {a.pool}: {human(d['pool_bytes'])} sparse, "
+          f"data capacity {human(d['data_capacity_bytes'])} ({d['data_capacity_bytes']} bytes), "
+          f"{d['log_slots']} logs of {human(d['log_bytes_per_slot'])}, "
+          f"backing file system free {human(d['backing_free_bytes'])}")
+    return 0
+
+
+def cmd_df(a):
+    lib.attach(a.pool)
+    d = lib.df()
+    width = max(map(len, d))
+    for k, v in d.items():
+        shown = human(v) if k.endswith("_bytes") and v >= 0 else str(v)
+        print(f"{k:<{width}}  {shown:>10}  {v}")
     return 0
 
 
@@ -61,6 +85,9 @@ def cmd_stat(a):
     for k, v in info.items():
         print(f"  {k:<{width}}  {v}")
     print(f"  {'real_pmem':<{width}}  {'yes' if info['is_pmem'] == '1' else 'no (emulated)'}")
+    print("space")
+    for k, v in lib.df().items():
+        print(f"  {k:<{width}}  {human(v) if k.endswith('_bytes') and v >= 0 else v}")
     total = {}
     for inst in stats.instances("strata"):
         if not os.path.exists(f"/proc/{inst}"):
@@ -151,12 +178,14 @@ def main(argv=None):
     p.add_argument("--pool", default=os.environ.get("STRATA_POOL", DEFAULT_POOL))
     sub = p.add_subparsers(dest="cmd", required=True)
     m = sub.add_parser("mkfs", help="create a pool")
-    m.add_argument("--size", default="256M")
+    m.add_argument("--size", default="auto",
+                   help="pool size; auto: its file system's size, at most 64G (sparse)")
     m.add_argument("--slots", type=int, default=16)
     m.add_argument("--log-size", default="8M")
     m.add_argument("--inodes", type=int, default=4096)
     sub.add_parser("fsck", help="recover and check; exit 1 on inconsistency")
-    sub.add_parser("stat", help="pool info and counters")
+    sub.add_parser("stat", help="pool info, space and counters")
+    sub.add_parser("df", help="data capacity, free space, log usage")
     sub.add_parser("digest", help="digest logs now")
     sub.add_parser("ls").add_argument("dir", nargs="?", default=mount_prefix())
     sub.add_parser("cat").add_argument("file")

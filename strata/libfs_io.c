@@ -145,7 +145,8 @@ static int reserve(struct sfile *f, uint64_t off, uint64_t len)
         uint64_t held = 0;
         for (uint32_t i = 0; i < G.sb->nslots; i++)
             held += G.slots[i].owner_pid ? G.slots[i].credits : 0;
-        uint64_t avail = G.sb->free_blocks > held ? G.sb->free_blocks - held : 0;
+        uint64_t free = strata_free_blocks(); /* the backing file system's room too */
+        uint64_t avail = free > held ? free - held : 0;
         uint64_t grab = need - G.credits_left;
         grab = grab < CREDIT_CHUNK ? CREDIT_CHUNK : grab;
         if (grab > avail)

@@ -125,13 +125,31 @@ static int on_tmpfs(const char *path)
     return statfs(path, &s) == 0 && s.f_type == TMPFS_MAGIC;
 }
 
+/* Default pool size: the file system that will hold it (the pool is sparse,
+ * so size costs nothing until written), at most 64 GiB; 256 MiB if unknown. */
+static uint64_t default_size(const char *path)
+{
+    char dir[512];
+    snprintf(dir, sizeof(dir), "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash == NULL)
+        snprintf(dir, sizeof(dir), ".");
+    else
+        slash == dir ? (void)(dir[1] = 0) : (void)(*slash = 0);
+    struct statfs s;
+    if (statfs(dir, &s) != 0 || s.f_blocks == 0)
+        return 256u << 20;
+    uint64_t fs = (uint64_t)s.f_blocks * (uint64_t)s.f_bsize, cap = 64ull << 30;
+    return (fs < cap ? fs : cap) / (1u << 20) * (1u << 20);
+}
+
 int strata_mkfs(const char *path, uint64_t size, uint32_t nslots, uint64_t log_bytes, uint32_t ninodes)
 {
     struct strata_super tmp = {.pool_size = size, .nslots = nslots ? nslots : 16,
                                .log_bytes = log_bytes ? log_bytes : (8u << 20),
                                .ninodes = ninodes ? ninodes : 4096};
     if (tmp.pool_size == 0)
-        tmp.pool_size = 256u << 20;
+        tmp.pool_size = default_size(path);
     if (layout(&tmp) != 0) {
         errno = EINVAL;
         return -1;
@@ -153,9 +171,30 @@ int strata_mkfs(const char *path, uint64_t size, uint32_t nslots, uint64_t log_b
         pmem_memset_persist(base, 0, tmp.off_ref);
     } else {
         unlink(path); /* a fresh sparse file: every region starts zeroed */
-        base = pmem_map_file(path, tmp.pool_size, PMEM_FILE_CREATE | PMEM_FILE_EXCL, 0600, &len, &is_pmem);
+        base = pmem_map_file(path, tmp.pool_size, PMEM_FILE_CREATE | PMEM_FILE_EXCL | PMEM_FILE_SPARSE, 0600,
+                             &len, &is_pmem);
         if (base == NULL)
             return -1;
+        /* back the metadata now (logs and data are backed as they are
+         * written, see space.c): a full file system is an ENOSPC here */
+        int fd = open(path, O_RDWR | O_CLOEXEC);
+        int bad = fd < 0 || (fallocate(fd, 0, 0, (off_t)tmp.off_logs) != 0 && errno != EOPNOTSUPP) ||
+                  (fallocate(fd, 0, (off_t)tmp.off_inodes, (off_t)(tmp.off_ref - tmp.off_inodes)) != 0 &&
+                   errno != EOPNOTSUPP);
+        /* the first page of each log: mount reads it (a read fault on a
+         * hole of a full tmpfs is a SIGBUS too) */
+        for (uint32_t i = 0; i < tmp.nslots && !bad; i++)
+            bad = fallocate(fd, 0, (off_t)(tmp.off_logs + i * tmp.log_bytes), STRATA_BLOCK) != 0 &&
+                  errno != EOPNOTSUPP;
+        int e = errno;
+        if (fd >= 0)
+            close(fd);
+        if (bad) {
+            pmem_unmap(base, len);
+            unlink(path);
+            errno = e;
+            return -1;
+        }
     }
     struct strata_fs fs = {.base = base, .map_len = len, .is_pmem = is_pmem};
     struct strata_super *sb = (struct strata_super *)base;
@@ -179,7 +218,11 @@ int strata_mkfs(const char *path, uint64_t size, uint32_t nslots, uint64_t log_b
         fs.bitmap[b / 8] |= (uint8_t)(1u << (b % 8));
     sb->free_blocks = sb->nblocks - meta;
     sb->crc = super_crc(sb);
-    pmem_persist(base, sb->off_ref);
+    /* persist what was stored; flushing the untouched logs of a sparse
+     * file would fault every page of them in */
+    pmem_persist(base, sb->off_logs);
+    pmem_persist(root, sizeof(*root));
+    pmem_persist(fs.bitmap, (meta + 7) / 8);
     pmem_unmap(base, len);
     return 0;
 }
@@ -225,6 +268,8 @@ int strata_map(const char *path, struct strata_fs *fs, int verbose, char *err, s
     fs->map_len = len;
     fs->is_pmem = is_pmem;
     fs->use_msync = !is_pmem && !on_tmpfs(path);
+    struct stat st;
+    fs->sparse = stat(path, &st) == 0 && S_ISREG(st.st_mode);
     snprintf(fs->path, sizeof(fs->path), "%s", path);
     set_views(fs);
     return 0;
@@ -397,6 +442,7 @@ int strata_pool_lock(void)
             G.lock_depth--;
             return -1;
         }
+    pool_space_lock();
     int32_t d = G.sb->dirty_pid;
     uint64_t ds = G.sb->dirty_start;
     G.sb->dirty_pid = G.pid;
@@ -413,6 +459,7 @@ void strata_pool_unlock(void)
 {
     if (--G.lock_depth > 0)
         return;
+    pool_punch_flush();
     G.sb->dirty_pid = 0;
     strata_persist(&G.sb->dirty_pid, sizeof(G.sb->dirty_pid));
     flock(G.lock_fd, LOCK_UN);

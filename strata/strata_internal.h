@@ -38,6 +38,8 @@ struct strata_fs {
     char *base;
     size_t map_len;
     int is_pmem, use_msync;
+    int sparse;              /* pool is a regular file: pages are backed on demand (space.c) */
+    uint64_t log_backed;     /* own log bytes known backed (space.c) */
     int lock_fd;
     pid_t pid;
     uint64_t start;          /* this process's start time (with pid: its identity) */
@@ -91,6 +93,15 @@ void strata_unmap(struct strata_fs *fs);
 int strata_pid_alive(pid_t pid);                    /* exists and is not a zombie */
 uint64_t strata_proc_start(pid_t pid);              /* 0 if no such live process */
 int strata_owner_alive(pid_t pid, uint64_t start);  /* same pid and start time */
+
+/* space.c: backing pages of a sparse pool, free space */
+int pool_back(uint64_t off, uint64_t len);  /* fallocate; -1 ENOSPC */
+int pool_back_block(uint32_t b);
+void pool_punch_block(uint32_t b);
+void pool_punch_flush(void);
+void pool_space_lock(void);
+uint64_t backing_free_blocks(void);
+uint64_t strata_free_blocks(void);          /* min(pool free, backing file system free) */
 
 /* shared.c: inodes, blocks, file data in the shared area */
 struct strata_inode *ino_get(uint32_t ino);

@@ -57,6 +57,9 @@ int strata_fsck(const char *pool_path, char *buf, size_t len);
 int strata_ls(const char *path, char *buf, size_t len);
 /* "key value" lines describing the attached pool. */
 int strata_info(char *buf, size_t len);
+/* "key value" lines: data capacity, used, free, reserved, backing file
+ * system free, log usage (strata df). */
+int strata_df(char *buf, size_t len);
 /* Test hook for simulated power loss: damage the last valid entry of each
  * dead slot (mode 0: zero it, 1: flip a payload byte, 2: clear its commit). */
 int strata_test_tear_tail(const char *pool_path, int mode);
