@@ -7,6 +7,7 @@
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <limits.h>
+#include <stddef.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -24,6 +25,15 @@
  * route_at also resolves paths relative to a Strata directory fd. */
 int shim_route(const char *path, char out[PATH_MAX]);
 int shim_route_at(int dirfd, const char *path, char out[PATH_MAX]);
+
+const char *shim_prefix(void); /* the mount prefix, e.g. "/strata" */
+
+/* shim_cwd.c: the pool path of the working directory while it is inside
+ * Strata, else NULL; the environment an exec'd program gets (it carries
+ * that directory to the next program). */
+const char *shim_vcwd(void);
+size_t shim_exec_env_room(char *const envp[]);           /* entries for out */
+char **shim_exec_env(char *const envp[], char **out);
 
 /* shim_stdio.c: route stdin/stdout/stderr through Strata once fd 0/1/2 is a
  * Strata fd (at_start: inherited over exec). */

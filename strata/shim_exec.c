@@ -13,6 +13,7 @@
 #include "shim.h"
 #include "strata_internal.h"
 
+#include <alloca.h>
 #include <errno.h>
 #include <spawn.h>
 #include <stdarg.h>
@@ -22,10 +23,15 @@
 
 extern char **environ;
 
+/* An explicit envp gets the Strata working directory (shim_cwd.c); the
+ * calls that use environ get it from there.  On the stack: this may run in
+ * a vfork child. */
+#define WITH_CWD(envp) shim_exec_env((envp), alloca(shim_exec_env_room(envp) * sizeof(char *)))
+
 int execve(const char *path, char *const argv[], char *const envp[])
 {
     strata_before_spawn(1);
-    return REAL(execve)(path, argv, envp);
+    return REAL(execve)(path, argv, WITH_CWD(envp));
 }
 
 int execv(const char *path, char *const argv[])
@@ -43,13 +49,13 @@ int execvp(const char *file, char *const argv[])
 int execvpe(const char *file, char *const argv[], char *const envp[])
 {
     strata_before_spawn(1);
-    return REAL(execvpe)(file, argv, envp);
+    return REAL(execvpe)(file, argv, WITH_CWD(envp));
 }
 
 int fexecve(int fd, char *const argv[], char *const envp[])
 {
     strata_before_spawn(1);
-    return REAL(fexecve)(fd, argv, envp);
+    return REAL(fexecve)(fd, argv, WITH_CWD(envp));
 }
 
 /* execl family: collect the variadic arguments (and envp for execle). */
@@ -91,14 +97,14 @@ int posix_spawn(pid_t *pid, const char *path, const posix_spawn_file_actions_t *
                 const posix_spawnattr_t *at, char *const argv[], char *const envp[])
 {
     strata_before_spawn(1);
-    return REAL(posix_spawn)(pid, path, fa, at, argv, envp);
+    return REAL(posix_spawn)(pid, path, fa, at, argv, WITH_CWD(envp));
 }
 
 int posix_spawnp(pid_t *pid, const char *file, const posix_spawn_file_actions_t *fa,
                  const posix_spawnattr_t *at, char *const argv[], char *const envp[])
 {
     strata_before_spawn(1);
-    return REAL(posix_spawnp)(pid, file, fa, at, argv, envp);
+    return REAL(posix_spawnp)(pid, file, fa, at, argv, WITH_CWD(envp));
 }
 
 int system(const char *cmd)

@@ -1,0 +1,64 @@
+"""Namespace through the shim, compared with tmpfs: the working directory
+inside /strata (chdir, fchdir, getcwd, relative paths, carried to the next
+program), coreutils/make walking into it, and an error-case table per call
+(ENOENT, EEXIST, ENOTDIR, EISDIR, ENOTEMPTY, EINVAL, ENAMETOOLONG, EXDEV)."""
+import json
+import os
+import subprocess
+import sys
+import uuid
+
+from strata_helpers import fsck_clean, shim_env
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def run(pool, argv, **extra):
+    r = subprocess.run(argv, env=shim_env(pool, **extra), capture_output=True, text=True, timeout=120)
+    return r.returncode, r.stdout, r.stderr
+
+
+def test_namespace_and_error_table_match_tmpfs(pool):
+    worker = os.path.join(HERE, "ns_worker.py")
+    # /tmp is on another file system than both /strata and /dev/shm (EXDEV)
+    rc, out, err = run(pool, ["sh", "-c", f"mkdir /strata/ns && exec {sys.executable} {worker} /strata/ns /tmp"])
+    assert rc == 0, err
+    ref = f"/dev/shm/strata-nsref-{uuid.uuid4().hex[:6]}"
+    os.mkdir(ref)
+    try:
+        rc_t, out_t, err_t = run(pool, [sys.executable, worker, ref, "/tmp"])
+    finally:
+        subprocess.run(["rm", "-rf", ref], check=True)
+    assert rc_t == 0, err_t
+    got, want = json.loads(out), json.loads(out_t)
+    assert got == want
+    assert want["errors"]["rename"]["across_file_systems"] == "EXDEV"
+    assert want["errors"]["rmdir"]["not_empty"] == "ENOTEMPTY"
+    fsck_clean(pool)
+
+
+def test_shell_cd_and_relative_paths_match_tmpfs(pool, tmp_path):
+    script = os.path.join(HERE, "cwd.sh")
+    rc, out, err = run(pool, ["bash", "-c", f"mkdir /strata/cw && bash {script} /strata/cw"])
+    rc_t, out_t, err_t = run(pool, ["bash", script, str(tmp_path)])
+    assert (rc, out, err) == (rc_t, out_t, err_t)
+    assert "D/a/b/c\nTrue ['c', 'f']\n" in out  # /bin/pwd and python in the next programs
+    fsck_clean(pool)
+
+
+def test_make_in_a_strata_directory(pool, tmp_path):
+    prog = ('cd "$1" && printf "out.txt: in.txt\\n\\tsort in.txt > out.txt\\n" > Makefile && '
+            'printf "b\\na\\n" > in.txt && make -s && cat out.txt && make && mkdir -p x/y && make -s -C x/y -f ../../Makefile -n')
+    rc, out, err = run(pool, ["bash", "-c", prog, "-", "/strata"])
+    rc_t, out_t, err_t = run(pool, ["bash", "-c", prog, "-", str(tmp_path)])
+    assert (rc, out.replace("/strata", "D")) == (rc_t, out_t.replace(str(tmp_path), "D")), err
+    assert out.startswith("a\nb\nmake: 'out.txt' is up to date.\n")
+
+
+def test_relative_path_without_libstrata_fails_loudly(pool):
+    """In a Strata directory the kernel's working directory is a removed
+    one: a program without libstrata gets ENOENT, it does not write into the
+    directory the shell started in."""
+    rc, out, err = run(pool, ["bash", "-c", "mkdir /strata/w && cd /strata/w && "
+                                            "env -u LD_PRELOAD sh -c 'echo x > f.txt'; echo rc=$?; ls"])
+    assert out == "rc=2\n" and "f.txt" in err
