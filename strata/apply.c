@@ -32,7 +32,7 @@ static int apply_create(const struct strata_entry *e)
     if (!ino_alive(e->ino, e->gen)) {
         if (in->mode != 0)
             return -1; /* inode taken by someone else: never overwrite it */
-        ino_init(e->ino, e->gen, (uint32_t)e->len, e->parent);
+        ino_init(e->ino, e->gen, (uint32_t)e->len, e->parent, (uint32_t)(e->off >> 32), (uint32_t)e->off);
     }
     if (dir_lookup(e->parent, entry_name(e), e->name_len) == NULL)
         return dir_insert(e->parent, entry_name(e), e->name_len, e->ino);

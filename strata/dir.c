@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 enum { D_EMPTY = 0, D_USED = 1, D_DEAD = 2 };
 
@@ -89,6 +90,7 @@ static int walk(const char *path, uint32_t *ino, const char **last, size_t *last
     }
     uint32_t cur = STRATA_ROOT_INO;
     const char *p = path;
+    int root = geteuid() == 0; /* search permission is checked for others */
     for (;;) {
         while (*p == '/')
             p++;
@@ -119,6 +121,8 @@ static int walk(const char *path, uint32_t *ino, const char **last, size_t *last
             errno = ENOTDIR;
             return -1;
         }
+        if (!root && perm_check(&G.inodes[cur], X_OK, 0) != 0)
+            return -1;
         if (len == 1 && p[0] == '.') {
         } else if (len == 2 && p[0] == '.' && p[1] == '.') {
             cur = G.inodes[cur].parent;

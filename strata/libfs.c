@@ -112,6 +112,7 @@ static void lease_release(uint32_t ino)
 /* Resolve or create the file (pool lock held). */
 static int open_inode(const char *path, int flags, unsigned int mode, uint32_t *ino)
 {
+    int created = 0; /* a file this open creates is opened whatever its mode says */
     if (path_resolve(path, ino) == 0) {
         if ((flags & O_CREAT) && (flags & O_EXCL)) {
             errno = EEXIST;
@@ -129,8 +130,11 @@ static int open_inode(const char *path, int flags, unsigned int mode, uint32_t *
             errno = EISDIR;
             return -1;
         }
+        if (perm_check(&G.inodes[parent], W_OK | X_OK, 0) != 0)
+            return -1;
         if (ns_create(parent, name, nlen, S_IFREG | (mode & 07777), ino) != 0)
             return -1;
+        created = 1;
     }
     struct strata_inode *in = &G.inodes[*ino];
     int acc = flags & O_ACCMODE;
@@ -142,6 +146,9 @@ static int open_inode(const char *path, int flags, unsigned int mode, uint32_t *
         errno = ENOTDIR;
         return -1;
     }
+    int want = (acc == O_RDONLY ? R_OK : acc == O_WRONLY ? W_OK : R_OK | W_OK) | (flags & O_TRUNC ? W_OK : 0);
+    if (!created && perm_check(in, want, 0) != 0)
+        return -1;
     if (in->lease_pid != 0 && in->lease_pid != G.pid && !strata_pid_alive(in->lease_pid))
         lease_take(*ino); /* recovers the dead writer's log, then drops it */
     if (acc != O_RDONLY && G.wlease[*ino] == 0) {

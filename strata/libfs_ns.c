@@ -65,8 +65,11 @@ int ns_create(uint32_t parent, const char *name, size_t nlen, uint32_t mode, uin
         errno = ENOSPC;
         return -1;
     }
+    /* the owner: the effective uid, and the parent's group if it is setgid */
+    uint32_t gid = (G.inodes[parent].mode & S_ISGID) ? G.inodes[parent].gid : (uint32_t)getegid();
     struct strata_entry h = {.kind = S_ISDIR(mode) ? STRATA_E_MKDIR : STRATA_E_CREATE,
-                             .ino = ino, .gen = G.inodes[ino].gen + 1, .parent = parent, .len = mode};
+                             .ino = ino, .gen = G.inodes[ino].gen + 1, .parent = parent, .len = mode,
+                             .off = (uint64_t)geteuid() << 32 | gid};
     if (ns_commit(&h, name, nlen, NULL, 0) != 0)
         return -1;
     *ino_out = ino;
@@ -86,7 +89,7 @@ static int do_mkdir(const char *path, unsigned int mode)
             errno = EEXIST;
     } else if (dir_lookup(parent, name, nlen)) {
         errno = EEXIST;
-    } else {
+    } else if (perm_check(&G.inodes[parent], W_OK | X_OK, 0) == 0) {
         rc = ns_create(parent, name, nlen, S_IFDIR | (mode & 07777), &ino);
     }
     strata_pool_unlock();
@@ -117,6 +120,8 @@ static int do_remove(const char *path, int dir)
         goto out;
     }
     struct strata_inode *in = &G.inodes[d->ino];
+    if (perm_check(&G.inodes[parent], W_OK | X_OK, 0) != 0 || perm_sticky(&G.inodes[parent], in) != 0)
+        goto out;
     if (!dir && S_ISDIR(in->mode)) {
         errno = EISDIR;
         goto out;
@@ -177,6 +182,10 @@ static int do_rename(const char *from, const char *to)
         rc = 0;
         goto out;
     }
+    if (perm_check(&G.inodes[p1], W_OK | X_OK, 0) != 0 || perm_check(&G.inodes[p2], W_OK | X_OK, 0) != 0 ||
+        perm_sticky(&G.inodes[p1], in) != 0 || (dst && perm_sticky(&G.inodes[p2], &G.inodes[dst->ino]) != 0) ||
+        (S_ISDIR(in->mode) && p1 != p2 && perm_check(in, W_OK, 0) != 0)) /* its ".." changes */
+        goto out;
     if (S_ISDIR(in->mode) && is_ancestor(ino, p2)) {
         errno = EINVAL;
         goto out;
@@ -229,7 +238,7 @@ static int do_chmod(const char *path, int fd, unsigned int mode)
     int rc = -1;
     struct sfile *f = path ? NULL : sfile_get(fd);
     if (path ? path_resolve(path, &ino) == 0 : f != NULL && ino_alive(f->ino, f->gen))
-        rc = chmod_ino(path ? ino : f->ino, mode);
+        rc = perm_owner(&G.inodes[path ? ino : f->ino]) == 0 ? chmod_ino(path ? ino : f->ino, mode) : -1;
     else if (!path)
         errno = EBADF;
     strata_pool_unlock();
@@ -247,8 +256,8 @@ static void fill_stat(uint32_t ino, uint32_t gen, struct stat *st)
     st->st_ino = ino;
     st->st_mode = in->mode;
     st->st_nlink = S_ISDIR(in->mode) ? 2 : (ino_alive(ino, gen) && in->parent != STRATA_ORPHAN);
-    st->st_uid = geteuid();
-    st->st_gid = getegid();
+    st->st_uid = in->uid;
+    st->st_gid = in->gid;
     st->st_size = (off_t)file_size(ino, gen);
     st->st_blksize = STRATA_BLOCK;
     st->st_blocks = (st->st_size + 511) / 512;
@@ -285,11 +294,7 @@ static int do_access(const char *path, int mode)
     uint32_t ino;
     if (path_resolve(path, &ino) != 0)
         return -1;
-    if ((mode & X_OK) && !S_ISDIR(G.inodes[ino].mode) && !(G.inodes[ino].mode & 0111)) {
-        errno = EACCES;
-        return -1;
-    }
-    return 0;
+    return mode == F_OK ? 0 : perm_check(&G.inodes[ino], mode & (R_OK | W_OK | X_OK), 1);
 }
 
 int strata_access(const char *path, int mode) { return LOCKED(do_access(path, mode)); }
@@ -303,6 +308,8 @@ static int do_listdir(const char *path, struct strata_dirent_out **out)
         errno = ENOTDIR;
         return -1;
     }
+    if (perm_check(&G.inodes[ino], R_OK, 0) != 0)
+        return -1;
     int n = 0, cap = 16;
     struct strata_dirent_out *v = malloc(cap * sizeof(*v));
     for (uint32_t i = 0; v && i < G.sb->ndirents; i++) {

@@ -213,6 +213,8 @@ int strata_mkfs(const char *path, uint64_t size, uint32_t nslots, uint64_t log_b
     root->gen = 1;
     root->parent = STRATA_ROOT_INO;
     root->mtime_s = root->ctime_s = time(NULL);
+    root->uid = (uint32_t)geteuid();
+    root->gid = (uint32_t)getegid();
     uint64_t meta = sb->off_data / STRATA_BLOCK;
     for (uint64_t b = 0; b < meta; b++)
         fs.bitmap[b / 8] |= (uint8_t)(1u << (b % 8));

@@ -35,12 +35,14 @@ uint32_t ino_alloc(void)
     return 0;
 }
 
-void ino_init(uint32_t ino, uint32_t gen, uint32_t mode, uint32_t parent)
+void ino_init(uint32_t ino, uint32_t gen, uint32_t mode, uint32_t parent, uint32_t uid, uint32_t gid)
 {
     struct strata_inode *i = &G.inodes[ino];
     memset(i, 0, sizeof(*i));
     i->gen = gen;
     i->parent = parent;
+    i->uid = uid;
+    i->gid = gid;
     i->mtime_s = i->ctime_s = time(NULL);
     i->mode = mode;
     strata_persist(i, sizeof(*i));

@@ -101,6 +101,8 @@ static int enter(const char *pool_path)
         errno = ENOTDIR;
         return -1;
     }
+    if (strata_access(pool_path, X_OK) != 0)
+        return -1;
     char norm[PATH_MAX];
     normalise(pool_path, norm);
     if (enter_anchor() != 0)

@@ -107,7 +107,7 @@ uint64_t strata_free_blocks(void);          /* min(pool free, backing file syste
 struct strata_inode *ino_get(uint32_t ino);
 int ino_alive(uint32_t ino, uint32_t gen);
 uint32_t ino_alloc(void);
-void ino_init(uint32_t ino, uint32_t gen, uint32_t mode, uint32_t parent);
+void ino_init(uint32_t ino, uint32_t gen, uint32_t mode, uint32_t parent, uint32_t uid, uint32_t gid);
 void ino_free(uint32_t ino);
 void ino_release(uint32_t ino); /* free, or orphan while this process has it open */
 void orphan_sweep(void);        /* free orphans whose opener died */
@@ -120,6 +120,12 @@ void block_mark(uint32_t b, int used);
 uint64_t blocks_needed(uint32_t ino, uint32_t gen, uint64_t size, uint64_t off, uint64_t len);
 int blk_used(uint32_t b);
 int valid_blk(uint32_t b); /* names a data block of this pool */
+
+/* perm.c: POSIX permission checks against the caller's effective ids
+ * (real ids when real != 0, for access()); 0 or -1 with EACCES/EPERM. */
+int perm_check(const struct strata_inode *in, int want, int real);
+int perm_sticky(const struct strata_inode *dir, const struct strata_inode *victim); /* EPERM */
+int perm_owner(const struct strata_inode *in);                                       /* EPERM */
 
 /* dir.c: dirent hash on (parent, name) and path resolution */
 struct strata_dirent *dir_lookup(uint32_t parent, const char *name, size_t nlen);

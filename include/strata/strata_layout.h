@@ -86,7 +86,7 @@ struct strata_entry {
     uint32_t entry_len;      /* header + payload, rounded up to 64 */
     uint32_t crc;            /* header (commit=crc=0) + payload, seeded by fs_id */
     uint32_t ino, gen;
-    uint64_t off;            /* write offset */
+    uint64_t off;            /* write offset; create/mkdir: uid << 32 | gid */
     uint64_t len;            /* data length, new size, or mode */
     uint32_t parent, parent2;
     uint32_t ino2, gen2;     /* rename victim */
@@ -113,7 +113,8 @@ struct strata_inode {
     uint32_t direct[16];
     uint32_t ind;
     uint32_t dind;
-    uint8_t pad[16];
+    uint32_t uid, gid;       /* owner (0 in pools made before owners were kept: root) */
+    uint8_t pad[8];
 };
 
 struct strata_dirent {

@@ -1,7 +1,8 @@
 """Namespace through the shim, compared with tmpfs: the working directory
 inside /strata (chdir, fchdir, getcwd, relative paths, carried to the next
 program), coreutils/make walking into it, and an error-case table per call
-(ENOENT, EEXIST, ENOTDIR, EISDIR, ENOTEMPTY, EINVAL, ENAMETOOLONG, EXDEV)."""
+(ENOENT, EEXIST, ENOTDIR, EISDIR, ENOTEMPTY, EINVAL, ENAMETOOLONG, EXDEV),
+and permission checks for a non-root user (EACCES, EPERM)."""
 import json
 import os
 import subprocess
@@ -62,3 +63,22 @@ def test_relative_path_without_libstrata_fails_loudly(pool):
     rc, out, err = run(pool, ["bash", "-c", "mkdir /strata/w && cd /strata/w && "
                                             "env -u LD_PRELOAD sh -c 'echo x > f.txt'; echo rc=$?; ls"])
     assert out == "rc=2\n" and "f.txt" in err
+
+
+def test_permissions_as_nobody_match_tmpfs(pool):
+    """Mode bits, owner, group, search permission, sticky directories and
+    chmod ownership, checked for uid/gid 65534 exactly as on tmpfs."""
+    worker = os.path.join(HERE, "perm_worker.py")
+    rc, out, err = run(pool, ["sh", "-c", f"mkdir -m 755 /strata/pm && exec {sys.executable} {worker} /strata/pm"])
+    assert rc == 0, err
+    ref = f"/dev/shm/strata-pmref-{uuid.uuid4().hex[:6]}"
+    os.mkdir(ref, 0o755)
+    try:
+        rc_t, out_t, err_t = run(pool, [sys.executable, worker, ref])
+    finally:
+        subprocess.run(["rm", "-rf", ref], check=True)
+    assert rc_t == 0, err_t
+    got, want = json.loads(out), json.loads(out_t)
+    assert got == want
+    assert want["read_0600_root"] == "EACCES" and want["unlink_other_in_sticky"] == "EPERM"
+    fsck_clean(pool)
