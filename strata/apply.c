@@ -85,7 +85,15 @@ int apply_namespace(const struct strata_entry *e)
     case STRATA_E_SETATTR:
         if (ino_alive(e->ino, e->gen)) {
             struct strata_inode *in = ino_get(e->ino);
-            in->mode = (in->mode & S_IFMT) | ((uint32_t)e->len & 07777);
+            uint32_t what = e->ino2 ? e->ino2 : STRATA_ATTR_MODE;
+            if (what & STRATA_ATTR_MODE)
+                in->mode = (in->mode & S_IFMT) | ((uint32_t)e->len & 07777);
+            if (what & STRATA_ATTR_OWNER) {
+                in->uid = (uint32_t)(e->off >> 32);
+                in->gid = (uint32_t)e->off;
+            }
+            if (what & STRATA_ATTR_MTIME)
+                in->mtime_s = e->gen2;
             in->ctime_s = e->mtime_s;
             strata_persist(in, sizeof(*in));
         }

@@ -23,7 +23,7 @@ int ns_claim(void)
 }
 
 /* Log h (+names), apply it, mark it applied.  Pool lock held. */
-static int ns_commit(struct strata_entry *h, const char *n1, size_t l1, const char *n2, size_t l2)
+int ns_commit(struct strata_entry *h, const char *n1, size_t l1, const char *n2, size_t l2)
 {
     char names[2 * (STRATA_NAME_MAX + 1)];
     memcpy(names, n1, l1);
@@ -222,31 +222,6 @@ out:
 }
 
 int strata_rename(const char *from, const char *to) { return LOCKED(do_rename(from, to)); }
-
-static int chmod_ino(uint32_t ino, unsigned int mode)
-{
-    struct strata_entry h = {.kind = STRATA_E_SETATTR, .ino = ino, .gen = G.inodes[ino].gen,
-                             .len = mode & 07777, .mtime_s = (uint32_t)time(NULL)};
-    return ns_commit(&h, "", 0, NULL, 0);
-}
-
-static int do_chmod(const char *path, int fd, unsigned int mode)
-{
-    uint32_t ino;
-    if (ns_claim() != 0 || strata_pool_lock() != 0)
-        return -1;
-    int rc = -1;
-    struct sfile *f = path ? NULL : sfile_get(fd);
-    if (path ? path_resolve(path, &ino) == 0 : f != NULL && ino_alive(f->ino, f->gen))
-        rc = perm_owner(&G.inodes[path ? ino : f->ino]) == 0 ? chmod_ino(path ? ino : f->ino, mode) : -1;
-    else if (!path)
-        errno = EBADF;
-    strata_pool_unlock();
-    return rc;
-}
-
-int strata_chmod(const char *path, unsigned int mode) { return LOCKED(do_chmod(path, -1, mode)); }
-int strata_fchmod(int fd, unsigned int mode) { return LOCKED(do_chmod(NULL, fd, mode)); }
 
 static void fill_stat(uint32_t ino, uint32_t gen, struct stat *st)
 {

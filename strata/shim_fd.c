@@ -15,6 +15,7 @@
 #include <stdarg.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/ioctl.h>
 #include <linux/close_range.h>
 #include <sys/mman.h>
 #include <sys/sendfile.h>
@@ -149,7 +150,6 @@ int __fxstat64(int ver, int fd, struct stat64 *st)
 
 /* The reserved kernel fd is /dev/null: never let these reach it. */
 int fchmod(int fd, mode_t m) { return strata_is_fd(fd) ? strata_fchmod(fd, m) : REAL(fchmod)(fd, m); }
-int fchown(int fd, uid_t u, gid_t g) { return strata_is_fd(fd) ? 0 : REAL(fchown)(fd, u, g); }
 int flock(int fd, int op) { return strata_is_fd(fd) ? 0 : REAL(flock)(fd, op); }
 int posix_fadvise(int fd, off_t o, off_t l, int adv)
 {
@@ -170,6 +170,21 @@ void *mmap64(void *addr, size_t len, int prot, int flags, int fd, off64_t off)
         return MAP_FAILED;
     }
     return REAL(mmap64)(addr, len, prot, flags, fd, off);
+}
+
+/* ioctl on a Strata fd: none apply to a regular file here (FICLONE, tty
+ * requests): ENOTTY, as a file system without the request would say. */
+int ioctl(int fd, unsigned long req, ...)
+{
+    va_list ap;
+    va_start(ap, req);
+    void *arg = va_arg(ap, void *);
+    va_end(ap);
+    if (strata_is_fd(fd)) {
+        errno = ENOTTY;
+        return -1;
+    }
+    return REAL(ioctl)(fd, req, arg);
 }
 
 /* Kernel-side copies would move bytes to or from the /dev/null fd: refuse,

@@ -199,5 +199,6 @@ int ofd_adopt(void);
 /* libfs_ns.c: namespace ops (logged, then applied under the pool lock) */
 int ns_create(uint32_t parent, const char *name, size_t nlen, uint32_t mode, uint32_t *ino_out);
 int ns_claim(void);
+int ns_commit(struct strata_entry *h, const char *n1, size_t l1, const char *n2, size_t l2);
 
 #endif

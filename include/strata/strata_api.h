@@ -75,6 +75,11 @@ int strata_listdir(const char *path, struct strata_dirent_out **out);
 int strata_stat(const char *path, struct stat *st);
 int strata_fstat(int fd, struct stat *st);
 int strata_access(const char *path, int mode);
+/* chown: (uid_t)-1 / (gid_t)-1 leave a field as it is.  utime: mtime in
+ * seconds, or -1 for now (explicit: the caller gave a time, which needs
+ * ownership; "now" needs write access).  fd < 0: by path. */
+int strata_chown(const char *path, int fd, uid_t uid, gid_t gid);
+int strata_utime(const char *path, int fd, int64_t mtime, int explicit_time);
 const char *strata_fd_path(int fd); /* pool path an fd was opened with */
 int strata_fd_flags(int fd);
 int strata_fd_setflags(int fd, int flags);

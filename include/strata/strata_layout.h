@@ -74,8 +74,14 @@ enum strata_kind {
     STRATA_E_WRITE = 6,      /* payload: inline data */
     STRATA_E_WRITE_REF = 7,  /* payload: struct strata_ref (contract 3) */
     STRATA_E_TRUNCATE = 8,
-    STRATA_E_SETATTR = 9,    /* metadata (mode); applied eagerly like namespace ops */
+    STRATA_E_SETATTR = 9,    /* metadata, applied eagerly like namespace ops: ino2 says
+                              * which (STRATA_ATTR_*; 0 = mode only); mode in len,
+                              * uid << 32 | gid in off, mtime seconds in gen2 */
 };
+
+#define STRATA_ATTR_MODE 1
+#define STRATA_ATTR_OWNER 2
+#define STRATA_ATTR_MTIME 4
 
 /* 64-byte header; payload follows; entries are 64-byte aligned. */
 struct strata_entry {

@@ -82,3 +82,19 @@ def test_permissions_as_nobody_match_tmpfs(pool):
     assert got == want
     assert want["read_0600_root"] == "EACCES" and want["unlink_other_in_sticky"] == "EPERM"
     fsck_clean(pool)
+
+
+def test_owners_modes_and_times_match_tmpfs(pool):
+    """chmod/chown/touch, cp -a and tar -p preserving them, Python's utime
+    and fchown, and the ownership rules for a non-root caller."""
+    script = os.path.join(HERE, "attrs.sh")
+    rc, out, err = run(pool, ["bash", "-c", f"mkdir /strata/at && bash {script} /strata/at"])
+    ref = f"/dev/shm/strata-atref-{uuid.uuid4().hex[:6]}"
+    os.mkdir(ref)
+    try:
+        rc_t, out_t, err_t = run(pool, ["bash", script, ref])
+    finally:
+        subprocess.run(["rm", "-rf", ref], check=True)
+    assert (rc, out, err) == (rc_t, out_t, err_t)
+    assert "copy/f regular file 640 0 0 1262401445 6\n" in out and "nobody chown Operation not permitted" in out
+    fsck_clean(pool)
