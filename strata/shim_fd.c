@@ -151,6 +151,18 @@ int __fxstat64(int ver, int fd, struct stat64 *st)
 /* The reserved kernel fd is /dev/null: never let these reach it. */
 int fchmod(int fd, mode_t m) { return strata_is_fd(fd) ? strata_fchmod(fd, m) : REAL(fchmod)(fd, m); }
 int flock(int fd, int op) { return strata_is_fd(fd) ? 0 : REAL(flock)(fd, op); }
+/* glibc's lockf locks with an internal fcntl: accepted like fcntl locks */
+int lockf(int fd, int cmd, off_t len) { return strata_is_fd(fd) ? 0 : REAL(lockf)(fd, cmd, len); }
+int lockf64(int fd, int cmd, off64_t len) { return strata_is_fd(fd) ? 0 : REAL(lockf64)(fd, cmd, len); }
+/* every logged write is already durable (redis calls sync_file_range) */
+int sync_file_range(int fd, off64_t off, off64_t n, unsigned int fl)
+{
+    if (!strata_is_fd(fd))
+        return REAL(sync_file_range)(fd, off, n, fl);
+    return strata_fsync(fd);
+}
+int syncfs(int fd) { return strata_is_fd(fd) ? strata_fsync(fd) : REAL(syncfs)(fd); }
+ssize_t readahead(int fd, off64_t off, size_t n) { return strata_is_fd(fd) ? 0 : REAL(readahead)(fd, off, n); }
 int posix_fadvise(int fd, off_t o, off_t l, int adv)
 {
     return strata_is_fd(fd) ? 0 : REAL(posix_fadvise)(fd, o, l, adv);
