@@ -32,6 +32,7 @@ const char *shim_prefix(void); /* the mount prefix, e.g. "/strata" */
  * Strata, else NULL; the environment an exec'd program gets (it carries
  * that directory to the next program). */
 const char *shim_vcwd(void);
+void shim_normalise(const char *in, char out[PATH_MAX]); /* "." and ".." lexically */
 size_t shim_exec_env_room(char *const envp[]);           /* entries for out */
 char **shim_exec_env(char *const envp[], char **out);
 

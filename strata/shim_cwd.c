@@ -32,7 +32,7 @@ const char *shim_vcwd(void) { return vcwd[0] ? vcwd : NULL; }
 
 /* Lexical normalisation ("." and ".." and repeated slashes): exact in
  * Strata, which has no symbolic links. */
-static void normalise(const char *in, char out[PATH_MAX])
+void shim_normalise(const char *in, char out[PATH_MAX])
 {
     size_t n = 0; /* out[0..n) holds "/a/b"; empty means the root */
     for (const char *p = in; *p;) {
@@ -104,7 +104,7 @@ static int enter(const char *pool_path)
     if (strata_access(pool_path, X_OK) != 0)
         return -1;
     char norm[PATH_MAX];
-    normalise(pool_path, norm);
+    shim_normalise(pool_path, norm);
     if (enter_anchor() != 0)
         return -1;
     memcpy(vcwd, norm, strlen(norm) + 1);
@@ -161,6 +161,11 @@ char *getcwd(char *buf, size_t size)
     return buf;
 }
 
+char *get_current_dir_name(void)
+{
+    return vcwd[0] ? getcwd(NULL, 0) : REAL(get_current_dir_name)();
+}
+
 /* envp for an exec: envp without CWD_VAR, plus ours while inside Strata.
  * out has room for count(envp) + 2 entries (no allocation: this may run in
  * a vfork child). */
@@ -198,7 +203,7 @@ __attribute__((constructor(103))) static void cwd_init(void)
         strlen(s + used) < sizeof(vcwd)) {
         anchor_dev = st.st_dev;
         anchor_ino = st.st_ino;
-        normalise(s + used, vcwd);
+        shim_normalise(s + used, vcwd);
     }
     env_update();
 }

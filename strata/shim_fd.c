@@ -184,6 +184,15 @@ void *mmap64(void *addr, size_t len, int prot, int flags, int fd, off64_t off)
     return REAL(mmap64)(addr, len, prot, flags, fd, off);
 }
 
+/* glibc's isatty asks with an internal ioctl: answer as for a file */
+int isatty(int fd)
+{
+    if (!strata_is_fd(fd))
+        return REAL(isatty)(fd);
+    errno = ENOTTY;
+    return 0;
+}
+
 /* ioctl on a Strata fd: none apply to a regular file here (FICLONE, tty
  * requests): ENOTTY, as a file system without the request would say. */
 int ioctl(int fd, unsigned long req, ...)

@@ -103,6 +103,29 @@ uint64_t strata_free_blocks(void)
     return G.sb->free_blocks < b ? G.sb->free_blocks : b;
 }
 
+/* statfs numbers in 4 KiB blocks: data capacity, free, free for writers
+ * (reservations and the backing file system's room taken off), inodes. */
+int strata_space(uint64_t *blocks, uint64_t *bfree, uint64_t *bavail, uint64_t *files, uint64_t *ffree)
+{
+    if (strata_ensure_attached() != 0)
+        return -1;
+    pthread_mutex_lock(&G.mu);
+    struct strata_super *sb = G.sb;
+    uint64_t held = 0, used = 0;
+    for (uint32_t i = 0; i < sb->nslots; i++)
+        held += G.slots[i].owner_pid ? G.slots[i].credits : 0;
+    for (uint32_t i = 1; i < sb->ninodes; i++)
+        used += G.inodes[i].mode != 0;
+    uint64_t f = strata_free_blocks();
+    *blocks = sb->nblocks - sb->off_data / STRATA_BLOCK;
+    *bfree = sb->free_blocks;
+    *bavail = f > held ? f - held : 0;
+    *files = sb->ninodes - 1;
+    *ffree = *files - used;
+    pthread_mutex_unlock(&G.mu);
+    return 0;
+}
+
 static uint64_t slot_log_used(uint32_t i)
 {
     int torn;

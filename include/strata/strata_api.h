@@ -60,6 +60,8 @@ int strata_info(char *buf, size_t len);
 /* "key value" lines: data capacity, used, free, reserved, backing file
  * system free, log usage (strata df). */
 int strata_df(char *buf, size_t len);
+/* The same for statfs: 4 KiB blocks and inodes. */
+int strata_space(uint64_t *blocks, uint64_t *bfree, uint64_t *bavail, uint64_t *files, uint64_t *ffree);
 /* Test hook for simulated power loss: damage the last valid entry of each
  * dead slot (mode 0: zero it, 1: flip a payload byte, 2: clear its commit). */
 int strata_test_tear_tail(const char *pool_path, int mode);

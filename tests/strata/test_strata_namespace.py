@@ -98,3 +98,21 @@ def test_owners_modes_and_times_match_tmpfs(pool):
     assert (rc, out, err) == (rc_t, out_t, err_t)
     assert "copy/f regular file 640 0 0 1262401445 6\n" in out and "nobody chown Operation not permitted" in out
     fsck_clean(pool)
+
+
+def test_links_fail_loudly_and_df_reports_the_pool(pool):
+    """No hard or symbolic links in Strata: EPERM (a file system without
+    them), EXDEV across the mount; readlink says EINVAL; df and statvfs
+    report the pool's data capacity."""
+    prog = ("cd /strata && echo x > f && "
+            "ln f g; echo ln=$?; ln -s f s; echo lns=$?; ln f /tmp/strata-link-test; echo lnx=$?; "
+            "python3 -c 'import os, errno\n"
+            "for fn in (lambda: os.link(\"f\", \"g\"), lambda: os.symlink(\"f\", \"s\"), lambda: os.readlink(\"f\"),"
+            " lambda: os.link(\"f\", \"/tmp/strata-link-test\")):\n"
+            "    try: fn()\n"
+            "    except OSError as e: print(errno.errorcode[e.errno])\n"
+            "st = os.statvfs(\"/strata\"); print(st.f_frsize * st.f_blocks > 40 << 20, st.f_namemax)'; "
+            "df -B1M /strata | tail -1 | awk '{print ($2 > 40)}'")
+    rc, out, err = run(pool, ["bash", "-c", prog])
+    assert out == "ln=1\nlns=1\nlnx=1\nEPERM\nEPERM\nEINVAL\nEXDEV\nTrue 239\n1\n", err
+    assert "Operation not permitted" in err and not os.path.exists("/tmp/strata-link-test")
