@@ -1,6 +1,6 @@
 """`strata`: operator CLI for the Strata pool.
 
-  strata [--pool P] mkfs [--size auto] [--slots 16] [--log-size 8M] [--inodes 4096]
+  strata [--pool P] mkfs [--size auto] [--prealloc] [--slots 16] [--log-size 8M] [--inodes 4096]
   strata [--pool P] fsck | stat | df | digest | ls [DIR] | cat FILE | cp SRC DST
   strata [--pool P] run -- CMD ...     (LD_PRELOAD=libstrata.so)
   strata [--pool P] kernfs [--interval S]   (digest service loop)
@@ -50,9 +50,16 @@ def cmd_mkfs(a):
     rc = lib.lib().strata_mkfs(a.pool.encode(), parse_size(a.size), a.slots,
                                parse_size(a.log_size), a.inodes)
     lib.check(rc, f"mkfs {a.pool}")
+    if a.prealloc:  # back every page now: no page allocation on the write path
+        fd = os.open(a.pool, os.O_RDWR)
+        try:
+            os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
+        finally:
+            os.close(fd)
     lib.attach(a.pool)
     d = lib.df()
-    print(f"made Strata pool {a.pool}: {human(d['pool_bytes'])} sparse, "
+    kind = "preallocated" if a.prealloc else "sparse"
+    print(f"made Strata pool {a.pool}: {human(d['pool_bytes'])} {kind}, "
           f"data capacity {human(d['data_capacity_bytes'])} ({d['data_capacity_bytes']} bytes), "
           f"{d['log_slots']} logs of {human(d['log_bytes_per_slot'])}, "
           f"backing file system free {human(d['backing_free_bytes'])}")
@@ -180,6 +187,8 @@ def main(argv=None):
     m = sub.add_parser("mkfs", help="create a pool")
     m.add_argument("--size", default="auto",
                    help="pool size; auto: its file system's size, at most 64G (sparse)")
+    m.add_argument("--prealloc", action="store_true",
+                   help="back the whole pool now (not sparse): no page allocation while writing")
     m.add_argument("--slots", type=int, default=16)
     m.add_argument("--log-size", default="8M")
     m.add_argument("--inodes", type=int, default=4096)

@@ -36,18 +36,6 @@ static int target(const char *path, int fd, uint32_t *ino)
     return 0;
 }
 
-static int in_groups(gid_t gid)
-{
-    if (gid == getegid())
-        return 1;
-    gid_t g[256];
-    int n = getgroups(256, g);
-    for (int i = 0; i < n; i++)
-        if (g[i] == gid)
-            return 1;
-    return 0;
-}
-
 enum { OP_MODE, OP_OWNER, OP_TIME };
 
 static int do_attr(const char *path, int fd, int op, uint32_t mode, uid_t uid, gid_t gid, int64_t mtime,
@@ -66,7 +54,7 @@ static int do_attr(const char *path, int fd, int op, uint32_t mode, uid_t uid, g
             rc = setattr(ino, STRATA_ATTR_MODE, mode, 0, 0, 0);
     } else if (op == OP_OWNER) {
         uint32_t nu = uid == (uid_t)-1 ? in->uid : (uint32_t)uid, ng = gid == (gid_t)-1 ? in->gid : (uint32_t)gid;
-        if (me != 0 && (nu != in->uid || in->uid != me || (ng != in->gid && !in_groups(ng)))) {
+        if (me != 0 && (nu != in->uid || in->uid != me || (ng != in->gid && !perm_in_group(ng, 0)))) {
             errno = EPERM;
             goto out;
         }

@@ -12,7 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static int in_group(gid_t gid, int real)
+int perm_in_group(gid_t gid, int real)
 {
     if (gid == (real ? getgid() : getegid()))
         return 1;
@@ -36,7 +36,7 @@ int perm_check(const struct strata_inode *in, int want, int real)
     }
     if (in->uid == uid)
         have = (mode >> 6) & 7;
-    else if (in_group(in->gid, real))
+    else if (perm_in_group(in->gid, real))
         have = (mode >> 3) & 7;
     else
         have = mode & 7;

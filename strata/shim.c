@@ -158,17 +158,6 @@ int creat64(const char *path, mode_t mode) { return open(path, O_CREAT | O_WRONL
 
 /* ---- stat family ---- */
 
-#define ROUTE_OR(path, call_strata, call_real)  \
-    do {                                        \
-        char p_[PATH_MAX];                      \
-        int r_ = shim_route(path, p_);          \
-        if (r_ < 0)                             \
-            return -1;                          \
-        const char *sp = p_;                    \
-        (void)sp;                               \
-        return r_ ? (call_strata) : (call_real); \
-    } while (0)
-
 int stat(const char *path, struct stat *st) { ROUTE_OR(path, strata_stat(sp, st), REAL(stat)(path, st)); }
 int lstat(const char *path, struct stat *st) { ROUTE_OR(path, strata_stat(sp, st), REAL(lstat)(path, st)); }
 int stat64(const char *path, struct stat64 *st)

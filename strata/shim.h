@@ -36,6 +36,19 @@ void shim_normalise(const char *in, char out[PATH_MAX]); /* "." and ".." lexical
 size_t shim_exec_env_room(char *const envp[]);           /* entries for out */
 char **shim_exec_env(char *const envp[], char **out);
 
+/* Body of a path call: route path; the Strata call sees the pool path as
+ * `sp`; a path outside Strata goes to the real call. */
+#define ROUTE_OR(path, call_strata, call_real)   \
+    do {                                         \
+        char p_[PATH_MAX];                       \
+        int r_ = shim_route(path, p_);           \
+        if (r_ < 0)                              \
+            return -1;                           \
+        const char *sp = p_;                     \
+        (void)sp;                                \
+        return r_ ? (call_strata) : (call_real); \
+    } while (0)
+
 /* shim_stdio.c: route stdin/stdout/stderr through Strata once fd 0/1/2 is a
  * Strata fd (at_start: inherited over exec). */
 void shim_std_redirect(int fd, int at_start);

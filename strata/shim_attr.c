@@ -17,19 +17,8 @@
  * dirfd (utimensat(fd, NULL, ...)): programs do pass it. */
 #pragma GCC diagnostic ignored "-Wnonnull-compare"
 
-#define ROUTED(path, strata_call, real_call)        \
-    do {                                            \
-        char p_[PATH_MAX];                          \
-        int r_ = shim_route(path, p_);              \
-        if (r_ < 0)                                 \
-            return -1;                              \
-        const char *sp = p_;                        \
-        (void)sp;                                   \
-        return r_ ? (strata_call) : (real_call);    \
-    } while (0)
-
-int chown(const char *path, uid_t u, gid_t g) { ROUTED(path, strata_chown(sp, -1, u, g), REAL(chown)(path, u, g)); }
-int lchown(const char *path, uid_t u, gid_t g) { ROUTED(path, strata_chown(sp, -1, u, g), REAL(lchown)(path, u, g)); }
+int chown(const char *path, uid_t u, gid_t g) { ROUTE_OR(path, strata_chown(sp, -1, u, g), REAL(chown)(path, u, g)); }
+int lchown(const char *path, uid_t u, gid_t g) { ROUTE_OR(path, strata_chown(sp, -1, u, g), REAL(lchown)(path, u, g)); }
 int fchown(int fd, uid_t u, gid_t g) { return strata_is_fd(fd) ? strata_chown(NULL, fd, u, g) : REAL(fchown)(fd, u, g); }
 
 int fchownat(int dirfd, const char *path, uid_t u, gid_t g, int flags)
@@ -86,13 +75,13 @@ static const struct timespec *from_timeval(const struct timeval tv[2], struct ti
 int utimes(const char *path, const struct timeval tv[2])
 {
     struct timespec ts[2];
-    ROUTED(path, set_times(sp, -1, from_timeval(tv, ts)), REAL(utimes)(path, tv));
+    ROUTE_OR(path, set_times(sp, -1, from_timeval(tv, ts)), REAL(utimes)(path, tv));
 }
 
 int lutimes(const char *path, const struct timeval tv[2])
 {
     struct timespec ts[2];
-    ROUTED(path, set_times(sp, -1, from_timeval(tv, ts)), REAL(lutimes)(path, tv));
+    ROUTE_OR(path, set_times(sp, -1, from_timeval(tv, ts)), REAL(lutimes)(path, tv));
 }
 
 int futimes(int fd, const struct timeval tv[2])
@@ -108,7 +97,7 @@ int utime(const char *path, const struct utimbuf *b)
         ts[0] = (struct timespec){.tv_sec = b->actime};
         ts[1] = (struct timespec){.tv_sec = b->modtime};
     }
-    ROUTED(path, set_times(sp, -1, b ? ts : NULL), REAL(utime)(path, b));
+    ROUTE_OR(path, set_times(sp, -1, b ? ts : NULL), REAL(utime)(path, b));
 }
 
 /* ---- extended attributes by fd, and setting them: Strata files have none
@@ -147,17 +136,17 @@ int fremovexattr(int fd, const char *name)
 }
 int setxattr(const char *path, const char *name, const void *v, size_t n, int flags)
 {
-    ROUTED(path, NO_XATTR(path_exists(sp), ENOTSUP), REAL(setxattr)(path, name, v, n, flags));
+    ROUTE_OR(path, NO_XATTR(path_exists(sp), ENOTSUP), REAL(setxattr)(path, name, v, n, flags));
 }
 int lsetxattr(const char *path, const char *name, const void *v, size_t n, int flags)
 {
-    ROUTED(path, NO_XATTR(path_exists(sp), ENOTSUP), REAL(lsetxattr)(path, name, v, n, flags));
+    ROUTE_OR(path, NO_XATTR(path_exists(sp), ENOTSUP), REAL(lsetxattr)(path, name, v, n, flags));
 }
 int removexattr(const char *path, const char *name)
 {
-    ROUTED(path, NO_XATTR(path_exists(sp), ENODATA), REAL(removexattr)(path, name));
+    ROUTE_OR(path, NO_XATTR(path_exists(sp), ENODATA), REAL(removexattr)(path, name));
 }
 int lremovexattr(const char *path, const char *name)
 {
-    ROUTED(path, NO_XATTR(path_exists(sp), ENODATA), REAL(lremovexattr)(path, name));
+    ROUTE_OR(path, NO_XATTR(path_exists(sp), ENODATA), REAL(lremovexattr)(path, name));
 }

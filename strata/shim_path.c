@@ -18,24 +18,13 @@
 #include <time.h>
 #include <unistd.h>
 
-#define ROUTED(path, strata_call, real_call)        \
-    do {                                            \
-        char p_[PATH_MAX];                          \
-        int r_ = shim_route(path, p_);              \
-        if (r_ < 0)                                 \
-            return -1;                              \
-        const char *sp = p_;                        \
-        (void)sp;                                   \
-        return r_ ? (strata_call) : (real_call);    \
-    } while (0)
-
 static int strata_remove(const char *p)
 {
     int r = strata_unlink(p);
     return r != 0 && errno == EISDIR ? strata_rmdir(p) : r;
 }
 
-int remove(const char *path) { ROUTED(path, strata_remove(sp), REAL(remove)(path)); }
+int remove(const char *path) { ROUTE_OR(path, strata_remove(sp), REAL(remove)(path)); }
 
 /* No hard or symbolic links in Strata: EPERM as Linux says for a file
  * system that cannot make them; readlink of a Strata name is EINVAL (not a
@@ -78,7 +67,7 @@ int linkat(int fd1, const char *from, int fd2, const char *to, int flags)
     return r1 == 0 && r2 == 0 ? REAL(linkat)(fd1, from, fd2, to, flags) : link_routed(r1, a, r2, b);
 }
 
-int symlink(const char *target, const char *to) { ROUTED(to, no_links(NULL, sp), REAL(symlink)(target, to)); }
+int symlink(const char *target, const char *to) { ROUTE_OR(to, no_links(NULL, sp), REAL(symlink)(target, to)); }
 
 int symlinkat(const char *target, int dirfd, const char *to)
 {
@@ -98,7 +87,7 @@ static ssize_t not_a_link(const char *p)
 
 ssize_t readlink(const char *path, char *buf, size_t n)
 {
-    ROUTED(path, not_a_link(sp), REAL(readlink)(path, buf, n));
+    ROUTE_OR(path, not_a_link(sp), REAL(readlink)(path, buf, n));
 }
 
 ssize_t readlinkat(int dirfd, const char *path, char *buf, size_t n)

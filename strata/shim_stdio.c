@@ -51,12 +51,9 @@ static int c_close(void *c)
     return strata_close(fd);
 }
 
-static FILE *wrap(int fd, const char *mode)
+/* Remember fp's fd for fileno. */
+static void remember(FILE *fp, int fd)
 {
-    cookie_io_functions_t io = {.read = c_read, .write = c_write, .seek = c_seek, .close = c_close};
-    FILE *fp = fopencookie((void *)(intptr_t)fd, mode, io);
-    if (fp == NULL)
-        return NULL;
     pthread_mutex_lock(&files_mu);
     for (int i = 0; i < MAX_COOKIE_FILES; i++)
         if (files[i].fp == NULL) {
@@ -65,6 +62,15 @@ static FILE *wrap(int fd, const char *mode)
             break;
         }
     pthread_mutex_unlock(&files_mu);
+}
+
+static FILE *wrap(int fd, const char *mode)
+{
+    cookie_io_functions_t io = {.read = c_read, .write = c_write, .seek = c_seek, .close = c_close};
+    FILE *fp = fopencookie((void *)(intptr_t)fd, mode, io);
+    if (fp == NULL)
+        return NULL;
+    remember(fp, fd);
     return fp;
 }
 
@@ -198,14 +204,7 @@ void shim_std_redirect(int fd, int at_start)
     fflush(*slot);
     *slot = fp;
     std_installed[fd] = fp;
-    pthread_mutex_lock(&files_mu);
-    for (int i = 0; i < MAX_COOKIE_FILES; i++)
-        if (files[i].fp == NULL) {
-            files[i].fp = fp;
-            files[i].fd = fd;
-            break;
-        }
-    pthread_mutex_unlock(&files_mu);
+    remember(fp, fd);
 }
 
 /* After libfs_init (priority 101) has adopted the inherited fds. */

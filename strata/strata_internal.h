@@ -126,6 +126,7 @@ int valid_blk(uint32_t b); /* names a data block of this pool */
 int perm_check(const struct strata_inode *in, int want, int real);
 int perm_sticky(const struct strata_inode *dir, const struct strata_inode *victim); /* EPERM */
 int perm_owner(const struct strata_inode *in);                                       /* EPERM */
+int perm_in_group(gid_t gid, int real); /* the caller's (e/r)gid or a supplementary group */
 
 /* dir.c: dirent hash on (parent, name) and path resolution */
 struct strata_dirent *dir_lookup(uint32_t parent, const char *name, size_t nlen);

@@ -90,3 +90,9 @@ def test_aof_rewrite_cycle_keeps_running_on_a_256M_pool(pool_path, tmp_path):
     df = {line.split()[0]: int(line.split()[-1]) for line in strata_cli("df", pool=pool_path).stdout.splitlines()}
     assert df["data_used_bytes"] < 64 << 20
     fsck_clean(pool_path)
+
+
+def test_mkfs_prealloc_backs_the_whole_pool(pool_path):
+    r = strata_cli("mkfs", "--size", "64M", "--slots", "4", "--log-size", "1M", "--prealloc", pool=pool_path)
+    assert "64.0M preallocated" in r.stdout
+    assert os.stat(pool_path).st_blocks * 512 == 64 << 20
