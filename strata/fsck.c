@@ -100,8 +100,9 @@ static void check_dirents(struct report *r, uint8_t *reach)
         }
         if (dir_lookup(d->parent, d->name, d->name_len) != d)
             problem(r, "dirent %u '%.*s': duplicate or unreachable in the hash\n", i, d->name_len, d->name);
-        if (reach[d->ino]++)
-            problem(r, "inode %u has more than one name\n", d->ino);
+        uint32_t names = ++reach[d->ino], nlink = in->nlink ? in->nlink : 1;
+        if (S_ISDIR(in->mode) ? names > 1 : names > nlink)
+            problem(r, "inode %u has more names than its link count %u\n", d->ino, nlink);
         if (in->parent == STRATA_ORPHAN)
             problem(r, "inode %u: marked unlinked but has a name\n", d->ino);
         if (S_ISDIR(in->mode) && in->parent != d->parent)
@@ -139,6 +140,9 @@ static int check(struct report *r)
         int open_orphan = G.inodes[i].parent == STRATA_ORPHAN && strata_pid_alive(G.inodes[i].lease_pid);
         if (!reach[i] && !open_orphan)
             problem(r, "inode %u is allocated but has no name\n", i);
+        uint32_t nlink = G.inodes[i].nlink ? G.inodes[i].nlink : 1;
+        if (S_ISREG(G.inodes[i].mode) && reach[i] && reach[i] < nlink)
+            problem(r, "inode %u: link count %u but %u names\n", i, nlink, reach[i]);
         check_inode(r, owner, i);
     }
     uint64_t first = sb->off_data / STRATA_BLOCK, used = 0;

@@ -148,6 +148,37 @@ out:
 int strata_unlink(const char *path) { return LOCKED(do_remove(path, 0)); }
 int strata_rmdir(const char *path) { return LOCKED(do_remove(path, 1)); }
 
+/* A hard link: another name for a file (not a directory: EPERM). */
+static int do_link(const char *from, const char *to)
+{
+    uint32_t ino, parent;
+    const char *name;
+    size_t nlen;
+    if (ns_claim() != 0 || strata_pool_lock() != 0)
+        return -1;
+    int rc = -1;
+    if (path_resolve(from, &ino) != 0 || path_parent(to, &parent, &name, &nlen) != 0) {
+        if (errno == EBUSY || errno == EINVAL) /* "/" or "." / ".." as the new name */
+            errno = EEXIST;
+        goto out;
+    }
+    if (dir_lookup(parent, name, nlen)) {
+        errno = EEXIST;
+    } else if (S_ISDIR(G.inodes[ino].mode)) {
+        errno = EPERM;
+    } else if (to[strlen(to) - 1] == '/') {
+        errno = ENOENT;
+    } else if (perm_check(&G.inodes[parent], W_OK | X_OK, 0) == 0) {
+        struct strata_entry h = {.kind = STRATA_E_LINK, .ino = ino, .gen = G.inodes[ino].gen, .parent = parent};
+        rc = ns_commit(&h, name, nlen, NULL, 0);
+    }
+out:
+    strata_pool_unlock();
+    return rc;
+}
+
+int strata_link(const char *from, const char *to) { return LOCKED(do_link(from, to)); }
+
 /* Is dir `a` the same as, or an ancestor of, dir `b`? */
 static int is_ancestor(uint32_t a, uint32_t b)
 {
@@ -230,7 +261,9 @@ static void fill_stat(uint32_t ino, uint32_t gen, struct stat *st)
     st->st_dev = 0x5354; /* "ST": distinct from kernel devices */
     st->st_ino = ino;
     st->st_mode = in->mode;
-    st->st_nlink = S_ISDIR(in->mode) ? 2 : (ino_alive(ino, gen) && in->parent != STRATA_ORPHAN);
+    st->st_nlink = S_ISDIR(in->mode) ? 2
+                   : !ino_alive(ino, gen) || in->parent == STRATA_ORPHAN ? 0
+                   : in->nlink ? in->nlink : 1;
     st->st_uid = in->uid;
     st->st_gid = in->gid;
     st->st_size = (off_t)file_size(ino, gen);

@@ -139,7 +139,7 @@ static int entry_valid(const struct strata_entry *e, uint64_t off, uint32_t epoc
 {
     uint64_t room = G.sb->log_bytes - off;
     if (e->entry_len < sizeof(*e) || e->entry_len % 64 || e->entry_len > room ||
-        e->kind < STRATA_E_CREATE || e->kind > STRATA_E_SETATTR || e->epoch != epoch)
+        e->kind < STRATA_E_CREATE || e->kind > STRATA_E_LINK || e->epoch != epoch)
         return 0;
     uint64_t plen = payload_len(e);
     if (plen > e->entry_len - sizeof(*e))

@@ -419,14 +419,20 @@ static void repair(void)
             continue;
         if (d->ino == 0 || d->ino >= sb->ninodes || G.inodes[d->ino].mode == 0)
             dir_remove(d);
-        else
-            reach[d->ino] = 1;
+        else if (reach[d->ino] < 255)
+            reach[d->ino]++;
     }
     for (uint32_t i = 2; i < sb->ninodes; i++) {
-        if (G.inodes[i].mode != 0 && !reach[i] && G.inodes[i].parent != STRATA_ORPHAN)
+        struct strata_inode *in = &G.inodes[i];
+        if (in->mode != 0 && !reach[i] && in->parent != STRATA_ORPHAN) {
             ino_free(i);
-        else if (S_ISREG(G.inodes[i].mode))
+        } else if (S_ISREG(in->mode)) {
             shared_trim(i); /* a write cut short by the crash may have run past EOF */
+            if (reach[i] && in->nlink != reach[i] && !(in->nlink == 0 && reach[i] == 1)) {
+                in->nlink = reach[i]; /* an interrupted link/unlink: count the names */
+                strata_persist(&in->nlink, sizeof(in->nlink));
+            }
+        }
     }
     orphan_sweep();
     free(reach);

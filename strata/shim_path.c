@@ -1,9 +1,10 @@
 /*
  * LD_PRELOAD shim: path calls glibc implements with internal calls (so the
  * plain interposition of open/unlink/stat does not see them) -- remove,
- * realpath, mkstemp and friends -- and the link calls Strata does not
- * support, which must fail as a file system without them does rather than
- * reach the kernel (where /strata does not exist: a misleading ENOENT).
+ * realpath, mkstemp and friends -- and the link calls: hard links go to
+ * Strata (EXDEV across the mount), symbolic links, which Strata does not
+ * have, fail as on a file system without them rather than reaching the
+ * kernel (where /strata does not exist: a misleading ENOENT).
  */
 #include "shim.h"
 #include "strata_internal.h"
@@ -26,9 +27,9 @@ static int strata_remove(const char *p)
 
 int remove(const char *path) { ROUTE_OR(path, strata_remove(sp), REAL(remove)(path)); }
 
-/* No hard or symbolic links in Strata: EPERM as Linux says for a file
- * system that cannot make them; readlink of a Strata name is EINVAL (not a
- * link) or the lookup's error. */
+/* No symbolic links in Strata: EPERM as Linux says for a file system that
+ * cannot make them; readlink of a Strata name is EINVAL (not a link) or the
+ * lookup's error. */
 static int no_links(const char *a, const char *b)
 {
     struct stat st;
@@ -50,7 +51,7 @@ static int link_routed(int r1, const char *p1, int r2, const char *p2)
         errno = EXDEV;
         return -1;
     }
-    return no_links(p1, p2);
+    return strata_link(p1, p2);
 }
 
 int link(const char *from, const char *to)

@@ -36,6 +36,7 @@ int strata_unlink(const char *path);
 int strata_rmdir(const char *path);
 int strata_mkdir(const char *path, unsigned int mode);
 int strata_rename(const char *from, const char *to);
+int strata_link(const char *from, const char *to);     /* hard link */
 int strata_chmod(const char *path, unsigned int mode);
 int strata_fchmod(int fd, unsigned int mode);
 

@@ -77,6 +77,7 @@ enum strata_kind {
     STRATA_E_SETATTR = 9,    /* metadata, applied eagerly like namespace ops: ino2 says
                               * which (STRATA_ATTR_*; 0 = mode only); mode in len,
                               * uid << 32 | gid in off, mtime seconds in gen2 */
+    STRATA_E_LINK = 10,      /* another name (parent, name) for inode ino/gen */
 };
 
 #define STRATA_ATTR_MODE 1
@@ -120,7 +121,8 @@ struct strata_inode {
     uint32_t ind;
     uint32_t dind;
     uint32_t uid, gid;       /* owner (0 in pools made before owners were kept: root) */
-    uint8_t pad[8];
+    uint32_t nlink;          /* names of a file (hard links); 0 in older pools means 1 */
+    uint8_t pad[4];
 };
 
 struct strata_dirent {
