@@ -134,3 +134,42 @@ def test_symlinks_fail_loudly_and_df_reports_the_pool(pool):
     rc, out, err = run(pool, ["bash", "-c", prog])
     assert out == "lns=1\nEPERM\nEINVAL\nTrue 239\n1\n", err
     assert "Operation not permitted" in err
+
+
+LINK_CHURN = """
+import os, random, sys
+r = random.Random(int(sys.argv[1]))
+os.makedirs("/strata/c", exist_ok=True)
+n = 0
+while True:
+    n += 1
+    a, b = f"/strata/c/a{n % 50}", f"/strata/c/b{n % 37}"
+    op = r.randrange(5)
+    try:
+        if op == 0: open(a, "w").write("x" * r.randrange(1, 9000))
+        elif op == 1: os.link(a, b)
+        elif op == 2: os.unlink(a)
+        elif op == 3: os.unlink(b)
+        else: os.rename(a, b)
+    except OSError:
+        pass
+    if n == 300:
+        print("running", flush=True)
+"""
+
+
+def test_hard_links_survive_kill9(pool):
+    """Links, unlinks and renames over linked files, killed at random
+    points: after recovery every name count matches its link count (fsck)."""
+    import random
+    import signal
+    import time
+    for seed in range(12):
+        p = subprocess.Popen([sys.executable, "-c", LINK_CHURN, str(seed)], env=shim_env(pool),
+                             stdout=subprocess.PIPE, text=True)
+        assert p.stdout.readline() == "running\n"
+        time.sleep(random.Random(seed).uniform(0.0, 0.05))
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        p.stdout.close()
+        fsck_clean(pool)
