@@ -19,19 +19,28 @@ def run(pool, argv, **extra):
     return r.returncode, r.stdout, r.stderr
 
 
-def test_namespace_and_error_table_match_tmpfs(pool):
-    worker = os.path.join(HERE, "ns_worker.py")
-    # /tmp is on another file system than both /strata and /dev/shm (EXDEV)
-    rc, out, err = run(pool, ["sh", "-c", f"mkdir /strata/ns && exec {sys.executable} {worker} /strata/ns /tmp"])
+def both(pool, worker, *args, mode=0o755):
+    """Run a JSON-printing worker on a fresh /strata directory and on a fresh
+    tmpfs directory (/dev/shm), both under the shim; return both results."""
+    worker = os.path.join(HERE, worker)
+    name = uuid.uuid4().hex[:6]
+    rc, out, err = run(pool, ["sh", "-c", f"mkdir -m {mode:o} /strata/{name} && "
+                                          f"exec {sys.executable} {worker} /strata/{name} {' '.join(args)}"])
     assert rc == 0, err
-    ref = f"/dev/shm/strata-nsref-{uuid.uuid4().hex[:6]}"
-    os.mkdir(ref)
+    ref = f"/dev/shm/strata-ref-{name}"
+    os.mkdir(ref, mode)
+    os.chmod(ref, mode)
     try:
-        rc_t, out_t, err_t = run(pool, [sys.executable, worker, ref, "/tmp"])
+        rc_t, out_t, err_t = run(pool, [sys.executable, worker, ref, *args])
     finally:
         subprocess.run(["rm", "-rf", ref], check=True)
     assert rc_t == 0, err_t
-    got, want = json.loads(out), json.loads(out_t)
+    return json.loads(out), json.loads(out_t)
+
+
+def test_namespace_and_error_table_match_tmpfs(pool):
+    # /tmp is on another file system than both /strata and /dev/shm (EXDEV)
+    got, want = both(pool, "ns_worker.py", "/tmp")
     assert got == want
     assert want["errors"]["rename"]["across_file_systems"] == "EXDEV"
     assert want["errors"]["rmdir"]["not_empty"] == "ENOTEMPTY"
@@ -68,17 +77,7 @@ def test_relative_path_without_libstrata_fails_loudly(pool):
 def test_permissions_as_nobody_match_tmpfs(pool):
     """Mode bits, owner, group, search permission, sticky directories and
     chmod ownership, checked for uid/gid 65534 exactly as on tmpfs."""
-    worker = os.path.join(HERE, "perm_worker.py")
-    rc, out, err = run(pool, ["sh", "-c", f"mkdir -m 755 /strata/pm && exec {sys.executable} {worker} /strata/pm"])
-    assert rc == 0, err
-    ref = f"/dev/shm/strata-pmref-{uuid.uuid4().hex[:6]}"
-    os.mkdir(ref, 0o755)
-    try:
-        rc_t, out_t, err_t = run(pool, [sys.executable, worker, ref])
-    finally:
-        subprocess.run(["rm", "-rf", ref], check=True)
-    assert rc_t == 0, err_t
-    got, want = json.loads(out), json.loads(out_t)
+    got, want = both(pool, "perm_worker.py")
     assert got == want
     assert want["read_0600_root"] == "EACCES" and want["unlink_other_in_sticky"] == "EPERM"
     fsck_clean(pool)
@@ -104,17 +103,7 @@ def test_hard_links_match_tmpfs(pool):
     """Link counts, one inode under several names, unlink of one name,
     rename over a file that has another name, rename between two names of
     one file, the error cases, and an open file outliving its last name."""
-    worker = os.path.join(HERE, "link_worker.py")
-    rc, out, err = run(pool, ["sh", "-c", f"mkdir /strata/ln && exec {sys.executable} {worker} /strata/ln /tmp"])
-    assert rc == 0, err
-    ref = f"/dev/shm/strata-lnref-{uuid.uuid4().hex[:6]}"
-    os.mkdir(ref)
-    try:
-        rc_t, out_t, err_t = run(pool, [sys.executable, worker, ref, "/tmp"])
-    finally:
-        subprocess.run(["rm", "-rf", ref], check=True)
-    assert rc_t == 0, err_t
-    got, want = json.loads(out), json.loads(out_t)
+    got, want = both(pool, "link_worker.py", "/tmp")
     assert got == want
     assert want["nlink_after_two_links"] == 3 and want["errors"]["across_file_systems"] == "EXDEV"
     fsck_clean(pool)
