@@ -35,6 +35,10 @@ static int apply_create(const struct strata_entry *e)
             return -1; /* inode taken by someone else: never overwrite it */
         ino_init(e->ino, e->gen, (uint32_t)e->len, e->parent, (uint32_t)(e->off >> 32), (uint32_t)e->off);
     }
+    /* a symbolic link's target (second name) becomes its data */
+    if (S_ISLNK(in->mode) && in->size == 0 && e->name2_len &&
+        shared_write(e->ino, 0, entry_name2(e), e->name2_len) != 0)
+        return -1;
     if (dir_lookup(e->parent, entry_name(e), e->name_len) == NULL)
         return dir_insert(e->parent, entry_name(e), e->name_len, e->ino);
     return 0;

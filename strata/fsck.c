@@ -75,8 +75,10 @@ static void check_inode(struct report *r, uint32_t *owner, uint32_t ino)
                 claim(r, owner, ino, tbl(t)[j]);
         }
     }
-    if (!S_ISREG(in->mode) && !S_ISDIR(in->mode))
+    if (!S_ISREG(in->mode) && !S_ISDIR(in->mode) && !S_ISLNK(in->mode))
         problem(r, "inode %u: bad mode %o\n", ino, in->mode);
+    else if (S_ISLNK(in->mode) && (in->size == 0 || in->size >= STRATA_BLOCK))
+        problem(r, "inode %u: symbolic link with a target of %lu bytes\n", ino, (unsigned long)in->size);
 }
 
 static void check_dirents(struct report *r, uint8_t *reach)

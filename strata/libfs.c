@@ -113,7 +113,12 @@ static void lease_release(uint32_t ino)
 static int open_inode(const char *path, int flags, unsigned int mode, uint32_t *ino)
 {
     int created = 0; /* a file this open creates is opened whatever its mode says */
-    if (path_resolve(path, ino) == 0) {
+    int nofollow = (flags & O_NOFOLLOW) || ((flags & O_CREAT) && (flags & O_EXCL));
+    if ((nofollow ? path_resolve_nofollow(path, ino) : path_resolve(path, ino)) == 0) {
+        if (S_ISLNK(G.inodes[*ino].mode)) {
+            errno = (flags & O_CREAT) && (flags & O_EXCL) ? EEXIST : ELOOP;
+            return -1;
+        }
         if ((flags & O_CREAT) && (flags & O_EXCL)) {
             errno = EEXIST;
             return -1;
@@ -128,6 +133,10 @@ static int open_inode(const char *path, int flags, unsigned int mode, uint32_t *
             return -1;
         if (path[strlen(path) - 1] == '/') {
             errno = EISDIR;
+            return -1;
+        }
+        if (dir_lookup(parent, name, nlen)) { /* a link to nothing: not created through it */
+            errno = ENOENT;
             return -1;
         }
         if (perm_check(&G.inodes[parent], W_OK | X_OK, 0) != 0)

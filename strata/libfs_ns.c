@@ -25,7 +25,11 @@ int ns_claim(void)
 /* Log h (+names), apply it, mark it applied.  Pool lock held. */
 int ns_commit(struct strata_entry *h, const char *n1, size_t l1, const char *n2, size_t l2)
 {
-    char names[2 * (STRATA_NAME_MAX + 1)];
+    char names[STRATA_NAME_MAX + 1 + PATH_MAX]; /* a name, and a second name or a link target */
+    if (l1 + l2 > sizeof(names)) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
     memcpy(names, n1, l1);
     if (l2)
         memcpy(names + l1, n2, l2);
@@ -59,7 +63,15 @@ static mode_t process_umask(void)
 
 int ns_create(uint32_t parent, const char *name, size_t nlen, uint32_t mode, uint32_t *ino_out)
 {
-    mode &= ~(uint32_t)process_umask();
+    return ns_create_target(parent, name, nlen, mode, NULL, 0, ino_out);
+}
+
+/* Create a name; a symbolic link carries its target as the second name. */
+int ns_create_target(uint32_t parent, const char *name, size_t nlen, uint32_t mode, const char *target,
+                     size_t tlen, uint32_t *ino_out)
+{
+    if (!S_ISLNK(mode))
+        mode &= ~(uint32_t)process_umask();
     uint32_t ino = ino_alloc();
     if (ino == 0) {
         errno = ENOSPC;
@@ -70,7 +82,7 @@ int ns_create(uint32_t parent, const char *name, size_t nlen, uint32_t mode, uin
     struct strata_entry h = {.kind = S_ISDIR(mode) ? STRATA_E_MKDIR : STRATA_E_CREATE,
                              .ino = ino, .gen = G.inodes[ino].gen + 1, .parent = parent, .len = mode,
                              .off = (uint64_t)geteuid() << 32 | gid};
-    if (ns_commit(&h, name, nlen, NULL, 0) != 0)
+    if (ns_commit(&h, name, nlen, target, tlen) != 0)
         return -1;
     *ino_out = ino;
     return 0;
@@ -148,6 +160,63 @@ out:
 int strata_unlink(const char *path) { return LOCKED(do_remove(path, 0)); }
 int strata_rmdir(const char *path) { return LOCKED(do_remove(path, 1)); }
 
+/* A symbolic link: its target is stored as the inode's data (one block at
+ * most), written when the entry is applied. */
+static int do_symlink(const char *target, const char *path)
+{
+    uint32_t parent, ino;
+    const char *name;
+    size_t nlen, tlen = strlen(target);
+    if (tlen == 0) {
+        errno = ENOENT;
+        return -1;
+    }
+    if (tlen >= STRATA_BLOCK) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    if (ns_claim() != 0 || strata_pool_lock() != 0)
+        return -1;
+    int rc = -1;
+    if (path_parent(path, &parent, &name, &nlen) != 0) {
+        if (errno == EBUSY || errno == EINVAL)
+            errno = EEXIST;
+    } else if (dir_lookup(parent, name, nlen)) {
+        errno = EEXIST;
+    } else if (perm_check(&G.inodes[parent], W_OK | X_OK, 0) != 0) {
+    } else if (strata_free_blocks() <= credits_held()) {
+        errno = ENOSPC; /* the target needs a block */
+    } else {
+        rc = ns_create_target(parent, name, nlen, S_IFLNK | 0777, target, tlen, &ino);
+    }
+    strata_pool_unlock();
+    return rc;
+}
+
+int strata_symlink(const char *target, const char *path) { return LOCKED(do_symlink(target, path)); }
+
+static ssize_t do_readlink(const char *path, char *buf, size_t len)
+{
+    uint32_t ino;
+    char t[STRATA_BLOCK];
+    if (path_resolve_nofollow(path, &ino) != 0)
+        return -1;
+    if (!S_ISLNK(G.inodes[ino].mode)) {
+        errno = EINVAL;
+        return -1;
+    }
+    int n = symlink_target(ino, t, sizeof(t));
+    if (n < 0)
+        return -1;
+    size_t k = (size_t)n < len ? (size_t)n : len;
+    memcpy(buf, t, k);
+    return (ssize_t)k;
+}
+
+ssize_t strata_readlink(const char *path, char *buf, size_t len) { return LOCKED(do_readlink(path, buf, len)); }
+
+int strata_realpath_pool(const char *path, char *out) { return LOCKED(path_canonical(path, out)); }
+
 /* A hard link: another name for a file (not a directory: EPERM). */
 static int do_link(const char *from, const char *to)
 {
@@ -157,7 +226,7 @@ static int do_link(const char *from, const char *to)
     if (ns_claim() != 0 || strata_pool_lock() != 0)
         return -1;
     int rc = -1;
-    if (path_resolve(from, &ino) != 0 || path_parent(to, &parent, &name, &nlen) != 0) {
+    if (path_resolve_nofollow(from, &ino) != 0 || path_parent(to, &parent, &name, &nlen) != 0) {
         if (errno == EBUSY || errno == EINVAL) /* "/" or "." / ".." as the new name */
             errno = EEXIST;
         goto out;
@@ -273,16 +342,17 @@ static void fill_stat(uint32_t ino, uint32_t gen, struct stat *st)
     st->st_ctim.tv_sec = in->ctime_s;
 }
 
-static int do_stat(const char *path, struct stat *st)
+static int do_stat(const char *path, struct stat *st, int follow)
 {
     uint32_t ino;
-    if (path_resolve(path, &ino) != 0)
+    if ((follow ? path_resolve(path, &ino) : path_resolve_nofollow(path, &ino)) != 0)
         return -1;
     fill_stat(ino, G.inodes[ino].gen, st);
     return 0;
 }
 
-int strata_stat(const char *path, struct stat *st) { return LOCKED(do_stat(path, st)); }
+int strata_stat(const char *path, struct stat *st) { return LOCKED(do_stat(path, st, 1)); }
+int strata_lstat(const char *path, struct stat *st) { return LOCKED(do_stat(path, st, 0)); }
 
 static int do_fstat(int fd, struct stat *st)
 {
@@ -334,7 +404,8 @@ static int do_listdir(const char *path, struct strata_dirent_out **out)
             v = nv;
         }
         v[n].ino = d->ino;
-        v[n].type = S_ISDIR(G.inodes[d->ino].mode) ? DT_DIR : DT_REG;
+        uint32_t m = G.inodes[d->ino].mode;
+        v[n].type = S_ISDIR(m) ? DT_DIR : S_ISLNK(m) ? DT_LNK : DT_REG;
         memcpy(v[n].name, d->name, d->name_len);
         v[n].name[d->name_len] = 0;
         n++;

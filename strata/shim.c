@@ -159,14 +159,14 @@ int creat64(const char *path, mode_t mode) { return open(path, O_CREAT | O_WRONL
 /* ---- stat family ---- */
 
 int stat(const char *path, struct stat *st) { ROUTE_OR(path, strata_stat(sp, st), REAL(stat)(path, st)); }
-int lstat(const char *path, struct stat *st) { ROUTE_OR(path, strata_stat(sp, st), REAL(lstat)(path, st)); }
+int lstat(const char *path, struct stat *st) { ROUTE_OR(path, strata_lstat(sp, st), REAL(lstat)(path, st)); }
 int stat64(const char *path, struct stat64 *st)
 {
     ROUTE_OR(path, strata_stat(sp, (struct stat *)st), REAL(stat64)(path, st));
 }
 int lstat64(const char *path, struct stat64 *st)
 {
-    ROUTE_OR(path, strata_stat(sp, (struct stat *)st), REAL(lstat64)(path, st));
+    ROUTE_OR(path, strata_lstat(sp, (struct stat *)st), REAL(lstat64)(path, st));
 }
 int __xstat(int ver, const char *path, struct stat *st)
 {
@@ -174,7 +174,7 @@ int __xstat(int ver, const char *path, struct stat *st)
 }
 int __lxstat(int ver, const char *path, struct stat *st)
 {
-    ROUTE_OR(path, strata_stat(sp, st), REAL(__lxstat)(ver, path, st));
+    ROUTE_OR(path, strata_lstat(sp, st), REAL(__lxstat)(ver, path, st));
 }
 int __xstat64(int ver, const char *path, struct stat64 *st)
 {
@@ -182,7 +182,7 @@ int __xstat64(int ver, const char *path, struct stat64 *st)
 }
 int __lxstat64(int ver, const char *path, struct stat64 *st)
 {
-    ROUTE_OR(path, strata_stat(sp, (struct stat *)st), REAL(__lxstat64)(ver, path, st));
+    ROUTE_OR(path, strata_lstat(sp, (struct stat *)st), REAL(__lxstat64)(ver, path, st));
 }
 
 static int stat_at(int dirfd, const char *path, struct stat *st, int flags, int *handled)
@@ -196,7 +196,7 @@ static int stat_at(int dirfd, const char *path, struct stat *st, int flags, int 
         *handled = r < 0;
         return -1;
     }
-    return strata_stat(p, st);
+    return (flags & AT_SYMLINK_NOFOLLOW) ? strata_lstat(p, st) : strata_stat(p, st);
 }
 
 int fstatat(int dirfd, const char *path, struct stat *st, int flags)

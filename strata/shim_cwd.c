@@ -103,8 +103,9 @@ static int enter(const char *pool_path)
     }
     if (strata_access(pool_path, X_OK) != 0)
         return -1;
-    char norm[PATH_MAX];
-    shim_normalise(pool_path, norm);
+    char norm[PATH_MAX]; /* the physical directory, links resolved, as Linux's getcwd */
+    if (strata_realpath_pool(pool_path, norm) != 0)
+        return -1;
     if (enter_anchor() != 0)
         return -1;
     memcpy(vcwd, norm, strlen(norm) + 1);

@@ -1,10 +1,8 @@
 /*
  * LD_PRELOAD shim: path calls glibc implements with internal calls (so the
  * plain interposition of open/unlink/stat does not see them) -- remove,
- * realpath, mkstemp and friends -- and the link calls: hard links go to
- * Strata (EXDEV across the mount), symbolic links, which Strata does not
- * have, fail as on a file system without them rather than reaching the
- * kernel (where /strata does not exist: a misleading ENOENT).
+ * realpath, mkstemp and friends -- and the link calls (hard links: EXDEV
+ * across the mount).
  */
 #include "shim.h"
 #include "strata_internal.h"
@@ -26,22 +24,6 @@ static int strata_remove(const char *p)
 }
 
 int remove(const char *path) { ROUTE_OR(path, strata_remove(sp), REAL(remove)(path)); }
-
-/* No symbolic links in Strata: EPERM as Linux says for a file system that
- * cannot make them; readlink of a Strata name is EINVAL (not a link) or the
- * lookup's error. */
-static int no_links(const char *a, const char *b)
-{
-    struct stat st;
-    if (a && strata_stat(a, &st) != 0)
-        return -1;
-    if (b && strata_stat(b, &st) == 0) {
-        errno = EEXIST;
-        return -1;
-    }
-    errno = EPERM;
-    return -1;
-}
 
 static int link_routed(int r1, const char *p1, int r2, const char *p2)
 {
@@ -68,45 +50,35 @@ int linkat(int fd1, const char *from, int fd2, const char *to, int flags)
     return r1 == 0 && r2 == 0 ? REAL(linkat)(fd1, from, fd2, to, flags) : link_routed(r1, a, r2, b);
 }
 
-int symlink(const char *target, const char *to) { ROUTE_OR(to, no_links(NULL, sp), REAL(symlink)(target, to)); }
+/* The target is stored as given; a link is followed inside Strata, an
+ * absolute target under the mount prefix included. */
+int symlink(const char *target, const char *to) { ROUTE_OR(to, strata_symlink(target, sp), REAL(symlink)(target, to)); }
 
 int symlinkat(const char *target, int dirfd, const char *to)
 {
     char p[PATH_MAX];
     int r = shim_route_at(dirfd, to, p);
-    return r < 0 ? -1 : r ? no_links(NULL, p) : REAL(symlinkat)(target, dirfd, to);
-}
-
-static ssize_t not_a_link(const char *p)
-{
-    struct stat st;
-    if (strata_stat(p, &st) != 0)
-        return -1;
-    errno = EINVAL;
-    return -1;
+    return r < 0 ? -1 : r ? strata_symlink(target, p) : REAL(symlinkat)(target, dirfd, to);
 }
 
 ssize_t readlink(const char *path, char *buf, size_t n)
 {
-    ROUTE_OR(path, not_a_link(sp), REAL(readlink)(path, buf, n));
+    ROUTE_OR(path, strata_readlink(sp, buf, n), REAL(readlink)(path, buf, n));
 }
 
 ssize_t readlinkat(int dirfd, const char *path, char *buf, size_t n)
 {
     char p[PATH_MAX];
     int r = shim_route_at(dirfd, path, p);
-    return r < 0 ? -1 : r ? not_a_link(p) : REAL(readlinkat)(dirfd, path, buf, n);
+    return r < 0 ? -1 : r ? strata_readlink(p, buf, n) : REAL(readlinkat)(dirfd, path, buf, n);
 }
 
-/* realpath: Strata has no links, so the lexical form is the real one once
- * every component exists. */
+/* realpath: every link resolved by LibFS, then the prefix put back. */
 static char *strata_realpath(const char *pool_path, char *out)
 {
-    struct stat st;
-    if (strata_stat(pool_path, &st) != 0)
-        return NULL;
     char norm[PATH_MAX], full[PATH_MAX];
-    shim_normalise(pool_path, norm);
+    if (strata_realpath_pool(pool_path, norm) != 0)
+        return NULL;
     int w = snprintf(full, sizeof(full), "%s%s", shim_prefix(), strcmp(norm, "/") ? norm : "");
     if (w >= PATH_MAX) {
         errno = ENAMETOOLONG;

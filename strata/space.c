@@ -103,6 +103,14 @@ uint64_t strata_free_blocks(void)
     return G.sb->free_blocks < b ? G.sb->free_blocks : b;
 }
 
+uint64_t credits_held(void)
+{
+    uint64_t held = 0;
+    for (uint32_t i = 0; i < G.sb->nslots; i++)
+        held += G.slots[i].owner_pid ? G.slots[i].credits : 0;
+    return held;
+}
+
 /* statfs numbers in 4 KiB blocks: data capacity, free, free for writers
  * (reservations and the backing file system's room taken off), inodes. */
 int strata_space(uint64_t *blocks, uint64_t *bfree, uint64_t *bavail, uint64_t *files, uint64_t *ffree)
@@ -111,9 +119,7 @@ int strata_space(uint64_t *blocks, uint64_t *bfree, uint64_t *bavail, uint64_t *
         return -1;
     pthread_mutex_lock(&G.mu);
     struct strata_super *sb = G.sb;
-    uint64_t held = 0, used = 0;
-    for (uint32_t i = 0; i < sb->nslots; i++)
-        held += G.slots[i].owner_pid ? G.slots[i].credits : 0;
+    uint64_t held = credits_held(), used = 0;
     for (uint32_t i = 1; i < sb->ninodes; i++)
         used += G.inodes[i].mode != 0;
     uint64_t f = strata_free_blocks();

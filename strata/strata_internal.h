@@ -3,6 +3,7 @@
 #define STRATA_INTERNAL_H
 
 #define _GNU_SOURCE
+#include <limits.h>
 #include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -102,6 +103,7 @@ void pool_punch_flush(void);
 void pool_space_lock(void);
 uint64_t backing_free_blocks(void);
 uint64_t strata_free_blocks(void);          /* min(pool free, backing file system free) */
+uint64_t credits_held(void);                /* blocks reserved by live writers */
 
 /* shared.c: inodes, blocks, file data in the shared area */
 struct strata_inode *ino_get(uint32_t ino);
@@ -135,7 +137,10 @@ void dir_remove(struct strata_dirent *d);
 int dir_is_empty(uint32_t ino);
 /* path_resolve: inode of a path.  path_parent: inode of the parent directory
  * plus the last component (name, nlen). */
-int path_resolve(const char *path, uint32_t *ino);
+int path_resolve(const char *path, uint32_t *ino);          /* follows a final symbolic link */
+int path_resolve_nofollow(const char *path, uint32_t *ino); /* lstat, O_NOFOLLOW, readlink */
+int path_canonical(const char *path, char out[PATH_MAX]);   /* realpath, as a pool path */
+int symlink_target(uint32_t ino, char *buf, size_t len);    /* NUL-terminated; its length */
 int path_parent(const char *path, uint32_t *parent, const char **name, size_t *nlen);
 
 /* log.c: own-slot appends and slot scanning */
@@ -199,6 +204,8 @@ int ofd_adopt(void);
     })
 /* libfs_ns.c: namespace ops (logged, then applied under the pool lock) */
 int ns_create(uint32_t parent, const char *name, size_t nlen, uint32_t mode, uint32_t *ino_out);
+int ns_create_target(uint32_t parent, const char *name, size_t nlen, uint32_t mode, const char *target,
+                     size_t tlen, uint32_t *ino_out);
 int ns_claim(void);
 int ns_commit(struct strata_entry *h, const char *n1, size_t l1, const char *n2, size_t l2);
 

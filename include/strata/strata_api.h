@@ -37,6 +37,10 @@ int strata_rmdir(const char *path);
 int strata_mkdir(const char *path, unsigned int mode);
 int strata_rename(const char *from, const char *to);
 int strata_link(const char *from, const char *to);     /* hard link */
+int strata_symlink(const char *target, const char *path);
+ssize_t strata_readlink(const char *path, char *buf, size_t len);
+int strata_lstat(const char *path, struct stat *st);
+int strata_realpath_pool(const char *path, char *out); /* out: PATH_MAX bytes, a pool path */
 int strata_chmod(const char *path, unsigned int mode);
 int strata_fchmod(int fd, unsigned int mode);
 
