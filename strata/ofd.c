@@ -96,6 +96,7 @@ static int ofd_share(struct sfile *f, int limit)
         syscall(SYS_dup3, p, fd, (fdflags > 0 && (fdflags & FD_CLOEXEC)) ? O_CLOEXEC : 0);
     }
     raw_close(p);
+    kb_stats_add(G.c.ofd_shared, 1);
     free(f->o);
     f->o = o;
     f->path = o->path;
@@ -230,6 +231,7 @@ int ofd_adopt(void)
             }
         found[i].fd = -1;
         adopted++;
+        kb_stats_add(G.c.ofd_adopted, 1);
     }
     nfound = 0;
     return adopted;

@@ -323,6 +323,10 @@ static void counters_init(void)
     G.c.lease_waits = kb_stats_counter(p, "lease_waits");
     G.c.ref_writes = kb_stats_counter(p, "ref_writes");
     G.c.repairs = kb_stats_counter(p, "repairs");
+    G.c.ofd_shared = kb_stats_counter(p, "ofd_shared");
+    G.c.ofd_adopted = kb_stats_counter(p, "ofd_adopted");
+    G.c.blocks_punched = kb_stats_counter(p, "blocks_punched");
+    G.c.backing_enospc = kb_stats_counter(p, "backing_enospc");
     sweep_stale_stats();
 }
 

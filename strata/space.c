@@ -35,6 +35,7 @@ int pool_back(uint64_t off, uint64_t len)
         return 0; /* a file system without fallocate: pages come on first store */
     if (errno != ENOSPC)
         fprintf(stderr, "strata: cannot back pool pages (%s)\n", strerror(errno));
+    kb_stats_add(G.c.backing_enospc, 1);
     errno = ENOSPC;
     return -1;
 }
@@ -58,9 +59,9 @@ void pool_punch_flush(void)
 {
     if (punch_n == 0)
         return;
-    if (G.sparse)
-        fallocate(G.lock_fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)(punch_lo * STRATA_BLOCK),
-                  (off_t)(punch_n * STRATA_BLOCK));
+    if (G.sparse && fallocate(G.lock_fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                              (off_t)(punch_lo * STRATA_BLOCK), (off_t)(punch_n * STRATA_BLOCK)) == 0)
+        kb_stats_add(G.c.blocks_punched, punch_n);
     if (punch_lo < backed_hi && punch_lo + punch_n > backed_lo)
         backed_hi = 0;
     punch_n = 0;

@@ -32,7 +32,7 @@ struct pend_inode {
 struct strata_counters {
     uint64_t *appends, *log_bytes, *fsyncs, *digests, *digested_entries,
         *digested_bytes, *coalesced, *recoveries, *torn, *enospc, *lease_waits,
-        *ref_writes, *repairs;
+        *ref_writes, *repairs, *ofd_shared, *ofd_adopted, *blocks_punched, *backing_enospc;
 };
 
 struct strata_fs {
