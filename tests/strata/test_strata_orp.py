@@ -133,7 +133,7 @@ def test_pool_ref_area_and_layout_version(pool, pool_path):
     off, length = lib.pool_ref_area(pool)
     st = strata_cli("stat", pool=pool).stdout
     assert all(f"\n  {k} " in st for k in ("ref_bytes", "inline_bytes", "ref_fallbacks", "ref_digests"))
-    info = dict(ln.split(None, 1) for ln in st[:st.index("counters")].splitlines()[1:])
+    info = dict(ln.split(None, 1) for ln in st[:st.index("\nspace")].splitlines()[1:])  # the pool section
     assert (off, length) == (int(info["ref_off"]), int(info["ref_bytes"])) and length == (64 << 20) // 8
     ffi = layout()
     assert ffi.dlopen(None).STRATA_REF_TABLE == 4096 == int(info["ref_table"])
