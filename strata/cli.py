@@ -1,8 +1,8 @@
 """`strata`: operator CLI for the Strata pool.
 
-  strata [--pool P] mkfs [--size 256M] [--slots 16] [--log-size 8M] [--inodes 4096]
+  strata [--pool P] mkfs [--size auto] [--prealloc] [--slots 16] [--log-size 8M] [--inodes 4096]
                          [--ref-size SIZE/8]
-  strata [--pool P] fsck | stat | digest | ls [DIR] | cat FILE | cp SRC DST
+  strata [--pool P] fsck | stat | df | digest | ls [DIR] | cat FILE | cp SRC DST
   strata [--pool P] run -- CMD ...     (LD_PRELOAD=libstrata.so)
   strata [--pool P] kernfs [--interval S]   (digest service loop)
 
@@ -33,9 +33,18 @@ def pool_path(p):
 
 
 def parse_size(s):
-    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
     s = s.strip().lower()
+    if s == "auto":
+        return 0  # the pool's file system size, at most 64G (sparse: costs what is written)
     return int(s[:-1]) * units[s[-1]] if s[-1] in units else int(s)
+
+
+def human(n):
+    for unit in ("B", "K", "M", "G", "T"):
+        if abs(n) < 1024 or unit == "T":
+            return f"{n:.0f}{unit}" if unit == "B" else f"{n:.1f}{unit}"
+        n /= 1024
 
 
 def cmd_mkfs(a):
@@ -49,9 +58,31 @@ def cmd_mkfs(a):
         raise SystemExit(f"strata mkfs: --ref-size {a.ref_size} does not fit a {a.size} pool "
                          "with these logs and inodes")
     lib.check(rc, f"mkfs {a.pool}")
+    if a.prealloc:  # back every page now: no page allocation on the write path
+        fd = os.open(a.pool, os.O_RDWR)
+        try:
+            os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
+        finally:
+            os.close(fd)
     off, length = lib.pool_ref_area(a.pool)
-    print(f"made Strata pool {a.pool} ({a.size}); ref area {length} bytes at offset {off} "
-          f"(first 4096: TAS ownership table)")
+    lib.attach(a.pool)
+    d = lib.df()
+    kind = "preallocated" if a.prealloc else "sparse"
+    print(f"made Strata pool {a.pool}: {human(d['pool_bytes'])} {kind}, "
+          f"data capacity {human(d['data_capacity_bytes'])} ({d['data_capacity_bytes']} bytes), "
+          f"{d['log_slots']} logs of {human(d['log_bytes_per_slot'])}, "
+          f"backing file system free {human(d['backing_free_bytes'])}; "
+          f"ref area {length} bytes at offset {off} (first 4096: TAS ownership table)")
+    return 0
+
+
+def cmd_df(a):
+    lib.attach(a.pool)
+    d = lib.df()
+    width = max(map(len, d))
+    for k, v in d.items():
+        shown = human(v) if k.endswith("_bytes") and v >= 0 else str(v)
+        print(f"{k:<{width}}  {shown:>10}  {v}")
     return 0
 
 
@@ -71,6 +102,9 @@ def cmd_stat(a):
     for k, v in info.items():
         print(f"  {k:<{width}}  {v}")
     print(f"  {'real_pmem':<{width}}  {'yes' if info['is_pmem'] == '1' else 'no (emulated)'}")
+    print("space")
+    for k, v in lib.df().items():
+        print(f"  {k:<{width}}  {human(v) if k.endswith('_bytes') and v >= 0 else v}")
     total = {}
     for inst in stats.instances("strata"):
         if not os.path.exists(f"/proc/{inst}"):
@@ -161,14 +195,18 @@ def main(argv=None):
     p.add_argument("--pool", default=os.environ.get("STRATA_POOL", DEFAULT_POOL))
     sub = p.add_subparsers(dest="cmd", required=True)
     m = sub.add_parser("mkfs", help="create a pool")
-    m.add_argument("--size", default="256M")
+    m.add_argument("--size", default="auto",
+                   help="pool size; auto: its file system's size, at most 64G (sparse)")
+    m.add_argument("--prealloc", action="store_true",
+                   help="back the whole pool now (not sparse): no page allocation while writing")
     m.add_argument("--slots", type=int, default=16)
     m.add_argument("--log-size", default="8M")
     m.add_argument("--inodes", type=int, default=4096)
     m.add_argument("--ref-size", default=None,
                    help="ref area (TAS payload arena with buffers.backing = nvm); default size/8")
     sub.add_parser("fsck", help="recover and check; exit 1 on inconsistency")
-    sub.add_parser("stat", help="pool info and counters")
+    sub.add_parser("stat", help="pool info, space and counters")
+    sub.add_parser("df", help="data capacity, free space, log usage")
     sub.add_parser("digest", help="digest logs now")
     sub.add_parser("ls").add_argument("dir", nargs="?", default=mount_prefix())
     sub.add_parser("cat").add_argument("file")

@@ -10,6 +10,10 @@
 #include <errno.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
 
 enum { D_EMPTY = 0, D_USED = 1, D_DEAD = 2 };
 
@@ -80,8 +84,80 @@ int dir_is_empty(uint32_t ino)
     return 1;
 }
 
-/* Walk path components; stops before the last one when last != NULL. */
-static int walk(const char *path, uint32_t *ino, const char **last, size_t *lastlen)
+#define MAX_HOPS 40 /* symbolic links followed in one walk (Linux's limit) */
+
+static const char *mount_prefix(size_t *len)
+{
+    static char pre[PATH_MAX];
+    static size_t n;
+    if (n == 0) {
+        const char *m = getenv("STRATA_MOUNT");
+        snprintf(pre, sizeof(pre), "%s", m && *m ? m : "/strata");
+        n = strlen(pre);
+        while (n > 1 && pre[n - 1] == '/')
+            pre[--n] = 0;
+    }
+    *len = n;
+    return pre;
+}
+
+int symlink_target(uint32_t ino, char *buf, size_t len)
+{
+    uint64_t size = G.inodes[ino].size;
+    if (size == 0 || size >= len) {
+        errno = EUCLEAN; /* a link without a target, or too long to be one */
+        return -1;
+    }
+    if (shared_read(ino, 0, buf, size) != 0)
+        return -1;
+    buf[size] = 0;
+    return (int)size;
+}
+
+/* Rewrite the walk at a symbolic link: out = target + "/" + rest.  An
+ * absolute target must lie under the mount prefix (it becomes a pool path);
+ * Strata cannot follow one into the kernel's file systems (EXDEV). */
+static int splice_link(uint32_t ino, const char *rest, char out[PATH_MAX], int *absolute)
+{
+    char t[PATH_MAX];
+    if (symlink_target(ino, t, sizeof(t)) < 0)
+        return -1;
+    const char *tp = t;
+    *absolute = t[0] == '/';
+    if (*absolute) {
+        size_t n;
+        const char *pre = mount_prefix(&n);
+        if (strncmp(t, pre, n) != 0 || (t[n] != '/' && t[n] != 0)) {
+            errno = EXDEV;
+            return -1;
+        }
+        tp = t + n;
+    }
+    if (snprintf(out, PATH_MAX, "%s/%s", tp, rest) >= PATH_MAX) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    return 0;
+}
+
+/* A final name that came from a link's target lives in a walk-local
+ * buffer: hand it out from here (two at a time: rename). */
+static const char *keep_name(const char *name, size_t len)
+{
+    static char names[2][STRATA_NAME_MAX + 1];
+    static int next;
+    char *n = names[next];
+    next ^= 1;
+    memcpy(n, name, len);
+    n[len] = 0;
+    return n;
+}
+
+/* Walk path components, following symbolic links in the middle of the path
+ * and, with follow, at its end (a trailing slash follows too); stops before
+ * the last component when last != NULL.  canon, when given, receives the
+ * pool path of the result with every link resolved (realpath). */
+static int walk(const char *path, uint32_t *ino, const char **last, size_t *lastlen, int follow, char *canon)
 {
     if (path == NULL || path[0] != '/') {
         errno = ENOENT;
@@ -89,6 +165,10 @@ static int walk(const char *path, uint32_t *ino, const char **last, size_t *last
     }
     uint32_t cur = STRATA_ROOT_INO;
     const char *p = path;
+    char buf[2][PATH_MAX];
+    int which = 0, hops = 0, abs_link;
+    size_t cl = 0; /* length of canon */
+    int root = geteuid() == 0; /* search permission is checked for others */
     for (;;) {
         while (*p == '/')
             p++;
@@ -110,7 +190,7 @@ static int walk(const char *path, uint32_t *ino, const char **last, size_t *last
                 errno = EINVAL;
                 return -1;
             }
-            *last = p;
+            *last = hops ? keep_name(p, len) : p;
             *lastlen = len;
             *ino = cur;
             return 0;
@@ -119,16 +199,40 @@ static int walk(const char *path, uint32_t *ino, const char **last, size_t *last
             errno = ENOTDIR;
             return -1;
         }
+        if (!root && perm_check(&G.inodes[cur], X_OK, 0) != 0)
+            return -1;
         if (len == 1 && p[0] == '.') {
         } else if (len == 2 && p[0] == '.' && p[1] == '.') {
             cur = G.inodes[cur].parent;
+            while (canon && cl > 0 && canon[--cl] != '/')
+                ;
         } else {
             struct strata_dirent *d = dir_lookup(cur, p, len);
             if (d == NULL) {
                 errno = ENOENT;
                 return -1;
             }
+            if (d->ino < G.sb->ninodes && S_ISLNK(G.inodes[d->ino].mode) && (*q != 0 || follow || *e == '/')) {
+                if (++hops > MAX_HOPS) {
+                    errno = ELOOP;
+                    return -1;
+                }
+                if (splice_link(d->ino, q, buf[which], &abs_link) != 0)
+                    return -1;
+                p = buf[which];
+                which ^= 1;
+                if (abs_link) {
+                    cur = STRATA_ROOT_INO;
+                    cl = 0;
+                }
+                continue;
+            }
             cur = d->ino;
+            if (canon && cl + 1 + len < PATH_MAX) {
+                canon[cl++] = '/';
+                memcpy(canon + cl, p, len);
+                cl += len;
+            }
         }
         if (cur == 0 || cur >= G.sb->ninodes || G.inodes[cur].mode == 0) {
             errno = EUCLEAN; /* a dirent or parent link names no inode */
@@ -140,13 +244,18 @@ static int walk(const char *path, uint32_t *ino, const char **last, size_t *last
         errno = EBUSY;
         return -1;
     }
+    if (canon) {
+        if (cl == 0)
+            canon[cl++] = '/';
+        canon[cl] = 0;
+    }
     *ino = cur;
     return 0;
 }
 
-int path_resolve(const char *path, uint32_t *ino)
+static int resolve(const char *path, uint32_t *ino, int follow, char *canon)
 {
-    if (walk(path, ino, NULL, NULL) != 0)
+    if (walk(path, ino, NULL, NULL, follow, canon) != 0)
         return -1;
     /* a trailing slash requires a directory */
     size_t l = strlen(path);
@@ -157,9 +266,17 @@ int path_resolve(const char *path, uint32_t *ino)
     return 0;
 }
 
+int path_resolve(const char *path, uint32_t *ino) { return resolve(path, ino, 1, NULL); }
+int path_resolve_nofollow(const char *path, uint32_t *ino) { return resolve(path, ino, 0, NULL); }
+int path_canonical(const char *path, char out[PATH_MAX])
+{
+    uint32_t ino;
+    return resolve(path, &ino, 1, out);
+}
+
 int path_parent(const char *path, uint32_t *parent, const char **name, size_t *nlen)
 {
-    if (walk(path, parent, name, nlen) != 0)
+    if (walk(path, parent, name, nlen, 0, NULL) != 0)
         return -1;
     if (!S_ISDIR(G.inodes[*parent].mode)) {
         errno = ENOTDIR;

@@ -75,8 +75,10 @@ static void check_inode(struct report *r, uint32_t *owner, uint32_t ino)
                 claim(r, owner, ino, tbl(t)[j]);
         }
     }
-    if (!S_ISREG(in->mode) && !S_ISDIR(in->mode))
+    if (!S_ISREG(in->mode) && !S_ISDIR(in->mode) && !S_ISLNK(in->mode))
         problem(r, "inode %u: bad mode %o\n", ino, in->mode);
+    else if (S_ISLNK(in->mode) && (in->size == 0 || in->size >= STRATA_BLOCK))
+        problem(r, "inode %u: symbolic link with a target of %lu bytes\n", ino, (unsigned long)in->size);
 }
 
 static void check_dirents(struct report *r, uint8_t *reach)
@@ -100,8 +102,9 @@ static void check_dirents(struct report *r, uint8_t *reach)
         }
         if (dir_lookup(d->parent, d->name, d->name_len) != d)
             problem(r, "dirent %u '%.*s': duplicate or unreachable in the hash\n", i, d->name_len, d->name);
-        if (reach[d->ino]++)
-            problem(r, "inode %u has more than one name\n", d->ino);
+        uint32_t names = ++reach[d->ino], nlink = in->nlink ? in->nlink : 1;
+        if (S_ISDIR(in->mode) ? names > 1 : names > nlink)
+            problem(r, "inode %u has more names than its link count %u\n", d->ino, nlink);
         if (in->parent == STRATA_ORPHAN)
             problem(r, "inode %u: marked unlinked but has a name\n", d->ino);
         if (S_ISDIR(in->mode) && in->parent != d->parent)
@@ -139,6 +142,9 @@ static int check(struct report *r)
         int open_orphan = G.inodes[i].parent == STRATA_ORPHAN && strata_pid_alive(G.inodes[i].lease_pid);
         if (!reach[i] && !open_orphan)
             problem(r, "inode %u is allocated but has no name\n", i);
+        uint32_t nlink = G.inodes[i].nlink ? G.inodes[i].nlink : 1;
+        if (S_ISREG(G.inodes[i].mode) && reach[i] && reach[i] < nlink)
+            problem(r, "inode %u: link count %u but %u names\n", i, nlink, reach[i]);
         check_inode(r, owner, i);
     }
     uint64_t first = sb->off_data / STRATA_BLOCK, used = 0;

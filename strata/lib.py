@@ -39,6 +39,7 @@ def _load():
         "strata_digest": (c.c_int64, []),
         "strata_fsck": (c.c_int, [c.c_char_p, c.c_char_p, c.c_size_t]),
         "strata_info": (c.c_int, [c.c_char_p, c.c_size_t]),
+        "strata_df": (c.c_int, [c.c_char_p, c.c_size_t]),
         "strata_ls": (c.c_int, [c.c_char_p, c.c_char_p, c.c_size_t]),
         "strata_write_ref": (c.c_ssize_t, [c.c_int, c.c_uint64, c.c_size_t]),
         "strata_pwrite_ref": (c.c_ssize_t, [c.c_int, c.c_uint64, c.c_size_t, c.c_int64]),
@@ -93,6 +94,13 @@ def info():
     buf = ctypes.create_string_buffer(4096)
     check(lib().strata_info(buf, len(buf)), "info")
     return dict(line.split(" ", 1) for line in buf.value.decode().splitlines())
+
+
+def df():
+    """Space of the attached pool: {key: int} (see strata_df in strata_api.h)."""
+    buf = ctypes.create_string_buffer(4096)
+    check(lib().strata_df(buf, len(buf)), "df")
+    return {k: int(v) for k, v in (line.split(" ", 1) for line in buf.value.decode().splitlines())}
 
 
 def fsck(pool):

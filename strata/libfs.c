@@ -1,9 +1,12 @@
 /*
  * LibFS open-file table, leases and process lifecycle.
  *
- * Each Strata fd is a real kernel fd on /dev/null (raw syscalls, so the shim
- * never sees them): fd numbers cannot collide with kernel files and close,
- * dup and F_SETFD behave as the kernel's.  The fd indexes our table.
+ * Each Strata fd is a real kernel fd (raw syscalls, so the shim never sees
+ * them): an O_PATH descriptor of /dev/null while the open file description
+ * is private to this process, of its state memfd once shared (ofd.c).  Fd
+ * numbers cannot collide with kernel files; close, dup and F_SETFD behave as
+ * the kernel's; and a read or write that bypasses the shim fails with EBADF
+ * instead of reaching a placeholder.  The fd indexes our table.
  *
  * Leases: one writing process per file.  The lease (inode.lease_pid) is taken
  * on the first writable open and released on the last writable close, after
@@ -16,6 +19,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -25,6 +29,16 @@
 
 #define FD_MAX 65536
 static struct sfile *fdtab[FD_MAX];
+static int fd_limit; /* 1 + highest fd ever entered in fdtab */
+
+static void fdtab_set(int fd, struct sfile *f)
+{
+    fdtab[fd] = f;
+    if (f && fd >= fd_limit)
+        fd_limit = fd + 1;
+}
+
+int sfile_fd_limit(void) { return fd_limit; }
 
 struct sfile *sfile_get(int fd)
 {
@@ -40,7 +54,7 @@ int strata_is_fd(int fd)
 
 static int reserve_fd(int cloexec)
 {
-    int fd = (int)syscall(SYS_openat, AT_FDCWD, "/dev/null", O_RDWR | (cloexec ? O_CLOEXEC : 0));
+    int fd = (int)syscall(SYS_openat, AT_FDCWD, "/dev/null", O_PATH | (cloexec ? O_CLOEXEC : 0));
     if (fd >= FD_MAX) {
         syscall(SYS_close, fd);
         errno = EMFILE;
@@ -98,7 +112,13 @@ static void lease_release(uint32_t ino)
 /* Resolve or create the file (pool lock held). */
 static int open_inode(const char *path, int flags, unsigned int mode, uint32_t *ino)
 {
-    if (path_resolve(path, ino) == 0) {
+    int created = 0; /* a file this open creates is opened whatever its mode says */
+    int nofollow = (flags & O_NOFOLLOW) || ((flags & O_CREAT) && (flags & O_EXCL));
+    if ((nofollow ? path_resolve_nofollow(path, ino) : path_resolve(path, ino)) == 0) {
+        if (S_ISLNK(G.inodes[*ino].mode)) {
+            errno = (flags & O_CREAT) && (flags & O_EXCL) ? EEXIST : ELOOP;
+            return -1;
+        }
         if ((flags & O_CREAT) && (flags & O_EXCL)) {
             errno = EEXIST;
             return -1;
@@ -115,8 +135,15 @@ static int open_inode(const char *path, int flags, unsigned int mode, uint32_t *
             errno = EISDIR;
             return -1;
         }
+        if (dir_lookup(parent, name, nlen)) { /* a link to nothing: not created through it */
+            errno = ENOENT;
+            return -1;
+        }
+        if (perm_check(&G.inodes[parent], W_OK | X_OK, 0) != 0)
+            return -1;
         if (ns_create(parent, name, nlen, S_IFREG | (mode & 07777), ino) != 0)
             return -1;
+        created = 1;
     }
     struct strata_inode *in = &G.inodes[*ino];
     int acc = flags & O_ACCMODE;
@@ -128,6 +155,9 @@ static int open_inode(const char *path, int flags, unsigned int mode, uint32_t *
         errno = ENOTDIR;
         return -1;
     }
+    int want = (acc == O_RDONLY ? R_OK : acc == O_WRONLY ? W_OK : R_OK | W_OK) | (flags & O_TRUNC ? W_OK : 0);
+    if (!created && perm_check(in, want, 0) != 0)
+        return -1;
     if (in->lease_pid != 0 && in->lease_pid != G.pid && !strata_pid_alive(in->lease_pid))
         lease_take(*ino); /* recovers the dead writer's log, then drops it */
     if (acc != O_RDONLY && G.wlease[*ino] == 0) {
@@ -156,8 +186,10 @@ static int do_open(const char *path, int flags, unsigned int mode)
         return -1;
     int fd = reserve_fd(flags & O_CLOEXEC);
     struct sfile *f = calloc(1, sizeof(*f));
-    if (fd < 0 || f == NULL || (f->path = strdup(path)) == NULL) {
-        int e = fd < 0 ? errno : ENOMEM;
+    int is_dir = S_ISDIR(G.inodes[ino].mode);
+    int fl = flags & ~(O_CREAT | O_EXCL | O_TRUNC | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0 || f == NULL || (f->o = ofd_new(path, ino, G.inodes[ino].gen, fl, is_dir)) == NULL) {
+        int e = fd < 0 ? errno : f == NULL ? ENOMEM : errno;
         if (fd >= 0)
             syscall(SYS_close, fd);
         free(f);
@@ -168,11 +200,15 @@ static int do_open(const char *path, int flags, unsigned int mode)
     }
     f->ino = ino;
     f->gen = G.inodes[ino].gen;
-    f->flags = flags & ~(O_CREAT | O_EXCL | O_TRUNC | O_CLOEXEC | O_NOCTTY);
-    f->is_dir = S_ISDIR(G.inodes[ino].mode);
+    f->is_dir = is_dir;
     f->refs = 1;
     f->owner = G.pid;
-    fdtab[fd] = f;
+    f->path = f->o->path;
+    if ((flags & O_ACCMODE) != O_RDONLY) {
+        f->lease_owner = G.pid;
+        f->o->lease_pid = G.pid;
+    }
+    fdtab_set(fd, f);
     G.opens[ino]++;
     if ((flags & O_TRUNC) && (flags & O_ACCMODE) != O_RDONLY && file_size(ino, f->gen) != 0 &&
         strata_ftruncate(fd, 0) != 0) {
@@ -200,7 +236,7 @@ static int do_close(int fd)
     syscall(SYS_close, fd);
     if (--f->refs > 0)
         return 0;
-    if ((f->flags & O_ACCMODE) != O_RDONLY && f->owner == G.pid)
+    if (f->lease_owner == G.pid)
         lease_release(f->ino);
     if (f->owner == G.pid && --G.opens[f->ino] == 0 && ino_alive(f->ino, f->gen) &&
         G.inodes[f->ino].parent == STRATA_ORPHAN && strata_pool_lock() == 0) {
@@ -208,7 +244,7 @@ static int do_close(int fd)
         pend_drop(f->ino);
         strata_pool_unlock();
     }
-    free(f->path);
+    ofd_free(f);
     free(f);
     return 0;
 }
@@ -243,7 +279,7 @@ static int do_dup(int oldfd, int newfd)
         return -1;
     }
     f->refs++;
-    fdtab[fd] = f;
+    fdtab_set(fd, f);
     return fd;
 }
 
@@ -265,7 +301,7 @@ int strata_fd_flags(int fd)
         errno = EBADF;
         return -1;
     }
-    return f->flags;
+    return f->o->flags;
 }
 
 int strata_fd_setflags(int fd, int flags)
@@ -276,13 +312,96 @@ int strata_fd_setflags(int fd, int flags)
         return -1;
     }
     int settable = O_APPEND | O_NONBLOCK;
-    f->flags = (f->flags & ~settable) | (flags & settable);
+    f->o->flags = (f->o->flags & ~settable) | (flags & settable);
     return 0;
 }
 
-/* After fork the child owns no log slot and no leases; inherited writable
- * fds stay readable but writes through them fail with EBADF. */
-static void atfork_prepare(void) { pthread_mutex_lock(&G.mu); }
+void sfile_install(int fd, struct sfile *f)
+{
+    f->refs++;
+    fdtab_set(fd, f);
+}
+
+/* An inherited OFD joins this process: count it as open here, and if the
+ * previous program of this process (same pid: exec) held the write lease
+ * for it, so does this one. */
+void sfile_adopt(struct sfile *f)
+{
+    f->owner = G.pid;
+    G.opens[f->ino]++;
+    if ((f->o->flags & O_ACCMODE) != O_RDONLY && f->o->lease_pid == G.pid &&
+        G.inodes[f->ino].lease_pid == G.pid) {
+        f->lease_owner = G.pid;
+        G.wlease[f->ino]++;
+    }
+}
+
+/* Leases recorded for this pid that no open file of this program accounts
+ * for: the previous program of this process (before exec) held them. */
+void lease_release_stale(void)
+{
+    for (uint32_t i = STRATA_ROOT_INO + 1; i < G.sb->ninodes; i++) {
+        struct strata_inode *in = &G.inodes[i];
+        if (in->mode != 0 && in->lease_pid == G.pid && G.wlease[i] == 0 && in->parent != STRATA_ORPHAN) {
+            in->lease_pid = 0;
+            strata_persist(&in->lease_pid, sizeof(in->lease_pid));
+        }
+    }
+}
+
+/*
+ * A write through f: this process holds the lease for it, or the process
+ * holding the inode's lease shares this open file description (a parent
+ * shell whose redirection the program inherited; it digested before the
+ * fork, see strata_before_spawn).  Otherwise the lease is free or its
+ * holder died: take it for this OFD; a different live writer means the
+ * usual wait and EBUSY.
+ */
+int sfile_may_write(struct sfile *f)
+{
+    if (f->lease_owner == G.pid)
+        return 0;
+    int32_t holder = G.inodes[f->ino].lease_pid;
+    if (holder == G.pid && G.wlease[f->ino] > 0)
+        return 0;
+    if (holder != 0 && holder != G.pid && holder == f->o->lease_pid) {
+        /* the holder reads the shared area, not our log: digest this write
+         * at once (the digest request is served right after it) */
+        G.slots[G.slot].digest_request = 1;
+        return 0;
+    }
+    if (strata_pool_lock() != 0)
+        return -1;
+    int rc = lease_take(f->ino);
+    strata_pool_unlock();
+    if (rc != 0)
+        return -1;
+    G.wlease[f->ino]++;
+    f->lease_owner = G.pid;
+    f->o->lease_pid = G.pid;
+    return 0;
+}
+
+/* Before another process can come to share this one's files (fork, vfork,
+ * posix_spawn, system, popen, exec): digest, so the other process sees every
+ * write so far, and share the OFDs it will inherit. */
+void strata_before_spawn(int inheritable_only)
+{
+    pthread_mutex_lock(&G.mu);
+    if (G.base != NULL && G.pid == (pid_t)syscall(SYS_getpid)) {
+        digest_own();
+        ofd_share_all(inheritable_only);
+    }
+    pthread_mutex_unlock(&G.mu);
+}
+
+/* After fork the child owns no log slot and no leases: it takes the lease
+ * of an inherited writable file at its first write (sfile_may_write). */
+static void atfork_prepare(void)
+{
+    strata_before_spawn(0);
+    pthread_mutex_lock(&G.mu);
+}
 static void atfork_parent(void) { pthread_mutex_unlock(&G.mu); }
 static void atfork_child(void)
 {
@@ -309,12 +428,19 @@ static void atfork_child(void)
     pthread_mutexattr_destroy(&a);
 }
 
-__attribute__((constructor)) static void libfs_init(void)
+/* Runs before the shim's constructors (which redirect stdio to adopted fds). */
+__attribute__((constructor(101))) static void libfs_init(void)
 {
     pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
+    if (ofd_scan() > 0 && strata_attach(NULL) != 0) {
+        pthread_mutex_lock(&G.mu);
+        ofd_adopt(); /* says why each fd is unusable */
+        pthread_mutex_unlock(&G.mu);
+    }
 }
 
 __attribute__((destructor)) static void libfs_fini(void)
 {
+    fflush(NULL); /* stdio buffers over Strata fds, before the pool goes away */
     strata_detach();
 }

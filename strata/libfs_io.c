@@ -79,7 +79,7 @@ uint64_t file_size(uint32_t ino, uint32_t gen)
 static ssize_t do_pread(int fd, void *buf, size_t len, int64_t off, int advance)
 {
     struct sfile *f = sfile_get(fd);
-    if (f == NULL || (f->flags & O_ACCMODE) == O_WRONLY) {
+    if (f == NULL || (f->o->flags & O_ACCMODE) == O_WRONLY) {
         errno = EBADF;
         return -1;
     }
@@ -88,7 +88,7 @@ static ssize_t do_pread(int fd, void *buf, size_t len, int64_t off, int advance)
         return -1;
     }
     if (advance)
-        off = (int64_t)f->off;
+        off = (int64_t)f->o->off;
     if (off < 0) {
         errno = EINVAL;
         return -1;
@@ -119,7 +119,7 @@ static ssize_t do_pread(int fd, void *buf, size_t len, int64_t off, int advance)
         }
     }
     if (advance)
-        f->off += n;
+        f->o->off += n;
     return (ssize_t)n;
 }
 
@@ -139,7 +139,7 @@ static ssize_t do_preadv(int fd, const struct iovec *iov, int cnt, int64_t off, 
 {
     struct sfile *f = sfile_get(fd);
     size_t total;
-    if (f == NULL || (f->flags & O_ACCMODE) == O_WRONLY) {
+    if (f == NULL || (f->o->flags & O_ACCMODE) == O_WRONLY) {
         errno = EBADF;
         return -1;
     }
@@ -151,7 +151,7 @@ static ssize_t do_preadv(int fd, const struct iovec *iov, int cnt, int64_t off, 
     }
     int advance = off == -1;
     if (advance)
-        off = (int64_t)f->off;
+        off = (int64_t)f->o->off;
     if (off < 0) {
         errno = EINVAL;
         return -1;
@@ -169,7 +169,7 @@ static ssize_t do_preadv(int fd, const struct iovec *iov, int cnt, int64_t off, 
             break;
     }
     if (advance)
-        f->off = (uint64_t)off + done;
+        f->o->off = (uint64_t)off + done;
     return (ssize_t)done;
 }
 
@@ -197,7 +197,8 @@ int reserve(struct sfile *f, uint64_t off, uint64_t len)
         uint64_t held = 0;
         for (uint32_t i = 0; i < G.sb->nslots; i++)
             held += G.slots[i].owner_pid ? G.slots[i].credits : 0;
-        uint64_t avail = G.sb->free_blocks > held ? G.sb->free_blocks - held : 0;
+        uint64_t free = strata_free_blocks(); /* the backing file system's room too */
+        uint64_t avail = free > held ? free - held : 0;
         uint64_t grab = need - G.credits_left;
         grab = grab < CREDIT_CHUNK ? CREDIT_CHUNK : grab;
         if (grab > avail)
@@ -266,7 +267,7 @@ static int64_t do_lseek(int fd, int64_t off, int whence)
     int64_t size = (int64_t)file_size(f->ino, f->gen), pos;
     switch (whence) {
     case SEEK_SET: pos = off; break;
-    case SEEK_CUR: pos = (int64_t)f->off + off; break;
+    case SEEK_CUR: pos = (int64_t)f->o->off + off; break;
     case SEEK_END:
         if (f->is_dir) { /* as tmpfs/ext4 directories */
             errno = EINVAL;
@@ -288,7 +289,7 @@ static int64_t do_lseek(int fd, int64_t off, int whence)
         errno = EINVAL;
         return -1;
     }
-    f->off = (uint64_t)pos;
+    f->o->off = (uint64_t)pos;
     return pos;
 }
 

@@ -23,9 +23,13 @@ int ns_claim(void)
 }
 
 /* Log h (+names), apply it, mark it applied.  Pool lock held. */
-static int ns_commit(struct strata_entry *h, const char *n1, size_t l1, const char *n2, size_t l2)
+int ns_commit(struct strata_entry *h, const char *n1, size_t l1, const char *n2, size_t l2)
 {
-    char names[2 * (STRATA_NAME_MAX + 1)];
+    char names[STRATA_NAME_MAX + 1 + PATH_MAX]; /* a name, and a second name or a link target */
+    if (l1 + l2 > sizeof(names)) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
     memcpy(names, n1, l1);
     if (l2)
         memcpy(names + l1, n2, l2);
@@ -59,15 +63,26 @@ static mode_t process_umask(void)
 
 int ns_create(uint32_t parent, const char *name, size_t nlen, uint32_t mode, uint32_t *ino_out)
 {
-    mode &= ~(uint32_t)process_umask();
+    return ns_create_target(parent, name, nlen, mode, NULL, 0, ino_out);
+}
+
+/* Create a name; a symbolic link carries its target as the second name. */
+int ns_create_target(uint32_t parent, const char *name, size_t nlen, uint32_t mode, const char *target,
+                     size_t tlen, uint32_t *ino_out)
+{
+    if (!S_ISLNK(mode))
+        mode &= ~(uint32_t)process_umask();
     uint32_t ino = ino_alloc();
     if (ino == 0) {
         errno = ENOSPC;
         return -1;
     }
+    /* the owner: the effective uid, and the parent's group if it is setgid */
+    uint32_t gid = (G.inodes[parent].mode & S_ISGID) ? G.inodes[parent].gid : (uint32_t)getegid();
     struct strata_entry h = {.kind = S_ISDIR(mode) ? STRATA_E_MKDIR : STRATA_E_CREATE,
-                             .ino = ino, .gen = G.inodes[ino].gen + 1, .parent = parent, .len = mode};
-    if (ns_commit(&h, name, nlen, NULL, 0) != 0)
+                             .ino = ino, .gen = G.inodes[ino].gen + 1, .parent = parent, .len = mode,
+                             .off = (uint64_t)geteuid() << 32 | gid};
+    if (ns_commit(&h, name, nlen, target, tlen) != 0)
         return -1;
     *ino_out = ino;
     return 0;
@@ -86,7 +101,7 @@ static int do_mkdir(const char *path, unsigned int mode)
             errno = EEXIST;
     } else if (dir_lookup(parent, name, nlen)) {
         errno = EEXIST;
-    } else {
+    } else if (perm_check(&G.inodes[parent], W_OK | X_OK, 0) == 0) {
         rc = ns_create(parent, name, nlen, S_IFDIR | (mode & 07777), &ino);
     }
     strata_pool_unlock();
@@ -117,6 +132,8 @@ static int do_remove(const char *path, int dir)
         goto out;
     }
     struct strata_inode *in = &G.inodes[d->ino];
+    if (perm_check(&G.inodes[parent], W_OK | X_OK, 0) != 0 || perm_sticky(&G.inodes[parent], in) != 0)
+        goto out;
     if (!dir && S_ISDIR(in->mode)) {
         errno = EISDIR;
         goto out;
@@ -142,6 +159,94 @@ out:
 
 int strata_unlink(const char *path) { return LOCKED(do_remove(path, 0)); }
 int strata_rmdir(const char *path) { return LOCKED(do_remove(path, 1)); }
+
+/* A symbolic link: its target is stored as the inode's data (one block at
+ * most), written when the entry is applied. */
+static int do_symlink(const char *target, const char *path)
+{
+    uint32_t parent, ino;
+    const char *name;
+    size_t nlen, tlen = strlen(target);
+    if (tlen == 0) {
+        errno = ENOENT;
+        return -1;
+    }
+    if (tlen >= STRATA_BLOCK) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    if (ns_claim() != 0 || strata_pool_lock() != 0)
+        return -1;
+    int rc = -1;
+    if (path_parent(path, &parent, &name, &nlen) != 0) {
+        if (errno == EBUSY || errno == EINVAL)
+            errno = EEXIST;
+    } else if (dir_lookup(parent, name, nlen)) {
+        errno = EEXIST;
+    } else if (perm_check(&G.inodes[parent], W_OK | X_OK, 0) != 0) {
+    } else if (strata_free_blocks() <= credits_held()) {
+        errno = ENOSPC; /* the target needs a block */
+    } else {
+        rc = ns_create_target(parent, name, nlen, S_IFLNK | 0777, target, tlen, &ino);
+    }
+    strata_pool_unlock();
+    return rc;
+}
+
+int strata_symlink(const char *target, const char *path) { return LOCKED(do_symlink(target, path)); }
+
+static ssize_t do_readlink(const char *path, char *buf, size_t len)
+{
+    uint32_t ino;
+    char t[STRATA_BLOCK];
+    if (path_resolve_nofollow(path, &ino) != 0)
+        return -1;
+    if (!S_ISLNK(G.inodes[ino].mode)) {
+        errno = EINVAL;
+        return -1;
+    }
+    int n = symlink_target(ino, t, sizeof(t));
+    if (n < 0)
+        return -1;
+    size_t k = (size_t)n < len ? (size_t)n : len;
+    memcpy(buf, t, k);
+    return (ssize_t)k;
+}
+
+ssize_t strata_readlink(const char *path, char *buf, size_t len) { return LOCKED(do_readlink(path, buf, len)); }
+
+int strata_realpath_pool(const char *path, char *out) { return LOCKED(path_canonical(path, out)); }
+
+/* A hard link: another name for a file (not a directory: EPERM). */
+static int do_link(const char *from, const char *to)
+{
+    uint32_t ino, parent;
+    const char *name;
+    size_t nlen;
+    if (ns_claim() != 0 || strata_pool_lock() != 0)
+        return -1;
+    int rc = -1;
+    if (path_resolve_nofollow(from, &ino) != 0 || path_parent(to, &parent, &name, &nlen) != 0) {
+        if (errno == EBUSY || errno == EINVAL) /* "/" or "." / ".." as the new name */
+            errno = EEXIST;
+        goto out;
+    }
+    if (dir_lookup(parent, name, nlen)) {
+        errno = EEXIST;
+    } else if (S_ISDIR(G.inodes[ino].mode)) {
+        errno = EPERM;
+    } else if (to[strlen(to) - 1] == '/') {
+        errno = ENOENT;
+    } else if (perm_check(&G.inodes[parent], W_OK | X_OK, 0) == 0) {
+        struct strata_entry h = {.kind = STRATA_E_LINK, .ino = ino, .gen = G.inodes[ino].gen, .parent = parent};
+        rc = ns_commit(&h, name, nlen, NULL, 0);
+    }
+out:
+    strata_pool_unlock();
+    return rc;
+}
+
+int strata_link(const char *from, const char *to) { return LOCKED(do_link(from, to)); }
 
 /* Is dir `a` the same as, or an ancestor of, dir `b`? */
 static int is_ancestor(uint32_t a, uint32_t b)
@@ -177,6 +282,10 @@ static int do_rename(const char *from, const char *to)
         rc = 0;
         goto out;
     }
+    if (perm_check(&G.inodes[p1], W_OK | X_OK, 0) != 0 || perm_check(&G.inodes[p2], W_OK | X_OK, 0) != 0 ||
+        perm_sticky(&G.inodes[p1], in) != 0 || (dst && perm_sticky(&G.inodes[p2], &G.inodes[dst->ino]) != 0) ||
+        (S_ISDIR(in->mode) && p1 != p2 && perm_check(in, W_OK, 0) != 0)) /* its ".." changes */
+        goto out;
     if (S_ISDIR(in->mode) && is_ancestor(ino, p2)) {
         errno = EINVAL;
         goto out;
@@ -214,31 +323,6 @@ out:
 
 int strata_rename(const char *from, const char *to) { return LOCKED(do_rename(from, to)); }
 
-static int chmod_ino(uint32_t ino, unsigned int mode)
-{
-    struct strata_entry h = {.kind = STRATA_E_SETATTR, .ino = ino, .gen = G.inodes[ino].gen,
-                             .len = mode & 07777, .mtime_s = (uint32_t)time(NULL)};
-    return ns_commit(&h, "", 0, NULL, 0);
-}
-
-static int do_chmod(const char *path, int fd, unsigned int mode)
-{
-    uint32_t ino;
-    if (ns_claim() != 0 || strata_pool_lock() != 0)
-        return -1;
-    int rc = -1;
-    struct sfile *f = path ? NULL : sfile_get(fd);
-    if (path ? path_resolve(path, &ino) == 0 : f != NULL && ino_alive(f->ino, f->gen))
-        rc = chmod_ino(path ? ino : f->ino, mode);
-    else if (!path)
-        errno = EBADF;
-    strata_pool_unlock();
-    return rc;
-}
-
-int strata_chmod(const char *path, unsigned int mode) { return LOCKED(do_chmod(path, -1, mode)); }
-int strata_fchmod(int fd, unsigned int mode) { return LOCKED(do_chmod(NULL, fd, mode)); }
-
 static void fill_stat(uint32_t ino, uint32_t gen, struct stat *st)
 {
     struct strata_inode *in = &G.inodes[ino];
@@ -246,9 +330,11 @@ static void fill_stat(uint32_t ino, uint32_t gen, struct stat *st)
     st->st_dev = 0x5354; /* "ST": distinct from kernel devices */
     st->st_ino = ino;
     st->st_mode = in->mode;
-    st->st_nlink = S_ISDIR(in->mode) ? 2 : (ino_alive(ino, gen) && in->parent != STRATA_ORPHAN);
-    st->st_uid = geteuid();
-    st->st_gid = getegid();
+    st->st_nlink = S_ISDIR(in->mode) ? 2
+                   : !ino_alive(ino, gen) || in->parent == STRATA_ORPHAN ? 0
+                   : in->nlink ? in->nlink : 1;
+    st->st_uid = in->uid;
+    st->st_gid = in->gid;
     st->st_size = (off_t)file_size(ino, gen);
     st->st_blksize = STRATA_BLOCK;
     st->st_blocks = (st->st_size + 511) / 512;
@@ -256,16 +342,17 @@ static void fill_stat(uint32_t ino, uint32_t gen, struct stat *st)
     st->st_ctim.tv_sec = in->ctime_s;
 }
 
-static int do_stat(const char *path, struct stat *st)
+static int do_stat(const char *path, struct stat *st, int follow)
 {
     uint32_t ino;
-    if (path_resolve(path, &ino) != 0)
+    if ((follow ? path_resolve(path, &ino) : path_resolve_nofollow(path, &ino)) != 0)
         return -1;
     fill_stat(ino, G.inodes[ino].gen, st);
     return 0;
 }
 
-int strata_stat(const char *path, struct stat *st) { return LOCKED(do_stat(path, st)); }
+int strata_stat(const char *path, struct stat *st) { return LOCKED(do_stat(path, st, 1)); }
+int strata_lstat(const char *path, struct stat *st) { return LOCKED(do_stat(path, st, 0)); }
 
 static int do_fstat(int fd, struct stat *st)
 {
@@ -285,11 +372,7 @@ static int do_access(const char *path, int mode)
     uint32_t ino;
     if (path_resolve(path, &ino) != 0)
         return -1;
-    if ((mode & X_OK) && !S_ISDIR(G.inodes[ino].mode) && !(G.inodes[ino].mode & 0111)) {
-        errno = EACCES;
-        return -1;
-    }
-    return 0;
+    return mode == F_OK ? 0 : perm_check(&G.inodes[ino], mode & (R_OK | W_OK | X_OK), 1);
 }
 
 int strata_access(const char *path, int mode) { return LOCKED(do_access(path, mode)); }
@@ -303,6 +386,8 @@ static int do_listdir(const char *path, struct strata_dirent_out **out)
         errno = ENOTDIR;
         return -1;
     }
+    if (perm_check(&G.inodes[ino], R_OK, 0) != 0)
+        return -1;
     int n = 0, cap = 16;
     struct strata_dirent_out *v = malloc(cap * sizeof(*v));
     for (uint32_t i = 0; v && i < G.sb->ndirents; i++) {
@@ -319,7 +404,8 @@ static int do_listdir(const char *path, struct strata_dirent_out **out)
             v = nv;
         }
         v[n].ino = d->ino;
-        v[n].type = S_ISDIR(G.inodes[d->ino].mode) ? DT_DIR : DT_REG;
+        uint32_t m = G.inodes[d->ino].mode;
+        v[n].type = S_ISDIR(m) ? DT_DIR : S_ISLNK(m) ? DT_LNK : DT_REG;
         memcpy(v[n].name, d->name, d->name_len);
         v[n].name[d->name_len] = 0;
         n++;

@@ -44,11 +44,12 @@ struct plan {
 struct sfile *writable(int fd)
 {
     struct sfile *f = sfile_get(fd);
-    if (f == NULL || (f->flags & O_ACCMODE) == O_RDONLY || f->owner != G.pid) {
+    if (f == NULL || (f->o->flags & O_ACCMODE) == O_RDONLY) {
         errno = EBADF;
         return NULL;
     }
-    if (ns_claim() != 0)
+    /* the lease: one process at a time writes through a shared OFD */
+    if (ns_claim() != 0 || sfile_may_write(f) != 0)
         return NULL;
     return f;
 }
@@ -246,10 +247,10 @@ static ssize_t do_write(int fd, const struct iovec *iov, int cnt, int64_t off, i
         errno = EISDIR;
         return -1;
     }
-    if ((f->flags & O_APPEND) || (flags & RWF_APPEND))
+    if ((f->o->flags & O_APPEND) || (flags & RWF_APPEND))
         off = (int64_t)file_size(f->ino, f->gen);
     else if (advance)
-        off = (int64_t)f->off;
+        off = (int64_t)f->o->off;
     if (off < 0) {
         errno = EINVAL;
         return -1;
@@ -269,7 +270,7 @@ static ssize_t do_write(int fd, const struct iovec *iov, int cnt, int64_t off, i
     }
     done = log_plan(f, &pl, (uint64_t)off);
     if (done > 0 && advance)
-        f->off = (uint64_t)off + (uint64_t)done;
+        f->o->off = (uint64_t)off + (uint64_t)done;
     if (done > 0) {
         maybe_digest();
         if (refs_over_trigger() && digest_own() == 0)

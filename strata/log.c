@@ -71,6 +71,7 @@ int log_claim_slot(void)
         strata_persist(&G.slots[found], sizeof(struct strata_slot));
         G.slot = found;
         G.tail = 0;
+        G.log_backed = 0;
         G.credits_left = 0;
     }
     strata_pool_unlock();
@@ -89,6 +90,13 @@ struct strata_entry *log_append(struct strata_entry *hdr, const void *payload, s
         return NULL;
     }
     char *at = slot_log(G.slot) + G.tail;
+    if (G.tail + total > G.log_backed) { /* sparse pool: back the next stretch first */
+        uint64_t upto = G.tail + total + (256u << 10);
+        upto = upto > G.sb->log_bytes ? G.sb->log_bytes : upto;
+        if (pool_back((uint64_t)(slot_log(G.slot) - G.base) + G.log_backed, upto - G.log_backed) != 0)
+            return NULL; /* ENOSPC */
+        G.log_backed = upto;
+    }
     struct strata_entry *e = (struct strata_entry *)at;
     hdr->commit = 0;
     hdr->epoch = G.slots[G.slot].epoch;
@@ -134,7 +142,7 @@ static int entry_valid(const struct strata_entry *e, uint64_t off, uint32_t epoc
 {
     uint64_t room = G.sb->log_bytes - off;
     if (e->entry_len < sizeof(*e) || e->entry_len % 64 || e->entry_len > room ||
-        e->kind < STRATA_E_CREATE || e->kind > STRATA_E_SETATTR || e->epoch != epoch)
+        e->kind < STRATA_E_CREATE || e->kind > STRATA_E_LINK || e->epoch != epoch)
         return 0;
     uint64_t plen = payload_len(e);
     if (plen > e->entry_len - sizeof(*e))

@@ -126,6 +126,24 @@ static int on_tmpfs(const char *path)
     return statfs(path, &s) == 0 && s.f_type == TMPFS_MAGIC;
 }
 
+/* Default pool size: the file system that will hold it (the pool is sparse,
+ * so size costs nothing until written), at most 64 GiB; 256 MiB if unknown. */
+static uint64_t default_size(const char *path)
+{
+    char dir[512];
+    snprintf(dir, sizeof(dir), "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash == NULL)
+        snprintf(dir, sizeof(dir), ".");
+    else
+        slash == dir ? (void)(dir[1] = 0) : (void)(*slash = 0);
+    struct statfs s;
+    if (statfs(dir, &s) != 0 || s.f_blocks == 0)
+        return 256u << 20;
+    uint64_t fs = (uint64_t)s.f_blocks * (uint64_t)s.f_bsize, cap = 64ull << 30;
+    return (fs < cap ? fs : cap) / (1u << 20) * (1u << 20);
+}
+
 int strata_mkfs(const char *path, uint64_t size, uint32_t nslots, uint64_t log_bytes, uint32_t ninodes)
 {
     return strata_mkfs_ref(path, size, nslots, log_bytes, ninodes, 0);
@@ -138,7 +156,7 @@ int strata_mkfs_ref(const char *path, uint64_t size, uint32_t nslots, uint64_t l
                                .log_bytes = log_bytes ? log_bytes : (8u << 20),
                                .ninodes = ninodes ? ninodes : 4096, .ref_bytes = ref_bytes};
     if (tmp.pool_size == 0)
-        tmp.pool_size = 256u << 20;
+        tmp.pool_size = default_size(path);
     if (layout(&tmp) != 0) {
         errno = EINVAL;
         return -1;
@@ -161,9 +179,31 @@ int strata_mkfs_ref(const char *path, uint64_t size, uint32_t nslots, uint64_t l
         pmem_memset_persist(base, 0, tmp.off_ref + STRATA_REF_TABLE);
     } else {
         unlink(path); /* a fresh sparse file: every region starts zeroed */
-        base = pmem_map_file(path, tmp.pool_size, PMEM_FILE_CREATE | PMEM_FILE_EXCL, 0600, &len, &is_pmem);
+        base = pmem_map_file(path, tmp.pool_size, PMEM_FILE_CREATE | PMEM_FILE_EXCL | PMEM_FILE_SPARSE, 0600,
+                             &len, &is_pmem);
         if (base == NULL)
             return -1;
+        /* back the metadata and the ref area's table page (the TAS daemon
+         * stores there) now; logs and data are backed as they are written,
+         * see space.c: a full file system is an ENOSPC here */
+        int fd = open(path, O_RDWR | O_CLOEXEC);
+        int bad = fd < 0 || (fallocate(fd, 0, 0, (off_t)tmp.off_logs) != 0 && errno != EOPNOTSUPP) ||
+                  (fallocate(fd, 0, (off_t)tmp.off_inodes, (off_t)(tmp.off_ref + STRATA_REF_TABLE - tmp.off_inodes)) != 0 &&
+                   errno != EOPNOTSUPP);
+        /* the first page of each log: mount reads it (a read fault on a
+         * hole of a full tmpfs is a SIGBUS too) */
+        for (uint32_t i = 0; i < tmp.nslots && !bad; i++)
+            bad = fallocate(fd, 0, (off_t)(tmp.off_logs + i * tmp.log_bytes), STRATA_BLOCK) != 0 &&
+                  errno != EOPNOTSUPP;
+        int e = errno;
+        if (fd >= 0)
+            close(fd);
+        if (bad) {
+            pmem_unmap(base, len);
+            unlink(path);
+            errno = e;
+            return -1;
+        }
     }
     struct strata_fs fs = {.base = base, .map_len = len, .is_pmem = is_pmem};
     struct strata_super *sb = (struct strata_super *)base;
@@ -182,12 +222,18 @@ int strata_mkfs_ref(const char *path, uint64_t size, uint32_t nslots, uint64_t l
     root->gen = 1;
     root->parent = STRATA_ROOT_INO;
     root->mtime_s = root->ctime_s = time(NULL);
+    root->uid = (uint32_t)geteuid();
+    root->gid = (uint32_t)getegid();
     uint64_t meta = sb->off_data / STRATA_BLOCK;
     for (uint64_t b = 0; b < meta; b++)
         fs.bitmap[b / 8] |= (uint8_t)(1u << (b % 8));
     sb->free_blocks = sb->nblocks - meta;
     sb->crc = super_crc(sb);
-    pmem_persist(base, sb->off_ref);
+    /* persist what was stored; flushing the untouched logs of a sparse
+     * file would fault every page of them in */
+    pmem_persist(base, sb->off_logs);
+    pmem_persist(root, sizeof(*root));
+    pmem_persist(fs.bitmap, (meta + 7) / 8);
     pmem_unmap(base, len);
     return 0;
 }
@@ -239,6 +285,8 @@ int strata_map(const char *path, struct strata_fs *fs, int verbose, char *err, s
     fs->map_len = len;
     fs->is_pmem = is_pmem;
     fs->use_msync = !is_pmem && !on_tmpfs(path);
+    struct stat st;
+    fs->sparse = stat(path, &st) == 0 && S_ISREG(st.st_mode);
     snprintf(fs->path, sizeof(fs->path), "%s", path);
     set_views(fs);
     return 0;
@@ -296,6 +344,10 @@ static void counters_init(void)
     G.c.ref_fallback_small = kb_stats_counter(p, "ref_fallback_small");
     G.c.ref_fallback_nomem = kb_stats_counter(p, "ref_fallback_nomem");
     G.c.ref_digests = kb_stats_counter(p, "ref_digests");
+    G.c.ofd_shared = kb_stats_counter(p, "ofd_shared");
+    G.c.ofd_adopted = kb_stats_counter(p, "ofd_adopted");
+    G.c.blocks_punched = kb_stats_counter(p, "blocks_punched");
+    G.c.backing_enospc = kb_stats_counter(p, "backing_enospc");
     sweep_stale_stats();
 }
 
@@ -337,6 +389,8 @@ int strata_attach(const char *path)
     if (strata_pool_lock() != 0)
         goto out;
     digest_dead_slots();
+    ofd_adopt();           /* fds inherited over exec (before the sweep: orphans) */
+    lease_release_stale();
     orphan_sweep();
     G.sb->mounts++;
     strata_pool_unlock();
@@ -398,14 +452,20 @@ static void repair(void)
             continue;
         if (d->ino == 0 || d->ino >= sb->ninodes || G.inodes[d->ino].mode == 0)
             dir_remove(d);
-        else
-            reach[d->ino] = 1;
+        else if (reach[d->ino] < 255)
+            reach[d->ino]++;
     }
     for (uint32_t i = 2; i < sb->ninodes; i++) {
-        if (G.inodes[i].mode != 0 && !reach[i] && G.inodes[i].parent != STRATA_ORPHAN)
+        struct strata_inode *in = &G.inodes[i];
+        if (in->mode != 0 && !reach[i] && in->parent != STRATA_ORPHAN) {
             ino_free(i);
-        else if (S_ISREG(G.inodes[i].mode))
+        } else if (S_ISREG(in->mode)) {
             shared_trim(i); /* a write cut short by the crash may have run past EOF */
+            if (reach[i] && in->nlink != reach[i] && !(in->nlink == 0 && reach[i] == 1)) {
+                in->nlink = reach[i]; /* an interrupted link/unlink: count the names */
+                strata_persist(&in->nlink, sizeof(in->nlink));
+            }
+        }
     }
     orphan_sweep();
     free(reach);
@@ -423,6 +483,7 @@ int strata_pool_lock(void)
             G.lock_depth--;
             return -1;
         }
+    pool_space_lock();
     int32_t d = G.sb->dirty_pid;
     uint64_t ds = G.sb->dirty_start;
     G.sb->dirty_pid = G.pid;
@@ -439,6 +500,7 @@ void strata_pool_unlock(void)
 {
     if (--G.lock_depth > 0)
         return;
+    pool_punch_flush();
     G.sb->dirty_pid = 0;
     strata_persist(&G.sb->dirty_pid, sizeof(G.sb->dirty_pid));
     flock(G.lock_fd, LOCK_UN);

@@ -35,12 +35,14 @@ uint32_t ino_alloc(void)
     return 0;
 }
 
-void ino_init(uint32_t ino, uint32_t gen, uint32_t mode, uint32_t parent)
+void ino_init(uint32_t ino, uint32_t gen, uint32_t mode, uint32_t parent, uint32_t uid, uint32_t gid)
 {
     struct strata_inode *i = &G.inodes[ino];
     memset(i, 0, sizeof(*i));
     i->gen = gen;
     i->parent = parent;
+    i->uid = uid;
+    i->gid = gid;
     i->mtime_s = i->ctime_s = time(NULL);
     i->mode = mode;
     strata_persist(i, sizeof(*i));
@@ -68,6 +70,7 @@ static uint32_t block_alloc(void)
     uint32_t first = (uint32_t)(G.sb->off_data / STRATA_BLOCK), n = (uint32_t)G.sb->nblocks;
     if (G.sb->free_blocks == 0)
         return 0;
+    pool_punch_flush(); /* a freed block whose page is still to be punched may be reused now */
     if (alloc_cursor < first || alloc_cursor >= n)
         alloc_cursor = first;
     for (uint32_t k = 0; k < n - first; k++) {
@@ -75,6 +78,8 @@ static uint32_t block_alloc(void)
         if (b >= n)
             b -= n - first;
         if (!blk_used(b)) {
+            if (pool_back_block(b) != 0)
+                return 0; /* the backing file system is full: ENOSPC */
             block_mark(b, 1);
             G.sb->free_blocks--;
             strata_persist(&G.sb->free_blocks, sizeof(G.sb->free_blocks));
@@ -90,6 +95,7 @@ static void block_free(uint32_t b)
     if (b == 0 || !blk_used(b))
         return;
     block_mark(b, 0);
+    pool_punch_block(b);
     G.sb->free_blocks++;
     strata_persist(&G.sb->free_blocks, sizeof(G.sb->free_blocks));
 }

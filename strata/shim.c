@@ -29,7 +29,13 @@ int __fxstatat64(int ver, int dirfd, const char *path, struct stat64 *st, int fl
 
 static char prefix[PATH_MAX];
 static size_t prefix_len;
-static char vcwd[PATH_MAX]; /* pool path of the cwd when inside Strata, else "" */
+static void init_prefix(void);
+
+const char *shim_prefix(void)
+{
+    init_prefix();
+    return prefix;
+}
 
 static void init_prefix(void)
 {
@@ -57,12 +63,40 @@ int shim_route(const char *path, char out[PATH_MAX])
     if (path == NULL)
         return 0;
     init_prefix();
-    if (path[0] != '/')
-        return vcwd[0] ? join(out, vcwd, path) : 0;
+    if (path[0] != '/') {
+        if (!shim_vcwd())
+            return 0;
+        if (path[0] == 0) { /* as the kernel: "" names nothing */
+            errno = ENOENT;
+            return -1;
+        }
+        return join(out, shim_vcwd(), path);
+    }
     if (strncmp(path, prefix, prefix_len) != 0 || (path[prefix_len] != '/' && path[prefix_len] != 0))
         return 0;
     snprintf(out, PATH_MAX, "%s", path[prefix_len] ? path + prefix_len : "/");
     return 1;
+}
+
+/* A kernel directory fd above the mount point, and a path that walks down
+ * into it (coreutils' mkdir -p, find and rm -r descend with openat from "/"):
+ * route when the joined path lands under the prefix.  Only paths naming the
+ * mount point's last component pay for the readlink. */
+static int route_below_kernel_dir(int dirfd, const char *path, char out[PATH_MAX])
+{
+    init_prefix();
+    const char *base = strrchr(prefix, '/');
+    if (prefix_len <= 1 || strstr(path, base + 1) == NULL)
+        return 0;
+    char link[64], dir[PATH_MAX], full[PATH_MAX];
+    snprintf(link, sizeof(link), "/proc/self/fd/%d", dirfd);
+    ssize_t n = readlink(link, dir, sizeof(dir) - 1);
+    if (n <= 0 || dir[0] != '/')
+        return 0;
+    dir[n] = 0;
+    if (join(full, dir, path) < 0)
+        return -1;
+    return shim_route(full, out);
 }
 
 int shim_route_at(int dirfd, const char *path, char out[PATH_MAX])
@@ -70,7 +104,7 @@ int shim_route_at(int dirfd, const char *path, char out[PATH_MAX])
     if (path == NULL || path[0] == '/' || dirfd == AT_FDCWD)
         return shim_route(path, out);
     const char *dir = strata_fd_path(dirfd);
-    return dir ? join(out, dir, path) : 0;
+    return dir ? join(out, dir, path) : route_below_kernel_dir(dirfd, path, out);
 }
 
 /* ---- open ---- */
@@ -78,6 +112,14 @@ int shim_route_at(int dirfd, const char *path, char out[PATH_MAX])
 static int mode_arg(int flags, va_list ap)
 {
     return (flags & (O_CREAT | O_TMPFILE)) ? va_arg(ap, int) : 0;
+}
+
+/* A Strata file opened as fd 0, 1 or 2 (after close(1), say): stdio too. */
+static int std_checked(int fd)
+{
+    if (fd >= 0 && fd <= 2)
+        shim_std_redirect(fd, 0);
+    return fd;
 }
 
 /* Shared body of the open family: fetch the optional mode, route, dispatch. */
@@ -88,7 +130,7 @@ static int mode_arg(int flags, va_list ap)
     va_end(ap);                                                            \
     char p[PATH_MAX];                                                      \
     int r = (route);                                                       \
-    return r < 0 ? -1 : r ? strata_open(p, flags, (unsigned)mode) : (real_call);
+    return r < 0 ? -1 : r ? std_checked(strata_open(p, flags, (unsigned)mode)) : (real_call);
 
 int open(const char *path, int flags, ...) { OPEN_BODY(shim_route(path, p), REAL(open)(path, flags, mode)) }
 int open64(const char *path, int flags, ...) { OPEN_BODY(shim_route(path, p), REAL(open64)(path, flags, mode)) }
@@ -101,31 +143,30 @@ int openat64(int dirfd, const char *path, int flags, ...)
     OPEN_BODY(shim_route_at(dirfd, path, p), REAL(openat64)(dirfd, path, flags, mode))
 }
 
+/* _FORTIFY_SOURCE callers (coreutils, tar) use the checked variants. */
+int __open_2(const char *path, int flags);
+int __open64_2(const char *path, int flags);
+int __openat_2(int dirfd, const char *path, int flags);
+int __openat64_2(int dirfd, const char *path, int flags);
+int __open_2(const char *path, int flags) { return open(path, flags); }
+int __open64_2(const char *path, int flags) { return open64(path, flags); }
+int __openat_2(int dirfd, const char *path, int flags) { return openat(dirfd, path, flags); }
+int __openat64_2(int dirfd, const char *path, int flags) { return openat64(dirfd, path, flags); }
+
 int creat(const char *path, mode_t mode) { return open(path, O_CREAT | O_WRONLY | O_TRUNC, mode); }
 int creat64(const char *path, mode_t mode) { return open(path, O_CREAT | O_WRONLY | O_TRUNC, mode); }
 
 /* ---- stat family ---- */
 
-#define ROUTE_OR(path, call_strata, call_real)  \
-    do {                                        \
-        char p_[PATH_MAX];                      \
-        int r_ = shim_route(path, p_);          \
-        if (r_ < 0)                             \
-            return -1;                          \
-        const char *sp = p_;                    \
-        (void)sp;                               \
-        return r_ ? (call_strata) : (call_real); \
-    } while (0)
-
 int stat(const char *path, struct stat *st) { ROUTE_OR(path, strata_stat(sp, st), REAL(stat)(path, st)); }
-int lstat(const char *path, struct stat *st) { ROUTE_OR(path, strata_stat(sp, st), REAL(lstat)(path, st)); }
+int lstat(const char *path, struct stat *st) { ROUTE_OR(path, strata_lstat(sp, st), REAL(lstat)(path, st)); }
 int stat64(const char *path, struct stat64 *st)
 {
     ROUTE_OR(path, strata_stat(sp, (struct stat *)st), REAL(stat64)(path, st));
 }
 int lstat64(const char *path, struct stat64 *st)
 {
-    ROUTE_OR(path, strata_stat(sp, (struct stat *)st), REAL(lstat64)(path, st));
+    ROUTE_OR(path, strata_lstat(sp, (struct stat *)st), REAL(lstat64)(path, st));
 }
 int __xstat(int ver, const char *path, struct stat *st)
 {
@@ -133,7 +174,7 @@ int __xstat(int ver, const char *path, struct stat *st)
 }
 int __lxstat(int ver, const char *path, struct stat *st)
 {
-    ROUTE_OR(path, strata_stat(sp, st), REAL(__lxstat)(ver, path, st));
+    ROUTE_OR(path, strata_lstat(sp, st), REAL(__lxstat)(ver, path, st));
 }
 int __xstat64(int ver, const char *path, struct stat64 *st)
 {
@@ -141,7 +182,7 @@ int __xstat64(int ver, const char *path, struct stat64 *st)
 }
 int __lxstat64(int ver, const char *path, struct stat64 *st)
 {
-    ROUTE_OR(path, strata_stat(sp, (struct stat *)st), REAL(__lxstat64)(ver, path, st));
+    ROUTE_OR(path, strata_lstat(sp, (struct stat *)st), REAL(__lxstat64)(ver, path, st));
 }
 
 static int stat_at(int dirfd, const char *path, struct stat *st, int flags, int *handled)
@@ -155,7 +196,7 @@ static int stat_at(int dirfd, const char *path, struct stat *st, int flags, int 
         *handled = r < 0;
         return -1;
     }
-    return strata_stat(p, st);
+    return (flags & AT_SYMLINK_NOFOLLOW) ? strata_lstat(p, st) : strata_stat(p, st);
 }
 
 int fstatat(int dirfd, const char *path, struct stat *st, int flags)
@@ -216,6 +257,9 @@ int unlink(const char *path) { ROUTE_OR(path, strata_unlink(sp), REAL(unlink)(pa
 int rmdir(const char *path) { ROUTE_OR(path, strata_rmdir(sp), REAL(rmdir)(path)); }
 int mkdir(const char *path, mode_t mode) { ROUTE_OR(path, strata_mkdir(sp, mode), REAL(mkdir)(path, mode)); }
 int access(const char *path, int mode) { ROUTE_OR(path, strata_access(sp, mode), REAL(access)(path, mode)); }
+/* glibc's euidaccess checks with internal calls (sort uses it on inputs) */
+int euidaccess(const char *path, int mode) { ROUTE_OR(path, strata_access(sp, mode), REAL(euidaccess)(path, mode)); }
+int eaccess(const char *path, int mode) { ROUTE_OR(path, strata_access(sp, mode), REAL(eaccess)(path, mode)); }
 int chmod(const char *path, mode_t mode) { ROUTE_OR(path, strata_chmod(sp, mode), REAL(chmod)(path, mode)); }
 
 int fchmodat(int dirfd, const char *path, mode_t mode, int flags)
@@ -333,58 +377,4 @@ ssize_t listxattr(const char *path, char *l, size_t n) { ROUTE_OR(path, no_xattr
 ssize_t llistxattr(const char *path, char *l, size_t n)
 {
     ROUTE_OR(path, no_xattr(sp, 1), REAL(llistxattr)(path, l, n));
-}
-
-/* ---- working directory ---- */
-
-int chdir(const char *path)
-{
-    char p[PATH_MAX];
-    int r = shim_route(path, p);
-    if (r < 0)
-        return -1;
-    if (r == 0) {
-        int rc = REAL(chdir)(path);
-        if (rc == 0)
-            vcwd[0] = 0;
-        return rc;
-    }
-    struct stat st;
-    if (strata_stat(p, &st) != 0)
-        return -1;
-    if (!S_ISDIR(st.st_mode)) {
-        errno = ENOTDIR;
-        return -1;
-    }
-    snprintf(vcwd, sizeof(vcwd), "%s", p);
-    return 0;
-}
-
-int fchdir(int fd)
-{
-    const char *p = strata_fd_path(fd);
-    if (p == NULL) {
-        int rc = REAL(fchdir)(fd);
-        if (rc == 0)
-            vcwd[0] = 0;
-        return rc;
-    }
-    snprintf(vcwd, sizeof(vcwd), "%s", p);
-    return 0;
-}
-
-char *getcwd(char *buf, size_t size)
-{
-    if (!vcwd[0])
-        return REAL(getcwd)(buf, size);
-    char full[PATH_MAX];
-    int n = snprintf(full, sizeof(full), "%s%s", prefix, strcmp(vcwd, "/") ? vcwd : "");
-    if (buf == NULL)
-        return strdup(full);
-    if ((size_t)n + 1 > size) {
-        errno = ERANGE;
-        return NULL;
-    }
-    memcpy(buf, full, (size_t)n + 1);
-    return buf;
 }

@@ -1,7 +1,7 @@
 /*
  * LD_PRELOAD shim, kernel-side copies: sendfile, copy_file_range and splice
- * with a Strata fd on either side.  The kernel would move the bytes to or
- * from Strata's /dev/null placeholder, so they are done here as reads and
+ * with a Strata fd on either side.  The kernel cannot move bytes to or from
+ * Strata's O_PATH placeholder (EBADF), so they are done here as reads and
  * writes through a bounce buffer (one chunk at a time; offsets and file
  * positions advance by what was written, a short write ends the copy).  The
  * errno values of the cases the kernel checks first follow Linux.

@@ -15,6 +15,7 @@
 #include <stdarg.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/ioctl.h>
 #include <linux/close_range.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -40,7 +41,7 @@ static void move_lock_fd(int fd)
 
 int close(int fd)
 {
-    if (strata_is_fd(fd))
+    if (strata_is_fd(fd) && !SHIM_FOREIGN_CHILD())
         return strata_close(fd);
     if (G.base != NULL && fd == G.lock_fd)
         return 0;
@@ -52,7 +53,7 @@ int close(int fd)
  * pool's lock fd is skipped, the rest goes to the kernel. */
 int close_range(unsigned int first, unsigned int last, int flags)
 {
-    if (flags != 0 || G.base == NULL)
+    if (flags != 0 || G.base == NULL || SHIM_FOREIGN_CHILD())
         return REAL(close_range)(first, last, flags);
     for (unsigned int fd = first; fd <= last && fd < 65536; fd++)
         if (strata_is_fd((int)fd))
@@ -100,8 +101,8 @@ off64_t lseek64(int fd, off64_t o, int w)
 int fsync(int fd) { return strata_is_fd(fd) ? strata_fsync(fd) : REAL(fsync)(fd); }
 int fdatasync(int fd) { return strata_is_fd(fd) ? strata_fsync(fd) : REAL(fdatasync)(fd); }
 /* Redis's incremental fsync of an AOF rewrite or RDB calls sync_file_range:
- * a Strata write is durable when it returns, and on the /dev/null
- * placeholder the call would fail with ESPIPE ("Illegal seek"). */
+ * a Strata write is durable when it returns (on the kernel fd, an O_PATH
+ * descriptor, the call would fail with EBADF). */
 int sync_file_range(int fd, off64_t off, off64_t n, unsigned int flags)
 {
     if (!strata_is_fd(fd))
@@ -134,10 +135,14 @@ int __fxstat64(int ver, int fd, struct stat64 *st)
     return strata_is_fd(fd) ? strata_fstat(fd, (struct stat *)st) : REAL(__fxstat64)(ver, fd, st);
 }
 
-/* The reserved kernel fd is /dev/null: never let these reach it. */
+/* The reserved kernel fd is an O_PATH descriptor: never let these reach it. */
 int fchmod(int fd, mode_t m) { return strata_is_fd(fd) ? strata_fchmod(fd, m) : REAL(fchmod)(fd, m); }
-int fchown(int fd, uid_t u, gid_t g) { return strata_is_fd(fd) ? 0 : REAL(fchown)(fd, u, g); }
 int flock(int fd, int op) { return strata_is_fd(fd) ? 0 : REAL(flock)(fd, op); }
+/* glibc's lockf locks with an internal fcntl: accepted like fcntl locks */
+int lockf(int fd, int cmd, off_t len) { return strata_is_fd(fd) ? 0 : REAL(lockf)(fd, cmd, len); }
+int lockf64(int fd, int cmd, off64_t len) { return strata_is_fd(fd) ? 0 : REAL(lockf64)(fd, cmd, len); }
+int syncfs(int fd) { return strata_is_fd(fd) ? strata_fsync(fd) : REAL(syncfs)(fd); }
+ssize_t readahead(int fd, off64_t off, size_t n) { return strata_is_fd(fd) ? 0 : REAL(readahead)(fd, off, n); }
 int posix_fadvise(int fd, off_t o, off_t l, int adv)
 {
     return strata_is_fd(fd) ? 0 : REAL(posix_fadvise)(fd, o, l, adv);
@@ -157,6 +162,30 @@ void *mmap64(void *addr, size_t len, int prot, int flags, int fd, off64_t off)
         return MAP_FAILED;
     }
     return REAL(mmap64)(addr, len, prot, flags, fd, off);
+}
+
+/* glibc's isatty asks with an internal ioctl: answer as for a file */
+int isatty(int fd)
+{
+    if (!strata_is_fd(fd))
+        return REAL(isatty)(fd);
+    errno = ENOTTY;
+    return 0;
+}
+
+/* ioctl on a Strata fd: none apply to a regular file here (FICLONE, tty
+ * requests): ENOTTY, as a file system without the request would say. */
+int ioctl(int fd, unsigned long req, ...)
+{
+    va_list ap;
+    va_start(ap, req);
+    void *arg = va_arg(ap, void *);
+    va_end(ap);
+    if (strata_is_fd(fd)) {
+        errno = ENOTTY;
+        return -1;
+    }
+    return REAL(ioctl)(fd, req, arg);
 }
 
 /* Preallocation: extend the file (space is reserved when data is written). */
@@ -192,12 +221,19 @@ int posix_fallocate64(int fd, off64_t off, off64_t len)
     return strata_fallocate(fd, 0, off, len) == 0 ? 0 : errno;
 }
 
-int dup(int fd) { return strata_is_fd(fd) ? strata_dup(fd, -1) : REAL(dup)(fd); }
+int dup(int fd) { return strata_is_fd(fd) && !SHIM_FOREIGN_CHILD() ? strata_dup(fd, -1) : REAL(dup)(fd); }
 
 int dup2(int fd, int nfd)
 {
-    if (strata_is_fd(fd))
+    if (SHIM_FOREIGN_CHILD())
+        return REAL(dup2)(fd, nfd);
+    if (strata_is_fd(fd)) {
+        if (nfd >= 0 && nfd <= 2 && fd != nfd)
+            shim_std_redirect(nfd, 0);
+        if (fd != nfd)
+            move_lock_fd(nfd);
         return strata_dup(fd, nfd);
+    }
     if (fd != nfd && strata_is_fd(nfd))
         strata_close(nfd);
     move_lock_fd(nfd);
@@ -206,11 +242,16 @@ int dup2(int fd, int nfd)
 
 int dup3(int fd, int nfd, int flags)
 {
+    if (SHIM_FOREIGN_CHILD())
+        return REAL(dup3)(fd, nfd, flags);
     if (strata_is_fd(fd)) {
+        if (nfd >= 0 && nfd <= 2 && fd != nfd)
+            shim_std_redirect(nfd, 0);
         if (fd == nfd) {
             errno = EINVAL;
             return -1;
         }
+        move_lock_fd(nfd);
         int r = strata_dup(fd, nfd);
         if (r >= 0 && (flags & O_CLOEXEC))
             REAL(fcntl)(r, F_SETFD, FD_CLOEXEC);
@@ -260,7 +301,7 @@ int fcntl(int fd, int cmd, ...)
     va_start(ap, cmd);
     void *arg = va_arg(ap, void *);
     va_end(ap);
-    return strata_is_fd(fd) ? strata_fcntl(fd, cmd, arg) : REAL(fcntl)(fd, cmd, arg);
+    return strata_is_fd(fd) && !SHIM_FOREIGN_CHILD() ? strata_fcntl(fd, cmd, arg) : REAL(fcntl)(fd, cmd, arg);
 }
 
 int fcntl64(int fd, int cmd, ...)
@@ -269,5 +310,5 @@ int fcntl64(int fd, int cmd, ...)
     va_start(ap, cmd);
     void *arg = va_arg(ap, void *);
     va_end(ap);
-    return strata_is_fd(fd) ? strata_fcntl(fd, cmd, arg) : REAL(fcntl64)(fd, cmd, arg);
+    return strata_is_fd(fd) && !SHIM_FOREIGN_CHILD() ? strata_fcntl(fd, cmd, arg) : REAL(fcntl64)(fd, cmd, arg);
 }

@@ -1,8 +1,8 @@
 /*
  * LD_PRELOAD shim, vector IO: readv, writev, preadv, pwritev, preadv2,
  * pwritev2 and the *64 names glibc exports for them.  A Strata fd must never
- * reach glibc here: its kernel fd is the /dev/null placeholder, where a write
- * would vanish without an error (libzio turns a tracked pwrite into pwritev).
+ * reach glibc here: its kernel fd is an O_PATH descriptor, where every read
+ * and write fails with EBADF (libzio turns a tracked pwrite into pwritev).
  * Each write call is one atomic log transaction (libfs_write.c).
  */
 #include "shim.h"

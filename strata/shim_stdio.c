@@ -51,12 +51,9 @@ static int c_close(void *c)
     return strata_close(fd);
 }
 
-static FILE *wrap(int fd, const char *mode)
+/* Remember fp's fd for fileno. */
+static void remember(FILE *fp, int fd)
 {
-    cookie_io_functions_t io = {.read = c_read, .write = c_write, .seek = c_seek, .close = c_close};
-    FILE *fp = fopencookie((void *)(intptr_t)fd, mode, io);
-    if (fp == NULL)
-        return NULL;
     pthread_mutex_lock(&files_mu);
     for (int i = 0; i < MAX_COOKIE_FILES; i++)
         if (files[i].fp == NULL) {
@@ -65,6 +62,15 @@ static FILE *wrap(int fd, const char *mode)
             break;
         }
     pthread_mutex_unlock(&files_mu);
+}
+
+static FILE *wrap(int fd, const char *mode)
+{
+    cookie_io_functions_t io = {.read = c_read, .write = c_write, .seek = c_seek, .close = c_close};
+    FILE *fp = fopencookie((void *)(intptr_t)fd, mode, io);
+    if (fp == NULL)
+        return NULL;
+    remember(fp, fd);
     return fp;
 }
 
@@ -132,4 +138,79 @@ int fileno(FILE *fp)
         }
     pthread_mutex_unlock(&files_mu);
     return REAL(fileno)(fp);
+}
+
+/* ---- stdin, stdout, stderr over Strata fds ----
+ *
+ * glibc's standard streams write and read with internal calls LD_PRELOAD
+ * cannot see.  When fd 0, 1 or 2 is a Strata fd -- inherited over exec (a
+ * shell redirection), or made one by dup2 in this program (a shell running a
+ * builtin with a redirection) -- the stream is replaced by a cookie FILE that
+ * sends each transfer to Strata or to the kernel, whichever owns the fd at
+ * that moment. */
+
+static ssize_t std_read(void *c, char *buf, size_t n)
+{
+    int fd = (int)(intptr_t)c;
+    return strata_is_fd(fd) ? strata_read(fd, buf, n) : REAL(read)(fd, buf, n);
+}
+
+static ssize_t std_write(void *c, const char *buf, size_t n)
+{
+    int fd = (int)(intptr_t)c;
+    size_t done = 0;
+    while (done < n) {
+        ssize_t r = strata_is_fd(fd) ? strata_write(fd, buf + done, n - done) : REAL(write)(fd, buf + done, n - done);
+        if (r <= 0) {
+            if (r < 0 && errno == EINTR)
+                continue;
+            break;
+        }
+        done += (size_t)r;
+    }
+    return (ssize_t)done; /* short: fopencookie reports the error */
+}
+
+static int std_seek(void *c, off64_t *off, int whence)
+{
+    int fd = (int)(intptr_t)c;
+    int64_t r = strata_is_fd(fd) ? strata_lseek(fd, *off, whence) : REAL(lseek64)(fd, *off, whence);
+    if (r < 0)
+        return -1;
+    *off = r;
+    return 0;
+}
+
+static int std_close(void *c) { return close((int)(intptr_t)c); }
+
+static FILE *std_installed[3];
+
+void shim_std_redirect(int fd, int at_start)
+{
+    if (fd < 0 || fd > 2 || std_installed[fd])
+        return;
+    FILE **slot = fd == 0 ? &stdin : fd == 1 ? &stdout : &stderr;
+    cookie_io_functions_t io = {.read = std_read, .write = std_write, .seek = std_seek, .close = std_close};
+    static const char *const modes[3] = {"r", "w", "w"};
+    FILE *fp = fopencookie((void *)(intptr_t)fd, modes[fd], io);
+    if (fp == NULL)
+        return;
+    /* glibc's choices: files fully buffered, stderr unbuffered; a stream
+     * switched while the program runs keeps line buffering for its terminal */
+    if (fd == 2)
+        setvbuf(fp, NULL, _IONBF, 0);
+    else if (fd == 1 && !at_start)
+        setvbuf(fp, NULL, _IOLBF, 0);
+    fflush(*slot);
+    *slot = fp;
+    std_installed[fd] = fp;
+    remember(fp, fd);
+}
+
+/* After libfs_init (priority 101) has adopted the inherited fds. */
+__attribute__((constructor(102))) static void std_streams_init(void)
+{
+    for (int fd = 0; fd <= 2; fd++)
+        if (strata_is_fd(fd))
+            shim_std_redirect(fd, 1);
 }

@@ -3,6 +3,7 @@
 #define STRATA_INTERNAL_H
 
 #define _GNU_SOURCE
+#include <limits.h>
 #include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -13,6 +14,7 @@
 #include "kb/stats.h"
 #include "strata/strata_api.h"
 #include "strata/strata_layout.h"
+#include "strata/strata_ofd.h"
 
 /* One pending (undigested) data op of this process, for the read overlay. */
 struct pend_op {
@@ -32,13 +34,15 @@ struct strata_counters {
     uint64_t *appends, *log_bytes, *fsyncs, *digests, *digested_entries,
         *digested_bytes, *coalesced, *recoveries, *torn, *enospc, *lease_waits,
         *ref_writes, *repairs, *ref_bytes, *inline_bytes, *ref_fallbacks, *ref_fallback_small,
-        *ref_fallback_nomem, *ref_digests;
+        *ref_fallback_nomem, *ref_digests, *ofd_shared, *ofd_adopted, *blocks_punched, *backing_enospc;
 };
 
 struct strata_fs {
     char *base;
     size_t map_len;
     int is_pmem, use_msync;
+    int sparse;              /* pool is a regular file: pages are backed on demand (space.c) */
+    uint64_t log_backed;     /* own log bytes known backed (space.c) */
     int lock_fd;
     pid_t pid;
     uint64_t start;          /* this process's start time (with pid: its identity) */
@@ -95,11 +99,21 @@ int strata_pid_alive(pid_t pid);                    /* exists and is not a zombi
 uint64_t strata_proc_start(pid_t pid);              /* 0 if no such live process */
 int strata_owner_alive(pid_t pid, uint64_t start);  /* same pid and start time */
 
+/* space.c: backing pages of a sparse pool, free space */
+int pool_back(uint64_t off, uint64_t len);  /* fallocate; -1 ENOSPC */
+int pool_back_block(uint32_t b);
+void pool_punch_block(uint32_t b);
+void pool_punch_flush(void);
+void pool_space_lock(void);
+uint64_t backing_free_blocks(void);
+uint64_t strata_free_blocks(void);          /* min(pool free, backing file system free) */
+uint64_t credits_held(void);                /* blocks reserved by live writers */
+
 /* shared.c: inodes, blocks, file data in the shared area */
 struct strata_inode *ino_get(uint32_t ino);
 int ino_alive(uint32_t ino, uint32_t gen);
 uint32_t ino_alloc(void);
-void ino_init(uint32_t ino, uint32_t gen, uint32_t mode, uint32_t parent);
+void ino_init(uint32_t ino, uint32_t gen, uint32_t mode, uint32_t parent, uint32_t uid, uint32_t gid);
 void ino_free(uint32_t ino);
 void ino_release(uint32_t ino); /* free, or orphan while this process has it open */
 void orphan_sweep(void);        /* free orphans whose opener died */
@@ -113,6 +127,13 @@ uint64_t blocks_needed(uint32_t ino, uint32_t gen, uint64_t size, uint64_t off, 
 int blk_used(uint32_t b);
 int valid_blk(uint32_t b); /* names a data block of this pool */
 
+/* perm.c: POSIX permission checks against the caller's effective ids
+ * (real ids when real != 0, for access()); 0 or -1 with EACCES/EPERM. */
+int perm_check(const struct strata_inode *in, int want, int real);
+int perm_sticky(const struct strata_inode *dir, const struct strata_inode *victim); /* EPERM */
+int perm_owner(const struct strata_inode *in);                                       /* EPERM */
+int perm_in_group(gid_t gid, int real); /* the caller's (e/r)gid or a supplementary group */
+
 /* dir.c: dirent hash on (parent, name) and path resolution */
 struct strata_dirent *dir_lookup(uint32_t parent, const char *name, size_t nlen);
 int dir_insert(uint32_t parent, const char *name, size_t nlen, uint32_t ino);
@@ -120,7 +141,10 @@ void dir_remove(struct strata_dirent *d);
 int dir_is_empty(uint32_t ino);
 /* path_resolve: inode of a path.  path_parent: inode of the parent directory
  * plus the last component (name, nlen). */
-int path_resolve(const char *path, uint32_t *ino);
+int path_resolve(const char *path, uint32_t *ino);          /* follows a final symbolic link */
+int path_resolve_nofollow(const char *path, uint32_t *ino); /* lstat, O_NOFOLLOW, readlink */
+int path_canonical(const char *path, char out[PATH_MAX]);   /* realpath, as a pool path */
+int symlink_target(uint32_t ino, char *buf, size_t len);    /* NUL-terminated; its length */
 int path_parent(const char *path, uint32_t *parent, const char **name, size_t *nlen);
 
 /* log.c: own-slot appends and slot scanning */
@@ -177,17 +201,31 @@ void refs_add(uint64_t pool_off, uint64_t len);
 void refs_clear(void);              /* the own log was reset (digested) */
 int refs_over_trigger(void);        /* outstanding bytes above the digest trigger */
 
-/* libfs.c: open file table */
+/* libfs.c: open file table.  Offset, status flags and lease holder live in
+ * the OFD state (o), shared with other processes once the OFD is shared. */
 struct sfile {
     uint32_t ino, gen;
-    int flags;               /* O_ACCMODE | O_APPEND | O_NONBLOCK ... */
     int is_dir;
-    int refs;
-    pid_t owner;             /* process that opened it (fork: children may not write) */
-    uint64_t off;
-    char *path;
+    int refs;                /* fd numbers of this process that name it */
+    int shared;              /* o is a MAP_SHARED memfd page (ofd.c), else malloc'd */
+    pid_t owner;             /* process that counted it in G.opens */
+    pid_t lease_owner;       /* process that counted it in G.wlease (holds the lease) */
+    struct strata_ofd *o;
+    const char *path;        /* o->path */
 };
 struct sfile *sfile_get(int fd);
+int sfile_fd_limit(void);                    /* 1 + highest fd ever entered */
+void sfile_install(int fd, struct sfile *f); /* adoption: enter an inherited fd */
+void sfile_adopt(struct sfile *f);           /* adoption: open and lease accounting */
+int sfile_may_write(struct sfile *f);        /* lease check of a write (EBADF/EBUSY) */
+void lease_release_stale(void);
+void strata_before_spawn(int inheritable_only); /* digest, share OFDs (ofd.c) */
+/* ofd.c */
+struct strata_ofd *ofd_new(const char *path, uint32_t ino, uint32_t gen, int flags, int is_dir);
+void ofd_free(struct sfile *f);
+int ofd_share_all(int inheritable_only);
+int ofd_scan(void);
+int ofd_adopt(void);
 #define LOCKED(expr)                                  \
     ({                                                \
         pthread_mutex_lock(&G.mu);                    \
@@ -197,6 +235,9 @@ struct sfile *sfile_get(int fd);
     })
 /* libfs_ns.c: namespace ops (logged, then applied under the pool lock) */
 int ns_create(uint32_t parent, const char *name, size_t nlen, uint32_t mode, uint32_t *ino_out);
+int ns_create_target(uint32_t parent, const char *name, size_t nlen, uint32_t mode, const char *target,
+                     size_t tlen, uint32_t *ino_out);
 int ns_claim(void);
+int ns_commit(struct strata_entry *h, const char *n1, size_t l1, const char *n2, size_t l2);
 
 #endif

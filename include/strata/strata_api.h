@@ -47,6 +47,11 @@ int strata_unlink(const char *path);
 int strata_rmdir(const char *path);
 int strata_mkdir(const char *path, unsigned int mode);
 int strata_rename(const char *from, const char *to);
+int strata_link(const char *from, const char *to);     /* hard link */
+int strata_symlink(const char *target, const char *path);
+ssize_t strata_readlink(const char *path, char *buf, size_t len);
+int strata_lstat(const char *path, struct stat *st);
+int strata_realpath_pool(const char *path, char *out); /* out: PATH_MAX bytes, a pool path */
 int strata_chmod(const char *path, unsigned int mode);
 int strata_fchmod(int fd, unsigned int mode);
 
@@ -84,6 +89,11 @@ int strata_fsck(const char *pool_path, char *buf, size_t len);
 int strata_ls(const char *path, char *buf, size_t len);
 /* "key value" lines describing the attached pool. */
 int strata_info(char *buf, size_t len);
+/* "key value" lines: data capacity, used, free, reserved, backing file
+ * system free, log usage (strata df). */
+int strata_df(char *buf, size_t len);
+/* The same for statfs: 4 KiB blocks and inodes. */
+int strata_space(uint64_t *blocks, uint64_t *bfree, uint64_t *bavail, uint64_t *files, uint64_t *ffree);
 /* CDEF-END */
 
 /* Vector IO.  Each call is one atomic log transaction (all of it survives
@@ -106,6 +116,11 @@ int strata_listdir(const char *path, struct strata_dirent_out **out);
 int strata_stat(const char *path, struct stat *st);
 int strata_fstat(int fd, struct stat *st);
 int strata_access(const char *path, int mode);
+/* chown: (uid_t)-1 / (gid_t)-1 leave a field as it is.  utime: mtime in
+ * seconds, or -1 for now (explicit: the caller gave a time, which needs
+ * ownership; "now" needs write access).  fd < 0: by path. */
+int strata_chown(const char *path, int fd, uid_t uid, gid_t gid);
+int strata_utime(const char *path, int fd, int64_t mtime, int explicit_time);
 const char *strata_fd_path(int fd); /* pool path an fd was opened with */
 int strata_fd_flags(int fd);
 int strata_fd_setflags(int fd, int flags);

@@ -22,7 +22,9 @@
 
 /* CDEF-BEGIN */
 #define STRATA_MAGIC 0x31305441525453ULL /* "STRAT01" */
-#define STRATA_VERSION 2                  /* 2: ref area size chosen at mkfs, table page */
+/* 2: ref area size chosen at mkfs with its table page; inode uid, gid and
+ * nlink; SETATTR field masks; LINK entries.  Attach refuses any other. */
+#define STRATA_VERSION 2
 #define STRATA_BLOCK 4096
 #define STRATA_COMMIT 0x1FB9              /* log entry commit marker, written last */
 #define STRATA_NAME_MAX 239
@@ -78,8 +80,15 @@ enum strata_kind {
     STRATA_E_WRITE = 6,      /* payload: inline data */
     STRATA_E_WRITE_REF = 7,  /* payload: struct strata_ref (contract 3) */
     STRATA_E_TRUNCATE = 8,
-    STRATA_E_SETATTR = 9,    /* metadata (mode); applied eagerly like namespace ops */
+    STRATA_E_SETATTR = 9,    /* metadata, applied eagerly like namespace ops: ino2 says
+                              * which (STRATA_ATTR_*; 0 = mode only); mode in len,
+                              * uid << 32 | gid in off, mtime seconds in gen2 */
+    STRATA_E_LINK = 10,      /* another name (parent, name) for inode ino/gen */
 };
+
+#define STRATA_ATTR_MODE 1
+#define STRATA_ATTR_OWNER 2
+#define STRATA_ATTR_MTIME 4
 
 /* 64-byte header; payload follows; entries are 64-byte aligned. */
 struct strata_entry {
@@ -90,7 +99,7 @@ struct strata_entry {
     uint32_t entry_len;      /* header + payload, rounded up to 64 */
     uint32_t crc;            /* header (commit=crc=0) + payload, seeded by fs_id */
     uint32_t ino, gen;
-    uint64_t off;            /* write offset */
+    uint64_t off;            /* write offset; create/mkdir: uid << 32 | gid */
     uint64_t len;            /* data length, new size, or mode */
     uint32_t parent, parent2;
     uint32_t ino2, gen2;     /* rename victim */
@@ -117,7 +126,9 @@ struct strata_inode {
     uint32_t direct[16];
     uint32_t ind;
     uint32_t dind;
-    uint8_t pad[16];
+    uint32_t uid, gid;       /* owner: the creator's effective ids */
+    uint32_t nlink;          /* names of a file (hard links); 0 (as created) means 1 */
+    uint8_t pad[4];
 };
 
 struct strata_dirent {

@@ -62,6 +62,9 @@ if pid == 0:
     os._exit(0)
 _, status = os.waitpid(pid, 0)
 out["child_status"] = status
+# one open file description: the child's append moved the offset we see
+out["parent_sees_child_write"] = os.pread(fd2, 100, 0).decode()
+out["offset_after_child"] = os.lseek(fd2, 0, os.SEEK_CUR)
 with open("/strata/child.json") as f:
     out.update(json.load(f))
 with open("/strata/child.txt") as f:

@@ -133,7 +133,7 @@ def test_pool_ref_area_and_layout_version(pool, pool_path):
     off, length = lib.pool_ref_area(pool)
     st = strata_cli("stat", pool=pool).stdout
     assert all(f"\n  {k} " in st for k in ("ref_bytes", "inline_bytes", "ref_fallbacks", "ref_digests"))
-    info = dict(ln.split(None, 1) for ln in st[:st.index("counters")].splitlines()[1:])
+    info = dict(ln.split(None, 1) for ln in st[:st.index("\nspace")].splitlines()[1:])  # the pool section
     assert (off, length) == (int(info["ref_off"]), int(info["ref_bytes"])) and length == (64 << 20) // 8
     ffi = layout()
     assert ffi.dlopen(None).STRATA_REF_TABLE == 4096 == int(info["ref_table"])
@@ -148,11 +148,18 @@ def test_pool_ref_area_and_layout_version(pool, pool_path):
     finally:
         if os.path.exists(big):
             os.unlink(big)
-    with open(pool, "r+b") as f:  # a version-1 pool (before the ref area was sized at mkfs)
-        f.seek(8)
-        f.write((1).to_bytes(4, "little"))
-    r = strata_cli("stat", pool=pool, check=False)
-    assert r.returncode != 0 and "unsupported pool version 1" in r.stderr and "strata mkfs" in r.stderr
+    # version 2 holds both layout changes: the sized ref area and the inode
+    # owner/link fields with LINK entries (strata-posix); any other is refused
+    ffi_lib = ffi.dlopen(None)
+    assert ffi_lib.STRATA_VERSION == 2 and ffi_lib.STRATA_E_LINK == 10
+    assert ffi.offsetof("struct strata_inode", "nlink") + 4 + 4 == ffi.sizeof("struct strata_inode") == 128
+    for other in (3, 1):  # a later layout, and version 1 (before the ref area was sized at mkfs)
+        with open(pool, "r+b") as f:
+            f.seek(8)
+            f.write(other.to_bytes(4, "little"))
+        r = strata_cli("stat", pool=pool, check=False)
+        assert r.returncode != 0 and f"unsupported pool version {other}" in r.stderr, r.stderr
+        assert "reads version 2 only" in r.stderr and "strata mkfs" in r.stderr
     try:
         lib.pool_ref_area(pool)
         raise AssertionError("a version-1 pool has no v2 ref area")

@@ -94,3 +94,37 @@ def test_redis_aof_and_rdb_survive_kill9(pool):
     finally:
         kill9(proc)
     fsck_clean(pool)
+
+
+def test_redis_aof_grows_past_four_times_the_old_capacity(pool_path):
+    """The old default pool (256M) held about 110 MiB of AOF before redis
+    exited with a short write.  On the default sparse pool an AOF of 4.4x
+    that grows, a BGREWRITEAOF of it succeeds (its child syncs with
+    sync_file_range every 4 MiB), and a restart loads every key."""
+    strata_cli("mkfs", pool=pool_path)
+    subprocess.run([sys.executable, "-m", "strata.cli", "--pool", pool_path, "run", "--", "mkdir", "-p",
+                    "/strata/redis"], cwd=ROOT, env=shim_env(pool_path), check=True)
+    port = free_port()
+    proc, client = start(pool_path, port)
+    value = b"v" * 8192
+    keys = 60000  # 60000 x 8 KiB: about 470 MiB of AOF
+    try:
+        client.config_set("auto-aof-rewrite-percentage", 0)  # let the AOF grow
+        pipe = client.pipeline(transaction=False)
+        for i in range(keys):
+            pipe.set(f"k{i}", value)
+            if i % 500 == 499:
+                pipe.execute()
+        pipe.execute()
+        info = client.info("persistence")
+        assert info["aof_current_size"] > 4 * 110 * 2**20 and info["aof_last_write_status"] == "ok"
+        client.bgrewriteaof()
+        assert wait_rewrite(client) == "ok"
+    finally:
+        kill9(proc)
+    proc, client = start(pool_path, port)
+    try:
+        assert client.dbsize() == keys and client.get("k123") == value
+    finally:
+        kill9(proc)
+    fsck_clean(pool_path)

@@ -1,6 +1,6 @@
 """Descriptor semantics through the shim (dup family, fcntl, shared file
-offsets, close) and fork: a child writes its own files but not through a
-writable fd inherited from its parent, which holds the lease."""
+offsets, close) and fork: parent and child share an open file description
+(offset, flags) and both may write through it."""
 import json
 import os
 import subprocess
@@ -20,8 +20,10 @@ def test_fd_semantics_and_fork(pool):
         "fd_is_small_int": True, "shared_offset": "hello world", "f_dupfd_min": True,
         "after_close": "hello", "append_flag": True, "cloexec": True, "double_close": "EBADF",
         "after_fd_sweep": True, "closerange_reuse": [True, True],
-        # the child reads the shared area, where the parent's writes are since
-        # its close of cr.txt (a lease release) digested its log
-        "child_status": 0, "child_write_inherited": "EBADF", "child_read_inherited": "hello",
-        "child_file": "from child"}
+        # the parent digests before fork; the child writes through the open
+        # file description it shares with the parent (O_APPEND is set on it),
+        # and its write is digested at once since the parent holds the lease
+        "child_status": 0, "child_write_inherited": "ok", "child_read_inherited": "hello",
+        "child_file": "from child", "parent_sees_child_write": "hello worldx",
+        "offset_after_child": 12}
     fsck_clean(pool)

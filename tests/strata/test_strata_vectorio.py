@@ -3,7 +3,8 @@ readv, writev, preadv, pwritev, preadv2/pwritev2 (offset -1, RWF_APPEND and
 other flags, errno cases), sendfile, copy_file_range and splice (Strata to
 Strata, to and from kernel files and pipes).  Before the shim defined
 pwritev/preadv they reached glibc with the /dev/null placeholder fd, and the
-bytes were lost; the copies failed with EINVAL."""
+bytes were lost; the copies failed with EINVAL.  Also: the write path on an
+open file description shared with a forked child and an exec'd program."""
 import json
 import os
 import shutil
@@ -40,6 +41,9 @@ def test_vector_io_and_copies_match_tmpfs(pool):
     assert ref["writev_rdonly"] == "EBADF" and ref["readv_dir"] == "EISDIR"
     assert ref["sendfile_pos"] == [100000, 100000, 100000] and ref["splice_from_pipe"][0] == 40000
     assert ref["sendfile_append"] == "EINVAL" and ref["splice_two_files"] == "EINVAL"
+    # a forked child's and an exec'd program's writes move the shared position
+    assert ref["pos_after_fork_child"] == 3 + 5 + 4 and ref["shared_head"] == "P1:c1-c2c3c4P2:e1e2"
+    assert ref["exec_child"][:2] == [0, ["500", "600"]] and ref["pos_after_exec_child"] == [19 + 500, 600]
     fsck_clean(pool)
 
 

@@ -105,4 +105,31 @@ for f in (ap, ro, r, w, ext):
 out["dst"] = digest(dst)
 os.close(dst)
 os.close(src)
+
+# The write path on a shared open file description: a forked child's writev
+# and pwritev2(-1) and an exec'd program's writev and sendfile move the one
+# file position the parent sees, as the kernel's do.
+sh = os.open(os.path.join(d, "shared.bin"), os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+os.write(sh, b"P1:")
+pid = os.fork()
+if pid == 0:
+    os.writev(sh, [b"c1", b"-", b"c2"])
+    os.pwritev(sh, [b"c3", b"c4"], -1, os.RWF_HIPRI)
+    os._exit(0)
+os.waitpid(pid, 0)
+out["pos_after_fork_child"] = pos(sh)
+os.write(sh, b"P2:")
+src = os.open(os.path.join(d, "src.bin"), os.O_RDONLY)
+exec_child = (f"import os; os.writev({sh}, [b'e1', b'e2']); os.lseek({src}, 100, 0); "
+              f"print(os.sendfile({sh}, {src}, None, 500), os.lseek({src}, 0, 1))")
+import subprocess  # noqa: E402 (only this part of the worker spawns)
+res = subprocess.run([sys.executable, "-c", exec_child], pass_fds=(sh, src), capture_output=True,
+                     text=True)
+out["exec_child"] = [res.returncode, res.stdout.split(), res.stderr[-200:]]
+out["pos_after_exec_child"] = [pos(sh), pos(src)]
+os.write(sh, b"P3")
+out["shared"] = digest(sh)
+out["shared_head"] = os.pread(sh, 19, 0).decode()
+os.close(sh)
+os.close(src)
 print(json.dumps(out, sort_keys=True))

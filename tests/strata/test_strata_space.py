@@ -1,0 +1,101 @@
+"""Capacity: a sparse pool that costs what is written, mkfs/df reporting,
+ENOSPC as ENOSPC with nothing committed lost (pool full, and the pool's file
+system full under a pool larger than it), and digest/unlink reclaiming space
+so long append workloads keep running.  Each workload also runs on tmpfs."""
+import json
+import os
+import subprocess
+import sys
+import uuid
+
+import pytest
+
+from strata import lib
+from strata_helpers import fsck_clean, shim_env, strata_cli
+
+WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "space_worker.py")
+OLD_CAPACITY_MIB = 110  # data capacity of the old default (256M) pool
+
+
+def work(pool, *args, strata_dir="/strata"):
+    r = subprocess.run([sys.executable, WORKER, args[0], strata_dir, *map(str, args[1:])],
+                       env=shim_env(pool), capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout.splitlines()[-1])
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """A 48 MiB tmpfs: the reference for ENOSPC, and a file system smaller
+    than a pool put on it."""
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", str(mnt)], check=True)
+    yield str(mnt)
+    subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_mkfs_default_pool_is_large_sparse_and_reported(pool_path):
+    r = strata_cli("mkfs", pool=pool_path)
+    assert "sparse, data capacity" in r.stdout
+    st = os.stat(pool_path)
+    assert st.st_size >= 1 << 30               # large ...
+    assert st.st_blocks * 512 < 16 << 20        # ... and costs only its metadata
+    df = strata_cli("df", pool=pool_path).stdout
+    fields = {line.split()[0]: int(line.split()[-1]) for line in df.splitlines()}
+    ref_bytes = lib.pool_ref_area(pool_path)[1]  # the ORP ref area: an eighth (docs/orp-contract.md)
+    assert ref_bytes == st.st_size // 8 and "ref area" in r.stdout
+    assert fields["data_capacity_bytes"] > 0.95 * (st.st_size - ref_bytes)
+    assert fields["data_used_bytes"] == 0 and fields["log_used_bytes"] == 0
+    assert "space" in strata_cli("stat", pool=pool_path).stdout
+
+
+def test_enospc_when_pool_is_full_matches_tmpfs(pool, small_tmpfs):
+    got = work(pool, "fill")
+    want = work(pool, "fill", strata_dir=small_tmpfs)
+    assert got == want == {"chunks_positive": True, "error": "ENOSPC", "intact": True, "after_unlink": True}
+    fsck_clean(pool)
+
+
+def test_enospc_when_backing_file_system_is_full(small_tmpfs):
+    """A 256M pool on a 48M tmpfs: the write that finds no room gets ENOSPC
+    (never a SIGBUS on a store into a hole), and every earlier write stays."""
+    pool = os.path.join(small_tmpfs, f"pool-{uuid.uuid4().hex[:6]}")
+    strata_cli("mkfs", "--size", "256M", "--slots", "4", "--log-size", "1M", pool=pool)
+    got = work(pool, "fill")
+    assert got["error"] == "ENOSPC" and got["intact"] and got["after_unlink"], got
+    fsck_clean(pool)
+
+
+def test_long_append_past_four_times_the_old_capacity(pool_path, tmp_path):
+    """One file appended to 4.4x the old default pool's data capacity, on the
+    new default pool; the same bytes as on tmpfs, read back by a new process."""
+    strata_cli("mkfs", pool=pool_path)
+    mib = 4 * OLD_CAPACITY_MIB + 40
+    got = work(pool_path, "append", mib)
+    assert got == work(pool_path, "append", mib, strata_dir=str(tmp_path))
+    assert got["size"] == mib << 20
+    r = subprocess.run(["sha256sum", "/strata/aof"], env=shim_env(pool_path), capture_output=True,
+                       text=True, check=True)
+    assert r.stdout.split()[0] == got["sha256"]
+    fsck_clean(pool_path)
+
+
+def test_aof_rewrite_cycle_keeps_running_on_a_256M_pool(pool_path, tmp_path):
+    """Appends totalling 4x the old capacity on the old 256M pool size, with
+    periodic rewrites (compact copy renamed over the file): unlink and digest
+    give the space back, so it never runs out."""
+    strata_cli("mkfs", "--size", "256M", pool=pool_path)
+    mib = 4 * OLD_CAPACITY_MIB
+    got = work(pool_path, "rewrite", mib, 48)
+    assert got == work(pool_path, "rewrite", mib, 48, strata_dir=str(tmp_path))
+    assert got["appended_mib"] >= mib and got["rewrites"] >= 8
+    df = {line.split()[0]: int(line.split()[-1]) for line in strata_cli("df", pool=pool_path).stdout.splitlines()}
+    assert df["data_used_bytes"] < 64 << 20
+    fsck_clean(pool_path)
+
+
+def test_mkfs_prealloc_backs_the_whole_pool(pool_path):
+    r = strata_cli("mkfs", "--size", "64M", "--slots", "4", "--log-size", "1M", "--prealloc", pool=pool_path)
+    assert "64.0M preallocated" in r.stdout
+    assert os.stat(pool_path).st_blocks * 512 == 64 << 20
