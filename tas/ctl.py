@@ -90,6 +90,21 @@ def cmd_cores(args):
     return 0
 
 
+def cmd_arena(args):
+    inst, reply = admin(args, "arena")
+    a = reply["arena"]
+    if args.json:
+        print(json.dumps(a, indent=1))
+        return 0
+    live = sum(1 for r in a["slices"] if r["state"] == "live")
+    print(f"tas instance {inst}: NVM arena = Strata pool {a['pool']} ref area "
+          f"{a['ref_off']}+{a['ref_bytes']}: {live} live slice(s), "
+          f"{len(a['slices']) - live} quarantined ({a['quarantined_bytes']} bytes), "
+          f"{a['free_bytes']} bytes free{', digest running' if a['digest_running'] else ''}")
+    print_rows(a["slices"], ["row", "state", "pid", "owner_alive", "uid", "app", "off", "len"])
+    return 0
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(prog="tasctl", description="Administer a running TAS daemon")
     p.add_argument("-i", "--instance", help="daemon instance (default: the only one running)")
@@ -108,6 +123,9 @@ def main(argv=None):
     f = sub.add_parser("flows", help="connections and their fast-path state")
     f.add_argument("--json", action="store_true")
     f.set_defaults(func=cmd_flows)
+    r = sub.add_parser("arena", help="NVM payload arena: slices, owners, quarantine")
+    r.add_argument("--json", action="store_true")
+    r.set_defaults(func=cmd_arena)
     args = p.parse_args(argv)
     try:
         return args.func(args) or 0

@@ -96,6 +96,9 @@ class Daemon:
         cfg = self.cfg
         self.lock.acquire()
         self._undo.append(self.lock.release)
+        if cfg.buffers.backing == "nvm":   # a bad pool fails before the port is touched
+            from tas.slowpath.arena import StrataArena
+            StrataArena.check(cfg, _tasfp.ffi, _tasfp.lib)
         self.stats = kbstats.Writer("tas", cfg.tas.instance, module=_tasfp)
         self._undo.append(self.stats.close)
         huge, why = eal.use_hugepages(cfg)

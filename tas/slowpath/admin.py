@@ -4,6 +4,7 @@
     {"cmd": "cores"}   fast-path core load and scaling state
     {"cmd": "cores", "set": N}     pin N active cores (automatic scaling off)
     {"cmd": "cores", "auto": true} automatic core scaling on again
+    {"cmd": "arena"}   the NVM payload arena: slices, owners, quarantined bytes
 """
 import json
 import os
@@ -13,8 +14,8 @@ from tas.slowpath.packets import mac_str
 
 
 class AdminServer:
-    def __init__(self, cfg, fp, tcp, scaler):
-        self.fp, self.tcp, self.scaler = fp, tcp, scaler
+    def __init__(self, cfg, fp, tcp, scaler, apps):
+        self.fp, self.tcp, self.scaler, self.apps = fp, tcp, scaler, apps
         self.lib = fp.lib
         self.ffi = fp.ffi
         self.ncores = len(cfg.dpdk.fp_cores)
@@ -26,7 +27,7 @@ class AdminServer:
         os.chmod(self.path, 0o600)
         self.sock.listen(8)
         self.sock.setblocking(False)
-        self.commands = {"flows": self.flows, "cores": self.cores}
+        self.commands = {"flows": self.flows, "cores": self.cores, "arena": self.arena}
 
     def fileno(self):
         return self.sock.fileno()
@@ -48,6 +49,12 @@ class AdminServer:
                 conn.sendall(json.dumps(reply).encode())
             except OSError:
                 pass
+
+    def arena(self, _req):
+        a = self.apps.arena()
+        if a is None:
+            return {"error": 'no NVM arena: buffers.backing is "shm"'}
+        return {"arena": a}
 
     def flows(self, _req):
         out = []

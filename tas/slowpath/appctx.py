@@ -41,6 +41,7 @@ def add_context(fp, app, off):
     lib.tas_ring_init(seg.ptr(txq_off, "void *"), f"a{app.id}c{index}tx".encode(),
                       CTX_RING_ENTRIES, 1)
     desc = seg.ptr(off, "struct tas_ctx_shm *")
+    ffi.memmove(desc, b"\0" * ffi.sizeof(desc[0]), ffi.sizeof(desc[0]))  # NVM: old bytes
     evfd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
     fp_id = lib.tas_fp_ctx_add(fp.handle, app.id, seg.ptr(rxq_off, "void *"),
                                seg.ptr(txq_off, "void *"),

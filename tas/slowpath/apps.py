@@ -11,9 +11,11 @@ the daemon answers and also sends events (new connection, connection closed).
 import errno
 import os
 import socket
+import struct
 
 from tas.slowpath.appctx import add_context, context_bytes, mark_awake, remove_contexts
-from tas.slowpath.appmem import PAGE, Allocator, Segment, backing_for
+from tas.slowpath.appmem import PAGE, Allocator, backing_for
+from tas.slowpath.arena import proc_start
 
 
 class App:
@@ -25,6 +27,11 @@ class App:
         self.conns = set()
         self.listeners = set()
         self.gone = False       # registration socket closed
+        # The connecting process (SO_PEERCRED) and its start time: owner of
+        # the app's NVM slice in the arena's ownership table.
+        self.pid, self.uid, _gid = struct.unpack(
+            "3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
+        self.start = proc_start(self.pid)
 
 
 class AppServer:
@@ -42,7 +49,8 @@ class AppServer:
         self.apps = {}          # fd -> App
         self.lingering = set()  # gone, segment kept for closed connections
         self.next_id = 1
-        self.backing = backing_for(cfg)
+        self.backing = backing_for(cfg, self.ffi, self.lib, stats)
+        self.stopping = False   # daemon stop: apps keep their slices (next daemon reconciles)
         self.msg_size = self.ffi.sizeof("struct tas_ctl_msg")
 
     def fds(self):
@@ -163,19 +171,26 @@ class AppServer:
             self.status(app, req, -errno.EPROTO)   # stale libtas: refuse clearly
             return
         size = self.cfg.buffers.app_segment
-        app.segment = Segment(self.backing, f"tas-{self.cfg.tas.instance}-app{app.id}", size, ffi)
+        app.segment = self.backing.segment(app, size, ffi)
+        if app.segment is None:
+            self.stats.add("app_segment_failures")
+            self.status(app, req, -errno.ENOMEM)      # the NVM arena is full
+            return
         hdr = app.segment.ptr(0, "struct tas_seg_hdr *")
         hdr.magic, hdr.version = lib.TAS_SHM_MAGIC, lib.TAS_SHM_VERSION
         hdr.seg_size, hdr.app_id = size, app.id
         ctx = add_context(self.fp, app, PAGE)     # context 0, right after the header
         if ctx is None:
-            app.segment.close()
+            self.backing.retire(app.segment)
             app.segment = None
             self.status(app, req, -errno.EMFILE)
             return
         app.alloc = Allocator(PAGE + context_bytes(lib), size)
+        seg = app.segment
         reply = self._msg(lib.TAS_CTL_STATUS, status=0, req_id=req.req_id, ctx=0,
-                          opaque=size, rx_off=ctx.off)
+                          opaque=size, rx_off=ctx.off,
+                          tx_off=seg.seg_off >> lib.TAS_REG_OFF_SHIFT,
+                          flags=lib.TAS_REG_FL_NVM if seg.nvm else 0)
         # Every core's wake-up eventfd: with core scaling, any of them may
         # come to serve this context's queue (tas_info.queue_owner).
         wake_fds = [lib.tas_fp_core_wake_fd(self.fp.handle, i) for i in range(self.fp.ncores)]
@@ -228,12 +243,26 @@ class AppServer:
         """Free a gone app's contexts, segment and eventfds."""
         self.lingering.discard(app)
         remove_contexts(self.fp, app)
-        if app.segment is not None:
-            app.segment.close()
+        if app.segment is not None and not (self.stopping and app.segment.nvm):
+            self.backing.retire(app.segment)
         app.segment = app.alloc = None
         self.stats.set("apps_lingering", len(self.lingering))
 
+    def tick(self):
+        """Timer: give back NVM slices whose owners are gone and recovered."""
+        reclaim = getattr(self.backing, "arena", None)
+        if reclaim is not None:
+            reclaim.reclaim()
+
+    def arena(self):
+        """The NVM arena's slices and owners (tasctl arena), or None."""
+        a = getattr(self.backing, "arena", None)
+        return a.describe() if a is not None else None
+
     def close(self):
+        # Apps still running keep their slices mapped: leave their rows for
+        # the next daemon to reconcile rather than quarantining them now.
+        self.stopping = True
         for app in list(self.apps.values()):
             self.app_gone(app)
         for app in list(self.lingering):     # the daemon stops: reset them
@@ -242,3 +271,4 @@ class AppServer:
         self.listen_sock.close()
         if os.path.exists(self.path):
             os.unlink(self.path)
+        self.backing.close()

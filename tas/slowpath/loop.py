@@ -37,8 +37,8 @@ class SlowPath:
         self.handlers[IPPROTO_TCP] = self._tcp
         self.apps = AppServer(cfg, fp, stats, self.tcp)
         self.scaler = CoreScaler(cfg, fp, stats)
-        self.admin = AdminServer(cfg, fp, self.tcp, self.scaler)
-        self.timers = [self.arp.tick, self.tcp.tick, self.scaler.tick,
+        self.admin = AdminServer(cfg, fp, self.tcp, self.scaler, self.apps)
+        self.timers = [self.arp.tick, self.tcp.tick, self.scaler.tick, self.apps.tick,
                        lambda: self.lib.tas_fp_flush_notifications(self.fp.handle)]
         self._buf = self.ffi.new("uint8_t[]", MAX_FRAME)
         self._reason = self.ffi.new("uint32_t *")

@@ -1,0 +1,259 @@
+"""buffers.backing = "nvm": app segments are slices of a Strata pool's ref area.
+
+A real daemon over a pool made by `strata mkfs`; real apps (libtas under
+tas-run, tas/app.py) that map the pool; real Strata processes whose logs the
+daemon's quarantine waits for.  Holding Strata's pool lock (flock, as every
+Strata process takes it) stalls recovery, which makes "still quarantined
+while undigested" observable without timing.
+"""
+import fcntl
+import glob
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from bindings._tasfp import ffi, lib
+from libtas_helpers import ROOT, counters, finish, in_peer, tas_run
+from tasd import Daemon, wait_until
+from test_libtas import ECHO_CLIENT, ECHO_SERVER
+from test_tas_tcp import linux_to_tas, tas_to_linux
+
+SEGMENT = 4 << 20
+
+
+def strata(pool, *args):
+    r = subprocess.run([sys.executable, "-m", "strata.cli", "--pool", str(pool), *args],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return r.stdout
+
+
+def make_pool(tmp_path):
+    pool = tmp_path / "pool"
+    strata(pool, "mkfs", "--size", "256M")
+    return pool
+
+
+def nvm_config(pool, segment=SEGMENT):
+    return (f'\n[buffers]\nbacking = "nvm"\napp_segment = {segment}\n'
+            f'[nvm]\npool_path = "{pool}"\n')
+
+
+def table(pool):
+    """The ownership table as stored in the pool file: {pid: row} of used rows."""
+    with open(pool, "rb") as f:
+        sb = ffi.from_buffer("struct strata_super *", f.read(4096))
+        f.seek(sb.off_ref)
+        t = ffi.from_buffer("struct tas_arena_table *", f.read(4096))
+        assert t.magic == lib.TAS_ARENA_MAGIC
+        return {t.row[i].pid: (t.row[i].state, t.row[i].off, t.row[i].len, sb.off_ref,
+                               sb.ref_bytes)
+                for i in range(t.nrows) if t.row[i].state != lib.TAS_ARENA_FREE}
+
+
+def arena(d):
+    r = subprocess.run([sys.executable, "-m", "tas.ctl", "-i", d.instance, "arena", "--json"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def maps_pool(pid, pool):
+    with open(f"/proc/{pid}/maps") as f:
+        return str(pool) in f.read()
+
+
+class StrataLockHeld:
+    """Hold the pool's Strata lock: recovery (digest) waits until released."""
+
+    def __init__(self, pool):
+        self.fd = os.open(pool, os.O_RDWR)
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+
+    def release(self):
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+# An app on tas/app.py that also writes a Strata file (so its log slot holds
+# an undigested entry), then waits; "detach" on stdin detaches from TAS.
+APP = """
+import sys
+from tas.app import TasApp
+from strata import lib as strata
+a = TasApp(sys.argv[1])
+if sys.argv[3] == "strata":
+    strata.attach(sys.argv[2])
+    strata.write_file("/from-app", b"kept by recovery")
+print("up", flush=True)
+for line in sys.stdin:
+    if line.strip() == "detach":
+        a.close()
+        print("detached", flush=True)
+"""
+
+
+def start_app(procs, d, pool, with_strata):
+    p = subprocess.Popen([sys.executable, "-c", APP, d.instance, str(pool),
+                          "strata" if with_strata else "plain"],
+                         cwd=ROOT, text=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    procs.append(p)
+    assert p.stdout.readline().strip() == "up"
+    return p
+
+
+@pytest.fixture
+def pool(tmp_path):
+    return make_pool(tmp_path)
+
+
+@pytest.fixture
+def nvm_daemon(tmp_path, pool):
+    d = Daemon(tmp_path, extra=nvm_config(pool)).start()
+    yield d
+    d.stop()
+
+
+def test_tas_app_segment_is_a_slice_of_the_pool(nvm_daemon, pool, procs):
+    """tas/app.py maps its segment from the pool; the daemon maps the pool;
+    the table row names the app's pid; echo works through the rings."""
+    from tas.app import TasApp
+    d = nvm_daemon
+    assert maps_pool(d.proc.pid, pool)
+    with TasApp(d.instance) as a:
+        assert maps_pool(os.getpid(), pool)
+        state, off, ln, ref_off, ref_bytes = table(pool)[os.getpid()]
+        assert state == lib.TAS_ARENA_LIVE and ln == SEGMENT
+        assert ref_off + 4096 <= off and off + ln <= ref_off + ref_bytes
+        linux_to_tas(d, a, 5010, 8 << 20, 10)
+        tas_to_linux(d, a, 5011, 8 << 20, 11)
+    # A detached app that keeps running and owns no Strata log: freed at once.
+    app = start_app(procs, d, pool, with_strata=False)
+    assert table(pool)[app.pid][0] == lib.TAS_ARENA_LIVE
+    freed = counters(d)["arena_slices_freed"]
+    app.stdin.write("detach\n")
+    app.stdin.flush()
+    assert app.stdout.readline().strip() == "detached"
+    wait_until(lambda: counters(d)["arena_slices_freed"] > freed,
+               "the detached app's slice to be freed")
+    assert app.pid not in table(pool)
+    assert not maps_pool(app.pid, pool)
+    c = counters(d)
+    assert c["arena_slices_taken"] >= 2 and c["arena_slices_freed"] >= 1
+
+
+def test_libtas_echo_with_rings_in_the_pool(nvm_daemon, pool, procs):
+    d = nvm_daemon
+    nbytes = 4 << 20
+    srv = tas_run(procs, d, sys.executable, "-c", ECHO_SERVER, "7001")
+    assert srv.stdout.readline().strip() == "listening", srv.stderr.read()
+    assert maps_pool(srv.pid, pool)            # libtas mapped (pool fd, seg_off)
+    assert table(pool)[srv.pid][0] == lib.TAS_ARENA_LIVE
+    cli = in_peer(procs, d, sys.executable, "-c", ECHO_CLIENT, "10.0.0.2", "7001",
+                  str(nbytes), "1")
+    r = json.loads(finish(cli, "Linux client").strip().splitlines()[-1])
+    assert finish(srv, "echo server under libtas").strip().splitlines()[-1] == str(nbytes)
+    assert r == {"bytes": nbytes, "same": True}
+    assert counters(d)["tcp_rx_bytes"] >= nbytes
+
+
+def test_killed_app_slice_quarantined_until_recovered(nvm_daemon, pool, procs):
+    d = nvm_daemon
+    app = start_app(procs, d, pool, with_strata=True)
+    row = table(pool)[app.pid]
+    lock = StrataLockHeld(pool)
+    try:
+        app.kill()
+        app.wait()
+        wait_until(lambda: counters(d)["arena_quarantines"] >= 1, "the slice to be quarantined")
+        a = arena(d)
+        mine = [s for s in a["slices"] if s["pid"] == app.pid]
+        assert mine and mine[0]["state"] == "quarantined" and not mine[0]["owner_alive"]
+        assert a["quarantined_bytes"] >= row[2]
+        assert table(pool)[app.pid][0] == lib.TAS_ARENA_QUARANTINED   # persisted
+    finally:
+        lock.release()
+    wait_until(lambda: counters(d)["arena_slices_freed"] >= 1, "the slice to be freed after recovery")
+    assert app.pid not in table(pool)
+    c = counters(d)
+    assert c["arena_digests"] >= 1 and c["arena_slices_freed"] >= 1
+    assert c["arena_quarantined_bytes"] == 0
+    assert strata(pool, "cat", "/strata/from-app") == "kept by recovery"
+
+
+def forget_killed(d):
+    """What a SIGKILLed daemon leaves behind: run files, stats page, EAL dir."""
+    for path in glob.glob(f"/run/tas/{d.instance}.*") + [f"/dev/shm/kbstats.tas.{d.instance}"]:
+        if os.path.exists(path):
+            os.unlink(path)
+    shutil.rmtree(f"/var/run/dpdk/{d.instance}", ignore_errors=True)
+
+
+def test_daemon_sigkill_restart_reconciles_the_table(tmp_path, pool, procs):
+    cfg = nvm_config(pool)
+    d = Daemon(tmp_path, extra=cfg).start()
+    try:
+        alive = start_app(procs, d, pool, with_strata=False)
+        dead = start_app(procs, d, pool, with_strata=True)
+        rows = table(pool)
+        d.proc.kill()
+        d.proc.wait()
+    finally:
+        d.stop()
+        forget_killed(d)
+    dead.kill()
+    dead.wait()
+    lock = StrataLockHeld(pool)
+    d2 = Daemon(tmp_path, extra=cfg).start()
+    try:
+        c = counters(d2)
+        assert c["arena_rows_reconciled"] == 2
+        # Recovery is stalled: both slices stay reserved, a new app gets neither.
+        with __import__("tas.app", fromlist=["TasApp"]).TasApp(d2.instance):
+            now = table(pool)
+            new = now[os.getpid()]
+            for pid in (alive.pid, dead.pid):
+                assert now[pid][0] == lib.TAS_ARENA_QUARANTINED
+                lo, hi = rows[pid][1], rows[pid][1] + rows[pid][2]
+                assert new[1] + new[2] <= lo or new[1] >= hi
+        lock.release()
+        wait_until(lambda: dead.pid not in table(pool), "the dead app's slice to be freed")
+        assert table(pool)[alive.pid][0] == lib.TAS_ARENA_QUARANTINED   # still maps it
+        assert maps_pool(alive.pid, pool)
+        assert strata(pool, "cat", "/strata/from-app") == "kept by recovery"
+        alive.kill()
+        alive.wait()
+        wait_until(lambda: alive.pid not in table(pool), "the live app's slice after it exits")
+        a = arena(d2)
+        assert a["quarantined_bytes"] == 0
+    finally:
+        lock.release()
+        d2.stop()
+
+
+def run_daemon(tmp_path, extra):
+    cfg = tmp_path / "nvm.toml"
+    cfg.write_text(f'[tas]\ninstance = "nvmbad{os.getpid() % 1000}"\n' + extra)
+    return subprocess.run([sys.executable, "-m", "tas.daemon", "-c", str(cfg)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_bad_pool_config_names_the_key(tmp_path):
+    missing = tmp_path / "missing.pool"
+    r = run_daemon(tmp_path, nvm_config(missing))
+    assert r.returncode == 1 and f"nvm.pool_path = '{missing}'" in r.stderr, r.stderr
+    assert "No such file" in r.stderr
+    junk = tmp_path / "junk.pool"
+    junk.write_bytes(os.urandom(1 << 20))
+    r = run_daemon(tmp_path, nvm_config(junk))
+    assert r.returncode == 1 and "not a Strata pool" in r.stderr, r.stderr
+    assert f"nvm.pool_path = '{junk}'" in r.stderr
+    pool = make_pool(tmp_path)
+    r = run_daemon(tmp_path, nvm_config(pool, segment=1 << 30))
+    assert r.returncode == 1 and "buffers.app_segment" in r.stderr, r.stderr
