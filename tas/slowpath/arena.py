@@ -47,6 +47,8 @@ def proc_start(pid):
     except OSError:
         return 0
     fields = stat[stat.rindex(b")") + 2:].split()
+    if fields[0] in (b"Z", b"X"):
+        return 0                # a zombie has released its mappings: gone (as Strata says)
     return int(fields[19])      # field 22 counts from 1 with pid and comm first
 
 
@@ -135,6 +137,8 @@ class StrataArena:
             raise PoolError(f"{self.pool_key}: Strata ref area {sb.off_ref}+{sb.ref_bytes} "
                             f"lies outside the file or is not page-aligned")
         self.ref_off, self.ref_bytes = sb.off_ref, sb.ref_bytes
+        st = os.fstat(self.fd)
+        self.ino, self.dev = st.st_ino, f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}"
         self.slots_off, self.nslots = sb.off_slots, sb.nslots
 
     def slots(self):
@@ -249,11 +253,34 @@ class StrataArena:
         self._count("arena_slices_freed")
         self._count("arena_bytes_freed", ln)
 
+    def _maps_slice(self, pid, off, ln):
+        """Does pid map part of the slice [off, off+ln) of the pool file?  A
+        slice mapping starts at its own file offset; libstrata's whole-pool
+        mapping (file offset 0) does not count."""
+        try:
+            with open(f"/proc/{pid}/maps") as f:
+                lines = f.read().splitlines()
+        except OSError:
+            return False
+        for line in lines:
+            parts = line.split()
+            if len(parts) < 5 or int(parts[4]) != self.ino or parts[3] != self.dev:
+                continue
+            lo, hi = (int(x, 16) for x in parts[0].split("-"))
+            foff = int(parts[2], 16)
+            if foff != 0 and foff < off + ln and off < foff + (hi - lo):
+                return True
+        return False
+
     def _freeable(self, i, owned):
         """owned: {(pid, start)} of Strata slot owners."""
         r = self.table.row[i]
         if (r.pid, r.start) in owned:
             return False          # its log may reference the slice
+        # Another Strata process that maps the slice (a child forked with
+        # the mapping) could log references to it too.
+        if any(self._maps_slice(pid, r.off, r.len) for pid, _ in owned):
+            return False
         if not owner_alive(r.pid, r.start):
             return True
         # A running owner: only one that detached from this daemon has

@@ -88,6 +88,17 @@ import sys
 from tas.app import TasApp
 from strata import lib as strata
 a = TasApp(sys.argv[1])
+if sys.argv[3] == "fork":       # a child with the slice mapped and its own Strata log
+    import os, time
+    if os.fork() == 0:
+        from tas.app import lib
+        os.close(lib.tas_app_ctl_fd(a.handle))   # as libtas's fork child drops it
+        strata.attach(sys.argv[2])
+        strata.write_file("/from-child", b"child")
+        print("child", os.getpid(), flush=True)
+        time.sleep(600)
+        os._exit(0)
+    print(sys.stdin.readline().strip(), flush=True)   # "go" once the child is up
 if sys.argv[3] == "strata":
     strata.attach(sys.argv[2])
     strata.write_file("/from-app", b"kept by recovery")
@@ -99,11 +110,18 @@ for line in sys.stdin:
 """
 
 
-def start_app(procs, d, pool, with_strata):
+def start_app(procs, d, pool, with_strata, mode=None):
     p = subprocess.Popen([sys.executable, "-c", APP, d.instance, str(pool),
-                          "strata" if with_strata else "plain"],
+                          mode or ("strata" if with_strata else "plain")],
                          cwd=ROOT, text=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     procs.append(p)
+    if mode == "fork":
+        word, child = p.stdout.readline().split()
+        assert word == "child"
+        p.stdin.write("go\n")
+        p.stdin.flush()
+        assert p.stdout.readline().strip() == "go"
+        p.child = int(child)
     assert p.stdout.readline().strip() == "up"
     return p
 
@@ -185,6 +203,28 @@ def test_killed_app_slice_quarantined_until_recovered(nvm_daemon, pool, procs):
     assert c["arena_digests"] >= 1 and c["arena_slices_freed"] >= 1
     assert c["arena_quarantined_bytes"] == 0
     assert strata(pool, "cat", "/strata/from-app") == "kept by recovery"
+
+
+def test_forked_strata_child_keeps_the_slice_reserved(nvm_daemon, pool, procs):
+    """The owner dies, but a child it forked maps the slice and owns a Strata
+    log (it could log references into it): the slice waits for the child."""
+    d = nvm_daemon
+    app = start_app(procs, d, pool, with_strata=False, mode="fork")
+    try:
+        assert maps_pool(app.child, pool)
+        app.kill()
+        app.wait()
+        wait_until(lambda: counters(d)["arena_quarantines"] >= 1, "the slice to be quarantined")
+        # The dead owner owned no Strata log (retiring it ran a reclaim pass
+        # at once); what holds the slice is the child.
+        mine = [s["state"] for s in arena(d)["slices"] if s["pid"] == app.pid]
+        assert mine == ["quarantined"]
+        assert table(pool)[app.pid][0] == lib.TAS_ARENA_QUARANTINED
+    finally:
+        os.kill(app.child, signal.SIGKILL)
+    wait_until(lambda: counters(d)["arena_slices_freed"] >= 1, "the slice after the child died")
+    assert app.pid not in table(pool)
+    assert strata(pool, "cat", "/strata/from-child") == "child"
 
 
 def forget_killed(d):
