@@ -195,6 +195,11 @@ def test_killed_app_slice_quarantined_until_recovered(nvm_daemon, pool, procs):
         assert mine and mine[0]["state"] == "quarantined" and not mine[0]["owner_alive"]
         assert a["quarantined_bytes"] >= row[2]
         assert table(pool)[app.pid][0] == lib.TAS_ARENA_QUARANTINED   # persisted
+        shown = subprocess.run([sys.executable, "-m", "tas.ctl", "-i", d.instance, "arena"],
+                               cwd=ROOT, capture_output=True, text=True, timeout=60).stdout
+        assert f"0 live slice(s), 1 quarantined ({row[2]} bytes)" in shown, shown
+        assert "digest running" in shown    # stalled on the Strata lock we hold
+        assert str(app.pid) in shown
     finally:
         lock.release()
     wait_until(lambda: counters(d)["arena_slices_freed"] >= 1, "the slice to be freed after recovery")
