@@ -6,16 +6,17 @@ table (include/tas/arena.h); every app's segment is one slice after it.  A
 row is persisted before the app hears of its slice, and a slice goes back to
 the allocator only when no Strata log can still reference its bytes:
 
-- its owner process (pid + start time) is gone, or detached while owning no
-  Strata log slot, and
-- no Strata log slot is owned by that process or by any dead process (the
-  dead ones are recovered by running `strata digest`, which replays and
-  resets their logs; a slot whose digest fails stays owned, so the slice
-  stays quarantined).
+- no Strata log slot is owned by its owner process (pid + start time) or by
+  any dead process (the dead ones are recovered by running `strata digest`,
+  which replays and resets their logs; a slot whose digest fails stays
+  owned, so the slice stays quarantined), and
+- no process but the daemon maps the slice (/proc/*/maps): not the owner
+  (an app of a previous daemon, or one that has not unmapped yet), nor a
+  child it forked with the mapping.
 
 A daemon restart reconciles the table instead of reformatting it: every row
-is quarantined, and rows whose owner still runs stay reserved until it exits
-(its libtas may still map the slice).
+is quarantined and freed only by the rule above, so a slice whose owner
+still runs stays reserved until that process unmaps it or exits.
 """
 import fcntl
 import mmap
@@ -25,13 +26,13 @@ import sys
 import time
 
 PAGE = 4096
-RECLAIM_INTERVAL_S = 0.2
+RECLAIM_INTERVAL_S = 1.0   # re-check of quarantined slices (app exit and digest end re-check at once)
 DIGEST_RETRY_S = 2.0      # a digest that leaves dead slots owned (ENOSPC) is retried this often
 
 
 COUNTERS = ("arena_slices_taken", "arena_quarantines", "arena_slices_freed", "arena_bytes_freed",
             "arena_digests", "arena_digest_failures", "arena_full", "arena_rows_reconciled",
-            "arena_table_flushes")
+            "arena_table_flushes", "arena_maps_scans")
 
 
 class PoolError(RuntimeError):
@@ -83,7 +84,7 @@ class StrataArena:
         self.alloc = Allocator(PAGE, self.ref_bytes)
         self.rows = {}           # slice pool offset -> row index
         self.attached = set()    # row indexes owned by apps attached to this daemon
-        self.detached_alive = set()  # rows whose owner detached but still runs
+        self._scan = None        # this reclaim pass's scan of /proc/*/maps
         self.digest = None       # running `strata digest` process
         self.last_digest = -DIGEST_RETRY_S
         self.digest_progress = True   # a new quarantine may digest at once
@@ -229,8 +230,6 @@ class StrataArena:
         i = self.rows[off]
         r = self.table.row[i]
         self.attached.discard(i)
-        if owner_alive(r.pid, r.start):
-            self.detached_alive.add(i)
         r.state = self.lib.TAS_ARENA_QUARANTINED
         self._persist()
         self._count("arena_quarantines")
@@ -248,44 +247,61 @@ class StrataArena:
         r.start = r.off = r.len = 0
         self._persist()
         del self.rows[off]
-        self.detached_alive.discard(i)
         self.alloc.release(off - self.ref_off)
         self._count("arena_slices_freed")
         self._count("arena_bytes_freed", ln)
 
-    def _maps_slice(self, pid, off, ln):
-        """Does pid map part of the slice [off, off+ln) of the pool file?  A
-        slice mapping starts at its own file offset; libstrata's whole-pool
-        mapping (file offset 0) does not count."""
-        try:
-            with open(f"/proc/{pid}/maps") as f:
-                lines = f.read().splitlines()
-        except OSError:
-            return False
-        for line in lines:
-            parts = line.split()
-            if len(parts) < 5 or int(parts[4]) != self.ino or parts[3] != self.dev:
-                continue
-            lo, hi = (int(x, 16) for x in parts[0].split("-"))
-            foff = int(parts[2], 16)
-            if foff != 0 and foff < off + ln and off < foff + (hi - lo):
-                return True
-        return False
+    def _pool_mappings(self, pids):
+        """[(pid, file offset, length)] of the pool's mappings in pids that
+        start past file offset 0: slice mappings (libtas maps its slice at
+        its own offset; libstrata maps the whole pool from offset 0)."""
+        out = []
+        for pid in pids:
+            try:
+                with open(f"/proc/{pid}/maps") as f:
+                    lines = f.read().splitlines()
+            except OSError:
+                continue          # gone, or a kernel thread
+            for line in lines:
+                parts = line.split()
+                if len(parts) < 5 or parts[3] != self.dev or int(parts[4]) != self.ino:
+                    continue
+                lo, hi = (int(x, 16) for x in parts[0].split("-"))
+                foff = int(parts[2], 16)
+                if foff != 0:
+                    out.append((pid, foff, hi - lo))
+        return out
+
+    @staticmethod
+    def _overlaps(maps, off, ln):
+        return any(foff < off + ln and off < foff + flen for _, foff, flen in maps)
+
+    def _mapped(self, i, scan):
+        """Does any process but the daemon map row i's slice?  The owner is
+        looked at first; scan() gives every process's slice mappings (a child
+        forked with the mapping still holds it after its parent is gone)."""
+        r = self.table.row[i]
+        if owner_alive(r.pid, r.start) and \
+                self._overlaps(self._pool_mappings([r.pid]), r.off, r.len):
+            return True
+        return self._overlaps(scan(), r.off, r.len)
+
+    def _all_mappings(self):
+        if self._scan is None:
+            me = os.getpid()
+            self._scan = self._pool_mappings(int(p) for p in os.listdir("/proc")
+                                             if p.isdigit() and int(p) != me)
+            self._count("arena_maps_scans")
+        return self._scan
 
     def _freeable(self, i, owned):
         """owned: {(pid, start)} of Strata slot owners."""
         r = self.table.row[i]
         if (r.pid, r.start) in owned:
             return False          # its log may reference the slice
-        # Another Strata process that maps the slice (a child forked with
-        # the mapping) could log references to it too.
-        if any(self._maps_slice(pid, r.off, r.len) for pid, _ in owned):
-            return False
-        if not owner_alive(r.pid, r.start):
-            return True
-        # A running owner: only one that detached from this daemon has
-        # unmapped its slice (one of a previous daemon may still map it).
-        return i in self.detached_alive
+        # Whoever still maps the slice may write it or log references to it:
+        # the owner (of a previous daemon, or not yet exited) or a child.
+        return not self._mapped(i, self._all_mappings)
 
     def reclaim(self):
         """Timer: free quarantined slices whose bytes no log can reference."""
@@ -301,6 +317,7 @@ class StrataArena:
                 self._start_digest()  # recovery first; look again when it is done
             return
         owned = set(slots)
+        self._scan = None         # at most one scan of every process per pass
         for i in quarantined:
             if self._freeable(i, owned):
                 self._free(i)

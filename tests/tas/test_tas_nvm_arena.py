@@ -133,7 +133,7 @@ def pool(tmp_path):
 
 @pytest.fixture
 def nvm_daemon(tmp_path, pool):
-    d = Daemon(tmp_path, extra=nvm_config(pool)).start()
+    d = Daemon(tmp_path, extra=nvm_config(pool), hugepages="no").start()
     yield d
     d.stop()
 
@@ -242,7 +242,7 @@ def forget_killed(d):
 
 def test_daemon_sigkill_restart_reconciles_the_table(tmp_path, pool, procs):
     cfg = nvm_config(pool)
-    d = Daemon(tmp_path, extra=cfg).start()
+    d = Daemon(tmp_path, extra=cfg, hugepages="no").start()
     try:
         alive = start_app(procs, d, pool, with_strata=False)
         dead = start_app(procs, d, pool, with_strata=True)
@@ -255,7 +255,7 @@ def test_daemon_sigkill_restart_reconciles_the_table(tmp_path, pool, procs):
     dead.kill()
     dead.wait()
     lock = StrataLockHeld(pool)
-    d2 = Daemon(tmp_path, extra=cfg).start()
+    d2 = Daemon(tmp_path, extra=cfg, hugepages="no").start()
     try:
         c = counters(d2)
         assert c["arena_rows_reconciled"] == 2
