@@ -34,8 +34,15 @@ def strata(pool, *args):
 
 
 def make_pool(tmp_path):
+    """A 256 MiB pool whose ref area holds the table and three segments.
+    Strata layout v2 sizes the ref area with --ref-size; before it, the ref
+    area is pool/16 (16 MiB here)."""
     pool = tmp_path / "pool"
-    strata(pool, "mkfs", "--size", "256M")
+    ref = ["--ref-size", "32M"] if "--ref-size" in strata(pool, "mkfs", "--help") else []
+    strata(pool, "mkfs", "--size", "256M", *ref)
+    with open(pool, "rb") as f:
+        sb = ffi.from_buffer("struct strata_super *", f.read(4096))
+        assert sb.ref_bytes >= 4096 + 3 * SEGMENT, f"ref area of {sb.ref_bytes} bytes"
     return pool
 
 
