@@ -51,16 +51,22 @@ def nvm_config(pool, segment=SEGMENT):
             f'[nvm]\npool_path = "{pool}"\n')
 
 
-def table(pool):
-    """The ownership table as stored in the pool file: {pid: row} of used rows."""
+def rows(pool):
+    """The ownership table's used rows as stored in the pool file:
+    [(pid, (state, off, len, ref area offset, ref area bytes))]."""
     with open(pool, "rb") as f:
         sb = ffi.from_buffer("struct strata_super *", f.read(4096))
         f.seek(sb.off_ref)
         t = ffi.from_buffer("struct tas_arena_table *", f.read(4096))
         assert t.magic == lib.TAS_ARENA_MAGIC
-        return {t.row[i].pid: (t.row[i].state, t.row[i].off, t.row[i].len, sb.off_ref,
-                               sb.ref_bytes)
-                for i in range(t.nrows) if t.row[i].state != lib.TAS_ARENA_FREE}
+        return [(t.row[i].pid, (t.row[i].state, t.row[i].off, t.row[i].len, sb.off_ref,
+                                sb.ref_bytes))
+                for i in range(t.nrows) if t.row[i].state != lib.TAS_ARENA_FREE]
+
+
+def table(pool):
+    """{pid: row} of the used rows (one app per pid)."""
+    return dict(rows(pool))
 
 
 def arena(d):
@@ -171,6 +177,30 @@ def test_tas_app_segment_is_a_slice_of_the_pool(nvm_daemon, pool, procs):
     assert not maps_pool(app.pid, pool)
     c = counters(d)
     assert c["arena_slices_taken"] >= 2 and c["arena_slices_freed"] >= 1
+
+
+def test_full_arena_refuses_registration(nvm_daemon, pool):
+    """No room for another segment: the app is refused with ENOMEM (counted),
+    the apps already attached keep their slices."""
+    from tas.app import TasApp, TasError
+    d = nvm_daemon
+    apps = []
+    try:
+        with pytest.raises(TasError) as e:
+            for _ in range(64):
+                apps.append(TasApp(d.instance))
+        assert "Cannot allocate memory" in str(e.value)
+        assert len(apps) >= 3                       # the ref area holds at least three
+        used = rows(pool)
+        assert [pid for pid, _ in used] == [os.getpid()] * len(apps)
+        assert all(r[0] == lib.TAS_ARENA_LIVE for _, r in used)
+        assert len(apps) == (used[0][1][4] - 4096) // SEGMENT
+        assert len(arena(d)["slices"]) == len(apps)
+        assert counters(d)["arena_full"] == 1
+    finally:
+        for a in apps:
+            a.close()
+    wait_until(lambda: counters(d)["arena_slices_freed"] == len(apps), "the slices to be freed")
 
 
 def test_libtas_echo_with_rings_in_the_pool(nvm_daemon, pool, procs):
