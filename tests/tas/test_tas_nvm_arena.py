@@ -10,6 +10,7 @@ import fcntl
 import glob
 import json
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -21,7 +22,7 @@ from bindings._tasfp import ffi, lib
 from libtas_helpers import ROOT, counters, finish, in_peer, tas_run
 from tasd import Daemon, wait_until
 from test_libtas import ECHO_CLIENT, ECHO_SERVER
-from test_tas_tcp import linux_to_tas, tas_to_linux
+from test_tas_tcp import linux_to_tas, peer_python, tas_to_linux
 
 SEGMENT = 4 << 20
 
@@ -76,9 +77,20 @@ def arena(d):
     return json.loads(r.stdout)
 
 
-def maps_pool(pid, pool):
+def pool_maps(pid, pool):
+    """[(file offset, length)] of pid's mappings of the pool file."""
+    out = []
     with open(f"/proc/{pid}/maps") as f:
-        return str(pool) in f.read()
+        for line in f:
+            parts = line.split()
+            if len(parts) >= 6 and parts[5] == str(pool):
+                lo, hi = (int(x, 16) for x in parts[0].split("-"))
+                out.append((int(parts[2], 16), hi - lo))
+    return out
+
+
+def maps_pool(pid, pool):
+    return bool(pool_maps(pid, pool))
 
 
 class StrataLockHeld:
@@ -156,12 +168,27 @@ def test_tas_app_segment_is_a_slice_of_the_pool(nvm_daemon, pool, procs):
     the table row names the app's pid; echo works through the rings."""
     from tas.app import TasApp
     d = nvm_daemon
-    assert maps_pool(d.proc.pid, pool)
     with TasApp(d.instance) as a:
-        assert maps_pool(os.getpid(), pool)
         state, off, ln, ref_off, ref_bytes = table(pool)[os.getpid()]
         assert state == lib.TAS_ARENA_LIVE and ln == SEGMENT
         assert ref_off + 4096 <= off and off + ln <= ref_off + ref_bytes
+        assert (off, SEGMENT) in pool_maps(os.getpid(), pool)      # the app: its slice
+        assert (ref_off, ref_bytes) in pool_maps(d.proc.pid, pool)  # the daemon: the arena
+        # The fast path deposits received bytes in the pool file itself.
+        lst = a.listen(5009)
+        payload = random.Random(7).randbytes(100_000)
+        peer = peer_python(d, "import random, socket; s=socket.create_connection(('10.0.0.2',5009)); "
+                           "s.sendall(random.Random(7).randbytes(100_000)); s.recv(1)")
+        procs.append(peer)
+        flow = a.accept(lst)
+        while flow.rx_ready < len(payload):
+            a.wait()
+        with open(pool, "rb") as f:
+            f.seek(off + flow.rx_off)
+            assert f.read(len(payload)) == payload
+        assert flow.recv(len(payload)) == payload
+        flow.close()
+        peer.wait()
         linux_to_tas(d, a, 5010, 8 << 20, 10)
         tas_to_linux(d, a, 5011, 8 << 20, 11)
     # A detached app that keeps running and owns no Strata log: freed at once.
@@ -208,8 +235,9 @@ def test_libtas_echo_with_rings_in_the_pool(nvm_daemon, pool, procs):
     nbytes = 4 << 20
     srv = tas_run(procs, d, sys.executable, "-c", ECHO_SERVER, "7001")
     assert srv.stdout.readline().strip() == "listening", srv.stderr.read()
-    assert maps_pool(srv.pid, pool)            # libtas mapped (pool fd, seg_off)
-    assert table(pool)[srv.pid][0] == lib.TAS_ARENA_LIVE
+    state, off = table(pool)[srv.pid][:2]
+    assert state == lib.TAS_ARENA_LIVE
+    assert (off, SEGMENT) in pool_maps(srv.pid, pool)    # libtas mapped (pool fd, seg_off)
     cli = in_peer(procs, d, sys.executable, "-c", ECHO_CLIENT, "10.0.0.2", "7001",
                   str(nbytes), "1")
     r = json.loads(finish(cli, "Linux client").strip().splitlines()[-1])
