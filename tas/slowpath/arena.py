@@ -23,6 +23,7 @@ import mmap
 import os
 import subprocess
 import sys
+import threading
 import time
 
 PAGE = 4096
@@ -84,7 +85,8 @@ class StrataArena:
         self.alloc = Allocator(PAGE, self.ref_bytes)
         self.rows = {}           # slice pool offset -> row index
         self.attached = set()    # row indexes owned by apps attached to this daemon
-        self._scan = None        # this reclaim pass's scan of /proc/*/maps
+        self.scan = None         # (start, thread, result) of the /proc/*/maps scan
+        self.since = {}          # row -> when it was quarantined (monotonic)
         self.digest = None       # running `strata digest` process
         self.last_digest = -DIGEST_RETRY_S
         self.digest_progress = True   # a new quarantine may digest at once
@@ -190,6 +192,7 @@ class StrataArena:
                 raise PoolError(f"{self.pool_key}: ownership table row {i} names slice "
                                 f"{r.off}+{r.len}, outside the ref area or overlapping another")
             self.rows[r.off] = i
+            self.since[i] = time.monotonic()
             if r.state != lib.TAS_ARENA_QUARANTINED:
                 r.state = lib.TAS_ARENA_QUARANTINED
                 changed = True
@@ -205,6 +208,13 @@ class StrataArena:
         lib, t = self.lib, self.table
         free_rows = [i for i in range(lib.TAS_ARENA_ROWS) if t.row[i].state == lib.TAS_ARENA_FREE]
         rel = self.alloc.alloc(size) if free_rows else None
+        if rel is None:
+            # Full: slices freed by the background scan may be waiting; look
+            # now (tens of ms on the slow path, only under pressure).
+            self.reclaim(sync=True)
+            free_rows = [i for i in range(lib.TAS_ARENA_ROWS)
+                         if t.row[i].state == lib.TAS_ARENA_FREE]
+            rel = self.alloc.alloc(size) if free_rows else None
         if rel is None:
             self._count("arena_full")
             return None
@@ -230,6 +240,7 @@ class StrataArena:
         i = self.rows[off]
         r = self.table.row[i]
         self.attached.discard(i)
+        self.since[i] = time.monotonic()
         r.state = self.lib.TAS_ARENA_QUARANTINED
         self._persist()
         self._count("arena_quarantines")
@@ -247,6 +258,7 @@ class StrataArena:
         r.start = r.off = r.len = 0
         self._persist()
         del self.rows[off]
+        del self.since[i]
         self.alloc.release(off - self.ref_off)
         self._count("arena_slices_freed")
         self._count("arena_bytes_freed", ln)
@@ -256,13 +268,16 @@ class StrataArena:
         start past file offset 0: slice mappings (libtas maps its slice at
         its own offset; libstrata maps the whole pool from offset 0)."""
         out = []
+        ino = f" {self.ino} "
         for pid in pids:
             try:
                 with open(f"/proc/{pid}/maps") as f:
-                    lines = f.read().splitlines()
+                    text = f.read()
             except OSError:
                 continue          # gone, or a kernel thread
-            for line in lines:
+            if ino not in text:
+                continue          # most processes: no line to parse
+            for line in text.splitlines():
                 parts = line.split()
                 if len(parts) < 5 or parts[3] != self.dev or int(parts[4]) != self.ino:
                     continue
@@ -276,50 +291,82 @@ class StrataArena:
     def _overlaps(maps, off, ln):
         return any(foff < off + ln and off < foff + flen for _, foff, flen in maps)
 
-    def _mapped(self, i, scan):
-        """Does any process but the daemon map row i's slice?  The owner is
-        looked at first; scan() gives every process's slice mappings (a child
-        forked with the mapping still holds it after its parent is gone)."""
+    def _owner_maps(self, i):
         r = self.table.row[i]
-        if owner_alive(r.pid, r.start) and \
-                self._overlaps(self._pool_mappings([r.pid]), r.off, r.len):
-            return True
-        return self._overlaps(scan(), r.off, r.len)
+        return owner_alive(r.pid, r.start) and \
+            self._overlaps(self._pool_mappings([r.pid]), r.off, r.len)
 
-    def _all_mappings(self):
-        if self._scan is None:
-            me = os.getpid()
-            self._scan = self._pool_mappings(int(p) for p in os.listdir("/proc")
-                                             if p.isdigit() and int(p) != me)
+    def _scan_all(self, box):
+        """Worker thread: every process's slice mappings (reading all of
+        /proc/*/maps takes tens of ms; the slow path must not wait for it)."""
+        me = os.getpid()
+        box.append(self._pool_mappings(int(p) for p in os.listdir("/proc")
+                                       if p.isdigit() and int(p) != me))
+
+    def _scan_result(self):
+        """(start time, mappings) of a finished scan, else None (and a scan
+        is started if none runs)."""
+        if self.scan is None:
+            box = []
+            t = threading.Thread(target=self._scan_all, args=(box,), daemon=True,
+                                 name="arena-maps-scan")
+            self.scan = (time.monotonic(), t, box)
+            t.start()
             self._count("arena_maps_scans")
-        return self._scan
+            return None
+        started, t, box = self.scan
+        if t.is_alive():
+            return None
+        self.scan = None
+        return started, (box[0] if box else None)
 
-    def _freeable(self, i, owned):
-        """owned: {(pid, start)} of Strata slot owners."""
-        r = self.table.row[i]
-        if (r.pid, r.start) in owned:
-            return False          # its log may reference the slice
-        # Whoever still maps the slice may write it or log references to it:
-        # the owner (of a previous daemon, or not yet exited) or a child.
-        return not self._mapped(i, self._all_mappings)
-
-    def reclaim(self):
-        """Timer: free quarantined slices whose bytes no log can reference."""
+    def reclaim(self, sync=False):
+        """Timer (and, with sync, a full arena): free quarantined slices whose bytes no log can reference and
+        no process but the daemon maps:
+        1. no Strata slot is owned by a dead process (else run a digest),
+        2. none is owned by the slice's owner, the owner does not map it,
+        3. a scan of every process that started after the slice was
+           quarantined finds no mapping of it (a child forked with it).
+        sync: scan in this thread now (no digest is waited for)."""
         now = time.monotonic()
         quarantined = [i for i in self.rows.values() if i not in self.attached]
-        if not quarantined or now < self.next_reclaim or self._digest_running():
+        if not quarantined:
             return
-        self.next_reclaim = now + RECLAIM_INTERVAL_S
+        if not sync:
+            if now < self.next_reclaim or self._digest_running():
+                return
+            self.next_reclaim = now + RECLAIM_INTERVAL_S
         slots = self.slots()
         dead = [s for s in slots if not owner_alive(*s)]
+        if dead and sync:
+            return
         if dead:
             if now - self.last_digest >= DIGEST_RETRY_S or self.digest_progress:
                 self._start_digest()  # recovery first; look again when it is done
             return
         owned = set(slots)
-        self._scan = None         # at most one scan of every process per pass
-        for i in quarantined:
-            if self._freeable(i, owned):
+        candidates = [i for i in quarantined
+                      if (self.table.row[i].pid, self.table.row[i].start) not in owned
+                      and not self._owner_maps(i)]
+        if not candidates:
+            return
+        if sync:
+            box = []
+            result = (time.monotonic(), box)
+            self._scan_all(box)
+            result = (result[0], box[0])
+            self._count("arena_maps_scans")
+        else:
+            result = self._scan_result()
+        if result is None:
+            self.next_reclaim = 0.0   # poll the scan every tick
+            return
+        started, maps = result
+        for i in candidates:
+            r = self.table.row[i]
+            if self.since[i] > started:
+                self.next_reclaim = 0.0   # quarantined after the scan began: scan again
+            elif maps is not None and not self._overlaps(maps, r.off, r.len):
                 self._free(i)
         self._publish()
 
@@ -381,6 +428,9 @@ class StrataArena:
         if self.digest is not None:
             self.digest.wait()
             self.digest = None
+        if self.scan is not None:
+            self.scan[1].join()
+            self.scan = None
         self.base = self.table = None
         try:
             self.map.close()
