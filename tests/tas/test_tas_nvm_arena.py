@@ -352,6 +352,29 @@ def test_daemon_sigkill_restart_reconciles_the_table(tmp_path, pool, procs):
         d2.stop()
 
 
+def test_daemon_stop_leaves_running_apps_their_slices(tmp_path, pool, procs):
+    """SIGTERM: the daemon stops in order but an app that still runs keeps
+    its row (not quarantined, not freed); the next daemon reserves it until
+    the app exits."""
+    cfg = nvm_config(pool)
+    d = Daemon(tmp_path, extra=cfg, hugepages="no").start()
+    try:
+        app = start_app(procs, d, pool, with_strata=False)
+    finally:
+        assert d.stop() == 0
+    assert table(pool)[app.pid][0] == lib.TAS_ARENA_LIVE
+    d2 = Daemon(tmp_path, extra=cfg, hugepages="no").start()
+    try:
+        assert counters(d2)["arena_rows_reconciled"] == 1
+        assert table(pool)[app.pid][0] == lib.TAS_ARENA_QUARANTINED
+        assert maps_pool(app.pid, pool)
+        app.kill()
+        app.wait()
+        wait_until(lambda: app.pid not in table(pool), "the slice after the app exited")
+    finally:
+        d2.stop()
+
+
 def run_daemon(tmp_path, extra):
     cfg = tmp_path / "nvm.toml"
     cfg.write_text(f'[tas]\ninstance = "nvmbad{os.getpid() % 1000}"\n' + extra)
