@@ -5,6 +5,7 @@
     {"cmd": "cores", "set": N}     pin N active cores (automatic scaling off)
     {"cmd": "cores", "auto": true} automatic core scaling on again
     {"cmd": "arena"}   the NVM payload arena: slices, owners, quarantined bytes
+    {"cmd": "config"}  where payload buffers live (kbrun --orp reads it)
 """
 import json
 import os
@@ -19,6 +20,7 @@ class AdminServer:
         self.lib = fp.lib
         self.ffi = fp.ffi
         self.ncores = len(cfg.dpdk.fp_cores)
+        self.cfg = cfg
         self.path = os.path.join(cfg.tas.run_dir, f"{cfg.tas.instance}.admin")
         if os.path.exists(self.path):
             os.unlink(self.path)
@@ -27,7 +29,8 @@ class AdminServer:
         os.chmod(self.path, 0o600)
         self.sock.listen(8)
         self.sock.setblocking(False)
-        self.commands = {"flows": self.flows, "cores": self.cores, "arena": self.arena}
+        self.commands = {"flows": self.flows, "cores": self.cores, "config": self.config,
+                         "arena": self.arena}
 
     def fileno(self):
         return self.sock.fileno()
@@ -71,6 +74,11 @@ class AdminServer:
                            ooo_len=f.rx_ooo_len)
             out.append(row)
         return {"flows": out}
+
+    def config(self, _req):
+        c = self.cfg
+        return {"instance": c.tas.instance, "backing": c.buffers.backing,
+                "pool_path": os.path.realpath(c.nvm.pool_path)}
 
     def cores(self, req):
         if "set" in req:

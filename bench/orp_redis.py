@@ -1,0 +1,292 @@
+"""ORP Redis benchmark: one command, one table, one JSON file.
+
+  python bench/orp_redis.py [--sizes 65536,262144,524288,1048576] [--repeat 3]
+                            [--keyspaces 1,1000] [--configs a,a2,b,c,d] [--quick]
+
+Unmodified redis-server with AOF `appendfsync always`, driven by
+redis-benchmark SET (16 connections) from a kernel client in another network
+namespace.  Configurations, interleaved point by point, best of --repeat:
+  a   Linux TCP + ext4       (the AOF on this machine's disk)
+  a2  Linux TCP + Strata     (strata run)
+  b   TAS + Strata           (kbrun --no-zio, receive buffers in shm)
+  c   TAS + zIO + Strata     (kbrun, receive buffers in shm)
+  d   ORP                    (kbrun --orp: receive buffers in the Strata pool)
+Each point gets a fresh Strata pool (and daemon).  Reported per point: SET/s,
+its ratio to a, a2 and b, and per SET: server CPU microseconds (redis-server)
+and daemon CPU microseconds (TAS rows), large copies zIO still made plainly,
+bytes Strata logged inline, bytes it logged as references, bytes zIO filled
+at release.
+"""
+import argparse
+import csv
+import io
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+from bindings import stats  # noqa: E402
+from deploy.report import print_table, write_json  # noqa: E402
+from tas.launcher import DaemonProcess  # noqa: E402
+
+CLIENTS = 16
+PORT = 6390
+NAMES = {"a": "Linux TCP + ext4", "a2": "Linux TCP + Strata", "b": "TAS + Strata",
+         "c": "TAS + zIO + Strata", "d": "ORP (TAS + zIO + Strata, NVM rings)"}
+LINUX_NS, LINUX_SRV, LINUX_CLI = "orpb-peer", "10.9.0.1", "10.9.0.2"
+TAS_IP = "10.0.0.2"
+TICK_US = 1e6 / os.sysconf("SC_CLK_TCK")
+
+
+def sh(*cmd, **kw):
+    return subprocess.run(cmd, check=True, capture_output=True, text=True, **kw)
+
+
+def linux_link():
+    """A veth pair: root namespace 10.9.0.1, client namespace 10.9.0.2."""
+    linux_unlink()
+    sh("ip", "netns", "add", LINUX_NS)
+    sh("ip", "link", "add", "orpb0", "type", "veth", "peer", "name", "orpb1")
+    sh("ip", "link", "set", "orpb1", "netns", LINUX_NS)
+    sh("ip", "addr", "add", f"{LINUX_SRV}/24", "dev", "orpb0")
+    sh("ip", "link", "set", "orpb0", "up")
+    sh("ip", "netns", "exec", LINUX_NS, "ip", "addr", "add", f"{LINUX_CLI}/24", "dev", "orpb1")
+    sh("ip", "netns", "exec", LINUX_NS, "ip", "link", "set", "orpb1", "up")
+    sh("ip", "netns", "exec", LINUX_NS, "ip", "link", "set", "lo", "up")
+
+
+def linux_unlink():
+    subprocess.run(["ip", "link", "del", "orpb0"], capture_output=True)
+    subprocess.run(["ip", "netns", "del", LINUX_NS], capture_output=True)
+
+
+def make_pool(ref_size):
+    path = f"/dev/shm/orp-bench-{uuid.uuid4().hex[:8]}.pool"
+    strata = [sys.executable, "-m", "strata.cli", "--pool", path]
+    sh(*strata, "mkfs", "--size", "2G", "--log-size", "64M",
+       "--slots", "8", cwd=ROOT)
+    sh(*strata, "run", "--", "mkdir", "-p", "/strata/redis", cwd=ROOT)
+    return path
+
+
+def write_config(tmp, inst, body):
+    path = os.path.join(tmp, f"{inst}.toml")
+    with open(path, "w") as f:
+        f.write(body)
+    return path
+
+
+def buffers(pool, nvm):
+    # With nvm the app's segment is a slice of the pool's ref area (16 MiB
+    # before Strata layout v2): room for 16 connections' RX + TX rings.
+    segment = 'app_segment = "12M"\n' if nvm else ""
+    return (f'[buffers]\nbacking = "{"nvm" if nvm else "shm"}"\n{segment}'
+            f'[nvm]\npool_path = "{pool}"\n')
+
+
+def start_daemons(tmp, pool, nvm, client):
+    """The server's daemon; with client "tas" also the client's daemon, the
+    two joined by net_memif (each fast path on its own CPU).  Returns
+    (server daemon, client daemon or None, server IP)."""
+    inst = f"orpb{uuid.uuid4().hex[:6]}"
+    if client == "kernel":
+        path = write_config(tmp, inst, f'[tas]\ninstance = "{inst}"\nip = "{TAS_IP}"\n'
+                            f'[dpdk]\niface = "{inst}"\nmem_mb = 256\nmbufs = 8191\n'
+                            f'[peer]\nnetns = "{inst}ns"\nip = "10.0.0.1"\n' + buffers(pool, nvm))
+        return DaemonProcess(path, inst, f"{inst}ns").start(), None, TAS_IP
+    sock = os.path.join(tmp, f"{inst}.memif")
+    made = []
+    try:
+        for name, role, ip, mac, main_core, fp_core in (
+                (inst + "s", "server", "10.1.0.1", "02:00:00:00:01:01", 0, 1),
+                (inst + "c", "client", "10.1.0.2", "02:00:00:00:01:02", 1, 0)):
+            body = (f'[tas]\ninstance = "{name}"\nip = "{ip}"\nmac = "{mac}"\n'
+                    f'[dpdk]\ndevice = "net_memif"\nmemif_role = "{role}"\n'
+                    f'memif_socket = "{sock}"\nmem_mb = 256\nmbufs = 8191\n'
+                    f'main_core = {main_core}\nfp_cores = [{fp_core}]\n'
+                    f'[peer]\nnetns = ""\nip = "10.1.0.254"\n')
+            if role == "server":
+                body += buffers(pool, nvm)
+            made.append(DaemonProcess(write_config(tmp, name, body), name, None).start())
+    except BaseException:
+        for d in made:
+            d.stop()
+        raise
+    return made[0], made[1], "10.1.0.1"
+
+
+def cpu_us(pid):
+    """utime + stime of a process (all its threads) in microseconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) * TICK_US
+
+
+def counters(component, pid):
+    try:
+        return stats.read(component, str(pid))
+    except stats.StatsError:
+        return {}
+
+
+def redis_cmd(workdir):
+    return ["redis-server", "--port", str(PORT), "--protected-mode", "no", "--save", "",
+            "--appendonly", "yes", "--appendfsync", "always", "--dir", workdir,
+            "--auto-aof-rewrite-percentage", "0", "--daemonize", "no"]
+
+
+def server_cmd(cfg, pool, daemon, tmp):
+    if cfg == "a":
+        return redis_cmd(tmp) + ["--bind", LINUX_SRV]
+    if cfg == "a2":
+        return [sys.executable, "-m", "strata.cli", "--pool", pool, "run", "--",
+                *redis_cmd("/strata/redis"), "--bind", LINUX_SRV]
+    kb = [sys.executable, "-m", "kb.run", "-i", daemon.instance]
+    kb += {"b": ["--no-zio", "--pool", pool], "c": ["--pool", pool], "d": ["--orp"]}[cfg]
+    return kb + ["--", *redis_cmd("/strata/redis")]
+
+
+def requests_for(size, quick):
+    n = max(100, int((60 if quick else 150) * (1 << 20) // size))
+    return n
+
+
+def client_prefix(cfg, daemon, cdaemon):
+    """How redis-benchmark reaches the server: from a kernel namespace, or
+    under libtas on the client daemon."""
+    if cfg in ("a", "a2"):
+        return ["ip", "netns", "exec", LINUX_NS]
+    if cdaemon is None:
+        return ["ip", "netns", "exec", daemon.netns]
+    return [sys.executable, "-m", "kb.run", "--no-zio", "--no-strata", "-i", cdaemon.instance, "--"]
+
+
+def run_point(cfg, size, keyspace, quick, tmp, client):
+    """One server, one redis-benchmark run: SET/s and per-SET costs."""
+    pool = daemon = cdaemon = None
+    work = tempfile.mkdtemp(prefix="orpb-", dir=tmp)
+    try:
+        if cfg != "a":
+            pool = make_pool("512M")
+        if cfg in ("b", "c", "d"):
+            daemon, cdaemon, tas_ip = start_daemons(tmp, pool, cfg == "d", client)
+        srv = subprocess.Popen(server_cmd(cfg, pool, daemon, work), cwd=ROOT, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        for line in srv.stdout:
+            if "Ready to accept connections" in line:
+                break
+        else:
+            raise SystemExit(f"{cfg}: redis-server did not start")
+        host = LINUX_SRV if cfg in ("a", "a2") else tas_ip
+        n = requests_for(size, quick)
+        bench = [*client_prefix(cfg, daemon, cdaemon), "redis-benchmark", "-h", host, "-p", str(PORT),
+                 "-c", str(CLIENTS), "-n", str(n), "-d", str(size), "-t", "set", "--csv"]
+        if keyspace > 1:
+            bench += ["-r", str(keyspace)]
+        cpu0 = cpu_us(srv.pid)
+        dcpu0 = cpu_us(daemon.proc.pid) if daemon else 0
+        out = subprocess.run(bench, capture_output=True, text=True, timeout=900, cwd=ROOT)
+        if out.returncode != 0:
+            raise SystemExit(f"{cfg}: redis-benchmark failed: {out.stderr}")
+        rate = [float(r[1]) for r in csv.reader(io.StringIO(out.stdout)) if r and r[0] == "SET"][0]
+        res = {"sets_per_s": rate, "server_cpu_us": (cpu_us(srv.pid) - cpu0) / n,
+               "daemon_cpu_us": ((cpu_us(daemon.proc.pid) - dcpu0) / n) if daemon else 0.0}
+        z, s = counters("zio", srv.pid), counters("strata", srv.pid)
+        res["large_plain_copies"] = (z.get("bytes_plain_large", 0) / size / n) if z else None
+        res["copies_elided"] = z.get("copies_elided", 0) / n if z else None
+        res["fill_bytes"] = z.get("release_fill_bytes", 0) / n if z else None
+        res["inline_bytes"] = s.get("inline_bytes", 0) / n if s else None
+        res["ref_bytes"] = s.get("ref_bytes", 0) / n if s else None
+        srv.terminate()
+        srv.wait(timeout=120)
+        return res
+    finally:
+        for d in (cdaemon, daemon):
+            if d is not None:
+                d.stop()
+                if d.netns:
+                    subprocess.run(["ip", "netns", "del", d.netns], capture_output=True)
+        if pool is not None and os.path.exists(pool):
+            os.unlink(pool)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def points_for(configs, clients):
+    """(client, config) pairs: Linux rows once (kernel client), TAS rows per client."""
+    out = [("kernel", c) for c in configs if c in ("a", "a2")]
+    return out + [(cl, c) for cl in clients for c in configs if c not in ("a", "a2")]
+
+
+def fmt(v, spec=".0f"):
+    return "-" if v is None else format(v, spec)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", default="65536,262144,524288,1048576")
+    ap.add_argument("--keyspaces", default="1,1000", help="1 = a single key; N = -r N")
+    ap.add_argument("--configs", default="a,a2,b,c,d")
+    ap.add_argument("--repeat", type=int, default=3, help="runs per point, best kept")
+    ap.add_argument("--clients", default="kernel,tas",
+                    help="kernel: redis-benchmark in the daemon's peer namespace; tas: under "
+                         "libtas on a second daemon over net_memif (TAS rows only)")
+    ap.add_argument("--quick", action="store_true", help="fewer requests per run (demo)")
+    args = ap.parse_args()
+    configs = args.configs.split(",")
+    unknown = [c for c in configs if c not in NAMES]
+    if unknown:
+        ap.error(f"--configs: unknown {unknown}; choose from {','.join(NAMES)}")
+    clients = args.clients.split(",")
+    if set(clients) - {"kernel", "tas"}:
+        ap.error("--clients: kernel, tas or both")
+    sizes = [int(s) for s in args.sizes.split(",")]
+    keyspaces = [int(k) for k in args.keyspaces.split(",")]
+    best = {}
+    linux_link()
+    try:
+        with tempfile.TemporaryDirectory(dir=ROOT) as tmp:   # on ext4 for row a
+            for rep in range(args.repeat):
+                for size in sizes:
+                    for ks in keyspaces:
+                        for client, cfg in points_for(configs, clients):   # interleaved
+                            r = run_point(cfg, size, ks, args.quick, tmp, client)
+                            key = (size, ks, client, cfg)
+                            if key not in best or r["sets_per_s"] > best[key]["sets_per_s"]:
+                                best[key] = r
+                            print(f"  rep {rep} {size >> 10} KiB keys={ks} {client} {cfg}: "
+                                  f"{r['sets_per_s']:.0f} SET/s", flush=True)
+    finally:
+        linux_unlink()
+    rows, points = [], []
+    for size in sizes:
+        for ks in keyspaces:
+            for client, cfg in points_for(configs, clients):
+                # Linux rows always have the kernel client; TAS rows compare with them
+                base = {c: best.get((size, ks, "kernel" if c != "b" else client, c), {})
+                        .get("sets_per_s") for c in ("a", "a2", "b")}
+                r = best[(size, ks, client, cfg)]
+                ratio = {f"vs_{c}": (r["sets_per_s"] / v if v else None) for c, v in base.items()}
+                points.append({"size": size, "keyspace": ks, "client": client, "config": cfg,
+                               "name": NAMES[cfg], **r, **ratio})
+                rows.append([f"{size >> 10}K", ks, client, cfg, f"{r['sets_per_s']:.0f}",
+                             fmt(ratio["vs_a"], ".2f"), fmt(ratio["vs_a2"], ".2f"),
+                             fmt(ratio["vs_b"], ".2f"), f"{r['server_cpu_us']:.0f}",
+                             f"{r['daemon_cpu_us']:.0f}", fmt(r["large_plain_copies"], ".2f"),
+                             fmt(r["inline_bytes"]), fmt(r["ref_bytes"]), fmt(r["fill_bytes"])])
+    print()
+    for c in configs:
+        print(f"  {c:>2} = {NAMES[c]}")
+    print_table(["value", "keys", "client", "cfg", "SET/s", "x a", "x a2", "x b", "srv us/SET",
+                 "tas us/SET", "large copies/SET", "inline B/SET", "ref B/SET", "fill B/SET"],
+                rows)
+    write_json("orp_redis.json", {"clients": CLIENTS, "repeat": args.repeat,
+                                  "quick": args.quick, "points": points})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""kbstack-wide tools that compose the three stacks (TAS, zIO, Strata)."""
