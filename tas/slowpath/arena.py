@@ -321,8 +321,8 @@ class StrataArena:
         return started, (box[0] if box else None)
 
     def reclaim(self, sync=False):
-        """Timer (and, with sync, a full arena): free quarantined slices whose bytes no log can reference and
-        no process but the daemon maps:
+        """Timer (and, with sync, a full arena): free quarantined slices whose
+        bytes no log can reference and no process but the daemon maps:
         1. no Strata slot is owned by a dead process (else run a digest),
         2. none is owned by the slice's owner, the owner does not map it,
         3. a scan of every process that started after the slice was
@@ -351,11 +351,10 @@ class StrataArena:
         if not candidates:
             return
         if sync:
-            box = []
-            result = (time.monotonic(), box)
+            started, box = time.monotonic(), []
             self._scan_all(box)
-            result = (result[0], box[0])
             self._count("arena_maps_scans")
+            result = (started, box[0])
         else:
             result = self._scan_result()
         if result is None:
