@@ -6,6 +6,7 @@ daemon's quarantine waits for.  Holding Strata's pool lock (flock, as every
 Strata process takes it) stalls recovery, which makes "still quarantined
 while undigested" observable without timing.
 """
+import errno
 import fcntl
 import glob
 import json
@@ -249,6 +250,40 @@ def test_libtas_echo_with_rings_in_the_pool(nvm_daemon, pool, procs):
     assert finish(srv, "echo server under libtas").strip().splitlines()[-1] == str(nbytes)
     assert r == {"bytes": nbytes, "same": True}
     assert counters(d)["tcp_rx_bytes"] >= nbytes
+
+
+# With libstrata loaded, libtas offers its slice to strata_nvm_map at attach
+# and withdraws it at detach: a second registration of the same bytes is
+# refused (EINVAL, overlap) while libtas holds it and accepted after.
+NVM_MAP_APP = r"""
+import ctypes, os, sys
+from strata import lib as strata
+st = ctypes.CDLL(strata.LIB_PATH, mode=ctypes.RTLD_GLOBAL, use_errno=True)
+st.strata_nvm_map.argtypes = [ctypes.c_int, ctypes.c_uint64, ctypes.c_void_p, ctypes.c_size_t]
+strata.attach(sys.argv[2])
+from tas.app import TasApp, ffi, lib
+a = TasApp(sys.argv[1])
+va = int(ffi.cast("uintptr_t", lib.tas_app_base(a.handle)))
+off = next(int(l.split()[2], 16) for l in open("/proc/self/maps") if int(l.split("-")[0], 16) == va)
+fd = os.open(sys.argv[2], os.O_RDWR)
+held = st.strata_nvm_map(fd, off, va, 4096), ctypes.get_errno()
+a.close()
+print(off, held[0], held[1], st.strata_nvm_map(fd, off, va, 4096))
+"""
+
+
+def test_libtas_registers_its_slice_with_libstrata(nvm_daemon, pool):
+    from strata import lib as strata_lib
+    import ctypes
+    if not hasattr(ctypes.CDLL(strata_lib.LIB_PATH), "strata_nvm_map"):
+        pytest.skip("this libstrata has no strata_nvm_map (Strata layout v2 not merged)")
+    r = subprocess.run([sys.executable, "-c", NVM_MAP_APP, nvm_daemon.instance, str(pool)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    off, held, err, after = map(int, r.stdout.split())
+    assert off > 0 and off % 4096 == 0         # libtas mapped the pool at its slice
+    assert (held, err) == (-1, errno.EINVAL)   # libtas had registered these bytes
+    assert after == 0                          # and withdrew them at detach
 
 
 def test_killed_app_slice_quarantined_until_recovered(nvm_daemon, pool, procs):
