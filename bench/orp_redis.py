@@ -82,7 +82,11 @@ def write_config(tmp, inst, body):
 
 
 def buffers(pool, nvm):
-    return f'[buffers]\nbacking = "{"nvm" if nvm else "shm"}"\n[nvm]\npool_path = "{pool}"\n'
+    # With nvm the app's segment is a slice of the pool's ref area (16 MiB
+    # before Strata layout v2): room for 16 connections' RX + TX rings.
+    segment = 'app_segment = "12M"\n' if nvm else ""
+    return (f'[buffers]\nbacking = "{"nvm" if nvm else "shm"}"\n{segment}'
+            f'[nvm]\npool_path = "{pool}"\n')
 
 
 def start_daemons(tmp, pool, nvm, client):

@@ -182,6 +182,20 @@ def cmd_cores(args):
     return 0
 
 
+def cmd_arena(args):
+    inst, reply = admin(args, "arena")
+    a = reply["arena"]
+    if emit(args, a):
+        return 0
+    live = sum(1 for r in a["slices"] if r["state"] == "live")
+    print(f"tas instance {inst}: NVM arena = Strata pool {a['pool']} ref area "
+          f"{a['ref_off']}+{a['ref_bytes']}: {live} live slice(s), "
+          f"{len(a['slices']) - live} quarantined ({a['quarantined_bytes']} bytes), "
+          f"{a['free_bytes']} bytes free{', digest running' if a['digest_running'] else ''}")
+    print_rows(a["slices"], ["row", "state", "pid", "owner_alive", "uid", "app", "off", "len"])
+    return 0
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(prog="tasctl", description="Administer a running TAS daemon")
     p.add_argument("-i", "--instance", help="daemon instance (default: the only one running)")
@@ -216,6 +230,7 @@ def main(argv=None):
     t.add_argument("--interval", type=float, default=1.0, help="seconds between updates")
     t.add_argument("--count", type=int, help="stop after this many updates")
     t.add_argument("--flows", type=int, default=10, help="flows to show")
+    command("arena", cmd_arena, "NVM payload arena: slices, owners, quarantine")
     args = p.parse_args(argv)
     try:
         return args.func(args) or 0

@@ -36,7 +36,9 @@ def make_pool(size="1G", ref_size="256M"):
 def daemon_extra(pool, orp, rx_buf=None):
     lines = ["[buffers]"]
     if orp:
-        lines.append('backing = "nvm"')
+        # The segment is a slice of the pool's ref area (16 MiB before Strata
+        # layout v2): room for 16 connections' 256 KiB RX + TX rings.
+        lines += ['backing = "nvm"', 'app_segment = "12M"']
     if rx_buf:
         lines.append(f"rx_buf = {rx_buf}")
     lines += ["[nvm]", f'pool_path = "{pool}"']

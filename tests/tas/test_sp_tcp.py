@@ -17,6 +17,7 @@ from tas.slowpath.appmem import Allocator
 from tas.slowpath.apps import App
 from tas.slowpath.arp import ArpTable
 from tas.slowpath.packets import Eth, IPv4, ip_bytes, mac_bytes
+from tas.slowpath.quota import UidQuota
 from tas.slowpath.tcp import SYN_RCVD, TcpManager
 from tas.slowpath.tcp_packets import ACK, CWR, ECE, FIN, RST, SYN, Tcp, TcpOptions, frame
 
@@ -36,6 +37,9 @@ class Clock:
         self.t += 1
         return self.t
 
+    def tas_fp_tx_mtu(self, handle):
+        return 1500          # what a net_tap port transmits
+
 
 @pytest.fixture
 def tcp():
@@ -43,7 +47,7 @@ def tcp():
     cfg = config.load(overrides={"tcp.mss": 1460, "buffers.rx_buf": 1 << 20})
     sent = []
     arp = ArpTable(mac_bytes(cfg.tas.mac), ip_bytes(cfg.tas.ip), sent.append, page)
-    m = TcpManager(cfg, Clock(), page, arp, sent.append)
+    m = TcpManager(cfg, Clock(), page, arp, sent.append, UidQuota(cfg, page))
     m.sent, m.page, m.cfg = sent, page, cfg
     yield m
     page.close()
