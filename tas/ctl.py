@@ -1,4 +1,5 @@
-"""`tasctl`: operator CLI for a running TAS daemon (stats, cores, instances)."""
+"""`tasctl`: operator CLI for a running TAS daemon (stats, cores, instances) and
+the applications on it (app-stats: libtas's counters)."""
 import argparse
 import json
 import os
@@ -26,6 +27,20 @@ def cmd_stats(args):
         sys.stdout.write(kbstats.prometheus("tas", inst, counters))
     else:
         print(kbstats.format_table(counters, title=f"tas instance {inst}"))
+
+
+def cmd_app_stats(args):
+    """libtas's counters in one application (kbstats.libtas.<pid>)."""
+    if args.pid is None:
+        pids = kbstats.instances("libtas")
+        print("\n".join(pids) if pids else "no application runs under libtas")
+        return 0
+    counters = kbstats.read("libtas", str(args.pid))
+    if args.prometheus:
+        sys.stdout.write(kbstats.prometheus("libtas", str(args.pid), counters))
+    else:
+        print(kbstats.format_table(counters, title=f"libtas pid {args.pid}"))
+    return 0
 
 
 def cmd_list(args):
@@ -98,6 +113,11 @@ def main(argv=None):
     s = sub.add_parser("stats", help="show the daemon's counters")
     s.add_argument("--prometheus", action="store_true", help="Prometheus text format")
     s.set_defaults(func=cmd_stats)
+    a = sub.add_parser("app-stats",
+                       help="libtas counters of an application (no PID: list them)")
+    a.add_argument("pid", type=int, nargs="?")
+    a.add_argument("--prometheus", action="store_true", help="Prometheus text format")
+    a.set_defaults(func=cmd_app_stats)
     sub.add_parser("list", help="list running instances").set_defaults(func=cmd_list)
     c = sub.add_parser("cores", help="fast-path core usage and scaling")
     g = c.add_mutually_exclusive_group()

@@ -84,6 +84,7 @@ struct orp_api {
     int (*strata_busy)(const void *, size_t);    /* strata_ref_busy */
     int64_t (*strata_digest)(void);              /* strata_digest_self */
     size_t zio_threshold;                        /* ZIO_THRESHOLD, as libzio reads it */
+    void *(*plain_memcpy)(void *, const void *, size_t);   /* libc's, past libzio */
 };
 const struct orp_api *orp_api(void);
 

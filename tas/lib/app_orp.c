@@ -11,6 +11,7 @@
 #include <dlfcn.h>
 #include <pthread.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "app_internal.h"
 
@@ -43,6 +44,10 @@ static void lookup(void)
         api.zio_try_release = NULL;
     }
     api.zio_threshold = zio_threshold();
+    /* libzio precedes us in the preload order; the next memcpy is libc's */
+    *(void **)&api.plain_memcpy = dlsym(RTLD_NEXT, "memcpy");
+    if (api.plain_memcpy == NULL)
+        api.plain_memcpy = memcpy;
 }
 
 const struct orp_api *orp_api(void)

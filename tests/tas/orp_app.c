@@ -1,0 +1,112 @@
+/*
+ * An unmodified-style TCP server for the zIO-over-TAS tests: plain socket
+ * calls, run under `zio run` + `tas-run`.  It accepts one connection and
+ * reads NVAL values of VLEN bytes, each into a fresh malloc'd buffer, then
+ *   sink:  writes each value to OUT (a regular file) and frees it, or with
+ *          KEEP=1 keeps every value until all have arrived, then writes them;
+ *   echo:  copies each value to a second buffer (a zIO intermediate of the
+ *          first) and writes that back to the connection, then frees both.
+ * It prints "fstat-sock <0|1>" (what fstat says of the connection), closes
+ * it, prints "done", and waits for a line on stdin so that the test can read
+ * its stats pages before it exits.
+ *
+ * usage: orp_app sink PORT NVAL VLEN OUT KEEP | orp_app echo PORT NVAL VLEN
+ */
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <fcntl.h>
+
+static void die(const char *what)
+{
+    perror(what);
+    exit(1);
+}
+
+static void read_all(int fd, char *buf, size_t n)
+{
+    for (size_t got = 0; got < n;) {
+        ssize_t r = read(fd, buf + got, n - got);
+        if (r <= 0)
+            die("read");
+        got += (size_t)r;
+    }
+}
+
+static void write_all(int fd, const char *buf, size_t n)
+{
+    for (size_t done = 0; done < n;) {
+        ssize_t r = write(fd, buf + done, n - done);
+        if (r <= 0)
+            die("write");
+        done += (size_t)r;
+    }
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 5)
+        return 2;
+    int echo = strcmp(argv[1], "echo") == 0;
+    int port = atoi(argv[2]), nval = atoi(argv[3]);
+    size_t vlen = (size_t)atol(argv[4]);
+    int keep = !echo && argc > 6 && atoi(argv[6]);
+    int out = -1;
+    if (!echo && (out = open(argv[5], O_WRONLY | O_CREAT | O_TRUNC, 0644)) < 0)
+        die("open");
+    int ls = socket(AF_INET, SOCK_STREAM, 0);
+    int one = 1;
+    setsockopt(ls, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    if (ls < 0 || bind(ls, (struct sockaddr *)&sa, sizeof(sa)) != 0 || listen(ls, 4) != 0)
+        die("listen");
+    printf("listening\n");
+    fflush(stdout);
+    int c = accept(ls, NULL, NULL);
+    if (c < 0)
+        die("accept");
+    struct stat st;
+    if (fstat(c, &st) != 0)
+        die("fstat");
+    char **vals = calloc((size_t)nval, sizeof(*vals));
+    for (int i = 0; i < nval; i++) {
+        char *buf = malloc(vlen);
+        if (buf == NULL)
+            die("malloc");
+        read_all(c, buf, vlen);
+        if (keep) {
+            vals[i] = buf;
+            continue;
+        }
+        if (echo) {
+            char *copy = malloc(vlen);
+            if (copy == NULL)
+                die("malloc");
+            memcpy(copy, buf, vlen);
+            write_all(c, copy, vlen);
+            free(copy);
+        } else {
+            write_all(out, buf, vlen);
+        }
+        free(buf);
+    }
+    for (int i = 0; keep && i < nval; i++) {
+        write_all(out, vals[i], vlen);
+        free(vals[i]);
+    }
+    printf("fstat-sock %d\n", S_ISSOCK(st.st_mode) ? 1 : 0);
+    close(c);
+    close(ls);
+    if (out >= 0)
+        close(out);
+    printf("done\n");
+    fflush(stdout);
+    char line[16];
+    if (fgets(line, sizeof(line), stdin) == NULL)
+        return 0;
+    return 0;
+}
