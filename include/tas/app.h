@@ -108,7 +108,7 @@ void tas_rx_close(struct tas_app *a, struct tas_rx *r);
 /* About to sleep: release what can go, and force it for every flow whose
  * free space is below a quarter of its ring (so the window never stalls). */
 void tas_app_rx_before_sleep(struct tas_app *a);
-/* Force the release on every flow (before fork). */
+/* Force the release on every flow (before fork; counted as such). */
 void tas_app_rx_release_all(struct tas_app *a);
 
 /* Bytes to send on a flow (tas/lib/app_tx.c): the ring copy both users

@@ -27,6 +27,9 @@ enum rx_ctr {
     RXC_RELEASE_BUSY,     /* release attempts stopped by a dependent */
     RXC_STRATA_BUSY,      /* ... of which by an undigested Strata reference */
     RXC_FORCED,           /* forced releases (pressure, close, fork) */
+    RXC_FORCED_PRESSURE,  /* ... before sleeping with under a quarter free */
+    RXC_FORCED_CLOSE,     /* ... on close */
+    RXC_FORCED_FORK,      /* ... before fork */
     RXC_FORCED_BYTES,     /* bytes given back by them */
     RXC_DIGESTS,          /* strata_digest_self calls they made */
     RXC_BUMPS,            /* rx_bump messages posted */

@@ -158,18 +158,19 @@ uint32_t tas_rx_release(struct tas_app *a, struct tas_rx *r, int force)
     return (uint32_t)(r->freed - start);
 }
 
-static void force(struct tas_app *a, struct tas_rx *r)
+static void force(struct tas_app *a, struct tas_rx *r, enum rx_ctr why)
 {
     uint32_t n = tas_rx_release(a, r, 1);
     if (n > 0) {
         rx_count(a, RXC_FORCED, 1);
+        rx_count(a, why, 1);
         rx_count(a, RXC_FORCED_BYTES, n);
     }
 }
 
 void tas_rx_close(struct tas_app *a, struct tas_rx *r)
 {
-    force(a, r);
+    force(a, r, RXC_FORCED_CLOSE);
     r->reg_lo = r->reg_hi;
 }
 
@@ -179,7 +180,7 @@ void tas_app_rx_before_sleep(struct tas_app *a)
         next = r->held_next;   /* r may leave the list */
         tas_rx_release(a, r, 0);
         if (r->held_listed && r->size - (r->seen - r->freed) < r->size / 4)
-            force(a, r);
+            force(a, r, RXC_FORCED_PRESSURE);
     }
 }
 
@@ -187,6 +188,6 @@ void tas_app_rx_release_all(struct tas_app *a)
 {
     for (struct tas_rx *r = a->held, *next; r != NULL; r = next) {
         next = r->held_next;
-        force(a, r);
+        force(a, r, RXC_FORCED_FORK);
     }
 }

@@ -10,14 +10,20 @@
  * it, prints "done", and waits for a line on stdin so that the test can read
  * its stats pages before it exits.
  *
- * usage: orp_app sink PORT NVAL VLEN OUT KEEP | orp_app echo PORT NVAL VLEN
+ * With FORKAT > 0 (sink), after that many values it forks a child that
+ * exits at once, as a server forking a snapshot child would.
+ * It also prints what fstatat(AT_EMPTY_PATH) and statx say.
+ *
+ * usage: orp_app sink PORT NVAL VLEN OUT KEEP [FORKAT] | orp_app echo PORT NVAL VLEN
  */
+#define _GNU_SOURCE
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include <fcntl.h>
 
@@ -55,6 +61,7 @@ int main(int argc, char **argv)
     int port = atoi(argv[2]), nval = atoi(argv[3]);
     size_t vlen = (size_t)atol(argv[4]);
     int keep = !echo && argc > 6 && atoi(argv[6]);
+    int forkat = !echo && argc > 7 ? atoi(argv[7]) : 0;
     int out = -1;
     if (!echo && (out = open(argv[5], O_WRONLY | O_CREAT | O_TRUNC, 0644)) < 0)
         die("open");
@@ -69,11 +76,21 @@ int main(int argc, char **argv)
     int c = accept(ls, NULL, NULL);
     if (c < 0)
         die("accept");
-    struct stat st;
-    if (fstat(c, &st) != 0)
+    struct stat st, st_at;
+    struct statx stx;
+    if (fstat(c, &st) != 0 || fstatat(c, "", &st_at, AT_EMPTY_PATH) != 0 ||
+        statx(c, "", AT_EMPTY_PATH, STATX_TYPE, &stx) != 0)
         die("fstat");
     char **vals = calloc((size_t)nval, sizeof(*vals));
     for (int i = 0; i < nval; i++) {
+        if (forkat > 0 && i == forkat) {
+            pid_t pid = fork();
+            if (pid < 0)
+                die("fork");
+            if (pid == 0)
+                _exit(0);
+            waitpid(pid, NULL, 0);
+        }
         char *buf = malloc(vlen);
         if (buf == NULL)
             die("malloc");
@@ -98,7 +115,8 @@ int main(int argc, char **argv)
         write_all(out, vals[i], vlen);
         free(vals[i]);
     }
-    printf("fstat-sock %d\n", S_ISSOCK(st.st_mode) ? 1 : 0);
+    printf("fstat-sock %d%d%d\n", S_ISSOCK(st.st_mode) ? 1 : 0, S_ISSOCK(st_at.st_mode) ? 1 : 0,
+           S_ISSOCK(stx.stx_mode) ? 1 : 0);
     close(c);
     close(ls);
     if (out >= 0)

@@ -79,11 +79,11 @@ def run_server(procs, d, *argv):
     return p
 
 
-def serve(procs, d, app, mode, port, nval, *extra):
+def serve(procs, d, app, mode, port, nval, *extra, vlen=VLEN):
     """Run one transfer; returns (client report, server lines, libtas, zio)."""
     before = counters(d)
-    srv = run_server(procs, d, app, mode, str(port), str(nval), str(VLEN), *extra)
-    cli = in_peer(procs, d, sys.executable, "-c", CLIENT, str(port), str(nval), str(VLEN),
+    srv = run_server(procs, d, app, mode, str(port), str(nval), str(vlen), *extra)
+    cli = in_peer(procs, d, sys.executable, "-c", CLIENT, str(port), str(nval), str(vlen),
                   str(port), "1" if mode == "echo" else "0")
     out, err = cli.communicate(timeout=300)
     assert cli.returncode == 0, err
@@ -100,7 +100,7 @@ def serve(procs, d, app, mode, port, nval, *extra):
     assert not os.path.exists(stats.page_path("libtas", str(srv.pid))), "page left behind"
     after = counters(d)
     # the bytes went through TAS, not a kernel-socket fallback
-    assert after["tcp_rx_bytes"] - before["tcp_rx_bytes"] >= nval * VLEN
+    assert after["tcp_rx_bytes"] - before["tcp_rx_bytes"] >= nval * vlen
     return json.loads(out), lines, lt, z
 
 
@@ -116,6 +116,7 @@ def test_recv_copies_elided_values_written_to_file(make_daemon, procs, orp_app, 
     assert z["copies_elided"] > 0 and z["bytes_elided"] > 0
     assert lt["rx_released_checked_bytes"] > 0
     assert lt["rx_bytes_held"] == 0      # close gave back the rest
+    assert lines[0] == "fstat-sock 111\n"   # fstat, fstatat(AT_EMPTY_PATH), statx
     if libzio_has("zio_release_if_unshared"):
         # pages stayed held while the buffer depended on them, and the file
         # was written from the originals (the ring) instead of the buffer
@@ -134,7 +135,7 @@ def test_write_of_intermediate_to_tas_socket_is_substituted(make_daemon, procs, 
     assert rep["n"] == nval * VLEN and rep["echoed"] == rep["sent"]
     # fstat says socket, so libzio sent the originals in place of the copy
     # of each value (without S_IFSOCK it would have materialised the copy)
-    assert lines[0] == "fstat-sock 1\n"
+    assert lines[0] == "fstat-sock 111\n"
     assert z["copies_elided"] > 0
     assert z["outputs_resolved"] > 0
     assert lt["rx_bytes"] == nval * VLEN and lt["rx_bytes_held"] == 0
@@ -160,3 +161,19 @@ def test_rx_buf_smaller_than_a_value(tmp_path, require_root, procs, orp_app, kee
         assert lt["rx_bytes_held"] == 0
     finally:
         d.stop()
+
+
+def test_fork_forces_release(make_daemon, procs, orp_app, tmp_path):
+    """Values held in memory (their ring pages held) when the server forks:
+    the release is forced before fork, nothing is lost."""
+    if not libzio_has("zio_release_if_unshared"):
+        pytest.skip("libzio has no zio_release_if_unshared: nothing is ever held")
+    d = make_daemon().start()
+    nval, vlen = 4, 32 * 1024     # 128 KiB of a 256 KiB ring: no pressure
+    outf = tmp_path / "values"
+    rep, lines, lt, z = serve(procs, d, orp_app, "sink", 7104, nval, str(outf), "1", "2",
+                              vlen=vlen)
+    assert hashlib.sha256(outf.read_bytes()).hexdigest() == rep["sent"]
+    assert lt["rx_forced_fork"] >= 1 and lt["rx_forced_pressure"] == 0
+    assert z["fork_resolves"] >= 1
+    assert lt["rx_bytes_held"] == 0
