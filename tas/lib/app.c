@@ -105,7 +105,7 @@ static int fail(char *err, int errlen, const char *what, int e)
 static int map_segment(struct tas_app *a, uint64_t size, uint64_t ctx_off, int ev_fd,
                        char *err, int errlen)
 {
-    a->base = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, a->seg_fd, (off_t)a->seg_off);
+    a->base = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, a->seg_fd, 0);
     a->info = mmap(NULL, 4096, PROT_READ, MAP_SHARED, a->info_fd, 0);
     if (a->base == MAP_FAILED || a->info == MAP_FAILED)
         return fail(err, errlen, "mapping the TAS segment", errno);
@@ -166,10 +166,8 @@ struct tas_app *tas_app_attach(const char *sock_path, char *err, int errlen)
         snprintf(err, (size_t)errlen, "registering with TAS: file descriptors missing");
         goto out;
     }
-    if (map_segment(a, m.opaque, m.rx_off, fds[2], err, errlen) == 0) {
-        app_orp_map_segment(a);
+    if (map_segment(a, m.opaque, m.rx_off, fds[2], err, errlen) == 0)
         return a;
-    }
     if (a->nctx == 0)
         close(fds[2]);
 out:
@@ -181,8 +179,6 @@ void tas_app_detach(struct tas_app *a)
 {
     if (a == NULL)
         return;
-    if (a->base != NULL && a->base != MAP_FAILED)
-        app_orp_unmap_segment(a);
     app_stats_close(a);
     if (a->base != NULL && a->base != MAP_FAILED)
         munmap(a->base, a->size);

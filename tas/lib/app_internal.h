@@ -33,7 +33,6 @@ enum rx_ctr {
     RXC_FORCED_BYTES,     /* bytes given back by them */
     RXC_DIGESTS,          /* strata_digest_self calls they made */
     RXC_BUMPS,            /* rx_bump messages posted */
-    RXC_NVM_MAPPED,       /* 1 while libstrata knows the segment as an NVM map */
     RXC_N
 };
 
@@ -47,7 +46,6 @@ struct app_ctx {
 struct tas_app {
     int sock;
     int seg_fd, info_fd;
-    uint64_t seg_off;                  /* offset of the segment in seg_fd's file */
     int core_fd[TAS_FP_CORES_MAX];     /* wake-up eventfd of each fast-path core */
     unsigned ncores;
     uint8_t *base;
@@ -88,17 +86,11 @@ struct orp_api {
     int (*zio_try_release)(void *, size_t);      /* zio_release_if_unshared */
     int (*strata_busy)(const void *, size_t);    /* strata_ref_busy */
     int64_t (*strata_digest)(void);              /* strata_digest_self */
-    int (*strata_map)(int, uint64_t, const void *, size_t);   /* strata_nvm_map */
-    int (*strata_unmap)(const void *);                        /* strata_nvm_unmap */
     size_t zio_threshold;                        /* ZIO_THRESHOLD, as libzio reads it */
     void *(*plain_memcpy)(void *, const void *, size_t);   /* libc's, past libzio */
 };
 const struct orp_api *orp_api(void);
-/* Tell libstrata (if loaded) that the segment is a mapping of seg_fd at
- * seg_off, so writes from the receive rings can become log references; it
- * accepts only its own pool's reference area.  Undone at detach. */
-void app_orp_map_segment(struct tas_app *a);
-void app_orp_unmap_segment(struct tas_app *a);
+
 
 /* app_ctx.c: bind context slot i to the descriptor at ctx_off (0 or -errno). */
 int app_ctx_map(struct tas_app *a, unsigned i, uint64_t ctx_off, int ev_fd);

@@ -37,8 +37,6 @@ static void lookup(void)
     *(void **)&api.zio_try_release = dlsym(RTLD_DEFAULT, "zio_release_if_unshared");
     *(void **)&api.strata_busy = dlsym(RTLD_DEFAULT, "strata_ref_busy");
     *(void **)&api.strata_digest = dlsym(RTLD_DEFAULT, "strata_digest_self");
-    *(void **)&api.strata_map = dlsym(RTLD_DEFAULT, "strata_nvm_map");
-    *(void **)&api.strata_unmap = dlsym(RTLD_DEFAULT, "strata_nvm_unmap");
     if (api.zio_register == NULL || api.zio_release == NULL) {
         /* a partial zIO is no zIO: never register what cannot be released */
         api.zio_register = NULL;
@@ -58,18 +56,3 @@ const struct orp_api *orp_api(void)
     return &api;
 }
 
-void app_orp_map_segment(struct tas_app *a)
-{
-    const struct orp_api *o = orp_api();
-    /* -1 (EXDEV) for a memfd segment: not NVM, nothing for Strata to do */
-    if (o->strata_map != NULL && o->strata_map(a->seg_fd, a->seg_off, a->base, a->size) == 0)
-        __atomic_store_n(a->ctr[RXC_NVM_MAPPED], 1, __ATOMIC_RELAXED);
-}
-
-void app_orp_unmap_segment(struct tas_app *a)
-{
-    const struct orp_api *o = orp_api();
-    if (__atomic_load_n(a->ctr[RXC_NVM_MAPPED], __ATOMIC_RELAXED) && o->strata_unmap != NULL)
-        o->strata_unmap(a->base);
-    __atomic_store_n(a->ctr[RXC_NVM_MAPPED], 0, __ATOMIC_RELAXED);
-}

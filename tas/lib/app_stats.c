@@ -20,7 +20,6 @@ static const char *const names[RXC_N] = {
     [RXC_FORCED_BYTES] = "rx_forced_bytes",
     [RXC_DIGESTS] = "rx_strata_digests",
     [RXC_BUMPS] = "rx_bumps",
-    [RXC_NVM_MAPPED] = "segment_nvm_mapped",
 };
 
 void app_stats_init(struct tas_app *a)
