@@ -171,6 +171,17 @@ static void force(struct tas_app *a, struct tas_rx *r, enum rx_ctr why)
 void tas_rx_close(struct tas_app *a, struct tas_rx *r)
 {
     force(a, r, RXC_FORCED_CLOSE);
+    /* Pages registered ahead of the reads stay zIO originals until told
+     * otherwise; the daemon hands the ring to the next flow after close. */
+    const struct orp_api *api = orp_api();
+    uint64_t pos = r->reg_lo > r->freed ? r->reg_lo : r->freed;
+    while (api->zio_release != NULL && pos < r->reg_hi) {
+        uint32_t to_end;
+        uint8_t *p = rx_at(a, r, pos, &to_end);
+        uint64_t n = r->reg_hi - pos < to_end ? r->reg_hi - pos : to_end;
+        api->zio_release(p, (size_t)n);
+        pos += n;
+    }
     r->reg_lo = r->reg_hi;
 }
 

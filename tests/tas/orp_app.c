@@ -11,16 +11,19 @@
  * its stats pages before it exits.
  *
  * With FORKAT > 0 (sink), after that many values it forks a child that
- * exits at once, as a server forking a snapshot child would.
+ * exits at once, as a server forking a snapshot child would.  With STOPAT
+ * > 0 (sink) it closes the connection after that many values, unread
+ * bytes left in the ring.
  * It also prints what fstatat(AT_EMPTY_PATH) and statx say.
  *
- * usage: orp_app sink PORT NVAL VLEN OUT KEEP [FORKAT] | orp_app echo PORT NVAL VLEN
+ * usage: orp_app sink PORT NVAL VLEN OUT KEEP [FORKAT [STOPAT]] | orp_app echo PORT NVAL VLEN
  */
 #define _GNU_SOURCE
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -62,6 +65,7 @@ int main(int argc, char **argv)
     size_t vlen = (size_t)atol(argv[4]);
     int keep = !echo && argc > 6 && atoi(argv[6]);
     int forkat = !echo && argc > 7 ? atoi(argv[7]) : 0;
+    int stopat = !echo && argc > 8 ? atoi(argv[8]) : 0;
     int out = -1;
     if (!echo && (out = open(argv[5], O_WRONLY | O_CREAT | O_TRUNC, 0644)) < 0)
         die("open");
@@ -81,6 +85,13 @@ int main(int argc, char **argv)
     if (fstat(c, &st) != 0 || fstatat(c, "", &st_at, AT_EMPTY_PATH) != 0 ||
         statx(c, "", AT_EMPTY_PATH, STATX_TYPE, &stx) != 0)
         die("fstat");
+    if (stopat > 0) {
+        /* let more than the values it reads arrive first */
+        int ready = 0;
+        while (ioctl(c, FIONREAD, &ready) == 0 && (size_t)ready < (size_t)(stopat + 1) * vlen)
+            usleep(1000);
+        nval = stopat;
+    }
     char **vals = calloc((size_t)nval, sizeof(*vals));
     for (int i = 0; i < nval; i++) {
         if (forkat > 0 && i == forkat) {
