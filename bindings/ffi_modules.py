@@ -33,6 +33,8 @@ MODULES = {
     },
     # The application side (libtas core) for the Python low-level API.
     "_tasapp": {
+        # struct iovec (rx_peek) is libc's: declared before the headers
+        "pre_cdef": "struct iovec { void *iov_base; size_t iov_len; };",
         "headers": ["tas/shm.h", "tas/app.h"],
         "source": '#include "tas/shm.h"\n#include "tas/app.h"\n',
     },

@@ -3,6 +3,8 @@
     tasctl stats | list | apps | config | cores | top
     tasctl flows [--port P] [--peer IP] [--app ID] [--state S]
     tasctl flow kill FLOW_ID
+    tasctl arena
+    tasctl app-stats [PID]      (libtas's counters in one application)
 
 Every command takes --json (machine-readable output, one document; `top`
 prints one per interval).
@@ -45,6 +47,23 @@ def cmd_stats(args):
         sys.stdout.write(kbstats.prometheus("tas", inst, counters))
     else:
         print(kbstats.format_table(counters, title=f"tas instance {inst}"))
+
+
+def cmd_app_stats(args):
+    """libtas's counters in one application (kbstats.libtas.<pid>)."""
+    if args.pid is None:
+        pids = kbstats.instances("libtas")
+        if not emit(args, {"pids": pids}):
+            print("\n".join(pids) if pids else "no application runs under libtas")
+        return 0
+    counters = kbstats.read("libtas", str(args.pid))
+    if emit(args, counters):
+        return 0
+    if args.prometheus:
+        sys.stdout.write(kbstats.prometheus("libtas", str(args.pid), counters))
+    else:
+        print(kbstats.format_table(counters, title=f"libtas pid {args.pid}"))
+    return 0
 
 
 def cmd_list(args):
@@ -210,6 +229,10 @@ def main(argv=None):
         return c
     s = command("stats", cmd_stats, "show the daemon's counters")
     s.add_argument("--prometheus", action="store_true", help="Prometheus text format")
+    a = command("app-stats", cmd_app_stats,
+                "libtas counters of an application (no PID: list them)")
+    a.add_argument("pid", type=int, nargs="?")
+    a.add_argument("--prometheus", action="store_true", help="Prometheus text format")
     command("list", cmd_list, "list running instances")
     c = command("cores", cmd_cores, "fast-path core usage and scaling")
     g = c.add_mutually_exclusive_group()

@@ -183,6 +183,7 @@ struct tas_app *tas_app_attach(const char *sock_path, char *err, int errlen)
         return NULL;
     }
     a->seg_fd = a->info_fd = -1;
+    app_stats_init(a);
     for (unsigned i = 0; i < TAS_MAX_CTX; i++)
         a->ctx[i].ev_fd = -1;
     for (unsigned i = 0; i < TAS_FP_CORES_MAX; i++)
@@ -233,6 +234,7 @@ void tas_app_detach(struct tas_app *a)
 {
     if (a == NULL)
         return;
+    app_stats_close(a);
     if (a->base != NULL && a->base != MAP_FAILED) {
         strata_unregister(a);
         munmap(a->base, a->size);
