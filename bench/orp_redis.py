@@ -36,6 +36,8 @@ from tas.launcher import DaemonProcess  # noqa: E402
 
 CLIENTS = 16
 PORT = 6390
+REF_SIZE = "512M"     # the pool's ref area (the NVM payload arena of d)
+SEGMENT = "64M"       # buffers.app_segment with d: one slice of it
 NAMES = {"a": "Linux TCP + ext4", "a2": "Linux TCP + Strata", "b": "TAS + Strata",
          "c": "TAS + zIO + Strata", "d": "ORP (TAS + zIO + Strata, NVM rings)"}
 LINUX_NS, LINUX_SRV, LINUX_CLI = "orpb-peer", "10.9.0.1", "10.9.0.2"
@@ -68,7 +70,7 @@ def linux_unlink():
 def make_pool(ref_size):
     path = f"/dev/shm/orp-bench-{uuid.uuid4().hex[:8]}.pool"
     strata = [sys.executable, "-m", "strata.cli", "--pool", path]
-    sh(*strata, "mkfs", "--size", "2G", "--log-size", "64M",
+    sh(*strata, "mkfs", "--size", "2G", "--log-size", "64M", "--ref-size", ref_size,
        "--slots", "8", cwd=ROOT)
     sh(*strata, "run", "--", "mkdir", "-p", "/strata/redis", cwd=ROOT)
     return path
@@ -81,8 +83,18 @@ def write_config(tmp, inst, body):
     return path
 
 
+RX_BUF = None         # --rx-buf: buffers.rx_buf of the server's daemon (None: its default)
+
+
 def buffers(pool, nvm):
-    return f'[buffers]\nbacking = "{"nvm" if nvm else "shm"}"\n[nvm]\npool_path = "{pool}"\n'
+    # With nvm the app's segment is a slice of the pool's ref area (its size
+    # is --ref-size at mkfs): 64 MiB holds the queues and 100+ connections'
+    # 256 KiB RX + TX rings, and the 512 MiB area several such slices.
+    segment = f'app_segment = "{SEGMENT}"\n' if nvm else ""
+    if RX_BUF:
+        segment += f'rx_buf = "{RX_BUF}"\n'
+    return (f'[buffers]\nbacking = "{"nvm" if nvm else "shm"}"\n{segment}'
+            f'[nvm]\npool_path = "{pool}"\n')
 
 
 def start_daemons(tmp, pool, nvm, client):
@@ -168,7 +180,7 @@ def run_point(cfg, size, keyspace, quick, tmp, client):
     work = tempfile.mkdtemp(prefix="orpb-", dir=tmp)
     try:
         if cfg != "a":
-            pool = make_pool("512M")
+            pool = make_pool(REF_SIZE)
         if cfg in ("b", "c", "d"):
             daemon, cdaemon, tas_ip = start_daemons(tmp, pool, cfg == "d", client)
         srv = subprocess.Popen(server_cmd(cfg, pool, daemon, work), cwd=ROOT, text=True,
@@ -232,7 +244,12 @@ def main():
                     help="kernel: redis-benchmark in the daemon's peer namespace; tas: under "
                          "libtas on a second daemon over net_memif (TAS rows only)")
     ap.add_argument("--quick", action="store_true", help="fewer requests per run (demo)")
+    ap.add_argument("--rx-buf", help="buffers.rx_buf of the server's daemon, e.g. 2M (a "
+                    "receive ring of several values lets ORP hold pages instead of forcing "
+                    "their release)")
     args = ap.parse_args()
+    global RX_BUF
+    RX_BUF = args.rx_buf
     configs = args.configs.split(",")
     unknown = [c for c in configs if c not in NAMES]
     if unknown:

@@ -18,6 +18,7 @@ def main():
     name, out = sys.argv[1], sys.argv[2]
     spec = ffi_modules.MODULES[name]
     ffi = cffi.FFI()
+    ffi.cdef(spec.get("pre_cdef", ""))
     for header in spec.get("headers", []):
         ffi.cdef(cdef_of(header))
     ffi.cdef(spec.get("cdef", ""))

@@ -11,7 +11,8 @@
     conn = app.connect("10.0.0.1", 5000, ctx=ctx)
 
 Wraps libtas's core (include/tas/app.h) through cffi; payload moves through
-the flow buffers in the app's segment exactly as it does for libtas.
+the flow buffers in the app's segment with the same C code as libtas's
+socket calls (struct tas_rx / struct tas_tx).
 """
 import errno
 import ipaddress
@@ -37,15 +38,22 @@ class Flow:
         self.id = msg.flow_id
         self.local = (str(ipaddress.IPv4Address(msg.local_ip)), msg.local_port)
         self.remote = (str(ipaddress.IPv4Address(msg.remote_ip)), msg.remote_port)
+        # where the flow's rings lie in the segment (app.mem), for inspection
         self.rx_off, self.rx_size = msg.rx_off, msg.rx_size
         self.tx_off, self.tx_size = msg.tx_off, msg.tx_size
-        self.rx_tail = 0          # next byte to read in the RX buffer
-        self.rx_ready = 0         # readable bytes
-        self.tx_head = 0          # next free byte in the TX buffer
-        self.tx_free = msg.tx_size
+        # ring bookkeeping lives in libtas's core, shared with the socket shim
+        self.rx = ffi.new("struct tas_rx *")
+        lib.tas_rx_open(app.handle, self.rx, self.id, ctx, msg.rx_off, msg.rx_size)
+        self.tx = ffi.new("struct tas_tx *")
+        lib.tas_tx_open(self.tx, msg.tx_off, msg.tx_size)
         self.rx_fin = False
         self.reset = False
         self.closed = False
+
+    @property
+    def rx_ready(self):
+        """Bytes received and not yet read."""
+        return lib.tas_rx_ready(self.rx)
 
     # -- receive -------------------------------------------------------------
     def recv(self, max_bytes, block=True):
@@ -58,36 +66,23 @@ class Flow:
             if not block:
                 return None
             self.app.wait()
-        n = min(max_bytes, self.rx_ready)
-        mem = self.app.mem
-        start = self.rx_off + self.rx_tail
-        first = min(n, self.rx_size - self.rx_tail)
-        data = bytes(mem[start:start + first])
-        if n > first:
-            data += bytes(mem[self.rx_off:self.rx_off + n - first])
-        self.rx_tail = (self.rx_tail + n) % self.rx_size
-        self.rx_ready -= n
-        lib.tas_app_post_ctx(self.app.handle, self.ctx, self.id, n, 0, 0)
-        return data
+        buf = bytearray(min(max_bytes, self.rx_ready))
+        n = lib.tas_rx_copy(self.app.handle, self.rx, 0, ffi.from_buffer(buf), len(buf))
+        lib.tas_rx_consume(self.app.handle, self.rx, n)
+        lib.tas_rx_release(self.app.handle, self.rx, 0)
+        return bytes(buf)
 
     # -- send ----------------------------------------------------------------
     def send(self, data, block=True):
         """Append as much of data as fits; returns the byte count."""
-        while self.tx_free == 0:
+        while self.tx.free == 0:
             if self.reset:
                 raise TasError(errno.ECONNRESET, "connection reset by peer")
             if not block:
                 return 0
             self.app.wait()
-        n = min(len(data), self.tx_free)
-        mem = self.app.mem
-        first = min(n, self.tx_size - self.tx_head)
-        start = self.tx_off + self.tx_head
-        mem[start:start + first] = data[:first]
-        if n > first:
-            mem[self.tx_off:self.tx_off + n - first] = data[first:n]
-        self.tx_head = (self.tx_head + n) % self.tx_size
-        self.tx_free -= n
+        n = lib.tas_tx_append(self.app.handle, self.tx, ffi.from_buffer(data),
+                              min(len(data), self.tx.free))
         lib.tas_app_post_ctx(self.app.handle, self.ctx, self.id, 0, n, 0)
         return n
 
@@ -100,6 +95,7 @@ class Flow:
         if self.closed:
             return
         self.closed = True
+        lib.tas_rx_close(self.app.handle, self.rx)
         if not reset and not self.reset:
             lib.tas_app_post_ctx(self.app.handle, self.ctx, self.id, 0, 0,
                                  lib.TAS_ATX_FL_TXFIN)
@@ -115,6 +111,8 @@ class TasApp:
         self.handle = lib.tas_app_attach(path.encode(), err, 256)
         if self.handle == ffi.NULL:
             raise TasError(errno.ECONNREFUSED, ffi.string(err).decode())
+        # The whole segment, read-write (tests and tools look at it; payload
+        # goes through the C core, never through this view).
         self.mem = memoryview(ffi.buffer(lib.tas_app_base(self.handle),
                                          lib.tas_app_size(self.handle))).cast("B")
         self.flows = {}
@@ -168,7 +166,8 @@ class TasApp:
         f = Flow(self, m, ctx)
         self.flows[f.id] = f
         rx, fin = self.early.pop(f.id, (0, False))
-        f.rx_ready, f.rx_fin = rx, fin
+        lib.tas_rx_arrived(f.rx, rx)
+        f.rx_fin = fin
         return f
 
     def poll(self):
@@ -195,13 +194,14 @@ class TasApp:
                 rx, was_fin = self.early.get(e.flow_id, (0, False))
                 self.early[e.flow_id] = (rx + e.rx_bump, was_fin or fin)
                 continue
-            f.rx_ready += e.rx_bump
-            f.tx_free += e.tx_bump
+            lib.tas_rx_arrived(f.rx, e.rx_bump)
+            f.tx.free += e.tx_bump
             f.rx_fin = f.rx_fin or fin
         return n
 
     def wait(self, timeout_ms=100):
         if self.poll() == 0:
+            lib.tas_app_rx_before_sleep(self.handle)   # holds must not stall the window
             lib.tas_app_wait_all(self.handle, timeout_ms)
             self.poll()
 

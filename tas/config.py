@@ -4,7 +4,7 @@ Every key is declared once in SCHEMA with its default, parser and the form it
 expects, so an unknown key or a bad value is rejected with a message naming
 the key and the expected form.  The defaults are the embedded set-up: a
 net_tap device whose kernel side lives in the `tas-peer` namespace and NVM
-emulated by a file in /dev/shm.
+emulated by a file in /dev/shm (Strata's default pool).
 """
 import ipaddress
 import re
@@ -206,7 +206,8 @@ SCHEMA = {
     "buffers": {
         "rx_buf": Field(262144, _size, "a size like 65536 or '64K'"),
         "tx_buf": Field(262144, _size, "a size like 65536 or '64K'"),
-        "backing": Field("shm", _choice("shm", "nvm"), "shm or nvm"),
+        "backing": Field("shm", _choice("shm", "nvm"),
+                         "shm or nvm (nvm: app segments in nvm.pool_path's Strata ref area)"),
         "app_segment": Field("1G", _size, "a size like '256M' (per application)"),
     },
     "tcp": {
@@ -252,8 +253,10 @@ SCHEMA = {
                         "'' (off) or ADDR:PORT for a Prometheus /metrics endpoint"),
     },
     "nvm": {
-        "pool_path": Field("/dev/shm/tas-nvm.pool", _str(r"/.*"), "an absolute path"),
-        "pool_size": Field("256M", _size, "a size like '256M'"),
+        # The Strata pool (made by `strata mkfs`, which sizes it) whose ref
+        # area holds the app segments with buffers.backing = "nvm".
+        "pool_path": Field("/dev/shm/strata.pool", _str(r"/.*"),
+                           "an absolute path to a Strata pool"),
     },
 }
 

@@ -3,6 +3,8 @@
     tasctl stats | list | apps | config | cores | top
     tasctl flows [--port P] [--peer IP] [--app ID] [--state S]
     tasctl flow kill FLOW_ID
+    tasctl arena
+    tasctl app-stats [PID]      (libtas's counters in one application)
 
 Every command takes --json (machine-readable output, one document; `top`
 prints one per interval).
@@ -45,6 +47,23 @@ def cmd_stats(args):
         sys.stdout.write(kbstats.prometheus("tas", inst, counters))
     else:
         print(kbstats.format_table(counters, title=f"tas instance {inst}"))
+
+
+def cmd_app_stats(args):
+    """libtas's counters in one application (kbstats.libtas.<pid>)."""
+    if args.pid is None:
+        pids = kbstats.instances("libtas")
+        if not emit(args, {"pids": pids}):
+            print("\n".join(pids) if pids else "no application runs under libtas")
+        return 0
+    counters = kbstats.read("libtas", str(args.pid))
+    if emit(args, counters):
+        return 0
+    if args.prometheus:
+        sys.stdout.write(kbstats.prometheus("libtas", str(args.pid), counters))
+    else:
+        print(kbstats.format_table(counters, title=f"libtas pid {args.pid}"))
+    return 0
 
 
 def cmd_list(args):
@@ -182,6 +201,20 @@ def cmd_cores(args):
     return 0
 
 
+def cmd_arena(args):
+    inst, reply = admin(args, "arena")
+    a = reply["arena"]
+    if emit(args, a):
+        return 0
+    live = sum(1 for r in a["slices"] if r["state"] == "live")
+    print(f"tas instance {inst}: NVM arena = Strata pool {a['pool']} ref area "
+          f"{a['ref_off']}+{a['ref_bytes']}: {live} live slice(s), "
+          f"{len(a['slices']) - live} quarantined ({a['quarantined_bytes']} bytes), "
+          f"{a['free_bytes']} bytes free{', digest running' if a['digest_running'] else ''}")
+    print_rows(a["slices"], ["row", "state", "pid", "owner_alive", "uid", "app", "off", "len"])
+    return 0
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(prog="tasctl", description="Administer a running TAS daemon")
     p.add_argument("-i", "--instance", help="daemon instance (default: the only one running)")
@@ -196,6 +229,10 @@ def main(argv=None):
         return c
     s = command("stats", cmd_stats, "show the daemon's counters")
     s.add_argument("--prometheus", action="store_true", help="Prometheus text format")
+    a = command("app-stats", cmd_app_stats,
+                "libtas counters of an application (no PID: list them)")
+    a.add_argument("pid", type=int, nargs="?")
+    a.add_argument("--prometheus", action="store_true", help="Prometheus text format")
     command("list", cmd_list, "list running instances")
     c = command("cores", cmd_cores, "fast-path core usage and scaling")
     g = c.add_mutually_exclusive_group()
@@ -216,6 +253,7 @@ def main(argv=None):
     t.add_argument("--interval", type=float, default=1.0, help="seconds between updates")
     t.add_argument("--count", type=int, help="stop after this many updates")
     t.add_argument("--flows", type=int, default=10, help="flows to show")
+    command("arena", cmd_arena, "NVM payload arena: slices, owners, quarantine")
     args = p.parse_args(argv)
     try:
         return args.func(args) or 0

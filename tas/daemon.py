@@ -110,6 +110,9 @@ class Daemon:
         self.lock.acquire()
         self._undo.append(self.lock.release)
         raise_fd_limit()
+        if cfg.buffers.backing == "nvm":   # a bad pool fails before the port is touched
+            from tas.slowpath.arena import StrataArena
+            StrataArena.check(cfg, _tasfp.ffi, _tasfp.lib)
         self.stats = kbstats.Writer("tas", cfg.tas.instance, module=_tasfp,
                                     mode=cfg.tas.stats_mode,
                                     gid=group_id(cfg.tas.stats_group))

@@ -7,7 +7,9 @@
 #ifndef TAS_APP_H
 #define TAS_APP_H
 
+#include <stddef.h>
 #include <stdint.h>
+#include <sys/uio.h>
 #include "tas/shm.h"
 
 /* CDEF-BEGIN */
@@ -59,6 +61,75 @@ int tas_app_post_ctx(struct tas_app *a, int ctx, uint32_t flow_id, uint32_t rx_b
 int tas_app_wait(struct tas_app *a, int timeout_ms);
 int tas_app_wait_ctx(struct tas_app *a, int ctx, int timeout_ms);
 int tas_app_wait_all(struct tas_app *a, int timeout_ms);
+
+/* Received bytes of one flow (tas/lib/app_rx.c): the one path the socket
+ * shim and tas/app.py share.  Positions are stream byte counts (64-bit, so
+ * they never wrap); a count maps to ring position count % size.
+ *   freed <= read <= seen <= freed + size
+ * [freed, read) is consumed but held: not yet given back to the window.
+ * With zIO loaded (dlsym at first use), a copy of at least zIO's threshold
+ * first registers the newly received whole ring pages as originals
+ * (ZIO_ORIG_NVM), so the copy is elided; consumed pages are then held until
+ * zIO and Strata no longer depend on them (tas/lib/app_rx_release.c).
+ * Without zIO every consumed byte is given back at once. */
+struct tas_rx {
+    uint32_t flow_id;
+    int32_t ctx;                 /* context whose queue carries rx_bump */
+    uint32_t off, size;          /* ring: segment offset and length */
+    uint64_t seen;               /* bytes the fast path delivered */
+    uint64_t read;               /* bytes consumed by the application */
+    uint64_t freed;              /* bytes given back (rx_bump posted) */
+    uint64_t reg_lo, reg_hi;     /* pages that may be zIO originals (empty: lo == hi) */
+    int32_t no_zio;              /* ring not page-aligned: never register */
+    int32_t held_listed;         /* on the app's list of flows holding bytes */
+    struct tas_rx *held_prev, *held_next;
+};
+
+/* Set the ring of a flow (counters untouched: bytes may have arrived before
+ * the accept that names the flow).  A zeroed struct is a valid start. */
+void tas_rx_open(struct tas_app *a, struct tas_rx *r, uint32_t flow_id, int ctx,
+                 uint32_t off, uint32_t size);
+/* The fast path delivered n more bytes (tas_arx.rx_bump). */
+void tas_rx_arrived(struct tas_rx *r, uint32_t n);
+/* Bytes received and not yet consumed. */
+uint32_t tas_rx_ready(const struct tas_rx *r);
+/* Up to 2 iovecs over the ring for the ready bytes [skip, skip+len);
+ * returns the count (0 when nothing is there). */
+int tas_rx_peek(struct tas_app *a, const struct tas_rx *r, uint32_t skip, uint32_t len,
+                struct iovec *iov);
+/* Copy ready bytes [skip, skip+len) to buf (not consumed); returns the count. */
+uint32_t tas_rx_copy(struct tas_app *a, struct tas_rx *r, uint32_t skip, void *buf,
+                     uint32_t len);
+/* Move the read position n bytes on. */
+void tas_rx_consume(struct tas_app *a, struct tas_rx *r, uint32_t n);
+/* Give consumed bytes back to the window: whatever nothing depends on (FIFO,
+ * whole pages while zIO is loaded); force: everything consumed (Strata
+ * digests its log first, zIO fills dependents).  Returns bytes given back. */
+uint32_t tas_rx_release(struct tas_app *a, struct tas_rx *r, int force);
+/* The flow is closing: force the release and forget it. */
+void tas_rx_close(struct tas_app *a, struct tas_rx *r);
+/* About to sleep: release what can go, and force it for every flow whose
+ * free space is below a quarter of its ring (so the window never stalls). */
+void tas_app_rx_before_sleep(struct tas_app *a);
+/* Force the release on every flow (before fork; counted as such). */
+void tas_app_rx_release_all(struct tas_app *a);
+
+/* Bytes to send on a flow (tas/lib/app_tx.c): the ring copy both users
+ * share.  free grows with tas_arx.tx_bump (acknowledged bytes). */
+struct tas_tx {
+    uint32_t off, size;          /* ring: segment offset and length */
+    uint32_t head;               /* ring position of the next byte appended */
+    uint32_t free;               /* room left */
+};
+void tas_tx_open(struct tas_tx *t, uint32_t off, uint32_t size);
+/* Append up to len bytes of buf; returns the count, which the caller posts
+ * as tx_bump (one post may cover several appends). */
+uint32_t tas_tx_append(struct tas_app *a, struct tas_tx *t, const void *buf, uint32_t len);
+
+/* Publish the core's counters as the stats page kbstats.libtas.<instance>
+ * (0 or -errno); tas_app_stats_unlink removes its file. */
+int tas_app_stats_publish(struct tas_app *a, const char *instance);
+void tas_app_stats_unlink(const char *instance);
 /* CDEF-END */
 
 #endif

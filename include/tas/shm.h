@@ -2,8 +2,12 @@
  * Memory shared between the TAS daemon and one application (architecture
  * contract 7: defined once, read by C and by cffi, version checked on attach).
  *
- * Each application gets its own segment (a memfd the daemon passes over the
- * registration socket, so no other process can map it).  The segment holds
+ * Each application gets its own segment.  With buffers.backing = "shm" it is
+ * a memfd the daemon passes over the registration socket, so no other process
+ * can map it.  With "nvm" it is a slice of the Strata pool's reference area
+ * (include/tas/arena.h): the daemon passes the pool's fd and the slice's
+ * offset in it, so Strata can log received bytes by reference; every app then
+ * holds the whole pool's fd (weaker isolation than a memfd).  The segment holds
  * a header, the application's context queues and its per-flow RX/TX circular
  * payload buffers.  Context queues (struct tas_ctxq_hdr) hold fixed-size entries:
  *   RX queue (fast path -> app): struct tas_arx, "flow F: N new bytes at pos
@@ -20,7 +24,8 @@
 
 /* CDEF-BEGIN */
 #define TAS_SHM_MAGIC 0x53415453
-#define TAS_SHM_VERSION 3
+/* 3: queue geometry private to the daemon; 4: also NVM pool slices (seg_off) */
+#define TAS_SHM_VERSION 4
 #define TAS_MAX_CTX 16
 #define TAS_CTXQ_ENTRIES 4096    /* a power of two; never read from shared memory */
 
@@ -96,7 +101,7 @@ struct tas_atx {                 /* 16 bytes */
 };
 
 /* Control messages between libtas and the slow path (64 bytes). */
-#define TAS_CTL_REGISTER 1       /* app -> sp; reply carries memfd, info page, wake-up sockets */
+#define TAS_CTL_REGISTER 1       /* app -> sp (backlog = TAS_SHM_VERSION); see below */
 #define TAS_CTL_LISTEN 2         /* local_port, backlog, ctx -> listener_id */
 #define TAS_CTL_ACCEPT 3         /* listener_id, ctx -> CONN_OPENED */
 #define TAS_CTL_CONNECT 4        /* remote ip/port, ctx -> CONN_OPENED */
@@ -108,6 +113,16 @@ struct tas_atx {                 /* 16 bytes */
 #define TAS_CTL_NEWCONN 18       /* sp -> app: a connection waits on listener */
 #define TAS_CTL_STATUS 19        /* sp -> app: reply status for a request */
 #define TAS_CTL_FL_RESET 1
+
+/* Reply to TAS_CTL_REGISTER (a TAS_CTL_STATUS): fds = segment fd (sealed
+ * memfd, or the Strata pool), info page, the app's wake-up socket, one
+ * wake-up socket per fast-path core;
+ * opaque = segment bytes; rx_off = context 0's descriptor offset in the
+ * segment; tx_off = the segment's offset in its fd in pages (0 for a memfd);
+ * flags = TAS_REG_FL_NVM when the fd is a Strata pool (the app may then
+ * register the mapping with libstrata's strata_nvm_map). */
+#define TAS_REG_FL_NVM 1
+#define TAS_REG_OFF_SHIFT 12
 
 struct tas_ctl_msg {
     uint16_t type;

@@ -2,6 +2,7 @@
 #define _GNU_SOURCE
 #include "app_internal.h"
 
+#include <dlfcn.h>
 #include <errno.h>
 #include <stdbool.h>
 #include <poll.h>
@@ -129,10 +130,32 @@ static int fail(char *err, int errlen, const char *what, int e)
     return -1;
 }
 
-static int map_segment(struct tas_app *a, uint64_t size, uint64_t ctx_off, int ev_fd,
+/* An NVM segment is a slice of the Strata pool: tell libstrata (if this
+ * process has it loaded) so writes from the rings can be logged by
+ * reference.  Without libstrata, or if it declines, bytes are logged inline. */
+static void strata_register(struct tas_app *a)
+{
+    int (*nvm_map)(int, uint64_t, const void *, size_t) =
+        (int (*)(int, uint64_t, const void *, size_t))dlsym(RTLD_DEFAULT, "strata_nvm_map");
+    if (nvm_map != NULL)
+        a->strata_mapped = nvm_map(a->seg_fd, a->seg_off, a->base, a->size) == 0;
+}
+
+static void strata_unregister(struct tas_app *a)
+{
+    int (*nvm_unmap)(const void *) =
+        (int (*)(const void *))dlsym(RTLD_DEFAULT, "strata_nvm_unmap");
+    if (a->strata_mapped && nvm_unmap != NULL)
+        nvm_unmap(a->base);
+    a->strata_mapped = false;
+}
+
+static int map_segment(struct tas_app *a, const struct tas_ctl_msg *reply, int ev_fd,
                        char *err, int errlen)
 {
-    a->base = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, a->seg_fd, 0);
+    uint64_t size = reply->opaque, ctx_off = reply->rx_off;
+    a->seg_off = (uint64_t)reply->tx_off << TAS_REG_OFF_SHIFT;
+    a->base = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, a->seg_fd, (off_t)a->seg_off);
     a->info = mmap(NULL, 4096, PROT_READ, MAP_SHARED, a->info_fd, 0);
     if (a->base == MAP_FAILED || a->info == MAP_FAILED)
         return fail(err, errlen, "mapping the TAS segment", errno);
@@ -144,6 +167,8 @@ static int map_segment(struct tas_app *a, uint64_t size, uint64_t ctx_off, int e
                  h->version, TAS_SHM_VERSION);
         return -1;
     }
+    if (reply->flags & TAS_REG_FL_NVM)
+        strata_register(a);
     int r = app_ctx_map(a, 0, ctx_off, ev_fd);
     if (r != 0)
         snprintf(err, (size_t)errlen, "TAS segment: bad context descriptor");
@@ -158,6 +183,7 @@ struct tas_app *tas_app_attach(const char *sock_path, char *err, int errlen)
         return NULL;
     }
     a->seg_fd = a->info_fd = -1;
+    app_stats_init(a);
     for (unsigned i = 0; i < TAS_MAX_CTX; i++)
         a->ctx[i].ev_fd = -1;
     for (unsigned i = 0; i < TAS_FP_CORES_MAX; i++)
@@ -195,7 +221,7 @@ struct tas_app *tas_app_attach(const char *sock_path, char *err, int errlen)
         snprintf(err, (size_t)errlen, "registering with TAS: file descriptors missing");
         goto out;
     }
-    if (map_segment(a, m.opaque, m.rx_off, fds[2], err, errlen) == 0)
+    if (map_segment(a, &m, fds[2], err, errlen) == 0)
         return a;
     if (a->nctx == 0)
         close(fds[2]);
@@ -208,8 +234,11 @@ void tas_app_detach(struct tas_app *a)
 {
     if (a == NULL)
         return;
-    if (a->base != NULL && a->base != MAP_FAILED)
+    app_stats_close(a);
+    if (a->base != NULL && a->base != MAP_FAILED) {
+        strata_unregister(a);
         munmap(a->base, a->size);
+    }
     if (a->info != NULL && a->info != MAP_FAILED)
         munmap((void *)a->info, 4096);
     int fds[] = {a->sock, a->seg_fd, a->info_fd};

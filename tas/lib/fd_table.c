@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/eventfd.h>
+#include <unistd.h>
 
 #include "interpose.h"
 
@@ -26,6 +27,42 @@ void lt_unlock(void)
     pthread_mutex_unlock(&lock);
 }
 
+/* The core's counters as kbstats.libtas.<pid>, removed at exit by the
+ * process that made it (a forked child makes its own on attach). */
+static char stats_instance[16];
+static pid_t stats_pid;
+
+static void unlink_stats(void)
+{
+    if (stats_pid == getpid())
+        tas_app_stats_unlink(stats_instance);
+}
+
+/* Before fork nothing may depend on our receive rings (the child has no
+ * userfaultfd context and no TAS attachment).  Registered at attach, after
+ * libzio and libstrata registered theirs, so it runs before their prepare
+ * handlers take their locks, and before fork_child.c's takes ours. */
+static void release_before_fork(void)
+{
+    lt_lock();
+    if (lt_app != NULL)
+        tas_app_rx_release_all(lt_app);
+    lt_unlock();
+}
+
+static void publish(void)
+{
+    static int hooks;
+    snprintf(stats_instance, sizeof(stats_instance), "%d", (int)getpid());
+    if (tas_app_stats_publish(lt_app, stats_instance) == 0)
+        stats_pid = getpid();
+    if (!hooks) {
+        atexit(unlink_stats);
+        pthread_atfork(release_before_fork, NULL, NULL);
+        hooks = 1;
+    }
+}
+
 int lt_attach(void)
 {
     if (attach_state != 0)
@@ -42,6 +79,7 @@ int lt_attach(void)
         return 0;
     }
     attach_state = 1;
+    publish();
     return 1;
 }
 
@@ -91,6 +129,7 @@ void lt_sock_unref(struct lt_sock *s)
         lt_connect_orphan(s);
     } else if (s->kind == LT_CONN) {
         struct lt_flow *f = s->flow;
+        tas_rx_close(lt_app, &f->rx);  /* nothing may depend on the ring after */
         if (!f->reset && !s->shut_wr)
             tas_app_post(lt_app, f->id, 0, 0, TAS_ATX_FL_TXFIN);
         m.type = TAS_CTL_CLOSE;

@@ -68,11 +68,8 @@ void lt_flow_open(struct lt_flow *f, const struct tas_ctl_msg *m)
         f->next = next;
     }
     f->opened = 1;
-    f->rx_off = m->rx_off;
-    f->rx_size = m->rx_size;
-    f->tx_off = m->tx_off;
-    f->tx_size = m->tx_size;
-    f->tx_free = m->tx_size;
+    tas_rx_open(lt_app, &f->rx, f->id, 0, m->rx_off, m->rx_size);
+    tas_tx_open(&f->tx, m->tx_off, m->tx_size);
 }
 
 /* Kept in the table, marked dead: the daemon still reports on it while the
@@ -86,13 +83,13 @@ void lt_flow_forget(struct lt_flow *f)
 
 void lt_flow_notify(struct lt_flow *f, const struct tas_arx *e)
 {
-    f->tx_free += e->tx_bump;
+    f->tx.free += e->tx_bump;
     if (e->flags & TAS_ARX_FL_RXFIN)
         f->rx_fin = 1;
     f->in_seq += e->rx_bump > 0 || (e->flags & TAS_ARX_FL_RXFIN);
     f->out_seq += e->tx_bump > 0;
     if (!f->dead)
-        f->rx_ready += e->rx_bump;
+        tas_rx_arrived(&f->rx, e->rx_bump);
     else if (e->rx_bump > 0)   /* nobody will read it: release the window */
         tas_app_post(lt_app, f->id, e->rx_bump, 0, 0);
 }
@@ -154,11 +151,11 @@ short lt_ready(struct lt_sock *s)
         return (short)(r | POLLOUT | POLLWRNORM | POLLHUP |
                        (s->hup ? POLLIN | POLLRDNORM | POLLRDHUP : 0));
     struct lt_flow *f = s->flow;
-    if (f->rx_ready || f->rx_fin || f->reset || s->shut_rd)
+    if (tas_rx_ready(&f->rx) || f->rx_fin || f->reset || s->shut_rd)
         r |= POLLIN | POLLRDNORM;
     if (f->rx_fin)
         r |= POLLRDHUP;
-    if ((f->tx_free && !s->shut_wr) || f->reset)
+    if ((f->tx.free && !s->shut_wr) || f->reset)
         r |= POLLOUT | POLLWRNORM;
     if (f->reset)
         r |= POLLERR | POLLHUP;
@@ -217,6 +214,9 @@ static bool spin_for_notifications(void)
 
 int lt_wait(struct pollfd *kfds, nfds_t n, int timeout_ms)
 {
+    /* Our own holds must not keep the window shut while we sleep. */
+    if (timeout_ms != 0)
+        tas_app_rx_before_sleep(lt_app);
     if (timeout_ms != 0 && spin_for_notifications() && lt_progress() > 0)
         return 0;
     /* The protocol of tas_app_wait: announce sleep, look once more, sleep on

@@ -17,6 +17,7 @@
 #include <sys/epoll.h>
 #include <sys/select.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/uio.h>
 
@@ -59,19 +60,25 @@ struct libc_fns {
     int (*epoll_ctl)(int, int, int, struct epoll_event *);
     int (*epoll_wait)(int, struct epoll_event *, int, int);
     int (*epoll_pwait)(int, struct epoll_event *, int, int, const sigset_t *);
+    int (*fstat)(int, struct stat *);
+    int (*fstat64)(int, struct stat64 *);
+    int (*fstatat)(int, const char *, struct stat *, int);
+    int (*fstatat64)(int, const char *, struct stat64 *, int);
+    int (*statx)(int, const char *, int, unsigned int, struct statx *);
 };
 extern struct libc_fns real;
 void libc_real_init(void);
 /* Wrappers may run before constructors (other libraries' initialisers). */
 #define REAL(fn) (real.close != NULL ? real.fn : (libc_real_init(), real.fn))
 
-/* Per-connection state: the same bookkeeping as tas/app.py's Flow. */
+/* Per-connection state.  Payload goes through the core's struct tas_rx and
+ * struct tas_tx, as in tas/app.py's Flow. */
 struct lt_flow {
     uint32_t id;
     int opened;                /* accepted/connected: offsets below are valid */
     int dead;                  /* closed by us: its data is discarded */
-    uint32_t rx_off, rx_size, tx_off, tx_size;
-    uint32_t rx_tail, rx_ready, tx_head, tx_free;
+    struct tas_rx rx;
+    struct tas_tx tx;
     int rx_fin, reset;
     uint64_t in_seq, out_seq;  /* events that may make it readable/writable */
     struct lt_flow *next;      /* hash chain */

@@ -41,6 +41,11 @@ void libc_real_init(void)
     RESOLVE(epoll_ctl);
     RESOLVE(epoll_wait);
     RESOLVE(epoll_pwait);
+    RESOLVE(fstat);
+    RESOLVE(fstat64);
+    RESOLVE(fstatat);
+    RESOLVE(fstatat64);
+    RESOLVE(statx);
     /* close last: wrappers test it to know the table is complete */
     RESOLVE(close);
 }

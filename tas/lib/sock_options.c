@@ -68,9 +68,9 @@ static int option_value(struct lt_sock *s, int level, int name)
     case SO_ACCEPTCONN:
         return s->kind == LT_LISTEN;
     case SO_SNDBUF:
-        return s->flow != NULL ? (int)s->flow->tx_size : 65536;
+        return s->flow != NULL ? (int)s->flow->tx.size : 65536;
     case SO_RCVBUF:
-        return s->flow != NULL ? (int)s->flow->rx_size : 65536;
+        return s->flow != NULL ? (int)s->flow->rx.size : 65536;
     default:
         return 0;
     }
@@ -152,7 +152,7 @@ int ioctl(int fd, unsigned long req, ...)
     if (req == FIONREAD) {
         lt_lock();
         lt_progress();
-        *(int *)arg = s->flow != NULL ? (int)s->flow->rx_ready : 0;
+        *(int *)arg = s->flow != NULL ? (int)tas_rx_ready(&s->flow->rx) : 0;
         lt_unlock();
         return 0;
     }

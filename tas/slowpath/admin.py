@@ -7,6 +7,7 @@
     {"cmd": "cores"}   fast-path core load and scaling state
     {"cmd": "cores", "set": N}     pin N active cores (automatic scaling off)
     {"cmd": "cores", "auto": true} automatic core scaling on again
+    {"cmd": "arena"}   the NVM payload arena: slices, owners, quarantined bytes
     {"cmd": "config"}  where payload buffers live (kbrun --orp reads it)
 """
 import json
@@ -30,7 +31,8 @@ class AdminServer:
         self.sock.listen(8)
         self.sock.setblocking(False)
         self.commands = {"flows": self.flows, "cores": self.cores, "kill": self.kill,
-                         "apps": self.list_apps, "config": self.config}
+                         "apps": self.list_apps, "config": self.config,
+                         "arena": self.arena}
 
     def fileno(self):
         return self.sock.fileno()
@@ -52,6 +54,12 @@ class AdminServer:
                 conn.sendall(json.dumps(reply).encode())
             except OSError:
                 pass
+
+    def arena(self, _req):
+        a = self.apps.arena()
+        if a is None:
+            return {"error": 'no NVM arena: buffers.backing is "shm"'}
+        return {"arena": a}
 
     def flows(self, _req):
         out = []

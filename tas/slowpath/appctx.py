@@ -55,6 +55,7 @@ def add_context(fp, app, off):
     ffi.memmove(seg.ptr(rxq_off), bytes(hdr_size), hdr_size)
     ffi.memmove(seg.ptr(txq_off), bytes(hdr_size), hdr_size)
     desc = seg.ptr(off, "struct tas_ctx_shm *")
+    ffi.memmove(desc, b"\0" * ffi.sizeof(desc[0]), ffi.sizeof(desc[0]))  # NVM: old bytes
     wake, app_wake = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
     wake.setblocking(False)
     wake.shutdown(socket.SHUT_RD)   # we only send; the app's end only receives

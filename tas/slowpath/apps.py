@@ -23,7 +23,8 @@ import struct
 import time
 
 from tas.slowpath.appctx import add_context, context_bytes, mark_awake, remove_contexts
-from tas.slowpath.appmem import PAGE, Allocator, Segment, backing_for
+from tas.slowpath.appmem import PAGE, Allocator, backing_for
+from tas.slowpath.arena import proc_start
 from tas.slowpath.sockfile import bind_unix_socket
 
 ACCEPT_BURST = 64
@@ -47,6 +48,9 @@ class App:
         self.listeners = set()
         self.gone = False       # registration socket closed
         self.outq = collections.deque()  # (bytes, fds) the socket had no room for yet
+        # Start time of the connecting process (pid from SO_PEERCRED): with
+        # the pid, the owner of the app's NVM slice in the arena's table.
+        self.start = proc_start(self.pid)
 
 
 class AppServer:
@@ -64,7 +68,8 @@ class AppServer:
         self.unregistered = {}  # fd -> App, in accept order (register deadline)
         self.lingering = set()  # gone, segment kept for closed connections
         self.next_id = 1
-        self.backing = backing_for(cfg)
+        self.backing = backing_for(cfg, self.ffi, self.lib, stats)
+        self.stopping = False   # daemon stop: apps keep their slices (next daemon reconciles)
         self.msg_size = self.ffi.sizeof("struct tas_ctl_msg")
         self.register_timeout = cfg.limits.register_timeout_ms / 1000
         self.bad_seen = self.lib.tas_fp_bad_ctx_events(fp.handle)
@@ -96,7 +101,11 @@ class AppServer:
 
     def tick(self):
         """Drop connections that never registered; detach apps the fast path
-        caught misbehaving."""
+        caught misbehaving; give back NVM slices whose owners are gone and
+        recovered."""
+        arena = getattr(self.backing, "arena", None)
+        if arena is not None:
+            arena.reclaim()
         deadline = time.monotonic() - self.register_timeout
         for app in list(self.unregistered.values()):
             if app.accepted > deadline:
@@ -260,22 +269,30 @@ class AppServer:
             self.status(app, req, -errno.EMFILE)
             return
         size = self.cfg.buffers.app_segment
-        app.segment = Segment(self.backing, f"tas-{self.cfg.tas.instance}-app{app.id}", size, ffi)
+        app.segment = self.backing.segment(app, size, ffi)
+        if app.segment is None:
+            self.quota.give(app.uid, "contexts")
+            self.stats.add("app_segment_failures")
+            self.status(app, req, -errno.ENOMEM)      # the NVM arena is full
+            return
         hdr = app.segment.ptr(0, "struct tas_seg_hdr *")
         hdr.magic, hdr.version = lib.TAS_SHM_MAGIC, lib.TAS_SHM_VERSION
         hdr.seg_size, hdr.app_id = size, app.id
         ctx = add_context(self.fp, app, PAGE)     # context 0, right after the header
         if ctx is None:
             self.quota.give(app.uid, "contexts")
-            app.segment.close()
+            self.backing.retire(app.segment)
             app.segment = None
             self.status(app, req, -errno.EMFILE)
             return
         self.unregistered.pop(app.sock.fileno(), None)
         app.alloc = Allocator(PAGE + context_bytes(ffi, lib), size)
+        seg = app.segment
         reply = self._msg(lib.TAS_CTL_STATUS, status=0, req_id=req.req_id, ctx=0,
-                          opaque=size, rx_off=ctx.off)
-        # Every core's wake-up eventfd: with core scaling, any of them may
+                          opaque=size, rx_off=ctx.off,
+                          tx_off=seg.seg_off >> lib.TAS_REG_OFF_SHIFT,
+                          flags=lib.TAS_REG_FL_NVM if seg.nvm else 0)
+        # Every core's wake-up socket: with core scaling, any of them may
         # come to serve this context's queue (tas_info.queue_owner).
         wake_fds = [lib.tas_fp_core_wake_fd(self.fp.handle, i) for i in range(self.fp.ncores)]
         self._send(app, reply, [app.segment.fd, lib.tas_fp_info_fd(self.fp.handle), ctx.evfd]
@@ -356,12 +373,20 @@ class AppServer:
         self.lingering.discard(app)
         self.quota.give(app.uid, "contexts", len(app.ctxs))
         remove_contexts(self.fp, app)
-        if app.segment is not None:
-            app.segment.close()
+        if app.segment is not None and not (self.stopping and app.segment.nvm):
+            self.backing.retire(app.segment)
         app.segment = app.alloc = None
         self.stats.set("apps_lingering", len(self.lingering))
 
+    def arena(self):
+        """The NVM arena's slices and owners (tasctl arena), or None."""
+        a = getattr(self.backing, "arena", None)
+        return a.describe() if a is not None else None
+
     def close(self):
+        # Apps still running keep their slices mapped: leave their rows for
+        # the next daemon to reconcile rather than quarantining them now.
+        self.stopping = True
         for app in list(self.apps.values()):
             self.app_gone(app)
         for app in list(self.lingering):     # the daemon stops: reset them
@@ -373,3 +398,4 @@ class AppServer:
             os.unlink(self.path)
         except FileNotFoundError:
             pass
+        self.backing.close()

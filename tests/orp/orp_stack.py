@@ -27,7 +27,7 @@ def strata(pool, *args):
 def make_pool(size="1G", ref_size="256M"):
     """A fresh pool with a ref area big enough for the daemon's receive rings."""
     path = f"/dev/shm/orp-test-{uuid.uuid4().hex[:8]}.pool"
-    strata(path, "mkfs", "--size", size, "--log-size", "64M",
+    strata(path, "mkfs", "--size", size, "--log-size", "64M", "--ref-size", ref_size,
            "--slots", "8")
     strata(path, "run", "--", "mkdir", "-p", AOF_DIR)
     return path
@@ -36,7 +36,10 @@ def make_pool(size="1G", ref_size="256M"):
 def daemon_extra(pool, orp, rx_buf=None):
     lines = ["[buffers]"]
     if orp:
-        lines.append('backing = "nvm"')
+        # The segment is a slice of make_pool's 256 MiB ref area: 64 MiB holds
+        # the queues and 100+ connections' 256 KiB RX + TX rings, and the
+        # area a restarted redis's slice next to a quarantined one.
+        lines += ['backing = "nvm"', 'app_segment = "64M"']
     if rx_buf:
         lines.append(f"rx_buf = {rx_buf}")
     lines += ["[nvm]", f'pool_path = "{pool}"']

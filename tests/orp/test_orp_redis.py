@@ -18,7 +18,7 @@ def info(d, port):
                     timeout=60).stdout
 
 
-@pytest.mark.parametrize("orp", [False], ids=["shm"])
+@pytest.mark.parametrize("orp", [False, True], ids=["shm", "orp"])
 @pytest.mark.parametrize("victim", ["redis", "daemon", "both"])
 def test_acknowledged_sets_survive_sigkill(make_daemon, procs, orp_pool, tmp_path, orp, victim):
     d = start_daemon(make_daemon, orp_pool, orp)
@@ -39,7 +39,7 @@ def test_acknowledged_sets_survive_sigkill(make_daemon, procs, orp_pool, tmp_pat
     assert not missing and not wrong, f"lost {missing}, changed {wrong}"
 
 
-@pytest.mark.parametrize("orp", [False], ids=["shm"])
+@pytest.mark.parametrize("orp", [False, True], ids=["shm", "orp"])
 def test_full_run_with_rewrite_reloads(make_daemon, procs, orp_pool, tmp_path, orp):
     d = start_daemon(make_daemon, orp_pool, orp)
     srv = start_redis_on_stack(procs, d, orp_pool, orp)

@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 
@@ -147,7 +148,7 @@ print("ok")
 REDIS_CLIENT = """
 import json, random, sys
 import redis
-r = redis.Redis(host="10.0.0.2", port=6379, socket_timeout=60)
+r = redis.Redis(host="10.0.0.2", port=int(sys.argv[1]), socket_timeout=60)
 rnd = random.Random(7)
 sizes = [1, 100, 4096, 65536, 1 << 20]
 for i, n in enumerate(sizes):
@@ -190,9 +191,18 @@ def test_python_client_on_tas(daemon, procs):
     assert after["tcp_tx_bytes"] - before["tcp_tx_bytes"] >= nbytes
 
 
+def free_port():
+    """A port no kernel socket holds (redis also listens on :: through the
+    kernel, and another redis may already hold 6379 there)."""
+    with socket.socket(socket.AF_INET6) as s:
+        s.bind(("::", 0))
+        return s.getsockname()[1]
+
+
 def test_redis_server_on_tas(daemon, procs, tmp_path):
     before = counters(daemon)
-    srv = tas_run(procs, daemon, "redis-server", "--port", "6379", "--save", "", "--appendonly", "no",
+    port = free_port()
+    srv = tas_run(procs, daemon, "redis-server", "--port", str(port), "--save", "", "--appendonly", "no",
                   "--protected-mode", "no", "--dir", str(tmp_path), stderr=subprocess.STDOUT)
     try:
         log = []
@@ -201,9 +211,9 @@ def test_redis_server_on_tas(daemon, procs, tmp_path):
             if "Ready to accept connections" in line:
                 break
         assert "Ready to accept" in log[-1], "".join(log)
-        ping = daemon.ns_run("redis-cli", "-h", "10.0.0.2", "PING", timeout=60)
+        ping = daemon.ns_run("redis-cli", "-h", "10.0.0.2", "-p", str(port), "PING", timeout=60)
         assert ping.stdout.strip() == "PONG", ping
-        cli = in_peer(procs, daemon, sys.executable, "-c", REDIS_CLIENT)
+        cli = in_peer(procs, daemon, sys.executable, "-c", REDIS_CLIENT, str(port))
         r = json.loads(finish(cli, "redis client").strip().splitlines()[-1])
         assert r["keys"] == 6
         after = counters(daemon)
@@ -212,14 +222,16 @@ def test_redis_server_on_tas(daemon, procs, tmp_path):
         # BGSAVE forks; the child closes the listener it inherited.  The
         # parent must still accept new connections afterwards.
         assert "Background saving started" in daemon.ns_run(
-            "redis-cli", "-h", "10.0.0.2", "BGSAVE", timeout=60).stdout
+            "redis-cli", "-h", "10.0.0.2", "-p", str(port), "BGSAVE", timeout=60).stdout
         wait_until(lambda: "rdb_bgsave_in_progress:0" in daemon.ns_run(
-            "redis-cli", "-h", "10.0.0.2", "INFO", "persistence", timeout=60).stdout,
+            "redis-cli", "-h", "10.0.0.2", "-p", str(port), "INFO", "persistence",
+            timeout=60).stdout,
             "the background save to finish")
-        info = daemon.ns_run("redis-cli", "-h", "10.0.0.2", "INFO", "persistence", timeout=60)
+        info = daemon.ns_run("redis-cli", "-h", "10.0.0.2", "-p", str(port), "INFO",
+                             "persistence", timeout=60)
         assert "rdb_last_bgsave_status:ok" in info.stdout
         assert (tmp_path / "dump.rdb").stat().st_size > 0
-        assert daemon.ns_run("redis-cli", "-h", "10.0.0.2", "DBSIZE",
+        assert daemon.ns_run("redis-cli", "-h", "10.0.0.2", "-p", str(port), "DBSIZE",
                              timeout=60).stdout.strip() == "6"
     finally:
         srv.terminate()

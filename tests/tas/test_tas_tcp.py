@@ -193,22 +193,6 @@ def test_stale_library_version_is_refused(daemon):
     assert fds == []
 
 
-def test_payload_buffers_in_nvm_backing(tmp_path):
-    """buffers.backing = "nvm": flow buffers come from files beside the NVM
-    pool (contract 1: the backing is a config switch)."""
-    extra = f'\n[buffers]\nbacking = "nvm"\n[nvm]\npool_path = "{tmp_path}/pool"\n'
-    d = Daemon(tmp_path, extra=extra).start()
-    try:
-        with TasApp(d.instance) as a:
-            with open(f"/proc/{d.proc.pid}/maps") as f:
-                maps = f.read()
-            assert f"{tmp_path}/tas-{d.instance}-app" in maps   # the segment's file
-            linux_to_tas(d, a, 5010, 8 << 20, 10)
-            tas_to_linux(d, a, 5011, 8 << 20, 11)
-    finally:
-        d.stop()
-
-
 def test_killed_app_is_cleaned_up(daemon):
     """An app killed with SIGKILL loses its connections (reset) and segment."""
     p = transfers.peer(daemon.netns, "sink", 5012)

@@ -1,0 +1,57 @@
+/* libtas core: its counters, kept locally until published as the stats
+ * page kbstats.libtas.<instance> (include/kb/stats.h; `tasctl app-stats`). */
+#include <errno.h>
+
+#include "app_internal.h"
+#include "kb/stats.h"
+
+static const char *const names[RXC_N] = {
+    [RXC_BYTES] = "rx_bytes",
+    [RXC_REGISTERED] = "rx_registered_bytes",
+    [RXC_HELD] = "rx_bytes_held",
+    [RXC_HELD_PEAK] = "rx_bytes_held_peak",
+    [RXC_RELEASED_HELD] = "rx_released_checked_bytes",
+    [RXC_RELEASE_BUSY] = "rx_release_busy",
+    [RXC_STRATA_BUSY] = "rx_release_strata_busy",
+    [RXC_FORCED] = "rx_forced_releases",
+    [RXC_FORCED_PRESSURE] = "rx_forced_pressure",
+    [RXC_FORCED_CLOSE] = "rx_forced_close",
+    [RXC_FORCED_FORK] = "rx_forced_fork",
+    [RXC_FORCED_BYTES] = "rx_forced_bytes",
+    [RXC_DIGESTS] = "rx_strata_digests",
+    [RXC_BUMPS] = "rx_bumps",
+};
+
+void app_stats_init(struct tas_app *a)
+{
+    for (int i = 0; i < RXC_N; i++)
+        a->ctr[i] = &a->ctr_local[i];
+}
+
+int tas_app_stats_publish(struct tas_app *a, const char *instance)
+{
+    struct kb_stats_page *p = kb_stats_create("libtas", instance);
+    if (p == NULL)
+        return -errno;
+    for (int i = 0; i < RXC_N; i++) {
+        uint64_t *c = kb_stats_counter(p, names[i]);
+        *c = a->ctr_local[i];  /* counted before the page existed */
+        a->ctr[i] = c;
+    }
+    if (a->stats != NULL)
+        kb_stats_close(a->stats, NULL, NULL, 0);
+    a->stats = p;
+    return 0;
+}
+
+void app_stats_close(struct tas_app *a)
+{
+    if (a->stats != NULL)
+        kb_stats_close(a->stats, NULL, NULL, 0);   /* the file stays: see unlink */
+    a->stats = NULL;
+}
+
+void tas_app_stats_unlink(const char *instance)
+{
+    kb_stats_close(NULL, "libtas", instance, 1);
+}
