@@ -53,7 +53,8 @@ static void process_rx(struct fp_core *c, struct rte_mbuf **pkts, uint16_t n)
         case FP_FLOW:
             if (!fp_tcp_rx(c, flow, pkts[i]))
                 break;
-            /* the slow path sees it too */
+            /* the slow path sees it too, already processed */
+            reasons[nexc] = TAS_EXC_TCP_FLOW;
             __attribute__((fallthrough));
         case FP_EXCEPTION:
             exc[nexc++] = pkts[i];

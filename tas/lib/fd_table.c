@@ -91,9 +91,12 @@ void lt_sock_unref(struct lt_sock *s)
         lt_connect_orphan(s);
     } else if (s->kind == LT_CONN) {
         struct lt_flow *f = s->flow;
-        if (!f->reset && !s->shut_wr)
+        if (!f->reset && !s->shut_wr && !s->linger_rst)
             tas_app_post(lt_app, f->id, 0, 0, TAS_ATX_FL_TXFIN);
         m.type = TAS_CTL_CLOSE;
+        /* SO_LINGER with a zero timeout: abort with a RST, unsent data is
+         * dropped (Linux's behaviour, and what its users ask for). */
+        m.flags = s->linger_rst ? TAS_CTL_FL_RESET : 0;
         m.flow_id = f->id;
         lt_request(&m);
         lt_flow_forget(f);

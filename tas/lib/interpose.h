@@ -92,6 +92,7 @@ struct lt_sock {
                                   last connect(): the next one reports it */
     uint64_t in_seq, out_seq;  /* as lt_flow's, for the socket itself */
     int shut_rd, shut_wr;
+    int linger_rst;            /* SO_LINGER on with 0 s: close resets */
     uint32_t local_ip, remote_ip;      /* host byte order */
     uint16_t local_port, remote_port;
     uint32_t listener_id;

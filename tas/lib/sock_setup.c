@@ -86,13 +86,19 @@ static int take_conn(struct lt_sock *s, struct tas_ctl_msg *m)
     for (;;) {
         lt_progress();
         *m = (struct tas_ctl_msg){.type = TAS_CTL_ACCEPT, .listener_id = s->listener_id};
-        int st = lt_request(m);   /* counts this connection's NEWCONN too */
+        int st = tas_app_request(lt_app, m);
         if (st != -EAGAIN) {
+            lt_progress();        /* counts this connection's NEWCONN too */
             if (st == 0 && s->pending > 0)
                 s->pending--;
             return st;
         }
+        /* None ready when the daemon answered.  Forget the count first, then
+         * read the events: a NEWCONN sent right after the answer must count
+         * (zeroing after reading lost it, and accept slept forever); one sent
+         * before it costs one more ACCEPT request. */
         s->pending = 0;
+        lt_progress();
         if (s->nonblock)
             return -EAGAIN;
         while (s->pending == 0)
@@ -127,6 +133,7 @@ int accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags)
     if (c != NULL) {
         lt_conn_open(c, &m);
         c->nonblock = !!(flags & SOCK_NONBLOCK);
+        c->linger_rst = s->linger_rst;     /* inherited from the listener, as on Linux */
         nfd = lt_fd_install(c, flags & SOCK_CLOEXEC);
         if (nfd < 0)
             lt_sock_unref(c);

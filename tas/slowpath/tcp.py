@@ -8,7 +8,9 @@ import random
 import time
 from dataclasses import dataclass, field
 
-from tas.slowpath.tcp_packets import ACK, CWR, ECE, FIN, RST, SYN, Tcp, TcpOptions, frame
+from tas.slowpath.packets import ETH_P_IP, Eth, IPv4
+from tas.slowpath.tcp_packets import (ACK, CWR, ECE, FIN, RST, SYN, Tcp, TcpOptions, frame,
+                                      seq_lt)
 
 SYN_SENT, SYN_RCVD, ESTABLISHED, CLOSED = "SYN_SENT", "SYN_RCVD", "ESTABLISHED", "CLOSED"
 EPHEMERAL = range(32768, 61000)
@@ -46,6 +48,7 @@ class Conn:
     snd_wscale: int = 0
     rcv_wscale: int = 0
     ts_ok: bool = False
+    sack_ok: bool = False
     ts_recent: int = 0
     ecn: bool = False
     snd_wnd: int = 0
@@ -81,8 +84,9 @@ class TcpManager:
         self.cc_factory = None    # set by the slow path (congestion control)
         tcfg = cfg.tcp
         self.handshake_timeout = tcfg.handshake_timeout_ms / 1000
-        rx = cfg.buffers.rx_buf
-        self.rcv_wscale = max(0, math.ceil(math.log2(rx / 65535))) if rx > 65535 else 0
+        # Linux's choice (tcp_select_initial_window): the smallest scale that
+        # lets the window cover the whole receive buffer.
+        self.rcv_wscale = min(14, max(0, cfg.buffers.rx_buf.bit_length() - 1 - 15))
 
     # ---- packets -----------------------------------------------------------
 
@@ -101,6 +105,7 @@ class TcpManager:
             o.wscale = self.rcv_wscale
         if peer_opts is None or peer_opts.ts is not None:
             o.ts = (self._ts(), peer_opts.ts[0] if peer_opts and peer_opts.ts else 0)
+        o.sack_ok = peer_opts is None or peer_opts.sack_ok
         return o
 
     def _send_syn(self, conn):
@@ -127,21 +132,53 @@ class TcpManager:
         self.send_tcp(key, eth_src, rst)
         self.stats.add("tcp_rst_sent")
 
-    def handle(self, eth, ip, tcp_bytes_frame):
-        """A TCP segment the fast path passed up (ip: parsed IPv4)."""
+    def _reinject(self, eth, ip, tcp_bytes):
+        """Hand a segment of an installed flow to the fast path: it reached us
+        before the flow was installed, or it carries IP options (which the
+        fast path leaves to us; the TCP checksum does not cover them)."""
+        f = Eth(eth.dst, eth.src, ETH_P_IP,
+                IPv4(ip.src, ip.dst, ip.proto, tcp_bytes, ip.ttl, ip.ident, ip.tos).pack()).pack()
+        if self.lib.tas_fp_sp_inject(self.fp.handle, f, len(f)) == 0:
+            self.stats.add("tcp_reinjected")
+        else:
+            self.stats.add("tcp_reinject_drops")
+
+    def handle(self, eth, ip, tcp_bytes_frame, reason=None):
+        """A TCP segment the fast path passed up (ip: parsed IPv4).  reason
+        TAS_EXC_TCP_FLOW: the flow's fast path already processed it (the
+        peer's FIN, an exact RST); otherwise it found no installed flow."""
         tcp = Tcp.parse(ip)
         key = (ip.src, tcp.dport, tcp.sport)
         conn = self.conns.get(key)
+        if (conn is not None and conn.state == ESTABLISHED and
+                reason != self.lib.TAS_EXC_TCP_FLOW):
+            # It raced the flow's installation (e.g. data right behind the
+            # handshake's final ACK): the fast path owns the flow now.
+            self._reinject(eth, ip, ip.payload)
+            return
         if tcp.flags & RST:
-            if conn is not None:
+            if conn is not None and self._reset_acceptable(conn, tcp):
                 self._on_reset(conn)
+            elif conn is None and key in self.time_wait:
+                tw = self.time_wait[key]
+                if tcp.seq == tw[2]:
+                    del self.time_wait[key]   # as Linux (RFC 1337 not applied)
+            else:
+                self.stats.add("tcp_rst_ignored")
             return
         if conn is None:
             tw = self.time_wait.get(key)
             if tw is not None:
                 if tcp.flags & FIN:   # our final ACK was lost: send it again
                     self.send_tcp(key, eth.src, Tcp(key[1], key[2], tw[1], tw[2], ACK, 0))
-                return
+                    return
+                if not (tcp.flags & SYN and not tcp.flags & ACK and seq_lt(tw[2], tcp.seq)
+                        and tcp.dport in self.listeners):
+                    return
+                # A new SYN above the old connection's sequence space reuses
+                # the port pair at once (RFC 6191 / Linux tcp_timewait_state_process).
+                del self.time_wait[key]
+                self.stats.add("tcp_time_wait_reused")
             listener = self.listeners.get(tcp.dport)
             if tcp.flags & SYN and not tcp.flags & ACK and listener is not None:
                 self._passive_open(listener, key, eth, ip, tcp)
@@ -162,11 +199,23 @@ class TcpManager:
         # Established flows: the fast path already handled the segment (FIN);
         # the close state machine reads the flow's flags on the next tick.
 
+    def _reset_acceptable(self, conn, tcp):
+        """RFC 793/5961 checks for connections the fast path does not hold
+        (an ESTABLISHED flow's RST arrives here only once the fast path found
+        it exact)."""
+        if conn.state == SYN_SENT:     # must acknowledge our SYN
+            return bool(tcp.flags & ACK) and tcp.ack == (conn.iss + 1) & 0xFFFFFFFF
+        if conn.state == SYN_RCVD:     # in the window we offered
+            off = (tcp.seq - conn.irs - 1) & 0xFFFFFFFF
+            return off < max(1, min(self.cfg.buffers.rx_buf, 65535))
+        return True
+
     # ---- opening -----------------------------------------------------------
 
     def _negotiate(self, conn, opts, window):
         peer_mss = opts.mss or 536
         conn.ts_ok = opts.ts is not None
+        conn.sack_ok = opts.sack_ok
         conn.ts_recent = opts.ts[0] if opts.ts else 0
         conn.mss = min(peer_mss, self.cfg.tcp.mss) - (12 if conn.ts_ok else 0)
         if opts.wscale is not None:
@@ -318,7 +367,8 @@ class TcpManager:
         init.mss = conn.mss
         init.snd_wscale, init.rcv_wscale = conn.snd_wscale, conn.rcv_wscale
         init.flags = ((self.lib.TAS_FLF_TS if conn.ts_ok else 0) |
-                      (self.lib.TAS_FLF_ECN if conn.ecn else 0))
+                      (self.lib.TAS_FLF_ECN if conn.ecn else 0) |
+                      (self.lib.TAS_FLF_SACK if conn.sack_ok else 0))
         init.rx_next_seq = (conn.irs + 1) & 0xFFFFFFFF
         init.tx_next_seq = (conn.iss + 1) & 0xFFFFFFFF
         init.snd_wnd = conn.snd_wnd
@@ -348,7 +398,10 @@ class TcpManager:
         if conn.state in (ESTABLISHED, SYN_RCVD):
             f = self.lib.tas_fp_flow(self.fp.handle, conn.flow_id) if conn.flow_id >= 0 else None
             seq = f.tx_una + f.tx_sent if f is not None else conn.iss + 1
-            self.send_tcp(conn, conn.peer_mac, Tcp(conn.key[1], conn.key[2], seq, 0, RST, 0))
+            ack = f.rx_next_seq if f is not None else conn.irs + 1
+            # Linux's active reset: RST|ACK at snd_nxt, acknowledging rcv_nxt.
+            self.send_tcp(conn, conn.peer_mac, Tcp(conn.key[1], conn.key[2], seq, ack,
+                                                   RST | ACK, 0))
             self.stats.add("tcp_rst_sent")
         if conn.listener is not None and conn.state == SYN_RCVD:
             conn.listener.half_open -= 1
@@ -422,7 +475,7 @@ class TcpManager:
             elif conn.state == SYN_RCVD and now >= conn.next_retry:
                 self._retry_handshake(conn, now, lambda c: self._send_synack(c, TcpOptions(
                     wscale=c.snd_wscale if c.rcv_wscale else None,
-                    ts=(c.ts_recent, 0) if c.ts_ok else None)))
+                    ts=(c.ts_recent, 0) if c.ts_ok else None, sack_ok=c.sack_ok)))
             elif conn.state == ESTABLISHED:
                 self._tick_established(conn, now)
         for key in [k for k, v in self.time_wait.items() if v[0] <= now]:
