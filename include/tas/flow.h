@@ -25,6 +25,8 @@
 #define TAS_FLF_FIN_EVER 1024    /* our FIN went out at least once */
 #define TAS_FLF_SACK 2048        /* peer offered SACK: send blocks, read theirs */
 #define TAS_FLF_SACK_RECOV 4096  /* resending the holes the peer's SACKs show */
+#define TAS_FLF_RESET 8192       /* exact RST taken: no more data either way; the
+                                    slow path removes the flow */
 
 struct tas_flow {
     /* identity: written by the slow path at install, then read-only */

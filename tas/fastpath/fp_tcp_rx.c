@@ -220,7 +220,7 @@ bool fp_tcp_rx(struct fp_core *c, struct tas_flow *f, struct rte_mbuf *m)
         return false;
     }
     fp_lock(f);
-    if (!(f->flags & TAS_FLF_ACTIVE)) {
+    if (!(f->flags & TAS_FLF_ACTIVE) || (f->flags & TAS_FLF_RESET)) {
         fp_unlock(f);
         return true;
     }
@@ -228,9 +228,11 @@ bool fp_tcp_rx(struct fp_core *c, struct tas_flow *f, struct rte_mbuf *m)
         /* RFC 5961: only an exact RST goes on to the slow path (which
          * resets); a SYN on a synchronized flow earns a challenge ACK. */
         bool reset = false;
-        if (s.flags & RTE_TCP_RST_FLAG)
+        if (s.flags & RTE_TCP_RST_FLAG) {
             reset = fp_tcp_rst_exact(c, f, s.seq);
-        else
+            if (reset)      /* what follows must not be taken or ACKed */
+                f->flags |= TAS_FLF_RESET;
+        } else
             fp_tcp_challenge_ack(c, f);
         fp_unlock(f);
         if (!reset)

@@ -258,7 +258,8 @@ unsigned fp_tcp_tx_work(struct fp_core *c, uint16_t q)
         struct tas_flow *f = &fp->flows[ids[i]];
         fp_lock(f);
         f->tx_queued = 0;
-        if ((f->flags & TAS_FLF_ACTIVE) && flow_transmit(c, f, now))
+        if ((f->flags & TAS_FLF_ACTIVE) && !(f->flags & TAS_FLF_RESET) &&
+            flow_transmit(c, f, now))
             fp_flow_queue_tx(fp, f);
         fp_unlock(f);
     }

@@ -166,6 +166,11 @@ class TcpManager:
             else:
                 self.stats.add("tcp_rst_ignored")
             return
+        if conn is not None and conn.state == CLOSED:
+            # Reset by the peer, not yet closed by the app: Linux has no
+            # socket for it any more either.
+            self._send_rst_for(ip, eth.src, tcp)
+            return
         if conn is None:
             tw = self.time_wait.get(key)
             if tw is not None:
