@@ -27,6 +27,9 @@
 #define TAS_FLF_SACK_RECOV 4096  /* resending the holes the peer's SACKs show */
 #define TAS_FLF_RESET 8192       /* exact RST taken: no more data either way; the
                                     slow path removes the flow */
+#define TAS_FLF_SYNRCVD 16384    /* installed with our SYN-ACK: the final ACK
+                                    completes it here, in order with the data
+                                    behind it; all else goes to the slow path */
 
 struct tas_flow {
     /* identity: written by the slow path at install, then read-only */

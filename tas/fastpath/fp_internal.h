@@ -137,9 +137,11 @@ static inline int32_t seq_diff(uint32_t a, uint32_t b)
     return (int32_t)(a - b);
 }
 
-/* fp_tcp_rx.c: a TCP segment of an installed flow.  Consumes m, unless it
- * returns true: then the slow path must see it too. */
-bool fp_tcp_rx(struct fp_core *c, struct tas_flow *f, struct rte_mbuf *m);
+/* fp_tcp_rx.c: a TCP segment of an installed flow.  Consumes m and returns
+ * FP_RX_CONSUMED, or returns the exception reason the slow path must see it
+ * with (TAS_EXC_TCP_FLOW: already processed here). */
+#define FP_RX_CONSUMED UINT32_MAX
+uint32_t fp_tcp_rx(struct fp_core *c, struct tas_flow *f, struct rte_mbuf *m);
 
 /* fp_tcp_guard.c (RFC 5961; flow lock held): true if a RST with this
  * sequence number closes the flow; otherwise it was answered or ignored. */

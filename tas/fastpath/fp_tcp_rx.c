@@ -2,8 +2,9 @@
  * Receive for an installed flow: ACK processing (free TX space, duplicate
  * ACKs and fast retransmit, RTT from timestamps, ECN feedback) and payload
  * placement straight into the flow's RX buffer, with one out-of-order
- * interval.  Returns true when the slow path must also see the packet
- * (an exact RST, or the peer's FIN after it was processed here).
+ * interval.  Returns FP_RX_CONSUMED, or the reason the slow path must see
+ * the packet too: TAS_EXC_TCP_FLOW after processing it here (an exact RST,
+ * the peer's FIN), TAS_EXC_TCP_CTRL for a flow no longer taking segments.
  */
 #include <rte_ip.h>
 #include <rte_tcp.h>
@@ -210,24 +211,48 @@ static uint32_t process_data(struct tas_fp *fp, struct tas_flow *f, struct seg *
     return n;
 }
 
-bool fp_tcp_rx(struct fp_core *c, struct tas_flow *f, struct rte_mbuf *m)
+uint32_t fp_tcp_rx(struct fp_core *c, struct tas_flow *f, struct rte_mbuf *m)
 {
     struct tas_fp *fp = c->fp;
     struct seg s;
     if (!parse(m, &s)) {
         kb_stats_add(fp->ctr.drop_malformed, 1);
         rte_pktmbuf_free(m);
-        return false;
+        return FP_RX_CONSUMED;
     }
     fp_lock(f);
     if (!(f->flags & TAS_FLF_ACTIVE) || (f->flags & TAS_FLF_RESET)) {
         fp_unlock(f);
-        return true;
+        /* Removed meanwhile, or reset: the slow path answers as for no
+         * connection (it was not processed here). */
+        return TAS_EXC_TCP_CTRL;
+    }
+    bool established = false;
+    if (f->flags & TAS_FLF_SYNRCVD) {
+        if ((s.flags & (RTE_TCP_SYN_FLAG | RTE_TCP_RST_FLAG)) ||
+            !(s.flags & RTE_TCP_ACK_FLAG) || s.ack != f->tx_una) {
+            fp_unlock(f);
+            return TAS_EXC_TCP_CTRL;
+        }
+        /* The handshake's final ACK: from here on every segment of the flow
+         * is taken here, in order; the slow path hears of it afterwards. */
+        f->flags &= ~TAS_FLF_SYNRCVD;
+        if (s.has_ts)
+            f->ts_recent = s.tsval;
+        established = true;
     }
     if (s.flags & (RTE_TCP_SYN_FLAG | RTE_TCP_RST_FLAG)) {
         /* RFC 5961: only an exact RST goes on to the slow path (which
          * resets); a SYN on a synchronized flow earns a challenge ACK. */
         bool reset = false;
+        uint32_t done = TAS_FLF_RXFIN | TAS_FLF_TXFIN_ACKED;
+        if ((s.flags & RTE_TCP_SYN_FLAG) && !(s.flags & (RTE_TCP_ACK_FLAG | RTE_TCP_RST_FLAG)) &&
+            (f->flags & done) == done) {
+            /* Both sides closed: the slow path is about to move the flow to
+             * TIME_WAIT, where a new SYN may reuse the port pair. */
+            fp_unlock(f);
+            return TAS_EXC_TCP_CTRL;
+        }
         if (s.flags & RTE_TCP_RST_FLAG) {
             reset = fp_tcp_rst_exact(c, f, s.seq);
             if (reset)      /* what follows must not be taken or ACKed */
@@ -235,9 +260,11 @@ bool fp_tcp_rx(struct fp_core *c, struct tas_flow *f, struct rte_mbuf *m)
         } else
             fp_tcp_challenge_ack(c, f);
         fp_unlock(f);
-        if (!reset)
+        if (!reset) {
             rte_pktmbuf_free(m);
-        return reset;
+            return FP_RX_CONSUMED;
+        }
+        return TAS_EXC_TCP_FLOW;
     }
     uint32_t tx_bump = (s.flags & RTE_TCP_ACK_FLAG) ? process_ack(c, f, &s) : 0;
     bool fin = false;
@@ -265,8 +292,8 @@ bool fp_tcp_rx(struct fp_core *c, struct tas_flow *f, struct rte_mbuf *m)
         ((f->flags & TAS_FLF_TXFIN) && !(f->flags & TAS_FLF_TXFIN_SENT)))
         fp_flow_queue_tx(fp, f);
     fp_unlock(f);
-    if (fin)
-        return true;      /* the slow path tracks the close handshake */
+    if (fin || established)
+        return TAS_EXC_TCP_FLOW;      /* the slow path tracks open and close */
     rte_pktmbuf_free(m);
-    return false;
+    return FP_RX_CONSUMED;
 }

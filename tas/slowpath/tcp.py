@@ -150,6 +150,24 @@ class TcpManager:
         tcp = Tcp.parse(ip)
         key = (ip.src, tcp.dport, tcp.sport)
         conn = self.conns.get(key)
+        if reason == self.lib.TAS_EXC_TCP_FLOW and conn is None:
+            # The fast path took it (a FIN) and the connection finished
+            # closing before we saw it: nothing left to do, surely no RST.
+            self.stats.add("tcp_late_segments")
+            return
+        if (conn is not None and conn.state == ESTABLISHED and tcp.flags & SYN and
+                not tcp.flags & (ACK | RST) and reason != self.lib.TAS_EXC_TCP_FLOW):
+            # A new SYN for a connection closed both ways (the fast path
+            # passes those up): finish the close now, as Linux enters
+            # TIME_WAIT at once, and let TIME_WAIT decide.
+            f = self.lib.tas_fp_flow(self.fp.handle, conn.flow_id)
+            done = self.lib.TAS_FLF_RXFIN | self.lib.TAS_FLF_TXFIN_ACKED
+            if f.flags & done == done:
+                self._check_close(conn, f, self.now())
+                conn = self.conns.get(key)
+                if conn is not None:
+                    self.stats.add("tcp_syn_dropped")
+                    return
         if (conn is not None and conn.state == ESTABLISHED and
                 reason != self.lib.TAS_EXC_TCP_FLOW):
             # It raced the flow's installation (e.g. data right behind the
@@ -195,7 +213,10 @@ class TcpManager:
         elif conn.state == SYN_RCVD:
             if tcp.flags & SYN and not tcp.flags & ACK:
                 self._send_synack(conn, tcp.options)           # our SYN-ACK was lost
+            elif reason == self.lib.TAS_EXC_TCP_FLOW:
+                self._establish(conn, tcp)     # the fast path took the final ACK
             elif tcp.flags & ACK and tcp.ack == (conn.iss + 1) & 0xFFFFFFFF:
+                # The final ACK came our way (IP options): complete it here.
                 self._establish(conn, tcp)
                 if tcp.payload or tcp.flags & FIN:
                     # The segment also carries data: let the fast path take it.
@@ -250,6 +271,13 @@ class TcpManager:
         conn.rx_off, conn.tx_off = bufs
         conn.ecn = self.cfg.tcp.ecn and (tcp.flags & (ECE | CWR)) == (ECE | CWR)
         self._negotiate(conn, tcp.options, tcp.window)
+        # Installed now, marked SYN_RCVD: the fast path completes it on the
+        # final ACK, so data right behind that ACK is taken in order.
+        if self._install(conn) < 0:
+            self.stats.add("tcp_flow_table_full")
+            listener.app.alloc.release(conn.rx_off)
+            listener.app.alloc.release(conn.tx_off)
+            return
         listener.half_open += 1
         listener.app.conns.add(conn)
         self.conns[key] = conn
@@ -333,10 +361,15 @@ class TcpManager:
             conn.snd_wnd = tcp.window << conn.snd_wscale
             if tcp.options.ts:
                 conn.ts_recent = tcp.options.ts[0]
-        flow_id = self._install(conn)
+        flow_id = conn.flow_id if conn.flow_id >= 0 else self._install(conn)
         if flow_id < 0:
             self._abort(conn)
             return
+        f = self.lib.tas_fp_flow(self.fp.handle, flow_id)
+        if f.flags & self.lib.TAS_FLF_SYNRCVD:
+            self.lib.tas_fp_flow_lock(f)
+            f.flags &= ~self.lib.TAS_FLF_SYNRCVD
+            self.lib.tas_fp_flow_unlock(f)
         conn.state = ESTABLISHED
         conn.una_since = self.now()
         if self.cc_factory is not None:
@@ -373,7 +406,8 @@ class TcpManager:
         init.snd_wscale, init.rcv_wscale = conn.snd_wscale, conn.rcv_wscale
         init.flags = ((self.lib.TAS_FLF_TS if conn.ts_ok else 0) |
                       (self.lib.TAS_FLF_ECN if conn.ecn else 0) |
-                      (self.lib.TAS_FLF_SACK if conn.sack_ok else 0))
+                      (self.lib.TAS_FLF_SACK if conn.sack_ok else 0) |
+                      (self.lib.TAS_FLF_SYNRCVD if conn.state == SYN_RCVD else 0))
         init.rx_next_seq = (conn.irs + 1) & 0xFFFFFFFF
         init.tx_next_seq = (conn.iss + 1) & 0xFFFFFFFF
         init.snd_wnd = conn.snd_wnd
@@ -435,7 +469,7 @@ class TcpManager:
                                        status=-errno.ECONNRESET)
 
     def _remove_flow(self, conn):
-        if conn.flow_id >= 0 and conn.state == ESTABLISHED:
+        if conn.flow_id >= 0 and conn.state in (ESTABLISHED, SYN_RCVD):
             self.lib.tas_fp_flow_remove(self.fp.handle, conn.flow_id)
         conn.state = CLOSED
 

@@ -227,7 +227,7 @@ def case_rst_in_window(w):
 
 def case_rst_exact(w):
     c = Conn(w, ECHO).open()
-    c.send("R")
+    c.send("R")                  # right behind the final ACK, data right behind it
     c.send("PA", payload=b"m")
     t = c.recv()
     res = {"after_rst": str(t.flags) if t is not None else None,
@@ -335,6 +335,30 @@ def case_mss_and_window_scale_honoured(w):
     res = {"max_segment_le_mss": max(sizes) <= mss, "never_beyond_window": beyond <= 0,
            "echo_intact": c.got == data}
     c.abort()
+    return res
+
+
+def case_time_wait_reuse(w):
+    """The server closed first and holds the port pair in TIME_WAIT; a new
+    SYN above the old sequence space opens a new connection at once."""
+    c = Conn(w, GREET).open()
+    c.until(lambda t: c.fin, "the greeting and FIN")
+    c.send("A")
+    c.send("FA")
+    c.snd_nxt += 1
+    c.until(lambda t: "A" in t.flags and c.rel_ack(t) == 2, "the ACK of our FIN")
+    again = Conn(w, GREET)
+    again.sport, again.iss = c.sport, (c.snd_nxt + 100000) & 0xFFFFFFFF
+    again.snd_nxt = again.iss + 1
+    t = again.syn()
+    res = {"syn_in_time_wait": str(t.flags) if t is not None else None}
+    if t is not None and t.flags == "SA":
+        again.irs, again.rcv_nxt = t.seq, (t.seq + 1) & 0xFFFFFFFF
+        again.send("A")
+        again.until(lambda t: again.fin, "the second greeting")
+        res["data"] = again.got.decode()
+        again.send("A")
+        again.abort()
     return res
 
 
