@@ -24,7 +24,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 from deploy.report import print_table, write_json  # noqa: E402
-from tasd import Daemon, unique  # noqa: E402
+from tasd import Daemon, veth_namespace  # noqa: E402
 
 RPC_ECHO = os.path.join(ROOT, "build", "bench", "rpc_echo")
 PORT = 7300
@@ -108,16 +108,9 @@ def main():
     results, servers = {}, []
     with tempfile.TemporaryDirectory() as tmp:
         d = Daemon(Path(tmp), extra="[cc]\nalgorithm = \"none\"\n").start()
-        lns, vp, vl = unique("bconl"), unique("vp"), unique("vl")
+        lns = None
         try:
-            sh("ip", "netns", "add", lns)
-            sh("ip", "link", "add", vp, "type", "veth", "peer", "name", vl)
-            sh("ip", "link", "set", vl, "netns", lns)
-            sh("ip", "link", "set", vp, "netns", d.netns)
-            sh("ip", "addr", "add", "10.0.2.1/24", "dev", vp, ns=d.netns)
-            sh("ip", "addr", "add", LINUX_IP + "/24", "dev", vl, ns=lns)
-            for ns, dev in ((d.netns, vp), (lns, vl), (lns, "lo")):
-                sh("ip", "link", "set", dev, "up", ns=ns)
+            lns, _, _ = veth_namespace(d.netns, "10.0.2.1", LINUX_IP)
             servers.append(start_server([sys.executable, "-m", "tas.run", "--instance",
                                          d.instance, "--", RPC_ECHO, "server", str(PORT)]))
             servers.append(start_server(["ip", "netns", "exec", lns, RPC_ECHO, "server",
@@ -134,7 +127,8 @@ def main():
             for p in servers:
                 p.kill()
                 p.communicate()
-            subprocess.run(["ip", "netns", "del", lns], capture_output=True)
+            if lns:
+                subprocess.run(["ip", "netns", "del", lns], capture_output=True)
             d.stop()
     rows = [[s, f"{r['conns_per_s']:.0f}", f"{r['first_p50_us']:.0f}", f"{r['first_p99_us']:.0f}",
              f"{r['whole_p99_us']:.0f}", r["retrans_segs"]] for s, r in results.items()]

@@ -18,7 +18,7 @@ import sys
 import pytest
 
 from libtas_helpers import ROOT, counters
-from tasd import Daemon, unique, wait_until
+from tasd import Daemon, veth_namespace, wait_until
 import tcp_conformance_cases as cases
 
 TAS_MAC = "02:00:00:00:00:02"
@@ -114,20 +114,10 @@ def stacks(tmp_path_factory):
     if os.geteuid() != 0:
         pytest.fail("these tests need root (namespaces, DPDK, nftables)")
     d = Daemon(tmp_path_factory.mktemp("conf"), extra="[buffers]\nrx_buf = 65536\n").start()
-    linux_ns, vp, vl = unique("tcpl"), unique("vp"), unique("vl")
-    servers = []
+    linux_ns, servers = None, []
     try:
-        sh("ip", "netns", "add", linux_ns)
-        sh("ip", "link", "add", vp, "type", "veth", "peer", "name", vl)
-        sh("ip", "link", "set", vl, "netns", linux_ns)
-        sh("ip", "link", "set", vp, "netns", d.netns)
-        sh("ip", "addr", "add", "10.0.1.1/24", "dev", vp, ns=d.netns)
-        sh("ip", "addr", "add", LINUX_IP + "/24", "dev", vl, ns=linux_ns)
-        for ns, dev in ((d.netns, vp), (linux_ns, vl)):
-            sh("ip", "link", "set", dev, "up", ns=ns)
-            # Segments on the wire as sent: no GSO/GRO, real checksums.
-            sh("ethtool", "-K", dev, "tso", "off", "gso", "off", "gro", "off", "tx", "off", ns=ns)
-        sh("ip", "link", "set", "lo", "up", ns=linux_ns)
+        # Segments on the wire as sent: no GSO/GRO, real checksums.
+        linux_ns, vp, vl = veth_namespace(d.netns, "10.0.1.1", LINUX_IP, wire_offloads=False)
         sh("nft", "-f", "-", ns=d.netns, input=NFT_RULES)
         # Kernel clients' ports stay out of scapy's range.
         sh("sysctl", "-qw", "net.ipv4.ip_local_port_range=50000 60999", ns=d.netns)
@@ -145,7 +135,8 @@ def stacks(tmp_path_factory):
     finally:
         for p in servers:
             stop_server(p)
-        subprocess.run(["ip", "netns", "del", linux_ns], capture_output=True)
+        if linux_ns:
+            subprocess.run(["ip", "netns", "del", linux_ns], capture_output=True)
         d.stop()
 
 
