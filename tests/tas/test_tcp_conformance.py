@@ -10,6 +10,7 @@ namespace drops the RSTs its kernel would send for the raw connections.
 A kernel client that connects and writes at once gets its reply from both
 without a retransmission (the kernel's own TcpRetransSegs counter).
 """
+import errno
 import json
 import os
 import subprocess
@@ -18,6 +19,7 @@ import sys
 import pytest
 
 from libtas_helpers import ROOT, counters
+from tas.app import TasApp, TasError
 from tasd import Daemon, veth_namespace, wait_until
 import tcp_conformance_cases as cases
 
@@ -71,8 +73,12 @@ table inet conformance {
         type filter hook output priority 0; policy accept;
         tcp sport %d-%d tcp flags & rst == rst drop
     }
+    chain in {
+        type filter hook input priority 0; policy accept;
+        tcp dport %d tcp flags & (syn | ack) == syn drop
+    }
 }
-""" % cases.RAW_PORTS
+""" % (*cases.RAW_PORTS, 7998)
 
 # connect, write at once, read the reply, close: N times.
 KERNEL_CLIENT = """
@@ -113,7 +119,8 @@ def stacks(tmp_path_factory):
     """TAS and Linux serving the same program, scapy's namespace wired to both."""
     if os.geteuid() != 0:
         pytest.fail("these tests need root (namespaces, DPDK, nftables)")
-    d = Daemon(tmp_path_factory.mktemp("conf"), extra="[buffers]\nrx_buf = 65536\n").start()
+    d = Daemon(tmp_path_factory.mktemp("conf"),
+               extra="[buffers]\nrx_buf = 65536\n[tcp]\nhandshake_retries = 3\n").start()
     linux_ns, servers = None, []
     try:
         # Segments on the wire as sent: no GSO/GRO, real checksums.
@@ -241,3 +248,22 @@ def test_so_linger_zero_resets(stacks):
         if name == "tas":
             wait_until(lambda: counters(d)["tcp_rst_sent"] > before, "the RST to be counted")
     assert results == {"tas": "reset", "linux": "reset"}
+
+
+def test_connect_times_out_like_linux(stacks):
+    """Every SYN dropped (nftables in the peer namespace, port 7998): a TAS
+    client's connect fails with ETIMEDOUT after tcp.handshake_retries, as a
+    kernel client's does after tcp_syn_retries."""
+    d, linux_ns, _ = stacks
+    with TasApp(d.instance) as app:
+        with pytest.raises(TasError) as e:
+            app.connect("10.0.0.1", 7998)
+    assert e.value.errno == errno.ETIMEDOUT
+    assert counters(d)["tcp_handshake_timeouts"] >= 1
+    sh("sysctl", "-qw", "net.ipv4.tcp_syn_retries=2", ns=linux_ns)
+    client = ("import errno, socket\n"
+              "try:\n"
+              "    socket.create_connection(('10.0.1.1', 7998))\n"
+              "except OSError as e:\n"
+              "    print(errno.errorcode[e.errno])\n")
+    assert sh(sys.executable, "-c", client, ns=linux_ns, timeout=60).stdout.strip() == "ETIMEDOUT"
