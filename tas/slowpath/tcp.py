@@ -2,6 +2,7 @@
 retransmission timeouts and window probes.  Established data transfer is the
 fast path's; this module installs a flow once the handshake is done and
 removes it when both sides have closed (or on reset)."""
+import collections
 import errno
 import math
 import random
@@ -80,6 +81,10 @@ class TcpManager:
         self.listeners = {}       # port -> Listener
         self.listener_ids = {}    # id -> Listener
         self.time_wait = {}       # key -> (expiry, snd_nxt, rcv_nxt, peer_mac)
+        # (expiry, key) in expiry order (one fixed duration): expiring costs
+        # only the entries that are due, not a scan of thousands per tick
+        # under connection churn.
+        self.tw_expiry = collections.deque()
         self.next_listener_id = 1
         self.cc_factory = None    # set by the slow path (congestion control)
         tcfg = cfg.tcp
@@ -517,8 +522,11 @@ class TcpManager:
                     ts=(c.ts_recent, 0) if c.ts_ok else None, sack_ok=c.sack_ok)))
             elif conn.state == ESTABLISHED:
                 self._tick_established(conn, now)
-        for key in [k for k, v in self.time_wait.items() if v[0] <= now]:
-            del self.time_wait[key]
+        while self.tw_expiry and self.tw_expiry[0][0] <= now:
+            expiry, key = self.tw_expiry.popleft()
+            tw = self.time_wait.get(key)
+            if tw is not None and tw[0] == expiry:    # not reused and closed again
+                del self.time_wait[key]
         self.stats.set("tcp_flows_active", self.lib.tas_fp_flow_count(self.fp.handle))
         self.stats.set("tcp_conns", len(self.conns))
         self.stats.set("tcp_time_wait", len(self.time_wait))
@@ -617,8 +625,9 @@ class TcpManager:
             snd_nxt, rcv_nxt = f.tx_una, f.rx_next_seq
             self._remove_flow(conn)
             if not conn.peer_closed_first and self.cfg.tcp.time_wait_ms > 0:
-                self.time_wait[conn.key] = (now + self.cfg.tcp.time_wait_ms / 1000,
-                                            snd_nxt, rcv_nxt, conn.peer_mac)
+                expiry = now + self.cfg.tcp.time_wait_ms / 1000
+                self.time_wait[conn.key] = (expiry, snd_nxt, rcv_nxt, conn.peer_mac)
+                self.tw_expiry.append((expiry, conn.key))
             self._forget(conn)
             self.stats.add("tcp_closed")
         elif fin_acked:                               # FIN_WAIT_2
