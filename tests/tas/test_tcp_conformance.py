@@ -292,3 +292,30 @@ def test_half_open_connection_is_freed(stacks):
     wait_until(lambda: counters(d)["flows_removed"] > before["flows_removed"],
                "the half-open flow to be removed")
     assert counters(d)["tcp_conns"] <= before["tcp_conns"]
+
+
+def test_tas_client_connection_churn(stacks):
+    """A TAS client opening, using and closing 300 connections to one kernel
+    server in a row: every one opens (ports in TIME_WAIT are not reused too
+    early) and carries its request, and the daemon frees each."""
+    d, _, _ = stacks
+    server = start_server(["ip", "netns", "exec", d.netns, sys.executable, "-c", SERVER])
+    try:
+        before = counters(d)
+        with TasApp(d.instance) as app:
+            for i in range(300):
+                flow = app.connect("10.0.0.1", cases.ECHO)
+                msg = b"request %d" % i
+                flow.sendall(msg)
+                got = b""
+                while len(got) < len(msg):
+                    got += flow.recv(100)
+                assert got == msg
+                flow.close()
+        wait_until(lambda: counters(d)["tcp_closed"] - before.get("tcp_closed", 0) >= 300,
+                   "the connections to close")
+        after = counters(d)
+        assert after["tcp_active_opens"] - before.get("tcp_active_opens", 0) == 300
+        assert after["tcp_time_wait"] >= 1     # we closed first: TIME_WAIT is ours
+    finally:
+        stop_server(server)
