@@ -1,10 +1,10 @@
 """TCP connection control in the slow path: handshakes, teardown, resets,
 retransmission timeouts and window probes.  Established data transfer is the
-fast path's; this module installs a flow once the handshake is done and
-removes it when both sides have closed (or on reset)."""
+fast path's; this module installs a flow with its SYN-ACK (passive open: the
+fast path completes it on the final ACK) or once the SYN-ACK arrives (active
+open), and removes it when both sides have closed (or on reset)."""
 import collections
 import errno
-import math
 import random
 import time
 from dataclasses import dataclass, field
@@ -175,8 +175,8 @@ class TcpManager:
                     return
         if (conn is not None and conn.state == ESTABLISHED and
                 reason != self.lib.TAS_EXC_TCP_FLOW):
-            # It raced the flow's installation (e.g. data right behind the
-            # handshake's final ACK): the fast path owns the flow now.
+            # Not taken by the fast path although the flow is installed: it
+            # carries IP options, or it raced the flow's installation.
             self._reinject(eth, ip, ip.payload)
             return
         if tcp.flags & RST:

@@ -19,7 +19,7 @@ import random
 import sys
 import time
 
-from scapy.all import IP, TCP, Ether, Raw, conf
+from scapy.all import IP, TCP, Ether, IPOption, Raw, conf
 
 ECHO, SINK, GREET, CLOSED = 7100, 7101, 7102, 7199
 RAW_PORTS = (40000, 49999)
@@ -41,8 +41,9 @@ class Wire:
         self.src_mac, self.dst_mac, self.src_ip, self.dst_ip = src_mac, dst_mac, src_ip, dst_ip
 
     def send(self, sport, dport, flags, seq, ack=0, payload=b"", options=(), window=64240,
-             bad_csum=False):
-        p = (Ether(src=self.src_mac, dst=self.dst_mac) / IP(src=self.src_ip, dst=self.dst_ip) /
+             bad_csum=False, ip_options=()):
+        ip = IP(src=self.src_ip, dst=self.dst_ip, options=list(ip_options))
+        p = (Ether(src=self.src_mac, dst=self.dst_mac) / ip /
              TCP(sport=sport, dport=dport, flags=flags, seq=seq & 0xFFFFFFFF,
                  ack=ack & 0xFFFFFFFF, window=window, options=list(options)))
         if payload:
@@ -140,6 +141,14 @@ class Conn:
                           "the marker's ACK")
         return seen[:-1], seen[-1]
 
+    def echo(self, payload, **kw):
+        """Send payload at snd_nxt to the echo server; wait for it back."""
+        want = self.got + payload
+        self.send("PA", payload=payload, **kw)
+        self.snd_nxt = (self.snd_nxt + len(payload)) & 0xFFFFFFFF
+        self.until(lambda t: self.got == want, "the echo")
+        return self.got.decode()
+
     def abort(self):
         self.send("R")
 
@@ -170,10 +179,7 @@ def case_handshake_options(w):
 
 def case_data_behind_handshake_ack(w):
     c = Conn(w, ECHO).open()
-    c.send("PA", payload=b"ping")    # right behind the final ACK
-    c.snd_nxt += 4
-    c.until(lambda t: c.got == b"ping", "the echo")
-    res = {"echo": c.got.decode()}
+    res = {"echo": c.echo(b"ping")}     # right behind the final ACK
     c.abort()
     return res
 
@@ -201,6 +207,16 @@ def case_bad_checksum(w):
     before, ack = c.marker()
     c.until(lambda t: c.got == b"m", "the marker's echo")
     res = {"before_marker": flags_of(before), "marker_ack": c.rel_ack(ack), "echo": c.got.decode()}
+    c.abort()
+    return res
+
+
+def case_ip_options(w):
+    """Data in packets with IP options (NOPs): taken like any other."""
+    c = Conn(w, ECHO).open()
+    c.marker()
+    c.until(lambda t: c.got == b"m", "the marker's echo")
+    res = {"echo": c.echo(b"opt", ip_options=[IPOption(b"\x01\x01\x01\x00")])}
     c.abort()
     return res
 

@@ -319,3 +319,11 @@ def test_tas_client_connection_churn(stacks):
         assert after["tcp_time_wait"] >= 1     # we closed first: TIME_WAIT is ours
     finally:
         stop_server(server)
+
+
+def test_ip_options_take_the_slow_path_back(stacks, observed):
+    """The fast path leaves segments with IP options to the slow path, which
+    hands them back without the options (the ip_options case saw the echo)."""
+    d, _, _ = stacks
+    assert observed["tas"]["ip_options"] == {"echo": "mopt"}
+    assert counters(d).get("tcp_reinjected", 0) >= 1
