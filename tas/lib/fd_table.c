@@ -26,13 +26,28 @@ void lt_unlock(void)
     pthread_mutex_unlock(&lock);
 }
 
+/* The instance and run directory as the program started: a prefork server
+ * may replace its environment before its workers attach (nginx does). */
+static char env_inst[64], env_dir[160];
+
+__attribute__((constructor)) static void remember_environment(void)
+{
+    const char *inst = getenv("TAS_INSTANCE"), *dir = getenv("TAS_RUN_DIR");
+    snprintf(env_inst, sizeof(env_inst), "%s", inst ? inst : "");
+    snprintf(env_dir, sizeof(env_dir), "%s", dir ? dir : "");
+}
+
 int lt_attach(void)
 {
     if (attach_state != 0)
         return attach_state > 0;
     const char *inst = getenv("TAS_INSTANCE");
     const char *dir = getenv("TAS_RUN_DIR");
-    char path[256], err[256];
+    if (inst == NULL)
+        inst = env_inst;
+    if (dir == NULL)
+        dir = env_dir;
+    char path[512], err[256];
     snprintf(path, sizeof(path), "%s/%s.sock", dir && *dir ? dir : "/run/tas",
              inst && *inst ? inst : "tas0");
     lt_app = tas_app_attach(path, err, sizeof(err));
@@ -82,7 +97,9 @@ void lt_sock_unref(struct lt_sock *s)
     if (--s->refs > 0)
         return;
     struct tas_ctl_msg m = {0};
-    if (s->kind == LT_LISTEN) {
+    if (s->kind == LT_LISTEN && s->rejoin) {
+        /* inherited, never used here: the daemon knows nothing of it */
+    } else if (s->kind == LT_LISTEN) {
         unlink_listener(s);
         m.type = TAS_CTL_LISTEN_CLOSE;
         m.listener_id = s->listener_id;

@@ -110,6 +110,8 @@ int lt_progress(void)
 {
     struct tas_arx arx[64];
     int total = 0, n;
+    if (lt_app == NULL)        /* a forked child not attached (yet) */
+        return 0;
     do {
         n = tas_app_poll(lt_app, arx, 64);
         for (int i = 0; i < n; i++) {
@@ -146,8 +148,12 @@ int lt_request(struct tas_ctl_msg *m)
 short lt_ready(struct lt_sock *s)
 {
     short r = s->so_error ? POLLERR : 0;
-    if (s->kind == LT_LISTEN)
+    if (s->kind == LT_LISTEN) {
+        /* A worker's inherited listener joins when first waited on. */
+        if (s->rejoin && lt_listener_rejoin(s) != 0)
+            return (short)(r | POLLERR);
         return (short)(r | (s->pending ? POLLIN | POLLRDNORM : 0));
+    }
     if (s->kind == LT_CONNECTING)
         return r;
     if (s->kind == LT_NEW)     /* as Linux reports a closed TCP socket */
@@ -217,6 +223,13 @@ static bool spin_for_notifications(void)
 
 int lt_wait(struct pollfd *kfds, nfds_t n, int timeout_ms)
 {
+    if (lt_app == NULL) {      /* not attached: kernel descriptors only */
+        lt_unlock();
+        int r = REAL(poll)(kfds, n, timeout_ms < 0 || timeout_ms > LT_MAX_SLEEP_MS ?
+                           LT_MAX_SLEEP_MS : timeout_ms);
+        lt_lock();
+        return r;
+    }
     if (timeout_ms != 0 && spin_for_notifications() && lt_progress() > 0)
         return 0;
     /* The protocol of tas_app_wait: announce sleep, look once more, sleep on

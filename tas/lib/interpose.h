@@ -93,6 +93,9 @@ struct lt_sock {
     uint64_t in_seq, out_seq;  /* as lt_flow's, for the socket itself */
     int shut_rd, shut_wr;
     int linger_rst;            /* SO_LINGER on with 0 s: close resets */
+    int rejoin;                /* a listener inherited over fork, not yet
+                                  joined by this process (prefork workers) */
+    uint32_t backlog;
     uint32_t local_ip, remote_ip;      /* host byte order */
     uint16_t local_port, remote_port;
     uint32_t listener_id;
@@ -162,6 +165,9 @@ int lt_connect_wait_io(struct lt_sock *s, int block);
 /* sock_setup.c: s becomes the connection described by CONN_OPENED m;
  * an AF_INET address as host-order ip/port (0 or -errno). */
 void lt_conn_open(struct lt_sock *s, const struct tas_ctl_msg *m);
+/* An inherited listener joins the port's listeners in the daemon on first
+ * use (lock held): 0, or -errno. */
+int lt_listener_rejoin(struct lt_sock *s);
 int lt_inet_addr_of(const struct sockaddr *a, socklen_t len, uint32_t *ip, uint16_t *port);
 
 /* sock_options.c: copy out an AF_INET address the way the kernel does. */

@@ -73,11 +73,31 @@ int listen(int fd, int backlog)
     if (st == 0) {
         s->kind = LT_LISTEN;
         s->listener_id = m.listener_id;
+        s->backlog = m.backlog;
         s->next_listener = lt_listeners;
         lt_listeners = s;
     }
     lt_unlock();
     return st == 0 ? 0 : fail(-st);
+}
+
+int lt_listener_rejoin(struct lt_sock *s)
+{
+    if (!s->rejoin)
+        return 0;
+    if (!lt_attach())
+        return -ENOTCONN;
+    struct tas_ctl_msg m = {.type = TAS_CTL_LISTEN, .flags = TAS_CTL_FL_SHARED,
+                            .local_port = s->local_port, .backlog = s->backlog};
+    int st = lt_request(&m);
+    if (st != 0)
+        return st;
+    s->rejoin = 0;
+    s->listener_id = m.listener_id;
+    s->pending = 0;
+    s->next_listener = lt_listeners;
+    lt_listeners = s;
+    return 0;
 }
 
 /* With the lock held: the next established connection, or -errno. */
@@ -127,7 +147,9 @@ int accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags)
         return (int)lt_sock_done(s, fail(EINVAL));
     lt_lock();
     struct tas_ctl_msg m;
-    int st = take_conn(s, &m);
+    int st = lt_listener_rejoin(s);
+    if (st == 0)
+        st = take_conn(s, &m);
     struct lt_sock *c = st == 0 ? lt_sock_new() : NULL;
     int nfd = -1;
     if (c != NULL) {

@@ -30,6 +30,14 @@ class Listener:
     backlog: int
     ready: list = field(default_factory=list)     # established, not yet accepted
     half_open: int = 0
+    # Prefork servers: the listeners of one port (the first one's list,
+    # shared by all) and whether this one takes connections yet.  A listener
+    # made before a fork takes them once its process asks to accept (an
+    # nginx master never does); one a forked worker joins with takes them
+    # at once.
+    group: list = field(default_factory=list)
+    accepting: bool = False
+    rr: int = 0                 # round-robin position (the first one's)
 
 
 @dataclass(eq=False)
@@ -208,6 +216,8 @@ class TcpManager:
                 del self.time_wait[key]
                 self.stats.add("tcp_time_wait_reused")
             listener = self.listeners.get(tcp.dport)
+            if listener is not None:
+                listener = self._pick_listener(tcp.dport)
             if tcp.flags & SYN and not tcp.flags & ACK and listener is not None:
                 self._passive_open(listener, key, eth, ip, tcp)
             else:
@@ -291,24 +301,49 @@ class TcpManager:
         conn.next_retry = self.now() + self.handshake_timeout
         self.stats.add("tcp_passive_opens")
 
-    def listen(self, app, ctx, port, backlog):
+    def listen(self, app, ctx, port, backlog, shared=False):
         if port == 0 or port > 65535:
             return -errno.EINVAL, 0
-        if port in self.listeners or any(k[1] == port for k in self.conns):
+        first = self.listeners.get(port)
+        if first is not None and not shared:
             return -errno.EADDRINUSE, 0
-        lst = Listener(self.next_listener_id, app, ctx, port, max(1, min(backlog, 4096)))
+        if first is None and any(k[1] == port for k in self.conns):
+            return -errno.EADDRINUSE, 0
+        lst = Listener(self.next_listener_id, app, ctx, port, max(1, min(backlog, 4096)),
+                       accepting=shared)
         self.next_listener_id += 1
-        self.listeners[port] = lst
+        if first is None:
+            lst.group = [lst]
+            self.listeners[port] = lst
+        else:
+            lst.group = first.group
+            lst.group.append(lst)
+            self.stats.add("tcp_listeners_joined")
         self.listener_ids[lst.id] = lst
         app.listeners.add(lst)
         return 0, lst.id
+
+    def _pick_listener(self, port):
+        """The listener of the port that takes the next connection: round
+        robin over those taking connections (the first one if none does)."""
+        first = self.listeners[port]
+        takers = [lst for lst in first.group if lst.accepting]
+        if not takers:
+            return first
+        first.rr += 1
+        return takers[first.rr % len(takers)]
 
     def listen_close(self, app, listener_id):
         lst = self.listener_ids.get(listener_id)
         if lst is None or lst.app is not app:
             return -errno.EBADF
         del self.listener_ids[listener_id]
-        del self.listeners[lst.port]
+        lst.group.remove(lst)
+        if self.listeners[lst.port] is lst:
+            if lst.group:
+                self.listeners[lst.port] = lst.group[0]
+            else:
+                del self.listeners[lst.port]
         app.listeners.discard(lst)
         for conn in [c for c in self.conns.values() if c.listener is lst]:
             self._abort(conn)   # never accepted: reset
@@ -318,6 +353,7 @@ class TcpManager:
         lst = self.listener_ids.get(listener_id)
         if lst is None or lst.app is not app:
             return -errno.EBADF, None
+        lst.accepting = True
         if not lst.ready:
             return -errno.EAGAIN, None
         conn = lst.ready.pop(0)
