@@ -1,6 +1,8 @@
 /* Flow bookkeeping over the core's notifications, readiness, and blocking. */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <pthread.h>
+#include <signal.h>
 #include <sched.h>
 #include <stdbool.h>
 #include <stdlib.h>
@@ -221,6 +223,8 @@ static bool spin_for_notifications(void)
     return got;
 }
 
+static int wait_masked(struct pollfd *kfds, nfds_t n, int timeout_ms, const sigset_t *mask);
+
 int lt_wait(struct pollfd *kfds, nfds_t n, int timeout_ms)
 {
     if (lt_app == NULL) {      /* not attached: kernel descriptors only */
@@ -230,6 +234,23 @@ int lt_wait(struct pollfd *kfds, nfds_t n, int timeout_ms)
         lt_lock();
         return r;
     }
+    /* Signals wait until we sleep (ppoll unblocks them atomically): one that
+     * arrives while we spin or look for work interrupts the sleep with EINTR,
+     * as it would the kernel's epoll_wait.  Otherwise it was lost between
+     * two sleep slices, and a server waiting without timeout (nginx) never
+     * saw its SIGTERM. */
+    sigset_t all_signals, old;
+    sigfillset(&all_signals);
+    pthread_sigmask(SIG_BLOCK, &all_signals, &old);
+    int r = wait_masked(kfds, n, timeout_ms, &old);
+    int e = errno;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    errno = e;
+    return r;
+}
+
+static int wait_masked(struct pollfd *kfds, nfds_t n, int timeout_ms, const sigset_t *mask)
+{
     if (timeout_ms != 0 && spin_for_notifications() && lt_progress() > 0)
         return 0;
     /* The protocol of tas_app_wait: announce sleep, look once more, sleep on
@@ -260,7 +281,8 @@ int lt_wait(struct pollfd *kfds, nfds_t n, int timeout_ms)
      * a wake-up lost between several sleeping threads costs a bounded delay
      * instead of a hang. */
     int slice = timeout_ms < 0 || timeout_ms > LT_MAX_SLEEP_MS ? LT_MAX_SLEEP_MS : timeout_ms;
-    int r = REAL(poll)(all, n + 3, slice);
+    struct timespec ts = {.tv_sec = slice / 1000, .tv_nsec = (long)(slice % 1000) * 1000000};
+    int r = REAL(ppoll)(all, n + 3, &ts, mask);
     int e = errno;
     lt_lock();
     if (--sleepers == 0)
