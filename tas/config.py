@@ -224,6 +224,12 @@ SCHEMA = {
                               "its microsecond timestamps never look wrapped to the peer"),
         "fin_wait2_ms": Field(60000, _int_range(0, 600000), "milliseconds"),
         "ecn": Field(True, _bool, "true or false"),
+        "invalid_ratelimit_ms": Field(500, _int_range(0, 60000),
+                                      "milliseconds (0..60000) between two challenge ACKs "
+                                      "of one connection (Linux tcp_invalid_ratelimit)"),
+        "challenge_ack_limit": Field(1000, _int_range(0, 1 << 31),
+                                     "challenge ACKs per second in all "
+                                     "(Linux tcp_challenge_ack_limit)"),
     },
     "cc": {
         "algorithm": Field("dctcp-rate", _choice("dctcp-rate", "timely", "const-rate", "none"),

@@ -65,6 +65,8 @@ class FastPath:
         c.fault_rx_loss_ppm, c.fault_rx_dup_ppm = fault.rx_loss_ppm, fault.rx_dup_ppm
         c.fault_rx_reorder_ppm = fault.rx_reorder_ppm
         c.fault_tx_loss_ppm, c.fault_tx_reorder_ppm = fault.tx_loss_ppm, fault.tx_reorder_ppm
+        c.invalid_ratelimit_ms = self.cfg.tcp.invalid_ratelimit_ms
+        c.challenge_ack_limit = self.cfg.tcp.challenge_ack_limit
         h = self.lib.tas_fp_create(c, self.stats_page)
         if h == self.ffi.NULL:
             raise DaemonError(f"fast path: {self.ffi.string(self.lib.tas_fp_error()).decode()}")

@@ -4,6 +4,7 @@ Every daemon gets its own instance name, namespace and interface, and is
 always stopped and its namespace removed, even when the test fails.
 """
 import itertools
+import subprocess
 import os
 import time
 
@@ -68,3 +69,27 @@ class Daemon(DaemonProcess):
         if self.netns in netns.listnetns():
             netns.remove(self.netns)
         return rc
+
+
+def _ip(*args, ns=None, **kw):
+    cmd = (["ip", "netns", "exec", ns] if ns else []) + list(args)
+    return subprocess.run(cmd, check=True, capture_output=True, text=True, **kw)
+
+
+def veth_namespace(peer_ns, peer_ip, ns_ip, wire_offloads=True):
+    """A new namespace a veth away from peer_ns (a second Linux host beside
+    TAS): returns (namespace, device in peer_ns, device in it).  Addresses
+    are /24.  wire_offloads=False turns off TSO/GSO/GRO and checksum offload
+    so a sniffer sees segments as sent.  The caller removes the namespace."""
+    ns, vp, vl = unique("lnx"), unique("vp"), unique("vl")
+    _ip("ip", "netns", "add", ns)
+    _ip("ip", "link", "add", vp, "type", "veth", "peer", "name", vl)
+    _ip("ip", "link", "set", vl, "netns", ns)
+    _ip("ip", "link", "set", vp, "netns", peer_ns)
+    _ip("ip", "addr", "add", f"{peer_ip}/24", "dev", vp, ns=peer_ns)
+    _ip("ip", "addr", "add", f"{ns_ip}/24", "dev", vl, ns=ns)
+    for n, dev in ((peer_ns, vp), (ns, vl), (ns, "lo")):
+        _ip("ip", "link", "set", dev, "up", ns=n)
+        if not wire_offloads and dev != "lo":
+            _ip("ethtool", "-K", dev, "tso", "off", "gso", "off", "gro", "off", "tx", "off", ns=n)
+    return ns, vp, vl

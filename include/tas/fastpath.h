@@ -18,7 +18,9 @@ enum tas_exc_reason {
     TAS_EXC_ICMP = 1,
     TAS_EXC_TCP_CTRL = 2,     /* SYN/FIN/RST or unknown flow */
     TAS_EXC_OTHER = 3,
-    TAS_EXC_NREASONS = 4
+    TAS_EXC_TCP_FLOW = 4,     /* an installed flow's segment the fast path
+                                 already processed (its FIN, an exact RST) */
+    TAS_EXC_NREASONS = 5
 };
 
 struct tas_fp_conf {
@@ -42,6 +44,11 @@ struct tas_fp_conf {
     uint32_t fault_rx_reorder_ppm;
     uint32_t fault_tx_loss_ppm;
     uint32_t fault_tx_reorder_ppm;
+    /* RFC 5961 challenge ACKs: at most one per flow per invalid_ratelimit_ms
+     * and challenge_ack_limit per second in all (Linux's
+     * tcp_invalid_ratelimit and tcp_challenge_ack_limit). */
+    uint32_t invalid_ratelimit_ms;
+    uint32_t challenge_ack_limit;
 };
 
 struct tas_fp;

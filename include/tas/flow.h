@@ -23,6 +23,13 @@
 #define TAS_FLF_PROBE 256        /* send a window probe */
 #define TAS_FLF_ACKNOW 512       /* send a pure ACK (timestamp refresh) */
 #define TAS_FLF_FIN_EVER 1024    /* our FIN went out at least once */
+#define TAS_FLF_SACK 2048        /* peer offered SACK: send blocks, read theirs */
+#define TAS_FLF_SACK_RECOV 4096  /* resending the holes the peer's SACKs show */
+#define TAS_FLF_RESET 8192       /* exact RST taken: no more data either way; the
+                                    slow path removes the flow */
+#define TAS_FLF_SYNRCVD 16384    /* installed with our SYN-ACK: the final ACK
+                                    completes it here, in order with the data
+                                    behind it; all else goes to the slow path */
 
 struct tas_flow {
     /* identity: written by the slow path at install, then read-only */
@@ -67,6 +74,9 @@ struct tas_flow {
     uint32_t pend_tx_bump;
     uint32_t pend_flags;
     uint32_t pend_rx_pos;
+    uint32_t recover;            /* SACK recovery ends once tx_una passes this */
+    uint32_t rexmit_hi;          /* SACK recovery: resent up to here */
+    uint32_t challenge_us;       /* last challenge ACK (RFC 5961), 0: none yet */
 
     /* feedback for the slow path (congestion control, timeouts) */
     uint64_t cnt_ackb;           /* bytes acknowledged */
@@ -91,7 +101,7 @@ struct tas_flow_init {
     uint16_t mss;
     uint8_t snd_wscale;
     uint8_t rcv_wscale;
-    uint32_t flags;              /* TAS_FLF_TS / TAS_FLF_ECN */
+    uint32_t flags;              /* TAS_FLF_TS / TAS_FLF_ECN / TAS_FLF_SACK */
     uint32_t rx_next_seq;
     uint32_t tx_next_seq;
     uint32_t snd_wnd;

@@ -113,6 +113,8 @@ struct tas_atx {                 /* 16 bytes */
 #define TAS_CTL_NEWCONN 18       /* sp -> app: a connection waits on listener */
 #define TAS_CTL_STATUS 19        /* sp -> app: reply status for a request */
 #define TAS_CTL_FL_RESET 1
+#define TAS_CTL_FL_SHARED 2      /* LISTEN: join the port's listeners (a forked
+                                    worker's inherited listener, SO_REUSEPORT-like) */
 
 /* Reply to TAS_CTL_REGISTER (a TAS_CTL_STATUS): fds = segment fd (sealed
  * memfd, or the Strata pool), info page, the app's wake-up socket, one

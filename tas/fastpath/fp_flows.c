@@ -108,7 +108,7 @@ int tas_fp_flow_add(struct tas_fp *fp, const struct tas_flow_init *in)
     f->snd_wscale = in->snd_wscale;
     f->rcv_wscale = in->rcv_wscale;
     f->queue = (uint16_t)(id % fp->conf.ncores);
-    f->flags = TAS_FLF_ACTIVE | (in->flags & (TAS_FLF_TS | TAS_FLF_ECN));
+    f->flags = TAS_FLF_ACTIVE | (in->flags & (TAS_FLF_TS | TAS_FLF_ECN | TAS_FLF_SACK | TAS_FLF_SYNRCVD));
     f->rx_next_seq = in->rx_next_seq;
     f->rx_avail = in->rx_size;
     f->tx_una = in->tx_next_seq;
@@ -180,7 +180,7 @@ void fp_flow_go_back(struct tas_flow *f)
 {
     f->tx_avail += f->tx_sent;
     f->tx_sent = 0;
-    f->flags &= ~TAS_FLF_TXFIN_SENT;
+    f->flags &= ~(TAS_FLF_TXFIN_SENT | TAS_FLF_SACK_RECOV);
 }
 
 void tas_fp_flow_retransmit(struct tas_fp *fp, uint32_t id)

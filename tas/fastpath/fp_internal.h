@@ -29,7 +29,8 @@ struct fp_counters {
     uint64_t *tcp_rx_segs, *tcp_rx_bytes, *tcp_tx_segs, *tcp_tx_bytes, *acks_sent;
     uint64_t *drop_bad_csum, *rx_buf_full, *ooo_accepted, *ooo_dropped, *rx_dup;
     uint64_t *dupacks, *fast_rexmits, *rto_rexmits, *app_bad_cmd, *notify_deferred;
-    uint64_t *probes_answered, *app_bad_ctx;
+    uint64_t *probes_answered, *rst_ignored, *challenge_acks, *challenge_limited, *app_bad_ctx;
+    uint64_t *sack_blocks_sent, *sack_rexmit_segs;
     uint64_t *flows_added, *flows_removed;
     uint64_t *fault_dropped, *fault_duplicated, *fault_reordered;
 };
@@ -112,6 +113,8 @@ struct tas_fp {
     uint32_t flow_free_head, flow_free_count;
     uint32_t nflows;
     uint32_t notify_retry;          /* a notification was deferred: rescan */
+    uint32_t challenge_sec;         /* second (fp_now_us / 1e6) of the budget */
+    uint32_t challenge_count;       /* challenge ACKs sent in that second */
     struct rte_ring *tx_work[TAS_FP_MAX_CORES]; /* flow ids with data to send */
     struct fp_ctx ctxs[FP_MAX_CTX];
     uint16_t ctx_hi;                /* one past the highest context ever used */
@@ -151,13 +154,32 @@ static inline int32_t seq_diff(uint32_t a, uint32_t b)
     return (int32_t)(a - b);
 }
 
-/* fp_tcp_rx.c: a TCP segment of an installed flow.  Consumes m, unless it
- * returns true: then the slow path must see it too. */
-bool fp_tcp_rx(struct fp_core *c, struct tas_flow *f, struct rte_mbuf *m);
+/* fp_tcp_rx.c: a TCP segment of an installed flow.  Consumes m and returns
+ * FP_RX_CONSUMED, or returns the exception reason the slow path must see it
+ * with (TAS_EXC_TCP_FLOW: already processed here). */
+#define FP_RX_CONSUMED UINT32_MAX
+uint32_t fp_tcp_rx(struct fp_core *c, struct tas_flow *f, struct rte_mbuf *m);
+
+/* fp_tcp_guard.c (RFC 5961; flow lock held): true if a RST with this
+ * sequence number closes the flow; otherwise it was answered or ignored. */
+bool fp_tcp_rst_exact(struct fp_core *c, struct tas_flow *f, uint32_t seq);
+void fp_tcp_challenge_ack(struct fp_core *c, struct tas_flow *f);
+
+/* fp_tcp_sack.c: SACK recovery (flow lock held).  dupack: in recovery or
+ * on the third duplicate ACK; false if the peer gave no SACK information
+ * (then go back to the last ACK).  newack: after an ACK that advanced. */
+struct fp_sack_info {
+    bool present;
+    uint32_t lowest;           /* lowest SACK left edge above the ACK */
+};
+bool fp_sack_dupack(struct fp_core *c, struct tas_flow *f, const struct fp_sack_info *si);
+void fp_sack_newack(struct fp_core *c, struct tas_flow *f, const struct fp_sack_info *si);
 
 /* fp_tcp_tx.c */
 void fp_tcp_send_ack(struct fp_core *c, struct tas_flow *f);
 void fp_tcp_send_probe(struct fp_core *c, struct tas_flow *f);
+/* Resend [seq, end) of the TX buffer now (SACK recovery; lock held). */
+uint32_t fp_tcp_resend(struct fp_core *c, struct tas_flow *f, uint32_t seq, uint32_t end);
 unsigned fp_tcp_tx_work(struct fp_core *c, uint16_t q);
 uint32_t fp_now_us(struct tas_fp *fp);
 

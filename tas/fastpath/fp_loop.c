@@ -52,10 +52,11 @@ static void process_rx(struct fp_core *c, struct rte_mbuf **pkts, uint16_t n)
             rte_pktmbuf_free(pkts[i]);
             break;
         case FP_FLOW:
-            if (!fp_tcp_rx(c, flow, pkts[i]))
+            reasons[nexc] = fp_tcp_rx(c, flow, pkts[i]);
+            if (reasons[nexc] == FP_RX_CONSUMED)
                 break;
-            /* the slow path sees it too */
-            __attribute__((fallthrough));
+            exc[nexc++] = pkts[i];      /* the slow path sees it too */
+            break;
         case FP_EXCEPTION:
             exc[nexc++] = pkts[i];
             break;

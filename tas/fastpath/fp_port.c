@@ -21,7 +21,7 @@
 static void counters_init(struct fp_counters *c, struct kb_stats_page *s)
 {
     static const char *const exc_names[TAS_EXC_NREASONS] = {
-        "exc_arp", "exc_icmp", "exc_tcp_ctrl", "exc_other"};
+        "exc_arp", "exc_icmp", "exc_tcp_ctrl", "exc_other", "exc_tcp_flow"};
     c->rx_pkts = kb_stats_counter(s, "rx_pkts");
     c->rx_bytes = kb_stats_counter(s, "rx_bytes");
     c->tx_pkts = kb_stats_counter(s, "tx_pkts");
@@ -52,6 +52,11 @@ static void counters_init(struct fp_counters *c, struct kb_stats_page *s)
     c->notify_deferred = kb_stats_counter(s, "app_notify_deferred");
     c->probes_answered = kb_stats_counter(s, "tcp_probes_answered");
     c->app_bad_ctx = kb_stats_counter(s, "app_bad_ctx");
+    c->rst_ignored = kb_stats_counter(s, "tcp_rst_out_of_window");
+    c->challenge_acks = kb_stats_counter(s, "tcp_challenge_acks");
+    c->challenge_limited = kb_stats_counter(s, "tcp_challenge_acks_limited");
+    c->sack_blocks_sent = kb_stats_counter(s, "tcp_sack_blocks_sent");
+    c->sack_rexmit_segs = kb_stats_counter(s, "tcp_sack_rexmit_segs");
     c->flows_added = kb_stats_counter(s, "flows_added");
     c->flows_removed = kb_stats_counter(s, "flows_removed");
     c->fault_dropped = kb_stats_counter(s, "fault_dropped");

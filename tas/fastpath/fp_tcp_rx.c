@@ -2,8 +2,9 @@
  * Receive for an installed flow: ACK processing (free TX space, duplicate
  * ACKs and fast retransmit, RTT from timestamps, ECN feedback) and payload
  * placement straight into the flow's RX buffer, with one out-of-order
- * interval.  Returns true when the slow path must also see the packet
- * (SYN/RST, or the peer's FIN after it was processed here).
+ * interval.  Returns FP_RX_CONSUMED, or the reason the slow path must see
+ * the packet too: TAS_EXC_TCP_FLOW after processing it here (an exact RST,
+ * the peer's FIN), TAS_EXC_TCP_CTRL for a flow no longer taking segments.
  */
 #include <rte_ip.h>
 #include <rte_tcp.h>
@@ -16,6 +17,7 @@ struct seg {
     uint8_t flags;
     bool has_ts, ce;
     const uint8_t *payload;
+    struct fp_sack_info sack;
 };
 
 static void ring_write(uint8_t *base, uint32_t size, uint32_t pos, const uint8_t *src, uint32_t len)
@@ -45,6 +47,7 @@ static bool parse(struct rte_mbuf *m, struct seg *s)
     s->ce = (ip->type_of_service & 0x03) == 0x03;
     s->has_ts = false;
     s->tsval = s->tsecr = 0;
+    s->sack.present = false;
     const uint8_t *o = (const uint8_t *)(tcp + 1), *end = (const uint8_t *)tcp + thl;
     while (o < end && *o != 0) {
         if (*o == 1) {
@@ -57,6 +60,17 @@ static bool parse(struct rte_mbuf *m, struct seg *s)
             s->tsval = rte_be_to_cpu_32(*(const unaligned_uint32_t *)(o + 2));
             s->tsecr = rte_be_to_cpu_32(*(const unaligned_uint32_t *)(o + 6));
             s->has_ts = true;
+        } else if (o[0] == 5 && o[1] >= 10 && (o[1] - 2) % 8 == 0) {
+            /* SACK blocks: keep the lowest left edge above the ACK. */
+            for (const uint8_t *b = o + 2; b < o + o[1]; b += 8) {
+                uint32_t left = rte_be_to_cpu_32(*(const unaligned_uint32_t *)b);
+                uint32_t right = rte_be_to_cpu_32(*(const unaligned_uint32_t *)(b + 4));
+                if (seq_diff(right, left) <= 0 || seq_diff(left, s->ack) <= 0)
+                    continue;
+                if (!s->sack.present || seq_diff(left, s->sack.lowest) < 0)
+                    s->sack.lowest = left;
+                s->sack.present = true;
+            }
         }
         o += o[1];
     }
@@ -92,6 +106,7 @@ static uint32_t process_ack(struct fp_core *c, struct tas_flow *f, const struct 
         if (s->flags & RTE_TCP_ECE_FLAG)
             f->cnt_ecnb += data_acked;
         f->dupack_cnt = 0;
+        fp_sack_newack(c, f, &s->sack);
         if (s->has_ts && s->tsecr != 0) {
             uint32_t rtt = fp_now_us(fp) - s->tsecr;
             f->rtt_est_us = f->rtt_est_us ? (7 * f->rtt_est_us + rtt) / 8 : rtt;
@@ -99,10 +114,14 @@ static uint32_t process_ack(struct fp_core *c, struct tas_flow *f, const struct 
     } else if (acked == 0 && s->len == 0 && f->tx_sent > 0 && new_wnd == f->snd_wnd &&
                !(s->flags & RTE_TCP_FIN_FLAG)) {
         kb_stats_add(fp->ctr.dupacks, 1);
-        if (++f->dupack_cnt == 3) {
-            /* Fast recovery: go back to the last ACK as if the unacked
-             * segments were never sent, and tell congestion control. */
-            fp_flow_go_back(f);
+        if (f->flags & TAS_FLF_SACK_RECOV) {
+            fp_sack_dupack(c, f, &s->sack);     /* may show a further hole */
+        } else if (++f->dupack_cnt == 3) {
+            /* Fast retransmit: resend the holes the peer's SACK blocks
+             * show, or else go back to the last ACK as if the unacked
+             * segments were never sent; tell congestion control. */
+            if (!fp_sack_dupack(c, f, &s->sack))
+                fp_flow_go_back(f);
             f->cnt_frexmits++;
             f->dupack_cnt = 0;
             kb_stats_add(fp->ctr.fast_rexmits, 1);
@@ -192,21 +211,60 @@ static uint32_t process_data(struct tas_fp *fp, struct tas_flow *f, struct seg *
     return n;
 }
 
-bool fp_tcp_rx(struct fp_core *c, struct tas_flow *f, struct rte_mbuf *m)
+uint32_t fp_tcp_rx(struct fp_core *c, struct tas_flow *f, struct rte_mbuf *m)
 {
     struct tas_fp *fp = c->fp;
     struct seg s;
     if (!parse(m, &s)) {
         kb_stats_add(fp->ctr.drop_malformed, 1);
         rte_pktmbuf_free(m);
-        return false;
+        return FP_RX_CONSUMED;
     }
-    if (s.flags & (RTE_TCP_SYN_FLAG | RTE_TCP_RST_FLAG))
-        return true;
     fp_lock(f);
-    if (!(f->flags & TAS_FLF_ACTIVE)) {
+    if (!(f->flags & TAS_FLF_ACTIVE) || (f->flags & TAS_FLF_RESET)) {
         fp_unlock(f);
-        return true;
+        /* Removed meanwhile, or reset: the slow path answers as for no
+         * connection (it was not processed here). */
+        return TAS_EXC_TCP_CTRL;
+    }
+    bool established = false;
+    if (f->flags & TAS_FLF_SYNRCVD) {
+        if ((s.flags & (RTE_TCP_SYN_FLAG | RTE_TCP_RST_FLAG)) ||
+            !(s.flags & RTE_TCP_ACK_FLAG) || s.ack != f->tx_una) {
+            fp_unlock(f);
+            return TAS_EXC_TCP_CTRL;
+        }
+        /* The handshake's final ACK: from here on every segment of the flow
+         * is taken here, in order; the slow path hears of it afterwards. */
+        f->flags &= ~TAS_FLF_SYNRCVD;
+        if (s.has_ts)
+            f->ts_recent = s.tsval;
+        established = true;
+    }
+    if (s.flags & (RTE_TCP_SYN_FLAG | RTE_TCP_RST_FLAG)) {
+        /* RFC 5961: only an exact RST goes on to the slow path (which
+         * resets); a SYN on a synchronized flow earns a challenge ACK. */
+        bool reset = false;
+        uint32_t done = TAS_FLF_RXFIN | TAS_FLF_TXFIN_ACKED;
+        if ((s.flags & RTE_TCP_SYN_FLAG) && !(s.flags & (RTE_TCP_ACK_FLAG | RTE_TCP_RST_FLAG)) &&
+            (f->flags & done) == done) {
+            /* Both sides closed: the slow path is about to move the flow to
+             * TIME_WAIT, where a new SYN may reuse the port pair. */
+            fp_unlock(f);
+            return TAS_EXC_TCP_CTRL;
+        }
+        if (s.flags & RTE_TCP_RST_FLAG) {
+            reset = fp_tcp_rst_exact(c, f, s.seq);
+            if (reset)      /* what follows must not be taken or ACKed */
+                f->flags |= TAS_FLF_RESET;
+        } else
+            fp_tcp_challenge_ack(c, f);
+        fp_unlock(f);
+        if (!reset) {
+            rte_pktmbuf_free(m);
+            return FP_RX_CONSUMED;
+        }
+        return TAS_EXC_TCP_FLOW;
     }
     uint32_t tx_bump = (s.flags & RTE_TCP_ACK_FLAG) ? process_ack(c, f, &s) : 0;
     bool fin = false;
@@ -234,8 +292,8 @@ bool fp_tcp_rx(struct fp_core *c, struct tas_flow *f, struct rte_mbuf *m)
         ((f->flags & TAS_FLF_TXFIN) && !(f->flags & TAS_FLF_TXFIN_SENT)))
         fp_flow_queue_tx(fp, f);
     fp_unlock(f);
-    if (fin)
-        return true;      /* the slow path tracks the close handshake */
+    if (fin || established)
+        return TAS_EXC_TCP_FLOW;      /* the slow path tracks open and close */
     rte_pktmbuf_free(m);
-    return false;
+    return FP_RX_CONSUMED;
 }

@@ -19,6 +19,7 @@
  * (the slow path's 1.2x clamp), so that delay would be several RTTs. */
 #define RATE_BURST_SEGS 16
 #define TCP_OPT_TS_LEN 12  /* NOP NOP kind=8 len=10 TSval TSecr */
+#define TCP_OPT_SACK_LEN 12 /* NOP NOP kind=5 len=10 left right: one block */
 
 uint32_t fp_now_us(struct tas_fp *fp)
 {
@@ -52,7 +53,12 @@ static struct rte_mbuf *build_segment(struct tas_fp *fp, struct tas_flow *f, uin
     if (m == NULL)
         return NULL;
     bool ts = f->flags & TAS_FLF_TS;
-    uint32_t thl = sizeof(struct rte_tcp_hdr) + (ts ? TCP_OPT_TS_LEN : 0);
+    /* The out-of-order interval we keep is the one SACK block we report;
+     * it rides on segments with room for it under the MSS (pure ACKs). */
+    bool sack = (f->flags & TAS_FLF_SACK) && f->rx_ooo_len > 0 &&
+                len + TCP_OPT_SACK_LEN <= f->mss;
+    uint32_t thl = sizeof(struct rte_tcp_hdr) + (ts ? TCP_OPT_TS_LEN : 0) +
+                   (sack ? TCP_OPT_SACK_LEN : 0);
     uint32_t hdrs = sizeof(struct rte_ether_hdr) + sizeof(struct rte_ipv4_hdr) + thl;
     uint8_t *p = (uint8_t *)rte_pktmbuf_append(m, (uint16_t)(hdrs + len));
     if (p == NULL) {
@@ -100,9 +106,21 @@ static struct rte_mbuf *build_segment(struct tas_fp *fp, struct tas_flow *f, uin
         uint32_t tsecr = rte_cpu_to_be_32(f->ts_recent);
         memcpy(opt + 4, &tsval, 4);
         memcpy(opt + 8, &tsecr, 4);
+        opt += TCP_OPT_TS_LEN;
+    }
+    if (sack) {
+        opt[0] = 1;
+        opt[1] = 1;
+        opt[2] = 5;
+        opt[3] = 10;
+        uint32_t left = rte_cpu_to_be_32(f->rx_ooo_start);
+        uint32_t right = rte_cpu_to_be_32(f->rx_ooo_start + f->rx_ooo_len);
+        memcpy(opt + 4, &left, 4);
+        memcpy(opt + 8, &right, 4);
+        kb_stats_add(fp->ctr.sack_blocks_sent, 1);
     }
     if (len > 0)
-        ring_read(f->tx_base, f->tx_size, pos, opt + (thl - sizeof(*tcp)), len);
+        ring_read(f->tx_base, f->tx_size, pos, (uint8_t *)tcp + thl, len);
     ip->hdr_checksum = rte_ipv4_cksum(ip);
     tcp->cksum = rte_ipv4_udptcp_cksum(ip, tcp);
     return m;
@@ -120,6 +138,26 @@ void fp_tcp_send_ack(struct fp_core *c, struct tas_flow *f)
     uint32_t snd_nxt = f->tx_una + f->tx_sent + ((f->flags & TAS_FLF_TXFIN_SENT) ? 1 : 0);
     send_control(c, f, snd_nxt, RTE_TCP_ACK_FLAG);
     kb_stats_add(c->fp->ctr.acks_sent, 1);
+}
+
+uint32_t fp_tcp_resend(struct fp_core *c, struct tas_flow *f, uint32_t seq, uint32_t end)
+{
+    uint32_t segs = 0, bytes = 0;
+    while (seq_diff(end, seq) > 0) {
+        uint32_t len = RTE_MIN((uint32_t)seq_diff(end, seq), (uint32_t)f->mss);
+        uint32_t pos = (f->tx_head + (seq - f->tx_una)) % f->tx_size;
+        struct rte_mbuf *m = build_segment(c->fp, f, seq, RTE_TCP_ACK_FLAG, pos, len);
+        if (m == NULL)
+            break;
+        fp_tx_one(c, m);
+        seq += len;
+        bytes += len;
+        segs++;
+    }
+    f->cnt_txb += bytes;
+    kb_stats_add(c->fp->ctr.tcp_tx_segs, segs);
+    kb_stats_add(c->fp->ctr.tcp_tx_bytes, bytes);
+    return segs;
 }
 
 /* A zero-window probe: an old sequence number makes the peer answer with
@@ -220,7 +258,8 @@ unsigned fp_tcp_tx_work(struct fp_core *c, uint16_t q)
         struct tas_flow *f = &fp->flows[ids[i]];
         fp_lock(f);
         f->tx_queued = 0;
-        if ((f->flags & TAS_FLF_ACTIVE) && flow_transmit(c, f, now))
+        if ((f->flags & TAS_FLF_ACTIVE) && !(f->flags & TAS_FLF_RESET) &&
+            flow_transmit(c, f, now))
             fp_flow_queue_tx(fp, f);
         fp_unlock(f);
     }

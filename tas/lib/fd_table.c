@@ -63,13 +63,28 @@ static void publish(void)
     }
 }
 
+/* The instance and run directory as the program started: a prefork server
+ * may replace its environment before its workers attach (nginx does). */
+static char env_inst[64], env_dir[160];
+
+__attribute__((constructor)) static void remember_environment(void)
+{
+    const char *inst = getenv("TAS_INSTANCE"), *dir = getenv("TAS_RUN_DIR");
+    snprintf(env_inst, sizeof(env_inst), "%s", inst ? inst : "");
+    snprintf(env_dir, sizeof(env_dir), "%s", dir ? dir : "");
+}
+
 int lt_attach(void)
 {
     if (attach_state != 0)
         return attach_state > 0;
     const char *inst = getenv("TAS_INSTANCE");
     const char *dir = getenv("TAS_RUN_DIR");
-    char path[256], err[256];
+    if (inst == NULL)
+        inst = env_inst;
+    if (dir == NULL)
+        dir = env_dir;
+    char path[512], err[256];
     snprintf(path, sizeof(path), "%s/%s.sock", dir && *dir ? dir : "/run/tas",
              inst && *inst ? inst : "tas0");
     lt_app = tas_app_attach(path, err, sizeof(err));
@@ -120,7 +135,9 @@ void lt_sock_unref(struct lt_sock *s)
     if (--s->refs > 0)
         return;
     struct tas_ctl_msg m = {0};
-    if (s->kind == LT_LISTEN) {
+    if (s->kind == LT_LISTEN && s->rejoin) {
+        /* inherited, never used here: the daemon knows nothing of it */
+    } else if (s->kind == LT_LISTEN) {
         unlink_listener(s);
         m.type = TAS_CTL_LISTEN_CLOSE;
         m.listener_id = s->listener_id;
@@ -130,9 +147,12 @@ void lt_sock_unref(struct lt_sock *s)
     } else if (s->kind == LT_CONN) {
         struct lt_flow *f = s->flow;
         tas_rx_close(lt_app, &f->rx);  /* nothing may depend on the ring after */
-        if (!f->reset && !s->shut_wr)
+        if (!f->reset && !s->shut_wr && !s->linger_rst)
             tas_app_post(lt_app, f->id, 0, 0, TAS_ATX_FL_TXFIN);
         m.type = TAS_CTL_CLOSE;
+        /* SO_LINGER with a zero timeout: abort with a RST, unsent data is
+         * dropped (Linux's behaviour, and what its users ask for). */
+        m.flags = s->linger_rst ? TAS_CTL_FL_RESET : 0;
         m.flow_id = f->id;
         lt_request(&m);
         lt_flow_forget(f);

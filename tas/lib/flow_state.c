@@ -1,6 +1,8 @@
 /* Flow bookkeeping over the core's notifications, readiness, and blocking. */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <pthread.h>
+#include <signal.h>
 #include <sched.h>
 #include <stdbool.h>
 #include <stdlib.h>
@@ -107,6 +109,8 @@ int lt_progress(void)
 {
     struct tas_arx arx[64];
     int total = 0, n;
+    if (lt_app == NULL)        /* a forked child not attached (yet) */
+        return 0;
     do {
         n = tas_app_poll(lt_app, arx, 64);
         for (int i = 0; i < n; i++) {
@@ -143,8 +147,12 @@ int lt_request(struct tas_ctl_msg *m)
 short lt_ready(struct lt_sock *s)
 {
     short r = s->so_error ? POLLERR : 0;
-    if (s->kind == LT_LISTEN)
+    if (s->kind == LT_LISTEN) {
+        /* A worker's inherited listener joins when first waited on. */
+        if (s->rejoin && lt_listener_rejoin(s) != 0)
+            return (short)(r | POLLERR);
         return (short)(r | (s->pending ? POLLIN | POLLRDNORM : 0));
+    }
     if (s->kind == LT_CONNECTING)
         return r;
     if (s->kind == LT_NEW)     /* as Linux reports a closed TCP socket */
@@ -212,11 +220,37 @@ static bool spin_for_notifications(void)
     return got;
 }
 
+static int wait_masked(struct pollfd *kfds, nfds_t n, int timeout_ms, const sigset_t *mask);
+
 int lt_wait(struct pollfd *kfds, nfds_t n, int timeout_ms)
 {
+    if (lt_app == NULL) {      /* not attached: kernel descriptors only */
+        lt_unlock();
+        int r = REAL(poll)(kfds, n, timeout_ms < 0 || timeout_ms > LT_MAX_SLEEP_MS ?
+                           LT_MAX_SLEEP_MS : timeout_ms);
+        lt_lock();
+        return r;
+    }
     /* Our own holds must not keep the window shut while we sleep. */
     if (timeout_ms != 0)
         tas_app_rx_before_sleep(lt_app);
+    /* Signals wait until we sleep (ppoll unblocks them atomically): one that
+     * arrives while we spin or look for work interrupts the sleep with EINTR,
+     * as it would the kernel's epoll_wait.  Otherwise it was lost between
+     * two sleep slices, and a server waiting without timeout (nginx) never
+     * saw its SIGTERM. */
+    sigset_t all_signals, old;
+    sigfillset(&all_signals);
+    pthread_sigmask(SIG_BLOCK, &all_signals, &old);
+    int r = wait_masked(kfds, n, timeout_ms, &old);
+    int e = errno;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    errno = e;
+    return r;
+}
+
+static int wait_masked(struct pollfd *kfds, nfds_t n, int timeout_ms, const sigset_t *mask)
+{
     if (timeout_ms != 0 && spin_for_notifications() && lt_progress() > 0)
         return 0;
     /* The protocol of tas_app_wait: announce sleep, look once more, sleep on
@@ -247,7 +281,8 @@ int lt_wait(struct pollfd *kfds, nfds_t n, int timeout_ms)
      * a wake-up lost between several sleeping threads costs a bounded delay
      * instead of a hang. */
     int slice = timeout_ms < 0 || timeout_ms > LT_MAX_SLEEP_MS ? LT_MAX_SLEEP_MS : timeout_ms;
-    int r = REAL(poll)(all, n + 3, slice);
+    struct timespec ts = {.tv_sec = slice / 1000, .tv_nsec = (long)(slice % 1000) * 1000000};
+    int r = REAL(ppoll)(all, n + 3, &ts, mask);
     int e = errno;
     lt_lock();
     if (--sleepers == 0)

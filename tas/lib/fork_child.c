@@ -4,8 +4,12 @@
  * is shared, so a child that closed an inherited listener (as Redis does
  * before BGSAVE) would have closed the parent's, and replies would go to
  * whichever process read first.  So in the child:
- *  - every inherited TAS descriptor becomes an unconnected kernel socket:
- *    closing it affects nobody, using it fails clearly (ENOTCONN, EINVAL);
+ *  - an inherited listener stays a TAS listener: on first use (accept,
+ *    poll/epoll) the child joins the port's listeners in the daemon, which
+ *    spreads new connections over the processes accepting there (prefork
+ *    servers: nginx workers); closing it unused affects nobody;
+ *  - every other inherited TAS descriptor becomes an unconnected kernel
+ *    socket: closing it affects nobody, using it fails clearly (ENOTCONN);
  *  - the parent's attachment is dropped without a word to the daemon (the
  *    parent still holds the same registration socket);
  *  - the next socket the child makes attaches afresh, as its own app.
@@ -21,8 +25,15 @@
 static void inert_descriptors(void)
 {
     for (int fd = 0; fd < LT_MAX_FD; fd++) {
-        if (lt_sock_of(fd) == NULL)
+        struct lt_sock *s = lt_sock_of(fd);
+        if (s == NULL)
             continue;
+        if (s->kind == LT_LISTEN) {
+            s->rejoin = 1;
+            s->pending = 0;
+            s->next_listener = NULL;
+            continue;
+        }
         lt_fd_map(fd, NULL);
         int k = REAL(socket)(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
         if (k >= 0 && k != fd) {

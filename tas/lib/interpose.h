@@ -99,6 +99,10 @@ struct lt_sock {
                                   last connect(): the next one reports it */
     uint64_t in_seq, out_seq;  /* as lt_flow's, for the socket itself */
     int shut_rd, shut_wr;
+    int linger_rst;            /* SO_LINGER on with 0 s: close resets */
+    int rejoin;                /* a listener inherited over fork, not yet
+                                  joined by this process (prefork workers) */
+    uint32_t backlog;
     uint32_t local_ip, remote_ip;      /* host byte order */
     uint16_t local_port, remote_port;
     int family;                /* AF_INET, or AF_INET6 taken over (sock_inet6.c) */
@@ -170,6 +174,9 @@ int lt_connect_wait_io(struct lt_sock *s, int block);
 /* sock_setup.c: s becomes the connection described by CONN_OPENED m;
  * an AF_INET address as host-order ip/port (0 or -errno). */
 void lt_conn_open(struct lt_sock *s, const struct tas_ctl_msg *m);
+/* An inherited listener joins the port's listeners in the daemon on first
+ * use (lock held): 0, or -errno. */
+int lt_listener_rejoin(struct lt_sock *s);
 /* sock_inet6.c: an address of s's family as host-order ip/port: 0, -errno,
  * or LT_IPV6_PROPER (an IPv6 address TAS cannot carry). */
 #define LT_IPV6_PROPER 1

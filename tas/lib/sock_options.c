@@ -34,14 +34,28 @@ int getpeername(int fd, struct sockaddr *addr, socklen_t *len)
     return 0;
 }
 
-/* Options only tune the kernel's stack (TCP_NODELAY, keepalive, buffer
- * sizes...): TAS has its own policy, so they are accepted and ignored. */
+/* SO_LINGER with l_onoff set and a zero l_linger makes close reset the
+ * connection.  A non-zero timeout closes gracefully without blocking: the
+ * daemon still delivers the data and FIN after close returns.  Other options
+ * only tune the kernel's stack (TCP_NODELAY, keepalive, buffer sizes...):
+ * TAS has its own policy, so they are accepted and ignored. */
 int setsockopt(int fd, int level, int name, const void *val, socklen_t len)
 {
     struct lt_sock *s = lt_sock_of(fd);
     if (s == NULL)
         return REAL(setsockopt)(fd, level, name, val, len);
     lt_record_option(s, level, name, val, len);
+    if (level == SOL_SOCKET && name == SO_LINGER) {
+        struct linger l;
+        if (val == NULL || len < sizeof(l)) {
+            errno = EINVAL;
+            return -1;
+        }
+        memcpy(&l, val, sizeof(l));
+        lt_lock();
+        s->linger_rst = l.l_onoff != 0 && l.l_linger == 0;
+        lt_unlock();
+    }
     return 0;
 }
 
@@ -86,6 +100,13 @@ int getsockopt(int fd, int level, int name, void *val, socklen_t *len)
         return -1;
     }
     lt_lock();
+    if (level == SOL_SOCKET && name == SO_LINGER) {
+        struct linger l = {.l_onoff = s->linger_rst, .l_linger = 0};
+        lt_unlock();
+        memcpy(val, &l, *len < sizeof(l) ? *len : sizeof(l));
+        *len = *len < sizeof(l) ? *len : sizeof(l);
+        return 0;
+    }
     if (level == SOL_SOCKET && name == SO_ERROR)
         lt_progress();         /* a connect may have failed meanwhile */
     int v = option_value(s, level, name);

@@ -67,11 +67,31 @@ int listen(int fd, int backlog)
     if (st == 0) {
         s->kind = LT_LISTEN;
         s->listener_id = m.listener_id;
+        s->backlog = m.backlog;
         s->next_listener = lt_listeners;
         lt_listeners = s;
     }
     lt_unlock();
     return st == 0 ? 0 : fail(-st);
+}
+
+int lt_listener_rejoin(struct lt_sock *s)
+{
+    if (!s->rejoin)
+        return 0;
+    if (!lt_attach())
+        return -ENOTCONN;
+    struct tas_ctl_msg m = {.type = TAS_CTL_LISTEN, .flags = TAS_CTL_FL_SHARED,
+                            .local_port = s->local_port, .backlog = s->backlog};
+    int st = lt_request(&m);
+    if (st != 0)
+        return st;
+    s->rejoin = 0;
+    s->listener_id = m.listener_id;
+    s->pending = 0;
+    s->next_listener = lt_listeners;
+    lt_listeners = s;
+    return 0;
 }
 
 /* With the lock held: the next established connection, or -errno. */
@@ -80,13 +100,19 @@ static int take_conn(struct lt_sock *s, struct tas_ctl_msg *m)
     for (;;) {
         lt_progress();
         *m = (struct tas_ctl_msg){.type = TAS_CTL_ACCEPT, .listener_id = s->listener_id};
-        int st = lt_request(m);   /* counts this connection's NEWCONN too */
+        int st = tas_app_request(lt_app, m);
         if (st != -EAGAIN) {
+            lt_progress();        /* counts this connection's NEWCONN too */
             if (st == 0 && s->pending > 0)
                 s->pending--;
             return st;
         }
+        /* None ready when the daemon answered.  Forget the count first, then
+         * read the events: a NEWCONN sent right after the answer must count
+         * (zeroing after reading lost it, and accept slept forever); one sent
+         * before it costs one more ACCEPT request. */
         s->pending = 0;
+        lt_progress();
         if (s->nonblock)
             return -EAGAIN;
         while (s->pending == 0)
@@ -115,13 +141,16 @@ int accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags)
         return (int)lt_sock_done(s, fail(EINVAL));
     lt_lock();
     struct tas_ctl_msg m;
-    int st = take_conn(s, &m);
+    int st = lt_listener_rejoin(s);
+    if (st == 0)
+        st = take_conn(s, &m);
     struct lt_sock *c = st == 0 ? lt_sock_new() : NULL;
     int nfd = -1;
     if (c != NULL) {
         lt_conn_open(c, &m);
         c->nonblock = !!(flags & SOCK_NONBLOCK);
         c->family = s->family;
+        c->linger_rst = s->linger_rst;     /* inherited from the listener, as on Linux */
         nfd = lt_fd_install(c, flags & SOCK_CLOEXEC);
         if (nfd < 0)
             lt_sock_unref(c);

@@ -233,7 +233,8 @@ class AppServer:
         elif t == lib.TAS_CTL_CTX_CREATE:
             self.create_context(app, req)
         elif t == lib.TAS_CTL_LISTEN:
-            st, lid = self.tcp.listen(app, self.fp_ctx(app, req), req.local_port, req.backlog)
+            st, lid = self.tcp.listen(app, self.fp_ctx(app, req), req.local_port, req.backlog,
+                                      shared=bool(req.flags & lib.TAS_CTL_FL_SHARED))
             self.status(app, req, st, listener_id=lid, local_port=req.local_port)
         elif t == lib.TAS_CTL_ACCEPT:
             st, conn = self.tcp.accept(app, req.listener_id)

@@ -129,7 +129,7 @@ class SlowPath:
             traceback.print_exc()
 
     def _tcp(self, eth, ip):
-        self.tcp.handle(eth, ip, self._frame)
+        self.tcp.handle(eth, ip, self._frame, self._reason[0])
 
     def handle(self, frame):
         self.stats.add("sp_rx_pkts")

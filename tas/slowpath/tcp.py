@@ -1,14 +1,17 @@
 """TCP connection control in the slow path: handshakes, teardown, resets,
 retransmission timeouts and window probes.  Established data transfer is the
-fast path's; this module installs a flow once the handshake is done and
-removes it when both sides have closed (or on reset)."""
+fast path's; this module installs a flow with its SYN-ACK (passive open: the
+fast path completes it on the final ACK) or once the SYN-ACK arrives (active
+open), and removes it when both sides have closed (or on reset)."""
+import collections
 import errno
-import math
 import random
 import time
 from dataclasses import dataclass, field
 
-from tas.slowpath.tcp_packets import ACK, CWR, ECE, FIN, RST, SYN, Tcp, TcpOptions, frame
+from tas.slowpath.packets import ETH_P_IP, Eth, IPv4
+from tas.slowpath.tcp_packets import (ACK, CWR, ECE, FIN, RST, SYN, Tcp, TcpOptions, frame,
+                                      seq_lt)
 
 SYN_SENT, SYN_RCVD, ESTABLISHED, CLOSED = "SYN_SENT", "SYN_RCVD", "ESTABLISHED", "CLOSED"
 EPHEMERAL = range(32768, 61000)
@@ -27,6 +30,14 @@ class Listener:
     backlog: int
     ready: list = field(default_factory=list)     # established, not yet accepted
     half_open: int = 0
+    # Prefork servers: the listeners of one port (the first one's list,
+    # shared by all) and whether this one takes connections yet.  A listener
+    # made before a fork takes them once its process asks to accept (an
+    # nginx master never does); one a forked worker joins with takes them
+    # at once.
+    group: list = field(default_factory=list)
+    accepting: bool = False
+    rr: int = 0                 # round-robin position (the first one's)
 
 
 @dataclass(eq=False)
@@ -46,6 +57,7 @@ class Conn:
     snd_wscale: int = 0
     rcv_wscale: int = 0
     ts_ok: bool = False
+    sack_ok: bool = False
     ts_recent: int = 0
     ecn: bool = False
     snd_wnd: int = 0
@@ -78,12 +90,17 @@ class TcpManager:
         self.listeners = {}       # port -> Listener
         self.listener_ids = {}    # id -> Listener
         self.time_wait = {}       # key -> (expiry, snd_nxt, rcv_nxt, peer_mac)
+        # (expiry, key) in expiry order (one fixed duration): expiring costs
+        # only the entries that are due, not a scan of thousands per tick
+        # under connection churn.
+        self.tw_expiry = collections.deque()
         self.next_listener_id = 1
         self.cc_factory = None    # set by the slow path (congestion control)
         tcfg = cfg.tcp
         self.handshake_timeout = tcfg.handshake_timeout_ms / 1000
-        rx = cfg.buffers.rx_buf
-        self.rcv_wscale = max(0, math.ceil(math.log2(rx / 65535))) if rx > 65535 else 0
+        # Linux's choice (tcp_select_initial_window): the smallest scale that
+        # lets the window cover the whole receive buffer.
+        self.rcv_wscale = min(14, max(0, cfg.buffers.rx_buf.bit_length() - 1 - 15))
 
     # ---- packets -----------------------------------------------------------
 
@@ -102,6 +119,7 @@ class TcpManager:
             o.wscale = self.rcv_wscale
         if peer_opts is None or peer_opts.ts is not None:
             o.ts = (self._ts(), peer_opts.ts[0] if peer_opts and peer_opts.ts else 0)
+        o.sack_ok = peer_opts is None or peer_opts.sack_ok
         return o
 
     def _send_syn(self, conn):
@@ -128,22 +146,79 @@ class TcpManager:
         self.send_tcp(key, eth_src, rst)
         self.stats.add("tcp_rst_sent")
 
-    def handle(self, eth, ip, tcp_bytes_frame):
-        """A TCP segment the fast path passed up (ip: parsed IPv4)."""
+    def _reinject(self, eth, ip, tcp_bytes):
+        """Hand a segment of an installed flow to the fast path: it reached us
+        before the flow was installed, or it carries IP options (which the
+        fast path leaves to us; the TCP checksum does not cover them)."""
+        f = Eth(eth.dst, eth.src, ETH_P_IP,
+                IPv4(ip.src, ip.dst, ip.proto, tcp_bytes, ip.ttl, ip.ident, ip.tos).pack()).pack()
+        if self.lib.tas_fp_sp_inject(self.fp.handle, f, len(f)) == 0:
+            self.stats.add("tcp_reinjected")
+        else:
+            self.stats.add("tcp_reinject_drops")
+
+    def handle(self, eth, ip, tcp_bytes_frame, reason=None):
+        """A TCP segment the fast path passed up (ip: parsed IPv4).  reason
+        TAS_EXC_TCP_FLOW: the flow's fast path already processed it (the
+        peer's FIN, an exact RST); otherwise it found no installed flow."""
         tcp = Tcp.parse(ip)
         key = (ip.src, tcp.dport, tcp.sport)
         conn = self.conns.get(key)
+        if reason == self.lib.TAS_EXC_TCP_FLOW and conn is None:
+            # The fast path took it (a FIN) and the connection finished
+            # closing before we saw it: nothing left to do, surely no RST.
+            self.stats.add("tcp_late_segments")
+            return
+        if (conn is not None and conn.state == ESTABLISHED and tcp.flags & SYN and
+                not tcp.flags & (ACK | RST) and reason != self.lib.TAS_EXC_TCP_FLOW):
+            # A new SYN for a connection closed both ways (the fast path
+            # passes those up): finish the close now, as Linux enters
+            # TIME_WAIT at once, and let TIME_WAIT decide.
+            f = self.lib.tas_fp_flow(self.fp.handle, conn.flow_id)
+            done = self.lib.TAS_FLF_RXFIN | self.lib.TAS_FLF_TXFIN_ACKED
+            if f.flags & done == done:
+                self._check_close(conn, f, self.now())
+                conn = self.conns.get(key)
+                if conn is not None:
+                    self.stats.add("tcp_syn_dropped")
+                    return
+        if (conn is not None and conn.state == ESTABLISHED and
+                reason != self.lib.TAS_EXC_TCP_FLOW):
+            # Not taken by the fast path although the flow is installed: it
+            # carries IP options, or it raced the flow's installation.
+            self._reinject(eth, ip, ip.payload)
+            return
         if tcp.flags & RST:
-            if conn is not None:
+            if conn is not None and self._reset_acceptable(conn, tcp):
                 self._on_reset(conn)
+            elif conn is None and key in self.time_wait:
+                tw = self.time_wait[key]
+                if tcp.seq == tw[2]:
+                    del self.time_wait[key]   # as Linux (RFC 1337 not applied)
+            else:
+                self.stats.add("tcp_rst_ignored")
+            return
+        if conn is not None and conn.state == CLOSED:
+            # Reset by the peer, not yet closed by the app: Linux has no
+            # socket for it any more either.
+            self._send_rst_for(ip, eth.src, tcp)
             return
         if conn is None:
             tw = self.time_wait.get(key)
             if tw is not None:
                 if tcp.flags & FIN:   # our final ACK was lost: send it again
                     self.send_tcp(key, eth.src, Tcp(key[1], key[2], tw[1], tw[2], ACK, 0))
-                return
+                    return
+                if not (tcp.flags & SYN and not tcp.flags & ACK and seq_lt(tw[2], tcp.seq)
+                        and tcp.dport in self.listeners):
+                    return
+                # A new SYN above the old connection's sequence space reuses
+                # the port pair at once (RFC 6191 / Linux tcp_timewait_state_process).
+                del self.time_wait[key]
+                self.stats.add("tcp_time_wait_reused")
             listener = self.listeners.get(tcp.dport)
+            if listener is not None:
+                listener = self._pick_listener(tcp.dport)
             if tcp.flags & SYN and not tcp.flags & ACK and listener is not None:
                 self._passive_open(listener, key, eth, ip, tcp)
             else:
@@ -154,7 +229,10 @@ class TcpManager:
         elif conn.state == SYN_RCVD:
             if tcp.flags & SYN and not tcp.flags & ACK:
                 self._send_synack(conn, tcp.options)           # our SYN-ACK was lost
+            elif reason == self.lib.TAS_EXC_TCP_FLOW:
+                self._establish(conn, tcp)     # the fast path took the final ACK
             elif tcp.flags & ACK and tcp.ack == (conn.iss + 1) & 0xFFFFFFFF:
+                # The final ACK came our way (IP options): complete it here.
                 self._establish(conn, tcp)
                 if tcp.payload or tcp.flags & FIN:
                     # The segment also carries data: let the fast path take it.
@@ -163,11 +241,23 @@ class TcpManager:
         # Established flows: the fast path already handled the segment (FIN);
         # the close state machine reads the flow's flags on the next tick.
 
+    def _reset_acceptable(self, conn, tcp):
+        """RFC 793/5961 checks for connections the fast path does not hold
+        (an ESTABLISHED flow's RST arrives here only once the fast path found
+        it exact)."""
+        if conn.state == SYN_SENT:     # must acknowledge our SYN
+            return bool(tcp.flags & ACK) and tcp.ack == (conn.iss + 1) & 0xFFFFFFFF
+        if conn.state == SYN_RCVD:     # in the window we offered
+            off = (tcp.seq - conn.irs - 1) & 0xFFFFFFFF
+            return off < max(1, min(self.cfg.buffers.rx_buf, 65535))
+        return True
+
     # ---- opening -----------------------------------------------------------
 
     def _negotiate(self, conn, opts, window):
         peer_mss = opts.mss or 536
         conn.ts_ok = opts.ts is not None
+        conn.sack_ok = opts.sack_ok
         conn.ts_recent = opts.ts[0] if opts.ts else 0
         # what we send: the peer's MSS, ours, and what the port can transmit
         tx_mss = self.lib.tas_fp_tx_mtu(self.fp.handle) - 40
@@ -214,6 +304,13 @@ class TcpManager:
         conn.rx_off, conn.tx_off = bufs
         conn.ecn = self.cfg.tcp.ecn and (tcp.flags & (ECE | CWR)) == (ECE | CWR)
         self._negotiate(conn, tcp.options, tcp.window)
+        # Installed now, marked SYN_RCVD: the fast path completes it on the
+        # final ACK, so data right behind that ACK is taken in order.
+        if self._install(conn) < 0:
+            self.stats.add("tcp_flow_table_full")
+            listener.app.alloc.release(conn.rx_off)
+            listener.app.alloc.release(conn.tx_off)
+            return
         listener.half_open += 1
         listener.app.conns.add(conn)
         self.conns[key] = conn
@@ -222,29 +319,56 @@ class TcpManager:
         conn.next_retry = self.now() + self.handshake_timeout
         self.stats.add("tcp_passive_opens")
 
-    def listen(self, app, ctx, port, backlog):
+    def listen(self, app, ctx, port, backlog, shared=False):
         if port == 0 or port > 65535:
             return -errno.EINVAL, 0
         if not self.quota.may_listen(app.uid, port):
             self.stats.add("tcp_low_port_refused")
             return -errno.EACCES, 0
-        if port in self.listeners or any(k[1] == port for k in self.conns):
+        first = self.listeners.get(port)
+        # Joining a port's listeners (a prefork worker's inherited listener)
+        # is for the same user only, as SO_REUSEPORT is on Linux.
+        if first is not None and (not shared or first.app.uid != app.uid):
+            return -errno.EADDRINUSE, 0
+        if first is None and any(k[1] == port for k in self.conns):
             return -errno.EADDRINUSE, 0
         if not self.quota.take(app.uid, "listeners"):
             return -errno.EMFILE, 0
-        lst = Listener(self.next_listener_id, app, ctx, port, max(1, min(backlog, 4096)))
+        lst = Listener(self.next_listener_id, app, ctx, port, max(1, min(backlog, 4096)),
+                       accepting=shared)
         self.next_listener_id += 1
-        self.listeners[port] = lst
+        if first is None:
+            lst.group = [lst]
+            self.listeners[port] = lst
+        else:
+            lst.group = first.group
+            lst.group.append(lst)
+            self.stats.add("tcp_listeners_joined")
         self.listener_ids[lst.id] = lst
         app.listeners.add(lst)
         return 0, lst.id
+
+    def _pick_listener(self, port):
+        """The listener of the port that takes the next connection: round
+        robin over those taking connections (the first one if none does)."""
+        first = self.listeners[port]
+        takers = [lst for lst in first.group if lst.accepting]
+        if not takers:
+            return first
+        first.rr += 1
+        return takers[first.rr % len(takers)]
 
     def listen_close(self, app, listener_id):
         lst = self.listener_ids.get(listener_id)
         if lst is None or lst.app is not app:
             return -errno.EBADF
         del self.listener_ids[listener_id]
-        del self.listeners[lst.port]
+        lst.group.remove(lst)
+        if self.listeners[lst.port] is lst:
+            if lst.group:
+                self.listeners[lst.port] = lst.group[0]
+            else:
+                del self.listeners[lst.port]
         app.listeners.discard(lst)
         self.quota.give(app.uid, "listeners")
         for conn in [c for c in self.conns.values() if c.listener is lst]:
@@ -255,6 +379,7 @@ class TcpManager:
         lst = self.listener_ids.get(listener_id)
         if lst is None or lst.app is not app:
             return -errno.EBADF, None
+        lst.accepting = True
         if not lst.ready:
             return -errno.EAGAIN, None
         conn = lst.ready.pop(0)
@@ -303,10 +428,15 @@ class TcpManager:
             conn.snd_wnd = tcp.window << conn.snd_wscale
             if tcp.options.ts:
                 conn.ts_recent = tcp.options.ts[0]
-        flow_id = self._install(conn)
+        flow_id = conn.flow_id if conn.flow_id >= 0 else self._install(conn)
         if flow_id < 0:
             self._abort(conn)
             return
+        f = self.lib.tas_fp_flow(self.fp.handle, flow_id)
+        if f.flags & self.lib.TAS_FLF_SYNRCVD:
+            self.lib.tas_fp_flow_lock(f)
+            f.flags &= ~self.lib.TAS_FLF_SYNRCVD
+            self.lib.tas_fp_flow_unlock(f)
         conn.state = ESTABLISHED
         conn.una_since = self.now()
         if self.cc_factory is not None:
@@ -342,7 +472,9 @@ class TcpManager:
         init.mss = conn.mss
         init.snd_wscale, init.rcv_wscale = conn.snd_wscale, conn.rcv_wscale
         init.flags = ((self.lib.TAS_FLF_TS if conn.ts_ok else 0) |
-                      (self.lib.TAS_FLF_ECN if conn.ecn else 0))
+                      (self.lib.TAS_FLF_ECN if conn.ecn else 0) |
+                      (self.lib.TAS_FLF_SACK if conn.sack_ok else 0) |
+                      (self.lib.TAS_FLF_SYNRCVD if conn.state == SYN_RCVD else 0))
         init.rx_next_seq = (conn.irs + 1) & 0xFFFFFFFF
         init.tx_next_seq = (conn.iss + 1) & 0xFFFFFFFF
         init.snd_wnd = conn.snd_wnd
@@ -371,7 +503,10 @@ class TcpManager:
         if conn.state in (ESTABLISHED, SYN_RCVD):
             f = self.lib.tas_fp_flow(self.fp.handle, conn.flow_id) if conn.flow_id >= 0 else None
             seq = f.tx_una + f.tx_sent if f is not None else conn.iss + 1
-            self.send_tcp(conn, conn.peer_mac, Tcp(conn.key[1], conn.key[2], seq, 0, RST, 0))
+            ack = f.rx_next_seq if f is not None else conn.irs + 1
+            # Linux's active reset: RST|ACK at snd_nxt, acknowledging rcv_nxt.
+            self.send_tcp(conn, conn.peer_mac, Tcp(conn.key[1], conn.key[2], seq, ack,
+                                                   RST | ACK, 0))
             self.stats.add("tcp_rst_sent")
 
     def kill(self, conn):
@@ -423,7 +558,7 @@ class TcpManager:
                                        status=-errno.ECONNRESET)
 
     def _remove_flow(self, conn):
-        if conn.flow_id >= 0 and conn.state == ESTABLISHED:
+        if conn.flow_id >= 0 and conn.state in (ESTABLISHED, SYN_RCVD):
             self.lib.tas_fp_flow_remove(self.fp.handle, conn.flow_id)
         conn.state = CLOSED
 
@@ -469,11 +604,14 @@ class TcpManager:
             elif conn.state == SYN_RCVD and now >= conn.next_retry:
                 self._retry_handshake(conn, now, lambda c: self._send_synack(c, TcpOptions(
                     wscale=c.snd_wscale if c.rcv_wscale else None,
-                    ts=(c.ts_recent, 0) if c.ts_ok else None)))
+                    ts=(c.ts_recent, 0) if c.ts_ok else None, sack_ok=c.sack_ok)))
             elif conn.state == ESTABLISHED:
                 self._tick_established(conn, now)
-        for key in [k for k, v in self.time_wait.items() if v[0] <= now]:
-            del self.time_wait[key]
+        while self.tw_expiry and self.tw_expiry[0][0] <= now:
+            expiry, key = self.tw_expiry.popleft()
+            tw = self.time_wait.get(key)
+            if tw is not None and tw[0] == expiry:    # not reused and closed again
+                del self.time_wait[key]
         self.stats.set("tcp_flows_active", self.lib.tas_fp_flow_count(self.fp.handle))
         self.stats.set("tcp_conns", len(self.conns))
         self.stats.set("tcp_time_wait", len(self.time_wait))
@@ -572,8 +710,9 @@ class TcpManager:
             snd_nxt, rcv_nxt = f.tx_una, f.rx_next_seq
             self._remove_flow(conn)
             if not conn.peer_closed_first and self.cfg.tcp.time_wait_ms > 0:
-                self.time_wait[conn.key] = (now + self.cfg.tcp.time_wait_ms / 1000,
-                                            snd_nxt, rcv_nxt, conn.peer_mac)
+                expiry = now + self.cfg.tcp.time_wait_ms / 1000
+                self.time_wait[conn.key] = (expiry, snd_nxt, rcv_nxt, conn.peer_mac)
+                self.tw_expiry.append((expiry, conn.key))
             self._forget(conn)
             self.stats.add("tcp_closed")
         elif fin_acked:                               # FIN_WAIT_2

@@ -43,10 +43,14 @@ class TcpOptions:
 
     def pack(self):
         out = b""
+        # Linux's order and packing: MSS, SACK-permitted folded into the
+        # timestamp option's padding, window scale.
         if self.mss is not None:
             out += struct.pack("!BBH", 2, 4, self.mss)
         if self.ts is not None:
-            out += struct.pack("!BBBBII", 1, 1, 8, 10, *self.ts)
+            out += struct.pack("!BBBBII", *((4, 2) if self.sack_ok else (1, 1)), 8, 10, *self.ts)
+        elif self.sack_ok:
+            out += struct.pack("!BBBB", 1, 1, 4, 2)
         if self.wscale is not None:
             out += struct.pack("!BBBB", 1, 3, 3, self.wscale)
         return out

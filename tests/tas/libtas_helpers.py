@@ -32,3 +32,37 @@ def finish(p, what):
     assert p.returncode == 0, f"{what} failed ({p.returncode}): {out}{err}"
     assert "libtas:" not in out + (err or ""), f"{what} fell back to kernel sockets: {err}"
     return out
+
+
+def nginx_serves(procs, d, tmp_path, conf_template, port, *wrk_args):
+    """Start nginx under tas-run with conf_template (formatted with d=the
+    directory), fetch a 1 MiB file intact, then run wrk against it; returns
+    wrk's report.  nginx is stopped and must not have fallen back."""
+    import hashlib
+    import re
+    (tmp_path / "www").mkdir()
+    blob = os.urandom(1 << 20)
+    (tmp_path / "www" / "blob").write_bytes(blob)
+    (tmp_path / "www" / "index.html").write_text("hello\n")
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(conf_template.format(d=tmp_path))
+    srv = tas_run(procs, d, "nginx", "-c", str(conf), "-p", str(tmp_path))
+    fetch = ("import hashlib, sys, time, urllib.request\n"
+             "for i in range(600):\n"
+             "    try:\n"
+             f"        data = urllib.request.urlopen('http://10.0.0.2:{port}/blob').read(); break\n"
+             "    except OSError:\n"
+             "        time.sleep(0.1)\n"
+             "print(hashlib.sha256(data).hexdigest())")
+    got = d.ns_run(sys.executable, "-c", fetch, timeout=120)
+    assert got.stdout.strip() == hashlib.sha256(blob).hexdigest(), got.stderr
+    load = d.ns_run("wrk", "-t1", "-c8", "-d2s", *wrk_args, f"http://10.0.0.2:{port}/index.html",
+                    timeout=120)
+    assert load.returncode == 0, load.stderr
+    done = re.search(r"(\d+) requests in", load.stdout)
+    assert done and int(done.group(1)) > 0, load.stdout
+    assert "Non-2xx" not in load.stdout, load.stdout
+    srv.terminate()
+    _, err = srv.communicate(timeout=60)
+    assert "libtas:" not in err, err
+    return load.stdout

@@ -15,7 +15,7 @@ import sys
 
 import pytest
 
-from libtas_helpers import ROOT, counters, finish, in_peer, tas_run
+from libtas_helpers import ROOT, counters, finish, in_peer, nginx_serves, tas_run
 from tasd import wait_until
 
 pytestmark = pytest.mark.root  # a daemon on DPDK with a peer namespace
@@ -456,28 +456,5 @@ http {{
 def test_nginx_on_tas(daemon, procs, tmp_path):
     """Unmodified nginx (single process: master_process off) serves a file
     and a wrk load over TAS."""
-    (tmp_path / "www").mkdir()
-    blob = os.urandom(1 << 20)
-    (tmp_path / "www" / "blob").write_bytes(blob)
-    (tmp_path / "www" / "index.html").write_text("hello\n")
-    conf = tmp_path / "nginx.conf"
-    conf.write_text(NGINX_CONF.format(d=tmp_path))
-    srv = tas_run(procs, daemon, "nginx", "-c", str(conf), "-p", str(tmp_path))
-    fetch = ("import hashlib, sys, time, urllib.request\n"
-             "for i in range(600):\n"
-             "    try:\n"
-             "        data = urllib.request.urlopen('http://10.0.0.2:8080/blob').read(); break\n"
-             "    except OSError:\n"
-             "        time.sleep(0.1)\n"
-             "print(hashlib.sha256(data).hexdigest())")
-    got = daemon.ns_run(sys.executable, "-c", fetch, timeout=120)
-    assert got.stdout.strip() == hashlib.sha256(blob).hexdigest(), got.stderr
-    load = daemon.ns_run("wrk", "-t1", "-c8", "-d2s", "http://10.0.0.2:8080/index.html",
-                         timeout=120)
-    assert load.returncode == 0, load.stderr
-    done = re.search(r"(\d+) requests in", load.stdout)
-    assert done and int(done.group(1)) > 0, load.stdout
-    assert "Socket errors" not in load.stdout and "Non-2xx" not in load.stdout, load.stdout
-    srv.terminate()
-    _, err = srv.communicate(timeout=60)
-    assert "libtas:" not in err, err
+    load = nginx_serves(procs, daemon, tmp_path, NGINX_CONF, 8080)
+    assert "Socket errors" not in load, load

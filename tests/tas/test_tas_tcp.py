@@ -78,6 +78,9 @@ def test_loss_reordering_duplication(tmp_path):
         assert c["fault_dropped"] > 0 and c["fault_duplicated"] > 0 and c["fault_reordered"] > 0
         assert c["tcp_fast_rexmits"] + c["tcp_rto_rexmits"] > 0    # we resent lost data
         assert c["tcp_ooo_accepted"] > 0 and c["tcp_rx_dup"] > 0   # and absorbed theirs
+        # SACK both ways: we reported our out-of-order interval, and resent
+        # only the holes Linux's SACK blocks showed.
+        assert c["tcp_sack_blocks_sent"] > 0 and c["tcp_sack_rexmit_segs"] > 0
     finally:
         d.stop()
 
