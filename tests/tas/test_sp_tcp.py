@@ -26,12 +26,18 @@ pytestmark = pytest.mark.fast
 PEER_MAC, PEER_IP = mac_bytes("02:00:00:00:00:99"), ip_bytes("10.0.0.1")
 
 
-class Clock:
-    """The fast path's TCP timestamp clock and the port's transmit MTU, the
-    only fast-path calls made before a connection is established."""
+class FastPathFlows:
+    """The fast-path calls the slow path makes before a connection is
+    established: the TCP timestamp clock, the port's transmit MTU, and the
+    flow table a passive open installs the half-open flow in (the SYN-ACK).
+    Constants come from the real cffi module."""
 
     def __init__(self):
         self.ffi, self.lib, self.handle, self.t = _tasfp.ffi, self, None, 1000
+        self.flows, self.injected = {}, []
+
+    def __getattr__(self, name):            # TAS_* constants
+        return getattr(_tasfp.lib, name)
 
     def tas_fp_ts_now(self, handle):
         self.t += 1
@@ -40,6 +46,30 @@ class Clock:
     def tas_fp_tx_mtu(self, handle):
         return 1500
 
+    def tas_fp_flow_add(self, handle, init):
+        fid = len(self.flows)
+        self.flows[fid] = self.ffi.new("struct tas_flow *")
+        return fid
+
+    def tas_fp_flow(self, handle, fid):
+        return self.flows[fid]
+
+    def tas_fp_flow_remove(self, handle, fid):
+        self.flows.pop(fid, None)
+
+    def tas_fp_flow_count(self, handle):
+        return len(self.flows)
+
+    def tas_fp_flow_lock(self, f):
+        pass
+
+    def tas_fp_flow_unlock(self, f):
+        pass
+
+    def tas_fp_sp_inject(self, handle, frame, n):
+        self.injected.append(bytes(frame[:n]))
+        return 0
+
 
 @pytest.fixture
 def tcp():
@@ -47,15 +77,24 @@ def tcp():
     cfg = config.load(overrides={"tcp.mss": 1460, "buffers.rx_buf": 1 << 20})
     sent = []
     arp = ArpTable(mac_bytes(cfg.tas.mac), ip_bytes(cfg.tas.ip), sent.append, page)
-    m = TcpManager(cfg, Clock(), page, arp, sent.append, UidQuota(cfg, page))
+    m = TcpManager(cfg, FastPathFlows(), page, arp, sent.append, UidQuota(cfg, page))
     m.sent, m.page, m.cfg = sent, page, cfg
     yield m
     page.close()
 
 
+class SegmentAddresses:
+    """Where the app's buffers would be: the stand-in flow table above only
+    records the pointers, it never touches them."""
+
+    def ptr(self, off, ctype="uint8_t *"):
+        return _tasfp.ffi.cast(ctype, 0x10000000 + off)
+
+
 def app():
     a = App(1, None, None)
     a.alloc = Allocator(4096, 4096 + (64 << 20))
+    a.segment = SegmentAddresses()
     return a
 
 
