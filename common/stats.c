@@ -2,8 +2,10 @@
 #define _GNU_SOURCE
 #include "kb/stats.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
@@ -72,6 +74,9 @@ fail:;
 
 struct kb_stats_page *kb_stats_create(const char *component, const char *instance)
 {
+    /* Per-process pages of killed processes stay behind (nobody unlinks
+     * them): each new writer removes its component's dead ones. */
+    kb_stats_sweep(component);
     return kb_stats_create_mode(component, instance, 0600, -1);
 }
 
@@ -121,6 +126,34 @@ static void unlink_if_ours(const char *path)
     if (n == (ssize_t)sizeof(head) && head.magic == KB_STATS_MAGIC &&
         head.pid == (int32_t)getpid())
         unlink(path);
+}
+
+void kb_stats_sweep(const char *component)
+{
+    char prefix[64];
+    int plen = snprintf(prefix, sizeof(prefix), "kbstats.%s.", component);
+    DIR *d = opendir("/dev/shm");
+    if (d == NULL || plen <= 0 || (size_t)plen >= sizeof(prefix)) {
+        if (d != NULL)
+            closedir(d);
+        return;
+    }
+    int dfd = dirfd(d);
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (strncmp(e->d_name, prefix, (size_t)plen) != 0)
+            continue;
+        int fd = openat(dfd, e->d_name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0)
+            continue;
+        struct kb_stats_page head;
+        ssize_t n = read(fd, &head, sizeof(head));
+        close(fd);
+        if (n == (ssize_t)sizeof(head) && head.magic == KB_STATS_MAGIC && head.pid > 0 &&
+            head.pid != (int32_t)getpid() && kill(head.pid, 0) != 0 && errno == ESRCH)
+            unlinkat(dfd, e->d_name, 0);
+    }
+    closedir(d);
 }
 
 void kb_stats_close(struct kb_stats_page *p, const char *component,

@@ -299,26 +299,6 @@ void strata_unmap(struct strata_fs *fs)
     fs->base = NULL;
 }
 
-/* Remove the stats pages of strata processes that died without detaching
- * (killed, or _exit): their counters describe nothing that still runs. */
-static void sweep_stale_stats(void)
-{
-    DIR *d = opendir("/dev/shm");
-    if (d == NULL)
-        return;
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL) {
-        int pid;
-        char tail;
-        if (sscanf(e->d_name, "kbstats.strata.%d%c", &pid, &tail) == 1 && !strata_pid_alive(pid)) {
-            char inst[16];
-            snprintf(inst, sizeof(inst), "%d", pid);
-            kb_stats_close(NULL, "strata", inst, 1);
-        }
-    }
-    closedir(d);
-}
-
 static void counters_init(void)
 {
     char inst[32];
@@ -348,7 +328,6 @@ static void counters_init(void)
     G.c.ofd_adopted = kb_stats_counter(p, "ofd_adopted");
     G.c.blocks_punched = kb_stats_counter(p, "blocks_punched");
     G.c.backing_enospc = kb_stats_counter(p, "backing_enospc");
-    sweep_stale_stats();
 }
 
 int strata_attach(const char *path)

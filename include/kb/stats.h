@@ -62,6 +62,9 @@ struct kb_stats_page *kb_stats_anon(const char *component);
 uint64_t *kb_stats_counter(struct kb_stats_page *page, const char *name);
 
 /* Unmap and (if unlink_file) remove the page's file. */
+/* Unlink this component's pages whose writer process is gone (killed
+ * before it could remove its own); kb_stats_create does it first. */
+void kb_stats_sweep(const char *component);
 void kb_stats_close(struct kb_stats_page *page, const char *component,
                     const char *instance, int unlink_file);
 
