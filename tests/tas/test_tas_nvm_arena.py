@@ -275,8 +275,8 @@ print(off, held[0], held[1], st.strata_nvm_map(fd, off, va, 4096))
 def test_libtas_registers_its_slice_with_libstrata(nvm_daemon, pool):
     from strata import lib as strata_lib
     import ctypes
-    if not hasattr(ctypes.CDLL(strata_lib.LIB_PATH), "strata_nvm_map"):
-        pytest.skip("this libstrata has no strata_nvm_map (Strata layout v2 not merged)")
+    assert hasattr(ctypes.CDLL(strata_lib.LIB_PATH), "strata_nvm_map"), \
+        "the built libstrata lacks strata_nvm_map"
     r = subprocess.run([sys.executable, "-c", NVM_MAP_APP, nvm_daemon.instance, str(pool)],
                        cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
