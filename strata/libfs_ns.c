@@ -88,6 +88,22 @@ int ns_create_target(uint32_t parent, const char *name, size_t nlen, uint32_t mo
     return 0;
 }
 
+/* With the pool locked: path names a new entry in a directory we may write
+ * (0), or -1 with errno (EEXIST also for "/", "." and ".." as the name). */
+static int new_name(const char *path, uint32_t *parent, const char **name, size_t *nlen)
+{
+    if (path_parent(path, parent, name, nlen) != 0) {
+        if (errno == EBUSY || errno == EINVAL)
+            errno = EEXIST;
+        return -1;
+    }
+    if (dir_lookup(*parent, *name, *nlen)) {
+        errno = EEXIST;
+        return -1;
+    }
+    return perm_check(&G.inodes[*parent], W_OK | X_OK, 0);
+}
+
 static int do_mkdir(const char *path, unsigned int mode)
 {
     uint32_t parent, ino;
@@ -96,14 +112,8 @@ static int do_mkdir(const char *path, unsigned int mode)
     if (ns_claim() != 0 || strata_pool_lock() != 0)
         return -1;
     int rc = -1;
-    if (path_parent(path, &parent, &name, &nlen) != 0) {
-        if (errno == EBUSY || errno == EINVAL)
-            errno = EEXIST;
-    } else if (dir_lookup(parent, name, nlen)) {
-        errno = EEXIST;
-    } else if (perm_check(&G.inodes[parent], W_OK | X_OK, 0) == 0) {
+    if (new_name(path, &parent, &name, &nlen) == 0)
         rc = ns_create(parent, name, nlen, S_IFDIR | (mode & 07777), &ino);
-    }
     strata_pool_unlock();
     return rc;
 }
@@ -178,12 +188,7 @@ static int do_symlink(const char *target, const char *path)
     if (ns_claim() != 0 || strata_pool_lock() != 0)
         return -1;
     int rc = -1;
-    if (path_parent(path, &parent, &name, &nlen) != 0) {
-        if (errno == EBUSY || errno == EINVAL)
-            errno = EEXIST;
-    } else if (dir_lookup(parent, name, nlen)) {
-        errno = EEXIST;
-    } else if (perm_check(&G.inodes[parent], W_OK | X_OK, 0) != 0) {
+    if (new_name(path, &parent, &name, &nlen) != 0) {
     } else if (strata_free_blocks() <= credits_held()) {
         errno = ENOSPC; /* the target needs a block */
     } else {
