@@ -83,6 +83,11 @@ struct tas_rx {
     int32_t no_zio;              /* ring not page-aligned: never register */
     int32_t held_listed;         /* on the app's list of flows holding bytes */
     struct tas_rx *held_prev, *held_next;
+    /* the copy run: the last copies went to contiguous memory from
+     * contiguous stream bytes, ending at stream position run_pos and
+     * address run_dst (zio_copy_continued may elide their pages together) */
+    uint64_t run_pos, run_len;
+    uintptr_t run_dst;
 };
 
 /* Set the ring of a flow (counters untouched: bytes may have arrived before

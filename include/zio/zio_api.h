@@ -33,6 +33,13 @@
  *    looked up in an index of sources (no walk over all tracked memory).  A
  *    stack holds busy ranges (its receive window shrinks) and calls
  *    zio_release() when it must have them back.
+ *  - zio_copy_continued(): memcpy(dst, src, n) for a stack copying a
+ *    received stream out piece by piece, where the `prior` bytes before dst
+ *    were copied by earlier calls from the `prior` bytes before src.  Whole
+ *    pages the pieces fill together may then be elided even when no single
+ *    piece covers one, as long as the earlier bytes still equal their source
+ *    (checked) and the source is a registered original.  The input call (read,
+ *    recv) that runs this copy records no input of its own.  Returns dst.
  *
  * Originals registered with ZIO_ORIG_NOPROTECT may be registered again after
  * they were released (a receive ring, once per lap): registration first
@@ -56,6 +63,7 @@ int zio_register_original(void *addr, size_t len, unsigned flags);
 int zio_resolve(const void *addr, size_t len, struct iovec *out, int max);
 int zio_release(void *addr, size_t len);
 int zio_release_if_unshared(void *addr, size_t len);
+void *zio_copy_continued(void *dst, const void *src, size_t n, size_t prior);
 
 #ifdef __cplusplus
 }
@@ -65,12 +73,14 @@ typedef int (*zio_register_original_fn)(void *, size_t, unsigned);
 typedef int (*zio_resolve_fn)(const void *, size_t, struct iovec *, int);
 typedef int (*zio_release_fn)(void *, size_t);
 typedef int (*zio_release_if_unshared_fn)(void *, size_t);
+typedef void *(*zio_copy_continued_fn)(void *, const void *, size_t, size_t);
 
 struct zio_api {
     zio_register_original_fn register_original;
     zio_resolve_fn resolve;
     zio_release_fn release;
     zio_release_if_unshared_fn release_if_unshared;
+    zio_copy_continued_fn copy_continued;
 };
 
 #ifdef ZIO_API_LOOKUP
@@ -84,7 +94,9 @@ static inline int zio_api_lookup(struct zio_api *api)
     api->release = (zio_release_fn)dlsym(RTLD_DEFAULT, "zio_release");
     api->release_if_unshared =
         (zio_release_if_unshared_fn)dlsym(RTLD_DEFAULT, "zio_release_if_unshared");
-    return api->register_original && api->resolve && api->release && api->release_if_unshared;
+    api->copy_continued = (zio_copy_continued_fn)dlsym(RTLD_DEFAULT, "zio_copy_continued");
+    return api->register_original && api->resolve && api->release && api->release_if_unshared &&
+           api->copy_continued;
 }
 #endif
 

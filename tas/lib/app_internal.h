@@ -29,7 +29,11 @@ enum rx_ctr {
     RXC_FORCED_FORK,      /* ... before fork */
     RXC_FORCED_BYTES,     /* bytes given back by them */
     RXC_DIGESTS,          /* strata_digest_self calls they made */
+    RXC_PRESSURE_DIGESTS, /* ... of which before forcing under pressure */
     RXC_BUMPS,            /* rx_bump messages posted */
+    RXC_COPIES,           /* copies out of the ring (reads) */
+    RXC_COPIES_SMALL,     /* ... below zIO's threshold */
+    RXC_COPIES_CONTINUED, /* ... continuing the previous one (a copy run) */
     RXC_N
 };
 
@@ -86,6 +90,7 @@ struct orp_api {
     int (*zio_register)(void *, size_t, unsigned);
     int (*zio_release)(void *, size_t);
     int (*zio_try_release)(void *, size_t);      /* zio_release_if_unshared */
+    void *(*zio_copy_continued)(void *, const void *, size_t, size_t);
     int (*strata_busy)(const void *, size_t);    /* strata_ref_busy */
     int64_t (*strata_digest)(void);              /* strata_digest_self */
     size_t zio_threshold;                        /* ZIO_THRESHOLD, as libzio reads it */

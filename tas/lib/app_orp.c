@@ -35,6 +35,7 @@ static void lookup(void)
     *(void **)&api.zio_register = dlsym(RTLD_DEFAULT, "zio_register_original");
     *(void **)&api.zio_release = dlsym(RTLD_DEFAULT, "zio_release");
     *(void **)&api.zio_try_release = dlsym(RTLD_DEFAULT, "zio_release_if_unshared");
+    *(void **)&api.zio_copy_continued = dlsym(RTLD_DEFAULT, "zio_copy_continued");
     *(void **)&api.strata_busy = dlsym(RTLD_DEFAULT, "strata_ref_busy");
     *(void **)&api.strata_digest = dlsym(RTLD_DEFAULT, "strata_digest_self");
     if (api.zio_register == NULL || api.zio_release == NULL) {
@@ -42,6 +43,7 @@ static void lookup(void)
         api.zio_register = NULL;
         api.zio_release = NULL;
         api.zio_try_release = NULL;
+        api.zio_copy_continued = NULL;
     }
     api.zio_threshold = zio_threshold();
     /* libzio precedes us in the preload order; the next memcpy is libc's */

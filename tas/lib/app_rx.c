@@ -92,6 +92,15 @@ static void register_new_pages(struct tas_app *a, struct tas_rx *r, const struct
     rx_count(a, RXC_REGISTERED, hi - lo);
 }
 
+/* Bytes before this copy that the run's earlier copies put right before
+ * dst from right before src (the stream and the memory both continue). */
+static size_t run_prior(const struct tas_rx *r, uint64_t pos, const uint8_t *dst)
+{
+    if (r->run_len == 0 || r->run_pos != pos || r->run_dst != (uintptr_t)dst)
+        return 0;
+    return r->run_len < RX_RUN_MAX ? (size_t)r->run_len : RX_RUN_MAX;
+}
+
 uint32_t tas_rx_copy(struct tas_app *a, struct tas_rx *r, uint32_t skip, void *buf,
                      uint32_t len)
 {
@@ -101,13 +110,30 @@ uint32_t tas_rx_copy(struct tas_app *a, struct tas_rx *r, uint32_t skip, void *b
         return 0;
     const struct orp_api *api = orp_api();
     size_t total = iov[0].iov_len + (n > 1 ? iov[1].iov_len : 0);
-    if (api->zio_register != NULL && !r->no_zio && total >= api->zio_threshold)
-        register_new_pages(a, r, api);
+    uint64_t pos = r->read + skip;
     uint8_t *out = buf;
+    int zio = api->zio_register != NULL && !r->no_zio;
+    rx_count(a, RXC_COPIES, 1);
+    if (total < api->zio_threshold)
+        rx_count(a, RXC_COPIES_SMALL, 1);
+    if (run_prior(r, pos, out) > 0)
+        rx_count(a, RXC_COPIES_CONTINUED, 1);
+    if (zio && total + run_prior(r, pos, out) >= api->zio_threshold)
+        register_new_pages(a, r, api);
     for (int i = 0; i < n; i++) {
-        memcpy(out, iov[i].iov_base, iov[i].iov_len);   /* libzio's memcpy when loaded */
-        out += iov[i].iov_len;
+        size_t k = iov[i].iov_len;
+        /* the ring's wrap starts a new run: its source is not contiguous */
+        size_t prior = i == 0 ? run_prior(r, pos, out) : 0;
+        if (zio && api->zio_copy_continued != NULL)
+            api->zio_copy_continued(out, iov[i].iov_base, k, prior);
+        else
+            memcpy(out, iov[i].iov_base, k);   /* libzio's memcpy when loaded */
+        r->run_len = prior + k;
+        out += k;
+        pos += k;
     }
+    r->run_pos = pos;
+    r->run_dst = (uintptr_t)out;
     return (uint32_t)total;
 }
 

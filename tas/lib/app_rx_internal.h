@@ -8,6 +8,8 @@
 #include "zio/zio_api.h"       /* flags only: the functions come from orp_api() */
 
 #define RX_PAGE 4096u
+/* How far back a copy run may reach (zio_copy_continued's prior) */
+#define RX_RUN_MAX (1u << 20)
 
 static inline uint64_t rx_pg_floor(uint64_t x) { return x & ~(uint64_t)(RX_PAGE - 1); }
 static inline uint64_t rx_pg_ceil(uint64_t x) { return rx_pg_floor(x + RX_PAGE - 1); }

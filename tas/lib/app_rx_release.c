@@ -126,6 +126,17 @@ uint32_t tas_rx_release(struct tas_app *a, struct tas_rx *r, int force)
     /* while zIO is loaded a partly consumed page stays: it may be
      * registered once the rest of it has arrived */
     uint64_t limit = force || api->zio_register == NULL ? r->read : rx_pg_floor(r->read);
+    /* nor do the last bytes of the open copy run: the next piece of it may
+     * make the pages they fill together a zIO intermediate of these ring
+     * bytes (zio_copy_continued).  Only a short tail can be taken over: a
+     * run below the threshold, or the part page after what was elided. */
+    if (!force && api->zio_copy_continued != NULL && r->run_len > 0 && r->run_pos == r->read) {
+        uint64_t back = api->zio_threshold + RX_PAGE;
+        if (back > r->run_len)
+            back = r->run_len;
+        if (rx_pg_floor(r->run_pos - back) < limit)
+            limit = rx_pg_floor(r->run_pos - back);
+    }
     int digested = 0;
     while (r->freed < limit) {
         int region = r->reg_lo < r->reg_hi;
@@ -185,13 +196,37 @@ void tas_rx_close(struct tas_app *a, struct tas_rx *r)
     r->reg_lo = r->reg_hi;
 }
 
+static int under_pressure(const struct tas_rx *r)
+{
+    return r->held_listed && r->size - (r->seen - r->freed) < r->size / 4;
+}
+
+/* Under pressure, Strata's undigested references usually hold most of the
+ * ring: digest first (references go, nothing is copied), then release what
+ * no zIO intermediate needs; only what is still held then is forced, which
+ * fills intermediates (copies). */
+static void relieve(struct tas_app *a, struct tas_rx *r, int *digested)
+{
+    const struct orp_api *api = orp_api();
+    if (!*digested && api->strata_digest != NULL && r->freed < r->reg_hi) {
+        api->strata_digest();
+        rx_count(a, RXC_DIGESTS, 1);
+        rx_count(a, RXC_PRESSURE_DIGESTS, 1);
+        *digested = 1;
+        tas_rx_release(a, r, 0);
+    }
+    if (under_pressure(r))
+        force(a, r, RXC_FORCED_PRESSURE);
+}
+
 void tas_app_rx_before_sleep(struct tas_app *a)
 {
+    int digested = 0;
     for (struct tas_rx *r = a->held, *next; r != NULL; r = next) {
         next = r->held_next;   /* r may leave the list */
         tas_rx_release(a, r, 0);
-        if (r->held_listed && r->size - (r->seen - r->freed) < r->size / 4)
-            force(a, r, RXC_FORCED_PRESSURE);
+        if (under_pressure(r))
+            relieve(a, r, &digested);
     }
 }
 

@@ -20,6 +20,8 @@
  *        rel R OFF LEN             zio_release()
  *        alloc B SIZE | free B     application buffers (malloc)
  *        cpy R ROFF B BOFF LEN     memcpy ring -> buffer
+ *        scpy R ROFF B BOFF LEN PRIOR  a stack's stream piece ring -> buffer:
+ *                                  zio_copy_continued() (memcpy when plain)
  *        mov B SOFF DOFF LEN       memmove inside a buffer (may overlap)
  *        ovr B OFF LEN SEED        memcpy new bytes over a buffer range
  *        rd B OFF LEN              print a hash of the range
@@ -231,6 +233,11 @@ int main(int argc, char **argv)
             buf_len[i0] = 0;
         } else if (!strcmp(op, "cpy")) {
             memcpy(buf[a[2]] + a[3], ring[i0] + a[1], (size_t)a[4]);
+        } else if (!strcmp(op, "scpy")) {
+            if (have)
+                api.copy_continued(buf[a[2]] + a[3], ring[i0] + a[1], (size_t)a[4], (size_t)a[5]);
+            else
+                memcpy(buf[a[2]] + a[3], ring[i0] + a[1], (size_t)a[4]);
         } else if (!strcmp(op, "mov")) {
             uint64_t f0 = faults(), r0 = counter("moves_repointed");
             memmove(buf[i0] + a[2], buf[i0] + a[1], (size_t)a[3]);

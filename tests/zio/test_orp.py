@@ -261,3 +261,58 @@ ctr outputs_materialized
         assert ctr == {"outputs_resolved": 2, "outputs_materialized": 0}
     else:   # the pwrite goes on unchanged after materialising its buffer
         assert ctr == {"outputs_resolved": 1, "outputs_materialized": 1}
+
+
+def stream_script(roff, boff, pieces, edits=()):
+    """A stack copies ring 0 out piece by piece into contiguous buffer
+    memory, as libtas does for a program reading a socket a few KiB at a
+    time (zio_copy_continued with the run so far as prior); `edits` are
+    (after piece k, buffer offset, length) program stores between pieces."""
+    ops = ["ring 0 64", f"reg 0 0 {RING0}", f"alloc 0 {BUF}"]
+    done = 0
+    for k, n in enumerate(pieces):
+        ops.append(f"scpy 0 {roff + done} 0 {boff + done} {n} {done}")
+        done += n
+        ops += [f"ovr 0 {off} {length} {k}" for after, off, length in edits if after == k]
+    ops += [f"res 0 {boff} {done}", "ctr stream_bytes_adopted", "ctr copies_elided",
+            f"rd 0 0 {BUF}"]
+    return "\n".join(ops) + "\n", done
+
+
+def test_stream_pieces_become_one_intermediate(tmp_path, libzio):
+    """No piece of 1448 bytes covers a page, yet the pages they fill
+    together resolve to the ring: the buffer holds a reference, not a copy."""
+    script, done = stream_script(100, 57, [1448] * 150)
+    log = run(script, tmp_path, libzio)
+    ctr = {k: int(v) for k, v in lines(log, "ctr")}
+    assert ctr["stream_bytes_adopted"] > 150 * KIB and ctr["copies_elided"] > 0
+    ring = [p for p in lines(log, "res")[0][1:] if p.startswith("0:")]
+    assert sum(int(p.split("+")[1]) for p in ring) >= done - 4 * PAGE
+
+
+def test_stream_piece_changed_by_the_program_is_not_adopted(tmp_path, libzio):
+    """A byte the program changed after its piece was copied keeps its new
+    value: that page is not turned into a reference to the ring."""
+    script, _ = stream_script(100, 57, [1448] * 60, edits=[(20, 57 + 20000, 3)])
+    log = run(script, tmp_path, libzio)   # the bytes equal the plain run's
+    assert int(dict(lines(log, "ctr"))["stream_bytes_adopted"]) > 0
+
+
+@settings(max_examples=int(os.environ.get("ZIO_PROPERTY_EXAMPLES", "200")) // 2, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(roff=st.integers(0, 8191), boff=st.integers(0, 8191),
+       pieces=st.lists(st.integers(1, 40000), min_size=1, max_size=40),
+       edits=st.lists(st.tuples(st.integers(0, 39), st.integers(0, 240 * KIB), st.integers(1, 5000)),
+                      max_size=4))
+def test_stream_pieces_equal_plain(roff, boff, pieces, edits, tmp_path, libzio):
+    total = 0
+    kept = []
+    for n in pieces:   # the ring holds RING0 bytes from roff on
+        if roff + total + n > RING0:
+            break
+        kept.append(n)
+        total += n
+    if not kept:
+        return
+    script, _ = stream_script(roff, boff, kept, edits)
+    run(script, tmp_path, libzio)

@@ -15,6 +15,7 @@
 
 #include "zio/zio_api.h"
 
+#include <string.h>
 #include <sys/mman.h>
 
 /* After MADV_DONTNEED a private anonymous page is gone; a shared or file page
@@ -122,6 +123,11 @@ int copy_elide_piece(struct piece *p, void **frees, size_t *nf)
         .key = p->key, .last_use = zio_now_ns(),
     };
     tab_set_src(&e, p->src);
+    if (tab_extend_inter(&e) == 0) {
+        policy_elided(p->key, len);
+        ctr_add(C_BYTES_ELIDED, len);
+        return 0;
+    }
     if (tab_insert(&e) != 0) {
         *nf += gc_run(0, frees + *nf, GC_FREE_BATCH - *nf);
         if (tab_insert(&e) != 0) {
@@ -196,28 +202,52 @@ static void count_plain(size_t n)
     ctr_add(C_BYTES_PLAIN_LARGE, n);
 }
 
-void *zio_copy(void *dst, const void *src, size_t n)
+/* [d - prior, d) may already hold, copied plainly by earlier calls of the
+ * same stream (zio_copy_continued), the bytes just before s.  Extend the run
+ * back over them, but not over memory that is tracked already. */
+static uintptr_t run_start(uintptr_t d, size_t prior)
 {
-    uintptr_t d = (uintptr_t)dst, s = (uintptr_t)src;
-    ctr_add(C_COPIES_SEEN, 1);
-    if (d < s + n && s < d + n) {   /* overlapping (memmove) */
-        if (zio_move_repoint(d, s, n))
-            return dst;
-        count_plain(n);
-        return zio_plain_move(dst, src, n);
+    uintptr_t lo = prior > d ? 0 : d - prior;
+    for (size_t i = tab_lower(lo); i < zio_tab_n && zio_tab[i].addr < d; i++)
+        lo = ze_end(&zio_tab[i]) < d ? ze_end(&zio_tab[i]) : d;
+    return lo;
+}
+
+/* A piece that starts before d takes over bytes an earlier call copied: only
+ * while they still equal their source (the program may have changed them).
+ * Otherwise it starts at d's next page, or is dropped (hi = lo). */
+static void check_adopted(struct piece *p, uintptr_t d)
+{
+    if (p->lo >= d)
+        return;
+    uintptr_t end = p->hi < d ? p->hi : d;
+    if (memcmp((const void *)p->lo, (const void *)p->src, end - p->lo) == 0) {
+        ctr_add(C_BYTES_ADOPTED, end - p->lo);
+        return;
     }
-    if (!tab_overlaps(s, s + n) && !tab_overlaps(d, d + n) && !reg_overlaps(d, d + n)) {
-        count_plain(n);
-        return zio_plain_copy(dst, src, n);
+    uintptr_t lo = pg_ceil(d);
+    if (p->hi <= lo || p->hi - lo < zio_cfg.threshold) {
+        p->hi = p->lo;
+        return;
     }
+    p->src += lo - p->lo;
+    p->lo = lo;
+}
+
+/* Copy [s, s+n) to [d, d+n); with prior > 0, whole pages of the run
+ * [d - prior, d + n) may be elided, not only those of this copy. */
+static void *copy_run(uintptr_t d, uintptr_t s, size_t n, size_t prior)
+{
     struct piece pc[MAX_PIECES];
     void *frees[GC_FREE_BATCH];
     size_t nf = 0;
     zio_in_lib++;
     pthread_mutex_lock(&zio_lock);
-    int np = copy_collect(d, s, n, pc), ok = 0;
+    uintptr_t rd = prior ? run_start(d, prior) : d;
+    int np = copy_collect(rd, s - (d - rd), n + (d - rd), pc), ok = 0;
     for (int k = 0; k < np; k++) {
-        if (copy_elide_piece(&pc[k], frees, &nf) == 0)
+        check_adopted(&pc[k], d);
+        if (pc[k].hi != pc[k].lo && copy_elide_piece(&pc[k], frees, &nf) == 0)
             ok++;
         if (zio_mode != ZIO_ELIDE || pc[k].hi == 0)
             pc[k].hi = pc[k].lo;   /* not elided (or profiling): copy below */
@@ -244,7 +274,45 @@ void *zio_copy(void *dst, const void *src, size_t n)
     }
     if (ok)
         ctr_add(C_COPIES_ELIDED, 1);
-    else
+    else if (n >= zio_cfg.threshold)   /* a small stream piece is no large copy */
         count_plain(n);
-    return dst;
+    return (void *)d;
+}
+
+void *zio_copy(void *dst, const void *src, size_t n)
+{
+    uintptr_t d = (uintptr_t)dst, s = (uintptr_t)src;
+    ctr_add(C_COPIES_SEEN, 1);
+    if (d < s + n && s < d + n) {   /* overlapping (memmove) */
+        if (zio_move_repoint(d, s, n))
+            return dst;
+        count_plain(n);
+        return zio_plain_move(dst, src, n);
+    }
+    if (!tab_overlaps(s, s + n) && !tab_overlaps(d, d + n) && !reg_overlaps(d, d + n)) {
+        count_plain(n);
+        return zio_plain_copy(dst, src, n);
+    }
+    return copy_run(d, s, n, 0);
+}
+
+__thread int zio_stack_input;
+
+/* A stack copying a received stream out in pieces (libtas: an application
+ * reading a socket a few KiB at a time) says how many bytes before dst it
+ * copied from the bytes just before src.  Pages the pieces fill together
+ * can then be elided although no single copy covers one: the stream's
+ * bytes stay references to the stack's buffer (zio_api.h). */
+ZIO_EXPORT void *zio_copy_continued(void *dst, const void *src, size_t n, size_t prior)
+{
+    uintptr_t d = (uintptr_t)dst, s = (uintptr_t)src;
+    if (zio_mode == ZIO_OFF || zio_in_lib || n == 0 || (d < s + n && s < d + n))
+        return zio_plain_move(dst, src, n);
+    zio_stack_input = 1;   /* the read that runs this copy records no input */
+    if (prior > (1u << 30) || prior > s)
+        prior = 0;
+    if (prior + n < zio_cfg.threshold || !tab_overlaps(s - prior, s + n))
+        return zio_plain_copy(dst, src, n);
+    ctr_add(C_COPIES_SEEN, 1);
+    return copy_run(d, s, n, prior);
 }

@@ -38,6 +38,9 @@ extern struct zio_config zio_cfg;
 extern volatile int zio_mode;          /* enum zio_mode */
 extern pthread_mutex_t zio_lock;
 extern __thread int zio_in_lib;        /* reentrancy guard */
+/* set by zio_copy_continued: the stack under this read placed the bytes
+ * (and registered its originals), so the read records no input */
+extern __thread int zio_stack_input;
 extern int zio_forking;                /* zio_lock: forks in progress, no elision */
 
 void zio_ensure_init(void);
@@ -85,6 +88,8 @@ extern uintptr_t zio_hull_lo, zio_hull_hi;    /* bounds of all entries */
 int tab_find(uintptr_t a);                  /* entry containing a, or -1 */
 size_t tab_lower(uintptr_t a);              /* first entry with end > a */
 int tab_insert(const struct zio_entry *e);  /* -1 when full */
+/* intermediate e continues the one before it: extend that one (0) or -1 */
+int tab_extend_inter(const struct zio_entry *e);
 void tab_remove(size_t i);
 void tab_cut(size_t i, uintptr_t lo, uintptr_t hi); /* drop pages [lo,hi) */
 void tab_set_src(struct zio_entry *e, uintptr_t src);
@@ -207,7 +212,7 @@ enum zio_ctr {
     C_FREES_DEFERRED, C_API_REGISTER, C_API_RESOLVE, C_API_RELEASE,
     C_FORK_RESOLVES, C_UFFD_ERRORS, C_NOT_ANON,
     C_MOVES_REPOINTED, C_BYTES_PLAIN_LARGE, C_RELEASE_FILL_BYTES, C_API_TRY_RELEASE,
-    C_API_RELEASE_BUSY, C_OUTPUTS_MATERIALIZED,
+    C_API_RELEASE_BUSY, C_OUTPUTS_MATERIALIZED, C_BYTES_ADOPTED,
     C_NCTR
 };
 extern uint64_t *zio_ctr[C_NCTR];

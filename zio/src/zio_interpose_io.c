@@ -27,17 +27,21 @@ static inline int active(void)
 #define INPUT1(buf, n, call) do { \
         if (!active()) return call; \
         io_before_input(buf, n); \
+        zio_stack_input = 0; \
         ssize_t r_ = call; \
         /* MSG_TRUNC may report more than fits the buffer */ \
-        io_after_input(buf, r_ > (ssize_t)(n) ? (ssize_t)(n) : r_, KEY); \
+        if (!zio_stack_input) \
+            io_after_input(buf, r_ > (ssize_t)(n) ? (ssize_t)(n) : r_, KEY); \
         return r_; \
     } while (0)
 
 #define INPUTV(iov, cnt, call) do { \
         if (!active()) return call; \
         io_before_inputv(iov, cnt); \
+        zio_stack_input = 0; \
         ssize_t r_ = call; \
-        io_after_inputv(iov, cnt, r_, KEY); \
+        if (!zio_stack_input) \
+            io_after_inputv(iov, cnt, r_, KEY); \
         return r_; \
     } while (0)
 

@@ -7,7 +7,8 @@
  * passes 64 MiB).  A call site is the natural unit: one code path fills its
  * buffers the same way every time, while buffer addresses change with every
  * allocation (Redis reads into a different query buffer position each time).
- * When faulted bytes exceed ratio x elided bytes, the site stops being
+ * When faulted bytes exceed ratio x elided bytes (judged once the site has
+ * elided at least POL_MIN_SAMPLE), the site stops being
  * tracked: its next N inputs are not recorded as originals and copies out
  * of its existing originals are done plainly; then the sums restart and the
  * site is probed again.  N starts at 64 and doubles (up to 64 Ki inputs)
@@ -21,6 +22,10 @@
 #define POL_SKIP_MIN 64
 #define POL_SKIP_MAX 65536
 #define POL_PROVEN (16ULL << 20)
+/* No verdict on a site before it has elided this much: one early fault (a
+ * page a server reads back from its first input) would otherwise exceed the
+ * ratio against an almost empty window and turn the site off at once. */
+#define POL_MIN_SAMPLE (1ULL << 20)
 
 struct pol {
     uintptr_t key;
@@ -68,7 +73,8 @@ void policy_faulted(uintptr_t key, size_t bytes)
 {
     struct pol *p = pol_get(key);
     p->faulted += bytes;
-    if (p->skip == 0 && (double)p->faulted > zio_cfg.ratio * (double)p->elided) {
+    if (p->skip == 0 && p->elided >= POL_MIN_SAMPLE &&
+        (double)p->faulted > zio_cfg.ratio * (double)p->elided) {
         if (p->backoff < POL_SKIP_MIN)
             p->backoff = POL_SKIP_MIN;
         p->skip = p->backoff;

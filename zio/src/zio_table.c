@@ -82,6 +82,36 @@ int tab_insert(const struct zio_entry *e)
     return 0;
 }
 
+/* A piece that continues the intermediate right before it, from the bytes
+ * right after that one's source in the same original, extends it instead of
+ * becoming an entry of its own.  A stream elided a few pages at a time
+ * (zio_copy_continued) then stays one entry, and a later copy of it to
+ * memory at another page offset finds whole pages under one entry. */
+int tab_extend_inter(const struct zio_entry *e)
+{
+    size_t i = tab_lower(e->addr);
+    if (i == 0)
+        return -1;
+    struct zio_entry *prev = &zio_tab[i - 1];
+    uintptr_t src = ze_src(e);
+    if (prev->kind != ZE_INTER || ze_end(prev) != e->addr || prev->key != e->key ||
+        ze_src(prev) + prev->npages * ZIO_PAGE != src)
+        return -1;
+    int o = tab_find(ze_src(prev));
+    if (o < 0 || zio_tab[o].kind != ZE_ORIGINAL ||
+        ze_end(&zio_tab[o]) < src + e->npages * ZIO_PAGE)
+        return -1;   /* one intermediate depends on one original */
+    reg_take(e->addr, ze_end(e));
+    srcidx_del(prev);
+    prev->npages += e->npages;
+    prev->last_use = e->last_use;
+    srcidx_add(prev);
+    if (ze_end(prev) > zio_hull_hi)
+        __atomic_store_n(&zio_hull_hi, ze_end(prev), __ATOMIC_RELAXED);
+    hull_update();
+    return 0;
+}
+
 /* remove entry i (already out of the source index) */
 static void remove_at(size_t i)
 {
