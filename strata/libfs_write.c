@@ -203,6 +203,8 @@ static int log_txn(struct sfile *f, const struct piece *p, uint32_t n, uint64_t 
             kb_stats_add(G.c.ref_bytes, e->len);
         } else {
             kb_stats_add(G.c.inline_bytes, e->len);
+            if (e->len >= STRATA_REF_MIN)   /* a large copy into the log */
+                kb_stats_add(G.c.inline_large_bytes, e->len);
         }
         o += e->entry_len;
     }

@@ -320,6 +320,7 @@ static void counters_init(void)
     G.c.repairs = kb_stats_counter(p, "repairs");
     G.c.ref_bytes = kb_stats_counter(p, "ref_bytes");
     G.c.inline_bytes = kb_stats_counter(p, "inline_bytes");
+    G.c.inline_large_bytes = kb_stats_counter(p, "inline_large_bytes");
     G.c.ref_fallbacks = kb_stats_counter(p, "ref_fallbacks");
     G.c.ref_fallback_small = kb_stats_counter(p, "ref_fallback_small");
     G.c.ref_fallback_nomem = kb_stats_counter(p, "ref_fallback_nomem");
