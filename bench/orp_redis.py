@@ -85,6 +85,7 @@ def write_config(tmp, inst, body):
 
 
 RX_BUF = None         # --rx-buf: buffers.rx_buf of the server's daemon (None: its default)
+MTU = 1500            # --mtu: dpdk.mtu of the TAS daemons
 
 
 def buffers(pool, nvm):
@@ -105,7 +106,7 @@ def start_daemons(tmp, pool, nvm, client):
     inst = f"orpb{uuid.uuid4().hex[:6]}"
     if client == "kernel":
         path = write_config(tmp, inst, f'[tas]\ninstance = "{inst}"\nip = "{TAS_IP}"\n'
-                            f'[dpdk]\niface = "{inst}"\nmem_mb = 256\nmbufs = 8191\n'
+                            f'[dpdk]\niface = "{inst}"\nmem_mb = 256\nmbufs = 8191\nmtu = {MTU}\n'
                             f'[peer]\nnetns = "{inst}ns"\nip = "10.0.0.1"\n' + buffers(pool, nvm))
         return DaemonProcess(path, inst, f"{inst}ns").start(), None, TAS_IP
     sock = os.path.join(tmp, f"{inst}.memif")
@@ -116,7 +117,7 @@ def start_daemons(tmp, pool, nvm, client):
                 (inst + "c", "client", "10.1.0.2", "02:00:00:00:01:02", 1, 0)):
             body = (f'[tas]\ninstance = "{name}"\nip = "{ip}"\nmac = "{mac}"\n'
                     f'[dpdk]\ndevice = "net_memif"\nmemif_role = "{role}"\n'
-                    f'memif_socket = "{sock}"\nmem_mb = 256\nmbufs = 8191\n'
+                    f'memif_socket = "{sock}"\nmem_mb = 256\nmbufs = 8191\nmtu = {MTU}\n'
                     f'main_core = {main_core}\nfp_cores = [{fp_core}]\n'
                     f'[peer]\nnetns = ""\nip = "10.1.0.254"\n')
             if role == "server":
@@ -253,9 +254,12 @@ def main():
                     help="buffers.rx_buf of the server's daemon, for every TAS row (default "
                          "2M: a receive ring of several values lets ORP hold pages instead "
                          "of forcing their release)")
+    ap.add_argument("--mtu", type=int, default=1500,
+                    help="dpdk.mtu of the TAS daemons (up to 9000: jumbo frames from the "
+                         "kernel peer and over net_memif)")
     args = ap.parse_args()
-    global RX_BUF
-    RX_BUF = args.rx_buf
+    global RX_BUF, MTU
+    RX_BUF, MTU = args.rx_buf, args.mtu
     configs = args.configs.split(",")
     unknown = [c for c in configs if c not in NAMES]
     if unknown:
@@ -304,7 +308,8 @@ def main():
                  "tas us/SET", "large copies/SET", "inline B/SET", "ref B/SET", "fill B/SET"],
                 rows)
     write_json("orp_redis.json", {"clients": CLIENTS, "repeat": args.repeat,
-                                  "quick": args.quick, "points": points})
+                                  "quick": args.quick, "rx_buf": RX_BUF, "mtu": MTU,
+                                  "load_avg": os.getloadavg(), "points": points})
 
 
 if __name__ == "__main__":
