@@ -12,7 +12,11 @@ Preloads, in the one order that works (docs/orp-contract.md):
 receive buffers live in and refuses to run unless they are in a Strata pool
 (`buffers.backing = "nvm"`); the program's Strata files then go to that same
 pool, so large received values reach the file system log as references to
-the receive ring with no copy.
+the receive ring with no copy.  It also sets TAS_REQUIRE_NVM=1: libtas then
+refuses TCP sockets (ENETDOWN, with a message) unless its segment lies in the
+program's Strata pool -- never a quiet fall back to kernel sockets or shm
+rings.  Users other than root cannot read the daemon's admin socket; for them
+that libtas check is the one that applies (give --pool, or $STRATA_POOL).
 """
 import argparse
 import json
@@ -40,6 +44,8 @@ def daemon_config(instance, run_dir):
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         try:
             s.connect(path)
+        except PermissionError:
+            raise
         except OSError as e:
             raise RunError(f"--orp: no TAS daemon at {path}: {e.strerror}") from None
         s.sendall(json.dumps({"cmd": "config"}).encode())
@@ -54,7 +60,14 @@ def daemon_config(instance, run_dir):
 
 
 def orp_pool(instance, run_dir, pool):
-    cfg = daemon_config(instance, run_dir)["config"]
+    """The pool ORP uses.  The daemon's admin socket is root's: for other
+    users the check is left to libtas (TAS_REQUIRE_NVM), which refuses TCP
+    sockets unless the segment it is given lies in this process's pool."""
+    try:
+        cfg = daemon_config(instance, run_dir)["config"]
+    except PermissionError:
+        return pool
+
     backing = cfg["buffers"]["backing"]
     if backing != "nvm":
         raise RunError(f"--orp: daemon {instance} keeps receive buffers in {backing!r} memory; "
@@ -121,6 +134,8 @@ def main(argv=None):
                 raise RunError("--orp needs all three layers (zio, tas, strata)")
             pool = orp_pool(args.instance, args.run_dir, pool)
         env = environ(layers, args.instance, args.run_dir, pool, args.threshold)
+        if args.orp:
+            env["TAS_REQUIRE_NVM"] = "1"
     except RunError as e:
         sys.exit(f"kbrun: {e}")
     try:

@@ -19,6 +19,9 @@ struct tas_app;
  * message in err. */
 struct tas_app *tas_app_attach(const char *sock_path, char *err, int errlen);
 void tas_app_detach(struct tas_app *a);
+/* 1 when the app's segment is NVM that this process's libstrata registered
+ * (strata_nvm_map): ORP can log received bytes by reference. */
+int tas_app_nvm_mapped(const struct tas_app *a);
 uint8_t *tas_app_base(struct tas_app *a);
 uint64_t tas_app_size(struct tas_app *a);
 int tas_app_ctl_fd(struct tas_app *a);

@@ -141,6 +141,11 @@ static void strata_register(struct tas_app *a)
         a->strata_mapped = nvm_map(a->seg_fd, a->seg_off, a->base, a->size) == 0;
 }
 
+int tas_app_nvm_mapped(const struct tas_app *a)
+{
+    return a->strata_mapped;
+}
+
 static void strata_unregister(struct tas_app *a)
 {
     int (*nvm_unmap)(const void *) =

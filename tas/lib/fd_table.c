@@ -4,6 +4,7 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -14,7 +15,7 @@ struct lt_sock *lt_fds[LT_MAX_FD];
 struct lt_sock *lt_listeners;
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
-static int attach_state;       /* 0 not tried, 1 attached, -1 unreachable */
+static int attach_state;       /* 0 not tried, 1 attached, -1 unreachable, -2 refused */
 static uint64_t next_gen;
 
 void lt_lock(void)
@@ -88,14 +89,35 @@ int lt_attach(void)
     snprintf(path, sizeof(path), "%s/%s.sock", dir && *dir ? dir : "/run/tas",
              inst && *inst ? inst : "tas0");
     lt_app = tas_app_attach(path, err, sizeof(err));
+    /* kbrun --orp: received bytes must land in this process's Strata pool;
+     * kernel sockets, or TAS rings elsewhere, would quietly not be ORP */
+    const char *orp = getenv("TAS_REQUIRE_NVM");
+    int need_nvm = orp != NULL && *orp && strcmp(orp, "0") != 0;
     if (lt_app == NULL) {
-        fprintf(stderr, "libtas: TAS daemon not reachable (%s); using kernel sockets\n", err);
-        attach_state = -1;
+        fprintf(stderr, "libtas: TAS daemon not reachable (%s); %s\n", err,
+                need_nvm ? "refusing TCP sockets (TAS_REQUIRE_NVM, kbrun --orp)"
+                         : "using kernel sockets");
+        attach_state = need_nvm ? -2 : -1;
+        return 0;
+    }
+    if (need_nvm && !tas_app_nvm_mapped(lt_app)) {
+        fprintf(stderr, "libtas: the daemon's receive buffers are not in this process's Strata "
+                "pool (STRATA_POOL=%s); refusing TCP sockets (TAS_REQUIRE_NVM, kbrun --orp): "
+                "start the daemon with buffers.backing = \"nvm\" and nvm.pool_path on this "
+                "pool\n", getenv("STRATA_POOL") ? getenv("STRATA_POOL") : "(unset)");
+        tas_app_detach(lt_app);
+        lt_app = NULL;
+        attach_state = -2;
         return 0;
     }
     attach_state = 1;
     publish();
     return 1;
+}
+
+int lt_attach_refused(void)
+{
+    return attach_state == -2;
 }
 
 void lt_fd_map(int fd, struct lt_sock *s)

@@ -120,6 +120,7 @@ extern struct lt_sock *lt_listeners;
 void lt_lock(void);
 void lt_unlock(void);
 int lt_attach(void);           /* with the lock held: 1 if TAS is usable */
+int lt_attach_refused(void);   /* ... 0 and TAS_REQUIRE_NVM forbids kernel sockets */
 static inline struct lt_sock *lt_sock_of(int fd)
 {
     return fd >= 0 && fd < LT_MAX_FD ? __atomic_load_n(&lt_fds[fd], __ATOMIC_ACQUIRE) : NULL;

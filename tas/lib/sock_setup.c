@@ -21,7 +21,12 @@ int socket(int domain, int type, int protocol)
     lt_lock();
     int fd = -1;
     if (!lt_attach()) {
+        int refused = lt_attach_refused();
         lt_unlock();
+        if (refused) {
+            errno = ENETDOWN;
+            return -1;
+        }
         return REAL(socket)(domain, type, protocol);
     }
     struct lt_sock *s = lt_sock_new();
