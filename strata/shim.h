@@ -21,17 +21,19 @@
         real_##name;                                                   \
     })
 
-/* Map an application path to a pool path ("/..."); 0 if not Strata's.
+/* shim_route.c: map an application path to a pool path ("/..."); 0 if not Strata's.
  * route_at also resolves paths relative to a Strata directory fd. */
 int shim_route(const char *path, char out[PATH_MAX]);
 int shim_route_at(int dirfd, const char *path, char out[PATH_MAX]);
 
 const char *shim_prefix(void); /* the mount prefix, e.g. "/strata" */
-
-/* shim_cwd.c: the pool path of the working directory while it is inside
- * Strata, else NULL; the environment an exec'd program gets (it carries
- * that directory to the next program). */
+/* The pool path of the working directory while it is inside Strata, else
+ * NULL (shim_cwd_path: "" outside; shim_cwd.c's chdir family sets it). */
+extern char shim_cwd_path[PATH_MAX];
 const char *shim_vcwd(void);
+
+/* shim_cwd.c: the environment an exec'd program gets (it carries the
+ * working directory to the next program). */
 void shim_normalise(const char *in, char out[PATH_MAX]); /* "." and ".." lexically */
 size_t shim_exec_env_room(char *const envp[]);           /* entries for out */
 char **shim_exec_env(char *const envp[], char **out);

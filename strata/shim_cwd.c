@@ -1,6 +1,6 @@
 /*
  * The working directory inside Strata.  The kernel cannot chdir into the
- * mount prefix, so the shim keeps the directory (vcwd, a normalised pool
+ * mount prefix, so the shim keeps the directory (shim_cwd_path, a normalised pool
  * path) and resolves relative paths against it (shim_route).  Meanwhile the
  * kernel's working directory is a private directory removed right after
  * entering it: a relative path that reaches the kernel anyway (a call the
@@ -23,12 +23,10 @@
 
 #define CWD_VAR "STRATA_CWD"
 
-static char vcwd[PATH_MAX];                   /* "" while outside Strata */
 static char env_entry[PATH_MAX + 64];         /* CWD_VAR=dev:ino:path, for exec */
 static dev_t anchor_dev;
 static ino_t anchor_ino;
 
-const char *shim_vcwd(void) { return vcwd[0] ? vcwd : NULL; }
 
 /* Lexical normalisation ("." and ".." and repeated slashes): exact in
  * Strata, which has no symbolic links. */
@@ -62,9 +60,9 @@ void shim_normalise(const char *in, char out[PATH_MAX])
 
 static void env_update(void)
 {
-    if (vcwd[0]) {
+    if (shim_cwd_path[0]) {
         snprintf(env_entry, sizeof(env_entry), CWD_VAR "=%lu:%lu:%s", (unsigned long)anchor_dev,
-                 (unsigned long)anchor_ino, vcwd);
+                 (unsigned long)anchor_ino, shim_cwd_path);
         setenv(CWD_VAR, env_entry + sizeof(CWD_VAR), 1);
     } else {
         env_entry[0] = 0;
@@ -76,7 +74,7 @@ static void env_update(void)
 static int enter_anchor(void)
 {
     struct stat st;
-    if (vcwd[0] && REAL(stat)(".", &st) == 0 && st.st_dev == anchor_dev && st.st_ino == anchor_ino)
+    if (shim_cwd_path[0] && REAL(stat)(".", &st) == 0 && st.st_dev == anchor_dev && st.st_ino == anchor_ino)
         return 0;
     char dir[] = "/tmp/.strata-cwd-XXXXXX";
     if (mkdtemp(dir) == NULL)
@@ -108,15 +106,15 @@ static int enter(const char *pool_path)
         return -1;
     if (enter_anchor() != 0)
         return -1;
-    memcpy(vcwd, norm, strlen(norm) + 1);
+    memcpy(shim_cwd_path, norm, strlen(norm) + 1);
     env_update();
     return 0;
 }
 
 static void leave(void)
 {
-    if (vcwd[0]) {
-        vcwd[0] = 0;
+    if (shim_cwd_path[0]) {
+        shim_cwd_path[0] = 0;
         env_update();
     }
 }
@@ -148,10 +146,10 @@ int fchdir(int fd)
 
 char *getcwd(char *buf, size_t size)
 {
-    if (!vcwd[0])
+    if (!shim_cwd_path[0])
         return REAL(getcwd)(buf, size);
     char full[PATH_MAX];
-    int n = snprintf(full, sizeof(full), "%s%s", shim_prefix(), strcmp(vcwd, "/") ? vcwd : "");
+    int n = snprintf(full, sizeof(full), "%s%s", shim_prefix(), strcmp(shim_cwd_path, "/") ? shim_cwd_path : "");
     if (buf == NULL)
         return strdup(full);
     if ((size_t)n + 1 > size) {
@@ -164,7 +162,7 @@ char *getcwd(char *buf, size_t size)
 
 char *get_current_dir_name(void)
 {
-    return vcwd[0] ? getcwd(NULL, 0) : REAL(get_current_dir_name)();
+    return shim_cwd_path[0] ? getcwd(NULL, 0) : REAL(get_current_dir_name)();
 }
 
 /* envp for an exec: envp without CWD_VAR, plus ours while inside Strata.
@@ -201,10 +199,10 @@ __attribute__((constructor(103))) static void cwd_init(void)
     struct stat st;
     if (sscanf(s, "%lu:%lu:%n", &dev, &ino, &used) == 2 && used > 0 && s[used] == '/' &&
         REAL(stat)(".", &st) == 0 && st.st_dev == (dev_t)dev && st.st_ino == (ino_t)ino &&
-        strlen(s + used) < sizeof(vcwd)) {
+        strlen(s + used) < sizeof(shim_cwd_path)) {
         anchor_dev = st.st_dev;
         anchor_ino = st.st_ino;
-        shim_normalise(s + used, vcwd);
+        shim_normalise(s + used, shim_cwd_path);
     }
     env_update();
 }

@@ -88,16 +88,27 @@ uint32_t strata_csum(uint64_t seed, const void *buf, size_t len);
 uint32_t strata_copy_csum(void *dst, const void *src, size_t len, uint64_t seed, int nontemporal);
 #define strata_data_csum(src, len, seed) strata_copy_csum(NULL, (src), (len), (seed), 0)
 
-/* pool.c */
+/* pool.c: the bottom layer (layout, map, persist, the pool lock) */
 void strata_persist(const void *addr, size_t len);
 int strata_map(const char *path, struct strata_fs *fs, int verbose_err, char *err, size_t errlen);
-int strata_ensure_attached(void);
-int strata_pool_lock(void);          /* flock + repair/recovery if needed */
+int strata_pool_lock(void);          /* flock, then the hooks (recovery if needed) */
 void strata_pool_unlock(void);
+/* What the lock runs for the layers above it (installed by mount.c):
+ * acquired once a hold begins (holder_died: the previous holder died in the
+ * middle of a mutation), releasing before the hold ends. */
+struct strata_lock_hooks {
+    void (*acquired)(int holder_died);
+    void (*releasing)(void);
+};
+void strata_pool_lock_hooks(const struct strata_lock_hooks *h);
 void strata_unmap(struct strata_fs *fs);
 int strata_pid_alive(pid_t pid);                    /* exists and is not a zombie */
 uint64_t strata_proc_start(pid_t pid);              /* 0 if no such live process */
 int strata_owner_alive(pid_t pid, uint64_t start);  /* same pid and start time */
+
+/* mount.c: attach/detach (strata_api.h) and the recovery they and the lock
+ * run after a crash. */
+int strata_ensure_attached(void);
 
 /* space.c: backing pages of a sparse pool, free space */
 int pool_back(uint64_t off, uint64_t len);  /* fallocate; -1 ENOSPC */
