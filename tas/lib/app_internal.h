@@ -69,7 +69,7 @@ static inline void rx_count(struct tas_app *a, enum rx_ctr c, uint64_t n)
     __atomic_fetch_add(a->ctr[c], n, __ATOMIC_RELAXED);
 }
 
-/* app.c: one control message each way (fds: received descriptors). */
+/* app_ctl.c: one control message each way (fds: received descriptors). */
 int app_send_msg(struct tas_app *a, const struct tas_ctl_msg *m);
 int app_recv_msg(struct tas_app *a, struct tas_ctl_msg *m, int *fds, int nfds);
 int app_queue_event(struct tas_app *a, const struct tas_ctl_msg *m); /* 0 or -ENOMEM */

@@ -33,16 +33,6 @@ uint32_t tas_rx_ready(const struct tas_rx *r)
     return (uint32_t)(r->seen - r->read);
 }
 
-/* Ring address of stream position pos and the bytes from there to the end
- * of the ring. */
-uint8_t *rx_at(struct tas_app *a, const struct tas_rx *r, uint64_t pos, uint32_t *to_end)
-{
-    uint32_t p = (uint32_t)(pos % r->size);
-    if (to_end != NULL)
-        *to_end = r->size - p;
-    return a->base + r->off + p;
-}
-
 int tas_rx_peek(struct tas_app *a, const struct tas_rx *r, uint32_t skip, uint32_t len,
                 struct iovec *iov)
 {

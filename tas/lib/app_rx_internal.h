@@ -12,7 +12,16 @@
 static inline uint64_t rx_pg_floor(uint64_t x) { return x & ~(uint64_t)(RX_PAGE - 1); }
 static inline uint64_t rx_pg_ceil(uint64_t x) { return rx_pg_floor(x + RX_PAGE - 1); }
 
-uint8_t *rx_at(struct tas_app *a, const struct tas_rx *r, uint64_t pos, uint32_t *to_end);
+/* Ring address of stream position pos and the bytes from there to the end
+ * of the ring. */
+static inline uint8_t *rx_at(struct tas_app *a, const struct tas_rx *r, uint64_t pos, uint32_t *to_end)
+{
+    uint32_t p = (uint32_t)(pos % r->size);
+    if (to_end != NULL)
+        *to_end = r->size - p;
+    return a->base + r->off + p;
+}
+
 /* Held bytes (read - freed) of r changed by delta: counters, held list. */
 void rx_held_changed(struct tas_app *a, struct tas_rx *r, int64_t delta);
 

@@ -6,20 +6,6 @@
 
 #include "interpose.h"
 
-int lt_dup_result(struct lt_sock *s, int nfd)
-{
-    if (nfd < 0)
-        return nfd;
-    if (nfd >= LT_MAX_FD) {
-        REAL(close)(nfd);
-        errno = EMFILE;
-        return -1;
-    }
-    s->refs++;
-    lt_fd_map(nfd, s);
-    return nfd;
-}
-
 /* With the lock held: fd no longer names a TAS socket or epoll set. */
 static void forget_fd(int fd)
 {

@@ -1,4 +1,5 @@
-/* TAS socket table, the shim's lock and the lazy attach to the daemon. */
+/* TAS socket table, the shim's lock and the lazy attach to the daemon: the
+ * bottom of the shim (it calls only the core). */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <pthread.h>
@@ -103,6 +104,20 @@ void lt_fd_map(int fd, struct lt_sock *s)
     __atomic_store_n(&lt_fds[fd], s, __ATOMIC_RELEASE);
 }
 
+int lt_dup_result(struct lt_sock *s, int nfd)
+{
+    if (nfd < 0)
+        return nfd;
+    if (nfd >= LT_MAX_FD) {
+        REAL(close)(nfd);
+        errno = EMFILE;
+        return -1;
+    }
+    s->refs++;
+    lt_fd_map(nfd, s);
+    return nfd;
+}
+
 int lt_fd_install(struct lt_sock *s, int cloexec)
 {
     /* The eventfd only reserves the number (never signalled). */
@@ -120,46 +135,6 @@ struct lt_sock *lt_sock_new(void)
     return s;
 }
 
-static void unlink_listener(struct lt_sock *s)
-{
-    for (struct lt_sock **p = &lt_listeners; *p != NULL; p = &(*p)->next_listener) {
-        if (*p == s) {
-            *p = s->next_listener;
-            return;
-        }
-    }
-}
-
-void lt_sock_unref(struct lt_sock *s)
-{
-    if (--s->refs > 0)
-        return;
-    struct tas_ctl_msg m = {0};
-    if (s->kind == LT_LISTEN && s->rejoin) {
-        /* inherited, never used here: the daemon knows nothing of it */
-    } else if (s->kind == LT_LISTEN) {
-        unlink_listener(s);
-        m.type = TAS_CTL_LISTEN_CLOSE;
-        m.listener_id = s->listener_id;
-        lt_request(&m);
-    } else if (s->kind == LT_CONNECTING) {
-        lt_connect_orphan(s);
-    } else if (s->kind == LT_CONN) {
-        struct lt_flow *f = s->flow;
-        tas_rx_close(lt_app, &f->rx);  /* nothing may depend on the ring after */
-        if (!f->reset && !s->shut_wr && !s->linger_rst)
-            tas_app_post(lt_app, f->id, 0, 0, TAS_ATX_FL_TXFIN);
-        m.type = TAS_CTL_CLOSE;
-        /* SO_LINGER with a zero timeout: abort with a RST, unsent data is
-         * dropped (Linux's behaviour, and what its users ask for). */
-        m.flags = s->linger_rst ? TAS_CTL_FL_RESET : 0;
-        m.flow_id = f->id;
-        lt_request(&m);
-        lt_flow_forget(f);
-    }
-    free(s);
-}
-
 struct lt_sock *lt_sock_hold(int fd)
 {
     if (lt_sock_of(fd) == NULL)       /* kernel descriptors: no lock */
@@ -172,22 +147,11 @@ struct lt_sock *lt_sock_hold(int fd)
     return s;
 }
 
-ssize_t lt_sock_done(struct lt_sock *s, ssize_t r)
-{
-    int e = errno;
-    lt_lock();
-    lt_sock_unref(s);
-    lt_unlock();
-    errno = e;
-    return r;
-}
-
-void lt_forget_state(void)
+void lt_attach_forget(void)
 {
     /* Munmap and close only: the daemon hears nothing, the parent keeps it. */
     tas_app_detach(lt_app);
     lt_app = NULL;
     attach_state = 0;
     lt_listeners = NULL;
-    lt_flows_forget_all();
 }

@@ -1,4 +1,6 @@
-/* Flow bookkeeping over the core's notifications, readiness, and blocking. */
+/* The engine over the core: applying its notifications and events to the
+ * flows (flow_table.c) and to pending connects (conn_open.c), requests to the
+ * daemon, and blocking until something happens. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <pthread.h>
@@ -12,16 +14,22 @@
 
 #include "interpose.h"
 
-#define FLOW_BUCKETS 1024
 #define LT_MAX_SLEEP_MS 20
-
-static struct lt_flow *buckets[FLOW_BUCKETS];
 
 /* Threads asleep in lt_wait.  The fast path writes the app's eventfd only
  * while app_sleeping is set and one thread reads it, so whoever applies
  * notifications wakes the other sleepers: their flows may have changed. */
 static int sleepers;
 static int wake_fd = -1;       /* semaphore eventfd: one token per sleeper */
+
+/* A forked child's: the parent's sleepers and eventfd are not its own. */
+void lt_wait_forget(void)
+{
+    sleepers = 0;
+    if (wake_fd >= 0)
+        REAL(close)(wake_fd);
+    wake_fd = -1;
+}
 
 static void wake_sleepers(void)
 {
@@ -32,68 +40,6 @@ static void wake_sleepers(void)
     uint64_t n = (uint64_t)sleepers;
     ssize_t w = REAL(write)(wake_fd, &n, sizeof(n));
     (void)w;
-}
-
-void lt_flows_forget_all(void)
-{
-    for (unsigned i = 0; i < FLOW_BUCKETS; i++)
-        buckets[i] = NULL;     /* the parent's; the child's heap copy just leaks */
-    sleepers = 0;
-    if (wake_fd >= 0)
-        REAL(close)(wake_fd);
-    wake_fd = -1;
-}
-
-/* Notifications can arrive before the accept that names the flow (like
- * tas/app.py's `early`), so a flow is created by whichever comes first. */
-struct lt_flow *lt_flow_get(uint32_t id)
-{
-    struct lt_flow **b = &buckets[id % FLOW_BUCKETS];
-    for (struct lt_flow *f = *b; f != NULL; f = f->next)
-        if (f->id == id)
-            return f;
-    struct lt_flow *f = calloc(1, sizeof(*f));
-    if (f == NULL)
-        abort();
-    f->id = id;
-    f->next = *b;
-    *b = f;
-    return f;
-}
-
-void lt_flow_open(struct lt_flow *f, const struct tas_ctl_msg *m)
-{
-    if (f->dead) {             /* the id of a flow we closed, now reused */
-        struct lt_flow *next = f->next;
-        memset(f, 0, sizeof(*f));
-        f->id = m->flow_id;
-        f->next = next;
-    }
-    f->opened = 1;
-    tas_rx_open(lt_app, &f->rx, f->id, 0, m->rx_off, m->rx_size);
-    tas_tx_open(&f->tx, m->tx_off, m->tx_size);
-}
-
-/* Kept in the table, marked dead: the daemon still reports on it while the
- * close handshake runs (its data is then released unread).  Nothing waits
- * for that at exit: the daemon finishes closed connections of an app that
- * has gone (tas/slowpath/tcp.py app_gone). */
-void lt_flow_forget(struct lt_flow *f)
-{
-    f->dead = 1;
-}
-
-void lt_flow_notify(struct lt_flow *f, const struct tas_arx *e)
-{
-    f->tx.free += e->tx_bump;
-    if (e->flags & TAS_ARX_FL_RXFIN)
-        f->rx_fin = 1;
-    f->in_seq += e->rx_bump > 0 || (e->flags & TAS_ARX_FL_RXFIN);
-    f->out_seq += e->tx_bump > 0;
-    if (!f->dead)
-        tas_rx_arrived(&f->rx, e->rx_bump);
-    else if (e->rx_bump > 0)   /* nobody will read it: release the window */
-        tas_app_post(lt_app, f->id, e->rx_bump, 0, 0);
 }
 
 static void listener_newconn(uint32_t listener_id)
@@ -142,34 +88,6 @@ int lt_request(struct tas_ctl_msg *m)
     int st = tas_app_request(lt_app, m);
     lt_progress();             /* events queued while waiting for the reply */
     return st;
-}
-
-short lt_ready(struct lt_sock *s)
-{
-    short r = s->so_error ? POLLERR : 0;
-    if (s->kind == LT_LISTEN) {
-        /* A worker's inherited listener joins when first waited on. */
-        if (s->rejoin && lt_listener_rejoin(s) != 0)
-            return (short)(r | POLLERR);
-        return (short)(r | (s->pending ? POLLIN | POLLRDNORM : 0));
-    }
-    if (s->kind == LT_CONNECTING)
-        return r;
-    if (s->kind == LT_NEW)     /* as Linux reports a closed TCP socket */
-        return (short)(r | POLLOUT | POLLWRNORM | POLLHUP |
-                       (s->hup ? POLLIN | POLLRDNORM | POLLRDHUP : 0));
-    struct lt_flow *f = s->flow;
-    if (tas_rx_ready(&f->rx) || f->rx_fin || f->reset || s->shut_rd)
-        r |= POLLIN | POLLRDNORM;
-    if (f->rx_fin)
-        r |= POLLRDHUP;
-    if ((f->tx.free && !s->shut_wr) || f->reset)
-        r |= POLLOUT | POLLWRNORM;
-    if (f->reset)
-        r |= POLLERR | POLLHUP;
-    else if (f->rx_fin && s->shut_wr)
-        r |= POLLHUP;
-    return r;
 }
 
 uint64_t lt_activity(struct lt_sock *s, uint32_t events)

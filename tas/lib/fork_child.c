@@ -58,7 +58,9 @@ static void parent(void)
 static void child(void)
 {
     inert_descriptors();
-    lt_forget_state();
+    lt_attach_forget();
+    lt_flows_forget_all();
+    lt_wait_forget();
     lt_unlock();
 }
 

@@ -113,7 +113,12 @@ struct lt_sock {
     struct lt_sock *next_listener;
 };
 
-/* fd_table.c: global state, lock, lazy attach. */
+/* The shim's files in layers, each calling only those above it in this list
+ * (tests/test_call_graph.py checks it): fd_table, flow_table, conn_open,
+ * flow_state (the engine), sock_close, sock_inet6, sock_setup/sock_connect,
+ * sock_ready, sock_io, then the interposed calls (*_calls.c, fork_child.c).
+ *
+ * fd_table.c: global state, lock, lazy attach. */
 extern struct tas_app *lt_app;
 extern struct lt_sock *lt_fds[LT_MAX_FD];
 extern struct lt_sock *lt_listeners;
@@ -127,31 +132,41 @@ static inline struct lt_sock *lt_sock_of(int fd)
 int lt_fd_install(struct lt_sock *s, int cloexec);     /* new fd number or -1 */
 void lt_fd_map(int fd, struct lt_sock *s);
 struct lt_sock *lt_sock_new(void);
-void lt_sock_unref(struct lt_sock *s);  /* at zero: close the flow/listener */
 /* Pin the TAS socket behind fd for the length of a call (NULL: not ours).
  * A close() by another thread meanwhile then drops only the fd number, as
  * on Linux, where a blocked recv keeps its file; the socket goes when the
  * last call on it returns.  lt_sock_done releases it and returns r with
  * errno kept. */
 struct lt_sock *lt_sock_hold(int fd);
-/* fork_child.c's helpers: drop the parent's attachment and flows. */
-void lt_forget_state(void);
-void lt_flows_forget_all(void);
-ssize_t lt_sock_done(struct lt_sock *s, ssize_t r);
-/* fd_calls.c: the new kernel fd nfd (reserved, or from dup/F_DUPFD of a TAS
- * fd) now also names s; closes it if beyond the table. */
+/* The new kernel fd nfd (reserved, or from dup/F_DUPFD of a TAS fd) now
+ * also names s; closes it if beyond the table. */
 int lt_dup_result(struct lt_sock *s, int nfd);
+/* fork_child.c: drop the parent's attachment (then flows, then sleepers). */
+void lt_attach_forget(void);
 
-/* flow_state.c: flows, notifications, readiness, blocking. */
+/* flow_table.c: flows by id. */
 struct lt_flow *lt_flow_get(uint32_t id);             /* find or create */
 void lt_flow_open(struct lt_flow *f, const struct tas_ctl_msg *m);
 void lt_flow_forget(struct lt_flow *f);
-int lt_progress(void);
 /* Apply one notification to a flow. */
 void lt_flow_notify(struct lt_flow *f, const struct tas_arx *e);
+void lt_flows_forget_all(void);
+
+/* conn_open.c: s becomes the connection described by CONN_OPENED m; the
+ * connects in flight, completed by their CONN_OPENED (lt_connect_done). */
+void lt_conn_open(struct lt_sock *s, const struct tas_ctl_msg *m);
+struct lt_pending_connect;
+struct lt_pending_connect *lt_connect_pending_new(void);   /* NULL: ENOMEM */
+void lt_connect_pending_add(struct lt_pending_connect *p, uint32_t req_id, struct lt_sock *s);
+void lt_connect_done(const struct tas_ctl_msg *m);
+/* s is being freed while its connect is pending. */
+void lt_connect_orphan(struct lt_sock *s);
+
+/* flow_state.c: the engine: notifications and events, requests, blocking. */
+int lt_progress(void);
 /* tas_app_request, then the events that arrived meanwhile. */
 int lt_request(struct tas_ctl_msg *m);
-short lt_ready(struct lt_sock *s);   /* POLLIN/POLLOUT/POLLHUP/POLLERR bits */
+void lt_wait_forget(void);
 /* Grows with every event that may make s readable (EPOLLIN in events) or
  * writable (EPOLLOUT): what edge-triggered epoll entries wait for. */
 uint64_t lt_activity(struct lt_sock *s, uint32_t events);
@@ -163,18 +178,16 @@ int lt_wait(struct pollfd *kfds, nfds_t n, int timeout_ms);
 int64_t lt_now_ns(void);
 int lt_ms_left(int64_t deadline_ns);
 
-/* sock_connect.c: connect and its completion (CONN_OPENED events). */
-void lt_connect_done(const struct tas_ctl_msg *m);
-/* s is being freed while its connect is pending. */
-void lt_connect_orphan(struct lt_sock *s);
+/* sock_close.c: drop a reference; at zero close the flow/listener. */
+void lt_sock_unref(struct lt_sock *s);
+ssize_t lt_sock_done(struct lt_sock *s, ssize_t r);
+
+/* sock_connect.c: connect. */
 /* I/O on a connecting socket: wait for the handshake (-EAGAIN if !block);
  * 0 once connected or -errno.  With the lock held. */
 int lt_connect_wait_io(struct lt_sock *s, int block);
 
-/* sock_setup.c: s becomes the connection described by CONN_OPENED m;
- * an AF_INET address as host-order ip/port (0 or -errno). */
-void lt_conn_open(struct lt_sock *s, const struct tas_ctl_msg *m);
-/* An inherited listener joins the port's listeners in the daemon on first
+/* sock_setup.c: an inherited listener joins the port's listeners in the daemon on first
  * use (lock held): 0, or -errno. */
 int lt_listener_rejoin(struct lt_sock *s);
 /* sock_inet6.c: an address of s's family as host-order ip/port: 0, -errno,
@@ -189,6 +202,9 @@ int lt_record_option(struct lt_sock *s, int level, int name, const void *val, so
 /* sock_inet6.c: copy out an address of s's family the way the kernel does. */
 void lt_fill_addr(const struct lt_sock *s, struct sockaddr *addr, socklen_t *len, uint32_t ip,
                   uint16_t port);
+
+/* sock_ready.c */
+short lt_ready(struct lt_sock *s);   /* POLLIN/POLLOUT/POLLHUP/POLLERR bits */
 
 /* sock_io.c */
 ssize_t lt_recv_iov(struct lt_sock *s, const struct iovec *iov, int n, int flags);

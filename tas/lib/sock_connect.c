@@ -7,7 +7,7 @@
  *
  * The CONNECT request is sent without waiting; the slow path answers with a
  * CONN_OPENED carrying the request's req_id once the handshake is over, and
- * lt_progress hands that event to lt_connect_done.
+ * lt_progress hands that event to lt_connect_done (conn_open.c).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -15,68 +15,10 @@
 
 #include "interpose.h"
 
-/* Connects in flight, by req_id.  s is NULL once the socket was closed: the
- * connection, if it opens, is then reset (what closing a SYN_SENT socket
- * amounts to on Linux). */
-struct pending {
-    uint32_t req_id;
-    struct lt_sock *s;
-    struct pending *next;
-};
-static struct pending *pending;
-
 static int fail(int e)
 {
     errno = e;
     return -1;
-}
-
-static void abandon(const struct tas_ctl_msg *m)
-{
-    struct lt_flow *f = lt_flow_get(m->flow_id);
-    lt_flow_open(f, m);
-    f->reset = 1;
-    lt_flow_forget(f);
-    /* Fire and forget: lt_progress (our caller) must not wait for replies,
-     * and the STATUS reply is ignored when it arrives. */
-    struct tas_ctl_msg c = {.type = TAS_CTL_CLOSE, .flags = TAS_CTL_FL_RESET,
-                            .flow_id = m->flow_id};
-    tas_app_send(lt_app, &c);
-}
-
-void lt_connect_done(const struct tas_ctl_msg *m)
-{
-    struct pending **pp = &pending;
-    while (*pp != NULL && (*pp)->req_id != m->req_id)
-        pp = &(*pp)->next;
-    struct pending *p = *pp;
-    if (p == NULL)
-        return;                /* a blocking request's reply: not ours */
-    *pp = p->next;
-    struct lt_sock *s = p->s;
-    free(p);
-    if (s == NULL) {
-        if (m->status == 0)
-            abandon(m);
-        return;
-    }
-    s->connect_unreported = 1;
-    s->in_seq++;               /* a failed one is readable too (POLLHUP) */
-    s->out_seq++;
-    if (m->status == 0) {
-        lt_conn_open(s, m);
-    } else {
-        s->kind = LT_NEW;
-        s->so_error = -m->status;
-        s->hup = 1;
-    }
-}
-
-void lt_connect_orphan(struct lt_sock *s)
-{
-    for (struct pending *p = pending; p != NULL; p = p->next)
-        if (p->s == s)
-            p->s = NULL;
 }
 
 /* The outcome of a finished connect, reported once (Linux clears the error
@@ -113,7 +55,7 @@ static int start(struct lt_sock *s, const struct sockaddr *addr, socklen_t len)
         return r;
     if (r == LT_IPV6_PROPER)   /* a connected socket cannot move to the kernel any more */
         return -ENETUNREACH;
-    struct pending *p = malloc(sizeof(*p));
+    struct lt_pending_connect *p = lt_connect_pending_new();
     if (p == NULL)
         return -ENOMEM;
     r = tas_app_send(lt_app, &m);
@@ -121,8 +63,7 @@ static int start(struct lt_sock *s, const struct sockaddr *addr, socklen_t len)
         free(p);
         return r;
     }
-    *p = (struct pending){.req_id = m.req_id, .s = s, .next = pending};
-    pending = p;
+    lt_connect_pending_add(p, m.req_id, s);
     s->kind = LT_CONNECTING;
     s->so_error = 0;
     s->hup = 0;

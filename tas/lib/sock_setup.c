@@ -121,17 +121,6 @@ static int take_conn(struct lt_sock *s, struct tas_ctl_msg *m)
     }
 }
 
-void lt_conn_open(struct lt_sock *s, const struct tas_ctl_msg *m)
-{
-    s->kind = LT_CONN;
-    s->flow = lt_flow_get(m->flow_id);
-    lt_flow_open(s->flow, m);
-    s->local_ip = m->local_ip;
-    s->local_port = m->local_port;
-    s->remote_ip = m->remote_ip;
-    s->remote_port = m->remote_port;
-}
-
 int accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags)
 {
     struct lt_sock *s = lt_sock_hold(fd);
