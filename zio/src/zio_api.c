@@ -17,7 +17,7 @@ ZIO_EXPORT int zio_register_original(void *addr, size_t len, unsigned flags)
         return 0;
     uintptr_t a = (uintptr_t)addr;
     int rc;
-    uffd_start_handler();
+    fault_handler_start();
     zio_in_lib++;
     pthread_mutex_lock(&zio_lock);
     track_materialize(a, a + len);   /* whatever the range held before is gone */

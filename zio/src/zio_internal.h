@@ -26,7 +26,7 @@ static inline uintptr_t pg_ceil(uintptr_t a) { return (a + ZIO_PAGE - 1) & ~(ZIO
 
 enum zio_mode { ZIO_OFF = 0, ZIO_ELIDE = 1, ZIO_PROFILE = 2 };
 
-/* ---- configuration (zio_init.c) ---- */
+/* ---- configuration and shared state (zio_base.c; read at start by zio_init.c) ---- */
 struct zio_config {
     size_t threshold;      /* minimum core bytes for an elision */
     double ratio;          /* mis-speculation limit, faulted/elided */
@@ -40,11 +40,11 @@ extern pthread_mutex_t zio_lock;
 extern __thread int zio_in_lib;        /* reentrancy guard */
 extern int zio_forking;                /* zio_lock: forks in progress, no elision */
 
-void zio_ensure_init(void);
+void zio_ensure_init(void);             /* zio_init.c */
 uint64_t zio_now_ns(void);
 void zio_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
-/* ---- real functions (zio_init.c) ---- */
+/* ---- real functions (zio_base.c; resolved by zio_init.c) ---- */
 struct zio_real {
     void *(*memcpy)(void *, const void *, size_t);
     void *(*memmove)(void *, const void *, size_t);
@@ -107,8 +107,9 @@ int uffd_try_protect(uintptr_t lo, uintptr_t hi);
 int uffd_fill(uintptr_t dst, uintptr_t src, size_t len);
 void uffd_zero(uintptr_t page);
 void uffd_wake(uintptr_t lo, size_t len);
-void uffd_start_handler(void);   /* idempotent, lock not held */
 extern int zio_uffd;
+/* zio_fault.c: the thread serving the faults (and the 1 s GC) */
+void fault_handler_start(void);  /* idempotent, lock not held */
 
 /* ---- idle MISSING registrations (zio_reg.c), zio_lock held but the hint ---- */
 int reg_overlaps(uintptr_t lo, uintptr_t hi);   /* lock-free hint */
@@ -130,8 +131,10 @@ int track_resolve(uintptr_t a, size_t n, struct iovec *out, int max);
 void track_fault(uintptr_t addr, int wp);
 void track_drop_all(void);
 
-/* ---- copy elision (zio_copy.c) ---- */
+/* ---- large copies (zio_copy.c) ---- */
 void *zio_copy(void *dst, const void *src, size_t n);
+
+/* ---- copy elision (zio_elide.c) ---- */
 /* one candidate intermediate: destination pages [lo,hi) hold the original
  * bytes from src on */
 #define MAX_PIECES 8
@@ -163,6 +166,11 @@ void gc_free_later(void **frees, size_t n);
 int gc_defer_free(void *p, uintptr_t lo, uintptr_t hi);   /* zio_lock held */
 void zio_free_tracked(void *p);
 
+/* ---- pins of in-flight outputs (zio_pins.c) ---- */
+void pins_wait(uintptr_t lo, uintptr_t hi);   /* zio_lock held: none reads [lo,hi) */
+int pins_take(uintptr_t lo, uintptr_t hi);    /* zio_lock held: a slot, or -1 (all busy) */
+void pins_release(int slot);
+
 /* ---- IO helpers (zio_io.c) ---- */
 #include <sys/types.h>
 void io_before_input(void *buf, size_t len);
@@ -191,7 +199,6 @@ int io_output_tracked(const struct iovec *in, int cnt);
 /* 1: done, *res holds the call's result; 0: nothing was substituted (the
  * buffers are ordinary memory now), the caller makes its own call */
 int io_output(const struct zio_out *how, const struct iovec *in, int cnt, ssize_t *res);
-void io_pins_wait(uintptr_t lo, uintptr_t hi);   /* zio_lock held */
 
 /* ---- profile mode (zio_profile.c) ---- */
 void profile_count(size_t n);

@@ -50,7 +50,7 @@ void io_after_input(void *buf, ssize_t got, uintptr_t key)
     uintptr_t lo = pg_ceil(last_lo), hi = pg_floor(e);
     if (hi <= lo || hi - lo < zio_cfg.threshold)
         return;
-    uffd_start_handler();
+    fault_handler_start();
     zio_in_lib++;
     pthread_mutex_lock(&zio_lock);
     if (policy_input(key)) {
@@ -87,33 +87,14 @@ void io_after_inputv(const struct iovec *iov, int cnt, ssize_t got, uintptr_t ke
  * overwrite one of those originals (its WP fault, or its own input into the
  * buffer): it must wait until the kernel has taken the bytes, or the old
  * intermediate would go out with new data.  So the substituted originals are
- * pinned for the duration of the call, and track_release_originals() waits
- * for overlapping pins.  To make that wait short and deadlock-free, the
+ * pinned for the duration of the call (zio_pins.c), and
+ * track_release_originals() waits for overlapping pins.  To make that wait short and deadlock-free, the
  * substituted call never blocks: sockets are written with MSG_DONTWAIT (what
  * does not fit goes out afterwards with the plain blocking call over the
  * materialised buffer), regular files do not block indefinitely, and any
  * other kind of descriptor (pipes, terminals) gets the buffer materialised
  * and the plain call.
  */
-#define NPINS 64
-
-struct pin {
-    uintptr_t lo, hi;
-    int active;
-};
-
-static struct pin pins[NPINS];
-
-/* zio_lock held: wait until no in-flight output reads [lo,hi) */
-void io_pins_wait(uintptr_t lo, uintptr_t hi)
-{
-    for (int i = 0; i < NPINS; i++) {
-        while (__atomic_load_n(&pins[i].active, __ATOMIC_ACQUIRE) &&
-               pins[i].lo < hi && lo < pins[i].hi)
-            sched_yield();
-    }
-}
-
 /* The address span of the originals that iov[0..k) substitutes for parts of
  * in[0..cnt); empty (lo >= hi) when the buffers hold no intermediate. */
 static void substituted_span(const struct iovec *iov, int k, const struct iovec *in, int cnt,
@@ -134,19 +115,6 @@ static void substituted_span(const struct iovec *iov, int k, const struct iovec 
     *phi = hi;
 }
 
-/* zio_lock held; a pin slot, or -1 when all are busy */
-static int pin(uintptr_t lo, uintptr_t hi)
-{
-    for (int i = 0; i < NPINS; i++) {
-        if (!pins[i].active) {
-            pins[i].lo = lo;
-            pins[i].hi = hi;
-            __atomic_store_n(&pins[i].active, 1, __ATOMIC_RELEASE);
-            return i;
-        }
-    }
-    return -1;
-}
 
 int io_output_tracked(const struct iovec *in, int cnt)
 {
@@ -271,7 +239,7 @@ int io_output(const struct zio_out *how, const struct iovec *in, int cnt, ssize_
         pthread_mutex_unlock(&zio_lock);
         sock = usable_target(how);
     }
-    int slot = k >= 0 && sock >= 0 ? pin(lo, hi) : -1;
+    int slot = k >= 0 && sock >= 0 ? pins_take(lo, hi) : -1;
     if (slot == -1) {
         materialize_iov(in, cnt);
         ctr_add(C_OUTPUTS_MATERIALIZED, 1);
@@ -284,7 +252,7 @@ int io_output(const struct zio_out *how, const struct iovec *in, int cnt, ssize_
     if (slot < 0)
         return 0;   /* the program's own call, unchanged */
     ssize_t r = call(how, sock, iov, k, sock ? MSG_DONTWAIT : 0);
-    __atomic_store_n(&pins[slot].active, 0, __ATOMIC_RELEASE);
+    pins_release(slot);
     *res = r;
     if (!sock || (r >= 0 && (size_t)r == total) || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK))
         return 1;

@@ -16,13 +16,7 @@
 
 #include <sys/mman.h>
 
-struct zio_entry *zio_tab;
-size_t zio_tab_n, zio_tab_cap;
-/* Searches for the dependents of an original walk the whole table (an
- * intermediate's source is not ordered with its address).  A server keeps
- * many originals but few live intermediates (Redis: ~1000 stored values,
- * a handful of reply buffers), so knowing there are none skips the walk. */
-size_t zio_inter_n;
+/* zio_tab, zio_tab_n, zio_tab_cap, zio_inter_n: zio_base.c */
 uintptr_t zio_hull_lo = UINTPTR_MAX, zio_hull_hi;
 
 static void hull_update(void)

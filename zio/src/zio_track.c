@@ -49,7 +49,7 @@ int track_has_dependents(uintptr_t lo, uintptr_t hi)
 size_t track_release_originals(uintptr_t lo, uintptr_t hi)
 {
     size_t filled = 0;
-    io_pins_wait(lo, hi);   /* an output may still be reading them */
+    pins_wait(lo, hi);   /* an output may still be reading them */
     uintptr_t dep;
     while (zio_inter_n > 0 && srcidx_find(lo, hi, &dep)) {
         int i = tab_find(dep);
