@@ -31,54 +31,28 @@ ssize_t writev(int fd, const struct iovec *iov, int cnt)
     return strata_is_fd(fd) ? strata_writev(fd, iov, cnt) : REAL(writev)(fd, iov, cnt);
 }
 
-ssize_t preadv(int fd, const struct iovec *iov, int cnt, off_t off)
-{
-    if (!strata_is_fd(fd))
-        return REAL(preadv)(fd, iov, cnt, off);
-    return explicit_off(off) ? strata_preadv2(fd, iov, cnt, off, 0) : -1;
-}
-
-ssize_t preadv64(int fd, const struct iovec *iov, int cnt, off64_t off)
-{
-    if (!strata_is_fd(fd))
-        return REAL(preadv64)(fd, iov, cnt, off);
-    return explicit_off(off) ? strata_preadv2(fd, iov, cnt, off, 0) : -1;
-}
-
-ssize_t pwritev(int fd, const struct iovec *iov, int cnt, off_t off)
-{
-    if (!strata_is_fd(fd))
-        return REAL(pwritev)(fd, iov, cnt, off);
-    return explicit_off(off) ? strata_pwritev2(fd, iov, cnt, off, 0) : -1;
-}
-
-ssize_t pwritev64(int fd, const struct iovec *iov, int cnt, off64_t off)
-{
-    if (!strata_is_fd(fd))
-        return REAL(pwritev64)(fd, iov, cnt, off);
-    return explicit_off(off) ? strata_pwritev2(fd, iov, cnt, off, 0) : -1;
-}
+/* Each call and its *64 twin (off64_t is off_t on LP64): Strata's for a
+ * Strata fd, else the next definition's. */
+#define AT_OFFSET(name, off_type, strata_fn)                                   \
+    ssize_t name(int fd, const struct iovec *iov, int cnt, off_type off)      \
+    {                                                                          \
+        if (!strata_is_fd(fd))                                                 \
+            return REAL(name)(fd, iov, cnt, off);                              \
+        return explicit_off(off) ? strata_fn(fd, iov, cnt, off, 0) : -1;       \
+    }
+AT_OFFSET(preadv, off_t, strata_preadv2)
+AT_OFFSET(preadv64, off64_t, strata_preadv2)
+AT_OFFSET(pwritev, off_t, strata_pwritev2)
+AT_OFFSET(pwritev64, off64_t, strata_pwritev2)
 
 /* v2: offset -1 means the file position (which then advances) */
-ssize_t preadv2(int fd, const struct iovec *iov, int cnt, off_t off, int flags)
-{
-    return strata_is_fd(fd) ? strata_preadv2(fd, iov, cnt, off, flags) : REAL(preadv2)(fd, iov, cnt, off, flags);
-}
-
-ssize_t preadv64v2(int fd, const struct iovec *iov, int cnt, off64_t off, int flags)
-{
-    return strata_is_fd(fd) ? strata_preadv2(fd, iov, cnt, off, flags)
-                            : REAL(preadv64v2)(fd, iov, cnt, off, flags);
-}
-
-ssize_t pwritev2(int fd, const struct iovec *iov, int cnt, off_t off, int flags)
-{
-    return strata_is_fd(fd) ? strata_pwritev2(fd, iov, cnt, off, flags)
-                            : REAL(pwritev2)(fd, iov, cnt, off, flags);
-}
-
-ssize_t pwritev64v2(int fd, const struct iovec *iov, int cnt, off64_t off, int flags)
-{
-    return strata_is_fd(fd) ? strata_pwritev2(fd, iov, cnt, off, flags)
-                            : REAL(pwritev64v2)(fd, iov, cnt, off, flags);
-}
+#define AT_OFFSET_V2(name, off_type, strata_fn)                                          \
+    ssize_t name(int fd, const struct iovec *iov, int cnt, off_type off, int flags)     \
+    {                                                                                    \
+        return strata_is_fd(fd) ? strata_fn(fd, iov, cnt, off, flags)                    \
+                                : REAL(name)(fd, iov, cnt, off, flags);                  \
+    }
+AT_OFFSET_V2(preadv2, off_t, strata_preadv2)
+AT_OFFSET_V2(preadv64v2, off64_t, strata_preadv2)
+AT_OFFSET_V2(pwritev2, off_t, strata_pwritev2)
+AT_OFFSET_V2(pwritev64v2, off64_t, strata_pwritev2)

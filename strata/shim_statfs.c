@@ -54,33 +54,24 @@ static int routed(const char *path)
     return r <= 0 ? r : strata_stat(p, &st) == 0 ? 1 : -1;
 }
 
-int statfs(const char *path, struct statfs *s)
-{
-    int r = routed(path);
-    return r < 0 ? -1 : r ? fill(s) : REAL(statfs)(path, s);
-}
-int statfs64(const char *path, struct statfs64 *s)
-{
-    int r = routed(path);
-    return r < 0 ? -1 : r ? fill((struct statfs *)s) : REAL(statfs64)(path, s);
-}
-int fstatfs(int fd, struct statfs *s) { return strata_is_fd(fd) ? fill(s) : REAL(fstatfs)(fd, s); }
-int fstatfs64(int fd, struct statfs64 *s)
-{
-    return strata_is_fd(fd) ? fill((struct statfs *)s) : REAL(fstatfs64)(fd, s);
-}
-int statvfs(const char *path, struct statvfs *v)
-{
-    int r = routed(path);
-    return r < 0 ? -1 : r ? fillv(v) : REAL(statvfs)(path, v);
-}
-int statvfs64(const char *path, struct statvfs64 *v)
-{
-    int r = routed(path);
-    return r < 0 ? -1 : r ? fillv((struct statvfs *)v) : REAL(statvfs64)(path, v);
-}
-int fstatvfs(int fd, struct statvfs *v) { return strata_is_fd(fd) ? fillv(v) : REAL(fstatvfs)(fd, v); }
-int fstatvfs64(int fd, struct statvfs64 *v)
-{
-    return strata_is_fd(fd) ? fillv((struct statvfs *)v) : REAL(fstatvfs64)(fd, v);
-}
+/* Each call and its *64 twin (the same layout on LP64): Strata's numbers
+ * for a Strata path or fd, else the next definition's answer. */
+#define BY_PATH(name, type, fill_fn)                                           \
+    int name(const char *path, type *s)                                        \
+    {                                                                          \
+        int r = routed(path);                                                  \
+        return r < 0 ? -1 : r ? fill_fn((void *)s) : REAL(name)(path, s);      \
+    }
+#define BY_FD(name, type, fill_fn)                                             \
+    int name(int fd, type *s)                                                  \
+    {                                                                          \
+        return strata_is_fd(fd) ? fill_fn((void *)s) : REAL(name)(fd, s);      \
+    }
+BY_PATH(statfs, struct statfs, fill)
+BY_PATH(statfs64, struct statfs64, fill)
+BY_FD(fstatfs, struct statfs, fill)
+BY_FD(fstatfs64, struct statfs64, fill)
+BY_PATH(statvfs, struct statvfs, fillv)
+BY_PATH(statvfs64, struct statvfs64, fillv)
+BY_FD(fstatvfs, struct statvfs, fillv)
+BY_FD(fstatvfs64, struct statvfs64, fillv)
