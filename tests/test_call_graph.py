@@ -27,7 +27,7 @@ BUILD = os.path.join(ROOT, "build")
 # library -> the object-file directories of its C files (build/...)
 LIBS = {
     "libstrata": ["strata/libstrata.so.p"],
-    "libtas": ["tas/lib/libtas.so.p", "tas/lib/libtasapp.a.p"],
+    "libtas": ["tas/libtas/libtas.so.p", "tas/libtas/libtasapp.a.p"],
     "libzio": ["zio/libzio.so.p"],
     "tas fast path": ["tas/fastpath/libtasfp.a.p"],
 }

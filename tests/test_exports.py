@@ -22,7 +22,7 @@ BUILD = os.path.join(ROOT, "build")
 
 # library -> (built shared object, its object-file directory, public header or None)
 LIBS = {
-    "libtas": ("tas/lib/libtas.so", "tas/lib/libtas.so.p", None),
+    "libtas": ("tas/libtas/libtas.so", "tas/libtas/libtas.so.p", None),
     "libzio": ("zio/libzio.so", "zio/libzio.so.p", "include/zio/zio_api.h"),
     "libstrata": ("strata/libstrata.so", "strata/libstrata.so.p", "include/strata/strata_api.h"),
 }
