@@ -2,7 +2,7 @@
 
 `pip install -e .` (or a wheel build) runs deploy/native_build.py: meson setup +
 compile into ./build, then every built shared library and cffi extension is
-linked next to the Python package that uses it (tas/libtas.so, zio/libzio.so,
+linked next to the Python package that uses it (tas/libtas/libtas.so, zio/libzio.so,
 bindings/_dpdk*.so, ...).
 """
 import os

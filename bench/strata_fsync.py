@@ -42,8 +42,8 @@ def main():
         sys.exit(f"{BENCH} missing: run `python deploy/native_build.py`")
     n_fast, n_disk, n_bw = (2000, 100, 5000) if a.quick else (20000, 400, 30000)
     sys.path.insert(0, ROOT)
-    from strata import lib
-    lib.check(lib.lib().strata_mkfs(POOL.encode(), 512 << 20, 4, 64 << 20, 1024), "mkfs")
+    from strata import api
+    api.check(api.lib().strata_mkfs(POOL.encode(), 512 << 20, 4, 64 << 20, 1024), "mkfs")
     # back every page, as a DAX device is (`strata mkfs --prealloc`): the pool
     # file is sparse otherwise and page allocation would be measured too
     fd = os.open(POOL, os.O_RDWR)

@@ -38,4 +38,10 @@ MODULES = {
         "headers": ["tas/shm.h", "tas/app.h"],
         "source": '#include "tas/shm.h"\n#include "tas/app.h"\n',
     },
+    # libstrata's public C API (strata_api.h's CDEF block) for strata/api.py.
+    # The module links libstrata.so, so loading it loads the library once.
+    "_strata": {
+        "headers": ["strata/strata_api.h"],
+        "source": '#include "strata/strata_api.h"\n',
+    },
 }

@@ -27,7 +27,7 @@ import sys
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LIBS = {
     "zio": os.path.join(HERE, "zio", "libzio.so"),
-    "tas": os.path.join(HERE, "tas", "lib", "libtas.so"),
+    "tas": os.path.join(HERE, "tas", "libtas", "libtas.so"),
     "strata": os.path.join(HERE, "strata", "libstrata.so"),
 }
 ORDER = ("zio", "tas", "strata")

@@ -15,7 +15,7 @@ import signal
 import sys
 import time
 
-from strata import lib
+from strata import api
 
 DEFAULT_POOL = "/dev/shm/strata.pool"
 
@@ -52,21 +52,21 @@ def cmd_mkfs(a):
     if a.ref_size and (ref % 4096 or ref < 8192):
         raise SystemExit(f"strata mkfs: --ref-size {a.ref_size}: must be a multiple of 4096 and at "
                          "least 8192 (its first page is the TAS ownership table)")
-    rc = lib.lib().strata_mkfs_ref(a.pool.encode(), parse_size(a.size), a.slots,
+    rc = api.lib().strata_mkfs_ref(a.pool.encode(), parse_size(a.size), a.slots,
                                    parse_size(a.log_size), a.inodes, ref)
     if rc < 0 and a.ref_size:
         raise SystemExit(f"strata mkfs: --ref-size {a.ref_size} does not fit a {a.size} pool "
                          "with these logs and inodes")
-    lib.check(rc, f"mkfs {a.pool}")
+    api.check(rc, f"mkfs {a.pool}")
     if a.prealloc:  # back every page now: no page allocation on the write path
         fd = os.open(a.pool, os.O_RDWR)
         try:
             os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
         finally:
             os.close(fd)
-    off, length = lib.pool_ref_area(a.pool)
-    lib.attach(a.pool)
-    d = lib.df()
+    off, length = api.pool_ref_area(a.pool)
+    api.attach(a.pool)
+    d = api.df()
     kind = "preallocated" if a.prealloc else "sparse"
     print(f"made Strata pool {a.pool}: {human(d['pool_bytes'])} {kind}, "
           f"data capacity {human(d['data_capacity_bytes'])} ({d['data_capacity_bytes']} bytes), "
@@ -77,8 +77,8 @@ def cmd_mkfs(a):
 
 
 def cmd_df(a):
-    lib.attach(a.pool)
-    d = lib.df()
+    api.attach(a.pool)
+    d = api.df()
     width = max(map(len, d))
     for k, v in d.items():
         shown = human(v) if k.endswith("_bytes") and v >= 0 else str(v)
@@ -87,7 +87,7 @@ def cmd_df(a):
 
 
 def cmd_fsck(a):
-    problems, report = lib.fsck(a.pool)
+    problems, report = api.fsck(a.pool)
     sys.stdout.write(report)
     print(f"{a.pool}: {'clean' if problems == 0 else f'{problems} problem(s)'}")
     return 0 if problems == 0 else 1
@@ -95,15 +95,15 @@ def cmd_fsck(a):
 
 def cmd_stat(a):
     from bindings import stats
-    lib.attach(a.pool)
-    info = lib.info()
+    api.attach(a.pool)
+    info = api.info()
     width = max(map(len, info))
     print("pool")
     for k, v in info.items():
         print(f"  {k:<{width}}  {v}")
     print(f"  {'real_pmem':<{width}}  {'yes' if info['is_pmem'] == '1' else 'no (emulated)'}")
     print("space")
-    for k, v in lib.df().items():
+    for k, v in api.df().items():
         print(f"  {k:<{width}}  {human(v) if k.endswith('_bytes') and v >= 0 else v}")
     total = {}
     for inst in stats.instances("strata"):
@@ -119,8 +119,8 @@ def cmd_stat(a):
 
 
 def cmd_digest(a):
-    lib.attach(a.pool)
-    n = lib.check(lib.lib().strata_digest(), "digest")
+    api.attach(a.pool)
+    n = api.check(api.lib().strata_digest(), "digest")
     print(f"digested {n} entries (live owners with a log were asked to digest)")
     return 0
 
@@ -133,28 +133,28 @@ def need_strata(p):
 
 
 def cmd_ls(a):
-    lib.attach(a.pool)
-    for is_dir, size, name in lib.ls(need_strata(a.dir)):
+    api.attach(a.pool)
+    for is_dir, size, name in api.ls(need_strata(a.dir)):
         print(f"{'d' if is_dir else '-'} {size:>12} {name}")
     return 0
 
 
 def cmd_cat(a):
-    lib.attach(a.pool)
-    sys.stdout.buffer.write(lib.read_file(need_strata(a.file)))
+    api.attach(a.pool)
+    sys.stdout.buffer.write(api.read_file(need_strata(a.file)))
     return 0
 
 
 def cmd_cp(a):
-    lib.attach(a.pool)
+    api.attach(a.pool)
     src, dst = pool_path(a.src), pool_path(a.dst)
     if src is not None:
-        data = lib.read_file(src)
+        data = api.read_file(src)
     else:
         with open(a.src, "rb") as f:
             data = f.read()
     if dst is not None:
-        lib.write_file(dst, data)
+        api.write_file(dst, data)
     else:
         with open(a.dst, "wb") as f:
             f.write(data)
@@ -168,20 +168,20 @@ def cmd_run(a):
     env = dict(os.environ, STRATA_POOL=a.pool)
     # libstrata goes last: libzio and libtas come first when present (architecture)
     pre = env.get("LD_PRELOAD")
-    env["LD_PRELOAD"] = (pre + ":" if pre else "") + lib.LIB_PATH
+    env["LD_PRELOAD"] = (pre + ":" if pre else "") + api.LIB_PATH
     os.execvpe(argv[0], argv, env)
 
 
 def cmd_kernfs(a):
     """Digest service: periodically digest dead processes' logs and ask live
     owners to digest theirs (they do at their next write)."""
-    lib.attach(a.pool)
+    api.attach(a.pool)
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
     print(f"strata kernfs: digesting {a.pool} every {a.interval}s", flush=True)
     try:
         while not stop:
-            n = lib.lib().strata_digest()
+            n = api.lib().strata_digest()
             if n > 0:
                 print(f"digested {n} entries", flush=True)
             time.sleep(a.interval)
@@ -220,7 +220,7 @@ def main(argv=None):
     a = p.parse_args(argv)
     try:
         return globals()["cmd_" + a.cmd](a)
-    except lib.StrataError as e:
+    except api.StrataError as e:
         print(f"strata: {e}", file=sys.stderr)
         return 2
 

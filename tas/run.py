@@ -2,14 +2,14 @@
 
     tas-run [--instance NAME] [--run-dir DIR] -- CMD ARGS...
 
-Preloads tas/lib/libtas.so (the socket shim) and execs CMD; AF_INET stream
+Preloads tas/libtas/libtas.so (the socket shim) and execs CMD; AF_INET stream
 sockets then go through the TAS daemon NAME, everything else to the kernel.
 """
 import argparse
 import os
 import sys
 
-LIBTAS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib", "libtas.so")
+LIBTAS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "libtas", "libtas.so")
 
 
 def environ(instance=None, run_dir=None, base=None):

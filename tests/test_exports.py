@@ -7,12 +7,13 @@ The allowed set is derived, not listed twice: libc's own dynamic symbols
 declares.  The reverse check catches an interposer that a version script
 forgot (it would silently never be called).
 """
-import ctypes.util
 import os
 import re
 import subprocess
 
 import pytest
+
+from elf_symbols import dynamic_exports, libc_names
 
 pytestmark = pytest.mark.fast
 
@@ -21,32 +22,11 @@ BUILD = os.path.join(ROOT, "build")
 
 # library -> (built shared object, its object-file directory, public header or None)
 LIBS = {
-    "libtas": ("tas/lib/libtas.so", "tas/lib/libtas.so.p", None),
+    "libtas": ("tas/libtas/libtas.so", "tas/libtas/libtas.so.p", None),
     "libzio": ("zio/libzio.so", "zio/libzio.so.p", "include/zio/zio_api.h"),
     "libstrata": ("strata/libstrata.so", "strata/libstrata.so.p", "include/strata/strata_api.h"),
 }
 API_PREFIX = {"libtas": "tas_", "libzio": "zio_", "libstrata": "strata_"}
-
-
-def _nm(path, *flags):
-    out = subprocess.run(["nm", *flags, path], check=True, capture_output=True, text=True).stdout
-    return out.splitlines()
-
-
-def dynamic_exports(path):
-    """Names of the defined dynamic symbols (nm -D --defined-only)."""
-    return {line.split()[-1].split("@")[0] for line in _nm(path, "-D", "--defined-only")
-            if len(line.split()) == 3}
-
-
-def libc_names():
-    for cand in ("/lib/x86_64-linux-gnu/libc.so.6", "/usr/lib/x86_64-linux-gnu/libc.so.6"):
-        if os.path.exists(cand):
-            return dynamic_exports(cand)
-    name = ctypes.util.find_library("c")
-    out = subprocess.run(["ldconfig", "-p"], capture_output=True, text=True).stdout
-    path = next(line.split("=> ")[1] for line in out.splitlines() if line.strip().startswith(name))
-    return dynamic_exports(path)
 
 
 def header_api(header, prefix):

@@ -9,7 +9,7 @@
  * O_PATH descriptor of that memfd, so a program running without libstrata
  * gets EBADF on read and write instead of touching a placeholder.  A new
  * program's libstrata finds such fds in /proc/self/fd at start and adopts
- * them (strata/ofd.c).
+ * them (strata/libstrata/ofd.c).
  */
 #ifndef STRATA_OFD_H
 #define STRATA_OFD_H

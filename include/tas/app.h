@@ -41,7 +41,7 @@ int tas_app_send(struct tas_app *a, struct tas_ctl_msg *msg);
  * with tas_app_send): 1 if one was returned. */
 int tas_app_event(struct tas_app *a, struct tas_ctl_msg *out);
 
-/* Contexts (tas/lib/app_ctx.c): each has its own queues, wake-up eventfd
+/* Contexts (tas/libtas/app_ctx.c): each has its own queues, wake-up eventfd
  * and fast-path queue, for one thread each.  Context 0 exists after attach;
  * create returns the new context's index (or -errno).  Flows belong to the
  * context given in their LISTEN/CONNECT message (tas_ctl_msg.ctx). */
@@ -65,7 +65,7 @@ int tas_app_wait(struct tas_app *a, int timeout_ms);
 int tas_app_wait_ctx(struct tas_app *a, int ctx, int timeout_ms);
 int tas_app_wait_all(struct tas_app *a, int timeout_ms);
 
-/* Received bytes of one flow (tas/lib/app_rx.c): the one path the socket
+/* Received bytes of one flow (tas/libtas/app_rx.c): the one path the socket
  * shim and tas/app.py share.  Positions are stream byte counts (64-bit, so
  * they never wrap); a count maps to ring position count % size.
  *   freed <= read <= seen <= freed + size
@@ -73,7 +73,7 @@ int tas_app_wait_all(struct tas_app *a, int timeout_ms);
  * With zIO loaded (dlsym at first use), a copy of at least zIO's threshold
  * first registers the newly received whole ring pages as originals
  * (ZIO_ORIG_NVM), so the copy is elided; consumed pages are then held until
- * zIO and Strata no longer depend on them (tas/lib/app_rx_release.c).
+ * zIO and Strata no longer depend on them (tas/libtas/app_rx_release.c).
  * Without zIO every consumed byte is given back at once. */
 struct tas_rx {
     uint32_t flow_id;
@@ -122,7 +122,7 @@ void tas_app_rx_before_sleep(struct tas_app *a);
 /* Force the release on every flow (before fork; counted as such). */
 void tas_app_rx_release_all(struct tas_app *a);
 
-/* Bytes to send on a flow (tas/lib/app_tx.c): the ring copy both users
+/* Bytes to send on a flow (tas/libtas/app_tx.c): the ring copy both users
  * share.  free grows with tas_arx.tx_bump (acknowledged bytes). */
 struct tas_tx {
     uint32_t off, size;          /* ring: segment offset and length */

@@ -1,23 +1,23 @@
-"""C API scenarios run in a child process (ctypes on libstrata.so), so each
+"""C API scenarios run in a child process (strata/api.py, cffi on libstrata), so each
 step is a separate process like a real application.
 
 usage: api_worker.py POOL STEP [ARGS]   (prints one JSON object)
 """
-import ctypes
 import json
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-from strata import lib  # noqa: E402
+from strata import api  # noqa: E402
 
 L = None
+ffi = None
 
 
 def ref_area():
-    addr, off, length = ctypes.c_void_p(), ctypes.c_uint64(), ctypes.c_uint64()
-    lib.check(L.strata_ref_area(ctypes.byref(addr), ctypes.byref(off), ctypes.byref(length)), "ref")
-    return addr.value, off.value, length.value
+    addr, off, length = ffi.new("void **"), ffi.new("uint64_t *"), ffi.new("uint64_t *")
+    api.check(L.strata_ref_area(addr, off, length), "ref")
+    return ffi.cast("char *", addr[0]), off[0], length[0]
 
 
 def open_w(path, flags=os.O_WRONLY | os.O_CREAT):
@@ -29,18 +29,18 @@ def step_ref(args):
     addr, off, _ = ref_area()
     addr, off = addr + 4096, off + 4096  # page 0 of the ref area is the TAS ownership table
     payload = bytes((i * 7) & 0xFF for i in range(4096))
-    ctypes.memmove(addr, payload, len(payload))
-    fd = lib.check(open_w("/ref.bin"), "open")
+    ffi.memmove(addr, payload, len(payload))
+    fd = api.check(open_w("/ref.bin"), "open")
     out = {"head": L.strata_write(fd, b"head", 4),
            "ref": L.strata_write_ref(fd, off, 4096)}
     out["tail"] = L.strata_write(fd, b"tail", 4)
     out["bad_ref"] = L.strata_write_ref(fd, off - 8192, 4096)  # outside the ref area
-    out["bad_errno"] = ctypes.get_errno()
+    out["bad_errno"] = ffi.errno
     out["table_ref"] = L.strata_write_ref(fd, off - 4096, 4096)  # into the ownership table
-    out["table_errno"] = ctypes.get_errno()
+    out["table_errno"] = ffi.errno
     out["neg_ref"] = L.strata_pwrite_ref(fd, off, 4096, -4096)  # the checks of pwrite apply
-    out["neg_errno"] = ctypes.get_errno()
-    out["own_view"] = lib.read_file("/ref.bin") == b"head" + payload + b"tail"
+    out["neg_errno"] = ffi.errno
+    out["own_view"] = api.read_file("/ref.bin") == b"head" + payload + b"tail"
     out["ref_off"] = off
     if args and args[0] == "crash":
         print(json.dumps(out), flush=True)
@@ -50,7 +50,7 @@ def step_ref(args):
 
 
 def step_read(args):
-    data = lib.read_file(args[0])
+    data = api.read_file(args[0])
     return {"len": len(data), "hex": data.hex()}
 
 
@@ -66,7 +66,7 @@ def step_hold(args):
 def step_open_w(args):
     os.environ["STRATA_LEASE_WAIT_MS"] = args[1]
     fd = open_w(args[0])
-    return {"fd": fd, "errno": ctypes.get_errno() if fd < 0 else 0}
+    return {"fd": fd, "errno": ffi.errno if fd < 0 else 0}
 
 
 def step_fill(args):
@@ -74,12 +74,12 @@ def step_fill(args):
     chunk = b"x" * (1 << 20)
     written, err, files = 0, 0, 0
     while err == 0 and files < 1000:
-        fd = lib.check(open_w(f"/fill{files}"), "open")
+        fd = api.check(open_w(f"/fill{files}"), "open")
         files += 1
         for _ in range(4):
             n = L.strata_write(fd, chunk, len(chunk))
             if n < 0:
-                err = ctypes.get_errno()
+                err = ffi.errno
                 break
             written += n
         L.strata_close(fd)
@@ -89,14 +89,13 @@ def step_fill(args):
 def step_hole_fill(args):
     """Make a file with a 200 MiB hole, then write into the hole until a write
     fails; the failure must come at write time, and digest must then succeed."""
-    L.strata_ftruncate.argtypes = [ctypes.c_int, ctypes.c_int64]
-    fd = lib.check(open_w("/holey", os.O_RDWR | os.O_CREAT), "open")
-    lib.check(L.strata_ftruncate(fd, 200 << 20), "ftruncate")
+    fd = api.check(open_w("/holey", os.O_RDWR | os.O_CREAT), "open")
+    api.check(L.strata_ftruncate(fd, 200 << 20), "ftruncate")
     chunk = b"h" * (1 << 20)
     written, err = 0, 0
     while err == 0 and written < (200 << 20):
         if L.strata_pwrite(fd, chunk, len(chunk), written) < 0:
-            err = ctypes.get_errno()
+            err = ffi.errno
         else:
             written += len(chunk)
     digested = L.strata_digest()
@@ -108,7 +107,7 @@ def step_unlink_fill(args):
     n = 0
     while L.strata_unlink(f"/fill{n}".encode()) == 0:
         n += 1
-    fd = lib.check(open_w("/after"), "open")
+    fd = api.check(open_w("/after"), "open")
     ok = L.strata_write(fd, b"y" * 4096, 4096)
     L.strata_close(fd)
     return {"unlinked": n, "write_after": ok}
@@ -117,7 +116,7 @@ def step_unlink_fill(args):
 def step_overwrite(args):
     """Overwrite one block many times, digest, report this process's counters."""
     from bindings import stats
-    fd = lib.check(open_w("/hot", os.O_RDWR | os.O_CREAT), "open")
+    fd = api.check(open_w("/hot", os.O_RDWR | os.O_CREAT), "open")
     for i in range(100):
         block = bytes([i]) * 4096
         L.strata_pwrite(fd, block, 4096, 8192)
@@ -131,7 +130,7 @@ def step_write_wait(args):
     """Write, wait for a line on stdin, write again (a pending digest request is
     served here), report counters, then hold the file open until stdin closes."""
     from bindings import stats
-    fd = lib.check(open_w("/req"), "open")
+    fd = api.check(open_w("/req"), "open")
     L.strata_write(fd, b"a", 1)
     print(json.dumps({"first": True}), flush=True)
     sys.stdin.readline()
@@ -143,10 +142,10 @@ def step_write_wait(args):
 
 
 def main():
-    global L
+    global L, ffi
     pool, step, args = sys.argv[1], sys.argv[2], sys.argv[3:]
-    L = lib.lib()
-    lib.attach(pool)
+    L, ffi = api.lib(), api.ffi()
+    api.attach(pool)
     print(json.dumps(globals()["step_" + step](args)), flush=True)
 
 

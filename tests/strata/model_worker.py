@@ -6,7 +6,6 @@ Prints a JSON summary; the test asserts on it.
 
 usage: model_worker.py SEED NOPS STRATA_ROOT REF_ROOT
 """
-import ctypes
 import errno
 import json
 import os
@@ -59,7 +58,8 @@ def main():
     seed, nops, sroot, rroot = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
     rng = random.Random(seed)
     sides = [Side(sroot), Side(rroot)]
-    digest = ctypes.CDLL(None).strata_digest  # from the preloaded libstrata
+    from strata import api  # binds the preloaded libstrata (same soname: loaded once)
+    digest = api.lib().strata_digest
     mismatches, ok_ops, kinds = [], 0, {}
 
     def path():

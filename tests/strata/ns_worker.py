@@ -1,24 +1,14 @@
 """Namespace cases on directory argv[1] (inside it, with relative paths) and
 an error-case table per call; argv[2] is a directory on another file system
 (EXDEV).  Prints JSON; run on /strata and on tmpfs, the outputs must match."""
-import errno
 import json
 import os
 import sys
 
+from worker_outcome import res
+
 d, other = sys.argv[1], sys.argv[2]
 out = {}
-
-
-def res(fn, *a, **k):
-    try:
-        r = fn(*a, **k)
-        if isinstance(r, int) and not isinstance(r, bool):
-            os.close(r)  # an fd
-            return "ok"
-        return "ok" if r is None else r
-    except OSError as e:
-        return errno.errorcode[e.errno]
 
 
 # working directory and relative paths

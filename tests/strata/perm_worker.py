@@ -1,10 +1,11 @@
 """Permission checks as uid/gid 65534 on directory argv[1]: fixtures are made
 as root, then the process drops to nobody and tries each case.  Prints JSON;
 run on /strata and on tmpfs, the outputs must match."""
-import errno
 import json
 import os
 import sys
+
+from worker_outcome import res
 
 d = sys.argv[1]
 os.umask(0)
@@ -31,17 +32,6 @@ os.mkdir(f"{d}/ro/sub", 0o777)
 os.setgid(65534)
 os.setgroups([])
 os.setuid(65534)
-
-
-def res(fn):
-    try:
-        r = fn()
-        if isinstance(r, int) and not isinstance(r, bool):
-            os.close(r)
-            return "ok"
-        return "ok" if r is None else r
-    except OSError as e:
-        return errno.errorcode[e.errno]
 
 
 mk(f"{d}/pub/mine", 0o600)

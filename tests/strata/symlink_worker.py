@@ -1,25 +1,15 @@
 """Symbolic links on directory argv[1]; prints JSON.  Run on /strata and on
 tmpfs: the outputs must match."""
-import errno
 import json
 import os
 import stat
 import sys
 
+from worker_outcome import res
+
 d = sys.argv[1]
 os.chdir(d)
 out = {}
-
-
-def res(fn):
-    try:
-        r = fn()
-        if isinstance(r, int) and not isinstance(r, bool):
-            os.close(r)
-            return "ok"
-        return "ok" if r is None else r
-    except OSError as e:
-        return errno.errorcode[e.errno]
 
 
 os.mkdir("dir")

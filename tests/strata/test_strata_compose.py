@@ -10,13 +10,10 @@ import random
 import subprocess
 import sys
 import tempfile
-import time
-
-import redis
 
 from bindings import stats
+from redis_helpers import free_port, kill9, redis_server_args, wait_ready, wait_rewrite
 from strata_helpers import BUILD, ROOT, fsck_clean, shim_env, strata_cli
-from test_strata_redis import free_port, kill9, wait_rewrite
 
 ZIO_PWRITE = os.path.join(BUILD, "strata_zio_pwrite")
 
@@ -43,22 +40,11 @@ def test_tracked_pwrite_is_stored(pool):
 
 def start_redis(pool, port):
     proc = subprocess.Popen(
-        stack(pool, "redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", "/strata/redis",
-              "--appendonly", "yes", "--appendfsync", "always", "--save", "", "--daemonize", "no",
-              "--auto-aof-rewrite-percentage", "0"),
+        stack(pool, *redis_server_args(port, "--auto-aof-rewrite-percentage", "0")),
         cwd=ROOT, env=shim_env(pool, LD_PRELOAD=""), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     # generous: 256 KiB SETs with AOF always on 2 shared cores can take seconds
-    client = redis.Redis(port=port, socket_timeout=120)
-    for _ in range(600):
-        try:
-            client.ping()
-            return proc, client
-        except (redis.ConnectionError, redis.BusyLoadingError):
-            if proc.poll() is not None:
-                raise AssertionError(proc.stdout.read().decode())
-            time.sleep(0.05)
-    proc.kill()
-    raise AssertionError("redis-server did not start")
+    return proc, wait_ready(proc, port, lambda: proc.stdout.read().decode(), tries=600,
+                            socket_timeout=120)
 
 
 def test_redis_bgrewriteaof_under_zio_and_strata(pool):

@@ -13,13 +13,13 @@ pytestmark = pytest.mark.fast
 
 CYCLES = """
 import os, sys
-from strata import lib
-L = lib.lib()
+from strata import api
+L = api.lib()
 pool = sys.argv[1].encode()
-lib.check(L.strata_mkfs(pool, 64 << 20, 4, 1 << 20, 256), "mkfs")
+api.check(L.strata_mkfs(pool, 64 << 20, 4, 1 << 20, 256), "mkfs")
 before = len(os.listdir("/proc/self/fd"))
 for _ in range(5):
-    lib.check(L.strata_attach(pool), "attach")
+    api.check(L.strata_attach(pool), "attach")
     L.strata_detach()
 print(before, len(os.listdir("/proc/self/fd")))
 """

@@ -17,29 +17,29 @@ pytestmark = pytest.mark.fast
 # leaving its log undigested, as a crash would.
 WRITER = """
 import os, sys
-from strata import lib
-L = lib.lib()
+from strata import api
+L = api.lib()
 pool = sys.argv[1]
-lib.check(L.strata_mkfs(pool.encode(), 64 << 20, 4, 1 << 20, 256), "mkfs")
-lib.attach(pool)
-lib.check(L.strata_mkdir(b"/d", 0o755), "mkdir")
-fd = lib.check(L.strata_open(b"/d/f", os.O_CREAT | os.O_WRONLY, 0o644), "open")
-lib.check(L.strata_write(fd, b"hello", 5), "write")
-lib.check(L.strata_pwrite(fd, b"XY", 2, 100), "pwrite")
+api.check(L.strata_mkfs(pool.encode(), 64 << 20, 4, 1 << 20, 256), "mkfs")
+api.attach(pool)
+api.check(L.strata_mkdir(b"/d", 0o755), "mkdir")
+fd = api.check(L.strata_open(b"/d/f", os.O_CREAT | os.O_WRONLY, 0o644), "open")
+api.check(L.strata_write(fd, b"hello", 5), "write")
+api.check(L.strata_pwrite(fd, b"XY", 2, 100), "pwrite")
 print(os.getpid(), flush=True)
 os._exit(0)
 """
 
 READER = """
 import sys
-from strata import lib
-lib.attach(sys.argv[1])
+from strata import api
+api.attach(sys.argv[1])
 try:
-    data = lib.read_file("/d/f")
-except lib.StrataError as e:
+    data = api.read_file("/d/f")
+except api.StrataError as e:
     data = None
 print(repr(data))
-print(lib.fsck(sys.argv[1])[0])
+print(api.fsck(sys.argv[1])[0])
 """
 
 

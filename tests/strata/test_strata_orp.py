@@ -11,7 +11,7 @@ import subprocess
 import sys
 
 from bindings import stats
-from strata import lib
+from strata import api
 from strata_helpers import BUILD, ROOT, fsck_clean, layout, log_entries, shim_env, strata_cli
 
 ORPWRITER = os.path.join(BUILD, "strata_orpwriter")
@@ -24,7 +24,7 @@ FIRST = (b"H" * 100 + PAT1[:65536] + b"T" * 50 + PAT1[65536:98304] + PAT1[98304:
 
 
 def start(pool, mode):
-    off, length = lib.pool_ref_area(pool)
+    off, length = api.pool_ref_area(pool)
     return subprocess.Popen([ORPWRITER, str(off), str(length), mode], env=shim_env(pool),
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
@@ -130,7 +130,7 @@ def test_ref_busy_contract_prevents_the_tear(pool):
 
 
 def test_pool_ref_area_and_layout_version(pool, pool_path):
-    off, length = lib.pool_ref_area(pool)
+    off, length = api.pool_ref_area(pool)
     st = strata_cli("stat", pool=pool).stdout
     assert all(f"\n  {k} " in st for k in ("ref_bytes", "inline_bytes", "ref_fallbacks", "ref_digests"))
     info = dict(ln.split(None, 1) for ln in st[:st.index("\nspace")].splitlines()[1:])  # the pool section
@@ -140,7 +140,7 @@ def test_pool_ref_area_and_layout_version(pool, pool_path):
     big = pool_path + ".big"
     try:
         out = strata_cli("mkfs", "--size", "256M", "--ref-size", "96M", pool=big).stdout
-        assert lib.pool_ref_area(big)[1] == 96 << 20 and "ref area 100663296 bytes" in out
+        assert api.pool_ref_area(big)[1] == 96 << 20 and "ref area 100663296 bytes" in out
         bad = strata_cli("mkfs", "--size", "64M", "--ref-size", "5000", pool=big, check=False)
         assert bad.returncode != 0 and "--ref-size 5000: must be a multiple of 4096" in bad.stderr
         bad = strata_cli("mkfs", "--size", "64M", "--ref-size", "64M", pool=big, check=False)
@@ -161,14 +161,14 @@ def test_pool_ref_area_and_layout_version(pool, pool_path):
         assert r.returncode != 0 and f"unsupported pool version {other}" in r.stderr, r.stderr
         assert "reads version 2 only" in r.stderr and "strata mkfs" in r.stderr
     try:
-        lib.pool_ref_area(pool)
+        api.pool_ref_area(pool)
         raise AssertionError("a version-1 pool has no v2 ref area")
-    except lib.StrataError as e:
+    except api.StrataError as e:
         assert "unsupported pool version 1" in str(e)
 
 
 def test_bad_ref_digest_setting_is_named(pool):
-    off, length = lib.pool_ref_area(pool)
+    off, length = api.pool_ref_area(pool)
     r = subprocess.run([ORPWRITER, str(off), str(length), "crash"], capture_output=True, text=True,
                        env=shim_env(pool, STRATA_REF_DIGEST_BYTES="12x"), timeout=60)
     assert r.returncode == 0, r.stderr

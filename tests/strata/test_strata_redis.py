@@ -1,40 +1,19 @@
 """Unmodified redis-server (AOF with appendfsync always, plus an RDB from
 BGSAVE) keeps its files under /strata via the shim; after kill -9 and a
 restart every acknowledged write is there and fsck is clean."""
-import signal
-import socket
 import subprocess
 import sys
 import time
 
-import redis  # test extra; redis-server itself comes from deploy/setup
-
+from redis_helpers import free_port, kill9, redis_server_args, wait_ready, wait_rewrite
 from strata_helpers import ROOT, fsck_clean, shim_env, strata_cli
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start(pool, port):
     proc = subprocess.Popen(
-        [sys.executable, "-m", "strata.cli", "--pool", pool, "run", "--", "redis-server",
-         "--port", str(port), "--bind", "127.0.0.1", "--dir", "/strata/redis",
-         "--appendonly", "yes", "--appendfsync", "always", "--save", "", "--daemonize", "no"],
+        [sys.executable, "-m", "strata.cli", "--pool", pool, "run", "--", *redis_server_args(port)],
         cwd=ROOT, env=shim_env(pool), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    client = redis.Redis(port=port)
-    for _ in range(300):  # wait until it accepts commands (and has loaded)
-        try:
-            client.ping()
-            return proc, client
-        except (redis.ConnectionError, redis.BusyLoadingError):
-            if proc.poll() is not None:
-                raise AssertionError(proc.stdout.read().decode())
-            time.sleep(0.05)
-    proc.kill()
-    raise AssertionError("redis-server did not start")
+    return proc, wait_ready(proc, port, lambda: proc.stdout.read().decode())
 
 
 def wait_bgsave(client):
@@ -44,21 +23,6 @@ def wait_bgsave(client):
             return info["rdb_last_bgsave_status"]
         time.sleep(0.05)
     return "timeout"
-
-
-def wait_rewrite(client):
-    for _ in range(600):
-        info = client.info("persistence")
-        if not info["aof_rewrite_in_progress"] and not info["aof_rewrite_scheduled"]:
-            return info["aof_last_bgrewrite_status"]
-        time.sleep(0.05)
-    return "timeout"
-
-
-def kill9(proc):
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    proc.stdout.close()
 
 
 def test_redis_aof_and_rdb_survive_kill9(pool):

@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 
-from strata import lib
+from strata import api
 from strata_helpers import fsck_clean, shim_env, strata_cli
 
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "space_worker.py")
@@ -43,7 +43,7 @@ def test_mkfs_default_pool_is_large_sparse_and_reported(pool_path):
     assert st.st_blocks * 512 < 16 << 20        # ... and costs only its metadata
     df = strata_cli("df", pool=pool_path).stdout
     fields = {line.split()[0]: int(line.split()[-1]) for line in df.splitlines()}
-    ref_bytes = lib.pool_ref_area(pool_path)[1]  # the ORP ref area: an eighth (docs/orp-contract.md)
+    ref_bytes = api.pool_ref_area(pool_path)[1]  # the ORP ref area: an eighth (docs/orp-contract.md)
     assert ref_bytes == st.st_size // 8 and "ref area" in r.stdout
     assert fields["data_capacity_bytes"] > 0.95 * (st.st_size - ref_bytes)
     assert fields["data_used_bytes"] == 0 and fields["log_used_bytes"] == 0

@@ -66,3 +66,18 @@ def nginx_serves(procs, d, tmp_path, conf_template, port, *wrk_args):
     _, err = srv.communicate(timeout=60)
     assert "libtas:" not in err, err
     return load.stdout
+
+
+# Source prepended to the programs tests run under the shim: read s until
+# EOF (or limit bytes), handing each chunk to each(); returns the count.
+READ_ALL = """
+def read_all(s, each, chunk=65536, limit=None):
+    n = 0
+    while limit is None or n < limit:
+        d = s.recv(chunk)
+        if not d:
+            break
+        each(d)
+        n += len(d)
+    return n
+"""

@@ -15,13 +15,13 @@ import sys
 
 import pytest
 
-from libtas_helpers import ROOT, counters, finish, in_peer, nginx_serves, tas_run
+from libtas_helpers import READ_ALL, ROOT, counters, finish, in_peer, nginx_serves, tas_run
 from tasd import wait_until
 
 pytestmark = pytest.mark.root  # a daemon on DPDK with a peer namespace
 
 # Blocking echo server with nothing but the socket module.
-ECHO_SERVER = """
+ECHO_SERVER = READ_ALL + """
 import socket, sys
 s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -30,13 +30,7 @@ s.listen(8)
 print("listening", flush=True)
 c, peer = s.accept()
 c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-n = 0
-while True:
-    d = c.recv(65536)
-    if not d:
-        break
-    c.sendall(d)
-    n += len(d)
+n = read_all(c, c.sendall)
 c.close()
 s.close()
 print(n, flush=True)
@@ -44,7 +38,7 @@ print(n, flush=True)
 
 # Client: sends seeded bytes from a thread while reading the echo (so under
 # the shim two threads block in it at once), reports what came back.
-ECHO_CLIENT = """
+ECHO_CLIENT = READ_ALL + """
 import hashlib, json, random, socket, sys, threading
 ip, port, nbytes, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 data = random.Random(seed).randbytes(nbytes)
@@ -55,13 +49,7 @@ def send():
 t = threading.Thread(target=send)
 t.start()
 got = hashlib.sha256()
-n = 0
-while True:
-    d = s.recv(65536)
-    if not d:
-        break
-    got.update(d)
-    n += len(d)
+n = read_all(s, got.update)
 t.join()
 s.close()
 print(json.dumps({"bytes": n, "same": got.hexdigest() == hashlib.sha256(data).hexdigest()}))

@@ -17,13 +17,13 @@ import sys
 import pytest
 
 from bindings import stats
-from libtas_helpers import ROOT, counters, in_peer
+from libtas_helpers import READ_ALL, ROOT, counters, in_peer
 from tasd import Daemon
 
 VLEN = 256 * 1024
 
 # Sends NVAL seeded values; in echo mode reads them back meanwhile.
-CLIENT = """
+CLIENT = READ_ALL + """
 import hashlib, json, random, socket, sys, threading
 port, nval, vlen, seed, echo = (int(a) for a in sys.argv[1:6])
 data = random.Random(seed).randbytes(nval * vlen)
@@ -36,13 +36,7 @@ def send():
 t = threading.Thread(target=send)
 t.start()
 got = hashlib.sha256()
-n = 0
-while echo and n < len(data):
-    d = s.recv(1 << 20)
-    if not d:
-        break
-    got.update(d)
-    n += len(d)
+n = read_all(s, got.update, 1 << 20, len(data)) if echo else 0
 t.join()
 s.close()
 print(json.dumps({"sent": hashlib.sha256(data).hexdigest(), "echoed": got.hexdigest(), "n": n}))

@@ -112,7 +112,7 @@ class StrataLockHeld:
 APP = """
 import sys
 from tas.app import TasApp
-from strata import lib as strata
+from strata import api as strata
 a = TasApp(sys.argv[1])
 if sys.argv[3] == "fork":       # a child with the slice mapped and its own Strata log
     import os, time
@@ -256,27 +256,26 @@ def test_libtas_echo_with_rings_in_the_pool(nvm_daemon, pool, procs):
 # and withdraws it at detach: a second registration of the same bytes is
 # refused (EINVAL, overlap) while libtas holds it and accepted after.
 NVM_MAP_APP = r"""
-import ctypes, os, sys
-from strata import lib as strata
-st = ctypes.CDLL(strata.LIB_PATH, mode=ctypes.RTLD_GLOBAL, use_errno=True)
-st.strata_nvm_map.argtypes = [ctypes.c_int, ctypes.c_uint64, ctypes.c_void_p, ctypes.c_size_t]
+import os, sys
+# global, as under LD_PRELOAD: libtas looks strata_nvm_map up with dlsym(RTLD_DEFAULT)
+flags = sys.getdlopenflags()
+sys.setdlopenflags(flags | os.RTLD_GLOBAL)
+from strata import api as strata
+st, sffi = strata.lib(), strata.ffi()
+sys.setdlopenflags(flags)
 strata.attach(sys.argv[2])
 from tas.app import TasApp, ffi, lib
 a = TasApp(sys.argv[1])
 va = int(ffi.cast("uintptr_t", lib.tas_app_base(a.handle)))
 off = next(int(l.split()[2], 16) for l in open("/proc/self/maps") if int(l.split("-")[0], 16) == va)
 fd = os.open(sys.argv[2], os.O_RDWR)
-held = st.strata_nvm_map(fd, off, va, 4096), ctypes.get_errno()
+held = st.strata_nvm_map(fd, off, sffi.cast("void *", va), 4096), sffi.errno
 a.close()
-print(off, held[0], held[1], st.strata_nvm_map(fd, off, va, 4096))
+print(off, held[0], held[1], st.strata_nvm_map(fd, off, sffi.cast("void *", va), 4096))
 """
 
 
 def test_libtas_registers_its_slice_with_libstrata(nvm_daemon, pool):
-    from strata import lib as strata_lib
-    import ctypes
-    assert hasattr(ctypes.CDLL(strata_lib.LIB_PATH), "strata_nvm_map"), \
-        "the built libstrata lacks strata_nvm_map"
     r = subprocess.run([sys.executable, "-c", NVM_MAP_APP, nvm_daemon.instance, str(pool)],
                        cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr

@@ -7,7 +7,6 @@ handler held its lock across jemalloc's, whose background thread was
 waiting for that lock inside the interposed madvise."""
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -16,36 +15,18 @@ import pytest
 import redis
 
 from bindings import stats
+from redis_helpers import free_port, redis_server_args, wait_ready
 from zio_testlib import ROOT
 
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None,
                                 reason="redis-server not installed")
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start(cmd, env, log):
     port = free_port()
-    proc = subprocess.Popen(
-        cmd + ["redis-server", "--port", str(port), "--bind", "127.0.0.1",
-               "--dir", "/strata/redis", "--appendonly", "yes", "--appendfsync", "always",
-               "--save", "", "--daemonize", "no"],
-        cwd=ROOT, env=env, stdout=open(log, "ab"), stderr=subprocess.STDOUT)
-    client = redis.Redis(port=port, socket_timeout=120)
-    for _ in range(300):
-        try:
-            client.ping()
-            return proc, client
-        except (redis.ConnectionError, redis.BusyLoadingError):
-            if proc.poll() is not None:
-                pytest.fail(f"redis-server exited: {open(log).read()}")
-            time.sleep(0.05)
-    proc.kill()
-    pytest.fail("redis-server did not start")
+    proc = subprocess.Popen(cmd + redis_server_args(port), cwd=ROOT, env=env,
+                            stdout=open(log, "ab"), stderr=subprocess.STDOUT)
+    return proc, wait_ready(proc, port, lambda: open(log).read(), socket_timeout=120)
 
 
 def stop(proc, client):

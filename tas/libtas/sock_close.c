@@ -1,0 +1,57 @@
+/* The last reference to a TAS socket: the daemon hears of the close (listener
+ * or connection), a pending connect is orphaned, the flow is forgotten. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdlib.h>
+
+#include "interpose.h"
+
+static void unlink_listener(struct lt_sock *s)
+{
+    for (struct lt_sock **p = &lt_listeners; *p != NULL; p = &(*p)->next_listener) {
+        if (*p == s) {
+            *p = s->next_listener;
+            return;
+        }
+    }
+}
+
+void lt_sock_unref(struct lt_sock *s)
+{
+    if (--s->refs > 0)
+        return;
+    struct tas_ctl_msg m = {0};
+    if (s->kind == LT_LISTEN && s->rejoin) {
+        /* inherited, never used here: the daemon knows nothing of it */
+    } else if (s->kind == LT_LISTEN) {
+        unlink_listener(s);
+        m.type = TAS_CTL_LISTEN_CLOSE;
+        m.listener_id = s->listener_id;
+        lt_request(&m);
+    } else if (s->kind == LT_CONNECTING) {
+        lt_connect_orphan(s);
+    } else if (s->kind == LT_CONN) {
+        struct lt_flow *f = s->flow;
+        tas_rx_close(lt_app, &f->rx);  /* nothing may depend on the ring after */
+        if (!f->reset && !s->shut_wr && !s->linger_rst)
+            tas_app_post(lt_app, f->id, 0, 0, TAS_ATX_FL_TXFIN);
+        m.type = TAS_CTL_CLOSE;
+        /* SO_LINGER with a zero timeout: abort with a RST, unsent data is
+         * dropped (Linux's behaviour, and what its users ask for). */
+        m.flags = s->linger_rst ? TAS_CTL_FL_RESET : 0;
+        m.flow_id = f->id;
+        lt_request(&m);
+        lt_flow_forget(f);
+    }
+    free(s);
+}
+
+ssize_t lt_sock_done(struct lt_sock *s, ssize_t r)
+{
+    int e = errno;
+    lt_lock();
+    lt_sock_unref(s);
+    lt_unlock();
+    errno = e;
+    return r;
+}

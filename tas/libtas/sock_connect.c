@@ -1,0 +1,127 @@
+/*
+ * connect() on TAS sockets, blocking and non-blocking, with Linux's
+ * semantics: EINPROGRESS at once on a non-blocking socket, writable (or
+ * POLLERR|POLLHUP with SO_ERROR set) when the handshake ends, EALREADY while
+ * it runs, and the first connect() after it ends reports the outcome (0, or
+ * the error) before later ones answer EISCONN / start a new attempt.
+ *
+ * The CONNECT request is sent without waiting; the slow path answers with a
+ * CONN_OPENED carrying the request's req_id once the handshake is over, and
+ * lt_progress hands that event to lt_connect_done (conn_open.c).
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdlib.h>
+
+#include "interpose.h"
+
+static int fail(int e)
+{
+    errno = e;
+    return -1;
+}
+
+/* The outcome of a finished connect, reported once (Linux clears the error
+ * it returns, and the socket is a fresh unconnected one again). */
+static int report(struct lt_sock *s)
+{
+    s->connect_unreported = 0;
+    if (s->kind == LT_CONN)
+        return 0;
+    int e = s->so_error;
+    s->so_error = 0;
+    s->hup = 0;
+    return -(e != 0 ? e : ECONNABORTED);
+}
+
+/* With the lock held: wait for a pending connect to finish.  On EINTR the
+ * handshake goes on, as on Linux. */
+static int wait_done(struct lt_sock *s)
+{
+    for (;;) {
+        lt_progress();
+        if (s->kind != LT_CONNECTING)
+            return report(s);
+        if (lt_wait(NULL, 0, -1) < 0)
+            return -errno;
+    }
+}
+
+static int start(struct lt_sock *s, const struct sockaddr *addr, socklen_t len)
+{
+    struct tas_ctl_msg m = {.type = TAS_CTL_CONNECT};
+    int r = lt_inet_addr_of(s, addr, len, &m.remote_ip, &m.remote_port);
+    if (r < 0)
+        return r;
+    if (r == LT_IPV6_PROPER)   /* a connected socket cannot move to the kernel any more */
+        return -ENETUNREACH;
+    struct lt_pending_connect *p = lt_connect_pending_new();
+    if (p == NULL)
+        return -ENOMEM;
+    r = tas_app_send(lt_app, &m);
+    if (r < 0) {
+        free(p);
+        return r;
+    }
+    lt_connect_pending_add(p, m.req_id, s);
+    s->kind = LT_CONNECTING;
+    s->so_error = 0;
+    s->hup = 0;
+    s->remote_ip = m.remote_ip;
+    s->remote_port = m.remote_port;
+    return s->nonblock ? -EINPROGRESS : wait_done(s);
+}
+
+static int connect_locked(struct lt_sock *s, const struct sockaddr *addr, socklen_t len)
+{
+    lt_progress();
+    if (s->connect_unreported && s->kind != LT_CONNECTING)
+        return report(s);
+    switch (s->kind) {
+    case LT_NEW:
+        return start(s, addr, len);
+    case LT_CONNECTING:
+        return s->nonblock ? -EALREADY : wait_done(s);
+    case LT_CONN:
+        return -EISCONN;
+    default:
+        return -EINVAL;
+    }
+}
+
+int connect(int fd, const struct sockaddr *addr, socklen_t len)
+{
+    struct lt_sock *s6 = lt_sock_of(fd);
+    uint32_t ip;
+    uint16_t port;
+    if (s6 != NULL && s6->family == AF_INET6 && s6->kind == LT_NEW &&
+        lt_inet_addr_of(s6, addr, len, &ip, &port) == LT_IPV6_PROPER) {
+        int r = lt_to_kernel(fd, s6);     /* an IPv6 peer: the kernel's stack */
+        return r < 0 ? fail(-r) : REAL(connect)(fd, addr, len);
+    }
+    struct lt_sock *s = lt_sock_hold(fd);
+    if (s == NULL)
+        return REAL(connect)(fd, addr, len);
+    lt_lock();
+    int r = connect_locked(s, addr, len);
+    lt_unlock();
+    return (int)lt_sock_done(s, r < 0 ? fail(-r) : 0);
+}
+
+int lt_connect_wait_io(struct lt_sock *s, int block)
+{
+    lt_progress();
+    if (s->kind == LT_CONNECTING && !block)
+        return -EAGAIN;
+    while (s->kind == LT_CONNECTING)
+        if (lt_wait(NULL, 0, -1) < 0)
+            return -errno;
+    if (s->kind == LT_CONN)
+        return 0;
+    if (s->kind == LT_NEW && s->so_error != 0) {    /* Linux returns (and clears) the error */
+        int e = s->so_error;
+        s->so_error = 0;
+        return -e;
+    }
+    return -ENOTCONN;
+}

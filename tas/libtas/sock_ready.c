@@ -1,0 +1,33 @@
+/* Readiness of a TAS socket for poll/epoll (POLLIN/POLLOUT/POLLHUP/POLLERR). */
+#define _GNU_SOURCE
+#include <sys/epoll.h>
+
+#include "interpose.h"
+
+short lt_ready(struct lt_sock *s)
+{
+    short r = s->so_error ? POLLERR : 0;
+    if (s->kind == LT_LISTEN) {
+        /* A worker's inherited listener joins when first waited on. */
+        if (s->rejoin && lt_listener_rejoin(s) != 0)
+            return (short)(r | POLLERR);
+        return (short)(r | (s->pending ? POLLIN | POLLRDNORM : 0));
+    }
+    if (s->kind == LT_CONNECTING)
+        return r;
+    if (s->kind == LT_NEW)     /* as Linux reports a closed TCP socket */
+        return (short)(r | POLLOUT | POLLWRNORM | POLLHUP |
+                       (s->hup ? POLLIN | POLLRDNORM | POLLRDHUP : 0));
+    struct lt_flow *f = s->flow;
+    if (tas_rx_ready(&f->rx) || f->rx_fin || f->reset || s->shut_rd)
+        r |= POLLIN | POLLRDNORM;
+    if (f->rx_fin)
+        r |= POLLRDHUP;
+    if ((f->tx.free && !s->shut_wr) || f->reset)
+        r |= POLLOUT | POLLWRNORM;
+    if (f->reset)
+        r |= POLLERR | POLLHUP;
+    else if (f->rx_fin && s->shut_wr)
+        r |= POLLHUP;
+    return r;
+}

@@ -1,0 +1,161 @@
+/* socket, bind, listen, accept for TAS sockets (connect: sock_connect.c). */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <netinet/in.h>
+#include <string.h>
+
+#include "interpose.h"
+
+static int fail(int e)
+{
+    errno = e;
+    return -1;
+}
+
+int socket(int domain, int type, int protocol)
+{
+    int base = type & ~(SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if ((domain != AF_INET && domain != AF_INET6) || base != SOCK_STREAM ||
+        (protocol != 0 && protocol != IPPROTO_TCP))
+        return REAL(socket)(domain, type, protocol);
+    lt_lock();
+    int fd = -1;
+    if (!lt_attach()) {
+        int refused = lt_attach_refused();
+        lt_unlock();
+        if (refused) {
+            errno = ENETDOWN;
+            return -1;
+        }
+        return REAL(socket)(domain, type, protocol);
+    }
+    struct lt_sock *s = lt_sock_new();
+    if (s != NULL) {
+        s->nonblock = !!(type & SOCK_NONBLOCK);
+        s->family = domain;
+        fd = lt_fd_install(s, type & SOCK_CLOEXEC);
+        if (fd < 0)
+            lt_sock_unref(s);
+    }
+    lt_unlock();
+    return fd;
+}
+
+int bind(int fd, const struct sockaddr *addr, socklen_t len)
+{
+    struct lt_sock *s = lt_sock_of(fd);
+    if (s == NULL)
+        return REAL(bind)(fd, addr, len);
+    if (s->kind != LT_NEW)
+        return fail(EINVAL);
+    int r = lt_inet_addr_of(s, addr, len, &s->local_ip, &s->local_port);
+    if (r == LT_IPV6_PROPER) {          /* IPv6 itself: the kernel's */
+        r = lt_to_kernel(fd, s);
+        return r < 0 ? fail(-r) : REAL(bind)(fd, addr, len);
+    }
+    return r < 0 ? fail(-r) : 0;
+}
+
+int listen(int fd, int backlog)
+{
+    struct lt_sock *s = lt_sock_of(fd);
+    if (s == NULL)
+        return REAL(listen)(fd, backlog);
+    if (s->kind == LT_LISTEN)
+        return 0;
+    if (s->kind != LT_NEW)
+        return fail(EINVAL);
+    struct tas_ctl_msg m = {.type = TAS_CTL_LISTEN, .local_port = s->local_port,
+                            .backlog = backlog > 0 ? (uint32_t)backlog : 1};
+    lt_lock();
+    int st = lt_request(&m);
+    if (st == 0) {
+        s->kind = LT_LISTEN;
+        s->listener_id = m.listener_id;
+        s->backlog = m.backlog;
+        s->next_listener = lt_listeners;
+        lt_listeners = s;
+    }
+    lt_unlock();
+    return st == 0 ? 0 : fail(-st);
+}
+
+int lt_listener_rejoin(struct lt_sock *s)
+{
+    if (!s->rejoin)
+        return 0;
+    if (!lt_attach())
+        return -ENOTCONN;
+    struct tas_ctl_msg m = {.type = TAS_CTL_LISTEN, .flags = TAS_CTL_FL_SHARED,
+                            .local_port = s->local_port, .backlog = s->backlog};
+    int st = lt_request(&m);
+    if (st != 0)
+        return st;
+    s->rejoin = 0;
+    s->listener_id = m.listener_id;
+    s->pending = 0;
+    s->next_listener = lt_listeners;
+    lt_listeners = s;
+    return 0;
+}
+
+/* With the lock held: the next established connection, or -errno. */
+static int take_conn(struct lt_sock *s, struct tas_ctl_msg *m)
+{
+    for (;;) {
+        lt_progress();
+        *m = (struct tas_ctl_msg){.type = TAS_CTL_ACCEPT, .listener_id = s->listener_id};
+        int st = tas_app_request(lt_app, m);
+        if (st != -EAGAIN) {
+            lt_progress();        /* counts this connection's NEWCONN too */
+            if (st == 0 && s->pending > 0)
+                s->pending--;
+            return st;
+        }
+        /* None ready when the daemon answered.  Forget the count first, then
+         * read the events: a NEWCONN sent right after the answer must count
+         * (zeroing after reading lost it, and accept slept forever); one sent
+         * before it costs one more ACCEPT request. */
+        s->pending = 0;
+        lt_progress();
+        if (s->nonblock)
+            return -EAGAIN;
+        while (s->pending == 0)
+            if (lt_wait(NULL, 0, -1) < 0)
+                return -errno;
+    }
+}
+
+int accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags)
+{
+    struct lt_sock *s = lt_sock_hold(fd);
+    if (s == NULL)
+        return REAL(accept4)(fd, addr, len, flags);
+    if (s->kind != LT_LISTEN)
+        return (int)lt_sock_done(s, fail(EINVAL));
+    lt_lock();
+    struct tas_ctl_msg m;
+    int st = lt_listener_rejoin(s);
+    if (st == 0)
+        st = take_conn(s, &m);
+    struct lt_sock *c = st == 0 ? lt_sock_new() : NULL;
+    int nfd = -1;
+    if (c != NULL) {
+        lt_conn_open(c, &m);
+        c->nonblock = !!(flags & SOCK_NONBLOCK);
+        c->family = s->family;
+        c->linger_rst = s->linger_rst;     /* inherited from the listener, as on Linux */
+        nfd = lt_fd_install(c, flags & SOCK_CLOEXEC);
+        if (nfd < 0)
+            lt_sock_unref(c);
+        else
+            lt_fill_addr(c, addr, len, c->remote_ip, c->remote_port);
+    }
+    lt_unlock();
+    return (int)lt_sock_done(s, st < 0 ? fail(-st) : nfd);
+}
+
+int accept(int fd, struct sockaddr *addr, socklen_t *len)
+{
+    return accept4(fd, addr, len, 0);
+}
