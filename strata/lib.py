@@ -23,6 +23,8 @@ def _load():
         "strata_mkfs": (c.c_int, [c.c_char_p, c.c_uint64, c.c_uint32, c.c_uint64, c.c_uint32]),
         "strata_mkfs_ref": (c.c_int, [c.c_char_p, c.c_uint64, c.c_uint32, c.c_uint64, c.c_uint32,
                                       c.c_uint64]),
+        "strata_mkfs_explain": (c.c_int, [c.c_char_p, c.c_uint64, c.c_uint32, c.c_uint64, c.c_uint32,
+                                          c.c_uint64, c.c_char_p, c.c_size_t]),
         "strata_pool_ref_area": (c.c_int, [c.c_char_p, c.POINTER(c.c_uint64), c.POINTER(c.c_uint64),
                                            c.POINTER(c.c_uint64), c.c_char_p, c.c_size_t]),
         "strata_digest_self": (c.c_int64, []),

@@ -92,6 +92,8 @@ uint32_t strata_copy_csum(void *dst, const void *src, size_t len, uint64_t seed,
 void strata_persist(const void *addr, size_t len);
 int strata_map(const char *path, struct strata_fs *fs, int verbose_err, char *err, size_t errlen);
 int strata_ensure_attached(void);
+int pool_layout(struct strata_super *sb);          /* -1: the parameters do not fit */
+uint64_t pool_default_size(const char *path);     /* --size auto */
 int strata_pool_lock(void);          /* flock + repair/recovery if needed */
 void strata_pool_unlock(void);
 void strata_unmap(struct strata_fs *fs);
