@@ -99,7 +99,10 @@ static ssize_t do_pread(int fd, void *buf, size_t len, int64_t off, int advance)
     uint64_t n = size - (uint64_t)off < len ? size - (uint64_t)off : len;
     char *dst = buf;
     if (ino_alive(f->ino, f->gen)) {
-        if (shared_read(f->ino, (uint64_t)off, dst, n) != 0)
+        pool_thread_lock(); /* not while this process's digest thread applies */
+        int rc = shared_read(f->ino, (uint64_t)off, dst, n);
+        pool_thread_unlock();
+        if (rc != 0)
             return -1; /* corrupted block map (EUCLEAN) */
     } else
         memset(dst, 0, n);
@@ -186,7 +189,9 @@ ssize_t strata_readv(int fd, const struct iovec *iov, int cnt)
 /* Reserve the blocks that digesting a write of [off, off+len) may allocate. */
 int reserve(struct sfile *f, uint64_t off, uint64_t len)
 {
+    pool_thread_lock(); /* the block map may be changing under this process's digest thread */
     uint64_t need = blocks_needed(f->ino, f->gen, file_size(f->ino, f->gen), off, len);
+    pool_thread_unlock();
     if (need <= G.credits_left) {
         G.credits_left -= need;
         return 0;
@@ -228,7 +233,12 @@ static struct strata_entry *append_or_digest(struct strata_entry *h, const void 
 
 void maybe_digest(void)
 {
-    if (G.tail * 100 > G.sb->log_bytes * G.sb->digest_pct || G.slots[G.slot].digest_request)
+    if (G.slots[G.slot].digest_request) /* `strata digest` asked: served by this write */
+        digest_own();
+    else if (bg_enabled()) {
+        if (bg_wanted())
+            bg_kick(); /* digest_bg.c; the writer digests itself only when its log is full */
+    } else if (G.tail * 100 > G.sb->log_bytes * G.sb->digest_pct)
         digest_own();
 }
 

@@ -328,6 +328,9 @@ static void counters_init(void)
     G.c.ofd_adopted = kb_stats_counter(p, "ofd_adopted");
     G.c.blocks_punched = kb_stats_counter(p, "blocks_punched");
     G.c.backing_enospc = kb_stats_counter(p, "backing_enospc");
+    G.c.bg_passes = kb_stats_counter(p, "bg_digest_passes");
+    G.c.bg_kicks = kb_stats_counter(p, "bg_digest_kicks");
+    G.c.bg_threads = kb_stats_counter(p, "bg_digest_threads");
 }
 
 int strata_attach(const char *path)
@@ -381,6 +384,7 @@ out:
 
 void strata_detach(void)
 {
+    bg_stop(); /* before G.mu: the thread may be waiting for it */
     pthread_mutex_lock(&G.mu);
     if (G.base && G.pid == getpid()) {
         if (G.slot >= 0) {
@@ -455,11 +459,13 @@ static void repair(void)
 
 int strata_pool_lock(void)
 {
+    pool_thread_lock(); /* the flock is per process: threads queue here first */
     if (G.lock_depth++ > 0)
         return 0;
     while (flock(G.lock_fd, LOCK_EX) != 0)
         if (errno != EINTR) {
             G.lock_depth--;
+            pool_thread_unlock();
             return -1;
         }
     pool_space_lock();
@@ -477,12 +483,15 @@ int strata_pool_lock(void)
 
 void strata_pool_unlock(void)
 {
-    if (--G.lock_depth > 0)
+    if (--G.lock_depth > 0) {
+        pool_thread_unlock();
         return;
+    }
     pool_punch_flush();
     G.sb->dirty_pid = 0;
     strata_persist(&G.sb->dirty_pid, sizeof(G.sb->dirty_pid));
     flock(G.lock_fd, LOCK_UN);
+    pool_thread_unlock();
 }
 
 int strata_ref_area(void **addr, uint64_t *pool_off, uint64_t *len)
