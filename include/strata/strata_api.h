@@ -126,6 +126,9 @@ int strata_access(const char *path, int mode);
  * ownership; "now" needs write access).  fd < 0: by path. */
 int strata_chown(const char *path, int fd, uid_t uid, gid_t gid);
 int strata_utime(const char *path, int fd, int64_t mtime, int explicit_time);
+/* The same on a final symbolic link itself (lchown, lutimes, AT_SYMLINK_NOFOLLOW). */
+int strata_lchown(const char *path, uid_t uid, gid_t gid);
+int strata_lutime(const char *path, int64_t mtime, int explicit_time);
 const char *strata_fd_path(int fd); /* pool path an fd was opened with */
 int strata_fd_flags(int fd);
 int strata_fd_setflags(int fd, int flags);
