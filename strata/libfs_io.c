@@ -186,12 +186,23 @@ ssize_t strata_readv(int fd, const struct iovec *iov, int cnt)
     return LOCKED(do_preadv(fd, iov, cnt, -1, 0));
 }
 
+/* Credits taken at once: what the log can carry to its digest threshold
+ * (at least CREDIT_CHUNK), so a writer asks about once per log cycle, right
+ * after a reset, when the digest thread is idle. */
+static uint64_t credit_chunk(void)
+{
+    uint64_t n = G.sb->log_bytes / 100 * G.sb->digest_pct / STRATA_BLOCK;
+    return n > CREDIT_CHUNK ? n : CREDIT_CHUNK;
+}
+
 /* Reserve the blocks that digesting a write of [off, off+len) may allocate. */
 int reserve(struct sfile *f, uint64_t off, uint64_t len)
 {
-    pool_thread_lock(); /* the block map may be changing under this process's digest thread */
+    /* Without the pool lock, this process's digest thread may be applying
+     * to the block map meanwhile (bmap never follows an invalid pointer); a
+     * block it fills was charged by the write that logged it.  Grabbing
+     * credits below recounts under the lock. */
     uint64_t need = blocks_needed(f->ino, f->gen, file_size(f->ino, f->gen), off, len);
-    pool_thread_unlock();
     if (need <= G.credits_left) {
         G.credits_left -= need;
         return 0;
@@ -199,13 +210,19 @@ int reserve(struct sfile *f, uint64_t off, uint64_t len)
     for (int attempt = 0; attempt < 2; attempt++) {
         if (strata_pool_lock() != 0)
             return -1;
+        need = blocks_needed(f->ino, f->gen, file_size(f->ino, f->gen), off, len);
+        if (need <= G.credits_left) {
+            G.credits_left -= need;
+            strata_pool_unlock();
+            return 0;
+        }
         uint64_t held = 0;
         for (uint32_t i = 0; i < G.sb->nslots; i++)
             held += G.slots[i].owner_pid ? G.slots[i].credits : 0;
         uint64_t free = strata_free_blocks(); /* the backing file system's room too */
         uint64_t avail = free > held ? free - held : 0;
         uint64_t grab = need - G.credits_left;
-        grab = grab < CREDIT_CHUNK ? CREDIT_CHUNK : grab;
+        grab = grab < credit_chunk() ? credit_chunk() : grab;
         if (grab > avail)
             grab = avail;
         if (G.credits_left + grab >= need) {

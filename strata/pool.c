@@ -331,6 +331,7 @@ static void counters_init(void)
     G.c.bg_passes = kb_stats_counter(p, "bg_digest_passes");
     G.c.bg_kicks = kb_stats_counter(p, "bg_digest_kicks");
     G.c.bg_threads = kb_stats_counter(p, "bg_digest_threads");
+    G.c.log_full = kb_stats_counter(p, "log_full_digests");
 }
 
 int strata_attach(const char *path)

@@ -35,7 +35,7 @@ struct strata_counters {
         *digested_bytes, *coalesced, *recoveries, *torn, *enospc, *lease_waits,
         *ref_writes, *repairs, *ref_bytes, *inline_bytes, *ref_fallbacks, *ref_fallback_small,
         *ref_fallback_nomem, *ref_digests, *ofd_shared, *ofd_adopted, *blocks_punched, *backing_enospc,
-        *bg_passes, *bg_kicks, *bg_threads;
+        *bg_passes, *bg_kicks, *bg_threads, *log_full;
 };
 
 struct strata_fs {

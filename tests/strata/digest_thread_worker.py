@@ -1,7 +1,8 @@
 """Writer for test_strata_digest_thread.py, run under the shim.
 
-  append PATH N        N records of 4 KiB appended with write + fsync; prints
-                       "A i" after record i is durable, then its counters
+  append PATH N        N records of 4 KiB appended with write + fsync (and
+                       more, slowly, until the digest thread has made a
+                       pass); prints its counters and the record count
   crash PATH           appends records until killed (2000 at most); prints "W" once the
                        digest thread has made a pass, "A i" per durable record
   fork PATH            appends until the thread runs, then forks a child that
@@ -24,6 +25,18 @@ def counters():
     return stats.read("strata", str(os.getpid()))
 
 
+def until_thread_pass(fd, i):
+    """Append slowly until the digest thread has made a pass (a loaded
+    machine may not have run it while the writer raced); returns the next
+    record number."""
+    import time
+    while counters()["bg_digest_threads"] and counters()["bg_digest_passes"] == 0 and i < 100000:
+        os.write(fd, record(i))
+        i += 1
+        time.sleep(0.002)
+    return i
+
+
 def main():
     mode, path = sys.argv[1], sys.argv[2]
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
@@ -32,22 +45,25 @@ def main():
         for i in range(int(sys.argv[3])):
             os.write(fd, record(i))
             os.fsync(fd)
-        print(json.dumps(counters()), flush=True)
+        n = until_thread_pass(fd, i + 1)
+        print(json.dumps(dict(counters(), records=n)), flush=True)
     elif mode == "crash":
         warm = False
         while i < 2000:  # 8 MiB at most, then wait for the kill
             os.write(fd, record(i))
             os.fsync(fd)
+            print("A", i, flush=True)
+            i += 1
             if not warm and counters()["bg_digest_passes"] > 0:
                 warm = True
                 print("W", flush=True)
-            print("A", i, flush=True)
-            i += 1
+        if not warm:
+            i = until_thread_pass(fd, i)
+            print("A", i - 1, flush=True)
+            print("W", flush=True)
         sys.stdin.read()
     elif mode == "fork":
-        while counters()["bg_digest_passes"] == 0:
-            os.write(fd, record(i))
-            i += 1
+        i = until_thread_pass(fd, 0)
         pid = os.fork()
         if pid == 0:
             c = os.open(path + ".child", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
