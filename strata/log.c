@@ -71,6 +71,7 @@ int log_claim_slot(void)
         strata_persist(&G.slots[found], sizeof(struct strata_slot));
         G.slot = found;
         G.tail = 0;
+        bg_log_reset(); /* nothing of the new slot is applied yet */
         G.log_backed = 0;
         G.credits_left = 0;
     }
