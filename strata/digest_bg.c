@@ -107,6 +107,11 @@ static void *bg_main(void *arg)
 void bg_kick(void)
 {
     pid_t me = G.pid;
+    /* already woken or working: no mutex on this write (a kick missed as
+     * the thread goes idle is made by the next write, or the full log) */
+    if (__atomic_load_n(&bg_pid, __ATOMIC_RELAXED) == me &&
+        (__atomic_load_n(&bg_busy, __ATOMIC_RELAXED) || __atomic_load_n(&bg_want, __ATOMIC_RELAXED)))
+        return;
     pthread_mutex_lock(&bg_mu);
     if (bg_pid != me && !bg_quit) {
         /* the thread takes no signals: they belong to the program's threads */
