@@ -58,6 +58,26 @@ ssize_t sendmsg(int sock, const struct msghdr *m, int flags)
     return REAL(sendmsg)(sock, m, flags);
 }
 
+int sendmmsg(int sock, struct mmsghdr *v, unsigned int n, int flags)
+{
+    for (unsigned int i = 0; i < n && !SHIM_FOREIGN_CHILD() && G.base != NULL; i++)
+        if (each_passed_fd(&v[i].msg_hdr, share_sent) != 0)
+            return -1;
+    return REAL(sendmmsg)(sock, v, n, flags);
+}
+
+int recvmmsg(int sock, struct mmsghdr *v, unsigned int n, int flags, struct timespec *timeout)
+{
+    int r = REAL(recvmmsg)(sock, v, n, flags, timeout);
+    if (r > 0 && !SHIM_FOREIGN_CHILD()) {
+        int e = errno;
+        for (int i = 0; i < r; i++)
+            each_passed_fd(&v[i].msg_hdr, adopt_received);
+        errno = e;
+    }
+    return r;
+}
+
 ssize_t recvmsg(int sock, struct msghdr *m, int flags)
 {
     ssize_t r = REAL(recvmsg)(sock, m, flags);

@@ -4,16 +4,65 @@ what it saw, so the same run on tmpfs and on Strata can be compared.
 
   recv SOCK            accept, receive one fd, write/read/seek through it
   send SOCK DIR        open DIR/shared.txt, write, send the fd, write again
+                       (SCM_WORKER_MMSG=1: sendmmsg/recvmmsg, through ctypes)
   spawn DIR            posix_spawn with open and dup2 file actions on DIR
 """
+import ctypes
 import errno
 import os
 import socket
+import struct
 import sys
 
 
 def show(*a):
     print(*a, flush=True)
+
+
+class _Iov(ctypes.Structure):
+    _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
+
+
+class _Msg(ctypes.Structure):
+    _fields_ = [("name", ctypes.c_void_p), ("namelen", ctypes.c_uint32), ("iov", ctypes.POINTER(_Iov)),
+                ("iovlen", ctypes.c_size_t), ("control", ctypes.c_void_p), ("controllen", ctypes.c_size_t),
+                ("flags", ctypes.c_int)]
+
+
+class _MMsg(ctypes.Structure):
+    _fields_ = [("hdr", _Msg), ("len", ctypes.c_uint)]
+
+
+def _mmsg(fd_to_send=None):
+    """One mmsghdr of one byte with room for one SCM_RIGHTS fd (cmsghdr:
+    len 8, level 4, type 4, then the fd)."""
+    data = ctypes.create_string_buffer(b"x", 1)
+    iov = _Iov(ctypes.addressof(data), 1)
+    ctl = ctypes.create_string_buffer(24)
+    if fd_to_send is not None:
+        ctypes.memmove(ctl, struct.pack("=QiiI", 20, socket.SOL_SOCKET, socket.SCM_RIGHTS, fd_to_send), 20)
+    m = _MMsg(_Msg(None, 0, ctypes.pointer(iov), 1, ctypes.addressof(ctl), 24 if fd_to_send is None else 24, 0), 0)
+    return m, (data, iov, ctl)
+
+
+def recv_fds_mmsg(c):
+    """recvmmsg of one message carrying one fd."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    m, keep = _mmsg()
+    assert libc.recvmmsg(c.fileno(), ctypes.byref(m), 1, 0, None) == 1, ctypes.get_errno()
+    ctl = keep[2].raw
+    length, level, kind = struct.unpack("=Qii", ctl[:16])
+    assert (level, kind) == (socket.SOL_SOCKET, socket.SCM_RIGHTS) and length == 20
+    return [struct.unpack("=i", ctl[16:20])[0]]
+
+
+def send_fds_mmsg(s, fd):
+    libc = ctypes.CDLL(None, use_errno=True)
+    m, keep = _mmsg(fd)
+    assert libc.sendmmsg(s.fileno(), ctypes.byref(m), 1, 0) == 1, ctypes.get_errno()
+
+
+MMSG = os.environ.get("SCM_WORKER_MMSG") == "1"  # sendmmsg/recvmmsg instead of sendmsg/recvmsg
 
 
 def recv(sock_path):
@@ -22,7 +71,7 @@ def recv(sock_path):
     lsn.listen(1)
     show("ready")
     c, _ = lsn.accept()
-    _, fds, _, _ = socket.recv_fds(c, 10, 4)
+    fds = recv_fds_mmsg(c) if MMSG else socket.recv_fds(c, 10, 4)[1]
     fd = fds[0]
     try:
         show("recv offset", os.lseek(fd, 0, os.SEEK_CUR))
@@ -41,7 +90,7 @@ def send(sock_path, d):
     s.connect(sock_path)
     fd = os.open(f"{d}/shared.txt", os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
     os.write(fd, b"from sender\n")
-    socket.send_fds(s, [b"x"], [fd])
+    send_fds_mmsg(s, fd) if MMSG else socket.send_fds(s, [b"x"], [fd])
     s.recv(1)  # the receiver is done
     os.write(fd, b"sender again\n")
     os.lseek(fd, 0, os.SEEK_SET)

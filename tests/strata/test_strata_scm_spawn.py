@@ -35,8 +35,9 @@ def read_back(env, path):
                           env=env, capture_output=True, check=True, timeout=60).stdout
 
 
-def test_fd_over_unix_socket_same_as_tmpfs(pool, tmp_path):
-    env = shim_env(pool)
+@pytest.mark.parametrize("calls", ["sendmsg", "sendmmsg"])
+def test_fd_over_unix_socket_same_as_tmpfs(pool, tmp_path, calls):
+    env = shim_env(pool, SCM_WORKER_MMSG="1" if calls == "sendmmsg" else "0")
     tmpfs = tmp_path / "tmpfs"
     tmpfs.mkdir()
     want, _ = pass_fd(env, env, str(tmpfs), tmp_path)
