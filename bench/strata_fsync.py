@@ -4,8 +4,11 @@
 
 4 KiB and 64 B append+fsync on Strata (emulated NVM in /dev/shm), on the
 machine's disk file system with fsync (/var/tmp), and on tmpfs; then 4 KiB
-log-append bandwidth against raw pmem_memcpy_persist.  Ratios come from the
-same run.  The measurement loops are C (build/bench/strata_bench).
+log-append bandwidth against raw pmem_memcpy_persist; then 4 KiB append+fsync
+on a pool with the default 8 MiB logs with the background digest thread and
+without it (STRATA_DIGEST_THREAD=0: the writer digests itself at 30 % log
+fill): p50, p99, p99.9 and max, and their ratios.  Ratios come from the same
+run.  The measurement loops are C (build/bench/strata_bench).
 """
 import argparse
 import datetime
@@ -18,6 +21,7 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCH = os.path.join(ROOT, "build", "bench", "strata_bench")
 POOL = "/dev/shm/strata-bench.pool"
+POOL_8M = "/dev/shm/strata-bench-8m.pool"
 TRIALS = 5
 DISK_DIR = "/var/tmp"
 TMPFS_DIR = "/dev/shm"
@@ -29,9 +33,54 @@ def fstype(path):
     return " ".join(out[0].split()) if out else "unknown"
 
 
-def run(*args):
-    out = subprocess.run([BENCH, *map(str, args)], capture_output=True, text=True, check=True)
+def run(*args, env=None):
+    out = subprocess.run([BENCH, *map(str, args)], capture_output=True, text=True, check=True, env=env)
     return json.loads(out.stdout)
+
+
+def make_pool(lib, path, log_bytes):
+    lib.check(lib.lib().strata_mkfs(path.encode(), 512 << 20, 4, log_bytes, 1024), "mkfs")
+    # back every page, as a DAX device is (`strata mkfs --prealloc`): the pool
+    # file is sparse otherwise and page allocation would be measured too
+    fd = os.open(path, os.O_RDWR)
+    os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
+    os.close(fd)
+
+
+STATS = ("p50_us", "p99_us", "p999_us", "max_us", "ops_per_s")
+
+
+def digest_thread_compare(lib, n, trials, gap_us):
+    """4 KiB append+fsync with 8 MiB logs (a digest every ~600 appends),
+    without and with the digest thread, alternating trials; medians.
+    gap_us: the program's work between appends (0: a tight loop)."""
+    make_pool(lib, POOL_8M, 8 << 20)
+    runs = {"writer_digests": [], "digest_thread": []}
+    try:
+        for _ in range(trials):
+            for name, flag in (("writer_digests", "0"), ("digest_thread", "1")):
+                env = dict(os.environ, STRATA_DIGEST_THREAD=flag)
+                runs[name].append(run("fsync", "strata", POOL_8M, 4096, n, gap_us, env=env))
+    finally:
+        os.unlink(POOL_8M)
+    out = {name: {k: statistics.median(r[k] for r in rs) for k in STATS} for name, rs in runs.items()}
+    for k in STATS:
+        out[f"{k}_writer_over_thread"] = out["writer_digests"][k] / out["digest_thread"][k]
+    out["trials"], out["n_per_trial"], out["gap_us"], out["per_trial"] = trials, n, gap_us, runs
+    return out
+
+
+def print_digest_thread(dt):
+    print(f"4 KiB append+fsync, 8 MiB logs, {dt['gap_us']:g} us of other work between appends; "
+          f"medians of {dt['trials']} alternating trials of {dt['n_per_trial']} (a digest every ~600 appends):")
+    print(f"{'digest by':<22}{'p50 us':>10}{'p99 us':>10}{'p99.9 us':>11}{'max us':>11}{'ops/s':>12}")
+    for name in ("writer_digests", "digest_thread"):
+        r = dt[name]
+        print(f"{name:<22}{r['p50_us']:>10.2f}{r['p99_us']:>10.2f}{r['p999_us']:>11.2f}"
+              f"{r['max_us']:>11.1f}{r['ops_per_s']:>12,.0f}")
+    print(f"{'writer / thread':<22}" + "".join(
+        f"{dt[k + '_writer_over_thread']:>{w}.2f}x" for k, w in
+        (("p50_us", 9), ("p99_us", 9), ("p999_us", 10), ("max_us", 10), ("ops_per_s", 11))))
 
 
 def main():
@@ -41,14 +90,10 @@ def main():
     if not os.path.exists(BENCH):
         sys.exit(f"{BENCH} missing: run `python deploy/native_build.py`")
     n_fast, n_disk, n_bw = (2000, 100, 5000) if a.quick else (20000, 400, 30000)
+    n_dt = 5000 if a.quick else 50000
     sys.path.insert(0, ROOT)
-    from strata import api
-    api.check(api.lib().strata_mkfs(POOL.encode(), 512 << 20, 4, 64 << 20, 1024), "mkfs")
-    # back every page, as a DAX device is (`strata mkfs --prealloc`): the pool
-    # file is sparse otherwise and page allocation would be measured too
-    fd = os.open(POOL, os.O_RDWR)
-    os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
-    os.close(fd)
+    from strata import api as lib
+    make_pool(lib, POOL, 64 << 20)
     rows, results = [], {"date": datetime.datetime.utcnow().isoformat() + "Z",
                          "disk_fs": f"{DISK_DIR} ({fstype(DISK_DIR)})",
                          "tmpfs": f"{TMPFS_DIR} ({fstype(TMPFS_DIR)})",
@@ -79,6 +124,7 @@ def main():
             "mapping_is_pmem": raws[0]["is_pmem"]}
     finally:
         os.unlink(POOL)
+    results["digest_thread_4k"] = [digest_thread_compare(lib, n_dt, 3, gap) for gap in (0, 5)]
     print(f"disk fs: {results['disk_fs']}   tmpfs: {results['tmpfs']}   "
           f"pool: {POOL} (real pmem: {'yes' if results['bandwidth_4k']['mapping_is_pmem'] else 'no'})")
     print(f"{'workload':<22}{'target':<14}{'p50 us':>10}{'p99 us':>10}{'ops/s':>12}{'p50 / strata':>14}")
@@ -90,6 +136,8 @@ def main():
           f"({bw['append_vs_raw']:.0%} of raw; per trial "
           f"{', '.join(f'{x:.0%}' for x in bw['append_vs_raw_per_trial'])}), "
           f"log append incl. digest {bw['log_append_with_digest_gbps']:.2f} GB/s")
+    for dt in results["digest_thread_4k"]:
+        print_digest_thread(dt)
     os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)
     out = os.path.join(ROOT, "bench", "results", "strata_fsync.json")
     with open(out, "w") as f:

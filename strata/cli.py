@@ -48,15 +48,24 @@ def human(n):
 
 
 def cmd_mkfs(a):
-    ref = parse_size(a.ref_size) if a.ref_size else 0
-    if a.ref_size and (ref % 4096 or ref < 8192):
-        raise SystemExit(f"strata mkfs: --ref-size {a.ref_size}: must be a multiple of 4096 and at "
-                         "least 8192 (its first page is the TAS ownership table)")
-    rc = api.lib().strata_mkfs_ref(a.pool.encode(), parse_size(a.size), a.slots,
-                                   parse_size(a.log_size), a.inodes, ref)
-    if rc < 0 and a.ref_size:
-        raise SystemExit(f"strata mkfs: --ref-size {a.ref_size} does not fit a {a.size} pool "
-                         "with these logs and inodes")
+    def size_of(flag, text):
+        try:
+            n = parse_size(text)
+        except (ValueError, IndexError):
+            raise SystemExit(f"strata mkfs: {flag} {text!r} is not a size (a number with K, M, G or T)")
+        if n <= 0 and not (flag == "--size" and text.strip().lower() == "auto"):
+            raise SystemExit(f"strata mkfs: {flag} {text} must be positive")
+        return n
+    for flag, n, top in (("--slots", a.slots, 256), ("--inodes", a.inodes, 2 ** 32 - 1)):
+        if not 0 < n <= top:
+            raise SystemExit(f"strata mkfs: {flag} {n} must be between 1 and {top}")
+    ref = size_of("--ref-size", a.ref_size) if a.ref_size else 0
+    args = (a.pool.encode(), size_of("--size", a.size), a.slots, size_of("--log-size", a.log_size),
+            a.inodes, ref)
+    msg = api.ffi().new("char[]", 512)
+    if api.lib().strata_mkfs_explain(*args, msg, len(msg)) != 0:
+        raise SystemExit(f"strata mkfs: {api.ffi().string(msg).decode()}")
+    rc = api.lib().strata_mkfs_ref(*args)
     api.check(rc, f"mkfs {a.pool}")
     if a.prealloc:  # back every page now: no page allocation on the write path
         fd = os.open(a.pool, os.O_RDWR)

@@ -24,6 +24,11 @@ int strata_mkfs(const char *pool_path, uint64_t pool_size, uint32_t nslots,
                 uint64_t log_bytes, uint32_t ninodes);
 int strata_mkfs_ref(const char *pool_path, uint64_t pool_size, uint32_t nslots,
                     uint64_t log_bytes, uint32_t ninodes, uint64_t ref_bytes);
+/* 0 when these mkfs parameters make a pool; else -1 (EINVAL) and a sentence
+ * in msg naming the parameter and the limit it breaks. */
+int strata_mkfs_explain(const char *pool_path, uint64_t pool_size, uint32_t nslots,
+                        uint64_t log_bytes, uint32_t ninodes, uint64_t ref_bytes,
+                        char *msg, size_t msglen);
 /* Ref area of a pool file from its validated superblock, without mounting:
  * pool byte offset and length (the whole area, table page included) and the
  * table size.  -1 with errno and a message in err when it is not a v2 pool. */
@@ -121,6 +126,9 @@ int strata_access(const char *path, int mode);
  * ownership; "now" needs write access).  fd < 0: by path. */
 int strata_chown(const char *path, int fd, uid_t uid, gid_t gid);
 int strata_utime(const char *path, int fd, int64_t mtime, int explicit_time);
+/* The same on a final symbolic link itself (lchown, lutimes, AT_SYMLINK_NOFOLLOW). */
+int strata_lchown(const char *path, uid_t uid, gid_t gid);
+int strata_lutime(const char *path, int64_t mtime, int explicit_time);
 const char *strata_fd_path(int fd); /* pool path an fd was opened with */
 int strata_fd_flags(int fd);
 int strata_fd_setflags(int fd, int flags);

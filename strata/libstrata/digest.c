@@ -117,19 +117,23 @@ static uint64_t coalesce(struct batch *b)
     return skipped;
 }
 
-int64_t digest_slot(int slot)
+/* Apply the slot's entries from start to its end (or, live, to limit: the
+ * owner's tail, without resetting the log; *end_out is where it stopped). */
+static int64_t digest_range(int slot, uint64_t start, uint64_t limit, uint64_t *end_out)
 {
     struct strata_slot *s = &G.slots[slot];
     struct batch b = {.ns_applied = s->ns_applied};
-    int torn;
+    int torn, live = end_out != NULL;
     /* our own live log: we checksummed its extents when we logged them */
     int own = slot == G.slot && s->owner_pid == G.pid;
-    uint64_t end = log_scan_opt(slot, collect, &b, &torn, !own);
+    uint64_t end = log_scan_range(slot, start, limit, collect, &b, &torn, !own);
     if (torn)
         kb_stats_add(G.c.torn, 1);
     int64_t rc = b.n;
     if (end == 0 && !torn)
         goto out; /* empty log */
+    if (live && end == start)
+        goto out; /* nothing new */
     b.skip = calloc(b.n ? b.n : 1, 1);
     if (b.skip == NULL) {
         rc = -1;
@@ -150,16 +154,45 @@ int64_t digest_slot(int slot)
         }
         bytes += b.e[i]->kind == STRATA_E_TRUNCATE ? 0 : b.e[i]->len;
     }
+    kb_stats_add(G.c.digested_entries, b.n);
+    kb_stats_add(G.c.digested_bytes, bytes);
+    if (live) { /* the log stays: later digests start at end */
+        *end_out = end;
+        kb_stats_add(G.c.bg_passes, 1);
+        goto out;
+    }
     if (s->owner_pid != G.pid)
         kb_stats_add(G.c.recoveries, 1);
     log_reset_slot(slot);
     kb_stats_add(G.c.digests, 1);
-    kb_stats_add(G.c.digested_entries, b.n);
-    kb_stats_add(G.c.digested_bytes, bytes);
 out:
     free(b.skip);
     free(b.e);
     return rc;
+}
+
+/* The whole log, then reset it.  For the own live log, the part the
+ * background digest applied already is skipped (replaying it would be
+ * idempotent, just slower; recovery after a crash replays it all). */
+int64_t digest_slot(int slot)
+{
+    int own = slot == G.slot && G.slots[slot].owner_pid == G.pid;
+    return digest_range(slot, own ? bg_applied() : 0, G.sb->log_bytes, NULL);
+}
+
+/* Background digest of the own log up to its tail (pool lock held). */
+int64_t digest_own_prefix(void)
+{
+    if (G.slot < 0)
+        return 0;
+    uint64_t start = bg_applied(), end = start;
+    uint64_t limit = __atomic_load_n(&G.tail, __ATOMIC_ACQUIRE);
+    if (limit <= start)
+        return 0;
+    int64_t r = digest_range(G.slot, start, limit, &end);
+    if (r > 0)
+        bg_set_applied(end);
+    return r;
 }
 
 static int owned_by_other_live(const struct strata_slot *s)

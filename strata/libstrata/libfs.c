@@ -401,10 +401,16 @@ static void atfork_prepare(void)
 {
     strata_before_spawn(0);
     pthread_mutex_lock(&G.mu);
+    bg_atfork_prepare();
 }
-static void atfork_parent(void) { pthread_mutex_unlock(&G.mu); }
+static void atfork_parent(void)
+{
+    bg_atfork_parent();
+    pthread_mutex_unlock(&G.mu);
+}
 static void atfork_child(void)
 {
+    bg_atfork_child(); /* no digest thread in the child */
     if (G.base != NULL) {
         G.pid = getpid();
         G.start = strata_proc_start(G.pid);

@@ -22,11 +22,12 @@ static int setattr(uint32_t ino, uint32_t what, uint32_t mode, uint32_t uid, uin
     return ns_commit(&h, "", 0, NULL, 0);
 }
 
-/* Resolve the target (path, or fd when path is NULL) under the pool lock. */
-static int target(const char *path, int fd, uint32_t *ino)
+/* Resolve the target (path, or fd when path is NULL) under the pool lock;
+ * nofollow: a final symbolic link is the target itself (lchown, lutimes). */
+static int target(const char *path, int fd, int nofollow, uint32_t *ino)
 {
     if (path)
-        return path_resolve(path, ino);
+        return nofollow ? path_resolve_nofollow(path, ino) : path_resolve(path, ino);
     struct sfile *f = sfile_get(fd);
     if (f == NULL || !ino_alive(f->ino, f->gen)) {
         errno = EBADF;
@@ -36,7 +37,7 @@ static int target(const char *path, int fd, uint32_t *ino)
     return 0;
 }
 
-enum { OP_MODE, OP_OWNER, OP_TIME };
+enum { OP_MODE, OP_OWNER, OP_TIME, OP_NOFOLLOW = 16 };
 
 static int do_attr(const char *path, int fd, int op, uint32_t mode, uid_t uid, gid_t gid, int64_t mtime,
                    int explicit_time)
@@ -45,7 +46,9 @@ static int do_attr(const char *path, int fd, int op, uint32_t mode, uid_t uid, g
     if (ns_claim() != 0 || strata_pool_lock() != 0)
         return -1;
     int rc = -1;
-    if (target(path, fd, &ino) != 0)
+    int nofollow = op & OP_NOFOLLOW;
+    op &= ~OP_NOFOLLOW;
+    if (target(path, fd, nofollow, &ino) != 0)
         goto out;
     struct strata_inode *in = &G.inodes[ino];
     uid_t me = geteuid();
@@ -86,4 +89,14 @@ int strata_chown(const char *path, int fd, uid_t uid, gid_t gid)
 int strata_utime(const char *path, int fd, int64_t mtime, int explicit_time)
 {
     return LOCKED(do_attr(fd < 0 ? path : NULL, fd, OP_TIME, 0, 0, 0, mtime, explicit_time));
+}
+
+int strata_lchown(const char *path, uid_t uid, gid_t gid)
+{
+    return LOCKED(do_attr(path, -1, OP_OWNER | OP_NOFOLLOW, 0, uid, gid, 0, 0));
+}
+
+int strata_lutime(const char *path, int64_t mtime, int explicit_time)
+{
+    return LOCKED(do_attr(path, -1, OP_TIME | OP_NOFOLLOW, 0, 0, 0, mtime, explicit_time));
 }

@@ -99,7 +99,10 @@ static ssize_t do_pread(int fd, void *buf, size_t len, int64_t off, int advance)
     uint64_t n = size - (uint64_t)off < len ? size - (uint64_t)off : len;
     char *dst = buf;
     if (ino_alive(f->ino, f->gen)) {
-        if (shared_read(f->ino, (uint64_t)off, dst, n) != 0)
+        pool_thread_lock(); /* not while this process's digest thread applies */
+        int rc = shared_read(f->ino, (uint64_t)off, dst, n);
+        pool_thread_unlock();
+        if (rc != 0)
             return -1; /* corrupted block map (EUCLEAN) */
     } else
         memset(dst, 0, n);
@@ -183,9 +186,22 @@ ssize_t strata_readv(int fd, const struct iovec *iov, int cnt)
     return LOCKED(do_preadv(fd, iov, cnt, -1, 0));
 }
 
+/* Credits taken at once: what the log can carry to its digest threshold
+ * (at least CREDIT_CHUNK), so a writer asks about once per log cycle, right
+ * after a reset, when the digest thread is idle. */
+static uint64_t credit_chunk(void)
+{
+    uint64_t n = G.sb->log_bytes / 100 * G.sb->digest_pct / STRATA_BLOCK;
+    return n > CREDIT_CHUNK ? n : CREDIT_CHUNK;
+}
+
 /* Reserve the blocks that digesting a write of [off, off+len) may allocate. */
 int reserve(struct sfile *f, uint64_t off, uint64_t len)
 {
+    /* Without the pool lock, this process's digest thread may be applying
+     * to the block map meanwhile (bmap never follows an invalid pointer); a
+     * block it fills was charged by the write that logged it.  Grabbing
+     * credits below recounts under the lock. */
     uint64_t need = blocks_needed(f->ino, f->gen, file_size(f->ino, f->gen), off, len);
     if (need <= G.credits_left) {
         G.credits_left -= need;
@@ -194,13 +210,19 @@ int reserve(struct sfile *f, uint64_t off, uint64_t len)
     for (int attempt = 0; attempt < 2; attempt++) {
         if (strata_pool_lock() != 0)
             return -1;
+        need = blocks_needed(f->ino, f->gen, file_size(f->ino, f->gen), off, len);
+        if (need <= G.credits_left) {
+            G.credits_left -= need;
+            strata_pool_unlock();
+            return 0;
+        }
         uint64_t held = 0;
         for (uint32_t i = 0; i < G.sb->nslots; i++)
             held += G.slots[i].owner_pid ? G.slots[i].credits : 0;
         uint64_t free = strata_free_blocks(); /* the backing file system's room too */
         uint64_t avail = free > held ? free - held : 0;
         uint64_t grab = need - G.credits_left;
-        grab = grab < CREDIT_CHUNK ? CREDIT_CHUNK : grab;
+        grab = grab < credit_chunk() ? credit_chunk() : grab;
         if (grab > avail)
             grab = avail;
         if (G.credits_left + grab >= need) {
@@ -228,7 +250,12 @@ static struct strata_entry *append_or_digest(struct strata_entry *h, const void 
 
 void maybe_digest(void)
 {
-    if (G.tail * 100 > G.sb->log_bytes * G.sb->digest_pct || G.slots[G.slot].digest_request)
+    if (G.slots[G.slot].digest_request) /* `strata digest` asked: served by this write */
+        digest_own();
+    else if (bg_enabled()) {
+        if (bg_wanted())
+            bg_kick(); /* digest_bg.c; the writer digests itself only when its log is full */
+    } else if (G.tail * 100 > G.sb->log_bytes * G.sb->digest_pct)
         digest_own();
 }
 

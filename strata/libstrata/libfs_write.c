@@ -169,8 +169,11 @@ static int log_txn(struct sfile *f, const struct piece *p, uint32_t n, uint64_t 
                    uint64_t fp)
 {
     /* digest first: it resets the slot's block credits */
-    if (G.tail + fp > G.sb->log_bytes && digest_own() != 0)
-        return -1;
+    if (G.tail + fp > G.sb->log_bytes) {
+        kb_stats_add(G.c.log_full, 1); /* the writer waits for a digest */
+        if (digest_own() != 0)
+            return -1;
+    }
     if (reserve(f, off, bytes) != 0)
         return -1;
     for (uint32_t k = 0; k < n; k++)

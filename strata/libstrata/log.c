@@ -71,6 +71,7 @@ int log_claim_slot(void)
         strata_persist(&G.slots[found], sizeof(struct strata_slot));
         G.slot = found;
         G.tail = 0;
+        bg_log_reset(); /* nothing of the new slot is applied yet */
         G.log_backed = 0;
         G.credits_left = 0;
     }
@@ -118,7 +119,9 @@ struct strata_entry *log_append(struct strata_entry *hdr, const void *payload, s
     memcpy(at, hdr, sizeof(*hdr));
     e->commit = STRATA_COMMIT;
     strata_persist(at, sizeof(*hdr));
-    G.tail += total;
+    /* the background digest reads the tail without G.mu: everything before
+     * it is a whole, persisted entry */
+    __atomic_store_n(&G.tail, G.tail + total, __ATOMIC_RELEASE);
     /* G.mu serialises appends: plain stores, no locked adds on the hot path */
     kb_stats_set(G.c.appends, *G.c.appends + 1);
     kb_stats_set(G.c.log_bytes, *G.c.log_bytes + total);
@@ -157,18 +160,28 @@ static int entry_valid(const struct strata_entry *e, uint64_t off, uint32_t epoc
  * log ends inside is torn as a whole. */
 uint64_t log_scan_opt(int slot, entry_fn fn, void *arg, int *torn, int check_extents)
 {
+    return log_scan_range(slot, 0, G.sb->log_bytes, fn, arg, torn, check_extents);
+}
+
+/* [start, limit): start is the end of a closed transaction.  A limit below
+ * the log's size is the owner's live tail (the background digest): what lies
+ * past it is being written, and a transaction still open there is not torn. */
+uint64_t log_scan_range(int slot, uint64_t start, uint64_t limit, entry_fn fn, void *arg, int *torn,
+                        int check_extents)
+{
     char *log = slot_log(slot);
     uint32_t epoch = G.slots[slot].epoch;
-    uint64_t off = 0, txn = UINT64_MAX; /* start of the open transaction */
+    uint64_t off = start, txn = UINT64_MAX; /* start of the open transaction */
+    int live = limit < G.sb->log_bytes;
     *torn = 0;
-    while (off + sizeof(struct strata_entry) <= G.sb->log_bytes) {
+    while (off + sizeof(struct strata_entry) <= limit) {
         struct strata_entry *e = (struct strata_entry *)(log + off);
         if (e->epoch != epoch && e->commit == STRATA_COMMIT)
             break; /* an entry of an older epoch: the clean end of the log */
         if (e->commit != STRATA_COMMIT || !entry_valid(e, off, epoch, check_extents)) {
             /* all-zero header = never written; anything else was torn */
             static const char zero[sizeof(struct strata_entry)];
-            *torn = memcmp(e, zero, sizeof(zero)) != 0 && e->epoch == epoch;
+            *torn = !live && memcmp(e, zero, sizeof(zero)) != 0 && e->epoch == epoch;
             break;
         }
         if (e->flags & STRATA_E_MORE) {
@@ -185,7 +198,7 @@ uint64_t log_scan_opt(int slot, entry_fn fn, void *arg, int *torn, int check_ext
         off += e->entry_len;
     }
     if (txn != UINT64_MAX) {
-        *torn = 1; /* committed pieces of a transaction that never closed */
+        *torn = !live; /* committed pieces of a transaction that never closed */
         return txn;
     }
     return off;
@@ -209,5 +222,6 @@ void log_reset_slot(int slot)
         G.credits_left = 0;
         pend_clear_all();
         refs_clear(); /* digested: no reference of ours is outstanding */
+        bg_log_reset();
     }
 }

@@ -107,6 +107,10 @@ static void counters_init(void)
     G.c.ofd_adopted = kb_stats_counter(p, "ofd_adopted");
     G.c.blocks_punched = kb_stats_counter(p, "blocks_punched");
     G.c.backing_enospc = kb_stats_counter(p, "backing_enospc");
+    G.c.bg_passes = kb_stats_counter(p, "bg_digest_passes");
+    G.c.bg_kicks = kb_stats_counter(p, "bg_digest_kicks");
+    G.c.bg_threads = kb_stats_counter(p, "bg_digest_threads");
+    G.c.log_full = kb_stats_counter(p, "log_full_digests");
 }
 
 int strata_attach(const char *path)
@@ -161,6 +165,7 @@ out:
 
 void strata_detach(void)
 {
+    bg_stop(); /* before G.mu: the thread may be waiting for it */
     pthread_mutex_lock(&G.mu);
     if (G.base && G.pid == getpid()) {
         if (G.slot >= 0) {

@@ -125,6 +125,25 @@ int ofd_share_all(int inheritable_only)
     return rc;
 }
 
+/* One fd's OFD into shared memory, for a process that will get that fd
+ * number some other way (SCM_RIGHTS, a posix_spawn dup2 action).  The log is
+ * digested first, so the other side sees every write so far.  0 when fd is
+ * not a Strata fd. */
+int ofd_share_fd(int fd)
+{
+    pthread_mutex_lock(&G.mu);
+    struct sfile *f = G.base ? sfile_get(fd) : NULL;
+    int rc = 0;
+    if (f && !f->shared) {
+        digest_own();
+        rc = ofd_share(f, sfile_fd_limit());
+    } else if (f) {
+        digest_own();
+    }
+    pthread_mutex_unlock(&G.mu);
+    return rc;
+}
+
 /* ---- the new program's side ---- */
 
 #define MAX_INHERITED 1024
@@ -191,6 +210,31 @@ static const char *why_unusable(const struct strata_ofd *o)
     if (o->path_len >= sizeof(o->path) || o->path[o->path_len] != 0)
         return "its state is corrupted";
     return NULL;
+}
+
+/* A descriptor that arrived after start (SCM_RIGHTS): adopt it when it is
+ * a Strata OFD.  1 adopted, 0 not a Strata fd, -1 a Strata fd that cannot
+ * be used here (said on stderr; it stays an O_PATH descriptor: EBADF). */
+int ofd_adopt_received(int fd)
+{
+    char path[64], link[64];
+    snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+    ssize_t n = readlink(path, link, sizeof(link) - 1);
+    if (n <= 0)
+        return 0;
+    link[n] = 0;
+    struct stat st;
+    if (strncmp(link, "/memfd:" STRATA_OFD_NAME " ", sizeof("/memfd:" STRATA_OFD_NAME)) != 0 ||
+        fstat(fd, &st) != 0)
+        return 0;
+    strata_ensure_attached();
+    pthread_mutex_lock(&G.mu);
+    found[0].fd = fd;
+    found[0].key = st.st_ino;
+    nfound = 1;
+    int r = ofd_adopt();
+    pthread_mutex_unlock(&G.mu);
+    return r == 1 ? 1 : -1;
 }
 
 /* Enter the scanned fds in the table (G.mu held, pool attached or not).

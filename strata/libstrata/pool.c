@@ -84,7 +84,7 @@ int strata_pid_alive(pid_t pid)
 }
 
 /* Fill the layout fields of sb from its parameters; -1 if it does not fit. */
-static int layout(struct strata_super *sb)
+int pool_layout(struct strata_super *sb)
 {
     sb->off_slots = STRATA_BLOCK;
     sb->off_logs = ALIGN_UP(sb->off_slots + (uint64_t)sb->nslots * sizeof(struct strata_slot), STRATA_BLOCK);
@@ -129,7 +129,7 @@ static int on_tmpfs(const char *path)
 
 /* Default pool size: the file system that will hold it (the pool is sparse,
  * so size costs nothing until written), at most 64 GiB; 256 MiB if unknown. */
-static uint64_t default_size(const char *path)
+uint64_t pool_default_size(const char *path)
 {
     char dir[512];
     snprintf(dir, sizeof(dir), "%s", path);
@@ -157,8 +157,8 @@ int strata_mkfs_ref(const char *path, uint64_t size, uint32_t nslots, uint64_t l
                                .log_bytes = log_bytes ? log_bytes : (8u << 20),
                                .ninodes = ninodes ? ninodes : 4096, .ref_bytes = ref_bytes};
     if (tmp.pool_size == 0)
-        tmp.pool_size = default_size(path);
-    if (layout(&tmp) != 0) {
+        tmp.pool_size = pool_default_size(path);
+    if (pool_layout(&tmp) != 0) {
         errno = EINVAL;
         return -1;
     }
@@ -271,7 +271,7 @@ int strata_map(const char *path, struct strata_fs *fs, int verbose, char *err, s
         chk = (struct strata_super){.pool_size = sb->pool_size, .nslots = sb->nslots,
                                     .log_bytes = sb->log_bytes, .ninodes = sb->ninodes,
                                     .ref_bytes = sb->ref_bytes};
-        if (sb->ref_bytes == 0 || layout(&chk) != 0 || chk.pool_size != len || chk.off_data != sb->off_data ||
+        if (sb->ref_bytes == 0 || pool_layout(&chk) != 0 || chk.pool_size != len || chk.off_data != sb->off_data ||
             chk.off_bitmap != sb->off_bitmap || chk.nblocks != sb->nblocks || sb->block_size != STRATA_BLOCK)
             why = "superblock layout fields inconsistent with pool size";
     }
@@ -309,11 +309,13 @@ void strata_pool_lock_hooks(const struct strata_lock_hooks *h)
 
 int strata_pool_lock(void)
 {
+    pool_thread_lock(); /* the flock is per process: threads queue here first */
     if (G.lock_depth++ > 0)
         return 0;
     while (flock(G.lock_fd, LOCK_EX) != 0)
         if (errno != EINTR) {
             G.lock_depth--;
+            pool_thread_unlock();
             return -1;
         }
     int32_t d = G.sb->dirty_pid;
@@ -328,13 +330,16 @@ int strata_pool_lock(void)
 
 void strata_pool_unlock(void)
 {
-    if (--G.lock_depth > 0)
+    if (--G.lock_depth > 0) {
+        pool_thread_unlock();
         return;
+    }
     if (hooks.releasing)
         hooks.releasing();
     G.sb->dirty_pid = 0;
     strata_persist(&G.sb->dirty_pid, sizeof(G.sb->dirty_pid));
     flock(G.lock_fd, LOCK_UN);
+    pool_thread_unlock();
 }
 
 int strata_pool_ref_area(const char *path, uint64_t *off, uint64_t *len, uint64_t *table, char *err,

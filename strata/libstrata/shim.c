@@ -186,6 +186,15 @@ int fchmodat(int dirfd, const char *path, mode_t mode, int flags)
 {
     char p[PATH_MAX];
     int r = shim_route_at(dirfd, path, p);
+    if (r > 0 && (flags & AT_SYMLINK_NOFOLLOW)) { /* Linux cannot chmod a link itself */
+        struct stat st;
+        if (strata_lstat(p, &st) != 0)
+            return -1;
+        if (S_ISLNK(st.st_mode)) {
+            errno = EOPNOTSUPP;
+            return -1;
+        }
+    }
     return r == 0 ? REAL(fchmodat)(dirfd, path, mode, flags) : r < 0 ? -1 : strata_chmod(p, mode);
 }
 
@@ -274,16 +283,18 @@ int truncate64(const char *path, off64_t len)
 
 /* ---- extended attributes: Strata files have none ---- */
 
-static int no_xattr(const char *p, int list)
+/* l* variants (nofollow) look at a final symbolic link itself */
+static int no_xattr_at(const char *p, int list, int nofollow)
 {
     struct stat st;
-    if (strata_stat(p, &st) != 0)
+    if ((nofollow ? strata_lstat(p, &st) : strata_stat(p, &st)) != 0)
         return -1;
     if (list)
         return 0;
     errno = ENODATA;
     return -1;
 }
+#define no_xattr(p, list) no_xattr_at((p), (list), 0)
 
 ssize_t getxattr(const char *path, const char *name, void *v, size_t n)
 {
@@ -291,10 +302,10 @@ ssize_t getxattr(const char *path, const char *name, void *v, size_t n)
 }
 ssize_t lgetxattr(const char *path, const char *name, void *v, size_t n)
 {
-    ROUTE_OR(path, no_xattr(sp, 0), REAL(lgetxattr)(path, name, v, n));
+    ROUTE_OR(path, no_xattr_at(sp, 0, 1), REAL(lgetxattr)(path, name, v, n));
 }
 ssize_t listxattr(const char *path, char *l, size_t n) { ROUTE_OR(path, no_xattr(sp, 1), REAL(listxattr)(path, l, n)); }
 ssize_t llistxattr(const char *path, char *l, size_t n)
 {
-    ROUTE_OR(path, no_xattr(sp, 1), REAL(llistxattr)(path, l, n));
+    ROUTE_OR(path, no_xattr_at(sp, 1, 1), REAL(llistxattr)(path, l, n));
 }

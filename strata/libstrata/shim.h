@@ -55,6 +55,19 @@ char **shim_exec_env(char *const envp[], char **out);
  * Strata fd (at_start: inherited over exec). */
 void shim_std_redirect(int fd, int at_start);
 
+/* shim_spawn.c: posix_spawn file actions that open Strata paths are done
+ * in the parent; the child gets dup2s of the results. */
+#include <spawn.h>
+#define SPAWN_MAX_OPENS 16
+struct spawn_fds {
+    posix_spawn_file_actions_t fa; /* the rebuilt list */
+    int rebuilt, n;
+    int fd[SPAWN_MAX_OPENS];       /* the parent's copies, closed after the spawn */
+};
+int spawn_actions_prepare(const posix_spawn_file_actions_t *fa, struct spawn_fds *s,
+                          const posix_spawn_file_actions_t **use);
+void spawn_actions_done(struct spawn_fds *s);
+
 /* In a child that shares our memory without having run the atfork handlers
  * (vfork, clone): our tables are the parent's, so fd operations there must
  * go straight to the kernel (the fds are already shared: see ofd.c). */

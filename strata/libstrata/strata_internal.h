@@ -34,7 +34,8 @@ struct strata_counters {
     uint64_t *appends, *log_bytes, *fsyncs, *digests, *digested_entries,
         *digested_bytes, *coalesced, *recoveries, *torn, *enospc, *lease_waits,
         *ref_writes, *repairs, *ref_bytes, *inline_bytes, *inline_large_bytes, *ref_fallbacks,
-        *ref_fallback_small, *ref_fallback_nomem, *ref_digests, *ofd_shared, *ofd_adopted, *blocks_punched, *backing_enospc;
+        *ref_fallback_small, *ref_fallback_nomem, *ref_digests, *ofd_shared, *ofd_adopted,
+        *blocks_punched, *backing_enospc, *bg_passes, *bg_kicks, *bg_threads, *log_full;
 };
 
 struct strata_fs {
@@ -91,6 +92,8 @@ uint32_t strata_copy_csum(void *dst, const void *src, size_t len, uint64_t seed,
 /* pool.c: the bottom layer (layout, map, persist, the pool lock) */
 void strata_persist(const void *addr, size_t len);
 int strata_map(const char *path, struct strata_fs *fs, int verbose_err, char *err, size_t errlen);
+int pool_layout(struct strata_super *sb);          /* -1: the parameters do not fit */
+uint64_t pool_default_size(const char *path);     /* --size auto */
 int strata_pool_lock(void);          /* flock, then the hooks (recovery if needed) */
 void strata_pool_unlock(void);
 /* What the lock runs for the layers above it (installed by mount.c):
@@ -167,6 +170,8 @@ typedef int (*entry_fn)(struct strata_entry *e, uint64_t off, void *arg);
  * checksum of referenced extents (the owner's own digest: it computed them). */
 uint64_t log_scan(int slot, entry_fn fn, void *arg, int *torn);
 uint64_t log_scan_opt(int slot, entry_fn fn, void *arg, int *torn, int check_extents);
+uint64_t log_scan_range(int slot, uint64_t start, uint64_t limit, entry_fn fn, void *arg, int *torn,
+                        int check_extents);
 void log_reset_slot(int slot);
 const char *entry_name(const struct strata_entry *e);
 const char *entry_name2(const struct strata_entry *e);
@@ -187,6 +192,21 @@ void testhook_after_append(void); /* tests/strata/testhook.c, test builds only *
 int64_t digest_slot(int slot);
 int64_t digest_dead_slots(void); /* returns entries digested */
 int digest_own(void);
+int64_t digest_own_prefix(void); /* background: apply the own log up to its tail, no reset */
+
+/* digest_bg.c: the background digest thread and the in-process pool mutex */
+void pool_thread_lock(void);   /* serialises threads of this process on the shared area */
+void pool_thread_unlock(void);
+void bg_kick(void);            /* the own log passed the threshold: digest in the background */
+int bg_wanted(void);           /* enough of the own log is unapplied to kick the thread */
+int bg_enabled(void);
+uint64_t bg_applied(void);     /* own log offset up to which the shared area has the entries */
+void bg_set_applied(uint64_t off);
+void bg_log_reset(void);
+void bg_stop(void);            /* join the thread (detach, exit) */
+void bg_atfork_prepare(void);
+void bg_atfork_parent(void);
+void bg_atfork_child(void);
 
 /* libfs_io.c: the read overlay of this process's undigested data ops */
 void pend_clear_all(void);
@@ -237,6 +257,8 @@ void ofd_free(struct sfile *f);
 int ofd_share_all(int inheritable_only);
 int ofd_scan(void);
 int ofd_adopt(void);
+int ofd_share_fd(int fd);          /* before an fd goes to another process (SCM_RIGHTS, spawn) */
+int ofd_adopt_received(int fd);    /* an fd received over a Unix socket */
 #define LOCKED(expr)                                  \
     ({                                                \
         pthread_mutex_lock(&G.mu);                    \

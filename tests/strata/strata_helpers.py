@@ -33,11 +33,11 @@ def fsck_clean(pool):
 API_WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "api_worker.py")
 
 
-def api(pool, *args):
+def api(pool, *args, env=None):
     """Run one api_worker.py step in a child; returns its JSON result."""
     import json
     r = subprocess.run([sys.executable, API_WORKER, pool, *args], capture_output=True, text=True,
-                       timeout=120)
+                       timeout=120, env=env)
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout.splitlines()[-1])
 
