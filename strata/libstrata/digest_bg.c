@@ -32,17 +32,13 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-static pthread_mutex_t pool_mu = PTHREAD_RECURSIVE_MUTEX_INITIALIZER_NP;
 static pthread_mutex_t bg_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t bg_cv = PTHREAD_COND_INITIALIZER;
 static pthread_t bg_thread;
 static pid_t bg_pid;          /* process that runs the thread (0: none) */
 static int bg_want, bg_busy, bg_quit; /* under bg_mu */
-static uint64_t bg_done;      /* own log offset applied by the thread; under pool_mu */
+static uint64_t bg_done;      /* own log offset applied by the thread; under pool_thread_lock */
 static int enabled = -1;
-
-void pool_thread_lock(void) { pthread_mutex_lock(&pool_mu); }
-void pool_thread_unlock(void) { pthread_mutex_unlock(&pool_mu); }
 
 int bg_enabled(void)
 {
@@ -150,28 +146,24 @@ void bg_stop(void)
     pthread_mutex_unlock(&bg_mu);
 }
 
-/* fork: no pass in flight (pool_mu), no kick half-done (bg_mu); G.mu is
+/* fork: no pass in flight (pool_thread_lock), no kick half-done (bg_mu); G.mu is
  * already held by libfs's prepare handler. */
 void bg_atfork_prepare(void)
 {
-    pthread_mutex_lock(&pool_mu);
+    pool_thread_lock();
     pthread_mutex_lock(&bg_mu);
 }
 
 void bg_atfork_parent(void)
 {
     pthread_mutex_unlock(&bg_mu);
-    pthread_mutex_unlock(&pool_mu);
+    pool_thread_unlock();
 }
 
 void bg_atfork_child(void)
 {
     /* the child's thread has a new tid: start the mutexes afresh */
-    pthread_mutexattr_t a;
-    pthread_mutexattr_init(&a);
-    pthread_mutexattr_settype(&a, PTHREAD_MUTEX_RECURSIVE);
-    pthread_mutex_init(&pool_mu, &a);
-    pthread_mutexattr_destroy(&a);
+    pool_thread_lock_reset();
     pthread_mutex_init(&bg_mu, NULL);
     pthread_cond_init(&bg_cv, NULL);
     bg_pid = 0;

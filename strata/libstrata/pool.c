@@ -307,6 +307,25 @@ void strata_pool_lock_hooks(const struct strata_lock_hooks *h)
     hooks = *h;
 }
 
+/* The flock of the pool is per open file description, so it does not keep
+ * two threads of one process apart (the digest thread, digest_bg.c, and the
+ * program's): this recursive mutex does.  strata_pool_lock takes it first;
+ * readers of the shared area take it around reads an apply could change. */
+static pthread_mutex_t pool_mu = PTHREAD_RECURSIVE_MUTEX_INITIALIZER_NP;
+
+void pool_thread_lock(void) { pthread_mutex_lock(&pool_mu); }
+void pool_thread_unlock(void) { pthread_mutex_unlock(&pool_mu); }
+
+/* fork child: the holder's thread is gone, start the mutex afresh */
+void pool_thread_lock_reset(void)
+{
+    pthread_mutexattr_t a;
+    pthread_mutexattr_init(&a);
+    pthread_mutexattr_settype(&a, PTHREAD_MUTEX_RECURSIVE);
+    pthread_mutex_init(&pool_mu, &a);
+    pthread_mutexattr_destroy(&a);
+}
+
 int strata_pool_lock(void)
 {
     pool_thread_lock(); /* the flock is per process: threads queue here first */

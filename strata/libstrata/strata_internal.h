@@ -197,6 +197,7 @@ int64_t digest_own_prefix(void); /* background: apply the own log up to its tail
 /* digest_bg.c: the background digest thread and the in-process pool mutex */
 void pool_thread_lock(void);   /* serialises threads of this process on the shared area */
 void pool_thread_unlock(void);
+void pool_thread_lock_reset(void);  /* fork child (pool.c) */
 void bg_kick(void);            /* the own log passed the threshold: digest in the background */
 int bg_wanted(void);           /* enough of the own log is unapplied to kick the thread */
 int bg_enabled(void);
