@@ -10,6 +10,7 @@
 #include <dlfcn.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -47,16 +48,10 @@ uint64_t zio_now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
 }
 
-void zio_log(const char *fmt, ...)
+static void log_line(const char *fmt, va_list ap)
 {
-    static int logged;
-    if (!zio_cfg.verbose && logged++)
-        return;   /* without ZIO_VERBOSE only the first message is shown */
     char buf[256];
-    va_list ap;
-    va_start(ap, fmt);
     int n = vsnprintf(buf, sizeof(buf) - 1, fmt, ap);
-    va_end(ap);
     if (n < 0)
         return;
     if (n > (int)sizeof(buf) - 2)
@@ -65,6 +60,28 @@ void zio_log(const char *fmt, ...)
     static const char pfx[] = "zio: ";
     if (write(2, pfx, sizeof(pfx) - 1) > 0 && write(2, buf, (size_t)n) > 0)
         return;
+}
+
+void zio_log(const char *fmt, ...)
+{
+    static int logged;
+    if (!zio_cfg.verbose && logged++)
+        return;   /* without ZIO_VERBOSE only the first message is shown */
+    va_list ap;
+    va_start(ap, fmt);
+    log_line(fmt, ap);
+    va_end(ap);
+}
+
+/* Always shown, then abort: for the cases where going on would let the
+ * program read bytes libzio failed to put back. */
+void zio_fatal(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    log_line(fmt, ap);
+    va_end(ap);
+    abort();
 }
 
 void *zio_next(const char *name)

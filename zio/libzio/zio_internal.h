@@ -46,6 +46,7 @@ extern int zio_forking;                /* zio_lock: forks in progress, no elisio
 void zio_ensure_init(void);             /* zio_init.c */
 uint64_t zio_now_ns(void);
 void zio_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void zio_fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 
 /* ---- real functions (zio_base.c; resolved by zio_init.c) ---- */
 struct zio_real {
@@ -219,7 +220,7 @@ enum zio_ctr {
     C_FREES_DEFERRED, C_API_REGISTER, C_API_RESOLVE, C_API_RELEASE,
     C_FORK_RESOLVES, C_UFFD_ERRORS, C_NOT_ANON,
     C_MOVES_REPOINTED, C_BYTES_PLAIN_LARGE, C_RELEASE_FILL_BYTES, C_API_TRY_RELEASE,
-    C_API_RELEASE_BUSY, C_OUTPUTS_MATERIALIZED, C_BYTES_ADOPTED,
+    C_API_RELEASE_BUSY, C_OUTPUTS_MATERIALIZED, C_BYTES_ADOPTED, C_FILLS_SPLIT,
     C_NCTR
 };
 extern uint64_t *zio_ctr[C_NCTR];

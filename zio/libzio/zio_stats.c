@@ -46,6 +46,7 @@ static const char *const names[C_NCTR] = {
     [C_API_RELEASE_BUSY] = "api_release_busy",       /* ... answered 1 */
     [C_OUTPUTS_MATERIALIZED] = "outputs_materialized", /* tracked output sent plainly */
     [C_BYTES_ADOPTED] = "stream_bytes_adopted",     /* copied earlier, elided by a later piece */
+    [C_FILLS_SPLIT] = "fills_split_at_vma",         /* a fill crossed a VMA boundary */
 };
 
 static uint64_t sink[C_NCTR];
@@ -53,10 +54,10 @@ uint64_t *zio_ctr[C_NCTR] = {
 #define S(i) [i] = &sink[i]
     S(0), S(1), S(2), S(3), S(4), S(5), S(6), S(7), S(8), S(9), S(10), S(11), S(12), S(13),
     S(14), S(15), S(16), S(17), S(18), S(19), S(20), S(21), S(22), S(23), S(24), S(25),
-    S(26), S(27), S(28), S(29), S(30), S(31), S(32), S(33), S(34),
+    S(26), S(27), S(28), S(29), S(30), S(31), S(32), S(33), S(34), S(35),
 #undef S
 };
-_Static_assert(C_NCTR == 35, "extend the sink initialiser");
+_Static_assert(C_NCTR == 36, "extend the sink initialiser");
 
 static struct kb_stats_page *page;
 static char instance[16];

@@ -17,6 +17,7 @@
 #include <string.h>
 #include <stdlib.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -135,29 +136,86 @@ void uffd_wake(uintptr_t lo, size_t len)
     ioctl(zio_uffd, UFFDIO_WAKE, &r);
 }
 
+/* UFFDIO_COPY found no registered VMA at page (ENOENT for this page alone).
+ * Unmapped: the memory went away without libzio seeing it (glibc's own
+ * munmap of a cached thread stack, say) and nothing can read it there, so
+ * there is nothing to lose: count it and go on.  Mapped but unregistered:
+ * the program can read it and would see whatever is there instead of the
+ * intermediate's bytes.  libzio cannot tell a registration it lost (then the
+ * bytes would be lost) from memory replaced behind its back (then storing
+ * them would corrupt it), so it stops, naming the page. */
+static void fill_unregistered(uintptr_t page, uintptr_t src)
+{
+    unsigned char v;
+    if (mincore((void *)page, ZIO_PAGE, &v) != 0 && errno == ENOMEM) {
+        ctr_add(C_UFFD_ERRORS, 1);
+        zio_log("intermediate page %#lx was unmapped behind libzio; not filled",
+                (unsigned long)page);
+        return;
+    }
+    zio_fatal("cannot fill intermediate page %#lx from %#lx: it is mapped but no longer "
+              "registered with userfaultfd (UFFDIO_COPY: ENOENT); aborting rather than let "
+              "the program read wrong bytes", (unsigned long)page, (unsigned long)src);
+}
+
 /* Map [dst, dst+len) (page aligned) with the bytes at src and wake waiters.
- * Pages already present are skipped (someone resolved them before us). */
+ * Pages already present are skipped (someone resolved them before us).
+ *
+ * UFFDIO_COPY wants its whole destination inside one VMA: across a VMA
+ * boundary it copies nothing and fails with ENOENT.  An intermediate can
+ * straddle one on glibc's brk heap.  When glibc grows the heap while its top
+ * pages are still registered (an idle registration, zio_reg.c, or a live
+ * intermediate), the kernel cannot extend that VMA (its userfaultfd flags
+ * differ) and makes a new one; glibc at once writes the top chunk's header
+ * there, so the new VMA gets an anon_vma of its own, and two anonymous VMAs
+ * with different anon_vmas never merge, also not once an elision registers
+ * both alike.  Such fills used to fail whole and the pages read as zeros.
+ *
+ * So on ENOENT the fill goes on in halves until each piece lies in one VMA:
+ * no extra ioctl where there is no boundary (the usual case), about
+ * 2 log2(pages) failed ioctls (a VMA lookup each) per boundary.  Refusing
+ * to elide into the brk heap would also be correct but give up elision for
+ * every heap buffer; re-registering would not help (registration does not
+ * merge the VMAs).  Any other failure to fill a page the program can read
+ * aborts: the bytes must never silently become zeros. */
 int uffd_fill(uintptr_t dst, uintptr_t src, size_t len)
 {
     if (zio_uffd < 0)
         return 0;
     ctr_add(C_PAGES_FILLED, len / ZIO_PAGE);
+    size_t chunk = len;   /* what the next ioctl tries */
     while (len > 0) {
-        struct uffdio_copy c = { .dst = dst, .src = src, .len = len, .mode = 0 };
-        if (ioctl(zio_uffd, UFFDIO_COPY, &c) == 0)
-            return 0;
-        size_t done = c.copy > 0 ? (size_t)c.copy : 0;
+        if (chunk > len)
+            chunk = len;
+        struct uffdio_copy c = { .dst = dst, .src = src, .len = chunk, .mode = 0 };
+        int r = ioctl(zio_uffd, UFFDIO_COPY, &c), err = errno;
+        size_t done = r == 0 ? chunk : c.copy > 0 ? (size_t)c.copy : 0;
         dst += done, src += done, len -= done;
-        if (errno == EAGAIN)
+        if (r == 0 || done > 0 || err == EAGAIN) {
+            chunk = len;   /* progress (or a retry): try all the rest */
             continue;
-        if (errno != EEXIST) {
+        }
+        if (err == ENOENT && chunk > ZIO_PAGE) {
+            if (chunk == len)
+                ctr_add(C_FILLS_SPLIT, 1);
+            chunk = pg_floor(chunk / 2);   /* crosses a VMA boundary? */
+            continue;
+        }
+        if (err == ENOENT)
+            fill_unregistered(dst, src);   /* returns only if unmapped */
+        else if (err == EEXIST)   /* first page present: wake its waiters */
+            uffd_wake(dst, ZIO_PAGE);
+        else if (err == ESRCH) {   /* the address space is being torn down */
             ctr_add(C_UFFD_ERRORS, 1);
             return -1;
+        } else {
+            zio_fatal("cannot fill intermediate pages %#lx+%zu from %#lx: UFFDIO_COPY: %s",
+                      (unsigned long)dst, chunk, (unsigned long)src, strerror(err));
         }
-        if (len) {   /* first page present: wake anyone waiting, move on */
-            uffd_wake(dst, ZIO_PAGE);
-            dst += ZIO_PAGE, src += ZIO_PAGE, len -= ZIO_PAGE;
-        }
+        dst += ZIO_PAGE, src += ZIO_PAGE, len -= ZIO_PAGE;
+        /* after an unmapped page go on page by page (more are likely
+         * unmapped), after a present one try all the rest */
+        chunk = err == ENOENT ? ZIO_PAGE : len;
     }
     return 0;
 }
