@@ -16,6 +16,7 @@
  * has been digested (recovery).
  */
 #include "strata_internal.h"
+#include "mmap_shadow.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -234,8 +235,12 @@ static int do_close(int fd)
     }
     fdtab[fd] = NULL;
     syscall(SYS_close, fd);
+    locks_on_close(f, f->refs == 1);
     if (--f->refs > 0)
         return 0;
+    int was_writable = f->lease_owner == G.pid;
+    if (f->owner == G.pid && G.opens[f->ino] == 1)
+        shadow_on_close(f->ino, f->gen, was_writable); /* before the lease goes */
     if (f->lease_owner == G.pid)
         lease_release(f->ino);
     if (f->owner == G.pid && --G.opens[f->ino] == 0 && ino_alive(f->ino, f->gen) &&
@@ -389,6 +394,7 @@ void strata_before_spawn(int inheritable_only)
 {
     pthread_mutex_lock(&G.mu);
     if (G.base != NULL && G.pid == (pid_t)syscall(SYS_getpid)) {
+        shadow_writeback_all(); /* an exec drops the mappings */
         digest_own();
         ofd_share_all(inheritable_only);
     }

@@ -12,6 +12,7 @@
  * write fails with ENOSPC and nothing is logged.
  */
 #include "strata_internal.h"
+#include "mmap_shadow.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -92,6 +93,14 @@ static ssize_t do_pread(int fd, void *buf, size_t len, int64_t off, int advance)
     if (off < 0) {
         errno = EINVAL;
         return -1;
+    }
+    if (G.inodes[f->ino].mapped) { /* mapped stores not yet written back */
+        ssize_t r = shadow_pread(f->ino, f->gen, buf, len, (uint64_t)off);
+        if (r != -2) {
+            if (r > 0 && advance)
+                f->o->off += (uint64_t)r;
+            return r;
+        }
     }
     uint64_t size = file_size(f->ino, f->gen);
     if ((uint64_t)off >= size)
@@ -248,6 +257,8 @@ static int do_ftruncate(int fd, int64_t size)
     if (append_or_digest(&h, NULL, 0) == NULL)
         return -1;
     pend_add(f->ino, f->gen, STRATA_E_TRUNCATE, 0, (uint64_t)size, NULL);
+    if (G.inodes[f->ino].mapped)
+        shadow_after_truncate(f->ino, f->gen, (uint64_t)size);
     maybe_digest();
     return 0;
 }
@@ -304,7 +315,11 @@ int strata_fsync(int fd)
         errno = EBADF;
         return -1;
     }
-    /* every logged op is already persisted: fsync is only a counter */
+    /* every logged op is already persisted: fsync writes back mapped
+     * stores (mmap_shadow.c) and counts */
+    struct sfile *f = sfile_get(fd);
+    if (f && G.inodes[f->ino].mapped && shadow_sync_ino(f->ino, f->gen) != 0)
+        return -1;
     kb_stats_add(G.c.fsyncs, 1);
     return 0;
 }

@@ -17,6 +17,7 @@
  * logged in quarter-log transactions (a crash may then keep a prefix).
  */
 #include "strata_internal.h"
+#include "mmap_shadow.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -197,6 +198,8 @@ static int log_txn(struct sfile *f, const struct piece *p, uint32_t n, uint64_t 
     for (uint64_t o = start; o < G.tail;) {
         const struct strata_entry *e = (const struct strata_entry *)(log + o);
         pend_add(f->ino, f->gen, e->kind, e->off, e->len, entry_data(e));
+        if (G.inodes[f->ino].mapped) /* coherence with mappings */
+            shadow_after_write(f->ino, f->gen, e->off, entry_data(e), e->len);
         if (e->kind == STRATA_E_WRITE_REF) {
             refs_add(((const struct strata_ref *)entry_payload(e))->pool_off, e->len);
             kb_stats_add(G.c.ref_writes, 1);

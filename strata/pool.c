@@ -328,6 +328,12 @@ static void counters_init(void)
     G.c.ofd_adopted = kb_stats_counter(p, "ofd_adopted");
     G.c.blocks_punched = kb_stats_counter(p, "blocks_punched");
     G.c.backing_enospc = kb_stats_counter(p, "backing_enospc");
+    G.c.maps = kb_stats_counter(p, "maps");
+    G.c.writebacks = kb_stats_counter(p, "writebacks");
+    G.c.writeback_bytes = kb_stats_counter(p, "writeback_bytes");
+    G.c.shadow_files = kb_stats_counter(p, "shadow_files");
+    G.c.locks = kb_stats_counter(p, "locks");
+    G.c.lock_files = kb_stats_counter(p, "lock_files");
 }
 
 int strata_attach(const char *path)

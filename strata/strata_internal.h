@@ -34,7 +34,8 @@ struct strata_counters {
     uint64_t *appends, *log_bytes, *fsyncs, *digests, *digested_entries,
         *digested_bytes, *coalesced, *recoveries, *torn, *enospc, *lease_waits,
         *ref_writes, *repairs, *ref_bytes, *inline_bytes, *ref_fallbacks, *ref_fallback_small,
-        *ref_fallback_nomem, *ref_digests, *ofd_shared, *ofd_adopted, *blocks_punched, *backing_enospc;
+        *ref_fallback_nomem, *ref_digests, *ofd_shared, *ofd_adopted, *blocks_punched, *backing_enospc,
+        *maps, *writebacks, *writeback_bytes, *shadow_files, *locks, *lock_files;
 };
 
 struct strata_fs {
