@@ -259,6 +259,7 @@ static int do_ftruncate(int fd, int64_t size)
     pend_add(f->ino, f->gen, STRATA_E_TRUNCATE, 0, (uint64_t)size, NULL);
     if (G.inodes[f->ino].mapped)
         shadow_after_truncate(f->ino, f->gen, (uint64_t)size);
+    strata_publish();
     maybe_digest();
     return 0;
 }

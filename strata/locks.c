@@ -15,6 +15,19 @@
  * files are created 0666 (they hold no data) and removed once their inode
  * is freed (locks_sweep).  Lock descriptors are close-on-exec: flock and
  * OFD locks held over an exec are dropped (the kernel would keep them).
+ *
+ * Lock-aware processes.  Strata's leases allow one writing process per file
+ * and show a process's writes to others only once it digests; programs that
+ * lock (sqlite with several connections in several processes) coordinate
+ * their writers themselves and expect a write to be visible to the next
+ * lock holder.  So from its first lock, a process is lock-aware: it gives up
+ * its leases (after digesting) and takes none again, a writable open or a
+ * write of it does not wait for another process's lease, and each of its
+ * writes and truncates is digested before the call returns (published: the
+ * shared area has it, so every process reads it, and digest order is the
+ * order the lock imposed).  Before a lock is taken, the logs of dead
+ * processes are recovered, so a writer killed while holding a lock cannot
+ * have its last write replayed later over the next holder's.
  */
 #include "shim.h"
 #include "strata_internal.h"
@@ -27,6 +40,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/file.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -38,6 +52,45 @@ struct lockfd {
 };
 
 static struct lockfd *lockfds;
+int strata_lock_aware;
+
+/* Recover the logs of dead processes (a killed lock holder's last write)
+ * before the caller may take its lock (G.mu held). */
+static void recover_dead_writers(void)
+{
+    for (uint32_t i = 0; i < G.sb->nslots; i++) {
+        pid_t o = G.slots[i].owner_pid;
+        if (o != 0 && o != G.pid && kill(o, 0) != 0 && errno == ESRCH) {
+            if (strata_pool_lock() == 0) {
+                digest_dead_slots();
+                strata_pool_unlock();
+            }
+            return;
+        }
+    }
+}
+
+/* The first lock makes this process lock-aware: digest, drop its leases. */
+static void become_lock_aware(void)
+{
+    if (strata_lock_aware)
+        return;
+    strata_lock_aware = 1;
+    if (digest_own() != 0 || strata_pool_lock() != 0)
+        return;
+    for (uint32_t i = STRATA_ROOT_INO + 1; i < G.sb->ninodes; i++)
+        if (G.inodes[i].mode != 0 && G.inodes[i].lease_pid == G.pid && G.inodes[i].parent != STRATA_ORPHAN) {
+            G.inodes[i].lease_pid = 0;
+            strata_persist(&G.inodes[i].lease_pid, sizeof(G.inodes[i].lease_pid));
+        }
+    strata_pool_unlock();
+}
+
+void strata_publish(void)
+{
+    if (strata_lock_aware)
+        digest_own();
+}
 
 static struct lockfd *lock_find(struct sfile *f)
 {
@@ -77,6 +130,10 @@ static int prepare(int fd, int *acc, struct sfile **fp)
     pthread_mutex_lock(&G.mu);
     struct sfile *f = sfile_get(fd);
     int lfd = f ? lock_fd_of(f) : (errno = EBADF, -1);
+    if (lfd >= 0) {
+        recover_dead_writers();
+        become_lock_aware();
+    }
     if (f) {
         *acc = f->o->flags & O_ACCMODE;
         if (fp)

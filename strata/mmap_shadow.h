@@ -35,7 +35,10 @@ int strata_msync(void *addr, size_t len, int flags);
 void *strata_mremap(void *old, size_t oldlen, size_t newlen, int flags, void *new_addr);
 int strata_mprotect(void *addr, size_t len, int prot);
 
-/* locks.c */
+/* locks.c.  strata_lock_aware: this process has taken a file lock; its
+ * writes skip leases and are digested before they return (strata_publish). */
+extern int strata_lock_aware;
+void strata_publish(void);
 int strata_lock_fcntl(int fd, int cmd, struct flock *fl);
 int strata_flock(int fd, int op);
 int strata_lockf(int fd, int cmd, off_t len);
