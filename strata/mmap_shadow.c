@@ -346,6 +346,25 @@ void shadow_on_close(uint32_t ino, uint32_t gen, int was_writable)
         shadow_put(s);
 }
 
+/* A forked child shares the parent's shadow descriptions, and so their
+ * flock: give it its own, so its leaving cannot look like the last user's. */
+static void atfork_child(void)
+{
+    for (struct shadow *s = shadows; s; s = s->next) {
+        char name[160];
+        shadow_name(name, sizeof(name), s->ino, s->gen, "map");
+        int fd = (int)syscall(SYS_openat, AT_FDCWD, name, O_RDWR | O_CLOEXEC);
+        if (fd >= 0 && sh_flock(fd, LOCK_SH) == 0 && syscall(SYS_dup3, fd, s->fd, O_CLOEXEC) >= 0) {
+            syscall(SYS_close, fd);
+            sh_flock(s->fd, LOCK_SH);
+        } else if (fd >= 0) {
+            syscall(SYS_close, fd);
+        }
+    }
+}
+
+__attribute__((constructor)) static void shadow_init(void) { pthread_atfork(NULL, NULL, atfork_child); }
+
 int shadow_has_maps(void) { return __atomic_load_n(&mappings, __ATOMIC_RELAXED) != NULL; }
 
 static void *do_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
@@ -462,14 +481,13 @@ static int writeback_range(const char *a, size_t len)
     return rc;
 }
 
-int strata_munmap(void *addr, size_t len)
+/* Write back the shadows mapped in [a, a+l), unmap (unless the caller
+ * replaces the range itself) and drop or trim their records. */
+static int forget_range(char *a, size_t l, int unmap)
 {
-    char *a = addr;
-    size_t l = (len + PAGE - 1) & ~(PAGE - 1);
-    pthread_mutex_lock(&G.mu);
     if (writeback_range(a, l) != 0)
         fprintf(stderr, "libstrata: munmap: write-back failed: %s\n", strerror(errno));
-    int rc = REAL(munmap)(addr, len);
+    int rc = unmap ? REAL(munmap)(a, l) : 0;
     if (rc == 0) {
         for (struct mapping **pp = &mappings; *pp;) {
             struct mapping *m = *pp;
@@ -504,8 +522,28 @@ int strata_munmap(void *addr, size_t len)
             }
         }
     }
+    return rc;
+}
+
+int strata_munmap(void *addr, size_t len)
+{
+    if (len == 0 || ((uintptr_t)addr & (PAGE - 1))) {
+        errno = EINVAL;
+        return -1;
+    }
+    pthread_mutex_lock(&G.mu);
+    int rc = forget_range(addr, (len + PAGE - 1) & ~(PAGE - 1), 1);
     pthread_mutex_unlock(&G.mu);
     return rc;
+}
+
+/* MAP_FIXED over [a, a+len): the mappings there are replaced (write back
+ * and forget them, as munmap would). */
+void strata_map_replaced(void *addr, size_t len)
+{
+    pthread_mutex_lock(&G.mu);
+    forget_range(addr, (len + PAGE - 1) & ~(PAGE - 1), 0);
+    pthread_mutex_unlock(&G.mu);
 }
 
 int strata_msync(void *addr, size_t len, int flags)

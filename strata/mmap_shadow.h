@@ -31,6 +31,7 @@ void shadow_writeback_all(void);                                    /* exec, exi
 void *strata_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off);
 int shadow_has_maps(void); /* any Strata mapping in this process (fast path) */
 int strata_munmap(void *addr, size_t len);
+void strata_map_replaced(void *addr, size_t len); /* MAP_FIXED over it */
 int strata_msync(void *addr, size_t len, int flags);
 void *strata_mremap(void *old, size_t oldlen, size_t newlen, int flags, void *new_addr);
 int strata_mprotect(void *addr, size_t len, int prot);

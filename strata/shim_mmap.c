@@ -13,6 +13,8 @@
 
 void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
 {
+    if ((flags & MAP_FIXED) && shadow_has_maps())
+        strata_map_replaced(addr, len); /* a Strata mapping there goes away */
     if (!(flags & MAP_ANONYMOUS) && strata_is_fd(fd))
         return strata_mmap(addr, len, prot, flags, fd, off);
     return REAL(mmap)(addr, len, prot, flags, fd, off);
@@ -20,6 +22,8 @@ void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
 
 void *mmap64(void *addr, size_t len, int prot, int flags, int fd, off64_t off)
 {
+    if ((flags & MAP_FIXED) && shadow_has_maps())
+        strata_map_replaced(addr, len);
     if (!(flags & MAP_ANONYMOUS) && strata_is_fd(fd))
         return strata_mmap(addr, len, prot, flags, fd, off);
     return REAL(mmap64)(addr, len, prot, flags, fd, off);

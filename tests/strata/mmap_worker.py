@@ -57,6 +57,17 @@ def coherence(d):
     m[15000:15010] = b"R" * 10
     m.flush()
     out["after_resize"] = (os.fstat(fd).st_size, os.pread(fd, 10, 15000).decode(), os.pread(fd, 10, 12000) == bytes(10))
+    # a forked child stores through the inherited mapping, unmaps and exits:
+    # the parent's mapping stays shared with other processes
+    pid = os.fork()
+    if pid == 0:
+        m[100:104] = b"CHLD"
+        m.close()
+        os._exit(0)
+    os.waitpid(pid, 0)
+    m[0:4] = b"AFTR"
+    r = subprocess.run([sys.executable, __file__, "peek", path, "4"], capture_output=True, text=True)
+    out["after_fork_child"] = (m[100:104].decode(), os.pread(fd, 4, 100).decode(), r.stdout.strip())
     ro = os.open(path, os.O_RDONLY)
     out["ro_shared_write"] = err(lambda: mmap.mmap(ro, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE))
     m2 = mmap.mmap(ro, 4096, prot=mmap.PROT_READ)
