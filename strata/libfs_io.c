@@ -33,10 +33,21 @@ void pend_drop(uint32_t ino)
     }
 }
 
+/* Inodes given an overlay since the last pend_clear_all, so that a digest
+ * (which clears them all) does not walk the whole inode table: with a digest
+ * per write (lock-aware processes, locks.c) that walk was half the time. */
+static uint32_t *pend_live, pend_nlive, pend_cap;
+
 void pend_clear_all(void)
 {
-    for (uint32_t i = 0; G.pend && i < G.sb->ninodes; i++)
-        pend_drop(i);
+    if (pend_live == NULL) { /* could not track (OOM): the whole table */
+        for (uint32_t i = 0; G.pend && i < G.sb->ninodes; i++)
+            pend_drop(i);
+        return;
+    }
+    for (uint32_t i = 0; i < pend_nlive; i++)
+        pend_drop(pend_live[i]);
+    pend_nlive = 0;
 }
 
 static struct pend_inode *pend_get(uint32_t ino, uint32_t gen)
@@ -47,6 +58,13 @@ static struct pend_inode *pend_get(uint32_t ino, uint32_t gen)
         p = NULL;
     }
     if (p == NULL && (p = calloc(1, sizeof(*p))) != NULL) {
+        if (pend_nlive == pend_cap && grow_array(&pend_live, &pend_cap, sizeof(*pend_live)) != 0) {
+            free(pend_live); /* fall back to walking the table */
+            pend_live = NULL;
+            pend_cap = pend_nlive = 0;
+        }
+        if (pend_live != NULL)
+            pend_live[pend_nlive++] = ino;
         p->gen = gen;
         p->size = ino_alive(ino, gen) ? G.inodes[ino].size : 0;
         G.pend[ino] = p;

@@ -275,7 +275,7 @@ static ssize_t do_write(int fd, const struct iovec *iov, int cnt, int64_t off, i
     if (done > 0 && advance)
         f->o->off = (uint64_t)off + (uint64_t)done;
     if (done > 0) {
-        strata_publish(); /* lock-aware: visible to the next lock holder (locks.c) */
+        strata_publish(); /* lock-aware with a shared map: visible at once (locks.c) */
         maybe_digest();
         if (refs_over_trigger() && digest_own() == 0)
             kb_stats_add(G.c.ref_digests, 1);

@@ -22,10 +22,15 @@
  * their writers themselves and expect a write to be visible to the next
  * lock holder.  So from its first lock, a process is lock-aware: it gives up
  * its leases (after digesting) and takes none again, a writable open or a
- * write of it does not wait for another process's lease, and each of its
- * writes and truncates is digested before the call returns (published: the
- * shared area has it, so every process reads it, and digest order is the
- * order the lock imposed).  Before a lock is taken, the logs of dead
+ * write of it does not wait for another process's lease, and its writes are
+ * published (digested: the shared area has them, so every process reads
+ * them, and digest order is the order the locks imposed) before it releases
+ * or downgrades any lock (F_UNLCK, F_RDLCK, LOCK_UN, LOCK_SH, a close that
+ * drops locks).  A lock-aware process that also has a shared mapping
+ * publishes each write and truncate before the call returns: programs like
+ * sqlite in WAL mode announce new data through mapped memory (the -shm
+ * index) while still holding their lock, and a reader must find the bytes
+ * that index points to.  Before a lock is taken, the logs of dead
  * processes are recovered, so a writer killed while holding a lock cannot
  * have its last write replayed later over the next holder's.
  */
@@ -86,10 +91,25 @@ static void become_lock_aware(void)
     strata_pool_unlock();
 }
 
+static void publish_now(void)
+{
+    if (strata_lock_aware && G.slot >= 0 && G.tail > 0)
+        digest_own();
+}
+
+/* After each write and truncate (G.mu held). */
 void strata_publish(void)
 {
-    if (strata_lock_aware)
-        digest_own();
+    if (shadow_has_maps())
+        publish_now();
+}
+
+/* Before a lock is released or downgraded. */
+static void publish_locked(void)
+{
+    pthread_mutex_lock(&G.mu);
+    publish_now();
+    pthread_mutex_unlock(&G.mu);
 }
 
 static struct lockfd *lock_find(struct sfile *f)
@@ -171,6 +191,8 @@ int strata_lock_fcntl(int fd, int cmd, struct flock *fl)
         return -1;
     }
     kb_stats_add(G.c.locks, 1);
+    if (setting && k.l_type != F_WRLCK)
+        publish_locked(); /* a release or downgrade: the next holder reads our writes */
     int rc = (int)REAL(fcntl)(lfd, cmd, &k);
     if (rc == 0 && !setting)
         *fl = k;
@@ -184,6 +206,8 @@ int strata_flock(int fd, int op)
     if (lfd < 0)
         return -1;
     kb_stats_add(G.c.locks, 1);
+    if (op & (LOCK_UN | LOCK_SH))
+        publish_locked();
     return (int)REAL(flock)(lfd, op);
 }
 
@@ -222,6 +246,7 @@ void locks_on_close(struct sfile *f, int last)
 {
     for (struct lockfd *l = lockfds; l; l = l->next)
         if (l->f->ino == f->ino && l->f->gen == f->gen) {
+            publish_now();
             struct flock un = {.l_type = F_UNLCK, .l_whence = SEEK_SET};
             REAL(fcntl)(l->fd, F_SETLK, &un);
             break;

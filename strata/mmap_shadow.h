@@ -37,7 +37,8 @@ void *strata_mremap(void *old, size_t oldlen, size_t newlen, int flags, void *ne
 int strata_mprotect(void *addr, size_t len, int prot);
 
 /* locks.c.  strata_lock_aware: this process has taken a file lock; its
- * writes skip leases and are digested before they return (strata_publish). */
+ * writes skip leases and are digested before it releases a lock, or before
+ * they return while it has a shared mapping (strata_publish). */
 extern int strata_lock_aware;
 void strata_publish(void);
 int strata_lock_fcntl(int fd, int cmd, struct flock *fl);

@@ -167,11 +167,12 @@ def test_sqlite_wal_survives_kill9(pool, dirs):
         fsck_clean(pool)
 
 
-def test_sqlite_wal_two_processes_at_once(pool, dirs):
+@pytest.mark.parametrize("mode", ["wal", "rollback"])
+def test_sqlite_two_processes_at_once(pool, dirs, mode):
     for d in dirs:
         db = f"{d}/two.db"
-        run(pool, [sys.executable, SQLITE_WORKER, db, "write", "1", "wal"], check=True)
-        procs = [subprocess.Popen([sys.executable, SQLITE_WORKER, db, "write", "300", "wal", tag],
+        run(pool, [sys.executable, SQLITE_WORKER, db, "write", "1", mode], check=True)
+        procs = [subprocess.Popen([sys.executable, SQLITE_WORKER, db, "write", "300", mode, tag],
                                   env=shim_env(pool), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                  for tag in ("a", "b")]
         outs = [p.communicate(timeout=600) for p in procs]
