@@ -333,7 +333,20 @@ void shadow_writeback_all(void)
     pthread_mutex_unlock(&G.mu);
 }
 
-static void at_exit(void) { shadow_writeback_all(); }
+/* Exit: write back, then leave every shadow (the last user unlinks it). */
+static void at_exit(void)
+{
+    shadow_writeback_all();
+    pthread_mutex_lock(&G.mu);
+    while (mappings != NULL) { /* later munmaps (other exit handlers) go to libc */
+        struct mapping *m = mappings;
+        mappings = m->next;
+        free(m);
+    }
+    while (G.base != NULL && shadows != NULL)
+        shadow_put(shadows);
+    pthread_mutex_unlock(&G.mu);
+}
 
 /* The last fd of the inode in this process closed: leave a shadow no
  * mapping uses; a writer that was not attached adds its writes first. */

@@ -63,6 +63,7 @@ def test_counters(pool, dirs):
     assert c["maps"] == 2 and c["shadow_files"] == 1  # one shared map (one shadow), one private
     assert c["writebacks"] == 1 and c["writeback_bytes"] == 4096  # the one page stored, msync'd
     assert c["locks"] == 2 and c["lock_files"] == 1
+    assert shadows(pool) == []  # left at exit (the file was still open, never closed)
 
 
 def test_store_past_eof_is_sigbus_like_tmpfs(pool, dirs):
