@@ -6,7 +6,7 @@ usage: mmap_worker.py coherence DIR      -- JSON of observations
        mmap_worker.py peek FILE N        -- prints the first N bytes of a shared map
        mmap_worker.py sigbus FILE        -- touches a mapped page past EOF
        mmap_worker.py killwriter FILE    -- stores record i in page i % 64, msync, prints i
-       mmap_worker.py hold FILE KIND     -- takes a lock (posix|ofd|flock), prints its pid, waits on stdin
+       mmap_worker.py hold FILE KIND     -- takes a lock (posix|ofd|flock|posix-close), prints its pid, waits on stdin
        mmap_worker.py probe FILE KIND    -- JSON: a non-blocking attempt and F_GETLK's answer
 """
 import errno
@@ -148,13 +148,17 @@ def lock(fd, kind, nonblock):
 
 
 def hold(path, kind):
+    """posix-close: POSIX locks go with the close of any fd of the file."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    lock(fd, kind, False)
+    lock(fd, kind.split("-")[0], False)
+    if kind == "posix-close":
+        os.close(os.open(path, os.O_RDONLY))
     print(os.getpid(), flush=True)
     sys.stdin.readline()
 
 
 def probe(path, kind):
+    kind = kind.split("-")[0]
     fd = os.open(path, os.O_RDWR)
     out = {"try": err(lambda: lock(fd, kind, True))}
     if kind != "flock":
