@@ -128,7 +128,8 @@ struct strata_inode {
     uint32_t dind;
     uint32_t uid, gid;       /* owner: the creator's effective ids */
     uint32_t nlink;          /* names of a file (hard links); 0 (as created) means 1 */
-    uint8_t pad[4];
+    uint8_t mapped;          /* hint: an mmap shadow of it may exist (strata/mmap_shadow.c) */
+    uint8_t pad[3];
 };
 
 struct strata_dirent {

@@ -16,6 +16,7 @@
  * has been digested (recovery).
  */
 #include "strata_internal.h"
+#include "mmap_shadow.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -160,7 +161,7 @@ static int open_inode(const char *path, int flags, unsigned int mode, uint32_t *
         return -1;
     if (in->lease_pid != 0 && in->lease_pid != G.pid && !strata_pid_alive(in->lease_pid))
         lease_take(*ino); /* recovers the dead writer's log, then drops it */
-    if (acc != O_RDONLY && G.wlease[*ino] == 0) {
+    if (acc != O_RDONLY && G.wlease[*ino] == 0 && !strata_lock_aware) { /* locks.c */
         if (lease_take(*ino) != 0)
             return -1;
     } else if (acc == O_RDONLY && in->lease_pid == G.pid && G.wlease[*ino] == 0) {
@@ -234,8 +235,12 @@ static int do_close(int fd)
     }
     fdtab[fd] = NULL;
     syscall(SYS_close, fd);
+    locks_on_close(f, f->refs == 1);
     if (--f->refs > 0)
         return 0;
+    int was_writable = f->lease_owner == G.pid;
+    if (f->owner == G.pid && G.opens[f->ino] == 1)
+        shadow_on_close(f->ino, f->gen, was_writable); /* before the lease goes */
     if (f->lease_owner == G.pid)
         lease_release(f->ino);
     if (f->owner == G.pid && --G.opens[f->ino] == 0 && ino_alive(f->ino, f->gen) &&
@@ -359,7 +364,7 @@ void lease_release_stale(void)
  */
 int sfile_may_write(struct sfile *f)
 {
-    if (f->lease_owner == G.pid)
+    if (f->lease_owner == G.pid || strata_lock_aware) /* locks.c: no leases, writes published */
         return 0;
     int32_t holder = G.inodes[f->ino].lease_pid;
     if (holder == G.pid && G.wlease[f->ino] > 0)
@@ -389,6 +394,7 @@ void strata_before_spawn(int inheritable_only)
 {
     pthread_mutex_lock(&G.mu);
     if (G.base != NULL && G.pid == (pid_t)syscall(SYS_getpid)) {
+        shadow_writeback_all(); /* an exec drops the mappings */
         digest_own();
         ofd_share_all(inheritable_only);
     }

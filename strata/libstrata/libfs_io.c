@@ -12,6 +12,7 @@
  * write fails with ENOSPC and nothing is logged.
  */
 #include "strata_internal.h"
+#include "mmap_shadow.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -32,10 +33,21 @@ void pend_drop(uint32_t ino)
     }
 }
 
+/* Inodes given an overlay since the last pend_clear_all, so that a digest
+ * (which clears them all) does not walk the whole inode table: with a digest
+ * per write (lock-aware processes, locks.c) that walk was half the time. */
+static uint32_t *pend_live, pend_nlive, pend_cap;
+
 void pend_clear_all(void)
 {
-    for (uint32_t i = 0; G.pend && i < G.sb->ninodes; i++)
-        pend_drop(i);
+    if (pend_live == NULL) { /* could not track (OOM): the whole table */
+        for (uint32_t i = 0; G.pend && i < G.sb->ninodes; i++)
+            pend_drop(i);
+        return;
+    }
+    for (uint32_t i = 0; i < pend_nlive; i++)
+        pend_drop(pend_live[i]);
+    pend_nlive = 0;
 }
 
 static struct pend_inode *pend_get(uint32_t ino, uint32_t gen)
@@ -46,6 +58,13 @@ static struct pend_inode *pend_get(uint32_t ino, uint32_t gen)
         p = NULL;
     }
     if (p == NULL && (p = calloc(1, sizeof(*p))) != NULL) {
+        if (pend_nlive == pend_cap && grow_array(&pend_live, &pend_cap, sizeof(*pend_live)) != 0) {
+            free(pend_live); /* fall back to walking the table */
+            pend_live = NULL;
+            pend_cap = pend_nlive = 0;
+        }
+        if (pend_live != NULL)
+            pend_live[pend_nlive++] = ino;
         p->gen = gen;
         p->size = ino_alive(ino, gen) ? G.inodes[ino].size : 0;
         G.pend[ino] = p;
@@ -92,6 +111,14 @@ static ssize_t do_pread(int fd, void *buf, size_t len, int64_t off, int advance)
     if (off < 0) {
         errno = EINVAL;
         return -1;
+    }
+    if (G.inodes[f->ino].mapped) { /* mapped stores not yet written back */
+        ssize_t r = shadow_pread(f->ino, f->gen, buf, len, (uint64_t)off);
+        if (r != -2) {
+            if (r > 0 && advance)
+                f->o->off += (uint64_t)r;
+            return r;
+        }
     }
     uint64_t size = file_size(f->ino, f->gen);
     if ((uint64_t)off >= size)
@@ -275,6 +302,9 @@ static int do_ftruncate(int fd, int64_t size)
     if (append_or_digest(&h, NULL, 0) == NULL)
         return -1;
     pend_add(f->ino, f->gen, STRATA_E_TRUNCATE, 0, (uint64_t)size, NULL);
+    if (G.inodes[f->ino].mapped)
+        shadow_after_truncate(f->ino, f->gen, (uint64_t)size);
+    strata_publish();
     maybe_digest();
     return 0;
 }
@@ -331,7 +361,11 @@ int strata_fsync(int fd)
         errno = EBADF;
         return -1;
     }
-    /* every logged op is already persisted: fsync is only a counter */
+    /* every logged op is already persisted: fsync writes back mapped
+     * stores (mmap_shadow.c) and counts */
+    struct sfile *f = sfile_get(fd);
+    if (f && G.inodes[f->ino].mapped && shadow_sync_ino(f->ino, f->gen) != 0)
+        return -1;
     kb_stats_add(G.c.fsyncs, 1);
     return 0;
 }

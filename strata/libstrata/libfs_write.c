@@ -17,6 +17,7 @@
  * logged in quarter-log transactions (a crash may then keep a prefix).
  */
 #include "strata_internal.h"
+#include "mmap_shadow.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -200,6 +201,8 @@ static int log_txn(struct sfile *f, const struct piece *p, uint32_t n, uint64_t 
     for (uint64_t o = start; o < G.tail;) {
         const struct strata_entry *e = (const struct strata_entry *)(log + o);
         pend_add(f->ino, f->gen, e->kind, e->off, e->len, entry_data(e));
+        if (G.inodes[f->ino].mapped) /* coherence with mappings */
+            shadow_after_write(f->ino, f->gen, e->off, entry_data(e), e->len);
         if (e->kind == STRATA_E_WRITE_REF) {
             refs_add(((const struct strata_ref *)entry_payload(e))->pool_off, e->len);
             kb_stats_add(G.c.ref_writes, 1);
@@ -277,6 +280,7 @@ static ssize_t do_write(int fd, const struct iovec *iov, int cnt, int64_t off, i
     if (done > 0 && advance)
         f->o->off = (uint64_t)off + (uint64_t)done;
     if (done > 0) {
+        strata_publish(); /* lock-aware with a shared map: visible at once (locks.c) */
         maybe_digest();
         if (refs_over_trigger() && digest_own() == 0)
             kb_stats_add(G.c.ref_digests, 1);

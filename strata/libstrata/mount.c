@@ -111,6 +111,12 @@ static void counters_init(void)
     G.c.bg_kicks = kb_stats_counter(p, "bg_digest_kicks");
     G.c.bg_threads = kb_stats_counter(p, "bg_digest_threads");
     G.c.log_full = kb_stats_counter(p, "log_full_digests");
+    G.c.maps = kb_stats_counter(p, "maps");
+    G.c.writebacks = kb_stats_counter(p, "writebacks");
+    G.c.writeback_bytes = kb_stats_counter(p, "writeback_bytes");
+    G.c.shadow_files = kb_stats_counter(p, "shadow_files");
+    G.c.locks = kb_stats_counter(p, "locks");
+    G.c.lock_files = kb_stats_counter(p, "lock_files");
 }
 
 int strata_attach(const char *path)

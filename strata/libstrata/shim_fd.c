@@ -2,13 +2,13 @@
  * LD_PRELOAD shim, descriptor-based calls: a Strata fd (see libfs.c) goes to
  * LibFS, any other fd to the next libc definition.
  *
- * fcntl: F_GETFL/F_SETFL and F_GETFD/F_SETFD behave as on Linux; record locks
- * (F_SETLK/F_SETLKW/F_OFD_*) are accepted and not enforced, and F_GETLK
- * reports F_UNLCK: Strata's leases already give one writing process per file,
- * which is what sqlite and redis need (documented in strata/README.md).
+ * fcntl: F_GETFL/F_SETFL and F_GETFD/F_SETFD behave as on Linux; record
+ * locks (F_SETLK/F_SETLKW/F_GETLK/F_OFD_*), flock and lockf are the kernel's,
+ * on the inode's lock file (locks.c).  mmap and friends: shim_mmap.c.
  */
 #include "shim.h"
 #include "strata_internal.h"
+#include "mmap_shadow.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -30,6 +30,8 @@ int __fxstat64(int ver, int fd, struct stat64 *st);
  * it first (the flock belongs to the open file description, not the number). */
 static void move_lock_fd(int fd)
 {
+    if (G.base != NULL)
+        strata_private_fd_move(fd); /* lock file and shadow fds (locks.c) */
     if (G.base == NULL || fd != G.lock_fd)
         return;
     int n = (int)REAL(fcntl)(fd, F_DUPFD_CLOEXEC, 3);
@@ -43,7 +45,7 @@ int close(int fd)
 {
     if (strata_is_fd(fd) && !SHIM_FOREIGN_CHILD())
         return strata_close(fd);
-    if (G.base != NULL && fd == G.lock_fd)
+    if (G.base != NULL && (fd == G.lock_fd || strata_private_fd(fd)))
         return 0;
     return REAL(close)(fd);
 }
@@ -58,6 +60,12 @@ int close_range(unsigned int first, unsigned int last, int flags)
     for (unsigned int fd = first; fd <= last && fd < 65536; fd++)
         if (strata_is_fd((int)fd))
             strata_close((int)fd);
+    if (strata_private_fd_in(first, last)) { /* lock file or shadow fds: one by one */
+        for (unsigned int fd = first; fd <= last && fd < 65536; fd++)
+            if ((int)fd != G.lock_fd && !strata_private_fd((int)fd))
+                REAL(close)((int)fd);
+        return last >= 65536 ? REAL(close_range)(65536, last, 0) : 0;
+    }
     unsigned int lock = (unsigned int)G.lock_fd;
     if (lock < first || lock > last)
         return REAL(close_range)(first, last, 0);
@@ -137,33 +145,20 @@ int __fxstat64(int ver, int fd, struct stat64 *st)
 
 /* The reserved kernel fd is an O_PATH descriptor: never let these reach it. */
 int fchmod(int fd, mode_t m) { return strata_is_fd(fd) ? strata_fchmod(fd, m) : REAL(fchmod)(fd, m); }
-int flock(int fd, int op) { return strata_is_fd(fd) ? 0 : REAL(flock)(fd, op); }
-/* glibc's lockf locks with an internal fcntl: accepted like fcntl locks */
-int lockf(int fd, int cmd, off_t len) { return strata_is_fd(fd) ? 0 : REAL(lockf)(fd, cmd, len); }
-int lockf64(int fd, int cmd, off64_t len) { return strata_is_fd(fd) ? 0 : REAL(lockf64)(fd, cmd, len); }
+/* locks: kernel locks on the inode's lock file (locks.c); glibc's lockf
+ * locks with an internal fcntl, so it is done there too */
+int flock(int fd, int op) { return strata_is_fd(fd) ? strata_flock(fd, op) : REAL(flock)(fd, op); }
+int lockf(int fd, int cmd, off_t len) { return strata_is_fd(fd) ? strata_lockf(fd, cmd, len) : REAL(lockf)(fd, cmd, len); }
+int lockf64(int fd, int cmd, off64_t len)
+{
+    return strata_is_fd(fd) ? strata_lockf(fd, cmd, len) : REAL(lockf64)(fd, cmd, len);
+}
 int syncfs(int fd) { return strata_is_fd(fd) ? strata_fsync(fd) : REAL(syncfs)(fd); }
 ssize_t readahead(int fd, off64_t off, size_t n) { return strata_is_fd(fd) ? 0 : REAL(readahead)(fd, off, n); }
 int posix_fadvise(int fd, off_t o, off_t l, int adv)
 {
     return strata_is_fd(fd) ? 0 : REAL(posix_fadvise)(fd, o, l, adv);
 }
-void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
-{
-    if (!(flags & MAP_ANONYMOUS) && strata_is_fd(fd)) {
-        errno = ENODEV; /* Strata files cannot be mapped */
-        return MAP_FAILED;
-    }
-    return REAL(mmap)(addr, len, prot, flags, fd, off);
-}
-void *mmap64(void *addr, size_t len, int prot, int flags, int fd, off64_t off)
-{
-    if (!(flags & MAP_ANONYMOUS) && strata_is_fd(fd)) {
-        errno = ENODEV;
-        return MAP_FAILED;
-    }
-    return REAL(mmap64)(addr, len, prot, flags, fd, off);
-}
-
 /* glibc's isatty asks with an internal ioctl: answer as for a file */
 int isatty(int fd)
 {
@@ -283,13 +278,11 @@ static int strata_fcntl(int fd, int cmd, void *arg)
     }
     case F_GETLK:
     case F_OFD_GETLK:
-        ((struct flock *)arg)->l_type = F_UNLCK;
-        return 0;
     case F_SETLK:
     case F_SETLKW:
     case F_OFD_SETLK:
     case F_OFD_SETLKW:
-        return 0;
+        return strata_lock_fcntl(fd, cmd, arg);
     default:
         return REAL(fcntl)(fd, cmd, arg); /* F_GETFD/F_SETFD act on the reserved fd */
     }

@@ -1,5 +1,6 @@
 """Fixtures for the Strata tests: fresh pools on /dev/shm."""
 import os
+import struct
 import uuid
 
 import pytest
@@ -12,7 +13,12 @@ def pool_path():
     path = f"/dev/shm/strata-test-{uuid.uuid4().hex[:8]}.pool"
     yield path
     if os.path.exists(path):
+        with open(path, "rb") as f:  # fs_id (superblock offset 24) names its lock and shadow files
+            fs_id = struct.unpack_from("<Q", f.read(32).ljust(32, b"\0"), 24)[0]
         os.unlink(path)
+        for name in os.listdir("/dev/shm"):
+            if name.startswith(f"strata.{fs_id:016x}."):
+                os.unlink(os.path.join("/dev/shm", name))
 
 
 @pytest.fixture
