@@ -36,6 +36,7 @@ LIBS = {
 EXCEPTIONS = {
     "libstrata": {
         frozenset({"apply.c", "digest.c", "digest_bg.c", "dir.c", "libfs.c", "libfs_io.c", "libfs_ns.c",
+                   "locks.c", "mmap_shadow.c",
                    "libfs_ref.c", "libfs_write.c", "log.c", "mount.c", "ofd.c", "shared.c",
                    "space.c"}):
             "LibFS, log, digest and the shared area are not layered yet.  The edges "
@@ -44,7 +45,9 @@ EXCEPTIONS = {
             "digest_slot, pend_clear_all (libfs_io.c) and refs_clear (libfs_ref.c); "
             "space.c reads the logs (log_scan) for df; mount.c's recovery calls LibFS's "
             "lease_release_stale and ofd_adopt, and ofd.c calls back into libfs.c; the "
-            "digest thread (digest_bg.c) runs digest.c's passes, which report back to it.  "
+            "digest thread (digest_bg.c) runs digest.c's passes, which report back to it; "
+            "LibFS's close, write and truncate keep mmap shadows (mmap_shadow.c) and lock-aware "
+            "publishing (locks.c) current, and those write back and digest through LibFS.  "
             "pool.c is out of it (the bottom layer since mount.c), and so are the shim files.",
     },
     "tas fast path": {
