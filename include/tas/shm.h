@@ -77,6 +77,8 @@ struct tas_ctx_shm {
 
 #define TAS_ARX_CONNUPDATE 1
 #define TAS_ARX_FL_RXFIN 1       /* peer closed its side: no more data */
+#define TAS_ARX_FL_ESTABLISHED 2 /* the handshake's final ACK came: a connection handed
+                                    over at its SYN (TAS_CTL_FL_HANDOFF) may be accepted */
 
 struct tas_arx {                 /* 32 bytes */
     uint16_t type;
@@ -108,6 +110,8 @@ struct tas_atx {                 /* 16 bytes */
 #define TAS_CTL_CLOSE 5          /* flow_id (flags: TAS_CTL_FL_RESET) */
 #define TAS_CTL_LISTEN_CLOSE 6
 #define TAS_CTL_CTX_CREATE 7     /* app -> sp: reply ctx (index), rx_off (descriptor) + wake-up socket */
+#define TAS_CTL_ACCEPTED 8       /* app -> sp, no reply: flow_id of a handed-over
+                                    connection (LISTEN with TAS_CTL_FL_HANDOFF) accepted */
 #define TAS_CTL_CONN_OPENED 16   /* sp -> app */
 #define TAS_CTL_CONN_CLOSED 17   /* sp -> app: flow gone (status: 0 or -ECONNRESET) */
 #define TAS_CTL_NEWCONN 18       /* sp -> app: a connection waits on listener */
@@ -115,6 +119,16 @@ struct tas_atx {                 /* 16 bytes */
 #define TAS_CTL_FL_RESET 1
 #define TAS_CTL_FL_SHARED 2      /* LISTEN: join the port's listeners (a forked
                                     worker's inherited listener, SO_REUSEPORT-like) */
+#define TAS_CTL_FL_HANDOFF 4     /* LISTEN: each NEWCONN carries the connection (the
+                                    CONN_OPENED fields, flags TAS_CTL_FL_HANDOFF), sent with
+                                    the SYN-ACK; the fast path's TAS_ARX_FL_ESTABLISHED (or a
+                                    NEWCONN with TAS_CTL_FL_ESTAB) makes it acceptable; the
+                                    app accepts it locally and says TAS_CTL_ACCEPTED, no
+                                    ACCEPT round trip; until then it counts in the backlog.
+                                    CONN_CLOSED before it is acceptable: forget it */
+#define TAS_CTL_FL_ESTAB 16      /* NEWCONN: a handed-over connection is established
+                                    (its final ACK came the slow path's way) */
+#define TAS_CTL_FL_NOREPLY 8     /* CLOSE: no TAS_CTL_STATUS answer (close does not wait) */
 
 /* Reply to TAS_CTL_REGISTER (a TAS_CTL_STATUS): fds = segment fd (sealed
  * memfd, or the Strata pool), info page, the app's wake-up socket, one

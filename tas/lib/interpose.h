@@ -77,6 +77,8 @@ struct lt_flow {
     uint32_t id;
     int opened;                /* accepted/connected: offsets below are valid */
     int dead;                  /* closed by us: its data is discarded */
+    int handed;                /* handed over by a NEWCONN, not yet accepted */
+    int est_early;             /* established, its NEWCONN not read yet */
     struct tas_rx rx;
     struct tas_tx tx;
     int rx_fin, reset;
@@ -86,6 +88,8 @@ struct lt_flow {
 
 /* LT_CONNECTING: a connect was sent, its CONN_OPENED has not arrived. */
 enum lt_kind { LT_NEW, LT_CONNECTING, LT_LISTEN, LT_CONN };
+
+struct lt_handed;
 
 struct lt_sock {
     int refs;                  /* fd numbers (dup) pointing here */
@@ -109,6 +113,8 @@ struct lt_sock {
     int v6only, reuseaddr, reuseport;  /* options a move to the kernel replays */
     uint32_t listener_id;
     uint32_t pending;          /* NEWCONN events not yet accepted */
+    int accept_asked;          /* ACCEPT sent once: the daemon knows we accept */
+    struct lt_handed *handed_head, *handed_tail;   /* listen_handoff.c */
     struct lt_flow *flow;
     struct lt_sock *next_listener;
 };
@@ -151,6 +157,13 @@ int lt_progress(void);
 void lt_flow_notify(struct lt_flow *f, const struct tas_arx *e);
 /* tas_app_request, then the events that arrived meanwhile. */
 int lt_request(struct tas_ctl_msg *m);
+/* listen_handoff.c: connections handed over with NEWCONN (lock held). */
+void lt_handoff_arrived(const struct tas_ctl_msg *m);
+void lt_handoff_established(uint32_t flow_id);
+int lt_handoff_closed(uint32_t flow_id);   /* 1: dropped before it was acceptable */
+int lt_handoff_pop(struct lt_sock *s, struct tas_ctl_msg *out);  /* 1: *out taken */
+void lt_handoff_reset_all(struct lt_sock *s);
+void lt_handoff_forget(struct lt_sock *s);
 short lt_ready(struct lt_sock *s);   /* POLLIN/POLLOUT/POLLHUP/POLLERR bits */
 /* Grows with every event that may make s readable (EPOLLIN in events) or
  * writable (EPOLLOUT): what edge-triggered epoll entries wait for. */
