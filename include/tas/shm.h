@@ -110,8 +110,6 @@ struct tas_atx {                 /* 16 bytes */
 #define TAS_CTL_CLOSE 5          /* flow_id (flags: TAS_CTL_FL_RESET) */
 #define TAS_CTL_LISTEN_CLOSE 6
 #define TAS_CTL_CTX_CREATE 7     /* app -> sp: reply ctx (index), rx_off (descriptor) + wake-up socket */
-#define TAS_CTL_ACCEPTED 8       /* app -> sp, no reply: flow_id of a handed-over
-                                    connection (LISTEN with TAS_CTL_FL_HANDOFF) accepted */
 #define TAS_CTL_CONN_OPENED 16   /* sp -> app */
 #define TAS_CTL_CONN_CLOSED 17   /* sp -> app: flow gone (status: 0 or -ECONNRESET) */
 #define TAS_CTL_NEWCONN 18       /* sp -> app: a connection waits on listener */
@@ -123,8 +121,10 @@ struct tas_atx {                 /* 16 bytes */
                                     CONN_OPENED fields, flags TAS_CTL_FL_HANDOFF), sent with
                                     the SYN-ACK; the fast path's TAS_ARX_FL_ESTABLISHED (or a
                                     NEWCONN with TAS_CTL_FL_ESTAB) makes it acceptable; the
-                                    app accepts it locally and says TAS_CTL_ACCEPTED, no
-                                    ACCEPT round trip; until then it counts in the backlog.
+                                    app accepts it locally, no ACCEPT round trip, and counts
+                                    it in the listener's accept counter: a uint64_t at
+                                    segment offset rx_off of the LISTEN reply (the daemon's
+                                    backlog holds established ones not counted there).
                                     CONN_CLOSED before it is acceptable: forget it */
 #define TAS_CTL_FL_ESTAB 16      /* NEWCONN: a handed-over connection is established
                                     (its final ACK came the slow path's way) */

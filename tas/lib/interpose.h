@@ -115,6 +115,7 @@ struct lt_sock {
     uint32_t pending;          /* NEWCONN events not yet accepted */
     int accept_asked;          /* ACCEPT sent once: the daemon knows we accept */
     struct lt_handed *handed_head, *handed_tail;   /* listen_handoff.c */
+    uint64_t *accept_ctr;      /* in the segment: connections accepted here */
     struct lt_flow *flow;
     struct lt_sock *next_listener;
 };
@@ -164,6 +165,7 @@ int lt_handoff_closed(uint32_t flow_id);   /* 1: dropped before it was acceptabl
 int lt_handoff_pop(struct lt_sock *s, struct tas_ctl_msg *out);  /* 1: *out taken */
 void lt_handoff_reset_all(struct lt_sock *s);
 void lt_handoff_forget(struct lt_sock *s);
+void lt_handoff_counter(struct lt_sock *s, const struct tas_ctl_msg *listen_reply);
 short lt_ready(struct lt_sock *s);   /* POLLIN/POLLOUT/POLLHUP/POLLERR bits */
 /* Grows with every event that may make s readable (EPOLLIN in events) or
  * writable (EPOLLOUT): what edge-triggered epoll entries wait for. */

@@ -3,8 +3,9 @@
  * TAS_CTL_FL_HANDOFF).  The daemon sends each connection whole with its
  * SYN-ACK; the fast path says when the final ACK came (an arx entry with
  * TAS_ARX_FL_ESTABLISHED), and from then on accept takes it from the
- * listener's queue here, with no request to the daemon, which hears of it
- * by a one-way TAS_CTL_ACCEPTED (its backlog counts it until then).  The
+ * listener's queue here, with no request to the daemon, and counts it in
+ * the listener's accept counter in the segment (the daemon's backlog holds
+ * it until then).  The
  * slow path is thus off the way from the client's first data to the app.
  *
  * Whichever comes first: the fast path's word may be read before the
@@ -143,9 +144,8 @@ int lt_handoff_pop(struct lt_sock *s, struct tas_ctl_msg *out)
     unlink_entry(s, p);
     if (s->pending > 0)
         s->pending--;
-    struct tas_ctl_msg a = {.type = TAS_CTL_ACCEPTED, .listener_id = out->listener_id,
-                            .flow_id = out->flow_id};
-    tas_app_send(lt_app, &a);
+    if (s->accept_ctr != NULL)    /* the daemon's backlog reads it */
+        __atomic_fetch_add(s->accept_ctr, 1, __ATOMIC_RELEASE);
     return 1;
 }
 
@@ -161,10 +161,19 @@ void lt_handoff_reset_all(struct lt_sock *s)
     s->pending = 0;
 }
 
+void lt_handoff_counter(struct lt_sock *s, const struct tas_ctl_msg *reply)
+{
+    uint64_t off = reply->rx_off;
+    s->accept_ctr = NULL;
+    if (off != 0 && off % sizeof(uint64_t) == 0 && off + sizeof(uint64_t) <= tas_app_size(lt_app))
+        s->accept_ctr = (uint64_t *)(tas_app_base(lt_app) + off);
+}
+
 void lt_handoff_forget(struct lt_sock *s)
 {
     /* A forked child: the queued connections are the parent's (the child's
      * copies of the entries just leak, as its copies of the flows do). */
     s->handed_head = s->handed_tail = NULL;
     s->pending = 0;
+    s->accept_ctr = NULL;      /* the parent's segment: the rejoin gives ours */
 }

@@ -68,6 +68,7 @@ int listen(int fd, int backlog)
     if (st == 0) {
         s->kind = LT_LISTEN;
         s->listener_id = m.listener_id;
+        lt_handoff_counter(s, &m);
         s->backlog = m.backlog;
         s->next_listener = lt_listeners;
         lt_listeners = s;
@@ -90,6 +91,7 @@ int lt_listener_rejoin(struct lt_sock *s)
         return st;
     s->rejoin = 0;
     s->listener_id = m.listener_id;
+    lt_handoff_counter(s, &m);
     s->pending = 0;
     s->accept_asked = 1;       /* a joined listener takes connections at once */
     s->next_listener = lt_listeners;

@@ -247,7 +247,9 @@ class AppServer:
             st, lid = self.tcp.listen(app, self.fp_ctx(app, req), req.local_port, req.backlog,
                                       shared=bool(req.flags & lib.TAS_CTL_FL_SHARED),
                                       handoff=bool(req.flags & lib.TAS_CTL_FL_HANDOFF))
-            self.status(app, req, st, listener_id=lid, local_port=req.local_port)
+            lst = self.tcp.listener_ids.get(lid) if st == 0 else None
+            self.status(app, req, st, listener_id=lid, local_port=req.local_port,
+                        rx_off=lst.accept_off if lst is not None and lst.handoff else 0)
         elif t == lib.TAS_CTL_ACCEPT:
             st, conn = self.tcp.accept(app, req.listener_id)
             if conn is None:
@@ -259,8 +261,6 @@ class AppServer:
                                   req.remote_port, req.req_id)
             if st != 0:
                 self.send_opened(app, None, req.req_id, st)
-        elif t == lib.TAS_CTL_ACCEPTED:
-            self.tcp.accepted(app, req.flow_id)       # no reply
         elif t == lib.TAS_CTL_CLOSE:
             st = self.tcp.close(app, req.flow_id, bool(req.flags & lib.TAS_CTL_FL_RESET))
             if not req.flags & lib.TAS_CTL_FL_NOREPLY:

@@ -40,10 +40,12 @@ class Listener:
     rr: int = 0                 # round-robin position (the first one's)
     # Hand-over listeners (libtas): NEWCONN carries the connection, sent
     # with the SYN-ACK; the fast path tells the app when the final ACK
-    # comes, and the app accepts it locally.  `handed`: established ones it
-    # has not said it accepted yet (in the backlog as `ready` ones are).
+    # comes, and the app accepts it locally, counting it in a uint64 at
+    # accept_off in its segment.  Established ones it has not counted yet
+    # are in the backlog as `ready` ones are.
     handoff: bool = False
-    handed: int = 0
+    handed: int = 0             # established here
+    accept_off: int = -1
 
 
 @dataclass(eq=False)
@@ -56,7 +58,6 @@ class Conn:
     peer_mac: bytes = b""
     irs: int = 0
     listener: Listener | None = None
-    handed_by: Listener | None = None   # handed over, not yet accepted
     app_knows: bool = False     # handed over at the SYN: the app hears of its end
     req_id: int = 0
     rx_off: int = 0
@@ -302,7 +303,8 @@ class TcpManager:
                         self.cfg.buffers.rx_buf + self.cfg.buffers.tx_buf)
 
     def _passive_open(self, listener, key, eth, ip, tcp):
-        if listener.half_open + len(listener.ready) + listener.handed >= listener.backlog:
+        if listener.half_open + len(listener.ready) + self._unaccepted(listener) >= \
+                listener.backlog:
             self.stats.add("tcp_backlog_drops")
             return
         bufs = self._alloc_buffers(listener.app)
@@ -330,7 +332,6 @@ class TcpManager:
             # Before the SYN-ACK: the app has it before the final ACK can
             # come, so the fast path's word that it did is all it waits for
             # (and the flow is quiet: our tick sees it established).
-            conn.handed_by = listener
             listener.app.server.send_handoff(listener.app, conn, listener.id)
         self._send_synack(conn, tcp.options)
         conn.next_retry = self.now() + self.handshake_timeout
@@ -353,6 +354,12 @@ class TcpManager:
             return -errno.EMFILE, 0
         lst = Listener(self.next_listener_id, app, ctx, port, max(1, min(backlog, 4096)),
                        accepting=shared, handoff=handoff)
+        if handoff:
+            lst.accept_off = app.alloc.alloc(8)
+            if lst.accept_off is None:
+                self.quota.give(app.uid, "listeners")
+                return -errno.ENOMEM, 0
+            self.ffi.memmove(app.segment.ptr(lst.accept_off), bytes(8), 8)
         self.next_listener_id += 1
         if first is None:
             lst.group = [lst]
@@ -388,6 +395,8 @@ class TcpManager:
                 del self.listeners[lst.port]
         app.listeners.discard(lst)
         self.quota.give(app.uid, "listeners")
+        if lst.accept_off >= 0 and app.alloc is not None:
+            app.alloc.release(lst.accept_off)
         for conn in [c for c in self.conns.values() if c.listener is lst]:
             self._abort(conn)   # never accepted: reset
         return 0
@@ -403,24 +412,16 @@ class TcpManager:
         conn.listener = None
         return 0, conn
 
-    def accepted(self, app, flow_id):
-        """A hand-over listener's app accepted a connection (TAS_CTL_ACCEPTED):
-        it no longer counts in the backlog, and the process takes connections."""
-        conn = next((c for c in app.conns if c.flow_id == flow_id), None)
-        if conn is None or conn.handed_by is None:
-            self.stats.add("tcp_accepted_unknown")
-            return
-        conn.handed_by.accepting = True
-        self._unhand(conn)
-        self.stats.add("tcp_handed_accepted")
+    def accepted_count(self, lst):
+        """How many connections a hand-over listener's app has accepted (its
+        counter; the app's to write, so only its own backlog can suffer)."""
+        seg = lst.app.segment
+        return seg.ptr(lst.accept_off, "uint64_t *")[0] if seg is not None else 0
 
-    @staticmethod
-    def _unhand(conn):
-        """No longer waiting for the app to accept it (`handed` counts those
-        established here only: before, half_open holds it)."""
-        lst, conn.handed_by = conn.handed_by, None
-        if lst is not None and conn.listener is None:
-            lst.handed -= 1
+    def _unaccepted(self, lst):
+        if not lst.handoff:
+            return 0
+        return max(0, lst.handed - self.accepted_count(lst))
 
     def connect(self, app, ctx, peer_ip, peer_port, req_id):
         local_port = self._ephemeral_port(peer_ip, peer_port)
@@ -494,8 +495,8 @@ class TcpManager:
             # already: the fast path told it first.
             lst, conn.listener = conn.listener, None
             lst.half_open -= 1
-            if conn.handed_by is not None:
-                lst.handed += 1
+            lst.handed += 1
+            self.stats.add("tcp_handed_over")
             if not fp_completed:
                 conn.app.server.send_event(conn.app, "NEWCONN", listener_id=lst.id,
                                            flow_id=conn.flow_id,
@@ -550,7 +551,6 @@ class TcpManager:
         if conn is None:
             return -errno.EBADF
         conn.app_closed = True
-        self._unhand(conn)                 # closed unaccepted (its listener closed)
         if conn.state in (ESTABLISHED, SYN_RCVD):   # (accepted before we saw the ACK)
             f = self.lib.tas_fp_flow(self.fp.handle, conn.flow_id)
             conn.peer_closed_first = bool(f.flags & self.lib.TAS_FLF_RXFIN)
@@ -625,7 +625,6 @@ class TcpManager:
 
     def _forget(self, conn):
         """Drop all state once neither the fast path nor the app uses it."""
-        self._unhand(conn)
         if conn.app_knows and conn.listener is not None and not conn.app_closed:
             # Handed over at the SYN, gone before we saw it established: the
             # app drops it (or, accepted already, sees it reset).
