@@ -34,6 +34,8 @@
                                     (its tick): the final ACK and the peer's FIN
                                     are not passed up (a connection handed over
                                     to the app at its SYN: the app hears directly) */
+#define TAS_FLF_APP_CLOSED 2097152      /* (bit 21) TAS_ATX_FL_CLOSED came */
+#define TAS_FLF_PEER_FIN_FIRST 4194304  /* (bit 22) RXFIN was set by then (no TIME_WAIT) */
 
 struct tas_flow {
     /* identity: written by the slow path at install, then read-only */

@@ -93,6 +93,9 @@ struct tas_arx {                 /* 32 bytes */
 
 #define TAS_ATX_CONNUPDATE 1
 #define TAS_ATX_FL_TXFIN 1       /* app closed its side after these bytes */
+#define TAS_ATX_FL_CLOSED 2      /* app closed the socket (no TAS_CTL_CLOSE): the slow
+                                    path reads it from the flow on its tick; a flow reset
+                                    meanwhile gets its CLOSE when CONN_CLOSED comes */
 
 struct tas_atx {                 /* 16 bytes */
     uint16_t type;

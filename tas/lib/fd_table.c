@@ -148,8 +148,16 @@ void lt_sock_unref(struct lt_sock *s)
     } else if (s->kind == LT_CONN) {
         struct lt_flow *f = s->flow;
         tas_rx_close(lt_app, &f->rx);  /* nothing may depend on the ring after */
-        if (!f->reset && !s->shut_wr && !s->linger_rst)
-            tas_app_post(lt_app, f->id, 0, 0, TAS_ATX_FL_TXFIN);
+        if (!f->reset && !s->linger_rst) {
+            /* A plain close goes with the FIN through the context queue: no
+             * message, no wake-up of the daemon (its tick reads the flow). */
+            tas_app_post(lt_app, f->id, 0, 0,
+                         (s->shut_wr ? 0 : TAS_ATX_FL_TXFIN) | TAS_ATX_FL_CLOSED);
+            f->quiet_closed = 1;
+            lt_flow_forget(f);
+            free(s);
+            return;
+        }
         m.type = TAS_CTL_CLOSE;
         /* SO_LINGER with a zero timeout: abort with a RST, unsent data is
          * dropped (Linux's behaviour, and what its users ask for).  One way:

@@ -149,6 +149,13 @@ static int control_events(void)
             listener_newconn(ev.listener_id);
         else if (ev.type == TAS_CTL_CONN_CLOSED && lt_handoff_closed(ev.flow_id)) {
             /* dropped before it could be accepted */
+        } else if (ev.type == TAS_CTL_CONN_CLOSED && lt_flow_get(ev.flow_id)->quiet_closed) {
+            /* Reset before the daemon saw our close on the flow (gone from
+             * the fast path now): say it in a message. */
+            struct tas_ctl_msg c = {.type = TAS_CTL_CLOSE, .flags = TAS_CTL_FL_NOREPLY,
+                                    .flow_id = ev.flow_id};
+            lt_flow_get(ev.flow_id)->quiet_closed = 0;
+            tas_app_send(lt_app, &c);
         } else if (ev.type == TAS_CTL_CONN_CLOSED) {
             struct lt_flow *f = lt_flow_get(ev.flow_id);
             f->reset = 1;

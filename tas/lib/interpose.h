@@ -79,6 +79,7 @@ struct lt_flow {
     int dead;                  /* closed by us: its data is discarded */
     int handed;                /* handed over by a NEWCONN, not yet accepted */
     int est_early;             /* established, its NEWCONN not read yet */
+    int quiet_closed;          /* closed with TAS_ATX_FL_CLOSED, no message */
     struct tas_rx rx;
     struct tas_tx tx;
     int rx_fin, reset;

@@ -10,8 +10,13 @@ a fixed place after the segment header; more come from the segment's heap
 when an app asks (TAS_CTL_CTX_CREATE), one per thread that wants its own.
 """
 import socket
+import time
 
 from tas.slowpath.appmem import PAGE
+
+# How long a gone app's last commands may take to be read: the fast path
+# drains context queues continuously (a hang guard, not a tuning knob).
+DRAIN_LIMIT_S = 0.2
 
 
 def _pages(n):
@@ -74,6 +79,23 @@ def add_context(fp, app, off):
     ctx = Context(index, fp_id, off, wake, app_wake)
     app.ctxs.append(ctx)
     return ctx
+
+
+def wait_commands_taken(fp, app):
+    """A gone app's last commands (a close is a flag on its FIN's command,
+    TAS_ATX_FL_CLOSED) race its socket's end: wait until the fast path has
+    taken and applied everything in its queues, so the flows show it.
+    False if the queues did not drain in time."""
+    seg = app.segment
+    hdrs = [seg.ptr(seg.ptr(ctx.off, "struct tas_ctx_shm *").txq_off, "struct tas_ctxq_hdr *")
+            for ctx in app.ctxs]
+    deadline = time.monotonic() + DRAIN_LIMIT_S
+    while any(h.prod != h.cons for h in hdrs):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.0002)
+    fp.lib.tas_fp_quiesce(fp.handle)     # taken, and applied by now
+    return True
 
 
 def mark_awake(app):

@@ -22,7 +22,8 @@ import socket
 import struct
 import time
 
-from tas.slowpath.appctx import add_context, context_bytes, mark_awake, remove_contexts
+from tas.slowpath.appctx import (add_context, context_bytes, mark_awake, remove_contexts,
+                                 wait_commands_taken)
 from tas.slowpath.appmem import PAGE, Allocator, backing_for
 from tas.slowpath.arena import proc_start
 from tas.slowpath.sockfile import bind_unix_socket
@@ -360,6 +361,8 @@ class AppServer:
 
     def app_gone(self, app):
         self._disconnect(app)
+        if app.segment is not None and not wait_commands_taken(self.fp, app):
+            self.stats.add("app_gone_commands_pending")
         if app.segment is not None and self.tcp.app_gone(app) > 0:
             # The fast path keeps sending the closed connections' data from
             # the segment (and draining the app's TX queue, which may still

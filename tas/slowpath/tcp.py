@@ -510,6 +510,14 @@ class TcpManager:
         else:
             conn.app.server.send_opened(conn.app, conn, conn.req_id)
 
+    def _app_closed_quietly(self, conn, f):
+        """libtas closes with a flag on the flow (TAS_ATX_FL_CLOSED), not a
+        message: take it as its close request."""
+        if not conn.app_closed and f.flags & self.lib.TAS_FLF_APP_CLOSED:
+            conn.app_closed = True
+            conn.peer_closed_first = bool(f.flags & self.lib.TAS_FLF_PEER_FIN_FIRST)
+            self.stats.add("tcp_closed_by_flag")
+
     def _quietly_established(self, conn):
         """A quiet flow (handed over at its SYN) the fast path completed:
         it does not tell us, the tick and the next segment look."""
@@ -649,6 +657,11 @@ class TcpManager:
         for lst in list(app.listeners):
             self.listen_close(app, lst.id)
         for conn in list(app.conns):
+            if self._quietly_established(conn):
+                self._establish(conn, None)
+            if conn.state == ESTABLISHED:
+                self._app_closed_quietly(conn, self.lib.tas_fp_flow(self.fp.handle,
+                                                                    conn.flow_id))
             if conn.app_closed and conn.state == ESTABLISHED:
                 conn.orphan = True
                 self.stats.add("tcp_orphaned")
@@ -767,6 +780,7 @@ class TcpManager:
         conn.rto_backoff = min(conn.rto_backoff + 1, 6)
 
     def _check_close(self, conn, f, now):
+        self._app_closed_quietly(conn, f)
         rxfin = bool(f.flags & self.lib.TAS_FLF_RXFIN)
         fin_acked = bool(f.flags & self.lib.TAS_FLF_TXFIN_ACKED)
         if rxfin and not conn.app_closed:
