@@ -69,7 +69,9 @@ int listen(int fd, int backlog)
         s->kind = LT_LISTEN;
         s->listener_id = m.listener_id;
         lt_handoff_counter(s, &m);
-        s->backlog = m.backlog;
+        /* What we asked for (the reply does not echo it): a prefork worker
+         * joins with it (it was 0, a backlog of 1, and workers dropped SYNs). */
+        s->backlog = backlog > 0 ? (uint32_t)backlog : 1;
         s->next_listener = lt_listeners;
         lt_listeners = s;
     }
