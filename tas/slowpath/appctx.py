@@ -34,8 +34,9 @@ def context_bytes(ffi, lib):
 
 
 class Context:
-    def __init__(self, index, fp_id, off, wake, app_wake):
+    def __init__(self, index, fp_id, off, wake, app_wake, txq_off=0):
         self.index, self.fp_id, self.off = index, fp_id, off
+        self.txq_off = txq_off      # ours: the descriptor's copy is the app's to write
         self.wake = wake            # our end of the wake-up socketpair
         self.app_wake = app_wake    # the app's end (closed once passed)
 
@@ -76,7 +77,7 @@ def add_context(fp, app, off):
     hdr = seg.ptr(0, "struct tas_seg_hdr *")
     hdr.ctx_off[index] = off
     hdr.nctx = index + 1
-    ctx = Context(index, fp_id, off, wake, app_wake)
+    ctx = Context(index, fp_id, off, wake, app_wake, txq_off)
     app.ctxs.append(ctx)
     return ctx
 
@@ -86,11 +87,13 @@ def wait_commands_taken(fp, app):
     TAS_ATX_FL_CLOSED) race its socket's end: wait until the fast path has
     taken and applied everything in its queues, so the flows show it.
     False if the queues did not drain in time."""
-    seg = app.segment
-    hdrs = [seg.ptr(seg.ptr(ctx.off, "struct tas_ctx_shm *").txq_off, "struct tas_ctxq_hdr *")
-            for ctx in app.ctxs]
+    seg, lib = app.segment, fp.lib
+    # A queue the fast path caught with an impossible index is not served
+    # any more: nothing to wait for there (an app must not stall us).
+    hdrs = [seg.ptr(ctx.txq_off, "struct tas_ctxq_hdr *") for ctx in app.ctxs
+            if not lib.tas_fp_ctx_bad(fp.handle, ctx.fp_id)]
     deadline = time.monotonic() + DRAIN_LIMIT_S
-    while any(h.prod != h.cons for h in hdrs):
+    while any(0 < (h.prod - h.cons) & 0xFFFFFFFF <= lib.TAS_CTXQ_ENTRIES for h in hdrs):
         if time.monotonic() > deadline:
             return False
         time.sleep(0.0002)
