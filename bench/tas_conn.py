@@ -11,11 +11,15 @@ per second, p50/p99 of connect-to-first-reply and of the whole
 connect+request+close, and the client kernel's retransmitted segments
 (TcpRetransSegs: a stack that drops the request right behind the handshake
 shows one per connection).
+Then nginx (master and `worker_processes 2`, the same config on both
+stacks) under wrk from the peer namespace, keep-alive and with
+`Connection: close` (one request per connection): requests per second.
 Target (issue 15): TAS >= 1.5x Linux connections/s, p99 first reply < 1 ms.
 """
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -88,6 +92,81 @@ def run_clients(ns, ip, seconds, clients):
             "retrans_segs": nstat(ns, "TcpRetransSegs") - before}
 
 
+NGINX_CONF = """
+daemon off;
+master_process on;
+user root;
+worker_processes 2;
+error_log {d}/error.log;
+pid {d}/nginx.pid;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {d}; proxy_temp_path {d}; fastcgi_temp_path {d};
+    uwsgi_temp_path {d}; scgi_temp_path {d};
+    server {{ listen {port}; root {d}/www; }}
+}}
+"""
+NGINX_PORT = 8180
+
+
+def wrk(ns, ip, seconds, close):
+    """Requests per second of wrk (1 thread, 8 connections)."""
+    cmd = ["wrk", "-t1", "-c8", f"-d{max(1, int(seconds))}s"]
+    if close:
+        cmd += ["-H", "Connection: close"]
+    out = sh(*cmd, f"http://{ip}:{NGINX_PORT}/index.html", ns=ns, timeout=seconds + 60).stdout
+    rate = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    if rate is None or "Non-2xx" in out:
+        raise RuntimeError(f"wrk failed: {out}")
+    return float(rate.group(1))
+
+
+def nginx_runs(d, lns, tmp, seconds):
+    """{(stack, mode): requests/s}, best of two interleaved runs."""
+    www = os.path.join(tmp, "www")
+    os.makedirs(www, exist_ok=True)
+    with open(os.path.join(www, "index.html"), "w") as f:
+        f.write("hello\n")
+    procs = []
+    try:
+        for stack, prefix in (("tas", [sys.executable, "-m", "tas.run", "--instance",
+                                       d.instance, "--"]),
+                              ("linux", ["ip", "netns", "exec", lns])):
+            sub = os.path.join(tmp, stack)
+            os.makedirs(sub, exist_ok=True)
+            conf = os.path.join(sub, "nginx.conf")
+            with open(conf, "w") as f:
+                f.write(NGINX_CONF.format(d=sub, port=NGINX_PORT).replace(
+                    f"root {sub}/www", f"root {www}"))
+            procs.append(subprocess.Popen(prefix + ["nginx", "-c", conf, "-p", sub],
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
+        fetch = ("import time, urllib.request, sys\n"
+                 "for i in range(300):\n"
+                 "    try:\n"
+                 "        urllib.request.urlopen(sys.argv[1]).read(); break\n"
+                 "    except OSError:\n"
+                 "        time.sleep(0.1)\n")
+        out = {}
+        for stack, ip in (("tas", "10.0.0.2"), ("linux", LINUX_IP)):
+            sh(sys.executable, "-c", fetch, f"http://{ip}:{NGINX_PORT}/index.html",
+               ns=d.netns, timeout=60)
+        for _ in range(2):
+            for stack, ip in (("linux", LINUX_IP), ("tas", "10.0.0.2")):
+                for mode, close in (("keep-alive", False), ("close", True)):
+                    r = wrk(d.netns, ip, seconds / 2, close)
+                    out[(stack, mode)] = max(r, out.get((stack, mode), 0.0))
+        return out
+    finally:
+        for p in procs:
+            p.terminate()
+            try:
+                p.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.communicate()
+
+
 def start_server(cmd):
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     line = p.stdout.readline()
@@ -101,6 +180,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--clients", type=int, default=1, help="client processes in parallel")
+    ap.add_argument("--no-nginx", action="store_true", help="skip the nginx/wrk part")
     args = ap.parse_args()
     if not os.path.exists(RPC_ECHO):
         sys.exit(f"{RPC_ECHO} is not built (python deploy/native_build.py)")
@@ -123,6 +203,12 @@ def main():
                 prev = results.get(stack)
                 if prev is None or r["conns_per_s"] > prev["conns_per_s"]:
                     results[stack] = r        # best of two, interleaved
+            for p in servers:
+                p.kill()
+                p.communicate()
+            servers = []
+            if not args.no_nginx:
+                nginx = nginx_runs(d, lns, tmp, args.seconds)
         finally:
             for p in servers:
                 p.kill()
@@ -130,15 +216,23 @@ def main():
             if lns:
                 subprocess.run(["ip", "netns", "del", lns], capture_output=True)
             d.stop()
+    nginx = locals().get("nginx") or {}
     rows = [[s, f"{r['conns_per_s']:.0f}", f"{r['first_p50_us']:.0f}", f"{r['first_p99_us']:.0f}",
              f"{r['whole_p99_us']:.0f}", r["retrans_segs"]] for s, r in results.items()]
     print_table(["stack", "conns/s", "first reply p50 us", "first reply p99 us",
                  "conn+req+close p99 us", "client retrans"], rows)
     ratio = results["tas"]["conns_per_s"] / results["linux"]["conns_per_s"]
     print(f"tas/linux connections per second: {ratio:.2f}")
+    if nginx:
+        print()
+        print_table(["nginx (2 workers), wrk -c8", "linux req/s", "tas req/s", "tas/linux"],
+                    [[mode, f"{nginx[('linux', mode)]:.0f}", f"{nginx[('tas', mode)]:.0f}",
+                      f"{nginx[('tas', mode)] / nginx[('linux', mode)]:.2f}"]
+                     for mode in ("keep-alive", "close")])
     write_json("tas_conn.json", {"seconds": args.seconds, "clients": args.clients,
                                  "server": "bench/rpc_echo.c", "results": results,
-                                 "ratio": ratio})
+                                 "ratio": ratio,
+                                 "nginx": {f"{s}/{m}": v for (s, m), v in nginx.items()}})
 
 
 if __name__ == "__main__":

@@ -30,6 +30,12 @@
 #define TAS_FLF_SYNRCVD 16384    /* installed with our SYN-ACK: the final ACK
                                     completes it here, in order with the data
                                     behind it; all else goes to the slow path */
+#define TAS_FLF_QUIET 1048576   /* (bit 20) the slow path polls this flow's open and close
+                                    (its tick): the final ACK and the peer's FIN
+                                    are not passed up (a connection handed over
+                                    to the app at its SYN: the app hears directly) */
+#define TAS_FLF_APP_CLOSED 2097152      /* (bit 21) TAS_ATX_FL_CLOSED came */
+#define TAS_FLF_PEER_FIN_FIRST 4194304  /* (bit 22) RXFIN was set by then (no TIME_WAIT) */
 
 struct tas_flow {
     /* identity: written by the slow path at install, then read-only */

@@ -77,6 +77,8 @@ struct tas_ctx_shm {
 
 #define TAS_ARX_CONNUPDATE 1
 #define TAS_ARX_FL_RXFIN 1       /* peer closed its side: no more data */
+#define TAS_ARX_FL_ESTABLISHED 2 /* the handshake's final ACK came: a connection handed
+                                    over at its SYN (TAS_CTL_FL_HANDOFF) may be accepted */
 
 struct tas_arx {                 /* 32 bytes */
     uint16_t type;
@@ -91,6 +93,9 @@ struct tas_arx {                 /* 32 bytes */
 
 #define TAS_ATX_CONNUPDATE 1
 #define TAS_ATX_FL_TXFIN 1       /* app closed its side after these bytes */
+#define TAS_ATX_FL_CLOSED 2      /* app closed the socket (no TAS_CTL_CLOSE): the slow
+                                    path reads it from the flow on its tick; a flow reset
+                                    meanwhile gets its CLOSE when CONN_CLOSED comes */
 
 struct tas_atx {                 /* 16 bytes */
     uint16_t type;
@@ -115,6 +120,18 @@ struct tas_atx {                 /* 16 bytes */
 #define TAS_CTL_FL_RESET 1
 #define TAS_CTL_FL_SHARED 2      /* LISTEN: join the port's listeners (a forked
                                     worker's inherited listener, SO_REUSEPORT-like) */
+#define TAS_CTL_FL_HANDOFF 4     /* LISTEN: each NEWCONN carries the connection (the
+                                    CONN_OPENED fields, flags TAS_CTL_FL_HANDOFF), sent with
+                                    the SYN-ACK; the fast path's TAS_ARX_FL_ESTABLISHED (or a
+                                    NEWCONN with TAS_CTL_FL_ESTAB) makes it acceptable; the
+                                    app accepts it locally, no ACCEPT round trip, and counts
+                                    it in the listener's accept counter: a uint64_t at
+                                    segment offset rx_off of the LISTEN reply (the daemon's
+                                    backlog holds established ones not counted there).
+                                    CONN_CLOSED before it is acceptable: forget it */
+#define TAS_CTL_FL_ESTAB 16      /* NEWCONN: a handed-over connection is established
+                                    (its final ACK came the slow path's way) */
+#define TAS_CTL_FL_NOREPLY 8     /* CLOSE: no TAS_CTL_STATUS answer (close does not wait) */
 
 /* Reply to TAS_CTL_REGISTER (a TAS_CTL_STATUS): fds = segment fd (sealed
  * memfd, or the Strata pool), info page, the app's wake-up socket, one

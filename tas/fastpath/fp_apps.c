@@ -197,6 +197,8 @@ static void app_command(struct fp_core *c, struct fp_ctx *x, const struct tas_at
     f->tx_avail += e->tx_bump;
     if (e->flags & TAS_ATX_FL_TXFIN)
         f->flags |= TAS_FLF_TXFIN;
+    if (e->flags & TAS_ATX_FL_CLOSED)   /* the slow path's tick takes it from here */
+        f->flags |= TAS_FLF_APP_CLOSED | ((f->flags & TAS_FLF_RXFIN) ? TAS_FLF_PEER_FIN_FIRST : 0);
     if (window_was_low && e->rx_bump > 0 && f->rx_avail >= 2u * f->mss)
         fp_tcp_send_ack(c, f);
     if (f->tx_avail > 0 || ((f->flags & TAS_FLF_TXFIN) && !(f->flags & TAS_FLF_TXFIN_SENT)))

@@ -108,7 +108,8 @@ int tas_fp_flow_add(struct tas_fp *fp, const struct tas_flow_init *in)
     f->snd_wscale = in->snd_wscale;
     f->rcv_wscale = in->rcv_wscale;
     f->queue = (uint16_t)(id % fp->conf.ncores);
-    f->flags = TAS_FLF_ACTIVE | (in->flags & (TAS_FLF_TS | TAS_FLF_ECN | TAS_FLF_SACK | TAS_FLF_SYNRCVD));
+    f->flags = TAS_FLF_ACTIVE | (in->flags & (TAS_FLF_TS | TAS_FLF_ECN | TAS_FLF_SACK |
+                                              TAS_FLF_SYNRCVD | TAS_FLF_QUIET));
     f->rx_next_seq = in->rx_next_seq;
     f->rx_avail = in->rx_size;
     f->tx_una = in->tx_next_seq;

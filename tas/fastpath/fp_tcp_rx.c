@@ -286,13 +286,14 @@ uint32_t fp_tcp_rx(struct fp_core *c, struct tas_flow *f, struct rte_mbuf *m)
         kb_stats_add(fp->ctr.probes_answered, 1);
         fp_tcp_send_ack(c, f);
     }
-    if (rx_bump || tx_bump || fin)
-        fp_notify_app(fp, f, rx_bump, rx_pos, tx_bump, fin ? TAS_ARX_FL_RXFIN : 0);
+    if (rx_bump || tx_bump || fin || established)
+        fp_notify_app(fp, f, rx_bump, rx_pos, tx_bump,
+                      (fin ? TAS_ARX_FL_RXFIN : 0) | (established ? TAS_ARX_FL_ESTABLISHED : 0));
     if ((f->tx_avail > 0 && f->snd_wnd > f->tx_sent) ||
         ((f->flags & TAS_FLF_TXFIN) && !(f->flags & TAS_FLF_TXFIN_SENT)))
         fp_flow_queue_tx(fp, f);
     fp_unlock(f);
-    if (fin || established)
+    if ((fin || established) && !(f->flags & TAS_FLF_QUIET))
         return TAS_EXC_TCP_FLOW;      /* the slow path tracks open and close */
     rte_pktmbuf_free(m);
     return FP_RX_CONSUMED;

@@ -51,6 +51,8 @@ static void listener_newconn(uint32_t listener_id)
         }
 }
 
+static int control_events(void);
+
 int lt_progress(void)
 {
     struct tas_arx arx[64];
@@ -59,16 +61,48 @@ int lt_progress(void)
         return 0;
     do {
         n = tas_app_poll(lt_app, arx, 64);
+        /* A flow we do not know (or closed, its id now reused) may be one
+         * handed over with a NEWCONN still unread: read that first, or its
+         * first data would be taken for the old flow's and released. */
+        for (int i = 0; i < n; i++) {
+            struct lt_flow *f = lt_flow_get(arx[i].flow_id);
+            if (f->dead || (!f->opened && !f->handed)) {
+                total += control_events();
+                break;
+            }
+        }
         for (int i = 0; i < n; i++) {
             lt_flow_notify(lt_flow_get(arx[i].flow_id), &arx[i]);
+            if (arx[i].flags & TAS_ARX_FL_ESTABLISHED)
+                lt_handoff_established(arx[i].flow_id);
         }
         total += n;
     } while (n == 64);
+    total += control_events();
+    if (total > 0)
+        wake_sleepers();
+    return total;
+}
+
+static int control_events(void)
+{
+    int total = 0;
     struct tas_ctl_msg ev;
     while (tas_app_event(lt_app, &ev)) {
-        if (ev.type == TAS_CTL_NEWCONN)
+        if (ev.type == TAS_CTL_NEWCONN && (ev.flags & TAS_CTL_FL_HANDOFF))
+            lt_handoff_arrived(&ev);
+        else if (ev.type == TAS_CTL_NEWCONN)
             listener_newconn(ev.listener_id);
-        else if (ev.type == TAS_CTL_CONN_CLOSED) {
+        else if (ev.type == TAS_CTL_CONN_CLOSED && lt_handoff_closed(ev.flow_id)) {
+            /* dropped before it could be accepted */
+        } else if (ev.type == TAS_CTL_CONN_CLOSED && lt_flow_get(ev.flow_id)->quiet_closed) {
+            /* Reset before the daemon saw our close on the flow (gone from
+             * the fast path now): say it in a message. */
+            struct tas_ctl_msg c = {.type = TAS_CTL_CLOSE, .flags = TAS_CTL_FL_NOREPLY,
+                                    .flow_id = ev.flow_id};
+            lt_flow_get(ev.flow_id)->quiet_closed = 0;
+            tas_app_send(lt_app, &c);
+        } else if (ev.type == TAS_CTL_CONN_CLOSED) {
             struct lt_flow *f = lt_flow_get(ev.flow_id);
             f->reset = 1;
             f->in_seq++;
@@ -78,8 +112,6 @@ int lt_progress(void)
             lt_connect_done(&ev);
         total++;
     }
-    if (total > 0)
-        wake_sleepers();
     return total;
 }
 

@@ -30,7 +30,7 @@ static void inert_descriptors(void)
             continue;
         if (s->kind == LT_LISTEN) {
             s->rejoin = 1;
-            s->pending = 0;
+            lt_handoff_forget(s);
             s->next_listener = NULL;
             continue;
         }

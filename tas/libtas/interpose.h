@@ -77,6 +77,9 @@ struct lt_flow {
     uint32_t id;
     int opened;                /* accepted/connected: offsets below are valid */
     int dead;                  /* closed by us: its data is discarded */
+    int handed;                /* handed over by a NEWCONN, not yet accepted */
+    int est_early;             /* established, its NEWCONN not read yet */
+    int quiet_closed;          /* closed with TAS_ATX_FL_CLOSED, no message */
     struct tas_rx rx;
     struct tas_tx tx;
     int rx_fin, reset;
@@ -86,6 +89,8 @@ struct lt_flow {
 
 /* LT_CONNECTING: a connect was sent, its CONN_OPENED has not arrived. */
 enum lt_kind { LT_NEW, LT_CONNECTING, LT_LISTEN, LT_CONN };
+
+struct lt_handed;
 
 struct lt_sock {
     int refs;                  /* fd numbers (dup) pointing here */
@@ -109,6 +114,9 @@ struct lt_sock {
     int v6only, reuseaddr, reuseport;  /* options a move to the kernel replays */
     uint32_t listener_id;
     uint32_t pending;          /* NEWCONN events not yet accepted */
+    int accept_asked;          /* ACCEPT sent once: the daemon knows we accept */
+    struct lt_handed *handed_head, *handed_tail;   /* listen_handoff.c */
+    uint64_t *accept_ctr;      /* in the segment: connections accepted here */
     struct lt_flow *flow;
     struct lt_sock *next_listener;
 };
@@ -168,6 +176,14 @@ int lt_progress(void);
 /* tas_app_request, then the events that arrived meanwhile. */
 int lt_request(struct tas_ctl_msg *m);
 void lt_wait_forget(void);
+/* listen_handoff.c: connections handed over with NEWCONN (lock held). */
+void lt_handoff_arrived(const struct tas_ctl_msg *m);
+void lt_handoff_established(uint32_t flow_id);
+int lt_handoff_closed(uint32_t flow_id);   /* 1: dropped before it was acceptable */
+int lt_handoff_pop(struct lt_sock *s, struct tas_ctl_msg *out);  /* 1: *out taken */
+void lt_handoff_reset_all(struct lt_sock *s);
+void lt_handoff_forget(struct lt_sock *s);
+void lt_handoff_counter(struct lt_sock *s, const struct tas_ctl_msg *listen_reply);
 /* Grows with every event that may make s readable (EPOLLIN in events) or
  * writable (EPOLLOUT): what edge-triggered epoll entries wait for. */
 uint64_t lt_activity(struct lt_sock *s, uint32_t events);

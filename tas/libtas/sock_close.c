@@ -25,6 +25,7 @@ void lt_sock_unref(struct lt_sock *s)
         /* inherited, never used here: the daemon knows nothing of it */
     } else if (s->kind == LT_LISTEN) {
         unlink_listener(s);
+        lt_handoff_reset_all(s);
         m.type = TAS_CTL_LISTEN_CLOSE;
         m.listener_id = s->listener_id;
         lt_request(&m);
@@ -33,14 +34,23 @@ void lt_sock_unref(struct lt_sock *s)
     } else if (s->kind == LT_CONN) {
         struct lt_flow *f = s->flow;
         tas_rx_close(lt_app, &f->rx);  /* nothing may depend on the ring after */
-        if (!f->reset && !s->shut_wr && !s->linger_rst)
-            tas_app_post(lt_app, f->id, 0, 0, TAS_ATX_FL_TXFIN);
+        if (!f->reset && !s->linger_rst) {
+            /* A plain close goes with the FIN through the context queue: no
+             * message, no wake-up of the daemon (its tick reads the flow). */
+            tas_app_post(lt_app, f->id, 0, 0,
+                         (s->shut_wr ? 0 : TAS_ATX_FL_TXFIN) | TAS_ATX_FL_CLOSED);
+            f->quiet_closed = 1;
+            lt_flow_forget(f);
+            free(s);
+            return;
+        }
         m.type = TAS_CTL_CLOSE;
         /* SO_LINGER with a zero timeout: abort with a RST, unsent data is
-         * dropped (Linux's behaviour, and what its users ask for). */
-        m.flags = s->linger_rst ? TAS_CTL_FL_RESET : 0;
+         * dropped (Linux's behaviour, and what its users ask for).  One way:
+         * the answer could only be 0, close does not wait for the daemon. */
+        m.flags = (s->linger_rst ? TAS_CTL_FL_RESET : 0) | TAS_CTL_FL_NOREPLY;
         m.flow_id = f->id;
-        lt_request(&m);
+        tas_app_send(lt_app, &m);
         lt_flow_forget(f);
     }
     free(s);

@@ -65,14 +65,18 @@ int listen(int fd, int backlog)
         return 0;
     if (s->kind != LT_NEW)
         return fail(EINVAL);
-    struct tas_ctl_msg m = {.type = TAS_CTL_LISTEN, .local_port = s->local_port,
+    struct tas_ctl_msg m = {.type = TAS_CTL_LISTEN, .flags = TAS_CTL_FL_HANDOFF,
+                            .local_port = s->local_port,
                             .backlog = backlog > 0 ? (uint32_t)backlog : 1};
     lt_lock();
     int st = lt_request(&m);
     if (st == 0) {
         s->kind = LT_LISTEN;
         s->listener_id = m.listener_id;
-        s->backlog = m.backlog;
+        lt_handoff_counter(s, &m);
+        /* What we asked for (the reply does not echo it): a prefork worker
+         * joins with it (it was 0, a backlog of 1, and workers dropped SYNs). */
+        s->backlog = backlog > 0 ? (uint32_t)backlog : 1;
         s->next_listener = lt_listeners;
         lt_listeners = s;
     }
@@ -86,43 +90,49 @@ int lt_listener_rejoin(struct lt_sock *s)
         return 0;
     if (!lt_attach())
         return -ENOTCONN;
-    struct tas_ctl_msg m = {.type = TAS_CTL_LISTEN, .flags = TAS_CTL_FL_SHARED,
+    struct tas_ctl_msg m = {.type = TAS_CTL_LISTEN,
+                            .flags = TAS_CTL_FL_SHARED | TAS_CTL_FL_HANDOFF,
                             .local_port = s->local_port, .backlog = s->backlog};
     int st = lt_request(&m);
     if (st != 0)
         return st;
     s->rejoin = 0;
     s->listener_id = m.listener_id;
+    lt_handoff_counter(s, &m);
     s->pending = 0;
+    s->accept_asked = 1;       /* a joined listener takes connections at once */
     s->next_listener = lt_listeners;
     lt_listeners = s;
     return 0;
 }
 
-/* With the lock held: the next established connection, or -errno. */
+/* With the lock held: the next established connection, or -errno.  The
+ * daemon hands connections over with NEWCONN (listen_handoff.c); one ACCEPT
+ * request tells it this process accepts (prefork: connections go to the
+ * processes that do), and takes any connection not handed over. */
 static int take_conn(struct lt_sock *s, struct tas_ctl_msg *m)
 {
     for (;;) {
         lt_progress();
+        if (lt_handoff_pop(s, m))
+            return 0;
+        if (s->accept_asked) {
+            if (s->nonblock)
+                return -EAGAIN;
+            while (s->pending == 0)
+                if (lt_wait(NULL, 0, -1) < 0)
+                    return -errno;
+            continue;
+        }
+        s->accept_asked = 1;
         *m = (struct tas_ctl_msg){.type = TAS_CTL_ACCEPT, .listener_id = s->listener_id};
         int st = tas_app_request(lt_app, m);
         if (st != -EAGAIN) {
-            lt_progress();        /* counts this connection's NEWCONN too */
-            if (st == 0 && s->pending > 0)
-                s->pending--;
+            lt_progress();
             return st;
         }
-        /* None ready when the daemon answered.  Forget the count first, then
-         * read the events: a NEWCONN sent right after the answer must count
-         * (zeroing after reading lost it, and accept slept forever); one sent
-         * before it costs one more ACCEPT request. */
-        s->pending = 0;
-        lt_progress();
-        if (s->nonblock)
-            return -EAGAIN;
-        while (s->pending == 0)
-            if (lt_wait(NULL, 0, -1) < 0)
-                return -errno;
+        /* None the daemon had not handed over: the loop takes what came
+         * meanwhile (pending counts the queue, never zeroed by hand). */
     }
 }
 

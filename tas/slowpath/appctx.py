@@ -10,8 +10,13 @@ a fixed place after the segment header; more come from the segment's heap
 when an app asks (TAS_CTL_CTX_CREATE), one per thread that wants its own.
 """
 import socket
+import time
 
 from tas.slowpath.appmem import PAGE
+
+# How long a gone app's last commands may take to be read: the fast path
+# drains context queues continuously (a hang guard, not a tuning knob).
+DRAIN_LIMIT_S = 0.2
 
 
 def _pages(n):
@@ -29,8 +34,9 @@ def context_bytes(ffi, lib):
 
 
 class Context:
-    def __init__(self, index, fp_id, off, wake, app_wake):
+    def __init__(self, index, fp_id, off, wake, app_wake, txq_off=0):
         self.index, self.fp_id, self.off = index, fp_id, off
+        self.txq_off = txq_off      # ours: the descriptor's copy is the app's to write
         self.wake = wake            # our end of the wake-up socketpair
         self.app_wake = app_wake    # the app's end (closed once passed)
 
@@ -71,9 +77,28 @@ def add_context(fp, app, off):
     hdr = seg.ptr(0, "struct tas_seg_hdr *")
     hdr.ctx_off[index] = off
     hdr.nctx = index + 1
-    ctx = Context(index, fp_id, off, wake, app_wake)
+    ctx = Context(index, fp_id, off, wake, app_wake, txq_off)
     app.ctxs.append(ctx)
     return ctx
+
+
+def wait_commands_taken(fp, app):
+    """A gone app's last commands (a close is a flag on its FIN's command,
+    TAS_ATX_FL_CLOSED) race its socket's end: wait until the fast path has
+    taken and applied everything in its queues, so the flows show it.
+    False if the queues did not drain in time."""
+    seg, lib = app.segment, fp.lib
+    # A queue the fast path caught with an impossible index is not served
+    # any more: nothing to wait for there (an app must not stall us).
+    hdrs = [seg.ptr(ctx.txq_off, "struct tas_ctxq_hdr *") for ctx in app.ctxs
+            if not lib.tas_fp_ctx_bad(fp.handle, ctx.fp_id)]
+    deadline = time.monotonic() + DRAIN_LIMIT_S
+    while any(0 < (h.prod - h.cons) & 0xFFFFFFFF <= lib.TAS_CTXQ_ENTRIES for h in hdrs):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.0002)
+    fp.lib.tas_fp_quiesce(fp.handle)     # taken, and applied by now
+    return True
 
 
 def mark_awake(app):

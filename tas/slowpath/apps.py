@@ -22,7 +22,8 @@ import socket
 import struct
 import time
 
-from tas.slowpath.appctx import add_context, context_bytes, mark_awake, remove_contexts
+from tas.slowpath.appctx import (add_context, context_bytes, mark_awake, remove_contexts,
+                                 wait_commands_taken)
 from tas.slowpath.appmem import PAGE, Allocator, backing_for
 from tas.slowpath.arena import proc_start
 from tas.slowpath.sockfile import bind_unix_socket
@@ -203,13 +204,24 @@ class AppServer:
     def send_opened(self, app, conn, req_id, status=0):
         m = self._msg(self.lib.TAS_CTL_CONN_OPENED, status=status, req_id=req_id)
         if status == 0:
-            f = self.lib.tas_fp_flow(self.fp.handle, conn.flow_id)
-            m.flow_id = conn.flow_id
-            m.local_ip = f.local_ip
-            m.remote_ip = f.peer_ip
-            m.local_port, m.remote_port = f.local_port, f.peer_port
-            m.rx_off, m.rx_size = conn.rx_off, f.rx_size
-            m.tx_off, m.tx_size = conn.tx_off, f.tx_size
+            self._fill_opened(m, conn)
+        self._send(app, m)
+
+    def _fill_opened(self, m, conn):
+        f = self.lib.tas_fp_flow(self.fp.handle, conn.flow_id)
+        m.flow_id = conn.flow_id
+        m.local_ip = f.local_ip
+        m.remote_ip = f.peer_ip
+        m.local_port, m.remote_port = f.local_port, f.peer_port
+        m.rx_off, m.rx_size = conn.rx_off, f.rx_size
+        m.tx_off, m.tx_size = conn.tx_off, f.tx_size
+
+    def send_handoff(self, app, conn, listener_id):
+        """NEWCONN for a hand-over listener: the connection itself (the
+        CONN_OPENED fields), accepted by the app without asking."""
+        m = self._msg(self.lib.TAS_CTL_NEWCONN, flags=self.lib.TAS_CTL_FL_HANDOFF,
+                      listener_id=listener_id)
+        self._fill_opened(m, conn)
         self._send(app, m)
 
     def send_event(self, app, kind, **fields):
@@ -234,8 +246,11 @@ class AppServer:
             self.create_context(app, req)
         elif t == lib.TAS_CTL_LISTEN:
             st, lid = self.tcp.listen(app, self.fp_ctx(app, req), req.local_port, req.backlog,
-                                      shared=bool(req.flags & lib.TAS_CTL_FL_SHARED))
-            self.status(app, req, st, listener_id=lid, local_port=req.local_port)
+                                      shared=bool(req.flags & lib.TAS_CTL_FL_SHARED),
+                                      handoff=bool(req.flags & lib.TAS_CTL_FL_HANDOFF))
+            lst = self.tcp.listener_ids.get(lid) if st == 0 else None
+            self.status(app, req, st, listener_id=lid, local_port=req.local_port,
+                        rx_off=lst.accept_off if lst is not None and lst.handoff else 0)
         elif t == lib.TAS_CTL_ACCEPT:
             st, conn = self.tcp.accept(app, req.listener_id)
             if conn is None:
@@ -248,8 +263,11 @@ class AppServer:
             if st != 0:
                 self.send_opened(app, None, req.req_id, st)
         elif t == lib.TAS_CTL_CLOSE:
-            self.status(app, req, self.tcp.close(app, req.flow_id,
-                                                 bool(req.flags & lib.TAS_CTL_FL_RESET)))
+            st = self.tcp.close(app, req.flow_id, bool(req.flags & lib.TAS_CTL_FL_RESET))
+            if not req.flags & lib.TAS_CTL_FL_NOREPLY:
+                self.status(app, req, st)
+            elif st != 0:
+                self.stats.add("app_close_unknown_flow")
         elif t == lib.TAS_CTL_LISTEN_CLOSE:
             self.status(app, req, self.tcp.listen_close(app, req.listener_id))
         else:
@@ -343,6 +361,8 @@ class AppServer:
 
     def app_gone(self, app):
         self._disconnect(app)
+        if app.segment is not None and not wait_commands_taken(self.fp, app):
+            self.stats.add("app_gone_commands_pending")
         if app.segment is not None and self.tcp.app_gone(app) > 0:
             # The fast path keeps sending the closed connections' data from
             # the segment (and draining the app's TX queue, which may still

@@ -38,6 +38,14 @@ class Listener:
     group: list = field(default_factory=list)
     accepting: bool = False
     rr: int = 0                 # round-robin position (the first one's)
+    # Hand-over listeners (libtas): NEWCONN carries the connection, sent
+    # with the SYN-ACK; the fast path tells the app when the final ACK
+    # comes, and the app accepts it locally, counting it in a uint64 at
+    # accept_off in its segment.  Established ones it has not counted yet
+    # are in the backlog as `ready` ones are.
+    handoff: bool = False
+    handed: int = 0             # established here
+    accept_off: int = -1
 
 
 @dataclass(eq=False)
@@ -50,6 +58,7 @@ class Conn:
     peer_mac: bytes = b""
     irs: int = 0
     listener: Listener | None = None
+    app_knows: bool = False     # handed over at the SYN: the app hears of its end
     req_id: int = 0
     rx_off: int = 0
     tx_off: int = 0
@@ -164,6 +173,8 @@ class TcpManager:
         tcp = Tcp.parse(ip)
         key = (ip.src, tcp.dport, tcp.sport)
         conn = self.conns.get(key)
+        if conn is not None and self._quietly_established(conn):
+            self._establish(conn, None)   # before the tick saw it: catch up first
         if reason == self.lib.TAS_EXC_TCP_FLOW and conn is None:
             # The fast path took it (a FIN) and the connection finished
             # closing before we saw it: nothing left to do, surely no RST.
@@ -292,7 +303,8 @@ class TcpManager:
                         self.cfg.buffers.rx_buf + self.cfg.buffers.tx_buf)
 
     def _passive_open(self, listener, key, eth, ip, tcp):
-        if listener.half_open + len(listener.ready) >= listener.backlog:
+        if listener.half_open + len(listener.ready) + self._unaccepted(listener) >= \
+                listener.backlog:
             self.stats.add("tcp_backlog_drops")
             return
         bufs = self._alloc_buffers(listener.app)
@@ -303,6 +315,7 @@ class TcpManager:
                     peer_mac=eth.src, irs=tcp.seq, listener=listener)
         conn.rx_off, conn.tx_off = bufs
         conn.ecn = self.cfg.tcp.ecn and (tcp.flags & (ECE | CWR)) == (ECE | CWR)
+        conn.app_knows = listener.handoff
         self._negotiate(conn, tcp.options, tcp.window)
         # Installed now, marked SYN_RCVD: the fast path completes it on the
         # final ACK, so data right behind that ACK is taken in order.
@@ -315,11 +328,16 @@ class TcpManager:
         listener.app.conns.add(conn)
         self.conns[key] = conn
         self.arp.learn(key[0], eth.src)
+        if listener.handoff:
+            # Before the SYN-ACK: the app has it before the final ACK can
+            # come, so the fast path's word that it did is all it waits for
+            # (and the flow is quiet: our tick sees it established).
+            listener.app.server.send_handoff(listener.app, conn, listener.id)
         self._send_synack(conn, tcp.options)
         conn.next_retry = self.now() + self.handshake_timeout
         self.stats.add("tcp_passive_opens")
 
-    def listen(self, app, ctx, port, backlog, shared=False):
+    def listen(self, app, ctx, port, backlog, shared=False, handoff=False):
         if port == 0 or port > 65535:
             return -errno.EINVAL, 0
         if not self.quota.may_listen(app.uid, port):
@@ -335,7 +353,13 @@ class TcpManager:
         if not self.quota.take(app.uid, "listeners"):
             return -errno.EMFILE, 0
         lst = Listener(self.next_listener_id, app, ctx, port, max(1, min(backlog, 4096)),
-                       accepting=shared)
+                       accepting=shared, handoff=handoff)
+        if handoff:
+            lst.accept_off = app.alloc.alloc(8)
+            if lst.accept_off is None:
+                self.quota.give(app.uid, "listeners")
+                return -errno.ENOMEM, 0
+            self.ffi.memmove(app.segment.ptr(lst.accept_off), bytes(8), 8)
         self.next_listener_id += 1
         if first is None:
             lst.group = [lst]
@@ -371,6 +395,8 @@ class TcpManager:
                 del self.listeners[lst.port]
         app.listeners.discard(lst)
         self.quota.give(app.uid, "listeners")
+        if lst.accept_off >= 0 and app.alloc is not None:
+            app.alloc.release(lst.accept_off)
         for conn in [c for c in self.conns.values() if c.listener is lst]:
             self._abort(conn)   # never accepted: reset
         return 0
@@ -385,6 +411,17 @@ class TcpManager:
         conn = lst.ready.pop(0)
         conn.listener = None
         return 0, conn
+
+    def accepted_count(self, lst):
+        """How many connections a hand-over listener's app has accepted (its
+        counter; the app's to write, so only its own backlog can suffer)."""
+        seg = lst.app.segment
+        return seg.ptr(lst.accept_off, "uint64_t *")[0] if seg is not None else 0
+
+    def _unaccepted(self, lst):
+        if not lst.handoff:
+            return 0
+        return max(0, lst.handed - self.accepted_count(lst))
 
     def connect(self, app, ctx, peer_ip, peer_port, req_id):
         local_port = self._ephemeral_port(peer_ip, peer_port)
@@ -424,7 +461,9 @@ class TcpManager:
         self._establish(conn, tcp, send_ack=True)
 
     def _establish(self, conn, tcp, send_ack=False):
-        if not (tcp.flags & SYN):
+        """tcp: the segment that completed it (None: the fast path did, on a
+        quiet flow, and has its window and timestamp)."""
+        if tcp is not None and not (tcp.flags & SYN):
             conn.snd_wnd = tcp.window << conn.snd_wscale
             if tcp.options.ts:
                 conn.ts_recent = tcp.options.ts[0]
@@ -433,7 +472,8 @@ class TcpManager:
             self._abort(conn)
             return
         f = self.lib.tas_fp_flow(self.fp.handle, flow_id)
-        if f.flags & self.lib.TAS_FLF_SYNRCVD:
+        fp_completed = not f.flags & self.lib.TAS_FLF_SYNRCVD
+        if not fp_completed:
             self.lib.tas_fp_flow_lock(f)
             f.flags &= ~self.lib.TAS_FLF_SYNRCVD
             self.lib.tas_fp_flow_unlock(f)
@@ -449,13 +489,41 @@ class TcpManager:
                                                    min(f.rx_avail >> conn.rcv_wscale, 65535),
                                                    opts))
         self.stats.add("tcp_established")
-        if conn.listener is not None:
+        if conn.listener is not None and conn.app_knows:
+            # The app's from now on, like an accepted one (a reset is
+            # reported to it, it closes it).  It may have accepted it
+            # already: the fast path told it first.
+            lst, conn.listener = conn.listener, None
+            lst.half_open -= 1
+            lst.handed += 1
+            self.stats.add("tcp_handed_over")
+            if not fp_completed:
+                conn.app.server.send_event(conn.app, "NEWCONN", listener_id=lst.id,
+                                           flow_id=conn.flow_id,
+                                           flags=self.lib.TAS_CTL_FL_HANDOFF |
+                                           self.lib.TAS_CTL_FL_ESTAB)
+        elif conn.listener is not None:
             conn.listener.half_open -= 1
             conn.listener.ready.append(conn)
             conn.app.server.send_event(conn.app, "NEWCONN", listener_id=conn.listener.id,
                                        local_port=conn.key[1])
         else:
             conn.app.server.send_opened(conn.app, conn, conn.req_id)
+
+    def _app_closed_quietly(self, conn, f):
+        """libtas closes with a flag on the flow (TAS_ATX_FL_CLOSED), not a
+        message: take it as its close request."""
+        if not conn.app_closed and f.flags & self.lib.TAS_FLF_APP_CLOSED:
+            conn.app_closed = True
+            conn.peer_closed_first = bool(f.flags & self.lib.TAS_FLF_PEER_FIN_FIRST)
+            self.stats.add("tcp_closed_by_flag")
+
+    def _quietly_established(self, conn):
+        """A quiet flow (handed over at its SYN) the fast path completed:
+        it does not tell us, the tick and the next segment look."""
+        return (conn.state == SYN_RCVD and conn.app_knows and
+                not self.lib.tas_fp_flow(self.fp.handle, conn.flow_id).flags &
+                self.lib.TAS_FLF_SYNRCVD)
 
     def _install(self, conn):
         init = self.ffi.new("struct tas_flow_init *")
@@ -474,7 +542,8 @@ class TcpManager:
         init.flags = ((self.lib.TAS_FLF_TS if conn.ts_ok else 0) |
                       (self.lib.TAS_FLF_ECN if conn.ecn else 0) |
                       (self.lib.TAS_FLF_SACK if conn.sack_ok else 0) |
-                      (self.lib.TAS_FLF_SYNRCVD if conn.state == SYN_RCVD else 0))
+                      (self.lib.TAS_FLF_SYNRCVD if conn.state == SYN_RCVD else 0) |
+                      (self.lib.TAS_FLF_QUIET if conn.app_knows else 0))
         init.rx_next_seq = (conn.irs + 1) & 0xFFFFFFFF
         init.tx_next_seq = (conn.iss + 1) & 0xFFFFFFFF
         init.snd_wnd = conn.snd_wnd
@@ -490,7 +559,7 @@ class TcpManager:
         if conn is None:
             return -errno.EBADF
         conn.app_closed = True
-        if conn.state == ESTABLISHED:
+        if conn.state in (ESTABLISHED, SYN_RCVD):   # (accepted before we saw the ACK)
             f = self.lib.tas_fp_flow(self.fp.handle, conn.flow_id)
             conn.peer_closed_first = bool(f.flags & self.lib.TAS_FLF_RXFIN)
         if reset:
@@ -564,6 +633,11 @@ class TcpManager:
 
     def _forget(self, conn):
         """Drop all state once neither the fast path nor the app uses it."""
+        if conn.app_knows and conn.listener is not None and not conn.app_closed:
+            # Handed over at the SYN, gone before we saw it established: the
+            # app drops it (or, accepted already, sees it reset).
+            conn.app.server.send_event(conn.app, "CONN_CLOSED", flow_id=conn.flow_id,
+                                       status=-errno.ECONNRESET)
         if self.conns.get(conn.key) is conn:
             del self.conns[conn.key]
         conn.app.conns.discard(conn)
@@ -583,6 +657,11 @@ class TcpManager:
         for lst in list(app.listeners):
             self.listen_close(app, lst.id)
         for conn in list(app.conns):
+            if self._quietly_established(conn):
+                self._establish(conn, None)
+            if conn.state == ESTABLISHED:
+                self._app_closed_quietly(conn, self.lib.tas_fp_flow(self.fp.handle,
+                                                                    conn.flow_id))
             if conn.app_closed and conn.state == ESTABLISHED:
                 conn.orphan = True
                 self.stats.add("tcp_orphaned")
@@ -601,6 +680,8 @@ class TcpManager:
         for conn in list(self.conns.values()):
             if conn.state == SYN_SENT:
                 self._tick_syn_sent(conn, now)
+            elif self._quietly_established(conn):
+                self._establish(conn, None)
             elif conn.state == SYN_RCVD and now >= conn.next_retry:
                 self._retry_handshake(conn, now, lambda c: self._send_synack(c, TcpOptions(
                     wscale=c.snd_wscale if c.rcv_wscale else None,
@@ -699,6 +780,7 @@ class TcpManager:
         conn.rto_backoff = min(conn.rto_backoff + 1, 6)
 
     def _check_close(self, conn, f, now):
+        self._app_closed_quietly(conn, f)
         rxfin = bool(f.flags & self.lib.TAS_FLF_RXFIN)
         fin_acked = bool(f.flags & self.lib.TAS_FLF_TXFIN_ACKED)
         if rxfin and not conn.app_closed:
