@@ -38,7 +38,6 @@ from tas.launcher import DaemonProcess  # noqa: E402
 CLIENTS = 16
 PORT = 6390
 REF_SIZE = "512M"     # the pool's ref area (the NVM payload arena of d)
-SEGMENT = "64M"       # buffers.app_segment with d: one slice of it
 NAMES = {"a": "Linux TCP + ext4", "a2": "Linux TCP + Strata", "b": "TAS + Strata",
          "c": "TAS + zIO + Strata", "d": "ORP (TAS + zIO + Strata, NVM rings)"}
 LINUX_NS, LINUX_SRV, LINUX_CLI = "orpb-peer", "10.9.0.1", "10.9.0.2"
@@ -86,22 +85,39 @@ def write_config(tmp, inst, body):
     return path
 
 
-RX_BUF = None         # --rx-buf: buffers.rx_buf of the server's daemon (None: its default)
+RX_BUF = None         # --rx-buf: buffers.rx_buf of the server's daemon (None: rx_for(size))
 MTU = 1500            # --mtu: dpdk.mtu of the TAS daemons
 
 
-def buffers(pool, nvm):
-    # With nvm the app's segment is a slice of the pool's ref area (its size
-    # is --ref-size at mkfs): 64 MiB holds the queues and 100+ connections'
-    # 256 KiB RX + TX rings, and the 512 MiB area several such slices.
-    segment = f'app_segment = "{SEGMENT}"\n' if nvm else ""
+def rx_for(size):
+    """The server's receive ring for values of `size`: room for four values
+    (ORP holds ring pages while the value's intermediates and undigested
+    references need them; a ring of fewer values forces releases, which
+    copy), at least 2 MiB.  Every TAS row gets the same ring."""
     if RX_BUF:
-        segment += f'rx_buf = "{RX_BUF}"\n'
+        return RX_BUF
+    return f"{max(2, -(-4 * size // (1 << 20)))}M"
+
+
+def buffers(pool, nvm, rx):
+    # With nvm the app's segment is a slice of the pool's ref area (its size
+    # is --ref-size at mkfs): room for the queues and 20 connections' RX + TX
+    # rings, and the 512 MiB area for two such slices (a restart).
+    mib = -(-parse_mib(rx) * 20 // 16) * 16 + 64 if nvm else 0
+    segment = f'app_segment = "{max(64, mib)}M"\n' if nvm else ""
+    segment += f'rx_buf = "{rx}"\n'
     return (f'[buffers]\nbacking = "{"nvm" if nvm else "shm"}"\n{segment}'
             f'[nvm]\npool_path = "{pool}"\n')
 
 
-def start_daemons(tmp, pool, nvm, client):
+def parse_mib(text):
+    """MiB of a size like '2M' or '4096K' (rounded up)."""
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    n = int(text[:-1]) * units[text[-1].upper()] if text[-1].upper() in units else int(text)
+    return -(-n // (1 << 20))
+
+
+def start_daemons(tmp, pool, nvm, client, rx):
     """The server's daemon; with client "tas" also the client's daemon, the
     two joined by net_memif (each fast path on its own CPU).  Returns
     (server daemon, client daemon or None, server IP)."""
@@ -109,7 +125,7 @@ def start_daemons(tmp, pool, nvm, client):
     if client == "kernel":
         path = write_config(tmp, inst, f'[tas]\ninstance = "{inst}"\nip = "{TAS_IP}"\n'
                             f'[dpdk]\niface = "{inst}"\nmem_mb = 256\nmbufs = 8191\nmtu = {MTU}\n'
-                            f'[peer]\nnetns = "{inst}ns"\nip = "10.0.0.1"\n' + buffers(pool, nvm))
+                            f'[peer]\nnetns = "{inst}ns"\nip = "10.0.0.1"\n' + buffers(pool, nvm, rx))
         return DaemonProcess(path, inst, f"{inst}ns").start(), None, TAS_IP
     sock = os.path.join(tmp, f"{inst}.memif")
     made = []
@@ -123,7 +139,7 @@ def start_daemons(tmp, pool, nvm, client):
                     f'main_core = {main_core}\nfp_cores = [{fp_core}]\n'
                     f'[peer]\nnetns = ""\nip = "10.1.0.254"\n')
             if role == "server":
-                body += buffers(pool, nvm)
+                body += buffers(pool, nvm, rx)
             made.append(DaemonProcess(write_config(tmp, name, body), name, None).start())
     except BaseException:
         for d in made:
@@ -186,7 +202,7 @@ def run_point(cfg, size, keyspace, quick, tmp, client):
         if cfg != "a":
             pool = make_pool(REF_SIZE)
         if cfg in ("b", "c", "d"):
-            daemon, cdaemon, tas_ip = start_daemons(tmp, pool, cfg == "d", client)
+            daemon, cdaemon, tas_ip = start_daemons(tmp, pool, cfg == "d", client, rx_for(size))
         srv = subprocess.Popen(server_cmd(cfg, pool, daemon, work), cwd=ROOT, text=True,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         for line in srv.stdout:
@@ -252,10 +268,10 @@ def main():
                     help="kernel: redis-benchmark in the daemon's peer namespace; tas: under "
                          "libtas on a second daemon over net_memif (TAS rows only)")
     ap.add_argument("--quick", action="store_true", help="fewer requests per run (demo)")
-    ap.add_argument("--rx-buf", default="2M",
-                    help="buffers.rx_buf of the server's daemon, for every TAS row (default "
-                         "2M: a receive ring of several values lets ORP hold pages instead "
-                         "of forcing their release)")
+    ap.add_argument("--rx-buf",
+                    help="buffers.rx_buf of the server's daemon, for every TAS row (default: "
+                         "four values, at least 2M: a receive ring of several values lets ORP "
+                         "hold pages instead of forcing their release)")
     ap.add_argument("--mtu", type=int, default=1500,
                     help="dpdk.mtu of the TAS daemons (up to 9000: jumbo frames from the "
                          "kernel peer and over net_memif)")
@@ -310,7 +326,7 @@ def main():
                  "tas us/SET", "large copies/SET", "inline B/SET", "ref B/SET", "fill B/SET"],
                 rows)
     write_json("orp_redis.json", {"clients": CLIENTS, "repeat": args.repeat,
-                                  "quick": args.quick, "rx_buf": RX_BUF, "mtu": MTU,
+                                  "quick": args.quick, "rx_buf": RX_BUF or "4 values, >= 2M", "mtu": MTU,
                                   "load_avg": os.getloadavg(), "points": points})
 
 
