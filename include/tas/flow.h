@@ -84,6 +84,11 @@ struct tas_flow {
     uint64_t cnt_txb;            /* bytes transmitted (incl. retransmits) */
     uint32_t cnt_frexmits;       /* fast retransmits */
     uint32_t rtt_est_us;         /* smoothed RTT from timestamps */
+    uint32_t tx_progress_us;     /* fast-path clock (tas_fp_ts_now) of the last
+                                    progress: tx_una advanced, or a flight left
+                                    a flow with nothing outstanding.  The slow
+                                    path times retransmissions from it, not from
+                                    when its own (possibly late) tick saw it. */
 };
 
 struct tas_flow_init {

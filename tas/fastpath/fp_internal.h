@@ -119,6 +119,8 @@ struct tas_fp {
     struct fp_ctx ctxs[FP_MAX_CTX];
     uint16_t ctx_hi;                /* one past the highest context ever used */
     uint32_t bad_ctx_events;        /* bumped when a context is marked bad */
+    /* TSC at the start of the last RX poll of queue q that emptied it */
+    uint64_t rx_drained_tsc[TAS_FP_MAX_CORES];
 };
 
 /* fp_classify.c: validate one received frame.  FP_DROP: dropped and

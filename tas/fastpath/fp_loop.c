@@ -71,11 +71,30 @@ static void process_rx(struct fp_core *c, struct rte_mbuf **pkts, uint16_t n)
 static unsigned poll_rx(struct fp_core *c, uint16_t q)
 {
     struct rte_mbuf *pkts[FP_RX_MAX];
+    uint64_t start = rte_get_tsc_cycles();
     uint16_t n = rte_eth_rx_burst(c->fp->port, q, pkts, FP_BURST);
     unsigned k = fp_fault_rx(c, pkts, n, FP_RX_MAX);
     if (k > 0)
         process_rx(c, pkts, (uint16_t)k);
+    /* A short burst emptied the ring: what arrived before `start` has been
+     * processed (published after the flow updates, for the slow path). */
+    if (n < FP_BURST)
+        __atomic_store_n(&c->fp->rx_drained_tsc[q], start, __ATOMIC_RELEASE);
     return n;
+}
+
+uint32_t tas_fp_queue_drained_us(struct tas_fp *fp, uint16_t q)
+{
+    if (q >= fp->conf.ncores)
+        return 0;
+    uint64_t tsc = __atomic_load_n(&fp->rx_drained_tsc[q], __ATOMIC_ACQUIRE);
+    return (uint32_t)(tsc / (fp->tsc_hz / 1000000));
+}
+
+void tas_fp_queue_kick(struct tas_fp *fp, uint16_t q)
+{
+    if (q < fp->conf.ncores)
+        fp_queue_wake(fp, q);
 }
 
 /* Core 0's extra duties: frames the slow path sends or hands back. */

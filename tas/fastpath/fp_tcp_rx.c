@@ -107,8 +107,10 @@ static uint32_t process_ack(struct fp_core *c, struct tas_flow *f, const struct 
             f->cnt_ecnb += data_acked;
         f->dupack_cnt = 0;
         fp_sack_newack(c, f, &s->sack);
+        uint32_t now_us = fp_now_us(fp);
+        f->tx_progress_us = now_us;
         if (s->has_ts && s->tsecr != 0) {
-            uint32_t rtt = fp_now_us(fp) - s->tsecr;
+            uint32_t rtt = now_us - s->tsecr;
             f->rtt_est_us = f->rtt_est_us ? (7 * f->rtt_est_us + rtt) / 8 : rtt;
         }
     } else if (acked == 0 && s->len == 0 && f->tx_sent > 0 && new_wnd == f->snd_wnd &&

@@ -212,6 +212,9 @@ static bool flow_transmit(struct fp_core *c, struct tas_flow *f, uint64_t now)
     uint32_t rate = __atomic_load_n(&f->tx_rate_kbps, __ATOMIC_RELAXED);
     if (rate != 0 && now < f->tx_next_tsc)
         return true;
+    /* Nothing outstanding: what goes out now starts the retransmission clock. */
+    bool idle = f->tx_sent == 0 && !((f->flags & TAS_FLF_TXFIN_SENT) &&
+                                     !(f->flags & TAS_FLF_TXFIN_ACKED));
     uint32_t wnd = f->snd_wnd > f->tx_sent ? f->snd_wnd - f->tx_sent : 0;
     uint32_t todo = RTE_MIN(f->tx_avail, wnd);
     uint32_t sent_bytes = 0;
@@ -230,6 +233,8 @@ static bool flow_transmit(struct fp_core *c, struct tas_flow *f, uint64_t now)
         sent_bytes += len;
     }
     if (sent_bytes > 0) {
+        if (idle)
+            f->tx_progress_us = fp_now_us(fp);
         f->cnt_txb += sent_bytes;
         kb_stats_add(fp->ctr.tcp_tx_segs, (sent_bytes + f->mss - 1) / f->mss);
         kb_stats_add(fp->ctr.tcp_tx_bytes, sent_bytes);
@@ -243,6 +248,8 @@ static bool flow_transmit(struct fp_core *c, struct tas_flow *f, uint64_t now)
         !(f->flags & (TAS_FLF_TXFIN_SENT | TAS_FLF_TXFIN_ACKED))) {
         send_control(c, f, f->tx_una + f->tx_sent, RTE_TCP_ACK_FLAG | RTE_TCP_FIN_FLAG);
         f->flags |= TAS_FLF_TXFIN_SENT | TAS_FLF_FIN_EVER;
+        if (idle && sent_bytes == 0)
+            f->tx_progress_us = fp_now_us(fp);
     }
     return f->tx_avail > 0 && f->snd_wnd > f->tx_sent;
 }
