@@ -94,6 +94,10 @@ uint32_t tas_fp_ts_now(struct tas_fp *fp);
 uint32_t tas_fp_queue_drained_us(struct tas_fp *fp, uint16_t q);
 void tas_fp_queue_kick(struct tas_fp *fp, uint16_t q);
 
+/* Where the fast path's cycles go, per stage (fp_cyc_<stage> cycles and
+ * fp_cyc_<stage>_n entries, and tsc_hz), on this page; before tas_fp_start. */
+void tas_fp_cycle_stats(struct tas_fp *fp, struct kb_stats_page *page);
+
 /* Per-core idle accounting for core scaling: busy and total TSC cycles. */
 void tas_fp_core_load(struct tas_fp *fp, uint16_t core, uint64_t *busy, uint64_t *total);
 

@@ -9,6 +9,7 @@
 #include <rte_mbuf.h>
 #include <rte_ring.h>
 
+#include <rte_cycles.h>
 #include <rte_hash.h>
 #include <rte_spinlock.h>
 
@@ -19,6 +20,25 @@
 #define FP_BURST 32
 /* Fault injection can double a received burst and add one held frame. */
 #define FP_RX_MAX (2 * FP_BURST + 1)
+
+/* Where a core's cycles go (exclusive: a stage entered inside another is
+ * not charged to the outer one).  Read with rte_rdtsc at each switch and
+ * added to the stats page once per loop round (fp_cyc_<stage> cycles,
+ * fp_cyc_<stage>_n entries), so `tasctl stats` and bench/tas_bulk.py can
+ * show cycles per packet per stage. */
+enum fp_stage {
+    FP_ST_LOOP,      /* polling, scheduling, bookkeeping between the stages */
+    FP_ST_RX_DRV,    /* rte_eth_rx_burst: the driver */
+    FP_ST_RX,        /* classify, TCP receive, payload copy into the RX buffer */
+    FP_ST_ACK,       /* building pure ACKs */
+    FP_ST_NOTIFY,    /* notifying apps (queue entry, wake-up) */
+    FP_ST_TX,        /* TCP segment generation: headers + payload copy */
+    FP_ST_TX_DRV,    /* rte_eth_tx_burst: the driver */
+    FP_ST_APP,       /* app commands (consumed / appended bytes) */
+    FP_ST_IDLE,      /* blocked (not reported) */
+    FP_ST_N
+};
+#define FP_STAGE_NAMES {"loop", "rx_drv", "rx", "ack", "notify", "tx", "tx_drv", "app", "idle"}
 
 /* Counters every core bumps; pointers into the daemon's stats page. */
 struct fp_counters {
@@ -33,6 +53,7 @@ struct fp_counters {
     uint64_t *sack_blocks_sent, *sack_rexmit_segs;
     uint64_t *flows_added, *flows_removed;
     uint64_t *fault_dropped, *fault_duplicated, *fault_reordered;
+    uint64_t *cyc[FP_ST_N], *cyc_n[FP_ST_N];
 };
 
 /* An application context.  Its queues live in the app's segment, which the
@@ -80,6 +101,10 @@ struct fp_core {
     struct rte_mbuf *held_rx; /* fault injection: a frame delayed for reordering */
     unsigned ntx;             /* packets batched for the next tx_burst */
     struct rte_mbuf *txbuf[FP_BURST];
+    /* cycle accounting (fp_stage_enter) */
+    enum fp_stage stage;
+    uint64_t stage_t0;
+    uint64_t stage_cyc[FP_ST_N], stage_n[FP_ST_N];
 } __rte_cache_aligned;
 
 struct tas_fp {
@@ -212,6 +237,26 @@ void fp_scaling_init(struct tas_fp *fp);
  * place; returns the new count (at most max). */
 unsigned fp_fault_rx(struct fp_core *c, struct rte_mbuf **pkts, unsigned n, unsigned max);
 unsigned fp_fault_tx(struct fp_core *c, struct rte_mbuf **pkts, unsigned n);
+
+/* Charge the cycles since the last switch to the current stage and enter
+ * stage s; returns the stage to go back to (fp_stage_leave). */
+static inline enum fp_stage fp_stage_enter(struct fp_core *c, enum fp_stage s)
+{
+    uint64_t now = rte_rdtsc();
+    enum fp_stage prev = c->stage;
+    c->stage_cyc[prev] += now - c->stage_t0;
+    c->stage_t0 = now;
+    c->stage = s;
+    c->stage_n[s]++;
+    return prev;
+}
+static inline void fp_stage_leave(struct fp_core *c, enum fp_stage prev)
+{
+    uint64_t now = rte_rdtsc();
+    c->stage_cyc[c->stage] += now - c->stage_t0;
+    c->stage_t0 = now;
+    c->stage = prev;
+}
 
 /* fp_loop.c */
 int fp_core_loop(void *arg);

@@ -18,6 +18,26 @@
 
 #include "fp_internal.h"
 
+/* Per-stage cycle counters go on a page of their own (the daemon's is
+ * nearly full: KB_STATS_MAX). */
+static void tas_fp_cycle_stats_init(struct fp_counters *c, struct kb_stats_page *s)
+{
+    static const char *const stages[FP_ST_N] = FP_STAGE_NAMES;
+    for (int i = 0; i < FP_ST_N; i++) {
+        char name[KB_STATS_NAME_LEN];
+        snprintf(name, sizeof(name), "fp_cyc_%s", stages[i]);
+        c->cyc[i] = kb_stats_counter(s, name);
+        snprintf(name, sizeof(name), "fp_cyc_%s_n", stages[i]);
+        c->cyc_n[i] = kb_stats_counter(s, name);
+    }
+}
+
+void tas_fp_cycle_stats(struct tas_fp *fp, struct kb_stats_page *page)
+{
+    tas_fp_cycle_stats_init(&fp->ctr, page);
+    kb_stats_set(kb_stats_counter(page, "tsc_hz"), fp->tsc_hz);
+}
+
 static void counters_init(struct fp_counters *c, struct kb_stats_page *s)
 {
     static const char *const exc_names[TAS_EXC_NREASONS] = {
@@ -62,6 +82,7 @@ static void counters_init(struct fp_counters *c, struct kb_stats_page *s)
     c->fault_dropped = kb_stats_counter(s, "fault_dropped");
     c->fault_duplicated = kb_stats_counter(s, "fault_duplicated");
     c->fault_reordered = kb_stats_counter(s, "fault_reordered");
+    tas_fp_cycle_stats_init(c, NULL);  /* counted nowhere until a page is given */
 }
 
 /* The info page apps map read-only (core sleep flags, queue owners).  Our

@@ -288,8 +288,11 @@ uint32_t fp_tcp_rx(struct fp_core *c, struct tas_flow *f, struct rte_mbuf *m)
         kb_stats_add(fp->ctr.probes_answered, 1);
         fp_tcp_send_ack(c, f);
     }
-    if (rx_bump || tx_bump || fin)
+    if (rx_bump || tx_bump || fin) {
+        enum fp_stage prev = fp_stage_enter(c, FP_ST_NOTIFY);
         fp_notify_app(fp, f, rx_bump, rx_pos, tx_bump, fin ? TAS_ARX_FL_RXFIN : 0);
+        fp_stage_leave(c, prev);
+    }
     if ((f->tx_avail > 0 && f->snd_wnd > f->tx_sent) ||
         ((f->flags & TAS_FLF_TXFIN) && !(f->flags & TAS_FLF_TXFIN_SENT)))
         fp_flow_queue_tx(fp, f);

@@ -135,9 +135,11 @@ static void send_control(struct fp_core *c, struct tas_flow *f, uint32_t seq, ui
 
 void fp_tcp_send_ack(struct fp_core *c, struct tas_flow *f)
 {
+    enum fp_stage prev = fp_stage_enter(c, FP_ST_ACK);
     uint32_t snd_nxt = f->tx_una + f->tx_sent + ((f->flags & TAS_FLF_TXFIN_SENT) ? 1 : 0);
     send_control(c, f, snd_nxt, RTE_TCP_ACK_FLAG);
     kb_stats_add(c->fp->ctr.acks_sent, 1);
+    fp_stage_leave(c, prev);
 }
 
 uint32_t fp_tcp_resend(struct fp_core *c, struct tas_flow *f, uint32_t seq, uint32_t end)
@@ -260,7 +262,10 @@ unsigned fp_tcp_tx_work(struct fp_core *c, uint16_t q)
     struct rte_ring *work = fp->tx_work[q];
     uint32_t ids[FP_BURST];
     unsigned n = rte_ring_sc_dequeue_burst_elem(work, ids, sizeof(ids[0]), FP_BURST, NULL);
-    uint64_t now = rte_get_tsc_cycles();
+    if (n == 0)
+        return 0;
+    enum fp_stage prev = fp_stage_enter(c, FP_ST_TX);
+    uint64_t now = c->stage_t0;
     for (unsigned i = 0; i < n; i++) {
         struct tas_flow *f = &fp->flows[ids[i]];
         fp_lock(f);
@@ -270,5 +275,6 @@ unsigned fp_tcp_tx_work(struct fp_core *c, uint16_t q)
             fp_flow_queue_tx(fp, f);
         fp_unlock(f);
     }
+    fp_stage_leave(c, prev);
     return n;
 }

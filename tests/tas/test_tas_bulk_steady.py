@@ -45,6 +45,9 @@ def test_no_timeout_without_loss_tas_to_tas(tmp_path, require_root):
         for port in (5461, 5462, 5463):
             iperf_bytes(names[0], names[1], BYTES, port)
         c = [stats.read("tas", n) for n in names]
+        cyc = [stats.read("tascyc", n) for n in names]
+        shown = subprocess.run([sys.executable, "-m", "tas.ctl", "-i", names[0], "stats"],
+                               capture_output=True, text=True, check=True).stdout
     finally:
         for d in pair:
             d.stop()
@@ -54,3 +57,10 @@ def test_no_timeout_without_loss_tas_to_tas(tmp_path, require_root):
         assert side.get("tcp_timeouts", 0) == 0
         assert side.get("tcp_rto_rexmits", 0) == 0
         assert side.get("tcp_fast_rexmits", 0) == 0
+    # Where the cycles went: every ACK and every received packet is counted
+    # in its stage, and tasctl shows cycles per unit.
+    rx, tx = cyc[0], cyc[1]
+    assert rx["fp_cyc_ack_n"] == c[0]["tcp_acks_sent"]
+    assert rx["fp_cyc_rx"] > 0 and rx["fp_cyc_rx_drv"] > 0 and rx["fp_cyc_notify_n"] > 0
+    assert tx["fp_cyc_tx"] > 0 and tx["fp_cyc_tx_drv_n"] > 0 and tx["tsc_hz"] > 0
+    assert "fast-path cycles per stage" in shown and "notification" in shown
