@@ -30,6 +30,8 @@
 #define TAS_FLF_SYNRCVD 16384    /* installed with our SYN-ACK: the final ACK
                                     completes it here, in order with the data
                                     behind it; all else goes to the slow path */
+#define TAS_FLF_ACK_DUE 32768    /* in-order data not yet ACKed: the ACK goes at
+                                    the end of the RX burst (ACK coalescing) */
 
 struct tas_flow {
     /* identity: written by the slow path at install, then read-only */
@@ -77,6 +79,7 @@ struct tas_flow {
     uint32_t recover;            /* SACK recovery ends once tx_una passes this */
     uint32_t rexmit_hi;          /* SACK recovery: resent up to here */
     uint32_t challenge_us;       /* last challenge ACK (RFC 5961), 0: none yet */
+    uint32_t rx_unacked_bytes;   /* in-order bytes taken since our last ACK */
 
     /* feedback for the slow path (congestion control, timeouts) */
     uint64_t cnt_ackb;           /* bytes acknowledged */

@@ -101,6 +101,9 @@ struct fp_core {
     struct rte_mbuf *held_rx; /* fault injection: a frame delayed for reordering */
     unsigned ntx;             /* packets batched for the next tx_burst */
     struct rte_mbuf *txbuf[FP_BURST];
+    /* flows owed an ACK at the end of the RX burst (TAS_FLF_ACK_DUE) */
+    unsigned nack_due;
+    struct tas_flow *ack_due[FP_RX_MAX];
     /* cycle accounting (fp_stage_enter) */
     enum fp_stage stage;
     uint64_t stage_t0;
@@ -186,6 +189,8 @@ static inline int32_t seq_diff(uint32_t a, uint32_t b)
  * with (TAS_EXC_TCP_FLOW: already processed here). */
 #define FP_RX_CONSUMED UINT32_MAX
 uint32_t fp_tcp_rx(struct fp_core *c, struct tas_flow *f, struct rte_mbuf *m);
+/* After a burst of fp_tcp_rx: the ACKs coalesced during it. */
+void fp_tcp_rx_burst_end(struct fp_core *c);
 
 /* fp_tcp_guard.c (RFC 5961; flow lock held): true if a RST with this
  * sequence number closes the flow; otherwise it was answered or ignored. */

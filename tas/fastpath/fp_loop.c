@@ -64,6 +64,7 @@ static void process_rx(struct fp_core *c, struct rte_mbuf **pkts, uint16_t n)
             break;
         }
     }
+    fp_tcp_rx_burst_end(c);
     kb_stats_add(fp->ctr.rx_pkts, n);
     kb_stats_add(fp->ctr.rx_bytes, bytes);
     if (nexc > 0)

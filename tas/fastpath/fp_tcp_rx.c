@@ -213,6 +213,46 @@ static uint32_t process_data(struct tas_fp *fp, struct tas_flow *f, struct seg *
     return n;
 }
 
+/* ACK coalescing as Linux does it: in-order data is ACKed once two
+ * full-sized segments' worth is unacknowledged, or at the end of the RX
+ * burst; at once when something the sender must hear of soon happened (out
+ * of order, duplicate or refused data, a hole still open, PSH, FIN, a CE
+ * mark).  Every segment we send carries the ACK (build_segment clears
+ * what is owed). */
+static void ack_data(struct fp_core *c, struct tas_flow *f, const struct seg *s,
+                     uint32_t len, uint32_t taken, bool fin)
+{
+    f->rx_unacked_bytes += taken;
+    bool now = taken < len || len == 0 || fin || f->rx_ooo_len > 0 || s->ce ||
+               (s->flags & (RTE_TCP_PSH_FLAG | RTE_TCP_FIN_FLAG)) ||
+               f->rx_unacked_bytes >= 2u * f->mss;
+    if (now) {
+        fp_tcp_send_ack(c, f);
+        return;
+    }
+    if (!(f->flags & TAS_FLF_ACK_DUE) && c->nack_due < FP_RX_MAX) {
+        f->flags |= TAS_FLF_ACK_DUE;
+        c->ack_due[c->nack_due++] = f;
+    } else if (!(f->flags & TAS_FLF_ACK_DUE)) {
+        fp_tcp_send_ack(c, f);          /* no room to remember it */
+    }
+}
+
+void fp_tcp_rx_burst_end(struct fp_core *c)
+{
+    for (unsigned i = 0; i < c->nack_due; i++) {
+        struct tas_flow *f = c->ack_due[i];
+        fp_lock(f);
+        /* still owed (no segment of ours carried it meanwhile) and live */
+        if ((f->flags & (TAS_FLF_ACK_DUE | TAS_FLF_ACTIVE)) == (TAS_FLF_ACK_DUE | TAS_FLF_ACTIVE) &&
+            !(f->flags & TAS_FLF_RESET))
+            fp_tcp_send_ack(c, f);
+        f->flags &= ~TAS_FLF_ACK_DUE;
+        fp_unlock(f);
+    }
+    c->nack_due = 0;
+}
+
 uint32_t fp_tcp_rx(struct fp_core *c, struct tas_flow *f, struct rte_mbuf *m)
 {
     struct tas_fp *fp = c->fp;
@@ -276,10 +316,11 @@ uint32_t fp_tcp_rx(struct fp_core *c, struct tas_flow *f, struct rte_mbuf *m)
             f->ts_recent = s.tsval;
         if (s.ce)
             f->flags |= TAS_FLF_CE_SEEN;
+        uint32_t len = s.len;
         rx_bump = process_data(fp, f, &s, &fin);
         kb_stats_add(fp->ctr.tcp_rx_segs, 1);
         kb_stats_add(fp->ctr.tcp_rx_bytes, rx_bump);
-        fp_tcp_send_ack(c, f);
+        ack_data(c, f, &s, len, rx_bump, fin);
     } else if (seq_diff(s.seq, f->rx_next_seq) < 0) {
         /* An empty segment below the window: a zero-window probe or a
          * keepalive.  Answer with our ACK and window (RFC 9293 3.10.7.4):

@@ -87,6 +87,8 @@ static struct rte_mbuf *build_segment(struct tas_fp *fp, struct tas_flow *f, uin
     tcp->dst_port = rte_cpu_to_be_16(f->peer_port);
     tcp->sent_seq = rte_cpu_to_be_32(seq);
     tcp->recv_ack = rte_cpu_to_be_32(f->rx_next_seq);
+    f->flags &= ~TAS_FLF_ACK_DUE;       /* this segment carries the ACK owed */
+    f->rx_unacked_bytes = 0;
     tcp->data_off = (uint8_t)((thl / 4) << 4);
     if (f->flags & TAS_FLF_CE_SEEN) {
         tcp_flags |= RTE_TCP_ECE_FLAG;
