@@ -80,12 +80,19 @@ struct tas_flow {
     uint32_t rexmit_hi;          /* SACK recovery: resent up to here */
     uint32_t challenge_us;       /* last challenge ACK (RFC 5961), 0: none yet */
     uint32_t rx_unacked_bytes;   /* in-order bytes taken since our last ACK */
+    uint32_t rto_ts_us;          /* our TSval clock at the last timeout's go-back,
+                                    0: none pending (spurious-timeout detection) */
+    uint32_t rto_pending;        /* timeouts since the last ACK that advanced */
 
     /* feedback for the slow path (congestion control, timeouts) */
     uint64_t cnt_ackb;           /* bytes acknowledged */
     uint64_t cnt_ecnb;           /* bytes acknowledged with ECE */
     uint64_t cnt_txb;            /* bytes transmitted (incl. retransmits) */
     uint32_t cnt_frexmits;       /* fast retransmits */
+    uint32_t cnt_spurious_rto;   /* timeouts the next ACK showed were spurious (all
+                                    those since the previous advancing ACK):
+                                    it echoed a timestamp from before the
+                                    retransmission (RFC 3522, as Linux undoes) */
     uint32_t rtt_est_us;         /* smoothed RTT from timestamps */
     uint32_t tx_progress_us;     /* fast-path clock (tas_fp_ts_now) of the last
                                     progress: tx_una advanced, or a flight left

@@ -50,7 +50,7 @@ struct fp_counters {
     uint64_t *drop_bad_csum, *rx_buf_full, *ooo_accepted, *ooo_dropped, *rx_dup;
     uint64_t *dupacks, *fast_rexmits, *rto_rexmits, *app_bad_cmd, *notify_deferred;
     uint64_t *probes_answered, *rst_ignored, *challenge_acks, *challenge_limited, *app_bad_ctx;
-    uint64_t *sack_blocks_sent, *sack_rexmit_segs;
+    uint64_t *sack_blocks_sent, *sack_rexmit_segs, *spurious_rtos;
     uint64_t *flows_added, *flows_removed;
     uint64_t *fault_dropped, *fault_duplicated, *fault_reordered;
     uint64_t *cyc[FP_ST_N], *cyc_n[FP_ST_N];
@@ -265,6 +265,8 @@ static inline void fp_stage_leave(struct fp_core *c, enum fp_stage prev)
 
 /* fp_loop.c */
 int fp_core_loop(void *arg);
+
+/* fp_txq.c: the port's transmit side, below TCP (calls nothing above). */
 void fp_tx(struct fp_core *c, struct rte_mbuf **pkts, unsigned n);
 /* Batch one packet for transmission; fp_tx_flush sends the batch. */
 void fp_tx_one(struct fp_core *c, struct rte_mbuf *m);

@@ -77,6 +77,7 @@ static void counters_init(struct fp_counters *c, struct kb_stats_page *s)
     c->challenge_limited = kb_stats_counter(s, "tcp_challenge_acks_limited");
     c->sack_blocks_sent = kb_stats_counter(s, "tcp_sack_blocks_sent");
     c->sack_rexmit_segs = kb_stats_counter(s, "tcp_sack_rexmit_segs");
+    c->spurious_rtos = kb_stats_counter(s, "tcp_spurious_rtos");
     c->flows_added = kb_stats_counter(s, "flows_added");
     c->flows_removed = kb_stats_counter(s, "flows_removed");
     c->fault_dropped = kb_stats_counter(s, "fault_dropped");

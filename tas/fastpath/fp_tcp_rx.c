@@ -109,6 +109,17 @@ static uint32_t process_ack(struct fp_core *c, struct tas_flow *f, const struct 
         fp_sack_newack(c, f, &s->sack);
         uint32_t now_us = fp_now_us(fp);
         f->tx_progress_us = now_us;
+        if (f->rto_ts_us != 0) {
+            /* The first ACK after a timeout's go-back: if it echoes a TSval
+             * from before the go-back, the originals arrived after all and
+             * the timeout was spurious (the peer or its path was slow). */
+            if (s->has_ts && s->tsecr != 0 && seq_diff(s->tsecr, f->rto_ts_us) < 0) {
+                f->cnt_spurious_rto += f->rto_pending;
+                kb_stats_add(fp->ctr.spurious_rtos, f->rto_pending);
+            }
+            f->rto_pending = 0;
+            f->rto_ts_us = 0;
+        }
         if (s->has_ts && s->tsecr != 0) {
             uint32_t rtt = now_us - s->tsecr;
             f->rtt_est_us = f->rtt_est_us ? (7 * f->rtt_est_us + rtt) / 8 : rtt;

@@ -1,8 +1,12 @@
 """Bulk transfer between two TAS daemons over net_memif with the default
-congestion control (dctcp-rate): with no packet dropped anywhere, no
-retransmission timeout may fire.  A spurious one ends slow start and halves
-the rate (issue 14: the 8x run-to-run swing of TAS to TAS).  The figures
-asserted are counters, not times."""
+congestion control (dctcp-rate), no packet dropped anywhere: no timeout may
+cut the rate (issue 14: the 8x run-to-run swing of TAS to TAS).  A timeout
+the slow path took on stale state (a late tick, ACKs still in the fast
+path's RX ring) is one it must not take at all; one because the receiver's
+fast path was off its shared CPU for longer than the timeout is one Linux
+would take too, and there the first ACK after it must show it spurious (it
+echoes a timestamp from before the retransmission) so the reaction is
+undone.  The figures asserted are counters, not times."""
 import os
 import subprocess
 import sys
@@ -53,10 +57,11 @@ def test_no_timeout_without_loss_tas_to_tas(tmp_path, require_root):
             d.stop()
     assert c[0]["tcp_rx_bytes"] >= 3 * BYTES
     for side in c:
-        assert {k: side.get(k, 0) for k in DROPS} == {k: 0 for k in DROPS}
-        assert side.get("tcp_timeouts", 0) == 0
-        assert side.get("tcp_rto_rexmits", 0) == 0
-        assert side.get("tcp_fast_rexmits", 0) == 0
+        tcp = {k: v for k, v in side.items() if k.startswith("tcp_") and v}
+        assert {k: side.get(k, 0) for k in DROPS} == {k: 0 for k in DROPS}, tcp
+        assert side.get("tcp_rto_rexmits", 0) == side.get("tcp_spurious_rtos", 0), tcp
+        assert side.get("tcp_timeouts", 0) == side.get("tcp_rto_rexmits", 0), tcp
+        assert side.get("tcp_fast_rexmits", 0) == 0, tcp
     # Where the cycles went: every ACK and every received packet is counted
     # in its stage, and tasctl shows cycles per unit.
     rx, tx = cyc[0], cyc[1]
