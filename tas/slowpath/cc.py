@@ -7,6 +7,10 @@ writes a new rate, which the fast path enforces.
 """
 
 
+# The fast path's rate is a 32-bit kbps count; no flow needs more than this.
+RATE_MAX_KBPS = 100_000_000
+
+
 class _RateController:
     def __init__(self, cfg, fp, conn):
         self.cfg, self.fp, self.conn = cfg.cc, fp, conn
@@ -73,12 +77,16 @@ class _RateController:
         # Only an app-limited flow: one with bytes waiting (for the rate or
         # the window) that sent little was held back by its receiver or a
         # stall, and clamping it would throw its rate away.
-        if f.tx_avail == 0:
+        backlogged = f.tx_avail > 0
+        if not backlogged:
             self.rate = min(self.rate, max(1.2 * self.send_rate, self.cfg.init_kbps))
         loss = frex > 0 or self.timeouts > 0
         self.timeouts = 0
+        before = self.rate
         self.control(ackb, ecnb, loss, f.rtt_est_us)
-        self.rate = max(self.cfg.init_kbps / 10, self.rate)
+        if backlogged and self.send_rate < 0.5 * before and self.rate > before:
+            self.rate = before      # the rate was not what held it back: no growth
+        self.rate = min(max(self.cfg.init_kbps / 10, self.rate), RATE_MAX_KBPS)
         self._apply()
 
 

@@ -101,7 +101,11 @@ def test_a_flow_held_back_with_bytes_waiting_is_not_clamped():
     for _ in range(6):
         interval(ctl, f, ackb=100000)
     f.tx_avail = 1 << 20
-    assert interval(ctl, f, ackb=2500, txb=2500) == 128000
+    assert interval(ctl, f, ackb=2500, txb=2500) == 64000     # kept, not grown
+    # ...and a rate that is not what holds a flow back never runs away
+    for _ in range(40):
+        interval(ctl, f, ackb=10**9, txb=10**9)
+    assert ctl.rate <= 100_000_000
 
 
 def test_a_spurious_timeout_is_undone():
