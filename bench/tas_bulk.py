@@ -75,8 +75,9 @@ def iperf(server_env, client_prefix, client_env, host, port, streams, seconds):
             srv.kill()
             srv.wait()
     r = json.loads(out.stdout or "{}")
-    if out.returncode != 0 or "end" not in r:
-        raise RuntimeError(f"iperf3 failed: {r.get('error', out.stderr)}")
+    if out.returncode != 0 or "sum_received" not in r.get("end", {}):
+        raise RuntimeError(f"iperf3 failed (rc {out.returncode}): "
+                           f"{r.get('error', out.stderr or out.stdout[-500:])}")
     return r["end"]["sum_received"]["bytes"] / r["end"]["sum_received"]["seconds"] / 1e6
 
 
@@ -122,13 +123,13 @@ def main():
                 for n in streams:
                     runs = {
                         "tas-tas": lambda: measured(pair[0], lambda: iperf(
-                            environ("bencha"), [], environ("benchb"), "10.1.0.1", 5401, n,
+                            environ("bencha"), [], environ("benchb"), "10.1.0.1", 5401 + 10 * rep, n,
                             args.seconds)),
                         "tas-linux": lambda: measured(kpeer, lambda: iperf(
                             environ("benchk"), ["ip", "netns", "exec", "benchns"], None,
-                            "10.0.0.2", 5402, n, args.seconds)),
+                            "10.0.0.2", 5402 + 10 * rep, n, args.seconds)),
                         "linux-linux": lambda: (iperf(None, ["ip", "netns", "exec", LINUX_NS],
-                                                      None, "10.9.1.1", 5403, n,
+                                                      None, "10.9.1.1", 5403 + 10 * rep, n,
                                                       args.seconds), {}),
                     }
                     for name, run in runs.items():
