@@ -7,8 +7,10 @@ sys.path.insert(0, ROOT)
 from tas.launcher import DaemonProcess  # noqa: E402
 
 
-def start_memif_pair(tmp, idle_block_us=10000, yield_idle=True, extra=""):
-    """Two daemons, one memif link: A (memif server, 10.1.0.1), B (client).
+def start_memif_pair(tmp, idle_block_us=10000, yield_idle=True, extra="",
+                     names=("bencha", "benchb")):
+    """Two daemons, one memif link: A (memif server, 10.1.0.1), B (client),
+    instances named `names` (tests pick their own: instances are machine-wide).
     Each fast path gets its own core (A: 1, B: 0) and shares it with an app;
     idle fast paths yield the CPU (fastpath.yield_when_idle) unless told not
     to, and block after idle_block_us.  extra: more [dpdk] keys."""
@@ -16,8 +18,8 @@ def start_memif_pair(tmp, idle_block_us=10000, yield_idle=True, extra=""):
     procs = []
     try:
         for name, role, ip, mac, main_core, fp_core in (
-                ("bencha", "server", "10.1.0.1", "02:00:00:00:01:01", 0, 1),
-                ("benchb", "client", "10.1.0.2", "02:00:00:00:01:02", 1, 0)):
+                (names[0], "server", "10.1.0.1", "02:00:00:00:01:01", 0, 1),
+                (names[1], "client", "10.1.0.2", "02:00:00:00:01:02", 1, 0)):
             path = os.path.join(tmp, f"{name}.toml")
             with open(path, "w") as f:
                 f.write(f'[tas]\ninstance = "{name}"\nip = "{ip}"\nmac = "{mac}"\n'

@@ -24,6 +24,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from bindings import stats  # noqa: E402
 from deploy.report import print_table, write_json  # noqa: E402
+from tas import cycles  # noqa: E402
 from tas.run import environ  # noqa: E402
 from tas_benchlib import start_kernel_peer, start_memif_pair  # noqa: E402
 
@@ -74,23 +75,29 @@ def iperf(server_env, client_prefix, client_env, host, port, streams, seconds):
             srv.kill()
             srv.wait()
     r = json.loads(out.stdout or "{}")
-    if out.returncode != 0 or "end" not in r:
-        raise RuntimeError(f"iperf3 failed: {r.get('error', out.stderr)}")
+    if out.returncode != 0 or "sum_received" not in r.get("end", {}):
+        raise RuntimeError(f"iperf3 failed (rc {out.returncode}): "
+                           f"{r.get('error', out.stderr or out.stdout[-500:])}")
     return r["end"]["sum_received"]["bytes"] / r["end"]["sum_received"]["seconds"] / 1e6
 
 
 def measured(daemon, run):
     """run() under the server daemon's counters: (MB/s, per-segment figures)."""
     c0, t0 = stats.read("tas", daemon.instance), cpu_us(daemon.proc.pid)
+    y0 = stats.read("tascyc", daemon.instance)
     mbs = run()
     c1, t1 = stats.read("tas", daemon.instance), cpu_us(daemon.proc.pid)
+    y1 = stats.read("tascyc", daemon.instance)
+    stages = cycles.breakdown(cycles.delta(y1, y0), cycles.delta(c1, c0))
     d = {k: c1[k] - c0[k] for k in ("tcp_rx_segs", "tcp_tx_segs", "tcp_acks_sent",
                                     "tcp_rx_bytes", "rx_pkts", "tx_pkts")}
     segs = max(d["tcp_rx_segs"] + d["tcp_tx_segs"], 1)
     return mbs, {"cpu_us_per_seg": (t1 - t0) / segs,
                  "acks_per_rx_seg": d["tcp_acks_sent"] / max(d["tcp_rx_segs"], 1),
                  "bytes_per_rx_seg": d["tcp_rx_bytes"] / max(d["tcp_rx_segs"], 1),
-                 "pkts": d["rx_pkts"] + d["tx_pkts"]}
+                 "pkts": d["rx_pkts"] + d["tx_pkts"],
+                 "cycles": {st: {"cycles": cyc, "units": n, "per_unit": round(per, 1),
+                                 "unit": unit} for st, cyc, n, per, unit in stages}}
 
 
 def main():
@@ -116,13 +123,13 @@ def main():
                 for n in streams:
                     runs = {
                         "tas-tas": lambda: measured(pair[0], lambda: iperf(
-                            environ("bencha"), [], environ("benchb"), "10.1.0.1", 5401, n,
+                            environ("bencha"), [], environ("benchb"), "10.1.0.1", 5401 + 10 * rep, n,
                             args.seconds)),
                         "tas-linux": lambda: measured(kpeer, lambda: iperf(
                             environ("benchk"), ["ip", "netns", "exec", "benchns"], None,
-                            "10.0.0.2", 5402, n, args.seconds)),
+                            "10.0.0.2", 5402 + 10 * rep, n, args.seconds)),
                         "linux-linux": lambda: (iperf(None, ["ip", "netns", "exec", LINUX_NS],
-                                                      None, "10.9.1.1", 5403, n,
+                                                      None, "10.9.1.1", 5403 + 10 * rep, n,
                                                       args.seconds), {}),
                     }
                     for name, run in runs.items():
@@ -152,6 +159,17 @@ def main():
     print()
     print_table(["config", "streams", "min MB/s", "median", "max", "x linux",
                  "daemon cpu us/seg", "acks/rx seg", "bytes/rx seg"], rows)
+    # where the server daemon's fast-path cycles went (last repetition)
+    crows = []
+    for n in streams:
+        for name in ("tas-tas", "tas-linux"):
+            per = results[(name, n)][-1][1]
+            crows.append([name, n] + [f"{per['cycles'][st]['per_unit']:.0f}"
+                                      for st, _, _ in cycles.STAGES])
+    print()
+    print("server daemon fast-path cycles per unit (rx pkt, ack, notification, tx segment, "
+          "tx pkt, command batch, pkt)")
+    print_table(["config", "streams"] + [st for st, _, _ in cycles.STAGES], crows)
     write_json("tas_bulk.json", {"seconds": args.seconds, "repeat": args.repeat,
                                  "mtu": args.mtu, "cc": args.cc, "device": args.device,
                                  "points": points})

@@ -17,6 +17,7 @@ import sys
 import time
 
 from bindings import stats as kbstats
+from tas import cycles
 
 
 def _instance(args):
@@ -41,12 +42,32 @@ def emit(args, doc):
 def cmd_stats(args):
     inst = _instance(args)
     counters = kbstats.read("tas", inst)
-    if emit(args, {"instance": inst, "counters": counters}):
+    try:
+        cyc = kbstats.read("tascyc", inst)
+    except (OSError, kbstats.StatsError):
+        cyc = {}
+    if emit(args, {"instance": inst, "counters": counters, "cycles": cyc}):
         return
+    try:
+        cyc = kbstats.read("tascyc", inst)
+    except (OSError, kbstats.StatsError):
+        cyc = {}                  # a daemon without the cycles page
     if args.prometheus:
         sys.stdout.write(kbstats.prometheus("tas", inst, counters))
+        if cyc:
+            sys.stdout.write(kbstats.prometheus("tascyc", inst, cyc))
     else:
         print(kbstats.format_table(counters, title=f"tas instance {inst}"))
+        if cyc:
+            print_cycles(cyc, counters)
+
+
+def print_cycles(cyc, counters):
+    """Fast-path cycles per stage since start (tas/cycles.py)."""
+    print(f"fast-path cycles per stage (TSC {cyc.get('tsc_hz', 0) / 1e9:.2f} GHz)")
+    print_rows([{"stage": st, "cycles": c, "units": n, "cycles_per_unit": f"{per:.0f}",
+                 "unit": unit} for st, c, n, per, unit in cycles.breakdown(cyc, counters)],
+               ["stage", "cycles", "units", "cycles_per_unit", "unit"])
 
 
 def cmd_app_stats(args):

@@ -119,6 +119,12 @@ class Daemon:
                                     mode=cfg.tas.stats_mode,
                                     gid=group_id(cfg.tas.stats_group))
         self._undo.append(self.stats.close)
+        # cycles per fast-path stage: a page of their own (the daemon's is
+        # nearly full); closed after the fast path stops, like the other
+        self.cycles = kbstats.Writer("tascyc", cfg.tas.instance, module=_tasfp,
+                                     mode=cfg.tas.stats_mode,
+                                     gid=group_id(cfg.tas.stats_group))
+        self._undo.append(self.cycles.close)
         huge, why = eal.use_hugepages(cfg)
         self.log(f"tas: {why}")
         peer.setup_before_port(cfg)
@@ -127,6 +133,7 @@ class Daemon:
         self.fp.init_eal(eal.eal_args(cfg, huge))
         self._undo.append(self.fp.close)
         self.fp.create()
+        self.fp.lib.tas_fp_cycle_stats(self.fp.handle, self.cycles.page)
         self.fp.start()
         peer.setup_after_port(cfg)
         from tas.slowpath.loop import SlowPath

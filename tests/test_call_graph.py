@@ -50,12 +50,6 @@ EXCEPTIONS = {
             "publishing (locks.c) current, and those write back and digest through LibFS.  "
             "pool.c is out of it (the bottom layer since mount.c), and so are the shim files.",
     },
-    "tas fast path": {
-        frozenset({"fp_apps.c", "fp_loop.c", "fp_tcp_guard.c", "fp_tcp_rx.c", "fp_tcp_sack.c",
-                   "fp_tcp_tx.c"}):
-            "fp_tcp_tx.c calls fp_tx_one, which lives in fp_loop.c; moving the TX "
-            "helpers into their own file is done on another branch (issue 16).",
-    },
 }
 
 

@@ -87,6 +87,17 @@ int tas_fp_sp_inject(struct tas_fp *fp, const uint8_t *buf, uint32_t len);
  * slow path must stamp handshakes from the same clock (peers check PAWS). */
 uint32_t tas_fp_ts_now(struct tas_fp *fp);
 
+/* Retransmission timeouts must not act on flow state the fast path has not
+ * caught up with: the fast-path clock (tas_fp_ts_now) at the start of the
+ * last poll of queue q's RX ring that emptied it (everything received
+ * before then has been processed), and a kick that makes its core poll. */
+uint32_t tas_fp_queue_drained_us(struct tas_fp *fp, uint16_t q);
+void tas_fp_queue_kick(struct tas_fp *fp, uint16_t q);
+
+/* Where the fast path's cycles go, per stage (fp_cyc_<stage> cycles and
+ * fp_cyc_<stage>_n entries, and tsc_hz), on this page; before tas_fp_start. */
+void tas_fp_cycle_stats(struct tas_fp *fp, struct kb_stats_page *page);
+
 /* Per-core idle accounting for core scaling: busy and total TSC cycles. */
 void tas_fp_core_load(struct tas_fp *fp, uint16_t core, uint64_t *busy, uint64_t *total);
 

@@ -30,6 +30,8 @@
 #define TAS_FLF_SYNRCVD 16384    /* installed with our SYN-ACK: the final ACK
                                     completes it here, in order with the data
                                     behind it; all else goes to the slow path */
+#define TAS_FLF_ACK_DUE 32768    /* in-order data not yet ACKed: the ACK goes at
+                                    the end of the RX burst (ACK coalescing) */
 #define TAS_FLF_QUIET 1048576   /* (bit 20) the slow path polls this flow's open and close
                                     (its tick): the final ACK and the peer's FIN
                                     are not passed up (a connection handed over
@@ -83,13 +85,26 @@ struct tas_flow {
     uint32_t recover;            /* SACK recovery ends once tx_una passes this */
     uint32_t rexmit_hi;          /* SACK recovery: resent up to here */
     uint32_t challenge_us;       /* last challenge ACK (RFC 5961), 0: none yet */
+    uint32_t rx_unacked_bytes;   /* in-order bytes taken since our last ACK */
+    uint32_t rto_ts_us;          /* our TSval clock at the last timeout's go-back,
+                                    0: none pending (spurious-timeout detection) */
+    uint32_t rto_pending;        /* timeouts since the last ACK that advanced */
 
     /* feedback for the slow path (congestion control, timeouts) */
     uint64_t cnt_ackb;           /* bytes acknowledged */
     uint64_t cnt_ecnb;           /* bytes acknowledged with ECE */
     uint64_t cnt_txb;            /* bytes transmitted (incl. retransmits) */
     uint32_t cnt_frexmits;       /* fast retransmits */
+    uint32_t cnt_spurious_rto;   /* timeouts the next ACK showed were spurious (all
+                                    those since the previous advancing ACK):
+                                    it echoed a timestamp from before the
+                                    retransmission (RFC 3522, as Linux undoes) */
     uint32_t rtt_est_us;         /* smoothed RTT from timestamps */
+    uint32_t tx_progress_us;     /* fast-path clock (tas_fp_ts_now) of the last
+                                    progress: tx_una advanced, or a flight left
+                                    a flow with nothing outstanding.  The slow
+                                    path times retransmissions from it, not from
+                                    when its own (possibly late) tick saw it. */
 };
 
 struct tas_flow_init {

@@ -231,6 +231,9 @@ unsigned fp_apps_poll(struct fp_core *c, uint16_t q)
             continue;
         }
         unsigned n = avail < ATX_BURST ? (unsigned)avail : ATX_BURST;
+        if (n == 0)
+            continue;
+        enum fp_stage prev = fp_stage_enter(c, FP_ST_APP);
         struct tas_atx cmds[ATX_BURST];
         /* Copy out first: the app may rewrite a slot while we look at it. */
         for (unsigned k = 0; k < n; k++)
@@ -239,6 +242,7 @@ unsigned fp_apps_poll(struct fp_core *c, uint16_t q)
         __atomic_store_n(&x->txh->cons, x->tx_cons, __ATOMIC_RELEASE);
         for (unsigned k = 0; k < n; k++)
             app_command(c, x, &cmds[k]);
+        fp_stage_leave(c, prev);
         work += n;
     }
     return work;

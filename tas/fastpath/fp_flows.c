@@ -193,6 +193,8 @@ void tas_fp_flow_retransmit(struct tas_fp *fp, uint32_t id)
     if ((f->flags & TAS_FLF_ACTIVE) && f->tx_sent > 0) {
         fp_flow_go_back(f);
         f->tx_next_tsc = 0;
+        f->rto_ts_us = fp_now_us(fp) | 1;      /* never 0: 0 means none pending */
+        f->rto_pending++;
         kb_stats_add(fp->ctr.rto_rexmits, 1);
         fp_flow_queue_tx(fp, f);
     } else if ((f->flags & TAS_FLF_TXFIN_SENT) && !(f->flags & TAS_FLF_TXFIN_ACKED)) {

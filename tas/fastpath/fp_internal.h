@@ -9,6 +9,7 @@
 #include <rte_mbuf.h>
 #include <rte_ring.h>
 
+#include <rte_cycles.h>
 #include <rte_hash.h>
 #include <rte_spinlock.h>
 
@@ -20,6 +21,25 @@
 /* Fault injection can double a received burst and add one held frame. */
 #define FP_RX_MAX (2 * FP_BURST + 1)
 
+/* Where a core's cycles go (exclusive: a stage entered inside another is
+ * not charged to the outer one).  Read with rte_rdtsc at each switch and
+ * added to the stats page once per loop round (fp_cyc_<stage> cycles,
+ * fp_cyc_<stage>_n entries), so `tasctl stats` and bench/tas_bulk.py can
+ * show cycles per packet per stage. */
+enum fp_stage {
+    FP_ST_LOOP,      /* polling, scheduling, bookkeeping between the stages */
+    FP_ST_RX_DRV,    /* rte_eth_rx_burst: the driver */
+    FP_ST_RX,        /* classify, TCP receive, payload copy into the RX buffer */
+    FP_ST_ACK,       /* building pure ACKs */
+    FP_ST_NOTIFY,    /* notifying apps (queue entry, wake-up) */
+    FP_ST_TX,        /* TCP segment generation: headers + payload copy */
+    FP_ST_TX_DRV,    /* rte_eth_tx_burst: the driver */
+    FP_ST_APP,       /* app commands (consumed / appended bytes) */
+    FP_ST_IDLE,      /* blocked (not reported) */
+    FP_ST_N
+};
+#define FP_STAGE_NAMES {"loop", "rx_drv", "rx", "ack", "notify", "tx", "tx_drv", "app", "idle"}
+
 /* Counters every core bumps; pointers into the daemon's stats page. */
 struct fp_counters {
     uint64_t *rx_pkts, *rx_bytes, *tx_pkts, *tx_bytes, *tx_drops;
@@ -30,9 +50,10 @@ struct fp_counters {
     uint64_t *drop_bad_csum, *rx_buf_full, *ooo_accepted, *ooo_dropped, *rx_dup;
     uint64_t *dupacks, *fast_rexmits, *rto_rexmits, *app_bad_cmd, *notify_deferred;
     uint64_t *probes_answered, *rst_ignored, *challenge_acks, *challenge_limited, *app_bad_ctx;
-    uint64_t *sack_blocks_sent, *sack_rexmit_segs;
+    uint64_t *sack_blocks_sent, *sack_rexmit_segs, *spurious_rtos;
     uint64_t *flows_added, *flows_removed;
     uint64_t *fault_dropped, *fault_duplicated, *fault_reordered;
+    uint64_t *cyc[FP_ST_N], *cyc_n[FP_ST_N];
 };
 
 /* An application context.  Its queues live in the app's segment, which the
@@ -80,6 +101,13 @@ struct fp_core {
     struct rte_mbuf *held_rx; /* fault injection: a frame delayed for reordering */
     unsigned ntx;             /* packets batched for the next tx_burst */
     struct rte_mbuf *txbuf[FP_BURST];
+    /* flows owed an ACK at the end of the RX burst (TAS_FLF_ACK_DUE) */
+    unsigned nack_due;
+    struct tas_flow *ack_due[FP_RX_MAX];
+    /* cycle accounting (fp_stage_enter) */
+    enum fp_stage stage;
+    uint64_t stage_t0;
+    uint64_t stage_cyc[FP_ST_N], stage_n[FP_ST_N];
 } __rte_cache_aligned;
 
 struct tas_fp {
@@ -119,6 +147,8 @@ struct tas_fp {
     struct fp_ctx ctxs[FP_MAX_CTX];
     uint16_t ctx_hi;                /* one past the highest context ever used */
     uint32_t bad_ctx_events;        /* bumped when a context is marked bad */
+    /* TSC at the start of the last RX poll of queue q that emptied it */
+    uint64_t rx_drained_tsc[TAS_FP_MAX_CORES];
 };
 
 /* fp_classify.c: validate one received frame.  FP_DROP: dropped and
@@ -159,6 +189,8 @@ static inline int32_t seq_diff(uint32_t a, uint32_t b)
  * with (TAS_EXC_TCP_FLOW: already processed here). */
 #define FP_RX_CONSUMED UINT32_MAX
 uint32_t fp_tcp_rx(struct fp_core *c, struct tas_flow *f, struct rte_mbuf *m);
+/* After a burst of fp_tcp_rx: the ACKs coalesced during it. */
+void fp_tcp_rx_burst_end(struct fp_core *c);
 
 /* fp_tcp_guard.c (RFC 5961; flow lock held): true if a RST with this
  * sequence number closes the flow; otherwise it was answered or ignored. */
@@ -181,7 +213,12 @@ void fp_tcp_send_probe(struct fp_core *c, struct tas_flow *f);
 /* Resend [seq, end) of the TX buffer now (SACK recovery; lock held). */
 uint32_t fp_tcp_resend(struct fp_core *c, struct tas_flow *f, uint32_t seq, uint32_t end);
 unsigned fp_tcp_tx_work(struct fp_core *c, uint16_t q);
-uint32_t fp_now_us(struct tas_fp *fp);
+
+/* microseconds from the TSC: TCP timestamps, RTO and progress stamps */
+static inline uint32_t fp_now_us(struct tas_fp *fp)
+{
+    return (uint32_t)(rte_get_tsc_cycles() / (fp->tsc_hz / 1000000));
+}
 
 /* fp_apps.c */
 unsigned fp_apps_poll(struct fp_core *c, uint16_t q);
@@ -211,8 +248,30 @@ void fp_scaling_init(struct tas_fp *fp);
 unsigned fp_fault_rx(struct fp_core *c, struct rte_mbuf **pkts, unsigned n, unsigned max);
 unsigned fp_fault_tx(struct fp_core *c, struct rte_mbuf **pkts, unsigned n);
 
+/* Charge the cycles since the last switch to the current stage and enter
+ * stage s; returns the stage to go back to (fp_stage_leave). */
+static inline enum fp_stage fp_stage_enter(struct fp_core *c, enum fp_stage s)
+{
+    uint64_t now = rte_rdtsc();
+    enum fp_stage prev = c->stage;
+    c->stage_cyc[prev] += now - c->stage_t0;
+    c->stage_t0 = now;
+    c->stage = s;
+    c->stage_n[s]++;
+    return prev;
+}
+static inline void fp_stage_leave(struct fp_core *c, enum fp_stage prev)
+{
+    uint64_t now = rte_rdtsc();
+    c->stage_cyc[c->stage] += now - c->stage_t0;
+    c->stage_t0 = now;
+    c->stage = prev;
+}
+
 /* fp_loop.c */
 int fp_core_loop(void *arg);
+
+/* fp_txq.c: the port's transmit side, below TCP (calls nothing above). */
 void fp_tx(struct fp_core *c, struct rte_mbuf **pkts, unsigned n);
 /* Batch one packet for transmission; fp_tx_flush sends the batch. */
 void fp_tx_one(struct fp_core *c, struct rte_mbuf *m);

@@ -15,27 +15,6 @@
 
 #include "fp_internal.h"
 
-void fp_tx(struct fp_core *c, struct rte_mbuf **pkts, unsigned n)
-{
-    struct tas_fp *fp = c->fp;
-    n = fp_fault_tx(c, pkts, n);
-    uint64_t bytes = 0;
-    for (unsigned i = 0; i < n; i++)
-        bytes += rte_pktmbuf_pkt_len(pkts[i]);
-    unsigned sent = 0;
-    /* A few retries absorb a momentarily full TX ring. */
-    for (int tries = 0; sent < n && tries < 8; tries++)
-        sent += rte_eth_tx_burst(fp->port, c->idx, pkts + sent, (uint16_t)(n - sent));
-    if (sent < n) {
-        for (unsigned i = sent; i < n; i++)
-            bytes -= rte_pktmbuf_pkt_len(pkts[i]);
-        kb_stats_add(fp->ctr.tx_drops, n - sent);
-        rte_pktmbuf_free_bulk(pkts + sent, n - sent);
-    }
-    kb_stats_add(fp->ctr.tx_pkts, sent);
-    kb_stats_add(fp->ctr.tx_bytes, bytes);
-}
-
 /* Classify and process a burst of received frames. */
 static void process_rx(struct fp_core *c, struct rte_mbuf **pkts, uint16_t n)
 {
@@ -62,6 +41,7 @@ static void process_rx(struct fp_core *c, struct rte_mbuf **pkts, uint16_t n)
             break;
         }
     }
+    fp_tcp_rx_burst_end(c);
     kb_stats_add(fp->ctr.rx_pkts, n);
     kb_stats_add(fp->ctr.rx_bytes, bytes);
     if (nexc > 0)
@@ -71,11 +51,34 @@ static void process_rx(struct fp_core *c, struct rte_mbuf **pkts, uint16_t n)
 static unsigned poll_rx(struct fp_core *c, uint16_t q)
 {
     struct rte_mbuf *pkts[FP_RX_MAX];
+    enum fp_stage prev = fp_stage_enter(c, FP_ST_RX_DRV);
+    uint64_t start = c->stage_t0;
     uint16_t n = rte_eth_rx_burst(c->fp->port, q, pkts, FP_BURST);
     unsigned k = fp_fault_rx(c, pkts, n, FP_RX_MAX);
-    if (k > 0)
+    if (k > 0) {
+        fp_stage_enter(c, FP_ST_RX);
         process_rx(c, pkts, (uint16_t)k);
+    }
+    fp_stage_leave(c, prev);
+    /* A short burst emptied the ring: what arrived before `start` has been
+     * processed (published after the flow updates, for the slow path). */
+    if (n < FP_BURST)
+        __atomic_store_n(&c->fp->rx_drained_tsc[q], start, __ATOMIC_RELEASE);
     return n;
+}
+
+uint32_t tas_fp_queue_drained_us(struct tas_fp *fp, uint16_t q)
+{
+    if (q >= fp->conf.ncores)
+        return 0;
+    uint64_t tsc = __atomic_load_n(&fp->rx_drained_tsc[q], __ATOMIC_ACQUIRE);
+    return (uint32_t)(tsc / (fp->tsc_hz / 1000000));
+}
+
+void tas_fp_queue_kick(struct tas_fp *fp, uint16_t q)
+{
+    if (q < fp->conf.ncores)
+        fp_queue_wake(fp, q);
 }
 
 /* Core 0's extra duties: frames the slow path sends or hands back. */
@@ -103,21 +106,6 @@ static unsigned serve_queue(struct fp_core *c, uint16_t q)
     unsigned work = poll_rx(c, q) + fp_apps_poll(c, q) + fp_tcp_tx_work(c, q);
     rte_spinlock_unlock(&fp->qlock[q]);
     return work;
-}
-
-void fp_tx_one(struct fp_core *c, struct rte_mbuf *m)
-{
-    c->txbuf[c->ntx++] = m;
-    if (c->ntx == FP_BURST)
-        fp_tx_flush(c);
-}
-
-void fp_tx_flush(struct fp_core *c)
-{
-    if (c->ntx > 0) {
-        fp_tx(c, c->txbuf, c->ntx);
-        c->ntx = 0;
-    }
 }
 
 static bool queue_pending(struct tas_fp *fp, uint16_t q)
@@ -181,9 +169,24 @@ static void drain_app_wakeups(struct fp_core *c)
             break;
 }
 
+/* Add the cycles counted per stage to the stats page (once a loop round:
+ * atomic adds per packet would cost more than what they measure). */
+static void flush_cycles(struct fp_core *c)
+{
+    struct tas_fp *fp = c->fp;
+    for (int s = 0; s < FP_ST_N; s++) {
+        if (c->stage_n[s] == 0 && c->stage_cyc[s] == 0)
+            continue;
+        kb_stats_add(fp->ctr.cyc[s], c->stage_cyc[s]);
+        kb_stats_add(fp->ctr.cyc_n[s], c->stage_n[s]);
+        c->stage_cyc[s] = c->stage_n[s] = 0;
+    }
+}
+
 static void block_until_work(struct fp_core *c, uint16_t n)
 {
     struct tas_fp *fp = c->fp;
+    enum fp_stage prev = fp_stage_enter(c, FP_ST_IDLE);
     bool active = c->idx < n;
     kb_stats_add(fp->ctr.sleeps, 1);
     uint32_t intr = sync_intr_fds(c, n);
@@ -222,6 +225,7 @@ static void block_until_work(struct fp_core *c, uint16_t n)
     __atomic_store_n(&c->asleep, 0, __ATOMIC_SEQ_CST);
     set_intr(fp, intr, false);
     kb_stats_add(fp->ctr.wakeups, 1);
+    fp_stage_leave(c, prev);
 }
 
 void tas_fp_quiesce(struct tas_fp *fp)
@@ -247,6 +251,8 @@ int fp_core_loop(void *arg)
     const uint64_t idle_limit = hz / 1000000 * fp->conf.idle_block_us;
     uint64_t last_work = rte_get_tsc_cycles();
     uint64_t prev = last_work;
+    c->stage = FP_ST_LOOP;
+    c->stage_t0 = rte_rdtsc();
 
     while (!fp->stop) {
         uint16_t n = __atomic_load_n(&fp->nactive, __ATOMIC_SEQ_CST);
@@ -272,6 +278,7 @@ int fp_core_loop(void *arg)
         }
         c->total_cycles += now - prev;
         prev = now;
+        flush_cycles(c);
         __atomic_fetch_add(&c->epoch, 1, __ATOMIC_RELEASE);
     }
     return 0;

@@ -18,6 +18,26 @@
 
 #include "fp_internal.h"
 
+/* Per-stage cycle counters go on a page of their own (the daemon's is
+ * nearly full: KB_STATS_MAX). */
+static void tas_fp_cycle_stats_init(struct fp_counters *c, struct kb_stats_page *s)
+{
+    static const char *const stages[FP_ST_N] = FP_STAGE_NAMES;
+    for (int i = 0; i < FP_ST_N; i++) {
+        char name[KB_STATS_NAME_LEN];
+        snprintf(name, sizeof(name), "fp_cyc_%s", stages[i]);
+        c->cyc[i] = kb_stats_counter(s, name);
+        snprintf(name, sizeof(name), "fp_cyc_%s_n", stages[i]);
+        c->cyc_n[i] = kb_stats_counter(s, name);
+    }
+}
+
+void tas_fp_cycle_stats(struct tas_fp *fp, struct kb_stats_page *page)
+{
+    tas_fp_cycle_stats_init(&fp->ctr, page);
+    kb_stats_set(kb_stats_counter(page, "tsc_hz"), fp->tsc_hz);
+}
+
 static void counters_init(struct fp_counters *c, struct kb_stats_page *s)
 {
     static const char *const exc_names[TAS_EXC_NREASONS] = {
@@ -57,11 +77,13 @@ static void counters_init(struct fp_counters *c, struct kb_stats_page *s)
     c->challenge_limited = kb_stats_counter(s, "tcp_challenge_acks_limited");
     c->sack_blocks_sent = kb_stats_counter(s, "tcp_sack_blocks_sent");
     c->sack_rexmit_segs = kb_stats_counter(s, "tcp_sack_rexmit_segs");
+    c->spurious_rtos = kb_stats_counter(s, "tcp_spurious_rtos");
     c->flows_added = kb_stats_counter(s, "flows_added");
     c->flows_removed = kb_stats_counter(s, "flows_removed");
     c->fault_dropped = kb_stats_counter(s, "fault_dropped");
     c->fault_duplicated = kb_stats_counter(s, "fault_duplicated");
     c->fault_reordered = kb_stats_counter(s, "fault_reordered");
+    tas_fp_cycle_stats_init(c, NULL);  /* counted nowhere until a page is given */
 }
 
 /* The info page apps map read-only (core sleep flags, queue owners).  Our

@@ -107,8 +107,21 @@ static uint32_t process_ack(struct fp_core *c, struct tas_flow *f, const struct 
             f->cnt_ecnb += data_acked;
         f->dupack_cnt = 0;
         fp_sack_newack(c, f, &s->sack);
+        uint32_t now_us = fp_now_us(fp);
+        f->tx_progress_us = now_us;
+        if (f->rto_ts_us != 0) {
+            /* The first ACK after a timeout's go-back: if it echoes a TSval
+             * from before the go-back, the originals arrived after all and
+             * the timeout was spurious (the peer or its path was slow). */
+            if (s->has_ts && s->tsecr != 0 && seq_diff(s->tsecr, f->rto_ts_us) < 0) {
+                f->cnt_spurious_rto += f->rto_pending;
+                kb_stats_add(fp->ctr.spurious_rtos, f->rto_pending);
+            }
+            f->rto_pending = 0;
+            f->rto_ts_us = 0;
+        }
         if (s->has_ts && s->tsecr != 0) {
-            uint32_t rtt = fp_now_us(fp) - s->tsecr;
+            uint32_t rtt = now_us - s->tsecr;
             f->rtt_est_us = f->rtt_est_us ? (7 * f->rtt_est_us + rtt) / 8 : rtt;
         }
     } else if (acked == 0 && s->len == 0 && f->tx_sent > 0 && new_wnd == f->snd_wnd &&
@@ -211,6 +224,46 @@ static uint32_t process_data(struct tas_fp *fp, struct tas_flow *f, struct seg *
     return n;
 }
 
+/* ACK coalescing as Linux does it: in-order data is ACKed once two
+ * full-sized segments' worth is unacknowledged, or at the end of the RX
+ * burst; at once when something the sender must hear of soon happened (out
+ * of order, duplicate or refused data, a hole still open, PSH, FIN, a CE
+ * mark).  Every segment we send carries the ACK (build_segment clears
+ * what is owed). */
+static void ack_data(struct fp_core *c, struct tas_flow *f, const struct seg *s,
+                     uint32_t len, uint32_t taken, bool fin)
+{
+    f->rx_unacked_bytes += taken;
+    bool now = taken < len || len == 0 || fin || f->rx_ooo_len > 0 || s->ce ||
+               (s->flags & (RTE_TCP_PSH_FLAG | RTE_TCP_FIN_FLAG)) ||
+               f->rx_unacked_bytes >= 2u * f->mss;
+    if (now) {
+        fp_tcp_send_ack(c, f);
+        return;
+    }
+    if (!(f->flags & TAS_FLF_ACK_DUE) && c->nack_due < FP_RX_MAX) {
+        f->flags |= TAS_FLF_ACK_DUE;
+        c->ack_due[c->nack_due++] = f;
+    } else if (!(f->flags & TAS_FLF_ACK_DUE)) {
+        fp_tcp_send_ack(c, f);          /* no room to remember it */
+    }
+}
+
+void fp_tcp_rx_burst_end(struct fp_core *c)
+{
+    for (unsigned i = 0; i < c->nack_due; i++) {
+        struct tas_flow *f = c->ack_due[i];
+        fp_lock(f);
+        /* still owed (no segment of ours carried it meanwhile) and live */
+        if ((f->flags & (TAS_FLF_ACK_DUE | TAS_FLF_ACTIVE)) == (TAS_FLF_ACK_DUE | TAS_FLF_ACTIVE) &&
+            !(f->flags & TAS_FLF_RESET))
+            fp_tcp_send_ack(c, f);
+        f->flags &= ~TAS_FLF_ACK_DUE;
+        fp_unlock(f);
+    }
+    c->nack_due = 0;
+}
+
 uint32_t fp_tcp_rx(struct fp_core *c, struct tas_flow *f, struct rte_mbuf *m)
 {
     struct tas_fp *fp = c->fp;
@@ -274,10 +327,11 @@ uint32_t fp_tcp_rx(struct fp_core *c, struct tas_flow *f, struct rte_mbuf *m)
             f->ts_recent = s.tsval;
         if (s.ce)
             f->flags |= TAS_FLF_CE_SEEN;
+        uint32_t len = s.len;
         rx_bump = process_data(fp, f, &s, &fin);
         kb_stats_add(fp->ctr.tcp_rx_segs, 1);
         kb_stats_add(fp->ctr.tcp_rx_bytes, rx_bump);
-        fp_tcp_send_ack(c, f);
+        ack_data(c, f, &s, len, rx_bump, fin);
     } else if (seq_diff(s.seq, f->rx_next_seq) < 0) {
         /* An empty segment below the window: a zero-window probe or a
          * keepalive.  Answer with our ACK and window (RFC 9293 3.10.7.4):
@@ -286,9 +340,12 @@ uint32_t fp_tcp_rx(struct fp_core *c, struct tas_flow *f, struct rte_mbuf *m)
         kb_stats_add(fp->ctr.probes_answered, 1);
         fp_tcp_send_ack(c, f);
     }
-    if (rx_bump || tx_bump || fin || established)
+    if (rx_bump || tx_bump || fin || established) {
+        enum fp_stage prev = fp_stage_enter(c, FP_ST_NOTIFY);
         fp_notify_app(fp, f, rx_bump, rx_pos, tx_bump,
                       (fin ? TAS_ARX_FL_RXFIN : 0) | (established ? TAS_ARX_FL_ESTABLISHED : 0));
+        fp_stage_leave(c, prev);
+    }
     if ((f->tx_avail > 0 && f->snd_wnd > f->tx_sent) ||
         ((f->flags & TAS_FLF_TXFIN) && !(f->flags & TAS_FLF_TXFIN_SENT)))
         fp_flow_queue_tx(fp, f);

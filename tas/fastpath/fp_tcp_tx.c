@@ -21,11 +21,6 @@
 #define TCP_OPT_TS_LEN 12  /* NOP NOP kind=8 len=10 TSval TSecr */
 #define TCP_OPT_SACK_LEN 12 /* NOP NOP kind=5 len=10 left right: one block */
 
-uint32_t fp_now_us(struct tas_fp *fp)
-{
-    return (uint32_t)(rte_get_tsc_cycles() / (fp->tsc_hz / 1000000));
-}
-
 uint32_t tas_fp_ts_now(struct tas_fp *fp)
 {
     return fp_now_us(fp);
@@ -87,6 +82,8 @@ static struct rte_mbuf *build_segment(struct tas_fp *fp, struct tas_flow *f, uin
     tcp->dst_port = rte_cpu_to_be_16(f->peer_port);
     tcp->sent_seq = rte_cpu_to_be_32(seq);
     tcp->recv_ack = rte_cpu_to_be_32(f->rx_next_seq);
+    f->flags &= ~TAS_FLF_ACK_DUE;       /* this segment carries the ACK owed */
+    f->rx_unacked_bytes = 0;
     tcp->data_off = (uint8_t)((thl / 4) << 4);
     if (f->flags & TAS_FLF_CE_SEEN) {
         tcp_flags |= RTE_TCP_ECE_FLAG;
@@ -135,9 +132,11 @@ static void send_control(struct fp_core *c, struct tas_flow *f, uint32_t seq, ui
 
 void fp_tcp_send_ack(struct fp_core *c, struct tas_flow *f)
 {
+    enum fp_stage prev = fp_stage_enter(c, FP_ST_ACK);
     uint32_t snd_nxt = f->tx_una + f->tx_sent + ((f->flags & TAS_FLF_TXFIN_SENT) ? 1 : 0);
     send_control(c, f, snd_nxt, RTE_TCP_ACK_FLAG);
     kb_stats_add(c->fp->ctr.acks_sent, 1);
+    fp_stage_leave(c, prev);
 }
 
 uint32_t fp_tcp_resend(struct fp_core *c, struct tas_flow *f, uint32_t seq, uint32_t end)
@@ -212,6 +211,9 @@ static bool flow_transmit(struct fp_core *c, struct tas_flow *f, uint64_t now)
     uint32_t rate = __atomic_load_n(&f->tx_rate_kbps, __ATOMIC_RELAXED);
     if (rate != 0 && now < f->tx_next_tsc)
         return true;
+    /* Nothing outstanding: what goes out now starts the retransmission clock. */
+    bool idle = f->tx_sent == 0 && !((f->flags & TAS_FLF_TXFIN_SENT) &&
+                                     !(f->flags & TAS_FLF_TXFIN_ACKED));
     uint32_t wnd = f->snd_wnd > f->tx_sent ? f->snd_wnd - f->tx_sent : 0;
     uint32_t todo = RTE_MIN(f->tx_avail, wnd);
     uint32_t sent_bytes = 0;
@@ -230,6 +232,8 @@ static bool flow_transmit(struct fp_core *c, struct tas_flow *f, uint64_t now)
         sent_bytes += len;
     }
     if (sent_bytes > 0) {
+        if (idle)
+            f->tx_progress_us = fp_now_us(fp);
         f->cnt_txb += sent_bytes;
         kb_stats_add(fp->ctr.tcp_tx_segs, (sent_bytes + f->mss - 1) / f->mss);
         kb_stats_add(fp->ctr.tcp_tx_bytes, sent_bytes);
@@ -243,6 +247,8 @@ static bool flow_transmit(struct fp_core *c, struct tas_flow *f, uint64_t now)
         !(f->flags & (TAS_FLF_TXFIN_SENT | TAS_FLF_TXFIN_ACKED))) {
         send_control(c, f, f->tx_una + f->tx_sent, RTE_TCP_ACK_FLAG | RTE_TCP_FIN_FLAG);
         f->flags |= TAS_FLF_TXFIN_SENT | TAS_FLF_FIN_EVER;
+        if (idle && sent_bytes == 0)
+            f->tx_progress_us = fp_now_us(fp);
     }
     return f->tx_avail > 0 && f->snd_wnd > f->tx_sent;
 }
@@ -253,7 +259,10 @@ unsigned fp_tcp_tx_work(struct fp_core *c, uint16_t q)
     struct rte_ring *work = fp->tx_work[q];
     uint32_t ids[FP_BURST];
     unsigned n = rte_ring_sc_dequeue_burst_elem(work, ids, sizeof(ids[0]), FP_BURST, NULL);
-    uint64_t now = rte_get_tsc_cycles();
+    if (n == 0)
+        return 0;
+    enum fp_stage prev = fp_stage_enter(c, FP_ST_TX);
+    uint64_t now = c->stage_t0;
     for (unsigned i = 0; i < n; i++) {
         struct tas_flow *f = &fp->flows[ids[i]];
         fp_lock(f);
@@ -263,5 +272,6 @@ unsigned fp_tcp_tx_work(struct fp_core *c, uint16_t q)
             fp_flow_queue_tx(fp, f);
         fp_unlock(f);
     }
+    fp_stage_leave(c, prev);
     return n;
 }

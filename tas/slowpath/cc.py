@@ -7,6 +7,10 @@ writes a new rate, which the fast path enforces.
 """
 
 
+# The fast path's rate is a 32-bit kbps count; no flow needs more than this.
+RATE_MAX_KBPS = 100_000_000
+
+
 class _RateController:
     def __init__(self, cfg, fp, conn):
         self.cfg, self.fp, self.conn = cfg.cc, fp, conn
@@ -15,18 +19,50 @@ class _RateController:
         self.last_time = None
         self.send_rate = 0.0       # kbps measured over the last interval
         self.timeouts = 0
+        self.before_timeout = None  # state to restore if the timeout was spurious
+        self.spurious_seen = 0
         self._apply()
 
     def _apply(self):
         self.fp.lib.tas_fp_flow_set_rate(self.fp.handle, self.conn.flow_id, int(self.rate))
 
     def on_timeout(self):
+        if self.before_timeout is None:
+            self.before_timeout = self._state()
         self.timeouts += 1
+
+    def _state(self):
+        return {"rate": self.rate}
+
+    def _restore(self, state):
+        self.rate = max(self.rate, state["rate"])
+
+    def _undo_spurious(self, f):
+        """The fast path saw the ACK after a timeout echo a timestamp from
+        before the retransmission: nothing was lost, the receiver was only
+        slow (on a shared CPU).  Undo the reaction as Linux does."""
+        if f.cnt_spurious_rto == self.spurious_seen:
+            return False
+        self.spurious_seen = f.cnt_spurious_rto
+        if self.before_timeout is not None:
+            self._restore(self.before_timeout)
+            self.timeouts = 0
+        self.before_timeout = None
+        return True
 
     def update(self, f, now):
         if self.last_time is None:
             self.last_time, self.last = now, (f.cnt_ackb, f.cnt_ecnb, f.cnt_frexmits, f.cnt_txb)
+            self.spurious_seen = f.cnt_spurious_rto
             return
+        # Read before the count: the fast path bumps the count, then clears
+        # the pending stamp, so a cleared stamp seen here means a count that
+        # is already up to date.
+        resolved = f.rto_ts_us == 0
+        if self._undo_spurious(f):
+            self._apply()
+        elif resolved and self.timeouts == 0:
+            self.before_timeout = None     # that timeout was a real one
         interval = max(f.rtt_est_us, 1) * self.cfg.interval_rtts / 1e6
         dt = now - self.last_time
         if dt < interval:
@@ -38,11 +74,19 @@ class _RateController:
         # Clamp first (dissertation 3.2.2): an app-limited flow's rate must
         # not run away from what it actually sends; then run the algorithm,
         # so a flow that is rate-limited can still double in slow start.
-        self.rate = min(self.rate, max(1.2 * self.send_rate, self.cfg.init_kbps))
+        # Only an app-limited flow: one with bytes waiting (for the rate or
+        # the window) that sent little was held back by its receiver or a
+        # stall, and clamping it would throw its rate away.
+        backlogged = f.tx_avail > 0
+        if not backlogged:
+            self.rate = min(self.rate, max(1.2 * self.send_rate, self.cfg.init_kbps))
         loss = frex > 0 or self.timeouts > 0
         self.timeouts = 0
+        before = self.rate
         self.control(ackb, ecnb, loss, f.rtt_est_us)
-        self.rate = max(self.cfg.init_kbps / 10, self.rate)
+        if backlogged and self.send_rate < 0.5 * before and self.rate > before:
+            self.rate = before      # the rate was not what held it back: no growth
+        self.rate = min(max(self.cfg.init_kbps / 10, self.rate), RATE_MAX_KBPS)
         self._apply()
 
 
@@ -54,6 +98,13 @@ class DctcpRate(_RateController):
         self.alpha = 0.0
         self.slow_start = True
         super().__init__(cfg, fp, conn)
+
+    def _state(self):
+        return {"rate": self.rate, "slow_start": self.slow_start}
+
+    def _restore(self, state):
+        super()._restore(state)
+        self.slow_start = self.slow_start or state["slow_start"]
 
     def control(self, ackb, ecnb, loss, rtt_us):
         g = self.cfg.dctcp_g

@@ -79,11 +79,16 @@ class Conn:
     last_una: int = 0
     una_since: float = 0.0
     rto_backoff: int = 0
+    rto_fired_us: int | None = None   # fast-path clock of our last timeout
     activity: tuple = ()       # (bytes sent, next byte expected) at last change
     active_since: float = 0.0
     orphan: bool = False        # closed by an app that has exited since
     orphan_timeouts: int = 0
     cc: object = None
+
+
+def _u32(x):
+    return x & 0xFFFFFFFF
 
 
 class TcpManager:
@@ -756,10 +761,33 @@ class TcpManager:
         window_closed = f.tx_avail > 0 and f.snd_wnd <= f.tx_sent
         if f.tx_una != conn.last_una or not (outstanding or window_closed):
             conn.last_una, conn.una_since, conn.rto_backoff = f.tx_una, now, 0
-            conn.orphan_timeouts = 0
+            conn.orphan_timeouts, conn.rto_fired_us = 0, None
             return
-        if now - conn.una_since < self._rto(f) * (2 ** conn.rto_backoff):
+        rto = self._rto(f) * (2 ** conn.rto_backoff)
+        # How long the flow has been stuck, by the fast path's clock: since
+        # tx_una last moved or the flight left an idle flow (or since our last
+        # timeout).  Our own view (una_since) is only when a tick first saw
+        # it: a tick that comes late (this CPU is shared) would count the
+        # time before the data was even sent.  The smaller of the two also
+        # guards against the 32-bit microsecond clock's wrap.
+        fnow = self._ts()
+        since = f.tx_progress_us
+        if conn.rto_fired_us is not None and _u32(conn.rto_fired_us - since) < 1 << 31:
+            since = conn.rto_fired_us
+        stuck = min(_u32(fnow - since) / 1e6, now - conn.una_since)
+        if stuck < rto:
             return
+        # The fast path must have looked at every segment that arrived by
+        # the deadline: ACKs waiting in its RX ring (its core descheduled or
+        # asleep) are no timeout.  Otherwise make it poll and look again.
+        deadline = _u32(fnow - int((stuck - rto) * 1e6))
+        drained = self.lib.tas_fp_queue_drained_us(self.fp.handle, f.queue)
+        if _u32(drained - deadline) >= 1 << 31:
+            self.lib.tas_fp_queue_kick(self.fp.handle, f.queue)
+            self.stats.add("tcp_rto_deferred")
+            return
+        if f.tx_una != conn.last_una:
+            return              # the ACK was in the ring: the next tick resets
         if conn.orphan:
             conn.orphan_timeouts += 1
             if conn.orphan_timeouts > ORPHAN_RETRIES:
@@ -776,7 +804,7 @@ class TcpManager:
         else:
             self.lib.tas_fp_flow_probe(self.fp.handle, conn.flow_id)
             self.stats.add("tcp_window_probes")
-        conn.una_since = now
+        conn.una_since, conn.rto_fired_us = now, fnow
         conn.rto_backoff = min(conn.rto_backoff + 1, 6)
 
     def _check_close(self, conn, f, now):

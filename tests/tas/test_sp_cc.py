@@ -94,6 +94,52 @@ def test_app_limited_flow_is_clamped_to_what_it_sends():
     assert interval(ctl, f, ackb=2500, txb=2500) == pytest.approx(2 * 1.2 * 20000)
 
 
+def test_a_flow_held_back_with_bytes_waiting_is_not_clamped():
+    """Bytes queued (for the rate or the window) but little sent: the
+    receiver or a stall held it back, not the app (its rate is kept)."""
+    ctl, f, _, _ = make(DctcpRate, init_kbps=1000)
+    for _ in range(6):
+        interval(ctl, f, ackb=100000)
+    f.tx_avail = 1 << 20
+    assert interval(ctl, f, ackb=2500, txb=2500) == 64000     # kept, not grown
+    # ...and a rate that is not what holds a flow back never runs away
+    for _ in range(40):
+        interval(ctl, f, ackb=10**9, txb=10**9)
+    assert ctl.rate <= 100_000_000
+
+
+def test_a_spurious_timeout_is_undone():
+    """The fast path found the ACK after the timeout echoing a timestamp from
+    before the retransmission (tas_flow.cnt_spurious_rto): rate and slow
+    start come back, as Linux undoes a spurious RTO."""
+    ctl, f, sink, _ = make(DctcpRate, init_kbps=1000)
+    for _ in range(5):
+        interval(ctl, f, ackb=100000)
+    assert ctl.rate == 32000 and ctl.slow_start
+    f.rto_ts_us = 12345                   # the go-back is pending in the fast path
+    ctl.on_timeout()
+    assert interval(ctl, f) == 16000 and not ctl.slow_start
+    f.cnt_spurious_rto += 1               # ...and its first ACK showed it spurious
+    f.rto_ts_us = 0
+    ctl.update(f, ctl.last_time + STEP_S / 10)     # within the interval: at once
+    assert ctl.rate == 32000 and ctl.slow_start and sink.rates[-1] == (7, 32000)
+    assert interval(ctl, f, ackb=100000) == 64000
+
+
+def test_a_real_timeout_is_not_undone_later():
+    ctl, f, _, _ = make(DctcpRate, init_kbps=1000)
+    for _ in range(5):
+        interval(ctl, f, ackb=100000)
+    f.rto_ts_us = 12345
+    ctl.on_timeout()
+    assert interval(ctl, f) == 16000
+    f.rto_ts_us = 0                       # resolved: not spurious
+    interval(ctl, f, ackb=100000)
+    f.cnt_spurious_rto += 1               # a later timeout's, with nothing saved
+    interval(ctl, f, ackb=100000)
+    assert not ctl.slow_start
+
+
 @settings(max_examples=100, deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 10**6), st.floats(0, 1), st.booleans()), max_size=40))
 def test_dctcp_invariants(steps):

@@ -1,0 +1,42 @@
+"""ACK coalescing (issue 14, fewer packets): a Linux peer sends bulk data
+and TAS sends at most one ACK per two full-sized segments (or one at the end
+of an RX burst), as Linux does; out-of-order data is still ACKed at once, so
+loss recovery works (the lossy case moves the same bytes)."""
+from bindings import stats
+from deploy import transfers
+from tas.app import TasApp
+from tasd import Daemon
+
+LOSSY = """
+[fault]
+rx_loss_ppm = 5000
+rx_reorder_ppm = 5000
+"""
+
+
+def test_fewer_acks_than_data_segments(tmp_path, require_root):
+    d = Daemon(tmp_path).start()
+    try:
+        with TasApp(d.instance) as a:
+            n, same, _ = transfers.linux_to_tas(d.netns, a, 5201, 16 << 20, 21)
+        c = stats.read("tas", d.instance)
+    finally:
+        d.stop()
+    assert n == 16 << 20 and same
+    assert c["tcp_rx_segs"] > (16 << 20) // 1460
+    # every second full-sized segment at most, plus a few (PSH, burst ends)
+    assert c["tcp_acks_sent"] < 0.7 * c["tcp_rx_segs"]
+
+
+def test_out_of_order_data_is_acked_at_once(tmp_path, require_root):
+    d = Daemon(tmp_path, extra=LOSSY).start()
+    try:
+        with TasApp(d.instance) as a:
+            n, same, _ = transfers.linux_to_tas(d.netns, a, 5202, 8 << 20, 22)
+        c = stats.read("tas", d.instance)
+    finally:
+        d.stop()
+    assert n == 8 << 20 and same
+    assert c["fault_dropped"] > 0 and c["tcp_ooo_accepted"] > 0
+    # still coalesced in between the holes
+    assert c["tcp_acks_sent"] < c["tcp_rx_segs"]
