@@ -245,7 +245,9 @@ def test_iperf3_server_on_tas(daemon, procs):
     out = finish(srv, "iperf3 server under libtas")
     assert cli.returncode == 0, cli.stdout + cli.stderr
     sent, received = iperf3_result(cli.stdout)
-    assert sent == 32 << 20 and received > 0, out
+    # iperf3 -n stops once it has sent at least n bytes: a partial write of
+    # its last block can take it past n (seen with the window nearly full)
+    assert 32 << 20 <= sent < (32 << 20) + (128 << 10) and received > 0, out
     assert counters(daemon)["tcp_rx_bytes"] - before["tcp_rx_bytes"] >= received
 
 
