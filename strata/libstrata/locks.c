@@ -263,8 +263,9 @@ void locks_on_close(struct sfile *f, int last)
         }
 }
 
-/* Lock files of inodes that are free or reused (pool lock held). */
-void locks_sweep(void)
+/* Each file of this pool in /dev/shm (strata.<fs_id>.<ino>.<gen>.<kind>:
+ * lock files here, shadows in mmap_shadow.c): fn(path, ino, gen, kind). */
+void strata_shm_each(void (*fn)(const char *path, unsigned ino, unsigned gen, const char *kind))
 {
     char prefix[64];
     int n = snprintf(prefix, sizeof(prefix), "strata.%016" PRIx64 ".", G.sb->fs_id);
@@ -276,15 +277,25 @@ void locks_sweep(void)
         unsigned ino, gen;
         char kind[8];
         if (strncmp(e->d_name, prefix, (size_t)n) != 0 ||
-            sscanf(e->d_name + n, "%u.%u.%7s", &ino, &gen, kind) != 3 || strcmp(kind, "lock") != 0)
-            continue;
-        if (ino < G.sb->ninodes && ino_alive(ino, gen))
+            sscanf(e->d_name + n, "%u.%u.%7s", &ino, &gen, kind) != 3)
             continue;
         char path[320];
         snprintf(path, sizeof(path), "/dev/shm/%s", e->d_name);
-        syscall(SYS_unlinkat, AT_FDCWD, path, 0);
+        fn(path, ino, gen, kind);
     }
     closedir(d);
+}
+
+static void sweep_lock_file(const char *path, unsigned ino, unsigned gen, const char *kind)
+{
+    if (strcmp(kind, "lock") == 0 && !(ino < G.sb->ninodes && ino_alive(ino, gen)))
+        syscall(SYS_unlinkat, AT_FDCWD, path, 0);
+}
+
+/* Lock files of inodes that are free or reused (pool lock held). */
+void locks_sweep(void)
+{
+    strata_shm_each(sweep_lock_file);
 }
 
 /* Kernel fds libstrata keeps for itself (lock files here, shadows in

@@ -33,7 +33,6 @@
 #include "strata_internal.h"
 #include "mmap_shadow.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -91,34 +90,26 @@ static void hint_set(uint32_t ino, int on)
 
 static int sh_flock(int fd, int op) { return (int)syscall(SYS_flock, fd, op); }
 
+static void sweep_shadow(const char *path, unsigned ino, unsigned gen, const char *kind)
+{
+    if (strcmp(kind, "map") != 0)
+        return;
+    int fd = (int)syscall(SYS_openat, AT_FDCWD, path, O_RDWR | O_CLOEXEC);
+    if (fd < 0)
+        return;
+    if (sh_flock(fd, LOCK_EX | LOCK_NB) == 0) {   /* no live user */
+        if (ino < G.sb->ninodes && !shadow_find(ino, gen))
+            hint_set(ino, 0);
+        syscall(SYS_unlinkat, AT_FDCWD, path, 0);
+    }
+    syscall(SYS_close, fd);
+}
+
 /* Unused shadows of this pool (their users died): unlink them; and the lock
  * files of freed inodes.  Pool lock held. */
 static void sweep(void)
 {
-    char prefix[64];
-    int n = snprintf(prefix, sizeof(prefix), "strata.%016" PRIx64 ".", G.sb->fs_id);
-    DIR *d = opendir("/dev/shm");
-    if (d == NULL)
-        return;
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL) {
-        size_t l = strlen(e->d_name);
-        if (strncmp(e->d_name, prefix, (size_t)n) != 0 || l < 4 || strcmp(e->d_name + l - 4, ".map") != 0)
-            continue;
-        char path[320];
-        snprintf(path, sizeof(path), "/dev/shm/%s", e->d_name);
-        int fd = (int)syscall(SYS_openat, AT_FDCWD, path, O_RDWR | O_CLOEXEC);
-        if (fd < 0)
-            continue;
-        if (sh_flock(fd, LOCK_EX | LOCK_NB) == 0) {
-            unsigned ino, gen;
-            if (sscanf(e->d_name + n, "%u.%u.", &ino, &gen) == 2 && ino < G.sb->ninodes && !shadow_find(ino, gen))
-                hint_set(ino, 0);
-            syscall(SYS_unlinkat, AT_FDCWD, path, 0);
-        }
-        syscall(SYS_close, fd);
-    }
-    closedir(d);
+    strata_shm_each(sweep_shadow);
     locks_sweep();
 }
 

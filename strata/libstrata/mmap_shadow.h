@@ -46,6 +46,8 @@ int strata_flock(int fd, int op);
 int strata_lockf(int fd, int cmd, off_t len);
 void locks_on_close(struct sfile *f, int last); /* every close of a Strata fd (G.mu held) */
 void locks_sweep(void);                         /* lock files of freed inodes */
+/* each /dev/shm file of this pool: strata.<fs_id>.<ino>.<gen>.<kind> */
+void strata_shm_each(void (*fn)(const char *path, unsigned ino, unsigned gen, const char *kind));
 int strata_private_fd(int fd);                  /* a lock file or shadow fd of libstrata */
 int strata_private_fd_in(unsigned first, unsigned last);
 int shadow_owns_fd_in(unsigned first, unsigned last);

@@ -93,31 +93,34 @@ int execle(const char *path, const char *arg, ...)
     return execve(path, argv, envp);
 }
 
+typedef int spawn_fn(pid_t *, const char *, const posix_spawn_file_actions_t *,
+                     const posix_spawnattr_t *, char *const[], char *const[]);
+
 /* File actions that open Strata paths run in the parent (shim_spawn.c). */
-int posix_spawn(pid_t *pid, const char *path, const posix_spawn_file_actions_t *fa,
-                const posix_spawnattr_t *at, char *const argv[], char *const envp[])
+static int spawn_with(spawn_fn *real, pid_t *pid, const char *path,
+                      const posix_spawn_file_actions_t *fa, const posix_spawnattr_t *at,
+                      char *const argv[], char *const envp[])
 {
     struct spawn_fds s;
     int rc = spawn_actions_prepare(fa, &s, &fa);
     if (rc != 0)
         return rc;
     strata_before_spawn(1);
-    rc = REAL(posix_spawn)(pid, path, fa, at, argv, WITH_CWD(envp));
+    rc = real(pid, path, fa, at, argv, WITH_CWD(envp));
     spawn_actions_done(&s);
     return rc;
+}
+
+int posix_spawn(pid_t *pid, const char *path, const posix_spawn_file_actions_t *fa,
+                const posix_spawnattr_t *at, char *const argv[], char *const envp[])
+{
+    return spawn_with(REAL(posix_spawn), pid, path, fa, at, argv, envp);
 }
 
 int posix_spawnp(pid_t *pid, const char *file, const posix_spawn_file_actions_t *fa,
                  const posix_spawnattr_t *at, char *const argv[], char *const envp[])
 {
-    struct spawn_fds s;
-    int rc = spawn_actions_prepare(fa, &s, &fa);
-    if (rc != 0)
-        return rc;
-    strata_before_spawn(1);
-    rc = REAL(posix_spawnp)(pid, file, fa, at, argv, WITH_CWD(envp));
-    spawn_actions_done(&s);
-    return rc;
+    return spawn_with(REAL(posix_spawnp), pid, file, fa, at, argv, envp);
 }
 
 int system(const char *cmd)
