@@ -120,9 +120,10 @@ def tas_rows(d):
 # The other stacks' workloads, each against its baseline in the same run.
 COMPONENT_DEMOS = [
     ("The whole stack: redis-server with AOF `always`, 256 KiB SETs from a kernel client -- "
-     "Linux+ext4, Linux+Strata, TAS+Strata, TAS+zIO+Strata, ORP",
+     "Linux+ext4, Linux+Strata, TAS+Strata, TAS+zIO+Strata, ORP (TAS daemons with 9000-byte "
+     "frames)",
      ["bench/orp_redis.py", "--sizes", "262144", "--keyspaces", "1", "--clients", "kernel",
-      "--repeat", "1", "--quick"]),
+      "--repeat", "1", "--quick", "--mtu", "9000"]),
     ("TAS: RPC echo by one unmodified C program, TAS<->TAS (memif, tas-run) vs Linux loopback",
      ["bench/tas_rpc.py", "--duration", "0.5", "--sizes", "64", "--conns", "1,64"]),
     ("zIO: echo server making K copies per message, plain vs zio run",
