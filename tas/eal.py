@@ -48,8 +48,12 @@ def vdev_args(cfg):
                 f"framesz={frame},blocksz={frame},framecnt=512"]
     if d.device == "net_memif":
         os.makedirs(os.path.dirname(d.memif_socket), exist_ok=True)
+        # memif's 2048-byte buffers would chain a jumbo frame over several
+        # descriptors, which arrives as a chained mbuf the fast path drops:
+        # give each buffer room for a whole frame (a power of two)
+        bsize = "" if d.mtu <= 1500 else f",bsize={1 << (d.mtu + 18 - 1).bit_length()}"
         return ["--no-pci", f"--vdev=net_memif0,role={d.memif_role},socket={d.memif_socket},"
-                f"mac={cfg.tas.mac}"]
+                f"mac={cfg.tas.mac}{bsize}"]
     return ["-a", d.pci_addr]
 
 
