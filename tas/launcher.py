@@ -8,9 +8,11 @@ import select
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 READY_WAIT_S = 60  # a hang guard for start-up, not a performance bound
+OUTPUT_KEEP = 20000  # lines of the daemon's output kept (the newest)
 
 
 class DaemonProcess:
@@ -21,6 +23,8 @@ class DaemonProcess:
         self.netns = netns
         self.proc = None
         self.output = []
+        self._lock = threading.Lock()
+        self._drain = None
 
     def start(self):
         cmd = [sys.executable, "-m", "tas.daemon"]
@@ -36,6 +40,11 @@ class DaemonProcess:
             if r and not self.poll_output():
                 break                   # the daemon exited
             if any(line.startswith("tas: ready") for line in self.output):
+                # From now on a thread reads the output, so that a burst of
+                # messages can never fill the pipe and block the daemon's
+                # writes (its slow path would stop)
+                self._drain = threading.Thread(target=self._drain_loop, daemon=True)
+                self._drain.start()
                 return self
         self.stop()
         raise RuntimeError("daemon did not become ready:\n" + "".join(self.output))
@@ -45,6 +54,10 @@ class DaemonProcess:
         blocking; False at end of output.  Reads the pipe's descriptor
         directly: a buffered readline() after select() can leave a whole
         line sitting unseen in the reader's buffer."""
+        with self._lock:
+            return self._read_output()
+
+    def _read_output(self):
         fd = self.proc.stdout.fileno()
         os.set_blocking(fd, False)
         alive = True
@@ -61,7 +74,15 @@ class DaemonProcess:
             pass
         finally:
             os.set_blocking(fd, True)
+        if len(self.output) > OUTPUT_KEEP:
+            del self.output[:len(self.output) - OUTPUT_KEEP]
         return alive
+
+    def _drain_loop(self):
+        while True:
+            r, _, _ = select.select([self.proc.stdout], [], [], 0.5)
+            if r and not self.poll_output():
+                return              # end of output: the daemon exited
 
     def ns_run(self, *cmd, **kw):
         """Run a command in the peer namespace."""
@@ -72,6 +93,20 @@ class DaemonProcess:
         """SIGTERM, wait for the orderly shutdown; returns the exit code."""
         if self.proc is None:
             return None
+        if self._drain is not None:
+            # the drain thread reads to the end of the output
+            if self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGTERM)
+                try:
+                    self.proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    self.proc.wait()
+            self._drain.join(timeout=30)
+            self._drain = None
+            self.output.append(self._partial)
+            self._partial = ""
+            return self.proc.returncode
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
