@@ -33,6 +33,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from bindings import stats  # noqa: E402
 from deploy.report import print_table, write_json  # noqa: E402
+from strata.cli import parse_size  # noqa: E402
 from tas.launcher import DaemonProcess  # noqa: E402
 
 CLIENTS = 16
@@ -103,18 +104,11 @@ def buffers(pool, nvm, rx):
     # With nvm the app's segment is a slice of the pool's ref area (its size
     # is --ref-size at mkfs): room for the queues and 20 connections' RX + TX
     # rings, and the 512 MiB area for two such slices (a restart).
-    mib = -(-parse_mib(rx) * 20 // 16) * 16 + 64 if nvm else 0
+    mib = -(-parse_size(rx) * 20 // (16 << 20)) * 16 + 64 if nvm else 0
     segment = f'app_segment = "{max(64, mib)}M"\n' if nvm else ""
     segment += f'rx_buf = "{rx}"\n'
     return (f'[buffers]\nbacking = "{"nvm" if nvm else "shm"}"\n{segment}'
             f'[nvm]\npool_path = "{pool}"\n')
-
-
-def parse_mib(text):
-    """MiB of a size like '2M' or '4096K' (rounded up)."""
-    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
-    n = int(text[:-1]) * units[text[-1].upper()] if text[-1].upper() in units else int(text)
-    return -(-n // (1 << 20))
 
 
 def start_daemons(tmp, pool, nvm, client, rx):

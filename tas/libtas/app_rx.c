@@ -103,17 +103,16 @@ uint32_t tas_rx_copy(struct tas_app *a, struct tas_rx *r, uint32_t skip, void *b
     uint64_t pos = r->read + skip;
     uint8_t *out = buf;
     int zio = api->zio_register != NULL && !r->no_zio;
+    size_t prior = run_prior(r, pos, out);
     rx_count(a, RXC_COPIES, 1);
     if (total < api->zio_threshold)
         rx_count(a, RXC_COPIES_SMALL, 1);
-    if (run_prior(r, pos, out) > 0)
+    if (prior > 0)
         rx_count(a, RXC_COPIES_CONTINUED, 1);
-    if (zio && total + run_prior(r, pos, out) >= api->zio_threshold)
+    if (zio && total + prior >= api->zio_threshold)
         register_new_pages(a, r, api);
-    for (int i = 0; i < n; i++) {
+    for (int i = 0; i < n; i++, prior = 0) {   /* the ring's wrap starts a new run */
         size_t k = iov[i].iov_len;
-        /* the ring's wrap starts a new run: its source is not contiguous */
-        size_t prior = i == 0 ? run_prior(r, pos, out) : 0;
         if (zio && api->zio_copy_continued != NULL)
             api->zio_copy_continued(out, iov[i].iov_base, k, prior);
         else
