@@ -24,8 +24,10 @@
 
 /* CDEF-BEGIN */
 #define TAS_SHM_MAGIC 0x53415453
-/* 3: queue geometry private to the daemon; 4: also NVM pool slices (seg_off) */
-#define TAS_SHM_VERSION 4
+/* 3: queue geometry private to the daemon; 4: also NVM pool slices (seg_off);
+ * 5: connections handed over at the SYN (TAS_CTL_FL_HANDOFF, the accept
+ * counter), close as a flag on the FIN (TAS_ATX_FL_CLOSED) */
+#define TAS_SHM_VERSION 5
 #define TAS_MAX_CTX 16
 #define TAS_CTXQ_ENTRIES 4096    /* a power of two; never read from shared memory */
 
