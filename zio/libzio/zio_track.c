@@ -159,13 +159,16 @@ void track_evict(size_t i)
 {
     struct zio_entry *e = &zio_tab[i];
     uintptr_t lo = e->addr, hi = ze_end(e);
-    ctr_add(C_GC_EVICTIONS, 1);
+    size_t before = zio_tab_n;
     if (e->kind == ZE_INTER) {
         track_fill(i, lo, hi);
         uffd_unregister(lo, hi);
     } else {
-        track_release_originals(lo, hi);
+        track_release_originals(lo, hi);   /* fills its dependents too */
     }
+    /* every entry gone counts: releasing an original evicts the
+     * intermediates that depended on it */
+    ctr_add(C_GC_EVICTIONS, before > zio_tab_n ? before - zio_tab_n : 1);
 }
 
 /* Record [lo,hi) (page aligned, already ordinary memory) as an original.
