@@ -23,6 +23,7 @@ import csv
 import io
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -88,6 +89,8 @@ def write_config(tmp, inst, body):
 
 RX_BUF = None         # --rx-buf: buffers.rx_buf of the server's daemon (None: rx_for(size))
 MTU = 1500            # --mtu: dpdk.mtu of the TAS daemons
+RUN_MIB = 150         # --run-mib: bytes SET per run (MiB), unless --quick
+PERF = None           # --perf: directory for perf profiles of the server
 
 
 def rx_for(size):
@@ -174,8 +177,8 @@ def server_cmd(cfg, pool, daemon, tmp):
 
 
 def requests_for(size, quick):
-    n = max(100, int((60 if quick else 150) * (1 << 20) // size))
-    return n
+    mib = 60 if quick else RUN_MIB
+    return max(100, int(mib * (1 << 20) // size))
 
 
 def client_prefix(cfg, daemon, cdaemon):
@@ -210,11 +213,19 @@ def run_point(cfg, size, keyspace, quick, tmp, client):
                  "-c", str(CLIENTS), "-n", str(n), "-d", str(size), "-t", "set", "--csv"]
         if keyspace > 1:
             bench += ["-r", str(keyspace)]
+        prof = None
+        if PERF:   # the server's profile while redis-benchmark runs
+            os.makedirs(PERF, exist_ok=True)
+            prof = subprocess.Popen(["perf", "record", "-g", "-q", "-p", str(srv.pid), "-o",
+                                     os.path.join(PERF, f"{cfg}-{size}-{client}.data")])
         cpu0 = cpu_us(srv.pid)
         dcpu0 = cpu_us(daemon.proc.pid) if daemon else 0
         out = subprocess.run(bench, capture_output=True, text=True, timeout=900, cwd=ROOT)
         if out.returncode != 0:
             raise SystemExit(f"{cfg}: redis-benchmark failed: {out.stderr}")
+        if prof is not None:
+            prof.send_signal(signal.SIGINT)
+            prof.wait(timeout=120)
         rate = [float(r[1]) for r in csv.reader(io.StringIO(out.stdout)) if r and r[0] == "SET"][0]
         res = {"sets_per_s": rate, "server_cpu_us": (cpu_us(srv.pid) - cpu0) / n,
                "daemon_cpu_us": ((cpu_us(daemon.proc.pid) - dcpu0) / n) if daemon else 0.0}
@@ -228,6 +239,9 @@ def run_point(cfg, size, keyspace, quick, tmp, client):
         res["fill_bytes"] = z.get("release_fill_bytes", 0) / n if z else None
         res["inline_bytes"] = s.get("inline_bytes", 0) / n if s else None
         res["ref_bytes"] = s.get("ref_bytes", 0) / n if s else None
+        # every counter per SET, for the JSON (where a configuration's time goes)
+        res["per_set"] = {comp: {k: v / n for k, v in c.items() if isinstance(v, (int, float)) and v}
+                          for comp, c in (("zio", z), ("strata", s)) if c}
         srv.terminate()
         srv.wait(timeout=120)
         return res
@@ -261,6 +275,9 @@ def main():
     ap.add_argument("--clients", default="kernel,tas",
                     help="kernel: redis-benchmark in the daemon's peer namespace; tas: under "
                          "libtas on a second daemon over net_memif (TAS rows only)")
+    ap.add_argument("--run-mib", type=int, default=150, help="MiB SET per run (default 150)")
+    ap.add_argument("--perf", metavar="DIR",
+                    help="record the server with perf during each run into DIR/<cfg>-<size>-<client>.data")
     ap.add_argument("--quick", action="store_true", help="fewer requests per run (demo)")
     ap.add_argument("--rx-buf",
                     help="buffers.rx_buf of the server's daemon, for every TAS row (default: "
@@ -270,8 +287,8 @@ def main():
                     help="dpdk.mtu of the TAS daemons (up to 9000: jumbo frames from the "
                          "kernel peer and over net_memif)")
     args = ap.parse_args()
-    global RX_BUF, MTU
-    RX_BUF, MTU = args.rx_buf, args.mtu
+    global RX_BUF, MTU, PERF, RUN_MIB
+    RX_BUF, MTU, PERF, RUN_MIB = args.rx_buf, args.mtu, args.perf, args.run_mib
     configs = args.configs.split(",")
     unknown = [c for c in configs if c not in NAMES]
     if unknown:

@@ -58,6 +58,7 @@ struct strata_super {
     uint32_t pad1;
     uint64_t dirty_start;    /* its start time (pids are reused) */
     uint64_t mounts;
+    uint64_t punch_gen;      /* bumped by every hole punch in the data area */
 };
 
 struct strata_slot {

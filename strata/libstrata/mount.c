@@ -106,6 +106,7 @@ static void counters_init(void)
     G.c.ofd_shared = kb_stats_counter(p, "ofd_shared");
     G.c.ofd_adopted = kb_stats_counter(p, "ofd_adopted");
     G.c.blocks_punched = kb_stats_counter(p, "blocks_punched");
+    G.c.pages_populated = kb_stats_counter(p, "pages_populated");
     G.c.backing_enospc = kb_stats_counter(p, "backing_enospc");
     G.c.bg_passes = kb_stats_counter(p, "bg_digest_passes");
     G.c.bg_kicks = kb_stats_counter(p, "bg_digest_kicks");

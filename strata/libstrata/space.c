@@ -17,22 +17,40 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/vfs.h>
 
 #define BACK_CHUNK 64 /* data blocks backed at once (valid within one lock hold) */
 
-static uint64_t backed_lo, backed_hi; /* blocks known backed during this lock hold */
+/* Blocks this process backed and mapped, valid until any process punches a
+ * hole (the superblock's punch_gen moves). */
+static uint64_t backed_lo, backed_hi, backed_gen;
 static uint64_t punch_lo, punch_n;    /* freed blocks whose pages are not yet returned */
+
+/* Map pages about to be stored to in one call instead of one fault per page
+ * (a digest or a log append would otherwise fault on every fresh 4 KiB).
+ * Best effort: before Linux 5.14 (EINVAL) stores fault the pages in. */
+static void pool_populate(uint64_t off, uint64_t len)
+{
+    static int unsupported;
+    if (unsupported || len == 0)
+        return;
+    if (madvise(G.base + off, len, MADV_POPULATE_WRITE) == 0)
+        kb_stats_add(G.c.pages_populated, len / 4096);
+    else if (errno == EINVAL)
+        unsupported = 1;
+}
 
 int pool_back(uint64_t off, uint64_t len)
 {
-    if (!G.sparse || len == 0)
+    if (len == 0)
         return 0;
-    if (fallocate(G.lock_fd, 0, (off_t)off, (off_t)len) == 0)
+    if (!G.sparse || fallocate(G.lock_fd, 0, (off_t)off, (off_t)len) == 0 || errno == EOPNOTSUPP) {
+        /* without fallocate, pages come on first store */
+        pool_populate(off, len);
         return 0;
-    if (errno == EOPNOTSUPP)
-        return 0; /* a file system without fallocate: pages come on first store */
+    }
     if (errno != ENOSPC)
         fprintf(stderr, "strata: cannot back pool pages (%s)\n", strerror(errno));
     kb_stats_add(G.c.backing_enospc, 1);
@@ -62,6 +80,7 @@ void pool_punch_flush(void)
     if (G.sparse && fallocate(G.lock_fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
                               (off_t)(punch_lo * STRATA_BLOCK), (off_t)(punch_n * STRATA_BLOCK)) == 0)
         kb_stats_add(G.c.blocks_punched, punch_n);
+    G.sb->punch_gen++;   /* every process's backed window may name a hole now */
     if (punch_lo < backed_hi && punch_lo + punch_n > backed_lo)
         backed_hi = 0;
     punch_n = 0;
@@ -85,7 +104,10 @@ void pool_punch_block(uint32_t b)
 /* A new lock hold: another process may have punched pages meanwhile. */
 void pool_space_lock(void)
 {
-    backed_hi = 0;
+    if (G.sb->punch_gen != backed_gen) {
+        backed_gen = G.sb->punch_gen;
+        backed_hi = 0;
+    }
 }
 
 uint64_t backing_free_blocks(void)
