@@ -21,7 +21,7 @@
 #include <sys/stat.h>
 #include <sys/vfs.h>
 
-#define BACK_CHUNK 64 /* data blocks backed at once (valid within one lock hold) */
+#define BACK_CHUNK 512 /* data blocks backed (and mapped) at once: 2 MiB per call */
 
 /* Blocks this process backed and mapped, valid until any process punches a
  * hole (the superblock's punch_gen moves). */
@@ -36,8 +36,9 @@ static void pool_populate(uint64_t off, uint64_t len)
     static int unsupported;
     if (unsupported || len == 0)
         return;
-    if (madvise(G.base + off, len, MADV_POPULATE_WRITE) == 0)
-        kb_stats_add(G.c.pages_populated, len / 4096);
+    uint64_t lo = off & ~(uint64_t)4095, hi = (off + len + 4095) & ~(uint64_t)4095;
+    if (madvise(G.base + lo, hi - lo, MADV_POPULATE_WRITE) == 0)
+        kb_stats_add(G.c.pages_populated, (hi - lo) / 4096);
     else if (errno == EINVAL)
         unsupported = 1;
 }

@@ -3,7 +3,9 @@
 fill:    append 64 KiB until a write fails; check what was written is intact,
          then unlink and write again (ENOSPC must come back as ENOSPC and
          lose nothing committed).
-append:  append argv[3] MiB in 64 KiB writes of deterministic data to one file.
+append:  append argv[3] MiB in 64 KiB writes of deterministic data to one file;
+         on Strata, the pool pages digest stored to were mapped ahead
+         (pages_populated) rather than faulted in one by one.
 rewrite: AOF-like: append; when the file passes argv[4] MiB, write a compact
          1 MiB copy and rename it over (BGREWRITEAOF); until argv[3] MiB were
          appended in all.
@@ -58,7 +60,12 @@ elif mode == "append":
         if i % 64 == 0:
             os.fsync(fd)
     os.close(fd)
-    out = {"size": os.stat(f"{d}/aof").st_size, "sha256": h.hexdigest()}
+    out = {"size": os.stat(f"{d}/aof").st_size, "sha256": h.hexdigest(), "mapped_ahead": True}
+    if d == "/strata":
+        sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+        from bindings import stats
+        digested = stats.read("strata", str(os.getpid()))
+        out["mapped_ahead"] = digested["pages_populated"] * 4096 >= digested["digested_bytes"] > 0
 elif mode == "rewrite":
     total, limit = int(sys.argv[3]) << 20, int(sys.argv[4]) << 20
     fd = os.open(f"{d}/aof", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
