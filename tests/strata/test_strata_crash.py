@@ -60,6 +60,14 @@ def crash_once(pool, seed, tmp_path, tear_mode=None, refs=False, stats=None):
     with open(log, "w") as out:
         w = subprocess.Popen([CRASHWRITER, "write", pool, str(seed)] + (["refs"] if refs else []),
                              stdout=out)
+        if tear_mode is not None:
+            # a power loss is only worth simulating once something is logged:
+            # on a loaded machine the writer may not have started within the
+            # random delay below
+            for _ in range(20000):
+                if "\nD" in "\n" + log.read_text() or w.poll() is not None:
+                    break
+                time.sleep(0.0005)
         time.sleep(random.Random(seed).uniform(0.001, 0.03))
         w.send_signal(signal.SIGKILL)
         w.wait()

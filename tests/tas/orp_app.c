@@ -10,8 +10,9 @@
  * it, prints "done", and waits for a line on stdin so that the test can read
  * its stats pages before it exits.
  *
- * With FORKAT > 0 (sink), after that many values it forks a child that
- * exits at once, as a server forking a snapshot child would.  With STOPAT
+ * With FORKAT > 0 (sink), after that many values (waited for until all
+ * arrived) it forks a child that exits at once, as a server forking a
+ * snapshot child would.  With STOPAT
  * > 0 (sink) it closes the connection after that many values, unread
  * bytes left in the ring.
  * It also prints what fstatat(AT_EMPTY_PATH) and statx say.
@@ -85,13 +86,15 @@ int main(int argc, char **argv)
     if (fstat(c, &st) != 0 || fstatat(c, "", &st_at, AT_EMPTY_PATH) != 0 ||
         statx(c, "", AT_EMPTY_PATH, STATX_TYPE, &stx) != 0)
         die("fstat");
-    if (stopat > 0) {
-        /* let more than the values it reads arrive first */
-        int ready = 0;
-        while (ioctl(c, FIONREAD, &ready) == 0 && (size_t)ready < (size_t)(stopat + 1) * vlen)
-            usleep(1000);
+    /* Let the values that matter arrive whole before reading: more than it
+     * reads before stopping, or those held at the fork (a value read in
+     * pieces on a loaded machine would be copied, not held). */
+    int wait_for = stopat > 0 ? stopat + 1 : forkat;
+    for (int ready = 0; wait_for > 0 && ioctl(c, FIONREAD, &ready) == 0 &&
+                        (size_t)ready < (size_t)wait_for * vlen;)
+        usleep(1000);
+    if (stopat > 0)
         nval = stopat;
-    }
     char **vals = calloc((size_t)nval, sizeof(*vals));
     for (int i = 0; i < nval; i++) {
         if (forkat > 0 && i == forkat) {
