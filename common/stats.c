@@ -10,6 +10,10 @@
 #include <stdio.h>
 #include <string.h>
 #include <stdlib.h>
+#include <stddef.h>
+
+/* the header (magic, version, count, writer pid) ends where the counters begin */
+#define STATS_HEAD offsetof(struct kb_stats_page, c)
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -44,6 +48,9 @@ static void stats_init(struct kb_stats_page *p, const char *component)
 struct kb_stats_page *kb_stats_create_mode(const char *component, const char *instance,
                                            unsigned mode, int gid)
 {
+    /* Pages of killed writers stay behind (nobody unlinks them): each new
+     * writer removes its component's dead ones. */
+    kb_stats_sweep(component);
     char path[256], tmp[256];
     stats_path(path, sizeof(path), component, instance);
     snprintf(tmp, sizeof(tmp), "/dev/shm/.kbstats.%s.%s.XXXXXX", component, instance);
@@ -74,9 +81,6 @@ fail:;
 
 struct kb_stats_page *kb_stats_create(const char *component, const char *instance)
 {
-    /* Per-process pages of killed processes stay behind (nobody unlinks
-     * them): each new writer removes its component's dead ones. */
-    kb_stats_sweep(component);
     return kb_stats_create_mode(component, instance, 0600, -1);
 }
 
@@ -108,6 +112,10 @@ uint64_t *kb_stats_counter(struct kb_stats_page *p, const char *name)
         p->c[n].value = 0;
         __atomic_store_n(&p->ncounters, n + 1, __ATOMIC_RELEASE);
         v = &p->c[n].value;
+    } else {
+        /* a full page would drop this counter without a trace: say so */
+        fprintf(stderr, "kbstats: %s page full (%d counters): counter %s not shown\n",
+                p->component, KB_STATS_MAX, name);
     }
     pthread_mutex_unlock(&register_lock);
     return v;
@@ -121,9 +129,9 @@ static void unlink_if_ours(const char *path)
     if (fd < 0)
         return;
     struct kb_stats_page head;
-    ssize_t n = read(fd, &head, sizeof(head));
+    ssize_t n = read(fd, &head, STATS_HEAD);
     close(fd);
-    if (n == (ssize_t)sizeof(head) && head.magic == KB_STATS_MAGIC &&
+    if (n == (ssize_t)STATS_HEAD && head.magic == KB_STATS_MAGIC &&
         head.pid == (int32_t)getpid())
         unlink(path);
 }
@@ -147,9 +155,9 @@ void kb_stats_sweep(const char *component)
         if (fd < 0)
             continue;
         struct kb_stats_page head;
-        ssize_t n = read(fd, &head, sizeof(head));
+        ssize_t n = read(fd, &head, STATS_HEAD);
         close(fd);
-        if (n == (ssize_t)sizeof(head) && head.magic == KB_STATS_MAGIC && head.pid > 0 &&
+        if (n == (ssize_t)STATS_HEAD && head.magic == KB_STATS_MAGIC && head.pid > 0 &&
             head.pid != (int32_t)getpid() && kill(head.pid, 0) != 0 && errno == ESRCH)
             unlinkat(dfd, e->d_name, 0);
     }

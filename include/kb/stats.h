@@ -1,7 +1,8 @@
 /*
  * One stats format for every component (architecture contract 6).
  *
- * Each component instance publishes one 4 KiB page of named 64-bit counters
+ * Each component instance publishes one 16 KiB page of named 64-bit counters
+ * (version 2; version 1 pages were 4 KiB and held 100)
  * in a file under /dev/shm (kbstats.<component>.<instance>).  The daemon,
  * libzio and libstrata write it; `tasctl stats`, `zio stats` and
  * `strata stat` read it with the same reader (bindings/stats.py).
@@ -19,10 +20,10 @@
 
 /* CDEF-BEGIN */
 #define KB_STATS_MAGIC 0x5453424b
-#define KB_STATS_VERSION 1
-#define KB_STATS_PAGE_SIZE 4096
+#define KB_STATS_VERSION 2
+#define KB_STATS_PAGE_SIZE 16384
 #define KB_STATS_NAME_LEN 32
-#define KB_STATS_MAX 100
+#define KB_STATS_MAX 400
 
 struct kb_stats_counter {
     char name[32];
@@ -35,7 +36,7 @@ struct kb_stats_page {
     uint32_t ncounters;
     int32_t pid;
     char component[16];
-    struct kb_stats_counter c[100];
+    struct kb_stats_counter c[400];
 };
 /* CDEF-END */
 

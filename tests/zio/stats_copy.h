@@ -3,12 +3,15 @@
 #ifndef ZIO_TEST_STATS_COPY_H
 #define ZIO_TEST_STATS_COPY_H
 
+#include "kb/stats.h"
+
 #include <stdio.h>
 #include <unistd.h>
 
 static inline int copy_stats(const char *dst)
 {
-    char src[64], page[4096];
+    static char page[KB_STATS_PAGE_SIZE];
+    char src[64];
     snprintf(src, sizeof(src), "/dev/shm/kbstats.zio.%d", (int)getpid());
     FILE *in = fopen(src, "rb"), *out = fopen(dst, "wb");
     if (!out) {
