@@ -30,3 +30,21 @@ def test_discard_originals_and_intermediates(tmp_path, input_file, libzio):
     ]) + "\n"
     c = check_same(script, tmp_path, input_file, {"LD_PRELOAD": libzio})
     assert c["copies_elided"] == 2 and c["uffd_errors"] == 0
+
+
+def test_copy_over_more_intermediates_than_one_round_takes(tmp_path, input_file, libzio):
+    """An AOF-like buffer made of 12 separate intermediates (more than the 8
+    pieces one round of a copy elides) copied on as a whole, as a realloc of
+    Redis's AOF buffer does: every page of the 12 is elided again, none read
+    plainly through its intermediate (that faulted in every page past the
+    eighth piece, and the faults switched the site off)."""
+    mib4 = 4 * MIB
+    ops = [f"alloc 0 {mib4}", f"alloc 1 {mib4}", f"alloc 2 {mib4}", f"recv 0 0 {mib4}"]
+    for k in range(12):   # 12 values of 64 KiB with 20 KiB of other bytes between
+        ops.append(f"cpy 0 {k * 70000 + 3} 1 {k * 86016 + 100} 65536")
+    (tmp_path / "base").mkdir()
+    base = check_same("\n".join(ops) + "\n", tmp_path / "base", input_file, {"LD_PRELOAD": libzio})
+    ops += ["cpy 1 0 2 4096 1040000", "send 2 0 1100000", "send 1 0 1040000"]
+    c = check_same("\n".join(ops) + "\n", tmp_path, input_file, {"LD_PRELOAD": libzio})
+    assert base["copies_elided"] == 12 and c["copies_elided"] == 13
+    assert c["bytes_elided"] == 2 * base["bytes_elided"]

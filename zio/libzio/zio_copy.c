@@ -19,7 +19,7 @@ struct gap {
     uintptr_t dpos;
     size_t len;
     int niov;   /* 0: copy straight from the source */
-    struct iovec iov[4];
+    struct iovec iov[8];
 };
 
 static int plan_gaps(uintptr_t d, uintptr_t s, size_t n, const struct piece *pc, int np,
@@ -35,7 +35,7 @@ static int plan_gaps(uintptr_t d, uintptr_t s, size_t n, const struct piece *pc,
             g->len = stop - pos;
             /* profile mode: "intermediates" are real copies and their
              * originals unprotected, so never read through them */
-            g->niov = zio_mode == ZIO_ELIDE ? track_resolve(pos - d + s, g->len, g->iov, 4) : 0;
+            g->niov = zio_mode == ZIO_ELIDE ? track_resolve(pos - d + s, g->len, g->iov, 8) : 0;
             for (int i = 0; i < g->niov; i++) {
                 uintptr_t b = (uintptr_t)g->iov[i].iov_base;
                 if (b < d + n && d < b + g->iov[i].iov_len)
@@ -103,9 +103,15 @@ static void check_adopted(struct piece *p, uintptr_t d)
     p->lo = lo;
 }
 
-/* Copy [s, s+n) to [d, d+n); with prior > 0, whole pages of the run
- * [d - prior, d + n) may be elided, not only those of this copy. */
-static void *copy_run(uintptr_t d, uintptr_t s, size_t n, size_t prior)
+/* One round of a copy: [s, s+n) to [d, d+n) with at most MAX_PIECES pieces
+ * elided; with prior > 0, whole pages of the run [d - prior, d + n) may be
+ * elided, not only those of this copy.  Returns how many bytes from d the
+ * round copied (less than n when the pieces ran out before the end: the
+ * rest must be a new round, or its tracked source would be read plainly,
+ * faulting in every intermediate page under it).  *elided counts the
+ * pieces turned into intermediates, *fringe the bytes copied beside them. */
+static size_t copy_round(uintptr_t d, uintptr_t s, size_t n, size_t prior, int *elided,
+                         size_t *fringe)
 {
     struct piece pc[MAX_PIECES];
     void *frees[GC_FREE_BATCH];
@@ -114,6 +120,8 @@ static void *copy_run(uintptr_t d, uintptr_t s, size_t n, size_t prior)
     pthread_mutex_lock(&zio_lock);
     uintptr_t rd = prior ? run_start(d, prior) : d;
     int np = copy_collect(rd, s - (d - rd), n + (d - rd), pc), ok = 0;
+    if (np == MAX_PIECES && pc[np - 1].hi > d && pc[np - 1].hi < d + n)
+        n = pc[np - 1].hi - d;   /* the next round starts after the last piece */
     for (int k = 0; k < np; k++) {
         check_adopted(&pc[k], d);
         if (pc[k].hi != pc[k].lo && copy_elide_piece(&pc[k], frees, &nf) == 0)
@@ -138,13 +146,25 @@ static void *copy_run(uintptr_t d, uintptr_t s, size_t n, size_t prior)
     zio_in_lib--;
     for (int g = 0; g < ng; g++) {
         copy_gap(&gaps[g], d, s);
-        if (ok)
-            ctr_add(C_FRINGE_BYTES, gaps[g].len);
+        *fringe += gaps[g].len;
     }
-    if (ok)
+    *elided += ok;
+    return n;
+}
+
+static void *copy_run(uintptr_t d, uintptr_t s, size_t n, size_t prior)
+{
+    int elided = 0;
+    size_t fringe = 0;
+    for (size_t done = 0; done < n;) {
+        done += copy_round(d + done, s + done, n - done, done ? 0 : prior, &elided, &fringe);
+    }
+    if (elided) {
         ctr_add(C_COPIES_ELIDED, 1);
-    else if (n >= zio_cfg.threshold)   /* a small stream piece is no large copy */
+        ctr_add(C_FRINGE_BYTES, fringe);
+    } else if (n >= zio_cfg.threshold) {   /* a small stream piece is no large copy */
         count_plain(n);
+    }
     return (void *)d;
 }
 
