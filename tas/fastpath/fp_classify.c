@@ -8,6 +8,7 @@
 #include <rte_ip.h>
 #include <rte_tcp.h>
 
+#include "fp_cksum.h"
 #include "fp_internal.h"
 
 static bool mac_is_ours(const struct tas_fp *fp, const struct rte_ether_addr *a)
@@ -27,10 +28,7 @@ static enum fp_verdict drop(uint64_t *ctr)
 static bool tcp_cksum_ok(const struct rte_ipv4_hdr *ip, const struct rte_tcp_hdr *tcp,
                          uint32_t l4len)
 {
-    uint32_t sum = rte_raw_cksum(tcp, l4len) + rte_ipv4_phdr_cksum(ip, 0);
-    sum = (sum & 0xffff) + (sum >> 16);
-    sum = (sum & 0xffff) + (sum >> 16);
-    return sum == 0xffff;
+    return fp_tcp_sum(ip, tcp, l4len) == 0xffff;
 }
 
 static enum fp_verdict classify_ipv4(struct tas_fp *fp, struct rte_mbuf *m, uint32_t *reason,
@@ -46,7 +44,7 @@ static enum fp_verdict classify_ipv4(struct tas_fp *fp, struct rte_mbuf *m, uint
     if ((ip->version_ihl >> 4) != 4 || ihl < sizeof(*ip) || total < ihl || total > len)
         return drop(fp->ctr.drop_malformed);
     /* A correct header (checksum field included) sums to 0xffff. */
-    if (rte_raw_cksum(ip, ihl) != 0xffff)
+    if (fp_raw_cksum(ip, ihl) != 0xffff)
         return drop(fp->ctr.drop_malformed);
     if (rte_be_to_cpu_32(ip->dst_addr) != fp->conf.ip)
         return drop(fp->ctr.drop_not_ours);

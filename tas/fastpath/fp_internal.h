@@ -61,6 +61,14 @@ struct fp_counters {
  * pointers) and our own indices are kept here, the app's index is read once
  * per burst and checked (fp_apps.c).  A context caught with an impossible
  * index is marked bad and no longer touched; the slow path detaches its app. */
+/* The counters every packet bumps, kept per core and added to the stats
+ * page once a loop round (fp_core_flush_counts): an atomic add on a shared
+ * page per packet costs more than the rest of the bookkeeping. */
+struct fp_hot_counts {
+    uint64_t rx_pkts, rx_bytes, tx_pkts, tx_bytes;
+    uint64_t tcp_rx_segs, tcp_rx_bytes, tcp_tx_segs, tcp_tx_bytes, acks_sent;
+};
+
 struct fp_ctx {
     bool active;
     bool bad;
@@ -104,6 +112,10 @@ struct fp_core {
     /* flows owed an ACK at the end of the RX burst (TAS_FLF_ACK_DUE) */
     unsigned nack_due;
     struct tas_flow *ack_due[FP_RX_MAX];
+    /* flows with app notifications gathered over the RX burst */
+    unsigned nnotify_due;
+    struct tas_flow *notify_due[FP_RX_MAX];
+    struct fp_hot_counts hot;
     /* cycle accounting (fp_stage_enter) */
     enum fp_stage stage;
     uint64_t stage_t0;
@@ -134,6 +146,7 @@ struct tas_fp {
     struct fp_counters ctr;
     struct fp_core cores[TAS_FP_MAX_CORES];
     uint64_t tsc_hz;
+    uint64_t tsc_per_us;            /* tsc_hz / 1e6: one division per clock read, not two */
     /* flows */
     struct rte_hash *flow_hash;
     struct tas_flow *flows;         /* TAS_FLOW_MAX slots */
@@ -217,7 +230,7 @@ unsigned fp_tcp_tx_work(struct fp_core *c, uint16_t q);
 /* microseconds from the TSC: TCP timestamps, RTO and progress stamps */
 static inline uint32_t fp_now_us(struct tas_fp *fp)
 {
-    return (uint32_t)(rte_get_tsc_cycles() / (fp->tsc_hz / 1000000));
+    return (uint32_t)(rte_get_tsc_cycles() / fp->tsc_per_us);
 }
 
 /* fp_apps.c */
@@ -225,6 +238,9 @@ unsigned fp_apps_poll(struct fp_core *c, uint16_t q);
 bool fp_apps_pending(struct tas_fp *fp, uint16_t q);
 void fp_notify_app(struct tas_fp *fp, struct tas_flow *f, uint32_t rx_bump,
                    uint32_t rx_pos, uint32_t tx_bump, uint32_t flags);
+void fp_notify_later(struct fp_core *c, struct tas_flow *f, uint32_t rx_bump,
+                     uint32_t rx_pos, uint32_t tx_bump, uint32_t flags);
+void fp_notify_flush(struct fp_core *c);
 
 /* fp_slowpath.c */
 void fp_exceptions_push(struct tas_fp *fp, struct rte_mbuf **pkts, uint32_t *reasons, unsigned n);

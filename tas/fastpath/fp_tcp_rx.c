@@ -2,7 +2,7 @@
  * Receive for an installed flow: ACK processing (free TX space, duplicate
  * ACKs and fast retransmit, RTT from timestamps, ECN feedback) and payload
  * placement straight into the flow's RX buffer, with one out-of-order
- * interval.  Returns FP_RX_CONSUMED, or the reason the slow path must see
+ * interval.  Returns FP_RX_CONSUMED (the caller frees the frame, in bulk), or the reason the slow path must see
  * the packet too: TAS_EXC_TCP_FLOW after processing it here (an exact RST,
  * the peer's FIN), TAS_EXC_TCP_CTRL for a flow no longer taking segments.
  */
@@ -251,6 +251,11 @@ static void ack_data(struct fp_core *c, struct tas_flow *f, const struct seg *s,
 
 void fp_tcp_rx_burst_end(struct fp_core *c)
 {
+    if (c->nnotify_due > 0) {
+        enum fp_stage prev = fp_stage_enter(c, FP_ST_NOTIFY);
+        fp_notify_flush(c);
+        fp_stage_leave(c, prev);
+    }
     for (unsigned i = 0; i < c->nack_due; i++) {
         struct tas_flow *f = c->ack_due[i];
         fp_lock(f);
@@ -270,7 +275,6 @@ uint32_t fp_tcp_rx(struct fp_core *c, struct tas_flow *f, struct rte_mbuf *m)
     struct seg s;
     if (!parse(m, &s)) {
         kb_stats_add(fp->ctr.drop_malformed, 1);
-        rte_pktmbuf_free(m);
         return FP_RX_CONSUMED;
     }
     fp_lock(f);
@@ -313,10 +317,8 @@ uint32_t fp_tcp_rx(struct fp_core *c, struct tas_flow *f, struct rte_mbuf *m)
         } else
             fp_tcp_challenge_ack(c, f);
         fp_unlock(f);
-        if (!reset) {
-            rte_pktmbuf_free(m);
+        if (!reset)
             return FP_RX_CONSUMED;
-        }
         return TAS_EXC_TCP_FLOW;
     }
     uint32_t tx_bump = (s.flags & RTE_TCP_ACK_FLAG) ? process_ack(c, f, &s) : 0;
@@ -329,8 +331,8 @@ uint32_t fp_tcp_rx(struct fp_core *c, struct tas_flow *f, struct rte_mbuf *m)
             f->flags |= TAS_FLF_CE_SEEN;
         uint32_t len = s.len;
         rx_bump = process_data(fp, f, &s, &fin);
-        kb_stats_add(fp->ctr.tcp_rx_segs, 1);
-        kb_stats_add(fp->ctr.tcp_rx_bytes, rx_bump);
+        c->hot.tcp_rx_segs++;
+        c->hot.tcp_rx_bytes += rx_bump;
         ack_data(c, f, &s, len, rx_bump, fin);
     } else if (seq_diff(s.seq, f->rx_next_seq) < 0) {
         /* An empty segment below the window: a zero-window probe or a
@@ -340,18 +342,14 @@ uint32_t fp_tcp_rx(struct fp_core *c, struct tas_flow *f, struct rte_mbuf *m)
         kb_stats_add(fp->ctr.probes_answered, 1);
         fp_tcp_send_ack(c, f);
     }
-    if (rx_bump || tx_bump || fin || established) {
-        enum fp_stage prev = fp_stage_enter(c, FP_ST_NOTIFY);
-        fp_notify_app(fp, f, rx_bump, rx_pos, tx_bump,
-                      (fin ? TAS_ARX_FL_RXFIN : 0) | (established ? TAS_ARX_FL_ESTABLISHED : 0));
-        fp_stage_leave(c, prev);
-    }
+    if (rx_bump || tx_bump || fin || established)
+        fp_notify_later(c, f, rx_bump, rx_pos, tx_bump,
+                        (fin ? TAS_ARX_FL_RXFIN : 0) | (established ? TAS_ARX_FL_ESTABLISHED : 0));
     if ((f->tx_avail > 0 && f->snd_wnd > f->tx_sent) ||
         ((f->flags & TAS_FLF_TXFIN) && !(f->flags & TAS_FLF_TXFIN_SENT)))
         fp_flow_queue_tx(fp, f);
     fp_unlock(f);
     if ((fin || established) && !(f->flags & TAS_FLF_QUIET))
         return TAS_EXC_TCP_FLOW;      /* the slow path tracks open and close */
-    rte_pktmbuf_free(m);
     return FP_RX_CONSUMED;
 }

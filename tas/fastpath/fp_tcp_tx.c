@@ -9,6 +9,7 @@
 #include <rte_ip.h>
 #include <rte_tcp.h>
 
+#include "fp_cksum.h"
 #include "fp_internal.h"
 
 #define TX_SEGS_PER_VISIT 16
@@ -55,11 +56,18 @@ static struct rte_mbuf *build_segment(struct tas_fp *fp, struct tas_flow *f, uin
     uint32_t thl = sizeof(struct rte_tcp_hdr) + (ts ? TCP_OPT_TS_LEN : 0) +
                    (sack ? TCP_OPT_SACK_LEN : 0);
     uint32_t hdrs = sizeof(struct rte_ether_hdr) + sizeof(struct rte_ipv4_hdr) + thl;
-    uint8_t *p = (uint8_t *)rte_pktmbuf_append(m, (uint16_t)(hdrs + len));
-    if (p == NULL) {
+    uint8_t *out = (uint8_t *)rte_pktmbuf_append(m, (uint16_t)(hdrs + len));
+    if (out == NULL) {
         rte_pktmbuf_free(m);
         return NULL;
     }
+    /* Headers are built and summed on the stack, then copied out once:
+     * summing them where they were just stored in the mbuf stalled on the
+     * stores (partial store-to-load forwarding), the largest cost of an ACK. */
+    uint8_t hbuf[sizeof(struct rte_ether_hdr) + sizeof(struct rte_ipv4_hdr) +
+                 sizeof(struct rte_tcp_hdr) + TCP_OPT_TS_LEN + TCP_OPT_SACK_LEN]
+        __rte_aligned(8);
+    uint8_t *p = hbuf;
     struct rte_ether_hdr *eth = (struct rte_ether_hdr *)p;
     memcpy(eth->dst_addr.addr_bytes, f->peer_mac, RTE_ETHER_ADDR_LEN);
     memcpy(eth->src_addr.addr_bytes, fp->conf.mac, RTE_ETHER_ADDR_LEN);
@@ -116,10 +124,17 @@ static struct rte_mbuf *build_segment(struct tas_fp *fp, struct tas_flow *f, uin
         memcpy(opt + 8, &right, 4);
         kb_stats_add(fp->ctr.sack_blocks_sent, 1);
     }
-    if (len > 0)
-        ring_read(f->tx_base, f->tx_size, pos, (uint8_t *)tcp + thl, len);
-    ip->hdr_checksum = rte_ipv4_cksum(ip);
-    tcp->cksum = rte_ipv4_udptcp_cksum(ip, tcp);
+    uint8_t *payload = out + hdrs;
+    uint32_t sum = fp_raw_cksum(tcp, thl) + rte_ipv4_phdr_cksum(ip, 0);
+    if (len > 0) {
+        ring_read(f->tx_base, f->tx_size, pos, payload, len);
+        sum += fp_raw_cksum(payload, len);    /* thl is even: the sums add up */
+    }
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    tcp->cksum = (uint16_t)~sum;
+    ip->hdr_checksum = (uint16_t)~fp_raw_cksum(ip, sizeof(*ip));
+    rte_memcpy(out, hbuf, hdrs);
     return m;
 }
 
@@ -135,7 +150,7 @@ void fp_tcp_send_ack(struct fp_core *c, struct tas_flow *f)
     enum fp_stage prev = fp_stage_enter(c, FP_ST_ACK);
     uint32_t snd_nxt = f->tx_una + f->tx_sent + ((f->flags & TAS_FLF_TXFIN_SENT) ? 1 : 0);
     send_control(c, f, snd_nxt, RTE_TCP_ACK_FLAG);
-    kb_stats_add(c->fp->ctr.acks_sent, 1);
+    c->hot.acks_sent++;
     fp_stage_leave(c, prev);
 }
 
@@ -154,8 +169,8 @@ uint32_t fp_tcp_resend(struct fp_core *c, struct tas_flow *f, uint32_t seq, uint
         segs++;
     }
     f->cnt_txb += bytes;
-    kb_stats_add(c->fp->ctr.tcp_tx_segs, segs);
-    kb_stats_add(c->fp->ctr.tcp_tx_bytes, bytes);
+    c->hot.tcp_tx_segs += segs;
+    c->hot.tcp_tx_bytes += bytes;
     return segs;
 }
 
@@ -235,8 +250,8 @@ static bool flow_transmit(struct fp_core *c, struct tas_flow *f, uint64_t now)
         if (idle)
             f->tx_progress_us = fp_now_us(fp);
         f->cnt_txb += sent_bytes;
-        kb_stats_add(fp->ctr.tcp_tx_segs, (sent_bytes + f->mss - 1) / f->mss);
-        kb_stats_add(fp->ctr.tcp_tx_bytes, sent_bytes);
+        c->hot.tcp_tx_segs += (sent_bytes + f->mss - 1) / f->mss;
+        c->hot.tcp_tx_bytes += sent_bytes;
         if (rate != 0) {
             uint64_t credit = rate_cycles(fp, rate, (uint64_t)RATE_BURST_SEGS * f->mss);
             uint64_t base = f->tx_next_tsc + credit < now ? now - credit : f->tx_next_tsc;
