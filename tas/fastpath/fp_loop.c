@@ -275,6 +275,7 @@ int fp_core_loop(void *arg)
     const uint64_t idle_limit = hz / 1000000 * fp->conf.idle_block_us;
     uint64_t last_work = rte_get_tsc_cycles();
     uint64_t prev = last_work;
+    unsigned idle_rounds = 0;
     c->stage = FP_ST_LOOP;
     c->stage_t0 = rte_rdtsc();
 
@@ -285,6 +286,9 @@ int fp_core_loop(void *arg)
             work += serve_queue(c, q);
         fp_tx_flush(c);
         uint64_t now = rte_get_tsc_cycles();
+        /* Counts change only with work; the idle rounds' cycles are added
+         * after blocking or every 64 rounds (not each poll of an empty ring). */
+        bool flush = work > 0 || ++idle_rounds >= 64;
         if (work > 0) {
             c->busy_cycles += now - prev;
             last_work = now;
@@ -293,6 +297,7 @@ int fp_core_loop(void *arg)
             block_until_work(c, n);
             now = rte_get_tsc_cycles();
             last_work = now;
+            flush = true;
         } else if (fp->conf.yield_idle) {
             /* Polling and finding nothing: let a thread that shares this CPU
              * (an app, the slow path) run now rather than at the end of our
@@ -302,7 +307,10 @@ int fp_core_loop(void *arg)
         }
         c->total_cycles += now - prev;
         prev = now;
-        flush_counts(c);
+        if (flush) {
+            flush_counts(c);
+            idle_rounds = 0;
+        }
         __atomic_fetch_add(&c->epoch, 1, __ATOMIC_RELEASE);
     }
     flush_counts(c);
