@@ -168,8 +168,16 @@ struct tas_fp {
  * counted (caller frees); FP_EXCEPTION: for the slow path (reason set);
  * FP_FLOW: a TCP segment of an installed flow (*flow set). */
 enum fp_verdict { FP_DROP, FP_EXCEPTION, FP_FLOW };
+/* The flow the previous segment of the burst belonged to: a burst is mostly
+ * one flow's segments, and the hash lookup is skipped for them (fp_tcp_rx
+ * checks the flow's identity under its lock either way). */
+struct fp_flow_hint {
+    struct tas_flow *flow;
+    uint32_t peer_ip;
+    uint16_t local_port, peer_port;
+};
 enum fp_verdict fp_classify(struct tas_fp *fp, struct rte_mbuf *m, uint32_t *reason,
-                            struct tas_flow **flow);
+                            struct tas_flow **flow, struct fp_flow_hint *hint);
 
 /* fp_flows.c */
 int fp_flows_init(struct tas_fp *fp);

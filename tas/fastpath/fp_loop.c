@@ -24,12 +24,13 @@ static void process_rx(struct fp_core *c, struct rte_mbuf **pkts, uint16_t n)
     uint32_t reasons[FP_RX_MAX];
     unsigned nexc = 0, ndone = 0;
     uint64_t bytes = 0;
+    struct fp_flow_hint hint = {0};   /* this burst's only: flows may go between bursts */
     for (uint16_t i = 0; i < n; i++) {
         struct tas_flow *flow = NULL;
         if (i + 1 < n)      /* its headers while this one is processed */
             rte_prefetch0(rte_pktmbuf_mtod(pkts[i + 1], void *));
         bytes += rte_pktmbuf_pkt_len(pkts[i]);
-        switch (fp_classify(fp, pkts[i], &reasons[nexc], &flow)) {
+        switch (fp_classify(fp, pkts[i], &reasons[nexc], &flow, &hint)) {
         case FP_DROP:
             done[ndone++] = pkts[i];
             break;

@@ -12,6 +12,8 @@
 #include "fp_internal.h"
 
 struct seg {
+    uint32_t peer_ip;
+    uint16_t local_port, peer_port;
     uint32_t seq, ack, len, tsval, tsecr;
     uint16_t win;
     uint8_t flags;
@@ -38,6 +40,9 @@ static bool parse(struct rte_mbuf *m, struct seg *s)
     uint32_t total = rte_be_to_cpu_16(ip->total_length);
     struct rte_tcp_hdr *tcp = (struct rte_tcp_hdr *)((uint8_t *)ip + ihl);
     uint32_t thl = (tcp->data_off >> 4) * 4u;
+    s->peer_ip = rte_be_to_cpu_32(ip->src_addr);
+    s->local_port = rte_be_to_cpu_16(tcp->dst_port);
+    s->peer_port = rte_be_to_cpu_16(tcp->src_port);
     s->seq = rte_be_to_cpu_32(tcp->sent_seq);
     s->ack = rte_be_to_cpu_32(tcp->recv_ack);
     s->win = rte_be_to_cpu_16(tcp->rx_win);
@@ -278,10 +283,12 @@ uint32_t fp_tcp_rx(struct fp_core *c, struct tas_flow *f, struct rte_mbuf *m)
         return FP_RX_CONSUMED;
     }
     fp_lock(f);
-    if (!(f->flags & TAS_FLF_ACTIVE) || (f->flags & TAS_FLF_RESET)) {
+    if (!(f->flags & TAS_FLF_ACTIVE) || (f->flags & TAS_FLF_RESET) ||
+        f->peer_ip != s.peer_ip || f->local_port != s.local_port || f->peer_port != s.peer_port) {
         fp_unlock(f);
-        /* Removed meanwhile, or reset: the slow path answers as for no
-         * connection (it was not processed here). */
+        /* Removed meanwhile (its slot maybe reused by another connection
+         * since it was looked up), or reset: the slow path answers as for
+         * no connection (it was not processed here). */
         return TAS_EXC_TCP_CTRL;
     }
     bool established = false;
