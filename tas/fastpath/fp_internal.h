@@ -211,6 +211,7 @@ static inline int32_t seq_diff(uint32_t a, uint32_t b)
  * FP_RX_CONSUMED, or returns the exception reason the slow path must see it
  * with (TAS_EXC_TCP_FLOW: already processed here). */
 #define FP_RX_CONSUMED UINT32_MAX
+/* The caller holds f's lock (process_rx keeps it over a run of f's segments). */
 uint32_t fp_tcp_rx(struct fp_core *c, struct tas_flow *f, struct rte_mbuf *m);
 /* After a burst of fp_tcp_rx: the ACKs coalesced during it. */
 void fp_tcp_rx_burst_end(struct fp_core *c);

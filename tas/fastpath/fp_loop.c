@@ -25,6 +25,7 @@ static void process_rx(struct fp_core *c, struct rte_mbuf **pkts, uint16_t n)
     unsigned nexc = 0, ndone = 0;
     uint64_t bytes = 0;
     struct fp_flow_hint hint = {0};   /* this burst's only: flows may go between bursts */
+    struct tas_flow *held = NULL;     /* locked for a run of its segments */
     for (uint16_t i = 0; i < n; i++) {
         struct tas_flow *flow = NULL;
         if (i + 1 < n)      /* its headers while this one is processed */
@@ -35,6 +36,12 @@ static void process_rx(struct fp_core *c, struct rte_mbuf **pkts, uint16_t n)
             done[ndone++] = pkts[i];
             break;
         case FP_FLOW:
+            if (flow != held) {
+                if (held != NULL)
+                    fp_unlock(held);
+                fp_lock(flow);
+                held = flow;
+            }
             reasons[nexc] = fp_tcp_rx(c, flow, pkts[i]);
             if (reasons[nexc] == FP_RX_CONSUMED)
                 done[ndone++] = pkts[i];
@@ -46,6 +53,8 @@ static void process_rx(struct fp_core *c, struct rte_mbuf **pkts, uint16_t n)
             break;
         }
     }
+    if (held != NULL)         /* before the burst's ACKs and notifications lock it */
+        fp_unlock(held);
     fp_tcp_rx_burst_end(c);
     rte_pktmbuf_free_bulk(done, ndone);
     c->hot.rx_pkts += n;

@@ -2,10 +2,15 @@
  * Receive for an installed flow: ACK processing (free TX space, duplicate
  * ACKs and fast retransmit, RTT from timestamps, ECN feedback) and payload
  * placement straight into the flow's RX buffer, with one out-of-order
- * interval.  Returns FP_RX_CONSUMED (the caller frees the frame, in bulk), or the reason the slow path must see
+ * interval.  The caller holds the flow's lock, across a run of the flow's
+ * segments in a burst (each lock is a locked instruction, which waits for
+ * the payload just copied into the RX buffer to leave the store buffer).
+ * Returns FP_RX_CONSUMED (the caller frees the frame, in bulk), or the reason the slow path must see
  * the packet too: TAS_EXC_TCP_FLOW after processing it here (an exact RST,
  * the peer's FIN), TAS_EXC_TCP_CTRL for a flow no longer taking segments.
  */
+#include <string.h>
+
 #include <rte_ip.h>
 #include <rte_tcp.h>
 
@@ -22,12 +27,14 @@ struct seg {
     struct fp_sack_info sack;
 };
 
+/* glibc's memcpy (AVX where the CPU has it): DPDK's inline rte_memcpy is
+ * built for -march=corei7 (SSE) here */
 static void ring_write(uint8_t *base, uint32_t size, uint32_t pos, const uint8_t *src, uint32_t len)
 {
     uint32_t first = RTE_MIN(len, size - pos);
-    rte_memcpy(base + pos, src, first);
+    memcpy(base + pos, src, first);
     if (len > first)
-        rte_memcpy(base, src + first, len - first);
+        memcpy(base, src + first, len - first);
 }
 
 /* Parse a segment fp_classify validated (lengths, offset, checksum);
@@ -282,10 +289,8 @@ uint32_t fp_tcp_rx(struct fp_core *c, struct tas_flow *f, struct rte_mbuf *m)
         kb_stats_add(fp->ctr.drop_malformed, 1);
         return FP_RX_CONSUMED;
     }
-    fp_lock(f);
     if (!(f->flags & TAS_FLF_ACTIVE) || (f->flags & TAS_FLF_RESET) ||
         f->peer_ip != s.peer_ip || f->local_port != s.local_port || f->peer_port != s.peer_port) {
-        fp_unlock(f);
         /* Removed meanwhile (its slot maybe reused by another connection
          * since it was looked up), or reset: the slow path answers as for
          * no connection (it was not processed here). */
@@ -295,7 +300,6 @@ uint32_t fp_tcp_rx(struct fp_core *c, struct tas_flow *f, struct rte_mbuf *m)
     if (f->flags & TAS_FLF_SYNRCVD) {
         if ((s.flags & (RTE_TCP_SYN_FLAG | RTE_TCP_RST_FLAG)) ||
             !(s.flags & RTE_TCP_ACK_FLAG) || s.ack != f->tx_una) {
-            fp_unlock(f);
             return TAS_EXC_TCP_CTRL;
         }
         /* The handshake's final ACK: from here on every segment of the flow
@@ -314,7 +318,6 @@ uint32_t fp_tcp_rx(struct fp_core *c, struct tas_flow *f, struct rte_mbuf *m)
             (f->flags & done) == done) {
             /* Both sides closed: the slow path is about to move the flow to
              * TIME_WAIT, where a new SYN may reuse the port pair. */
-            fp_unlock(f);
             return TAS_EXC_TCP_CTRL;
         }
         if (s.flags & RTE_TCP_RST_FLAG) {
@@ -323,7 +326,6 @@ uint32_t fp_tcp_rx(struct fp_core *c, struct tas_flow *f, struct rte_mbuf *m)
                 f->flags |= TAS_FLF_RESET;
         } else
             fp_tcp_challenge_ack(c, f);
-        fp_unlock(f);
         if (!reset)
             return FP_RX_CONSUMED;
         return TAS_EXC_TCP_FLOW;
@@ -355,7 +357,6 @@ uint32_t fp_tcp_rx(struct fp_core *c, struct tas_flow *f, struct rte_mbuf *m)
     if ((f->tx_avail > 0 && f->snd_wnd > f->tx_sent) ||
         ((f->flags & TAS_FLF_TXFIN) && !(f->flags & TAS_FLF_TXFIN_SENT)))
         fp_flow_queue_tx(fp, f);
-    fp_unlock(f);
     if ((fin || established) && !(f->flags & TAS_FLF_QUIET))
         return TAS_EXC_TCP_FLOW;      /* the slow path tracks open and close */
     return FP_RX_CONSUMED;

@@ -4,6 +4,8 @@
  * no send queue: sent data stays in the TX buffer until acknowledged, so a
  * retransmission simply re-reads it.
  */
+#include <string.h>
+
 #include <rte_cycles.h>
 #include <rte_ether.h>
 #include <rte_ip.h>
@@ -27,12 +29,14 @@ uint32_t tas_fp_ts_now(struct tas_fp *fp)
     return fp_now_us(fp);
 }
 
+/* glibc's memcpy (AVX where the CPU has it): DPDK's inline rte_memcpy is
+ * built for -march=corei7 (SSE) here */
 static void ring_read(const uint8_t *base, uint32_t size, uint32_t pos, uint8_t *dst, uint32_t len)
 {
     uint32_t first = RTE_MIN(len, size - pos);
-    rte_memcpy(dst, base + pos, first);
+    memcpy(dst, base + pos, first);
     if (len > first)
-        rte_memcpy(dst + first, base, len - first);
+        memcpy(dst + first, base, len - first);
 }
 
 static uint16_t adv_window(const struct tas_flow *f)
@@ -43,7 +47,8 @@ static uint16_t adv_window(const struct tas_flow *f)
 
 /* Build one segment: headers, options, payload from the TX buffer. */
 static struct rte_mbuf *build_segment(struct tas_fp *fp, struct tas_flow *f, uint32_t seq,
-                                      uint8_t tcp_flags, uint32_t pos, uint32_t len)
+                                      uint8_t tcp_flags, uint32_t pos, uint32_t len,
+                                      uint64_t tsc)
 {
     struct rte_mbuf *m = rte_pktmbuf_alloc(fp->pool);
     if (m == NULL)
@@ -107,7 +112,8 @@ static struct rte_mbuf *build_segment(struct tas_fp *fp, struct tas_flow *f, uin
         opt[1] = 1;
         opt[2] = 8;
         opt[3] = 10;
-        uint32_t tsval = rte_cpu_to_be_32(fp_now_us(fp));
+        uint32_t tsval = rte_cpu_to_be_32(tsc ? (uint32_t)(tsc / fp->tsc_per_us)
+                                              : fp_now_us(fp));
         uint32_t tsecr = rte_cpu_to_be_32(f->ts_recent);
         memcpy(opt + 4, &tsval, 4);
         memcpy(opt + 8, &tsecr, 4);
@@ -138,9 +144,11 @@ static struct rte_mbuf *build_segment(struct tas_fp *fp, struct tas_flow *f, uin
     return m;
 }
 
-static void send_control(struct fp_core *c, struct tas_flow *f, uint32_t seq, uint8_t flags)
+/* tsc: the TSC now (0: read it) */
+static void send_control(struct fp_core *c, struct tas_flow *f, uint32_t seq, uint8_t flags,
+                         uint64_t tsc)
 {
-    struct rte_mbuf *m = build_segment(c->fp, f, seq, flags, 0, 0);
+    struct rte_mbuf *m = build_segment(c->fp, f, seq, flags, 0, 0, tsc);
     if (m != NULL)
         fp_tx_one(c, m);
 }
@@ -149,7 +157,7 @@ void fp_tcp_send_ack(struct fp_core *c, struct tas_flow *f)
 {
     enum fp_stage prev = fp_stage_enter(c, FP_ST_ACK);
     uint32_t snd_nxt = f->tx_una + f->tx_sent + ((f->flags & TAS_FLF_TXFIN_SENT) ? 1 : 0);
-    send_control(c, f, snd_nxt, RTE_TCP_ACK_FLAG);
+    send_control(c, f, snd_nxt, RTE_TCP_ACK_FLAG, c->stage_t0);  /* read by the stage switch */
     c->hot.acks_sent++;
     fp_stage_leave(c, prev);
 }
@@ -160,7 +168,7 @@ uint32_t fp_tcp_resend(struct fp_core *c, struct tas_flow *f, uint32_t seq, uint
     while (seq_diff(end, seq) > 0) {
         uint32_t len = RTE_MIN((uint32_t)seq_diff(end, seq), (uint32_t)f->mss);
         uint32_t pos = (f->tx_head + (seq - f->tx_una)) % f->tx_size;
-        struct rte_mbuf *m = build_segment(c->fp, f, seq, RTE_TCP_ACK_FLAG, pos, len);
+        struct rte_mbuf *m = build_segment(c->fp, f, seq, RTE_TCP_ACK_FLAG, pos, len, 0);
         if (m == NULL)
             break;
         fp_tx_one(c, m);
@@ -178,7 +186,7 @@ uint32_t fp_tcp_resend(struct fp_core *c, struct tas_flow *f, uint32_t seq, uint
  * an ACK carrying its current window. */
 void fp_tcp_send_probe(struct fp_core *c, struct tas_flow *f)
 {
-    send_control(c, f, f->tx_una - 1, RTE_TCP_ACK_FLAG);
+    send_control(c, f, f->tx_una - 1, RTE_TCP_ACK_FLAG, 0);
 }
 
 /* Have the flow's queue core send a control segment (flag: PROBE or ACKNOW). */
@@ -236,7 +244,7 @@ static bool flow_transmit(struct fp_core *c, struct tas_flow *f, uint64_t now)
         uint32_t len = RTE_MIN(todo, (uint32_t)f->mss);
         uint32_t pos = (f->tx_head + f->tx_sent) % f->tx_size;
         uint8_t flags = RTE_TCP_ACK_FLAG | (len == todo ? RTE_TCP_PSH_FLAG : 0);
-        struct rte_mbuf *m = build_segment(fp, f, f->tx_una + f->tx_sent, flags, pos, len);
+        struct rte_mbuf *m = build_segment(fp, f, f->tx_una + f->tx_sent, flags, pos, len, 0);
         if (m == NULL)
             break;
         fp_tx_one(c, m);
@@ -260,7 +268,7 @@ static bool flow_transmit(struct fp_core *c, struct tas_flow *f, uint64_t now)
     }
     if (f->tx_avail == 0 && (f->flags & TAS_FLF_TXFIN) &&
         !(f->flags & (TAS_FLF_TXFIN_SENT | TAS_FLF_TXFIN_ACKED))) {
-        send_control(c, f, f->tx_una + f->tx_sent, RTE_TCP_ACK_FLAG | RTE_TCP_FIN_FLAG);
+        send_control(c, f, f->tx_una + f->tx_sent, RTE_TCP_ACK_FLAG | RTE_TCP_FIN_FLAG, 0);
         f->flags |= TAS_FLF_TXFIN_SENT | TAS_FLF_FIN_EVER;
         if (idle && sent_bytes == 0)
             f->tx_progress_us = fp_now_us(fp);
