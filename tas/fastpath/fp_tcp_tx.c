@@ -45,7 +45,30 @@ static uint16_t adv_window(const struct tas_flow *f)
     return (uint16_t)RTE_MIN(w, 0xffffu);
 }
 
-/* Build one segment: headers, options, payload from the TX buffer. */
+/* Ones'-complement sum of a 32-bit value's two 16-bit halves. */
+static inline uint32_t halves(uint32_t v)
+{
+    return (v >> 16) + (v & 0xffff);
+}
+
+/* The sum of the payload as it sits in the TX ring (where it was not just
+ * written), as numbers of network-order 16-bit words.  A second piece
+ * after an odd-length first one starts at an odd offset: its sum swaps. */
+static uint32_t payload_sum(const uint8_t *base, uint32_t size, uint32_t pos, uint32_t len)
+{
+    uint32_t first = RTE_MIN(len, size - pos);
+    uint16_t a = fp_raw_cksum(base + pos, first);
+    uint16_t b = len > first ? fp_raw_cksum(base, len - first) : 0;
+    if (first & 1)
+        b = rte_bswap16(b);
+    return rte_bswap16(fp_fold_add(a, b));    /* memory order -> numeric */
+}
+
+/* Build one segment: headers, options, payload from the TX buffer.  The
+ * checksums are summed from the values written, not read back from the
+ * headers just stored: those loads stalled on the stores (partial
+ * store-to-load forwarding behind the mbuf's cold lines), the largest cost
+ * of an ACK. */
 static struct rte_mbuf *build_segment(struct tas_fp *fp, struct tas_flow *f, uint32_t seq,
                                       uint8_t tcp_flags, uint32_t pos, uint32_t len,
                                       uint64_t tsc)
@@ -61,86 +84,76 @@ static struct rte_mbuf *build_segment(struct tas_fp *fp, struct tas_flow *f, uin
     uint32_t thl = sizeof(struct rte_tcp_hdr) + (ts ? TCP_OPT_TS_LEN : 0) +
                    (sack ? TCP_OPT_SACK_LEN : 0);
     uint32_t hdrs = sizeof(struct rte_ether_hdr) + sizeof(struct rte_ipv4_hdr) + thl;
-    uint8_t *out = (uint8_t *)rte_pktmbuf_append(m, (uint16_t)(hdrs + len));
-    if (out == NULL) {
+    uint8_t *p = (uint8_t *)rte_pktmbuf_append(m, (uint16_t)(hdrs + len));
+    if (p == NULL) {
         rte_pktmbuf_free(m);
         return NULL;
     }
-    /* Headers are built and summed on the stack, then copied out once:
-     * summing them where they were just stored in the mbuf stalled on the
-     * stores (partial store-to-load forwarding), the largest cost of an ACK. */
-    uint8_t hbuf[sizeof(struct rte_ether_hdr) + sizeof(struct rte_ipv4_hdr) +
-                 sizeof(struct rte_tcp_hdr) + TCP_OPT_TS_LEN + TCP_OPT_SACK_LEN]
-        __rte_aligned(8);
-    uint8_t *p = hbuf;
     struct rte_ether_hdr *eth = (struct rte_ether_hdr *)p;
     memcpy(eth->dst_addr.addr_bytes, f->peer_mac, RTE_ETHER_ADDR_LEN);
     memcpy(eth->src_addr.addr_bytes, fp->conf.mac, RTE_ETHER_ADDR_LEN);
     eth->ether_type = rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4);
 
+    /* IP: sums of the header's 16-bit words as numbers (network order) */
+    uint8_t tos = ((f->flags & TAS_FLF_ECN) && len > 0) ? 0x02 : 0; /* ECT(0) */
+    uint16_t ip_len = (uint16_t)(sizeof(struct rte_ipv4_hdr) + thl + len);
+    uint32_t addrs = halves(f->local_ip) + halves(f->peer_ip);
+    uint32_t ip_sum = ((uint32_t)RTE_IPV4_VHL_DEF << 8 | tos) + ip_len + RTE_IPV4_HDR_DF_FLAG +
+                      (64u << 8 | IPPROTO_TCP) + addrs;
     struct rte_ipv4_hdr *ip = (struct rte_ipv4_hdr *)(eth + 1);
     ip->version_ihl = RTE_IPV4_VHL_DEF;
-    ip->type_of_service = ((f->flags & TAS_FLF_ECN) && len > 0) ? 0x02 : 0; /* ECT(0) */
-    ip->total_length = rte_cpu_to_be_16((uint16_t)(sizeof(*ip) + thl + len));
+    ip->type_of_service = tos;
+    ip->total_length = rte_cpu_to_be_16(ip_len);
     ip->packet_id = 0;
     ip->fragment_offset = rte_cpu_to_be_16(RTE_IPV4_HDR_DF_FLAG);
     ip->time_to_live = 64;
     ip->next_proto_id = IPPROTO_TCP;
-    ip->hdr_checksum = 0;
+    ip->hdr_checksum = rte_cpu_to_be_16((uint16_t)~fp_fold(ip_sum));
     ip->src_addr = rte_cpu_to_be_32(f->local_ip);
     ip->dst_addr = rte_cpu_to_be_32(f->peer_ip);
 
-    struct rte_tcp_hdr *tcp = (struct rte_tcp_hdr *)(ip + 1);
-    tcp->src_port = rte_cpu_to_be_16(f->local_port);
-    tcp->dst_port = rte_cpu_to_be_16(f->peer_port);
-    tcp->sent_seq = rte_cpu_to_be_32(seq);
-    tcp->recv_ack = rte_cpu_to_be_32(f->rx_next_seq);
-    f->flags &= ~TAS_FLF_ACK_DUE;       /* this segment carries the ACK owed */
-    f->rx_unacked_bytes = 0;
-    tcp->data_off = (uint8_t)((thl / 4) << 4);
     if (f->flags & TAS_FLF_CE_SEEN) {
         tcp_flags |= RTE_TCP_ECE_FLAG;
         f->flags &= ~TAS_FLF_CE_SEEN;
     }
+    uint16_t win = adv_window(f);
+    uint32_t ack = f->rx_next_seq;
+    f->flags &= ~TAS_FLF_ACK_DUE;       /* this segment carries the ACK owed */
+    f->rx_unacked_bytes = 0;
+    /* TCP: pseudo header (addresses, protocol, length), then the header */
+    uint64_t sum = addrs + IPPROTO_TCP + thl + len + f->local_port + f->peer_port +
+                   halves(seq) + halves(ack) + ((thl / 4) << 12 | tcp_flags) + win;
+    struct rte_tcp_hdr *tcp = (struct rte_tcp_hdr *)(ip + 1);
+    tcp->src_port = rte_cpu_to_be_16(f->local_port);
+    tcp->dst_port = rte_cpu_to_be_16(f->peer_port);
+    tcp->sent_seq = rte_cpu_to_be_32(seq);
+    tcp->recv_ack = rte_cpu_to_be_32(ack);
+    tcp->data_off = (uint8_t)((thl / 4) << 4);
     tcp->tcp_flags = tcp_flags;
-    tcp->rx_win = rte_cpu_to_be_16(adv_window(f));
-    tcp->cksum = 0;
+    tcp->rx_win = rte_cpu_to_be_16(win);
     tcp->tcp_urp = 0;
     uint8_t *opt = (uint8_t *)(tcp + 1);
     if (ts) {
-        opt[0] = 1;
-        opt[1] = 1;
-        opt[2] = 8;
-        opt[3] = 10;
-        uint32_t tsval = rte_cpu_to_be_32(tsc ? (uint32_t)(tsc / fp->tsc_per_us)
-                                              : fp_now_us(fp));
-        uint32_t tsecr = rte_cpu_to_be_32(f->ts_recent);
-        memcpy(opt + 4, &tsval, 4);
-        memcpy(opt + 8, &tsecr, 4);
+        uint32_t tsval = tsc ? (uint32_t)(tsc / fp->tsc_per_us) : fp_now_us(fp);
+        uint32_t words[3] = {rte_cpu_to_be_32(0x0101080a), rte_cpu_to_be_32(tsval),
+                             rte_cpu_to_be_32(f->ts_recent)};
+        memcpy(opt, words, sizeof(words));     /* NOP NOP kind=8 len=10 TSval TSecr */
+        sum += 0x0101 + 0x080a + halves(tsval) + halves(f->ts_recent);
         opt += TCP_OPT_TS_LEN;
     }
     if (sack) {
-        opt[0] = 1;
-        opt[1] = 1;
-        opt[2] = 5;
-        opt[3] = 10;
-        uint32_t left = rte_cpu_to_be_32(f->rx_ooo_start);
-        uint32_t right = rte_cpu_to_be_32(f->rx_ooo_start + f->rx_ooo_len);
-        memcpy(opt + 4, &left, 4);
-        memcpy(opt + 8, &right, 4);
+        uint32_t left = f->rx_ooo_start, right = f->rx_ooo_start + f->rx_ooo_len;
+        uint32_t words[3] = {rte_cpu_to_be_32(0x0101050a), rte_cpu_to_be_32(left),
+                             rte_cpu_to_be_32(right)};
+        memcpy(opt, words, sizeof(words));     /* NOP NOP kind=5 len=10 left right */
+        sum += 0x0101 + 0x050a + halves(left) + halves(right);
         kb_stats_add(fp->ctr.sack_blocks_sent, 1);
     }
-    uint8_t *payload = out + hdrs;
-    uint32_t sum = fp_raw_cksum(tcp, thl) + rte_ipv4_phdr_cksum(ip, 0);
     if (len > 0) {
-        ring_read(f->tx_base, f->tx_size, pos, payload, len);
-        sum += fp_raw_cksum(payload, len);    /* thl is even: the sums add up */
+        ring_read(f->tx_base, f->tx_size, pos, p + hdrs, len);
+        sum += payload_sum(f->tx_base, f->tx_size, pos, len);
     }
-    sum = (sum & 0xffff) + (sum >> 16);
-    sum = (sum & 0xffff) + (sum >> 16);
-    tcp->cksum = (uint16_t)~sum;
-    ip->hdr_checksum = (uint16_t)~fp_raw_cksum(ip, sizeof(*ip));
-    rte_memcpy(out, hbuf, hdrs);
+    tcp->cksum = rte_cpu_to_be_16((uint16_t)~fp_fold(sum));
     return m;
 }
 
