@@ -1,5 +1,6 @@
 """Shared helpers of the TAS benchmarks: daemons on the embedded devices."""
 import os
+import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -37,11 +38,23 @@ def start_memif_pair(tmp, idle_block_us=10000, yield_idle=True, extra="",
     return procs
 
 
-def start_kernel_peer(tmp, device="net_tap", extra=""):
-    """One daemon with the Linux kernel as peer in namespace benchns."""
-    path = os.path.join(tmp, "benchk.toml")
+def start_kernel_peer(tmp, device=None, extra="", index=0):
+    """One daemon with the Linux kernel as peer in namespace benchns<index>
+    (instance benchk<index>, interface benchk<index>); device None: the
+    config's default."""
+    name, ns = f"benchk{index}", f"benchns{index}"
+    dev = f'device = "{device}"\n' if device else ""
+    path = os.path.join(tmp, f"{name}.toml")
     with open(path, "w") as f:
-        f.write(f'[tas]\ninstance = "benchk"\nip = "10.0.0.2"\n'
-                f'[dpdk]\ndevice = "{device}"\niface = "benchk0"\nmem_mb = 256\n'
-                f'mbufs = 8191\n{extra}\n[peer]\nnetns = "benchns"\nip = "10.0.0.1"\n')
-    return DaemonProcess(path, "benchk", "benchns").start()
+        f.write(f'[tas]\ninstance = "{name}"\nip = "10.0.0.2"\n'
+                f'[dpdk]\n{dev}iface = "{name}"\nmem_mb = 256\n'
+                f'mbufs = 8191\n{extra}\n[peer]\nnetns = "{ns}"\nip = "10.0.0.1"\n')
+    return DaemonProcess(path, name, ns).start()
+
+
+def stop_kernel_peer(daemon):
+    """Stop it and remove its namespace (the daemon leaves it behind)."""
+    try:
+        daemon.stop()
+    finally:
+        subprocess.run(["ip", "netns", "del", daemon.netns], capture_output=True)

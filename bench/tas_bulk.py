@@ -1,12 +1,14 @@
 """TAS bulk throughput: one command, one table, one JSON file.
 
   python bench/tas_bulk.py [--seconds 3] [--repeat 3] [--streams 1,4]
-                           [--mtu 1500] [--cc dctcp-rate|none|...] [--device net_tap]
+                           [--mtu 1500] [--cc dctcp-rate|none|...]
+                           [--devices net_af_packet,net_tap]
 
 Unmodified iperf3 (server and client), in one run, repeated and interleaved:
   tas-tas:      both ends under tas-run on two daemons joined by net_memif
   tas-linux:    server under tas-run, client the Linux kernel in the daemon's
-                peer namespace (the embedded default device, or --device)
+                peer namespace, once per device of --devices (default: the
+                embedded default first, then net_tap), each its own daemon
   linux-linux:  both on the Linux kernel across a veth pair
 Prints min/median/max MB/s, the median's ratio to linux-linux, and for the
 TAS rows what the server's daemon spent: CPU microseconds per segment,
@@ -26,7 +28,7 @@ from bindings import stats  # noqa: E402
 from deploy.report import print_table, write_json  # noqa: E402
 from tas import cycles  # noqa: E402
 from tas.run import environ  # noqa: E402
-from tas_benchlib import start_kernel_peer, start_memif_pair  # noqa: E402
+from tas_benchlib import start_kernel_peer, start_memif_pair, stop_kernel_peer  # noqa: E402
 
 LINUX_NS = "bulk-linux"
 TICK_US = 1e6 / os.sysconf("SC_CLK_TCK")
@@ -107,9 +109,12 @@ def main():
     ap.add_argument("--streams", default="1,4")
     ap.add_argument("--mtu", type=int, default=1500, help="dpdk.mtu of the daemons (and veth)")
     ap.add_argument("--cc", default=None, help="cc.algorithm of the daemons (default: config)")
-    ap.add_argument("--device", default="net_tap", help="device of the tas-linux daemon")
+    ap.add_argument("--devices", default="net_af_packet,net_tap",
+                    help="devices of the tas-linux daemons, comma-separated")
     args = ap.parse_args()
     streams = [int(s) for s in args.streams.split(",")]
+    devices = args.devices.split(",")
+    configs = ["tas-tas"] + [f"tas-linux {dev}" for dev in devices] + ["linux-linux"]
     dpdk = f"mtu = {args.mtu}" + (f'\n[cc]\nalgorithm = "{args.cc}"' if args.cc else "")
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -117,35 +122,38 @@ def main():
         sh("ip", "link", "set", "bulk0", "mtu", str(args.mtu))
         sh("ip", "netns", "exec", LINUX_NS, "ip", "link", "set", "bulk1", "mtu", str(args.mtu))
         pair = start_memif_pair(tmp, extra=dpdk)
-        kpeer = start_kernel_peer(tmp, args.device, extra=dpdk)
+        kpeers = []
         try:
+            for i, dev in enumerate(devices):
+                kpeers.append(start_kernel_peer(tmp, dev, extra=dpdk, index=i))
             for rep in range(args.repeat):
                 for n in streams:
-                    runs = {
-                        "tas-tas": lambda: measured(pair[0], lambda: iperf(
-                            environ("bencha"), [], environ("benchb"), "10.1.0.1", 5401 + 10 * rep, n,
-                            args.seconds)),
-                        "tas-linux": lambda: measured(kpeer, lambda: iperf(
-                            environ("benchk"), ["ip", "netns", "exec", "benchns"], None,
-                            "10.0.0.2", 5402 + 10 * rep, n, args.seconds)),
-                        "linux-linux": lambda: (iperf(None, ["ip", "netns", "exec", LINUX_NS],
-                                                      None, "10.9.1.1", 5403 + 10 * rep, n,
-                                                      args.seconds), {}),
-                    }
+                    port = 5401 + 10 * rep
+                    runs = {"tas-tas": lambda: measured(pair[0], lambda: iperf(
+                        environ("bencha"), [], environ("benchb"), "10.1.0.1", port, n,
+                        args.seconds))}
+                    for i, k in enumerate(kpeers):
+                        runs[f"tas-linux {devices[i]}"] = lambda k=k, i=i: measured(
+                            k, lambda: iperf(environ(k.instance), ["ip", "netns", "exec", k.netns],
+                                             None, "10.0.0.2", port + 1 + i, n, args.seconds))
+                    runs["linux-linux"] = lambda: (iperf(
+                        None, ["ip", "netns", "exec", LINUX_NS], None, "10.9.1.1", port + 9, n,
+                        args.seconds), {})
                     for name, run in runs.items():
                         mbs, per = run()
                         results.setdefault((name, n), []).append((mbs, per))
-                        print(f"  rep {rep} {name} x{n}: {mbs:.0f} MB/s", flush=True)
+                        print(f"  rep {rep} {name} x{n}: {mbs:.0f} MB/s "
+                              f"(load {os.getloadavg()[0]:.2f})", flush=True)
         finally:
-            kpeer.stop()
+            for d in kpeers:
+                stop_kernel_peer(d)
             for d in pair:
                 d.stop()
-            subprocess.run(["ip", "netns", "del", "benchns"], capture_output=True)
             veth_down()
     rows, points = [], []
     for n in streams:
         linux = statistics.median(m for m, _ in results[("linux-linux", n)])
-        for name in ("tas-tas", "tas-linux", "linux-linux"):
+        for name in configs:
             vals = [m for m, _ in results[(name, n)]]
             per = results[(name, n)][-1][1]
             med = statistics.median(vals)
@@ -162,7 +170,7 @@ def main():
     # where the server daemon's fast-path cycles went (last repetition)
     crows = []
     for n in streams:
-        for name in ("tas-tas", "tas-linux"):
+        for name in configs[:-1]:
             per = results[(name, n)][-1][1]
             crows.append([name, n] + [f"{per['cycles'][st]['per_unit']:.0f}"
                                       for st, _, _ in cycles.STAGES])
@@ -171,8 +179,8 @@ def main():
           "tx pkt, command batch, pkt)")
     print_table(["config", "streams"] + [st for st, _, _ in cycles.STAGES], crows)
     write_json("tas_bulk.json", {"seconds": args.seconds, "repeat": args.repeat,
-                                 "mtu": args.mtu, "cc": args.cc, "device": args.device,
-                                 "points": points})
+                                 "mtu": args.mtu, "cc": args.cc, "devices": devices,
+                                 "loadavg": os.getloadavg(), "points": points})
 
 
 if __name__ == "__main__":

@@ -33,24 +33,27 @@ from tas_benchlib import start_memif_pair  # noqa: E402
 from tas_bulk import iperf  # noqa: E402
 
 NAMES = ("ppsa", "ppsb")
+# testpmd's default pool (about 340 MB) fails when other daemons hold most
+# of the machine's hugepages; a few rings' worth is all forwarding needs
+MBUFS = "--total-num-mbufs=16384"
 
 
 def testpmd(tmp, mode, frame, seconds):
     """txonly -> `mode` over memif; packets/s received by the second one."""
     sock = os.path.join(tmp, "testpmd.sock")
     # line-buffered: we wait for its prompt on a pipe
-    common = ["stdbuf", "-oL", "dpdk-testpmd", "--no-pci", "--in-memory"]
+    common = ["stdbuf", "-oL", "dpdk-testpmd", "--no-pci", "--in-memory", "-m", "128"]
     gen = subprocess.Popen(
         [*common, "-l", "0,1", "--file-prefix=pmdgen",
          f"--vdev=net_memif0,role=server,socket={sock}", "--",
-         "--forward-mode=txonly", f"--txpkts={frame}", "--nb-cores=1"],
+         "--forward-mode=txonly", f"--txpkts={frame}", "--nb-cores=1", MBUFS],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         wait_for(gen, "Press enter to exit")
         rx = subprocess.Popen(
             [*common, "--lcores", "0@1,1@0", "--file-prefix=pmdrx",
              f"--vdev=net_memif0,role=client,socket={sock}", "--",
-             f"--forward-mode={mode}", "--nb-cores=1"],
+             f"--forward-mode={mode}", "--nb-cores=1", MBUFS],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         wait_for(rx, "Press enter to exit")
         t0 = time.monotonic()

@@ -12,6 +12,7 @@ from pyroute2 import IPRoute, netns
 from bindings import stats
 from deploy import transfers
 from deploy.report import print_table
+from tas import config
 from tas import run as tas_run
 from tas.app import TasApp
 from tas.launcher import DaemonProcess
@@ -104,9 +105,9 @@ class LinuxBaseline:
                            "10.9.0.2", 5302)]
 
 
-def tas_rows(d):
+def tas_rows(d, device):
     r = d.ns_run(*ping_cmd("10.0.0.2"))
-    rows = [{"workload": "ICMP echo, Linux peer -> TAS (DPDK net_tap)", **parse_ping(r.stdout)}]
+    rows = [{"workload": f"ICMP echo, Linux peer -> TAS (DPDK {device})", **parse_ping(r.stdout)}]
     with TasApp(d.instance) as app:
         rows.append(transfer_row("TCP bulk, Linux peer -> TAS app",
                                  transfers.linux_to_tas(d.netns, app, 5201, TRANSFER, 1)))
@@ -145,10 +146,11 @@ def component_demos():
 
 def main():
     d = DaemonProcess()
-    print("demo: starting the TAS daemon on net_tap (peer: Linux in netns tas-peer)")
+    device = config.load().dpdk.device       # the embedded default: net_af_packet on a veth
+    print(f"demo: starting the TAS daemon on {device} (peer: Linux in netns tas-peer)")
     d.start()
     try:
-        rows = tas_rows(d)
+        rows = tas_rows(d, device)
         counters = stats.read("tas", d.instance)
     finally:
         rc = d.stop()

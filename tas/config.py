@@ -3,7 +3,8 @@
 Every key is declared once in SCHEMA with its default, parser and the form it
 expects, so an unknown key or a bad value is rejected with a message naming
 the key and the expected form.  The defaults are the embedded set-up: a
-net_tap device whose kernel side lives in the `tas-peer` namespace and NVM
+net_af_packet device on a veth pair whose other end lives in the `tas-peer`
+namespace (net_tap, the slower tap device, by configuration), and NVM
 emulated by a file in /dev/shm (Strata's default pool).
 """
 import ipaddress
@@ -163,9 +164,10 @@ SCHEMA = {
                                      "unregistered (1..3600000)"),
     },
     "dpdk": {
-        "device": Field("net_tap", _choice("net_tap", "net_af_packet", "net_memif", "pci"),
-                        "one of net_tap, net_af_packet, net_memif, pci"),
-        "iface": Field("dtap0", _str(NAME), "a Linux interface name (1-15 chars)"),
+        "device": Field("net_af_packet",
+                        _choice("net_af_packet", "net_tap", "net_memif", "pci"),
+                        "one of net_af_packet, net_tap, net_memif, pci"),
+        "iface": Field("tas0", _str(NAME), "a Linux interface name (1-15 chars)"),
         "pci_addr": Field("", _str(r"|[0-9a-fA-F]{4}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]"),
                           "a PCI address like 0000:03:00.0"),
         "memif_role": Field("server", _choice("server", "client"), "server or client"),

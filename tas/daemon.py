@@ -139,6 +139,11 @@ class Daemon:
         from tas.slowpath.loop import SlowPath
         self.sp = SlowPath(cfg, self.fp, self.stats)
         self._undo.append(self.sp.close)
+        if cfg.dpdk.device == "net_af_packet":
+            from tas.afpacket_drops import RingDrops
+            drops = RingDrops(self.stats)
+            self._undo.append(drops.close)
+            self.sp.timers.append(drops.tick)
         self.stats.set("fp_cores", len(cfg.dpdk.fp_cores))
         if cfg.metrics.listen:
             from tas.metrics import MetricsServer

@@ -3,9 +3,13 @@
 net_tap: DPDK creates a tap interface; once the port has started we move its
 kernel end into the peer namespace and give it the peer address, so the
 namespace's kernel stack talks to the daemon through the DPDK port.
-net_af_packet: DPDK binds to one end of a veth pair we create; the other end
-goes into the namespace.  net_memif and PCI devices need no local peer.
+net_af_packet (the default): DPDK binds to one end of a veth pair we create;
+the other end goes into the namespace.  The end DPDK binds stays in the
+daemon's namespace with no address, and its kernel stack is kept silent
+there: no ARP, no IPv6, no forwarding (see quiet_port_side).  net_memif and
+PCI devices need no local peer.
 """
+import os
 import subprocess
 import time
 
@@ -54,6 +58,35 @@ def veth_peer_name(iface):
     return iface[:12] + "-pr"
 
 
+def ns_iface(cfg):
+    """Name of the kernel side of the port inside the peer namespace."""
+    if cfg.dpdk.device == "net_af_packet":
+        return veth_peer_name(cfg.dpdk.iface)
+    return cfg.dpdk.iface
+
+
+def _sysctl(path, value):
+    with open(path, "w") as f:
+        f.write(value)
+
+
+def quiet_port_side(iface):
+    """The veth end DPDK binds carries TAS's frames, not this namespace's
+    traffic: the kernel there must neither answer for TAS's address (ARP,
+    or a RST/ICMP for a segment it forwarded or took as its own) nor send
+    its own frames (IPv6 router solicitations, MLD) that the PMD would
+    receive as outgoing packets.  It has no IPv4 address; NOARP, IPv6 off
+    and forwarding off on it make the rest explicit."""
+    r = subprocess.run(["ip", "link", "set", "dev", iface, "arp", "off"],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        raise PeerError(f"cannot turn ARP off on {iface}: {r.stderr.strip()}")
+    for path, value in ((f"/proc/sys/net/ipv6/conf/{iface}/disable_ipv6", "1"),
+                        (f"/proc/sys/net/ipv4/conf/{iface}/forwarding", "0")):
+        if os.path.exists(path):     # no IPv6 in this kernel: nothing to turn off
+            _sysctl(path, value)
+
+
 def create_veth(iface, ns, ip, prefix_len, mac, mtu):
     """For net_af_packet: veth `iface` (DPDK side) <-> peer end inside `ns`."""
     ensure_netns(ns)
@@ -65,6 +98,7 @@ def create_veth(iface, ns, ip, prefix_len, mac, mtu):
         idx = _wait_link(ipr, iface)
         ipr.link("set", index=_wait_link(ipr, peer), net_ns_fd=ns)
         ipr.link("set", index=idx, mtu=mtu)
+        quiet_port_side(iface)           # before it is up: no IPv6 link-local or DAD
         ipr.link("set", index=idx, state="up")
     _configure_in_ns(ns, peer, ip, prefix_len, mac, mtu)
     # The peer kernel would leave TCP checksums to "hardware" (a veth has

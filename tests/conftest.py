@@ -17,7 +17,8 @@ def require_root():
 
 @pytest.fixture
 def tas_daemon(tmp_path, require_root):
-    """A running daemon on net_tap with the kernel peer in its own namespace."""
+    """A running daemon on the default device (net_af_packet on a veth) with
+    the kernel peer in its own namespace."""
     d = Daemon(tmp_path).start()
     try:
         yield d

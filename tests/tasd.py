@@ -10,6 +10,7 @@ import time
 
 from pyroute2 import netns
 
+from tas import config, peer
 from tas.launcher import DaemonProcess
 
 _seq = itertools.count()
@@ -28,8 +29,10 @@ def unique(prefix):
     return f"{prefix}{os.getpid() % 10000}x{next(_seq)}"
 
 
-def write_config(path, instance, ns, iface, device="net_tap", extra="", hugepages="auto",
+def write_config(path, instance, ns, iface, device=None, extra="", hugepages="auto",
                  fp_cores=(1,), tas_extra="", dpdk_extra=""):
+    """device None: the config's default (net_af_packet)."""
+    dev = f'device = "{device}"' if device else ""
     path.write_text(f"""
 [tas]
 instance = "{instance}"
@@ -37,7 +40,7 @@ ip = "10.0.0.2"
 {tas_extra}
 
 [dpdk]
-device = "{device}"
+{dev}
 iface = "{iface}"
 hugepages = "{hugepages}"
 mem_mb = 256
@@ -54,14 +57,20 @@ ip = "10.0.0.1"
 
 
 class Daemon(DaemonProcess):
-    def __init__(self, tmp_path, device="net_tap", extra="", hugepages="auto", fp_cores=(1,),
+    def __init__(self, tmp_path, device=None, extra="", hugepages="auto", fp_cores=(1,),
                  dpdk_extra="", instance=None, tas_extra=""):
-        """instance: a chosen name (for tests that prepare names beforehand);
-        tas_extra, dpdk_extra: more keys for the [tas] and [dpdk] sections."""
+        """device: None for the embedded default (net_af_packet on a veth),
+        or net_tap, ...; instance: a chosen name (for tests that prepare
+        names beforehand); tas_extra, dpdk_extra: more keys for the [tas]
+        and [dpdk] sections.  self.iface: the kernel side of the port in the
+        peer namespace (the tap, or the veth's peer end)."""
         instance = instance or unique("t")
-        ns, self.iface = unique("tasns"), unique("dt")
-        cfg = write_config(tmp_path / f"{instance}.toml", instance, ns, self.iface,
+        ns = unique("tasns")
+        self.port_iface = unique("dt")   # what DPDK binds (a tap or a veth end)
+        cfg = write_config(tmp_path / f"{instance}.toml", instance, ns, self.port_iface,
                            device, extra, hugepages, fp_cores, tas_extra, dpdk_extra)
+        loaded = config.load(str(cfg))
+        self.device, self.iface = loaded.dpdk.device, peer.ns_iface(loaded)
         super().__init__(cfg, instance, ns)
 
     def stop(self):

@@ -146,16 +146,50 @@ static void notify_pending(struct tas_fp *fp, struct tas_flow *f)
         wake_app(x);
 }
 
-void fp_notify_app(struct tas_fp *fp, struct tas_flow *f, uint32_t rx_bump,
-                   uint32_t rx_pos, uint32_t tx_bump, uint32_t flags)
+static void pend(struct tas_flow *f, uint32_t rx_bump, uint32_t rx_pos, uint32_t tx_bump,
+                 uint32_t flags)
 {
     if (f->pend_rx_bump == 0)
         f->pend_rx_pos = rx_pos;
     f->pend_rx_bump += rx_bump;
     f->pend_tx_bump += tx_bump;
     f->pend_flags |= flags;
+}
+
+void fp_notify_app(struct tas_fp *fp, struct tas_flow *f, uint32_t rx_bump,
+                   uint32_t rx_pos, uint32_t tx_bump, uint32_t flags)
+{
+    pend(f, rx_bump, rx_pos, tx_bump, flags);
     if (f->pend_rx_bump || f->pend_tx_bump || f->pend_flags)
         notify_pending(fp, f);
+}
+
+/* Gather the notification (caller holds the flow's lock) and send one per
+ * flow at the end of the RX burst (fp_notify_flush): one queue entry, and
+ * at most one wake-up, for all the segments a burst brought it. */
+void fp_notify_later(struct fp_core *c, struct tas_flow *f, uint32_t rx_bump,
+                     uint32_t rx_pos, uint32_t tx_bump, uint32_t flags)
+{
+    pend(f, rx_bump, rx_pos, tx_bump, flags);
+    for (unsigned i = c->nnotify_due; i-- > 0;)    /* the last one, mostly */
+        if (c->notify_due[i] == f)
+            return;
+    if (c->nnotify_due < FP_RX_MAX)
+        c->notify_due[c->nnotify_due++] = f;
+    else if (f->pend_rx_bump || f->pend_tx_bump || f->pend_flags)
+        notify_pending(c->fp, f);                  /* no room to remember it */
+}
+
+void fp_notify_flush(struct fp_core *c)
+{
+    for (unsigned i = 0; i < c->nnotify_due; i++) {
+        struct tas_flow *f = c->notify_due[i];
+        fp_lock(f);
+        if ((f->flags & TAS_FLF_ACTIVE) && (f->pend_rx_bump || f->pend_tx_bump || f->pend_flags))
+            notify_pending(c->fp, f);
+        fp_unlock(f);
+    }
+    c->nnotify_due = 0;
 }
 
 void tas_fp_flush_notifications(struct tas_fp *fp)

@@ -8,6 +8,7 @@
 #include <rte_ip.h>
 #include <rte_tcp.h>
 
+#include "fp_cksum.h"
 #include "fp_internal.h"
 
 static bool mac_is_ours(const struct tas_fp *fp, const struct rte_ether_addr *a)
@@ -27,14 +28,23 @@ static enum fp_verdict drop(uint64_t *ctr)
 static bool tcp_cksum_ok(const struct rte_ipv4_hdr *ip, const struct rte_tcp_hdr *tcp,
                          uint32_t l4len)
 {
-    uint32_t sum = rte_raw_cksum(tcp, l4len) + rte_ipv4_phdr_cksum(ip, 0);
-    sum = (sum & 0xffff) + (sum >> 16);
-    sum = (sum & 0xffff) + (sum >> 16);
-    return sum == 0xffff;
+    return fp_tcp_sum(ip, tcp, l4len) == 0xffff;
+}
+
+static struct tas_flow *find_flow(struct tas_fp *fp, struct fp_flow_hint *h, uint32_t peer_ip,
+                                  uint16_t local_port, uint16_t peer_port)
+{
+    if (h->flow != NULL && h->peer_ip == peer_ip && h->local_port == local_port &&
+        h->peer_port == peer_port)
+        return h->flow;
+    struct tas_flow *f = fp_flow_find(fp, peer_ip, local_port, peer_port);
+    if (f != NULL)
+        *h = (struct fp_flow_hint){f, peer_ip, local_port, peer_port};
+    return f;
 }
 
 static enum fp_verdict classify_ipv4(struct tas_fp *fp, struct rte_mbuf *m, uint32_t *reason,
-                                     struct tas_flow **flow)
+                                     struct tas_flow **flow, struct fp_flow_hint *hint)
 {
     uint32_t len = rte_pktmbuf_data_len(m) - sizeof(struct rte_ether_hdr);
     if (len < sizeof(struct rte_ipv4_hdr))
@@ -46,7 +56,7 @@ static enum fp_verdict classify_ipv4(struct tas_fp *fp, struct rte_mbuf *m, uint
     if ((ip->version_ihl >> 4) != 4 || ihl < sizeof(*ip) || total < ihl || total > len)
         return drop(fp->ctr.drop_malformed);
     /* A correct header (checksum field included) sums to 0xffff. */
-    if (rte_raw_cksum(ip, ihl) != 0xffff)
+    if (fp_raw_cksum(ip, ihl) != 0xffff)
         return drop(fp->ctr.drop_malformed);
     if (rte_be_to_cpu_32(ip->dst_addr) != fp->conf.ip)
         return drop(fp->ctr.drop_not_ours);
@@ -66,8 +76,8 @@ static enum fp_verdict classify_ipv4(struct tas_fp *fp, struct rte_mbuf *m, uint
         if (!tcp_cksum_ok(ip, tcp, total - ihl))
             return drop(fp->ctr.drop_bad_csum);
         *reason = TAS_EXC_TCP_CTRL;
-        *flow = fp_flow_find(fp, rte_be_to_cpu_32(ip->src_addr),
-                             rte_be_to_cpu_16(tcp->dst_port), rte_be_to_cpu_16(tcp->src_port));
+        *flow = find_flow(fp, hint, rte_be_to_cpu_32(ip->src_addr),
+                          rte_be_to_cpu_16(tcp->dst_port), rte_be_to_cpu_16(tcp->src_port));
         return *flow != NULL && ihl == sizeof(*ip) ? FP_FLOW : FP_EXCEPTION;
     }
     default:
@@ -77,7 +87,7 @@ static enum fp_verdict classify_ipv4(struct tas_fp *fp, struct rte_mbuf *m, uint
 }
 
 enum fp_verdict fp_classify(struct tas_fp *fp, struct rte_mbuf *m, uint32_t *reason,
-                            struct tas_flow **flow)
+                            struct tas_flow **flow, struct fp_flow_hint *hint)
 {
     if (rte_pktmbuf_data_len(m) < sizeof(struct rte_ether_hdr) || m->nb_segs != 1)
         return drop(fp->ctr.drop_malformed);
@@ -91,7 +101,7 @@ enum fp_verdict fp_classify(struct tas_fp *fp, struct rte_mbuf *m, uint32_t *rea
         *reason = TAS_EXC_ARP;
         return FP_EXCEPTION;
     case RTE_ETHER_TYPE_IPV4:
-        return classify_ipv4(fp, m, reason, flow);
+        return classify_ipv4(fp, m, reason, flow, hint);
     default:
         return drop(fp->ctr.drop_not_ours);
     }

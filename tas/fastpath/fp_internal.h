@@ -61,6 +61,14 @@ struct fp_counters {
  * pointers) and our own indices are kept here, the app's index is read once
  * per burst and checked (fp_apps.c).  A context caught with an impossible
  * index is marked bad and no longer touched; the slow path detaches its app. */
+/* The counters every packet bumps, kept per core and added to the stats
+ * page once a loop round (fp_core_flush_counts): an atomic add on a shared
+ * page per packet costs more than the rest of the bookkeeping. */
+struct fp_hot_counts {
+    uint64_t rx_pkts, rx_bytes, tx_pkts, tx_bytes;
+    uint64_t tcp_rx_segs, tcp_rx_bytes, tcp_tx_segs, tcp_tx_bytes, acks_sent;
+};
+
 struct fp_ctx {
     bool active;
     bool bad;
@@ -104,6 +112,10 @@ struct fp_core {
     /* flows owed an ACK at the end of the RX burst (TAS_FLF_ACK_DUE) */
     unsigned nack_due;
     struct tas_flow *ack_due[FP_RX_MAX];
+    /* flows with app notifications gathered over the RX burst */
+    unsigned nnotify_due;
+    struct tas_flow *notify_due[FP_RX_MAX];
+    struct fp_hot_counts hot;
     /* cycle accounting (fp_stage_enter) */
     enum fp_stage stage;
     uint64_t stage_t0;
@@ -134,6 +146,7 @@ struct tas_fp {
     struct fp_counters ctr;
     struct fp_core cores[TAS_FP_MAX_CORES];
     uint64_t tsc_hz;
+    uint64_t tsc_per_us;            /* tsc_hz / 1e6: one division per clock read, not two */
     /* flows */
     struct rte_hash *flow_hash;
     struct tas_flow *flows;         /* TAS_FLOW_MAX slots */
@@ -155,8 +168,16 @@ struct tas_fp {
  * counted (caller frees); FP_EXCEPTION: for the slow path (reason set);
  * FP_FLOW: a TCP segment of an installed flow (*flow set). */
 enum fp_verdict { FP_DROP, FP_EXCEPTION, FP_FLOW };
+/* The flow the previous segment of the burst belonged to: a burst is mostly
+ * one flow's segments, and the hash lookup is skipped for them (fp_tcp_rx
+ * checks the flow's identity under its lock either way). */
+struct fp_flow_hint {
+    struct tas_flow *flow;
+    uint32_t peer_ip;
+    uint16_t local_port, peer_port;
+};
 enum fp_verdict fp_classify(struct tas_fp *fp, struct rte_mbuf *m, uint32_t *reason,
-                            struct tas_flow **flow);
+                            struct tas_flow **flow, struct fp_flow_hint *hint);
 
 /* fp_flows.c */
 int fp_flows_init(struct tas_fp *fp);
@@ -174,9 +195,11 @@ static inline void fp_lock(struct tas_flow *f)
 {
     rte_spinlock_lock((rte_spinlock_t *)&f->lock);
 }
+/* A release store is all a lock release needs; rte_spinlock_unlock uses
+ * xchg, a locked instruction (a full barrier) once more per segment. */
 static inline void fp_unlock(struct tas_flow *f)
 {
-    rte_spinlock_unlock((rte_spinlock_t *)&f->lock);
+    __atomic_store_n(&f->lock, 0, __ATOMIC_RELEASE);
 }
 /* Sequence-number comparisons modulo 2^32. */
 static inline int32_t seq_diff(uint32_t a, uint32_t b)
@@ -188,6 +211,7 @@ static inline int32_t seq_diff(uint32_t a, uint32_t b)
  * FP_RX_CONSUMED, or returns the exception reason the slow path must see it
  * with (TAS_EXC_TCP_FLOW: already processed here). */
 #define FP_RX_CONSUMED UINT32_MAX
+/* The caller holds f's lock (process_rx keeps it over a run of f's segments). */
 uint32_t fp_tcp_rx(struct fp_core *c, struct tas_flow *f, struct rte_mbuf *m);
 /* After a burst of fp_tcp_rx: the ACKs coalesced during it. */
 void fp_tcp_rx_burst_end(struct fp_core *c);
@@ -217,7 +241,7 @@ unsigned fp_tcp_tx_work(struct fp_core *c, uint16_t q);
 /* microseconds from the TSC: TCP timestamps, RTO and progress stamps */
 static inline uint32_t fp_now_us(struct tas_fp *fp)
 {
-    return (uint32_t)(rte_get_tsc_cycles() / (fp->tsc_hz / 1000000));
+    return (uint32_t)(rte_get_tsc_cycles() / fp->tsc_per_us);
 }
 
 /* fp_apps.c */
@@ -225,6 +249,9 @@ unsigned fp_apps_poll(struct fp_core *c, uint16_t q);
 bool fp_apps_pending(struct tas_fp *fp, uint16_t q);
 void fp_notify_app(struct tas_fp *fp, struct tas_flow *f, uint32_t rx_bump,
                    uint32_t rx_pos, uint32_t tx_bump, uint32_t flags);
+void fp_notify_later(struct fp_core *c, struct tas_flow *f, uint32_t rx_bump,
+                     uint32_t rx_pos, uint32_t tx_bump, uint32_t flags);
+void fp_notify_flush(struct fp_core *c);
 
 /* fp_slowpath.c */
 void fp_exceptions_push(struct tas_fp *fp, struct rte_mbuf **pkts, uint32_t *reasons, unsigned n);

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <rte_cycles.h>
+#include <rte_prefetch.h>
 
 #include "fp_internal.h"
 
@@ -19,31 +20,45 @@
 static void process_rx(struct fp_core *c, struct rte_mbuf **pkts, uint16_t n)
 {
     struct tas_fp *fp = c->fp;
-    struct rte_mbuf *exc[FP_RX_MAX];
+    struct rte_mbuf *exc[FP_RX_MAX], *done[FP_RX_MAX];
     uint32_t reasons[FP_RX_MAX];
-    unsigned nexc = 0;
+    unsigned nexc = 0, ndone = 0;
     uint64_t bytes = 0;
+    struct fp_flow_hint hint = {0};   /* this burst's only: flows may go between bursts */
+    struct tas_flow *held = NULL;     /* locked for a run of its segments */
     for (uint16_t i = 0; i < n; i++) {
         struct tas_flow *flow = NULL;
+        if (i + 1 < n)      /* its headers while this one is processed */
+            rte_prefetch0(rte_pktmbuf_mtod(pkts[i + 1], void *));
         bytes += rte_pktmbuf_pkt_len(pkts[i]);
-        switch (fp_classify(fp, pkts[i], &reasons[nexc], &flow)) {
+        switch (fp_classify(fp, pkts[i], &reasons[nexc], &flow, &hint)) {
         case FP_DROP:
-            rte_pktmbuf_free(pkts[i]);
+            done[ndone++] = pkts[i];
             break;
         case FP_FLOW:
+            if (flow != held) {
+                if (held != NULL)
+                    fp_unlock(held);
+                fp_lock(flow);
+                held = flow;
+            }
             reasons[nexc] = fp_tcp_rx(c, flow, pkts[i]);
             if (reasons[nexc] == FP_RX_CONSUMED)
-                break;
-            exc[nexc++] = pkts[i];      /* the slow path sees it too */
+                done[ndone++] = pkts[i];
+            else
+                exc[nexc++] = pkts[i];  /* the slow path sees it too */
             break;
         case FP_EXCEPTION:
             exc[nexc++] = pkts[i];
             break;
         }
     }
+    if (held != NULL)         /* before the burst's ACKs and notifications lock it */
+        fp_unlock(held);
     fp_tcp_rx_burst_end(c);
-    kb_stats_add(fp->ctr.rx_pkts, n);
-    kb_stats_add(fp->ctr.rx_bytes, bytes);
+    rte_pktmbuf_free_bulk(done, ndone);
+    c->hot.rx_pkts += n;
+    c->hot.rx_bytes += bytes;
     if (nexc > 0)
         fp_exceptions_push(fp, exc, reasons, nexc);
 }
@@ -72,7 +87,7 @@ uint32_t tas_fp_queue_drained_us(struct tas_fp *fp, uint16_t q)
     if (q >= fp->conf.ncores)
         return 0;
     uint64_t tsc = __atomic_load_n(&fp->rx_drained_tsc[q], __ATOMIC_ACQUIRE);
-    return (uint32_t)(tsc / (fp->tsc_hz / 1000000));
+    return (uint32_t)(tsc / fp->tsc_per_us);
 }
 
 void tas_fp_queue_kick(struct tas_fp *fp, uint16_t q)
@@ -169,11 +184,30 @@ static void drain_app_wakeups(struct fp_core *c)
             break;
 }
 
-/* Add the cycles counted per stage to the stats page (once a loop round:
- * atomic adds per packet would cost more than what they measure). */
-static void flush_cycles(struct fp_core *c)
+static void flush_one(uint64_t *ctr, uint64_t *local)
+{
+    if (*local != 0) {
+        kb_stats_add(ctr, *local);
+        *local = 0;
+    }
+}
+
+/* Add the per-packet counts and the cycles counted per stage to the stats
+ * pages (once a loop round: atomic adds per packet would cost more than
+ * what they measure). */
+static void flush_counts(struct fp_core *c)
 {
     struct tas_fp *fp = c->fp;
+    struct fp_hot_counts *h = &c->hot;
+    flush_one(fp->ctr.rx_pkts, &h->rx_pkts);
+    flush_one(fp->ctr.rx_bytes, &h->rx_bytes);
+    flush_one(fp->ctr.tx_pkts, &h->tx_pkts);
+    flush_one(fp->ctr.tx_bytes, &h->tx_bytes);
+    flush_one(fp->ctr.tcp_rx_segs, &h->tcp_rx_segs);
+    flush_one(fp->ctr.tcp_rx_bytes, &h->tcp_rx_bytes);
+    flush_one(fp->ctr.tcp_tx_segs, &h->tcp_tx_segs);
+    flush_one(fp->ctr.tcp_tx_bytes, &h->tcp_tx_bytes);
+    flush_one(fp->ctr.acks_sent, &h->acks_sent);
     for (int s = 0; s < FP_ST_N; s++) {
         if (c->stage_n[s] == 0 && c->stage_cyc[s] == 0)
             continue;
@@ -251,6 +285,7 @@ int fp_core_loop(void *arg)
     const uint64_t idle_limit = hz / 1000000 * fp->conf.idle_block_us;
     uint64_t last_work = rte_get_tsc_cycles();
     uint64_t prev = last_work;
+    unsigned idle_rounds = 0;
     c->stage = FP_ST_LOOP;
     c->stage_t0 = rte_rdtsc();
 
@@ -261,6 +296,9 @@ int fp_core_loop(void *arg)
             work += serve_queue(c, q);
         fp_tx_flush(c);
         uint64_t now = rte_get_tsc_cycles();
+        /* Counts change only with work; the idle rounds' cycles are added
+         * after blocking or every 64 rounds (not each poll of an empty ring). */
+        bool flush = work > 0 || ++idle_rounds >= 64;
         if (work > 0) {
             c->busy_cycles += now - prev;
             last_work = now;
@@ -269,6 +307,7 @@ int fp_core_loop(void *arg)
             block_until_work(c, n);
             now = rte_get_tsc_cycles();
             last_work = now;
+            flush = true;
         } else if (fp->conf.yield_idle) {
             /* Polling and finding nothing: let a thread that shares this CPU
              * (an app, the slow path) run now rather than at the end of our
@@ -278,8 +317,12 @@ int fp_core_loop(void *arg)
         }
         c->total_cycles += now - prev;
         prev = now;
-        flush_cycles(c);
+        if (flush) {
+            flush_counts(c);
+            idle_rounds = 0;
+        }
         __atomic_fetch_add(&c->epoch, 1, __ATOMIC_RELEASE);
     }
+    flush_counts(c);
     return 0;
 }

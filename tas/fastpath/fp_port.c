@@ -265,6 +265,7 @@ struct tas_fp *tas_fp_create(const struct tas_fp_conf *conf, struct kb_stats_pag
         fp->cores[i].wake_fd = fp->cores[i].app_wake_rx = fp->cores[i].app_wake_tx =
             fp->cores[i].epfd = -1;
     fp->tsc_hz = rte_get_tsc_hz();
+    fp->tsc_per_us = fp->tsc_hz / 1000000;
     counters_init(&fp->ctr, stats);
     if (info_init(fp) != 0) {
         fp_set_error("cannot create the info page: %s", strerror(errno));

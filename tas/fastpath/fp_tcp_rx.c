@@ -2,16 +2,23 @@
  * Receive for an installed flow: ACK processing (free TX space, duplicate
  * ACKs and fast retransmit, RTT from timestamps, ECN feedback) and payload
  * placement straight into the flow's RX buffer, with one out-of-order
- * interval.  Returns FP_RX_CONSUMED, or the reason the slow path must see
+ * interval.  The caller holds the flow's lock, across a run of the flow's
+ * segments in a burst (each lock is a locked instruction, which waits for
+ * the payload just copied into the RX buffer to leave the store buffer).
+ * Returns FP_RX_CONSUMED (the caller frees the frame, in bulk), or the reason the slow path must see
  * the packet too: TAS_EXC_TCP_FLOW after processing it here (an exact RST,
  * the peer's FIN), TAS_EXC_TCP_CTRL for a flow no longer taking segments.
  */
+#include <string.h>
+
 #include <rte_ip.h>
 #include <rte_tcp.h>
 
 #include "fp_internal.h"
 
 struct seg {
+    uint32_t peer_ip;
+    uint16_t local_port, peer_port;
     uint32_t seq, ack, len, tsval, tsecr;
     uint16_t win;
     uint8_t flags;
@@ -20,12 +27,14 @@ struct seg {
     struct fp_sack_info sack;
 };
 
+/* glibc's memcpy (AVX where the CPU has it): DPDK's inline rte_memcpy is
+ * built for -march=corei7 (SSE) here */
 static void ring_write(uint8_t *base, uint32_t size, uint32_t pos, const uint8_t *src, uint32_t len)
 {
     uint32_t first = RTE_MIN(len, size - pos);
-    rte_memcpy(base + pos, src, first);
+    memcpy(base + pos, src, first);
     if (len > first)
-        rte_memcpy(base, src + first, len - first);
+        memcpy(base, src + first, len - first);
 }
 
 /* Parse a segment fp_classify validated (lengths, offset, checksum);
@@ -38,6 +47,9 @@ static bool parse(struct rte_mbuf *m, struct seg *s)
     uint32_t total = rte_be_to_cpu_16(ip->total_length);
     struct rte_tcp_hdr *tcp = (struct rte_tcp_hdr *)((uint8_t *)ip + ihl);
     uint32_t thl = (tcp->data_off >> 4) * 4u;
+    s->peer_ip = rte_be_to_cpu_32(ip->src_addr);
+    s->local_port = rte_be_to_cpu_16(tcp->dst_port);
+    s->peer_port = rte_be_to_cpu_16(tcp->src_port);
     s->seq = rte_be_to_cpu_32(tcp->sent_seq);
     s->ack = rte_be_to_cpu_32(tcp->recv_ack);
     s->win = rte_be_to_cpu_16(tcp->rx_win);
@@ -251,6 +263,11 @@ static void ack_data(struct fp_core *c, struct tas_flow *f, const struct seg *s,
 
 void fp_tcp_rx_burst_end(struct fp_core *c)
 {
+    if (c->nnotify_due > 0) {
+        enum fp_stage prev = fp_stage_enter(c, FP_ST_NOTIFY);
+        fp_notify_flush(c);
+        fp_stage_leave(c, prev);
+    }
     for (unsigned i = 0; i < c->nack_due; i++) {
         struct tas_flow *f = c->ack_due[i];
         fp_lock(f);
@@ -270,21 +287,19 @@ uint32_t fp_tcp_rx(struct fp_core *c, struct tas_flow *f, struct rte_mbuf *m)
     struct seg s;
     if (!parse(m, &s)) {
         kb_stats_add(fp->ctr.drop_malformed, 1);
-        rte_pktmbuf_free(m);
         return FP_RX_CONSUMED;
     }
-    fp_lock(f);
-    if (!(f->flags & TAS_FLF_ACTIVE) || (f->flags & TAS_FLF_RESET)) {
-        fp_unlock(f);
-        /* Removed meanwhile, or reset: the slow path answers as for no
-         * connection (it was not processed here). */
+    if (!(f->flags & TAS_FLF_ACTIVE) || (f->flags & TAS_FLF_RESET) ||
+        f->peer_ip != s.peer_ip || f->local_port != s.local_port || f->peer_port != s.peer_port) {
+        /* Removed meanwhile (its slot maybe reused by another connection
+         * since it was looked up), or reset: the slow path answers as for
+         * no connection (it was not processed here). */
         return TAS_EXC_TCP_CTRL;
     }
     bool established = false;
     if (f->flags & TAS_FLF_SYNRCVD) {
         if ((s.flags & (RTE_TCP_SYN_FLAG | RTE_TCP_RST_FLAG)) ||
             !(s.flags & RTE_TCP_ACK_FLAG) || s.ack != f->tx_una) {
-            fp_unlock(f);
             return TAS_EXC_TCP_CTRL;
         }
         /* The handshake's final ACK: from here on every segment of the flow
@@ -303,7 +318,6 @@ uint32_t fp_tcp_rx(struct fp_core *c, struct tas_flow *f, struct rte_mbuf *m)
             (f->flags & done) == done) {
             /* Both sides closed: the slow path is about to move the flow to
              * TIME_WAIT, where a new SYN may reuse the port pair. */
-            fp_unlock(f);
             return TAS_EXC_TCP_CTRL;
         }
         if (s.flags & RTE_TCP_RST_FLAG) {
@@ -312,11 +326,8 @@ uint32_t fp_tcp_rx(struct fp_core *c, struct tas_flow *f, struct rte_mbuf *m)
                 f->flags |= TAS_FLF_RESET;
         } else
             fp_tcp_challenge_ack(c, f);
-        fp_unlock(f);
-        if (!reset) {
-            rte_pktmbuf_free(m);
+        if (!reset)
             return FP_RX_CONSUMED;
-        }
         return TAS_EXC_TCP_FLOW;
     }
     uint32_t tx_bump = (s.flags & RTE_TCP_ACK_FLAG) ? process_ack(c, f, &s) : 0;
@@ -329,8 +340,8 @@ uint32_t fp_tcp_rx(struct fp_core *c, struct tas_flow *f, struct rte_mbuf *m)
             f->flags |= TAS_FLF_CE_SEEN;
         uint32_t len = s.len;
         rx_bump = process_data(fp, f, &s, &fin);
-        kb_stats_add(fp->ctr.tcp_rx_segs, 1);
-        kb_stats_add(fp->ctr.tcp_rx_bytes, rx_bump);
+        c->hot.tcp_rx_segs++;
+        c->hot.tcp_rx_bytes += rx_bump;
         ack_data(c, f, &s, len, rx_bump, fin);
     } else if (seq_diff(s.seq, f->rx_next_seq) < 0) {
         /* An empty segment below the window: a zero-window probe or a
@@ -340,18 +351,13 @@ uint32_t fp_tcp_rx(struct fp_core *c, struct tas_flow *f, struct rte_mbuf *m)
         kb_stats_add(fp->ctr.probes_answered, 1);
         fp_tcp_send_ack(c, f);
     }
-    if (rx_bump || tx_bump || fin || established) {
-        enum fp_stage prev = fp_stage_enter(c, FP_ST_NOTIFY);
-        fp_notify_app(fp, f, rx_bump, rx_pos, tx_bump,
-                      (fin ? TAS_ARX_FL_RXFIN : 0) | (established ? TAS_ARX_FL_ESTABLISHED : 0));
-        fp_stage_leave(c, prev);
-    }
+    if (rx_bump || tx_bump || fin || established)
+        fp_notify_later(c, f, rx_bump, rx_pos, tx_bump,
+                        (fin ? TAS_ARX_FL_RXFIN : 0) | (established ? TAS_ARX_FL_ESTABLISHED : 0));
     if ((f->tx_avail > 0 && f->snd_wnd > f->tx_sent) ||
         ((f->flags & TAS_FLF_TXFIN) && !(f->flags & TAS_FLF_TXFIN_SENT)))
         fp_flow_queue_tx(fp, f);
-    fp_unlock(f);
     if ((fin || established) && !(f->flags & TAS_FLF_QUIET))
         return TAS_EXC_TCP_FLOW;      /* the slow path tracks open and close */
-    rte_pktmbuf_free(m);
     return FP_RX_CONSUMED;
 }

@@ -4,11 +4,14 @@
  * no send queue: sent data stays in the TX buffer until acknowledged, so a
  * retransmission simply re-reads it.
  */
+#include <string.h>
+
 #include <rte_cycles.h>
 #include <rte_ether.h>
 #include <rte_ip.h>
 #include <rte_tcp.h>
 
+#include "fp_cksum.h"
 #include "fp_internal.h"
 
 #define TX_SEGS_PER_VISIT 16
@@ -26,12 +29,14 @@ uint32_t tas_fp_ts_now(struct tas_fp *fp)
     return fp_now_us(fp);
 }
 
+/* glibc's memcpy (AVX where the CPU has it): DPDK's inline rte_memcpy is
+ * built for -march=corei7 (SSE) here */
 static void ring_read(const uint8_t *base, uint32_t size, uint32_t pos, uint8_t *dst, uint32_t len)
 {
     uint32_t first = RTE_MIN(len, size - pos);
-    rte_memcpy(dst, base + pos, first);
+    memcpy(dst, base + pos, first);
     if (len > first)
-        rte_memcpy(dst + first, base, len - first);
+        memcpy(dst + first, base, len - first);
 }
 
 static uint16_t adv_window(const struct tas_flow *f)
@@ -40,9 +45,33 @@ static uint16_t adv_window(const struct tas_flow *f)
     return (uint16_t)RTE_MIN(w, 0xffffu);
 }
 
-/* Build one segment: headers, options, payload from the TX buffer. */
+/* Ones'-complement sum of a 32-bit value's two 16-bit halves. */
+static inline uint32_t halves(uint32_t v)
+{
+    return (v >> 16) + (v & 0xffff);
+}
+
+/* The sum of the payload as it sits in the TX ring (where it was not just
+ * written), as numbers of network-order 16-bit words.  A second piece
+ * after an odd-length first one starts at an odd offset: its sum swaps. */
+static uint32_t payload_sum(const uint8_t *base, uint32_t size, uint32_t pos, uint32_t len)
+{
+    uint32_t first = RTE_MIN(len, size - pos);
+    uint16_t a = fp_raw_cksum(base + pos, first);
+    uint16_t b = len > first ? fp_raw_cksum(base, len - first) : 0;
+    if (first & 1)
+        b = rte_bswap16(b);
+    return rte_bswap16(fp_fold_add(a, b));    /* memory order -> numeric */
+}
+
+/* Build one segment: headers, options, payload from the TX buffer.  The
+ * checksums are summed from the values written, not read back from the
+ * headers just stored: those loads stalled on the stores (partial
+ * store-to-load forwarding behind the mbuf's cold lines), the largest cost
+ * of an ACK. */
 static struct rte_mbuf *build_segment(struct tas_fp *fp, struct tas_flow *f, uint32_t seq,
-                                      uint8_t tcp_flags, uint32_t pos, uint32_t len)
+                                      uint8_t tcp_flags, uint32_t pos, uint32_t len,
+                                      uint64_t tsc)
 {
     struct rte_mbuf *m = rte_pktmbuf_alloc(fp->pool);
     if (m == NULL)
@@ -65,67 +94,74 @@ static struct rte_mbuf *build_segment(struct tas_fp *fp, struct tas_flow *f, uin
     memcpy(eth->src_addr.addr_bytes, fp->conf.mac, RTE_ETHER_ADDR_LEN);
     eth->ether_type = rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4);
 
+    /* IP: sums of the header's 16-bit words as numbers (network order) */
+    uint8_t tos = ((f->flags & TAS_FLF_ECN) && len > 0) ? 0x02 : 0; /* ECT(0) */
+    uint16_t ip_len = (uint16_t)(sizeof(struct rte_ipv4_hdr) + thl + len);
+    uint32_t addrs = halves(f->local_ip) + halves(f->peer_ip);
+    uint32_t ip_sum = ((uint32_t)RTE_IPV4_VHL_DEF << 8 | tos) + ip_len + RTE_IPV4_HDR_DF_FLAG +
+                      (64u << 8 | IPPROTO_TCP) + addrs;
     struct rte_ipv4_hdr *ip = (struct rte_ipv4_hdr *)(eth + 1);
     ip->version_ihl = RTE_IPV4_VHL_DEF;
-    ip->type_of_service = ((f->flags & TAS_FLF_ECN) && len > 0) ? 0x02 : 0; /* ECT(0) */
-    ip->total_length = rte_cpu_to_be_16((uint16_t)(sizeof(*ip) + thl + len));
+    ip->type_of_service = tos;
+    ip->total_length = rte_cpu_to_be_16(ip_len);
     ip->packet_id = 0;
     ip->fragment_offset = rte_cpu_to_be_16(RTE_IPV4_HDR_DF_FLAG);
     ip->time_to_live = 64;
     ip->next_proto_id = IPPROTO_TCP;
-    ip->hdr_checksum = 0;
+    ip->hdr_checksum = rte_cpu_to_be_16((uint16_t)~fp_fold(ip_sum));
     ip->src_addr = rte_cpu_to_be_32(f->local_ip);
     ip->dst_addr = rte_cpu_to_be_32(f->peer_ip);
 
-    struct rte_tcp_hdr *tcp = (struct rte_tcp_hdr *)(ip + 1);
-    tcp->src_port = rte_cpu_to_be_16(f->local_port);
-    tcp->dst_port = rte_cpu_to_be_16(f->peer_port);
-    tcp->sent_seq = rte_cpu_to_be_32(seq);
-    tcp->recv_ack = rte_cpu_to_be_32(f->rx_next_seq);
-    f->flags &= ~TAS_FLF_ACK_DUE;       /* this segment carries the ACK owed */
-    f->rx_unacked_bytes = 0;
-    tcp->data_off = (uint8_t)((thl / 4) << 4);
     if (f->flags & TAS_FLF_CE_SEEN) {
         tcp_flags |= RTE_TCP_ECE_FLAG;
         f->flags &= ~TAS_FLF_CE_SEEN;
     }
+    uint16_t win = adv_window(f);
+    uint32_t ack = f->rx_next_seq;
+    f->flags &= ~TAS_FLF_ACK_DUE;       /* this segment carries the ACK owed */
+    f->rx_unacked_bytes = 0;
+    /* TCP: pseudo header (addresses, protocol, length), then the header */
+    uint64_t sum = addrs + IPPROTO_TCP + thl + len + f->local_port + f->peer_port +
+                   halves(seq) + halves(ack) + ((thl / 4) << 12 | tcp_flags) + win;
+    struct rte_tcp_hdr *tcp = (struct rte_tcp_hdr *)(ip + 1);
+    tcp->src_port = rte_cpu_to_be_16(f->local_port);
+    tcp->dst_port = rte_cpu_to_be_16(f->peer_port);
+    tcp->sent_seq = rte_cpu_to_be_32(seq);
+    tcp->recv_ack = rte_cpu_to_be_32(ack);
+    tcp->data_off = (uint8_t)((thl / 4) << 4);
     tcp->tcp_flags = tcp_flags;
-    tcp->rx_win = rte_cpu_to_be_16(adv_window(f));
-    tcp->cksum = 0;
+    tcp->rx_win = rte_cpu_to_be_16(win);
     tcp->tcp_urp = 0;
     uint8_t *opt = (uint8_t *)(tcp + 1);
     if (ts) {
-        opt[0] = 1;
-        opt[1] = 1;
-        opt[2] = 8;
-        opt[3] = 10;
-        uint32_t tsval = rte_cpu_to_be_32(fp_now_us(fp));
-        uint32_t tsecr = rte_cpu_to_be_32(f->ts_recent);
-        memcpy(opt + 4, &tsval, 4);
-        memcpy(opt + 8, &tsecr, 4);
+        uint32_t tsval = tsc ? (uint32_t)(tsc / fp->tsc_per_us) : fp_now_us(fp);
+        uint32_t words[3] = {rte_cpu_to_be_32(0x0101080a), rte_cpu_to_be_32(tsval),
+                             rte_cpu_to_be_32(f->ts_recent)};
+        memcpy(opt, words, sizeof(words));     /* NOP NOP kind=8 len=10 TSval TSecr */
+        sum += 0x0101 + 0x080a + halves(tsval) + halves(f->ts_recent);
         opt += TCP_OPT_TS_LEN;
     }
     if (sack) {
-        opt[0] = 1;
-        opt[1] = 1;
-        opt[2] = 5;
-        opt[3] = 10;
-        uint32_t left = rte_cpu_to_be_32(f->rx_ooo_start);
-        uint32_t right = rte_cpu_to_be_32(f->rx_ooo_start + f->rx_ooo_len);
-        memcpy(opt + 4, &left, 4);
-        memcpy(opt + 8, &right, 4);
+        uint32_t left = f->rx_ooo_start, right = f->rx_ooo_start + f->rx_ooo_len;
+        uint32_t words[3] = {rte_cpu_to_be_32(0x0101050a), rte_cpu_to_be_32(left),
+                             rte_cpu_to_be_32(right)};
+        memcpy(opt, words, sizeof(words));     /* NOP NOP kind=5 len=10 left right */
+        sum += 0x0101 + 0x050a + halves(left) + halves(right);
         kb_stats_add(fp->ctr.sack_blocks_sent, 1);
     }
-    if (len > 0)
-        ring_read(f->tx_base, f->tx_size, pos, (uint8_t *)tcp + thl, len);
-    ip->hdr_checksum = rte_ipv4_cksum(ip);
-    tcp->cksum = rte_ipv4_udptcp_cksum(ip, tcp);
+    if (len > 0) {
+        ring_read(f->tx_base, f->tx_size, pos, p + hdrs, len);
+        sum += payload_sum(f->tx_base, f->tx_size, pos, len);
+    }
+    tcp->cksum = rte_cpu_to_be_16((uint16_t)~fp_fold(sum));
     return m;
 }
 
-static void send_control(struct fp_core *c, struct tas_flow *f, uint32_t seq, uint8_t flags)
+/* tsc: the TSC now (0: read it) */
+static void send_control(struct fp_core *c, struct tas_flow *f, uint32_t seq, uint8_t flags,
+                         uint64_t tsc)
 {
-    struct rte_mbuf *m = build_segment(c->fp, f, seq, flags, 0, 0);
+    struct rte_mbuf *m = build_segment(c->fp, f, seq, flags, 0, 0, tsc);
     if (m != NULL)
         fp_tx_one(c, m);
 }
@@ -134,8 +170,8 @@ void fp_tcp_send_ack(struct fp_core *c, struct tas_flow *f)
 {
     enum fp_stage prev = fp_stage_enter(c, FP_ST_ACK);
     uint32_t snd_nxt = f->tx_una + f->tx_sent + ((f->flags & TAS_FLF_TXFIN_SENT) ? 1 : 0);
-    send_control(c, f, snd_nxt, RTE_TCP_ACK_FLAG);
-    kb_stats_add(c->fp->ctr.acks_sent, 1);
+    send_control(c, f, snd_nxt, RTE_TCP_ACK_FLAG, c->stage_t0);  /* read by the stage switch */
+    c->hot.acks_sent++;
     fp_stage_leave(c, prev);
 }
 
@@ -145,7 +181,7 @@ uint32_t fp_tcp_resend(struct fp_core *c, struct tas_flow *f, uint32_t seq, uint
     while (seq_diff(end, seq) > 0) {
         uint32_t len = RTE_MIN((uint32_t)seq_diff(end, seq), (uint32_t)f->mss);
         uint32_t pos = (f->tx_head + (seq - f->tx_una)) % f->tx_size;
-        struct rte_mbuf *m = build_segment(c->fp, f, seq, RTE_TCP_ACK_FLAG, pos, len);
+        struct rte_mbuf *m = build_segment(c->fp, f, seq, RTE_TCP_ACK_FLAG, pos, len, 0);
         if (m == NULL)
             break;
         fp_tx_one(c, m);
@@ -154,8 +190,8 @@ uint32_t fp_tcp_resend(struct fp_core *c, struct tas_flow *f, uint32_t seq, uint
         segs++;
     }
     f->cnt_txb += bytes;
-    kb_stats_add(c->fp->ctr.tcp_tx_segs, segs);
-    kb_stats_add(c->fp->ctr.tcp_tx_bytes, bytes);
+    c->hot.tcp_tx_segs += segs;
+    c->hot.tcp_tx_bytes += bytes;
     return segs;
 }
 
@@ -163,7 +199,7 @@ uint32_t fp_tcp_resend(struct fp_core *c, struct tas_flow *f, uint32_t seq, uint
  * an ACK carrying its current window. */
 void fp_tcp_send_probe(struct fp_core *c, struct tas_flow *f)
 {
-    send_control(c, f, f->tx_una - 1, RTE_TCP_ACK_FLAG);
+    send_control(c, f, f->tx_una - 1, RTE_TCP_ACK_FLAG, 0);
 }
 
 /* Have the flow's queue core send a control segment (flag: PROBE or ACKNOW). */
@@ -221,7 +257,7 @@ static bool flow_transmit(struct fp_core *c, struct tas_flow *f, uint64_t now)
         uint32_t len = RTE_MIN(todo, (uint32_t)f->mss);
         uint32_t pos = (f->tx_head + f->tx_sent) % f->tx_size;
         uint8_t flags = RTE_TCP_ACK_FLAG | (len == todo ? RTE_TCP_PSH_FLAG : 0);
-        struct rte_mbuf *m = build_segment(fp, f, f->tx_una + f->tx_sent, flags, pos, len);
+        struct rte_mbuf *m = build_segment(fp, f, f->tx_una + f->tx_sent, flags, pos, len, 0);
         if (m == NULL)
             break;
         fp_tx_one(c, m);
@@ -235,8 +271,8 @@ static bool flow_transmit(struct fp_core *c, struct tas_flow *f, uint64_t now)
         if (idle)
             f->tx_progress_us = fp_now_us(fp);
         f->cnt_txb += sent_bytes;
-        kb_stats_add(fp->ctr.tcp_tx_segs, (sent_bytes + f->mss - 1) / f->mss);
-        kb_stats_add(fp->ctr.tcp_tx_bytes, sent_bytes);
+        c->hot.tcp_tx_segs += (sent_bytes + f->mss - 1) / f->mss;
+        c->hot.tcp_tx_bytes += sent_bytes;
         if (rate != 0) {
             uint64_t credit = rate_cycles(fp, rate, (uint64_t)RATE_BURST_SEGS * f->mss);
             uint64_t base = f->tx_next_tsc + credit < now ? now - credit : f->tx_next_tsc;
@@ -245,7 +281,7 @@ static bool flow_transmit(struct fp_core *c, struct tas_flow *f, uint64_t now)
     }
     if (f->tx_avail == 0 && (f->flags & TAS_FLF_TXFIN) &&
         !(f->flags & (TAS_FLF_TXFIN_SENT | TAS_FLF_TXFIN_ACKED))) {
-        send_control(c, f, f->tx_una + f->tx_sent, RTE_TCP_ACK_FLAG | RTE_TCP_FIN_FLAG);
+        send_control(c, f, f->tx_una + f->tx_sent, RTE_TCP_ACK_FLAG | RTE_TCP_FIN_FLAG, 0);
         f->flags |= TAS_FLF_TXFIN_SENT | TAS_FLF_FIN_EVER;
         if (idle && sent_bytes == 0)
             f->tx_progress_us = fp_now_us(fp);

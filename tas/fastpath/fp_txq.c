@@ -25,8 +25,8 @@ void fp_tx(struct fp_core *c, struct rte_mbuf **pkts, unsigned n)
         kb_stats_add(fp->ctr.tx_drops, n - sent);
         rte_pktmbuf_free_bulk(pkts + sent, n - sent);
     }
-    kb_stats_add(fp->ctr.tx_pkts, sent);
-    kb_stats_add(fp->ctr.tx_bytes, bytes);
+    c->hot.tx_pkts += sent;
+    c->hot.tx_bytes += bytes;
 }
 
 void fp_tx_one(struct fp_core *c, struct rte_mbuf *m)

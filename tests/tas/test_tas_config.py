@@ -11,7 +11,7 @@ pytestmark = pytest.mark.fast
 
 def test_defaults_are_the_embedded_setup():
     cfg = config.load()
-    assert cfg.dpdk.device == "net_tap"
+    assert cfg.dpdk.device == "net_af_packet"   # the fastest kernel-facing device
     assert cfg.peer.netns == "tas-peer"
     assert cfg.nvm.pool_path.startswith("/dev/shm/")
     assert cfg.dpdk.main_core not in cfg.dpdk.fp_cores
@@ -32,7 +32,7 @@ def test_file_values_override_defaults(tmp_path):
     ('[tas]\nmac = "01:00:00:00:00:01"\n', "tas.mac"),
     ('[dpdk]\nfp_cores = []\n', "dpdk.fp_cores"),
     ('[dpdk]\nrx_desc = 1000\n', "dpdk.rx_desc: 1000 (expected a power of two"),
-    ('[dpdk]\ndevice = "net_foo"\n', "expected one of net_tap, net_af_packet"),
+    ('[dpdk]\ndevice = "net_foo"\n', "expected one of net_af_packet, net_tap"),
     ('[dpdk]\nfp_cores = [0]\n', "must not contain dpdk.main_core"),
     ('[buffers]\nrx_buf = "lots"\n', "buffers.rx_buf"),
     ('[scaling]\nadd_below_idle = 1.5\n', "scaling.add_below_idle must be below"),

@@ -1,8 +1,10 @@
 """Foundation: the daemon answers ARP and ping through a real DPDK port,
 refuses to start twice, rejects bad config clearly and cleans up after itself."""
 import os
+import socket
 import subprocess
 import sys
+import threading
 
 import pytest
 
@@ -17,25 +19,77 @@ def ping(d, count=3):
     return d.ns_run("ping", "-c", str(count), "-i", "0.2", "-W", "2", "10.0.0.2")
 
 
-def test_ping_through_dpdk_tap(tas_daemon):
-    r = ping(tas_daemon)
-    assert r.returncode == 0, r.stdout + r.stderr
+@pytest.mark.parametrize("device", ["net_af_packet", "net_tap"])
+def test_ping_through_dpdk_port(make_daemon, device):
+    d = make_daemon(device=device).start()
+    r = ping(d)
+    assert r.returncode == 0, r.stdout + r.stderr + "".join(d.output)
     assert "3 received" in r.stdout
     # Counters are bumped right after the burst that carried the reply.
-    wait_until(lambda: stats.read("tas", tas_daemon.instance)["tx_pkts"] >= 4, "tx counter")
-    c = stats.read("tas", tas_daemon.instance)
+    wait_until(lambda: stats.read("tas", d.instance)["tx_pkts"] >= 4, "tx counter")
+    c = stats.read("tas", d.instance)
     assert c["icmp_echo_replies"] >= 3
     assert c["arp_replies"] >= 1
     assert c["rx_pkts"] >= 4
-    # The kernel peer learned the daemon's configured MAC, not the tap's own.
-    neigh = tas_daemon.ns_run("ip", "neigh", "show", "10.0.0.2").stdout
+    # The kernel peer learned the daemon's configured MAC, not the device's own.
+    neigh = d.ns_run("ip", "neigh", "show", "10.0.0.2").stdout
     assert "02:00:00:00:00:02" in neigh
 
 
-def test_ping_through_af_packet_veth(make_daemon):
-    d = make_daemon(device="net_af_packet").start()
-    r = ping(d)
-    assert r.returncode == 0, r.stdout + r.stderr + "".join(d.output)
+def test_default_device_is_af_packet_and_its_kernel_side_stays_silent(tas_daemon):
+    """The veth end the PMD binds is in the daemon's namespace with no
+    address: its kernel must neither answer for TAS (ARP, RST) nor send
+    frames of its own there.  The PMD transmits past the taps (qdisc
+    bypass), so whatever a sniffer sees leaving that end is the kernel's."""
+    d = tas_daemon
+    assert d.device == "net_af_packet"
+    link = subprocess.run(["ip", "link", "show", "dev", d.port_iface],
+                          capture_output=True, text=True, check=True).stdout
+    assert "NOARP" in link
+    with open(f"/proc/sys/net/ipv6/conf/{d.port_iface}/disable_ipv6") as f:
+        assert f.read().strip() == "1"
+    sniff = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
+    sniff.bind((d.port_iface, 0))
+    sniff.settimeout(0.2)
+    seen = []
+    stop = threading.Event()
+
+    def sniffer():
+        while not stop.is_set():
+            try:
+                seen.append(sniff.recvfrom(65535)[1][2])   # the packet type
+            except socket.timeout:
+                pass
+    t = threading.Thread(target=sniffer)
+    t.start()
+    try:
+        d.ns_run("ip", "neigh", "flush", "all")            # the peer asks ARP again
+        before = stats.read("tas", d.instance)
+        assert ping(d).returncode == 0
+        r = d.ns_run(sys.executable, "-c", CONNECT_CLOSED_PORT)
+        assert r.stdout.strip() == "refused", r.stdout + r.stderr
+        wait_until(lambda: stats.read("tas", d.instance).get("tcp_rst_sent", 0)
+                   > before.get("tcp_rst_sent", 0), "the daemon's RST")
+    finally:
+        stop.set()
+        t.join()
+        sniff.close()
+    c = stats.read("tas", d.instance)
+    assert c["arp_replies"] > before.get("arp_replies", 0)
+    # the sniffer saw the peer's frames come in (ARP, echo requests, the SYN)
+    assert len([t for t in seen if t != socket.PACKET_OUTGOING]) >= 5
+    assert socket.PACKET_OUTGOING not in seen, "the kernel sent frames on the port's veth end"
+
+
+CONNECT_CLOSED_PORT = """
+import socket
+s = socket.socket()
+s.settimeout(10)
+try:
+    s.connect(("10.0.0.2", 5999))
+except ConnectionRefusedError:
+    print("refused")
+"""
 
 
 def test_runs_without_hugepages(make_daemon):

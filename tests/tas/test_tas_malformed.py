@@ -52,7 +52,7 @@ for line in sys.stdin:          # "N": send the next N frames, then report the t
         sock.send(frames[sent % len(frames)])
         sent += 1
         if sent % 100 == 0:
-            time.sleep(0.002)   # let the daemon keep up: the tap queue is finite
+            time.sleep(0.002)   # let the daemon keep up: the device's queue is finite
     print(sent, flush=True)
 """
 
@@ -67,9 +67,13 @@ BATCH = 500
 
 
 def peer_tx_dropped(d):
-    """Frames the peer's kernel dropped on the way to the tap (queue full)."""
+    """Frames the kernel dropped on the way to the DPDK port: the peer's
+    interface (the tap's queue full) and, on net_af_packet, the PMD's
+    receive ring full (the daemon counts those from the kernel's socket
+    statistics)."""
     r = d.ns_run("ip", "-s", "-j", "link", "show", "dev", d.iface)
-    return json.loads(r.stdout)[0]["stats64"]["tx"]["dropped"]
+    ring = stats.read("tas", d.instance).get("port_rx_ring_drops", 0)
+    return json.loads(r.stdout)[0]["stats64"]["tx"]["dropped"] + ring
 
 
 def inject(d, kind):
