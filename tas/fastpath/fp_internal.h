@@ -16,6 +16,7 @@
 #include "tas/fastpath.h"
 #include "tas/flow.h"
 #include "tas/shm.h"
+#include "tas/synfast.h"
 
 #define FP_BURST 32
 /* Fault injection can double a received burst and add one held frame. */
@@ -54,6 +55,8 @@ struct fp_counters {
     uint64_t *flows_added, *flows_removed;
     uint64_t *fault_dropped, *fault_duplicated, *fault_reordered;
     uint64_t *cyc[FP_ST_N], *cyc_n[FP_ST_N];
+    /* SYNs for listeners (their own page, tas_fp_syn_stats) */
+    uint64_t *syn_fast, *syn_fallback[TAS_SYN_FB_N], *syn_kicks;
 };
 
 /* An application context.  Its queues live in the app's segment, which the
@@ -78,6 +81,24 @@ struct fp_ctx {
 };
 
 #define FP_MAX_CTX 256
+
+/* A listener (fp_listeners.c).  The slow path writes the identity before
+ * it sets active; the pool and the counters are under lock. */
+struct fp_listener {
+    rte_spinlock_t lock;
+    bool active;                /* read without the lock, rechecked under it */
+    bool handoff;
+    bool accepting;
+    uint16_t port;
+    uint16_t ctx;
+    uint32_t id;
+    uint32_t app_id;
+    uint32_t backlog;
+    const uint64_t *accept_ctr; /* in the app's segment (hand-over listeners) */
+    uint64_t opened, gone;      /* backlog: opened - gone - *accept_ctr wait */
+    uint32_t npool, npool_hi;   /* entries now, most ever pushed */
+    struct tas_syn_buf pool[TAS_SYN_POOL_MAX];
+};
 
 struct fp_flow_key {
     uint32_t peer_ip;
@@ -149,6 +170,15 @@ struct tas_fp {
     uint32_t bad_ctx_events;        /* bumped when a context is marked bad */
     /* TSC at the start of the last RX poll of queue q that emptied it */
     uint64_t rx_drained_tsc[TAS_FP_MAX_CORES];
+    /* flow table writers: the slow path and cores answering SYNs */
+    rte_spinlock_t flow_wlock;
+    /* listeners and SYNs answered here (fp_listeners.c, fp_tcp_syn.c) */
+    struct fp_listener *listeners;      /* TAS_SYN_MAX_LISTENERS */
+    uint16_t listeners_hi;              /* one past the highest slot used */
+    uint32_t syn_rr;                    /* round robin over a port's listeners */
+    struct tas_syn_conf syn;
+    struct rte_ring *syn_opened;        /* struct tas_syn_opened, cores -> slow path */
+    uint16_t syn_held[TAS_SYN_HELD_SLOTS];
 };
 
 /* fp_classify.c: validate one received frame.  FP_DROP: dropped and
@@ -160,6 +190,8 @@ enum fp_verdict fp_classify(struct tas_fp *fp, struct rte_mbuf *m, uint32_t *rea
 
 /* fp_flows.c */
 int fp_flows_init(struct tas_fp *fp);
+/* Install a flow (either writer; takes flow_wlock): its id, or -1. */
+int fp_flow_install(struct tas_fp *fp, const struct tas_flow_init *in);
 void fp_flows_free(struct tas_fp *fp);
 struct tas_flow *fp_flow_find(struct tas_fp *fp, uint32_t peer_ip, uint16_t local_port,
                               uint16_t peer_port);
@@ -226,7 +258,25 @@ bool fp_apps_pending(struct tas_fp *fp, uint16_t q);
 void fp_notify_app(struct tas_fp *fp, struct tas_flow *f, uint32_t rx_bump,
                    uint32_t rx_pos, uint32_t tx_bump, uint32_t flags);
 
+/* fp_listeners.c: the listener table, pools and held 4-tuples. */
+int fp_listeners_init(struct tas_fp *fp);
+void fp_listeners_free(struct tas_fp *fp);
+/* The listener that takes a new connection to port (round robin over those
+ * that accept); NULL with *why set if none may (no listener: *why = -1). */
+struct fp_listener *fp_listener_pick(struct tas_fp *fp, uint16_t port, int *why);
+bool fp_syn_held(struct tas_fp *fp, uint32_t peer_ip, uint16_t local_port, uint16_t peer_port);
+
+/* fp_tcp_syn.c: answer a SYN for a hand-over listener (true: m consumed);
+ * false: the slow path takes it (counted when a listener was there). */
+bool fp_tcp_syn(struct fp_core *c, struct rte_mbuf *m);
+
+/* fp_apps.c: a connection handed over at its SYN (TAS_ARX_NEWCONN); 0, or
+ * -1 if the context's queue is full or the context is unusable. */
+int fp_notify_newconn(struct tas_fp *fp, uint16_t ctx, const struct tas_arx *e);
+
 /* fp_slowpath.c */
+/* Wake the slow path (its eventfd). */
+void fp_sp_kick(struct tas_fp *fp);
 void fp_exceptions_push(struct tas_fp *fp, struct rte_mbuf **pkts, uint32_t *reasons, unsigned n);
 unsigned fp_sp_tx_drain(struct tas_fp *fp, struct rte_mbuf **out, unsigned max);
 void fp_core_wake(struct fp_core *c);

@@ -37,6 +37,9 @@ static void process_rx(struct fp_core *c, struct rte_mbuf **pkts, uint16_t n)
             exc[nexc++] = pkts[i];      /* the slow path sees it too */
             break;
         case FP_EXCEPTION:
+            /* a SYN for a listener (no flow yet): answered here if we may */
+            if (reasons[nexc] == TAS_EXC_TCP_CTRL && flow == NULL && fp_tcp_syn(c, pkts[i]))
+                break;
             exc[nexc++] = pkts[i];
             break;
         }

@@ -88,7 +88,10 @@ class SlowPath:
         while not should_stop():
             timeout = max(0.0, next_tick - time.monotonic())
             self._sync_write_interest()
-            for fd, events in self.poller.poll(timeout):
+            events_ready = self.poller.poll(timeout)
+            if events_ready:     # a request may name a connection the fast path opened
+                self._guarded(lambda _: self.tcp.sync_fast(), None)
+            for fd, events in events_ready:
                 if events & select.EPOLLOUT:
                     self._guarded(self.apps.writable, fd)
                 handler = self.fd_handlers.get(fd)
@@ -113,6 +116,9 @@ class SlowPath:
             pass
 
     def drain(self):
+        # The fast path wakes us when a listener's pool runs low, and what
+        # it opened must be ours before any segment of it is looked at.
+        self._guarded(lambda _: self.tcp.sync_fast(), None)
         while True:
             n = self.lib.tas_fp_sp_recv(self.fp.handle, self._buf, MAX_FRAME, self._reason)
             if n <= 0:

@@ -46,6 +46,7 @@ class Listener:
     handoff: bool = False
     handed: int = 0             # established here
     accept_off: int = -1
+    fp_slot: int = -1           # in the fast path's listener table (synfast.h)
 
 
 @dataclass(eq=False)
@@ -83,6 +84,7 @@ class Conn:
     activity: tuple = ()       # (bytes sent, next byte expected) at last change
     active_since: float = 0.0
     orphan: bool = False        # closed by an app that has exited since
+    held: bool = False          # its 4-tuple's SYNs come our way (no flow now)
     orphan_timeouts: int = 0
     cc: object = None
 
@@ -115,6 +117,18 @@ class TcpManager:
         # Linux's choice (tcp_select_initial_window): the smallest scale that
         # lets the window cover the whole receive buffer.
         self.rcv_wscale = min(14, max(0, cfg.buffers.rx_buf.bit_length() - 1 - 15))
+        # SYNs the fast path answers itself (include/tas/synfast.h): what its
+        # SYN-ACKs offer, and per hand-over listener a pool of this many
+        # flows' buffers provisioned ahead.
+        self.syn_pool = tcfg.syn_pool
+        self.syn_stats = getattr(fp, "syn_stats", None) or stats
+        sc = self.ffi.new("struct tas_syn_conf *")
+        sc.mss, sc.syn_window = tcfg.mss, min(cfg.buffers.rx_buf, 65535)
+        sc.rcv_wscale, sc.ecn = self.rcv_wscale, 1 if tcfg.ecn else 0
+        sc.rx_size, sc.tx_size = cfg.buffers.rx_buf, cfg.buffers.tx_buf
+        self.lib.tas_fp_syn_configure(fp.handle, sc)
+        self._opened = self.ffi.new("struct tas_syn_opened[64]")
+        self._synbuf = self.ffi.new("struct tas_syn_buf *")
 
     # ---- packets -----------------------------------------------------------
 
@@ -178,6 +192,8 @@ class TcpManager:
         tcp = Tcp.parse(ip)
         key = (ip.src, tcp.dport, tcp.sport)
         conn = self.conns.get(key)
+        if conn is None and self.sync_fast():
+            conn = self.conns.get(key)    # opened by the fast path a moment ago
         if conn is not None and self._quietly_established(conn):
             self._establish(conn, None)   # before the tick saw it: catch up first
         if reason == self.lib.TAS_EXC_TCP_FLOW and conn is None:
@@ -210,7 +226,7 @@ class TcpManager:
             elif conn is None and key in self.time_wait:
                 tw = self.time_wait[key]
                 if tcp.seq == tw[2]:
-                    del self.time_wait[key]   # as Linux (RFC 1337 not applied)
+                    self._tw_del(key)         # as Linux (RFC 1337 not applied)
             else:
                 self.stats.add("tcp_rst_ignored")
             return
@@ -230,7 +246,7 @@ class TcpManager:
                     return
                 # A new SYN above the old connection's sequence space reuses
                 # the port pair at once (RFC 6191 / Linux tcp_timewait_state_process).
-                del self.time_wait[key]
+                self._tw_del(key)
                 self.stats.add("tcp_time_wait_reused")
             listener = self.listeners.get(tcp.dport)
             if listener is not None:
@@ -333,6 +349,8 @@ class TcpManager:
         listener.app.conns.add(conn)
         self.conns[key] = conn
         self.arp.learn(key[0], eth.src)
+        if listener.handoff and listener.fp_slot >= 0:
+            self.lib.tas_fp_listener_opened(self.fp.handle, listener.fp_slot)
         if listener.handoff:
             # Before the SYN-ACK: the app has it before the final ACK can
             # come, so the fast path's word that it did is all it waits for
@@ -375,7 +393,124 @@ class TcpManager:
             self.stats.add("tcp_listeners_joined")
         self.listener_ids[lst.id] = lst
         app.listeners.add(lst)
+        self._fp_listen(lst)
         return 0, lst.id
+
+    # ---- SYNs the fast path answers (include/tas/synfast.h) -----------------
+
+    def _fp_listen(self, lst):
+        """Register the listener with the fast path (every listener: it
+        spreads a port's connections and counts the SYNs it leaves to us)
+        and provision a hand-over listener's pool."""
+        ctr = (lst.app.segment.ptr(lst.accept_off, "uint64_t *") if lst.handoff
+               else self.ffi.NULL)
+        lst.fp_slot = self.lib.tas_fp_listener_add(self.fp.handle, lst.id, lst.port, lst.ctx,
+                                                   lst.app.id, 1 if lst.handoff else 0,
+                                                   lst.backlog, ctr)
+        if lst.fp_slot < 0:
+            self.syn_stats.add("syn_listener_table_full")   # its SYNs come our way
+            return
+        if lst.accepting:
+            self.lib.tas_fp_listener_accepting(self.fp.handle, lst.fp_slot)
+        self._refill(lst)
+
+    def _refill(self, lst):
+        """Top the listener's pool up to tcp.syn_pool flows' buffers, charged
+        to its app's uid like any connection's."""
+        if lst.fp_slot < 0 or not lst.handoff or lst.app.alloc is None:
+            return
+        have = self.lib.tas_fp_listener_pool_count(self.fp.handle, lst.fp_slot)
+        b, seg = self._synbuf, lst.app.segment
+        for _ in range(self.syn_pool - have):
+            bufs = self._alloc_buffers(lst.app)
+            if bufs is None:
+                self.syn_stats.add("syn_pool_refill_failures")
+                return
+            b.rx_off, b.tx_off = bufs
+            b.rx_base, b.tx_base = seg.ptr(bufs[0]), seg.ptr(bufs[1])
+            if self.lib.tas_fp_listener_pool_push(self.fp.handle, lst.fp_slot, b) != 0:
+                self._release_buffers(lst.app, *bufs)
+                return
+            self.syn_stats.add("syn_pool_provisioned")
+
+    def _release_buffers(self, app, rx_off, tx_off):
+        if app.alloc is not None:
+            app.alloc.release(rx_off)
+            app.alloc.release(tx_off)
+        self._uncharge(app)
+
+    def _fp_unlisten(self, lst):
+        """After this no connection opens on lst in the fast path; those it
+        opened are ours, and the pool's buffers go back."""
+        if lst.fp_slot < 0:
+            return
+        self.lib.tas_fp_listener_remove(self.fp.handle, lst.fp_slot)
+        self.sync_fast()
+        b = self._synbuf
+        while self.lib.tas_fp_listener_pool_pop(self.fp.handle, lst.fp_slot, b):
+            self._release_buffers(lst.app, b.rx_off, b.tx_off)
+            self.syn_stats.add("syn_pool_returned")
+        lst.fp_slot = -1
+
+    def sync_fast(self):
+        """Take over the connections the fast path opened since the last
+        call (our timers, close and TIME_WAIT need them), and refill the
+        pools they came from.  Returns how many there were."""
+        total, touched = 0, set()
+        while True:
+            n = self.lib.tas_fp_syn_opened_recv(self.fp.handle, self._opened, 64)
+            for i in range(n):
+                lst = self._fast_opened(self._opened[i])
+                if lst is not None:
+                    touched.add(lst)
+            total += n
+            if n < 64:
+                break
+        for lst in touched:
+            self._refill(lst)
+        return total
+
+    def _fast_opened(self, rec):
+        lst = self.listener_ids.get(rec.listener_id)
+        if lst is None:
+            # cannot be: listen_close takes the fast path's listener away
+            # and collects its records before forgetting it
+            self.lib.tas_fp_flow_remove(self.fp.handle, rec.flow_id)
+            self.syn_stats.add("syn_orphan_records")
+            return None
+        key = (rec.peer_ip.to_bytes(4, "big"), rec.local_port, rec.peer_port)
+        if key in self.conns:
+            self.syn_stats.add("syn_key_conflicts")   # a 4-tuple not held: a bug
+        lib = self.lib
+        f = lib.tas_fp_flow(self.fp.handle, rec.flow_id)
+        conn = Conn(key, lst.app, lst.ctx, SYN_RCVD, rec.iss, peer_mac=bytes(rec.peer_mac),
+                    irs=rec.irs, listener=lst, app_knows=True, flow_id=rec.flow_id,
+                    rx_off=rec.rx_off, tx_off=rec.tx_off, mss=f.mss,
+                    snd_wscale=f.snd_wscale, rcv_wscale=f.rcv_wscale,
+                    ts_ok=bool(f.flags & lib.TAS_FLF_TS), sack_ok=bool(f.flags & lib.TAS_FLF_SACK),
+                    ecn=bool(f.flags & lib.TAS_FLF_ECN), ts_recent=f.ts_recent,
+                    snd_wnd=f.snd_wnd)
+        conn.next_retry = self.now() + self.handshake_timeout
+        lst.half_open += 1
+        lst.app.conns.add(conn)
+        self.conns[key] = conn
+        self.arp.learn(key[0], conn.peer_mac)
+        self.stats.add("tcp_passive_opens")
+        self.syn_stats.add("syn_synced")
+        return lst
+
+    def _hold(self, key, delta):
+        self.lib.tas_fp_syn_hold(self.fp.handle, int.from_bytes(key[0], "big"), key[1], key[2],
+                                 delta)
+
+    def _tw_add(self, key, entry):
+        if key not in self.time_wait:
+            self._hold(key, 1)       # its SYNs are ours to judge (reuse or not)
+        self.time_wait[key] = entry
+
+    def _tw_del(self, key):
+        if self.time_wait.pop(key, None) is not None:
+            self._hold(key, -1)
 
     def _pick_listener(self, port):
         """The listener of the port that takes the next connection: round
@@ -391,6 +526,7 @@ class TcpManager:
         lst = self.listener_ids.get(listener_id)
         if lst is None or lst.app is not app:
             return -errno.EBADF
+        self._fp_unlisten(lst)
         del self.listener_ids[listener_id]
         lst.group.remove(lst)
         if self.listeners[lst.port] is lst:
@@ -403,13 +539,18 @@ class TcpManager:
         if lst.accept_off >= 0 and app.alloc is not None:
             app.alloc.release(lst.accept_off)
         for conn in [c for c in self.conns.values() if c.listener is lst]:
-            self._abort(conn)   # never accepted: reset
+            if self._quietly_established(conn):
+                self._establish(conn, None)   # the app's already (it may have accepted it)
+            else:
+                self._abort(conn)   # never accepted: reset
         return 0
 
     def accept(self, app, listener_id):
         lst = self.listener_ids.get(listener_id)
         if lst is None or lst.app is not app:
             return -errno.EBADF, None
+        if not lst.accepting and lst.fp_slot >= 0:
+            self.lib.tas_fp_listener_accepting(self.fp.handle, lst.fp_slot)
         lst.accepting = True
         if not lst.ready:
             return -errno.EAGAIN, None
@@ -561,6 +702,8 @@ class TcpManager:
 
     def close(self, app, flow_id, reset):
         conn = next((c for c in app.conns if c.flow_id == flow_id), None)
+        if conn is None and self.sync_fast():
+            conn = next((c for c in app.conns if c.flow_id == flow_id), None)
         if conn is None:
             return -errno.EBADF
         conn.app_closed = True
@@ -633,16 +776,27 @@ class TcpManager:
 
     def _remove_flow(self, conn):
         if conn.flow_id >= 0 and conn.state in (ESTABLISHED, SYN_RCVD):
+            if not conn.held and self.conns.get(conn.key) is conn:
+                # Until we forget it, a SYN of its 4-tuple is ours (the
+                # fast path would open a second connection on it).
+                conn.held = True
+                self._hold(conn.key, 1)
             self.lib.tas_fp_flow_remove(self.fp.handle, conn.flow_id)
         conn.state = CLOSED
 
     def _forget(self, conn):
         """Drop all state once neither the fast path nor the app uses it."""
-        if conn.app_knows and conn.listener is not None and not conn.app_closed:
-            # Handed over at the SYN, gone before we saw it established: the
-            # app drops it (or, accepted already, sees it reset).
-            conn.app.server.send_event(conn.app, "CONN_CLOSED", flow_id=conn.flow_id,
-                                       status=-errno.ECONNRESET)
+        if conn.app_knows and conn.listener is not None:
+            if conn.listener.fp_slot >= 0:     # no longer in its backlog
+                self.lib.tas_fp_listener_gone(self.fp.handle, conn.listener.fp_slot)
+            if not conn.app_closed:
+                # Handed over at the SYN, gone before we saw it established:
+                # the app drops it (or, accepted already, sees it reset).
+                conn.app.server.send_event(conn.app, "CONN_CLOSED", flow_id=conn.flow_id,
+                                           status=-errno.ECONNRESET)
+        if conn.held:
+            conn.held = False
+            self._hold(conn.key, -1)
         if self.conns.get(conn.key) is conn:
             del self.conns[conn.key]
         conn.app.conns.discard(conn)
@@ -681,6 +835,9 @@ class TcpManager:
     # ---- timers ------------------------------------------------------------
 
     def tick(self):
+        self.sync_fast()
+        for lst in self.listener_ids.values():
+            self._refill(lst)
         now = self.now()
         for conn in list(self.conns.values()):
             if conn.state == SYN_SENT:
@@ -697,7 +854,7 @@ class TcpManager:
             expiry, key = self.tw_expiry.popleft()
             tw = self.time_wait.get(key)
             if tw is not None and tw[0] == expiry:    # not reused and closed again
-                del self.time_wait[key]
+                self._tw_del(key)
         self.stats.set("tcp_flows_active", self.lib.tas_fp_flow_count(self.fp.handle))
         self.stats.set("tcp_conns", len(self.conns))
         self.stats.set("tcp_time_wait", len(self.time_wait))
@@ -821,7 +978,7 @@ class TcpManager:
             self._remove_flow(conn)
             if not conn.peer_closed_first and self.cfg.tcp.time_wait_ms > 0:
                 expiry = now + self.cfg.tcp.time_wait_ms / 1000
-                self.time_wait[conn.key] = (expiry, snd_nxt, rcv_nxt, conn.peer_mac)
+                self._tw_add(conn.key, (expiry, snd_nxt, rcv_nxt, conn.peer_mac))
                 self.tw_expiry.append((expiry, conn.key))
             self._forget(conn)
             self.stats.add("tcp_closed")

@@ -1,0 +1,102 @@
+"""SYNs answered by the fast path (include/tas/synfast.h): a hand-over
+listener's connections are opened without the slow path on the way, from
+flow buffers it provisioned ahead.  A kernel client in the peer namespace
+connects to an unmodified server under tas-run; the SYN counters
+(`tassyn` page, shown by `tasctl stats`) say which path answered, and every
+connection's bytes must come back intact either way."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from bindings import stats
+from libtas_helpers import ROOT, finish, tas_run
+
+pytestmark = pytest.mark.root  # a daemon on DPDK with a peer namespace
+
+# Accepts connections one after the other and echoes each until EOF.
+SERVER = """
+import socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", int(sys.argv[1])))
+s.listen(64)
+print("listening", flush=True)
+for _ in range(int(sys.argv[2])):
+    c, _ = s.accept()
+    while True:
+        d = c.recv(65536)
+        if not d:
+            break
+        c.sendall(d)
+    c.close()
+s.close()
+"""
+
+# n connections in turn, each writing its own bytes at once and reading them
+# back; then `burst` connections opened together before any is used.
+CLIENT = """
+import json, socket, sys
+ip, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+bad = 0
+def check(s, i):
+    msg = (b"%06d" % i) * 100
+    s.sendall(msg)
+    s.shutdown(socket.SHUT_WR)
+    got = b""
+    while True:
+        d = s.recv(65536)
+        if not d:
+            break
+        got += d
+    s.close()
+    return got == msg
+for i in range(n):
+    bad += not check(socket.create_connection((ip, port)), i)
+print(json.dumps({"bad": bad}))
+"""
+
+FALLBACKS = ("not_handoff", "pool_empty", "backlog", "odd", "no_taker", "held", "queue_full",
+             "flow_table")
+
+
+def syn_counters(d):
+    return stats.read("tassyn", d.instance)
+
+
+def serve_and_connect(procs, d, port, n):
+    """Run the echo server for n connections and the client; returns the
+    SYN counters' change."""
+    before = syn_counters(d)
+    srv = tas_run(procs, d, sys.executable, "-c", SERVER, str(port), str(n))
+    assert srv.stdout.readline().strip() == "listening"
+    out = d.ns_run(sys.executable, "-c", CLIENT, "10.0.0.2", str(port), str(n), timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == {"bad": 0}
+    finish(srv, "echo server")
+    after = syn_counters(d)
+    return {k: after.get(k, 0) - before.get(k, 0) for k in after}
+
+
+def test_fast_path_answers_syns_of_a_kernel_client(tas_daemon, procs):
+    n = 40
+    delta = serve_and_connect(procs, tas_daemon, 7400, n)
+    assert delta["syn_fast"] > 0, delta
+    # every SYN was answered once, by one path or the other
+    assert delta["syn_fast"] + sum(delta[f"syn_fallback_{w}"] for w in FALLBACKS) == n, delta
+    # the slow path took over every connection the fast path opened
+    assert delta["syn_synced"] == delta["syn_fast"], delta
+    ctl = subprocess.run([sys.executable, "-m", "tas.ctl", "--instance", tas_daemon.instance,
+                          "stats"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert ctl.returncode == 0, ctl.stderr
+    assert "syn_fast" in ctl.stdout and "syn_fallback_pool_empty" in ctl.stdout
+
+
+def test_empty_pool_falls_back_to_the_slow_path(make_daemon, procs):
+    d = make_daemon(extra="\n[tcp]\nsyn_pool = 0\n").start()
+    n = 10
+    delta = serve_and_connect(procs, d, 7401, n)
+    assert delta["syn_fast"] == 0, delta
+    assert delta["syn_fallback_pool_empty"] >= 1, delta
+    assert delta["syn_fallback_pool_empty"] + delta["syn_fallback_no_taker"] == n, delta
