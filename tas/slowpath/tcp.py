@@ -433,6 +433,12 @@ class TcpManager:
                 return
             self.syn_stats.add("syn_pool_provisioned")
 
+    def pool_count(self, lst):
+        """Flows' buffers provisioned for the listener, not yet taken."""
+        if lst.fp_slot < 0:
+            return 0
+        return self.lib.tas_fp_listener_pool_count(self.fp.handle, lst.fp_slot)
+
     def _release_buffers(self, app, rx_off, tx_off):
         if app.alloc is not None:
             app.alloc.release(rx_off)
