@@ -181,13 +181,19 @@ def main():
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--clients", type=int, default=1, help="client processes in parallel")
     ap.add_argument("--no-nginx", action="store_true", help="skip the nginx/wrk part")
+    ap.add_argument("--syn-pool", type=int, default=None,
+                    help="tcp.syn_pool for the daemon (0: the slow path answers every "
+                         "SYN, as before the fast path did)")
     args = ap.parse_args()
     if not os.path.exists(RPC_ECHO):
         sys.exit(f"{RPC_ECHO} is not built (python deploy/native_build.py)")
     from pathlib import Path
     results, servers = {}, []
     with tempfile.TemporaryDirectory() as tmp:
-        d = Daemon(Path(tmp), extra="[cc]\nalgorithm = \"none\"\n").start()
+        extra = "[cc]\nalgorithm = \"none\"\n"
+        if args.syn_pool is not None:
+            extra += f"[tcp]\nsyn_pool = {args.syn_pool}\n"
+        d = Daemon(Path(tmp), extra=extra).start()
         lns = None
         try:
             lns, _, _ = veth_namespace(d.netns, "10.0.2.1", LINUX_IP)
@@ -230,6 +236,7 @@ def main():
                       f"{nginx[('tas', mode)] / nginx[('linux', mode)]:.2f}"]
                      for mode in ("keep-alive", "close")])
     write_json("tas_conn.json", {"seconds": args.seconds, "clients": args.clients,
+                                 "syn_pool": args.syn_pool,
                                  "server": "bench/rpc_echo.c", "results": results,
                                  "ratio": ratio,
                                  "nginx": {f"{s}/{m}": v for (s, m), v in nginx.items()}})

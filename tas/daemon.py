@@ -130,6 +130,11 @@ class Daemon:
                                         mode=cfg.tas.stats_mode,
                                         gid=group_id(cfg.tas.stats_group))
         self._undo.append(self.syn_stats.close)
+        # SYNs the fast path answered or left to the slow path, by reason
+        self.syn_stats = kbstats.Writer("tassyn", cfg.tas.instance, module=_tasfp,
+                                        mode=cfg.tas.stats_mode,
+                                        gid=group_id(cfg.tas.stats_group))
+        self._undo.append(self.syn_stats.close)
         huge, why = eal.use_hugepages(cfg)
         self.log(f"tas: {why}")
         peer.setup_before_port(cfg)
@@ -139,6 +144,8 @@ class Daemon:
         self._undo.append(self.fp.close)
         self.fp.create()
         self.fp.lib.tas_fp_cycle_stats(self.fp.handle, self.cycles.page)
+        self.fp.lib.tas_fp_syn_stats(self.fp.handle, self.syn_stats.page)
+        self.fp.syn_stats = self.syn_stats
         self.fp.lib.tas_fp_syn_stats(self.fp.handle, self.syn_stats.page)
         self.fp.syn_stats = self.syn_stats
         self.fp.start()

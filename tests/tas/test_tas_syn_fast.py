@@ -12,6 +12,7 @@ import pytest
 
 from bindings import stats
 from libtas_helpers import ROOT, finish, tas_run
+from tasd import wait_until
 
 pytestmark = pytest.mark.root  # a daemon on DPDK with a peer namespace
 
@@ -35,7 +36,7 @@ s.close()
 """
 
 # n connections in turn, each writing its own bytes at once and reading them
-# back; then `burst` connections opened together before any is used.
+# back (to EOF: the server closes after ours).
 CLIENT = """
 import json, socket, sys
 ip, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
@@ -75,6 +76,9 @@ def serve_and_connect(procs, d, port, n):
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout) == {"bad": 0}
     finish(srv, "echo server")
+    # the slow path takes over what the fast path opened on its next wake-up
+    wait_until(lambda: syn_counters(d).get("syn_synced", 0) == syn_counters(d)["syn_fast"],
+               "the slow path to take every connection over")
     after = syn_counters(d)
     return {k: after.get(k, 0) - before.get(k, 0) for k in after}
 
