@@ -33,7 +33,7 @@ enum tas_syn_fallback {
     TAS_SYN_FB_BACKLOG = 2,       /* the listener's backlog is full */
     TAS_SYN_FB_ODD = 3,           /* IP options, payload, flags besides SYN/ECE/CWR,
                                      malformed TCP options */
-    TAS_SYN_FB_NO_TAKER = 4,      /* no listener of the port has asked to accept */
+    TAS_SYN_FB_NO_TAKER = 4,      /* none of the port's listeners takes it (closing) */
     TAS_SYN_FB_HELD = 5,          /* the slow path keeps the 4-tuple (TIME_WAIT, a
                                      reset connection the app has not closed) */
     TAS_SYN_FB_QUEUE_FULL = 6,    /* the app's notification queue is full */
@@ -84,7 +84,11 @@ void tas_fp_syn_stats(struct tas_fp *fp, struct kb_stats_page *page);
 int tas_fp_listener_add(struct tas_fp *fp, uint32_t listener_id, uint16_t port, uint16_t ctx,
                         uint32_t app_id, int handoff, uint32_t backlog,
                         const uint64_t *accept_ctr);
+/* The listener asked to accept: it takes connections from now on.  Until
+ * one of the port's listeners does, they go to the primary one (the first
+ * made, as in the slow path: a prefork master's before its workers join). */
 void tas_fp_listener_accepting(struct tas_fp *fp, int slot);
+void tas_fp_listener_primary(struct tas_fp *fp, int slot);
 /* After this returns no core opens connections on the slot; the caller then
  * collects the tas_syn_opened records and takes the pool back. */
 void tas_fp_listener_remove(struct tas_fp *fp, int slot);

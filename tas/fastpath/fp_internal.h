@@ -89,6 +89,7 @@ struct fp_listener {
     bool active;                /* read without the lock, rechecked under it */
     bool handoff;
     bool accepting;
+    bool primary;               /* takes connections while none is accepting */
     uint16_t port;
     uint16_t ctx;
     uint32_t id;

@@ -80,7 +80,7 @@ int tas_fp_listener_add(struct tas_fp *fp, uint32_t listener_id, uint16_t port, 
         l->ctx = ctx;
         l->app_id = app_id;
         l->handoff = handoff != 0;
-        l->accepting = false;
+        l->accepting = l->primary = false;
         l->backlog = backlog;
         l->accept_ctr = accept_ctr;
         l->opened = l->gone = 0;
@@ -99,6 +99,13 @@ void tas_fp_listener_accepting(struct tas_fp *fp, int slot)
     struct fp_listener *l = slot_of(fp, slot);
     if (l != NULL)
         __atomic_store_n(&l->accepting, true, __ATOMIC_RELEASE);
+}
+
+void tas_fp_listener_primary(struct tas_fp *fp, int slot)
+{
+    struct fp_listener *l = slot_of(fp, slot);
+    if (l != NULL)
+        __atomic_store_n(&l->primary, true, __ATOMIC_RELEASE);
 }
 
 void tas_fp_listener_remove(struct tas_fp *fp, int slot)
@@ -199,7 +206,7 @@ bool fp_syn_held(struct tas_fp *fp, uint32_t peer_ip, uint16_t local_port, uint1
 
 struct fp_listener *fp_listener_pick(struct tas_fp *fp, uint16_t port, int *why)
 {
-    struct fp_listener *takers[16];
+    struct fp_listener *takers[16], *primary = NULL;
     unsigned n = 0;
     bool any = false;
     uint16_t hi = __atomic_load_n(&fp->listeners_hi, __ATOMIC_ACQUIRE);
@@ -210,12 +217,14 @@ struct fp_listener *fp_listener_pick(struct tas_fp *fp, uint16_t port, int *why)
         any = true;
         if (__atomic_load_n(&l->accepting, __ATOMIC_ACQUIRE) && n < RTE_DIM(takers))
             takers[n++] = l;
+        if (__atomic_load_n(&l->primary, __ATOMIC_ACQUIRE))
+            primary = l;
     }
-    if (n == 0) {
+    if (n == 0 && primary == NULL) {
         *why = any ? TAS_SYN_FB_NO_TAKER : -1;
         return NULL;
     }
-    struct fp_listener *l =
+    struct fp_listener *l = n == 0 ? primary :
         takers[__atomic_fetch_add(&fp->syn_rr, 1, __ATOMIC_RELAXED) % n];
     if (!l->handoff) {
         *why = TAS_SYN_FB_NOT_HANDOFF;

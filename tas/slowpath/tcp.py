@@ -412,6 +412,8 @@ class TcpManager:
             return
         if lst.accepting:
             self.lib.tas_fp_listener_accepting(self.fp.handle, lst.fp_slot)
+        if self.listeners[lst.port] is lst:
+            self.lib.tas_fp_listener_primary(self.fp.handle, lst.fp_slot)
         self._refill(lst)
 
     def _refill(self, lst):
@@ -538,6 +540,8 @@ class TcpManager:
         if self.listeners[lst.port] is lst:
             if lst.group:
                 self.listeners[lst.port] = lst.group[0]
+                if lst.group[0].fp_slot >= 0:
+                    self.lib.tas_fp_listener_primary(self.fp.handle, lst.group[0].fp_slot)
             else:
                 del self.listeners[lst.port]
         app.listeners.discard(lst)

@@ -24,6 +24,9 @@ class ListenerTable:
     def tas_fp_listener_accepting(self, handle, slot):
         self.listeners[slot][1] = True
 
+    def tas_fp_listener_primary(self, handle, slot):
+        self.listeners[slot].append("primary")
+
     def tas_fp_listener_remove(self, handle, slot):
         del self.listeners[slot]
 

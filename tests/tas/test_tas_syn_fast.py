@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from bindings import stats
-from libtas_helpers import ROOT, finish, tas_run
+from libtas_helpers import ROOT, counters, finish, in_peer, tas_run
 from tasd import wait_until
 
 pytestmark = pytest.mark.root  # a daemon on DPDK with a peer namespace
@@ -104,3 +104,63 @@ def test_empty_pool_falls_back_to_the_slow_path(make_daemon, procs):
     assert delta["syn_fast"] == 0, delta
     assert delta["syn_fallback_pool_empty"] >= 1, delta
     assert delta["syn_fallback_pool_empty"] + delta["syn_fallback_no_taker"] == n, delta
+
+
+# listen(2), accepts nothing until told, then serves 4 connections.
+HELD_SERVER = """
+import socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", int(sys.argv[1])))
+s.listen(2)
+print("listening", flush=True)
+sys.stdin.readline()
+for _ in range(4):
+    c, _ = s.accept()
+    c.sendall(c.recv(100))
+    c.close()
+"""
+
+# 4 connections at once, each sending its number and reading it back.
+FOUR_CLIENTS = """
+import json, socket, sys, threading
+ok = []
+def one(i):
+    s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=60)
+    s.sendall(b"%d" % i)
+    ok.append(s.recv(100) == b"%d" % i)
+    s.close()
+ts = [threading.Thread(target=one, args=(i,)) for i in range(4)]
+for t in ts:
+    t.start()
+for t in ts:
+    t.join()
+print(json.dumps({"ok": sum(ok)}))
+"""
+
+
+def test_backlog_holds_and_frees_as_the_app_accepts(tas_daemon, procs):
+    """A listener with a backlog of 2 whose app does not accept: the fast
+    path opens 2 connections and leaves the next SYNs to the slow path,
+    which drops them as the backlog is full (the clients' kernels send
+    them again); once the app accepts, the resent SYNs get through."""
+    d = tas_daemon
+    before, before_tas = syn_counters(d), counters(d)
+    srv = subprocess.Popen([sys.executable, "-m", "tas.run", "--instance", d.instance, "--",
+                            sys.executable, "-c", HELD_SERVER, "7402"], cwd=ROOT, text=True,
+                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    procs.append(srv)
+    assert srv.stdout.readline().strip() == "listening"
+    cli = in_peer(procs, d, sys.executable, "-c", FOUR_CLIENTS, "10.0.0.2", "7402")
+    wait_until(lambda: counters(d).get("tcp_backlog_drops", 0) >
+               before_tas.get("tcp_backlog_drops", 0), "a SYN dropped for the full backlog")
+    after = syn_counters(d)
+    assert after["syn_fast"] - before["syn_fast"] == 2, after
+    assert after["syn_fallback_backlog"] > before["syn_fallback_backlog"], after
+    srv.stdin.write("accept\n")
+    srv.stdin.flush()
+    out, err = cli.communicate(timeout=120)
+    assert cli.returncode == 0, err
+    assert json.loads(out) == {"ok": 4}
+    srv.communicate(timeout=60)
+    assert srv.returncode == 0
