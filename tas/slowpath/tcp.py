@@ -85,6 +85,7 @@ class Conn:
     active_since: float = 0.0
     orphan: bool = False        # closed by an app that has exited since
     held: bool = False          # its 4-tuple's SYNs come our way (no flow now)
+    origin: Listener | None = None    # the listener it came in on (buffer recycling)
     orphan_timeouts: int = 0
     cc: object = None
 
@@ -324,8 +325,7 @@ class TcpManager:
                         self.cfg.buffers.rx_buf + self.cfg.buffers.tx_buf)
 
     def _passive_open(self, listener, key, eth, ip, tcp):
-        if listener.half_open + len(listener.ready) + self._unaccepted(listener) >= \
-                listener.backlog:
+        if self._backlog_used(listener) >= listener.backlog:
             self.stats.add("tcp_backlog_drops")
             return
         bufs = self._alloc_buffers(listener.app)
@@ -333,7 +333,7 @@ class TcpManager:
             self.stats.add("tcp_no_buffer_drops")
             return
         conn = Conn(key, listener.app, listener.ctx, SYN_RCVD, random.getrandbits(32),
-                    peer_mac=eth.src, irs=tcp.seq, listener=listener)
+                    peer_mac=eth.src, irs=tcp.seq, listener=listener, origin=listener)
         conn.rx_off, conn.tx_off = bufs
         conn.ecn = self.cfg.tcp.ecn and (tcp.flags & (ECE | CWR)) == (ECE | CWR)
         conn.app_knows = listener.handoff
@@ -441,6 +441,26 @@ class TcpManager:
             return 0
         return self.lib.tas_fp_listener_pool_count(self.fp.handle, lst.fp_slot)
 
+    def _recycle(self, conn):
+        """A closed connection's buffers go straight back to the pool of the
+        hand-over listener it came in on (still charged: the pool's now),
+        when that has room: no free, allocation or quota round per
+        connection.  Closes come in batches on the tick, so the pool may
+        hold twice tcp.syn_pool this way (what a busy listener had in use)."""
+        lst = conn.origin
+        if (lst is None or lst.fp_slot < 0 or not lst.handoff or lst.app is not conn.app or
+                self.lib.tas_fp_listener_pool_count(self.fp.handle, lst.fp_slot) >=
+                2 * self.syn_pool):
+            return False
+        b = self._synbuf
+        seg = lst.app.segment
+        b.rx_off, b.tx_off = conn.rx_off, conn.tx_off
+        b.rx_base, b.tx_base = seg.ptr(conn.rx_off), seg.ptr(conn.tx_off)
+        if self.lib.tas_fp_listener_pool_push(self.fp.handle, lst.fp_slot, b) != 0:
+            return False
+        self.syn_stats.add("syn_pool_recycled")
+        return True
+
     def _release_buffers(self, app, rx_off, tx_off):
         if app.alloc is not None:
             app.alloc.release(rx_off)
@@ -460,10 +480,11 @@ class TcpManager:
             self.syn_stats.add("syn_pool_returned")
         lst.fp_slot = -1
 
-    def sync_fast(self):
+    def sync_fast(self, refill=True):
         """Take over the connections the fast path opened since the last
         call (our timers, close and TIME_WAIT need them), and refill the
-        pools they came from.  Returns how many there were."""
+        pools they came from (unless the caller does).  Returns how many
+        there were."""
         total, touched = 0, set()
         while True:
             n = self.lib.tas_fp_syn_opened_recv(self.fp.handle, self._opened, 64)
@@ -474,8 +495,9 @@ class TcpManager:
             total += n
             if n < 64:
                 break
-        for lst in touched:
-            self._refill(lst)
+        if refill:
+            for lst in touched:
+                self._refill(lst)
         return total
 
     def _fast_opened(self, rec):
@@ -492,7 +514,7 @@ class TcpManager:
         lib = self.lib
         f = lib.tas_fp_flow(self.fp.handle, rec.flow_id)
         conn = Conn(key, lst.app, lst.ctx, SYN_RCVD, rec.iss, peer_mac=bytes(rec.peer_mac),
-                    irs=rec.irs, listener=lst, app_knows=True, flow_id=rec.flow_id,
+                    irs=rec.irs, listener=lst, origin=lst, app_knows=True, flow_id=rec.flow_id,
                     rx_off=rec.rx_off, tx_off=rec.tx_off, mss=f.mss,
                     snd_wscale=f.snd_wscale, rcv_wscale=f.rcv_wscale,
                     ts_ok=bool(f.flags & lib.TAS_FLF_TS), sack_ok=bool(f.flags & lib.TAS_FLF_SACK),
@@ -574,10 +596,15 @@ class TcpManager:
         seg = lst.app.segment
         return seg.ptr(lst.accept_off, "uint64_t *")[0] if seg is not None else 0
 
-    def _unaccepted(self, lst):
-        if not lst.handoff:
-            return 0
-        return max(0, lst.handed - self.accepted_count(lst))
+    def _backlog_used(self, lst):
+        """Connections counted against the backlog.  A hand-over listener's:
+        opened, not gone before they were established, not accepted by the
+        app (as the fast path counts them).  half_open + handed is that sum
+        whether or not a tick has seen the quiet ones established yet (the
+        app may have accepted those already)."""
+        if lst.handoff:
+            return max(0, lst.half_open + lst.handed - self.accepted_count(lst))
+        return lst.half_open + len(lst.ready)
 
     def connect(self, app, ctx, peer_ip, peer_port, req_id):
         local_port = self._ephemeral_port(peer_ip, peer_port)
@@ -810,10 +837,8 @@ class TcpManager:
         if self.conns.get(conn.key) is conn:
             del self.conns[conn.key]
         conn.app.conns.discard(conn)
-        self._uncharge(conn.app)
-        if conn.app.alloc is not None:
-            conn.app.alloc.release(conn.rx_off)
-            conn.app.alloc.release(conn.tx_off)
+        if not self._recycle(conn):
+            self._release_buffers(conn.app, conn.rx_off, conn.tx_off)
         if conn.orphan and not conn.app.conns:
             conn.app.server.release(conn.app)   # its last lingering connection
 
@@ -845,9 +870,7 @@ class TcpManager:
     # ---- timers ------------------------------------------------------------
 
     def tick(self):
-        self.sync_fast()
-        for lst in self.listener_ids.values():
-            self._refill(lst)
+        self.sync_fast(refill=False)    # closes below recycle buffers first
         now = self.now()
         for conn in list(self.conns.values()):
             if conn.state == SYN_SENT:
@@ -860,6 +883,8 @@ class TcpManager:
                     ts=(c.ts_recent, 0) if c.ts_ok else None, sack_ok=c.sack_ok)))
             elif conn.state == ESTABLISHED:
                 self._tick_established(conn, now)
+        for lst in self.listener_ids.values():
+            self._refill(lst)
         while self.tw_expiry and self.tw_expiry[0][0] <= now:
             expiry, key = self.tw_expiry.popleft()
             tw = self.time_wait.get(key)
