@@ -34,8 +34,9 @@ enum tas_syn_fallback {
     TAS_SYN_FB_ODD = 3,           /* IP options, payload, flags besides SYN/ECE/CWR,
                                      malformed TCP options */
     TAS_SYN_FB_NO_TAKER = 4,      /* none of the port's listeners takes it (closing) */
-    TAS_SYN_FB_HELD = 5,          /* the slow path keeps the 4-tuple (TIME_WAIT, a
-                                     reset connection the app has not closed) */
+    TAS_SYN_FB_HELD = 5,          /* the slow path keeps the 4-tuple (a reset
+                                     connection the app has not closed; TIME_WAIT
+                                     the SYN may not reuse) */
     TAS_SYN_FB_QUEUE_FULL = 6,    /* the app's notification queue is full */
     TAS_SYN_FB_FLOW_TABLE = 7,    /* no free flow slot */
     TAS_SYN_FB_N = 8
@@ -59,6 +60,8 @@ struct tas_syn_buf {
     uint32_t tx_off;
 };
 
+#define TAS_SYN_OPENED_TW_REUSED 1   /* it took over a TIME_WAIT pair */
+
 /* A connection the fast path opened, for the slow path (40 bytes). */
 struct tas_syn_opened {
     uint32_t flow_id;
@@ -69,7 +72,7 @@ struct tas_syn_opened {
     uint32_t peer_ip;             /* host byte order */
     uint16_t local_port, peer_port;
     uint8_t peer_mac[6];
-    uint16_t pad;
+    uint16_t flags;               /* TAS_SYN_OPENED_* */
 };
 
 struct tas_fp;
@@ -107,6 +110,14 @@ unsigned tas_fp_syn_opened_recv(struct tas_fp *fp, struct tas_syn_opened *out, u
  * small hashed table, so a collision only sends a SYN the slow way. */
 void tas_fp_syn_hold(struct tas_fp *fp, uint32_t peer_ip, uint16_t local_port,
                      uint16_t peer_port, int delta);
+/* Port pairs in TIME_WAIT, with the next sequence number the old
+ * connection expected: a SYN above it opens a new connection at once (RFC
+ * 6191, as the slow path decides), in the fast path too.  add: 0, or -1
+ * when the table is full (then hold the pair: tas_fp_syn_hold). */
+int tas_fp_tw_add(struct tas_fp *fp, uint32_t peer_ip, uint16_t local_port,
+                  uint16_t peer_port, uint32_t rcv_nxt);
+void tas_fp_tw_del(struct tas_fp *fp, uint32_t peer_ip, uint16_t local_port,
+                   uint16_t peer_port);
 /* CDEF-END */
 
 #endif

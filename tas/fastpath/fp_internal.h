@@ -179,6 +179,7 @@ struct tas_fp {
     uint32_t syn_rr;                    /* round robin over a port's listeners */
     struct tas_syn_conf syn;
     struct rte_ring *syn_opened;        /* struct tas_syn_opened, cores -> slow path */
+    struct rte_hash *tw_hash;           /* TIME_WAIT pairs -> rcv_nxt */
     uint16_t syn_held[TAS_SYN_HELD_SLOTS];
 };
 
@@ -266,6 +267,13 @@ void fp_listeners_free(struct tas_fp *fp);
  * that accept); NULL with *why set if none may (no listener: *why = -1). */
 struct fp_listener *fp_listener_pick(struct tas_fp *fp, uint16_t port, int *why);
 bool fp_syn_held(struct tas_fp *fp, uint32_t peer_ip, uint16_t local_port, uint16_t peer_port);
+/* A SYN with sequence number seq for a pair: FP_TW_NONE (not in TIME_WAIT),
+ * FP_TW_REUSED (it was; the SYN is above the old sequence space, and the
+ * pair is out of the table now; *rcv_nxt is what it held) or FP_TW_KEEP
+ * (the slow path judges it). */
+enum fp_tw { FP_TW_NONE, FP_TW_REUSED, FP_TW_KEEP };
+enum fp_tw fp_syn_time_wait(struct tas_fp *fp, uint32_t peer_ip, uint16_t local_port,
+                            uint16_t peer_port, uint32_t seq, uint32_t *rcv_nxt);
 
 /* fp_tcp_syn.c: answer a SYN for a hand-over listener (true: m consumed);
  * false: the slow path takes it (counted when a listener was there). */

@@ -29,7 +29,17 @@ int fp_listeners_init(struct tas_fp *fp)
     fp->syn_opened = rte_ring_create_elem("tas_synopen", sizeof(struct tas_syn_opened),
                                           TAS_FLOW_MAX, (int)rte_socket_id(),
                                           RING_F_SC_DEQ | RING_F_EXACT_SZ);
-    if (fp->listeners == NULL || fp->syn_opened == NULL)
+    struct rte_hash_parameters hp = {
+        .name = "tas_tw",
+        .entries = TAS_FLOW_MAX,
+        .key_len = sizeof(struct fp_flow_key),
+        .hash_func = rte_jhash,
+        .socket_id = (int)rte_socket_id(),
+        /* the slow path adds and removes, cores remove pairs they reuse */
+        .extra_flag = RTE_HASH_EXTRA_FLAGS_RW_CONCURRENCY,
+    };
+    fp->tw_hash = rte_hash_create(&hp);
+    if (fp->listeners == NULL || fp->syn_opened == NULL || fp->tw_hash == NULL)
         return -1;
     for (int i = 0; i < TAS_SYN_MAX_LISTENERS; i++)
         rte_spinlock_init(&fp->listeners[i].lock);
@@ -40,6 +50,7 @@ void fp_listeners_free(struct tas_fp *fp)
 {
     rte_free(fp->listeners);
     rte_ring_free(fp->syn_opened);
+    rte_hash_free(fp->tw_hash);
 }
 
 void tas_fp_syn_stats(struct tas_fp *fp, struct kb_stats_page *page)
@@ -202,6 +213,44 @@ bool fp_syn_held(struct tas_fp *fp, uint32_t peer_ip, uint16_t local_port, uint1
 {
     return __atomic_load_n(&fp->syn_held[held_slot(peer_ip, local_port, peer_port)],
                            __ATOMIC_SEQ_CST) != 0;
+}
+
+static struct fp_flow_key tw_key(uint32_t peer_ip, uint16_t local_port, uint16_t peer_port)
+{
+    struct fp_flow_key k;
+    memset(&k, 0, sizeof(k));
+    k.peer_ip = peer_ip;
+    k.local_port = local_port;
+    k.peer_port = peer_port;
+    return k;
+}
+
+int tas_fp_tw_add(struct tas_fp *fp, uint32_t peer_ip, uint16_t local_port,
+                  uint16_t peer_port, uint32_t rcv_nxt)
+{
+    struct fp_flow_key k = tw_key(peer_ip, local_port, peer_port);
+    return rte_hash_add_key_data(fp->tw_hash, &k, (void *)(uintptr_t)rcv_nxt) == 0 ? 0 : -1;
+}
+
+void tas_fp_tw_del(struct tas_fp *fp, uint32_t peer_ip, uint16_t local_port,
+                   uint16_t peer_port)
+{
+    struct fp_flow_key k = tw_key(peer_ip, local_port, peer_port);
+    rte_hash_del_key(fp->tw_hash, &k);
+}
+
+enum fp_tw fp_syn_time_wait(struct tas_fp *fp, uint32_t peer_ip, uint16_t local_port,
+                            uint16_t peer_port, uint32_t seq, uint32_t *rcv_nxt)
+{
+    struct fp_flow_key k = tw_key(peer_ip, local_port, peer_port);
+    void *data;
+    if (rte_hash_lookup_data(fp->tw_hash, &k, &data) < 0)
+        return FP_TW_NONE;
+    *rcv_nxt = (uint32_t)(uintptr_t)data;
+    if (seq_diff(seq, *rcv_nxt) <= 0)
+        return FP_TW_KEEP;
+    /* A core that lost the race to another reusing it sees it gone. */
+    return rte_hash_del_key(fp->tw_hash, &k) >= 0 ? FP_TW_REUSED : FP_TW_KEEP;
 }
 
 struct fp_listener *fp_listener_pick(struct tas_fp *fp, uint16_t port, int *why)

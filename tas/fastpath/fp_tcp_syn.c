@@ -146,7 +146,7 @@ static struct rte_mbuf *build_synack(struct tas_fp *fp, const struct tas_flow *f
 /* Open the connection on l (its lock held): install the flow, tell the app,
  * queue the record.  The flow's id, or -1 with *why set. */
 static int open_on(struct tas_fp *fp, struct fp_listener *l, const struct tas_flow_init *in,
-                   uint32_t iss, int *why)
+                   uint32_t iss, uint16_t rec_flags, int *why)
 {
     const struct tas_syn_buf *b = &l->pool[l->npool - 1];
     struct tas_flow_init init = *in;
@@ -176,6 +176,7 @@ static int open_on(struct tas_fp *fp, struct fp_listener *l, const struct tas_fl
         .flow_id = (uint32_t)id, .listener_id = l->id, .iss = iss,
         .irs = in->rx_next_seq - 1, .rx_off = b->rx_off, .tx_off = b->tx_off,
         .peer_ip = in->peer_ip, .local_port = in->local_port, .peer_port = in->peer_port,
+        .flags = rec_flags,
     };
     memcpy(rec.peer_mac, in->peer_mac, sizeof(rec.peer_mac));
     /* The ring has room for every flow (fp_listeners_init). */
@@ -211,6 +212,11 @@ bool fp_tcp_syn(struct fp_core *c, struct rte_mbuf *m)
         return fallback(fp, TAS_SYN_FB_ODD);
     if (fp_syn_held(fp, peer_ip, dport, sport))
         return fallback(fp, TAS_SYN_FB_HELD);
+    uint32_t seq = rte_be_to_cpu_32(tcp->sent_seq);
+    uint32_t tw_rcv_nxt = 0;
+    enum fp_tw tw = fp_syn_time_wait(fp, peer_ip, dport, sport, seq, &tw_rcv_nxt);
+    if (tw == FP_TW_KEEP)
+        return fallback(fp, TAS_SYN_FB_HELD);
 
     uint32_t iss = (uint32_t)rte_rand();
     bool ecn = fp->syn.ecn && (flags & (RTE_TCP_ECE_FLAG | RTE_TCP_CWR_FLAG)) ==
@@ -229,7 +235,7 @@ bool fp_tcp_syn(struct fp_core *c, struct rte_mbuf *m)
         .rcv_wscale = so.wscale >= 0 ? fp->syn.rcv_wscale : 0,
         .flags = TAS_FLF_SYNRCVD | TAS_FLF_QUIET | (so.ts ? TAS_FLF_TS : 0) |
                  (ecn ? TAS_FLF_ECN : 0) | (so.sack ? TAS_FLF_SACK : 0),
-        .rx_next_seq = rte_be_to_cpu_32(tcp->sent_seq) + 1,
+        .rx_next_seq = seq + 1,
         .tx_next_seq = iss + 1,
         .snd_wnd = rte_be_to_cpu_16(tcp->rx_win),     /* a SYN's window is never scaled */
         .ts_recent = so.ts ? so.tsval : 0,
@@ -246,10 +252,12 @@ bool fp_tcp_syn(struct fp_core *c, struct rte_mbuf *m)
     else if (waiting(l) >= l->backlog)
         why = TAS_SYN_FB_BACKLOG;
     else
-        id = open_on(fp, l, &in, iss, &why);
+        id = open_on(fp, l, &in, iss, tw == FP_TW_REUSED ? TAS_SYN_OPENED_TW_REUSED : 0, &why);
     if (id >= 0)   /* half the pool gone: ask for more, once per crossing */
         kick = l->npool * 2 == l->npool_hi || l->npool == 0;
     rte_spinlock_unlock(&l->lock);
+    if (id < 0 && tw == FP_TW_REUSED)    /* the slow path has it: the pair is back */
+        tas_fp_tw_add(fp, peer_ip, dport, sport, tw_rcv_nxt);
     if (id < 0)
         return fallback(fp, why);
 

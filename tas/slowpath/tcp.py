@@ -111,6 +111,7 @@ class TcpManager:
         # only the entries that are due, not a scan of thousands per tick
         # under connection churn.
         self.tw_expiry = collections.deque()
+        self.tw_held = set()      # TIME_WAIT pairs the fast path's table had no room for
         self.next_listener_id = 1
         self.cc_factory = None    # set by the slow path (congestion control)
         tcfg = cfg.tcp
@@ -521,6 +522,9 @@ class TcpManager:
                     ecn=bool(f.flags & lib.TAS_FLF_ECN), ts_recent=f.ts_recent,
                     snd_wnd=f.snd_wnd)
         conn.next_retry = self.now() + self.handshake_timeout
+        if rec.flags & lib.TAS_SYN_OPENED_TW_REUSED:
+            self._tw_del(key)     # (the fast path's table has dropped it already)
+            self.stats.add("tcp_time_wait_reused")
         lst.half_open += 1
         lst.app.conns.add(conn)
         self.conns[key] = conn
@@ -534,13 +538,26 @@ class TcpManager:
                                  delta)
 
     def _tw_add(self, key, entry):
-        if key not in self.time_wait:
-            self._hold(key, 1)       # its SYNs are ours to judge (reuse or not)
+        """entry: (expiry, snd_nxt, rcv_nxt, peer_mac).  The fast path gets
+        the pair too: a SYN above rcv_nxt reuses it there (the others come
+        our way); a full table holds the pair for us instead."""
+        if key in self.time_wait:
+            self._tw_del(key)
         self.time_wait[key] = entry
+        if self.lib.tas_fp_tw_add(self.fp.handle, int.from_bytes(key[0], "big"), key[1],
+                                  key[2], entry[2] & 0xFFFFFFFF) != 0:
+            self.tw_held.add(key)
+            self._hold(key, 1)
 
     def _tw_del(self, key):
-        if self.time_wait.pop(key, None) is not None:
+        if self.time_wait.pop(key, None) is None:
+            return
+        if key in self.tw_held:
+            self.tw_held.discard(key)
             self._hold(key, -1)
+        else:
+            self.lib.tas_fp_tw_del(self.fp.handle, int.from_bytes(key[0], "big"), key[1],
+                                   key[2])
 
     def _pick_listener(self, port):
         """The listener of the port that takes the next connection: round

@@ -1,6 +1,6 @@
 """The fast path's listener table (include/tas/synfast.h) as the slow-path
 unit tests' stand-in fast paths keep it: listeners, their buffer pools and
-the held 4-tuples, in Python.  No SYN reaches a fast path in those tests,
+the held 4-tuples and TIME_WAIT pairs, in Python.  No SYN reaches a fast path in those tests,
 so no connection is ever opened there (tas_fp_syn_opened_recv gives none)."""
 import collections
 
@@ -12,6 +12,7 @@ class ListenerTable:
         self.held = collections.Counter()
         self.opened = collections.Counter()
         self.gone = collections.Counter()
+        self.time_wait = {}
 
     def tas_fp_syn_configure(self, handle, conf):
         self.syn_conf = conf
@@ -54,3 +55,10 @@ class ListenerTable:
 
     def tas_fp_syn_hold(self, handle, ip, local_port, peer_port, delta):
         self.held[(ip, local_port, peer_port)] += delta
+
+    def tas_fp_tw_add(self, handle, ip, local_port, peer_port, rcv_nxt):
+        self.time_wait[(ip, local_port, peer_port)] = rcv_nxt
+        return 0
+
+    def tas_fp_tw_del(self, handle, ip, local_port, peer_port):
+        self.time_wait.pop((ip, local_port, peer_port), None)
