@@ -49,7 +49,7 @@ class Listener:
     fp_slot: int = -1           # in the fast path's listener table (synfast.h)
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)    # thousands a second under churn: cheap to make
 class Conn:
     key: tuple                  # (peer ip bytes, local port, peer port)
     app: object
@@ -894,6 +894,8 @@ class TcpManager:
                 self._tick_syn_sent(conn, now)
             elif self._quietly_established(conn):
                 self._establish(conn, None)
+                if conn.state == ESTABLISHED:    # a short one may be over already
+                    self._tick_established(conn, now)
             elif conn.state == SYN_RCVD and now >= conn.next_retry:
                 self._retry_handshake(conn, now, lambda c: self._send_synack(c, TcpOptions(
                     wscale=c.snd_wscale if c.rcv_wscale else None,
