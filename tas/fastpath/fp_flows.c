@@ -53,20 +53,10 @@ void fp_flows_free(struct tas_fp *fp)
         rte_ring_free(fp->tx_work[c]);
 }
 
-static struct fp_flow_key make_key(uint32_t peer_ip, uint16_t local_port, uint16_t peer_port)
-{
-    struct fp_flow_key k;
-    memset(&k, 0, sizeof(k));
-    k.peer_ip = peer_ip;
-    k.local_port = local_port;
-    k.peer_port = peer_port;
-    return k;
-}
-
 struct tas_flow *fp_flow_find(struct tas_fp *fp, uint32_t peer_ip, uint16_t local_port,
                               uint16_t peer_port)
 {
-    struct fp_flow_key k = make_key(peer_ip, local_port, peer_port);
+    struct fp_flow_key k = fp_flow_key(peer_ip, local_port, peer_port);
     void *data;
     if (rte_hash_lookup_data(fp->flow_hash, &k, &data) < 0)
         return NULL;
@@ -89,7 +79,7 @@ static int flow_install_locked(struct tas_fp *fp, const struct tas_flow_init *in
 {
     if (fp->flow_free_count == 0 || in->rx_size == 0 || in->tx_size == 0)
         return -1;
-    struct fp_flow_key k = make_key(in->peer_ip, in->local_port, in->peer_port);
+    struct fp_flow_key k = fp_flow_key(in->peer_ip, in->local_port, in->peer_port);
     if (rte_hash_lookup(fp->flow_hash, &k) >= 0)
         return -1;
     uint32_t id = fp->flow_free[fp->flow_free_head];
@@ -147,7 +137,7 @@ int fp_flow_install(struct tas_fp *fp, const struct tas_flow_init *in)
 static void flow_remove_locked(struct tas_fp *fp, uint32_t id)
 {
     struct tas_flow *f = &fp->flows[id];
-    struct fp_flow_key k = make_key(f->peer_ip, f->local_port, f->peer_port);
+    struct fp_flow_key k = fp_flow_key(f->peer_ip, f->local_port, f->peer_port);
     rte_hash_del_key(fp->flow_hash, &k);
     fp_lock(f);
     f->flags = 0;

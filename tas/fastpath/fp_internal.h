@@ -4,6 +4,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <string.h>
 
 #include <rte_ethdev.h>
 #include <rte_mbuf.h>
@@ -106,6 +107,17 @@ struct fp_flow_key {
     uint16_t local_port;
     uint16_t peer_port;
 };
+
+static inline struct fp_flow_key fp_flow_key(uint32_t peer_ip, uint16_t local_port,
+                                             uint16_t peer_port)
+{
+    struct fp_flow_key k;
+    memset(&k, 0, sizeof(k));      /* hashed as bytes */
+    k.peer_ip = peer_ip;
+    k.local_port = local_port;
+    k.peer_port = peer_port;
+    return k;
+}
 
 struct fp_core {
     struct tas_fp *fp;
@@ -212,6 +224,22 @@ static inline void fp_unlock(struct tas_flow *f)
 {
     rte_spinlock_unlock((rte_spinlock_t *)&f->lock);
 }
+/* TCP options: the option at o or after the NOPs there; NULL at the end
+ * (EOL, or the header's end), with *bad set if one is malformed.  Walk with
+ * o = fp_tcp_opt(o + o[1], end, &bad). */
+static inline const uint8_t *fp_tcp_opt(const uint8_t *o, const uint8_t *end, bool *bad)
+{
+    while (o < end && *o == 1)
+        o++;
+    if (o >= end || *o == 0)
+        return NULL;
+    if (o + 1 >= end || o[1] < 2 || o + o[1] > end) {
+        *bad = true;
+        return NULL;
+    }
+    return o;
+}
+
 /* Sequence-number comparisons modulo 2^32. */
 static inline int32_t seq_diff(uint32_t a, uint32_t b)
 {
@@ -332,6 +360,11 @@ int fp_core_loop(void *arg);
 
 /* fp_txq.c: the port's transmit side, below TCP (calls nothing above). */
 void fp_tx(struct fp_core *c, struct rte_mbuf **pkts, unsigned n);
+/* Append the Ethernet and IPv4 headers of a TCP packet of flow f with
+ * l4len bytes after them to the empty mbuf m (the IP checksum is left for
+ * the caller, who fills in the rest); NULL, m freed, if it does not fit. */
+struct rte_ipv4_hdr *fp_tx_ipv4(struct tas_fp *fp, struct rte_mbuf *m, const struct tas_flow *f,
+                                uint32_t l4len, uint8_t tos);
 /* Batch one packet for transmission; fp_tx_flush sends the batch. */
 void fp_tx_one(struct fp_core *c, struct rte_mbuf *m);
 void fp_tx_flush(struct fp_core *c);

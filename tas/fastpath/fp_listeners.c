@@ -215,34 +215,24 @@ bool fp_syn_held(struct tas_fp *fp, uint32_t peer_ip, uint16_t local_port, uint1
                            __ATOMIC_SEQ_CST) != 0;
 }
 
-static struct fp_flow_key tw_key(uint32_t peer_ip, uint16_t local_port, uint16_t peer_port)
-{
-    struct fp_flow_key k;
-    memset(&k, 0, sizeof(k));
-    k.peer_ip = peer_ip;
-    k.local_port = local_port;
-    k.peer_port = peer_port;
-    return k;
-}
-
 int tas_fp_tw_add(struct tas_fp *fp, uint32_t peer_ip, uint16_t local_port,
                   uint16_t peer_port, uint32_t rcv_nxt)
 {
-    struct fp_flow_key k = tw_key(peer_ip, local_port, peer_port);
+    struct fp_flow_key k = fp_flow_key(peer_ip, local_port, peer_port);
     return rte_hash_add_key_data(fp->tw_hash, &k, (void *)(uintptr_t)rcv_nxt) == 0 ? 0 : -1;
 }
 
 void tas_fp_tw_del(struct tas_fp *fp, uint32_t peer_ip, uint16_t local_port,
                    uint16_t peer_port)
 {
-    struct fp_flow_key k = tw_key(peer_ip, local_port, peer_port);
+    struct fp_flow_key k = fp_flow_key(peer_ip, local_port, peer_port);
     rte_hash_del_key(fp->tw_hash, &k);
 }
 
 enum fp_tw fp_syn_time_wait(struct tas_fp *fp, uint32_t peer_ip, uint16_t local_port,
                             uint16_t peer_port, uint32_t seq, uint32_t *rcv_nxt)
 {
-    struct fp_flow_key k = tw_key(peer_ip, local_port, peer_port);
+    struct fp_flow_key k = fp_flow_key(peer_ip, local_port, peer_port);
     void *data;
     if (rte_hash_lookup_data(fp->tw_hash, &k, &data) < 0)
         return FP_TW_NONE;

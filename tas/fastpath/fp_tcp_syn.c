@@ -27,19 +27,15 @@ struct syn_opts {
 };
 
 /* As tas/slowpath/tcp_packets.py TcpOptions.parse: false if malformed. */
-static bool parse_options(const uint8_t *o, const uint8_t *end, struct syn_opts *so)
+static bool parse_options(const uint8_t *start, const uint8_t *end, struct syn_opts *so)
 {
     so->mss = 0;
     so->wscale = -1;
     so->sack = so->ts = false;
     so->tsval = 0;
-    while (o < end && *o != 0) {
-        if (*o == 1) {
-            o++;
-            continue;
-        }
-        if (o + 1 >= end || o[1] < 2 || o + o[1] > end)
-            return false;
+    bool bad = false;
+    for (const uint8_t *o = fp_tcp_opt(start, end, &bad); o != NULL;
+         o = fp_tcp_opt(o + o[1], end, &bad)) {
         if (o[0] == TCP_OPT_MSS && o[1] == 4)
             so->mss = (uint16_t)(o[2] << 8 | o[3]);
         else if (o[0] == TCP_OPT_WSCALE && o[1] == 3)
@@ -50,9 +46,8 @@ static bool parse_options(const uint8_t *o, const uint8_t *end, struct syn_opts 
             so->ts = true;
             so->tsval = rte_be_to_cpu_32(*(const unaligned_uint32_t *)(o + 2));
         }
-        o += o[1];
     }
-    return true;
+    return !bad;
 }
 
 static bool fallback(struct tas_fp *fp, int why)
@@ -108,25 +103,9 @@ static struct rte_mbuf *build_synack(struct tas_fp *fp, const struct tas_flow *f
         opts[n++] = fp->syn.rcv_wscale;
     }
     uint32_t thl = (uint32_t)sizeof(struct rte_tcp_hdr) + n;   /* n is a multiple of 4 */
-    uint32_t len = sizeof(struct rte_ether_hdr) + sizeof(struct rte_ipv4_hdr) + thl;
-    uint8_t *p = (uint8_t *)rte_pktmbuf_append(m, (uint16_t)len);
-    if (p == NULL) {
-        rte_pktmbuf_free(m);
+    struct rte_ipv4_hdr *ip = fp_tx_ipv4(fp, m, f, thl, 0);
+    if (ip == NULL)
         return NULL;
-    }
-    struct rte_ether_hdr *eth = (struct rte_ether_hdr *)p;
-    memcpy(eth->dst_addr.addr_bytes, f->peer_mac, RTE_ETHER_ADDR_LEN);
-    memcpy(eth->src_addr.addr_bytes, fp->conf.mac, RTE_ETHER_ADDR_LEN);
-    eth->ether_type = rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4);
-    struct rte_ipv4_hdr *ip = (struct rte_ipv4_hdr *)(eth + 1);
-    memset(ip, 0, sizeof(*ip));
-    ip->version_ihl = RTE_IPV4_VHL_DEF;
-    ip->total_length = rte_cpu_to_be_16((uint16_t)(sizeof(*ip) + thl));
-    ip->fragment_offset = rte_cpu_to_be_16(RTE_IPV4_HDR_DF_FLAG);
-    ip->time_to_live = 64;
-    ip->next_proto_id = IPPROTO_TCP;
-    ip->src_addr = rte_cpu_to_be_32(f->local_ip);
-    ip->dst_addr = rte_cpu_to_be_32(f->peer_ip);
     struct rte_tcp_hdr *tcp = (struct rte_tcp_hdr *)(ip + 1);
     tcp->src_port = rte_cpu_to_be_16(f->local_port);
     tcp->dst_port = rte_cpu_to_be_16(f->peer_port);

@@ -54,28 +54,11 @@ static struct rte_mbuf *build_segment(struct tas_fp *fp, struct tas_flow *f, uin
                 len + TCP_OPT_SACK_LEN <= f->mss;
     uint32_t thl = sizeof(struct rte_tcp_hdr) + (ts ? TCP_OPT_TS_LEN : 0) +
                    (sack ? TCP_OPT_SACK_LEN : 0);
-    uint32_t hdrs = sizeof(struct rte_ether_hdr) + sizeof(struct rte_ipv4_hdr) + thl;
-    uint8_t *p = (uint8_t *)rte_pktmbuf_append(m, (uint16_t)(hdrs + len));
-    if (p == NULL) {
-        rte_pktmbuf_free(m);
+    /* ECT(0) on data segments of an ECN flow */
+    uint8_t tos = ((f->flags & TAS_FLF_ECN) && len > 0) ? 0x02 : 0;
+    struct rte_ipv4_hdr *ip = fp_tx_ipv4(fp, m, f, thl + len, tos);
+    if (ip == NULL)
         return NULL;
-    }
-    struct rte_ether_hdr *eth = (struct rte_ether_hdr *)p;
-    memcpy(eth->dst_addr.addr_bytes, f->peer_mac, RTE_ETHER_ADDR_LEN);
-    memcpy(eth->src_addr.addr_bytes, fp->conf.mac, RTE_ETHER_ADDR_LEN);
-    eth->ether_type = rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4);
-
-    struct rte_ipv4_hdr *ip = (struct rte_ipv4_hdr *)(eth + 1);
-    ip->version_ihl = RTE_IPV4_VHL_DEF;
-    ip->type_of_service = ((f->flags & TAS_FLF_ECN) && len > 0) ? 0x02 : 0; /* ECT(0) */
-    ip->total_length = rte_cpu_to_be_16((uint16_t)(sizeof(*ip) + thl + len));
-    ip->packet_id = 0;
-    ip->fragment_offset = rte_cpu_to_be_16(RTE_IPV4_HDR_DF_FLAG);
-    ip->time_to_live = 64;
-    ip->next_proto_id = IPPROTO_TCP;
-    ip->hdr_checksum = 0;
-    ip->src_addr = rte_cpu_to_be_32(f->local_ip);
-    ip->dst_addr = rte_cpu_to_be_32(f->peer_ip);
 
     struct rte_tcp_hdr *tcp = (struct rte_tcp_hdr *)(ip + 1);
     tcp->src_port = rte_cpu_to_be_16(f->local_port);

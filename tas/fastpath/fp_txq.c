@@ -4,6 +4,8 @@
  * momentarily full ring, drop counting).  fp_tcp_tx.c and the loop call
  * down into it; it calls nothing above it.
  */
+#include <rte_ip.h>
+
 #include "fp_internal.h"
 
 void fp_tx(struct fp_core *c, struct rte_mbuf **pkts, unsigned n)
@@ -27,6 +29,33 @@ void fp_tx(struct fp_core *c, struct rte_mbuf **pkts, unsigned n)
     }
     kb_stats_add(fp->ctr.tx_pkts, sent);
     kb_stats_add(fp->ctr.tx_bytes, bytes);
+}
+
+struct rte_ipv4_hdr *fp_tx_ipv4(struct tas_fp *fp, struct rte_mbuf *m, const struct tas_flow *f,
+                                uint32_t l4len, uint8_t tos)
+{
+    uint32_t len = sizeof(struct rte_ether_hdr) + sizeof(struct rte_ipv4_hdr) + l4len;
+    uint8_t *p = (uint8_t *)rte_pktmbuf_append(m, (uint16_t)len);
+    if (p == NULL) {
+        rte_pktmbuf_free(m);
+        return NULL;
+    }
+    struct rte_ether_hdr *eth = (struct rte_ether_hdr *)p;
+    memcpy(eth->dst_addr.addr_bytes, f->peer_mac, RTE_ETHER_ADDR_LEN);
+    memcpy(eth->src_addr.addr_bytes, fp->conf.mac, RTE_ETHER_ADDR_LEN);
+    eth->ether_type = rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4);
+    struct rte_ipv4_hdr *ip = (struct rte_ipv4_hdr *)(eth + 1);
+    ip->version_ihl = RTE_IPV4_VHL_DEF;
+    ip->type_of_service = tos;
+    ip->total_length = rte_cpu_to_be_16((uint16_t)(sizeof(*ip) + l4len));
+    ip->packet_id = 0;
+    ip->fragment_offset = rte_cpu_to_be_16(RTE_IPV4_HDR_DF_FLAG);
+    ip->time_to_live = 64;
+    ip->next_proto_id = IPPROTO_TCP;
+    ip->hdr_checksum = 0;
+    ip->src_addr = rte_cpu_to_be_32(f->local_ip);
+    ip->dst_addr = rte_cpu_to_be_32(f->peer_ip);
+    return ip;
 }
 
 void fp_tx_one(struct fp_core *c, struct rte_mbuf *m)

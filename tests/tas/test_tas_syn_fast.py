@@ -16,15 +16,19 @@ from tasd import wait_until
 
 pytestmark = pytest.mark.root  # a daemon on DPDK with a peer namespace
 
-# Accepts connections one after the other and echoes each until EOF.
-SERVER = """
+# A listener on port argv[1] with a backlog of argv[2], then what follows.
+LISTEN = """
 import socket, sys
 s = socket.socket()
 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind(("0.0.0.0", int(sys.argv[1])))
-s.listen(64)
+s.listen(int(sys.argv[2]))
 print("listening", flush=True)
-for _ in range(int(sys.argv[2])):
+"""
+
+# Accepts argv[3] connections one after the other and echoes each until EOF.
+SERVER = LISTEN + """
+for _ in range(int(sys.argv[3])):
     c, _ = s.accept()
     while True:
         d = c.recv(65536)
@@ -70,7 +74,7 @@ def serve_and_connect(procs, d, port, n):
     """Run the echo server for n connections and the client; returns the
     SYN counters' change."""
     before = syn_counters(d)
-    srv = tas_run(procs, d, sys.executable, "-c", SERVER, str(port), str(n))
+    srv = tas_run(procs, d, sys.executable, "-c", SERVER, str(port), "64", str(n))
     assert srv.stdout.readline().strip() == "listening"
     out = d.ns_run(sys.executable, "-c", CLIENT, "10.0.0.2", str(port), str(n), timeout=120)
     assert out.returncode == 0, out.stderr
@@ -106,14 +110,8 @@ def test_empty_pool_falls_back_to_the_slow_path(make_daemon, procs):
     assert delta["syn_fallback_pool_empty"] + delta["syn_fallback_no_taker"] == n, delta
 
 
-# listen(2), accepts nothing until told, then serves 4 connections.
-HELD_SERVER = """
-import socket, sys
-s = socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("0.0.0.0", int(sys.argv[1])))
-s.listen(2)
-print("listening", flush=True)
+# Accepts nothing until told, then serves 4 connections.
+HELD_SERVER = LISTEN + """
 sys.stdin.readline()
 for _ in range(4):
     c, _ = s.accept()
@@ -147,7 +145,7 @@ def test_backlog_holds_and_frees_as_the_app_accepts(tas_daemon, procs):
     d = tas_daemon
     before, before_tas = syn_counters(d), counters(d)
     srv = subprocess.Popen([sys.executable, "-m", "tas.run", "--instance", d.instance, "--",
-                            sys.executable, "-c", HELD_SERVER, "7402"], cwd=ROOT, text=True,
+                            sys.executable, "-c", HELD_SERVER, "7402", "2"], cwd=ROOT, text=True,
                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     procs.append(srv)
     assert srv.stdout.readline().strip() == "listening"
