@@ -130,6 +130,7 @@ class TcpManager:
         sc.rx_size, sc.tx_size = cfg.buffers.rx_buf, cfg.buffers.tx_buf
         self.lib.tas_fp_syn_configure(fp.handle, sc)
         self._opened = self.ffi.new("struct tas_syn_opened[64]")
+        self.last_fast_open = float("-inf")
         self._synbuf = self.ffi.new("struct tas_syn_buf *")
 
     # ---- packets -----------------------------------------------------------
@@ -499,7 +500,13 @@ class TcpManager:
         if refill:
             for lst in touched:
                 self._refill(lst)
+        if total:
+            self.last_fast_open = self.now()
         return total
+
+    def churning(self):
+        """The fast path opened connections in the last 100 ms."""
+        return self.now() - self.last_fast_open < 0.1
 
     def _fast_opened(self, rec):
         lst = self.listener_ids.get(rec.listener_id)
