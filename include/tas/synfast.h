@@ -10,7 +10,9 @@
  * for the slow path, which picks it up on its next wake-up (its timers then
  * know the flow: SYN-ACK retransmission, close, TIME_WAIT) and refills the
  * pool.  Anything unusual goes to the slow path as before, counted by
- * reason (tcp_syn_fallback_<reason> on the daemon's stats page).
+ * reason (syn_fallback_<reason> on the daemon's `tassyn` stats page, which
+ * `tasctl stats` shows).  Not an application layout: no version to bump
+ * (the app sees TAS_ARX_NEWCONN, include/tas/shm.h, which has one).
  *
  * Daemon-internal: read by the fast path and, through cffi, by the slow
  * path (no application maps it).

@@ -2,9 +2,10 @@
  * Listeners as the fast path sees them (include/tas/synfast.h): which port,
  * which app context, whether the app takes connections handed over at the
  * SYN, and a small pool of flow buffers the slow path provisioned for them.
- * Also the 4-tuples the slow path keeps for itself (TIME_WAIT, connections
- * reset but not yet closed by their app), and the ring of connections opened
- * here that the slow path collects.
+ * Also the 4-tuples the slow path keeps for itself (connections reset but
+ * not yet closed by their app; TIME_WAIT pairs a full table could not take),
+ * the TIME_WAIT table (pair -> the old connection's rcv_nxt), and the ring
+ * of connections opened here that the slow path collects.
  */
 #include <string.h>
 
