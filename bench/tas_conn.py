@@ -167,6 +167,15 @@ def nginx_runs(d, lns, tmp, seconds):
                 p.communicate()
 
 
+def syn_counters(d):
+    """The daemon's SYN counters: answered by the fast path or not, why."""
+    from bindings import stats
+    try:
+        return stats.read("tassyn", d.instance)
+    except (OSError, stats.StatsError):
+        return {}
+
+
 def start_server(cmd):
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     line = p.stdout.readline()
@@ -181,13 +190,19 @@ def main():
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--clients", type=int, default=1, help="client processes in parallel")
     ap.add_argument("--no-nginx", action="store_true", help="skip the nginx/wrk part")
+    ap.add_argument("--syn-pool", type=int, default=None,
+                    help="tcp.syn_pool for the daemon (0: the slow path answers every "
+                         "SYN, as before the fast path did)")
     args = ap.parse_args()
     if not os.path.exists(RPC_ECHO):
         sys.exit(f"{RPC_ECHO} is not built (python deploy/native_build.py)")
     from pathlib import Path
     results, servers = {}, []
     with tempfile.TemporaryDirectory() as tmp:
-        d = Daemon(Path(tmp), extra="[cc]\nalgorithm = \"none\"\n").start()
+        extra = "[cc]\nalgorithm = \"none\"\n"
+        if args.syn_pool is not None:
+            extra += f"[tcp]\nsyn_pool = {args.syn_pool}\n"
+        d = Daemon(Path(tmp), extra=extra).start()
         lns = None
         try:
             lns, _, _ = veth_namespace(d.netns, "10.0.2.1", LINUX_IP)
@@ -197,12 +212,15 @@ def main():
                                          str(PORT)]))
             # Short connections leave TIME_WAIT behind on the client: reuse.
             sh("sysctl", "-qw", "net.ipv4.tcp_tw_reuse=1", ns=d.netns)
+            syn0 = syn_counters(d)
             for stack, ip in (("linux", LINUX_IP), ("tas", "10.0.0.2"),
                               ("linux", LINUX_IP), ("tas", "10.0.0.2")):
                 r = run_clients(d.netns, ip, args.seconds / 2, args.clients)
                 prev = results.get(stack)
                 if prev is None or r["conns_per_s"] > prev["conns_per_s"]:
                     results[stack] = r        # best of two, interleaved
+            syn = {k: v - syn0.get(k, 0) for k, v in syn_counters(d).items()
+                   if v - syn0.get(k, 0)}
             for p in servers:
                 p.kill()
                 p.communicate()
@@ -223,6 +241,9 @@ def main():
                  "conn+req+close p99 us", "client retrans"], rows)
     ratio = results["tas"]["conns_per_s"] / results["linux"]["conns_per_s"]
     print(f"tas/linux connections per second: {ratio:.2f}")
+    syn = locals().get("syn") or {}
+    print("SYNs (rpc_echo runs): " + ", ".join(f"{k} {v}" for k, v in sorted(syn.items())
+                                               if k.startswith("syn_f")))
     if nginx:
         print()
         print_table(["nginx (2 workers), wrk -c8", "linux req/s", "tas req/s", "tas/linux"],
@@ -230,6 +251,7 @@ def main():
                       f"{nginx[('tas', mode)] / nginx[('linux', mode)]:.2f}"]
                      for mode in ("keep-alive", "close")])
     write_json("tas_conn.json", {"seconds": args.seconds, "clients": args.clients,
+                                 "syn_pool": args.syn_pool, "syn": syn,
                                  "server": "bench/rpc_echo.c", "results": results,
                                  "ratio": ratio,
                                  "nginx": {f"{s}/{m}": v for (s, m), v in nginx.items()}})

@@ -217,6 +217,10 @@ SCHEMA = {
                      "an MSS in bytes (536..8960), or 0 for dpdk.mtu - 40"),
         "handshake_timeout_ms": Field(50, _int_range(1, 60000), "milliseconds (1..60000)"),
         "handshake_retries": Field(8, _int_range(0, 100), "a retry count (0..100)"),
+        "syn_pool": Field(32, _int_range(0, 256),
+                          "flows (0..256) each hand-over listener keeps provisioned so "
+                          "that the fast path answers its SYNs (0: the slow path does); "
+                          "closed connections give theirs back up to twice that"),
         "rto_min_ms": Field(200, _int_range(1, 60000), "milliseconds (1..60000)"),
         "rto_intervals": Field(2, _int_range(1, 100),
                                "control intervals without progress before a timeout"),

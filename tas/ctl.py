@@ -46,7 +46,11 @@ def cmd_stats(args):
         cyc = kbstats.read("tascyc", inst)
     except (OSError, kbstats.StatsError):
         cyc = {}
-    if emit(args, {"instance": inst, "counters": counters, "cycles": cyc}):
+    try:
+        syn = kbstats.read("tassyn", inst)
+    except (OSError, kbstats.StatsError):
+        syn = {}                  # a daemon from before the SYN page
+    if emit(args, {"instance": inst, "counters": counters, "cycles": cyc, "syn": syn}):
         return
     try:
         cyc = kbstats.read("tascyc", inst)
@@ -54,10 +58,15 @@ def cmd_stats(args):
         cyc = {}                  # a daemon without the cycles page
     if args.prometheus:
         sys.stdout.write(kbstats.prometheus("tas", inst, counters))
+        if syn:
+            sys.stdout.write(kbstats.prometheus("tassyn", inst, syn))
         if cyc:
             sys.stdout.write(kbstats.prometheus("tascyc", inst, cyc))
     else:
         print(kbstats.format_table(counters, title=f"tas instance {inst}"))
+        if syn:
+            print(kbstats.format_table(syn, title="SYNs answered by the fast path "
+                                                  "(syn_fast) or left to the slow path"))
         if cyc:
             print_cycles(cyc, counters)
 

@@ -115,16 +115,17 @@ class Daemon:
         if cfg.buffers.backing == "nvm":   # a bad pool fails before the port is touched
             from tas.slowpath.arena import StrataArena
             StrataArena.check(cfg, _tasfp.ffi, _tasfp.lib)
-        self.stats = kbstats.Writer("tas", cfg.tas.instance, module=_tasfp,
-                                    mode=cfg.tas.stats_mode,
-                                    gid=group_id(cfg.tas.stats_group))
-        self._undo.append(self.stats.close)
+        def page(component):
+            w = kbstats.Writer(component, cfg.tas.instance, module=_tasfp,
+                               mode=cfg.tas.stats_mode, gid=group_id(cfg.tas.stats_group))
+            self._undo.append(w.close)
+            return w
+        self.stats = page("tas")
         # cycles per fast-path stage: a page of their own (the daemon's is
         # nearly full); closed after the fast path stops, like the other
-        self.cycles = kbstats.Writer("tascyc", cfg.tas.instance, module=_tasfp,
-                                     mode=cfg.tas.stats_mode,
-                                     gid=group_id(cfg.tas.stats_group))
-        self._undo.append(self.cycles.close)
+        self.cycles = page("tascyc")
+        # SYNs the fast path answered or left to the slow path, by reason
+        self.syn_stats = page("tassyn")
         huge, why = eal.use_hugepages(cfg)
         self.log(f"tas: {why}")
         peer.setup_before_port(cfg)
@@ -134,6 +135,8 @@ class Daemon:
         self._undo.append(self.fp.close)
         self.fp.create()
         self.fp.lib.tas_fp_cycle_stats(self.fp.handle, self.cycles.page)
+        self.fp.lib.tas_fp_syn_stats(self.fp.handle, self.syn_stats.page)
+        self.fp.syn_stats = self.syn_stats
         self.fp.start()
         peer.setup_after_port(cfg)
         from tas.slowpath.loop import SlowPath

@@ -26,8 +26,10 @@
 #define TAS_SHM_MAGIC 0x53415453
 /* 3: queue geometry private to the daemon; 4: also NVM pool slices (seg_off);
  * 5: connections handed over at the SYN (TAS_CTL_FL_HANDOFF, the accept
- * counter), close as a flag on the FIN (TAS_ATX_FL_CLOSED) */
-#define TAS_SHM_VERSION 5
+ * counter), close as a flag on the FIN (TAS_ATX_FL_CLOSED); 6: the fast path
+ * hands connections over itself (TAS_ARX_NEWCONN; the LISTEN reply carries
+ * the flow buffer sizes and the local address) */
+#define TAS_SHM_VERSION 6
 #define TAS_MAX_CTX 16
 #define TAS_CTXQ_ENTRIES 4096    /* a power of two; never read from shared memory */
 
@@ -78,6 +80,14 @@ struct tas_ctx_shm {
 };
 
 #define TAS_ARX_CONNUPDATE 1
+/* A connection the fast path opened on a hand-over listener (it answered
+ * the SYN itself): what a TAS_CTL_NEWCONN with TAS_CTL_FL_HANDOFF says, in
+ * the queue, ahead of every other entry of the flow.  flow_id; opaque =
+ * remote_ip << 32 | remote_port << 16 | local_port; rx_bump = listener_id;
+ * rx_pos = rx_off; tx_bump = tx_off (the sizes and local_ip come with the
+ * LISTEN reply).  A CONN_CLOSED may overtake it (control socket): the flow
+ * was gone before it was acceptable. */
+#define TAS_ARX_NEWCONN 2
 #define TAS_ARX_FL_RXFIN 1       /* peer closed its side: no more data */
 #define TAS_ARX_FL_ESTABLISHED 2 /* the handshake's final ACK came: a connection handed
                                     over at its SYN (TAS_CTL_FL_HANDOFF) may be accepted */
@@ -109,7 +119,8 @@ struct tas_atx {                 /* 16 bytes */
 
 /* Control messages between libtas and the slow path (64 bytes). */
 #define TAS_CTL_REGISTER 1       /* app -> sp (backlog = TAS_SHM_VERSION); see below */
-#define TAS_CTL_LISTEN 2         /* local_port, backlog, ctx -> listener_id */
+#define TAS_CTL_LISTEN 2         /* local_port, backlog, ctx -> listener_id (hand-over:
+                                    also local_ip, rx_size, tx_size of its flows) */
 #define TAS_CTL_ACCEPT 3         /* listener_id, ctx -> CONN_OPENED */
 #define TAS_CTL_CONNECT 4        /* remote ip/port, ctx -> CONN_OPENED */
 #define TAS_CTL_CLOSE 5          /* flow_id (flags: TAS_CTL_FL_RESET) */

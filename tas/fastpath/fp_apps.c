@@ -146,6 +146,19 @@ static void notify_pending(struct tas_fp *fp, struct tas_flow *f)
         wake_app(x);
 }
 
+int fp_notify_newconn(struct tas_fp *fp, uint16_t ctx, const struct tas_arx *e)
+{
+    if (ctx >= FP_MAX_CTX)
+        return -1;
+    struct fp_ctx *x = &fp->ctxs[ctx];
+    /* rxq_push drops (returns 0) for a bad context: refuse before that */
+    if (!ctx_usable(x) || rxq_push(fp, x, e) != 0)
+        return -1;
+    if (__atomic_load_n(x->app_sleeping, __ATOMIC_SEQ_CST))
+        wake_app(x);
+    return 0;
+}
+
 static void pend(struct tas_flow *f, uint32_t rx_bump, uint32_t rx_pos, uint32_t tx_bump,
                  uint32_t flags)
 {

@@ -27,6 +27,12 @@ static inline uint16_t fp_fold(uint64_t a)
     return (uint16_t)a;
 }
 
+/* Ones'-complement sum of a 32-bit value's two 16-bit halves. */
+static inline uint32_t fp_halves(uint32_t v)
+{
+    return (v >> 16) + (v & 0xffff);
+}
+
 static inline uint16_t fp_fold_add(uint16_t x, uint16_t y)
 {
     return fp_fold((uint64_t)x + y);

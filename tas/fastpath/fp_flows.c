@@ -22,6 +22,7 @@ int fp_flows_init(struct tas_fp *fp)
         .socket_id = (int)rte_socket_id(),
         .extra_flag = RTE_HASH_EXTRA_FLAGS_RW_CONCURRENCY,
     };
+    rte_spinlock_init(&fp->flow_wlock);
     fp->flow_hash = rte_hash_create(&hp);
     fp->flows = rte_zmalloc("tas_flowst", sizeof(struct tas_flow) * TAS_FLOW_MAX,
                             RTE_CACHE_LINE_SIZE);
@@ -52,20 +53,10 @@ void fp_flows_free(struct tas_fp *fp)
         rte_ring_free(fp->tx_work[c]);
 }
 
-static struct fp_flow_key make_key(uint32_t peer_ip, uint16_t local_port, uint16_t peer_port)
-{
-    struct fp_flow_key k;
-    memset(&k, 0, sizeof(k));
-    k.peer_ip = peer_ip;
-    k.local_port = local_port;
-    k.peer_port = peer_port;
-    return k;
-}
-
 struct tas_flow *fp_flow_find(struct tas_fp *fp, uint32_t peer_ip, uint16_t local_port,
                               uint16_t peer_port)
 {
-    struct fp_flow_key k = make_key(peer_ip, local_port, peer_port);
+    struct fp_flow_key k = fp_flow_key(peer_ip, local_port, peer_port);
     void *data;
     if (rte_hash_lookup_data(fp->flow_hash, &k, &data) < 0)
         return NULL;
@@ -81,9 +72,14 @@ int tas_fp_flow_lookup(struct tas_fp *fp, uint32_t peer_ip, uint16_t local_port,
 
 int tas_fp_flow_add(struct tas_fp *fp, const struct tas_flow_init *in)
 {
+    return fp_flow_install(fp, in);
+}
+
+static int flow_install_locked(struct tas_fp *fp, const struct tas_flow_init *in)
+{
     if (fp->flow_free_count == 0 || in->rx_size == 0 || in->tx_size == 0)
         return -1;
-    struct fp_flow_key k = make_key(in->peer_ip, in->local_port, in->peer_port);
+    struct fp_flow_key k = fp_flow_key(in->peer_ip, in->local_port, in->peer_port);
     if (rte_hash_lookup(fp->flow_hash, &k) >= 0)
         return -1;
     uint32_t id = fp->flow_free[fp->flow_free_head];
@@ -128,12 +124,20 @@ int tas_fp_flow_add(struct tas_fp *fp, const struct tas_flow_init *in)
     return (int)id;
 }
 
-void tas_fp_flow_remove(struct tas_fp *fp, uint32_t id)
+/* The slow path and cores answering SYNs both write the table and the
+ * free list: one writer at a time (readers need no lock: rte_hash). */
+int fp_flow_install(struct tas_fp *fp, const struct tas_flow_init *in)
 {
-    if (id >= TAS_FLOW_MAX || !(fp->flows[id].flags & TAS_FLF_ACTIVE))
-        return;
+    rte_spinlock_lock(&fp->flow_wlock);
+    int id = flow_install_locked(fp, in);
+    rte_spinlock_unlock(&fp->flow_wlock);
+    return id;
+}
+
+static void flow_remove_locked(struct tas_fp *fp, uint32_t id)
+{
     struct tas_flow *f = &fp->flows[id];
-    struct fp_flow_key k = make_key(f->peer_ip, f->local_port, f->peer_port);
+    struct fp_flow_key k = fp_flow_key(f->peer_ip, f->local_port, f->peer_port);
     rte_hash_del_key(fp->flow_hash, &k);
     fp_lock(f);
     f->flags = 0;
@@ -143,6 +147,16 @@ void tas_fp_flow_remove(struct tas_fp *fp, uint32_t id)
     fp->flow_free_count++;
     fp->nflows--;
     kb_stats_add(fp->ctr.flows_removed, 1);
+}
+
+void tas_fp_flow_remove(struct tas_fp *fp, uint32_t id)
+{
+    if (id >= TAS_FLOW_MAX)
+        return;
+    rte_spinlock_lock(&fp->flow_wlock);
+    if (fp->flows[id].flags & TAS_FLF_ACTIVE)
+        flow_remove_locked(fp, id);
+    rte_spinlock_unlock(&fp->flow_wlock);
 }
 
 struct tas_flow *tas_fp_flow(struct tas_fp *fp, uint32_t id)

@@ -4,6 +4,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <string.h>
 
 #include <rte_ethdev.h>
 #include <rte_mbuf.h>
@@ -16,6 +17,7 @@
 #include "tas/fastpath.h"
 #include "tas/flow.h"
 #include "tas/shm.h"
+#include "tas/synfast.h"
 
 #define FP_BURST 32
 /* Fault injection can double a received burst and add one held frame. */
@@ -54,6 +56,8 @@ struct fp_counters {
     uint64_t *flows_added, *flows_removed;
     uint64_t *fault_dropped, *fault_duplicated, *fault_reordered;
     uint64_t *cyc[FP_ST_N], *cyc_n[FP_ST_N];
+    /* SYNs for listeners (their own page, tas_fp_syn_stats) */
+    uint64_t *syn_fast, *syn_fallback[TAS_SYN_FB_N], *syn_kicks;
 };
 
 /* An application context.  Its queues live in the app's segment, which the
@@ -87,11 +91,41 @@ struct fp_ctx {
 
 #define FP_MAX_CTX 256
 
+/* A listener (fp_listeners.c).  The slow path writes the identity before
+ * it sets active; the pool and the counters are under lock. */
+struct fp_listener {
+    rte_spinlock_t lock;
+    bool active;                /* read without the lock, rechecked under it */
+    bool handoff;
+    bool accepting;
+    bool primary;               /* takes connections while none is accepting */
+    uint16_t port;
+    uint16_t ctx;
+    uint32_t id;
+    uint32_t app_id;
+    uint32_t backlog;
+    const uint64_t *accept_ctr; /* in the app's segment (hand-over listeners) */
+    uint64_t opened, gone;      /* backlog: opened - gone - *accept_ctr wait */
+    uint32_t npool, npool_hi;   /* entries now, most ever pushed */
+    struct tas_syn_buf pool[TAS_SYN_POOL_MAX];
+};
+
 struct fp_flow_key {
     uint32_t peer_ip;
     uint16_t local_port;
     uint16_t peer_port;
 };
+
+static inline struct fp_flow_key fp_flow_key(uint32_t peer_ip, uint16_t local_port,
+                                             uint16_t peer_port)
+{
+    struct fp_flow_key k;
+    memset(&k, 0, sizeof(k));      /* hashed as bytes */
+    k.peer_ip = peer_ip;
+    k.local_port = local_port;
+    k.peer_port = peer_port;
+    return k;
+}
 
 struct fp_core {
     struct tas_fp *fp;
@@ -162,6 +196,16 @@ struct tas_fp {
     uint32_t bad_ctx_events;        /* bumped when a context is marked bad */
     /* TSC at the start of the last RX poll of queue q that emptied it */
     uint64_t rx_drained_tsc[TAS_FP_MAX_CORES];
+    /* flow table writers: the slow path and cores answering SYNs */
+    rte_spinlock_t flow_wlock;
+    /* listeners and SYNs answered here (fp_listeners.c, fp_tcp_syn.c) */
+    struct fp_listener *listeners;      /* TAS_SYN_MAX_LISTENERS */
+    uint16_t listeners_hi;              /* one past the highest slot used */
+    uint32_t syn_rr;                    /* round robin over a port's listeners */
+    struct tas_syn_conf syn;
+    struct rte_ring *syn_opened;        /* struct tas_syn_opened, cores -> slow path */
+    struct rte_hash *tw_hash;           /* TIME_WAIT pairs -> rcv_nxt */
+    uint16_t syn_held[TAS_SYN_HELD_SLOTS];
 };
 
 /* fp_classify.c: validate one received frame.  FP_DROP: dropped and
@@ -181,6 +225,8 @@ enum fp_verdict fp_classify(struct tas_fp *fp, struct rte_mbuf *m, uint32_t *rea
 
 /* fp_flows.c */
 int fp_flows_init(struct tas_fp *fp);
+/* Install a flow (either writer; takes flow_wlock): its id, or -1. */
+int fp_flow_install(struct tas_fp *fp, const struct tas_flow_init *in);
 void fp_flows_free(struct tas_fp *fp);
 struct tas_flow *fp_flow_find(struct tas_fp *fp, uint32_t peer_ip, uint16_t local_port,
                               uint16_t peer_port);
@@ -201,6 +247,22 @@ static inline void fp_unlock(struct tas_flow *f)
 {
     __atomic_store_n(&f->lock, 0, __ATOMIC_RELEASE);
 }
+/* TCP options: the option at o or after the NOPs there; NULL at the end
+ * (EOL, or the header's end), with *bad set if one is malformed.  Walk with
+ * o = fp_tcp_opt(o + o[1], end, &bad). */
+static inline const uint8_t *fp_tcp_opt(const uint8_t *o, const uint8_t *end, bool *bad)
+{
+    while (o < end && *o == 1)
+        o++;
+    if (o >= end || *o == 0)
+        return NULL;
+    if (o + 1 >= end || o[1] < 2 || o + o[1] > end) {
+        *bad = true;
+        return NULL;
+    }
+    return o;
+}
+
 /* Sequence-number comparisons modulo 2^32. */
 static inline int32_t seq_diff(uint32_t a, uint32_t b)
 {
@@ -253,7 +315,32 @@ void fp_notify_later(struct fp_core *c, struct tas_flow *f, uint32_t rx_bump,
                      uint32_t rx_pos, uint32_t tx_bump, uint32_t flags);
 void fp_notify_flush(struct fp_core *c);
 
+/* fp_listeners.c: the listener table, pools and held 4-tuples. */
+int fp_listeners_init(struct tas_fp *fp);
+void fp_listeners_free(struct tas_fp *fp);
+/* The listener that takes a new connection to port (round robin over those
+ * that accept); NULL with *why set if none may (no listener: *why = -1). */
+struct fp_listener *fp_listener_pick(struct tas_fp *fp, uint16_t port, int *why);
+bool fp_syn_held(struct tas_fp *fp, uint32_t peer_ip, uint16_t local_port, uint16_t peer_port);
+/* A SYN with sequence number seq for a pair: FP_TW_NONE (not in TIME_WAIT),
+ * FP_TW_REUSED (it was; the SYN is above the old sequence space, and the
+ * pair is out of the table now; *rcv_nxt is what it held) or FP_TW_KEEP
+ * (the slow path judges it). */
+enum fp_tw { FP_TW_NONE, FP_TW_REUSED, FP_TW_KEEP };
+enum fp_tw fp_syn_time_wait(struct tas_fp *fp, uint32_t peer_ip, uint16_t local_port,
+                            uint16_t peer_port, uint32_t seq, uint32_t *rcv_nxt);
+
+/* fp_tcp_syn.c: answer a SYN for a hand-over listener (true: m consumed);
+ * false: the slow path takes it (counted when a listener was there). */
+bool fp_tcp_syn(struct fp_core *c, struct rte_mbuf *m);
+
+/* fp_apps.c: a connection handed over at its SYN (TAS_ARX_NEWCONN); 0, or
+ * -1 if the context's queue is full or the context is unusable. */
+int fp_notify_newconn(struct tas_fp *fp, uint16_t ctx, const struct tas_arx *e);
+
 /* fp_slowpath.c */
+/* Wake the slow path (its eventfd). */
+void fp_sp_kick(struct tas_fp *fp);
 void fp_exceptions_push(struct tas_fp *fp, struct rte_mbuf **pkts, uint32_t *reasons, unsigned n);
 unsigned fp_sp_tx_drain(struct tas_fp *fp, struct rte_mbuf **out, unsigned max);
 void fp_core_wake(struct fp_core *c);
@@ -300,6 +387,11 @@ int fp_core_loop(void *arg);
 
 /* fp_txq.c: the port's transmit side, below TCP (calls nothing above). */
 void fp_tx(struct fp_core *c, struct rte_mbuf **pkts, unsigned n);
+/* Append the Ethernet and IPv4 headers of a TCP packet of flow f with
+ * l4len bytes after them to the empty mbuf m (the IP checksum is left for
+ * the caller, who fills in the rest); NULL, m freed, if it does not fit. */
+struct rte_ipv4_hdr *fp_tx_ipv4(struct tas_fp *fp, struct rte_mbuf *m, const struct tas_flow *f,
+                                uint32_t l4len, uint8_t tos);
 /* Batch one packet for transmission; fp_tx_flush sends the batch. */
 void fp_tx_one(struct fp_core *c, struct rte_mbuf *m);
 void fp_tx_flush(struct fp_core *c);

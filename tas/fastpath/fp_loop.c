@@ -5,6 +5,7 @@
  * work, so that busy pollers do not starve a 2-core machine.
  */
 #define _GNU_SOURCE
+#include <fcntl.h>
 #include <sched.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
@@ -49,6 +50,9 @@ static void process_rx(struct fp_core *c, struct rte_mbuf **pkts, uint16_t n)
                 exc[nexc++] = pkts[i];  /* the slow path sees it too */
             break;
         case FP_EXCEPTION:
+            /* a SYN for a listener (no flow yet): answered here if we may */
+            if (reasons[nexc] == TAS_EXC_TCP_CTRL && flow == NULL && fp_tcp_syn(c, pkts[i]))
+                break;
             exc[nexc++] = pkts[i];
             break;
         }
@@ -277,10 +281,26 @@ void tas_fp_quiesce(struct tas_fp *fp)
     }
 }
 
+/* net_tap asks the kernel for a signal per received frame on its queue fds
+ * (which are the RX interrupt fds): its RX trigger, a handler any thread
+ * may run.  Sent to the process, it interrupts whichever thread the kernel
+ * picks, mostly the slow path (Python, on the shared CPU: a third of its
+ * time under short connections went there).  Core 0 takes them all. */
+static void own_rx_signals(struct fp_core *c)
+{
+    struct tas_fp *fp = c->fp;
+    struct f_owner_ex owner = {.type = F_OWNER_TID, .pid = gettid()};
+    for (uint16_t q = 0; q < fp->conf.ncores; q++)
+        if (fp->rx_intr_fd[q] >= 0)
+            fcntl(fp->rx_intr_fd[q], F_SETOWN_EX, &owner);  /* no signals: harmless */
+}
+
 int fp_core_loop(void *arg)
 {
     struct fp_core *c = arg;
     struct tas_fp *fp = c->fp;
+    if (c->idx == 0)
+        own_rx_signals(c);
     const uint64_t hz = rte_get_tsc_hz();
     const uint64_t idle_limit = hz / 1000000 * fp->conf.idle_block_us;
     uint64_t last_work = rte_get_tsc_cycles();

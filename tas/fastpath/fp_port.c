@@ -275,6 +275,10 @@ struct tas_fp *tas_fp_create(const struct tas_fp_conf *conf, struct kb_stats_pag
         fp_set_error("cannot allocate the flow table: %s", rte_strerror(rte_errno));
         goto fail;
     }
+    if (fp_listeners_init(fp) != 0) {
+        fp_set_error("cannot allocate the listener table: %s", rte_strerror(rte_errno));
+        goto fail;
+    }
     if (find_port(&fp->port) != 0)
         goto fail;
     /* One mbuf holds a whole frame, so RX and TX never chain segments.
@@ -403,6 +407,7 @@ void tas_fp_destroy(struct tas_fp *fp)
     if (fp->info != NULL)
         munmap(fp->info, 4096);
     fp_flows_free(fp);
+    fp_listeners_free(fp);
     rte_ring_free(fp->exc_ring);
     rte_ring_free(fp->sp_tx_ring);
     rte_ring_free(fp->inject_ring);

@@ -32,6 +32,11 @@ void fp_core_wake(struct fp_core *c)
         eventfd_kick(c->wake_fd);
 }
 
+void fp_sp_kick(struct tas_fp *fp)
+{
+    eventfd_kick(fp->sp_fd);
+}
+
 void fp_exceptions_push(struct tas_fp *fp, struct rte_mbuf **pkts, uint32_t *reasons, unsigned n)
 {
     for (unsigned i = 0; i < n; i++) {

@@ -60,14 +60,10 @@ static bool parse(struct rte_mbuf *m, struct seg *s)
     s->has_ts = false;
     s->tsval = s->tsecr = 0;
     s->sack.present = false;
-    const uint8_t *o = (const uint8_t *)(tcp + 1), *end = (const uint8_t *)tcp + thl;
-    while (o < end && *o != 0) {
-        if (*o == 1) {
-            o++;
-            continue;
-        }
-        if (o + 1 >= end || o[1] < 2 || o + o[1] > end)
-            return false;
+    const uint8_t *end = (const uint8_t *)tcp + thl;
+    bool bad = false;
+    for (const uint8_t *o = fp_tcp_opt((const uint8_t *)(tcp + 1), end, &bad); o != NULL;
+         o = fp_tcp_opt(o + o[1], end, &bad)) {
         if (o[0] == 8 && o[1] == 10) {
             s->tsval = rte_be_to_cpu_32(*(const unaligned_uint32_t *)(o + 2));
             s->tsecr = rte_be_to_cpu_32(*(const unaligned_uint32_t *)(o + 6));
@@ -84,9 +80,8 @@ static bool parse(struct rte_mbuf *m, struct seg *s)
                 s->sack.present = true;
             }
         }
-        o += o[1];
     }
-    return true;
+    return !bad;
 }
 
 /* Returns bytes of TX data newly acknowledged. */

@@ -45,12 +45,6 @@ static uint16_t adv_window(const struct tas_flow *f)
     return (uint16_t)RTE_MIN(w, 0xffffu);
 }
 
-/* Ones'-complement sum of a 32-bit value's two 16-bit halves. */
-static inline uint32_t halves(uint32_t v)
-{
-    return (v >> 16) + (v & 0xffff);
-}
-
 /* The sum of the payload as it sits in the TX ring (where it was not just
  * written), as numbers of network-order 16-bit words.  A second piece
  * after an odd-length first one starts at an odd offset: its sum swaps. */
@@ -83,34 +77,12 @@ static struct rte_mbuf *build_segment(struct tas_fp *fp, struct tas_flow *f, uin
                 len + TCP_OPT_SACK_LEN <= f->mss;
     uint32_t thl = sizeof(struct rte_tcp_hdr) + (ts ? TCP_OPT_TS_LEN : 0) +
                    (sack ? TCP_OPT_SACK_LEN : 0);
-    uint32_t hdrs = sizeof(struct rte_ether_hdr) + sizeof(struct rte_ipv4_hdr) + thl;
-    uint8_t *p = (uint8_t *)rte_pktmbuf_append(m, (uint16_t)(hdrs + len));
-    if (p == NULL) {
-        rte_pktmbuf_free(m);
+    /* ECT(0) on data segments of an ECN flow */
+    uint8_t tos = ((f->flags & TAS_FLF_ECN) && len > 0) ? 0x02 : 0;
+    struct rte_ipv4_hdr *ip = fp_tx_ipv4(fp, m, f, thl + len, tos);
+    if (ip == NULL)
         return NULL;
-    }
-    struct rte_ether_hdr *eth = (struct rte_ether_hdr *)p;
-    memcpy(eth->dst_addr.addr_bytes, f->peer_mac, RTE_ETHER_ADDR_LEN);
-    memcpy(eth->src_addr.addr_bytes, fp->conf.mac, RTE_ETHER_ADDR_LEN);
-    eth->ether_type = rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4);
-
-    /* IP: sums of the header's 16-bit words as numbers (network order) */
-    uint8_t tos = ((f->flags & TAS_FLF_ECN) && len > 0) ? 0x02 : 0; /* ECT(0) */
-    uint16_t ip_len = (uint16_t)(sizeof(struct rte_ipv4_hdr) + thl + len);
-    uint32_t addrs = halves(f->local_ip) + halves(f->peer_ip);
-    uint32_t ip_sum = ((uint32_t)RTE_IPV4_VHL_DEF << 8 | tos) + ip_len + RTE_IPV4_HDR_DF_FLAG +
-                      (64u << 8 | IPPROTO_TCP) + addrs;
-    struct rte_ipv4_hdr *ip = (struct rte_ipv4_hdr *)(eth + 1);
-    ip->version_ihl = RTE_IPV4_VHL_DEF;
-    ip->type_of_service = tos;
-    ip->total_length = rte_cpu_to_be_16(ip_len);
-    ip->packet_id = 0;
-    ip->fragment_offset = rte_cpu_to_be_16(RTE_IPV4_HDR_DF_FLAG);
-    ip->time_to_live = 64;
-    ip->next_proto_id = IPPROTO_TCP;
-    ip->hdr_checksum = rte_cpu_to_be_16((uint16_t)~fp_fold(ip_sum));
-    ip->src_addr = rte_cpu_to_be_32(f->local_ip);
-    ip->dst_addr = rte_cpu_to_be_32(f->peer_ip);
+    uint32_t addrs = fp_halves(f->local_ip) + fp_halves(f->peer_ip);
 
     if (f->flags & TAS_FLF_CE_SEEN) {
         tcp_flags |= RTE_TCP_ECE_FLAG;
@@ -122,7 +94,7 @@ static struct rte_mbuf *build_segment(struct tas_fp *fp, struct tas_flow *f, uin
     f->rx_unacked_bytes = 0;
     /* TCP: pseudo header (addresses, protocol, length), then the header */
     uint64_t sum = addrs + IPPROTO_TCP + thl + len + f->local_port + f->peer_port +
-                   halves(seq) + halves(ack) + ((thl / 4) << 12 | tcp_flags) + win;
+                   fp_halves(seq) + fp_halves(ack) + ((thl / 4) << 12 | tcp_flags) + win;
     struct rte_tcp_hdr *tcp = (struct rte_tcp_hdr *)(ip + 1);
     tcp->src_port = rte_cpu_to_be_16(f->local_port);
     tcp->dst_port = rte_cpu_to_be_16(f->peer_port);
@@ -138,7 +110,7 @@ static struct rte_mbuf *build_segment(struct tas_fp *fp, struct tas_flow *f, uin
         uint32_t words[3] = {rte_cpu_to_be_32(0x0101080a), rte_cpu_to_be_32(tsval),
                              rte_cpu_to_be_32(f->ts_recent)};
         memcpy(opt, words, sizeof(words));     /* NOP NOP kind=8 len=10 TSval TSecr */
-        sum += 0x0101 + 0x080a + halves(tsval) + halves(f->ts_recent);
+        sum += 0x0101 + 0x080a + fp_halves(tsval) + fp_halves(f->ts_recent);
         opt += TCP_OPT_TS_LEN;
     }
     if (sack) {
@@ -146,11 +118,11 @@ static struct rte_mbuf *build_segment(struct tas_fp *fp, struct tas_flow *f, uin
         uint32_t words[3] = {rte_cpu_to_be_32(0x0101050a), rte_cpu_to_be_32(left),
                              rte_cpu_to_be_32(right)};
         memcpy(opt, words, sizeof(words));     /* NOP NOP kind=5 len=10 left right */
-        sum += 0x0101 + 0x050a + halves(left) + halves(right);
+        sum += 0x0101 + 0x050a + fp_halves(left) + fp_halves(right);
         kb_stats_add(fp->ctr.sack_blocks_sent, 1);
     }
     if (len > 0) {
-        ring_read(f->tx_base, f->tx_size, pos, p + hdrs, len);
+        ring_read(f->tx_base, f->tx_size, pos, (uint8_t *)tcp + thl, len);
         sum += payload_sum(f->tx_base, f->tx_size, pos, len);
     }
     tcp->cksum = rte_cpu_to_be_16((uint16_t)~fp_fold(sum));

@@ -4,6 +4,9 @@
  * momentarily full ring, drop counting).  fp_tcp_tx.c and the loop call
  * down into it; it calls nothing above it.
  */
+#include <rte_ip.h>
+
+#include "fp_cksum.h"
 #include "fp_internal.h"
 
 void fp_tx(struct fp_core *c, struct rte_mbuf **pkts, unsigned n)
@@ -27,6 +30,38 @@ void fp_tx(struct fp_core *c, struct rte_mbuf **pkts, unsigned n)
     }
     c->hot.tx_pkts += sent;
     c->hot.tx_bytes += bytes;
+}
+
+struct rte_ipv4_hdr *fp_tx_ipv4(struct tas_fp *fp, struct rte_mbuf *m, const struct tas_flow *f,
+                                uint32_t l4len, uint8_t tos)
+{
+    uint32_t len = sizeof(struct rte_ether_hdr) + sizeof(struct rte_ipv4_hdr) + l4len;
+    uint8_t *p = (uint8_t *)rte_pktmbuf_append(m, (uint16_t)len);
+    if (p == NULL) {
+        rte_pktmbuf_free(m);
+        return NULL;
+    }
+    struct rte_ether_hdr *eth = (struct rte_ether_hdr *)p;
+    memcpy(eth->dst_addr.addr_bytes, f->peer_mac, RTE_ETHER_ADDR_LEN);
+    memcpy(eth->src_addr.addr_bytes, fp->conf.mac, RTE_ETHER_ADDR_LEN);
+    eth->ether_type = rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4);
+    struct rte_ipv4_hdr *ip = (struct rte_ipv4_hdr *)(eth + 1);
+    /* the checksum is summed from the values written, not read back from
+     * the header just stored (those loads stall behind the stores) */
+    uint16_t ip_len = (uint16_t)(sizeof(*ip) + l4len);
+    uint32_t sum = ((uint32_t)RTE_IPV4_VHL_DEF << 8 | tos) + ip_len + RTE_IPV4_HDR_DF_FLAG +
+                   (64u << 8 | IPPROTO_TCP) + fp_halves(f->local_ip) + fp_halves(f->peer_ip);
+    ip->version_ihl = RTE_IPV4_VHL_DEF;
+    ip->type_of_service = tos;
+    ip->total_length = rte_cpu_to_be_16(ip_len);
+    ip->packet_id = 0;
+    ip->fragment_offset = rte_cpu_to_be_16(RTE_IPV4_HDR_DF_FLAG);
+    ip->time_to_live = 64;
+    ip->next_proto_id = IPPROTO_TCP;
+    ip->hdr_checksum = rte_cpu_to_be_16((uint16_t)~fp_fold(sum));
+    ip->src_addr = rte_cpu_to_be_32(f->local_ip);
+    ip->dst_addr = rte_cpu_to_be_32(f->peer_ip);
+    return ip;
 }
 
 void fp_tx_one(struct fp_core *c, struct rte_mbuf *m)

@@ -61,17 +61,21 @@ int lt_progress(void)
         return 0;
     do {
         n = tas_app_poll(lt_app, arx, 64);
-        /* A flow we do not know (or closed, its id now reused) may be one
-         * handed over with a NEWCONN still unread: read that first, or its
-         * first data would be taken for the old flow's and released. */
+        bool looked = false;
         for (int i = 0; i < n; i++) {
-            struct lt_flow *f = lt_flow_get(arx[i].flow_id);
-            if (f->dead || (!f->opened && !f->handed)) {
-                total += control_events();
-                break;
+            if (arx[i].type == TAS_ARX_NEWCONN) {   /* ahead of the flow's others */
+                lt_handoff_fast(&arx[i]);
+                continue;
             }
-        }
-        for (int i = 0; i < n; i++) {
+            /* A flow we do not know (or closed, its id now reused) may be
+             * one handed over with a NEWCONN still unread: read that first
+             * (once a batch), or its first data would be taken for the old
+             * flow's and released. */
+            struct lt_flow *f = lt_flow_get(arx[i].flow_id);
+            if (!looked && (f->dead || (!f->opened && !f->handed))) {
+                total += control_events();
+                looked = true;
+            }
             lt_flow_notify(lt_flow_get(arx[i].flow_id), &arx[i]);
             if (arx[i].flags & TAS_ARX_FL_ESTABLISHED)
                 lt_handoff_established(arx[i].flow_id);
@@ -102,6 +106,11 @@ static int control_events(void)
                                     .flow_id = ev.flow_id};
             lt_flow_get(ev.flow_id)->quiet_closed = 0;
             tas_app_send(lt_app, &c);
+        } else if (ev.type == TAS_CTL_CONN_CLOSED &&
+                   !lt_flow_get(ev.flow_id)->opened && !lt_flow_get(ev.flow_id)->handed) {
+            /* A connection the fast path handed over, its TAS_ARX_NEWCONN
+             * not applied yet: it is gone before it could be accepted. */
+            lt_handoff_closed_early(ev.flow_id);
         } else if (ev.type == TAS_CTL_CONN_CLOSED) {
             struct lt_flow *f = lt_flow_get(ev.flow_id);
             f->reset = 1;

@@ -79,6 +79,7 @@ struct lt_flow {
     int dead;                  /* closed by us: its data is discarded */
     int handed;                /* handed over by a NEWCONN, not yet accepted */
     int est_early;             /* established, its NEWCONN not read yet */
+    int closed_early;          /* CONN_CLOSED came before its TAS_ARX_NEWCONN */
     int quiet_closed;          /* closed with TAS_ATX_FL_CLOSED, no message */
     struct tas_rx rx;
     struct tas_tx tx;
@@ -117,6 +118,8 @@ struct lt_sock {
     int accept_asked;          /* ACCEPT sent once: the daemon knows we accept */
     struct lt_handed *handed_head, *handed_tail;   /* listen_handoff.c */
     uint64_t *accept_ctr;      /* in the segment: connections accepted here */
+    uint32_t conn_local_ip;    /* what TAS_ARX_NEWCONN leaves out (LISTEN reply) */
+    uint32_t conn_rx_size, conn_tx_size;
     struct lt_flow *flow;
     struct lt_sock *next_listener;
 };
@@ -179,6 +182,8 @@ void lt_wait_forget(void);
 /* listen_handoff.c: connections handed over with NEWCONN (lock held). */
 void lt_handoff_arrived(const struct tas_ctl_msg *m);
 void lt_handoff_established(uint32_t flow_id);
+void lt_handoff_fast(const struct tas_arx *e);   /* a TAS_ARX_NEWCONN entry */
+void lt_handoff_closed_early(uint32_t flow_id);  /* CONN_CLOSED for a flow not known */
 int lt_handoff_closed(uint32_t flow_id);   /* 1: dropped before it was acceptable */
 int lt_handoff_pop(struct lt_sock *s, struct tas_ctl_msg *out);  /* 1: *out taken */
 void lt_handoff_reset_all(struct lt_sock *s);

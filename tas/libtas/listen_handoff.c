@@ -8,9 +8,14 @@
  * it until then).  The
  * slow path is thus off the way from the client's first data to the app.
  *
+ * The NEWCONN comes as a control message when the slow path answered the
+ * SYN, or as a TAS_ARX_NEWCONN entry in the notification queue when the
+ * fast path did (include/tas/synfast.h).
+ *
  * Whichever comes first: the fast path's word may be read before the
  * NEWCONN (lt_progress reads the control socket before applying entries
- * for flows it does not know), so a flow remembers it (est_early).  A
+ * for flows it does not know), so a flow remembers it (est_early); and a
+ * CONN_CLOSED may overtake a TAS_ARX_NEWCONN (closed_early).  A
  * connection the daemon reports closed before it was established is
  * dropped unseen; a listener closed with connections still queued resets
  * them, as Linux resets the ones in its accept queue.
@@ -95,11 +100,17 @@ void lt_handoff_arrived(const struct tas_ctl_msg *m)
         return;
     }
     struct lt_flow *f = lt_flow_get(m->flow_id);
+    int est_early = f->est_early, closed_early = f->closed_early;
     if (f->dead) {             /* the id of a flow we closed, now reused */
         struct lt_flow *next = f->next;
         memset(f, 0, sizeof(*f));
         f->id = m->flow_id;
         f->next = next;
+    }
+    f->est_early = f->closed_early = 0;
+    if (closed_early) {        /* gone already: the daemon has forgotten it */
+        lt_flow_forget(f);
+        return;
     }
     f->handed = 1;             /* its notifications count from now on */
     struct lt_sock *s = listener_of(m->listener_id);
@@ -116,10 +127,28 @@ void lt_handoff_arrived(const struct tas_ctl_msg *m)
     else
         s->handed_head = h;
     s->handed_tail = h;
-    if (f->est_early) {
-        f->est_early = 0;
+    if (est_early)
         mark_ready(s, h);
-    }
+}
+
+void lt_handoff_fast(const struct tas_arx *e)
+{
+    struct lt_sock *s = listener_of(e->rx_bump);
+    struct tas_ctl_msg m = {
+        .type = TAS_CTL_NEWCONN, .flags = TAS_CTL_FL_HANDOFF, .flow_id = e->flow_id,
+        .listener_id = e->rx_bump,
+        .local_ip = s != NULL ? s->conn_local_ip : 0,
+        .remote_ip = (uint32_t)(e->opaque >> 32),
+        .local_port = (uint16_t)e->opaque, .remote_port = (uint16_t)(e->opaque >> 16),
+        .rx_off = e->rx_pos, .rx_size = s != NULL ? s->conn_rx_size : 0,
+        .tx_off = e->tx_bump, .tx_size = s != NULL ? s->conn_tx_size : 0,
+    };
+    lt_handoff_arrived(&m);    /* no listener: reset, as for a control NEWCONN */
+}
+
+void lt_handoff_closed_early(uint32_t flow_id)
+{
+    lt_flow_get(flow_id)->closed_early = 1;
 }
 
 int lt_handoff_closed(uint32_t flow_id)
@@ -164,6 +193,9 @@ void lt_handoff_reset_all(struct lt_sock *s)
 void lt_handoff_counter(struct lt_sock *s, const struct tas_ctl_msg *reply)
 {
     uint64_t off = reply->rx_off;
+    s->conn_local_ip = reply->local_ip;
+    s->conn_rx_size = reply->rx_size;
+    s->conn_tx_size = reply->tx_size;
     s->accept_ctr = NULL;
     if (off != 0 && off % sizeof(uint64_t) == 0 && off + sizeof(uint64_t) <= tas_app_size(lt_app))
         s->accept_ctr = (uint64_t *)(tas_app_base(lt_app) + off);

@@ -2,7 +2,8 @@
 
     {"cmd": "flows"}   per-flow state and congestion-control feedback
     {"cmd": "kill", "flow_id": F}  reset flow F (RST to the peer, the app sees a reset)
-    {"cmd": "apps"}    attached apps: credentials, contexts, flows, listeners
+    {"cmd": "apps"}    attached apps: credentials, contexts, flows, listeners,
+                       flows provisioned for their hand-over listeners
     {"cmd": "config"}  the configuration the daemon runs with
     {"cmd": "cores"}   fast-path core load and scaling state
     {"cmd": "cores", "set": N}     pin N active cores (automatic scaling off)
@@ -97,7 +98,11 @@ class AdminServer:
                 rows.append({"app": app.id, "pid": app.pid, "uid": app.uid, "gid": app.gid,
                              "state": state if app.segment is not None else "unregistered",
                              "contexts": len(app.ctxs), "flows": len(app.conns),
-                             "listeners": sorted(lst.port for lst in app.listeners)})
+                             "listeners": sorted(lst.port for lst in app.listeners),
+                             # flows' buffers provisioned for SYNs the fast
+                             # path answers (charged to the uid like flows)
+                             "provisioned": sum(self.tcp.pool_count(lst)
+                                                for lst in app.listeners)})
         quota = {str(uid): held for uid, held in self.quota.snapshot().items()}
         return {"apps": rows, "per_uid": quota, "caps": self.quota.caps}
 

@@ -249,8 +249,14 @@ class AppServer:
                                       shared=bool(req.flags & lib.TAS_CTL_FL_SHARED),
                                       handoff=bool(req.flags & lib.TAS_CTL_FL_HANDOFF))
             lst = self.tcp.listener_ids.get(lid) if st == 0 else None
+            handoff = lst is not None and lst.handoff
+            # a hand-over listener's connections may come as TAS_ARX_NEWCONN
+            # entries, which leave these out
+            more = dict(local_ip=int.from_bytes(self.tcp.my_ip, "big"),
+                        rx_size=self.cfg.buffers.rx_buf,
+                        tx_size=self.cfg.buffers.tx_buf) if handoff else {}
             self.status(app, req, st, listener_id=lid, local_port=req.local_port,
-                        rx_off=lst.accept_off if lst is not None and lst.handoff else 0)
+                        rx_off=lst.accept_off if handoff else 0, **more)
         elif t == lib.TAS_CTL_ACCEPT:
             st, conn = self.tcp.accept(app, req.listener_id)
             if conn is None:

@@ -46,9 +46,10 @@ class Listener:
     handoff: bool = False
     handed: int = 0             # established here
     accept_off: int = -1
+    fp_slot: int = -1           # in the fast path's listener table (synfast.h)
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)    # thousands a second under churn: cheap to make
 class Conn:
     key: tuple                  # (peer ip bytes, local port, peer port)
     app: object
@@ -83,6 +84,8 @@ class Conn:
     activity: tuple = ()       # (bytes sent, next byte expected) at last change
     active_since: float = 0.0
     orphan: bool = False        # closed by an app that has exited since
+    held: bool = False          # its 4-tuple's SYNs come our way (no flow now)
+    origin: Listener | None = None    # the listener it came in on (buffer recycling)
     orphan_timeouts: int = 0
     cc: object = None
 
@@ -108,6 +111,7 @@ class TcpManager:
         # only the entries that are due, not a scan of thousands per tick
         # under connection churn.
         self.tw_expiry = collections.deque()
+        self.tw_held = set()      # TIME_WAIT pairs the fast path's table had no room for
         self.next_listener_id = 1
         self.cc_factory = None    # set by the slow path (congestion control)
         tcfg = cfg.tcp
@@ -115,6 +119,19 @@ class TcpManager:
         # Linux's choice (tcp_select_initial_window): the smallest scale that
         # lets the window cover the whole receive buffer.
         self.rcv_wscale = min(14, max(0, cfg.buffers.rx_buf.bit_length() - 1 - 15))
+        # SYNs the fast path answers itself (include/tas/synfast.h): what its
+        # SYN-ACKs offer, and per hand-over listener a pool of this many
+        # flows' buffers provisioned ahead.
+        self.syn_pool = tcfg.syn_pool
+        self.syn_stats = getattr(fp, "syn_stats", None) or stats
+        sc = self.ffi.new("struct tas_syn_conf *")
+        sc.mss, sc.syn_window = tcfg.mss, min(cfg.buffers.rx_buf, 65535)
+        sc.rcv_wscale, sc.ecn = self.rcv_wscale, 1 if tcfg.ecn else 0
+        sc.rx_size, sc.tx_size = cfg.buffers.rx_buf, cfg.buffers.tx_buf
+        self.lib.tas_fp_syn_configure(fp.handle, sc)
+        self._opened = self.ffi.new("struct tas_syn_opened[64]")
+        self.last_fast_open = float("-inf")
+        self._synbuf = self.ffi.new("struct tas_syn_buf *")
 
     # ---- packets -----------------------------------------------------------
 
@@ -178,6 +195,8 @@ class TcpManager:
         tcp = Tcp.parse(ip)
         key = (ip.src, tcp.dport, tcp.sport)
         conn = self.conns.get(key)
+        if conn is None and self.sync_fast():
+            conn = self.conns.get(key)    # opened by the fast path a moment ago
         if conn is not None and self._quietly_established(conn):
             self._establish(conn, None)   # before the tick saw it: catch up first
         if reason == self.lib.TAS_EXC_TCP_FLOW and conn is None:
@@ -210,7 +229,7 @@ class TcpManager:
             elif conn is None and key in self.time_wait:
                 tw = self.time_wait[key]
                 if tcp.seq == tw[2]:
-                    del self.time_wait[key]   # as Linux (RFC 1337 not applied)
+                    self._tw_del(key)         # as Linux (RFC 1337 not applied)
             else:
                 self.stats.add("tcp_rst_ignored")
             return
@@ -230,7 +249,7 @@ class TcpManager:
                     return
                 # A new SYN above the old connection's sequence space reuses
                 # the port pair at once (RFC 6191 / Linux tcp_timewait_state_process).
-                del self.time_wait[key]
+                self._tw_del(key)
                 self.stats.add("tcp_time_wait_reused")
             listener = self.listeners.get(tcp.dport)
             if listener is not None:
@@ -308,8 +327,7 @@ class TcpManager:
                         self.cfg.buffers.rx_buf + self.cfg.buffers.tx_buf)
 
     def _passive_open(self, listener, key, eth, ip, tcp):
-        if listener.half_open + len(listener.ready) + self._unaccepted(listener) >= \
-                listener.backlog:
+        if self._backlog_used(listener) >= listener.backlog:
             self.stats.add("tcp_backlog_drops")
             return
         bufs = self._alloc_buffers(listener.app)
@@ -317,7 +335,7 @@ class TcpManager:
             self.stats.add("tcp_no_buffer_drops")
             return
         conn = Conn(key, listener.app, listener.ctx, SYN_RCVD, random.getrandbits(32),
-                    peer_mac=eth.src, irs=tcp.seq, listener=listener)
+                    peer_mac=eth.src, irs=tcp.seq, listener=listener, origin=listener)
         conn.rx_off, conn.tx_off = bufs
         conn.ecn = self.cfg.tcp.ecn and (tcp.flags & (ECE | CWR)) == (ECE | CWR)
         conn.app_knows = listener.handoff
@@ -333,6 +351,8 @@ class TcpManager:
         listener.app.conns.add(conn)
         self.conns[key] = conn
         self.arp.learn(key[0], eth.src)
+        if listener.handoff and listener.fp_slot >= 0:
+            self.lib.tas_fp_listener_opened(self.fp.handle, listener.fp_slot)
         if listener.handoff:
             # Before the SYN-ACK: the app has it before the final ACK can
             # come, so the fast path's word that it did is all it waits for
@@ -375,7 +395,176 @@ class TcpManager:
             self.stats.add("tcp_listeners_joined")
         self.listener_ids[lst.id] = lst
         app.listeners.add(lst)
+        self._fp_listen(lst)
         return 0, lst.id
+
+    # ---- SYNs the fast path answers (include/tas/synfast.h) -----------------
+
+    def _fp_listen(self, lst):
+        """Register the listener with the fast path (every listener: it
+        spreads a port's connections and counts the SYNs it leaves to us)
+        and provision a hand-over listener's pool."""
+        ctr = (lst.app.segment.ptr(lst.accept_off, "uint64_t *") if lst.handoff
+               else self.ffi.NULL)
+        lst.fp_slot = self.lib.tas_fp_listener_add(self.fp.handle, lst.id, lst.port, lst.ctx,
+                                                   lst.app.id, 1 if lst.handoff else 0,
+                                                   lst.backlog, ctr)
+        if lst.fp_slot < 0:
+            self.syn_stats.add("syn_listener_table_full")   # its SYNs come our way
+            return
+        if lst.accepting:
+            self.lib.tas_fp_listener_accepting(self.fp.handle, lst.fp_slot)
+        if self.listeners[lst.port] is lst:
+            self.lib.tas_fp_listener_primary(self.fp.handle, lst.fp_slot)
+        self._refill(lst)
+
+    def _refill(self, lst):
+        """Top the listener's pool up to tcp.syn_pool flows' buffers, charged
+        to its app's uid like any connection's."""
+        if lst.fp_slot < 0 or not lst.handoff or lst.app.alloc is None:
+            return
+        have = self.lib.tas_fp_listener_pool_count(self.fp.handle, lst.fp_slot)
+        b, seg = self._synbuf, lst.app.segment
+        for _ in range(self.syn_pool - have):
+            bufs = self._alloc_buffers(lst.app)
+            if bufs is None:
+                self.syn_stats.add("syn_pool_refill_failures")
+                return
+            b.rx_off, b.tx_off = bufs
+            b.rx_base, b.tx_base = seg.ptr(bufs[0]), seg.ptr(bufs[1])
+            if self.lib.tas_fp_listener_pool_push(self.fp.handle, lst.fp_slot, b) != 0:
+                self._release_buffers(lst.app, *bufs)
+                return
+            self.syn_stats.add("syn_pool_provisioned")
+
+    def pool_count(self, lst):
+        """Flows' buffers provisioned for the listener, not yet taken."""
+        if lst.fp_slot < 0:
+            return 0
+        return self.lib.tas_fp_listener_pool_count(self.fp.handle, lst.fp_slot)
+
+    def _recycle(self, conn):
+        """A closed connection's buffers go straight back to the pool of the
+        hand-over listener it came in on (still charged: the pool's now),
+        when that has room: no free, allocation or quota round per
+        connection.  Closes come in batches on the tick, so the pool may
+        hold twice tcp.syn_pool this way (what a busy listener had in use)."""
+        lst = conn.origin
+        if (lst is None or lst.fp_slot < 0 or not lst.handoff or lst.app is not conn.app or
+                self.lib.tas_fp_listener_pool_count(self.fp.handle, lst.fp_slot) >=
+                2 * self.syn_pool):
+            return False
+        b = self._synbuf
+        seg = lst.app.segment
+        b.rx_off, b.tx_off = conn.rx_off, conn.tx_off
+        b.rx_base, b.tx_base = seg.ptr(conn.rx_off), seg.ptr(conn.tx_off)
+        if self.lib.tas_fp_listener_pool_push(self.fp.handle, lst.fp_slot, b) != 0:
+            return False
+        self.syn_stats.add("syn_pool_recycled")
+        return True
+
+    def _release_buffers(self, app, rx_off, tx_off):
+        if app.alloc is not None:
+            app.alloc.release(rx_off)
+            app.alloc.release(tx_off)
+        self._uncharge(app)
+
+    def _fp_unlisten(self, lst):
+        """After this no connection opens on lst in the fast path; those it
+        opened are ours, and the pool's buffers go back."""
+        if lst.fp_slot < 0:
+            return
+        self.lib.tas_fp_listener_remove(self.fp.handle, lst.fp_slot)
+        self.sync_fast()
+        b = self._synbuf
+        while self.lib.tas_fp_listener_pool_pop(self.fp.handle, lst.fp_slot, b):
+            self._release_buffers(lst.app, b.rx_off, b.tx_off)
+            self.syn_stats.add("syn_pool_returned")
+        lst.fp_slot = -1
+
+    def sync_fast(self, refill=True):
+        """Take over the connections the fast path opened since the last
+        call (our timers, close and TIME_WAIT need them), and refill the
+        pools they came from (unless the caller does).  Returns how many
+        there were."""
+        total, touched = 0, set()
+        while True:
+            n = self.lib.tas_fp_syn_opened_recv(self.fp.handle, self._opened, 64)
+            for i in range(n):
+                lst = self._fast_opened(self._opened[i])
+                if lst is not None:
+                    touched.add(lst)
+            total += n
+            if n < 64:
+                break
+        if refill:
+            for lst in touched:
+                self._refill(lst)
+        if total:
+            self.last_fast_open = self.now()
+        return total
+
+    def churning(self):
+        """The fast path opened connections in the last 100 ms."""
+        return self.now() - self.last_fast_open < 0.1
+
+    def _fast_opened(self, rec):
+        lst = self.listener_ids.get(rec.listener_id)
+        if lst is None:
+            # cannot be: listen_close takes the fast path's listener away
+            # and collects its records before forgetting it
+            self.lib.tas_fp_flow_remove(self.fp.handle, rec.flow_id)
+            self.syn_stats.add("syn_orphan_records")
+            return None
+        key = (rec.peer_ip.to_bytes(4, "big"), rec.local_port, rec.peer_port)
+        if key in self.conns:
+            self.syn_stats.add("syn_key_conflicts")   # a 4-tuple not held: a bug
+        lib = self.lib
+        f = lib.tas_fp_flow(self.fp.handle, rec.flow_id)
+        conn = Conn(key, lst.app, lst.ctx, SYN_RCVD, rec.iss, peer_mac=bytes(rec.peer_mac),
+                    irs=rec.irs, listener=lst, origin=lst, app_knows=True, flow_id=rec.flow_id,
+                    rx_off=rec.rx_off, tx_off=rec.tx_off, mss=f.mss,
+                    snd_wscale=f.snd_wscale, rcv_wscale=f.rcv_wscale,
+                    ts_ok=bool(f.flags & lib.TAS_FLF_TS), sack_ok=bool(f.flags & lib.TAS_FLF_SACK),
+                    ecn=bool(f.flags & lib.TAS_FLF_ECN), ts_recent=f.ts_recent,
+                    snd_wnd=f.snd_wnd)
+        conn.next_retry = self.now() + self.handshake_timeout
+        if rec.flags & lib.TAS_SYN_OPENED_TW_REUSED:
+            self._tw_del(key)     # (the fast path's table has dropped it already)
+            self.stats.add("tcp_time_wait_reused")
+        lst.half_open += 1
+        lst.app.conns.add(conn)
+        self.conns[key] = conn
+        self.arp.learn(key[0], conn.peer_mac)
+        self.stats.add("tcp_passive_opens")
+        self.syn_stats.add("syn_synced")
+        return lst
+
+    def _hold(self, key, delta):
+        self.lib.tas_fp_syn_hold(self.fp.handle, int.from_bytes(key[0], "big"), key[1], key[2],
+                                 delta)
+
+    def _tw_add(self, key, entry):
+        """entry: (expiry, snd_nxt, rcv_nxt, peer_mac).  The fast path gets
+        the pair too: a SYN above rcv_nxt reuses it there (the others come
+        our way); a full table holds the pair for us instead."""
+        if key in self.time_wait:
+            self._tw_del(key)
+        self.time_wait[key] = entry
+        if self.lib.tas_fp_tw_add(self.fp.handle, int.from_bytes(key[0], "big"), key[1],
+                                  key[2], entry[2] & 0xFFFFFFFF) != 0:
+            self.tw_held.add(key)
+            self._hold(key, 1)
+
+    def _tw_del(self, key):
+        if self.time_wait.pop(key, None) is None:
+            return
+        if key in self.tw_held:
+            self.tw_held.discard(key)
+            self._hold(key, -1)
+        else:
+            self.lib.tas_fp_tw_del(self.fp.handle, int.from_bytes(key[0], "big"), key[1],
+                                   key[2])
 
     def _pick_listener(self, port):
         """The listener of the port that takes the next connection: round
@@ -391,11 +580,14 @@ class TcpManager:
         lst = self.listener_ids.get(listener_id)
         if lst is None or lst.app is not app:
             return -errno.EBADF
+        self._fp_unlisten(lst)
         del self.listener_ids[listener_id]
         lst.group.remove(lst)
         if self.listeners[lst.port] is lst:
             if lst.group:
                 self.listeners[lst.port] = lst.group[0]
+                if lst.group[0].fp_slot >= 0:
+                    self.lib.tas_fp_listener_primary(self.fp.handle, lst.group[0].fp_slot)
             else:
                 del self.listeners[lst.port]
         app.listeners.discard(lst)
@@ -403,13 +595,18 @@ class TcpManager:
         if lst.accept_off >= 0 and app.alloc is not None:
             app.alloc.release(lst.accept_off)
         for conn in [c for c in self.conns.values() if c.listener is lst]:
-            self._abort(conn)   # never accepted: reset
+            if self._quietly_established(conn):
+                self._establish(conn, None)   # the app's already (it may have accepted it)
+            else:
+                self._abort(conn)   # never accepted: reset
         return 0
 
     def accept(self, app, listener_id):
         lst = self.listener_ids.get(listener_id)
         if lst is None or lst.app is not app:
             return -errno.EBADF, None
+        if not lst.accepting and lst.fp_slot >= 0:
+            self.lib.tas_fp_listener_accepting(self.fp.handle, lst.fp_slot)
         lst.accepting = True
         if not lst.ready:
             return -errno.EAGAIN, None
@@ -423,10 +620,15 @@ class TcpManager:
         seg = lst.app.segment
         return seg.ptr(lst.accept_off, "uint64_t *")[0] if seg is not None else 0
 
-    def _unaccepted(self, lst):
-        if not lst.handoff:
-            return 0
-        return max(0, lst.handed - self.accepted_count(lst))
+    def _backlog_used(self, lst):
+        """Connections counted against the backlog.  A hand-over listener's:
+        opened, not gone before they were established, not accepted by the
+        app (as the fast path counts them).  half_open + handed is that sum
+        whether or not a tick has seen the quiet ones established yet (the
+        app may have accepted those already)."""
+        if lst.handoff:
+            return max(0, lst.half_open + lst.handed - self.accepted_count(lst))
+        return lst.half_open + len(lst.ready)
 
     def connect(self, app, ctx, peer_ip, peer_port, req_id):
         local_port = self._ephemeral_port(peer_ip, peer_port)
@@ -561,6 +763,8 @@ class TcpManager:
 
     def close(self, app, flow_id, reset):
         conn = next((c for c in app.conns if c.flow_id == flow_id), None)
+        if conn is None and self.sync_fast():
+            conn = next((c for c in app.conns if c.flow_id == flow_id), None)
         if conn is None:
             return -errno.EBADF
         conn.app_closed = True
@@ -633,23 +837,32 @@ class TcpManager:
 
     def _remove_flow(self, conn):
         if conn.flow_id >= 0 and conn.state in (ESTABLISHED, SYN_RCVD):
+            if not conn.held and self.conns.get(conn.key) is conn:
+                # Until we forget it, a SYN of its 4-tuple is ours (the
+                # fast path would open a second connection on it).
+                conn.held = True
+                self._hold(conn.key, 1)
             self.lib.tas_fp_flow_remove(self.fp.handle, conn.flow_id)
         conn.state = CLOSED
 
     def _forget(self, conn):
         """Drop all state once neither the fast path nor the app uses it."""
-        if conn.app_knows and conn.listener is not None and not conn.app_closed:
-            # Handed over at the SYN, gone before we saw it established: the
-            # app drops it (or, accepted already, sees it reset).
-            conn.app.server.send_event(conn.app, "CONN_CLOSED", flow_id=conn.flow_id,
-                                       status=-errno.ECONNRESET)
+        if conn.app_knows and conn.listener is not None:
+            if conn.listener.fp_slot >= 0:     # no longer in its backlog
+                self.lib.tas_fp_listener_gone(self.fp.handle, conn.listener.fp_slot)
+            if not conn.app_closed:
+                # Handed over at the SYN, gone before we saw it established:
+                # the app drops it (or, accepted already, sees it reset).
+                conn.app.server.send_event(conn.app, "CONN_CLOSED", flow_id=conn.flow_id,
+                                           status=-errno.ECONNRESET)
+        if conn.held:
+            conn.held = False
+            self._hold(conn.key, -1)
         if self.conns.get(conn.key) is conn:
             del self.conns[conn.key]
         conn.app.conns.discard(conn)
-        self._uncharge(conn.app)
-        if conn.app.alloc is not None:
-            conn.app.alloc.release(conn.rx_off)
-            conn.app.alloc.release(conn.tx_off)
+        if not self._recycle(conn):
+            self._release_buffers(conn.app, conn.rx_off, conn.tx_off)
         if conn.orphan and not conn.app.conns:
             conn.app.server.release(conn.app)   # its last lingering connection
 
@@ -681,23 +894,28 @@ class TcpManager:
     # ---- timers ------------------------------------------------------------
 
     def tick(self):
+        self.sync_fast(refill=False)    # closes below recycle buffers first
         now = self.now()
         for conn in list(self.conns.values()):
             if conn.state == SYN_SENT:
                 self._tick_syn_sent(conn, now)
             elif self._quietly_established(conn):
                 self._establish(conn, None)
+                if conn.state == ESTABLISHED:    # a short one may be over already
+                    self._tick_established(conn, now)
             elif conn.state == SYN_RCVD and now >= conn.next_retry:
                 self._retry_handshake(conn, now, lambda c: self._send_synack(c, TcpOptions(
                     wscale=c.snd_wscale if c.rcv_wscale else None,
                     ts=(c.ts_recent, 0) if c.ts_ok else None, sack_ok=c.sack_ok)))
             elif conn.state == ESTABLISHED:
                 self._tick_established(conn, now)
+        for lst in self.listener_ids.values():
+            self._refill(lst)
         while self.tw_expiry and self.tw_expiry[0][0] <= now:
             expiry, key = self.tw_expiry.popleft()
             tw = self.time_wait.get(key)
             if tw is not None and tw[0] == expiry:    # not reused and closed again
-                del self.time_wait[key]
+                self._tw_del(key)
         self.stats.set("tcp_flows_active", self.lib.tas_fp_flow_count(self.fp.handle))
         self.stats.set("tcp_conns", len(self.conns))
         self.stats.set("tcp_time_wait", len(self.time_wait))
@@ -821,7 +1039,7 @@ class TcpManager:
             self._remove_flow(conn)
             if not conn.peer_closed_first and self.cfg.tcp.time_wait_ms > 0:
                 expiry = now + self.cfg.tcp.time_wait_ms / 1000
-                self.time_wait[conn.key] = (expiry, snd_nxt, rcv_nxt, conn.peer_mac)
+                self._tw_add(conn.key, (expiry, snd_nxt, rcv_nxt, conn.peer_mac))
                 self.tw_expiry.append((expiry, conn.key))
             self._forget(conn)
             self.stats.add("tcp_closed")

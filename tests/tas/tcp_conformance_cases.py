@@ -398,6 +398,22 @@ def case_duplicate_syn(w):
     return res
 
 
+def case_synack_retransmitted(w):
+    """Our ACK of the SYN-ACK never comes: the server sends the SYN-ACK
+    again (the same one), and the connection completes with the late ACK."""
+    c = Conn(w, ECHO)
+    t = c.syn()
+    u = c.w.recv(c.sport, c.dport)
+    res = {"first": str(t.flags), "again": str(u.flags) if u else None,
+           "same_isn": u is not None and u.seq == t.seq, "ack": c.rel_ack(u) if u else None}
+    if u is not None and u.flags == "SA":
+        c.irs, c.rcv_nxt = u.seq, (u.seq + 1) & 0xFFFFFFFF
+        c.send("A")
+        res["echo"] = c.echo(b"late")
+    c.abort()
+    return res
+
+
 CASES = {name[5:]: fn for name, fn in globals().items() if name.startswith("case_")}
 
 

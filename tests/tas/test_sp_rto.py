@@ -19,6 +19,7 @@ from tas import config
 from tas.slowpath.arp import ArpTable
 from tas.slowpath.packets import ip_bytes, mac_bytes
 from tas.slowpath.quota import UidQuota
+from synfast_standin import ListenerTable
 from tas.slowpath.tcp import ESTABLISHED, Conn, TcpManager
 
 pytestmark = pytest.mark.fast
@@ -26,11 +27,12 @@ pytestmark = pytest.mark.fast
 MS = 1000     # fast-path clock ticks (us) per millisecond
 
 
-class FastPathClock:
+class FastPathClock(ListenerTable):
     """The fast-path calls the timeout makes: its microsecond clock, the
     time its queue's RX ring was last emptied, retransmit/probe/kick."""
 
     def __init__(self):
+        super().__init__()
         self.ffi, self.lib, self.handle = _tasfp.ffi, self, None
         self.now_us = 5_000_000
         self.drained_us = self.now_us

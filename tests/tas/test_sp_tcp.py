@@ -17,6 +17,7 @@ from tas.slowpath.appmem import Allocator
 from tas.slowpath.apps import App
 from tas.slowpath.arp import ArpTable
 from tas.slowpath.quota import UidQuota
+from synfast_standin import ListenerTable
 from tas.slowpath.packets import Eth, IPv4, ip_bytes, mac_bytes
 from tas.slowpath.tcp import SYN_RCVD, TcpManager
 from tas.slowpath.tcp_packets import ACK, CWR, ECE, FIN, RST, SYN, Tcp, TcpOptions, frame
@@ -26,13 +27,14 @@ pytestmark = pytest.mark.fast
 PEER_MAC, PEER_IP = mac_bytes("02:00:00:00:00:99"), ip_bytes("10.0.0.1")
 
 
-class FastPathFlows:
+class FastPathFlows(ListenerTable):
     """The fast-path calls the slow path makes before a connection is
     established: the TCP timestamp clock, the port's transmit MTU, and the
     flow table a passive open installs the half-open flow in (the SYN-ACK).
     Constants come from the real cffi module."""
 
     def __init__(self):
+        super().__init__()
         self.ffi, self.lib, self.handle, self.t = _tasfp.ffi, self, None, 1000
         self.flows, self.injected = {}, []
 

@@ -18,6 +18,7 @@ import sys
 
 import pytest
 
+from bindings import stats
 from libtas_helpers import ROOT, counters
 from tas.app import TasApp, TasError
 from tasd import Daemon, veth_namespace, wait_until
@@ -167,6 +168,19 @@ def test_case_matches_linux(observed, case):
     linux, tas = observed["linux"][case], observed["tas"][case]
     assert "error" not in linux, f"the case itself is broken against Linux: {linux}"
     assert tas == linux
+
+
+def test_cases_met_the_fast_path(stacks, observed):
+    """The server's listeners are hand-over ones (libtas): the fast path
+    answered the cases' SYNs itself (include/tas/synfast.h), so the cases
+    above hold for its SYN-ACKs, its retransmission by the slow path's
+    timer included."""
+    d, _, _ = stacks
+    syn = stats.read("tassyn", d.instance)
+    assert syn["syn_fast"] > 0, syn
+    # the slow path took each over (its timers, the retransmission above)
+    wait_until(lambda: stats.read("tassyn", d.instance)["syn_synced"] ==
+               stats.read("tassyn", d.instance)["syn_fast"], "every record taken")
 
 
 def nstat(ns, name):
