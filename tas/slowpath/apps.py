@@ -21,6 +21,7 @@ import os
 import socket
 import struct
 import time
+import traceback
 
 from tas.slowpath.appctx import (add_context, context_bytes, mark_awake, remove_contexts,
                                  wait_commands_taken)
@@ -133,7 +134,22 @@ class AppServer:
         if len(data) != self.msg_size:
             self.app_gone(app)
             return
-        self.request(app, self.ffi.from_buffer("struct tas_ctl_msg *", data))
+        req = self.ffi.from_buffer("struct tas_ctl_msg *", data)
+        try:
+            self.request(app, req)
+        except Exception:
+            # a bug in handling one request must not leave the app waiting
+            # for a reply forever: count it, report it, answer EIO
+            self.stats.add("app_request_errors")
+            traceback.print_exc()
+            self.fail_request(app, req)
+
+    def fail_request(self, app, req):
+        lib = self.lib
+        if req.type == lib.TAS_CTL_CONNECT:
+            self.send_opened(app, None, req.req_id, -errno.EIO)
+        elif not (req.type == lib.TAS_CTL_CLOSE and req.flags & lib.TAS_CTL_FL_NOREPLY):
+            self.status(app, req, -errno.EIO)
 
     # ---- messages ----------------------------------------------------------
 
