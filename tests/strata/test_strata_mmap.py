@@ -84,12 +84,14 @@ def kill_writer(pool, path, acks):
 
 
 def check_records(data, last):
-    """Page k holds the newest record <= last stored there (or the one in flight)."""
-    pages = [struct.unpack_from("<Q", data, k * 4096)[0] for k in range(64)]
-    for k, v in enumerate(pages):
+    """Page k holds the newest record <= last stored there; the page of the
+    record in flight may hold it, or (killed in the middle of the store, as
+    on tmpfs) a mix of it and the record before."""
+    for k in range(64):
         want = max((i for i in range(last + 1) if i % 64 == k), default=0)
-        assert v in (want, last + 1) if (last + 1) % 64 == k else v == want, (k, v, want, last)
-        assert data[k * 4096:(k + 1) * 4096] == struct.pack("<Q", v) * 512
+        words = set(struct.unpack_from("<512Q", data, k * 4096))
+        allowed = {want, last + 1} if (last + 1) % 64 == k else {want}
+        assert words <= allowed, (k, words, want, last)
 
 
 def test_mmap_writer_killed_keeps_every_msync(pool, dirs):
