@@ -124,6 +124,12 @@ def ring(run_dir, inst, which, field, value, port):
     base = ffi.cast("uint8_t *", lib.tas_app_base(app.handle))
     hdr = ffi.cast("struct tas_seg_hdr *", base)
     desc = ffi.cast("struct tas_ctx_shm *", base + hdr.ctx_off[0])
+    txq = ffi.cast("struct tas_ctxq_hdr *", base + desc.txq_off)
+    # Written values must differ from the real ones: 0 and 1 are only an
+    # attack once we posted more than one command (the fast path batches
+    # notifications, so 256 KiB may have taken a single one).
+    while txq.prod < 4 and got < 64 << 20:
+        got += len(flow.recv(1 << 16))
     v = ring_value(value)
     if field == "desc":                # the context descriptor: daemon never reads it
         desc.id, desc.queue, desc.rxq_off, desc.txq_off = v, v, v, v
