@@ -57,8 +57,9 @@ def iperf3_row(name, env, client_ns, server_ip, port):
     end = json.loads(cli.stdout)["end"]
     sent, rcvd = end["sum_sent"], end["sum_received"]
     # The server reports what it had read when the client's end-of-test
-    # message reached it, which can be a little less than was sent.
-    return {"workload": name, "ok": sent["bytes"] == 64 << 20 and rcvd["bytes"] > 0,
+    # message reached it, which can be a little less than was sent; the
+    # client itself sometimes sends one 128 KiB block more than -n asks.
+    return {"workload": name, "ok": sent["bytes"] >= 64 << 20 and rcvd["bytes"] > 0,
             "result": f"{sent['bytes'] >> 20} MiB sent, {rcvd['bytes'] >> 20} MiB counted",
             "latency": f"{rcvd['bits_per_second'] / 8e6:.0f} MB/s"}
 
@@ -140,6 +141,8 @@ def component_demos():
     for title, cmd in COMPONENT_DEMOS:
         print(f"\n== {title}")
         r = subprocess.run([sys.executable, *cmd], cwd=ROOT)
+        if r.returncode != 0:
+            print(f"demo: {cmd[0]} failed (exit code {r.returncode})")
         ok = ok and r.returncode == 0
     return ok
 
@@ -164,6 +167,9 @@ def main():
     print()
     print(stats.format_table({k: v for k, v in counters.items() if v},
                              title="daemon counters (non-zero; tasctl stats shows all)"))
+    for r in rows:
+        if not r["ok"]:
+            print(f"demo: not as expected: {r['workload']} ({r['result']})")
     ok = component_demos() and rc == 0 and all(r["ok"] for r in rows)
     print(f"\ndemo: {'OK' if ok else 'FAILED'} (daemon exit code {rc})")
     return 0 if ok else 1
