@@ -170,24 +170,28 @@ uint32_t tas_fp_listener_pool_count(struct tas_fp *fp, int slot)
     return l != NULL ? __atomic_load_n(&l->npool, __ATOMIC_ACQUIRE) : 0;
 }
 
-void tas_fp_listener_opened(struct tas_fp *fp, int slot)
+/* The backlog's counts of connections the slow path opened or saw go. */
+static void listener_count(struct tas_fp *fp, int slot, bool gone)
 {
     struct fp_listener *l = slot_of(fp, slot);
     if (l == NULL)
         return;
     rte_spinlock_lock(&l->lock);
-    l->opened++;
+    if (gone)
+        l->gone++;
+    else
+        l->opened++;
     rte_spinlock_unlock(&l->lock);
+}
+
+void tas_fp_listener_opened(struct tas_fp *fp, int slot)
+{
+    listener_count(fp, slot, false);
 }
 
 void tas_fp_listener_gone(struct tas_fp *fp, int slot)
 {
-    struct fp_listener *l = slot_of(fp, slot);
-    if (l == NULL)
-        return;
-    rte_spinlock_lock(&l->lock);
-    l->gone++;
-    rte_spinlock_unlock(&l->lock);
+    listener_count(fp, slot, true);
 }
 
 unsigned tas_fp_syn_opened_recv(struct tas_fp *fp, struct tas_syn_opened *out, unsigned max)
