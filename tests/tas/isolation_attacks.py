@@ -125,11 +125,17 @@ def ring(run_dir, inst, which, field, value, port):
     hdr = ffi.cast("struct tas_seg_hdr *", base)
     desc = ffi.cast("struct tas_ctx_shm *", base + hdr.ctx_off[0])
     txq = ffi.cast("struct tas_ctxq_hdr *", base + desc.txq_off)
-    # Written values must differ from the real ones: 0 and 1 are only an
-    # attack once we posted more than one command (the fast path batches
-    # notifications, so 256 KiB may have taken a single one).
+    # A producer index moved back to exactly the daemon's consumer index is
+    # an empty queue, not an attack the daemon could see (the app only loses
+    # its own commands).  So 0 and 1 must lie behind both: we post a few
+    # commands and let the daemon take all of them before writing.
     while txq.prod < 4 and got < 64 << 20:
         got += len(flow.recv(1 << 16))
+    for _ in range(1000 if (which, field) == ("tx", "prod") else 0):
+        if txq.cons == txq.prod:
+            break
+        time.sleep(0.001)
+    prod_before = int(txq.prod)
     v = ring_value(value)
     if field == "desc":                # the context descriptor: daemon never reads it
         desc.id, desc.queue, desc.rxq_off, desc.txq_off = v, v, v, v
@@ -144,7 +150,7 @@ def ring(run_dir, inst, which, field, value, port):
         deadline = time.monotonic() + 1.0
         while time.monotonic() < deadline and not ctl_closed(app):
             time.sleep(0.02)
-        out(detached=ctl_closed(app), got=got)
+        out(detached=ctl_closed(app), got=got, prod_before=prod_before, cons=int(txq.cons))
         os._exit(0)                    # do not tidy up through the broken queues
     threading.Thread(target=watch, daemon=True).start()
     while True:

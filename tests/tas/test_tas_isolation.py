@@ -242,6 +242,7 @@ def test_ring_header_fields(rig):
         rig.finish(p)
         src.kill()
         outcomes[f"{which}.{field}={value}"] = res["detached"]
+        print(which, field, value, res)
         rig.check()
     c = counters(rig.d)
     # A producer index far ahead of what we consumed is impossible: the
