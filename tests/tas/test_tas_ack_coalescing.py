@@ -14,14 +14,20 @@ rx_reorder_ppm = 5000
 """
 
 
-def test_fewer_acks_than_data_segments(tmp_path, require_root):
-    d = Daemon(tmp_path).start()
+def linux_sends(tmp_path, port, size, seed, extra=""):
+    """A Linux peer sends `size` bytes to a TAS app; the bytes and the
+    daemon's counters after the transfer."""
+    d = Daemon(tmp_path, extra=extra).start()
     try:
         with TasApp(d.instance) as a:
-            n, same, _ = transfers.linux_to_tas(d.netns, a, 5201, 16 << 20, 21)
-        c = stats.read("tas", d.instance)
+            n, same, _ = transfers.linux_to_tas(d.netns, a, port, size, seed)
+        return n, same, stats.read("tas", d.instance)
     finally:
         d.stop()
+
+
+def test_fewer_acks_than_data_segments(tmp_path, require_root):
+    n, same, c = linux_sends(tmp_path, 5201, 16 << 20, 21)
     assert n == 16 << 20 and same
     assert c["tcp_rx_segs"] > (16 << 20) // 1460
     # every second full-sized segment at most, plus a few (PSH, burst ends)
@@ -29,13 +35,7 @@ def test_fewer_acks_than_data_segments(tmp_path, require_root):
 
 
 def test_out_of_order_data_is_acked_at_once(tmp_path, require_root):
-    d = Daemon(tmp_path, extra=LOSSY).start()
-    try:
-        with TasApp(d.instance) as a:
-            n, same, _ = transfers.linux_to_tas(d.netns, a, 5202, 8 << 20, 22)
-        c = stats.read("tas", d.instance)
-    finally:
-        d.stop()
+    n, same, c = linux_sends(tmp_path, 5202, 8 << 20, 22, extra=LOSSY)
     assert n == 8 << 20 and same
     assert c["fault_dropped"] > 0 and c["tcp_ooo_accepted"] > 0
     # still coalesced in between the holes
