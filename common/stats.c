@@ -9,6 +9,7 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 #include <stdlib.h>
 #include <stddef.h>
 
@@ -136,10 +137,24 @@ static void unlink_if_ours(const char *path)
         unlink(path);
 }
 
+/* A writer killed between mkostemp and rename leaves its temporary name
+ * behind (the crash tests kill writers at any instruction).  A live creator
+ * holds that name for microseconds, so one older than a minute is litter. */
+#define STATS_TMP_MAX_AGE_S 60
+
+static void sweep_stale_tmp(int dfd, const char *name)
+{
+    struct stat st;
+    if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode) &&
+        st.st_uid == geteuid() && time(NULL) - st.st_mtime > STATS_TMP_MAX_AGE_S)
+        unlinkat(dfd, name, 0);
+}
+
 void kb_stats_sweep(const char *component)
 {
-    char prefix[64];
+    char prefix[64], tmp_prefix[72];
     int plen = snprintf(prefix, sizeof(prefix), "kbstats.%s.", component);
+    int tlen = snprintf(tmp_prefix, sizeof(tmp_prefix), ".%s", prefix);
     DIR *d = opendir("/dev/shm");
     if (d == NULL || plen <= 0 || (size_t)plen >= sizeof(prefix)) {
         if (d != NULL)
@@ -149,6 +164,10 @@ void kb_stats_sweep(const char *component)
     int dfd = dirfd(d);
     struct dirent *e;
     while ((e = readdir(d)) != NULL) {
+        if (strncmp(e->d_name, tmp_prefix, (size_t)tlen) == 0) {
+            sweep_stale_tmp(dfd, e->d_name);
+            continue;
+        }
         if (strncmp(e->d_name, prefix, (size_t)plen) != 0)
             continue;
         int fd = openat(dfd, e->d_name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);

@@ -43,3 +43,22 @@ def test_a_new_writer_sweeps_pages_of_dead_writers():
         assert os.path.exists(stats.page_path("statstest", live.instance))
     finally:
         live.close()
+
+
+def test_sweep_removes_stale_temporary_names():
+    """A writer killed between creating its page's temporary name and the
+    rename leaves the temporary file: an old one is removed by the next
+    writer, a fresh one (a creator in progress) is kept."""
+    tag = uuid.uuid4().hex[:6]
+    stale = f"/dev/shm/.kbstats.statstest.{tag}-old.AbCdEf"
+    fresh = f"/dev/shm/.kbstats.statstest.{tag}-new.AbCdEf"
+    for p in (stale, fresh):
+        open(p, "w").close()
+    os.utime(stale, (0, 1_000_000))        # long ago
+    w = stats.Writer("statstest", f"sweeper-{tag}")
+    try:
+        assert not os.path.exists(stale)
+        assert os.path.exists(fresh)
+    finally:
+        w.close()
+        os.unlink(fresh)
