@@ -222,12 +222,28 @@ void tas_fp_flush_notifications(struct tas_fp *fp)
     }
 }
 
+void tas_fp_flow_mark_closed(struct tas_flow *f)
+{
+    /* The close's own command gave back everything the app had read
+     * (libtas releases it all on close): what is left is unread. */
+    f->flags |= TAS_FLF_APP_CLOSED | ((f->flags & TAS_FLF_RXFIN) ? TAS_FLF_PEER_FIN_FIRST : 0) |
+                (f->rx_avail < f->rx_size ? TAS_FLF_RX_DISCARD : 0);
+}
+
 static void app_command(struct fp_core *c, struct fp_ctx *x, const struct tas_atx *e)
 {
     struct tas_fp *fp = c->fp;
     struct tas_flow *f = tas_fp_flow(fp, e->flow_id);
     if (e->type != TAS_ATX_CONNUPDATE || f == NULL) {
         kb_stats_add(fp->ctr.app_bad_cmd, 1);
+        return;
+    }
+    if (!(__atomic_load_n(&f->flags, __ATOMIC_ACQUIRE) & TAS_FLF_ACTIVE) &&
+        f->app_id == x->app_id) {
+        /* One of its own flows the daemon removed (reset) before the app
+         * saw it go: libtas still gives back the window of data that came
+         * for it meanwhile.  Harmless, not a bad command. */
+        kb_stats_add(fp->ctr.app_cmd_flow_gone, 1);
         return;
     }
     fp_lock(f);
@@ -245,7 +261,7 @@ static void app_command(struct fp_core *c, struct fp_ctx *x, const struct tas_at
     if (e->flags & TAS_ATX_FL_TXFIN)
         f->flags |= TAS_FLF_TXFIN;
     if (e->flags & TAS_ATX_FL_CLOSED)   /* the slow path's tick takes it from here */
-        f->flags |= TAS_FLF_APP_CLOSED | ((f->flags & TAS_FLF_RXFIN) ? TAS_FLF_PEER_FIN_FIRST : 0);
+        tas_fp_flow_mark_closed(f);
     if (window_was_low && e->rx_bump > 0 && f->rx_avail >= 2u * f->mss)
         fp_tcp_send_ack(c, f);
     if (f->tx_avail > 0 || ((f->flags & TAS_FLF_TXFIN) && !(f->flags & TAS_FLF_TXFIN_SENT)))

@@ -69,6 +69,7 @@ static void counters_init(struct fp_counters *c, struct kb_stats_page *s)
     c->fast_rexmits = kb_stats_counter(s, "tcp_fast_rexmits");
     c->rto_rexmits = kb_stats_counter(s, "tcp_rto_rexmits");
     c->app_bad_cmd = kb_stats_counter(s, "app_bad_cmd");
+    c->app_cmd_flow_gone = kb_stats_counter(s, "app_cmd_flow_gone");
     c->notify_deferred = kb_stats_counter(s, "app_notify_deferred");
     c->probes_answered = kb_stats_counter(s, "tcp_probes_answered");
     c->app_bad_ctx = kb_stats_counter(s, "app_bad_ctx");

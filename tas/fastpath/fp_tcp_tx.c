@@ -198,6 +198,21 @@ void tas_fp_flow_ack(struct tas_fp *fp, uint32_t id)
     flow_request(fp, id, TAS_FLF_ACKNOW);
 }
 
+void tas_fp_flow_close(struct tas_fp *fp, uint32_t id)
+{
+    struct tas_flow *f = tas_fp_flow(fp, id);
+    if (f == NULL)
+        return;
+    fp_lock(f);
+    if (f->flags & TAS_FLF_ACTIVE) {
+        /* as fp_apps.c takes the app's TAS_ATX_FL_TXFIN | TAS_ATX_FL_CLOSED */
+        f->flags |= TAS_FLF_TXFIN;
+        tas_fp_flow_mark_closed(f);
+        fp_flow_queue_tx(fp, f);
+    }
+    fp_unlock(f);
+}
+
 /* TSC cycles that `bytes` take at `kbps`. */
 static uint64_t rate_cycles(struct tas_fp *fp, uint32_t kbps, uint64_t bytes)
 {
