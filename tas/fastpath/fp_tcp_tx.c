@@ -223,6 +223,8 @@ static uint64_t rate_cycles(struct tas_fp *fp, uint32_t kbps, uint64_t bytes)
 static bool flow_transmit(struct fp_core *c, struct tas_flow *f, uint64_t now)
 {
     struct tas_fp *fp = c->fp;
+    if (f->flags & TAS_FLF_RX_DISCARD)
+        return false;       /* a RST (the slow path's) is all that goes out now */
     if (f->flags & TAS_FLF_PROBE) {
         f->flags &= ~TAS_FLF_PROBE;
         fp_tcp_send_probe(c, f);
