@@ -29,10 +29,12 @@ int fp_flows_init(struct tas_fp *fp)
     fp->flow_free = rte_malloc("tas_flowfree", sizeof(uint32_t) * TAS_FLOW_MAX, 0);
     if (fp->flow_hash == NULL || fp->flows == NULL || fp->flow_free == NULL)
         return -1;
-    for (uint32_t i = 0; i < TAS_FLOW_MAX; i++)
+    /* Only the first max_flows slots ever go round the free list. */
+    uint32_t n = fp->conf.max_flows ? fp->conf.max_flows : TAS_FLOW_MAX;
+    for (uint32_t i = 0; i < n; i++)
         fp->flow_free[i] = i;
     fp->flow_free_head = 0;
-    fp->flow_free_count = TAS_FLOW_MAX;
+    fp->flow_free_count = n;
     for (uint16_t c = 0; c < fp->conf.ncores; c++) {
         char name[32];
         snprintf(name, sizeof(name), "tas_txw%u", c);

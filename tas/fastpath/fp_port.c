@@ -241,6 +241,10 @@ static int check_conf(const struct tas_fp_conf *conf)
         fp_set_error("MTU must be 576..9000, got %u", conf->mtu);
         return -1;
     }
+    if (conf->max_flows > TAS_FLOW_MAX) {
+        fp_set_error("max_flows must be 1..%d, got %u", TAS_FLOW_MAX, conf->max_flows);
+        return -1;
+    }
     if (!rte_is_power_of_2(conf->sp_ring_size)) {
         fp_set_error("slow path ring size must be a power of two, got %u", conf->sp_ring_size);
         return -1;

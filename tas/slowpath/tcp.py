@@ -352,8 +352,7 @@ class TcpManager:
         # final ACK, so data right behind that ACK is taken in order.
         if self._install(conn) < 0:
             self.stats.add("tcp_flow_table_full")
-            listener.app.alloc.release(conn.rx_off)
-            listener.app.alloc.release(conn.tx_off)
+            self._release_buffers(listener.app, conn.rx_off, conn.tx_off)   # and the charge
             return
         listener.half_open += 1
         listener.app.conns.add(conn)
