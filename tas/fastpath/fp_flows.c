@@ -193,6 +193,19 @@ void fp_flow_queue_tx(struct tas_fp *fp, struct tas_flow *f)
     }
 }
 
+void tas_fp_flow_mark_closed(struct tas_flow *f)
+{
+    /* The close's own command gave back everything the app had read
+     * (libtas releases it all on close): what is left is unread, and the
+     * connection ends with a RST alone, no FIN (nor more data) first. */
+    f->flags |= TAS_FLF_APP_CLOSED | ((f->flags & TAS_FLF_RXFIN) ? TAS_FLF_PEER_FIN_FIRST : 0);
+    if (f->rx_avail < f->rx_size) {
+        f->flags |= TAS_FLF_RX_DISCARD;
+        if (!(f->flags & TAS_FLF_TXFIN_SENT))
+            f->flags &= ~TAS_FLF_TXFIN;
+    }
+}
+
 void fp_flow_go_back(struct tas_flow *f)
 {
     f->tx_avail += f->tx_sent;
