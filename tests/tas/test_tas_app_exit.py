@@ -96,6 +96,18 @@ def on_port(d, port, *args):
     return [f for f in flows(d, *args) if f["local_port"] == port]
 
 
+def wait_listing(d, port, want, what):
+    """Wait until the port's rows (TIME_WAIT pairs too) are want, as (state,
+    app) pairs; the last listing seen goes into the failure."""
+    seen = []
+    try:
+        wait_until(lambda: seen.append(on_port(d, port, "--time-wait")) or
+                   [(r["state"], r["app"]) for r in seen[-1]] == want, what)
+    except AssertionError as e:
+        raise AssertionError(f"{e}: last listing {seen[-1] if seen else None}, "
+                             f"counters {counters(d)}") from None
+
+
 def grown(d, before):
     now = counters(d)
     return lambda key: now.get(key, 0) - before.get(key, 0)
@@ -181,9 +193,8 @@ def test_peer_sees_fin_or_reset_and_nothing_is_left(daemon, procs, what, how):
     # and the fast path's table holds nothing of it either.  TAS closed
     # first after "ping": the pair waits in TIME_WAIT (owned by no app),
     # then expires (tcp.time_wait_ms).
-    left = [("TIME_WAIT", None)] if what == "ping" else []
-    wait_until(lambda: [(r["state"], r["app"]) for r in on_port(daemon, port, "--time-wait")]
-               == left, "the server's connection to go")
+    wait_listing(daemon, port, [("TIME_WAIT", None)] if what == "ping" else [],
+                 "the server's connection to go")
     wait_until(lambda: counters(daemon)["tcp_flows_active"] == 0, "the flow to be removed")
     wait_until(lambda: not on_port(daemon, port, "--time-wait"), "TIME_WAIT to expire")
     if how == "close":     # (its listener still holds the port)
