@@ -134,9 +134,13 @@ class TasApp:
         """A new context (index): flows opened on it use its own queues."""
         return _check(lib.tas_app_ctx_create(self.handle), "create a context")
 
-    def listen(self, port, backlog=128, ctx=0):
-        """Accepted connections belong to the listener's context."""
-        st, m = self.request(lib.TAS_CTL_LISTEN, local_port=port, backlog=backlog, ctx=ctx)
+    def listen(self, port, backlog=128, ctx=0, reuseaddr=True):
+        """Accepted connections belong to the listener's context.
+        reuseaddr: as SO_REUSEADDR (which most servers set): connections of
+        an earlier listener that had it, still closing on the port, do not
+        refuse this one."""
+        st, m = self.request(lib.TAS_CTL_LISTEN, local_port=port, backlog=backlog, ctx=ctx,
+                             flags=lib.TAS_CTL_FL_REUSEADDR if reuseaddr else 0)
         _check(st, f"listen on port {port}")
         self.listener_ctx[m.listener_id] = ctx
         return m.listener_id

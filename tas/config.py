@@ -192,6 +192,8 @@ SCHEMA = {
                                "whose device has no RX interrupts"),
         "sp_ring_size": Field(4096, _pow2(64, 1 << 20), "a power of two"),
         "yield_when_idle": Field(True, _bool, "true or false"),
+        "max_flows": Field(65536, _int_range(1, 65536),
+                           "a flow count 1..65536 (connections installed at once)"),
     },
     "fault": {
         "rx_loss_ppm": Field(0, _int_range(0, 1_000_000), "parts per million (0..1000000)"),

@@ -1,7 +1,7 @@
 """`tasctl`: operator CLI for a running TAS daemon.
 
     tasctl stats | list | apps | config | cores | top
-    tasctl flows [--port P] [--peer IP] [--app ID] [--state S]
+    tasctl flows [--port P] [--peer IP] [--app ID] [--state S] [--time-wait]
     tasctl flow kill FLOW_ID
     tasctl arena
     tasctl app-stats [PID]      (libtas's counters in one application)
@@ -127,10 +127,13 @@ def print_rows(rows, columns):
     if not rows:
         print("(none)")
         return
-    widths = [max(len(c), *(len(str(r.get(c, ""))) for r in rows)) for c in columns]
+    def cell(r, c):
+        v = r.get(c, "")
+        return "-" if v is None else str(v)     # (a TIME_WAIT pair has no app)
+    widths = [max(len(c), *(len(cell(r, c)) for r in rows)) for c in columns]
     print("  ".join(c.rjust(w) for c, w in zip(columns, widths)))
     for r in rows:
-        print("  ".join(str(r.get(c, "")).rjust(w) for c, w in zip(columns, widths)))
+        print("  ".join(cell(r, c).rjust(w) for c, w in zip(columns, widths)))
 
 
 FLOW_COLUMNS = ["flow_id", "peer", "peer_port", "local_port", "state", "app", "uid",
@@ -146,7 +149,7 @@ def flow_matches(row, args):
 
 
 def cmd_flows(args):
-    inst, reply = admin(args, "flows")
+    inst, reply = admin(args, "flows", time_wait=args.time_wait)
     rows = [r for r in reply["flows"] if flow_matches(r, args)]
     if not emit(args, {"instance": inst, "flows": rows}):
         print_rows(rows, FLOW_COLUMNS)
@@ -272,7 +275,10 @@ def main(argv=None):
     f.add_argument("--port", type=int, help="local or peer port")
     f.add_argument("--peer", help="peer IPv4 address")
     f.add_argument("--app", type=int, help="app id (see tasctl apps)")
-    f.add_argument("--state", help="ESTABLISHED, SYN_SENT, SYN_RCVD or CLOSED")
+    f.add_argument("--state", help="SYN_SENT, SYN_RCVD, ESTABLISHED, FIN_WAIT1, FIN_WAIT2, "
+                   "CLOSING, TIME_WAIT, CLOSE_WAIT, LAST_ACK or CLOSED (as Linux names them)")
+    f.add_argument("--time-wait", action="store_true",
+                   help="also the TIME_WAIT pairs (no app owns them; expires_ms left)")
     fl = sub.add_parser("flow", help="act on one connection")
     fsub = fl.add_subparsers(dest="flow_cmd", required=True)
     k = command("kill", cmd_flow_kill, "reset a connection (RST to the peer)", fsub)

@@ -67,6 +67,7 @@ class FastPath:
         c.fault_tx_loss_ppm, c.fault_tx_reorder_ppm = fault.tx_loss_ppm, fault.tx_reorder_ppm
         c.invalid_ratelimit_ms = self.cfg.tcp.invalid_ratelimit_ms
         c.challenge_ack_limit = self.cfg.tcp.challenge_ack_limit
+        c.max_flows = self.cfg.fastpath.max_flows
         h = self.lib.tas_fp_create(c, self.stats_page)
         if h == self.ffi.NULL:
             raise DaemonError(f"fast path: {self.ffi.string(self.lib.tas_fp_error()).decode()}")

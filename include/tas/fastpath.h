@@ -49,6 +49,9 @@ struct tas_fp_conf {
      * tcp_invalid_ratelimit and tcp_challenge_ack_limit). */
     uint32_t invalid_ratelimit_ms;
     uint32_t challenge_ack_limit;
+    /* Flows installed at once, 1..TAS_FLOW_MAX (0: TAS_FLOW_MAX); fewer
+     * only to see a full flow table (fastpath.max_flows) */
+    uint32_t max_flows;
 };
 
 struct tas_fp;

@@ -38,6 +38,11 @@
                                     to the app at its SYN: the app hears directly) */
 #define TAS_FLF_APP_CLOSED 2097152      /* (bit 21) TAS_ATX_FL_CLOSED came */
 #define TAS_FLF_PEER_FIN_FIRST 4194304  /* (bit 22) RXFIN was set by then (no TIME_WAIT) */
+#define TAS_FLF_RX_DISCARD 8388608      /* (bit 23) closed with received data unread, or
+                                           new data came after the close: nobody will
+                                           read it, so the slow path resets the
+                                           connection (Linux: RST on close with unread
+                                           data, and on data to a closed socket) */
 
 struct tas_flow {
     /* identity: written by the slow path at install, then read-only */
@@ -149,6 +154,13 @@ void tas_fp_flow_probe(struct tas_fp *fp, uint32_t flow_id);
  * wraps in 71 min, so a flow idle for over half of that would fail the
  * peer's PAWS check; the slow path refreshes idle flows well before. */
 void tas_fp_flow_ack(struct tas_fp *fp, uint32_t flow_id);
+/* Close the flow for the app, as its close() would (TAS_ATX_FL_TXFIN |
+ * TAS_ATX_FL_CLOSED): FIN after the data already queued.  For the open
+ * connections of an app that exited without closing them (killed). */
+void tas_fp_flow_close(struct tas_fp *fp, uint32_t flow_id);
+/* The app closed the flow (caller holds its lock): TAS_FLF_APP_CLOSED, and
+ * TAS_FLF_PEER_FIN_FIRST / TAS_FLF_RX_DISCARD as the flow stands now. */
+void tas_fp_flow_mark_closed(struct tas_flow *f);
 void tas_fp_flow_set_rate(struct tas_fp *fp, uint32_t flow_id, uint32_t kbps);
 void tas_fp_flow_lock(struct tas_flow *f);
 void tas_fp_flow_unlock(struct tas_flow *f);

@@ -145,6 +145,10 @@ struct tas_atx {                 /* 16 bytes */
 #define TAS_CTL_FL_ESTAB 16      /* NEWCONN: a handed-over connection is established
                                     (its final ACK came the slow path's way) */
 #define TAS_CTL_FL_NOREPLY 8     /* CLOSE: no TAS_CTL_STATUS answer (close does not wait) */
+#define TAS_CTL_FL_REUSEADDR 32  /* LISTEN: SO_REUSEADDR was set: the port may still
+                                    carry connections (closing ones of an exited
+                                    server, say), as Linux allows; another listener
+                                    on it is refused all the same */
 
 /* Reply to TAS_CTL_REGISTER (a TAS_CTL_STATUS): fds = segment fd (sealed
  * memfd, or the Strata pool), info page, the app's wake-up socket, one

@@ -230,6 +230,14 @@ static void app_command(struct fp_core *c, struct fp_ctx *x, const struct tas_at
         kb_stats_add(fp->ctr.app_bad_cmd, 1);
         return;
     }
+    if (!(__atomic_load_n(&f->flags, __ATOMIC_ACQUIRE) & TAS_FLF_ACTIVE) &&
+        f->app_id == x->app_id) {
+        /* One of its own flows the daemon removed (reset) before the app
+         * saw it go: libtas still gives back the window of data that came
+         * for it meanwhile.  Harmless, not a bad command. */
+        kb_stats_add(fp->ctr.app_cmd_flow_gone, 1);
+        return;
+    }
     fp_lock(f);
     if (!(f->flags & TAS_FLF_ACTIVE) || f->app_id != x->app_id ||
         (uint64_t)f->rx_avail + e->rx_bump > f->rx_size ||
@@ -245,7 +253,7 @@ static void app_command(struct fp_core *c, struct fp_ctx *x, const struct tas_at
     if (e->flags & TAS_ATX_FL_TXFIN)
         f->flags |= TAS_FLF_TXFIN;
     if (e->flags & TAS_ATX_FL_CLOSED)   /* the slow path's tick takes it from here */
-        f->flags |= TAS_FLF_APP_CLOSED | ((f->flags & TAS_FLF_RXFIN) ? TAS_FLF_PEER_FIN_FIRST : 0);
+        tas_fp_flow_mark_closed(f);
     if (window_was_low && e->rx_bump > 0 && f->rx_avail >= 2u * f->mss)
         fp_tcp_send_ack(c, f);
     if (f->tx_avail > 0 || ((f->flags & TAS_FLF_TXFIN) && !(f->flags & TAS_FLF_TXFIN_SENT)))

@@ -29,10 +29,12 @@ int fp_flows_init(struct tas_fp *fp)
     fp->flow_free = rte_malloc("tas_flowfree", sizeof(uint32_t) * TAS_FLOW_MAX, 0);
     if (fp->flow_hash == NULL || fp->flows == NULL || fp->flow_free == NULL)
         return -1;
-    for (uint32_t i = 0; i < TAS_FLOW_MAX; i++)
+    /* Only the first max_flows slots ever go round the free list. */
+    uint32_t n = fp->conf.max_flows ? fp->conf.max_flows : TAS_FLOW_MAX;
+    for (uint32_t i = 0; i < n; i++)
         fp->flow_free[i] = i;
     fp->flow_free_head = 0;
-    fp->flow_free_count = TAS_FLOW_MAX;
+    fp->flow_free_count = n;
     for (uint16_t c = 0; c < fp->conf.ncores; c++) {
         char name[32];
         snprintf(name, sizeof(name), "tas_txw%u", c);
@@ -188,6 +190,19 @@ void fp_flow_queue_tx(struct tas_fp *fp, struct tas_flow *f)
     if (rte_ring_mp_enqueue_elem(fp->tx_work[f->queue], &id, sizeof(id)) == 0) {
         f->tx_queued = 1;
         fp_queue_wake(fp, f->queue);
+    }
+}
+
+void tas_fp_flow_mark_closed(struct tas_flow *f)
+{
+    /* The close's own command gave back everything the app had read
+     * (libtas releases it all on close): what is left is unread, and the
+     * connection ends with a RST alone, no FIN (nor more data) first. */
+    f->flags |= TAS_FLF_APP_CLOSED | ((f->flags & TAS_FLF_RXFIN) ? TAS_FLF_PEER_FIN_FIRST : 0);
+    if (f->rx_avail < f->rx_size) {
+        f->flags |= TAS_FLF_RX_DISCARD;
+        if (!(f->flags & TAS_FLF_TXFIN_SENT))
+            f->flags &= ~TAS_FLF_TXFIN;
     }
 }
 

@@ -50,7 +50,8 @@ struct fp_counters {
     /* TCP data path */
     uint64_t *tcp_rx_segs, *tcp_rx_bytes, *tcp_tx_segs, *tcp_tx_bytes, *acks_sent;
     uint64_t *drop_bad_csum, *rx_buf_full, *ooo_accepted, *ooo_dropped, *rx_dup;
-    uint64_t *dupacks, *fast_rexmits, *rto_rexmits, *app_bad_cmd, *notify_deferred;
+    uint64_t *dupacks, *fast_rexmits, *rto_rexmits, *app_bad_cmd, *notify_deferred,
+        *app_cmd_flow_gone;
     uint64_t *probes_answered, *rst_ignored, *challenge_acks, *challenge_limited, *app_bad_ctx;
     uint64_t *sack_blocks_sent, *sack_rexmit_segs, *spurious_rtos;
     uint64_t *flows_added, *flows_removed;

@@ -69,6 +69,7 @@ static void counters_init(struct fp_counters *c, struct kb_stats_page *s)
     c->fast_rexmits = kb_stats_counter(s, "tcp_fast_rexmits");
     c->rto_rexmits = kb_stats_counter(s, "tcp_rto_rexmits");
     c->app_bad_cmd = kb_stats_counter(s, "app_bad_cmd");
+    c->app_cmd_flow_gone = kb_stats_counter(s, "app_cmd_flow_gone");
     c->notify_deferred = kb_stats_counter(s, "app_notify_deferred");
     c->probes_answered = kb_stats_counter(s, "tcp_probes_answered");
     c->app_bad_ctx = kb_stats_counter(s, "app_bad_ctx");
@@ -238,6 +239,10 @@ static int check_conf(const struct tas_fp_conf *conf)
     }
     if (conf->mtu < 576 || conf->mtu > 9000) {
         fp_set_error("MTU must be 576..9000, got %u", conf->mtu);
+        return -1;
+    }
+    if (conf->max_flows > TAS_FLOW_MAX) {
+        fp_set_error("max_flows must be 1..%d, got %u", TAS_FLOW_MAX, conf->max_flows);
         return -1;
     }
     if (!rte_is_power_of_2(conf->sp_ring_size)) {

@@ -326,6 +326,14 @@ uint32_t fp_tcp_rx(struct fp_core *c, struct tas_flow *f, struct rte_mbuf *m)
         return TAS_EXC_TCP_FLOW;
     }
     uint32_t tx_bump = (s.flags & RTE_TCP_ACK_FLAG) ? process_ack(c, f, &s) : 0;
+    if ((f->flags & TAS_FLF_APP_CLOSED) && s.len > 0 &&
+        seq_diff(s.seq + s.len, f->rx_next_seq) > 0) {
+        /* New data for a connection the app closed: nobody will read it.
+         * Not taken, not ACKed; the slow path resets the connection, as
+         * Linux does (RFC 1122 4.2.2.13). */
+        f->flags |= TAS_FLF_RX_DISCARD;
+        return TAS_EXC_TCP_FLOW;
+    }
     bool fin = false;
     uint32_t rx_pos = f->rx_head, rx_bump = 0;
     if (s.len > 0 || (s.flags & RTE_TCP_FIN_FLAG)) {

@@ -174,8 +174,10 @@ void fp_tcp_send_probe(struct fp_core *c, struct tas_flow *f)
     send_control(c, f, f->tx_una - 1, RTE_TCP_ACK_FLAG, 0);
 }
 
-/* Have the flow's queue core send a control segment (flag: PROBE or ACKNOW). */
-static void flow_request(struct tas_fp *fp, uint32_t id, uint32_t flag)
+/* Have the flow's queue core send a control segment (flag: PROBE or
+ * ACKNOW) or its FIN (TXFIN); then(f), if given, under the flow's lock too. */
+static void flow_request(struct tas_fp *fp, uint32_t id, uint32_t flag,
+                         void (*then)(struct tas_flow *f))
 {
     struct tas_flow *f = tas_fp_flow(fp, id);
     if (f == NULL)
@@ -183,6 +185,8 @@ static void flow_request(struct tas_fp *fp, uint32_t id, uint32_t flag)
     fp_lock(f);
     if (f->flags & TAS_FLF_ACTIVE) {
         f->flags |= flag;
+        if (then != NULL)
+            then(f);
         fp_flow_queue_tx(fp, f);
     }
     fp_unlock(f);
@@ -190,12 +194,18 @@ static void flow_request(struct tas_fp *fp, uint32_t id, uint32_t flag)
 
 void tas_fp_flow_probe(struct tas_fp *fp, uint32_t id)
 {
-    flow_request(fp, id, TAS_FLF_PROBE);
+    flow_request(fp, id, TAS_FLF_PROBE, NULL);
 }
 
 void tas_fp_flow_ack(struct tas_fp *fp, uint32_t id)
 {
-    flow_request(fp, id, TAS_FLF_ACKNOW);
+    flow_request(fp, id, TAS_FLF_ACKNOW, NULL);
+}
+
+void tas_fp_flow_close(struct tas_fp *fp, uint32_t id)
+{
+    /* as fp_apps.c takes the app's TAS_ATX_FL_TXFIN | TAS_ATX_FL_CLOSED */
+    flow_request(fp, id, TAS_FLF_TXFIN, tas_fp_flow_mark_closed);
 }
 
 /* TSC cycles that `bytes` take at `kbps`. */
@@ -208,6 +218,8 @@ static uint64_t rate_cycles(struct tas_fp *fp, uint32_t kbps, uint64_t bytes)
 static bool flow_transmit(struct fp_core *c, struct tas_flow *f, uint64_t now)
 {
     struct tas_fp *fp = c->fp;
+    if (f->flags & TAS_FLF_RX_DISCARD)
+        return false;       /* a RST (the slow path's) is all that goes out now */
     if (f->flags & TAS_FLF_PROBE) {
         f->flags &= ~TAS_FLF_PROBE;
         fp_tcp_send_probe(c, f);

@@ -65,7 +65,9 @@ int listen(int fd, int backlog)
         return 0;
     if (s->kind != LT_NEW)
         return fail(EINVAL);
-    struct tas_ctl_msg m = {.type = TAS_CTL_LISTEN, .flags = TAS_CTL_FL_HANDOFF,
+    struct tas_ctl_msg m = {.type = TAS_CTL_LISTEN,
+                            .flags = TAS_CTL_FL_HANDOFF |
+                                     (s->reuseaddr ? TAS_CTL_FL_REUSEADDR : 0),
                             .local_port = s->local_port,
                             .backlog = backlog > 0 ? (uint32_t)backlog : 1};
     lt_lock();
@@ -91,7 +93,8 @@ int lt_listener_rejoin(struct lt_sock *s)
     if (!lt_attach())
         return -ENOTCONN;
     struct tas_ctl_msg m = {.type = TAS_CTL_LISTEN,
-                            .flags = TAS_CTL_FL_SHARED | TAS_CTL_FL_HANDOFF,
+                            .flags = TAS_CTL_FL_SHARED | TAS_CTL_FL_HANDOFF |
+                                     (s->reuseaddr ? TAS_CTL_FL_REUSEADDR : 0),
                             .local_port = s->local_port, .backlog = s->backlog};
     int st = lt_request(&m);
     if (st != 0)

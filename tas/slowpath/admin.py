@@ -1,6 +1,7 @@
 """Admin socket for tasctl: one JSON request per connection, one JSON reply.
 
     {"cmd": "flows"}   per-flow state and congestion-control feedback
+    {"cmd": "flows", "time_wait": true}  and the TIME_WAIT pairs
     {"cmd": "kill", "flow_id": F}  reset flow F (RST to the peer, the app sees a reset)
     {"cmd": "apps"}    attached apps: credentials, contexts, flows, listeners,
                        flows provisioned for their hand-over listeners
@@ -62,12 +63,13 @@ class AdminServer:
             return {"error": 'no NVM arena: buffers.backing is "shm"'}
         return {"arena": a}
 
-    def flows(self, _req):
+    def flows(self, req):
         out = []
         for conn in self.tcp.conns.values():
             row = {"peer": ".".join(map(str, conn.key[0])), "local_port": conn.key[1],
-                   "peer_port": conn.key[2], "state": conn.state, "app": conn.app.id,
-                   "uid": conn.app.uid, "pid": conn.app.pid, "flow_id": conn.flow_id}
+                   "peer_port": conn.key[2], "state": self.tcp.state_of(conn),
+                   "app": conn.app.id, "uid": conn.app.uid, "pid": conn.app.pid,
+                   "flow_id": conn.flow_id, "orphan": conn.orphan}
             if conn.flow_id >= 0 and conn.state == "ESTABLISHED":
                 f = self.lib.tas_fp_flow(self.fp.handle, conn.flow_id)
                 row.update(peer_mac=mac_str(bytes(f.peer_mac)), rate_kbps=f.tx_rate_kbps,
@@ -76,6 +78,8 @@ class AdminServer:
                            ecn_bytes=f.cnt_ecnb, fast_rexmits=f.cnt_frexmits,
                            ooo_len=f.rx_ooo_len)
             out.append(row)
+        if req.get("time_wait"):
+            out += self.tcp.time_wait_rows()
         return {"flows": out}
 
     def kill(self, req):

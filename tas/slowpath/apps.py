@@ -263,7 +263,8 @@ class AppServer:
         elif t == lib.TAS_CTL_LISTEN:
             st, lid = self.tcp.listen(app, self.fp_ctx(app, req), req.local_port, req.backlog,
                                       shared=bool(req.flags & lib.TAS_CTL_FL_SHARED),
-                                      handoff=bool(req.flags & lib.TAS_CTL_FL_HANDOFF))
+                                      handoff=bool(req.flags & lib.TAS_CTL_FL_HANDOFF),
+                                      reuse=bool(req.flags & lib.TAS_CTL_FL_REUSEADDR))
             lst = self.tcp.listener_ids.get(lid) if st == 0 else None
             handoff = lst is not None and lst.handoff
             # a hand-over listener's connections may come as TAS_ARX_NEWCONN

@@ -47,6 +47,7 @@ class Listener:
     handed: int = 0             # established here
     accept_off: int = -1
     fp_slot: int = -1           # in the fast path's listener table (synfast.h)
+    reuse: bool = False         # SO_REUSEADDR: its connections do not hold the port
 
 
 @dataclass(eq=False, slots=True)    # thousands a second under churn: cheap to make
@@ -218,6 +219,13 @@ class TcpManager:
                     self.stats.add("tcp_syn_dropped")
                     return
         if (conn is not None and conn.state == ESTABLISHED and
+                reason == self.lib.TAS_EXC_TCP_FLOW and not tcp.flags & RST):
+            # (new data for a closed connection comes this way: reset it now)
+            f = self.lib.tas_fp_flow(self.fp.handle, conn.flow_id)
+            self._app_closed_quietly(conn, f)
+            if self._close_discards(conn, f):
+                return
+        if (conn is not None and conn.state == ESTABLISHED and
                 reason != self.lib.TAS_EXC_TCP_FLOW):
             # Not taken by the fast path although the flow is installed: it
             # carries IP options, or it raced the flow's installation.
@@ -344,8 +352,7 @@ class TcpManager:
         # final ACK, so data right behind that ACK is taken in order.
         if self._install(conn) < 0:
             self.stats.add("tcp_flow_table_full")
-            listener.app.alloc.release(conn.rx_off)
-            listener.app.alloc.release(conn.tx_off)
+            self._release_buffers(listener.app, conn.rx_off, conn.tx_off)   # and the charge
             return
         listener.half_open += 1
         listener.app.conns.add(conn)
@@ -362,7 +369,10 @@ class TcpManager:
         conn.next_retry = self.now() + self.handshake_timeout
         self.stats.add("tcp_passive_opens")
 
-    def listen(self, app, ctx, port, backlog, shared=False, handoff=False):
+    def listen(self, app, ctx, port, backlog, shared=False, handoff=False, reuse=False):
+        """reuse: SO_REUSEADDR, as Linux: connections still on the port (an
+        exited server's, closing) do not refuse it if they came in on a
+        listener that had it too; another listener on it does."""
         if port == 0 or port > 65535:
             return -errno.EINVAL, 0
         if not self.quota.may_listen(app.uid, port):
@@ -373,12 +383,15 @@ class TcpManager:
         # is for the same user only, as SO_REUSEPORT is on Linux.
         if first is not None and (not shared or first.app.uid != app.uid):
             return -errno.EADDRINUSE, 0
-        if first is None and any(k[1] == port for k in self.conns):
+        if first is None and any(k[1] == port and not (reuse and c.origin is not None and
+                                                       c.origin.reuse)
+                                 for k, c in self.conns.items()):
+            self.stats.add("tcp_listen_port_busy")
             return -errno.EADDRINUSE, 0
         if not self.quota.take(app.uid, "listeners"):
             return -errno.EMFILE, 0
         lst = Listener(self.next_listener_id, app, ctx, port, max(1, min(backlog, 4096)),
-                       accepting=shared, handoff=handoff)
+                       accepting=shared, handoff=handoff, reuse=reuse)
         if handoff:
             lst.accept_off = app.alloc.alloc(8)
             if lst.accept_off is None:
@@ -867,25 +880,84 @@ class TcpManager:
             conn.app.server.release(conn.app)   # its last lingering connection
 
     def app_gone(self, app):
-        """The app's registration socket closed.  Connections it had closed
-        finish like the kernel's would after close(): their data and FIN are
-        still in its segment, which the daemon keeps until the last of them
-        is gone (then _forget calls app.server.release).  Connections still
-        open are reset.  Returns how many connections linger."""
+        """The app's registration socket closed: its process exited (or was
+        killed), and Linux would close every socket it had.  Its listeners
+        go.  Its connections finish like the kernel's would after close():
+        their data and FIN are still in its segment, which the daemon keeps
+        until the last of them is gone (then _forget calls
+        app.server.release); one still open gets its FIN now, after the data
+        the app had queued.  One with received data the app never read is
+        reset instead, as Linux does.  Returns how many connections linger."""
         for lst in list(app.listeners):
             self.listen_close(app, lst.id)
         for conn in list(app.conns):
             if self._quietly_established(conn):
                 self._establish(conn, None)
-            if conn.state == ESTABLISHED:
-                self._app_closed_quietly(conn, self.lib.tas_fp_flow(self.fp.handle,
-                                                                    conn.flow_id))
-            if conn.app_closed and conn.state == ESTABLISHED:
-                conn.orphan = True
-                self.stats.add("tcp_orphaned")
-            else:
-                self._abort(conn)
+            if conn.state != ESTABLISHED:
+                self._abort(conn)       # not yet (or no longer) a connection
+                continue
+            f = self.lib.tas_fp_flow(self.fp.handle, conn.flow_id)
+            self._app_closed_quietly(conn, f)
+            if not conn.app_closed:     # the exit closes every socket it still had
+                conn.app_closed = True
+                conn.peer_closed_first = bool(f.flags & self.lib.TAS_FLF_RXFIN)
+                if f.rx_avail < f.rx_size:     # received, never read
+                    self._discard(conn)
+                    continue
+                self.lib.tas_fp_flow_close(self.fp.handle, conn.flow_id)
+                self.stats.add("tcp_closed_at_exit")
+            if self._close_discards(conn, f):
+                continue
+            conn.orphan = True
+            self.stats.add("tcp_orphaned")
         return len(app.conns)
+
+    def _close_discards(self, conn, f):
+        """A closed connection's received data that nobody will read --
+        there at the close, or arriving since (TAS_FLF_RX_DISCARD) -- resets
+        it: Linux's close() sends a RST when it discards unread data, and
+        its closed socket answers new data with one.  True if reset."""
+        if not conn.app_closed or not f.flags & self.lib.TAS_FLF_RX_DISCARD:
+            return False
+        self._discard(conn)
+        return True
+
+    def _discard(self, conn):
+        self.stats.add("tcp_rst_unread")
+        self._abort(conn)
+
+    def state_of(self, conn):
+        """The connection's state as Linux names it (ss, /proc/net/tcp): the
+        close handshake runs in the fast path's flags, under ESTABLISHED
+        here."""
+        if conn.state != ESTABLISHED:
+            return conn.state
+        lib = self.lib
+        flags = lib.tas_fp_flow(self.fp.handle, conn.flow_id).flags
+        rxfin = bool(flags & lib.TAS_FLF_RXFIN)
+        # (libtas's close flag may not have been taken by a tick yet)
+        if not (conn.app_closed or flags & lib.TAS_FLF_APP_CLOSED):
+            return "CLOSE_WAIT" if rxfin else ESTABLISHED
+        peer_first = (conn.peer_closed_first if conn.app_closed
+                      else flags & lib.TAS_FLF_PEER_FIN_FIRST)
+        if flags & lib.TAS_FLF_TXFIN_ACKED:
+            if not rxfin:
+                return "FIN_WAIT2"
+            # both ways closed: the next tick moves it on (to the TIME_WAIT
+            # pairs, or gone if the peer closed first)
+            return "CLOSED" if peer_first else "TIME_WAIT"
+        if peer_first:
+            return "LAST_ACK"
+        return "CLOSING" if rxfin else "FIN_WAIT1"
+
+    def time_wait_rows(self):
+        """TIME_WAIT pairs (no connection, no app any more), with the
+        milliseconds they have left."""
+        now = self.now()
+        return [{"peer": ".".join(map(str, key[0])), "local_port": key[1], "peer_port": key[2],
+                 "state": "TIME_WAIT", "app": None, "uid": None, "pid": None, "flow_id": None,
+                 "expires_ms": max(0, round((tw[0] - now) * 1000))}
+                for key, tw in self.time_wait.items()]
 
     def reset_all(self, app):
         for conn in list(app.conns):
@@ -1027,6 +1099,8 @@ class TcpManager:
 
     def _check_close(self, conn, f, now):
         self._app_closed_quietly(conn, f)
+        if self._close_discards(conn, f):
+            return
         rxfin = bool(f.flags & self.lib.TAS_FLF_RXFIN)
         fin_acked = bool(f.flags & self.lib.TAS_FLF_TXFIN_ACKED)
         if rxfin and not conn.app_closed:

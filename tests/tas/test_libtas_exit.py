@@ -1,7 +1,8 @@
 """libtas: a program that closes its connections and exits at once loses
 nothing.  The daemon finishes the connections the app had closed (data, FIN)
-from the app's segment after the app is gone, resets the ones still open,
-then frees the segment."""
+from the app's segment after the app is gone, closes the ones still open as
+Linux closes a process's sockets at exit (FIN after their data: nothing was
+left unread in them), then frees the segment."""
 import json
 import re
 import subprocess
@@ -96,15 +97,17 @@ def test_close_then_exit_delivers_everything(daemon, procs, how):
     def grown(key):
         return counters(daemon).get(key, 0) - before.get(key, 0)
     # The sender is gone with its closed connection unfinished: the daemon
-    # keeps that one (and the segment), and resets the open one.
-    wait_until(lambda: grown("tcp_orphaned") == 1 and counters(daemon)["apps_lingering"] == 1,
+    # keeps that one (and the segment), and closes the open one for it.
+    wait_until(lambda: grown("tcp_orphaned") == 2 and counters(daemon)["apps_lingering"] == 1,
                "the closed connection and the segment to be kept")
+    assert grown("tcp_closed_at_exit") == 1 and grown("tcp_rst_unread") == 0
     assert len(app_mappings(daemon)) == 1
     rcv.stdin.write("go\n")
     rcv.stdin.flush()
     closed, left_open = json.loads(finish(rcv, "Linux receiver").strip().splitlines()[-1])
     assert closed == {"bytes": NBYTES, "sha": sha, "end": "eof"}
-    assert left_open["end"] == "reset"
+    # its byte, then the FIN the daemon sent when the sender exited
+    assert left_open["bytes"] == 1 and left_open["end"] == "eof"
     wait_until(lambda: counters(daemon)["tcp_flows_active"] == 0, "flows to close")
     wait_until(lambda: counters(daemon).get("apps_lingering", 0) == 0,
                "the exited app's segment to be released")

@@ -55,7 +55,10 @@ def test_no_timeout_without_loss_tas_to_tas(tmp_path, require_root):
     finally:
         for d in pair:
             d.stop()
-    assert c[0]["tcp_rx_bytes"] >= 3 * BYTES
+    # iperf3's server stops reading at the client's end-of-test message and
+    # closes its stream: what was still in flight is thrown away with a RST
+    # (as on Linux), at most a receive window of it (rx_buf, 256 KiB).
+    assert c[0]["tcp_rx_bytes"] >= 3 * (BYTES - (256 << 10))
     for side in c:
         tcp = {k: v for k, v in side.items() if k.startswith("tcp_") and v}
         assert {k: side.get(k, 0) for k in DROPS} == {k: 0 for k in DROPS}, tcp
@@ -85,7 +88,7 @@ def test_jumbo_frames_tas_to_tas_over_memif(tmp_path, require_root):
     finally:
         for d in pair:
             d.stop()
-    assert c[0]["tcp_rx_bytes"] >= 2 * (64 << 20)
+    assert c[0]["tcp_rx_bytes"] >= 2 * ((64 << 20) - (256 << 10))   # (as above)
     assert c[0]["tcp_rx_bytes"] / c[0]["tcp_rx_segs"] > 4000   # jumbo segments, not 1448
     for side in c:
         assert {k: side.get(k, 0) for k in DROPS} == {k: 0 for k in DROPS}, side

@@ -162,3 +162,138 @@ def test_backlog_holds_and_frees_as_the_app_accepts(tas_daemon, procs):
     assert json.loads(out) == {"ok": 4}
     srv.communicate(timeout=60)
     assert srv.returncode == 0
+
+
+def tasctl_stats(d):
+    """`tasctl stats --json`: the daemon's counters and the SYN page."""
+    r = subprocess.run([sys.executable, "-m", "tas.ctl", "--instance", d.instance, "stats",
+                        "--json"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def held_uid_flows(d):
+    """Flows the apps' uid is charged for, and those provisioned for SYNs."""
+    r = subprocess.run([sys.executable, "-m", "tas.ctl", "--instance", d.instance, "apps",
+                        "--json"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    apps = json.loads(r.stdout)
+    return (sum(u["flows"] for u in apps["per_uid"].values()),
+            sum(a["provisioned"] for a in apps["apps"]))
+
+
+# Accepts argv[3] connections in turn: echoes one message, closes.
+ECHO_ONCE = LISTEN + """
+if sys.argv[4:] == ["wait"]:
+    sys.stdin.readline()       # no socket call meanwhile: nobody reads our queue
+for _ in range(int(sys.argv[3])):
+    c, _ = s.accept()
+    c.sendall(c.recv(100))
+    c.close()
+"""
+
+# Connects argv[3] connections; with "hold": each sends its number and reads
+# it back, and stays open (our side closed first: FIN_WAIT2, its flow still
+# installed) until a line on stdin, which closes the first one; then one
+# more connection does the same.  Without: all are connected first, then
+# each sends and reads back.  Prints each step.
+CONNECTIONS = """
+import json, resource, socket, sys, threading
+resource.setrlimit(resource.RLIMIT_NOFILE, (16384, 16384))
+ip, port, n, mode = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+def echo(s, i):
+    s.sendall(b"%d" % i)
+    return s.recv(100) == b"%d" % i
+if mode == "hold":
+    held = [socket.create_connection((ip, port), timeout=120) for i in range(n)]
+    ok = [echo(s, i) for i, s in enumerate(held)]
+    print("held", flush=True)
+    late = []
+    t = threading.Thread(target=lambda: late.append(
+        echo(socket.create_connection((ip, port), timeout=120), n)))
+    t.start()
+    print("connecting", flush=True)
+    sys.stdin.readline()
+    held[0].close()
+    t.join()
+    print(json.dumps({"ok": sum(ok) + sum(late)}), flush=True)
+else:
+    conns = [socket.create_connection((ip, port), timeout=120) for i in range(n)]
+    print("connected", flush=True)
+    sys.stdin.readline()
+    for i, s in enumerate(conns):
+        s.sendall(b"%d" % i)
+    print(json.dumps({"ok": sum(s.recv(100) == b"%d" % i for i, s in enumerate(conns))}),
+          flush=True)
+"""
+
+
+def peer_connections(procs, d, port, n, mode):
+    cli = subprocess.Popen(["ip", "netns", "exec", d.netns, sys.executable, "-u", "-c",
+                            CONNECTIONS, "10.0.0.2", str(port), str(n), mode], text=True,
+                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    procs.append(cli)
+    return cli
+
+
+def go(p):
+    p.stdin.write("go\n")
+    p.stdin.flush()
+
+
+def test_full_flow_table_falls_back_and_the_connection_waits_for_a_slot(make_daemon, procs):
+    """A flow table of 4 (fastpath.max_flows), all taken by connections in
+    FIN_WAIT2: the fast path leaves the next SYN to the slow path
+    (syn_fallback_flow_table), which has no slot either and drops it
+    (tcp_flow_table_full); once one connection is gone, the SYN the client's
+    kernel sends again opens it."""
+    d = make_daemon(extra="\n[fastpath]\nmax_flows = 4\n").start()
+    before, before_tas = syn_counters(d), counters(d)
+    srv = tas_run(procs, d, sys.executable, "-c", ECHO_ONCE, "7403", "16", "5")
+    assert srv.stdout.readline().strip() == "listening"
+    cli = peer_connections(procs, d, 7403, 4, "hold")
+    assert cli.stdout.readline().strip() == "held", cli.stderr.read()
+    assert cli.stdout.readline().strip() == "connecting"
+    wait_until(lambda: counters(d).get("tcp_flow_table_full", 0) >
+               before_tas.get("tcp_flow_table_full", 0), "the fifth SYN to find no slot")
+    syn = tasctl_stats(d)["syn"]
+    assert syn["syn_fallback_flow_table"] > before["syn_fallback_flow_table"], syn
+    assert syn["syn_fast"] - before["syn_fast"] == 4, syn
+    assert counters(d)["tcp_flows_active"] == 4
+    go(cli)
+    assert json.loads(cli.stdout.readline()) == {"ok": 5}
+    finish(srv, "echo server")
+    finish(cli, "Linux client")
+    # Every SYN the slow path had no slot for gave its buffers and their
+    # charge back: the uid holds only what is provisioned for the SYNs.
+    wait_until(lambda: counters(d)["tcp_flows_active"] == 0, "the flows to close")
+    wait_until(lambda: held_uid_flows(d)[0] == held_uid_flows(d)[1],
+               "the uid's charge to come down to the provisioned flows")
+
+
+def test_full_notification_queue_falls_back_and_connections_complete(make_daemon, procs):
+    """An app that makes no socket call while 2600 connections come in: each
+    puts a new-connection and an established entry in its notification
+    queue (4096 entries), so the queue fills and the fast path leaves the
+    rest of the SYNs to the slow path (syn_fallback_queue_full), which hands
+    them over through the app's control socket.  Every connection is
+    accepted and echoed once the app runs again."""
+    n = 2600
+    d = make_daemon(extra="\n[buffers]\nrx_buf = 16384\ntx_buf = 16384\n").start()
+    before = syn_counters(d)
+    srv = subprocess.Popen([sys.executable, "-m", "tas.run", "--instance", d.instance, "--",
+                            sys.executable, "-c", ECHO_ONCE, "7404", "4096", str(n), "wait"],
+                           cwd=ROOT, text=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE)
+    procs.append(srv)
+    assert srv.stdout.readline().strip() == "listening"
+    cli = peer_connections(procs, d, 7404, n, "all")
+    assert cli.stdout.readline().strip() == "connected", cli.stderr.read()
+    syn = tasctl_stats(d)["syn"]
+    fell = {w: syn[f"syn_fallback_{w}"] - before[f"syn_fallback_{w}"] for w in FALLBACKS}
+    assert fell["queue_full"] > 0, fell
+    assert syn["syn_fast"] - before["syn_fast"] + sum(fell.values()) == n, (syn, fell)
+    go(srv)
+    go(cli)
+    assert json.loads(cli.stdout.readline()) == {"ok": n}
+    finish(srv, "echo server")
+    finish(cli, "Linux client")
