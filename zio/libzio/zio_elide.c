@@ -27,6 +27,7 @@
 static int all_missing(uintptr_t lo, uintptr_t hi)
 {
     unsigned char v = 0, w = 0;
+    ctr_add(C_SYS_MINCORE, 2);
     if (mincore((void *)lo, ZIO_PAGE, &v) != 0 || mincore((void *)(hi - ZIO_PAGE), ZIO_PAGE, &w) != 0)
         return 0;
     return !((v | w) & 1);
@@ -41,6 +42,7 @@ static int any_resident(uintptr_t lo, uintptr_t hi)
         size_t np = (hi - lo) / ZIO_PAGE;
         if (np > sizeof(vec))
             np = sizeof(vec);
+        ctr_add(C_SYS_MINCORE, 1);
         if (mincore((void *)lo, np * ZIO_PAGE, vec) != 0)
             return -1;
         for (size_t k = 0; k < np; k++)
@@ -111,8 +113,10 @@ int copy_elide_piece(struct piece *p, void **frees, size_t *nf)
             return -1;
         }
         int resident = any_resident(p->lo, p->hi);
-        if (resident > 0)
+        if (resident > 0) {
+            ctr_add(C_SYS_MADVISE, 1);
             madvise((void *)p->lo, len, MADV_DONTNEED);
+        }
         if (resident < 0 || (resident > 0 && !all_missing(p->lo, p->hi))) {
             ctr_add(C_NOT_ANON, 1);
             uffd_unregister(p->lo, p->hi);
