@@ -124,6 +124,15 @@ void reg_take(uintptr_t lo, uintptr_t hi);
 void reg_drop(uintptr_t lo, uintptr_t hi);
 int reg_fault(uintptr_t a);
 
+/* ---- mapping kinds (zio_vma.c) ---- */
+/* zio_lock held: 1 when [lo,hi) is private anonymous memory (MADV_DONTNEED
+ * makes its pages absent), 0 otherwise or when it cannot tell */
+int vma_private_anon(uintptr_t lo, uintptr_t hi);
+void vma_note_mapped(uintptr_t lo, uintptr_t hi, int anon);   /* a new mapping */
+void vma_forget(uintptr_t lo, uintptr_t hi);         /* unmapped or replaced */
+void vma_forget_all(void);
+void vma_reset(void);                                /* fork child */
+
 /* ---- tracking operations (zio_track.c), zio_lock held ---- */
 size_t track_fill(size_t i, uintptr_t lo, uintptr_t hi);   /* materialise + cut */
 size_t track_release_originals(uintptr_t lo, uintptr_t hi);   /* bytes pushed */
@@ -223,7 +232,7 @@ enum zio_ctr {
     C_API_RELEASE_BUSY, C_OUTPUTS_MATERIALIZED, C_BYTES_ADOPTED, C_FILLS_SPLIT,
     /* system calls libzio issues itself (how much an elision costs) */
     C_SYS_REGISTER, C_SYS_UNREGISTER, C_SYS_PROTECT, C_SYS_FILL, C_SYS_MINCORE,
-    C_SYS_MADVISE,
+    C_SYS_MADVISE, C_VMA_HITS, C_VMA_MAPS_READS,
     C_NCTR
 };
 extern uint64_t *zio_ctr[C_NCTR];
