@@ -11,6 +11,7 @@
  *
  * usage: zio_harness OUT_FILE INPUT_FILE [STATS_COPY]
  * ops:   alloc B SIZE | free B | realloc B SIZE | shalloc B SIZE (MAP_SHARED)
+ *        fresh B SIZE (malloc, contents not set: read only what was written)
  *        anon B SIZE (mmap MAP_PRIVATE) | reshare B HOW (B's mapping becomes a
  *        shared one at the same address, zero filled; HOW 0: munmap, then a
  *        raw mmap system call no interposer sees; 1: mmap MAP_FIXED over it;
@@ -175,6 +176,11 @@ int main(int argc, char **argv)
         } else if (!strcmp(op, "reshare")) {
             reshare(p, size[a[0]], (int)a[1]);
             shared[a[0]] = 1;
+        } else if (!strcmp(op, "fresh")) {
+            release((int)a[0]);
+            if (!(buf[a[0]] = malloc((size_t)a[1])))
+                die("alloc");
+            size[a[0]] = 0;   /* left out of the final digest */
         } else if (!strcmp(op, "alloc") || !strcmp(op, "realloc")) {
             unsigned char *q = op[0] == 'a' ? malloc((size_t)a[1]) : realloc(buf[a[0]], (size_t)a[1]);
             if (!q)

@@ -66,7 +66,7 @@ static int protect_original(struct zio_entry *e)
         if (uffd_register(e->addr, ze_end(e), 1) != 0)
             return -1;
         if (uffd_protect(e->addr, ze_end(e), 1) != 0) {
-            uffd_unregister(e->addr, ze_end(e));
+            reg_unregister(e->addr, ze_end(e));
             return -1;
         }
     }
@@ -135,7 +135,7 @@ int copy_elide_piece(struct piece *p, void **frees, size_t *nf)
         }
         if (make_absent(p->lo, p->hi) != 0) {
             ctr_add(C_NOT_ANON, 1);
-            uffd_unregister(p->lo, p->hi);
+            reg_unregister(p->lo, p->hi);
             p->hi = 0;
             return -1;
         }
@@ -154,7 +154,7 @@ int copy_elide_piece(struct piece *p, void **frees, size_t *nf)
         *nf += gc_run(0, frees + *nf, GC_FREE_BATCH - *nf);
         if (tab_insert(&e) != 0) {
             if (zio_mode == ZIO_ELIDE)
-                uffd_unregister(p->lo, p->hi);
+                reg_unregister(p->lo, p->hi);
             p->hi = 0;
             return -1;
         }

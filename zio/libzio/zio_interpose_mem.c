@@ -102,7 +102,7 @@ ZIO_EXPORT void *realloc(void *p, size_t n)
 static void forget(void *addr, size_t len)
 {
     if (zio_mode != ZIO_OFF && !zio_in_lib)
-        io_before_input(addr, len);   /* the same preparation as for input */
+        io_before_input(addr, len, 0);   /* the same preparation as for input */
 }
 
 /* The mapping kind cache (zio_vma.c) follows what the program maps. */
@@ -128,6 +128,8 @@ static void *map_call(void *(**real)(void *, size_t, int, int, int, off_t), cons
 {
     if (!*real)
         *real = zio_next(name);
+    if (flags & MAP_FIXED)
+        forget(addr, len);   /* what was mapped there goes, as with munmap */
     void *p = *real ? (*real)(addr, len, prot, flags, fd, off)
                     : (void *)syscall(SYS_mmap, addr, len, prot, flags, fd, off);
     mapped(p, len, flags);

@@ -228,6 +228,39 @@ int uffd_fill(uintptr_t dst, uintptr_t src, size_t len)
     return 0;
 }
 
+/* Map zero-filled pages at the absent registered pages of [lo,hi) (page
+ * aligned, at most UFFD_ZERO_MAX bytes) and keep the registration: the
+ * pages about to be written plainly then take no fault, and the range
+ * stays registered for the next elision.  Pages present already (EEXIST)
+ * or not registered (ENOENT: the kernel serves them) are left alone. */
+void uffd_populate_zero(uintptr_t lo, uintptr_t hi)
+{
+    static char zeros[UFFD_ZERO_MAX] __attribute__((aligned(4096)));   /* never written */
+    if (zio_uffd < 0)
+        return;
+    size_t chunk = hi - lo;
+    while (lo < hi) {
+        if (chunk > hi - lo)
+            chunk = hi - lo;
+        struct uffdio_copy c = { .dst = lo, .src = (uintptr_t)zeros, .len = chunk, .mode = 0 };
+        int r = uffd_ioctl(C_SYS_FILL, UFFDIO_COPY, &c), err = errno;
+        size_t done = r == 0 ? chunk : c.copy > 0 ? (size_t)c.copy : 0;
+        lo += done;
+        ctr_add(C_IDLE_ZEROED, done / ZIO_PAGE);
+        if (r == 0 || done > 0 || err == EAGAIN) {
+            chunk = hi - lo;
+            continue;
+        }
+        if (err == ENOENT && chunk > ZIO_PAGE) {   /* a VMA boundary: page by page */
+            chunk = ZIO_PAGE;
+            continue;
+        }
+        lo += ZIO_PAGE;   /* this page is present (EEXIST) or unregistered */
+        if (err == EEXIST)
+            chunk = hi - lo;   /* the rest may be absent */
+    }
+}
+
 void uffd_zero(uintptr_t page)
 {
     struct uffdio_zeropage z = { .range = { .start = page, .len = ZIO_PAGE }, .mode = 0 };
