@@ -30,11 +30,13 @@
 
 int zio_uffd = -1;
 
-/* every ioctl on the descriptor once it works, counted by kind */
+/* every ioctl on the descriptor once it works, counted by kind; a raw
+ * system call: the shims below libzio (libtas, libstrata interpose ioctl)
+ * have nothing to do with it and must not run under zio_lock */
 static int uffd_ioctl(enum zio_ctr c, unsigned long req, void *arg)
 {
     ctr_add(c, 1);
-    return ioctl(zio_uffd, req, arg);
+    return (int)syscall(SYS_ioctl, zio_uffd, req, arg);
 }
 
 static int uffd_create(void)
