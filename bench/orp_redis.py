@@ -92,9 +92,14 @@ MTU = 1500            # --mtu: dpdk.mtu of the TAS daemons
 RUN_MIB = 150         # --run-mib: bytes SET per run (MiB), unless --quick
 PERF = None           # --perf: directory for perf profiles of the server
 SYSCALLS = False      # --syscalls: count the server's system calls with perf stat
-# what --syscalls counts: all of them, and the kinds zIO's elision issues
+# what --syscalls counts: all of them, the kinds zIO's elision issues, and
+# the waits of an idle server (how many depends on the load, not the work)
 SYSCALL_EVENTS = ("raw_syscalls:sys_enter", "syscalls:sys_enter_ioctl",
                   "syscalls:sys_enter_mincore", "syscalls:sys_enter_madvise")
+WAIT_EVENTS = ("syscalls:sys_enter_poll", "syscalls:sys_enter_ppoll",
+               "syscalls:sys_enter_epoll_wait", "syscalls:sys_enter_sched_yield",
+               "syscalls:sys_enter_futex", "syscalls:sys_enter_nanosleep",
+               "syscalls:sys_enter_clock_nanosleep")
 
 
 def rx_for(size):
@@ -167,20 +172,26 @@ def syscall_counter(pid, path):
     """perf stat counting the server's system calls (all its threads, also
     those started later) into path until SIGINT."""
     return subprocess.Popen(["perf", "stat", "-x", ",", "-o", path, "-p", str(pid),
-                             "-e", ",".join(SYSCALL_EVENTS)])
+                             "-e", ",".join(SYSCALL_EVENTS + WAIT_EVENTS)])
 
 
 def syscalls_per_set(proc, path, n):
-    """Stop syscall_counter() and return {event: calls per SET}."""
+    """Stop syscall_counter() and return {event: calls per SET}, with
+    "waits" (all the WAIT_EVENTS) and "work" (all but the waits)."""
     proc.send_signal(signal.SIGINT)
     proc.wait(timeout=60)
-    out = {}
+    out, waits = {}, 0
     with open(path) as f:
         for line in f:
             fields = line.strip().split(",")
-            if len(fields) > 2 and fields[2] in SYSCALL_EVENTS and fields[0].isdigit():
-                name = fields[2].split(":")[1]
-                out["all" if name == "sys_enter" else name[len("sys_enter_"):]] = int(fields[0]) / n
+            if len(fields) > 2 and fields[0].isdigit():
+                if fields[2] in WAIT_EVENTS:
+                    waits += int(fields[0])
+                elif fields[2] in SYSCALL_EVENTS:
+                    name = fields[2].split(":")[1]
+                    out["all" if name == "sys_enter" else name[len("sys_enter_"):]] = int(fields[0]) / n
+    out["waits"] = waits / n
+    out["work"] = out.get("all", 0) - out["waits"]
     return out
 
 
@@ -335,7 +346,7 @@ def main():
         ap.error("--clients: kernel, tas or both")
     sizes = [int(s) for s in args.sizes.split(",")]
     keyspaces = [int(k) for k in args.keyspaces.split(",")]
-    best = {}
+    best, runs = {}, {}
     linux_link()
     try:
         with tempfile.TemporaryDirectory(dir=ROOT) as tmp:   # on ext4 for row a
@@ -345,11 +356,14 @@ def main():
                         for client, cfg in points_for(configs, clients):   # interleaved
                             r = run_point(cfg, size, ks, args.quick, tmp, client)
                             key = (size, ks, client, cfg)
+                            runs.setdefault(key, []).append(
+                                {k: r[k] for k in ("sets_per_s", "server_cpu_us", "syscalls")})
                             if key not in best or r["sets_per_s"] > best[key]["sets_per_s"]:
                                 best[key] = r
                             print(f"  rep {rep} {size >> 10} KiB keys={ks} {client} {cfg}: "
                                   f"{r['sets_per_s']:.0f} SET/s, server {r['server_cpu_us']:.0f} us/SET"
-                                  + (f", {r['syscalls']['all']:.1f} syscalls/SET" if r["syscalls"] else ""),
+                                  + (f", {r['syscalls']['all']:.1f} syscalls/SET "
+                                     f"({r['syscalls']['work']:.1f} not waiting)" if r["syscalls"] else ""),
                                   flush=True)
     finally:
         linux_unlink()
@@ -363,19 +377,21 @@ def main():
                 r = best[(size, ks, client, cfg)]
                 ratio = {f"vs_{c}": (r["sets_per_s"] / v if v else None) for c, v in base.items()}
                 points.append({"size": size, "keyspace": ks, "client": client, "config": cfg,
-                               "name": NAMES[cfg], **r, **ratio})
+                               "name": NAMES[cfg], **r, **ratio,
+                               "runs": runs[(size, ks, client, cfg)]})
                 rows.append([f"{size >> 10}K", ks, client, cfg, f"{r['sets_per_s']:.0f}",
                              fmt(ratio["vs_a"], ".2f"), fmt(ratio["vs_a2"], ".2f"),
                              fmt(ratio["vs_b"], ".2f"), f"{r['server_cpu_us']:.0f}",
                              f"{r['daemon_cpu_us']:.0f}", fmt(r["large_copies"], ".2f"),
                              fmt(r["inline_bytes"]), fmt(r["ref_bytes"]), fmt(r["fill_bytes"]),
-                             fmt((r["syscalls"] or {}).get("all"), ".1f")])
+                             fmt((r["syscalls"] or {}).get("all"), ".1f"),
+                             fmt((r["syscalls"] or {}).get("work"), ".1f")])
     print()
     for c in configs:
         print(f"  {c:>2} = {NAMES[c]}")
     print_table(["value", "keys", "client", "cfg", "SET/s", "x a", "x a2", "x b", "srv us/SET",
                  "tas us/SET", "large copies/SET", "inline B/SET", "ref B/SET", "fill B/SET",
-                 "syscalls/SET"],
+                 "syscalls/SET", "not waiting"],
                 rows)
     write_json("orp_redis.json", {"clients": CLIENTS, "repeat": args.repeat,
                                   "quick": args.quick, "rx_buf": RX_BUF or "4 values, >= 2M", "mtu": MTU,
