@@ -48,3 +48,16 @@ def test_fringes_written_into_idle_pages(tmp_path, input_file, libzio):
     assert c["copies_elided"] == 7 and c["uffd_errors"] == 0
     assert c["idle_pages_zero_filled"] > 0, "no fringe landed on an idle page: nothing tested"
     assert c["faults_untracked"] == 0, "a fringe write faulted into the handler"
+
+
+def test_free_of_many_intermediates_then_reuse(tmp_path, input_file, libzio):
+    """An allocation holding more intermediates than free() keeps idle one by
+    one (eight) is kept whole; copies into the reused memory stay exact."""
+    mib4 = 4 * MIB
+    ops = [f"alloc 0 {mib4}", f"alloc 2 {MIB}", f"free 2", f"recv 0 0 {mib4}", f"alloc 1 {mib4}"]
+    for k in range(12):   # 12 values of 64 KiB with 20 KiB of other bytes between
+        ops.append(f"cpy 0 {k * 70000 + 3} 1 {k * 86016 + 100} 65536")
+    ops += ["free 1", f"fresh 1 {mib4}",
+            f"cpy 0 5 1 3000 1000000", "send 1 3000 1000000", "rd 1 9000 5000"]
+    c = check_same("\n".join(ops) + "\n", tmp_path, input_file, {"LD_PRELOAD": libzio})
+    assert c["copies_elided"] == 13 and c["uffd_errors"] == 0 and c["frees_intermediate"] == 12

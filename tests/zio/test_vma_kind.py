@@ -25,7 +25,9 @@ def test_private_anonymous_needs_no_residency_probe(tmp_path, input_file, libzio
     assert c["copies_elided"] == 8 and c["uffd_errors"] == 0
     assert c["sys_mincore"] == 0, "private anonymous memory was probed with mincore"
     assert c["vma_kind_cache_hits"] >= 4   # (a copy over intermediates needs none)
-    assert c["vma_maps_reads"] >= 1   # the malloc'd buffers were learned from the file
+    # the malloc'd buffers were learned from the file, once for the run of
+    # mappings they lie in, not once per copy (registration splits VMAs)
+    assert 1 <= c["vma_maps_reads"] <= 2
 
 
 @pytest.mark.parametrize("how", [0, 1, 2], ids=["munmap-unseen-mmap", "mmap-fixed", "mremap"])

@@ -11,6 +11,7 @@
 #include "zio_internal.h"
 
 #define DEFER_MAX 1024
+#define KEEP_MAX 8   /* intermediates of one freed allocation kept idle one by one */
 
 struct deferred {
     void *p;
@@ -89,7 +90,7 @@ void zio_free_tracked(void *p)
     size_t first = tab_lower(lo);
     if (lo < hi && first < zio_tab_n && zio_tab[first].addr < hi) {
         int originals = 0, nk = 0;
-        uintptr_t keep[8][2];   /* the intermediates' (registered) pages */
+        uintptr_t keep[KEEP_MAX][2];   /* the intermediates' (registered) pages */
         /* intermediates here were never needed: the elision succeeded */
         for (size_t i = tab_lower(lo); i < zio_tab_n && zio_tab[i].addr < hi;) {
             struct zio_entry *e = &zio_tab[i];
@@ -101,12 +102,12 @@ void zio_free_tracked(void *p)
             ctr_add(C_FREES_INTER, 1);
             uintptr_t start = e->addr;
             uintptr_t a = start > lo ? start : lo, b = ze_end(e) < hi ? ze_end(e) : hi;
-            if (nk > 0 && keep[nk - 1][1] == a)
+            if (nk > 0 && nk <= KEEP_MAX && keep[nk - 1][1] == a)
                 keep[nk - 1][1] = b;
-            else if (nk < 8)
+            else if (nk < KEEP_MAX)
                 keep[nk][0] = a, keep[nk++][1] = b;
             else
-                keep[nk - 1][1] = b;   /* one span over the rest */
+                nk = KEEP_MAX + 1;   /* too many: the whole allocation is kept (a hint) */
             size_t before = zio_tab_n;
             tab_cut(i, lo, hi);
             if (zio_tab_n >= before && zio_tab[i].addr == start)
@@ -123,7 +124,9 @@ void zio_free_tracked(void *p)
         } else if (!deferred && zio_mode == ZIO_ELIDE) {
             /* the next elision here need not register: only what is
              * registered (the fringes beside the intermediates are not) */
-            for (int k = 0; k < nk; k++)
+            if (nk > KEEP_MAX)
+                reg_keep(lo, hi);
+            for (int k = 0; k < nk && nk <= KEEP_MAX; k++)
                 reg_keep(keep[k][0], keep[k][1]);
         }
     }

@@ -187,12 +187,15 @@ static int parse_line(const char *line, uintptr_t *lo, uintptr_t *hi)
     return priv && inode0 && anon_name;
 }
 
-/* zio_lock held (the line buffer is libzio's).  Learn the kinds of the
- * mappings overlapping [lo,hi); -1 when the file cannot be read. */
+/* zio_lock held (the buffers are libzio's).  Learn the kinds of the
+ * mappings overlapping [lo,hi) from /proc/self/maps; -1 when it cannot be
+ * read.  Private anonymous mappings are learned as the whole run of
+ * contiguous ones around [lo,hi): registration splits a heap or a large
+ * malloc chunk into several VMAs, and the next copy usually lands in
+ * another of them. */
 static int learn(uintptr_t lo, uintptr_t hi)
 {
     static char buf[4096], line[512];
-    static size_t ll;
     pthread_mutex_lock(&vma_lock);
     uint64_t g = gen;
     pthread_mutex_unlock(&vma_lock);
@@ -201,8 +204,10 @@ static int learn(uintptr_t lo, uintptr_t hi)
         return -1;
     ctr_add(C_VMA_MAPS_READS, 1);
     struct { uintptr_t lo, hi; int anon; } seen[16];
+    const int max = (int)(sizeof(seen) / sizeof(seen[0]));
     int ns = 0, done = 0;
-    ll = 0;
+    size_t ll = 0;
+    uintptr_t rlo = 0, rhi = 0;   /* the run of contiguous private anonymous mappings */
     while (!done) {
         ssize_t got = syscall(SYS_read, fd, buf, sizeof(buf));
         if (got <= 0)
@@ -217,15 +222,24 @@ static int learn(uintptr_t lo, uintptr_t hi)
             ll = 0;
             uintptr_t a, b;
             int anon = parse_line(line, &a, &b);
-            if (anon < 0 || b <= lo)
+            if (anon < 0)
                 continue;
-            if (a >= hi || ns == (int)(sizeof(seen) / sizeof(seen[0]))) {
-                done = 1;   /* the file is sorted by address */
-                break;
+            if (anon && rhi != 0 && a == rhi) {
+                rhi = b;   /* the run goes on */
+                continue;
             }
-            seen[ns++] = (typeof(seen[0])){ a, b, anon };
+            if (rlo < hi && lo < rhi && ns < max)   /* the run ends: it held [lo,hi)? */
+                seen[ns++] = (typeof(seen[0])){ rlo, rhi, 1 };
+            rlo = anon ? a : 0;
+            rhi = anon ? b : 0;
+            if (a >= hi || ns == max)
+                done = 1;   /* the file is sorted by address */
+            else if (!anon && b > lo)
+                seen[ns++] = (typeof(seen[0])){ a, b, 0 };
         }
     }
+    if (!done && rlo < hi && lo < rhi && ns < max)
+        seen[ns++] = (typeof(seen[0])){ rlo, rhi, 1 };
     syscall(SYS_close, fd);
     pthread_mutex_lock(&vma_lock);
     if (gen == g)   /* nothing was mapped or unmapped meanwhile */
