@@ -52,12 +52,12 @@ def test_fringes_written_into_idle_pages(tmp_path, input_file, libzio):
 
 def test_free_of_many_intermediates_then_reuse(tmp_path, input_file, libzio):
     """An allocation holding more intermediates than free() keeps idle one by
-    one (eight) is kept whole; copies into the reused memory stay exact."""
-    mib4 = 4 * MIB
-    ops = [f"alloc 0 {mib4}", f"alloc 2 {MIB}", f"free 2", f"recv 0 0 {mib4}", f"alloc 1 {mib4}"]
-    for k in range(12):   # 12 values of 64 KiB with 20 KiB of other bytes between
-        ops.append(f"cpy 0 {k * 70000 + 3} 1 {k * 86016 + 100} 65536")
-    ops += ["free 1", f"fresh 1 {mib4}",
+    one (64) is kept whole; copies into the reused memory stay exact."""
+    mib8 = 8 * MIB
+    ops = [f"alloc 0 {mib8}", f"alloc 2 {MIB}", f"free 2", f"recv 0 0 {mib8}", f"alloc 1 {mib8}"]
+    for k in range(70):   # 70 values of 64 KiB with 40 KiB of other bytes between
+        ops.append(f"cpy 0 {k * 70000 + 3} 1 {k * 106496 + 100} 65536")
+    ops += ["free 1", f"fresh 1 {mib8}",
             f"cpy 0 5 1 3000 1000000", "send 1 3000 1000000", "rd 1 9000 5000"]
     c = check_same("\n".join(ops) + "\n", tmp_path, input_file, {"LD_PRELOAD": libzio})
-    assert c["copies_elided"] == 13 and c["uffd_errors"] == 0 and c["frees_intermediate"] == 12
+    assert c["copies_elided"] == 71 and c["uffd_errors"] == 0 and c["frees_intermediate"] == 70

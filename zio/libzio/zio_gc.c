@@ -11,7 +11,7 @@
 #include "zio_internal.h"
 
 #define DEFER_MAX 1024
-#define KEEP_MAX 8   /* intermediates of one freed allocation kept idle one by one */
+#define KEEP_MAX 64   /* intermediates of one freed allocation kept idle one by one */
 
 struct deferred {
     void *p;

@@ -2,7 +2,7 @@
  * Idle registrations: page ranges left registered in MISSING mode after the
  * intermediates in them were freed; their pages are absent (an
  * intermediate's pages are, and a page that gets mapped leaves the set),
- * but for an allocation that held more than eight separate intermediates,
+ * but for an allocation that held more than 64 separate intermediates,
  * which is kept whole.
  *
  * Why: a program that frees a buffer whose copy was elided usually allocates
