@@ -91,6 +91,15 @@ RX_BUF = None         # --rx-buf: buffers.rx_buf of the server's daemon (None: r
 MTU = 1500            # --mtu: dpdk.mtu of the TAS daemons
 RUN_MIB = 150         # --run-mib: bytes SET per run (MiB), unless --quick
 PERF = None           # --perf: directory for perf profiles of the server
+SYSCALLS = False      # --syscalls: count the server's system calls with perf stat
+# what --syscalls counts: all of them, the kinds zIO's elision issues, and
+# the waits of an idle server (how many depends on the load, not the work)
+SYSCALL_EVENTS = ("raw_syscalls:sys_enter", "syscalls:sys_enter_ioctl",
+                  "syscalls:sys_enter_mincore", "syscalls:sys_enter_madvise")
+WAIT_EVENTS = ("syscalls:sys_enter_poll", "syscalls:sys_enter_ppoll",
+               "syscalls:sys_enter_epoll_wait", "syscalls:sys_enter_sched_yield",
+               "syscalls:sys_enter_futex", "syscalls:sys_enter_nanosleep",
+               "syscalls:sys_enter_clock_nanosleep")
 
 
 def rx_for(size):
@@ -159,6 +168,33 @@ def counters(component, pid):
         return {}
 
 
+def syscall_counter(pid, path):
+    """perf stat counting the server's system calls (all its threads, also
+    those started later) into path until SIGINT."""
+    return subprocess.Popen(["perf", "stat", "-x", ",", "-o", path, "-p", str(pid),
+                             "-e", ",".join(SYSCALL_EVENTS + WAIT_EVENTS)])
+
+
+def syscalls_per_set(proc, path, n):
+    """Stop syscall_counter() and return {event: calls per SET}, with
+    "waits" (all the WAIT_EVENTS) and "work" (all but the waits)."""
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=60)
+    out, waits = {}, 0
+    with open(path) as f:
+        for line in f:
+            fields = line.strip().split(",")
+            if len(fields) > 2 and fields[0].isdigit():
+                if fields[2] in WAIT_EVENTS:
+                    waits += int(fields[0])
+                elif fields[2] in SYSCALL_EVENTS:
+                    name = fields[2].split(":")[1]
+                    out["all" if name == "sys_enter" else name[len("sys_enter_"):]] = int(fields[0]) / n
+    out["waits"] = waits / n
+    out["work"] = out.get("all", 0) - out["waits"]
+    return out
+
+
 def redis_cmd(workdir):
     return ["redis-server", "--port", str(PORT), "--protected-mode", "no", "--save", "",
             "--appendonly", "yes", "--appendfsync", "always", "--dir", workdir,
@@ -218,6 +254,11 @@ def run_point(cfg, size, keyspace, quick, tmp, client):
             os.makedirs(PERF, exist_ok=True)
             prof = subprocess.Popen(["perf", "record", "-g", "-q", "-p", str(srv.pid), "-o",
                                      os.path.join(PERF, f"{cfg}-{size}-{client}.data")])
+        sysc = None
+        if SYSCALLS:
+            sysc_path = os.path.join(work, "syscalls.csv")
+            sysc = syscall_counter(srv.pid, sysc_path)
+            time.sleep(0.5)   # perf attaches before the first request
         cpu0 = cpu_us(srv.pid)
         dcpu0 = cpu_us(daemon.proc.pid) if daemon else 0
         out = subprocess.run(bench, capture_output=True, text=True, timeout=900, cwd=ROOT)
@@ -226,6 +267,8 @@ def run_point(cfg, size, keyspace, quick, tmp, client):
         if prof is not None:
             prof.send_signal(signal.SIGINT)
             prof.wait(timeout=120)
+        if sysc is not None:
+            syscalls = syscalls_per_set(sysc, sysc_path, n)
         rate = [float(r[1]) for r in csv.reader(io.StringIO(out.stdout)) if r and r[0] == "SET"][0]
         res = {"sets_per_s": rate, "server_cpu_us": (cpu_us(srv.pid) - cpu0) / n,
                "daemon_cpu_us": ((cpu_us(daemon.proc.pid) - dcpu0) / n) if daemon else 0.0}
@@ -235,6 +278,7 @@ def run_point(cfg, size, keyspace, quick, tmp, client):
         # tests/orp/test_orp_copies.py counts them)
         res["large_copies"] = ((z.get("bytes_plain_large", 0) + z.get("release_fill_bytes", 0)
                                 + s.get("inline_large_bytes", 0)) / size / n) if z else None
+        res["syscalls"] = syscalls if sysc is not None else None
         res["copies_elided"] = z.get("copies_elided", 0) / n if z else None
         res["fill_bytes"] = z.get("release_fill_bytes", 0) / n if z else None
         res["inline_bytes"] = s.get("inline_bytes", 0) / n if s else None
@@ -278,6 +322,9 @@ def main():
     ap.add_argument("--run-mib", type=int, default=150, help="MiB SET per run (default 150)")
     ap.add_argument("--perf", metavar="DIR",
                     help="record the server with perf during each run into DIR/<cfg>-<size>-<client>.data")
+    ap.add_argument("--syscalls", action="store_true",
+                    help="count the server's system calls per SET with perf stat (all, ioctl, "
+                         "mincore, madvise): a figure that does not depend on the machine's load")
     ap.add_argument("--quick", action="store_true", help="fewer requests per run (demo)")
     ap.add_argument("--rx-buf",
                     help="buffers.rx_buf of the server's daemon, for every TAS row (default: "
@@ -287,8 +334,9 @@ def main():
                     help="dpdk.mtu of the TAS daemons (up to 9000: jumbo frames from the "
                          "kernel peer and over net_memif)")
     args = ap.parse_args()
-    global RX_BUF, MTU, PERF, RUN_MIB
+    global RX_BUF, MTU, PERF, RUN_MIB, SYSCALLS
     RX_BUF, MTU, PERF, RUN_MIB = args.rx_buf, args.mtu, args.perf, args.run_mib
+    SYSCALLS = args.syscalls
     configs = args.configs.split(",")
     unknown = [c for c in configs if c not in NAMES]
     if unknown:
@@ -298,7 +346,7 @@ def main():
         ap.error("--clients: kernel, tas or both")
     sizes = [int(s) for s in args.sizes.split(",")]
     keyspaces = [int(k) for k in args.keyspaces.split(",")]
-    best = {}
+    best, runs = {}, {}
     linux_link()
     try:
         with tempfile.TemporaryDirectory(dir=ROOT) as tmp:   # on ext4 for row a
@@ -308,10 +356,15 @@ def main():
                         for client, cfg in points_for(configs, clients):   # interleaved
                             r = run_point(cfg, size, ks, args.quick, tmp, client)
                             key = (size, ks, client, cfg)
+                            runs.setdefault(key, []).append(
+                                {k: r[k] for k in ("sets_per_s", "server_cpu_us", "syscalls")})
                             if key not in best or r["sets_per_s"] > best[key]["sets_per_s"]:
                                 best[key] = r
                             print(f"  rep {rep} {size >> 10} KiB keys={ks} {client} {cfg}: "
-                                  f"{r['sets_per_s']:.0f} SET/s", flush=True)
+                                  f"{r['sets_per_s']:.0f} SET/s, server {r['server_cpu_us']:.0f} us/SET"
+                                  + (f", {r['syscalls']['all']:.1f} syscalls/SET "
+                                     f"({r['syscalls']['work']:.1f} not waiting)" if r["syscalls"] else ""),
+                                  flush=True)
     finally:
         linux_unlink()
     rows, points = [], []
@@ -324,17 +377,21 @@ def main():
                 r = best[(size, ks, client, cfg)]
                 ratio = {f"vs_{c}": (r["sets_per_s"] / v if v else None) for c, v in base.items()}
                 points.append({"size": size, "keyspace": ks, "client": client, "config": cfg,
-                               "name": NAMES[cfg], **r, **ratio})
+                               "name": NAMES[cfg], **r, **ratio,
+                               "runs": runs[(size, ks, client, cfg)]})
                 rows.append([f"{size >> 10}K", ks, client, cfg, f"{r['sets_per_s']:.0f}",
                              fmt(ratio["vs_a"], ".2f"), fmt(ratio["vs_a2"], ".2f"),
                              fmt(ratio["vs_b"], ".2f"), f"{r['server_cpu_us']:.0f}",
                              f"{r['daemon_cpu_us']:.0f}", fmt(r["large_copies"], ".2f"),
-                             fmt(r["inline_bytes"]), fmt(r["ref_bytes"]), fmt(r["fill_bytes"])])
+                             fmt(r["inline_bytes"]), fmt(r["ref_bytes"]), fmt(r["fill_bytes"]),
+                             fmt((r["syscalls"] or {}).get("all"), ".1f"),
+                             fmt((r["syscalls"] or {}).get("work"), ".1f")])
     print()
     for c in configs:
         print(f"  {c:>2} = {NAMES[c]}")
     print_table(["value", "keys", "client", "cfg", "SET/s", "x a", "x a2", "x b", "srv us/SET",
-                 "tas us/SET", "large copies/SET", "inline B/SET", "ref B/SET", "fill B/SET"],
+                 "tas us/SET", "large copies/SET", "inline B/SET", "ref B/SET", "fill B/SET",
+                 "syscalls/SET", "not waiting"],
                 rows)
     write_json("orp_redis.json", {"clients": CLIENTS, "repeat": args.repeat,
                                   "quick": args.quick, "rx_buf": RX_BUF or "4 values, >= 2M", "mtu": MTU,

@@ -11,12 +11,18 @@
  *
  * usage: zio_harness OUT_FILE INPUT_FILE [STATS_COPY]
  * ops:   alloc B SIZE | free B | realloc B SIZE | shalloc B SIZE (MAP_SHARED)
+ *        fresh B SIZE (malloc, contents not set: read only what was written)
+ *        anon B SIZE (mmap MAP_PRIVATE) | reshare B HOW (B's mapping becomes a
+ *        shared one at the same address, zero filled; HOW 0: munmap, then a
+ *        raw mmap system call no interposer sees; 1: mmap MAP_FIXED over it;
+ *        2: mremap of a new shared mapping onto it)
  *        recv B OFF LEN | read B OFF LEN
  *        cpy SB SOFF DB DOFF LEN | mov SB SOFF DB DOFF LEN
  *        wr B OFF LEN SEED | rd B OFF LEN | discard B OFF LEN (MADV_DONTNEED)
  *        send B OFF LEN | write B OFF LEN | writev B OFF LEN | sleep MS
  * STATS_COPY: at the end, the process's zio stats page is copied there.
  */
+#define _GNU_SOURCE   /* mremap */
 #include <fcntl.h>
 #include <signal.h>
 #include <stdint.h>
@@ -25,6 +31,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -35,7 +42,7 @@
 
 static unsigned char *buf[NBUF];
 static size_t size[NBUF];
-static int shared[NBUF];   /* mmap'd MAP_SHARED rather than malloc'd */
+static int shared[NBUF];   /* mmap'd (MAP_SHARED or not) rather than malloc'd */
 
 static void release(int b)
 {
@@ -46,6 +53,30 @@ static void release(int b)
     buf[b] = NULL;
     size[b] = 0;
     shared[b] = 0;
+}
+
+static void die(const char *what);
+
+/* Replace the mapping at [p, p+len) with a shared anonymous one at the same
+ * address, one of three ways (see the ops above). */
+static void reshare(unsigned char *p, size_t len, int how)
+{
+    const int prot = PROT_READ | PROT_WRITE, sh = MAP_SHARED | MAP_ANONYMOUS;
+    void *q = MAP_FAILED;
+    if (how == 0) {
+        if (munmap(p, len) != 0)
+            die("munmap");
+        q = (void *)syscall(SYS_mmap, p, len, prot, sh | MAP_FIXED, -1, 0L);
+    } else if (how == 1) {
+        q = mmap(p, len, prot, sh | MAP_FIXED, -1, 0);
+    } else {
+        void *s = mmap(NULL, len, prot, sh, -1, 0);
+        if (s == MAP_FAILED)
+            die("mmap");
+        q = mremap(s, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, p);
+    }
+    if (q != p)
+        die("reshare");
 }
 
 static uint8_t stream_byte(uint64_t i)
@@ -134,14 +165,22 @@ int main(int argc, char **argv)
         while (n < 6 && scanf(" %ld", &a[n]) == 1)
             n++;
         unsigned char *p = n > 1 && a[0] >= 0 && a[0] < NBUF ? buf[a[0]] : NULL;
-        if (!strcmp(op, "shalloc")) {
+        if (!strcmp(op, "shalloc") || !strcmp(op, "anon")) {
             release((int)a[0]);
             buf[a[0]] = mmap(NULL, (size_t)a[1], PROT_READ | PROT_WRITE,
-                             MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+                             (op[0] == 's' ? MAP_SHARED : MAP_PRIVATE) | MAP_ANONYMOUS, -1, 0);
             if (buf[a[0]] == MAP_FAILED)
                 die("mmap");
             size[a[0]] = (size_t)a[1];
             shared[a[0]] = 1;
+        } else if (!strcmp(op, "reshare")) {
+            reshare(p, size[a[0]], (int)a[1]);
+            shared[a[0]] = 1;
+        } else if (!strcmp(op, "fresh")) {
+            release((int)a[0]);
+            if (!(buf[a[0]] = malloc((size_t)a[1])))
+                die("alloc");
+            size[a[0]] = 0;   /* left out of the final digest */
         } else if (!strcmp(op, "alloc") || !strcmp(op, "realloc")) {
             unsigned char *q = op[0] == 'a' ? malloc((size_t)a[1]) : realloc(buf[a[0]], (size_t)a[1]);
             if (!q)

@@ -48,3 +48,19 @@ def test_copy_over_more_intermediates_than_one_round_takes(tmp_path, input_file,
     c = check_same("\n".join(ops) + "\n", tmp_path, input_file, {"LD_PRELOAD": libzio})
     assert base["copies_elided"] == 12 and c["copies_elided"] == 13
     assert c["bytes_elided"] == 2 * base["bytes_elided"]
+
+
+def test_mapping_placed_over_an_original(tmp_path, input_file, libzio):
+    """mmap MAP_FIXED (and mremap onto it) over memory holding an original
+    that an intermediate still depends on: the original's bytes are pushed
+    to the intermediate first, as for munmap, not read from the new mapping."""
+    for how in (1, 2):
+        script = "\n".join([
+            f"anon 1 {MIB}", f"alloc 2 {MIB}", f"recv 1 0 {MIB}",
+            "cpy 1 100 2 4196 800000",        # 2 depends on the original in 1
+            f"reshare 1 {how}",               # 1 is a new (zero) mapping now
+            "rd 2 0 1048576", "send 2 0 1048576", "rd 1 0 1048576",
+        ]) + "\n"
+        (tmp_path / str(how)).mkdir()
+        c = check_same(script, tmp_path / str(how), input_file, {"LD_PRELOAD": libzio})
+        assert c["copies_elided"] == 1 and c["uffd_errors"] == 0

@@ -316,3 +316,31 @@ def test_stream_pieces_equal_plain(roff, boff, pieces, edits, tmp_path, libzio):
         return
     script, _ = stream_script(roff, boff, kept, edits)
     run(script, tmp_path, libzio)
+
+
+def test_stream_into_reused_buffer(tmp_path, libzio):
+    """A stack's stream copies into a buffer whose last use held
+    intermediates (freed and handed back by the allocator, untouched): the
+    pieces are elided there again, the bytes copied plainly beside them (a
+    short piece, the fringes) land on pages zero filled first, not faulted
+    into the handler, and everything reads as in a plain run."""
+    ops = ["ring 0 64", f"reg 0 0 {RING0}",
+           f"alloc 1 {BUF}", "free 1",           # glibc: later buffers of this size on the heap
+           f"alloc 0 {BUF}"]
+    for lap, (roff, boff) in enumerate(((100, 57), (3000, 9000), (700, 20011))):
+        done = 0
+        for n in [1448] * 100:
+            ops.append(f"scpy 0 {roff + done} 0 {boff + done} {n} {done}")
+            done += n
+        ops += [f"scpy 0 {roff + done + 5000} 0 {boff + done + 3000} 2000 0",   # short, plain
+                f"rd 0 {boff + done + 3000} 2000"]
+        if lap < 2:   # (reading the intermediates would fault them in: nothing left idle)
+            ops += ["free 0", f"alloc 0 {BUF}"]
+    ops += ["ctr idle_pages_zero_filled", "ctr faults_untracked", "ctr copies_elided",
+            "ctr uffd_errors", f"rd 0 {boff} {done}",
+            "free 0"]   # the final digest would read bytes never written (undefined)
+    log = run("\n".join(ops) + "\n", tmp_path, libzio)
+    ctr = {k: int(v) for k, v in lines(log, "ctr")}
+    assert ctr["copies_elided"] > 0 and ctr["uffd_errors"] == 0
+    assert ctr["idle_pages_zero_filled"] > 0, "nothing was written plainly onto idle pages"
+    assert ctr["faults_untracked"] == 0

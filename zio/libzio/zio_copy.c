@@ -132,13 +132,13 @@ static size_t copy_round(uintptr_t d, uintptr_t s, size_t n, size_t prior, int *
     /* pages this plain copy overwrites need no fill: forget them, and let
      * the kernel (not the handler thread) zero-fill them before the copy */
     if (ok == 0 && track_drop_overwritten(d, d + n) > 0)
-        uffd_unregister(pg_ceil(d), pg_floor(d + n));
+        reg_unregister(pg_ceil(d), pg_floor(d + n));
     struct gap gaps[MAX_PIECES + 1];
     int ng = plan_gaps(d, s, n, pc, np, gaps);
     /* idle registrations under what is copied plainly (usually a fringe
-     * page): let the kernel, not the handler thread, fault those pages in */
+     * page): those pages must not fault into the handler thread */
     for (int g = 0; g < ng; g++)
-        reg_drop(pg_floor(gaps[g].dpos), pg_ceil(gaps[g].dpos + gaps[g].len));
+        reg_prepare_write(pg_floor(gaps[g].dpos), pg_ceil(gaps[g].dpos + gaps[g].len));
     if (zio_tab_n > zio_cfg.gc_max)
         nf += gc_run(0, frees + nf, GC_FREE_BATCH - nf);
     pthread_mutex_unlock(&zio_lock);
@@ -200,8 +200,16 @@ ZIO_EXPORT void *zio_copy_continued(void *dst, const void *src, size_t n, size_t
     zio_stack_input = 1;   /* the read that runs this copy records no input */
     if (prior > (1u << 30) || prior > s)
         prior = 0;
-    if (prior + n < zio_cfg.threshold || !tab_overlaps(s - prior, s + n))
+    if (prior + n < zio_cfg.threshold || !tab_overlaps(s - prior, s + n)) {
+        if (reg_overlaps(d, d + n)) {   /* the read left idle pages here */
+            zio_in_lib++;
+            pthread_mutex_lock(&zio_lock);
+            reg_prepare_write(pg_floor(d), pg_ceil(d + n));
+            pthread_mutex_unlock(&zio_lock);
+            zio_in_lib--;
+        }
         return zio_plain_copy(dst, src, n);
+    }
     ctr_add(C_COPIES_SEEN, 1);
     return copy_run(d, s, n, prior);
 }

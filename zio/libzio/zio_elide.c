@@ -19,6 +19,8 @@
 
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 /* After MADV_DONTNEED a private anonymous page is gone; a shared or file page
  * stays resident, and such memory cannot be an intermediate.  The mapping
@@ -27,6 +29,7 @@
 static int all_missing(uintptr_t lo, uintptr_t hi)
 {
     unsigned char v = 0, w = 0;
+    ctr_add(C_SYS_MINCORE, 2);
     if (mincore((void *)lo, ZIO_PAGE, &v) != 0 || mincore((void *)(hi - ZIO_PAGE), ZIO_PAGE, &w) != 0)
         return 0;
     return !((v | w) & 1);
@@ -41,6 +44,7 @@ static int any_resident(uintptr_t lo, uintptr_t hi)
         size_t np = (hi - lo) / ZIO_PAGE;
         if (np > sizeof(vec))
             np = sizeof(vec);
+        ctr_add(C_SYS_MINCORE, 1);
         if (mincore((void *)lo, np * ZIO_PAGE, vec) != 0)
             return -1;
         for (size_t k = 0; k < np; k++)
@@ -62,7 +66,7 @@ static int protect_original(struct zio_entry *e)
         if (uffd_register(e->addr, ze_end(e), 1) != 0)
             return -1;
         if (uffd_protect(e->addr, ze_end(e), 1) != 0) {
-            uffd_unregister(e->addr, ze_end(e));
+            reg_unregister(e->addr, ze_end(e));
             return -1;
         }
     }
@@ -101,21 +105,37 @@ int copy_collect(uintptr_t d, uintptr_t s, size_t n, struct piece *pc)
 /* Turn one piece into an intermediate; 0 on success.  Allocations that a
  * GC run (table full) says may be freed go to frees[*nf] for the caller to
  * free after unlocking. */
+/* [lo,hi) is registered: make its pages absent.  Private anonymous memory
+ * (zio_vma.c knows) only needs MADV_DONTNEED.  Other memory (shared) keeps
+ * its pages past MADV_DONTNEED and may only become an intermediate where
+ * nothing is resident: ask mincore before and after.  0 ok, -1 not. */
+static int make_absent(uintptr_t lo, uintptr_t hi)
+{
+    if (vma_private_anon(lo, hi)) {
+        ctr_add(C_SYS_MADVISE, 1);
+        return syscall(SYS_madvise, (void *)lo, hi - lo, MADV_DONTNEED) == 0 ? 0 : -1;
+    }
+    int resident = any_resident(lo, hi);
+    if (resident > 0) {
+        ctr_add(C_SYS_MADVISE, 1);
+        syscall(SYS_madvise, (void *)lo, hi - lo, MADV_DONTNEED);
+    }
+    return resident < 0 || (resident > 0 && !all_missing(lo, hi)) ? -1 : 0;
+}
+
 int copy_elide_piece(struct piece *p, void **frees, size_t *nf)
 {
     size_t len = p->hi - p->lo;
-    track_drop_overwritten(p->lo, p->hi);
-    if (zio_mode == ZIO_ELIDE) {
+    /* pages that were intermediates already are registered and absent */
+    size_t known = track_drop_overwritten(p->lo, p->hi);
+    if (zio_mode == ZIO_ELIDE && known < len / ZIO_PAGE) {
         if (uffd_register(p->lo, p->hi, 0) != 0) {
             p->hi = 0;
             return -1;
         }
-        int resident = any_resident(p->lo, p->hi);
-        if (resident > 0)
-            madvise((void *)p->lo, len, MADV_DONTNEED);
-        if (resident < 0 || (resident > 0 && !all_missing(p->lo, p->hi))) {
+        if (make_absent(p->lo, p->hi) != 0) {
             ctr_add(C_NOT_ANON, 1);
-            uffd_unregister(p->lo, p->hi);
+            reg_unregister(p->lo, p->hi);
             p->hi = 0;
             return -1;
         }
@@ -134,7 +154,7 @@ int copy_elide_piece(struct piece *p, void **frees, size_t *nf)
         *nf += gc_run(0, frees + *nf, GC_FREE_BATCH - *nf);
         if (tab_insert(&e) != 0) {
             if (zio_mode == ZIO_ELIDE)
-                uffd_unregister(p->lo, p->hi);
+                reg_unregister(p->lo, p->hi);
             p->hi = 0;
             return -1;
         }

@@ -11,6 +11,7 @@
 #include "zio_internal.h"
 
 #define DEFER_MAX 1024
+#define KEEP_MAX 64   /* intermediates of one freed allocation kept idle one by one */
 
 struct deferred {
     void *p;
@@ -88,7 +89,8 @@ void zio_free_tracked(void *p)
     pthread_mutex_lock(&zio_lock);
     size_t first = tab_lower(lo);
     if (lo < hi && first < zio_tab_n && zio_tab[first].addr < hi) {
-        int originals = 0;
+        int originals = 0, nk = 0;
+        uintptr_t keep[KEEP_MAX][2];   /* the intermediates' (registered) pages */
         /* intermediates here were never needed: the elision succeeded */
         for (size_t i = tab_lower(lo); i < zio_tab_n && zio_tab[i].addr < hi;) {
             struct zio_entry *e = &zio_tab[i];
@@ -99,6 +101,13 @@ void zio_free_tracked(void *p)
             }
             ctr_add(C_FREES_INTER, 1);
             uintptr_t start = e->addr;
+            uintptr_t a = start > lo ? start : lo, b = ze_end(e) < hi ? ze_end(e) : hi;
+            if (nk > 0 && nk <= KEEP_MAX && keep[nk - 1][1] == a)
+                keep[nk - 1][1] = b;
+            else if (nk < KEEP_MAX)
+                keep[nk][0] = a, keep[nk++][1] = b;
+            else
+                nk = KEEP_MAX + 1;   /* too many: the whole allocation is kept (a hint) */
             size_t before = zio_tab_n;
             tab_cut(i, lo, hi);
             if (zio_tab_n >= before && zio_tab[i].addr == start)
@@ -111,9 +120,14 @@ void zio_free_tracked(void *p)
         }
         if (!deferred && originals) {
             track_release_originals(lo, hi);   /* fills dependents if any */
-            uffd_unregister(lo, hi);
+            reg_unregister(lo, hi);
         } else if (!deferred && zio_mode == ZIO_ELIDE) {
-            reg_keep(lo, hi);   /* the next elision here need not register */
+            /* the next elision here need not register: only what is
+             * registered (the fringes beside the intermediates are not) */
+            if (nk > KEEP_MAX)
+                reg_keep(lo, hi);
+            for (int k = 0; k < nk && nk <= KEEP_MAX; k++)
+                reg_keep(keep[k][0], keep[k][1]);
         }
     }
     if (dqn > 0 && dqn * 2 >= DEFER_MAX)

@@ -94,6 +94,7 @@ static void fork_child(void)
     zio_tab_n = 0;
     zio_inter_n = 0;
     srcidx_reset();
+    vma_reset();
     zio_forking = 0;
     pthread_mutex_init(&zio_lock, NULL);
     zio_in_lib--;

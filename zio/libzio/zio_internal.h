@@ -112,6 +112,8 @@ int uffd_protect(uintptr_t lo, uintptr_t hi, int on);
 int uffd_try_protect(uintptr_t lo, uintptr_t hi);
 int uffd_fill(uintptr_t dst, uintptr_t src, size_t len);
 void uffd_zero(uintptr_t page);
+#define UFFD_ZERO_MAX (16 * ZIO_PAGE)
+void uffd_populate_zero(uintptr_t lo, uintptr_t hi);
 void uffd_wake(uintptr_t lo, size_t len);
 extern int zio_uffd;
 /* zio_fault.c: the thread serving the faults (and the 1 s GC) */
@@ -122,7 +124,19 @@ int reg_overlaps(uintptr_t lo, uintptr_t hi);   /* lock-free hint */
 void reg_keep(uintptr_t lo, uintptr_t hi);
 void reg_take(uintptr_t lo, uintptr_t hi);
 void reg_drop(uintptr_t lo, uintptr_t hi);
+void reg_prepare_write(uintptr_t lo, uintptr_t hi);
+/* unregister [lo,hi), idle or not (every unregistration outside zio_reg.c) */
+void reg_unregister(uintptr_t lo, uintptr_t hi);
 int reg_fault(uintptr_t a);
+
+/* ---- mapping kinds (zio_vma.c) ---- */
+/* zio_lock held: 1 when [lo,hi) is private anonymous memory (MADV_DONTNEED
+ * makes its pages absent), 0 otherwise or when it cannot tell */
+int vma_private_anon(uintptr_t lo, uintptr_t hi);
+void vma_note_mapped(uintptr_t lo, uintptr_t hi, int anon);   /* a new mapping */
+void vma_forget(uintptr_t lo, uintptr_t hi);         /* unmapped or replaced */
+void vma_forget_all(void);
+void vma_reset(void);                                /* fork child */
 
 /* ---- tracking operations (zio_track.c), zio_lock held ---- */
 size_t track_fill(size_t i, uintptr_t lo, uintptr_t hi);   /* materialise + cut */
@@ -179,9 +193,14 @@ void pins_release(int slot);
 
 /* ---- IO helpers (zio_io.c) ---- */
 #include <sys/types.h>
-void io_before_input(void *buf, size_t len);
+/* keep_idle: the input is placed by a stack through zio_copy_continued,
+ * which prepares the pages it writes itself (see io_stack_placed) */
+void io_before_input(void *buf, size_t len, int keep_idle);
 void io_after_input(void *buf, ssize_t got, uintptr_t key);
-void io_before_inputv(const struct iovec *iov, int cnt);
+void io_before_inputv(const struct iovec *iov, int cnt, int keep_idle);
+/* did the last input on fd come through a stack (zio_copy_continued)? */
+int io_stack_placed(int fd);
+void io_note_placed(int fd, int by_stack);
 void io_after_inputv(const struct iovec *iov, int cnt, ssize_t got, uintptr_t key);
 #define IO_MAXP 128
 enum { OUT_WRITE, OUT_PWRITE, OUT_SEND };
@@ -221,6 +240,9 @@ enum zio_ctr {
     C_FORK_RESOLVES, C_UFFD_ERRORS, C_NOT_ANON,
     C_MOVES_REPOINTED, C_BYTES_PLAIN_LARGE, C_RELEASE_FILL_BYTES, C_API_TRY_RELEASE,
     C_API_RELEASE_BUSY, C_OUTPUTS_MATERIALIZED, C_BYTES_ADOPTED, C_FILLS_SPLIT,
+    /* system calls libzio issues itself (how much an elision costs) */
+    C_SYS_REGISTER, C_SYS_UNREGISTER, C_SYS_PROTECT, C_SYS_FILL, C_SYS_MINCORE,
+    C_SYS_MADVISE, C_VMA_HITS, C_VMA_MAPS_READS, C_IDLE_ZEROED,
     C_NCTR
 };
 extern uint64_t *zio_ctr[C_NCTR];

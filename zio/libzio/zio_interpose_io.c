@@ -24,22 +24,26 @@ static inline int active(void)
 }
 
 /* one-buffer input: make the buffer plain, call, record what arrived */
-#define INPUT1(buf, n, call) do { \
+#define INPUT1(fd, buf, n, call) do { \
         if (!active()) return call; \
-        io_before_input(buf, n); \
+        io_before_input(buf, n, io_stack_placed(fd)); \
         zio_stack_input = 0; \
         ssize_t r_ = call; \
+        if (r_ > 0) \
+            io_note_placed(fd, zio_stack_input); \
         /* MSG_TRUNC may report more than fits the buffer */ \
         if (!zio_stack_input) \
             io_after_input(buf, r_ > (ssize_t)(n) ? (ssize_t)(n) : r_, KEY); \
         return r_; \
     } while (0)
 
-#define INPUTV(iov, cnt, call) do { \
+#define INPUTV(fd, iov, cnt, call) do { \
         if (!active()) return call; \
-        io_before_inputv(iov, cnt); \
+        io_before_inputv(iov, cnt, io_stack_placed(fd)); \
         zio_stack_input = 0; \
         ssize_t r_ = call; \
+        if (r_ > 0) \
+            io_note_placed(fd, zio_stack_input); \
         if (!zio_stack_input) \
             io_after_inputv(iov, cnt, r_, KEY); \
         return r_; \
@@ -59,56 +63,56 @@ static inline int active(void)
 ZIO_EXPORT ssize_t read(int fd, void *buf, size_t n)
 {
     REAL(read);
-    INPUT1(buf, n, real_read(fd, buf, n));
+    INPUT1(fd, buf, n, real_read(fd, buf, n));
 }
 
 ZIO_EXPORT ssize_t recv(int fd, void *buf, size_t n, int flags)
 {
     REAL(recv);
-    INPUT1(buf, n, real_recv(fd, buf, n, flags));
+    INPUT1(fd, buf, n, real_recv(fd, buf, n, flags));
 }
 
 ZIO_EXPORT ssize_t recvfrom(int fd, void *buf, size_t n, int flags,
                             struct sockaddr *addr, socklen_t *alen)
 {
     REAL(recvfrom);
-    INPUT1(buf, n, real_recvfrom(fd, buf, n, flags, addr, alen));
+    INPUT1(fd, buf, n, real_recvfrom(fd, buf, n, flags, addr, alen));
 }
 
 ZIO_EXPORT ssize_t pread(int fd, void *buf, size_t n, off_t off)
 {
     REAL(pread);
-    INPUT1(buf, n, real_pread(fd, buf, n, off));
+    INPUT1(fd, buf, n, real_pread(fd, buf, n, off));
 }
 
 ZIO_EXPORT ssize_t pread64(int fd, void *buf, size_t n, off_t off)
 {
     REAL(pread64);
-    INPUT1(buf, n, real_pread64(fd, buf, n, off));
+    INPUT1(fd, buf, n, real_pread64(fd, buf, n, off));
 }
 
 ZIO_EXPORT ssize_t readv(int fd, const struct iovec *v, int cnt)
 {
     REAL(readv);
-    INPUTV(v, cnt, real_readv(fd, v, cnt));
+    INPUTV(fd, v, cnt, real_readv(fd, v, cnt));
 }
 
 ZIO_EXPORT ssize_t recvmsg(int fd, struct msghdr *m, int flags)
 {
     REAL(recvmsg);
-    INPUTV(m->msg_iov, (int)m->msg_iovlen, real_recvmsg(fd, m, flags));
+    INPUTV(fd, m->msg_iov, (int)m->msg_iovlen, real_recvmsg(fd, m, flags));
 }
 
 ZIO_EXPORT ssize_t __read_chk(int fd, void *buf, size_t n, size_t blen)
 {
     REAL(__read_chk);
-    INPUT1(buf, n, real___read_chk(fd, buf, n, blen));
+    INPUT1(fd, buf, n, real___read_chk(fd, buf, n, blen));
 }
 
 ZIO_EXPORT ssize_t __recv_chk(int fd, void *buf, size_t n, size_t blen, int flags)
 {
     REAL(__recv_chk);
-    INPUT1(buf, n, real___recv_chk(fd, buf, n, blen, flags));
+    INPUT1(fd, buf, n, real___recv_chk(fd, buf, n, blen, flags));
 }
 
 ZIO_EXPORT ssize_t write(int fd, const void *buf, size_t n)

@@ -1,17 +1,23 @@
 /*
  * Interposed copy and memory functions: memcpy, memmove (and the fortified
  * __memcpy_chk/__memmove_chk), free, realloc, and the calls that make memory
- * go away under tracked entries: munmap, mremap, madvise.
+ * go away under tracked entries: munmap, mremap, madvise; and the calls
+ * that change what kind of memory an address holds (mmap, mmap64, shmat,
+ * shmdt, with munmap and mremap: zio_vma.c).
  *
  * The fast path for small copies touches no lock and no shared state: only a
  * copy whose length could contain a core of at least the threshold goes to
  * zio_copy().  zio_in_lib makes every copy issued by libzio itself, by the
  * handler thread, or during start-up a plain copy.
  */
+#undef _FILE_OFFSET_BITS   /* mmap and mmap64: two symbols here */
 #include "zio_internal.h"
 
 #include <stdarg.h>
 #include <sys/mman.h>
+#include <sys/shm.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 
 extern void __chk_fail(void) __attribute__((noreturn));
@@ -96,7 +102,72 @@ ZIO_EXPORT void *realloc(void *p, size_t n)
 static void forget(void *addr, size_t len)
 {
     if (zio_mode != ZIO_OFF && !zio_in_lib)
-        io_before_input(addr, len);   /* the same preparation as for input */
+        io_before_input(addr, len, 0);   /* the same preparation as for input */
+}
+
+/* The mapping kind cache (zio_vma.c) follows what the program maps. */
+static int vma_tracking(void)
+{
+    return zio_mode == ZIO_ELIDE;
+}
+
+static void mapped(void *p, size_t len, int flags)
+{
+    if (p == MAP_FAILED || !vma_tracking())
+        return;
+    uintptr_t a = (uintptr_t)p;
+    int anon = (flags & MAP_ANONYMOUS) && (flags & MAP_TYPE) == MAP_PRIVATE && !(flags & MAP_HUGETLB);
+    if (len >= zio_cfg.threshold)
+        vma_note_mapped(a, pg_ceil(a + len), anon);
+    else
+        vma_forget(a, a + len);
+}
+
+static void *map_call(void *(**real)(void *, size_t, int, int, int, off_t), const char *name,
+                      void *addr, size_t len, int prot, int flags, int fd, off_t off)
+{
+    if (!*real)
+        *real = zio_next(name);
+    if (flags & MAP_FIXED)
+        forget(addr, len);   /* what was mapped there goes, as with munmap */
+    void *p = *real ? (*real)(addr, len, prot, flags, fd, off)
+                    : (void *)syscall(SYS_mmap, addr, len, prot, flags, fd, off);
+    mapped(p, len, flags);
+    return p;
+}
+
+ZIO_EXPORT void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
+{
+    static void *(*real)(void *, size_t, int, int, int, off_t);
+    return map_call(&real, "mmap", addr, len, prot, flags, fd, off);
+}
+
+ZIO_EXPORT void *mmap64(void *addr, size_t len, int prot, int flags, int fd, off_t off)
+{
+    static void *(*real)(void *, size_t, int, int, int, off_t);
+    return map_call(&real, "mmap64", addr, len, prot, flags, fd, off);
+}
+
+ZIO_EXPORT void *shmat(int id, const void *addr, int flags)
+{
+    static void *(*real)(int, const void *, int);
+    if (!real)
+        real = zio_next("shmat");
+    void *p = real(id, addr, flags);
+    if (vma_tracking())
+        vma_forget_all();   /* its size is not at hand; shmat is rare */
+    return p;
+}
+
+ZIO_EXPORT int shmdt(const void *addr)
+{
+    static int (*real)(const void *);
+    if (!real)
+        real = zio_next("shmdt");
+    int r = real(addr);
+    if (vma_tracking())
+        vma_forget_all();
+    return r;
 }
 
 ZIO_EXPORT int munmap(void *addr, size_t len)
@@ -105,7 +176,10 @@ ZIO_EXPORT int munmap(void *addr, size_t len)
     if (!real)
         real = zio_next("munmap");
     forget(addr, len);
-    return real(addr, len);
+    int r = real(addr, len);
+    if (vma_tracking())
+        vma_forget((uintptr_t)addr, (uintptr_t)addr + len);
+    return r;
 }
 
 ZIO_EXPORT int madvise(void *addr, size_t len, int advice)
@@ -130,5 +204,11 @@ ZIO_EXPORT void *mremap(void *old, size_t old_len, size_t new_len, int flags, ..
     forget(old, old_len);
     if (flags & MREMAP_FIXED)
         forget(new_addr, new_len);
-    return real(old, old_len, new_len, flags, new_addr);
+    void *p = real(old, old_len, new_len, flags, new_addr);
+    if (vma_tracking()) {
+        vma_forget((uintptr_t)old, (uintptr_t)old + old_len);
+        if (p != MAP_FAILED)
+            vma_forget((uintptr_t)p, (uintptr_t)p + new_len);
+    }
+    return p;
 }

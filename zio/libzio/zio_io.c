@@ -21,15 +21,42 @@
  * the last one stopped also claim the partial page between them */
 static __thread uintptr_t last_lo, last_end;
 
-void io_before_input(void *buf, size_t len)
+/* Descriptors whose last input a stack placed (libtas copies received bytes
+ * with zio_copy_continued, which elides what it can and prepares the pages
+ * it writes plainly): such an input leaves idle registrations in the buffer
+ * alone, where dropping them would only make its elisions register the
+ * memory again.  A hint: an input that does fault on an idle page is served
+ * by the handler (reg_fault), just more slowly. */
+#define PLACED_FDS 65536
+static unsigned char placed[PLACED_FDS / 8];
+
+int io_stack_placed(int fd)
+{
+    return fd >= 0 && fd < PLACED_FDS &&
+           (__atomic_load_n(&placed[fd / 8], __ATOMIC_RELAXED) >> (fd % 8) & 1);
+}
+
+void io_note_placed(int fd, int by_stack)
+{
+    if (fd < 0 || fd >= PLACED_FDS || io_stack_placed(fd) == !!by_stack)
+        return;
+    unsigned char bit = (unsigned char)(1u << (fd % 8));
+    if (by_stack)
+        __atomic_fetch_or(&placed[fd / 8], bit, __ATOMIC_RELAXED);
+    else
+        __atomic_fetch_and(&placed[fd / 8], (unsigned char)~bit, __ATOMIC_RELAXED);
+}
+
+void io_before_input(void *buf, size_t len, int keep_idle)
 {
     uintptr_t b = (uintptr_t)buf;
-    if (len == 0 || (!tab_overlaps(b, b + len) && !reg_overlaps(b, b + len)))
+    if (len == 0 || (!tab_overlaps(b, b + len) && (keep_idle || !reg_overlaps(b, b + len))))
         return;
     zio_in_lib++;
     pthread_mutex_lock(&zio_lock);
     track_materialize(b, b + len);
-    reg_drop(pg_floor(b), pg_ceil(b + len));   /* the kernel fills fresh pages */
+    if (!keep_idle)
+        reg_drop(pg_floor(b), pg_ceil(b + len));   /* the kernel fills fresh pages */
     pthread_mutex_unlock(&zio_lock);
     zio_in_lib--;
 }
@@ -65,10 +92,10 @@ void io_after_input(void *buf, ssize_t got, uintptr_t key)
     zio_in_lib--;
 }
 
-void io_before_inputv(const struct iovec *iov, int cnt)
+void io_before_inputv(const struct iovec *iov, int cnt, int keep_idle)
 {
     for (int i = 0; i < cnt; i++)
-        io_before_input(iov[i].iov_base, iov[i].iov_len);
+        io_before_input(iov[i].iov_base, iov[i].iov_len, keep_idle);
 }
 
 void io_after_inputv(const struct iovec *iov, int cnt, ssize_t got, uintptr_t key)

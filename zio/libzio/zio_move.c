@@ -140,10 +140,10 @@ int zio_move_repoint(uintptr_t d, uintptr_t s, size_t n)
         if (sg[k].piece >= 0)
             continue;
         /* intermediate pages under the gaps are filled now (no fault when
-         * the gap is written), originals there released, idle
-         * registrations dropped (the kernel fills fresh pages) */
+         * the gap is written), originals there released, idle pages
+         * there mapped (zio_reg.c) */
         track_fill_range(sg[k].dpos, sg[k].dpos + sg[k].len);
-        reg_drop(pg_floor(sg[k].dpos), pg_ceil(sg[k].dpos + sg[k].len));
+        reg_prepare_write(pg_floor(sg[k].dpos), pg_ceil(sg[k].dpos + sg[k].len));
         gap_bytes += sg[k].len;
     }
     if (ns > 0 && zio_tab_n > zio_cfg.gc_max)

@@ -1,6 +1,9 @@
 /*
  * Idle registrations: page ranges left registered in MISSING mode after the
- * intermediates in them were freed.
+ * intermediates in them were freed; their pages are absent (an
+ * intermediate's pages are, and a page that gets mapped leaves the set),
+ * but for an allocation that held more than 64 separate intermediates,
+ * which is kept whole.
  *
  * Why: a program that frees a buffer whose copy was elided usually allocates
  * the same memory again for the next copy (an allocator hands back what was
@@ -122,6 +125,14 @@ void reg_take(uintptr_t lo, uintptr_t hi)
     hull_update();
 }
 
+/* The set holds registered pages only: whatever unregisters memory goes
+ * through here. */
+void reg_unregister(uintptr_t lo, uintptr_t hi)
+{
+    uffd_unregister(lo, hi);
+    reg_take(lo, hi);
+}
+
 /* Memory in [lo,hi) is about to be written plainly (or unmapped): unregister
  * every idle range touching it. */
 void reg_drop(uintptr_t lo, uintptr_t hi)
@@ -137,6 +148,36 @@ void reg_drop(uintptr_t lo, uintptr_t hi)
         }
     }
     hull_update();
+}
+
+/* A plain copy is about to write [lo,hi) (page aligned; the fringes beside
+ * an elided piece, usually a page or two).  Idle pages there would fault
+ * into the handler thread: fill them with zeros (what they read as anyway)
+ * and let them leave the set, which holds absent pages only, but keep them
+ * registered, so the next elision here finds its range registered (a cheap
+ * UFFDIO_REGISTER, no VMA split) instead of unregistering all of it now and
+ * registering it again then.  A larger write drops the idle ranges it
+ * touches (reg_drop). */
+void reg_prepare_write(uintptr_t lo, uintptr_t hi)
+{
+    if (!reg_overlaps(lo, hi))
+        return;
+    if (hi - lo > UFFD_ZERO_MAX) {
+        reg_drop(lo, hi);
+        return;
+    }
+    uintptr_t over[REG_MAX][2];
+    size_t n = 0;
+    for (size_t k = 0; k < nidle; k++) {
+        uintptr_t a = idle[k].lo > lo ? idle[k].lo : lo;
+        uintptr_t b = idle[k].hi < hi ? idle[k].hi : hi;
+        if (a < b)
+            over[n][0] = a, over[n++][1] = b;
+    }
+    for (size_t k = 0; k < n; k++) {
+        uffd_populate_zero(over[k][0], over[k][1]);
+        reg_take(over[k][0], over[k][1]);
+    }
 }
 
 /* Handler thread: a MISSING fault at page a outside every entry.  Returns 1

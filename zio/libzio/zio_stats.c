@@ -47,6 +47,15 @@ static const char *const names[C_NCTR] = {
     [C_OUTPUTS_MATERIALIZED] = "outputs_materialized", /* tracked output sent plainly */
     [C_BYTES_ADOPTED] = "stream_bytes_adopted",     /* copied earlier, elided by a later piece */
     [C_FILLS_SPLIT] = "fills_split_at_vma",         /* a fill crossed a VMA boundary */
+    [C_SYS_REGISTER] = "sys_uffd_register",          /* UFFDIO_REGISTER ioctls */
+    [C_SYS_UNREGISTER] = "sys_uffd_unregister",      /* UFFDIO_UNREGISTER ioctls */
+    [C_SYS_PROTECT] = "sys_uffd_writeprotect",       /* UFFDIO_WRITEPROTECT ioctls */
+    [C_SYS_FILL] = "sys_uffd_fill",                  /* UFFDIO_COPY/ZEROPAGE/WAKE ioctls */
+    [C_SYS_MINCORE] = "sys_mincore",
+    [C_SYS_MADVISE] = "sys_madvise",                 /* libzio's own MADV_DONTNEED */
+    [C_VMA_HITS] = "vma_kind_cache_hits",            /* mapping kind known (zio_vma.c) */
+    [C_VMA_MAPS_READS] = "vma_maps_reads",           /* ... learned from /proc/self/maps */
+    [C_IDLE_ZEROED] = "idle_pages_zero_filled",      /* before a plain write (zio_reg.c) */
 };
 
 static uint64_t sink[C_NCTR];
@@ -54,10 +63,11 @@ uint64_t *zio_ctr[C_NCTR] = {
 #define S(i) [i] = &sink[i]
     S(0), S(1), S(2), S(3), S(4), S(5), S(6), S(7), S(8), S(9), S(10), S(11), S(12), S(13),
     S(14), S(15), S(16), S(17), S(18), S(19), S(20), S(21), S(22), S(23), S(24), S(25),
-    S(26), S(27), S(28), S(29), S(30), S(31), S(32), S(33), S(34), S(35),
+    S(26), S(27), S(28), S(29), S(30), S(31), S(32), S(33), S(34), S(35), S(36), S(37),
+    S(38), S(39), S(40), S(41), S(42), S(43), S(44),
 #undef S
 };
-_Static_assert(C_NCTR == 36, "extend the sink initialiser");
+_Static_assert(C_NCTR == 45, "extend the sink initialiser");
 
 static struct kb_stats_page *page;
 static char instance[16];

@@ -19,7 +19,7 @@ static void unregister_if_untracked(uintptr_t lo, uintptr_t hi)
 {
     size_t i = tab_lower(lo);
     if (lo < hi && (i == zio_tab_n || zio_tab[i].addr >= hi))
-        uffd_unregister(lo, hi);
+        reg_unregister(lo, hi);
 }
 
 /* Materialise intermediate pages [lo,hi) of entry i and stop tracking them.
@@ -162,7 +162,7 @@ void track_evict(size_t i)
     size_t before = zio_tab_n;
     if (e->kind == ZE_INTER) {
         track_fill(i, lo, hi);
-        uffd_unregister(lo, hi);
+        reg_unregister(lo, hi);
     } else {
         track_release_originals(lo, hi);   /* fills its dependents too */
     }
@@ -294,7 +294,7 @@ void track_drop_all(void)
         if (e->kind == ZE_INTER) {
             uintptr_t lo = e->addr, hi = ze_end(e);
             track_fill(zio_tab_n - 1, lo, hi);
-            uffd_unregister(lo, hi);
+            reg_unregister(lo, hi);
         } else {
             track_release_originals(e->addr, ze_end(e));
         }

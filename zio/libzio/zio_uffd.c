@@ -30,6 +30,15 @@
 
 int zio_uffd = -1;
 
+/* every ioctl on the descriptor once it works, counted by kind; a raw
+ * system call: the shims below libzio (libtas, libstrata interpose ioctl)
+ * have nothing to do with it and must not run under zio_lock */
+static int uffd_ioctl(enum zio_ctr c, unsigned long req, void *arg)
+{
+    ctr_add(c, 1);
+    return (int)syscall(SYS_ioctl, zio_uffd, req, arg);
+}
+
 static int uffd_create(void)
 {
     int fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
@@ -88,7 +97,7 @@ int uffd_register(uintptr_t lo, uintptr_t hi, int wp)
         .range = { .start = lo, .len = hi - lo },
         .mode = wp ? UFFDIO_REGISTER_MODE_WP : UFFDIO_REGISTER_MODE_MISSING,
     };
-    if (ioctl(zio_uffd, UFFDIO_REGISTER, &r) != 0) {
+    if (uffd_ioctl(C_SYS_REGISTER, UFFDIO_REGISTER, &r) != 0) {
         ctr_add(C_UFFD_ERRORS, 1);
         return -1;
     }
@@ -100,7 +109,7 @@ void uffd_unregister(uintptr_t lo, uintptr_t hi)
     if (zio_uffd < 0 || lo >= hi)
         return;
     struct uffdio_range r = { .start = lo, .len = hi - lo };
-    ioctl(zio_uffd, UFFDIO_UNREGISTER, &r);
+    uffd_ioctl(C_SYS_UNREGISTER, UFFDIO_UNREGISTER, &r);
 }
 
 int uffd_protect(uintptr_t lo, uintptr_t hi, int on)
@@ -111,7 +120,7 @@ int uffd_protect(uintptr_t lo, uintptr_t hi, int on)
         .range = { .start = lo, .len = hi - lo },
         .mode = on ? UFFDIO_WRITEPROTECT_MODE_WP : 0,
     };
-    if (ioctl(zio_uffd, UFFDIO_WRITEPROTECT, &w) != 0) {
+    if (uffd_ioctl(C_SYS_PROTECT, UFFDIO_WRITEPROTECT, &w) != 0) {
         ctr_add(C_UFFD_ERRORS, 1);
         return -1;
     }
@@ -127,13 +136,13 @@ int uffd_try_protect(uintptr_t lo, uintptr_t hi)
     struct uffdio_writeprotect w = {
         .range = { .start = lo, .len = hi - lo }, .mode = UFFDIO_WRITEPROTECT_MODE_WP,
     };
-    return ioctl(zio_uffd, UFFDIO_WRITEPROTECT, &w);
+    return uffd_ioctl(C_SYS_PROTECT, UFFDIO_WRITEPROTECT, &w);
 }
 
 void uffd_wake(uintptr_t lo, size_t len)
 {
     struct uffdio_range r = { .start = lo, .len = len };
-    ioctl(zio_uffd, UFFDIO_WAKE, &r);
+    uffd_ioctl(C_SYS_FILL, UFFDIO_WAKE, &r);
 }
 
 /* UFFDIO_COPY found no registered VMA at page (ENOENT for this page alone).
@@ -147,6 +156,7 @@ void uffd_wake(uintptr_t lo, size_t len)
 static void fill_unregistered(uintptr_t page, uintptr_t src)
 {
     unsigned char v;
+    ctr_add(C_SYS_MINCORE, 1);
     if (mincore((void *)page, ZIO_PAGE, &v) != 0 && errno == ENOMEM) {
         ctr_add(C_UFFD_ERRORS, 1);
         zio_log("intermediate page %#lx was unmapped behind libzio; not filled",
@@ -188,7 +198,7 @@ int uffd_fill(uintptr_t dst, uintptr_t src, size_t len)
         if (chunk > len)
             chunk = len;
         struct uffdio_copy c = { .dst = dst, .src = src, .len = chunk, .mode = 0 };
-        int r = ioctl(zio_uffd, UFFDIO_COPY, &c), err = errno;
+        int r = uffd_ioctl(C_SYS_FILL, UFFDIO_COPY, &c), err = errno;
         size_t done = r == 0 ? chunk : c.copy > 0 ? (size_t)c.copy : 0;
         dst += done, src += done, len -= done;
         if (r == 0 || done > 0 || err == EAGAIN) {
@@ -220,9 +230,42 @@ int uffd_fill(uintptr_t dst, uintptr_t src, size_t len)
     return 0;
 }
 
+/* Map zero-filled pages at the absent registered pages of [lo,hi) (page
+ * aligned, at most UFFD_ZERO_MAX bytes) and keep the registration: the
+ * pages about to be written plainly then take no fault, and the range
+ * stays registered for the next elision.  Pages present already (EEXIST)
+ * or not registered (ENOENT: the kernel serves them) are left alone. */
+void uffd_populate_zero(uintptr_t lo, uintptr_t hi)
+{
+    static char zeros[UFFD_ZERO_MAX] __attribute__((aligned(4096)));   /* never written */
+    if (zio_uffd < 0)
+        return;
+    size_t chunk = hi - lo;
+    while (lo < hi) {
+        if (chunk > hi - lo)
+            chunk = hi - lo;
+        struct uffdio_copy c = { .dst = lo, .src = (uintptr_t)zeros, .len = chunk, .mode = 0 };
+        int r = uffd_ioctl(C_SYS_FILL, UFFDIO_COPY, &c), err = errno;
+        size_t done = r == 0 ? chunk : c.copy > 0 ? (size_t)c.copy : 0;
+        lo += done;
+        ctr_add(C_IDLE_ZEROED, done / ZIO_PAGE);
+        if (r == 0 || done > 0 || err == EAGAIN) {
+            chunk = hi - lo;
+            continue;
+        }
+        if (err == ENOENT && chunk > ZIO_PAGE) {   /* a VMA boundary: page by page */
+            chunk = ZIO_PAGE;
+            continue;
+        }
+        lo += ZIO_PAGE;   /* this page is present (EEXIST) or unregistered */
+        if (err == EEXIST)
+            chunk = hi - lo;   /* the rest may be absent */
+    }
+}
+
 void uffd_zero(uintptr_t page)
 {
     struct uffdio_zeropage z = { .range = { .start = page, .len = ZIO_PAGE }, .mode = 0 };
-    if (ioctl(zio_uffd, UFFDIO_ZEROPAGE, &z) != 0)
+    if (uffd_ioctl(C_SYS_FILL, UFFDIO_ZEROPAGE, &z) != 0)
         uffd_wake(page, ZIO_PAGE);
 }
