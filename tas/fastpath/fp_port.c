@@ -55,6 +55,7 @@ static void counters_init(struct fp_counters *c, struct kb_stats_page *s)
     c->sp_tx_pkts = kb_stats_counter(s, "sp_tx_pkts");
     c->sleeps = kb_stats_counter(s, "fp_sleeps");
     c->wakeups = kb_stats_counter(s, "fp_wakeups");
+    c->poll_sleeps = kb_stats_counter(s, "fp_poll_sleeps");   /* steps that found nothing */
     c->tcp_rx_segs = kb_stats_counter(s, "tcp_rx_segs");
     c->tcp_rx_bytes = kb_stats_counter(s, "tcp_rx_bytes");
     c->tcp_tx_segs = kb_stats_counter(s, "tcp_tx_segs");
@@ -238,6 +239,12 @@ static int check_conf(const struct tas_fp_conf *conf)
     }
     if (conf->mtu < 576 || conf->mtu > 9000) {
         fp_set_error("MTU must be 576..9000, got %u", conf->mtu);
+        return -1;
+    }
+    if (conf->poll_sleep_us == 0 || conf->poll_sleep_max_us < conf->poll_sleep_us ||
+        conf->poll_sleep_max_us > 1000000) {
+        fp_set_error("polling sleeps: need 1 <= poll_sleep_us (%u) <= poll_sleep_max_us (%u) "
+                     "<= 1000000", conf->poll_sleep_us, conf->poll_sleep_max_us);
         return -1;
     }
     if (!rte_is_power_of_2(conf->sp_ring_size)) {
