@@ -80,6 +80,7 @@ static void counters_init(struct fp_counters *c, struct kb_stats_page *s)
     c->sack_rexmit_segs = kb_stats_counter(s, "tcp_sack_rexmit_segs");
     c->spurious_rtos = kb_stats_counter(s, "tcp_spurious_rtos");
     c->flows_added = kb_stats_counter(s, "flows_added");
+    c->flows_moved = kb_stats_counter(s, "flows_moved");
     c->flows_removed = kb_stats_counter(s, "flows_removed");
     c->fault_dropped = kb_stats_counter(s, "fault_dropped");
     c->fault_duplicated = kb_stats_counter(s, "fault_duplicated");
