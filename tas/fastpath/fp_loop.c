@@ -54,9 +54,19 @@ static void process_rx(struct fp_core *c, struct rte_mbuf **pkts, uint16_t n)
                 exc[nexc++] = pkts[i];  /* the slow path sees it too */
             break;
         case FP_EXCEPTION:
-            /* a SYN for a listener (no flow yet): answered here if we may */
-            if (reasons[nexc] == TAS_EXC_TCP_CTRL && flow == NULL && fp_tcp_syn(c, pkts[i]))
-                break;
+            /* A SYN for a listener (no flow yet): answered here if we may.
+             * Installing its flow takes the table's writer lock, which the
+             * slow path holds while it waits for a flow's lock to remove
+             * it: let go of the run's flow first (a burst where a closing
+             * connection's segments come before a SYN deadlocked both). */
+            if (reasons[nexc] == TAS_EXC_TCP_CTRL && flow == NULL) {
+                if (held != NULL) {
+                    fp_unlock(held);
+                    held = NULL;
+                }
+                if (fp_tcp_syn(c, pkts[i]))
+                    break;
+            }
             exc[nexc++] = pkts[i];
             break;
         }
