@@ -33,7 +33,7 @@ def test_nginx_master_and_two_workers(daemon, procs, tmp_path):
 # and only then are the workers forked.  The master never accepts; the
 # connection (and the request it already holds) moves to a worker.
 LATE_WORKERS = """
-import os, signal, socket, sys
+import ctypes, os, signal, socket, sys
 ls = socket.socket()
 ls.bind(("0.0.0.0", int(sys.argv[1])))
 ls.listen(16)
@@ -44,8 +44,11 @@ try:
     for _ in range(2):
         pid = os.fork()
         if pid == 0:
-            # only the master holds the test's pipe: it sees the master's end
+            # only the master holds the test's pipe: it sees the master's
+            # end; and a worker dies with its master (PR_SET_PDEATHSIG), as
+            # the test kills only the master if it fails
             os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+            ctypes.CDLL(None).prctl(1, signal.SIGKILL)
             c, _ = ls.accept()
             c.sendall(b"worker got " + c.recv(100))
             c.close()
