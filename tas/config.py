@@ -188,8 +188,12 @@ SCHEMA = {
         "idle_block_us": Field(10000, _int_range(0, 10_000_000),
                                "microseconds of idle before blocking (0..1e7)"),
         "poll_sleep_us": Field(50, _int_range(1, 1_000_000),
-                               "microseconds between device polls of a blocked core "
-                               "whose device has no RX interrupts"),
+                               "microseconds (1..1000000) of a blocked core's first sleep "
+                               "between device polls, when its device has no RX interrupts"),
+        "poll_sleep_max_us": Field(200, _int_range(1, 1_000_000),
+                                   "microseconds (1..1000000, at least poll_sleep_us): the "
+                                   "sleeps between polls double up to this while nothing "
+                                   "comes"),
         "sp_ring_size": Field(4096, _pow2(64, 1 << 20), "a power of two"),
         "yield_when_idle": Field(True, _bool, "true or false"),
         "max_flows": Field(65536, _int_range(1, 65536),
@@ -340,6 +344,11 @@ def _check_cross(cfg, source):
     elif mss > mtu - 40:
         raise ConfigError(f"{source}: tcp.mss = {mss} does not fit dpdk.mtu = {mtu} "
                           f"(at most mtu - 40 = {mtu - 40})")
+    fp = cfg["fastpath"]
+    if fp["poll_sleep_max_us"] < fp["poll_sleep_us"]:
+        raise ConfigError(f"{source}: fastpath.poll_sleep_max_us = {fp['poll_sleep_max_us']} "
+                          f"is below fastpath.poll_sleep_us = {fp['poll_sleep_us']} "
+                          f"(the sleeps start at poll_sleep_us and grow up to the max)")
     if cfg["peer"]["ip"] == cfg["tas"]["ip"]:
         raise ConfigError(f"{source}: peer.ip must differ from tas.ip")
 

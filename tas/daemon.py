@@ -59,6 +59,7 @@ class FastPath:
         c.sp_ring_size = self.cfg.fastpath.sp_ring_size
         c.idle_block_us = self.cfg.fastpath.idle_block_us
         c.poll_sleep_us = self.cfg.fastpath.poll_sleep_us
+        c.poll_sleep_max_us = self.cfg.fastpath.poll_sleep_max_us
         c.yield_idle = 1 if self.cfg.fastpath.yield_when_idle else 0
         c.no_rx_intr = 0 if d.rx_interrupts else 1
         fault = self.cfg.fault

@@ -35,7 +35,8 @@ struct tas_fp_conf {
     uint32_t sp_ring_size;    /* slow-path exception / TX rings (power of 2) */
     uint32_t idle_block_us;   /* block on eventfd after this long idle */
     int32_t no_rx_intr;       /* 1: never use RX interrupts (poll + short sleeps) */
-    uint32_t poll_sleep_us;   /* blocked without RX interrupts: poll this often */
+    uint32_t poll_sleep_us;   /* blocked without RX interrupts: first polling step */
+    uint32_t poll_sleep_max_us; /* steps double while idle, up to this */
     int32_t yield_idle;       /* 1: sched_yield() after an empty poll round */
     /* Fault injection (parts per million, 0 = off): a lossy network for
      * testing where the kernel has no netem. */

@@ -146,6 +146,26 @@ int tas_fp_flow_lookup(struct tas_fp *fp, uint32_t peer_ip, uint16_t local_port,
                        uint16_t peer_port);
 uint32_t tas_fp_flow_count(struct tas_fp *fp);
 
+/* Move an established connection its app never accepted to another app's
+ * listener (tas/fastpath/fp_flow_move.c): a prefork master's listener had
+ * it before any worker took connections.  The RX data already taken is
+ * copied to the new buffers, the new app gets a TAS_ARX_NEWCONN and then
+ * the data and TAS_ARX_FL_ESTABLISHED, and the 4-tuple's packets go to the
+ * new flow from the same instant the old one stops taking them.  The old
+ * buffers are the caller's to free after tas_fp_quiesce. */
+struct tas_flow_move {
+    uint8_t *rx_base;            /* the new app's buffers (daemon mapping) */
+    uint8_t *tx_base;
+    uint32_t rx_off, tx_off;     /* ... and their offsets in its segment */
+    uint16_t ctx;
+    uint32_t app_id;
+    uint32_t listener_id;        /* the new app's listener (its NEWCONN names it) */
+};
+/* The new flow's id; -EBUSY: not movable (handshake not finished, closing,
+ * reset, data sent or out of order); -ENOSPC: no flow slot, or the new
+ * app's notification queue is full (try again later). */
+int tas_fp_flow_move(struct tas_fp *fp, uint32_t flow_id, const struct tas_flow_move *to);
+
 /* Slow-path commands: go back to tx_una and resend (retransmission
  * timeout); send a window probe; set the congestion-control rate. */
 void tas_fp_flow_retransmit(struct tas_fp *fp, uint32_t flow_id);

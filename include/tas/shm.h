@@ -28,8 +28,10 @@
  * 5: connections handed over at the SYN (TAS_CTL_FL_HANDOFF, the accept
  * counter), close as a flag on the FIN (TAS_ATX_FL_CLOSED); 6: the fast path
  * hands connections over itself (TAS_ARX_NEWCONN; the LISTEN reply carries
- * the flow buffer sizes and the local address) */
-#define TAS_SHM_VERSION 6
+ * the flow buffer sizes and the local address); 7: a connection handed over
+ * but not accepted may move to another process (CONN_CLOSED with
+ * TAS_CTL_FL_MOVED), so a listener's first accept asks the daemon first */
+#define TAS_SHM_VERSION 7
 #define TAS_MAX_CTX 16
 #define TAS_CTXQ_ENTRIES 4096    /* a power of two; never read from shared memory */
 
@@ -149,6 +151,10 @@ struct tas_atx {                 /* 16 bytes */
                                     carry connections (closing ones of an exited
                                     server, say), as Linux allows; another listener
                                     on it is refused all the same */
+#define TAS_CTL_FL_MOVED 64      /* CONN_CLOSED: a connection handed over to this app,
+                                    which had not asked to accept on its listener, went to
+                                    a process of the port's that does (prefork: the master
+                                    never accepts); forget it, nothing to close */
 
 /* Reply to TAS_CTL_REGISTER (a TAS_CTL_STATUS): fds = segment fd (sealed
  * memfd, or the Strata pool), info page, the app's wake-up socket, one

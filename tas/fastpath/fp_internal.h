@@ -46,7 +46,7 @@ enum fp_stage {
 struct fp_counters {
     uint64_t *rx_pkts, *rx_bytes, *tx_pkts, *tx_bytes, *tx_drops;
     uint64_t *drop_malformed, *drop_not_ours, *exc[TAS_EXC_NREASONS];
-    uint64_t *exc_ring_full, *sp_tx_pkts, *sleeps, *wakeups;
+    uint64_t *exc_ring_full, *sp_tx_pkts, *sleeps, *wakeups, *poll_sleeps;
     /* TCP data path */
     uint64_t *tcp_rx_segs, *tcp_rx_bytes, *tcp_tx_segs, *tcp_tx_bytes, *acks_sent;
     uint64_t *drop_bad_csum, *rx_buf_full, *ooo_accepted, *ooo_dropped, *rx_dup;
@@ -54,7 +54,7 @@ struct fp_counters {
         *app_cmd_flow_gone;
     uint64_t *probes_answered, *rst_ignored, *challenge_acks, *challenge_limited, *app_bad_ctx;
     uint64_t *sack_blocks_sent, *sack_rexmit_segs, *spurious_rtos;
-    uint64_t *flows_added, *flows_removed;
+    uint64_t *flows_added, *flows_removed, *flows_moved;
     uint64_t *fault_dropped, *fault_duplicated, *fault_reordered;
     uint64_t *cyc[FP_ST_N], *cyc_n[FP_ST_N];
     /* SYNs for listeners (their own page, tas_fp_syn_stats) */

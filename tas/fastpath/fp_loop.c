@@ -2,7 +2,11 @@
  * One fast-path core: poll its RX queue, hand exceptions to the slow path,
  * transmit what the slow path queued (core 0), and block on an eventfd (and
  * the RX interrupt, where the device has one) after idle_block_us without
- * work, so that busy pollers do not starve a 2-core machine.
+ * work, so that busy pollers do not starve a 2-core machine.  A device
+ * without RX interrupts (net_af_packet) cannot wake us: the core sleeps in
+ * steps instead, poll_sleep_us first, doubling up to poll_sleep_max_us while
+ * nothing comes, and stays asleep between steps (it polls once per step, it
+ * does not spin another idle_block_us after each).
  */
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -50,9 +54,19 @@ static void process_rx(struct fp_core *c, struct rte_mbuf **pkts, uint16_t n)
                 exc[nexc++] = pkts[i];  /* the slow path sees it too */
             break;
         case FP_EXCEPTION:
-            /* a SYN for a listener (no flow yet): answered here if we may */
-            if (reasons[nexc] == TAS_EXC_TCP_CTRL && flow == NULL && fp_tcp_syn(c, pkts[i]))
-                break;
+            /* A SYN for a listener (no flow yet): answered here if we may.
+             * Installing its flow takes the table's writer lock, which the
+             * slow path holds while it waits for a flow's lock to remove
+             * it: let go of the run's flow first (a burst where a closing
+             * connection's segments come before a SYN deadlocked both). */
+            if (reasons[nexc] == TAS_EXC_TCP_CTRL && flow == NULL) {
+                if (held != NULL) {
+                    fp_unlock(held);
+                    held = NULL;
+                }
+                if (fp_tcp_syn(c, pkts[i]))
+                    break;
+            }
             exc[nexc++] = pkts[i];
             break;
         }
@@ -221,7 +235,9 @@ static void flush_counts(struct fp_core *c)
     }
 }
 
-static void block_until_work(struct fp_core *c, uint16_t n)
+/* Returns false if the core slept its whole polling step without any
+ * wake-up: nothing new, so the caller may sleep again right away. */
+static bool block_until_work(struct fp_core *c, uint16_t n, uint32_t poll_us)
 {
     struct tas_fp *fp = c->fp;
     enum fp_stage prev = fp_stage_enter(c, FP_ST_IDLE);
@@ -234,15 +250,19 @@ static void block_until_work(struct fp_core *c, uint16_t n)
     /* Close the race with a waker that checked `sleeping` before we set it;
      * re-read the active count: ownership may have changed meanwhile. */
     uint16_t now_n = __atomic_load_n(&fp->nactive, __ATOMIC_SEQ_CST);
+    bool woken = true;
     if (!fp->stop && now_n == n && !has_pending(c, n)) {
         struct epoll_event ev[TAS_FP_MAX_CORES + 2];
         /* Polling queues without interrupts: wake every poll_sleep_us.  With
          * interrupts (or switched off), the timeout only bounds how long a
          * lost wake-up lasts. */
         bool polled = active && !fp->rx_intr;
-        uint32_t us = polled ? fp->conf.poll_sleep_us : 1000000;
+        uint32_t us = polled ? poll_us : 1000000;
         struct timespec ts = {.tv_sec = us / 1000000, .tv_nsec = (long)(us % 1000000) * 1000};
         int k = epoll_pwait2(c->epfd, ev, TAS_FP_MAX_CORES + 2, &ts, NULL);
+        woken = k != 0;     /* an event, or a signal (-1): look around first */
+        if (k == 0 && polled)
+            kb_stats_add(fp->ctr.poll_sleeps, 1);
         for (int i = 0; i < k; i++) {
             /* Drain only our wake-up fds: an RX interrupt fd may be the
              * device's own queue (net_tap), and reading it would eat a packet. */
@@ -264,6 +284,7 @@ static void block_until_work(struct fp_core *c, uint16_t n)
     set_intr(fp, intr, false);
     kb_stats_add(fp->ctr.wakeups, 1);
     fp_stage_leave(c, prev);
+    return woken;
 }
 
 void tas_fp_quiesce(struct tas_fp *fp)
@@ -306,6 +327,7 @@ int fp_core_loop(void *arg)
     uint64_t last_work = rte_get_tsc_cycles();
     uint64_t prev = last_work;
     unsigned idle_rounds = 0;
+    uint32_t poll_us = fp->conf.poll_sleep_us;    /* the next polling step */
     c->stage = FP_ST_LOOP;
     c->stage_t0 = rte_rdtsc();
 
@@ -322,11 +344,20 @@ int fp_core_loop(void *arg)
         if (work > 0) {
             c->busy_cycles += now - prev;
             last_work = now;
+            poll_us = fp->conf.poll_sleep_us;
         } else if (c->idx >= n || now - last_work > idle_limit) {
-            /* Switched off (core scaling) or idle long enough: block. */
-            block_until_work(c, n);
+            /* Switched off (core scaling) or idle long enough: block.  Woken
+             * by an event, poll for idle_block_us again (more is likely to
+             * follow); a polling step that ended with nothing keeps
+             * last_work in the past, so the core sleeps again after this
+             * one poll round, a longer step each time up to the cap. */
+            if (block_until_work(c, n, poll_us)) {
+                last_work = rte_get_tsc_cycles();
+                poll_us = fp->conf.poll_sleep_us;
+            } else if (poll_us < fp->conf.poll_sleep_max_us) {
+                poll_us = RTE_MIN(poll_us * 2, fp->conf.poll_sleep_max_us);
+            }
             now = rte_get_tsc_cycles();
-            last_work = now;
             flush = true;
         } else if (fp->conf.yield_idle) {
             /* Polling and finding nothing: let a thread that shares this CPU

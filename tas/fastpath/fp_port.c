@@ -55,6 +55,7 @@ static void counters_init(struct fp_counters *c, struct kb_stats_page *s)
     c->sp_tx_pkts = kb_stats_counter(s, "sp_tx_pkts");
     c->sleeps = kb_stats_counter(s, "fp_sleeps");
     c->wakeups = kb_stats_counter(s, "fp_wakeups");
+    c->poll_sleeps = kb_stats_counter(s, "fp_poll_sleeps");   /* steps that found nothing */
     c->tcp_rx_segs = kb_stats_counter(s, "tcp_rx_segs");
     c->tcp_rx_bytes = kb_stats_counter(s, "tcp_rx_bytes");
     c->tcp_tx_segs = kb_stats_counter(s, "tcp_tx_segs");
@@ -80,6 +81,7 @@ static void counters_init(struct fp_counters *c, struct kb_stats_page *s)
     c->sack_rexmit_segs = kb_stats_counter(s, "tcp_sack_rexmit_segs");
     c->spurious_rtos = kb_stats_counter(s, "tcp_spurious_rtos");
     c->flows_added = kb_stats_counter(s, "flows_added");
+    c->flows_moved = kb_stats_counter(s, "flows_moved");
     c->flows_removed = kb_stats_counter(s, "flows_removed");
     c->fault_dropped = kb_stats_counter(s, "fault_dropped");
     c->fault_duplicated = kb_stats_counter(s, "fault_duplicated");
@@ -243,6 +245,12 @@ static int check_conf(const struct tas_fp_conf *conf)
     }
     if (conf->max_flows > TAS_FLOW_MAX) {
         fp_set_error("max_flows must be 1..%d, got %u", TAS_FLOW_MAX, conf->max_flows);
+        return -1;
+    }
+    if (conf->poll_sleep_us == 0 || conf->poll_sleep_max_us < conf->poll_sleep_us ||
+        conf->poll_sleep_max_us > 1000000) {
+        fp_set_error("polling sleeps: need 1 <= poll_sleep_us (%u) <= poll_sleep_max_us (%u) "
+                     "<= 1000000", conf->poll_sleep_us, conf->poll_sleep_max_us);
         return -1;
     }
     if (!rte_is_power_of_2(conf->sp_ring_size)) {

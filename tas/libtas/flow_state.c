@@ -97,6 +97,8 @@ static int control_events(void)
             lt_handoff_arrived(&ev);
         else if (ev.type == TAS_CTL_NEWCONN)
             listener_newconn(ev.listener_id);
+        else if (ev.type == TAS_CTL_CONN_CLOSED && (ev.flags & TAS_CTL_FL_MOVED))
+            lt_handoff_moved(ev.flow_id);
         else if (ev.type == TAS_CTL_CONN_CLOSED && lt_handoff_closed(ev.flow_id)) {
             /* dropped before it could be accepted */
         } else if (ev.type == TAS_CTL_CONN_CLOSED && lt_flow_get(ev.flow_id)->quiet_closed) {

@@ -64,6 +64,6 @@ void lt_flow_notify(struct lt_flow *f, const struct tas_arx *e)
     f->out_seq += e->tx_bump > 0;
     if (!f->dead)
         tas_rx_arrived(&f->rx, e->rx_bump);
-    else if (e->rx_bump > 0)   /* nobody will read it: release the window */
+    else if (e->rx_bump > 0 && !f->moved)   /* nobody will read it: release the window */
         tas_app_post(lt_app, f->id, e->rx_bump, 0, 0);
 }

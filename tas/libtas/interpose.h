@@ -80,6 +80,8 @@ struct lt_flow {
     int handed;                /* handed over by a NEWCONN, not yet accepted */
     int est_early;             /* established, its NEWCONN not read yet */
     int closed_early;          /* CONN_CLOSED came before its TAS_ARX_NEWCONN */
+    int moved;                 /* handed over, then moved to another process
+                                  (TAS_CTL_FL_MOVED): its data is not ours to release */
     int quiet_closed;          /* closed with TAS_ATX_FL_CLOSED, no message */
     struct tas_rx rx;
     struct tas_tx tx;
@@ -183,6 +185,7 @@ void lt_wait_forget(void);
 void lt_handoff_arrived(const struct tas_ctl_msg *m);
 void lt_handoff_established(uint32_t flow_id);
 void lt_handoff_fast(const struct tas_arx *e);   /* a TAS_ARX_NEWCONN entry */
+void lt_handoff_moved(uint32_t flow_id);         /* CONN_CLOSED with TAS_CTL_FL_MOVED */
 void lt_handoff_closed_early(uint32_t flow_id);  /* CONN_CLOSED for a flow not known */
 int lt_handoff_closed(uint32_t flow_id);   /* 1: dropped before it was acceptable */
 int lt_handoff_pop(struct lt_sock *s, struct tas_ctl_msg *out);  /* 1: *out taken */

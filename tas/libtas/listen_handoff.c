@@ -100,7 +100,7 @@ void lt_handoff_arrived(const struct tas_ctl_msg *m)
         return;
     }
     struct lt_flow *f = lt_flow_get(m->flow_id);
-    int est_early = f->est_early, closed_early = f->closed_early;
+    int est_early = f->est_early, closed_early = f->closed_early, moved = f->moved;
     if (f->dead) {             /* the id of a flow we closed, now reused */
         struct lt_flow *next = f->next;
         memset(f, 0, sizeof(*f));
@@ -110,6 +110,7 @@ void lt_handoff_arrived(const struct tas_ctl_msg *m)
     f->est_early = f->closed_early = 0;
     if (closed_early) {        /* gone already: the daemon has forgotten it */
         lt_flow_forget(f);
+        f->moved = moved;
         return;
     }
     f->handed = 1;             /* its notifications count from now on */
@@ -160,6 +161,23 @@ int lt_handoff_closed(uint32_t flow_id)
     unlink_entry(s, p);
     lt_flow_forget(lt_flow_get(flow_id));
     return 1;
+}
+
+void lt_handoff_moved(uint32_t flow_id)
+{
+    struct lt_sock *s;
+    struct lt_handed **p = find(flow_id, &s);
+    if (p == NULL) {           /* its TAS_ARX_NEWCONN not applied yet */
+        lt_handoff_closed_early(flow_id);
+        lt_flow_get(flow_id)->moved = 1;
+        return;
+    }
+    if ((*p)->ready && s->pending > 0)
+        s->pending--;
+    unlink_entry(s, p);
+    struct lt_flow *f = lt_flow_get(flow_id);
+    lt_flow_forget(f);
+    f->moved = 1;              /* its data is the other process's now */
 }
 
 int lt_handoff_pop(struct lt_sock *s, struct tas_ctl_msg *out)

@@ -110,32 +110,32 @@ int lt_listener_rejoin(struct lt_sock *s)
 }
 
 /* With the lock held: the next established connection, or -errno.  The
- * daemon hands connections over with NEWCONN (listen_handoff.c); one ACCEPT
- * request tells it this process accepts (prefork: connections go to the
- * processes that do), and takes any connection not handed over. */
+ * daemon hands connections over with NEWCONN (listen_handoff.c).  Before
+ * this process takes any, one ACCEPT request tells the daemon it accepts:
+ * until then connections handed to a listener whose process never accepts
+ * (a prefork master's) may move to a process of the port's that does, and
+ * any such move (CONN_CLOSED, TAS_CTL_FL_MOVED) comes before the reply, so
+ * what the queue holds after it is ours.  The reply also takes any
+ * connection not handed over. */
 static int take_conn(struct lt_sock *s, struct tas_ctl_msg *m)
 {
+    if (!s->accept_asked) {
+        s->accept_asked = 1;
+        *m = (struct tas_ctl_msg){.type = TAS_CTL_ACCEPT, .listener_id = s->listener_id};
+        int st = lt_request(m);
+        if (st != -EAGAIN)
+            return st;
+    }
     for (;;) {
         lt_progress();
         if (lt_handoff_pop(s, m))
             return 0;
-        if (s->accept_asked) {
-            if (s->nonblock)
-                return -EAGAIN;
-            while (s->pending == 0)
-                if (lt_wait(NULL, 0, -1) < 0)
-                    return -errno;
-            continue;
-        }
-        s->accept_asked = 1;
-        *m = (struct tas_ctl_msg){.type = TAS_CTL_ACCEPT, .listener_id = s->listener_id};
-        int st = tas_app_request(lt_app, m);
-        if (st != -EAGAIN) {
-            lt_progress();
-            return st;
-        }
-        /* None the daemon had not handed over: the loop takes what came
-         * meanwhile (pending counts the queue, never zeroed by hand). */
+        if (s->nonblock)
+            return -EAGAIN;
+        /* pending counts the queue, never zeroed by hand */
+        while (s->pending == 0)
+            if (lt_wait(NULL, 0, -1) < 0)
+                return -errno;
     }
 }
 

@@ -589,6 +589,70 @@ class TcpManager:
         first.rr += 1
         return takers[first.rr % len(takers)]
 
+    # ---- prefork: connections on a listener whose process never accepts ----
+
+    def _move_stranded(self):
+        """A port's first listener takes connections until a listener of
+        the port accepts (a single process may listen, connect to itself,
+        then accept).  In a prefork server that first one is the master's,
+        which never accepts: what it got before the workers joined would
+        wait there forever.  Once one of the port's listeners accepts, the
+        established connections of a listener that has not asked to accept
+        move to one that has (include/tas/flow.h tas_fp_flow_move)."""
+        moved = []
+        for lst in self.listener_ids.values():
+            if lst.accepting or not lst.handoff or len(lst.group) < 2:
+                continue
+            takers = [t for t in lst.group if t.accepting and t.handoff and t.fp_slot >= 0]
+            if not takers:
+                continue
+            for conn in [c for c in lst.app.conns if c.origin is lst]:
+                if conn.state == ESTABLISHED and conn.listener is None:
+                    lst.rr += 1
+                    old = self._move(conn, lst, takers[lst.rr % len(takers)])
+                    if old is not None:
+                        moved.append(old)
+        if moved:
+            # no core looks at the old buffers after this
+            self.lib.tas_fp_quiesce(self.fp.handle)
+            for app, rx_off, tx_off in moved:
+                self._release_buffers(app, rx_off, tx_off)
+
+    def _move(self, conn, lst, to):
+        """Move conn from lst to listener `to`: the old app's buffers
+        (app, rx_off, tx_off) to free after quiescence, or None if it
+        cannot move now (retried on the next tick)."""
+        bufs = self._alloc_buffers(to.app)
+        if bufs is None:
+            self.stats.add("tcp_move_no_buffer")
+            return None
+        m = self.ffi.new("struct tas_flow_move *")
+        seg = to.app.segment
+        m.rx_base, m.tx_base = seg.ptr(bufs[0]), seg.ptr(bufs[1])
+        m.rx_off, m.tx_off = bufs
+        m.ctx, m.app_id, m.listener_id = to.ctx, to.app.id, to.id
+        new_id = self.lib.tas_fp_flow_move(self.fp.handle, conn.flow_id, m)
+        if new_id < 0:
+            self._release_buffers(to.app, *bufs)
+            self.stats.add("tcp_move_busy" if new_id == -errno.EBUSY else "tcp_move_deferred")
+            return None
+        old = (conn.app, conn.rx_off, conn.tx_off)
+        old_id = conn.flow_id
+        conn.app.conns.discard(conn)
+        conn.app.server.send_event(conn.app, "CONN_CLOSED", flow_id=old_id,
+                                   flags=self.lib.TAS_CTL_FL_MOVED)
+        conn.app, conn.ctx, conn.flow_id, conn.origin = to.app, to.ctx, new_id, to
+        conn.rx_off, conn.tx_off = bufs
+        to.app.conns.add(conn)
+        # The backlogs: gone from lst unaccepted, waiting on `to` now.
+        lst.handed = max(0, lst.handed - 1)
+        to.handed += 1
+        if lst.fp_slot >= 0:
+            self.lib.tas_fp_listener_gone(self.fp.handle, lst.fp_slot)
+        self.lib.tas_fp_listener_opened(self.fp.handle, to.fp_slot)
+        self.stats.add("tcp_conns_moved")
+        return old
+
     def listen_close(self, app, listener_id):
         lst = self.listener_ids.get(listener_id)
         if lst is None or lst.app is not app:
@@ -983,6 +1047,7 @@ class TcpManager:
                 self._tick_established(conn, now)
         for lst in self.listener_ids.values():
             self._refill(lst)
+        self._move_stranded()
         while self.tw_expiry and self.tw_expiry[0][0] <= now:
             expiry, key = self.tw_expiry.popleft()
             tw = self.time_wait.get(key)

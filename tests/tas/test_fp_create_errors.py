@@ -26,6 +26,7 @@ c = ffi.new("struct tas_fp_conf *")
 c.ncores, c.lcores[0], c.nb_mbufs, c.sp_ring_size = 1, 1, 1024, 1024
 c.rx_desc = c.tx_desc = 256
 c.mtu = 1500
+c.poll_sleep_us, c.poll_sleep_max_us = 50, 1000
 h = lib.tas_fp_create(c, ffi.NULL)
 print("created" if h != ffi.NULL else "failed:" + ffi.string(lib.tas_fp_error()).decode())
 try:

@@ -37,6 +37,9 @@ def test_file_values_override_defaults(tmp_path):
     ('[buffers]\nrx_buf = "lots"\n', "buffers.rx_buf"),
     ('[scaling]\nadd_below_idle = 1.5\n', "scaling.add_below_idle must be below"),
     ('[scaling]\nmin_cores = 0\n', "scaling.min_cores"),
+    ('[fastpath]\npoll_sleep_us = 200\npoll_sleep_max_us = 100\n',
+     "fastpath.poll_sleep_max_us = 100 is below fastpath.poll_sleep_us = 200"),
+    ('[fastpath]\npoll_sleep_max_us = 0\n', "fastpath.poll_sleep_max_us"),
     ('[dpdk]\nfp_cores = [%s]\n' % ",".join(map(str, range(1, 18))), "at most 16"),
     ('[tas\n', "not valid TOML"),
 ])
