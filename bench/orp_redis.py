@@ -344,7 +344,10 @@ def main():
     clients = args.clients.split(",")
     if set(clients) - {"kernel", "tas"}:
         ap.error("--clients: kernel, tas or both")
-    sizes = [int(s) for s in args.sizes.split(",")]
+    try:
+        sizes = [parse_size(s) for s in args.sizes.split(",")]
+    except ValueError:
+        ap.error(f"--sizes: {args.sizes!r}: byte sizes like 65536 or 256K, comma-separated")
     keyspaces = [int(k) for k in args.keyspaces.split(",")]
     best, runs = {}, {}
     linux_link()
