@@ -25,6 +25,9 @@ int tas_app_nvm_mapped(const struct tas_app *a);
 uint8_t *tas_app_base(struct tas_app *a);
 uint64_t tas_app_size(struct tas_app *a);
 int tas_app_ctl_fd(struct tas_app *a);
+/* 1 once the daemon closed our control socket (stopped or killed): nothing
+ * will come from it any more. */
+int tas_app_lost(const struct tas_app *a);
 /* Context 0's wake-up socket (readable when the daemon woke us); after a
  * wake-up, tas_app_clear_wake empties it. */
 int tas_app_ev_fd(struct tas_app *a);

@@ -27,6 +27,8 @@ int tas_app_send(struct tas_app *a, struct tas_ctl_msg *m)
 
 int tas_app_event(struct tas_app *a, struct tas_ctl_msg *out)
 {
+    if (a->ev_count == 0 && a->lost)
+        return 0;              /* its socket stays readable (EOF) forever */
     if (a->ev_count > 0) {
         *out = a->evq[a->ev_head];
         a->ev_head = (a->ev_head + 1) % a->ev_cap;
@@ -186,4 +188,9 @@ uint64_t tas_app_size(struct tas_app *a)
 int tas_app_ctl_fd(struct tas_app *a)
 {
     return a->sock;
+}
+
+int tas_app_lost(const struct tas_app *a)
+{
+    return a->lost;
 }

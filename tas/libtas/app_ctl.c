@@ -16,8 +16,10 @@ int app_recv_msg(struct tas_app *a, struct tas_ctl_msg *m, int *fds, int nfds)
     struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1,
                         .msg_control = cbuf, .msg_controllen = sizeof(cbuf)};
     ssize_t r = recvmsg(a->sock, &mh, MSG_CMSG_CLOEXEC);
-    if (r == 0)
-        return -ECONNRESET;    /* the daemon closed us (e.g. over a per-user limit) */
+    if (r == 0 || (r < 0 && errno == ECONNRESET)) {
+        a->lost = true;        /* the daemon closed us (stopped, killed, or a per-user limit) */
+        return -ECONNRESET;
+    }
     if (r != (ssize_t)sizeof(*m))
         return r < 0 ? -errno : -EPROTO;
     for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c != NULL; c = CMSG_NXTHDR(&mh, c)) {
@@ -38,6 +40,8 @@ int app_recv_msg(struct tas_app *a, struct tas_ctl_msg *m, int *fds, int nfds)
 int app_send_msg(struct tas_app *a, const struct tas_ctl_msg *m)
 {
     ssize_t r = send(a->sock, m, sizeof(*m), MSG_NOSIGNAL);
+    if (r < 0 && (errno == EPIPE || errno == ECONNRESET))
+        a->lost = true;
     return r == (ssize_t)sizeof(*m) ? 0 : -errno;
 }
 

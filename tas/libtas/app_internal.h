@@ -56,6 +56,7 @@ struct tas_app {
     uint64_t size;
     uint64_t seg_off;                  /* the segment's offset in seg_fd */
     bool strata_mapped;                /* registered with libstrata's strata_nvm_map */
+    bool lost;                         /* the daemon closed the control socket */
     const struct tas_info *info;
     struct app_ctx ctx[TAS_MAX_CTX];   /* ctx[0] is made at registration */
     unsigned nctx;

@@ -7,6 +7,7 @@
 #include <signal.h>
 #include <sched.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -210,9 +211,30 @@ int lt_wait(struct pollfd *kfds, nfds_t n, int timeout_ms)
     return r;
 }
 
+/* Once the daemon is gone its sockets stay readable (EOF) and nothing will
+ * come: a call that waits only for TAS fails with ENETDOWN, and poll/epoll
+ * sleep on their kernel descriptors alone.  Said once on stderr. */
+static bool daemon_lost(void)
+{
+    static bool said;
+    if (!tas_app_lost(lt_app))
+        return false;
+    if (!said) {
+        said = true;
+        fprintf(stderr, "libtas: the TAS daemon closed its connection (stopped or killed): "
+                        "TAS sockets fail with ENETDOWN\n");
+    }
+    return true;
+}
+
 static int wait_masked(struct pollfd *kfds, nfds_t n, int timeout_ms, const sigset_t *mask)
 {
-    if (timeout_ms != 0 && spin_for_notifications() && lt_progress() > 0)
+    bool lost = daemon_lost();
+    if (lost && n == 0) {
+        errno = ENETDOWN;
+        return -1;
+    }
+    if (!lost && timeout_ms != 0 && spin_for_notifications() && lt_progress() > 0)
         return 0;
     /* The protocol of tas_app_wait: announce sleep, look once more, sleep on
      * the eventfd the fast path writes while we are marked sleeping. */
@@ -233,8 +255,9 @@ static int wait_masked(struct pollfd *kfds, nfds_t n, int timeout_ms, const sigs
     }
     if (n > 0)
         memcpy(all, kfds, n * sizeof(*all));
-    all[n] = (struct pollfd){.fd = tas_app_ev_fd(lt_app), .events = POLLIN};
-    all[n + 1] = (struct pollfd){.fd = tas_app_ctl_fd(lt_app), .events = POLLIN};
+    /* a negative fd is skipped by ppoll */
+    all[n] = (struct pollfd){.fd = lost ? -1 : tas_app_ev_fd(lt_app), .events = POLLIN};
+    all[n + 1] = (struct pollfd){.fd = lost ? -1 : tas_app_ctl_fd(lt_app), .events = POLLIN};
     all[n + 2] = (struct pollfd){.fd = wake_fd, .events = POLLIN};
     sleepers++;
     lt_unlock();
