@@ -71,8 +71,8 @@ int listen(int fd, int backlog)
                             .local_port = s->local_port,
                             .backlog = backlog > 0 ? (uint32_t)backlog : 1};
     lt_lock();
-    int st = lt_request(&m);
-    if (st == 0) {
+    int st = tas_app_request(lt_app, &m);   /* linked before the queues are read: */
+    if (st == 0) {                          /* see lt_listener_rejoin */
         s->kind = LT_LISTEN;
         s->listener_id = m.listener_id;
         lt_handoff_counter(s, &m);
@@ -82,6 +82,7 @@ int listen(int fd, int backlog)
         s->next_listener = lt_listeners;
         lt_listeners = s;
     }
+    lt_progress();
     lt_unlock();
     return st == 0 ? 0 : fail(-st);
 }
@@ -96,7 +97,10 @@ int lt_listener_rejoin(struct lt_sock *s)
                             .flags = TAS_CTL_FL_SHARED | TAS_CTL_FL_HANDOFF |
                                      (s->reuseaddr ? TAS_CTL_FL_REUSEADDR : 0),
                             .local_port = s->local_port, .backlog = s->backlog};
-    int st = lt_request(&m);
+    /* Not lt_request: nothing may be read from the queues until the
+     * listener is linked, or a connection the daemon hands it at once (a
+     * prefork master's moved to this worker) finds no listener and is reset. */
+    int st = tas_app_request(lt_app, &m);
     if (st != 0)
         return st;
     s->rejoin = 0;
@@ -106,6 +110,7 @@ int lt_listener_rejoin(struct lt_sock *s)
     s->accept_asked = 1;       /* a joined listener takes connections at once */
     s->next_listener = lt_listeners;
     lt_listeners = s;
+    lt_progress();
     return 0;
 }
 
