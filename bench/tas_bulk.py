@@ -10,6 +10,8 @@ Unmodified iperf3 (server and client), in one run, repeated and interleaved:
                 peer namespace, once per device of --devices (default: the
                 embedded default first, then net_tap), each its own daemon
   linux-linux:  both on the Linux kernel across a veth pair
+Each row runs with only its own daemons alive (started and stopped around
+it, every repetition): idle daemons of the other rows cost the measured one.
 Prints min/median/max MB/s, the median's ratio to linux-linux, and for the
 TAS rows what the server's daemon spent: CPU microseconds per segment,
 segments per second, ACKs per received data segment and bytes per segment.
@@ -102,6 +104,38 @@ def measured(daemon, run):
                                  "unit": unit} for st, cyc, n, per, unit in stages}}
 
 
+def run_config(tmp, name, devices, dpdk, base, streams, seconds):
+    """One configuration's runs, with only its own daemons alive: idle
+    daemons of the other rows still wake every few hundred microseconds
+    (net_af_packet has no RX interrupt), and on two CPUs that took a third
+    off one-stream TAS to TAS.  Ports from base.  Yields (streams, MB/s,
+    per-segment figures)."""
+    if name == "linux-linux":
+        for k, n in enumerate(streams):
+            yield n, iperf(None, ["ip", "netns", "exec", LINUX_NS], None, "10.9.1.1",
+                           base + k, n, seconds), {}
+        return
+    if name == "tas-tas":
+        daemons = start_memif_pair(tmp, extra=dpdk)
+        server, client_prefix, client_env, host = daemons[0], [], environ("benchb"), "10.1.0.1"
+    else:
+        i = devices.index(name.split()[1])
+        server = start_kernel_peer(tmp, devices[i], extra=dpdk, index=i)
+        daemons = [server]
+        client_prefix, client_env, host = ["ip", "netns", "exec", server.netns], None, "10.0.0.2"
+    try:
+        for k, n in enumerate(streams):
+            mbs, per = measured(server, lambda: iperf(environ(server.instance), client_prefix,
+                                                      client_env, host, base + k, n, seconds))
+            yield n, mbs, per
+    finally:
+        for d in daemons:
+            if d.netns:
+                stop_kernel_peer(d)
+            else:
+                d.stop()
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=int, default=3)
@@ -121,34 +155,16 @@ def main():
         veth_up()
         sh("ip", "link", "set", "bulk0", "mtu", str(args.mtu))
         sh("ip", "netns", "exec", LINUX_NS, "ip", "link", "set", "bulk1", "mtu", str(args.mtu))
-        pair = start_memif_pair(tmp, extra=dpdk)
-        kpeers = []
         try:
-            for i, dev in enumerate(devices):
-                kpeers.append(start_kernel_peer(tmp, dev, extra=dpdk, index=i))
             for rep in range(args.repeat):
-                for n in streams:
-                    port = 5401 + 10 * rep
-                    runs = {"tas-tas": lambda: measured(pair[0], lambda: iperf(
-                        environ("bencha"), [], environ("benchb"), "10.1.0.1", port, n,
-                        args.seconds))}
-                    for i, k in enumerate(kpeers):
-                        runs[f"tas-linux {devices[i]}"] = lambda k=k, i=i: measured(
-                            k, lambda: iperf(environ(k.instance), ["ip", "netns", "exec", k.netns],
-                                             None, "10.0.0.2", port + 1 + i, n, args.seconds))
-                    runs["linux-linux"] = lambda: (iperf(
-                        None, ["ip", "netns", "exec", LINUX_NS], None, "10.9.1.1", port + 9, n,
-                        args.seconds), {})
-                    for name, run in runs.items():
-                        mbs, per = run()
+                for ci, name in enumerate(configs):
+                    base = 5401 + 100 * rep + 10 * ci
+                    for n, mbs, per in run_config(tmp, name, devices, dpdk, base, streams,
+                                                  args.seconds):
                         results.setdefault((name, n), []).append((mbs, per))
                         print(f"  rep {rep} {name} x{n}: {mbs:.0f} MB/s "
                               f"(load {os.getloadavg()[0]:.2f})", flush=True)
         finally:
-            for d in kpeers:
-                stop_kernel_peer(d)
-            for d in pair:
-                d.stop()
             veth_down()
     rows, points = [], []
     for n in streams:
