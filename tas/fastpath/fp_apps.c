@@ -247,14 +247,15 @@ static void app_command(struct fp_core *c, struct fp_ctx *x, const struct tas_at
         return;
     }
     /* Advertise the opened window if the peer may be waiting on it. */
-    bool window_was_low = f->rx_avail < 2u * f->mss;
+    uint32_t two_segs = 2u * fp_rx_mss(fp, f);
+    bool window_was_low = f->rx_avail < two_segs;
     f->rx_avail += e->rx_bump;
     f->tx_avail += e->tx_bump;
     if (e->flags & TAS_ATX_FL_TXFIN)
         f->flags |= TAS_FLF_TXFIN;
     if (e->flags & TAS_ATX_FL_CLOSED)   /* the slow path's tick takes it from here */
         tas_fp_flow_mark_closed(f);
-    if (window_was_low && e->rx_bump > 0 && f->rx_avail >= 2u * f->mss)
+    if (window_was_low && e->rx_bump > 0 && f->rx_avail >= two_segs)
         fp_tcp_send_ack(c, f);
     if (f->tx_avail > 0 || ((f->flags & TAS_FLF_TXFIN) && !(f->flags & TAS_FLF_TXFIN_SENT)))
         fp_flow_queue_tx(fp, f);

@@ -238,6 +238,20 @@ static inline uint32_t fp_flow_id(struct tas_fp *fp, struct tas_flow *f)
 {
     return (uint32_t)(f - fp->flows);
 }
+/* The largest segment the peer may send us: the MSS we advertised
+ * (tcp.mss, less the timestamp option if the flow carries it), which is
+ * more than the flow's own mss where we send smaller
+ * frames than we take (net_tap: 1,460 out, 8,948 in at MTU 9000).  The
+ * receive side counts "full segments" (ACK every second one) and opens the
+ * window (an update once two fit) in these: counted in the send MSS, every
+ * jumbo segment was ACKed at once and a window update of 4 KiB, under one
+ * segment, left the peer waiting for its persist timer. */
+static inline uint32_t fp_rx_mss(const struct tas_fp *fp, const struct tas_flow *f)
+{
+    uint32_t opts = (f->flags & TAS_FLF_TS) ? 12u : 0u;   /* the timestamp option */
+    return RTE_MAX((uint32_t)f->mss, (uint32_t)fp->syn.mss - opts);
+}
+
 static inline void fp_lock(struct tas_flow *f)
 {
     rte_spinlock_lock((rte_spinlock_t *)&f->lock);

@@ -243,7 +243,7 @@ static void ack_data(struct fp_core *c, struct tas_flow *f, const struct seg *s,
     f->rx_unacked_bytes += taken;
     bool now = taken < len || len == 0 || fin || f->rx_ooo_len > 0 || s->ce ||
                (s->flags & (RTE_TCP_PSH_FLAG | RTE_TCP_FIN_FLAG)) ||
-               f->rx_unacked_bytes >= 2u * f->mss;
+               f->rx_unacked_bytes >= 2u * fp_rx_mss(c->fp, f);
     if (now) {
         fp_tcp_send_ack(c, f);
         return;
