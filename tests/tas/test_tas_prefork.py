@@ -6,7 +6,7 @@ processes that accept, and a connection belongs to the worker that took it
 import subprocess
 import sys
 
-from libtas_helpers import ROOT, counters, finish, in_peer, nginx_serves
+from libtas_helpers import READ_ALL, ROOT, counters, finish, in_peer, nginx_serves
 from test_libtas import NGINX_CONF as SINGLE_PROCESS_CONF
 
 # user root: workers run as nobody otherwise, and pytest's tmp_path is 0700.
@@ -65,18 +65,14 @@ finally:
             pass
 """
 
-EARLY_CLIENT = """
+EARLY_CLIENT = READ_ALL + """
 import socket, sys
 s = socket.create_connection(("10.0.0.2", int(sys.argv[1])), timeout=120)
 s.sendall(b"early")
 print("sent", flush=True)
-got = b""
-while True:
-    d = s.recv(100)
-    if not d:
-        break
-    got += d
-print(got.decode(), flush=True)
+got = []
+read_all(s, got.append, 100)
+print(b"".join(got).decode(), flush=True)
 """
 
 
