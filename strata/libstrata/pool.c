@@ -287,7 +287,11 @@ int strata_map(const char *path, struct strata_fs *fs, int verbose, char *err, s
     fs->is_pmem = is_pmem;
     fs->use_msync = !is_pmem && !on_tmpfs(path);
     struct stat st;
-    fs->sparse = stat(path, &st) == 0 && S_ISREG(st.st_mode);
+    /* a file with every page backed (mkfs --prealloc) stands for an NVM
+     * device as a DAX device does: its pages are never punched, so no write
+     * pays the kernel's zeroing of a fresh page again */
+    fs->sparse = stat(path, &st) == 0 && S_ISREG(st.st_mode) &&
+                 (uint64_t)st.st_blocks * 512 < (uint64_t)st.st_size;
     snprintf(fs->path, sizeof(fs->path), "%s", path);
     set_views(fs);
     return 0;
