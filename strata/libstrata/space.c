@@ -59,9 +59,12 @@ int pool_back(uint64_t off, uint64_t len)
     return -1;
 }
 
+/* Back (sparse pool) and map (any pool) the stretch of data blocks from b
+ * on: a digest storing into a fully backed pool would otherwise still take
+ * one page fault per 4 KiB block of this process's mapping. */
 int pool_back_block(uint32_t b)
 {
-    if (!G.sparse || (b >= backed_lo && b < backed_hi))
+    if (b >= backed_lo && b < backed_hi)
         return 0;
     uint64_t n = G.sb->nblocks - b < BACK_CHUNK ? G.sb->nblocks - b : BACK_CHUNK;
     if (pool_back((uint64_t)b * STRATA_BLOCK, n * STRATA_BLOCK) != 0) {

@@ -111,3 +111,13 @@ def test_prealloc_pool_stays_backed_through_rewrites(pool_path, tmp_path):
     assert got["rewrites"] >= 6
     assert os.stat(pool_path).st_blocks * 512 == 64 << 20
     fsck_clean(pool_path)
+
+
+def test_prealloc_pool_digest_maps_blocks_ahead(pool_path, tmp_path):
+    """Digest into a fully backed pool maps the blocks it stores to in
+    stretches (pages_populated), not one page fault per 4 KiB block."""
+    strata_cli("mkfs", "--size", "256M", "--prealloc", pool=pool_path)
+    got = work(pool_path, "append", 64)
+    assert got["mapped_ahead"]
+    assert got == work(pool_path, "append", 64, strata_dir=str(tmp_path))
+    fsck_clean(pool_path)
