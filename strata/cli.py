@@ -47,6 +47,11 @@ def human(n):
         n /= 1024
 
 
+def backing_free(n):
+    # -1: every page of the pool is backed already (preallocated, or a device)
+    return "fully backed" if n < 0 else f"backing file system free {human(n)}"
+
+
 def cmd_mkfs(a):
     def size_of(flag, text):
         try:
@@ -80,7 +85,7 @@ def cmd_mkfs(a):
     print(f"made Strata pool {a.pool}: {human(d['pool_bytes'])} {kind}, "
           f"data capacity {human(d['data_capacity_bytes'])} ({d['data_capacity_bytes']} bytes), "
           f"{d['log_slots']} logs of {human(d['log_bytes_per_slot'])}, "
-          f"backing file system free {human(d['backing_free_bytes'])}; "
+          f"{backing_free(d['backing_free_bytes'])}; "
           f"ref area {length} bytes at offset {off} (first 4096: TAS ownership table)")
     return 0
 
