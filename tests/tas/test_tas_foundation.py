@@ -36,6 +36,21 @@ def test_ping_through_dpdk_port(make_daemon, device):
     assert "02:00:00:00:00:02" in neigh
 
 
+@pytest.mark.parametrize("device", ["net_af_packet", "net_tap"])
+def test_peer_receive_work_stays_off_the_fast_path_core(make_daemon, device):
+    """The peer namespace's interface steers its receive processing (RPS) to
+    the CPUs the fast path does not own: frames the fast path sends would
+    otherwise run the peer kernel's TCP inside the fast path's send call."""
+    from tas.peer import veth_peer_name
+    d = make_daemon(device=device).start()
+    iface = veth_peer_name(d.port_iface) if device == "net_af_packet" else d.port_iface
+    got = d.ns_run("cat", f"/sys/class/net/{iface}/queues/rx-0/rps_cpus").stdout
+    mask = int(got.strip().replace(",", ""), 16)
+    others = sum(1 << c for c in range(os.cpu_count()) if c != 1)   # fp_cores = [1]
+    assert mask == others
+    assert ping(d).returncode == 0
+
+
 def test_default_device_is_af_packet_and_its_kernel_side_stays_silent(tas_daemon):
     """The veth end the PMD binds is in the daemon's namespace with no
     address: its kernel must neither answer for TAS (ARP, RST) nor send
