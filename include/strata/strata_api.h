@@ -83,6 +83,11 @@ int strata_ref_busy(const void *va, size_t len);
 /* Digest this process's log now (entries digested, or -1); afterwards
  * strata_ref_busy is 0 everywhere. */
 int64_t strata_digest_self(void);
+/* Start the same in the background and return at once: strata_ref_busy goes
+ * to 0 once the thread has digested (0; also when nothing is referenced).
+ * -1 when there is no background thread (STRATA_DIGEST_THREAD=0): call
+ * strata_digest_self. */
+int strata_digest_kick(void);
 
 /* Apply this process's log and every dead process's log; request a digest
  * from live owners.  Returns the number of entries digested, or -1. */

@@ -37,6 +37,7 @@ static pthread_cond_t bg_cv = PTHREAD_COND_INITIALIZER;
 static pthread_t bg_thread;
 static pid_t bg_pid;          /* process that runs the thread (0: none) */
 static int bg_want, bg_busy, bg_quit; /* under bg_mu */
+static int bg_reset_wanted;   /* references hold receive buffers: reset the log after the pass */
 static uint64_t bg_done;      /* own log offset applied by the thread; under pool_thread_lock */
 static int enabled = -1;
 
@@ -89,8 +90,9 @@ static void *bg_main(void *arg)
         }
         /* then the rest and the reset, holding the writers off briefly */
         pthread_mutex_lock(&G.mu);
-        if (G.base != NULL && over_threshold())
-            digest_own();
+        int refs_wait = __atomic_exchange_n(&bg_reset_wanted, 0, __ATOMIC_RELAXED);
+        if (G.base != NULL && (over_threshold() || refs_wait) && digest_own() == 0 && refs_wait)
+            kb_stats_add(G.c.ref_digests, 1);
         pthread_mutex_unlock(&G.mu);
         pthread_mutex_lock(&bg_mu);
         bg_busy = 0;
@@ -129,6 +131,21 @@ void bg_kick(void)
     pthread_mutex_unlock(&bg_mu);
     if (!started)
         digest_own(); /* no thread: as without one */
+}
+
+/* Called holding G.mu: undigested references hold back a receive stack's
+ * buffers (ORP).  The thread applies the log and resets it, which lets them
+ * go (refs_clear), while the writer goes on; without the thread the writer
+ * digests now, as before. */
+void bg_kick_refs(void)
+{
+    if (!bg_enabled()) {
+        if (digest_own() == 0)
+            kb_stats_add(G.c.ref_digests, 1);
+        return;
+    }
+    __atomic_store_n(&bg_reset_wanted, 1, __ATOMIC_RELAXED);
+    bg_kick();
 }
 
 void bg_stop(void)

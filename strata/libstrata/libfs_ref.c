@@ -168,6 +168,20 @@ int strata_ref_busy(const void *va, size_t len)
     return r;
 }
 
+int strata_digest_kick(void)
+{
+    pthread_mutex_lock(&G.mu);
+    int r = 0;
+    if (nrefs > 0 && G.base != NULL && G.slot >= 0) {
+        if (bg_enabled())
+            bg_kick_refs();
+        else
+            r = -1;
+    }
+    pthread_mutex_unlock(&G.mu);
+    return r;
+}
+
 /* A forked child has no log of its own yet, and the parent's receive stack
  * reuses its buffers without asking the child: the child references nothing. */
 static void refs_atfork_child(void)

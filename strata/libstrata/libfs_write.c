@@ -282,8 +282,8 @@ static ssize_t do_write(int fd, const struct iovec *iov, int cnt, int64_t off, i
     if (done > 0) {
         strata_publish(); /* lock-aware with a shared map: visible at once (locks.c) */
         maybe_digest();
-        if (refs_over_trigger() && digest_own() == 0)
-            kb_stats_add(G.c.ref_digests, 1);
+        if (refs_over_trigger())
+            bg_kick_refs();   /* the receive stack forces a digest itself if it cannot wait */
     }
 out:
     plan_free(&pl);

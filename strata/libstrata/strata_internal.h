@@ -202,6 +202,7 @@ void pool_thread_lock_reset(void);  /* fork child (pool.c) */
 void bg_kick(void);            /* the own log passed the threshold: digest in the background */
 int bg_wanted(void);           /* enough of the own log is unapplied to kick the thread */
 int bg_enabled(void);
+void bg_kick_refs(void);       /* references wait: digest and reset in the background */
 uint64_t bg_applied(void);     /* own log offset up to which the shared area has the entries */
 void bg_set_applied(uint64_t off);
 void bg_log_reset(void);

@@ -30,6 +30,7 @@ enum rx_ctr {
     RXC_FORCED_BYTES,     /* bytes given back by them */
     RXC_DIGESTS,          /* strata_digest_self calls they made */
     RXC_PRESSURE_DIGESTS, /* ... of which before forcing under pressure */
+    RXC_DIGEST_KICKS,     /* background digests started with half a ring held */
     RXC_BUMPS,            /* rx_bump messages posted */
     RXC_COPIES,           /* copies out of the ring (reads) */
     RXC_COPIES_SMALL,     /* ... below zIO's threshold */
@@ -94,6 +95,7 @@ struct orp_api {
     void *(*zio_copy_continued)(void *, const void *, size_t, size_t);
     int (*strata_busy)(const void *, size_t);    /* strata_ref_busy */
     int64_t (*strata_digest)(void);              /* strata_digest_self */
+    int (*strata_kick)(void);                    /* strata_digest_kick */
     size_t zio_threshold;                        /* ZIO_THRESHOLD, as libzio reads it */
     void *(*plain_memcpy)(void *, const void *, size_t);   /* libc's, past libzio */
 };

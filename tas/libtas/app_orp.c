@@ -38,6 +38,7 @@ static void lookup(void)
     *(void **)&api.zio_copy_continued = dlsym(RTLD_DEFAULT, "zio_copy_continued");
     *(void **)&api.strata_busy = dlsym(RTLD_DEFAULT, "strata_ref_busy");
     *(void **)&api.strata_digest = dlsym(RTLD_DEFAULT, "strata_digest_self");
+    *(void **)&api.strata_kick = dlsym(RTLD_DEFAULT, "strata_digest_kick");
     if (api.zio_register == NULL || api.zio_release == NULL) {
         /* a partial zIO is no zIO: never register what cannot be released */
         api.zio_register = NULL;

@@ -201,6 +201,15 @@ static int under_pressure(const struct tas_rx *r)
     return r->held_listed && r->size - (r->seen - r->freed) < r->size / 4;
 }
 
+/* Half the ring held: have Strata digest in the background now, so the
+ * references are usually gone before the ring comes under pressure and the
+ * program never waits for a digest (a ring still filling at three-quarters
+ * is relieved synchronously as before). */
+static int half_held(const struct tas_rx *r)
+{
+    return r->held_listed && r->size - (r->seen - r->freed) < r->size / 2;
+}
+
 /* Under pressure, Strata's undigested references usually hold most of the
  * ring: digest first (references go, nothing is copied), then release what
  * no zIO intermediate needs; only what is still held then is forced, which
@@ -221,10 +230,16 @@ static void relieve(struct tas_app *a, struct tas_rx *r, int *digested)
 
 void tas_app_rx_before_sleep(struct tas_app *a)
 {
-    int digested = 0;
+    const struct orp_api *api = orp_api();
+    int digested = 0, kicked = api->strata_kick == NULL;
     for (struct tas_rx *r = a->held, *next; r != NULL; r = next) {
         next = r->held_next;   /* r may leave the list */
         tas_rx_release(a, r, 0);
+        if (!kicked && half_held(r) && r->freed < r->reg_hi) {
+            kicked = 1;
+            if (api->strata_kick() == 0)
+                rx_count(a, RXC_DIGEST_KICKS, 1);
+        }
         if (under_pressure(r))
             relieve(a, r, &digested);
     }

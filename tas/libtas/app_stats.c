@@ -20,6 +20,7 @@ static const char *const names[RXC_N] = {
     [RXC_FORCED_BYTES] = "rx_forced_bytes",
     [RXC_DIGESTS] = "rx_strata_digests",
     [RXC_PRESSURE_DIGESTS] = "rx_pressure_digests",
+    [RXC_DIGEST_KICKS] = "rx_digest_kicks",
     [RXC_COPIES] = "rx_copies",
     [RXC_COPIES_SMALL] = "rx_copies_small",
     [RXC_COPIES_CONTINUED] = "rx_copies_continued",

@@ -79,6 +79,8 @@ def test_large_copies_per_set(make_daemon, procs, orp_pool, mode, clients):
         # not zIO's own copy of an AOF buffer holding more values than one
         # round of a copy elides (those faults switched the receive site off)
         assert per_set(z["faults_intermediate"] * 4096) < 0.05 and z["policy_sites_disabled"] == 0
+        # a ring half held by references had Strata digest in the background
+        assert lt["rx_digest_kicks"] >= 1
     else:
         assert s["ref_bytes"] == 0 and log_copies >= 0.9
     if mode == "nozio":

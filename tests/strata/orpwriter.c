@@ -10,7 +10,10 @@
  * writes, then by MODE:
  *   digest   waits for a stdin line, digests its own log, overwrites the map
  *            with (i * 7 + 3) & 0xff, appends five 128 KiB pieces of it (the
- *            fifth crosses the ref trigger, half the mapped bytes), prints a
+ *            fifth crosses the ref trigger, half the mapped bytes: a digest
+ *            starts in the background, or runs in the write without the
+ *            thread) and waits until nothing is busy; appends a sixth and
+ *            starts a digest with strata_digest_kick, waits again; prints a
  *            second line, waits for a line, exits normally
  *   crash    exits at once (_exit: undigested references in the log)
  *   overwrite  overwrites the referenced extent, then exits (breaks the contract)
@@ -33,6 +36,19 @@
 static int (*nvm_map)(int, uint64_t, const void *, size_t);
 static int (*ref_busy)(const void *, size_t);
 static int64_t (*digest_self)(void);
+static int (*digest_kick)(void);
+
+/* 1 once no byte of the map is referenced any more (a background digest
+ * finished), 0 if that did not happen within a minute */
+static int released(const unsigned char *va)
+{
+    for (int i = 0; i < 60000; i++) {
+        if (!ref_busy(va, MAPLEN))
+            return 1;
+        usleep(1000);
+    }
+    return 0;
+}
 
 static void need(int ok, const char *what)
 {
@@ -58,6 +74,7 @@ int main(int argc, char **argv)
     const char *mode = argv[3];
     nvm_map = (int (*)(int, uint64_t, const void *, size_t))dlsym(RTLD_DEFAULT, "strata_nvm_map");
     ref_busy = (int (*)(const void *, size_t))dlsym(RTLD_DEFAULT, "strata_ref_busy");
+    digest_kick = (int (*)(void))dlsym(RTLD_DEFAULT, "strata_digest_kick");
     digest_self = (int64_t(*)(void))dlsym(RTLD_DEFAULT, "strata_digest_self");
     need(nvm_map && ref_busy && digest_self, "libstrata's ORP entry points (run under strata run)");
 
@@ -119,9 +136,16 @@ int main(int argc, char **argv)
         need(write(fd, va + (size_t)k * 131072, 131072) == 131072, "write 128 KiB");
         busy_trigger[k] = ref_busy(va, MAPLEN);
     }
-    printf("{\"digested\": %lld, \"busy_after\": %d, \"busy_trigger\": [%d, %d, %d, %d, %d]}\n",
+    int released_trigger = released(va);
+    need(write(fd, va + 5 * (size_t)131072, 131072) == 131072, "write 128 KiB");
+    int busy_sixth = ref_busy(va, MAPLEN);
+    need(digest_kick != NULL, "strata_digest_kick");
+    int kick = digest_kick();
+    int released_kick = kick == 0 ? released(va) : 0;
+    printf("{\"digested\": %lld, \"busy_after\": %d, \"busy_trigger\": [%d, %d, %d, %d, %d], "
+           "\"released_trigger\": %d, \"busy_sixth\": %d, \"kick\": %d, \"released_kick\": %d}\n",
            (long long)d, busy_after, busy_trigger[0], busy_trigger[1], busy_trigger[2], busy_trigger[3],
-           busy_trigger[4]);
+           busy_trigger[4], released_trigger, busy_sixth, kick, released_kick);
     fflush(stdout);
     wait_line();
     close(fd);

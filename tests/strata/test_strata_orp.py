@@ -10,6 +10,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from bindings import stats
 from strata import api
 from strata_helpers import BUILD, ROOT, fsck_clean, layout, log_entries, shim_env, strata_cli
@@ -23,9 +25,9 @@ FIRST = (b"H" * 100 + PAT1[:65536] + b"T" * 50 + PAT1[65536:98304] + PAT1[98304:
          + PAT1[200000:201000] + PAT1[300000:308000])
 
 
-def start(pool, mode):
+def start(pool, mode, **env):
     off, length = api.pool_ref_area(pool)
-    return subprocess.Popen([ORPWRITER, str(off), str(length), mode], env=shim_env(pool),
+    return subprocess.Popen([ORPWRITER, str(off), str(length), mode], env={**shim_env(pool), **env},
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
 
@@ -49,8 +51,13 @@ def cat(pool):
                           capture_output=True, check=True, cwd=ROOT).stdout
 
 
-def test_writes_from_a_registered_map_are_references(pool):
-    w = start(pool, "digest")
+@pytest.mark.parametrize("thread", ["1", "0"])
+def test_writes_from_a_registered_map_are_references(pool, thread):
+    """With the digest thread (the default) the reference trigger and
+    strata_digest_kick digest in the background: the write returns with the
+    references still busy and they go once the thread is done.  Without it
+    the write that crosses the trigger digests, and the kick says -1."""
+    w = start(pool, "digest", STRATA_DIGEST_THREAD=thread)
     try:
         check_first(line(w))
         c = stats.read("strata", str(w.pid))
@@ -64,9 +71,15 @@ def test_writes_from_a_registered_map_are_references(pool):
         out = line(w)
         assert out["digested"] == 7 and out["busy_after"] == 0  # digest releases every byte
         # 128 KiB references pile up until the fifth passes half the mapped MiB
-        assert out["busy_trigger"] == [1, 1, 1, 1, 0]
+        assert out["busy_trigger"][:4] == [1, 1, 1, 1]
+        assert out["released_trigger"] == 1 and out["busy_sixth"] == 1
+        if thread == "0":
+            assert out["busy_trigger"][4] == 0 and out["kick"] == -1 and out["released_kick"] == 0
+        else:
+            assert out["kick"] == 0 and out["released_kick"] == 1
         c = stats.read("strata", str(w.pid))
-        assert c["ref_digests"] == 1 and c["ref_writes"] == 8, c
+        # the trigger's digest, and the kick's where there is a thread
+        assert c["ref_digests"] == (2 if thread == "1" else 1) and c["ref_writes"] == 9, c
         w.stdin.write("go\n")
         w.stdin.flush()
         assert w.wait(timeout=60) == 0
@@ -75,7 +88,7 @@ def test_writes_from_a_registered_map_are_references(pool):
         w.wait()
         w.stdout.close()
         w.stdin.close()
-    assert cat(pool) == FIRST + PAT2[:5 * 131072]
+    assert cat(pool) == FIRST + PAT2[:6 * 131072]
     fsck_clean(pool)
 
 
