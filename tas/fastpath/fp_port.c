@@ -109,8 +109,11 @@ static int info_init(struct tas_fp *fp)
     fp->info->magic = TAS_SHM_MAGIC;
     fp->info->version = TAS_SHM_VERSION;
     fp->info->ncores = fp->conf.ncores;
-    for (uint16_t i = 0; i < TAS_FP_MAX_CORES; i++)
+    fp->info->pin_apps = fp->conf.pin_apps ? 1 : 0;
+    for (uint16_t i = 0; i < TAS_FP_MAX_CORES; i++) {
         fp->cores[i].sleeping = &fp->info->core_sleeping[i];
+        fp->info->core_cpu[i] = -1;     /* each core's thread says where it runs */
+    }
     return 0;
 }
 
