@@ -15,6 +15,14 @@ it, every repetition): idle daemons of the other rows cost the measured one.
 Prints min/median/max MB/s, the median's ratio to linux-linux, and for the
 TAS rows what the server's daemon spent: CPU microseconds per segment,
 segments per second, ACKs per received data segment and bytes per segment.
+
+Every measurement is bracketed by build/bench/xcpu_probe, the round trip of
+a cache line between the two CPUs: the hypervisor of the test VMs puts its
+two CPUs on one die (about 100 ns) or on two (about 550 ns) and moves them
+while we run, and on two dies every byte that crosses between the CPUs
+costs more: TAS to TAS halves, Linux over a veth loses about a fifth.  A
+second table compares the rows within each placement ("near": both probes
+under twice the smallest round trip of the run, "far": both over it).
 """
 import argparse
 import json
@@ -33,6 +41,7 @@ from tas.run import environ  # noqa: E402
 from tas_benchlib import start_kernel_peer, start_memif_pair, stop_kernel_peer  # noqa: E402
 
 LINUX_NS = "bulk-linux"
+XCPU_PROBE = os.path.join(ROOT, "build", "bench", "xcpu_probe")
 TICK_US = 1e6 / os.sysconf("SC_CLK_TCK")
 
 
@@ -54,6 +63,34 @@ def veth_up():
 def veth_down():
     subprocess.run(["ip", "link", "del", "bulk0"], capture_output=True)
     subprocess.run(["ip", "netns", "del", LINUX_NS], capture_output=True)
+
+
+def xcpu_rtt_ns():
+    """Cache-line round trip between the two CPUs (xcpu_probe.c), or None
+    if the probe is not built or cannot run."""
+    try:
+        out = subprocess.run([XCPU_PROBE], capture_output=True, text=True, timeout=60)
+    except OSError:
+        return None
+    return int(out.stdout) if out.returncode == 0 and out.stdout.strip().isdigit() else None
+
+
+def probed(run):
+    """run() bracketed by two cross-CPU probes: (run's result, (before, after))."""
+    before = xcpu_rtt_ns()
+    result = run()
+    return result, (before, xcpu_rtt_ns())
+
+
+def placement(rtts, near_ns):
+    """near, far, or mixed (the CPUs moved during the run, or no probe)."""
+    if None in rtts:
+        return "mixed"
+    if all(r < 2 * near_ns for r in rtts):
+        return "near"
+    if all(r >= 2 * near_ns for r in rtts):
+        return "far"
+    return "mixed"
 
 
 def cpu_us(pid):
@@ -109,11 +146,12 @@ def run_config(tmp, name, devices, dpdk, base, streams, seconds):
     daemons of the other rows still wake every few hundred microseconds
     (net_af_packet has no RX interrupt), and on two CPUs that took a third
     off one-stream TAS to TAS.  Ports from base.  Yields (streams, MB/s,
-    per-segment figures)."""
+    per-segment figures, cross-CPU round trips before and after)."""
     if name == "linux-linux":
         for k, n in enumerate(streams):
-            yield n, iperf(None, ["ip", "netns", "exec", LINUX_NS], None, "10.9.1.1",
-                           base + k, n, seconds), {}
+            mbs, rtts = probed(lambda: iperf(None, ["ip", "netns", "exec", LINUX_NS], None,
+                                             "10.9.1.1", base + k, n, seconds))
+            yield n, mbs, {}, rtts
         return
     if name == "tas-tas":
         daemons = start_memif_pair(tmp, extra=dpdk)
@@ -125,15 +163,41 @@ def run_config(tmp, name, devices, dpdk, base, streams, seconds):
         client_prefix, client_env, host = ["ip", "netns", "exec", server.netns], None, "10.0.0.2"
     try:
         for k, n in enumerate(streams):
-            mbs, per = measured(server, lambda: iperf(environ(server.instance), client_prefix,
-                                                      client_env, host, base + k, n, seconds))
-            yield n, mbs, per
+            (mbs, per), rtts = probed(lambda: measured(
+                server, lambda: iperf(environ(server.instance), client_prefix, client_env,
+                                      host, base + k, n, seconds)))
+            yield n, mbs, per, rtts
     finally:
         for d in daemons:
             if d.netns:
                 stop_kernel_peer(d)
             else:
                 d.stop()
+
+
+def print_by_placement(results, configs, streams, near_ns):
+    """The rows again, split by where the two CPUs were: min/median/max and
+    the ratio of each row's min and median to linux-linux's median on the
+    same placement."""
+    rows = []
+    for where in ("near", "far", "mixed"):
+        for n in streams:
+            def vals(name):
+                return [m for m, _, rr in results[(name, n)] if placement(rr, near_ns) == where]
+            lin = vals("linux-linux")
+            linux = statistics.median(lin) if lin else None
+            for name in configs:
+                v = vals(name)
+                if not v:
+                    continue
+                med = statistics.median(v)
+                rows.append([where, name, n, len(v), f"{min(v):.0f}", f"{med:.0f}",
+                             f"{max(v):.0f}", f"{min(v) / linux:.2f}" if linux else "-",
+                             f"{med / linux:.2f}" if linux else "-"])
+    print()
+    print(f"by CPU placement (cross-CPU round trip: near < {2 * near_ns} ns <= far)")
+    print_table(["CPUs", "config", "streams", "runs", "min MB/s", "median", "max",
+                 "min x linux", "median x linux"], rows)
 
 
 def main():
@@ -159,22 +223,28 @@ def main():
             for rep in range(args.repeat):
                 for ci, name in enumerate(configs):
                     base = 5401 + 100 * rep + 10 * ci
-                    for n, mbs, per in run_config(tmp, name, devices, dpdk, base, streams,
-                                                  args.seconds):
-                        results.setdefault((name, n), []).append((mbs, per))
+                    for n, mbs, per, rtts in run_config(tmp, name, devices, dpdk, base,
+                                                        streams, args.seconds):
+                        results.setdefault((name, n), []).append((mbs, per, rtts))
                         print(f"  rep {rep} {name} x{n}: {mbs:.0f} MB/s "
-                              f"(load {os.getloadavg()[0]:.2f})", flush=True)
+                              f"(load {os.getloadavg()[0]:.2f}, cross-CPU round trip "
+                              f"{rtts[0]}/{rtts[1]} ns)", flush=True)
         finally:
             veth_down()
+    rtts = [r for runs in results.values() for _, _, rr in runs for r in rr if r is not None]
+    near_ns = min(rtts) if rtts else 0
     rows, points = [], []
     for n in streams:
-        linux = statistics.median(m for m, _ in results[("linux-linux", n)])
+        linux = statistics.median(m for m, _, _ in results[("linux-linux", n)])
         for name in configs:
-            vals = [m for m, _ in results[(name, n)]]
+            vals = [m for m, _, _ in results[(name, n)]]
             per = results[(name, n)][-1][1]
             med = statistics.median(vals)
             points.append({"config": name, "streams": n, "mb_s": vals, "median": med,
-                           "ratio_to_linux": med / linux if linux else None, **per})
+                           "ratio_to_linux": med / linux if linux else None,
+                           "xcpu_rtt_ns": [rr for _, _, rr in results[(name, n)]],
+                           "placement": [placement(rr, near_ns)
+                                         for _, _, rr in results[(name, n)]], **per})
             rows.append([name, n, f"{min(vals):.0f}", f"{med:.0f}", f"{max(vals):.0f}",
                          f"{med / linux:.2f}" if linux else "-",
                          f"{per['cpu_us_per_seg']:.2f}" if per else "-",
@@ -183,6 +253,7 @@ def main():
     print()
     print_table(["config", "streams", "min MB/s", "median", "max", "x linux",
                  "daemon cpu us/seg", "acks/rx seg", "bytes/rx seg"], rows)
+    print_by_placement(results, configs, streams, near_ns)
     # where the server daemon's fast-path cycles went (last repetition)
     crows = []
     for n in streams:
