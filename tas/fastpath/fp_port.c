@@ -69,6 +69,7 @@ static void counters_init(struct fp_counters *c, struct kb_stats_page *s)
     c->dupacks = kb_stats_counter(s, "tcp_dupacks");
     c->fast_rexmits = kb_stats_counter(s, "tcp_fast_rexmits");
     c->rto_rexmits = kb_stats_counter(s, "tcp_rto_rexmits");
+    c->rate_waits_rescaled = kb_stats_counter(s, "tcp_rate_waits_rescaled");
     c->app_bad_cmd = kb_stats_counter(s, "app_bad_cmd");
     c->app_cmd_flow_gone = kb_stats_counter(s, "app_cmd_flow_gone");
     c->notify_deferred = kb_stats_counter(s, "app_notify_deferred");
