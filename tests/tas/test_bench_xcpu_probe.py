@@ -19,7 +19,8 @@ def test_probe_gives_a_round_trip():
 
 
 def test_placement_of_a_run():
-    assert tas_bulk.placement((101, 110), 100) == "near"
-    assert tas_bulk.placement((540, 566), 100) == "far"
-    assert tas_bulk.placement((104, 560), 100) == "mixed"
-    assert tas_bulk.placement((None, 104), 100) == "mixed"
+    assert tas_bulk.placement((101, 110)) == "near"
+    assert tas_bulk.placement((44, 104)) == "near"
+    assert tas_bulk.placement((540, 566)) == "far"
+    assert tas_bulk.placement((104, 560)) == "mixed"
+    assert tas_bulk.placement((None, 104)) == "mixed"
