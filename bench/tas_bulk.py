@@ -1,7 +1,7 @@
 """TAS bulk throughput: one command, one table, one JSON file.
 
   python bench/tas_bulk.py [--seconds 3] [--repeat 3] [--streams 1,4]
-                           [--mtu 1500] [--cc dctcp-rate|none|...] [--buf 2M]
+                           [--mtu 1500] [--cc dctcp-rate|none|...] [--buf 1M]
                            [--devices net_af_packet,net_tap]
 
 Unmodified iperf3 (server and client), in one run, repeated and interleaved:
@@ -210,10 +210,12 @@ def main():
     ap.add_argument("--streams", default="1,4")
     ap.add_argument("--mtu", type=int, default=1500, help="dpdk.mtu of the daemons (and veth)")
     ap.add_argument("--cc", default=None, help="cc.algorithm of the daemons (default: config)")
-    ap.add_argument("--buf", default="2M",
-                    help="buffers.rx_buf and tx_buf of the TAS daemons (default 2M; the "
-                         "config's 256K caps one memif stream near 7.5 GB/s where 2M "
-                         "reaches 9; Linux autotunes its own up to 32 MiB here)")
+    ap.add_argument("--buf", default="1M",
+                    help="buffers.rx_buf and tx_buf of the TAS daemons (default 1M; with "
+                         "the config's 256K one memif stream reached 7.1-7.6 GB/s, with 1M "
+                         "10.4-10.8, with 2M 9.3-9.8 but four streams 6.3-7.7 against "
+                         "9.8 with 1M: their buffers outgrow the caches; Linux autotunes "
+                         "its own up to 32 MiB here)")
     ap.add_argument("--devices", default="net_af_packet,net_tap",
                     help="devices of the tas-linux daemons, comma-separated")
     args = ap.parse_args()
