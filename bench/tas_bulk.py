@@ -157,7 +157,7 @@ def run_config(tmp, name, devices, dpdk, base, streams, seconds):
             yield n, mbs, {}, rtts
         return
     if name == "tas-tas":
-        daemons = start_memif_pair(tmp, extra=dpdk)
+        daemons = start_memif_pair(tmp, extra=dpdk, pin_apps=True)
         server, client_prefix, client_env, host = daemons[0], [], environ("benchb"), "10.1.0.1"
     else:
         i = devices.index(name.split()[1])
