@@ -24,3 +24,8 @@ def test_placement_of_a_run():
     assert tas_bulk.placement((540, 566)) == "far"
     assert tas_bulk.placement((104, 560)) == "mixed"
     assert tas_bulk.placement((None, 104)) == "mixed"
+
+
+def test_probed_passes_the_result_and_counts_others():
+    result, rtts, others = tas_bulk.probed(lambda: "done", pids=[os.getpid()])
+    assert result == "done" and len(rtts) == 2 and others >= 0
