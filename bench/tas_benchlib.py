@@ -9,12 +9,15 @@ from tas.launcher import DaemonProcess  # noqa: E402
 
 
 def start_memif_pair(tmp, idle_block_us=10000, yield_idle=True, extra="",
-                     names=("bencha", "benchb")):
+                     names=("bencha", "benchb"), pin_apps=False):
     """Two daemons, one memif link: A (memif server, 10.1.0.1), B (client),
     instances named `names` (tests pick their own: instances are machine-wide).
     Each fast path gets its own core (A: 1, B: 0) and shares it with an app;
     idle fast paths yield the CPU (fastpath.yield_when_idle) unless told not
-    to, and block after idle_block_us.  extra: more [dpdk] keys."""
+    to, and block after idle_block_us.  pin_apps: the apps run on their fast
+    path's CPU (fastpath.pin_apps; tas_bulk.py's TAS-to-TAS row), so each byte
+    crosses between the CPUs once, in the memif ring.  extra: more [dpdk]
+    keys."""
     sock = os.path.join(tmp, "memif.sock")
     procs = []
     try:
@@ -29,6 +32,7 @@ def start_memif_pair(tmp, idle_block_us=10000, yield_idle=True, extra="",
                         f'main_core = {main_core}\nfp_cores = [{fp_core}]\n{extra}\n'
                         f'[fastpath]\nidle_block_us = {idle_block_us}\n'
                         f'yield_when_idle = {"true" if yield_idle else "false"}\n'
+                        f'pin_apps = {"true" if pin_apps else "false"}\n'
                         f'[peer]\nnetns = ""\nip = "10.1.0.254"\n')
             procs.append(DaemonProcess(path, name, None).start())
     except BaseException:

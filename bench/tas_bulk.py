@@ -1,7 +1,7 @@
 """TAS bulk throughput: one command, one table, one JSON file.
 
   python bench/tas_bulk.py [--seconds 3] [--repeat 3] [--streams 1,4]
-                           [--mtu 1500] [--cc dctcp-rate|none|...]
+                           [--mtu 1500] [--cc dctcp-rate|none|...] [--buf 1M]
                            [--devices net_af_packet,net_tap]
 
 Unmodified iperf3 (server and client), in one run, repeated and interleaved:
@@ -15,6 +15,14 @@ it, every repetition): idle daemons of the other rows cost the measured one.
 Prints min/median/max MB/s, the median's ratio to linux-linux, and for the
 TAS rows what the server's daemon spent: CPU microseconds per segment,
 segments per second, ACKs per received data segment and bytes per segment.
+
+Every measurement is bracketed by build/bench/xcpu_probe, the round trip of
+a cache line between the two CPUs: the hypervisor of the test VMs puts its
+two CPUs on one die (about 100 ns) or on two (about 550 ns) and moves them
+while we run, and on two dies every byte that crosses between the CPUs
+costs more: TAS to TAS halves, Linux over a veth loses about a fifth.  A
+second table compares the rows within each placement ("near": both probes
+under FAR_NS, "far": both over it, "mixed": the CPUs moved meanwhile).
 """
 import argparse
 import json
@@ -22,7 +30,9 @@ import os
 import statistics
 import subprocess
 import sys
+import resource
 import tempfile
+import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -33,6 +43,10 @@ from tas.run import environ  # noqa: E402
 from tas_benchlib import start_kernel_peer, start_memif_pair, stop_kernel_peer  # noqa: E402
 
 LINUX_NS = "bulk-linux"
+XCPU_PROBE = os.path.join(ROOT, "build", "bench", "xcpu_probe")
+# Round trips seen here: about 45 ns (the two CPUs on one core's threads,
+# rare), 95-115 ns (one die), 490-600 ns (two dies)
+FAR_NS = 250
 TICK_US = 1e6 / os.sysconf("SC_CLK_TCK")
 
 
@@ -54,6 +68,63 @@ def veth_up():
 def veth_down():
     subprocess.run(["ip", "link", "del", "bulk0"], capture_output=True)
     subprocess.run(["ip", "netns", "del", LINUX_NS], capture_output=True)
+
+
+def xcpu_rtt_ns():
+    """Cache-line round trip between the two CPUs (xcpu_probe.c), or None
+    if the probe is not built or cannot run."""
+    try:
+        out = subprocess.run([XCPU_PROBE], capture_output=True, text=True, timeout=60)
+    except OSError:
+        return None
+    return int(out.stdout) if out.returncode == 0 and out.stdout.strip().isdigit() else None
+
+
+def busy_ticks():
+    """Clock ticks all CPUs spent in processes (user, nice, system): the
+    kernel's softirq time (Linux's TCP over the veth) is charged to no
+    process, so it is left out on both sides of the difference."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    return v[0] + v[1] + v[2]
+
+
+def process_ticks(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def children_ticks():
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return (ru.ru_utime + ru.ru_stime) * os.sysconf("SC_CLK_TCK")
+
+
+def probed(run, pids=()):
+    """run() bracketed by two cross-CPU probes: (run's result, (before,
+    after), others), others the percent of one CPU that processes not ours
+    (not the daemons `pids`, not our finished children: iperf3) kept busy
+    meanwhile.  Other engineers' tests share these two CPUs and are not
+    under the bench lock: a run they took half a CPU from is not comparable."""
+    before = xcpu_rtt_ns()
+    t0, b0, c0 = time.monotonic(), busy_ticks(), children_ticks()
+    d0 = sum(process_ticks(p) for p in pids)
+    result = run()
+    ours = children_ticks() - c0 + sum(process_ticks(p) for p in pids) - d0
+    others = max(0.0, (busy_ticks() - b0 - ours) / os.sysconf("SC_CLK_TCK")
+                 / (time.monotonic() - t0) * 100)
+    return result, (before, xcpu_rtt_ns()), others
+
+
+def placement(rtts):
+    """near, far, or mixed (the CPUs moved during the run, or no probe)."""
+    if None in rtts:
+        return "mixed"
+    if all(r < FAR_NS for r in rtts):
+        return "near"
+    if all(r >= FAR_NS for r in rtts):
+        return "far"
+    return "mixed"
 
 
 def cpu_us(pid):
@@ -109,14 +180,16 @@ def run_config(tmp, name, devices, dpdk, base, streams, seconds):
     daemons of the other rows still wake every few hundred microseconds
     (net_af_packet has no RX interrupt), and on two CPUs that took a third
     off one-stream TAS to TAS.  Ports from base.  Yields (streams, MB/s,
-    per-segment figures)."""
+    per-segment figures, cross-CPU round trips before and after, others'
+    CPU percent)."""
     if name == "linux-linux":
         for k, n in enumerate(streams):
-            yield n, iperf(None, ["ip", "netns", "exec", LINUX_NS], None, "10.9.1.1",
-                           base + k, n, seconds), {}
+            mbs, rtts, others = probed(lambda: iperf(None, ["ip", "netns", "exec", LINUX_NS],
+                                                     None, "10.9.1.1", base + k, n, seconds))
+            yield n, mbs, {}, rtts, others
         return
     if name == "tas-tas":
-        daemons = start_memif_pair(tmp, extra=dpdk)
+        daemons = start_memif_pair(tmp, extra=dpdk, pin_apps=True)
         server, client_prefix, client_env, host = daemons[0], [], environ("benchb"), "10.1.0.1"
     else:
         i = devices.index(name.split()[1])
@@ -125,15 +198,43 @@ def run_config(tmp, name, devices, dpdk, base, streams, seconds):
         client_prefix, client_env, host = ["ip", "netns", "exec", server.netns], None, "10.0.0.2"
     try:
         for k, n in enumerate(streams):
-            mbs, per = measured(server, lambda: iperf(environ(server.instance), client_prefix,
-                                                      client_env, host, base + k, n, seconds))
-            yield n, mbs, per
+            (mbs, per), rtts, others = probed(lambda: measured(
+                server, lambda: iperf(environ(server.instance), client_prefix, client_env,
+                                      host, base + k, n, seconds)),
+                pids=[d.proc.pid for d in daemons])
+            yield n, mbs, per, rtts, others
     finally:
         for d in daemons:
             if d.netns:
                 stop_kernel_peer(d)
             else:
                 d.stop()
+
+
+def print_by_placement(results, configs, streams):
+    """The rows again, split by where the two CPUs were: min/median/max and
+    the ratio of each row's min and median to linux-linux's median on the
+    same placement."""
+    rows = []
+    for where in ("near", "far", "mixed"):
+        for n in streams:
+            def vals(name):
+                return [(m, o) for m, _, rr, o in results[(name, n)] if placement(rr) == where]
+            lin = [m for m, _ in vals("linux-linux")]
+            linux = statistics.median(lin) if lin else None
+            for name in configs:
+                v = [m for m, _ in vals(name)]
+                if not v:
+                    continue
+                med = statistics.median(v)
+                rows.append([where, name, n, len(v), f"{min(v):.0f}", f"{med:.0f}",
+                             f"{max(v):.0f}", f"{min(v) / linux:.2f}" if linux else "-",
+                             f"{med / linux:.2f}" if linux else "-",
+                             f"{max(o for _, o in vals(name)):.0f}"])
+    print()
+    print(f"by CPU placement (cross-CPU round trip: near < {FAR_NS} ns <= far)")
+    print_table(["CPUs", "config", "streams", "runs", "min MB/s", "median", "max",
+                 "min x linux", "median x linux", "others' CPU % (max)"], rows)
 
 
 def main():
@@ -143,13 +244,20 @@ def main():
     ap.add_argument("--streams", default="1,4")
     ap.add_argument("--mtu", type=int, default=1500, help="dpdk.mtu of the daemons (and veth)")
     ap.add_argument("--cc", default=None, help="cc.algorithm of the daemons (default: config)")
+    ap.add_argument("--buf", default="1M",
+                    help="buffers.rx_buf and tx_buf of the TAS daemons (default 1M; with "
+                         "the config's 256K one memif stream reached 7.1-7.6 GB/s, with 1M "
+                         "10.4-10.8, with 2M 9.3-9.8 but four streams 6.3-7.7 against "
+                         "9.8 with 1M: their buffers outgrow the caches; Linux autotunes "
+                         "its own up to 32 MiB here)")
     ap.add_argument("--devices", default="net_af_packet,net_tap",
                     help="devices of the tas-linux daemons, comma-separated")
     args = ap.parse_args()
     streams = [int(s) for s in args.streams.split(",")]
     devices = args.devices.split(",")
     configs = ["tas-tas"] + [f"tas-linux {dev}" for dev in devices] + ["linux-linux"]
-    dpdk = f"mtu = {args.mtu}" + (f'\n[cc]\nalgorithm = "{args.cc}"' if args.cc else "")
+    dpdk = (f'mtu = {args.mtu}\n[buffers]\nrx_buf = "{args.buf}"\ntx_buf = "{args.buf}"' +
+            (f'\n[cc]\nalgorithm = "{args.cc}"' if args.cc else ""))
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         veth_up()
@@ -159,22 +267,27 @@ def main():
             for rep in range(args.repeat):
                 for ci, name in enumerate(configs):
                     base = 5401 + 100 * rep + 10 * ci
-                    for n, mbs, per in run_config(tmp, name, devices, dpdk, base, streams,
-                                                  args.seconds):
-                        results.setdefault((name, n), []).append((mbs, per))
+                    for n, mbs, per, rtts, others in run_config(tmp, name, devices, dpdk,
+                                                                base, streams, args.seconds):
+                        results.setdefault((name, n), []).append((mbs, per, rtts, others))
                         print(f"  rep {rep} {name} x{n}: {mbs:.0f} MB/s "
-                              f"(load {os.getloadavg()[0]:.2f})", flush=True)
+                              f"(others' CPU {others:.0f}%, cross-CPU round trip "
+                              f"{rtts[0]}/{rtts[1]} ns)", flush=True)
         finally:
             veth_down()
     rows, points = [], []
     for n in streams:
-        linux = statistics.median(m for m, _ in results[("linux-linux", n)])
+        linux = statistics.median(m for m, _, _, _ in results[("linux-linux", n)])
         for name in configs:
-            vals = [m for m, _ in results[(name, n)]]
+            vals = [m for m, _, _, _ in results[(name, n)]]
             per = results[(name, n)][-1][1]
             med = statistics.median(vals)
             points.append({"config": name, "streams": n, "mb_s": vals, "median": med,
-                           "ratio_to_linux": med / linux if linux else None, **per})
+                           "ratio_to_linux": med / linux if linux else None,
+                           "xcpu_rtt_ns": [rr for _, _, rr, _ in results[(name, n)]],
+                           "others_cpu_pct": [round(o, 1) for _, _, _, o in results[(name, n)]],
+                           "placement": [placement(rr)
+                                         for _, _, rr, _ in results[(name, n)]], **per})
             rows.append([name, n, f"{min(vals):.0f}", f"{med:.0f}", f"{max(vals):.0f}",
                          f"{med / linux:.2f}" if linux else "-",
                          f"{per['cpu_us_per_seg']:.2f}" if per else "-",
@@ -183,6 +296,7 @@ def main():
     print()
     print_table(["config", "streams", "min MB/s", "median", "max", "x linux",
                  "daemon cpu us/seg", "acks/rx seg", "bytes/rx seg"], rows)
+    print_by_placement(results, configs, streams)
     # where the server daemon's fast-path cycles went (last repetition)
     crows = []
     for n in streams:
@@ -195,7 +309,8 @@ def main():
           "tx pkt, command batch, pkt)")
     print_table(["config", "streams"] + [st for st, _, _ in cycles.STAGES], crows)
     write_json("tas_bulk.json", {"seconds": args.seconds, "repeat": args.repeat,
-                                 "mtu": args.mtu, "cc": args.cc, "devices": devices,
+                                 "mtu": args.mtu, "cc": args.cc, "buf": args.buf,
+                                 "devices": devices,
                                  "loadavg": os.getloadavg(), "points": points})
 
 

@@ -196,6 +196,11 @@ SCHEMA = {
                                    "comes"),
         "sp_ring_size": Field(4096, _pow2(64, 1 << 20), "a power of two"),
         "yield_when_idle": Field(True, _bool, "true or false"),
+        # Apps run their TAS thread on the CPU of the core serving them: the
+        # bytes the core copies into an app's buffer are read there, in that
+        # CPU's cache, instead of crossing to the other CPU (on a VM whose two
+        # CPUs sit on different dies that crossing is slow)
+        "pin_apps": Field(False, _bool, "true or false"),
         "max_flows": Field(65536, _int_range(1, 65536),
                            "a flow count 1..65536 (connections installed at once)"),
     },

@@ -61,6 +61,7 @@ class FastPath:
         c.poll_sleep_us = self.cfg.fastpath.poll_sleep_us
         c.poll_sleep_max_us = self.cfg.fastpath.poll_sleep_max_us
         c.yield_idle = 1 if self.cfg.fastpath.yield_when_idle else 0
+        c.pin_apps = 1 if self.cfg.fastpath.pin_apps else 0
         c.no_rx_intr = 0 if d.rx_interrupts else 1
         fault = self.cfg.fault
         c.fault_rx_loss_ppm, c.fault_rx_dup_ppm = fault.rx_loss_ppm, fault.rx_dup_ppm

@@ -54,6 +54,11 @@ int tas_app_ctx_count(struct tas_app *a);
 /* Data path: take notifications; post consumed/appended bytes.  The plain
  * forms use context 0. */
 int tas_app_poll(struct tas_app *a, struct tas_arx *out, int max);
+/* Run the calling thread on the CPU of the fast-path core serving context 0
+ * if the daemon asks apps to (fastpath.pin_apps) and the thread may run
+ * there: the CPU, or -1 if not asked, or -errno (-EPERM: the thread's CPU
+ * set excludes it; -ENOENT: the core's CPU is not known yet). */
+int tas_app_pin_thread(struct tas_app *a);
 /* Non-zero if context 0 has notifications or control events queued (no
  * system call: for spinning before a wait). */
 int tas_app_pending(struct tas_app *a);

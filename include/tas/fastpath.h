@@ -38,6 +38,7 @@ struct tas_fp_conf {
     uint32_t poll_sleep_us;   /* blocked without RX interrupts: first polling step */
     uint32_t poll_sleep_max_us; /* steps double while idle, up to this */
     int32_t yield_idle;       /* 1: sched_yield() after an empty poll round */
+    int32_t pin_apps;         /* 1: tell apps to run on their core's CPU (tas_info) */
     /* Fault injection (parts per million, 0 = off): a lossy network for
      * testing where the kernel has no netem. */
     uint32_t fault_rx_loss_ppm;

@@ -30,8 +30,10 @@
  * hands connections over itself (TAS_ARX_NEWCONN; the LISTEN reply carries
  * the flow buffer sizes and the local address); 7: a connection handed over
  * but not accepted may move to another process (CONN_CLOSED with
- * TAS_CTL_FL_MOVED), so a listener's first accept asks the daemon first */
-#define TAS_SHM_VERSION 7
+ * TAS_CTL_FL_MOVED), so a listener's first accept asks the daemon first;
+ * 8: the info page says which CPU each fast-path core runs on and whether
+ * apps should run on their core's CPU (pin_apps) */
+#define TAS_SHM_VERSION 8
 #define TAS_MAX_CTX 16
 #define TAS_CTXQ_ENTRIES 4096    /* a power of two; never read from shared memory */
 
@@ -56,6 +58,10 @@ struct tas_info {
     uint32_t nactive;            /* cores active now (core scaling) */
     uint32_t core_sleeping[16];  /* by core */
     uint32_t queue_owner[16];    /* by queue: the active core serving it */
+    int32_t core_cpu[16];        /* by core: the CPU its thread runs on (-1: not yet) */
+    uint32_t pin_apps;           /* 1: an app runs its TAS thread on its core's CPU
+                                    (fastpath.pin_apps): the data it moves stays in
+                                    that CPU's cache */
 };
 
 /* A context queue: this header, then TAS_CTXQ_ENTRIES entries.  One

@@ -53,7 +53,7 @@ struct fp_counters {
     uint64_t *dupacks, *fast_rexmits, *rto_rexmits, *app_bad_cmd, *notify_deferred,
         *app_cmd_flow_gone;
     uint64_t *probes_answered, *rst_ignored, *challenge_acks, *challenge_limited, *app_bad_ctx;
-    uint64_t *sack_blocks_sent, *sack_rexmit_segs, *spurious_rtos;
+    uint64_t *sack_blocks_sent, *sack_rexmit_segs, *spurious_rtos, *rate_waits_rescaled;
     uint64_t *flows_added, *flows_removed, *flows_moved;
     uint64_t *fault_dropped, *fault_duplicated, *fault_reordered;
     uint64_t *cyc[FP_ST_N], *cyc_n[FP_ST_N];

@@ -322,6 +322,9 @@ int fp_core_loop(void *arg)
     struct tas_fp *fp = c->fp;
     if (c->idx == 0)
         own_rx_signals(c);
+    /* EAL pins each lcore thread to one CPU (tas/eal.py lcore_map): the
+     * apps this core serves may run there too (tas_info.pin_apps) */
+    __atomic_store_n(&fp->info->core_cpu[c->idx], sched_getcpu(), __ATOMIC_RELEASE);
     const uint64_t hz = rte_get_tsc_hz();
     const uint64_t idle_limit = hz / 1000000 * fp->conf.idle_block_us;
     uint64_t last_work = rte_get_tsc_cycles();

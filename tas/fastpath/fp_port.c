@@ -69,6 +69,7 @@ static void counters_init(struct fp_counters *c, struct kb_stats_page *s)
     c->dupacks = kb_stats_counter(s, "tcp_dupacks");
     c->fast_rexmits = kb_stats_counter(s, "tcp_fast_rexmits");
     c->rto_rexmits = kb_stats_counter(s, "tcp_rto_rexmits");
+    c->rate_waits_rescaled = kb_stats_counter(s, "tcp_rate_waits_rescaled");
     c->app_bad_cmd = kb_stats_counter(s, "app_bad_cmd");
     c->app_cmd_flow_gone = kb_stats_counter(s, "app_cmd_flow_gone");
     c->notify_deferred = kb_stats_counter(s, "app_notify_deferred");
@@ -109,8 +110,11 @@ static int info_init(struct tas_fp *fp)
     fp->info->magic = TAS_SHM_MAGIC;
     fp->info->version = TAS_SHM_VERSION;
     fp->info->ncores = fp->conf.ncores;
-    for (uint16_t i = 0; i < TAS_FP_MAX_CORES; i++)
+    fp->info->pin_apps = fp->conf.pin_apps ? 1 : 0;
+    for (uint16_t i = 0; i < TAS_FP_MAX_CORES; i++) {
         fp->cores[i].sleeping = &fp->info->core_sleeping[i];
+        fp->info->core_cpu[i] = -1;     /* each core's thread says where it runs */
+    }
     return 0;
 }
 

@@ -35,6 +35,7 @@ enum rx_ctr {
     RXC_COPIES,           /* copies out of the ring (reads) */
     RXC_COPIES_SMALL,     /* ... below zIO's threshold */
     RXC_COPIES_CONTINUED, /* ... continuing the previous one (a copy run) */
+    RXC_PINNED,           /* threads moved to their fast-path core's CPU (app_pin.c) */
     RXC_N
 };
 

@@ -25,6 +25,7 @@ static const char *const names[RXC_N] = {
     [RXC_COPIES_SMALL] = "rx_copies_small",
     [RXC_COPIES_CONTINUED] = "rx_copies_continued",
     [RXC_BUMPS] = "rx_bumps",
+    [RXC_PINNED] = "threads_pinned",
 };
 
 void app_stats_init(struct tas_app *a)

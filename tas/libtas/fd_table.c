@@ -113,6 +113,8 @@ int lt_attach(void)
     }
     attach_state = 1;
     publish();
+    /* after publish: the count lands on the stats page */
+    tas_app_pin_thread(lt_app);
     return 1;
 }
 

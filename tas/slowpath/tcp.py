@@ -764,7 +764,7 @@ class TcpManager:
         conn.state = ESTABLISHED
         conn.una_since = self.now()
         if self.cc_factory is not None:
-            conn.cc = self.cc_factory(conn)
+            conn.cc = self.cc_factory(conn, conn.una_since)
         if send_ack:
             f = self.lib.tas_fp_flow(self.fp.handle, flow_id)
             opts = TcpOptions(ts=(self._ts(), conn.ts_recent)) if conn.ts_ok else TcpOptions()

@@ -15,6 +15,9 @@ pytestmark = pytest.mark.fast
 
 RTT_US = 100          # interval = 2 RTTs = 200 us; steps below are 1 ms apart
 STEP_S = 0.001
+# Bytes ACKed in a step that carried less than any rate here (800 kbps):
+# slow start doubles the rate, not what the ACKs carried
+ACKED = 100
 
 
 class RateSink:
@@ -54,14 +57,14 @@ def interval(ctl, flow, ackb=0, ecnb=0, frexmits=0, txb=10**8, rtt_us=RTT_US):
 def test_dctcp_slow_start_doubles_until_the_first_mark():
     ctl, f, sink, cc = make(DctcpRate, init_kbps=10000, step_kbps=1000)
     assert sink.rates == [(7, 10000)]
-    assert interval(ctl, f, ackb=100000) == 20000
-    assert interval(ctl, f, ackb=100000) == 40000
-    rate = interval(ctl, f, ackb=100000, ecnb=50000)     # half the bytes marked
+    assert interval(ctl, f, ackb=ACKED) == 20000
+    assert interval(ctl, f, ackb=ACKED) == 40000
+    rate = interval(ctl, f, ackb=ACKED, ecnb=ACKED // 2)     # half the bytes marked
     alpha = cc.dctcp_g * 0.5
     assert ctl.alpha == pytest.approx(alpha)
     assert rate == pytest.approx(40000 * (1 - alpha / 2))
     assert not ctl.slow_start
-    assert interval(ctl, f, ackb=100000) == pytest.approx(rate + 1000)   # additive now
+    assert interval(ctl, f, ackb=ACKED) == pytest.approx(rate + 1000)   # additive now
     assert ctl.alpha == pytest.approx((1 - cc.dctcp_g) * alpha)         # alpha decays
     assert sink.rates[-1] == (7, int(ctl.rate))
 
@@ -87,7 +90,7 @@ def test_dctcp_no_update_before_the_interval_ends():
 def test_app_limited_flow_is_clamped_to_what_it_sends():
     ctl, f, _, _ = make(DctcpRate, init_kbps=1000)
     for _ in range(6):
-        interval(ctl, f, ackb=100000)                     # slow start to 64000
+        interval(ctl, f, ackb=ACKED)                     # slow start to 64000
     assert ctl.rate == 64000
     # It now sends 2500 B per 1 ms (20000 kbps): the rate is clamped to
     # 1.2 x that before the algorithm doubles it.
@@ -99,7 +102,7 @@ def test_a_flow_held_back_with_bytes_waiting_is_not_clamped():
     receiver or a stall held it back, not the app (its rate is kept)."""
     ctl, f, _, _ = make(DctcpRate, init_kbps=1000)
     for _ in range(6):
-        interval(ctl, f, ackb=100000)
+        interval(ctl, f, ackb=ACKED)
     f.tx_avail = 1 << 20
     assert interval(ctl, f, ackb=2500, txb=2500) == 64000     # kept, not grown
     # ...and a rate that is not what holds a flow back never runs away
@@ -114,7 +117,7 @@ def test_a_spurious_timeout_is_undone():
     start come back, as Linux undoes a spurious RTO."""
     ctl, f, sink, _ = make(DctcpRate, init_kbps=1000)
     for _ in range(5):
-        interval(ctl, f, ackb=100000)
+        interval(ctl, f, ackb=ACKED)
     assert ctl.rate == 32000 and ctl.slow_start
     f.rto_ts_us = 12345                   # the go-back is pending in the fast path
     ctl.on_timeout()
@@ -123,20 +126,20 @@ def test_a_spurious_timeout_is_undone():
     f.rto_ts_us = 0
     ctl.update(f, ctl.last_time + STEP_S / 10)     # within the interval: at once
     assert ctl.rate == 32000 and ctl.slow_start and sink.rates[-1] == (7, 32000)
-    assert interval(ctl, f, ackb=100000) == 64000
+    assert interval(ctl, f, ackb=ACKED) == 64000
 
 
 def test_a_real_timeout_is_not_undone_later():
     ctl, f, _, _ = make(DctcpRate, init_kbps=1000)
     for _ in range(5):
-        interval(ctl, f, ackb=100000)
+        interval(ctl, f, ackb=ACKED)
     f.rto_ts_us = 12345
     ctl.on_timeout()
     assert interval(ctl, f) == 16000
     f.rto_ts_us = 0                       # resolved: not spurious
-    interval(ctl, f, ackb=100000)
+    interval(ctl, f, ackb=ACKED)
     f.cnt_spurious_rto += 1               # a later timeout's, with nothing saved
-    interval(ctl, f, ackb=100000)
+    interval(ctl, f, ackb=ACKED)
     assert not ctl.slow_start
 
 
@@ -175,3 +178,34 @@ def test_timely_halves_on_loss_and_ignores_intervals_without_an_rtt():
     ctl, f, _, _ = make(Timely, init_kbps=100000)
     assert interval(ctl, f, frexmits=1) == 50000
     assert interval(ctl, f, rtt_us=0) == 50000
+
+
+def test_dctcp_slow_start_doubles_what_the_acks_carried():
+    """Issue 14: the fast path sends a TX buffer's worth ahead of a new
+    flow's 10 Mbps and then waits ~110 ms; an interval whose ACKs carried
+    more than the rate doubles that, not the rate (before, each doubling
+    waited for the next burst: 0.3 s to reach memif's 60 Gbps)."""
+    ctl, f, _, _ = make(DctcpRate, init_kbps=10000)
+    # 143,168 bytes ACKed in one 1 ms interval: 1,145,344 kbps
+    assert interval(ctl, f, ackb=143168, txb=143168) == pytest.approx(2 * 1145344)
+    # ...and an interval that carried less than the rate doubles the rate
+    assert interval(ctl, f, ackb=1000, txb=10**8) == pytest.approx(4 * 1145344)
+    # Out of slow start, the ACKed rate makes no jump: additive steps only
+    rate = interval(ctl, f, ackb=100000, ecnb=50000)
+    assert interval(ctl, f, ackb=10**8, txb=10**8) == pytest.approx(rate + ctl.cfg.step_kbps)
+
+
+def test_the_first_interval_counts_from_the_flows_start():
+    """A controller made when the flow was installed (its counters were 0)
+    counts what the flow sent before its first update: the burst a new flow
+    sends at once (one window) is its first interval's, not the baseline's
+    (before, the burst vanished into the baseline and the flow then sat out
+    110 ms at 10 Mbps with nothing to measure)."""
+    cfg = config.load(overrides={"cc.init_kbps": 10000})
+    sink, f = RateSink(), _tasfp.ffi.new("struct tas_flow *")
+    f.rtt_est_us = RTT_US
+    ctl = DctcpRate(cfg, sink, Conn(), start=5.0)
+    f.cnt_ackb = f.cnt_txb = 143168
+    f.tx_avail = 1 << 18
+    ctl.update(f, 5.01)
+    assert ctl.rate == pytest.approx(2 * 143168 * 8 / 0.01 / 1000)
