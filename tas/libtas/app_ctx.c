@@ -191,6 +191,8 @@ static int wait_range(struct tas_app *a, unsigned first, unsigned last, int time
         for (unsigned i = 0; r > 0 && i + 1 < n; i++)
             if (p[i].revents & POLLIN)
                 app_drain_wakeups(p[i].fd);
+        if (r > 0 && p[n - 1].revents != 0)
+            tas_app_ctl_kick(a);
     }
     for (unsigned i = first; i < last; i++)
         __atomic_store_n(&a->ctx[i].shm->app_sleeping, 0, __ATOMIC_SEQ_CST);
