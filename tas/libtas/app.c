@@ -41,25 +41,6 @@ int tas_app_event(struct tas_app *a, struct tas_ctl_msg *out)
     return app_recv_msg(a, out, NULL, 0) == 0 ? 1 : 0;
 }
 
-int tas_app_ctl_maybe(struct tas_app *a)
-{
-    if (a->ev_count > 0 || a->ctl_kicked) {
-        a->ctl_kicked = false;
-        return 1;
-    }
-    const struct tas_seg_hdr *h = (const struct tas_seg_hdr *)a->base;
-    uint32_t sent = __atomic_load_n(&h->ctl_sent, __ATOMIC_ACQUIRE);
-    if (sent == a->ctl_seen)
-        return 0;
-    a->ctl_seen = sent;        /* a message sent after this moves it again */
-    return 1;
-}
-
-void tas_app_ctl_kick(struct tas_app *a)
-{
-    a->ctl_kicked = true;
-}
-
 static int fail(char *err, int errlen, const char *what, int e)
 {
     snprintf(err, (size_t)errlen, "%s: %s", what, strerror(e));
