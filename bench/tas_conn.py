@@ -3,8 +3,9 @@
   python bench/tas_conn.py [--seconds S] [--clients N]
 
 The server is the same unmodified binary on both stacks, bench/rpc_echo.c
-(epoll, echoes, closes on EOF): under `tas-run` on a TAS daemon (net_tap),
-and on the kernel in a namespace of its own, a veth away.  The clients are
+(epoll, echoes, closes on EOF): under `tas-run` on a TAS daemon (the
+default device, net_af_packet on a veth), and on the kernel in a namespace
+of its own, a veth away.  The clients are
 kernel sockets in the daemon's peer namespace, the same for both: each
 loops connect, write 64 bytes, read the reply, close.  Reports connections
 per second, p50/p99 of connect-to-first-reply and of the whole

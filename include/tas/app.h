@@ -43,6 +43,14 @@ int tas_app_send(struct tas_app *a, struct tas_ctl_msg *msg);
 /* Next control event (NEWCONN, CONN_CLOSED, or the reply to a request sent
  * with tas_app_send): 1 if one was returned. */
 int tas_app_event(struct tas_app *a, struct tas_ctl_msg *out);
+/* Whether tas_app_event may have something: events queued, a kick, or the
+ * daemon's count of messages sent (the segment header's ctl_sent) moved
+ * since the last call.  No system call: a caller that polls for events
+ * often asks this first instead of having tas_app_event poll the socket.
+ * One that saw the socket readable (a message, or EOF when the daemon is
+ * gone, which no count shows) calls tas_app_ctl_kick first. */
+int tas_app_ctl_maybe(struct tas_app *a);
+void tas_app_ctl_kick(struct tas_app *a);
 
 /* Contexts (tas/libtas/app_ctx.c): each has its own queues, wake-up eventfd
  * and fast-path queue, for one thread each.  Context 0 exists after attach;

@@ -32,8 +32,9 @@
  * but not accepted may move to another process (CONN_CLOSED with
  * TAS_CTL_FL_MOVED), so a listener's first accept asks the daemon first;
  * 8: the info page says which CPU each fast-path core runs on and whether
- * apps should run on their core's CPU (pin_apps) */
-#define TAS_SHM_VERSION 8
+ * apps should run on their core's CPU (pin_apps);
+ * 9: the header counts the control messages the daemon sent (ctl_sent) */
+#define TAS_SHM_VERSION 9
 #define TAS_MAX_CTX 16
 #define TAS_CTXQ_ENTRIES 4096    /* a power of two; never read from shared memory */
 
@@ -44,6 +45,11 @@ struct tas_seg_hdr {
     uint32_t app_id;
     uint32_t nctx;
     uint64_t ctx_off[16];        /* offset of each context's struct tas_ctx_shm */
+    /* Control messages the daemon sent on the app's socket, counted after
+     * each send: libtas looks at the socket (a poll() system call) only
+     * when this moved, or when a sleep saw the socket readable. */
+    uint32_t ctl_sent;
+    uint32_t pad;
 };
 
 /* Daemon-wide page every app maps read-only.  Each context's TX queue

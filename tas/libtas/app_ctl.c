@@ -97,3 +97,24 @@ int app_request_fds(struct tas_app *a, struct tas_ctl_msg *m, int *fds, int nfds
             return r;
     }
 }
+
+/* The daemon counts what it sends in the segment header (ctl_sent): the
+ * socket needs a look only when that moved (include/tas/app.h). */
+int tas_app_ctl_maybe(struct tas_app *a)
+{
+    if (a->ev_count > 0 || a->ctl_kicked) {
+        a->ctl_kicked = false;
+        return 1;
+    }
+    const struct tas_seg_hdr *h = (const struct tas_seg_hdr *)a->base;
+    uint32_t sent = __atomic_load_n(&h->ctl_sent, __ATOMIC_ACQUIRE);
+    if (sent == a->ctl_seen)
+        return 0;
+    a->ctl_seen = sent;        /* a message sent after this moves it again */
+    return 1;
+}
+
+void tas_app_ctl_kick(struct tas_app *a)
+{
+    a->ctl_kicked = true;
+}

@@ -118,11 +118,21 @@ int tas_app_pending(struct tas_app *a)
     return a->ev_count > 0 || !rxq_empty(&a->ctx[0]);
 }
 
+/* Up to 64 wake-up datagrams, WAKE_BATCH a system call (one recv each,
+ * the last failing with EAGAIN, was two calls for the usual single one). */
+#define WAKE_BATCH 16
+
 void app_drain_wakeups(int fd)
 {
-    char buf[16];
-    for (int i = 0; i < 64; i++)
-        if (recv(fd, buf, sizeof(buf), MSG_DONTWAIT) < 0)
+    char buf[WAKE_BATCH][16];
+    struct iovec iov[WAKE_BATCH];
+    struct mmsghdr mm[WAKE_BATCH];
+    for (int i = 0; i < WAKE_BATCH; i++) {
+        iov[i] = (struct iovec){.iov_base = buf[i], .iov_len = sizeof(buf[i])};
+        mm[i] = (struct mmsghdr){.msg_hdr = {.msg_iov = &iov[i], .msg_iovlen = 1}};
+    }
+    for (int round = 0; round < 64 / WAKE_BATCH; round++)
+        if (recvmmsg(fd, mm, WAKE_BATCH, MSG_DONTWAIT, NULL) < WAKE_BATCH)
             break;
 }
 
@@ -191,6 +201,8 @@ static int wait_range(struct tas_app *a, unsigned first, unsigned last, int time
         for (unsigned i = 0; r > 0 && i + 1 < n; i++)
             if (p[i].revents & POLLIN)
                 app_drain_wakeups(p[i].fd);
+        if (r > 0 && p[n - 1].revents != 0)
+            tas_app_ctl_kick(a);
     }
     for (unsigned i = first; i < last; i++)
         __atomic_store_n(&a->ctx[i].shm->app_sleeping, 0, __ATOMIC_SEQ_CST);

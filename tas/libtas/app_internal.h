@@ -59,6 +59,8 @@ struct tas_app {
     uint64_t seg_off;                  /* the segment's offset in seg_fd */
     bool strata_mapped;                /* registered with libstrata's strata_nvm_map */
     bool lost;                         /* the daemon closed the control socket */
+    bool ctl_kicked;                   /* the socket was seen readable: look */
+    uint32_t ctl_seen;                 /* the header's ctl_sent when last looked */
     const struct tas_info *info;
     struct app_ctx ctx[TAS_MAX_CTX];   /* ctx[0] is made at registration */
     unsigned nctx;

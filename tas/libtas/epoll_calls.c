@@ -25,8 +25,34 @@ struct ep_set {
 
 static struct ep_set *sets[LT_MAX_FD];
 
+/* Kernel fds added to each epoll set through us, less those deleted: an
+ * upper bound (a closed fd leaves the kernel's set silently), so at 0 the
+ * kernel's set is empty and a wait that found TAS events skips its
+ * epoll_wait(0) system call.  An epoll fd inherited over exec with kernel
+ * entries already in it is not seen: it counts as empty until one is added. */
+static int kernel_fds[LT_MAX_FD];
+
+static void count_kernel_fd(int epfd, int op, int r)
+{
+    if (r != 0 || epfd < 0 || epfd >= LT_MAX_FD)
+        return;
+    if (op == EPOLL_CTL_ADD)
+        __atomic_add_fetch(&kernel_fds[epfd], 1, __ATOMIC_RELAXED);
+    else if (op == EPOLL_CTL_DEL && __atomic_load_n(&kernel_fds[epfd], __ATOMIC_RELAXED) > 0)
+        __atomic_sub_fetch(&kernel_fds[epfd], 1, __ATOMIC_RELAXED);
+}
+
+static int kernel_wait_now(int epfd, struct epoll_event *out, int max)
+{
+    if (max <= 0 || __atomic_load_n(&kernel_fds[epfd], __ATOMIC_RELAXED) == 0)
+        return 0;
+    return REAL(epoll_wait)(epfd, out, max, 0);
+}
+
 void lt_epoll_closed(int fd)
 {
+    if (fd >= 0 && fd < LT_MAX_FD)
+        __atomic_store_n(&kernel_fds[fd], 0, __ATOMIC_RELAXED);
     if (fd < 0 || fd >= LT_MAX_FD || __atomic_load_n(&sets[fd], __ATOMIC_ACQUIRE) == NULL)
         return;
     lt_lock();
@@ -101,8 +127,11 @@ static int ctl_locked(int epfd, int op, int fd, struct lt_sock *s, struct epoll_
 int epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
 {
     struct lt_sock *s = lt_sock_of(fd);
-    if (s == NULL)
-        return REAL(epoll_ctl)(epfd, op, fd, ev);
+    if (s == NULL) {
+        int r = REAL(epoll_ctl)(epfd, op, fd, ev);
+        count_kernel_fd(epfd, op, r);
+        return r;
+    }
     if (epfd < 0 || epfd >= LT_MAX_FD || epfd == fd || (op != EPOLL_CTL_DEL && ev == NULL)) {
         errno = EINVAL;
         return -1;
@@ -158,7 +187,7 @@ static int tas_epoll_wait(int epfd, struct epoll_event *out, int max, int timeou
         cnt = set != NULL ? tas_events(set, out, max) : 0;
         int left = lt_ms_left(deadline);
         if (cnt > 0 || left == 0) {
-            int kr = cnt < max ? REAL(epoll_wait)(epfd, out + cnt, max - cnt, 0) : 0;
+            int kr = kernel_wait_now(epfd, out + cnt, max - cnt);
             cnt += kr > 0 ? kr : 0;
             if (cnt == 0 && kr < 0)
                 cnt = -1;

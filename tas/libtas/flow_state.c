@@ -74,6 +74,9 @@ int lt_progress(void)
              * flow's and released. */
             struct lt_flow *f = lt_flow_get(arx[i].flow_id);
             if (!looked && (f->dead || (!f->opened && !f->handed))) {
+                /* Its NEWCONN may be in the socket before the daemon
+                 * counted it in ctl_sent: look whatever the count says. */
+                tas_app_ctl_kick(lt_app);
                 total += control_events();
                 looked = true;
             }
@@ -93,6 +96,8 @@ static int control_events(void)
 {
     int total = 0;
     struct tas_ctl_msg ev;
+    if (!tas_app_ctl_maybe(lt_app))
+        return 0;              /* nothing sent since we last looked */
     while (tas_app_event(lt_app, &ev)) {
         if (ev.type == TAS_CTL_NEWCONN && (ev.flags & TAS_CTL_FL_HANDOFF))
             lt_handoff_arrived(&ev);
@@ -276,6 +281,8 @@ static int wait_masked(struct pollfd *kfds, nfds_t n, int timeout_ms, const sigs
         uint64_t v;            /* our eventfd is non-blocking */
         if (all[n].revents & POLLIN)
             tas_app_clear_wake(lt_app);
+        if (all[n + 1].revents != 0)
+            tas_app_ctl_kick(lt_app);
         if (all[n + 2].revents & POLLIN && REAL(read)(wake_fd, &v, sizeof(v)) < 0)
             v = 0;
         for (nfds_t i = 0; i < n; i++) {

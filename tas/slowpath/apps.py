@@ -44,6 +44,7 @@ class App:
         self.pid, self.uid, self.gid = cred
         self.accepted = time.monotonic()
         self.segment = None
+        self.hdr = None         # the segment's struct tas_seg_hdr (ctl_sent)
         self.alloc = None
         self.ctxs = []          # appctx.Context, by the app's context index
         self.conns = set()
@@ -170,6 +171,7 @@ class AppServer:
         if not app.outq:
             try:
                 self._send_now(app, data, fds)
+                self._count_sent(app)
                 return
             except BlockingIOError:
                 pass
@@ -179,6 +181,12 @@ class AppServer:
         # Our own copies of the fds: their owners may close them before the flush.
         app.outq.append((data, [os.dup(fd) for fd in fds]))
         self.stats.add("app_ctl_deferred")
+
+    @staticmethod
+    def _count_sent(app):
+        """After the send: libtas polls its socket only once this moved."""
+        if app.hdr is not None and app.segment is not None:
+            app.hdr.ctl_sent = (app.hdr.ctl_sent + 1) & 0xFFFFFFFF
 
     @staticmethod
     def _send_now(app, data, fds):
@@ -204,6 +212,7 @@ class AppServer:
                 self._drop_outq(app)
                 return
             app.outq.popleft()
+            self._count_sent(app)
             for dup in fds:
                 os.close(dup)
 
@@ -320,6 +329,7 @@ class AppServer:
         hdr = app.segment.ptr(0, "struct tas_seg_hdr *")
         hdr.magic, hdr.version = lib.TAS_SHM_MAGIC, lib.TAS_SHM_VERSION
         hdr.seg_size, hdr.app_id = size, app.id
+        app.hdr = hdr
         ctx = add_context(self.fp, app, PAGE)     # context 0, right after the header
         if ctx is None:
             self.quota.give(app.uid, "contexts")

@@ -5,6 +5,7 @@ fast path completes it on the final ACK) or once the SYN-ACK arrives (active
 open), and removes it when both sides have closed (or on reset)."""
 import collections
 import errno
+import os
 import random
 import time
 from dataclasses import dataclass, field
@@ -19,6 +20,17 @@ EPHEMERAL = range(32768, 61000)
 # connection whose app has exited is reset (Linux's tcp_orphan_retries
 # default): nobody is left to give up on it otherwise.
 ORPHAN_RETRIES = 8
+# Under churn a tick is a few hundred microseconds of Python on a CPU the
+# apps and their peers share; the scheduler (EEVDF) lets it run its whole
+# slice, so a client woken meanwhile waited for all of it (the p99 of a
+# short connection's first reply).  The tick (and sync_fast) gives the CPU
+# up (sched_yield) after every YIELD_EVERY connections, so the others run
+# at once and the tick fills the gaps where they wait.  At most YIELD_MAX
+# times a pass: next to a busy CPU-bound process every yield may cost a
+# time slice of waiting, and a tick over thousands of connections must not
+# take thousands of them.
+YIELD_EVERY = 8
+YIELD_MAX = 16
 
 
 @dataclass(eq=False)
@@ -132,6 +144,7 @@ class TcpManager:
         self.lib.tas_fp_syn_configure(fp.handle, sc)
         self._opened = self.ffi.new("struct tas_syn_opened[64]")
         self.last_fast_open = float("-inf")
+        self._slice_begin()
         self._synbuf = self.ffi.new("struct tas_syn_buf *")
 
     # ---- packets -----------------------------------------------------------
@@ -495,18 +508,21 @@ class TcpManager:
             self.syn_stats.add("syn_pool_returned")
         lst.fp_slot = -1
 
-    def sync_fast(self, refill=True):
+    def sync_fast(self, refill=True, in_tick=False):
         """Take over the connections the fast path opened since the last
         call (our timers, close and TIME_WAIT need them), and refill the
         pools they came from (unless the caller does).  Returns how many
         there were."""
         total, touched = 0, set()
+        if not in_tick:
+            self._slice_begin()
         while True:
             n = self.lib.tas_fp_syn_opened_recv(self.fp.handle, self._opened, 64)
             for i in range(n):
                 lst = self._fast_opened(self._opened[i])
                 if lst is not None:
                     touched.add(lst)
+                self._maybe_yield()
             total += n
             if n < 64:
                 break
@@ -1029,10 +1045,23 @@ class TcpManager:
 
     # ---- timers ------------------------------------------------------------
 
+    def _slice_begin(self):
+        self._slice_n, self._yields_left = 0, YIELD_MAX
+
+    def _maybe_yield(self):
+        self._slice_n += 1
+        if self._slice_n >= YIELD_EVERY and self._yields_left > 0:
+            self._slice_n = 0
+            self._yields_left -= 1
+            os.sched_yield()
+            self.stats.add("sp_tick_yields")
+
     def tick(self):
-        self.sync_fast(refill=False)    # closes below recycle buffers first
+        self._slice_begin()
+        self.sync_fast(refill=False, in_tick=True)    # closes below recycle buffers first
         now = self.now()
         for conn in list(self.conns.values()):
+            self._maybe_yield()
             if conn.state == SYN_SENT:
                 self._tick_syn_sent(conn, now)
             elif self._quietly_established(conn):
