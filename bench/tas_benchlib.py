@@ -42,17 +42,18 @@ def start_memif_pair(tmp, idle_block_us=10000, yield_idle=True, extra="",
     return procs
 
 
-def start_kernel_peer(tmp, device=None, extra="", index=0):
+def start_kernel_peer(tmp, device=None, extra="", index=0, steer_rx=False):
     """One daemon with the Linux kernel as peer in namespace benchns<index>
     (instance benchk<index>, interface benchk<index>); device None: the
-    config's default."""
+    config's default; steer_rx: peer.steer_rx (tas_bulk.py's TAS-to-Linux rows)."""
     name, ns = f"benchk{index}", f"benchns{index}"
     dev = f'device = "{device}"\n' if device else ""
     path = os.path.join(tmp, f"{name}.toml")
     with open(path, "w") as f:
         f.write(f'[tas]\ninstance = "{name}"\nip = "10.0.0.2"\n'
                 f'[dpdk]\n{dev}iface = "{name}"\nmem_mb = 256\n'
-                f'mbufs = 8191\n{extra}\n[peer]\nnetns = "{ns}"\nip = "10.0.0.1"\n')
+                f'mbufs = 8191\n{extra}\n[peer]\nnetns = "{ns}"\nip = "10.0.0.1"\n'
+                f'steer_rx = {"true" if steer_rx else "false"}\n')
     return DaemonProcess(path, name, ns).start()
 
 

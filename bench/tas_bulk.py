@@ -8,7 +8,9 @@ Unmodified iperf3 (server and client), in one run, repeated and interleaved:
   tas-tas:      both ends under tas-run on two daemons joined by net_memif
   tas-linux:    server under tas-run, client the Linux kernel in the daemon's
                 peer namespace, once per device of --devices (default: the
-                embedded default first, then net_tap), each its own daemon
+                embedded default first, then net_tap), each its own daemon,
+                with peer.steer_rx on (the sender's ACK processing off the
+                fast path's CPU; off by default, see README)
   linux-linux:  both on the Linux kernel across a veth pair
 Each row runs with only its own daemons alive (started and stopped around
 it, every repetition): idle daemons of the other rows cost the measured one.
@@ -193,7 +195,8 @@ def run_config(tmp, name, devices, dpdk, base, streams, seconds):
         server, client_prefix, client_env, host = daemons[0], [], environ("benchb"), "10.1.0.1"
     else:
         i = devices.index(name.split()[1])
-        server = start_kernel_peer(tmp, devices[i], extra=dpdk, index=i)
+        # the Linux sender's ACK processing on the apps' CPU, not the fast path's
+        server = start_kernel_peer(tmp, devices[i], extra=dpdk, index=i, steer_rx=True)
         daemons = [server]
         client_prefix, client_env, host = ["ip", "netns", "exec", server.netns], None, "10.0.0.2"
     try:

@@ -215,6 +215,7 @@ SCHEMA = {
         "netns": Field("tas-peer", _str(r"|" + NAME), "a network namespace name, or '' for none"),
         "ip": Field("10.0.0.1", _ipv4, "an IPv4 address like 10.0.0.1"),
         "mac": Field("02:00:00:00:00:01", _mac, "a unicast MAC"),
+        "steer_rx": Field(False, _bool, "true or false"),
     },
     "buffers": {
         "rx_buf": Field(262144, _size, "a size like 65536 or '64K'"),

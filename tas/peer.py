@@ -138,13 +138,15 @@ def cpu_mask(cpus):
 
 
 def steer_peer_rx(ns, iface, fp_cores):
-    """The peer namespace stands for another host.  Frames the fast path
-    sends it (ACKs, for a sender there) are taken in by its kernel inside the
-    sending system call, on the fast path's own core: a Linux sender's whole
-    ACK processing and next transmission ran there (tx_drv about 20,000
-    cycles per frame on this VM).  Receive packet steering on the peer's
-    interface moves that work to the CPUs the fast path does not own, as a
-    remote host's would be.  Best effort: a kernel without RPS keeps it."""
+    """peer.steer_rx: frames the fast path sends the peer namespace are taken
+    in by its kernel inside the sending system call, on the fast path's own
+    core: for a Linux sender there, its ACK processing and next transmission
+    (tx_drv about 20,000 cycles per frame on this VM).  Receive packet
+    steering on the peer's interface moves that work to the CPUs the fast
+    path does not own.  Neither place is where a remote host's work would
+    be: steering helps bulk transfers from a local sender and hurts
+    request/response (the apps' CPU takes the work), so it is off by default
+    (README, "Choosing the device").  Best effort: without RPS it stays."""
     cpus = [c for c in range(os.cpu_count() or 1) if c not in fp_cores]
     if not cpus:
         return      # one CPU: nowhere else to go
@@ -161,14 +163,16 @@ def setup_before_port(cfg):
     if cfg.dpdk.device == "net_af_packet" and cfg.peer.netns:
         create_veth(cfg.dpdk.iface, cfg.peer.netns, cfg.peer.ip, cfg.tas.prefix_len,
                     cfg.peer.mac, cfg.dpdk.mtu)
-        steer_peer_rx(cfg.peer.netns, veth_peer_name(cfg.dpdk.iface), cfg.dpdk.fp_cores)
+        if cfg.peer.steer_rx:
+            steer_peer_rx(cfg.peer.netns, veth_peer_name(cfg.dpdk.iface), cfg.dpdk.fp_cores)
 
 
 def setup_after_port(cfg):
     if cfg.dpdk.device == "net_tap" and cfg.peer.netns:
         attach_tap(cfg.dpdk.iface, cfg.peer.netns, cfg.peer.ip, cfg.tas.prefix_len,
                    cfg.peer.mac, cfg.dpdk.mtu)
-        steer_peer_rx(cfg.peer.netns, cfg.dpdk.iface, cfg.dpdk.fp_cores)
+        if cfg.peer.steer_rx:
+            steer_peer_rx(cfg.peer.netns, cfg.dpdk.iface, cfg.dpdk.fp_cores)
 
 
 def teardown(cfg):

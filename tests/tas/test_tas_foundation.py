@@ -37,18 +37,23 @@ def test_ping_through_dpdk_port(make_daemon, device):
 
 
 @pytest.mark.parametrize("device", ["net_af_packet", "net_tap"])
-def test_peer_receive_work_stays_off_the_fast_path_core(make_daemon, device):
-    """The peer namespace's interface steers its receive processing (RPS) to
-    the CPUs the fast path does not own: frames the fast path sends would
-    otherwise run the peer kernel's TCP inside the fast path's send call."""
+def test_peer_receive_steering(make_daemon, device):
+    """peer.steer_rx steers the peer interface's receive processing (RPS) to
+    the CPUs the fast path does not own; by default the kernel's own setting
+    (none) stays."""
     from tas.peer import veth_peer_name
+
+    def rps_mask(d):
+        iface = veth_peer_name(d.port_iface) if device == "net_af_packet" else d.port_iface
+        got = d.ns_run("cat", f"/sys/class/net/{iface}/queues/rx-0/rps_cpus").stdout
+        return int(got.strip().replace(",", ""), 16)
+
     d = make_daemon(device=device).start()
-    iface = veth_peer_name(d.port_iface) if device == "net_af_packet" else d.port_iface
-    got = d.ns_run("cat", f"/sys/class/net/{iface}/queues/rx-0/rps_cpus").stdout
-    mask = int(got.strip().replace(",", ""), 16)
+    assert rps_mask(d) == 0 and ping(d).returncode == 0
+    d.stop()
+    d = make_daemon(device=device, extra="steer_rx = true").start()   # a [peer] key
     others = sum(1 << c for c in range(os.cpu_count()) if c != 1)   # fp_cores = [1]
-    assert mask == others
-    assert ping(d).returncode == 0
+    assert rps_mask(d) == others and ping(d).returncode == 0
 
 
 def test_default_device_is_af_packet_and_its_kernel_side_stays_silent(tas_daemon):
