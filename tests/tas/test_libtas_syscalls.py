@@ -15,24 +15,20 @@ import signal
 import subprocess
 import sys
 
-from libtas_helpers import ROOT, finish, in_peer
+from libtas_helpers import READ_ALL, ROOT, finish, in_peer
 
 RPC_ECHO = os.path.join(ROOT, "build", "bench", "rpc_echo")
 PORT = 7460
 N = 300
 
-CLIENT = r"""
+CLIENT = READ_ALL + r"""
 import socket, sys
 for i in range(int(sys.argv[2])):
     s = socket.create_connection(("10.0.0.2", int(sys.argv[1])))
     s.sendall(b"%08d" % i)
-    got = b""
-    while len(got) < 8:
-        d = s.recv(8 - len(got))
-        if not d:
-            raise SystemExit(f"EOF after {got!r}")
-        got += d
-    assert got == b"%08d" % i, got
+    got = []
+    read_all(s, got.append, 8, 8)
+    assert b"".join(got) == b"%08d" % i, got
     s.close()
 print("done", flush=True)
 """
