@@ -239,8 +239,9 @@ void tas_fp_flow_retransmit(struct tas_fp *fp, uint32_t id)
  * off (fp_tcp_tx.c); a new rate pays off what is left at the new rate.
  * Otherwise a new flow's first burst (16 segments, 143 KB with jumbo
  * frames) at the initial 10 Mbps kept it silent for 110 ms however fast
- * slow start then raised the rate (tcp_rate_waits_rescaled counts these) (issue 14: the first 0.25 s of a bulk
- * transfer over memif carried 20 MB/s, the rest 3-7 GB/s). */
+ * slow start then raised the rate (issue 14: the first 0.25 s of a bulk
+ * transfer over memif carried 20 MB/s, the rest 3-7 GB/s).  Counted in
+ * tcp_rate_waits_rescaled. */
 void tas_fp_flow_set_rate(struct tas_fp *fp, uint32_t id, uint32_t kbps)
 {
     struct tas_flow *f = tas_fp_flow(fp, id);

@@ -196,20 +196,17 @@ void tas_rx_close(struct tas_app *a, struct tas_rx *r)
     r->reg_lo = r->reg_hi;
 }
 
+/* We hold bytes of the ring, and less than size/part of it is free. */
+static int free_below(const struct tas_rx *r, uint32_t part)
+{
+    return r->held_listed && r->size - (r->seen - r->freed) < r->size / part;
+}
+
+/* Under a quarter free: relieved (digest, then forced release) before sleeping. */
 static int under_pressure(const struct tas_rx *r)
 {
-    return r->held_listed && r->size - (r->seen - r->freed) < r->size / 4;
+    return free_below(r, 4);
 }
-
-/* Half the ring held: have Strata digest in the background now, so the
- * references are usually gone before the ring comes under pressure and the
- * program never waits for a digest (a ring still filling at three-quarters
- * is relieved synchronously as before). */
-static int half_held(const struct tas_rx *r)
-{
-    return r->held_listed && r->size - (r->seen - r->freed) < r->size / 2;
-}
-
 /* Under pressure, Strata's undigested references usually hold most of the
  * ring: digest first (references go, nothing is copied), then release what
  * no zIO intermediate needs; only what is still held then is forced, which
@@ -235,7 +232,10 @@ void tas_app_rx_before_sleep(struct tas_app *a)
     for (struct tas_rx *r = a->held, *next; r != NULL; r = next) {
         next = r->held_next;   /* r may leave the list */
         tas_rx_release(a, r, 0);
-        if (!kicked && half_held(r) && r->freed < r->reg_hi) {
+        /* Half the ring held: Strata digests in the background now, so the
+         * references are usually gone before the ring comes under pressure
+         * and the program never waits for a digest. */
+        if (!kicked && free_below(r, 2) && r->freed < r->reg_hi) {
             kicked = 1;
             if (api->strata_kick() == 0)
                 rx_count(a, RXC_DIGEST_KICKS, 1);
