@@ -43,6 +43,7 @@
                                            read it, so the slow path resets the
                                            connection (Linux: RST on close with unread
                                            data, and on data to a closed socket) */
+#define TAS_FLF_APP_ACCEPTED 16777216   /* (bit 24) TAS_ATX_FL_ACCEPTED came */
 
 struct tas_flow {
     /* identity: written by the slow path at install, then read-only */

@@ -33,8 +33,10 @@
  * TAS_CTL_FL_MOVED), so a listener's first accept asks the daemon first;
  * 8: the info page says which CPU each fast-path core runs on and whether
  * apps should run on their core's CPU (pin_apps);
- * 9: the header counts the control messages the daemon sent (ctl_sent) */
-#define TAS_SHM_VERSION 9
+ * 9: the header counts the control messages the daemon sent (ctl_sent);
+ * 10: accept marks a handed-over connection (TAS_ATX_FL_ACCEPTED), so one
+ * the app never accepted is reset when its process goes */
+#define TAS_SHM_VERSION 10
 #define TAS_MAX_CTX 16
 #define TAS_CTXQ_ENTRIES 4096    /* a power of two; never read from shared memory */
 
@@ -122,6 +124,10 @@ struct tas_arx {                 /* 32 bytes */
 #define TAS_ATX_FL_CLOSED 2      /* app closed the socket (no TAS_CTL_CLOSE): the slow
                                     path reads it from the flow on its tick; a flow reset
                                     meanwhile gets its CLOSE when CONN_CLOSED comes */
+#define TAS_ATX_FL_ACCEPTED 4    /* the app accepted this handed-over connection: if its
+                                    process goes, the connection ends like an accepted
+                                    socket's (FIN), not like one in Linux's accept queue
+                                    (RST) */
 
 struct tas_atx {                 /* 16 bytes */
     uint16_t type;

@@ -253,6 +253,8 @@ static void app_command(struct fp_core *c, struct fp_ctx *x, const struct tas_at
     f->tx_avail += e->tx_bump;
     if (e->flags & TAS_ATX_FL_TXFIN)
         f->flags |= TAS_FLF_TXFIN;
+    if (e->flags & TAS_ATX_FL_ACCEPTED)
+        f->flags |= TAS_FLF_APP_ACCEPTED;
     if (e->flags & TAS_ATX_FL_CLOSED)   /* the slow path's tick takes it from here */
         tas_fp_flow_mark_closed(f);
     if (window_was_low && e->rx_bump > 0 && f->rx_avail >= two_segs)

@@ -28,7 +28,7 @@ static bool movable(const struct tas_flow *f)
 {
     const uint32_t busy = TAS_FLF_SYNRCVD | TAS_FLF_TXFIN | TAS_FLF_TXFIN_SENT |
                           TAS_FLF_FIN_EVER | TAS_FLF_RESET | TAS_FLF_APP_CLOSED |
-                          TAS_FLF_SACK_RECOV | TAS_FLF_PROBE;
+                          TAS_FLF_SACK_RECOV | TAS_FLF_PROBE | TAS_FLF_APP_ACCEPTED;
     return (f->flags & TAS_FLF_ACTIVE) && !(f->flags & busy) && f->tx_sent == 0 &&
            f->tx_avail == 0 && f->rx_ooo_len == 0 && f->rx_avail <= f->rx_size;
 }

@@ -18,7 +18,9 @@
  * CONN_CLOSED may overtake a TAS_ARX_NEWCONN (closed_early).  A
  * connection the daemon reports closed before it was established is
  * dropped unseen; a listener closed with connections still queued resets
- * them, as Linux resets the ones in its accept queue.
+ * them, as Linux resets the ones in its accept queue.  accept marks the
+ * connection it takes (TAS_ATX_FL_ACCEPTED): when the process exits or is
+ * killed, the daemon resets the handed-over ones it never accepted.
  */
 #define _GNU_SOURCE
 #include <stdlib.h>
@@ -193,6 +195,8 @@ int lt_handoff_pop(struct lt_sock *s, struct tas_ctl_msg *out)
         s->pending--;
     if (s->accept_ctr != NULL)    /* the daemon's backlog reads it */
         __atomic_fetch_add(s->accept_ctr, 1, __ATOMIC_RELEASE);
+    /* the daemon tells accepted connections from queued ones when we go */
+    tas_app_post(lt_app, out->flow_id, 0, 0, TAS_ATX_FL_ACCEPTED);
     return 1;
 }
 

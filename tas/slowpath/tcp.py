@@ -967,7 +967,9 @@ class TcpManager:
         until the last of them is gone (then _forget calls
         app.server.release); one still open gets its FIN now, after the data
         the app had queued.  One with received data the app never read is
-        reset instead, as Linux does.  Returns how many connections linger."""
+        reset instead, as Linux does, and so is one handed over that the app
+        never accepted (Linux resets its accept queue).  Returns how many
+        connections linger."""
         for lst in list(app.listeners):
             self.listen_close(app, lst.id)
         for conn in list(app.conns):
@@ -977,6 +979,10 @@ class TcpManager:
                 self._abort(conn)       # not yet (or no longer) a connection
                 continue
             f = self.lib.tas_fp_flow(self.fp.handle, conn.flow_id)
+            if self._never_accepted(conn, f):
+                self.stats.add("tcp_rst_unaccepted")
+                self._abort(conn)
+                continue
             self._app_closed_quietly(conn, f)
             if not conn.app_closed:     # the exit closes every socket it still had
                 conn.app_closed = True
@@ -991,6 +997,12 @@ class TcpManager:
             conn.orphan = True
             self.stats.add("tcp_orphaned")
         return len(app.conns)
+
+    def _never_accepted(self, conn, f):
+        """Handed over at its SYN (libtas accepts it from a queue of its
+        own), and accept never marked it (TAS_ATX_FL_ACCEPTED)."""
+        return (conn.app_knows and conn.origin is not None and conn.origin.handoff and
+                not conn.app_closed and not f.flags & self.lib.TAS_FLF_APP_ACCEPTED)
 
     def _close_discards(self, conn, f):
         """A closed connection's received data that nobody will read --

@@ -264,3 +264,64 @@ def test_iperf3_servers_one_after_another(daemon, procs):
                    "the exited iperf3's segment to be released")
     assert counters(daemon)["tcp_flows_active"] == 0
     assert counters(daemon).get("app_bad_cmd", 0) == 0
+
+
+# Listens and never accepts; exits (os._exit) or waits to be killed on a
+# line from stdin.
+NO_ACCEPT = """
+import os, socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", int(sys.argv[1])))
+s.listen(8)
+print("listening", flush=True)
+sys.stdin.readline()
+os._exit(0)
+"""
+
+# In the peer namespace: connect, send nothing, say when connected, then read
+# until the end and say how it ended.
+IDLE_CLIENT = """
+import json, socket, sys
+s = socket.create_connection(("10.0.0.2", int(sys.argv[1])), timeout=60)
+print("connected", flush=True)
+end = "eof"
+try:
+    while s.recv(65536):
+        pass
+except ConnectionResetError:
+    end = "reset"
+print(json.dumps({"end": end}), flush=True)
+"""
+
+
+@pytest.mark.parametrize("how", ["_exit", "kill"])
+def test_connection_never_accepted_is_reset_when_the_server_goes(daemon, procs, how):
+    """Linux resets the connections in a listener's accept queue when its
+    process exits; a connection TAS handed over to the process (at its SYN)
+    but that accept never took must end the same way, not with a FIN."""
+    port = 7450 + ["_exit", "kill"].index(how)
+    before = counters(daemon)
+    srv = subprocess.Popen([sys.executable, "-m", "tas.run", "--instance", daemon.instance, "--",
+                            sys.executable, "-u", "-c", NO_ACCEPT, str(port)], text=True,
+                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    procs.append(srv)
+    assert srv.stdout.readline().strip() == "listening", srv.stderr.read()
+    cli = subprocess.Popen(["ip", "netns", "exec", daemon.netns, sys.executable, "-u", "-c",
+                            IDLE_CLIENT, str(port)], text=True, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE)
+    procs.append(cli)
+    assert cli.stdout.readline().strip() == "connected", cli.stderr.read()
+    # established on the TAS side too (the handshake's final ACK is in)
+    wait_until(lambda: [r["state"] for r in on_port(daemon, port)] == ["ESTABLISHED"],
+               "the connection to be established")
+    if how == "kill":
+        srv.send_signal(signal.SIGKILL)
+    else:
+        srv.stdin.write("\n")
+        srv.stdin.flush()
+    srv.wait(timeout=60)
+    assert json.loads(cli.stdout.readline()) == {"end": "reset"}
+    finish(cli, "Linux client")
+    assert grown(daemon, before)("tcp_rst_unaccepted") == 1
+    wait_listing(daemon, port, [], "the connection to go")
