@@ -44,6 +44,30 @@ void strata_persist(const void *addr, size_t len)
         pmem_persist(addr, len);
 }
 
+/* Digest writes whole blocks it will not read again: streaming stores skip
+ * reading the destination lines in and writing them back again at the
+ * flush (memcpy + pmem_persist did both). */
+void strata_fill_nodrain(void *dst, const void *src, size_t len)
+{
+    if (G.use_msync) {
+        if (src)
+            memcpy(dst, src, len);
+        else
+            memset(dst, 0, len);
+        pmem_msync(dst, len);
+    } else if (src) {
+        pmem_memcpy_nodrain(dst, src, len);
+    } else {
+        pmem_memset_nodrain(dst, 0, len);
+    }
+}
+
+void strata_drain(void)
+{
+    if (!G.use_msync)
+        pmem_drain();
+}
+
 /* Start time (clock ticks since boot, field 22 of /proc/pid/stat); 0 when
  * the process does not exist or is a zombie (dead, not yet reaped). */
 uint64_t strata_proc_start(pid_t pid)

@@ -107,11 +107,8 @@ static int fill_block(uint32_t *ptr, const void *src)
     uint32_t b = block_alloc();
     if (b == 0)
         return -1;
-    if (src)
-        memcpy(blk(b), src, STRATA_BLOCK);
-    else
-        memset(blk(b), 0, STRATA_BLOCK);
-    strata_persist(blk(b), STRATA_BLOCK);
+    strata_fill_nodrain(blk(b), src, STRATA_BLOCK);
+    strata_drain();   /* the content is durable before the pointer to it */
     *ptr = b;
     strata_persist(ptr, sizeof(*ptr));
     return 0;

@@ -92,6 +92,11 @@ uint32_t strata_copy_csum(void *dst, const void *src, size_t len, uint64_t seed,
 
 /* pool.c: the bottom layer (layout, map, persist, the pool lock) */
 void strata_persist(const void *addr, size_t len);
+/* Copy into the pool (src NULL: zeros) and make it durable, without a fence
+ * at the end when nodrain: the caller drains (strata_drain) before the
+ * store that makes it reachable.  Streaming stores on pmem and tmpfs. */
+void strata_fill_nodrain(void *dst, const void *src, size_t len);
+void strata_drain(void);
 int strata_map(const char *path, struct strata_fs *fs, int verbose_err, char *err, size_t errlen);
 int pool_layout(struct strata_super *sb);          /* -1: the parameters do not fit */
 uint64_t pool_default_size(const char *path);     /* --size auto */
