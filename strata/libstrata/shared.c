@@ -173,8 +173,8 @@ int shared_write(uint32_t ino, uint64_t off, const void *buf, uint64_t len)
         }
         if (*ptr == 0 && fill_block(ptr, NULL) != 0)
             return -1;
-        memcpy(blk(*ptr) + boff, src + done, n);
-        strata_persist(blk(*ptr) + boff, n);
+        strata_fill_nodrain(blk(*ptr) + boff, src + done, n);
+        strata_drain();
         done += n;
     }
     if (off + len > in->size) {
