@@ -55,17 +55,22 @@ MADV_POPULATE_WRITE = 23  # Linux 5.14; Python's mmap module does not name it
 def prealloc(path):
     """Allocate every page of the pool file and have the kernel zero them
     now: tmpfs zeroes a fallocated page only at its first touch, which would
-    put that cost on the first write to every block (a DAX device has none)."""
+    put that cost on the first write to every block (a DAX device has none).
+    Through a mapping asking for huge pages first: on a tmpfs mounted with
+    huge=advise (deploy/setup mounts /dev/shm so) the pool gets 2 MiB pages,
+    as a DAX device maps NVM, and libstrata maps it so; a fallocate first
+    would have allocated 4 KiB pages."""
     fd = os.open(path, os.O_RDWR)
     try:
         size = os.fstat(fd).st_size
-        os.posix_fallocate(fd, 0, size)
         with mmap.mmap(fd, size, mmap.MAP_SHARED) as m:
             try:
+                m.madvise(mmap.MADV_HUGEPAGE)
                 m.madvise(MADV_POPULATE_WRITE)   # contents unchanged
             except OSError as e:
                 if e.errno != errno.EINVAL:      # older kernel: zeroed at first touch
                     raise
+        os.posix_fallocate(fd, 0, size)          # (where populating could not)
     finally:
         os.close(fd)
 

@@ -17,9 +17,9 @@ WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "space_worker.
 OLD_CAPACITY_MIB = 110  # data capacity of the old default (256M) pool
 
 
-def work(pool, *args, strata_dir="/strata"):
+def work(pool, *args, strata_dir="/strata", **env):
     r = subprocess.run([sys.executable, WORKER, args[0], strata_dir, *map(str, args[1:])],
-                       env=shim_env(pool), capture_output=True, text=True, timeout=600)
+                       env=shim_env(pool, **env), capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout.splitlines()[-1])
 
@@ -111,6 +111,40 @@ def test_prealloc_pool_stays_backed_through_rewrites(pool_path, tmp_path):
     assert got["rewrites"] >= 6
     assert os.stat(pool_path).st_blocks * 512 == 64 << 20
     fsck_clean(pool_path)
+
+
+@pytest.fixture
+def huge_advise_tmpfs(tmp_path):
+    """A tmpfs mounted as deploy/setup remounts /dev/shm: huge=advise."""
+    mnt = tmp_path / "huge"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512m,huge=advise", "tmpfs", str(mnt)],
+                   check=True)
+    yield str(mnt)
+    subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+@pytest.mark.root
+def test_prealloc_pool_is_mapped_in_huge_pages_and_a_sparse_one_is_not(huge_advise_tmpfs, tmp_path):
+    """As a DAX device maps NVM: a preallocated pool on a huge=advise tmpfs
+    gets 2 MiB pages (mkfs) and libstrata maps it so (digest's stores map
+    2 MiB at a time); a sparse pool keeps 4 KiB pages (a huge page would back
+    2 MiB for every block it touches)."""
+    got = {}
+    for kind in ("prealloc", "sparse"):
+        pool = os.path.join(huge_advise_tmpfs, f"{kind}.pool")
+        strata_cli("mkfs", "--size", "256M", *(["--prealloc"] if kind == "prealloc" else []),
+                   pool=pool)
+        got[kind] = work(pool, "append", 16, REPORT_PMD="1")
+        pmd = got[kind].pop("pool_pmd_mapped_kb")
+        ref = tmp_path / kind
+        ref.mkdir()
+        assert got[kind] == work(pool, "append", 16, strata_dir=str(ref))
+        got[kind]["pool_pmd_mapped_kb"] = pmd
+        fsck_clean(pool)
+    assert got["prealloc"]["pool_pmd_mapped_kb"] >= 8 << 10    # most of the 16 MiB digested
+    assert got["sparse"]["pool_pmd_mapped_kb"] == 0
+    assert os.stat(os.path.join(huge_advise_tmpfs, "sparse.pool")).st_blocks * 512 < 128 << 20
 
 
 def test_prealloc_pool_digest_maps_blocks_ahead(pool_path, tmp_path):
