@@ -1,10 +1,10 @@
 """Short connections: one request per connection, TAS vs Linux in one run.
 
-  python bench/tas_conn.py [--seconds S] [--clients N]
+  python bench/tas_conn.py [--seconds S] [--clients N] [--device net_af_xdp]
 
 The server is the same unmodified binary on both stacks, bench/rpc_echo.c
 (epoll, echoes, closes on EOF): under `tas-run` on a TAS daemon (the
-default device, net_af_packet on a veth), and on the kernel in a namespace
+default device, net_af_packet on a veth, or --device), and on the kernel in a namespace
 of its own, a veth away.  The clients are
 kernel sockets in the daemon's peer namespace, the same for both: each
 loops connect, write 64 bytes, read the reply, close.  Reports connections
@@ -191,6 +191,8 @@ def main():
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--clients", type=int, default=1, help="client processes in parallel")
     ap.add_argument("--no-nginx", action="store_true", help="skip the nginx/wrk part")
+    ap.add_argument("--device", default=None,
+                    help="dpdk.device of the daemon (default: the config's)")
     ap.add_argument("--syn-pool", type=int, default=None,
                     help="tcp.syn_pool for the daemon (0: the slow path answers every "
                          "SYN, as before the fast path did)")
@@ -203,7 +205,7 @@ def main():
         extra = "[cc]\nalgorithm = \"none\"\n"
         if args.syn_pool is not None:
             extra += f"[tcp]\nsyn_pool = {args.syn_pool}\n"
-        d = Daemon(Path(tmp), extra=extra).start()
+        d = Daemon(Path(tmp), device=args.device, extra=extra).start()
         lns = None
         try:
             lns, _, _ = veth_namespace(d.netns, "10.0.2.1", LINUX_IP)
@@ -252,6 +254,7 @@ def main():
                       f"{nginx[('tas', mode)] / nginx[('linux', mode)]:.2f}"]
                      for mode in ("keep-alive", "close")])
     write_json("tas_conn.json", {"seconds": args.seconds, "clients": args.clients,
+                                 "device": d.device,
                                  "syn_pool": args.syn_pool, "syn": syn,
                                  "server": "bench/rpc_echo.c", "results": results,
                                  "ratio": ratio,
