@@ -33,6 +33,8 @@ def test_file_values_override_defaults(tmp_path):
     ('[dpdk]\nfp_cores = []\n', "dpdk.fp_cores"),
     ('[dpdk]\nrx_desc = 1000\n', "dpdk.rx_desc: 1000 (expected a power of two"),
     ('[dpdk]\ndevice = "net_foo"\n', "expected one of net_af_packet, net_af_xdp, net_tap"),
+    ('[dpdk]\ndevice = "net_af_xdp"\nmtu = 9000\n',
+     "dpdk.mtu = 9000 is too big for dpdk.device = 'net_af_xdp'"),
     ('[dpdk]\nfp_cores = [0]\n', "must not contain dpdk.main_core"),
     ('[buffers]\nrx_buf = "lots"\n', "buffers.rx_buf"),
     ('[scaling]\nadd_below_idle = 1.5\n', "scaling.add_below_idle must be below"),
