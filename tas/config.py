@@ -376,7 +376,10 @@ def _check_af_xdp(cfg, source):
                           f"'net_af_xdp' (at most {AF_XDP_MAX_MTU}: DPDK 22.11's AF_XDP PMD "
                           f"receives a frame into one page-sized buffer; use net_af_packet "
                           f"for jumbo frames)")
-    if len(d["fp_cores"]) > 1:
+    # On the veth the daemon makes (peer.netns set); an interface of the
+    # machine's own (peer.netns = '') has the queues it has, and the PMD
+    # refuses more than its combined channels when the port is probed.
+    if len(d["fp_cores"]) > 1 and cfg["peer"]["netns"]:
         raise ConfigError(f"{source}: dpdk.fp_cores lists {len(d['fp_cores'])} cores, but "
                           f"dpdk.device = 'net_af_xdp' has one queue on a veth (the PMD takes "
                           f"only as many queues as the interface has combined channels, and "

@@ -52,12 +52,13 @@ def vdev_args(cfg):
         frame = (d.mtu + 128 + 4095) // 4096 * 4096
         return ["--no-pci", f"{base},framesz={frame},blocksz={frame},framecnt=512"]
     if d.device == "net_af_xdp":
-        # One queue (config.py refuses more cores).  busy_budget=0: the PMD
-        # would otherwise call recvfrom() on every empty poll to busy-poll
-        # the veth's NAPI, which pulls the kernel's receive work (XDP and
-        # the copy into the UMEM) onto the fast path's core.
+        # A queue per core (one on the veth: config.py refuses more cores
+        # there).  busy_budget=0: the PMD would otherwise call recvfrom() on
+        # every empty poll to busy-poll the interface's NAPI, which pulls the
+        # kernel's receive work (XDP and the copy into the UMEM) onto the
+        # fast path's core.
         return ["--no-pci", f"--vdev=net_af_xdp0,iface={d.iface},start_queue=0,"
-                f"queue_count=1,busy_budget={AF_XDP_BUSY_BUDGET}"]
+                f"queue_count={ncores},busy_budget={AF_XDP_BUSY_BUDGET}"]
     if d.device == "net_memif":
         os.makedirs(os.path.dirname(d.memif_socket), exist_ok=True)
         # memif's 2048-byte buffers would chain a jumbo frame over several

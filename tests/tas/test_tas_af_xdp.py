@@ -58,3 +58,16 @@ def test_af_xdp_bad_combination_names_the_key(raw, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.") + ".*net_af_xdp"):
         validate(raw)
     validate({"dpdk": {"device": "net_af_xdp", "mtu": AF_XDP_MAX_MTU}})
+
+
+@pytest.mark.fast
+def test_af_xdp_on_an_interface_of_its_own_takes_a_queue_per_core():
+    """With peer.netns = '' the daemon binds an existing interface (a NIC):
+    as many queues as cores, checked by the PMD against its channels."""
+    from tas.eal import vdev_args
+    cfg = validate({"dpdk": {"device": "net_af_xdp", "iface": "eth9", "fp_cores": [1, 2]},
+                    "peer": {"netns": ""}})
+    vdev = [a for a in vdev_args(cfg) if a.startswith("--vdev=")]
+    assert vdev == ["--vdev=net_af_xdp0,iface=eth9,start_queue=0,queue_count=2,busy_budget=0"]
+    one = validate({"dpdk": {"device": "net_af_xdp", "iface": "tas0"}})
+    assert "queue_count=1," in " ".join(vdev_args(one))
