@@ -2,7 +2,8 @@
 
   python bench/tas_bulk.py [--seconds 3] [--repeat 3] [--streams 1,4]
                            [--mtu 1500] [--cc dctcp-rate|none|...] [--buf 1M]
-                           [--devices net_af_packet,net_tap]
+                           [--devices net_af_packet,net_tap] [--reverse]
+                           [--no-memif]
 
 Unmodified iperf3 (server and client), in one run, repeated and interleaved:
   tas-tas:      both ends under tas-run on two daemons joined by net_memif
@@ -12,6 +13,9 @@ Unmodified iperf3 (server and client), in one run, repeated and interleaved:
                 with peer.steer_rx on (the sender's ACK processing off the
                 fast path's CPU; off by default, see README)
   linux-linux:  both on the Linux kernel across a veth pair
+--reverse: the iperf3 server sends (iperf3 -R), so the tas-linux rows
+measure TAS to Linux instead of TAS from Linux; --no-memif leaves the
+tas-tas row out (for a device comparison).
 Each row runs with only its own daemons alive (started and stopped around
 it, every repetition): idle daemons of the other rows cost the measured one.
 Prints min/median/max MB/s, the median's ratio to linux-linux, and for the
@@ -135,6 +139,9 @@ def cpu_us(pid):
     return (int(fields[11]) + int(fields[12])) * TICK_US
 
 
+REVERSE = []      # ["-R"] with --reverse: the server sends
+
+
 def iperf(server_env, client_prefix, client_env, host, port, streams, seconds):
     srv = subprocess.Popen(["iperf3", "-s", "-1", "-p", str(port), "--forceflush"],
                            env=server_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -144,7 +151,7 @@ def iperf(server_env, client_prefix, client_env, host, port, streams, seconds):
         while line and "listening" not in line:
             line = srv.stdout.readline()
         out = subprocess.run([*client_prefix, "iperf3", "-c", host, "-p", str(port), "-t",
-                              str(seconds), "-P", str(streams), "-J"], env=client_env,
+                              str(seconds), "-P", str(streams), "-J", *REVERSE], env=client_env,
                              capture_output=True, text=True, timeout=seconds * 10 + 60)
         srv.wait(timeout=60)
     finally:
@@ -255,10 +262,16 @@ def main():
                          "its own up to 32 MiB here)")
     ap.add_argument("--devices", default="net_af_packet,net_tap",
                     help="devices of the tas-linux daemons, comma-separated")
+    ap.add_argument("--reverse", action="store_true",
+                    help="the iperf3 server sends (-R): TAS to Linux on the tas-linux rows")
+    ap.add_argument("--no-memif", action="store_true", help="leave the tas-tas row out")
     args = ap.parse_args()
     streams = [int(s) for s in args.streams.split(",")]
     devices = args.devices.split(",")
-    configs = ["tas-tas"] + [f"tas-linux {dev}" for dev in devices] + ["linux-linux"]
+    if args.reverse:
+        REVERSE.append("-R")
+    configs = ([] if args.no_memif else ["tas-tas"]) + \
+        [f"tas-linux {dev}" for dev in devices] + ["linux-linux"]
     dpdk = (f'mtu = {args.mtu}\n[buffers]\nrx_buf = "{args.buf}"\ntx_buf = "{args.buf}"' +
             (f'\n[cc]\nalgorithm = "{args.cc}"' if args.cc else ""))
     results = {}
@@ -313,7 +326,7 @@ def main():
     print_table(["config", "streams"] + [st for st, _, _ in cycles.STAGES], crows)
     write_json("tas_bulk.json", {"seconds": args.seconds, "repeat": args.repeat,
                                  "mtu": args.mtu, "cc": args.cc, "buf": args.buf,
-                                 "devices": devices,
+                                 "devices": devices, "reverse": args.reverse,
                                  "loadavg": os.getloadavg(), "points": points})
 
 

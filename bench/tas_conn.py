@@ -1,10 +1,10 @@
 """Short connections: one request per connection, TAS vs Linux in one run.
 
-  python bench/tas_conn.py [--seconds S] [--clients N] [--slots 1,8]
+  python bench/tas_conn.py [--seconds S] [--clients N] [--slots 1,8] [--device net_af_xdp]
 
 The server is the same unmodified binary on both stacks, bench/rpc_echo.c
 (epoll, echoes, closes on EOF): under `tas-run` on a TAS daemon (the
-default device, net_af_packet on a veth), and on the kernel in a namespace
+default device, net_af_packet on a veth, or --device), and on the kernel in a namespace
 of its own, a veth away.  The clients are
 kernel sockets in the daemon's peer namespace, the same for both: each
 loops connect, write 64 bytes, read the reply, close.  Reports connections
@@ -216,6 +216,8 @@ def main():
     ap.add_argument("--slots", default="1,8",
                     help="connections in flight of the C client, one row each (\"\" for none)")
     ap.add_argument("--no-nginx", action="store_true", help="skip the nginx/wrk part")
+    ap.add_argument("--device", default=None,
+                    help="dpdk.device of the daemon (default: the config's)")
     ap.add_argument("--syn-pool", type=int, default=None,
                     help="tcp.syn_pool for the daemon (0: the slow path answers every "
                          "SYN, as before the fast path did)")
@@ -231,7 +233,7 @@ def main():
         extra = "[cc]\nalgorithm = \"none\"\n"
         if args.syn_pool is not None:
             extra += f"[tcp]\nsyn_pool = {args.syn_pool}\n"
-        d = Daemon(Path(tmp), extra=extra).start()
+        d = Daemon(Path(tmp), device=args.device, extra=extra).start()
         lns = None
         try:
             lns, _, _ = veth_namespace(d.netns, "10.0.2.1", LINUX_IP)
@@ -291,7 +293,8 @@ def main():
                       f"{nginx[('tas', mode)] / nginx[('linux', mode)]:.2f}"]
                      for mode in ("keep-alive", "close")])
     write_json("tas_conn.json", {"seconds": args.seconds, "clients": args.clients,
-                                 "slots": args.slots, "syn_pool": args.syn_pool, "syn": syn,
+                                 "slots": args.slots, "device": d.device,
+                                 "syn_pool": args.syn_pool, "syn": syn,
                                  "server": "bench/rpc_echo.c",
                                  "results": {f"{client_name(c)}/{s}": r
                                              for (c, s), r in results.items()},

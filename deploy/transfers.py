@@ -61,6 +61,14 @@ def tas_to_linux(netns, app, port, nbytes, seed, peer_ip="10.0.0.1", ctx=0):
     return r["bytes"], r["sha256"] == digest, secs
 
 
+def both_ways_intact(netns, app, port, nbytes, seed):
+    """Linux to TAS on `port`, then TAS to Linux on port + 1: True when
+    each moved all `nbytes` and both ends saw the same bytes."""
+    n, same, _ = linux_to_tas(netns, app, port, nbytes, seed)
+    m, same2, _ = tas_to_linux(netns, app, port + 1, nbytes, seed + 1)
+    return n == nbytes and same and m == nbytes and same2
+
+
 def linux_to_linux(src_ns, dst_ns, dst_ip, port, nbytes, seed):
     """Baseline: kernel to kernel (namespaces may be None for the root)."""
     sink = peer(dst_ns, "sink", port)

@@ -4,7 +4,8 @@ Every key is declared once in SCHEMA with its default, parser and the form it
 expects, so an unknown key or a bad value is rejected with a message naming
 the key and the expected form.  The defaults are the embedded set-up: a
 net_af_packet device on a veth pair whose other end lives in the `tas-peer`
-namespace (net_tap, the slower tap device, by configuration), and NVM
+namespace (net_af_xdp on the same veth, and net_tap, the slower tap device,
+by configuration), and NVM
 emulated by a file in /dev/shm (Strata's default pool).
 """
 import ipaddress
@@ -165,8 +166,8 @@ SCHEMA = {
     },
     "dpdk": {
         "device": Field("net_af_packet",
-                        _choice("net_af_packet", "net_tap", "net_memif", "pci"),
-                        "one of net_af_packet, net_tap, net_memif, pci"),
+                        _choice("net_af_packet", "net_af_xdp", "net_tap", "net_memif", "pci"),
+                        "one of net_af_packet, net_af_xdp, net_tap, net_memif, pci"),
         "iface": Field("tas0", _str(NAME), "a Linux interface name (1-15 chars)"),
         "pci_addr": Field("", _str(r"|[0-9a-fA-F]{4}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]"),
                           "a PCI address like 0000:03:00.0"),
@@ -341,6 +342,8 @@ def _check_cross(cfg, source):
                           f"scaling.remove_above_idle (or cores would flap)")
     if cfg["dpdk"]["device"] == "pci" and not cfg["dpdk"]["pci_addr"]:
         raise ConfigError(f"{source}: dpdk.pci_addr is required when dpdk.device = 'pci'")
+    if cfg["dpdk"]["device"] == "net_af_xdp":
+        _check_af_xdp(cfg, source)
     mtu, mss = cfg["dpdk"]["mtu"], cfg["tcp"]["mss"]
     if mss == 0:
         cfg["tcp"]["mss"] = mtu - 40
@@ -357,6 +360,30 @@ def _check_cross(cfg, source):
                           f"(the sleeps start at poll_sleep_us and grow up to the max)")
     if cfg["peer"]["ip"] == cfg["tas"]["ip"]:
         raise ConfigError(f"{source}: peer.ip must differ from tas.ip")
+
+
+# net_af_xdp (DPDK 22.11) receives a frame into one mbuf of its UMEM, without
+# multi-buffer: the mbuf must lie within one page, so a frame holds what is
+# left of 4 KiB after the mempool header, the mbuf, its headroom and the
+# kernel's 256-byte XDP headroom (fp_port.c sizes the mbufs the same way).
+AF_XDP_MAX_MTU = 3442
+
+
+def _check_af_xdp(cfg, source):
+    d = cfg["dpdk"]
+    if d["mtu"] > AF_XDP_MAX_MTU:
+        raise ConfigError(f"{source}: dpdk.mtu = {d['mtu']} is too big for dpdk.device = "
+                          f"'net_af_xdp' (at most {AF_XDP_MAX_MTU}: DPDK 22.11's AF_XDP PMD "
+                          f"receives a frame into one page-sized buffer; use net_af_packet "
+                          f"for jumbo frames)")
+    # On the veth the daemon makes (peer.netns set); an interface of the
+    # machine's own (peer.netns = '') has the queues it has, and the PMD
+    # refuses more than its combined channels when the port is probed.
+    if len(d["fp_cores"]) > 1 and cfg["peer"]["netns"]:
+        raise ConfigError(f"{source}: dpdk.fp_cores lists {len(d['fp_cores'])} cores, but "
+                          f"dpdk.device = 'net_af_xdp' has one queue on a veth (the PMD takes "
+                          f"only as many queues as the interface has combined channels, and "
+                          f"a veth reports none); use net_af_packet for several cores")
 
 
 def load(path=None, overrides=None):

@@ -1,7 +1,7 @@
 """`tas`: the TAS daemon.  Fast path on DPDK lcores, slow path in this thread.
 
 Start-up order matters: the instance lock first (refuse to start twice), then
-topology that must exist before the port (af_packet veth), EAL and the port,
+topology that must exist before the port (af_packet/af_xdp veth), EAL and the port,
 the fast-path lcores, and only then the peer side of a tap (the interface
 exists once the port has started).  Shutdown undoes it in reverse, on SIGINT
 or SIGTERM, and removes every shared-memory file the daemon created.
@@ -132,6 +132,10 @@ class Daemon:
         huge, why = eal.use_hugepages(cfg)
         self.log(f"tas: {why}")
         peer.setup_before_port(cfg)
+        if cfg.dpdk.device == "net_af_xdp":
+            # libxdp would first look for a bpffs to load its multi-program
+            # dispatcher, and say on stderr that it falls back to one program
+            os.environ.setdefault("LIBXDP_SKIP_DISPATCHER", "1")
         self._undo.append(lambda: peer.teardown(cfg))
         self.fp = FastPath(cfg, self.stats.page)
         self.fp.init_eal(eal.eal_args(cfg, huge))
@@ -145,9 +149,9 @@ class Daemon:
         from tas.slowpath.loop import SlowPath
         self.sp = SlowPath(cfg, self.fp, self.stats)
         self._undo.append(self.sp.close)
-        if cfg.dpdk.device == "net_af_packet":
-            from tas.afpacket_drops import RingDrops
-            drops = RingDrops(self.stats)
+        from tas import port_drops
+        if port_drops.applies(cfg.dpdk.device):
+            drops = port_drops.RingDrops(self.stats, cfg.dpdk.device)
             self._undo.append(drops.close)
             self.sp.timers.append(drops.tick)
         self.stats.set("fp_cores", len(cfg.dpdk.fp_cores))

@@ -32,6 +32,9 @@ def use_hugepages(cfg):
     return False, f"only {free} MiB of hugepages free: running DPDK with --no-huge"
 
 
+AF_XDP_BUSY_BUDGET = 0
+
+
 def vdev_args(cfg):
     d = cfg.dpdk
     ncores = len(d.fp_cores)
@@ -48,6 +51,14 @@ def vdev_args(cfg):
         # no bigger than an mbuf (fp_port.c sizes both the same way).
         frame = (d.mtu + 128 + 4095) // 4096 * 4096
         return ["--no-pci", f"{base},framesz={frame},blocksz={frame},framecnt=512"]
+    if d.device == "net_af_xdp":
+        # A queue per core (one on the veth: config.py refuses more cores
+        # there).  busy_budget=0: the PMD would otherwise call recvfrom() on
+        # every empty poll to busy-poll the interface's NAPI, which pulls the
+        # kernel's receive work (XDP and the copy into the UMEM) onto the
+        # fast path's core.
+        return ["--no-pci", f"--vdev=net_af_xdp0,iface={d.iface},start_queue=0,"
+                f"queue_count={ncores},busy_budget={AF_XDP_BUSY_BUDGET}"]
     if d.device == "net_memif":
         os.makedirs(os.path.dirname(d.memif_socket), exist_ok=True)
         # memif's 2048-byte buffers would chain a jumbo frame over several

@@ -3,7 +3,8 @@
 net_tap: DPDK creates a tap interface; once the port has started we move its
 kernel end into the peer namespace and give it the peer address, so the
 namespace's kernel stack talks to the daemon through the DPDK port.
-net_af_packet (the default): DPDK binds to one end of a veth pair we create;
+net_af_packet (the default) and net_af_xdp: DPDK binds to one end of a veth
+pair we create;
 the other end goes into the namespace.  The end DPDK binds stays in the
 daemon's namespace with no address, and its kernel stack is kept silent
 there: no ARP, no IPv6, no forwarding (see quiet_port_side).  net_memif and
@@ -58,9 +59,12 @@ def veth_peer_name(iface):
     return iface[:12] + "-pr"
 
 
+VETH_DEVICES = ("net_af_packet", "net_af_xdp")
+
+
 def ns_iface(cfg):
     """Name of the kernel side of the port inside the peer namespace."""
-    if cfg.dpdk.device == "net_af_packet":
+    if cfg.dpdk.device in VETH_DEVICES:
         return veth_peer_name(cfg.dpdk.iface)
     return cfg.dpdk.iface
 
@@ -87,8 +91,26 @@ def quiet_port_side(iface):
             _sysctl(path, value)
 
 
-def create_veth(iface, ns, ip, prefix_len, mac, mtu):
-    """For net_af_packet: veth `iface` (DPDK side) <-> peer end inside `ns`."""
+def _run(cmd, what):
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise PeerError(f"cannot {what} ({' '.join(cmd)}): {r.stderr.strip()}")
+
+
+def one_queue(iface, peer, ns):
+    """net_af_xdp binds one XDP socket, to receive queue 0 of `iface`.  A
+    veth delivers a frame to the receive queue numbered as the transmit
+    queue the sender picked (by flow hash), and one to another queue would
+    pass the XSK program to the kernel (or skip XDP): TAS would never see
+    it.  So both ends get one queue."""
+    _run(["ethtool", "-L", iface, "rx", "1", "tx", "1"], f"give {iface} one queue")
+    _run(["ip", "netns", "exec", ns, "ethtool", "-L", peer, "rx", "1", "tx", "1"],
+         f"give {peer} in {ns} one queue")
+
+
+def create_veth(iface, ns, ip, prefix_len, mac, mtu, single_queue=False):
+    """For net_af_packet and net_af_xdp: veth `iface` (DPDK side) <-> peer
+    end inside `ns`; single_queue: one queue at each end (net_af_xdp)."""
     ensure_netns(ns)
     peer = veth_peer_name(iface)
     with IPRoute() as ipr:
@@ -101,6 +123,8 @@ def create_veth(iface, ns, ip, prefix_len, mac, mtu):
         quiet_port_side(iface)           # before it is up: no IPv6 link-local or DAD
         ipr.link("set", index=idx, state="up")
     _configure_in_ns(ns, peer, ip, prefix_len, mac, mtu)
+    if single_queue:
+        one_queue(iface, peer, ns)
     # The peer kernel would leave TCP checksums to "hardware" (a veth has
     # none: the frame reaches AF_PACKET with only the pseudo-header sum), and
     # the fast path drops bad checksums.  A real NIC delivers full ones.
@@ -159,10 +183,11 @@ def steer_peer_rx(ns, iface, fp_cores):
 
 
 def setup_before_port(cfg):
-    """Topology that must exist before EAL init (the veth for af_packet)."""
-    if cfg.dpdk.device == "net_af_packet" and cfg.peer.netns:
+    """Topology that must exist before EAL init (the veth for af_packet and
+    af_xdp)."""
+    if cfg.dpdk.device in VETH_DEVICES and cfg.peer.netns:
         create_veth(cfg.dpdk.iface, cfg.peer.netns, cfg.peer.ip, cfg.tas.prefix_len,
-                    cfg.peer.mac, cfg.dpdk.mtu)
+                    cfg.peer.mac, cfg.dpdk.mtu, single_queue=cfg.dpdk.device == "net_af_xdp")
         if cfg.peer.steer_rx:
             steer_peer_rx(cfg.peer.netns, veth_peer_name(cfg.dpdk.iface), cfg.dpdk.fp_cores)
 
@@ -177,5 +202,5 @@ def setup_after_port(cfg):
 
 def teardown(cfg):
     """Remove what setup created (the tap vanishes with the DPDK port)."""
-    if cfg.dpdk.device == "net_af_packet":
+    if cfg.dpdk.device in VETH_DEVICES:
         delete_veth(cfg.dpdk.iface)

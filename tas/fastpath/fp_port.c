@@ -7,6 +7,7 @@
 #include <sys/eventfd.h>
 #include <fcntl.h>
 #include <sys/mman.h>
+#include <linux/bpf.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -134,6 +135,55 @@ static int find_port(uint16_t *port)
     return -1;
 }
 
+static bool is_driver(uint16_t port, const char *name)
+{
+    struct rte_eth_dev_info info;
+    return rte_eth_dev_info_get(port, &info) == 0 && strcmp(info.driver_name, name) == 0;
+}
+
+/* The largest data room whose mbuf, with its mempool header, fits one page
+ * (and keeps the odd cache-line count the mempool pads objects to). */
+static uint32_t page_data_room(void)
+{
+    uint32_t page = (uint32_t)getpagesize();
+    uint32_t room = page - RTE_PKTMBUF_HEADROOM - (uint32_t)sizeof(struct rte_mbuf);
+    while (room > RTE_MBUF_DEFAULT_DATAROOM &&
+           rte_mempool_calc_obj_size(sizeof(struct rte_mbuf) + RTE_PKTMBUF_HEADROOM + room, 0,
+                                     NULL) > page)
+        room -= RTE_CACHE_LINE_SIZE;
+    return room;
+}
+
+/* Bytes of frame one mbuf holds, so that RX and TX never chain segments. */
+static uint32_t frame_room(uint16_t port, uint16_t mtu)
+{
+    if (mtu <= 1500)
+        return RTE_MBUF_DEFAULT_DATAROOM;
+    /* net_af_xdp makes the mempool its UMEM and receives a frame into one
+     * mbuf, which the kernel wants within a page (no multi-buffer in DPDK
+     * 22.11's PMD); check_mtu refuses an MTU that does not fit. */
+    if (is_driver(port, "net_af_xdp"))
+        return page_data_room();
+    /* Otherwise as big as an af_packet PACKET_MMAP frame slot (mtu + 128
+     * rounded up to 4 KiB, tas/eal.py): that PMD refuses slots bigger than
+     * an mbuf, and indexes slots as if blocks had no gaps. */
+    return RTE_ALIGN_CEIL((uint32_t)mtu + 128, 4096u);
+}
+
+/* net_af_xdp: the kernel writes a received frame after its XDP headroom,
+ * inside the mbuf's data room. */
+static int check_af_xdp_mtu(struct tas_fp *fp)
+{
+    uint32_t room = fp->frame_room - XDP_PACKET_HEADROOM;
+    if ((uint32_t)fp->conf.mtu + RTE_ETHER_HDR_LEN > room) {
+        fp_set_error("dpdk.mtu = %u does not fit net_af_xdp's receive buffers (%u-byte "
+                     "frames: one page less the mbuf and the XDP headroom)",
+                     fp->conf.mtu, room);
+        return -1;
+    }
+    return 0;
+}
+
 /* The device must carry dpdk.mtu; say so by name when it cannot. */
 static int check_mtu(struct tas_fp *fp)
 {
@@ -146,6 +196,8 @@ static int check_mtu(struct tas_fp *fp)
     uint32_t frame = (uint32_t)fp->conf.mtu + RTE_ETHER_HDR_LEN + RTE_ETHER_CRC_LEN;
     fp->dev_mtu = fp->conf.mtu;
     fp->tx_mtu = fp->conf.mtu;
+    if (strcmp(info.driver_name, "net_af_xdp") == 0 && check_af_xdp_mtu(fp) != 0)
+        return -1;
     bool virtual = strcmp(info.driver_name, "net_tap") == 0 ||
                    strcmp(info.driver_name, "net_af_packet") == 0 ||
                    strcmp(info.driver_name, "net_memif") == 0;
@@ -298,12 +350,7 @@ struct tas_fp *tas_fp_create(const struct tas_fp_conf *conf, struct kb_stats_pag
     }
     if (find_port(&fp->port) != 0)
         goto fail;
-    /* One mbuf holds a whole frame, so RX and TX never chain segments.
-     * Above 1500 it is as big as an af_packet PACKET_MMAP frame slot (mtu +
-     * 128 rounded up to 4 KiB, tas/eal.py): that PMD refuses slots bigger
-     * than an mbuf, and indexes slots as if blocks had no gaps. */
-    fp->frame_room = conf->mtu <= 1500 ? (uint32_t)RTE_MBUF_DEFAULT_DATAROOM
-                                       : RTE_ALIGN_CEIL((uint32_t)conf->mtu + 128, 4096u);
+    fp->frame_room = frame_room(fp->port, conf->mtu);
     fp->pool = rte_pktmbuf_pool_create("tas_mbufs", conf->nb_mbufs, 256, 0,
                                        (uint16_t)(RTE_PKTMBUF_HEADROOM + fp->frame_room),
                                        rte_socket_id());

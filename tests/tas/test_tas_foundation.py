@@ -36,7 +36,7 @@ def test_ping_through_dpdk_port(make_daemon, device):
     assert "02:00:00:00:00:02" in neigh
 
 
-@pytest.mark.parametrize("device", ["net_af_packet", "net_tap"])
+@pytest.mark.parametrize("device", ["net_af_packet", "net_af_xdp", "net_tap"])
 def test_peer_receive_steering(make_daemon, device):
     """peer.steer_rx steers the peer interface's receive processing (RPS) to
     the CPUs the fast path does not own; by default the kernel's own setting
@@ -44,7 +44,7 @@ def test_peer_receive_steering(make_daemon, device):
     from tas.peer import veth_peer_name
 
     def rps_mask(d):
-        iface = veth_peer_name(d.port_iface) if device == "net_af_packet" else d.port_iface
+        iface = veth_peer_name(d.port_iface) if device != "net_tap" else d.port_iface
         got = d.ns_run("cat", f"/sys/class/net/{iface}/queues/rx-0/rps_cpus").stdout
         return int(got.strip().replace(",", ""), 16)
 

@@ -1,6 +1,6 @@
 """Frames the kernel drops before the DPDK port are counted: on the default
-net_af_packet device, a full PACKET_MMAP receive ring (port_rx_ring_drops,
-which DPDK 22.11's PMD does not report)."""
+net_af_packet device, a full PACKET_MMAP receive ring, on net_af_xdp a full
+XDP socket (port_rx_ring_drops, which DPDK 22.11's PMDs do not report)."""
 import os
 import signal
 import sys
@@ -28,13 +28,15 @@ for _ in range(int(sys.argv[2])):
 """
 
 
-def test_full_af_packet_ring_drops_are_counted(make_daemon):
-    d = make_daemon().start()
-    assert d.device == "net_af_packet"
+@pytest.mark.parametrize("device", [None, "net_af_xdp"])
+def test_full_receive_ring_drops_are_counted(make_daemon, device):
+    d = make_daemon(device=device).start()
+    assert d.device == (device or "net_af_packet")
     before = stats.read("tas", d.instance)
     assert "port_rx_ring_drops" in before
-    # With the daemon stopped nobody empties the ring (512 frames): the
-    # kernel must drop most of the flood there.
+    # With the daemon stopped nobody empties the ring (af_packet: 512
+    # frames; af_xdp: the 1024 buffers of its fill ring): the kernel must
+    # drop most of the flood there.
     os.kill(d.proc.pid, signal.SIGSTOP)
     try:
         r = d.ns_run(sys.executable, "-c", FLOOD, d.iface, str(FRAMES))
