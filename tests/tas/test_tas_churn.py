@@ -103,7 +103,9 @@ def test_twenty_thousand_short_connections_leave_nothing_behind(daemon, procs, t
     assert added == N and removed == N
     assert after["tcp_flows_active"] == 0
     assert after["tcp_handed_over"] - before.get("tcp_handed_over", 0) == N
-    assert after["tcp_closed"] - before.get("tcp_closed", 0) == N
+    # (a rare run saw N - 1: the deltas say which way the other one ended)
+    assert after["tcp_closed"] - before.get("tcp_closed", 0) == N, {
+        k: v - before.get(k, 0) for k, v in after.items() if v != before.get(k, 0)}
     # Accepted in the app without asking the daemon, and counted there: the
     # backlog of 128 never filled.
     assert after.get("tcp_backlog_drops", 0) == before.get("tcp_backlog_drops", 0)
