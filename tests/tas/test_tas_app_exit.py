@@ -270,10 +270,7 @@ def test_iperf3_servers_one_after_another(daemon, procs):
 # line from stdin.
 NO_ACCEPT = """
 import os, socket, sys
-s = socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("0.0.0.0", int(sys.argv[1])))
-s.listen(8)
+s = socket.create_server(("0.0.0.0", int(sys.argv[1])), backlog=8)   # SO_REUSEADDR too
 print("listening", flush=True)
 sys.stdin.readline()
 os._exit(0)
