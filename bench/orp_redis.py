@@ -263,7 +263,12 @@ def run_point(cfg, size, keyspace, quick, tmp, client):
         dcpu0 = cpu_us(daemon.proc.pid) if daemon else 0
         out = subprocess.run(bench, capture_output=True, text=True, timeout=900, cwd=ROOT)
         if out.returncode != 0:
-            raise SystemExit(f"{cfg}: redis-benchmark failed: {out.stderr}")
+            alive = srv.poll() is None
+            srv.kill()
+            tail = srv.stdout.read()[-3000:]
+            raise SystemExit(f"{cfg}: redis-benchmark failed: {out.stderr}\n"
+                             f"redis-server {'was running' if alive else f'exited {srv.returncode}'}"
+                             f"; its last output:\n{tail}")
         if prof is not None:
             prof.send_signal(signal.SIGINT)
             prof.wait(timeout=120)
