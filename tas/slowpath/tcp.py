@@ -31,6 +31,8 @@ ORPHAN_RETRIES = 8
 # take thousands of them.
 YIELD_EVERY = 8
 YIELD_MAX = 16
+# Parked flows (tas_fp_flows_woken) read back per call.
+WOKEN_BATCH = 256
 
 
 @dataclass(eq=False)
@@ -101,6 +103,8 @@ class Conn:
     origin: Listener | None = None    # the listener it came in on (buffer recycling)
     orphan_timeouts: int = 0
     cc: object = None
+    parked: bool = False        # idle: the tick skips it until the fast path
+    park_tick: int = 0          # ... sees it change (TcpManager._park)
 
 
 def _u32(x):
@@ -117,6 +121,18 @@ class TcpManager:
         self.my_mac = bytes(int(x, 16) for x in cfg.tas.mac.split(":"))
         self.my_ip = bytes(int(x) for x in cfg.tas.ip.split("."))
         self.conns = {}
+        # The tick's work list: connections that may need it, in insertion
+        # order (a dict as an ordered set).  An established connection found
+        # idle is parked instead (in the fast path's list and `parked`,
+        # by flow id) until the fast path sees it change, Python changes it
+        # (close, app exit), or its timestamp refresh is due (`ts_watch`,
+        # parked ones with timestamps, in park order).  An idle connection
+        # then costs the tick a compare in C, not microseconds of Python.
+        self.awake = {}
+        self.parked = {}
+        self.ts_watch = {}
+        self.tick_no, self.tick_at = 0, now()    # the last tick's number and time
+        self._woken = self.ffi.new(f"uint32_t[{WOKEN_BATCH}]")
         self.listeners = {}       # port -> Listener
         self.listener_ids = {}    # id -> Listener
         self.time_wait = {}       # key -> (expiry, snd_nxt, rcv_nxt, peer_mac)
@@ -211,6 +227,8 @@ class TcpManager:
         conn = self.conns.get(key)
         if conn is None and self.sync_fast():
             conn = self.conns.get(key)    # opened by the fast path a moment ago
+        if conn is not None:
+            self._wake(conn)
         if conn is not None and self._quietly_established(conn):
             self._establish(conn, None)   # before the tick saw it: catch up first
         if reason == self.lib.TAS_EXC_TCP_FLOW and conn is None:
@@ -369,7 +387,7 @@ class TcpManager:
             return
         listener.half_open += 1
         listener.app.conns.add(conn)
-        self.conns[key] = conn
+        self._add_conn(conn)
         self.arp.learn(key[0], eth.src)
         if listener.handoff and listener.fp_slot >= 0:
             self.lib.tas_fp_listener_opened(self.fp.handle, listener.fp_slot)
@@ -563,11 +581,15 @@ class TcpManager:
             self.stats.add("tcp_time_wait_reused")
         lst.half_open += 1
         lst.app.conns.add(conn)
-        self.conns[key] = conn
+        self._add_conn(conn)
         self.arp.learn(key[0], conn.peer_mac)
         self.stats.add("tcp_passive_opens")
         self.syn_stats.add("syn_synced")
         return lst
+
+    def _add_conn(self, conn):
+        self.conns[conn.key] = conn
+        self.awake[conn] = None
 
     def _hold(self, key, delta):
         self.lib.tas_fp_syn_hold(self.fp.handle, int.from_bytes(key[0], "big"), key[1], key[2],
@@ -647,6 +669,7 @@ class TcpManager:
         m.rx_base, m.tx_base = seg.ptr(bufs[0]), seg.ptr(bufs[1])
         m.rx_off, m.tx_off = bufs
         m.ctx, m.app_id, m.listener_id = to.ctx, to.app.id, to.id
+        self._wake(conn)              # its flow id changes
         new_id = self.lib.tas_fp_flow_move(self.fp.handle, conn.flow_id, m)
         if new_id < 0:
             self._release_buffers(to.app, *bufs)
@@ -733,7 +756,7 @@ class TcpManager:
         key = (peer_ip, local_port, peer_port)
         conn = Conn(key, app, ctx, SYN_SENT, random.getrandbits(32), req_id=req_id)
         conn.rx_off, conn.tx_off = bufs
-        self.conns[key] = conn
+        self._add_conn(conn)
         app.conns.add(conn)
         conn.next_retry = self.now()   # the tick sends the SYN once ARP resolves
         self.stats.add("tcp_active_opens")
@@ -860,6 +883,7 @@ class TcpManager:
             conn = next((c for c in app.conns if c.flow_id == flow_id), None)
         if conn is None:
             return -errno.EBADF
+        self._wake(conn)
         conn.app_closed = True
         if conn.state in (ESTABLISHED, SYN_RCVD):   # (accepted before we saw the ACK)
             f = self.lib.tas_fp_flow(self.fp.handle, conn.flow_id)
@@ -885,6 +909,7 @@ class TcpManager:
         sees the connection reset (as if the peer had reset it)."""
         if conn.state == CLOSED:
             return              # reset already; the app has yet to close it
+        self._wake(conn)
         self.stats.add("tcp_killed")
         if conn.state == SYN_SENT:
             conn.app.server.send_opened(conn.app, conn, conn.req_id, -errno.ECONNABORTED)
@@ -929,6 +954,7 @@ class TcpManager:
                                        status=-errno.ECONNRESET)
 
     def _remove_flow(self, conn):
+        self._unpark(conn)            # (CLOSED from here: nothing for the tick)
         if conn.flow_id >= 0 and conn.state in (ESTABLISHED, SYN_RCVD):
             if not conn.held and self.conns.get(conn.key) is conn:
                 # Until we forget it, a SYN of its 4-tuple is ours (the
@@ -940,6 +966,8 @@ class TcpManager:
 
     def _forget(self, conn):
         """Drop all state once neither the fast path nor the app uses it."""
+        self._unpark(conn)
+        self.awake.pop(conn, None)
         if conn.app_knows and conn.listener is not None:
             if conn.listener.fp_slot >= 0:     # no longer in its backlog
                 self.lib.tas_fp_listener_gone(self.fp.handle, conn.listener.fp_slot)
@@ -971,6 +999,7 @@ class TcpManager:
         for lst in list(app.listeners):
             self.listen_close(app, lst.id)
         for conn in list(app.conns):
+            self._wake(conn)
             if self._quietly_established(conn):
                 self._establish(conn, None)
             if conn.state != ESTABLISHED:
@@ -1060,9 +1089,15 @@ class TcpManager:
         self._slice_begin()
         self.sync_fast(refill=False, in_tick=True)    # closes below recycle buffers first
         now = self.now()
-        for conn in list(self.conns.values()):
+        self._wake_changed(now)
+        self.tick_no, self.tick_at = self.tick_no + 1, now
+        visited = 0
+        for conn in list(self.awake):
+            visited += 1
             self._maybe_yield()
-            if conn.state == SYN_SENT:
+            if conn.state == CLOSED:
+                del self.awake[conn]   # reset, waiting for its app: nothing to time
+            elif conn.state == SYN_SENT:
                 self._tick_syn_sent(conn, now)
             elif self._quietly_established(conn):
                 self._establish(conn, None)
@@ -1082,6 +1117,10 @@ class TcpManager:
             tw = self.time_wait.get(key)
             if tw is not None and tw[0] == expiry:    # not reused and closed again
                 self._tw_del(key)
+        self.stats.add("tcp_ticks")
+        self.stats.add("tcp_tick_visits", visited)
+        self.stats.set("tcp_tick_visited_last", visited)
+        self.stats.set("tcp_conns_parked", len(self.parked))
         self.stats.set("tcp_flows_active", self.lib.tas_fp_flow_count(self.fp.handle))
         self.stats.set("tcp_conns", len(self.conns))
         self.stats.set("tcp_time_wait", len(self.time_wait))
@@ -1112,12 +1151,91 @@ class TcpManager:
             self._retry_handshake(conn, now, self._send_syn)
 
     def _tick_established(self, conn, now):
+        # Snapshot first: whatever changes after it wakes a parked flow.
+        self.lib.tas_fp_flow_snap(self.fp.handle, conn.flow_id)
         f = self.lib.tas_fp_flow(self.fp.handle, conn.flow_id)
         if conn.cc is not None:
             conn.cc.update(f, now)
         self._check_timeout(conn, f, now)
         self._refresh_timestamps(conn, f, now)
         self._check_close(conn, f, now)
+        if conn.state == ESTABLISHED and self._idle(conn, f):
+            self._park(conn)
+
+    # ---- idle connections: parked until something changes -------------------
+
+    # Flags under which the tick has work: a close in progress (FIN to send,
+    # sent or acknowledged, the app's close, unread data to reset for), a
+    # reset, a handshake, a window probe, SACK recovery.  RXFIN alone is
+    # CLOSE_WAIT: nothing to do until the app closes.
+    _BUSY_FLAGS = ("TAS_FLF_TXFIN", "TAS_FLF_TXFIN_SENT", "TAS_FLF_TXFIN_ACKED",
+                   "TAS_FLF_APP_CLOSED", "TAS_FLF_RX_DISCARD", "TAS_FLF_RESET",
+                   "TAS_FLF_SYNRCVD", "TAS_FLF_PROBE", "TAS_FLF_SACK_RECOV")
+
+    def _idle(self, conn, f):
+        """Nothing for the tick to do on this flow until it changes: nothing
+        queued or in flight (no timeout to run), no close under way, the
+        congestion controller settled (cc.py), and the flow in the state
+        this visit just dealt with (cnt_txb and rx_next_seq as the
+        timestamp refresh last saw them)."""
+        lib = self.lib
+        busy = getattr(self, "_busy_mask", None)
+        if busy is None:
+            busy = self._busy_mask = sum(getattr(lib, n) for n in self._BUSY_FLAGS)
+        return (not conn.app_closed and not conn.orphan and f.tx_sent == 0 and
+                f.tx_avail == 0 and not f.flags & busy and conn.rto_backoff == 0 and
+                (not conn.ts_ok or conn.activity == (f.cnt_txb, f.rx_next_seq)) and
+                (conn.cc is None or conn.cc.settled(f)))
+
+    def _park(self, conn):
+        if self.lib.tas_fp_flow_park(self.fp.handle, conn.flow_id) != 0:
+            return
+        conn.parked, conn.park_tick = True, self.tick_no
+        self.parked[conn.flow_id] = conn
+        self.awake.pop(conn, None)
+        if conn.ts_ok:
+            self.ts_watch[conn] = None
+        self.stats.add("tcp_idle_parks")
+
+    def _unpark(self, conn):
+        if not conn.parked:
+            return
+        conn.parked = False
+        self.lib.tas_fp_flow_unpark(self.fp.handle, conn.flow_id)
+        self.parked.pop(conn.flow_id, None)
+        self.ts_watch.pop(conn, None)
+
+    def _wake(self, conn):
+        """Back on the tick's list, as if every tick since it was parked had
+        visited it: those visits would only have moved its timeout clock
+        (una_since) and its controller's clock, to the last tick."""
+        if not conn.parked:
+            return
+        self._unpark(conn)
+        self.awake[conn] = None
+        conn.una_since = self.tick_at
+        if conn.cc is not None:
+            conn.cc.resume(self.tick_at, self.tick_no - conn.park_tick)
+        self.stats.add("tcp_idle_wakes")
+
+    def _wake_changed(self, now):
+        """Wake the parked flows the fast path changed since we looked (or
+        that have data to send), and those due a timestamp refresh."""
+        lib, h, woken = self.lib, self.fp.handle, self._woken
+        while True:
+            n = lib.tas_fp_flows_woken(h, woken, WOKEN_BATCH)
+            for i in range(n):
+                conn = self.parked.get(woken[i])
+                if conn is not None:
+                    self._wake(conn)
+            if n < WOKEN_BATCH:
+                break
+        refresh = self.cfg.tcp.ts_refresh_s
+        while self.ts_watch:
+            conn = next(iter(self.ts_watch))
+            if now - conn.active_since < refresh:
+                break           # (park order: about deadline order)
+            self._wake(conn)
 
     def _refresh_timestamps(self, conn, f, now):
         """Our TSval ticks in microseconds, so after about 36 idle minutes the

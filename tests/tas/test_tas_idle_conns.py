@@ -1,0 +1,150 @@
+"""Idle connections cost the slow path's tick (next to) nothing: a server
+holding hundreds of idle keep-alive clients (bench/rpc_echo under tas-run,
+kernel clients in the peer namespace) has them parked (tcp.py, fast path
+fp_flow_idle.c), and a tick visits none of them.  A parked connection that
+becomes active again is still handled: its data is echoed, the peer's FIN
+closes it, every flow is gone at the end, and an idle flow's timestamp
+refresh still goes out.  Asserted on the daemon's counters, not on time."""
+import json
+import os
+import subprocess
+import sys
+
+from libtas_helpers import ROOT, counters, finish, tas_run
+from tasd import wait_until
+
+RPC_ECHO = os.path.join(ROOT, "build", "bench", "rpc_echo")
+PORT = 7420
+
+# In the peer namespace: open N connections (one byte echoed on each), then
+# act on stdin's commands, answering each with a line.
+CLIENT = r"""
+import socket, sys
+socks = []
+for i in range(int(sys.argv[3])):
+    s = socket.create_connection((sys.argv[1], int(sys.argv[2])))
+    s.sendall(b"x")
+    assert s.recv(1) == b"x"
+    socks.append(s)
+print("up", flush=True)
+
+def read_exactly(s, n):
+    got = b""
+    while len(got) < n:
+        d = s.recv(n - len(got))
+        if not d:
+            break
+        got += d
+    return got
+
+for line in sys.stdin:
+    cmd, k = line.split()
+    k, bad = int(k), 0
+    if cmd == "echo":           # data on the first k connections
+        for i, s in enumerate(socks[:k]):
+            msg = b"again %06d" % i
+            s.sendall(msg)
+            bad += read_exactly(s, len(msg)) != msg
+    elif cmd == "fin":          # our FIN on the first k: the server closes them
+        for s in socks[:k]:
+            s.shutdown(socket.SHUT_WR)
+            bad += s.recv(1) != b""
+            s.close()
+        del socks[:k]
+    elif cmd == "close":        # close the rest
+        for s in socks:
+            s.close()
+        socks = []
+    print(bad, flush=True)
+"""
+
+
+def start(procs, d, n):
+    srv = tas_run(procs, d, RPC_ECHO, "server", str(PORT))
+    assert srv.stdout.readline().startswith("listening")
+    cli = subprocess.Popen(["ip", "netns", "exec", d.netns, sys.executable, "-c", CLIENT,
+                            "10.0.0.2", str(PORT), str(n)], text=True,
+                           stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE)
+    procs.append(cli)
+    assert cli.stdout.readline().strip() == "up", cli.stderr.read()
+    return srv, cli
+
+
+def command(cli, line):
+    cli.stdin.write(line + "\n")
+    cli.stdin.flush()
+    return cli.stdout.readline().strip()
+
+
+def all_parked(d, n):
+    wait_until(lambda: counters(d).get("tcp_conns_parked", 0) == n, f"{n} connections parked")
+
+
+def test_idle_connections_are_parked_and_wake_on_data_and_fin(make_daemon, procs):
+    n = 600
+    d = make_daemon().start()
+    before = counters(d)
+    srv, cli = start(procs, d, n)
+    all_parked(d, n)
+
+    # A hundred ticks with every connection idle: (almost) no visit.  The
+    # tick used to visit all n, every tick.
+    c0 = counters(d)
+    wait_until(lambda: counters(d)["tcp_ticks"] >= c0["tcp_ticks"] + 100, "100 ticks")
+    c1 = counters(d)
+    ticks = c1["tcp_ticks"] - c0["tcp_ticks"]
+    visits = c1["tcp_tick_visits"] - c0["tcp_tick_visits"]
+    assert visits <= ticks // 10, f"{visits} visits in {ticks} ticks with {n} idle connections"
+    assert c1["tcp_conns_parked"] == n and c1["tcp_conns"] == n
+    stats = json.loads(subprocess.run([sys.executable, "-m", "tas.ctl", "--instance",
+                                       d.instance, "stats", "--json"], capture_output=True,
+                                      text=True, check=True, cwd=ROOT).stdout)
+    assert "tcp_tick_visited_last" in json.dumps(stats) and "tcp_conns_parked" in json.dumps(stats)
+
+    # Data on parked connections: the echo comes back (the fast path's
+    # work), the next tick sees them changed and wakes them (congestion
+    # control, timeouts), and they are parked again once idle.
+    assert command(cli, "echo 50") == "0"
+    wait_until(lambda: counters(d).get("tcp_idle_wakes", 0) >=
+               c1.get("tcp_idle_wakes", 0) + 50, "50 connections woken")
+    all_parked(d, n)
+
+    # The peer's FIN on parked connections: the server reads EOF and closes,
+    # the close completes.
+    assert command(cli, "fin 100") == "0"
+    wait_until(lambda: counters(d)["tcp_conns"] == n - 100, "100 connections closed")
+    all_parked(d, n - 100)
+
+    assert command(cli, "close 0") == "0"
+    wait_until(lambda: counters(d)["tcp_conns"] == 0, "every connection closed")
+    after = counters(d)
+    assert after["tcp_conns_parked"] == 0 and after["tcp_flows_active"] == 0
+    added = after["flows_added"] - before.get("flows_added", 0)
+    removed = after["flows_removed"] - before.get("flows_removed", 0)
+    assert added == removed == n
+    assert after.get("sp_errors", 0) == 0
+    finish(cli, "client")
+    srv.kill()
+    srv.communicate()
+
+
+def test_a_parked_connection_still_refreshes_its_timestamps(make_daemon, procs):
+    n = 40
+    d = make_daemon(extra="[tcp]\nts_refresh_s = 1\n").start()
+    srv, cli = start(procs, d, n)
+    all_parked(d, n)
+    c0 = counters(d)
+    # Each second every idle connection wakes for its refresh ACK (Linux
+    # peers offer timestamps) and is parked again.
+    wait_until(lambda: counters(d).get("tcp_ts_refresh_acks", 0) >=
+               c0.get("tcp_ts_refresh_acks", 0) + 2 * n, "two refreshes of every connection")
+    c1 = counters(d)
+    assert c1["tcp_idle_parks"] - c0["tcp_idle_parks"] >= 2 * n
+    assert command(cli, f"echo {n}") == "0"
+    assert command(cli, "close 0") == "0"
+    wait_until(lambda: counters(d)["tcp_conns"] == 0, "every connection closed")
+    assert counters(d)["tcp_flows_active"] == 0
+    finish(cli, "client")
+    srv.kill()
+    srv.communicate()
