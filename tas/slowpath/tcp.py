@@ -133,6 +133,15 @@ class TcpManager:
         self.ts_watch = {}
         self.tick_no, self.tick_at = 0, now()    # the last tick's number and time
         self._woken = self.ffi.new(f"uint32_t[{WOKEN_BATCH}]")
+        # Flags under which the tick has work on a flow: a close in progress
+        # (FIN to send, sent or acknowledged, the app's close, unread data to
+        # reset for), a reset, a handshake, a window probe, SACK recovery.
+        # RXFIN alone is CLOSE_WAIT: nothing to do until the app closes.
+        lib = self.lib
+        self._busy_flags = (lib.TAS_FLF_TXFIN | lib.TAS_FLF_TXFIN_SENT |
+                            lib.TAS_FLF_TXFIN_ACKED | lib.TAS_FLF_APP_CLOSED |
+                            lib.TAS_FLF_RX_DISCARD | lib.TAS_FLF_RESET | lib.TAS_FLF_SYNRCVD |
+                            lib.TAS_FLF_PROBE | lib.TAS_FLF_SACK_RECOV)
         self.listeners = {}       # port -> Listener
         self.listener_ids = {}    # id -> Listener
         self.time_wait = {}       # key -> (expiry, snd_nxt, rcv_nxt, peer_mac)
@@ -1151,26 +1160,23 @@ class TcpManager:
             self._retry_handshake(conn, now, self._send_syn)
 
     def _tick_established(self, conn, now):
-        # Snapshot first: whatever changes after it wakes a parked flow.
-        self.lib.tas_fp_flow_snap(self.fp.handle, conn.flow_id)
         f = self.lib.tas_fp_flow(self.fp.handle, conn.flow_id)
+        # A flow closing (or otherwise busy) now is not parked after this
+        # visit: no snapshot for it (most visits under connection churn).
+        may_park = not (conn.app_closed or conn.orphan or f.flags & self._busy_flags)
+        if may_park:
+            # Before the visit reads the flow: whatever changes after this
+            # wakes the flow if it is parked.
+            self.lib.tas_fp_flow_snap(self.fp.handle, conn.flow_id)
         if conn.cc is not None:
             conn.cc.update(f, now)
         self._check_timeout(conn, f, now)
         self._refresh_timestamps(conn, f, now)
         self._check_close(conn, f, now)
-        if conn.state == ESTABLISHED and self._idle(conn, f):
+        if may_park and conn.state == ESTABLISHED and self._idle(conn, f):
             self._park(conn)
 
     # ---- idle connections: parked until something changes -------------------
-
-    # Flags under which the tick has work: a close in progress (FIN to send,
-    # sent or acknowledged, the app's close, unread data to reset for), a
-    # reset, a handshake, a window probe, SACK recovery.  RXFIN alone is
-    # CLOSE_WAIT: nothing to do until the app closes.
-    _BUSY_FLAGS = ("TAS_FLF_TXFIN", "TAS_FLF_TXFIN_SENT", "TAS_FLF_TXFIN_ACKED",
-                   "TAS_FLF_APP_CLOSED", "TAS_FLF_RX_DISCARD", "TAS_FLF_RESET",
-                   "TAS_FLF_SYNRCVD", "TAS_FLF_PROBE", "TAS_FLF_SACK_RECOV")
 
     def _idle(self, conn, f):
         """Nothing for the tick to do on this flow until it changes: nothing
@@ -1178,12 +1184,8 @@ class TcpManager:
         congestion controller settled (cc.py), and the flow in the state
         this visit just dealt with (cnt_txb and rx_next_seq as the
         timestamp refresh last saw them)."""
-        lib = self.lib
-        busy = getattr(self, "_busy_mask", None)
-        if busy is None:
-            busy = self._busy_mask = sum(getattr(lib, n) for n in self._BUSY_FLAGS)
-        return (not conn.app_closed and not conn.orphan and f.tx_sent == 0 and
-                f.tx_avail == 0 and not f.flags & busy and conn.rto_backoff == 0 and
+        return (f.tx_sent == 0 and f.tx_avail == 0 and conn.rto_backoff == 0 and
+                not (conn.app_closed or conn.orphan or f.flags & self._busy_flags) and
                 (not conn.ts_ok or conn.activity == (f.cnt_txb, f.rx_next_seq)) and
                 (conn.cc is None or conn.cc.settled(f)))
 
