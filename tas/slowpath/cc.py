@@ -115,6 +115,7 @@ class _RateController:
         ackb, ecnb, frex, txb = (f.cnt_ackb - self.last[0], f.cnt_ecnb - self.last[1],
                                  f.cnt_frexmits - self.last[2], f.cnt_txb - self.last[3])
         self.last, self.last_time = (f.cnt_ackb, f.cnt_ecnb, f.cnt_frexmits, f.cnt_txb), now
+        key = self._idle_key()
         self.send_rate = txb * 8 / dt / 1000
         self.ack_rate = ackb * 8 / dt / 1000
         # Clamp first (dissertation 3.2.2): an app-limited flow's rate must
@@ -128,7 +129,6 @@ class _RateController:
             self.rate = min(self.rate, max(1.2 * self.send_rate, self.cfg.init_kbps))
         loss = frex > 0 or self.timeouts > 0
         self.timeouts = 0
-        key = self._idle_key()
         before = self.rate
         self.control(ackb, ecnb, loss, f.rtt_est_us)
         if backlogged and self.send_rate < 0.5 * before and self.rate > before:
