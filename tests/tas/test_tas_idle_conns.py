@@ -4,7 +4,8 @@ kernel clients in the peer namespace) has them parked (tcp.py, fast path
 fp_flow_idle.c), and a tick visits none of them.  A parked connection that
 becomes active again is still handled: its data is echoed, the peer's FIN
 closes it, every flow is gone at the end, and an idle flow's timestamp
-refresh still goes out.  Asserted on the daemon's counters, not on time."""
+refresh still goes out.  A woken connection whose data goes unacknowledged still times out and
+retransmits.  Asserted on the daemon's counters, not on time."""
 import json
 import os
 import subprocess
@@ -40,12 +41,14 @@ def read_exactly(s, n):
 for line in sys.stdin:
     cmd, k = line.split()
     k, bad = int(k), 0
-    if cmd == "echo":           # data on the first k connections
+    if cmd in ("echo", "send"):     # data on the first k connections
+        for i, s in enumerate(socks[:k]):
+            s.sendall(b"again %06d" % i)
+    if cmd in ("echo", "read"):     # ... and its echo
         for i, s in enumerate(socks[:k]):
             msg = b"again %06d" % i
-            s.sendall(msg)
             bad += read_exactly(s, len(msg)) != msg
-    elif cmd == "fin":          # our FIN on the first k: the server closes them
+    if cmd == "fin":          # our FIN on the first k: the server closes them
         for s in socks[:k]:
             s.shutdown(socket.SHUT_WR)
             bad += s.recv(1) != b""
@@ -142,6 +145,44 @@ def test_a_parked_connection_still_refreshes_its_timestamps(make_daemon, procs):
     c1 = counters(d)
     assert c1["tcp_idle_parks"] - c0["tcp_idle_parks"] >= 2 * n
     assert command(cli, f"echo {n}") == "0"
+    assert command(cli, "close 0") == "0"
+    wait_until(lambda: counters(d)["tcp_conns"] == 0, "every connection closed")
+    assert counters(d)["tcp_flows_active"] == 0
+    finish(cli, "client")
+    srv.kill()
+    srv.communicate()
+
+
+# In the peer namespace: the server's segments to the clients vanish.
+DROP_SERVER = f"""
+table inet idle_drop {{
+    chain input {{
+        type filter hook input priority 0; policy accept;
+        tcp sport {PORT} drop
+    }}
+}}
+"""
+
+
+def test_a_woken_connection_whose_reply_is_lost_is_retransmitted(make_daemon, procs):
+    n = 20
+    d = make_daemon().start()
+    srv, cli = start(procs, d, n)
+    all_parked(d, n)
+    c0 = counters(d)
+    subprocess.run(["ip", "netns", "exec", d.netns, "nft", "-f", "-"], input=DROP_SERVER,
+                   text=True, check=True)
+    try:
+        # The server echoes, nothing comes back: the woken flows have data
+        # outstanding, and their retransmission timeout fires.
+        assert command(cli, "send 5") == "0"
+        wait_until(lambda: counters(d).get("tcp_timeouts", 0) >= c0.get("tcp_timeouts", 0) + 5,
+                   "retransmission timeouts on the woken connections")
+    finally:
+        subprocess.run(["ip", "netns", "exec", d.netns, "nft", "delete", "table", "inet",
+                        "idle_drop"], check=True)
+    assert command(cli, "read 5") == "0"      # the retransmissions get through
+    all_parked(d, n)
     assert command(cli, "close 0") == "0"
     wait_until(lambda: counters(d)["tcp_conns"] == 0, "every connection closed")
     assert counters(d)["tcp_flows_active"] == 0
