@@ -1105,7 +1105,7 @@ class TcpManager:
             visited += 1
             self._maybe_yield()
             if conn.state == CLOSED:
-                del self.awake[conn]   # reset, waiting for its app: nothing to time
+                self.awake.pop(conn, None)   # reset, waiting for its app: nothing to time
             elif conn.state == SYN_SENT:
                 self._tick_syn_sent(conn, now)
             elif self._quietly_established(conn):
