@@ -115,7 +115,8 @@ class _RateController:
         ackb, ecnb, frex, txb = (f.cnt_ackb - self.last[0], f.cnt_ecnb - self.last[1],
                                  f.cnt_frexmits - self.last[2], f.cnt_txb - self.last[3])
         self.last, self.last_time = (f.cnt_ackb, f.cnt_ecnb, f.cnt_frexmits, f.cnt_txb), now
-        key = self._idle_key()
+        quiet = not (ackb or ecnb or frex or txb)
+        key = self._idle_key() if quiet else None
         self.send_rate = txb * 8 / dt / 1000
         self.ack_rate = ackb * 8 / dt / 1000
         # Clamp first (dissertation 3.2.2): an app-limited flow's rate must
@@ -134,8 +135,8 @@ class _RateController:
         if backlogged and self.send_rate < 0.5 * before and self.rate > before:
             self.rate = before      # the rate was not what held it back: no growth
         self.rate = min(max(self.cfg.init_kbps / 10, self.rate), RATE_MAX_KBPS)
-        self._settled = (ackb == ecnb == frex == txb == 0 and not loss and
-                         self.before_timeout is None and self._idle_key() == key)
+        self._settled = (quiet and not loss and self.before_timeout is None and
+                         self._idle_key() == key)
         self._apply()
 
 

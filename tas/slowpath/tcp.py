@@ -236,7 +236,7 @@ class TcpManager:
         conn = self.conns.get(key)
         if conn is None and self.sync_fast():
             conn = self.conns.get(key)    # opened by the fast path a moment ago
-        if conn is not None:
+        if conn is not None and conn.parked:
             self._wake(conn)
         if conn is not None and self._quietly_established(conn):
             self._establish(conn, None)   # before the tick saw it: catch up first
@@ -963,7 +963,8 @@ class TcpManager:
                                        status=-errno.ECONNRESET)
 
     def _remove_flow(self, conn):
-        self._unpark(conn)            # (CLOSED from here: nothing for the tick)
+        if conn.parked:
+            self._unpark(conn)        # (CLOSED from here: nothing for the tick)
         if conn.flow_id >= 0 and conn.state in (ESTABLISHED, SYN_RCVD):
             if not conn.held and self.conns.get(conn.key) is conn:
                 # Until we forget it, a SYN of its 4-tuple is ours (the
@@ -975,7 +976,8 @@ class TcpManager:
 
     def _forget(self, conn):
         """Drop all state once neither the fast path nor the app uses it."""
-        self._unpark(conn)
+        if conn.parked:
+            self._unpark(conn)
         self.awake.pop(conn, None)
         if conn.app_knows and conn.listener is not None:
             if conn.listener.fp_slot >= 0:     # no longer in its backlog
@@ -1100,13 +1102,10 @@ class TcpManager:
         now = self.now()
         self._wake_changed(now)
         self.tick_no, self.tick_at = self.tick_no + 1, now
-        visited = 0
-        for conn in list(self.awake):
-            visited += 1
+        visit = list(self.awake)
+        for conn in visit:
             self._maybe_yield()
-            if conn.state == CLOSED:
-                self.awake.pop(conn, None)   # reset, waiting for its app: nothing to time
-            elif conn.state == SYN_SENT:
+            if conn.state == SYN_SENT:
                 self._tick_syn_sent(conn, now)
             elif self._quietly_established(conn):
                 self._establish(conn, None)
@@ -1118,6 +1117,8 @@ class TcpManager:
                     ts=(c.ts_recent, 0) if c.ts_ok else None, sack_ok=c.sack_ok)))
             elif conn.state == ESTABLISHED:
                 self._tick_established(conn, now)
+            elif conn.state == CLOSED:
+                self.awake.pop(conn, None)   # reset, waiting for its app: nothing to time
         for lst in self.listener_ids.values():
             self._refill(lst)
         self._move_stranded()
@@ -1127,8 +1128,8 @@ class TcpManager:
             if tw is not None and tw[0] == expiry:    # not reused and closed again
                 self._tw_del(key)
         self.stats.add("tcp_ticks")
-        self.stats.add("tcp_tick_visits", visited)
-        self.stats.set("tcp_tick_visited_last", visited)
+        self.stats.add("tcp_tick_visits", len(visit))
+        self.stats.set("tcp_tick_visited_last", len(visit))
         self.stats.set("tcp_conns_parked", len(self.parked))
         self.stats.set("tcp_flows_active", self.lib.tas_fp_flow_count(self.fp.handle))
         self.stats.set("tcp_conns", len(self.conns))
@@ -1224,7 +1225,7 @@ class TcpManager:
         """Wake the parked flows the fast path changed since we looked (or
         that have data to send), and those due a timestamp refresh."""
         lib, h, woken = self.lib, self.fp.handle, self._woken
-        while True:
+        while self.parked:      # (none: nothing to ask, as under pure churn)
             n = lib.tas_fp_flows_woken(h, woken, WOKEN_BATCH)
             for i in range(n):
                 conn = self.parked.get(woken[i])
@@ -1232,7 +1233,7 @@ class TcpManager:
                     self._wake(conn)
             if n < WOKEN_BATCH:
                 break
-        refresh = self.cfg.tcp.ts_refresh_s
+        refresh = self.cfg.tcp.ts_refresh_s if self.ts_watch else 0
         while self.ts_watch:
             conn = next(iter(self.ts_watch))
             if now - conn.active_since < refresh:
