@@ -131,6 +131,7 @@ class TcpManager:
         self.awake = {}
         self.parked = {}
         self.ts_watch = {}
+        self.fw2_watch = {}       # parked in FIN_WAIT2, in park order (its timeout)
         self.tick_no, self.tick_at = 0, now()    # the last tick's number and time
         self._woken = self.ffi.new(f"uint32_t[{WOKEN_BATCH}]")
         # Flags under which the tick has work on a flow: a close in progress
@@ -142,6 +143,10 @@ class TcpManager:
                             lib.TAS_FLF_TXFIN_ACKED | lib.TAS_FLF_APP_CLOSED |
                             lib.TAS_FLF_RX_DISCARD | lib.TAS_FLF_RESET | lib.TAS_FLF_SYNRCVD |
                             lib.TAS_FLF_PROBE | lib.TAS_FLF_SACK_RECOV)
+        # ... but FIN_WAIT2 (our FIN acknowledged, none from the peer yet) has
+        # only its tcp.fin_wait2_ms timer: a deadline (fw2_watch), no visits.
+        self._fin_flags = (lib.TAS_FLF_TXFIN | lib.TAS_FLF_TXFIN_SENT |
+                           lib.TAS_FLF_TXFIN_ACKED | lib.TAS_FLF_APP_CLOSED)
         self.listeners = {}       # port -> Listener
         self.listener_ids = {}    # id -> Listener
         self.time_wait = {}       # key -> (expiry, snd_nxt, rcv_nxt, peer_mac)
@@ -1164,7 +1169,7 @@ class TcpManager:
         f = self.lib.tas_fp_flow(self.fp.handle, conn.flow_id)
         # A flow closing (or otherwise busy) now is not parked after this
         # visit: no snapshot for it (most visits under connection churn).
-        may_park = not (conn.app_closed or conn.orphan or f.flags & self._busy_flags)
+        may_park = self._may_park(conn, f.flags)
         if may_park:
             # Before the visit reads the flow: whatever changes after this
             # wakes the flow if it is parked.
@@ -1179,14 +1184,29 @@ class TcpManager:
 
     # ---- idle connections: parked until something changes -------------------
 
+    def _may_park(self, conn, flags):
+        """Open (CLOSE_WAIT too), or our FIN acknowledged: half-closed by
+        its app (shutdown), or FIN_WAIT2 (closed, no FIN from the peer yet;
+        its timer runs from a deadline)."""
+        lib = self.lib
+        busy = flags & self._busy_flags
+        if busy & ~self._fin_flags:
+            return False
+        if busy and not flags & lib.TAS_FLF_TXFIN_ACKED:
+            return False        # our FIN to send or in flight, or the close just came
+        if not (conn.app_closed or conn.orphan or flags & lib.TAS_FLF_APP_CLOSED):
+            return True
+        return bool(flags & lib.TAS_FLF_TXFIN_ACKED and not flags & lib.TAS_FLF_RXFIN)
+
     def _idle(self, conn, f):
         """Nothing for the tick to do on this flow until it changes: nothing
-        queued or in flight (no timeout to run), no close under way, the
-        congestion controller settled (cc.py), and the flow in the state
-        this visit just dealt with (cnt_txb and rx_next_seq as the
-        timestamp refresh last saw them)."""
+        queued or in flight (no timeout to run), no close under way but
+        FIN_WAIT2's timer, the congestion controller settled (cc.py), and
+        the flow in the state this visit just dealt with (cnt_txb and
+        rx_next_seq as the timestamp refresh last saw them)."""
+        flags = f.flags
         return (f.tx_sent == 0 and f.tx_avail == 0 and conn.rto_backoff == 0 and
-                not (conn.app_closed or conn.orphan or f.flags & self._busy_flags) and
+                self._may_park(conn, flags) and (conn.fin_wait2_since or not conn.app_closed) and
                 (not conn.ts_ok or conn.activity == (f.cnt_txb, f.rx_next_seq)) and
                 (conn.cc is None or conn.cc.settled(f)))
 
@@ -1198,6 +1218,8 @@ class TcpManager:
         self.awake.pop(conn, None)
         if conn.ts_ok:
             self.ts_watch[conn] = None
+        if conn.fin_wait2_since:
+            self.fw2_watch[conn] = None
         self.stats.add("tcp_idle_parks")
 
     def _unpark(self, conn):
@@ -1207,6 +1229,7 @@ class TcpManager:
         self.lib.tas_fp_flow_unpark(self.fp.handle, conn.flow_id)
         self.parked.pop(conn.flow_id, None)
         self.ts_watch.pop(conn, None)
+        self.fw2_watch.pop(conn, None)
 
     def _wake(self, conn):
         """Back on the tick's list, as if every tick since it was parked had
@@ -1223,7 +1246,10 @@ class TcpManager:
 
     def _wake_changed(self, now):
         """Wake the parked flows the fast path changed since we looked (or
-        that have data to send), and those due a timestamp refresh."""
+        that have data to send), and those due a timestamp refresh or their
+        FIN_WAIT2 timeout.  (Both watch lists are in park order, about
+        deadline order: one duration each, and a flow parks within a few
+        ticks of the event its deadline counts from.)"""
         lib, h, woken = self.lib, self.fp.handle, self._woken
         while self.parked:      # (none: nothing to ask, as under pure churn)
             n = lib.tas_fp_flows_woken(h, woken, WOKEN_BATCH)
@@ -1237,7 +1263,13 @@ class TcpManager:
         while self.ts_watch:
             conn = next(iter(self.ts_watch))
             if now - conn.active_since < refresh:
-                break           # (park order: about deadline order)
+                break
+            self._wake(conn)
+        limit = self.cfg.tcp.fin_wait2_ms / 1000 if self.fw2_watch else 0
+        while self.fw2_watch:
+            conn = next(iter(self.fw2_watch))
+            if now - conn.fin_wait2_since <= limit:
+                break
             self._wake(conn)
 
     def _refresh_timestamps(self, conn, f, now):

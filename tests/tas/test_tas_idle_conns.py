@@ -71,6 +71,12 @@ def command(cli, line):
     return cli.stdout.readline().strip()
 
 
+def tasctl(d, *args):
+    return json.loads(subprocess.run([sys.executable, "-m", "tas.ctl", "--instance", d.instance,
+                                      *args, "--json"], capture_output=True, text=True,
+                                     check=True, cwd=ROOT).stdout)
+
+
 def close_all(d, srv, cli):
     """The client closes what it still has: every flow is gone."""
     assert command(cli, "close 0") == "0"
@@ -101,10 +107,7 @@ def test_idle_connections_are_parked_and_wake_on_data_and_fin(make_daemon, procs
     visits = c1["tcp_tick_visits"] - c0["tcp_tick_visits"]
     assert visits <= ticks // 10, f"{visits} visits in {ticks} ticks with {n} idle connections"
     assert c1["tcp_conns_parked"] == n and c1["tcp_conns"] == n
-    stats = json.loads(subprocess.run([sys.executable, "-m", "tas.ctl", "--instance",
-                                       d.instance, "stats", "--json"], capture_output=True,
-                                      text=True, check=True, cwd=ROOT).stdout)
-    shown = stats["counters"]         # tasctl stats shows them
+    shown = tasctl(d, "stats")["counters"]     # tasctl stats shows them
     assert shown["tcp_conns_parked"] == n and shown["tcp_tick_visited_last"] < 10
 
     # Data on parked connections: the echo comes back (the fast path's
@@ -181,3 +184,72 @@ def test_a_woken_connection_whose_reply_is_lost_is_retransmitted(make_daemon, pr
     assert command(cli, "read 5") == "0"      # the retransmissions get through
     all_parked(d, n)
     close_all(d, srv, cli)
+
+
+# Under tas-run: accept n connections and echo a byte on each, then close
+# them all first when stdin says so (the clients keep theirs open: FIN_WAIT2).
+CLOSE_FIRST = r"""
+import socket, sys
+ls = socket.create_server(("0.0.0.0", int(sys.argv[1])), backlog=1024)
+print("listening", flush=True)
+conns = []
+for _ in range(int(sys.argv[2])):
+    c, _ = ls.accept()
+    c.sendall(c.recv(1))
+    conns.append(c)
+sys.stdin.readline()
+for c in conns:
+    c.close()
+print("closed", flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_fin_wait2_connections_are_parked_until_the_peer_closes_or_the_timeout(make_daemon,
+                                                                                procs):
+    """The server closes first and the clients keep their sockets: FIN_WAIT2
+    on TAS, parked with a deadline.  The peer's FIN wakes the ones it
+    closes (they finish the close); tcp.fin_wait2_ms ends the others."""
+    n, port = 200, PORT + 1
+    d = make_daemon(extra="[tcp]\nfin_wait2_ms = 3000\n").start()
+    before = counters(d)
+    srv = subprocess.Popen([sys.executable, "-m", "tas.run", "--instance", d.instance, "--",
+                            sys.executable, "-c", CLOSE_FIRST, str(port), str(n)], cwd=ROOT,
+                           text=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE)
+    procs.append(srv)
+    assert srv.stdout.readline().strip() == "listening"
+    cli = subprocess.Popen(["ip", "netns", "exec", d.netns, sys.executable, "-c", CLIENT,
+                            "10.0.0.2", str(port), str(n)], text=True, stdin=subprocess.PIPE,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    procs.append(cli)
+    assert cli.stdout.readline().strip() == "up", cli.stderr.read()
+    all_parked(d, n)
+    parks = counters(d)["tcp_idle_parks"]
+    assert command(srv, "close") == "closed"
+    # Each woken by the close, parked again in FIN_WAIT2 once our FIN is
+    # acknowledged and the controller settled.
+    wait_until(lambda: counters(d)["tcp_idle_parks"] >= parks + n, "parked in FIN_WAIT2")
+    all_parked(d, n)
+    assert [f["state"] for f in tasctl(d, "flows", "--port", str(port))["flows"]] == \
+        ["FIN_WAIT2"] * n
+    c0 = counters(d)
+    wait_until(lambda: counters(d)["tcp_ticks"] >= c0["tcp_ticks"] + 20, "20 ticks")
+    c1 = counters(d)
+    assert c1["tcp_tick_visits"] - c0["tcp_tick_visits"] <= 2 * (c1["tcp_ticks"] - c0["tcp_ticks"])
+    assert c1["tcp_conns"] == n
+    # Our FIN reached the clients; 50 of them close: those connections end
+    # (TIME_WAIT, ours: we closed first).
+    assert command(cli, "fin 50") == "0"
+    wait_until(lambda: counters(d)["tcp_conns"] == n - 50, "50 connections closed")
+    assert counters(d)["tcp_closed"] - before.get("tcp_closed", 0) == 50
+    # The others: reset when their FIN_WAIT2 time is up.
+    wait_until(lambda: counters(d)["tcp_conns"] == 0, "FIN_WAIT2 timeouts")
+    after = counters(d)
+    assert after["tcp_rst_sent"] - before.get("tcp_rst_sent", 0) >= n - 50
+    assert after["tcp_flows_active"] == 0 and after["tcp_conns_parked"] == 0
+    srv.stdin.write("\n")
+    srv.stdin.flush()
+    finish(srv, "server")
+    assert command(cli, "close 0") == "0"
+    finish(cli, "client")
