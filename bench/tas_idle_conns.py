@@ -31,18 +31,44 @@ from tasd import Daemon  # noqa: E402
 RPC_ECHO = os.path.join(ROOT, "build", "bench", "rpc_echo")
 PORT = 7350
 
-HOLD = r"""
-import resource, socket, sys
-hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+# In the peer namespace: open N connections (one byte echoed on each), print
+# "up", then act on stdin's commands, answering each with the number of
+# echoes that came back wrong: "echo K" (data on the first K connections,
+# read back), "send K" / "read K" (the two halves), "fin K" (shut the first
+# K down for writing, expect the server's EOF, close them), "close 0" (close
+# the rest).  EOF on stdin ends it.  tests/tas/test_tas_idle_conns.py uses
+# it too.
+CLIENT = r"""
+import socket, sys
 socks = []
-for _ in range(int(sys.argv[3])):
+for i in range(int(sys.argv[3])):
     s = socket.create_connection((sys.argv[1], int(sys.argv[2])))
     s.sendall(b"x")
     assert s.recv(1) == b"x"
     socks.append(s)
 print("up", flush=True)
-sys.stdin.read()                # held until the benchmark closes stdin
+
+for line in sys.stdin:
+    cmd, k = line.split()
+    k, bad = int(k), 0
+    if cmd in ("echo", "send"):
+        for i, s in enumerate(socks[:k]):
+            s.sendall(b"again %06d" % i)
+    if cmd in ("echo", "read"):
+        for i, s in enumerate(socks[:k]):
+            msg = b"again %06d" % i
+            bad += s.recv(len(msg), socket.MSG_WAITALL) != msg
+    if cmd == "fin":
+        for s in socks[:k]:
+            s.shutdown(socket.SHUT_WR)
+            bad += s.recv(1) != b""
+            s.close()
+        del socks[:k]
+    elif cmd == "close":
+        for s in socks:
+            s.close()
+        socks = []
+    print(bad, flush=True)
 """
 
 
@@ -65,7 +91,7 @@ def measure(n, seconds, algorithm):
             procs.append(srv)
             if not srv.stdout.readline().startswith("listening"):
                 raise RuntimeError(f"echo server did not start: {srv.stderr.read()}")
-            cli = subprocess.Popen(["ip", "netns", "exec", d.netns, sys.executable, "-c", HOLD,
+            cli = subprocess.Popen(["ip", "netns", "exec", d.netns, sys.executable, "-c", CLIENT,
                                     "10.0.0.2", str(PORT), str(n)], text=True,
                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                    stderr=subprocess.PIPE)
@@ -97,7 +123,7 @@ def main():
     if not os.path.exists(RPC_ECHO):
         sys.exit(f"{RPC_ECHO} is not built (python deploy/native_build.py)")
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))     # the server's descriptors
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))     # server's and client's sockets
     rows = [measure(int(n), args.seconds, args.algorithm) for n in args.conns.split(",") if n]
     print_table(["idle conns", "slow path CPU %", "visits/tick", "parked"],
                 [(r["conns"], r["slow_path_cpu_pct"], r["visits_per_tick"], r["parked"])

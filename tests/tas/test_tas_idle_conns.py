@@ -4,8 +4,10 @@ kernel clients in the peer namespace) has them parked (tcp.py, fast path
 fp_flow_idle.c), and a tick visits none of them.  A parked connection that
 becomes active again is still handled: its data is echoed, the peer's FIN
 closes it, every flow is gone at the end, and an idle flow's timestamp
-refresh still goes out.  A woken connection whose data goes unacknowledged still times out and
-retransmits.  Asserted on the daemon's counters, not on time."""
+refresh still goes out.  A woken connection whose data goes unacknowledged
+still times out and retransmits.  FIN_WAIT2 connections park until the
+peer's FIN or their timeout.  Asserted on the daemon's counters, not on
+time."""
 import json
 import os
 import subprocess
@@ -14,43 +16,10 @@ import sys
 from libtas_helpers import ROOT, counters, finish, tas_run
 from tasd import wait_until
 
-RPC_ECHO = os.path.join(ROOT, "build", "bench", "rpc_echo")
+sys.path.insert(0, os.path.join(ROOT, "bench"))
+from tas_idle_conns import CLIENT, RPC_ECHO  # noqa: E402  (the clients, driven on stdin)
+
 PORT = 7420
-
-# In the peer namespace: open N connections (one byte echoed on each), then
-# act on stdin's commands, answering each with a line.
-CLIENT = r"""
-import socket, sys
-socks = []
-for i in range(int(sys.argv[3])):
-    s = socket.create_connection((sys.argv[1], int(sys.argv[2])))
-    s.sendall(b"x")
-    assert s.recv(1) == b"x"
-    socks.append(s)
-print("up", flush=True)
-
-for line in sys.stdin:
-    cmd, k = line.split()
-    k, bad = int(k), 0
-    if cmd in ("echo", "send"):     # data on the first k connections
-        for i, s in enumerate(socks[:k]):
-            s.sendall(b"again %06d" % i)
-    if cmd in ("echo", "read"):     # ... and its echo
-        for i, s in enumerate(socks[:k]):
-            msg = b"again %06d" % i
-            bad += s.recv(len(msg), socket.MSG_WAITALL) != msg
-    if cmd == "fin":          # our FIN on the first k: the server closes them
-        for s in socks[:k]:
-            s.shutdown(socket.SHUT_WR)
-            bad += s.recv(1) != b""
-            s.close()
-        del socks[:k]
-    elif cmd == "close":        # close the rest
-        for s in socks:
-            s.close()
-        socks = []
-    print(bad, flush=True)
-"""
 
 
 def start(procs, d, n):
