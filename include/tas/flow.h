@@ -183,6 +183,19 @@ void tas_fp_flow_close(struct tas_fp *fp, uint32_t flow_id);
  * TAS_FLF_PEER_FIN_FIRST / TAS_FLF_RX_DISCARD as the flow stands now. */
 void tas_fp_flow_mark_closed(struct tas_flow *f);
 void tas_fp_flow_set_rate(struct tas_fp *fp, uint32_t flow_id, uint32_t kbps);
+
+/* Idle flows (tas/fastpath/fp_flow_idle.c): the slow path's tick visits
+ * only flows that may need it.  It snapshots a flow before it looks at it
+ * (tas_fp_flow_snap: flags, data queued and in flight, ACK and RX
+ * progress, the congestion-control feedback) and parks the flow when it
+ * found it idle; each tick tas_fp_flows_woken returns (up to max) parked
+ * flows that differ from their snapshot or have data queued or in flight,
+ * unparked.  Removing or moving a flow unparks it.  Slow-path thread only. */
+void tas_fp_flow_snap(struct tas_fp *fp, uint32_t flow_id);
+int tas_fp_flow_park(struct tas_fp *fp, uint32_t flow_id);
+void tas_fp_flow_unpark(struct tas_fp *fp, uint32_t flow_id);
+uint32_t tas_fp_flows_woken(struct tas_fp *fp, uint32_t *out, uint32_t max);
+uint32_t tas_fp_parked_count(struct tas_fp *fp);
 void tas_fp_flow_lock(struct tas_flow *f);
 void tas_fp_flow_unlock(struct tas_flow *f);
 

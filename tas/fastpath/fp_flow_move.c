@@ -110,7 +110,9 @@ int tas_fp_flow_move(struct tas_fp *fp, uint32_t flow_id, const struct tas_flow_
     int r = move_locked(fp, f, to);
     fp_unlock(f);
     rte_spinlock_unlock(&fp->flow_wlock);
-    if (r >= 0)
+    if (r >= 0) {
+        tas_fp_flow_unpark(fp, flow_id);        /* that slot is free now */
         kb_stats_add(fp->ctr.flows_moved, 1);
+    }
     return r;
 }

@@ -28,7 +28,8 @@ int fp_flows_init(struct tas_fp *fp)
     fp->flows = rte_zmalloc("tas_flowst", sizeof(struct tas_flow) * TAS_FLOW_MAX,
                             RTE_CACHE_LINE_SIZE);
     fp->flow_free = rte_malloc("tas_flowfree", sizeof(uint32_t) * TAS_FLOW_MAX, 0);
-    if (fp->flow_hash == NULL || fp->flows == NULL || fp->flow_free == NULL)
+    if (fp->flow_hash == NULL || fp->flows == NULL || fp->flow_free == NULL ||
+        fp_idle_init(fp) != 0)
         return -1;
     /* Only the first max_flows slots ever go round the free list. */
     uint32_t n = fp->conf.max_flows ? fp->conf.max_flows : TAS_FLOW_MAX;
@@ -52,6 +53,7 @@ void fp_flows_free(struct tas_fp *fp)
     rte_hash_free(fp->flow_hash);
     rte_free(fp->flows);
     rte_free(fp->flow_free);
+    fp_idle_free(fp);
     for (uint16_t c = 0; c < TAS_FP_MAX_CORES; c++)
         rte_ring_free(fp->tx_work[c]);
 }
@@ -160,6 +162,8 @@ void tas_fp_flow_remove(struct tas_fp *fp, uint32_t id)
     if (fp->flows[id].flags & TAS_FLF_ACTIVE)
         flow_remove_locked(fp, id);
     rte_spinlock_unlock(&fp->flow_wlock);
+    /* (a core removes only a flow it has just installed: never parked) */
+    tas_fp_flow_unpark(fp, id);
 }
 
 struct tas_flow *tas_fp_flow(struct tas_fp *fp, uint32_t id)

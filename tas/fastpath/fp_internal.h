@@ -207,6 +207,7 @@ struct tas_fp {
     struct rte_ring *syn_opened;        /* struct tas_syn_opened, cores -> slow path */
     struct rte_hash *tw_hash;           /* TIME_WAIT pairs -> rcv_nxt */
     uint16_t syn_held[TAS_SYN_HELD_SLOTS];
+    struct fp_idle *idle;               /* parked idle flows (fp_flow_idle.c) */
 };
 
 /* fp_classify.c: validate one received frame.  FP_DROP: dropped and
@@ -229,6 +230,9 @@ int fp_flows_init(struct tas_fp *fp);
 /* Install a flow (either writer; takes flow_wlock): its id, or -1. */
 int fp_flow_install(struct tas_fp *fp, const struct tas_flow_init *in);
 void fp_flows_free(struct tas_fp *fp);
+/* fp_flow_idle.c: the slow path's parked flows (slow-path thread only). */
+int fp_idle_init(struct tas_fp *fp);
+void fp_idle_free(struct tas_fp *fp);
 struct tas_flow *fp_flow_find(struct tas_fp *fp, uint32_t peer_ip, uint16_t local_port,
                               uint16_t peer_port);
 void fp_flow_queue_tx(struct tas_fp *fp, struct tas_flow *f);

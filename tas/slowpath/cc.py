@@ -4,6 +4,14 @@ Every control interval (cc.interval_rtts x the flow's RTT, but no more often
 than the slow path's tick) each flow's controller reads the fast path's
 feedback counters (bytes ACKed, bytes ECN-marked, fast retransmits, RTT) and
 writes a new rate, which the fast path enforces.
+
+An idle flow (the tick parks it, tcp.py) is not updated until it changes:
+a controller is `settled()` once an interval with nothing sent, ACKed or lost
+left its state unchanged, so every further such update would only move its
+clock; `resume` moves the clock (and decays what decays) for the updates
+skipped.  That is the state after the first idle interval: the app-limited
+clamp has brought the rate down to at most cc.init_kbps, TCP's restart
+after idle (RFC 5681 4.1) in rate form.
 """
 
 
@@ -26,6 +34,8 @@ class _RateController:
         self.timeouts = 0
         self.before_timeout = None  # state to restore if the timeout was spurious
         self.spurious_seen = 0
+        self.interval = 0.0        # the last update's control interval (s)
+        self._settled = False      # the last interval's update was idle and a fixed point
         self._apply()
 
     def _apply(self):
@@ -35,6 +45,34 @@ class _RateController:
         if self.before_timeout is None:
             self.before_timeout = self._state()
         self.timeouts += 1
+        self._settled = False
+
+    def settled(self, f):
+        """An update now, or any later while f stays as it is, would change
+        nothing but the clock: the last interval was idle and left the state
+        as it was, and nothing has moved since."""
+        return (self._settled and f.cnt_spurious_rto == self.spurious_seen and
+                (f.cnt_ackb, f.cnt_ecnb, f.cnt_frexmits, f.cnt_txb) == self.last)
+
+    def _idle_key(self):
+        """What an idle update may change besides the clock."""
+        return (self.rate,)
+
+    def _skip_idle(self, n):
+        """n idle updates were skipped (settled): what they would have decayed."""
+
+    def resume(self, prev, skipped):
+        """The flow was parked, settled, for `skipped` ticks, the last at
+        time prev: the updates those ticks made (one each, if a control
+        interval had passed) would only have moved last_time, to about
+        prev.  (With an interval longer than a tick the per-tick last_time
+        was somewhere in the interval before prev.)"""
+        if self.last_time is None or skipped <= 0:
+            return
+        n = min(skipped, int((prev - self.last_time) / max(self.interval, 1e-6)))
+        if n > 0:
+            self.last_time = prev
+            self._skip_idle(n)
 
     def _state(self):
         return {"rate": self.rate}
@@ -65,16 +103,20 @@ class _RateController:
         # is already up to date.
         resolved = f.rto_ts_us == 0
         if self._undo_spurious(f):
+            self._settled = False
             self._apply()
         elif resolved and self.timeouts == 0:
             self.before_timeout = None     # that timeout was a real one
         interval = max(f.rtt_est_us, 1) * self.cfg.interval_rtts / 1e6
+        self.interval = interval
         dt = now - self.last_time
         if dt < interval:
             return
         ackb, ecnb, frex, txb = (f.cnt_ackb - self.last[0], f.cnt_ecnb - self.last[1],
                                  f.cnt_frexmits - self.last[2], f.cnt_txb - self.last[3])
         self.last, self.last_time = (f.cnt_ackb, f.cnt_ecnb, f.cnt_frexmits, f.cnt_txb), now
+        quiet = not (ackb or ecnb or frex or txb)
+        key = self._idle_key() if quiet else None
         self.send_rate = txb * 8 / dt / 1000
         self.ack_rate = ackb * 8 / dt / 1000
         # Clamp first (dissertation 3.2.2): an app-limited flow's rate must
@@ -93,6 +135,8 @@ class _RateController:
         if backlogged and self.send_rate < 0.5 * before and self.rate > before:
             self.rate = before      # the rate was not what held it back: no growth
         self.rate = min(max(self.cfg.init_kbps / 10, self.rate), RATE_MAX_KBPS)
+        self._settled = (quiet and not loss and self.before_timeout is None and
+                         self._idle_key() == key)
         self._apply()
 
 
@@ -121,6 +165,9 @@ class DctcpRate(_RateController):
         super()._restore(state)
         self.slow_start = self.slow_start or state["slow_start"]
 
+    def _idle_key(self):
+        return (self.rate, self.alpha, self.slow_start)
+
     def control(self, ackb, ecnb, loss, rtt_us):
         g = self.cfg.dctcp_g
         if loss:
@@ -148,6 +195,20 @@ class Timely(_RateController):
         self.min_rtt = None
         super().__init__(cfg, fp, conn, start)
 
+    def _idle_key(self):
+        # The gradient decays on every update (by 0.98: the RTT does not
+        # move without ACKs); that is only a change that matters where it
+        # sets the rate (between Tlow and Thigh, rising).  Elsewhere it is
+        # decayed for the skipped updates when the flow resumes.
+        c = self.cfg
+        rtt = self.prev_rtt
+        gradient_rules = (rtt is not None and c.timely_tlow_us <= rtt <= c.timely_thigh_us and
+                          self.diff > 0)
+        return (self.rate, self.prev_rtt, self.min_rtt, self.diff if gradient_rules else None)
+
+    def _skip_idle(self, n):
+        self.diff *= 0.98 ** n
+
     def control(self, ackb, ecnb, loss, rtt_us):
         c = self.cfg
         if loss:
@@ -172,6 +233,12 @@ class Timely(_RateController):
 class ConstRate:
     def __init__(self, cfg, fp, conn, start=None):
         fp.lib.tas_fp_flow_set_rate(fp.handle, conn.flow_id, cfg.cc.const_kbps)
+
+    def settled(self, f):
+        return True     # nothing to update, idle or not
+
+    def resume(self, prev, skipped):
+        pass
 
     def update(self, f, now):
         pass

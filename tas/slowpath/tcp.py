@@ -31,6 +31,8 @@ ORPHAN_RETRIES = 8
 # take thousands of them.
 YIELD_EVERY = 8
 YIELD_MAX = 16
+# Parked flows (tas_fp_flows_woken) read back per call.
+WOKEN_BATCH = 256
 
 
 @dataclass(eq=False)
@@ -101,6 +103,8 @@ class Conn:
     origin: Listener | None = None    # the listener it came in on (buffer recycling)
     orphan_timeouts: int = 0
     cc: object = None
+    parked: bool = False        # idle: the tick skips it until the fast path
+    park_tick: int = 0          # ... sees it change (TcpManager._park)
 
 
 def _u32(x):
@@ -117,6 +121,32 @@ class TcpManager:
         self.my_mac = bytes(int(x, 16) for x in cfg.tas.mac.split(":"))
         self.my_ip = bytes(int(x) for x in cfg.tas.ip.split("."))
         self.conns = {}
+        # The tick's work list: connections that may need it, in insertion
+        # order (a dict as an ordered set).  An established connection found
+        # idle is parked instead (in the fast path's list and `parked`,
+        # by flow id) until the fast path sees it change, Python changes it
+        # (close, app exit), or its timestamp refresh is due (`ts_watch`,
+        # parked ones with timestamps, in park order).  An idle connection
+        # then costs the tick a compare in C, not microseconds of Python.
+        self.awake = {}
+        self.parked = {}
+        self.ts_watch = {}
+        self.fw2_watch = {}       # parked in FIN_WAIT2, in park order (its timeout)
+        self.tick_no, self.tick_at = 0, now()    # the last tick's number and time
+        self._woken = self.ffi.new(f"uint32_t[{WOKEN_BATCH}]")
+        # Flags under which the tick has work on a flow: a close in progress
+        # (FIN to send, sent or acknowledged, the app's close, unread data to
+        # reset for), a reset, a handshake, a window probe, SACK recovery.
+        # RXFIN alone is CLOSE_WAIT: nothing to do until the app closes.
+        lib = self.lib
+        self._busy_flags = (lib.TAS_FLF_TXFIN | lib.TAS_FLF_TXFIN_SENT |
+                            lib.TAS_FLF_TXFIN_ACKED | lib.TAS_FLF_APP_CLOSED |
+                            lib.TAS_FLF_RX_DISCARD | lib.TAS_FLF_RESET | lib.TAS_FLF_SYNRCVD |
+                            lib.TAS_FLF_PROBE | lib.TAS_FLF_SACK_RECOV)
+        # ... but FIN_WAIT2 (our FIN acknowledged, none from the peer yet) has
+        # only its tcp.fin_wait2_ms timer: a deadline (fw2_watch), no visits.
+        self._fin_flags = (lib.TAS_FLF_TXFIN | lib.TAS_FLF_TXFIN_SENT |
+                           lib.TAS_FLF_TXFIN_ACKED | lib.TAS_FLF_APP_CLOSED)
         self.listeners = {}       # port -> Listener
         self.listener_ids = {}    # id -> Listener
         self.time_wait = {}       # key -> (expiry, snd_nxt, rcv_nxt, peer_mac)
@@ -211,6 +241,8 @@ class TcpManager:
         conn = self.conns.get(key)
         if conn is None and self.sync_fast():
             conn = self.conns.get(key)    # opened by the fast path a moment ago
+        if conn is not None and conn.parked:
+            self._wake(conn)
         if conn is not None and self._quietly_established(conn):
             self._establish(conn, None)   # before the tick saw it: catch up first
         if reason == self.lib.TAS_EXC_TCP_FLOW and conn is None:
@@ -369,7 +401,7 @@ class TcpManager:
             return
         listener.half_open += 1
         listener.app.conns.add(conn)
-        self.conns[key] = conn
+        self._add_conn(conn)
         self.arp.learn(key[0], eth.src)
         if listener.handoff and listener.fp_slot >= 0:
             self.lib.tas_fp_listener_opened(self.fp.handle, listener.fp_slot)
@@ -563,11 +595,15 @@ class TcpManager:
             self.stats.add("tcp_time_wait_reused")
         lst.half_open += 1
         lst.app.conns.add(conn)
-        self.conns[key] = conn
+        self._add_conn(conn)
         self.arp.learn(key[0], conn.peer_mac)
         self.stats.add("tcp_passive_opens")
         self.syn_stats.add("syn_synced")
         return lst
+
+    def _add_conn(self, conn):
+        self.conns[conn.key] = conn
+        self.awake[conn] = None
 
     def _hold(self, key, delta):
         self.lib.tas_fp_syn_hold(self.fp.handle, int.from_bytes(key[0], "big"), key[1], key[2],
@@ -647,6 +683,7 @@ class TcpManager:
         m.rx_base, m.tx_base = seg.ptr(bufs[0]), seg.ptr(bufs[1])
         m.rx_off, m.tx_off = bufs
         m.ctx, m.app_id, m.listener_id = to.ctx, to.app.id, to.id
+        self._wake(conn)              # its flow id changes
         new_id = self.lib.tas_fp_flow_move(self.fp.handle, conn.flow_id, m)
         if new_id < 0:
             self._release_buffers(to.app, *bufs)
@@ -733,7 +770,7 @@ class TcpManager:
         key = (peer_ip, local_port, peer_port)
         conn = Conn(key, app, ctx, SYN_SENT, random.getrandbits(32), req_id=req_id)
         conn.rx_off, conn.tx_off = bufs
-        self.conns[key] = conn
+        self._add_conn(conn)
         app.conns.add(conn)
         conn.next_retry = self.now()   # the tick sends the SYN once ARP resolves
         self.stats.add("tcp_active_opens")
@@ -860,6 +897,7 @@ class TcpManager:
             conn = next((c for c in app.conns if c.flow_id == flow_id), None)
         if conn is None:
             return -errno.EBADF
+        self._wake(conn)
         conn.app_closed = True
         if conn.state in (ESTABLISHED, SYN_RCVD):   # (accepted before we saw the ACK)
             f = self.lib.tas_fp_flow(self.fp.handle, conn.flow_id)
@@ -885,6 +923,7 @@ class TcpManager:
         sees the connection reset (as if the peer had reset it)."""
         if conn.state == CLOSED:
             return              # reset already; the app has yet to close it
+        self._wake(conn)
         self.stats.add("tcp_killed")
         if conn.state == SYN_SENT:
             conn.app.server.send_opened(conn.app, conn, conn.req_id, -errno.ECONNABORTED)
@@ -929,6 +968,8 @@ class TcpManager:
                                        status=-errno.ECONNRESET)
 
     def _remove_flow(self, conn):
+        if conn.parked:
+            self._unpark(conn)        # (CLOSED from here: nothing for the tick)
         if conn.flow_id >= 0 and conn.state in (ESTABLISHED, SYN_RCVD):
             if not conn.held and self.conns.get(conn.key) is conn:
                 # Until we forget it, a SYN of its 4-tuple is ours (the
@@ -940,6 +981,9 @@ class TcpManager:
 
     def _forget(self, conn):
         """Drop all state once neither the fast path nor the app uses it."""
+        if conn.parked:
+            self._unpark(conn)
+        self.awake.pop(conn, None)
         if conn.app_knows and conn.listener is not None:
             if conn.listener.fp_slot >= 0:     # no longer in its backlog
                 self.lib.tas_fp_listener_gone(self.fp.handle, conn.listener.fp_slot)
@@ -973,6 +1017,7 @@ class TcpManager:
         for lst in list(app.listeners):
             self.listen_close(app, lst.id)
         for conn in list(app.conns):
+            self._wake(conn)
             if self._quietly_established(conn):
                 self._establish(conn, None)
             if conn.state != ESTABLISHED:
@@ -1072,7 +1117,10 @@ class TcpManager:
         self._slice_begin()
         self.sync_fast(refill=False, in_tick=True)    # closes below recycle buffers first
         now = self.now()
-        for conn in list(self.conns.values()):
+        self._wake_changed(now)
+        self.tick_no, self.tick_at = self.tick_no + 1, now
+        visit = list(self.awake)
+        for conn in visit:
             self._maybe_yield()
             if conn.state == SYN_SENT:
                 self._tick_syn_sent(conn, now)
@@ -1086,6 +1134,8 @@ class TcpManager:
                     ts=(c.ts_recent, 0) if c.ts_ok else None, sack_ok=c.sack_ok)))
             elif conn.state == ESTABLISHED:
                 self._tick_established(conn, now)
+            elif conn.state == CLOSED:
+                self.awake.pop(conn, None)   # reset, waiting for its app: nothing to time
         for lst in self.listener_ids.values():
             self._refill(lst)
         self._move_stranded()
@@ -1094,6 +1144,10 @@ class TcpManager:
             tw = self.time_wait.get(key)
             if tw is not None and tw[0] == expiry:    # not reused and closed again
                 self._tw_del(key)
+        self.stats.add("tcp_ticks")
+        self.stats.add("tcp_tick_visits", len(visit))
+        self.stats.set("tcp_tick_visited_last", len(visit))
+        self.stats.set("tcp_conns_parked", len(self.parked))
         self.stats.set("tcp_flows_active", self.lib.tas_fp_flow_count(self.fp.handle))
         self.stats.set("tcp_conns", len(self.conns))
         self.stats.set("tcp_time_wait", len(self.time_wait))
@@ -1125,11 +1179,110 @@ class TcpManager:
 
     def _tick_established(self, conn, now):
         f = self.lib.tas_fp_flow(self.fp.handle, conn.flow_id)
+        # A flow closing (or otherwise busy) now is not parked after this
+        # visit: no snapshot for it (most visits under connection churn).
+        may_park = self._may_park(conn, f.flags)
+        if may_park:
+            # Before the visit reads the flow: whatever changes after this
+            # wakes the flow if it is parked.
+            self.lib.tas_fp_flow_snap(self.fp.handle, conn.flow_id)
         if conn.cc is not None:
             conn.cc.update(f, now)
         self._check_timeout(conn, f, now)
         self._refresh_timestamps(conn, f, now)
         self._check_close(conn, f, now)
+        if may_park and conn.state == ESTABLISHED and self._idle(conn, f):
+            self._park(conn)
+
+    # ---- idle connections: parked until something changes -------------------
+
+    def _may_park(self, conn, flags):
+        """Open (CLOSE_WAIT too), or our FIN acknowledged: half-closed by
+        its app (shutdown), or FIN_WAIT2 (closed, no FIN from the peer yet;
+        its timer runs from a deadline)."""
+        lib = self.lib
+        busy = flags & self._busy_flags
+        if busy & ~self._fin_flags:
+            return False
+        if busy and not flags & lib.TAS_FLF_TXFIN_ACKED:
+            return False        # our FIN to send or in flight, or the close just came
+        if not (conn.app_closed or conn.orphan or flags & lib.TAS_FLF_APP_CLOSED):
+            return True
+        return bool(flags & lib.TAS_FLF_TXFIN_ACKED and not flags & lib.TAS_FLF_RXFIN)
+
+    def _idle(self, conn, f):
+        """Nothing for the tick to do on this flow until it changes: nothing
+        queued or in flight (no timeout to run), no close under way but
+        FIN_WAIT2's timer, the congestion controller settled (cc.py), and
+        the flow in the state this visit just dealt with (cnt_txb and
+        rx_next_seq as the timestamp refresh last saw them)."""
+        flags = f.flags
+        return (f.tx_sent == 0 and f.tx_avail == 0 and conn.rto_backoff == 0 and
+                self._may_park(conn, flags) and (conn.fin_wait2_since or not conn.app_closed) and
+                (not conn.ts_ok or conn.activity == (f.cnt_txb, f.rx_next_seq)) and
+                (conn.cc is None or conn.cc.settled(f)))
+
+    def _park(self, conn):
+        if self.lib.tas_fp_flow_park(self.fp.handle, conn.flow_id) != 0:
+            return
+        conn.parked, conn.park_tick = True, self.tick_no
+        self.parked[conn.flow_id] = conn
+        self.awake.pop(conn, None)
+        if conn.ts_ok:
+            self.ts_watch[conn] = None
+        if conn.fin_wait2_since:
+            self.fw2_watch[conn] = None
+        self.stats.add("tcp_idle_parks")
+
+    def _unpark(self, conn):
+        if not conn.parked:
+            return
+        conn.parked = False
+        self.lib.tas_fp_flow_unpark(self.fp.handle, conn.flow_id)
+        self.parked.pop(conn.flow_id, None)
+        self.ts_watch.pop(conn, None)
+        self.fw2_watch.pop(conn, None)
+
+    def _wake(self, conn):
+        """Back on the tick's list, as if every tick since it was parked had
+        visited it: those visits would only have moved its timeout clock
+        (una_since) and its controller's clock, to the last tick."""
+        if not conn.parked:
+            return
+        self._unpark(conn)
+        self.awake[conn] = None
+        conn.una_since = self.tick_at
+        if conn.cc is not None:
+            conn.cc.resume(self.tick_at, self.tick_no - conn.park_tick)
+        self.stats.add("tcp_idle_wakes")
+
+    def _wake_changed(self, now):
+        """Wake the parked flows the fast path changed since we looked (or
+        that have data to send), and those due a timestamp refresh or their
+        FIN_WAIT2 timeout.  (Both watch lists are in park order, about
+        deadline order: one duration each, and a flow parks within a few
+        ticks of the event its deadline counts from.)"""
+        lib, h, woken = self.lib, self.fp.handle, self._woken
+        while self.parked:      # (none: nothing to ask, as under pure churn)
+            n = lib.tas_fp_flows_woken(h, woken, WOKEN_BATCH)
+            for i in range(n):
+                conn = self.parked.get(woken[i])
+                if conn is not None:
+                    self._wake(conn)
+            if n < WOKEN_BATCH:
+                break
+        refresh = self.cfg.tcp.ts_refresh_s if self.ts_watch else 0
+        while self.ts_watch:
+            conn = next(iter(self.ts_watch))
+            if now - conn.active_since < refresh:
+                break
+            self._wake(conn)
+        limit = self.cfg.tcp.fin_wait2_ms / 1000 if self.fw2_watch else 0
+        while self.fw2_watch:
+            conn = next(iter(self.fw2_watch))
+            if now - conn.fin_wait2_since <= limit:
+                break
+            self._wake(conn)
 
     def _refresh_timestamps(self, conn, f, now):
         """Our TSval ticks in microseconds, so after about 36 idle minutes the

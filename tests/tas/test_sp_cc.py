@@ -209,3 +209,54 @@ def test_the_first_interval_counts_from_the_flows_start():
     f.tx_avail = 1 << 18
     ctl.update(f, 5.01)
     assert ctl.rate == pytest.approx(2 * 143168 * 8 / 0.01 / 1000)
+
+
+@pytest.mark.parametrize("cls,history", [
+    (DctcpRate, [RTT_US] * 5),
+    (Timely, [20, 25, 20]),              # below Tlow: additive, the gradient unused
+    (Timely, [300, 400, 300]),           # above Thigh: cut toward the floor
+    (Timely, [100, 120, 60]),            # between, falling: additive
+], ids=["dctcp", "timely-low", "timely-high", "timely-falling"])
+def test_a_parked_controller_resumes_as_if_updated_every_tick(cls, history):
+    """The slow path parks an idle flow once its controller is settled (an
+    idle interval changed nothing) and skips its updates until it changes
+    (tcp.py): resume() must leave it where an update every tick would have,
+    and its reaction to new traffic must be the same."""
+    kw = dict(init_kbps=100000, step_kbps=1000, timely_tlow_us=30, timely_thigh_us=150)
+    ticked, f1, _, _ = make(cls, **kw)
+    parked, f2, sink, _ = make(cls, **kw)
+    for ctl, f in ((ticked, f1), (parked, f2)):
+        for rtt in history:
+            interval(ctl, f, ackb=ACKED * 1000, txb=ACKED * 1000, rtt_us=rtt)
+    assert not parked.settled(f2)
+    t, skipped = ticked.last_time, 0
+    for _ in range(300):                  # idle: nothing sent, ACKed or lost
+        t += STEP_S
+        ticked.update(f1, t)
+        if parked.settled(f2):
+            skipped += 1                  # parked: no update
+        else:
+            parked.update(f2, t)
+    assert parked.settled(f2) and skipped >= 250
+    assert parked.rate <= ticked.cfg.init_kbps + 1000    # restarted after idle
+    applied = len(sink.rates)
+    parked.resume(t, skipped)
+    assert len(sink.rates) == applied     # nothing to tell the fast path
+    assert parked.last_time == ticked.last_time and parked.rate == ticked.rate
+    if cls is Timely:
+        assert parked.diff == pytest.approx(ticked.diff)
+    for ctl, f in ((ticked, f1), (parked, f2)):
+        interval(ctl, f, ackb=ACKED * 50, txb=ACKED * 50, rtt_us=history[-1] + 10)
+    assert parked.rate == pytest.approx(ticked.rate)
+
+
+def test_an_idle_update_that_still_moves_the_state_is_not_settled():
+    """Timely between the thresholds with a rising RTT: every idle update
+    still cuts the rate (the gradient decays, slowly): not settled."""
+    ctl, f, _, _ = make(Timely, init_kbps=100000, step_kbps=1000, timely_tlow_us=10,
+                        timely_thigh_us=150)
+    interval(ctl, f, ackb=ACKED, rtt_us=50)
+    interval(ctl, f, ackb=ACKED, rtt_us=100)
+    for _ in range(20):
+        interval(ctl, f, txb=0)
+        assert not ctl.settled(f)
