@@ -63,16 +63,32 @@ def prealloc(path):
     fd = os.open(path, os.O_RDWR)
     try:
         size = os.fstat(fd).st_size
+        huge = 0
         with mmap.mmap(fd, size, mmap.MAP_SHARED) as m:
             try:
                 m.madvise(mmap.MADV_HUGEPAGE)
                 m.madvise(MADV_POPULATE_WRITE)   # contents unchanged
+                huge = pmd_mapped_bytes(path)
             except OSError as e:
                 if e.errno != errno.EINVAL:      # older kernel: zeroed at first touch
                     raise
         os.posix_fallocate(fd, 0, size)          # (where populating could not)
     finally:
         os.close(fd)
+    return huge
+
+
+def pmd_mapped_bytes(path):
+    """Bytes of this process's mappings of path mapped in 2 MiB pages."""
+    n, ours = 0, False
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            head = line.split()
+            if head and "-" in head[0] and len(head) >= 5:   # a mapping's first line
+                ours = head[-1] == path
+            elif ours and head and head[0] in ("ShmemPmdMapped:", "FilePmdMapped:"):
+                n += int(head[1]) << 10
+    return n
 
 
 def backing_free(n):
@@ -100,8 +116,11 @@ def cmd_mkfs(a):
         raise SystemExit(f"strata mkfs: {api.ffi().string(msg).decode()}")
     rc = api.lib().strata_mkfs_ref(*args)
     api.check(rc, f"mkfs {a.pool}")
+    pages = ""
     if a.prealloc:  # back every page now: no page allocation on the write path
-        prealloc(a.pool)
+        huge = prealloc(os.path.realpath(a.pool))
+        pages = (" in 2 MiB pages" if huge else
+                 " in 4 KiB pages (a tmpfs mounted with huge=advise gives 2 MiB pages: faster digest)")
     off, length = api.pool_ref_area(a.pool)
     api.attach(a.pool)
     d = api.df()
@@ -109,7 +128,7 @@ def cmd_mkfs(a):
     print(f"made Strata pool {a.pool}: {human(d['pool_bytes'])} {kind}, "
           f"data capacity {human(d['data_capacity_bytes'])} ({d['data_capacity_bytes']} bytes), "
           f"{d['log_slots']} logs of {human(d['log_bytes_per_slot'])}, "
-          f"{backing_free(d['backing_free_bytes'])}; "
+          f"{backing_free(d['backing_free_bytes'])}{pages}; "
           f"ref area {length} bytes at offset {off} (first 4096: TAS ownership table)")
     return 0
 

@@ -17,20 +17,6 @@ import os
 import sys
 
 mode, d = sys.argv[1], sys.argv[2]
-
-
-def pmd_mapped_kb(path):
-    """KiB of our mapping of path mapped in 2 MiB pages (smaps)."""
-    kb, ours = 0, False
-    with open("/proc/self/smaps") as f:
-        for line in f:
-            if "-" in line.split()[0] and len(line.split()) >= 5:
-                ours = line.rstrip().endswith(path)
-            elif ours and line.startswith(("ShmemPmdMapped:", "FilePmdMapped:")):
-                kb += int(line.split()[1])
-    return kb
-
-
 CHUNK = 64 << 10
 
 
@@ -81,7 +67,8 @@ elif mode == "append":
         digested = stats.read("strata", str(os.getpid()))
         out["mapped_ahead"] = digested["pages_populated"] * 4096 >= digested["digested_bytes"] > 0
         if os.environ.get("REPORT_PMD"):
-            out["pool_pmd_mapped_kb"] = pmd_mapped_kb(os.environ["STRATA_POOL"])
+            from strata.cli import pmd_mapped_bytes
+            out["pool_pmd_mapped_kb"] = pmd_mapped_bytes(os.environ["STRATA_POOL"]) >> 10
 elif mode == "rewrite":
     total, limit = int(sys.argv[3]) << 20, int(sys.argv[4]) << 20
     fd = os.open(f"{d}/aof", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)

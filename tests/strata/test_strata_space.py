@@ -113,15 +113,31 @@ def test_prealloc_pool_stays_backed_through_rewrites(pool_path, tmp_path):
     fsck_clean(pool_path)
 
 
+def tmpfs_mount(tmp_path, name, opts):
+    mnt = tmp_path / name
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(mnt)], check=True)
+    return str(mnt)
+
+
 @pytest.fixture
 def huge_advise_tmpfs(tmp_path):
     """A tmpfs mounted as deploy/setup remounts /dev/shm: huge=advise."""
-    mnt = tmp_path / "huge"
-    mnt.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512m,huge=advise", "tmpfs", str(mnt)],
-                   check=True)
-    yield str(mnt)
-    subprocess.run(["umount", "-l", str(mnt)], check=False)
+    mnt = tmpfs_mount(tmp_path, "huge", "size=512m,huge=advise")
+    yield mnt
+    subprocess.run(["umount", "-l", mnt], check=False)
+
+
+@pytest.mark.root
+def test_mkfs_says_which_pages_back_a_preallocated_pool(huge_advise_tmpfs, tmp_path):
+    small = tmpfs_mount(tmp_path, "small-pages", "size=300m,huge=never")
+    try:
+        r = strata_cli("mkfs", "--size", "256M", "--prealloc", pool=f"{small}/p.pool")
+        assert "fully backed in 4 KiB pages (a tmpfs mounted with huge=advise" in r.stdout
+    finally:
+        subprocess.run(["umount", "-l", small], check=False)
+    r = strata_cli("mkfs", "--size", "256M", "--prealloc", pool=f"{huge_advise_tmpfs}/p.pool")
+    assert "fully backed in 2 MiB pages;" in r.stdout
 
 
 @pytest.mark.root
