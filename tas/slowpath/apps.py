@@ -49,6 +49,7 @@ class App:
         self.ctxs = []          # appctx.Context, by the app's context index
         self.conns = set()
         self.listeners = set()
+        self.buffer_limits_said = set()   # keys the daemon logged it reached (tcp.py)
         self.gone = False       # registration socket closed
         self.outq = collections.deque()  # (bytes, fds) the socket had no room for yet
         # Start time of the connecting process (pid from SO_PEERCRED): with

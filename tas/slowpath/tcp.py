@@ -7,6 +7,7 @@ import collections
 import errno
 import os
 import random
+import sys
 import time
 from dataclasses import dataclass, field
 
@@ -115,6 +116,7 @@ class TcpManager:
     def __init__(self, cfg, fp, stats, arp, send, quota, now=time.monotonic):
         self.cfg, self.fp, self.stats, self.arp = cfg, fp, stats, arp
         self.quota = quota        # per-uid caps on flows, buffers, listeners
+        self.alloc_refused = ""   # the key that refused _alloc_buffers' last None
         self.ffi, self.lib = fp.ffi, fp.lib
         self.send_frame = send
         self.now = now
@@ -361,9 +363,11 @@ class TcpManager:
         segment is full."""
         size = self.cfg.buffers.rx_buf + self.cfg.buffers.tx_buf
         if not self.quota.take(app.uid, "flows"):
+            self.alloc_refused = "limits.flows_per_uid"
             return None
         if not self.quota.take(app.uid, "buffer_bytes", size):
             self.quota.give(app.uid, "flows")
+            self.alloc_refused = "limits.buffer_bytes_per_uid"
             return None
         rx = app.alloc.alloc(self.cfg.buffers.rx_buf)
         tx = app.alloc.alloc(self.cfg.buffers.tx_buf) if rx is not None else None
@@ -371,8 +375,22 @@ class TcpManager:
             if rx is not None:
                 app.alloc.release(rx)
             self._uncharge(app)
+            self.alloc_refused = "buffers.app_segment"
             return None
         return rx, tx
+
+    def _out_of_buffers(self, app, key):
+        """Say once per app and cause which key keeps it from more
+        connections: its peers only see SYNs go unanswered (connect times
+        out), and Linux would have taken them."""
+        if key in app.buffer_limits_said:
+            return
+        app.buffer_limits_said.add(key)
+        flows = len(app.conns)
+        print(f"tas: app pid {app.pid} (uid {app.uid}) gets no more connections at {flows}: "
+              f"{key} is reached (each takes buffers.rx_buf + buffers.tx_buf = "
+              f"{self.cfg.buffers.rx_buf + self.cfg.buffers.tx_buf} bytes); new SYNs for it are "
+              f"dropped (tcp_no_buffer_drops) until some close", file=sys.stderr, flush=True)
 
     def _uncharge(self, app):
         self.quota.give(app.uid, "flows")
@@ -386,6 +404,7 @@ class TcpManager:
         bufs = self._alloc_buffers(listener.app)
         if bufs is None:
             self.stats.add("tcp_no_buffer_drops")
+            self._out_of_buffers(listener.app, self.alloc_refused)
             return
         conn = Conn(key, listener.app, listener.ctx, SYN_RCVD, random.getrandbits(32),
                     peer_mac=eth.src, irs=tcp.seq, listener=listener, origin=listener)
