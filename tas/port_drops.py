@@ -30,17 +30,21 @@ def _raw_socket(fd):
 
 
 def sockets_of_family(family):
-    """Sockets (duplicates) of this process's descriptors of `family`."""
-    socks = []
+    """Sockets (duplicates) of this process's descriptors of `family`, each
+    socket once: two descriptors of one socket (the AF_XDP PMD holds two)
+    would count its drops twice."""
+    socks, seen = [], set()
     for name in os.listdir("/proc/self/fd"):
         try:
-            if not os.readlink(f"/proc/self/fd/{name}").startswith("socket:"):
+            target = os.readlink(f"/proc/self/fd/{name}")
+            if not target.startswith("socket:") or target in seen:
                 continue
             s = _raw_socket(int(name))
         except OSError:
             continue                     # closed meanwhile (the listing's own fd)
         if s.getsockopt(socket.SOL_SOCKET, socket.SO_DOMAIN) == family:
             socks.append(s)
+            seen.add(target)
         else:
             s.close()
     return socks
