@@ -9,8 +9,9 @@ client in the peer namespace opens N connections, has one byte echoed on
 each and then holds them idle.  Reports the CPU share of the daemon's main
 thread (the slow path) over the window, and from its counters the
 connections a tick visited (per tick, over the window) and how many are
-parked.  Buffers are 64 KiB each way: an app segment (tas.app_segment, 1G)
-holds about 2,000 flows of the default 256 KiB + 256 KiB.
+parked.  Buffers are 64 KiB each way, so that the runs stay small in memory
+(buffers.app_segment's 4G would take about 8,000 flows of the default
+256 KiB + 256 KiB).
 """
 import argparse
 import os

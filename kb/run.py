@@ -24,6 +24,8 @@ import os
 import socket
 import sys
 
+from kb.execprog import exec_program
+
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LIBS = {
     "zio": os.path.join(HERE, "zio", "libzio.so"),
@@ -139,7 +141,7 @@ def main(argv=None):
     except RunError as e:
         sys.exit(f"kbrun: {e}")
     try:
-        os.execvpe(args.cmd[0], args.cmd, env)
+        exec_program(args.cmd, env)
     except OSError as e:
         sys.exit(f"kbrun: {args.cmd[0]}: {e.strerror}")
 

@@ -18,6 +18,7 @@ import sys
 import time
 
 from strata import api
+from kb.execprog import default_signals, exec_program
 
 DEFAULT_POOL = "/dev/shm/strata.pool"
 
@@ -226,7 +227,10 @@ def cmd_run(a):
     # libstrata goes last: libzio and libtas come first when present (architecture)
     pre = env.get("LD_PRELOAD")
     env["LD_PRELOAD"] = (pre + ":" if pre else "") + api.LIB_PATH
-    os.execvpe(argv[0], argv, env)
+    try:
+        exec_program(argv, env)
+    except OSError as e:
+        raise SystemExit(f"strata: cannot run {argv[0]}: {e.strerror}") from None
 
 
 def cmd_kernfs(a):
@@ -248,6 +252,7 @@ def cmd_kernfs(a):
 
 
 def main(argv=None):
+    default_signals()     # `strata ls | head` ends quietly
     p = argparse.ArgumentParser(prog="strata", description=__doc__.splitlines()[0])
     p.add_argument("--pool", default=os.environ.get("STRATA_POOL", DEFAULT_POOL))
     sub = p.add_subparsers(dest="cmd", required=True)

@@ -131,6 +131,25 @@ def _size(v):
     return int(m.group(1)) * {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}[unit]
 
 
+# Flow buffers are addressed by 32-bit offsets in their app's segment
+# (include/tas/flow.h, shm.h, synfast.h), so a segment holds at most 4 GiB.
+MAX_APP_SEGMENT = 1 << 32
+# "auto": with shm a segment is a sparse memfd (pages come as buffers are
+# used), so it gets the most the offsets allow: about 8,000 connections at
+# the default buffers, where 1G stopped redis-server at 2,015 clients.  With
+# nvm it is a slice of the pool's ref area, sized at `strata mkfs`.
+AUTO_APP_SEGMENT = {"shm": MAX_APP_SEGMENT, "nvm": 1 << 30}
+
+
+def _segment_size(v):
+    if v == "auto":
+        return v
+    v = _size(v)
+    if not 1 << 20 <= v <= MAX_APP_SEGMENT:
+        raise ValueError
+    return v
+
+
 NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,14}"
 
 SCHEMA = {
@@ -223,7 +242,9 @@ SCHEMA = {
         "tx_buf": Field(262144, _size, "a size like 65536 or '64K'"),
         "backing": Field("shm", _choice("shm", "nvm"),
                          "shm or nvm (nvm: app segments in nvm.pool_path's Strata ref area)"),
-        "app_segment": Field("1G", _size, "a size like '256M' (per application)"),
+        "app_segment": Field("auto", _segment_size,
+                             "'auto' (4G with shm, 1G with nvm) or a size from '1M' to '4G' "
+                             "(per application; flow buffers have 32-bit offsets in it)"),
     },
     "tcp": {
         "mss": Field(0, _int_range(0, 8960),
@@ -358,6 +379,9 @@ def _check_cross(cfg, source):
         raise ConfigError(f"{source}: fastpath.poll_sleep_max_us = {fp['poll_sleep_max_us']} "
                           f"is below fastpath.poll_sleep_us = {fp['poll_sleep_us']} "
                           f"(the sleeps start at poll_sleep_us and grow up to the max)")
+    buf = cfg["buffers"]
+    if buf["app_segment"] == "auto":
+        buf["app_segment"] = AUTO_APP_SEGMENT[buf["backing"]]
     if cfg["peer"]["ip"] == cfg["tas"]["ip"]:
         raise ConfigError(f"{source}: peer.ip must differ from tas.ip")
 

@@ -17,6 +17,7 @@ import sys
 import time
 
 from bindings import stats as kbstats
+from kb.execprog import default_signals
 from tas import cycles
 
 
@@ -249,6 +250,7 @@ def cmd_arena(args):
 
 
 def main(argv=None):
+    default_signals()     # `tasctl stats | head` ends quietly
     p = argparse.ArgumentParser(prog="tasctl", description="Administer a running TAS daemon")
     p.add_argument("-i", "--instance", help="daemon instance (default: the only one running)")
     p.add_argument("--run-dir", default="/run/tas", help="the daemon's tas.run_dir")

@@ -9,6 +9,8 @@ import argparse
 import os
 import sys
 
+from kb.execprog import exec_program
+
 LIBTAS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "libtas", "libtas.so")
 
 
@@ -37,7 +39,7 @@ def main(argv=None):
     if not os.path.exists(LIBTAS):
         sys.exit(f"tas-run: {LIBTAS} is not built (python deploy/native_build.py)")
     try:
-        os.execvpe(cmd[0], cmd, environ(args.instance, args.run_dir))
+        exec_program(cmd, environ(args.instance, args.run_dir))
     except OSError as e:
         sys.exit(f"tas-run: {cmd[0]}: {e.strerror}")
 

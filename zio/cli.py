@@ -11,6 +11,8 @@ import subprocess
 import sys
 import tempfile
 
+from kb.execprog import default_signals, exec_program
+
 LIB_NAME = "libzio.so"
 
 # option -> (environment variable, converter, takes a value)
@@ -86,7 +88,7 @@ def cmd_run(args):
     extra["ZIO_MODE"] = "elide"
     env = launch_env(extra)
     try:
-        os.execvpe(command[0], command, env)
+        exec_program(command, env)
     except OSError as e:
         raise UsageError(f"cannot run {command[0]}: {e.strerror}") from None
 
@@ -174,6 +176,7 @@ COMMANDS = {"run": cmd_run, "profile": cmd_profile, "stats": cmd_stats}
 
 
 def main(argv=None):
+    default_signals()     # `zio stats PID | head` ends quietly
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__.strip())

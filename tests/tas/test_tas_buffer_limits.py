@@ -16,7 +16,8 @@ PORT = 7460
 
 # Accepts every connection and keeps it.
 SERVER = """
-import socket, sys
+import resource, socket, sys
+resource.setrlimit(resource.RLIMIT_NOFILE, (8192, 8192))   # a TAS socket has a kernel fd too
 s = socket.create_server(("0.0.0.0", int(sys.argv[1])), backlog=64)
 print("listening", flush=True)
 keep = []
@@ -26,9 +27,10 @@ while True:
 
 # Opens connections until one gets no answer within a second; how many got one.
 CLIENT = """
-import json, socket, sys
+import json, resource, socket, sys
+resource.setrlimit(resource.RLIMIT_NOFILE, (8192, 8192))
 held = []
-while len(held) < 64:
+while len(held) < int(sys.argv[2]):
     try:
         held.append(socket.create_connection(("10.0.0.2", int(sys.argv[1])), timeout=1.0))
     except OSError:     # timed out: its SYN went unanswered
@@ -44,7 +46,7 @@ def test_a_full_segment_is_said_once_with_its_key(tmp_path, procs):
     try:
         srv = tas_run(procs, d, sys.executable, "-u", "-c", SERVER, str(PORT))
         assert srv.stdout.readline().strip() == "listening", srv.stderr.read()
-        cli = in_peer(procs, d, sys.executable, "-c", CLIENT, str(PORT))
+        cli = in_peer(procs, d, sys.executable, "-c", CLIENT, str(PORT), "64")
         connected = json.loads(finish(cli, "Linux client"))["connected"]
         assert 0 < connected < 20
         assert counters(d)["tcp_no_buffer_drops"] >= 1
@@ -53,5 +55,23 @@ def test_a_full_segment_is_said_once_with_its_key(tmp_path, procs):
         assert len(said) == 1, said   # once, though every later SYN was dropped too
         assert f"app pid {srv.pid} (uid 0) gets no more connections at {connected}:" in said[0]
         assert "buffers.app_segment is reached" in said[0] and "524288 bytes" in said[0]
+    finally:
+        d.stop()
+
+
+def test_the_default_segment_takes_thousands_of_connections(tmp_path, procs):
+    # buffers.app_segment = "auto" is 4 GiB with shm (a sparse memfd): about
+    # 8,000 connections of 2 x 256 KiB.  The old 1G stopped redis-server at
+    # 2,015 clients where Linux takes them all.
+    want = 2100
+    d = Daemon(tmp_path).start()
+    try:
+        srv = tas_run(procs, d, sys.executable, "-u", "-c", SERVER, str(PORT))
+        assert srv.stdout.readline().strip() == "listening", srv.stderr.read()
+        cli = in_peer(procs, d, sys.executable, "-c", CLIENT, str(PORT), str(want))
+        assert json.loads(finish(cli, "Linux client"))["connected"] == want
+        assert counters(d).get("tcp_no_buffer_drops", 0) == 0
+        d.poll_output()
+        assert not [line for line in d.output if "gets no more connections" in line]
     finally:
         d.stop()

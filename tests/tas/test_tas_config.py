@@ -44,6 +44,9 @@ def test_file_values_override_defaults(tmp_path):
     ('[fastpath]\npoll_sleep_max_us = 0\n', "fastpath.poll_sleep_max_us"),
     ('[dpdk]\nfp_cores = [%s]\n' % ",".join(map(str, range(1, 18))), "at most 16"),
     ('[tas\n', "not valid TOML"),
+    # flow buffers have 32-bit offsets in their segment: more would wrap
+    ('[buffers]\napp_segment = "8G"\n', "buffers.app_segment: '8G' (expected 'auto'"),
+    ('[buffers]\napp_segment = "64K"\n', "buffers.app_segment: '64K'"),
 ])
 def test_bad_config_names_the_key(tmp_path, text, needle):
     p = tmp_path / "bad.toml"
@@ -51,6 +54,13 @@ def test_bad_config_names_the_key(tmp_path, text, needle):
     with pytest.raises(config.ConfigError) as e:
         config.load(p)
     assert needle in str(e.value)
+
+
+def test_app_segment_auto_follows_the_backing():
+    assert config.load().buffers.app_segment == 4 << 30            # a sparse memfd
+    nvm = config.load(overrides={"buffers.backing": "nvm"})
+    assert nvm.buffers.app_segment == 1 << 30                     # a slice of the ref area
+    assert config.load(overrides={"buffers.app_segment": "4G"}).buffers.app_segment == 4 << 30
 
 
 def test_daemon_rejects_bad_config_before_touching_anything(tmp_path):
@@ -72,7 +82,8 @@ def test_every_key_accepts_its_default_and_names_itself_when_wrong(dotted):
     sec, key = dotted.split(".")
     default = config.SCHEMA[sec][key].default
     cfg = config.load(overrides={dotted: default})        # the default round-trips
-    derived = {"tcp.mss": 1460}                          # 0: dpdk.mtu - 40
+    derived = {"tcp.mss": 1460,                          # 0: dpdk.mtu - 40
+               "buffers.app_segment": 1 << 32}           # auto with shm
     assert cfg[sec][key] == derived.get(dotted, config.SCHEMA[sec][key].parse(default))
     with pytest.raises(config.ConfigError) as e:
         config.load(overrides={dotted: {"not": "a value"}})  # a TOML table fits no key
