@@ -152,7 +152,10 @@ struct tas_atx {                 /* 16 bytes */
 #define TAS_CTL_STATUS 19        /* sp -> app: reply status for a request */
 #define TAS_CTL_FL_RESET 1
 #define TAS_CTL_FL_SHARED 2      /* LISTEN: join the port's listeners (a forked
-                                    worker's inherited listener, SO_REUSEPORT-like) */
+                                    worker's inherited listener, SO_REUSEPORT-like):
+                                    for the same uid, or any uid whose request's
+                                    opaque is the port's join key, which every
+                                    LISTEN reply gives in opaque */
 #define TAS_CTL_FL_HANDOFF 4     /* LISTEN: each NEWCONN carries the connection (the
                                     CONN_OPENED fields, flags TAS_CTL_FL_HANDOFF), sent with
                                     the SYN-ACK; the fast path's TAS_ARX_FL_ESTABLISHED (or a

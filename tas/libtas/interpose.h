@@ -65,6 +65,8 @@ struct libc_fns {
     int (*fstatat)(int, const char *, struct stat *, int);
     int (*fstatat64)(int, const char *, struct stat64 *, int);
     int (*statx)(int, const char *, int, unsigned int, struct statx *);
+    ssize_t (*sendfile)(int, int, off_t *, size_t);
+    ssize_t (*sendfile64)(int, int, off64_t *, size_t);
 };
 extern struct libc_fns real;
 void libc_real_init(void);
@@ -111,6 +113,9 @@ struct lt_sock {
     int rejoin;                /* a listener inherited over fork, not yet
                                   joined by this process (prefork workers) */
     uint32_t backlog;
+    uint64_t join_key;         /* a listener's port group key (LISTEN reply's
+                                  opaque): a forked worker proves with it that
+                                  it inherited the listener, whatever its uid */
     uint32_t local_ip, remote_ip;      /* host byte order */
     uint16_t local_port, remote_port;
     int family;                /* AF_INET, or AF_INET6 taken over (sock_inet6.c) */

@@ -75,6 +75,7 @@ int listen(int fd, int backlog)
     if (st == 0) {                          /* see lt_listener_rejoin */
         s->kind = LT_LISTEN;
         s->listener_id = m.listener_id;
+        s->join_key = m.opaque;
         lt_handoff_counter(s, &m);
         /* What we asked for (the reply does not echo it): a prefork worker
          * joins with it (it was 0, a backlog of 1, and workers dropped SYNs). */
@@ -96,7 +97,8 @@ int lt_listener_rejoin(struct lt_sock *s)
     struct tas_ctl_msg m = {.type = TAS_CTL_LISTEN,
                             .flags = TAS_CTL_FL_SHARED | TAS_CTL_FL_HANDOFF |
                                      (s->reuseaddr ? TAS_CTL_FL_REUSEADDR : 0),
-                            .local_port = s->local_port, .backlog = s->backlog};
+                            .local_port = s->local_port, .backlog = s->backlog,
+                            .opaque = s->join_key};
     /* Not lt_request: nothing may be read from the queues until the
      * listener is linked, or a connection the daemon hands it at once (a
      * prefork master's moved to this worker) finds no listener and is reset. */

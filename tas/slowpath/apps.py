@@ -274,7 +274,8 @@ class AppServer:
             st, lid = self.tcp.listen(app, self.fp_ctx(app, req), req.local_port, req.backlog,
                                       shared=bool(req.flags & lib.TAS_CTL_FL_SHARED),
                                       handoff=bool(req.flags & lib.TAS_CTL_FL_HANDOFF),
-                                      reuse=bool(req.flags & lib.TAS_CTL_FL_REUSEADDR))
+                                      reuse=bool(req.flags & lib.TAS_CTL_FL_REUSEADDR),
+                                      join_key=req.opaque)
             lst = self.tcp.listener_ids.get(lid) if st == 0 else None
             handoff = lst is not None and lst.handoff
             # a hand-over listener's connections may come as TAS_ARX_NEWCONN
@@ -283,7 +284,8 @@ class AppServer:
                         rx_size=self.cfg.buffers.rx_buf,
                         tx_size=self.cfg.buffers.tx_buf) if handoff else {}
             self.status(app, req, st, listener_id=lid, local_port=req.local_port,
-                        rx_off=lst.accept_off if handoff else 0, **more)
+                        rx_off=lst.accept_off if handoff else 0,
+                        opaque=lst.join_key if lst is not None else 0, **more)
         elif t == lib.TAS_CTL_ACCEPT:
             st, conn = self.tcp.accept(app, req.listener_id)
             if conn is None:

@@ -63,6 +63,7 @@ class Listener:
     accept_off: int = -1
     fp_slot: int = -1           # in the fast path's listener table (synfast.h)
     reuse: bool = False         # SO_REUSEADDR: its connections do not hold the port
+    join_key: int = 0           # the port group's: proves a joining worker inherited it
 
 
 @dataclass(eq=False, slots=True)    # thousands a second under churn: cheap to make
@@ -433,19 +434,30 @@ class TcpManager:
         conn.next_retry = self.now() + self.handshake_timeout
         self.stats.add("tcp_passive_opens")
 
-    def listen(self, app, ctx, port, backlog, shared=False, handoff=False, reuse=False):
+    def listen(self, app, ctx, port, backlog, shared=False, handoff=False, reuse=False,
+               join_key=0):
         """reuse: SO_REUSEADDR, as Linux: connections still on the port (an
         exited server's, closing) do not refuse it if they came in on a
-        listener that had it too; another listener on it does."""
+        listener that had it too; another listener on it does.  shared: join
+        the port's listeners (a prefork worker's inherited listener), with
+        join_key the key the port's first LISTEN reply gave."""
         if port == 0 or port > 65535:
             return -errno.EINVAL, 0
-        if not self.quota.may_listen(app.uid, port):
+        first = self.listeners.get(port)
+        # Joining is for the same user (as SO_REUSEPORT is on Linux), or for
+        # a process that inherited the listener: only the process that made
+        # it and the processes it forked know the port's join key (libtas
+        # keeps it in private memory), so like an inherited socket on Linux
+        # it works whatever uid the worker has switched to (nginx's workers
+        # run as nobody or www-data, and need no right to the low port).
+        inherited = (first is not None and shared and join_key != 0
+                     and join_key == first.join_key)
+        if inherited and first.app.uid != app.uid:
+            self.stats.add("tcp_listeners_joined_by_key")
+        elif not self.quota.may_listen(app.uid, port):
             self.stats.add("tcp_low_port_refused")
             return -errno.EACCES, 0
-        first = self.listeners.get(port)
-        # Joining a port's listeners (a prefork worker's inherited listener)
-        # is for the same user only, as SO_REUSEPORT is on Linux.
-        if first is not None and (not shared or first.app.uid != app.uid):
+        if first is not None and not inherited and (not shared or first.app.uid != app.uid):
             return -errno.EADDRINUSE, 0
         if first is None and any(k[1] == port and not (reuse and c.origin is not None and
                                                        c.origin.reuse)
@@ -465,9 +477,11 @@ class TcpManager:
         self.next_listener_id += 1
         if first is None:
             lst.group = [lst]
+            lst.join_key = int.from_bytes(os.urandom(8), "little") | 1
             self.listeners[port] = lst
         else:
             lst.group = first.group
+            lst.join_key = first.join_key
             lst.group.append(lst)
             self.stats.add("tcp_listeners_joined")
         self.listener_ids[lst.id] = lst

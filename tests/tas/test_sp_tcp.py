@@ -93,8 +93,8 @@ class SegmentAddresses:
         return _tasfp.ffi.cast(ctype, 0x10000000 + off)
 
 
-def app():
-    a = App(1, None, None)
+def app(uid=0):
+    a = App(1, None, None, (1, uid, uid))
     a.alloc = Allocator(4096, 4096 + (64 << 20))
     a.segment = SegmentAddresses()
     return a
@@ -193,6 +193,30 @@ def test_reset_during_the_handshake_frees_the_slot_and_buffers(tcp):
     assert tcp.listener_ids[lid].half_open == 0
     deliver(tcp, Tcp(40002, 80, 1, 0, SYN, 8192))   # the backlog slot is free again
     assert [r.flags & (SYN | ACK) for r in replies(tcp)] == [SYN | ACK, SYN | ACK]
+
+
+def test_a_worker_of_another_uid_joins_with_the_inherited_key_only(tcp):
+    # nginx: the master (root) listens on port 80, its workers switch to
+    # nobody and accept on the inherited listener; an unrelated process of
+    # that uid, which does not know the port's key, may not join
+    master, worker, stranger = app(0), app(65534), app(65534)
+    st, lid = tcp.listen(master, 0, 80, 8)
+    key = tcp.listener_ids[lid].join_key
+    assert st == 0 and key != 0
+    assert tcp.listen(stranger, 0, 80, 8, shared=True)[0] == -errno.EACCES   # low port
+    assert tcp.listen(stranger, 0, 80, 8, shared=True, join_key=key ^ 2)[0] == -errno.EACCES
+    st, wid = tcp.listen(worker, 0, 80, 8, shared=True, join_key=key)
+    assert st == 0 and tcp.listener_ids[wid].join_key == key
+    assert tcp.listener_ids[wid].group is tcp.listener_ids[lid].group
+    assert tcp.listen(worker, 0, 80, 8, join_key=key)[0] == -errno.EACCES   # not a join
+    # above 1024 the same: the key, not the uid, lets a worker in
+    st, lid2 = tcp.listen(master, 0, 8080, 8)
+    assert tcp.listen(stranger, 0, 8080, 8, shared=True)[0] == -errno.EADDRINUSE
+    assert tcp.listen(stranger, 0, 8080, 8,
+                      join_key=tcp.listener_ids[lid2].join_key)[0] == -errno.EADDRINUSE
+    assert tcp.listen(stranger, 0, 8080, 8, shared=True,
+                      join_key=tcp.listener_ids[lid2].join_key)[0] == 0
+    assert tcp.listener_ids[lid2].join_key != key          # one key per port group
 
 
 def test_listen_and_accept_errors(tcp):

@@ -3,29 +3,51 @@ listener they inherited.  Each worker joins the port's listeners in the
 daemon (as with SO_REUSEPORT); new connections are spread over the
 processes that accept, and a connection belongs to the worker that took it
 (its buffers live in that worker's segment)."""
+import os
+import pathlib
+import shutil
 import subprocess
 import sys
+import tempfile
+
+import pytest
 
 from libtas_helpers import READ_ALL, ROOT, counters, finish, in_peer, nginx_serves
 from test_libtas import NGINX_CONF as SINGLE_PROCESS_CONF
 
-# user root: workers run as nobody otherwise, and pytest's tmp_path is 0700.
+# No `user` line: nginx started as root runs its workers as nobody, which
+# accept on the listener the root master made (on a low port that user may
+# not listen on itself).
 NGINX_CONF = (SINGLE_PROCESS_CONF
               .replace("master_process off;\nworker_processes 1;",
-                       "user root;\nmaster_process on;\nworker_processes 2;")
+                       "master_process on;\nworker_processes 2;")
               .replace("access_log off;", "log_format bypid '$pid $status';\n"
                        "    access_log {d}/access.log bypid;")
-              .replace("listen 8080", "listen 8090"))
+              .replace("listen 8080", "listen 90"))
 
 
-def test_nginx_master_and_two_workers(daemon, procs, tmp_path):
+@pytest.fixture
+def nobody_readable_dir():
+    """pytest's tmp_path is 0700: nobody's workers could not read the files."""
+    d = tempfile.mkdtemp(prefix="kb-nginx-")
+    os.chmod(d, 0o755)
+    yield pathlib.Path(d)
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def test_nginx_master_and_two_workers(daemon, procs, nobody_readable_dir):
+    d = nobody_readable_dir
     before = counters(daemon)
     # One connection per request: the daemon spreads them over the workers.
-    nginx_serves(procs, daemon, tmp_path, NGINX_CONF, 8090, "-H", "Connection: close")
-    pids = {line.split()[0] for line in (tmp_path / "access.log").read_text().splitlines()}
+    nginx_serves(procs, daemon, d, NGINX_CONF, 90, "-H", "Connection: close")
+    pids = {line.split()[0] for line in (d / "access.log").read_text().splitlines()}
     assert len(pids) == 2, f"requests served by {pids}: both workers should take connections"
     after = counters(daemon)
     assert after["tcp_listeners_joined"] - before.get("tcp_listeners_joined", 0) == 2
+    # they joined as nobody, with the key only the master's children know
+    joined_by_key = after.get("tcp_listeners_joined_by_key", 0)
+    assert joined_by_key - before.get("tcp_listeners_joined_by_key", 0) == 2
+    assert "accept4() failed" not in (d / "error.log").read_text()
 
 
 # A prefork server whose master took a connection before any worker
