@@ -153,6 +153,8 @@ uint32_t tas_tx_append(struct tas_app *a, struct tas_tx *t, const void *buf, uin
 /* Publish the core's counters as the stats page kbstats.libtas.<instance>
  * (0 or -errno); tas_app_stats_unlink removes its file. */
 int tas_app_stats_publish(struct tas_app *a, const char *instance);
+/* One sendfile() on a TAS socket that sent `bytes` (libtas's counters). */
+void tas_app_count_sendfile(struct tas_app *a, uint64_t bytes);
 void tas_app_stats_unlink(const char *instance);
 /* CDEF-END */
 

@@ -36,6 +36,8 @@ enum rx_ctr {
     RXC_COPIES_SMALL,     /* ... below zIO's threshold */
     RXC_COPIES_CONTINUED, /* ... continuing the previous one (a copy run) */
     RXC_PINNED,           /* threads moved to their fast-path core's CPU (app_pin.c) */
+    RXC_SENDFILE_CALLS,   /* sendfile() calls on TAS sockets (the shim's sendfile_calls.c) */
+    RXC_SENDFILE_BYTES,   /* ... bytes they sent */
     RXC_N
 };
 

@@ -26,7 +26,15 @@ static const char *const names[RXC_N] = {
     [RXC_COPIES_CONTINUED] = "rx_copies_continued",
     [RXC_BUMPS] = "rx_bumps",
     [RXC_PINNED] = "threads_pinned",
+    [RXC_SENDFILE_CALLS] = "sendfile_calls",
+    [RXC_SENDFILE_BYTES] = "sendfile_bytes",
 };
+
+void tas_app_count_sendfile(struct tas_app *a, uint64_t bytes)
+{
+    __atomic_add_fetch(a->ctr[RXC_SENDFILE_CALLS], 1, __ATOMIC_RELAXED);
+    __atomic_add_fetch(a->ctr[RXC_SENDFILE_BYTES], bytes, __ATOMIC_RELAXED);
+}
 
 void app_stats_init(struct tas_app *a)
 {

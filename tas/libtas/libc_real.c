@@ -46,6 +46,8 @@ void libc_real_init(void)
     RESOLVE(fstatat);
     RESOLVE(fstatat64);
     RESOLVE(statx);
+    RESOLVE(sendfile);
+    RESOLVE(sendfile64);
     /* close last: wrappers test it to know the table is complete */
     RESOLVE(close);
 }

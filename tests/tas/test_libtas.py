@@ -187,6 +187,63 @@ def free_port():
         return s.getsockname()[1]
 
 
+# sendfile() to a TAS socket: with an offset (the file position stays), without
+# (it advances), and on a non-blocking socket (partial sends, EAGAIN, never a
+# byte read and not sent).  The kernel cannot do it: to it a TAS socket is a
+# placeholder descriptor (EINVAL; nginx with `sendfile on` sent no body).
+SENDFILE_SERVER = """
+import json, os, select, socket, sys
+path, port = sys.argv[1], int(sys.argv[2])
+s = socket.create_server(("0.0.0.0", port))
+print("listening", flush=True)
+c, _ = s.accept()
+f = os.open(path, os.O_RDONLY)
+size = os.fstat(f).st_size
+out = {"with_offset": os.sendfile(c.fileno(), f, 1000, 300000)}
+out["pos_after_offset"] = os.lseek(f, 0, os.SEEK_CUR)
+out["without_offset"] = os.sendfile(c.fileno(), f, None, 200000)
+out["pos_after_none"] = os.lseek(f, 0, os.SEEK_CUR)
+c.setblocking(False)
+eagain = 0
+while os.lseek(f, 0, os.SEEK_CUR) < size:
+    try:
+        os.sendfile(c.fileno(), f, None, size)
+    except BlockingIOError:
+        eagain += 1
+        select.select([], [c], [])
+out["final_pos"] = os.lseek(f, 0, os.SEEK_CUR)
+out["eagain"] = eagain
+c.setblocking(True)
+c.close()
+print(json.dumps(out), flush=True)
+"""
+
+SINK_CLIENT = READ_ALL + """
+import hashlib, json, socket, sys, time
+s = socket.create_connection(("10.0.0.2", int(sys.argv[1])))
+time.sleep(0.3)      # let the ring fill: the non-blocking part meets EAGAIN
+h = hashlib.sha256()
+n = read_all(s, h.update)
+print(json.dumps({"bytes": n, "sha256": h.hexdigest()}))
+"""
+
+
+def test_sendfile_to_a_tas_socket(daemon, procs, tmp_path):
+    data = os.urandom(4 << 20)
+    (tmp_path / "file").write_bytes(data)
+    srv = tas_run(procs, daemon, sys.executable, "-c", SENDFILE_SERVER, str(tmp_path / "file"),
+                  "7010")
+    assert srv.stdout.readline().strip() == "listening", srv.stderr.read()
+    cli = in_peer(procs, daemon, sys.executable, "-c", SINK_CLIENT, "7010")
+    got = json.loads(finish(cli, "Linux client").strip().splitlines()[-1])
+    out = json.loads(finish(srv, "sendfile server under libtas").strip().splitlines()[-1])
+    assert out["with_offset"] == 300000 and out["pos_after_offset"] == 0
+    assert out["without_offset"] == 200000 and out["pos_after_none"] == 200000
+    assert out["final_pos"] == len(data)
+    want = data[1000:301000] + data
+    assert got == {"bytes": len(want), "sha256": hashlib.sha256(want).hexdigest()}
+
+
 def test_redis_server_on_tas(daemon, procs, tmp_path):
     before = counters(daemon)
     port = free_port()
@@ -435,6 +492,7 @@ error_log {d}/error.log;
 pid {d}/nginx.pid;
 events {{ worker_connections 256; }}
 http {{
+    sendfile on;          # as Debian's nginx.conf: libtas's sendfile
     access_log off;
     client_body_temp_path {d}; proxy_temp_path {d}; fastcgi_temp_path {d};
     uwsgi_temp_path {d}; scgi_temp_path {d};
