@@ -31,6 +31,7 @@
 #include <string.h>
 #include <sys/syscall.h>
 #include <unistd.h>
+#include "kb/env.h"
 
 static pthread_mutex_t bg_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t bg_cv = PTHREAD_COND_INITIALIZER;
@@ -44,7 +45,7 @@ static int enabled = -1;
 int bg_enabled(void)
 {
     if (enabled < 0) {
-        const char *e = getenv("STRATA_DIGEST_THREAD");
+        const char *e = kb_getenv("STRATA_DIGEST_THREAD");
         enabled = !(e && strcmp(e, "0") == 0);
     }
     return enabled;

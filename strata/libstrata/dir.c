@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
+#include "kb/env.h"
 
 enum { D_EMPTY = 0, D_USED = 1, D_DEAD = 2 };
 
@@ -91,7 +92,7 @@ static const char *mount_prefix(size_t *len)
     static char pre[PATH_MAX];
     static size_t n;
     if (n == 0) {
-        const char *m = getenv("STRATA_MOUNT");
+        const char *m = kb_getenv("STRATA_MOUNT");
         snprintf(pre, sizeof(pre), "%s", m && *m ? m : "/strata");
         n = strlen(pre);
         while (n > 1 && pre[n - 1] == '/')

@@ -27,6 +27,7 @@
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
+#include "kb/env.h"
 
 #define FD_MAX 65536
 static struct sfile *fdtab[FD_MAX];
@@ -66,7 +67,7 @@ static int reserve_fd(int cloexec)
 
 static long lease_wait_ms(void)
 {
-    const char *s = getenv("STRATA_LEASE_WAIT_MS");
+    const char *s = kb_getenv("STRATA_LEASE_WAIT_MS");
     return s ? atol(s) : 2000;
 }
 

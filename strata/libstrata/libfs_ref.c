@@ -19,6 +19,7 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
+#include "kb/env.h"
 
 struct nvm_map {
     uintptr_t va;
@@ -130,7 +131,7 @@ int refs_over_trigger(void)
 {
     static int64_t env = -2; /* -2 unread, -1 unset (or bad: default) */
     if (env == -2) {
-        const char *s = getenv("STRATA_REF_DIGEST_BYTES");
+        const char *s = kb_getenv("STRATA_REF_DIGEST_BYTES");
         char *end = NULL;
         env = s == NULL ? -1 : strcmp(s, "off") == 0 ? INT64_MAX : strtoll(s, &end, 0);
         if (end != NULL && (end == s || *end != 0 || env < 0)) {

@@ -20,6 +20,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include "kb/env.h"
 
 #define DEFAULT_POOL "/dev/shm/strata.pool"
 
@@ -128,14 +129,14 @@ int strata_attach(const char *path)
         return 0;
     }
     if (path == NULL)
-        path = getenv("STRATA_POOL");
+        path = kb_getenv("STRATA_POOL");
     if (path == NULL)
         path = DEFAULT_POOL;
     char err[600];
     int rc = -1;
     if (strata_map(path, &G, 1, err, sizeof(err)) != 0) {
         int e = errno;
-        if (getenv("STRATA_QUIET") == NULL)
+        if (kb_getenv("STRATA_QUIET") == NULL)
             fprintf(stderr, "strata: %s\n", err);
         errno = e;
         goto out;

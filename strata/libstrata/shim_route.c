@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include "kb/env.h"
 
 char shim_cwd_path[PATH_MAX];
 
@@ -33,7 +34,7 @@ static void init_prefix(void)
 {
     if (prefix_len)
         return;
-    const char *p = getenv("STRATA_MOUNT");
+    const char *p = kb_getenv("STRATA_MOUNT");
     snprintf(prefix, sizeof(prefix), "%s", p && *p ? p : "/strata");
     prefix_len = strlen(prefix);
     while (prefix_len > 1 && prefix[prefix_len - 1] == '/')

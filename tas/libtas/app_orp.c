@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "app_internal.h"
+#include "kb/env.h"
 
 static struct orp_api api;
 static pthread_once_t once = PTHREAD_ONCE_INIT;
@@ -22,7 +23,7 @@ static pthread_once_t once = PTHREAD_ONCE_INIT;
  * registering for them would be wasted work. */
 static size_t zio_threshold(void)
 {
-    const char *v = getenv("ZIO_THRESHOLD");
+    const char *v = kb_getenv("ZIO_THRESHOLD");
     char *end;
     unsigned long long x = v != NULL && *v ? strtoull(v, &end, 10) : 16384;
     if (v != NULL && *v && *end)

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "interpose.h"
+#include "kb/env.h"
 
 struct tas_app *lt_app;
 struct lt_sock *lt_fds[LT_MAX_FD];
@@ -67,32 +68,19 @@ static void publish(void)
 
 /* The instance and run directory as the program started: a prefork server
  * may replace its environment before its workers attach (nginx does). */
-static char env_inst[64], env_dir[160];
-
-__attribute__((constructor)) static void remember_environment(void)
-{
-    const char *inst = getenv("TAS_INSTANCE"), *dir = getenv("TAS_RUN_DIR");
-    snprintf(env_inst, sizeof(env_inst), "%s", inst ? inst : "");
-    snprintf(env_dir, sizeof(env_dir), "%s", dir ? dir : "");
-}
-
 int lt_attach(void)
 {
     if (attach_state != 0)
         return attach_state > 0;
-    const char *inst = getenv("TAS_INSTANCE");
-    const char *dir = getenv("TAS_RUN_DIR");
-    if (inst == NULL)
-        inst = env_inst;
-    if (dir == NULL)
-        dir = env_dir;
+    const char *inst = kb_getenv("TAS_INSTANCE");   /* as started: nginx's workers */
+    const char *dir = kb_getenv("TAS_RUN_DIR");      /* clear their environment */
     char path[512], err[256];
     snprintf(path, sizeof(path), "%s/%s.sock", dir && *dir ? dir : "/run/tas",
              inst && *inst ? inst : "tas0");
     lt_app = tas_app_attach(path, err, sizeof(err));
     /* kbrun --orp: received bytes must land in this process's Strata pool;
      * kernel sockets, or TAS rings elsewhere, would quietly not be ORP */
-    const char *orp = getenv("TAS_REQUIRE_NVM");
+    const char *orp = kb_getenv("TAS_REQUIRE_NVM");
     int need_nvm = orp != NULL && *orp && strcmp(orp, "0") != 0;
     if (lt_app == NULL) {
         fprintf(stderr, "libtas: TAS daemon not reachable (%s); %s\n", err,
@@ -105,7 +93,7 @@ int lt_attach(void)
         fprintf(stderr, "libtas: the daemon's receive buffers are not in this process's Strata "
                 "pool (STRATA_POOL=%s); refusing TCP sockets (TAS_REQUIRE_NVM, kbrun --orp): "
                 "start the daemon with buffers.backing = \"nvm\" and nvm.pool_path on this "
-                "pool\n", getenv("STRATA_POOL") ? getenv("STRATA_POOL") : "(unset)");
+                "pool\n", kb_getenv("STRATA_POOL") ? kb_getenv("STRATA_POOL") : "(unset)");
         tas_app_detach(lt_app);
         lt_app = NULL;
         attach_state = -2;

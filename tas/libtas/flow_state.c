@@ -14,6 +14,7 @@
 #include <time.h>
 
 #include "interpose.h"
+#include "kb/env.h"
 
 #define LT_MAX_SLEEP_MS 20
 
@@ -173,7 +174,7 @@ static uint64_t now_ns(void)
 static bool spin_for_notifications(void)
 {
     if (spin_ns < 0) {
-        const char *e = getenv("TAS_SPIN_US");
+        const char *e = kb_getenv("TAS_SPIN_US");
         spin_ns = (e != NULL ? strtol(e, NULL, 10) : 50) * 1000;
     }
     if (spin_ns <= 0)

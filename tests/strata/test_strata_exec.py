@@ -80,3 +80,20 @@ def test_exec_keeps_offset_flags_and_lease(pool, tmp_path):
     assert out.splitlines() == ["0 True", str(errno.EBUSY)]
     assert strata_cli("cat", "/strata/l.txt", pool=pool).stdout == "abc!"
     fsck_clean(pool)
+
+
+def test_a_program_that_clears_its_environment_keeps_its_pool(pool):
+    # nginx's workers keep only TZ of their environment; before, libstrata
+    # read STRATA_POOL and STRATA_MOUNT at the first file call, after the
+    # clearing, and a worker opened the default pool and prefix instead of
+    # its master's (kb_getenv: the values as the program started)
+    code = ("import os\n"
+            "os.environ.clear()\n"
+            "with open('/strata/kept', 'w') as f:\n"
+            "    f.write('same pool')\n")
+    r = subprocess.run([sys.executable, "-c", code], env=shim_env(pool), capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "strata:" not in r.stderr, r.stderr
+    assert strata_cli("cat", "/strata/kept", pool=pool).stdout == "same pool"
+    fsck_clean(pool)

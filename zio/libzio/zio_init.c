@@ -15,6 +15,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
+#include "kb/env.h"
 
 #define TAB_CAP 16384
 
@@ -46,7 +47,7 @@ static void read_config(void)
     zio_cfg.threshold = env_size("ZIO_THRESHOLD", zio_cfg.threshold);
     if (zio_cfg.threshold < ZIO_PAGE)
         zio_cfg.threshold = ZIO_PAGE;   /* elision is page granular */
-    const char *r = getenv("ZIO_RATIO");
+    const char *r = kb_getenv("ZIO_RATIO");
     if (r && *r)
         zio_cfg.ratio = strtod(r, NULL);
     zio_cfg.gc_max = env_size("ZIO_GC_MAX", zio_cfg.gc_max);
@@ -106,7 +107,7 @@ static void zio_init(void)
 {
     resolve_reals();
     read_config();
-    const char *mode = getenv("ZIO_MODE");
+    const char *mode = kb_getenv("ZIO_MODE");
     int want = ZIO_ELIDE;
     if (mode && strcmp(mode, "profile") == 0)
         want = ZIO_PROFILE;

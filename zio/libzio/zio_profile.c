@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
+#include "kb/env.h"
 
 #define NCLASS 8
 static const size_t class_limit[NCLASS] = {
@@ -33,7 +34,7 @@ void profile_count(size_t n)
 
 void profile_report(void)
 {
-    const char *dir = getenv("ZIO_PROFILE_DIR");
+    const char *dir = kb_getenv("ZIO_PROFILE_DIR");
     if (!dir)
         return;
     char path[512], buf[2048];

@@ -16,6 +16,7 @@
 
 #include <stdlib.h>
 #include <sys/mman.h>
+#include "kb/env.h"
 
 struct src_ref {
     uintptr_t lo, hi;   /* source bytes */
@@ -34,7 +35,7 @@ int srcidx_init(size_t cap)
         return -1;
     idx = m;
     idx_cap = cap;
-    const char *c = getenv("ZIO_CHECK_INDEX");
+    const char *c = kb_getenv("ZIO_CHECK_INDEX");
     check_walk = c && *c == '1';
     return 0;
 }

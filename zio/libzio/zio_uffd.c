@@ -20,6 +20,7 @@
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
+#include "kb/env.h"
 
 #ifndef UFFD_USER_MODE_ONLY
 #define UFFD_USER_MODE_ONLY 1
@@ -58,7 +59,7 @@ static int uffd_create(void)
 
 int uffd_open(void)
 {
-    const char *force = getenv("ZIO_FORCE_FALLBACK");
+    const char *force = kb_getenv("ZIO_FORCE_FALLBACK");
     if (force && *force && *force != '0') {
         zio_log("userfaultfd disabled by ZIO_FORCE_FALLBACK; plain copies");
         return -1;
