@@ -26,8 +26,11 @@ MODULES = {
             int rte_eal_init(int argc, char **argv);
             int rte_eal_cleanup(void);
             const char *rte_strerror(int errnum);
+            int rte_dev_probe(const char *devargs);
+            uint16_t rte_eth_dev_count_avail(void);
         """ + STATS_API,
-        "source": '#include <rte_eal.h>\n#include <rte_errno.h>\n'
+        "source": '#include <rte_eal.h>\n#include <rte_errno.h>\n#include <rte_dev.h>\n'
+                  '#include <rte_ethdev.h>\n'
                   '#include "kb/stats.h"\n#include "tas/fastpath.h"\n'
                   '#include "tas/shm.h"\n#include "tas/flow.h"\n'
                   '#include "tas/synfast.h"\n'

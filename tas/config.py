@@ -230,6 +230,8 @@ SCHEMA = {
         "rx_reorder_ppm": Field(0, _int_range(0, 1_000_000), "parts per million (0..1000000)"),
         "tx_loss_ppm": Field(0, _int_range(0, 1_000_000), "parts per million (0..1000000)"),
         "tx_reorder_ppm": Field(0, _int_range(0, 1_000_000), "parts per million (0..1000000)"),
+        # tests of tas/fanout.py: the daemon takes the PMD's fanout group first
+        "af_packet_fanout_taken": Field(False, _bool, "true or false"),
     },
     "peer": {
         "netns": Field("tas-peer", _str(r"|" + NAME), "a network namespace name, or '' for none"),

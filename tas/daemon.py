@@ -11,10 +11,11 @@ import os
 import resource
 import shutil
 import signal
+import socket
 import sys
 
 from bindings import stats as kbstats
-from tas import config, eal, peer
+from tas import config, eal, fanout, peer
 from tas.instance import AlreadyRunning, InstanceLock
 from tas.slowpath.packets import ip_bytes, mac_bytes
 from tas.slowpath.sockfile import group_id
@@ -138,8 +139,17 @@ class Daemon:
             os.environ.setdefault("LIBXDP_SKIP_DISPATCHER", "1")
         self._undo.append(lambda: peer.teardown(cfg))
         self.fp = FastPath(cfg, self.stats.page)
+        holder = None
+        if cfg.fault.af_packet_fanout_taken and cfg.dpdk.device == "net_af_packet":
+            holder = fanout.hold_group(fanout.pmd_group(socket.if_nametoindex(cfg.dpdk.iface)))
         self.fp.init_eal(eal.eal_args(cfg, huge))
         self._undo.append(self.fp.close)
+        if cfg.dpdk.device == "net_af_packet" and cfg.peer.netns:
+            n = fanout.probe_again(self.fp, cfg, self.log, peer.setup_before_port,
+                                   lambda c, i: eal.vdev_args(c, i)[1][len("--vdev="):])
+            self.stats.set("port_probe_retries", n)
+        if holder is not None:
+            holder.close()
         self.fp.create()
         self.fp.lib.tas_fp_cycle_stats(self.fp.handle, self.cycles.page)
         self.fp.lib.tas_fp_syn_stats(self.fp.handle, self.syn_stats.page)

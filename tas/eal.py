@@ -35,7 +35,9 @@ def use_hugepages(cfg):
 AF_XDP_BUSY_BUDGET = 0
 
 
-def vdev_args(cfg):
+def vdev_args(cfg, index=0):
+    """--no-pci and the --vdev of dpdk.device; index numbers the vdev (a
+    probe after a failed one needs another name, tas/fanout.py)."""
     d = cfg.dpdk
     ncores = len(d.fp_cores)
     if d.device == "net_tap":
@@ -43,7 +45,7 @@ def vdev_args(cfg):
     if d.device == "net_af_packet":
         # qdisc_bypass: frames go straight to the veth's xmit (the PMD's
         # default in 22.11, said here so that it stays so)
-        base = f"--vdev=net_af_packet0,iface={d.iface},qpairs={ncores},qdisc_bypass=1"
+        base = f"--vdev=net_af_packet{index},iface={d.iface},qpairs={ncores},qdisc_bypass=1"
         if d.mtu <= 1500:
             return ["--no-pci", base]
         # A PACKET_MMAP slot holds the tpacket header and a whole Ethernet
