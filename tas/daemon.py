@@ -50,6 +50,7 @@ class FastPath:
         d = self.cfg.dpdk
         c = self.ffi.new("struct tas_fp_conf *")
         c.ip = int.from_bytes(ip_bytes(self.cfg.tas.ip), "big")
+        c.prefix_len = self.cfg.tas.prefix_len
         c.mac = mac_bytes(self.cfg.tas.mac)
         c.ncores = len(d.fp_cores)
         for i, lc in enumerate(d.fp_cores):

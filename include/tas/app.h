@@ -153,8 +153,21 @@ uint32_t tas_tx_append(struct tas_app *a, struct tas_tx *t, const void *buf, uin
 /* Publish the core's counters as the stats page kbstats.libtas.<instance>
  * (0 or -errno); tas_app_stats_unlink removes its file. */
 int tas_app_stats_publish(struct tas_app *a, const char *instance);
-/* One sendfile() on a TAS socket that sent `bytes` (libtas's counters). */
-void tas_app_count_sendfile(struct tas_app *a, uint64_t bytes);
+/* What the socket shim counts on the app's stats page (libtas). */
+enum tas_shim_counter {
+    TAS_SHIM_SENDFILE_CALLS,     /* sendfile() calls on TAS sockets */
+    TAS_SHIM_SENDFILE_BYTES,     /* ... bytes they sent */
+    TAS_SHIM_TO_KERNEL,          /* sockets moved to the kernel's stack: a connect to an
+                                    address TAS does not reach (loopback, another
+                                    network), or IPv6 proper */
+    TAS_SHIM_KERNEL_TWINS,       /* listeners with a kernel twin (listen_kernel.c) */
+    TAS_SHIM_KERNEL_ACCEPTS,     /* ... connections accepted from it */
+    TAS_SHIM_N
+};
+void tas_app_count(struct tas_app *a, enum tas_shim_counter c, uint64_t n);
+/* 1 if TAS carries a connection to ip (host byte order): the daemon's subnet,
+ * loopback excluded (TAS has no router and no loopback). */
+int tas_app_carries(const struct tas_app *a, uint32_t ip);
 void tas_app_stats_unlink(const char *instance);
 /* CDEF-END */
 

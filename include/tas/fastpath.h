@@ -25,6 +25,7 @@ enum tas_exc_reason {
 
 struct tas_fp_conf {
     uint32_t ip;              /* our IPv4 address, host byte order */
+    uint32_t prefix_len;      /* ... and our subnet (tas_info: libtas routes by it) */
     uint8_t mac[6];           /* our MAC */
     uint16_t ncores;          /* fast-path lcores (one RX/TX queue pair each) */
     uint32_t lcores[16];      /* lcore id of each fast-path core */

@@ -36,7 +36,7 @@
  * 9: the header counts the control messages the daemon sent (ctl_sent);
  * 10: accept marks a handed-over connection (TAS_ATX_FL_ACCEPTED), so one
  * the app never accepted is reset when its process goes */
-#define TAS_SHM_VERSION 10
+#define TAS_SHM_VERSION 11
 #define TAS_MAX_CTX 16
 #define TAS_CTXQ_ENTRIES 4096    /* a power of two; never read from shared memory */
 
@@ -70,6 +70,10 @@ struct tas_info {
     uint32_t pin_apps;           /* 1: an app runs its TAS thread on its core's CPU
                                     (fastpath.pin_apps): the data it moves stays in
                                     that CPU's cache */
+    uint32_t ip;                 /* the daemon's address (host byte order) and */
+    uint32_t prefix_len;         /* subnet: TAS has no router, so libtas leaves
+                                    connections elsewhere (loopback, other
+                                    networks) to the kernel's stack */
 };
 
 /* A context queue: this header, then TAS_CTXQ_ENTRIES entries.  One

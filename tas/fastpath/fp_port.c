@@ -111,6 +111,8 @@ static int info_init(struct tas_fp *fp)
     fp->info->magic = TAS_SHM_MAGIC;
     fp->info->version = TAS_SHM_VERSION;
     fp->info->ncores = fp->conf.ncores;
+    fp->info->ip = fp->conf.ip;
+    fp->info->prefix_len = fp->conf.prefix_len;
     fp->info->pin_apps = fp->conf.pin_apps ? 1 : 0;
     for (uint16_t i = 0; i < TAS_FP_MAX_CORES; i++) {
         fp->cores[i].sleeping = &fp->info->core_sleeping[i];

@@ -58,6 +58,13 @@ static void strata_register(struct tas_app *a)
         a->strata_mapped = nvm_map(a->seg_fd, a->seg_off, a->base, a->size) == 0;
 }
 
+int tas_app_carries(const struct tas_app *a, uint32_t ip)
+{
+    uint32_t p = a->info->prefix_len;
+    uint32_t mask = p == 0 ? 0 : p >= 32 ? ~0u : ~0u << (32 - p);
+    return (ip >> 24) != 127 && (ip & mask) == (a->info->ip & mask);
+}
+
 int tas_app_nvm_mapped(const struct tas_app *a)
 {
     return a->strata_mapped;

@@ -36,9 +36,8 @@ enum rx_ctr {
     RXC_COPIES_SMALL,     /* ... below zIO's threshold */
     RXC_COPIES_CONTINUED, /* ... continuing the previous one (a copy run) */
     RXC_PINNED,           /* threads moved to their fast-path core's CPU (app_pin.c) */
-    RXC_SENDFILE_CALLS,   /* sendfile() calls on TAS sockets (the shim's sendfile_calls.c) */
-    RXC_SENDFILE_BYTES,   /* ... bytes they sent */
-    RXC_N
+    RXC_SHIM,             /* the shim's counters (enum tas_shim_counter) from here */
+    RXC_N = RXC_SHIM + TAS_SHIM_N
 };
 
 /* One context: its shared descriptor, its queues and its wake-up socket. */

@@ -26,14 +26,17 @@ static const char *const names[RXC_N] = {
     [RXC_COPIES_CONTINUED] = "rx_copies_continued",
     [RXC_BUMPS] = "rx_bumps",
     [RXC_PINNED] = "threads_pinned",
-    [RXC_SENDFILE_CALLS] = "sendfile_calls",
-    [RXC_SENDFILE_BYTES] = "sendfile_bytes",
+    [RXC_SHIM + TAS_SHIM_SENDFILE_CALLS] = "sendfile_calls",
+    [RXC_SHIM + TAS_SHIM_SENDFILE_BYTES] = "sendfile_bytes",
+    [RXC_SHIM + TAS_SHIM_TO_KERNEL] = "sockets_to_kernel",
+    [RXC_SHIM + TAS_SHIM_KERNEL_TWINS] = "listeners_kernel_twin",
+    [RXC_SHIM + TAS_SHIM_KERNEL_ACCEPTS] = "accepts_from_kernel",
 };
 
-void tas_app_count_sendfile(struct tas_app *a, uint64_t bytes)
+void tas_app_count(struct tas_app *a, enum tas_shim_counter c, uint64_t n)
 {
-    __atomic_add_fetch(a->ctr[RXC_SENDFILE_CALLS], 1, __ATOMIC_RELAXED);
-    __atomic_add_fetch(a->ctr[RXC_SENDFILE_BYTES], bytes, __ATOMIC_RELAXED);
+    if (a != NULL && c < TAS_SHIM_N)
+        __atomic_add_fetch(a->ctr[RXC_SHIM + c], n, __ATOMIC_RELAXED);
 }
 
 void app_stats_init(struct tas_app *a)

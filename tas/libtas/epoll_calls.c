@@ -31,28 +31,41 @@ static struct ep_set *sets[LT_MAX_FD];
  * epoll_wait(0) system call.  An epoll fd inherited over exec with kernel
  * entries already in it is not seen: it counts as empty until one is added. */
 static int kernel_fds[LT_MAX_FD];
+/* Kernel twins of TAS listeners in each set (listen_kernel.c), counted
+ * apart: a set whose only kernel fds they are is asked when no TAS event
+ * came, and every TWIN_TURN-th time besides, so that a server busy with TAS
+ * connections still takes its host's (a few a second, against thousands). */
+static int twin_fds[LT_MAX_FD];
+static unsigned twin_turn[LT_MAX_FD];
+#define TWIN_TURN 64
 
-static void count_kernel_fd(int epfd, int op, int r)
+static void count_kernel_fd(int *counts, int epfd, int op, int r)
 {
     if (r != 0 || epfd < 0 || epfd >= LT_MAX_FD)
         return;
     if (op == EPOLL_CTL_ADD)
-        __atomic_add_fetch(&kernel_fds[epfd], 1, __ATOMIC_RELAXED);
-    else if (op == EPOLL_CTL_DEL && __atomic_load_n(&kernel_fds[epfd], __ATOMIC_RELAXED) > 0)
-        __atomic_sub_fetch(&kernel_fds[epfd], 1, __ATOMIC_RELAXED);
+        __atomic_add_fetch(&counts[epfd], 1, __ATOMIC_RELAXED);
+    else if (op == EPOLL_CTL_DEL && __atomic_load_n(&counts[epfd], __ATOMIC_RELAXED) > 0)
+        __atomic_sub_fetch(&counts[epfd], 1, __ATOMIC_RELAXED);
 }
 
-static int kernel_wait_now(int epfd, struct epoll_event *out, int max)
+static int kernel_wait_now(int epfd, struct epoll_event *out, int max, int found_tas)
 {
-    if (max <= 0 || __atomic_load_n(&kernel_fds[epfd], __ATOMIC_RELAXED) == 0)
+    if (max <= 0)
+        return 0;
+    if (__atomic_load_n(&kernel_fds[epfd], __ATOMIC_RELAXED) == 0 &&
+        (__atomic_load_n(&twin_fds[epfd], __ATOMIC_RELAXED) == 0 ||
+         (found_tas && ++twin_turn[epfd] % TWIN_TURN != 0)))
         return 0;
     return REAL(epoll_wait)(epfd, out, max, 0);
 }
 
 void lt_epoll_closed(int fd)
 {
-    if (fd >= 0 && fd < LT_MAX_FD)
+    if (fd >= 0 && fd < LT_MAX_FD) {
         __atomic_store_n(&kernel_fds[fd], 0, __ATOMIC_RELAXED);
+        __atomic_store_n(&twin_fds[fd], 0, __ATOMIC_RELAXED);
+    }
     if (fd < 0 || fd >= LT_MAX_FD || __atomic_load_n(&sets[fd], __ATOMIC_ACQUIRE) == NULL)
         return;
     lt_lock();
@@ -129,7 +142,7 @@ int epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
     struct lt_sock *s = lt_sock_of(fd);
     if (s == NULL) {
         int r = REAL(epoll_ctl)(epfd, op, fd, ev);
-        count_kernel_fd(epfd, op, r);
+        count_kernel_fd(kernel_fds, epfd, op, r);
         return r;
     }
     if (epfd < 0 || epfd >= LT_MAX_FD || epfd == fd || (op != EPOLL_CTL_DEL && ev == NULL)) {
@@ -138,6 +151,12 @@ int epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
     }
     lt_lock();
     int r = ctl_locked(epfd, op, fd, s, ev);
+    if (r == 0 && s->kind == LT_LISTEN && s->kernel_fd >= 0) {
+        /* the kernel twin's connections wake the same entry: the kernel's
+         * set reports them with the listener's data (listen_kernel.c) */
+        int kr = REAL(epoll_ctl)(epfd, op, s->kernel_fd, ev);
+        count_kernel_fd(twin_fds, epfd, op, kr);
+    }
     lt_unlock();
     if (r < 0) {
         errno = -r;
@@ -187,7 +206,7 @@ static int tas_epoll_wait(int epfd, struct epoll_event *out, int max, int timeou
         cnt = set != NULL ? tas_events(set, out, max) : 0;
         int left = lt_ms_left(deadline);
         if (cnt > 0 || left == 0) {
-            int kr = kernel_wait_now(epfd, out + cnt, max - cnt);
+            int kr = kernel_wait_now(epfd, out + cnt, max - cnt, cnt > 0);
             cnt += kr > 0 ? kr : 0;
             if (cnt == 0 && kr < 0)
                 cnt = -1;

@@ -144,6 +144,7 @@ struct lt_sock *lt_sock_new(void)
         return NULL;
     }
     s->gen = ++next_gen;
+    s->kernel_fd = -1;
     return s;
 }
 

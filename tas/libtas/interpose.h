@@ -24,6 +24,7 @@
 #include "tas/app.h"
 
 #define LT_MAX_FD 65536
+#define LT_MAX_OPTS 16
 
 /* libc's implementations, resolved with dlsym(RTLD_NEXT). */
 struct libc_fns {
@@ -119,7 +120,15 @@ struct lt_sock {
     uint32_t local_ip, remote_ip;      /* host byte order */
     uint16_t local_port, remote_port;
     int family;                /* AF_INET, or AF_INET6 taken over (sock_inet6.c) */
-    int v6only, reuseaddr, reuseport;  /* options a move to the kernel replays */
+    int v6only, reuseaddr, reuseport;  /* options TAS itself answers for */
+    /* What a move to the kernel's stack (sock_to_kernel.c) replays: the
+     * options set so far and the address bound */
+    struct lt_opt { int level, name; socklen_t len; uint8_t val[24]; } opts[LT_MAX_OPTS];
+    int nopts, opts_lost;
+    struct sockaddr_storage bound;
+    socklen_t bound_len;
+    int kernel_fd;             /* a listener's kernel twin on the same address
+                                  (listen_kernel.c), or -1 */
     uint32_t listener_id;
     uint32_t pending;          /* NEWCONN events not yet accepted */
     int accept_asked;          /* ACCEPT sent once: the daemon knows we accept */
@@ -225,9 +234,21 @@ int lt_listener_rejoin(struct lt_sock *s);
 #define LT_IPV6_PROPER 1
 int lt_inet_addr_of(const struct lt_sock *s, const struct sockaddr *a, socklen_t len,
                     uint32_t *ip, uint16_t *port);
-/* Turn the unbound AF_INET6 TAS socket s at fd into a kernel socket. */
-int lt_to_kernel(int fd, struct lt_sock *s);
+/* sock_to_kernel.c: turn the new (unconnected, not listening) TAS socket s
+ * at fd into a kernel socket of its family, replaying its options and bind;
+ * and record an option or a bind for that. */
+int lt_to_kernel(int fd, struct lt_sock *s, const char *why);
 int lt_record_option(struct lt_sock *s, int level, int name, const void *val, socklen_t len);
+void lt_record_bind(struct lt_sock *s, const struct sockaddr *addr, socklen_t len);
+/* A kernel socket of s's family with s's options and bind replayed; -errno. */
+int lt_kernel_socket(struct lt_sock *s, int type_flags);
+
+/* listen_kernel.c: the kernel twin of a TAS listener on a wildcard address,
+ * so that the host's own clients (127.0.0.1) and other networks reach the
+ * program as without the shim.  The last close of the listener closes it
+ * (sock_close.c). */
+void lt_listen_kernel_open(struct lt_sock *s);
+int lt_listen_kernel_accept(struct lt_sock *s, struct sockaddr *addr, socklen_t *len, int flags);
 
 /* sock_inet6.c: copy out an address of s's family the way the kernel does. */
 void lt_fill_addr(const struct lt_sock *s, struct sockaddr *addr, socklen_t *len, uint32_t ip,

@@ -32,17 +32,27 @@ int lt_poll(struct pollfd *fds, nfds_t n, int timeout_ms)
 {
     if (!has_tas_fd(fds, n))
         return REAL(poll)(fds, n, timeout_ms);
-    /* The kernel fds, compacted, and where each came from. */
-    struct pollfd *kfds = malloc(n * (sizeof(*kfds) + sizeof(nfds_t)));
+    /* The kernel fds, compacted, and where each came from; then the kernel
+     * twins of TAS listeners (listen_kernel.c), whose readiness is the
+     * listener's too. */
+    struct pollfd *kfds = malloc(2 * n * (sizeof(*kfds) + sizeof(nfds_t)));
     if (kfds == NULL) {
         errno = ENOMEM;
         return -1;
     }
-    nfds_t *from = (nfds_t *)(kfds + n), nk = 0;
+    nfds_t *from = (nfds_t *)(kfds + 2 * n), nk = 0;
     for (nfds_t i = 0; i < n; i++) {
         if (lt_sock_of(fds[i].fd) == NULL) {
             from[nk] = i;
             kfds[nk++] = fds[i];
+        }
+    }
+    nfds_t nplain = nk;
+    for (nfds_t i = 0; i < n; i++) {
+        struct lt_sock *s = lt_sock_of(fds[i].fd);
+        if (s != NULL && s->kind == LT_LISTEN && s->kernel_fd >= 0 && (fds[i].events & POLLIN)) {
+            from[nk] = i;
+            kfds[nk++] = (struct pollfd){.fd = s->kernel_fd, .events = POLLIN};
         }
     }
     int64_t deadline = timeout_ms < 0 ? -1 : lt_now_ns() + (int64_t)timeout_ms * 1000000;
@@ -65,11 +75,19 @@ int lt_poll(struct pollfd *fds, nfds_t n, int timeout_ms)
         }
     }
     lt_unlock();
-    if (kr >= 0)
-        for (nfds_t i = 0; i < nk; i++)
-            fds[from[i]].revents = kfds[i].revents;
+    if (kr >= 0) {
+        for (nfds_t i = 0; i < nk; i++) {
+            if (i < nplain)
+                fds[from[i]].revents = kfds[i].revents;
+            else
+                fds[from[i]].revents |= (short)(kfds[i].revents & POLLIN);
+        }
+        ready = 0;
+        for (nfds_t i = 0; i < n; i++)
+            ready += fds[i].revents != 0;
+    }
     free(kfds);
-    return kr < 0 ? -1 : ready + kr;
+    return kr < 0 ? -1 : ready;
 }
 
 int poll(struct pollfd *fds, nfds_t n, int timeout_ms)

@@ -94,8 +94,10 @@ static ssize_t send_file(struct lt_sock *s, int in, off64_t *off, size_t count)
             break;
         }
     }
-    if (sent > 0)
-        tas_app_count_sendfile(lt_app, sent);
+    if (sent > 0) {
+        tas_app_count(lt_app, TAS_SHIM_SENDFILE_CALLS, 1);
+        tas_app_count(lt_app, TAS_SHIM_SENDFILE_BYTES, sent);
+    }
     if (err != 0) {
         errno = err;
         return -1;

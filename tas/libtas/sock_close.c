@@ -21,6 +21,8 @@ void lt_sock_unref(struct lt_sock *s)
     if (--s->refs > 0)
         return;
     struct tas_ctl_msg m = {0};
+    if (s->kind == LT_LISTEN && s->kernel_fd >= 0)
+        REAL(close)(s->kernel_fd);      /* its kernel twin (listen_kernel.c) */
     if (s->kind == LT_LISTEN && s->rejoin) {
         /* inherited, never used here: the daemon knows nothing of it */
     } else if (s->kind == LT_LISTEN) {

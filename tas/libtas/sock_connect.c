@@ -91,13 +91,20 @@ static int connect_locked(struct lt_sock *s, const struct sockaddr *addr, sockle
 
 int connect(int fd, const struct sockaddr *addr, socklen_t len)
 {
-    struct lt_sock *s6 = lt_sock_of(fd);
+    struct lt_sock *n = lt_sock_of(fd);
     uint32_t ip;
     uint16_t port;
-    if (s6 != NULL && s6->family == AF_INET6 && s6->kind == LT_NEW &&
-        lt_inet_addr_of(s6, addr, len, &ip, &port) == LT_IPV6_PROPER) {
-        int r = lt_to_kernel(fd, s6);     /* an IPv6 peer: the kernel's stack */
-        return r < 0 ? fail(-r) : REAL(connect)(fd, addr, len);
+    if (n != NULL && n->kind == LT_NEW) {
+        /* An IPv6 peer, or one TAS does not reach (loopback, another
+         * network): the kernel's stack, as without the shim. */
+        int a = lt_inet_addr_of(n, addr, len, &ip, &port);
+        const char *why = a == LT_IPV6_PROPER ? "IPv6"
+                          : a == 0 && lt_app != NULL && !tas_app_carries(lt_app, ip)
+                          ? "a destination outside TAS's subnet" : NULL;
+        if (why != NULL) {
+            int r = lt_to_kernel(fd, n, why);
+            return r < 0 ? fail(-r) : REAL(connect)(fd, addr, len);
+        }
     }
     struct lt_sock *s = lt_sock_hold(fd);
     if (s == NULL)

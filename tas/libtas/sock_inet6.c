@@ -6,8 +6,8 @@
  *  - bind to :: or to a mapped address, connect to a mapped address: TAS,
  *    addresses reported back as mapped AF_INET6 ones;
  *  - IPV6_V6ONLY set, bind to or connect to a real IPv6 address: TAS has no
- *    IPv6, so the socket (still unbound and unconnected) becomes a kernel
- *    AF_INET6 socket under the same number, with the options recorded so far.
+ *    IPv6, so the socket (still unconnected) becomes a kernel AF_INET6 socket
+ *    under the same number (sock_to_kernel.c).
  * A TAS listener on :: therefore takes IPv4 connections only; IPv6 clients
  * of that port are refused (README says so).
  */
@@ -72,47 +72,4 @@ void lt_fill_addr(const struct lt_sock *s, struct sockaddr *addr, socklen_t *len
                              .sin_addr.s_addr = htonl(ip)};
     memcpy(addr, &in, *len < sizeof(in) ? *len : sizeof(in));
     *len = sizeof(in);
-}
-
-int lt_to_kernel(int fd, struct lt_sock *s)
-{
-    if (s->kind != LT_NEW || s->refs > 1) {
-        fprintf(stderr, "libtas: AF_INET6 socket %d needs IPv6, which TAS does not carry, "
-                        "and it can no longer move to the kernel stack\n", fd);
-        return -EAFNOSUPPORT;
-    }
-    int fdflags = REAL(fcntl)(fd, F_GETFD);
-    int k = REAL(socket)(AF_INET6, SOCK_STREAM | (s->nonblock ? SOCK_NONBLOCK : 0), 0);
-    if (k < 0)
-        return -errno;
-    int one = 1;
-    if (s->v6only)
-        REAL(setsockopt)(k, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
-    if (s->reuseaddr)
-        REAL(setsockopt)(k, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    if (s->reuseport)
-        REAL(setsockopt)(k, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
-    lt_lock();
-    lt_fd_map(fd, NULL);
-    int r = REAL(dup3)(k, fd, fdflags > 0 && (fdflags & FD_CLOEXEC) ? O_CLOEXEC : 0);
-    lt_sock_unref(s);
-    lt_unlock();
-    REAL(close)(k);
-    return r < 0 ? -errno : 0;
-}
-
-/* Options of a not yet bound AF_INET6 socket that a move to the kernel
- * must keep; 1 if (level, name) is one of them. */
-int lt_record_option(struct lt_sock *s, int level, int name, const void *val, socklen_t len)
-{
-    int on = val != NULL && len >= sizeof(int) && *(const int *)val != 0;
-    if (level == IPPROTO_IPV6 && name == IPV6_V6ONLY)
-        s->v6only = on;
-    else if (level == SOL_SOCKET && name == SO_REUSEADDR)
-        s->reuseaddr = on;
-    else if (level == SOL_SOCKET && name == SO_REUSEPORT)
-        s->reuseport = on;
-    else
-        return 0;
-    return 1;
 }

@@ -49,10 +49,15 @@ int bind(int fd, const struct sockaddr *addr, socklen_t len)
     if (s->kind != LT_NEW)
         return fail(EINVAL);
     int r = lt_inet_addr_of(s, addr, len, &s->local_ip, &s->local_port);
-    if (r == LT_IPV6_PROPER) {          /* IPv6 itself: the kernel's */
-        r = lt_to_kernel(fd, s);
+    if (r == LT_IPV6_PROPER || (r == 0 && s->local_ip != 0 && lt_app != NULL &&
+                                 !tas_app_carries(lt_app, s->local_ip))) {
+        /* IPv6 itself, or an address of the kernel's (127.0.0.1, another
+         * network): the kernel's socket, as without the shim */
+        r = lt_to_kernel(fd, s, r == LT_IPV6_PROPER ? "IPv6" : "an address outside TAS's subnet");
         return r < 0 ? fail(-r) : REAL(bind)(fd, addr, len);
     }
+    if (r == 0)
+        lt_record_bind(s, addr, len);
     return r < 0 ? fail(-r) : 0;
 }
 
@@ -82,6 +87,7 @@ int listen(int fd, int backlog)
         s->backlog = backlog > 0 ? (uint32_t)backlog : 1;
         s->next_listener = lt_listeners;
         lt_listeners = s;
+        lt_listen_kernel_open(s);
     }
     lt_progress();
     lt_unlock();
@@ -124,6 +130,8 @@ int lt_listener_rejoin(struct lt_sock *s)
  * any such move (CONN_CLOSED, TAS_CTL_FL_MOVED) comes before the reply, so
  * what the queue holds after it is ours.  The reply also takes any
  * connection not handed over. */
+#define TAKE_KERNEL 1      /* take_conn: try the kernel twin (listen_kernel.c) */
+
 static int take_conn(struct lt_sock *s, struct tas_ctl_msg *m)
 {
     if (!s->accept_asked) {
@@ -138,11 +146,19 @@ static int take_conn(struct lt_sock *s, struct tas_ctl_msg *m)
         if (lt_handoff_pop(s, m))
             return 0;
         if (s->nonblock)
-            return -EAGAIN;
+            return s->kernel_fd >= 0 ? TAKE_KERNEL : -EAGAIN;
         /* pending counts the queue, never zeroed by hand */
-        while (s->pending == 0)
-            if (lt_wait(NULL, 0, -1) < 0)
+        struct pollfd twin = {.fd = s->kernel_fd, .events = POLLIN};
+        while (s->pending == 0) {
+            /* once the daemon is gone the accept fails (ENETDOWN), as a
+             * listener without a twin does, instead of waiting on the twin */
+            int k = s->kernel_fd >= 0 && !tas_app_lost(lt_app);
+            int r = lt_wait(k ? &twin : NULL, (nfds_t)k, -1);
+            if (r < 0)
                 return -errno;
+            if (r > 0)
+                return TAKE_KERNEL;
+        }
     }
 }
 
@@ -156,8 +172,14 @@ int accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags)
     lt_lock();
     struct tas_ctl_msg m;
     int st = lt_listener_rejoin(s);
-    if (st == 0)
-        st = take_conn(s, &m);
+    while (st == 0 && (st = take_conn(s, &m)) == TAKE_KERNEL) {
+        int k = lt_listen_kernel_accept(s, addr, len, flags);
+        if (k >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) {
+            lt_unlock();
+            return (int)lt_sock_done(s, k);
+        }
+        st = s->nonblock ? -EAGAIN : 0;   /* another process took it: wait again */
+    }
     struct lt_sock *c = st == 0 ? lt_sock_new() : NULL;
     int nfd = -1;
     if (c != NULL) {

@@ -9,7 +9,8 @@ too (epoll_wait with timeout 0) although it held no kernel fd.  Both were
 on the way from the client's request to its reply, on a CPU the client
 shares.  Now the daemon counts what it sends in the segment's header and
 libtas polls only when that moved, and a set with no kernel fd is not
-asked."""
+asked (one whose only kernel fd is a listener's kernel twin, every 64th
+time)."""
 import os
 import signal
 import subprocess
@@ -71,4 +72,6 @@ def test_short_connections_poll_no_control_socket_nor_empty_kernel_set(daemon, p
     # Before: about 12 polls and 2.6 epoll_waits per connection.  Now a few
     # at attach (the LISTEN request and its replies) and when woken.
     assert counts.get("poll", 0) < N // 10, counts
-    assert counts.get("epoll_wait", 0) == 0, counts
+    # The listener's kernel twin (for this host's clients) is the set's only
+    # kernel fd: asked only every 64th wait that found TAS events.
+    assert counts.get("epoll_wait", 0) < N // 10, counts
