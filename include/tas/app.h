@@ -166,8 +166,10 @@ enum tas_shim_counter {
 };
 void tas_app_count(struct tas_app *a, enum tas_shim_counter c, uint64_t n);
 /* 1 if TAS carries a connection to ip (host byte order): the daemon's subnet,
- * loopback excluded (TAS has no router and no loopback). */
+ * loopback and the daemon's own address excluded (TAS has no router and no
+ * loopback).  tas_app_ip: the daemon's address. */
 int tas_app_carries(const struct tas_app *a, uint32_t ip);
+uint32_t tas_app_ip(const struct tas_app *a);
 void tas_app_stats_unlink(const char *instance);
 /* CDEF-END */
 

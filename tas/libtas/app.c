@@ -62,7 +62,12 @@ int tas_app_carries(const struct tas_app *a, uint32_t ip)
 {
     uint32_t p = a->info->prefix_len;
     uint32_t mask = p == 0 ? 0 : p >= 32 ? ~0u : ~0u << (32 - p);
-    return (ip >> 24) != 127 && (ip & mask) == (a->info->ip & mask);
+    return (ip >> 24) != 127 && ip != a->info->ip && (ip & mask) == (a->info->ip & mask);
+}
+
+uint32_t tas_app_ip(const struct tas_app *a)
+{
+    return a->info->ip;
 }
 
 int tas_app_nvm_mapped(const struct tas_app *a)

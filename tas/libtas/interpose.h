@@ -234,6 +234,9 @@ int lt_listener_rejoin(struct lt_sock *s);
 #define LT_IPV6_PROPER 1
 int lt_inet_addr_of(const struct lt_sock *s, const struct sockaddr *a, socklen_t len,
                     uint32_t *ip, uint16_t *port);
+/* The IPv4 address of a (of s's family, checked by lt_inet_addr_of) made
+ * 127.0.0.1, the port kept. */
+void lt_loopback_addr(const struct lt_sock *s, struct sockaddr *a);
 /* sock_to_kernel.c: turn the new (unconnected, not listening) TAS socket s
  * at fd into a kernel socket of its family, replaying its options and bind;
  * and record an option or a bind for that. */

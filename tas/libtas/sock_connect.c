@@ -13,6 +13,8 @@
 #include <errno.h>
 #include <stdlib.h>
 
+#include <string.h>
+
 #include "interpose.h"
 
 static int fail(int e)
@@ -102,6 +104,15 @@ int connect(int fd, const struct sockaddr *addr, socklen_t len)
                           : a == 0 && lt_app != NULL && !tas_app_carries(lt_app, ip)
                           ? "a destination outside TAS's subnet" : NULL;
         if (why != NULL) {
+            /* The daemon's own address: another app on this host, whose
+             * listener's kernel twin (listen_kernel.c) answers on loopback. */
+            struct sockaddr_storage lo;
+            if (a == 0 && ip == tas_app_ip(lt_app) && len <= sizeof(lo)) {
+                memcpy(&lo, addr, len);
+                lt_loopback_addr(n, (struct sockaddr *)&lo);
+                addr = (struct sockaddr *)&lo;
+                why = "the daemon's own address (through loopback)";
+            }
             int r = lt_to_kernel(fd, n, why);
             return r < 0 ? fail(-r) : REAL(connect)(fd, addr, len);
         }

@@ -52,6 +52,15 @@ int lt_inet_addr_of(const struct lt_sock *s, const struct sockaddr *a, socklen_t
     return LT_IPV6_PROPER;
 }
 
+void lt_loopback_addr(const struct lt_sock *s, struct sockaddr *a)
+{
+    uint32_t lo = htonl(INADDR_LOOPBACK);
+    if (s->family == AF_INET6)      /* v4-mapped: a dual-stack socket */
+        memcpy(&((struct sockaddr_in6 *)a)->sin6_addr.s6_addr[12], &lo, sizeof(lo));
+    else
+        ((struct sockaddr_in *)a)->sin_addr.s_addr = lo;
+}
+
 void lt_fill_addr(const struct lt_sock *s, struct sockaddr *addr, socklen_t *len, uint32_t ip,
                   uint16_t port)
 {

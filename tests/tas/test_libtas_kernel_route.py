@@ -132,3 +132,23 @@ def test_a_server_bound_to_loopback_is_a_kernel_one(daemon, procs):
     assert srv.stdout.readline().strip() == "listening", srv.stderr.read()
     assert ask(port, b"loopback") == b"LOOPBACK"
     finish(srv, "loopback server under libtas")
+
+
+# Another app on the same daemon, by the daemon's address: TAS has no
+# hairpin, so libtas connects through loopback to the listener's kernel twin.
+OWN_ADDRESS_CLIENT = """
+import socket, sys
+c = socket.create_connection(("10.0.0.2", int(sys.argv[1])), timeout=60)
+c.sendall(b"neighbour")
+print(c.recv(100).decode(), flush=True)
+"""
+
+
+def test_an_app_reaches_another_on_the_same_daemon_by_its_address(daemon, procs):
+    port = 7022
+    srv = tas_run(procs, daemon, sys.executable, "-u", "-c", LOOPBACK_SERVER.replace(
+        '"127.0.0.1"', '"0.0.0.0"'), str(port))
+    assert srv.stdout.readline().strip() == "listening", srv.stderr.read()
+    cli = tas_run(procs, daemon, sys.executable, "-c", OWN_ADDRESS_CLIENT, str(port))
+    assert finish(cli, "client under libtas").strip() == "NEIGHBOUR"
+    finish(srv, "server under libtas")
