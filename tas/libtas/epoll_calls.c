@@ -84,12 +84,27 @@ static int entry_live(const struct ep_entry *e)
     return s != NULL && s->gen == e->gen;
 }
 
+/* Drop entry i, whose socket is gone.  If it became a kernel socket under
+ * the same number (a connect outside TAS's subnet after the app had added
+ * it: sock_to_kernel.c), the kernel's set takes it over with the same
+ * events and data. */
+static void drop_entry(int epfd, struct ep_set *set, int i)
+{
+    struct ep_entry *e = &set->e[i];
+    if (e->gen != 0 && lt_fd_moved_gen(e->fd) == e->gen) {
+        struct epoll_event ev = {.events = e->events, .data = e->data};
+        count_kernel_fd(kernel_fds, epfd, EPOLL_CTL_ADD,
+                        REAL(epoll_ctl)(epfd, EPOLL_CTL_ADD, e->fd, &ev));
+    }
+    set->e[i] = set->e[--set->n];
+}
+
 /* Index of fd's live entry, -1 if none; drops stale entries on the way. */
-static int find_entry(struct ep_set *set, int fd)
+static int find_entry(int epfd, struct ep_set *set, int fd)
 {
     for (int i = 0; i < set->n; i++) {
         if (!entry_live(&set->e[i])) {
-            set->e[i--] = set->e[--set->n];
+            drop_entry(epfd, set, i--);
             continue;
         }
         if (set->e[i].fd == fd)
@@ -107,7 +122,7 @@ static int ctl_locked(int epfd, int op, int fd, struct lt_sock *s, struct epoll_
             return -ENOMEM;
         __atomic_store_n(&sets[epfd], set, __ATOMIC_RELEASE);
     }
-    int i = find_entry(set, fd);
+    int i = find_entry(epfd, set, fd);
     if (op == EPOLL_CTL_ADD) {
         if (i >= 0)
             return -EEXIST;
@@ -165,12 +180,12 @@ int epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
     return 0;
 }
 
-static int tas_events(struct ep_set *set, struct epoll_event *out, int max)
+static int tas_events(int epfd, struct ep_set *set, struct epoll_event *out, int max)
 {
     int cnt = 0;
     for (int i = 0; i < set->n && cnt < max; i++) {
         if (!entry_live(&set->e[i])) {
-            set->e[i--] = set->e[--set->n];
+            drop_entry(epfd, set, i--);
             continue;
         }
         struct ep_entry *en = &set->e[i];
@@ -203,7 +218,7 @@ static int tas_epoll_wait(int epfd, struct epoll_event *out, int max, int timeou
     for (;;) {
         lt_progress();
         struct ep_set *set = sets[epfd];
-        cnt = set != NULL ? tas_events(set, out, max) : 0;
+        cnt = set != NULL ? tas_events(epfd, set, out, max) : 0;
         int left = lt_ms_left(deadline);
         if (cnt > 0 || left == 0) {
             int kr = kernel_wait_now(epfd, out + cnt, max - cnt, cnt > 0);

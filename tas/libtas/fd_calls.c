@@ -19,8 +19,10 @@ static void forget_fd(int fd)
 int close(int fd)
 {
     lt_epoll_closed(fd);
-    if (lt_sock_of(fd) == NULL)
+    if (lt_sock_of(fd) == NULL) {
+        lt_fd_moved(fd, 0);       /* its number no longer names the moved socket */
         return REAL(close)(fd);
+    }
     lt_lock();
     forget_fd(fd);
     lt_unlock();

@@ -116,6 +116,22 @@ void lt_fd_map(int fd, struct lt_sock *s)
     __atomic_store_n(&lt_fds[fd], s, __ATOMIC_RELEASE);
 }
 
+/* The generation of the TAS socket that fd last named before it became a
+ * kernel socket under the same number (sock_to_kernel.c), 0 if none: epoll
+ * moves that socket's entries to the kernel's set (epoll_calls.c). */
+static uint64_t moved_gen[LT_MAX_FD];
+
+void lt_fd_moved(int fd, uint64_t gen)
+{
+    if (fd >= 0 && fd < LT_MAX_FD)
+        __atomic_store_n(&moved_gen[fd], gen, __ATOMIC_RELEASE);
+}
+
+uint64_t lt_fd_moved_gen(int fd)
+{
+    return fd >= 0 && fd < LT_MAX_FD ? __atomic_load_n(&moved_gen[fd], __ATOMIC_ACQUIRE) : 0;
+}
+
 int lt_dup_result(struct lt_sock *s, int nfd)
 {
     if (nfd < 0)

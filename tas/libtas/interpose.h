@@ -159,6 +159,8 @@ static inline struct lt_sock *lt_sock_of(int fd)
 }
 int lt_fd_install(struct lt_sock *s, int cloexec);     /* new fd number or -1 */
 void lt_fd_map(int fd, struct lt_sock *s);
+void lt_fd_moved(int fd, uint64_t gen);
+uint64_t lt_fd_moved_gen(int fd);
 struct lt_sock *lt_sock_new(void);
 /* Pin the TAS socket behind fd for the length of a call (NULL: not ours).
  * A close() by another thread meanwhile then drops only the fd number, as

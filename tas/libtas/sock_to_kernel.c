@@ -84,6 +84,7 @@ int lt_to_kernel(int fd, struct lt_sock *s, const char *why)
         return k;
     lt_lock();
     lt_fd_map(fd, NULL);
+    lt_fd_moved(fd, s->gen);
     int r = REAL(dup3)(k, fd, fdflags > 0 && (fdflags & FD_CLOEXEC) ? O_CLOEXEC : 0);
     lt_sock_unref(s);
     if (lt_app != NULL)

@@ -152,3 +152,34 @@ def test_an_app_reaches_another_on_the_same_daemon_by_its_address(daemon, procs)
     cli = tas_run(procs, daemon, sys.executable, "-c", OWN_ADDRESS_CLIENT, str(port))
     assert finish(cli, "client under libtas").strip() == "NEIGHBOUR"
     finish(srv, "server under libtas")
+
+
+# Added to epoll before its connect (some event loops do): the socket that
+# moves to the kernel keeps its registration, moved to the kernel's set.
+EPOLL_FIRST_CLIENT = """
+import select, socket, sys
+c = socket.socket()
+c.setblocking(False)
+ep = select.epoll()
+ep.register(c.fileno(), select.EPOLLOUT)
+try:
+    c.connect(("127.0.0.1", int(sys.argv[1])))
+except BlockingIOError:
+    pass
+events = ep.poll(60)
+assert events == [(c.fileno(), select.EPOLLOUT)], events
+assert c.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0
+c.setblocking(True)
+c.sendall(b"registered first")
+print(c.recv(100).decode(), flush=True)
+"""
+
+
+def test_an_epoll_registration_made_before_connect_moves_with_the_socket(daemon, procs):
+    with socket.create_server(("127.0.0.1", 0)) as ls:
+        port = ls.getsockname()[1]
+        cli = tas_run(procs, daemon, sys.executable, "-c", EPOLL_FIRST_CLIENT, str(port))
+        c, _ = ls.accept()
+        with c:
+            c.sendall(c.recv(100).upper())
+        assert finish(cli, "client under libtas").strip() == "REGISTERED FIRST"
