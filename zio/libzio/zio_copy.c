@@ -35,7 +35,7 @@ static int plan_gaps(uintptr_t d, uintptr_t s, size_t n, const struct piece *pc,
             g->len = stop - pos;
             /* profile mode: "intermediates" are real copies and their
              * originals unprotected, so never read through them */
-            g->niov = zio_mode == ZIO_ELIDE ? track_resolve(pos - d + s, g->len, g->iov, 8) : 0;
+            g->niov = zio_mode == ZIO_ELIDE ? track_resolve(pos - d + s, g->len, g->iov, 8, NULL) : 0;
             for (int i = 0; i < g->niov; i++) {
                 uintptr_t b = (uintptr_t)g->iov[i].iov_base;
                 if (b < d + n && d < b + g->iov[i].iov_len)
@@ -111,7 +111,7 @@ static void check_adopted(struct piece *p, uintptr_t d)
  * faulting in every intermediate page under it).  *elided counts the
  * pieces turned into intermediates, *fringe the bytes copied beside them. */
 static size_t copy_round(uintptr_t d, uintptr_t s, size_t n, size_t prior, int *elided,
-                         size_t *fringe)
+                         size_t *fringe, size_t *linked)
 {
     struct piece pc[MAX_PIECES];
     void *frees[GC_FREE_BATCH];
@@ -119,7 +119,11 @@ static size_t copy_round(uintptr_t d, uintptr_t s, size_t n, size_t prior, int *
     zio_in_lib++;
     pthread_mutex_lock(&zio_lock);
     uintptr_t rd = prior ? run_start(d, prior) : d;
-    int np = copy_collect(rd, s - (d - rd), n + (d - rd), pc), ok = 0;
+    /* below ZIO_LINK_MAX a copy from stack originals is plain and linked
+     * (zio_link.c): cheaper than the page-table work of eliding it */
+    int link = zio_mode == ZIO_ELIDE && n + (d - rd) < zio_cfg.link_max &&
+               link_src_nvm(s - (d - rd), n + (d - rd));
+    int np = link ? 0 : copy_collect(rd, s - (d - rd), n + (d - rd), pc), ok = 0;
     if (np == MAX_PIECES && pc[np - 1].hi > d && pc[np - 1].hi < d + n)
         n = pc[np - 1].hi - d;   /* the next round starts after the last piece */
     for (int k = 0; k < np; k++) {
@@ -139,6 +143,12 @@ static size_t copy_round(uintptr_t d, uintptr_t s, size_t n, size_t prior, int *
      * page): those pages must not fault into the handler thread */
     for (int g = 0; g < ng; g++)
         reg_prepare_write(pg_floor(gaps[g].dpos), pg_ceil(gaps[g].dpos + gaps[g].len));
+    /* what is copied plainly from stack originals is linked to them: the
+     * whole run in link mode, else the fringes beside the elided pieces */
+    if (zio_mode == ZIO_ELIDE && link)
+        *linked += link_record(rd, s - (d - rd), n + (d - rd));
+    for (int g = 0; g < ng && zio_mode == ZIO_ELIDE && !link; g++)
+        *linked += link_record(gaps[g].dpos, gaps[g].dpos - d + s, gaps[g].len);
     if (zio_tab_n > zio_cfg.gc_max)
         nf += gc_run(0, frees + nf, GC_FREE_BATCH - nf);
     pthread_mutex_unlock(&zio_lock);
@@ -155,13 +165,16 @@ static size_t copy_round(uintptr_t d, uintptr_t s, size_t n, size_t prior, int *
 static void *copy_run(uintptr_t d, uintptr_t s, size_t n, size_t prior)
 {
     int elided = 0;
-    size_t fringe = 0;
+    size_t fringe = 0, linked = 0;
     for (size_t done = 0; done < n;) {
-        done += copy_round(d + done, s + done, n - done, done ? 0 : prior, &elided, &fringe);
+        done += copy_round(d + done, s + done, n - done, done ? 0 : prior, &elided, &fringe,
+                           &linked);
     }
     if (elided) {
         ctr_add(C_COPIES_ELIDED, 1);
         ctr_add(C_FRINGE_BYTES, fringe);
+    } else if (linked) {
+        ctr_add(C_COPIES_LINKED, 1);
     } else if (n >= zio_cfg.threshold) {   /* a small stream piece is no large copy */
         count_plain(n);
     }
@@ -173,12 +186,24 @@ void *zio_copy(void *dst, const void *src, size_t n)
     uintptr_t d = (uintptr_t)dst, s = (uintptr_t)src;
     ctr_add(C_COPIES_SEEN, 1);
     if (d < s + n && s < d + n) {   /* overlapping (memmove) */
+        size_t moved = 0;
+        if (link_overlaps(s, s + n) || link_overlaps(d, d + n)) {   /* links move along */
+            zio_in_lib++;
+            pthread_mutex_lock(&zio_lock);
+            moved = link_move(d, s, n);
+            pthread_mutex_unlock(&zio_lock);
+            zio_in_lib--;
+        }
         if (zio_move_repoint(d, s, n))
             return dst;
-        count_plain(n);
+        if (moved)
+            ctr_add(C_COPIES_LINKED, 1);
+        else
+            count_plain(n);
         return zio_plain_move(dst, src, n);
     }
-    if (!tab_overlaps(s, s + n) && !tab_overlaps(d, d + n) && !reg_overlaps(d, d + n)) {
+    if (!tab_overlaps(s, s + n) && !tab_overlaps(d, d + n) && !reg_overlaps(d, d + n) &&
+        !link_overlaps(s, s + n) && !link_overlaps(d, d + n)) {
         count_plain(n);
         return zio_plain_copy(dst, src, n);
     }
@@ -201,9 +226,10 @@ ZIO_EXPORT void *zio_copy_continued(void *dst, const void *src, size_t n, size_t
     if (prior > (1u << 30) || prior > s)
         prior = 0;
     if (prior + n < zio_cfg.threshold || !tab_overlaps(s - prior, s + n)) {
-        if (reg_overlaps(d, d + n)) {   /* the read left idle pages here */
+        if (reg_overlaps(d, d + n) || link_overlaps(d, d + n)) {   /* idle pages, old links */
             zio_in_lib++;
             pthread_mutex_lock(&zio_lock);
+            link_cut(d, d + n);
             reg_prepare_write(pg_floor(d), pg_ceil(d + n));
             pthread_mutex_unlock(&zio_lock);
             zio_in_lib--;
