@@ -68,7 +68,7 @@ reg 0 0 {RING0}
 alloc 0 {BUF}
 open {tmp_path}/out.bin
 cpy 0 0 0 0 {100 * KIB}
-ovr 0 {10 * KIB} {20 * KIB} 3
+ovr 0 {40 * KIB} {20 * KIB} 3
 pwr 0 0 {100 * KIB} 0
 ctr link_mismatches
 ctr link_bytes_resolved
@@ -80,7 +80,25 @@ ctr link_bytes_resolved
 """
     log = run(script, tmp_path, libzio, env_extra=LINKS)
     assert lines(log, "ctr") == [["link_mismatches", "0"], ["link_bytes_resolved", str(80 * KIB)],
-                                 ["link_mismatches", "1"], ["link_bytes_resolved", str(90 * KIB)]]
+                                 ["link_mismatches", "1"], ["link_bytes_resolved", str(120 * KIB)]]
+
+
+def test_short_linked_piece_is_sent_as_it_is(tmp_path, libzio):
+    """A linked part shorter than the threshold that continues no original
+    piece goes out as the program's bytes: a log would take it inline
+    anyway (and count a fallback)."""
+    script = f"""ring 0 64
+reg 0 0 {RING0}
+alloc 0 {BUF}
+open {tmp_path}/out.bin
+cpy 0 0 0 0 {100 * KIB}
+ovr 0 {10 * KIB} {20 * KIB} 3
+pwr 0 0 {100 * KIB} 0
+frd 0 {100 * KIB}
+ctr link_bytes_resolved
+"""
+    log = run(script, tmp_path, libzio, env_extra=LINKS)
+    assert counters(log) == {"link_bytes_resolved": 70 * KIB}
 
 
 def test_forced_release_drops_links_without_filling(tmp_path, libzio):

@@ -170,7 +170,7 @@ void link_gc(uint64_t now);
 int link_src_nvm(uintptr_t s, size_t n);
 size_t link_record(uintptr_t d, uintptr_t s, size_t n);
 size_t link_move(uintptr_t d, uintptr_t s, size_t n);
-int link_emit(uintptr_t lo, uintptr_t hi, struct iovec *out, int k, int max,
+int link_emit(uintptr_t lo, uintptr_t hi, uintptr_t end, struct iovec *out, int k, int max,
               struct link_chk *chk);
 int link_verify(const struct link_chk *chk);   /* lock not held */
 

@@ -285,10 +285,27 @@ size_t link_move(uintptr_t d, uintptr_t s, size_t n)
     return bytes;
 }
 
-/* Output resolution of plain bytes [lo,hi): linked parts as their
- * originals (each noted in chk for the comparison), the rest in place.
- * Returns the new iovec count, or -1 (E2BIG). */
-int link_emit(uintptr_t lo, uintptr_t hi, struct iovec *out, int k, int max,
+/* Is a linked part [a,b) of an output worth sending as its original o?
+ * Only when it is at least the threshold or continues the original piece
+ * before it or after it (an intermediate's, in an output going on to
+ * `end`): a stack's log references pieces of 16 KiB and more, and takes a
+ * short piece of its memory inline anyway, as a fallback it counts. */
+static int worth(const struct iovec *out, int k, uintptr_t a, uintptr_t b, uintptr_t o,
+                 uintptr_t end)
+{
+    if (b - a >= zio_cfg.threshold)
+        return 1;
+    if (k > 0 && (uintptr_t)out[k - 1].iov_base + out[k - 1].iov_len == o)
+        return 1;
+    int j = b < end ? tab_find(b) : -1;
+    return j >= 0 && zio_tab[j].kind == ZE_INTER &&
+           ze_src(&zio_tab[j]) + (b - zio_tab[j].addr) == o + (b - a);
+}
+
+/* Output resolution of plain bytes [lo,hi) of an output ending at end:
+ * linked parts as their originals (each noted in chk for the comparison),
+ * the rest in place.  Returns the new iovec count, or -1 (E2BIG). */
+int link_emit(uintptr_t lo, uintptr_t hi, uintptr_t end, struct iovec *out, int k, int max,
               struct link_chk *chk)
 {
     while (lo < hi && k >= 0) {
@@ -304,7 +321,8 @@ int link_emit(uintptr_t lo, uintptr_t hi, struct iovec *out, int k, int max,
             k = track_emit(out, k, max, lo, a - lo);
         uintptr_t o = l->src + (a - l->lo);
         int j = tab_find(o);   /* still an NVM original (always: a release drops links) */
-        if (k >= 0 && j >= 0 && zio_tab[j].kind == ZE_ORIGINAL && o + (b - a) <= ze_end(&zio_tab[j])) {
+        if (k >= 0 && j >= 0 && zio_tab[j].kind == ZE_ORIGINAL && o + (b - a) <= ze_end(&zio_tab[j]) &&
+            worth(out, k, a, b, o, end)) {
             chk->c[chk->n].dst = a, chk->c[chk->n].src = o, chk->c[chk->n++].len = b - a;
             k = track_emit(out, k, max, o, b - a);
         } else if (k >= 0) {

@@ -236,7 +236,7 @@ int track_resolve(uintptr_t a, size_t n, struct iovec *out, int max, struct link
         int hit = i < zio_tab_n && zio_tab[i].addr < end;
         uintptr_t next = hit ? umax(pos, zio_tab[i].addr) : end;
         if (next > pos) {
-            k = chk ? link_emit(pos, next, out, k, max, chk) : track_emit(out, k, max, pos, next - pos);
+            k = chk ? link_emit(pos, next, end, out, k, max, chk) : track_emit(out, k, max, pos, next - pos);
             pos = next;
         }
         if (hit && k >= 0) {
