@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from test_orp import BUF, KIB, PAGE, RING0, RING1, lines, run
 
-LINKS = {"ZIO_LINK_MAX": "262144"}   # the default, said explicitly
+LINKS = {"ZIO_LINK_MAX": "1048576"}   # the default, said explicitly
 SYSCALLS = ("sys_uffd_register", "sys_uffd_unregister", "sys_uffd_fill", "sys_madvise",
             "sys_mincore")
 

@@ -103,6 +103,15 @@ static void check_adopted(struct piece *p, uintptr_t d)
     p->lo = lo;
 }
 
+/* Is there an absent page under [lo,hi) that libzio knows of (an
+ * intermediate's, or an idle registration's)?  A plain copy would fault it
+ * in (about 1.4 us a page), more than eliding the copy costs. */
+static int dst_absent(uintptr_t lo, uintptr_t hi)
+{
+    size_t i = tab_lower(pg_floor(lo));
+    return (i < zio_tab_n && zio_tab[i].addr < pg_ceil(hi)) || reg_any(pg_floor(lo), pg_ceil(hi));
+}
+
 /* One round of a copy: [s, s+n) to [d, d+n) with at most MAX_PIECES pieces
  * elided; with prior > 0, whole pages of the run [d - prior, d + n) may be
  * elided, not only those of this copy.  Returns how many bytes from d the
@@ -119,10 +128,11 @@ static size_t copy_round(uintptr_t d, uintptr_t s, size_t n, size_t prior, int *
     zio_in_lib++;
     pthread_mutex_lock(&zio_lock);
     uintptr_t rd = prior ? run_start(d, prior) : d;
-    /* below ZIO_LINK_MAX a copy from stack originals is plain and linked
-     * (zio_link.c): cheaper than the page-table work of eliding it */
+    /* below ZIO_LINK_MAX a copy from stack originals into resident memory
+     * is plain and linked (zio_link.c): cheaper than the page-table work of
+     * eliding it */
     int link = zio_mode == ZIO_ELIDE && n + (d - rd) < zio_cfg.link_max &&
-               link_src_nvm(s - (d - rd), n + (d - rd));
+               !dst_absent(rd, d + n) && link_src_nvm(s - (d - rd), n + (d - rd));
     int np = link ? 0 : copy_collect(rd, s - (d - rd), n + (d - rd), pc), ok = 0;
     if (np == MAX_PIECES && pc[np - 1].hi > d && pc[np - 1].hi < d + n)
         n = pc[np - 1].hi - d;   /* the next round starts after the last piece */

@@ -122,6 +122,7 @@ void fault_handler_start(void);  /* idempotent, lock not held */
 
 /* ---- idle MISSING registrations (zio_reg.c), zio_lock held but the hint ---- */
 int reg_overlaps(uintptr_t lo, uintptr_t hi);   /* lock-free hint */
+int reg_any(uintptr_t lo, uintptr_t hi);        /* exact */
 void reg_keep(uintptr_t lo, uintptr_t hi);
 void reg_take(uintptr_t lo, uintptr_t hi);
 void reg_drop(uintptr_t lo, uintptr_t hi);
