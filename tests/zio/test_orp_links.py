@@ -108,6 +108,7 @@ def test_forced_release_drops_links_without_filling(tmp_path, libzio):
     script = f"""ring 0 64
 reg 0 0 {RING0}
 alloc 0 {BUF}
+ovr 0 0 {BUF} 1
 open {tmp_path}/out.bin
 cpy 0 0 0 100 {128 * KIB}
 lap 0 0 {RING0} 9
@@ -121,6 +122,29 @@ ctr release_fill_bytes
     assert lines(log, "lap") == [["1", "0"]]
     assert counters(log) == {"link_mismatches": 0, "link_bytes_resolved": 0,
                              "release_fill_bytes": 0}
+
+
+def test_large_copy_into_fresh_memory_is_elided(tmp_path, libzio):
+    """From 128 KiB on a copy is linked only into resident memory (one
+    mincore): into fresh pages it is elided, as a plain copy would fault
+    every page in."""
+    script = f"""ring 0 64
+reg 0 0 {RING0}
+alloc 0 {BUF}
+alloc 1 {BUF}
+ovr 1 0 {BUF} 1
+cpy 0 0 0 100 {200 * KIB}
+ctr copies_elided
+ctr copies_linked
+cpy 0 0 1 100 {200 * KIB}
+ctr copies_elided
+ctr copies_linked
+ctr sys_mincore
+"""
+    log = run(script, tmp_path, libzio, env_extra=LINKS)
+    assert lines(log, "ctr") == [["copies_elided", "1"], ["copies_linked", "0"],
+                                 ["copies_elided", "1"], ["copies_linked", "1"],
+                                 ["sys_mincore", "2"]]
 
 
 def test_elided_copy_fringes_are_linked(tmp_path, libzio):

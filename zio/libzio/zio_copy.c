@@ -112,6 +112,31 @@ static int dst_absent(uintptr_t lo, uintptr_t hi)
     return (i < zio_tab_n && zio_tab[i].addr < pg_ceil(hi)) || reg_any(pg_floor(lo), pg_ceil(hi));
 }
 
+/* Are all pages under [lo,hi) resident?  Asked (mincore) only from
+ * LINK_PROBE_MIN on: a smaller copy is linked whatever its destination
+ * (allocators hand small buffers back warm, and a probe would cost half of
+ * what the link saves), a larger one into fresh memory (jemalloc's new
+ * extents of a 1 MiB value) would take the fresh-page faults eliding
+ * avoids: 300 us a MiB against 20 us. */
+#define LINK_PROBE_MIN (128 * 1024)
+static int dst_resident(uintptr_t lo, uintptr_t hi)
+{
+    static __thread unsigned char vec[256];
+    if (hi - lo < LINK_PROBE_MIN)
+        return 1;
+    for (lo = pg_floor(lo), hi = pg_ceil(hi); lo < hi;) {
+        size_t np = (hi - lo) / ZIO_PAGE < sizeof(vec) ? (hi - lo) / ZIO_PAGE : sizeof(vec);
+        ctr_add(C_SYS_MINCORE, 1);
+        if (mincore((void *)lo, np * ZIO_PAGE, vec) != 0)
+            return 0;
+        for (size_t k = 0; k < np; k++)
+            if (!(vec[k] & 1))
+                return 0;
+        lo += np * ZIO_PAGE;
+    }
+    return 1;
+}
+
 /* One round of a copy: [s, s+n) to [d, d+n) with at most MAX_PIECES pieces
  * elided; with prior > 0, whole pages of the run [d - prior, d + n) may be
  * elided, not only those of this copy.  Returns how many bytes from d the
@@ -132,7 +157,8 @@ static size_t copy_round(uintptr_t d, uintptr_t s, size_t n, size_t prior, int *
      * is plain and linked (zio_link.c): cheaper than the page-table work of
      * eliding it */
     int link = zio_mode == ZIO_ELIDE && n + (d - rd) < zio_cfg.link_max &&
-               !dst_absent(rd, d + n) && link_src_nvm(s - (d - rd), n + (d - rd));
+               !dst_absent(rd, d + n) && link_src_nvm(s - (d - rd), n + (d - rd)) &&
+               dst_resident(rd, d + n);
     int np = link ? 0 : copy_collect(rd, s - (d - rd), n + (d - rd), pc), ok = 0;
     if (np == MAX_PIECES && pc[np - 1].hi > d && pc[np - 1].hi < d + n)
         n = pc[np - 1].hi - d;   /* the next round starts after the last piece */
