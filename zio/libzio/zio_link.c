@@ -85,15 +85,18 @@ static void remove_at(size_t k)
     lk[k] = lk[--nlk];
 }
 
-/* drop destination bytes [lo,hi) from every link (they change) */
-static void cut_locked(uintptr_t lo, uintptr_t hi)
+/* drop destination bytes [lo,hi) from every link (they change); returns
+ * how many links it touched */
+static int cut_locked(uintptr_t lo, uintptr_t hi)
 {
+    int touched = 0;
     for (size_t k = 0; k < nlk;) {
         struct link *l = &lk[k];
         if (l->hi <= lo || hi <= l->lo) {
             k++;
             continue;
         }
+        touched++;
         if (l->lo < lo && hi < l->hi && nlk < LINK_CAP) {   /* keep both ends */
             lk[nlk++] = (struct link){ hi, l->hi, l->src + (hi - l->lo), l->made };
             l->hi = lo;
@@ -109,14 +112,13 @@ static void cut_locked(uintptr_t lo, uintptr_t hi)
             remove_at(k);
         }
     }
+    return touched;
 }
 
 void link_cut(uintptr_t lo, uintptr_t hi)
 {
-    if (lo >= hi || !link_overlaps(lo, hi))
-        return;
-    cut_locked(lo, hi);
-    hulls();
+    if (lo < hi && link_overlaps(lo, hi) && cut_locked(lo, hi))
+        hulls();
 }
 
 /* the original bytes [lo,hi) are released (may change): drop the links to
@@ -125,13 +127,15 @@ void link_drop_src(uintptr_t lo, uintptr_t hi)
 {
     if (lo >= hi || !src_hull_overlaps(lo, hi))
         return;
+    size_t before = nlk;
     for (size_t k = 0; k < nlk;) {
         if (lk[k].src < hi && lo < lk[k].src + (lk[k].hi - lk[k].lo))
             remove_at(k);
         else
             k++;
     }
-    hulls();
+    if (nlk != before)
+        hulls();
 }
 
 int link_has_src(uintptr_t lo, uintptr_t hi)
@@ -154,13 +158,15 @@ void link_drop_all(void)
  * program changed without libzio seeing it holds its ring bytes no longer */
 void link_gc(uint64_t now)
 {
+    size_t before = nlk;
     for (size_t k = 0; k < nlk;) {
         if (now - lk[k].made >= zio_cfg.gc_age_ns)
             remove_at(k);
         else
             k++;
     }
-    hulls();
+    if (nlk != before)
+        hulls();
 }
 
 /* [lo,hi) now holds the original bytes from src on; extends a link it
