@@ -147,37 +147,6 @@ ctr sys_mincore
                                  ["sys_mincore", "2"]]
 
 
-def test_linked_bytes_elided_into_fresh_memory(tmp_path, libzio):
-    """A copy of linked bytes into fresh memory (Redis's AOF buffer growing
-    into new pages) is elided from the link's original once the bytes
-    compare equal, and the copy still writes the ring's bytes; a stale link
-    (a byte stored behind libzio) is copied plainly."""
-    script = f"""ring 0 64
-reg 0 0 {RING0}
-alloc 0 {BUF}
-ovr 0 0 {BUF} 1
-alloc 1 {BUF}
-alloc 2 {BUF}
-open {tmp_path}/out.bin
-cpy 0 0 0 100 {200 * KIB}
-bcp 0 100 1 7 {200 * KIB}
-ctr copies_elided
-ctr link_mismatches
-pwr 1 7 {200 * KIB} 0
-poke 0 {150 * KIB} 3
-bcp 0 100 2 7 {200 * KIB}
-ctr copies_elided
-ctr link_mismatches
-pwr 2 7 {200 * KIB} {200 * KIB}
-frd 0 {400 * KIB}
-ctr outputs_resolved
-"""
-    log = run(script, tmp_path, libzio, env_extra=LINKS)
-    assert lines(log, "ctr") == [["copies_elided", "1"], ["link_mismatches", "0"],
-                                 ["copies_elided", "1"], ["link_mismatches", "1"],
-                                 ["outputs_resolved", "1"]]
-
-
 def test_elided_copy_fringes_are_linked(tmp_path, libzio):
     """Above ZIO_LINK_MAX the copy is elided; its fringe bytes (the partial
     pages at each end) are linked, so the whole copy resolves to the ring."""

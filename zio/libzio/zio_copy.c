@@ -160,8 +160,6 @@ static size_t copy_round(uintptr_t d, uintptr_t s, size_t n, size_t prior, int *
                !dst_absent(rd, d + n) && link_src_nvm(s - (d - rd), n + (d - rd)) &&
                dst_resident(rd, d + n);
     int np = link ? 0 : copy_collect(rd, s - (d - rd), n + (d - rd), pc), ok = 0;
-    if (!link && zio_mode == ZIO_ELIDE && np < MAX_PIECES)   /* linked source bytes too */
-        np = link_pieces(rd, s - (d - rd), n + (d - rd), pc, np);
     if (np == MAX_PIECES && pc[np - 1].hi > d && pc[np - 1].hi < d + n)
         n = pc[np - 1].hi - d;   /* the next round starts after the last piece */
     for (int k = 0; k < np; k++) {

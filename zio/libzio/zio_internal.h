@@ -174,8 +174,6 @@ size_t link_move(uintptr_t d, uintptr_t s, size_t n);
 int link_emit(uintptr_t lo, uintptr_t hi, uintptr_t end, struct iovec *out, int k, int max,
               struct link_chk *chk);
 int link_verify(const struct link_chk *chk);   /* lock not held */
-struct piece;
-int link_pieces(uintptr_t d, uintptr_t s, size_t n, struct piece *pc, int np);
 
 /* ---- large copies (zio_copy.c) ---- */
 void *zio_copy(void *dst, const void *src, size_t n);

@@ -291,48 +291,6 @@ size_t link_move(uintptr_t d, uintptr_t s, size_t n)
     return bytes;
 }
 
-/* A copy [s, s+n) -> [d, d+n) that is elided (its destination is fresh
- * memory): the whole destination pages whose source bytes are linked can
- * be intermediates of the link's original, like the pieces copy_collect()
- * finds in the table, once the linked bytes are compared with it (a plain
- * copy would fault in every page: 90 us for 256 KiB, against 3 us for the
- * comparison).  A link that compares unequal goes.  Adds to pc[0..np)
- * (sorted by address) up to MAX_PIECES; returns the new count. */
-int link_pieces(uintptr_t d, uintptr_t s, size_t n, struct piece *pc, int np)
-{
-    if (!link_overlaps(s, s + n))
-        return np;
-    for (size_t k = 0; k < nlk && np < MAX_PIECES;) {
-        uintptr_t a = umax(lk[k].lo, s), b = umin(lk[k].hi, s + n);
-        uintptr_t lo = pg_ceil(a - s + d), hi = pg_floor(b - s + d);
-        if (a >= b || hi <= lo || hi - lo < zio_cfg.threshold) {
-            k++;
-            continue;
-        }
-        uintptr_t from = lo - d + s, o = lk[k].src + (from - lk[k].lo);
-        int j = tab_find(o);
-        if (j < 0 || zio_tab[j].kind != ZE_ORIGINAL || o + (hi - lo) > ze_end(&zio_tab[j]) ||
-            (o < d + n && d < o + (hi - lo))) {
-            k++;
-            continue;
-        }
-        if (memcmp((const void *)from, (const void *)o, hi - lo) != 0) {
-            ctr_add(C_LINK_MISMATCH, 1);
-            remove_at(k);   /* stale: the program changed the bytes */
-            continue;
-        }
-        int at = np++;
-        while (at > 0 && pc[at - 1].lo > lo) {
-            pc[at] = pc[at - 1];
-            at--;
-        }
-        pc[at] = (struct piece){ lo, hi, o, zio_tab[j].key };
-        k++;
-    }
-    hulls();
-    return np;
-}
-
 /* Is a linked part [a,b) of an output worth sending as its original o?
  * Only when it is at least the threshold or continues the original piece
  * before it or after it (an intermediate's, in an output going on to
