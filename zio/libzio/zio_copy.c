@@ -113,11 +113,8 @@ static int dst_absent(uintptr_t lo, uintptr_t hi)
 }
 
 /* Are all pages under [lo,hi) resident?  Asked (mincore) only from
- * LINK_PROBE_MIN on: a smaller copy is linked whatever its destination
- * (allocators hand small buffers back warm, and a probe would cost half of
- * what the link saves), a larger one into fresh memory (jemalloc's new
- * extents of a 1 MiB value) would take the fresh-page faults eliding
- * avoids: 300 us a MiB against 20 us. */
+ * LINK_PROBE_MIN on: below it a probe would cost half of what the link
+ * saves, and the fresh-page faults of a plain copy are few. */
 #define LINK_PROBE_MIN (128 * 1024)
 static int dst_resident(uintptr_t lo, uintptr_t hi)
 {
@@ -144,8 +141,21 @@ static int dst_resident(uintptr_t lo, uintptr_t hi)
  * rest must be a new round, or its tracked source would be read plainly,
  * faulting in every intermediate page under it).  *elided counts the
  * pieces turned into intermediates, *fringe the bytes copied beside them. */
-static size_t copy_round(uintptr_t d, uintptr_t s, size_t n, size_t prior, int *elided,
-                         size_t *fringe, size_t *linked)
+/* Where a copy from stack originals is linked rather than elided
+ * (zio_link.c), below ZIO_LINK_MAX:
+ *  - a program's copy below LINK_CONVERT_MAX, whatever its destination:
+ *    absent pages fault in once, and the allocator hands them back resident
+ *    for the next copies, which then cost no system call.  Eliding into
+ *    absent memory keeps it absent (the freed intermediate's pages stay
+ *    idle), so every later copy there pays the elision again: Redis's AOF
+ *    buffers at 256 KiB values stayed elided that way;
+ *  - a stack's stream piece (and a larger copy) only into memory that is
+ *    resident and holds no intermediate or idle page: the value may go on
+ *    to a MiB, whose plain copy into fresh pages costs 300 us against the
+ *    elision's 20. */
+#define LINK_CONVERT_MAX (512 * 1024)
+static size_t copy_round(uintptr_t d, uintptr_t s, size_t n, size_t prior, int stream,
+                         int *elided, size_t *fringe, size_t *linked)
 {
     struct piece pc[MAX_PIECES];
     void *frees[GC_FREE_BATCH];
@@ -156,9 +166,10 @@ static size_t copy_round(uintptr_t d, uintptr_t s, size_t n, size_t prior, int *
     /* below ZIO_LINK_MAX a copy from stack originals into resident memory
      * is plain and linked (zio_link.c): cheaper than the page-table work of
      * eliding it */
+    int convert = !stream && n < LINK_CONVERT_MAX;
     int link = zio_mode == ZIO_ELIDE && n + (d - rd) < zio_cfg.link_max &&
-               !dst_absent(rd, d + n) && link_src_nvm(s - (d - rd), n + (d - rd)) &&
-               dst_resident(rd, d + n);
+               (convert || !dst_absent(rd, d + n)) && link_src_nvm(s - (d - rd), n + (d - rd)) &&
+               (convert || dst_resident(rd, d + n));
     int np = link ? 0 : copy_collect(rd, s - (d - rd), n + (d - rd), pc), ok = 0;
     if (np == MAX_PIECES && pc[np - 1].hi > d && pc[np - 1].hi < d + n)
         n = pc[np - 1].hi - d;   /* the next round starts after the last piece */
@@ -198,12 +209,12 @@ static size_t copy_round(uintptr_t d, uintptr_t s, size_t n, size_t prior, int *
     return n;
 }
 
-static void *copy_run(uintptr_t d, uintptr_t s, size_t n, size_t prior)
+static void *copy_run(uintptr_t d, uintptr_t s, size_t n, size_t prior, int stream)
 {
     int elided = 0;
     size_t fringe = 0, linked = 0;
     for (size_t done = 0; done < n;) {
-        done += copy_round(d + done, s + done, n - done, done ? 0 : prior, &elided, &fringe,
+        done += copy_round(d + done, s + done, n - done, done ? 0 : prior, stream, &elided, &fringe,
                            &linked);
     }
     if (elided) {
@@ -243,7 +254,7 @@ void *zio_copy(void *dst, const void *src, size_t n)
         count_plain(n);
         return zio_plain_copy(dst, src, n);
     }
-    return copy_run(d, s, n, 0);
+    return copy_run(d, s, n, 0, 0);
 }
 
 __thread int zio_stack_input;
@@ -273,5 +284,5 @@ ZIO_EXPORT void *zio_copy_continued(void *dst, const void *src, size_t n, size_t
         return zio_plain_copy(dst, src, n);
     }
     ctr_add(C_COPIES_SEEN, 1);
-    return copy_run(d, s, n, prior);
+    return copy_run(d, s, n, prior, 1);
 }
