@@ -21,6 +21,12 @@ def counters(log):
     return {k: int(v) for k, v in lines(log, "ctr")}
 
 
+def prologue(tmp_path, bufs=1):
+    """ring 0 registered whole, `bufs` fresh buffers, the output file"""
+    return "\n".join(["ring 0 64", f"reg 0 0 {RING0}"] + [f"alloc {b} {BUF}" for b in range(bufs)]
+                     + [f"open {tmp_path}/out.bin"]) + "\n"
+
+
 def test_redis_set_path_linked_without_system_calls(tmp_path, libzio):
     """A 64 KiB value as Redis handles it under ORP: copied out of the ring
     into the query buffer, shifted 45 bytes down (sdsrange), copied into the
@@ -28,13 +34,7 @@ def test_redis_set_path_linked_without_system_calls(tmp_path, libzio):
     copy is elided and libzio issues no system call; the write sends the
     ring's bytes (all 64 KiB linked), and the ring stays busy for the
     stack until the buffers are freed."""
-    script = f"""ring 0 64
-reg 0 0 {RING0}
-alloc 0 {BUF}
-alloc 1 {BUF}
-alloc 2 {BUF}
-open {tmp_path}/out.bin
-cpy 0 1000 0 16 {64 * KIB + 45}
+    script = prologue(tmp_path, 3) + f"""cpy 0 1000 0 16 {64 * KIB + 45}
 mov 0 61 16 {64 * KIB}
 bcp 0 16 1 30 {64 * KIB}
 bcp 1 30 2 5000 {64 * KIB}
@@ -63,11 +63,7 @@ def test_changed_bytes_are_sent_as_they_are(tmp_path, libzio):
     byte the program stores into linked memory (no call libzio sees) makes
     that link compare unequal: its bytes go out as they are, counted as a
     mismatch, and the other link is still sent as the ring's."""
-    script = f"""ring 0 64
-reg 0 0 {RING0}
-alloc 0 {BUF}
-open {tmp_path}/out.bin
-cpy 0 0 0 0 {100 * KIB}
+    script = prologue(tmp_path, 1) + f"""cpy 0 0 0 0 {100 * KIB}
 ovr 0 {40 * KIB} {20 * KIB} 3
 pwr 0 0 {100 * KIB} 0
 ctr link_mismatches
@@ -87,11 +83,7 @@ def test_short_linked_piece_is_sent_as_it_is(tmp_path, libzio):
     """A linked part shorter than the threshold that continues no original
     piece goes out as the program's bytes: a log would take it inline
     anyway (and count a fallback)."""
-    script = f"""ring 0 64
-reg 0 0 {RING0}
-alloc 0 {BUF}
-open {tmp_path}/out.bin
-cpy 0 0 0 0 {100 * KIB}
+    script = prologue(tmp_path, 1) + f"""cpy 0 0 0 0 {100 * KIB}
 ovr 0 {10 * KIB} {20 * KIB} 3
 pwr 0 0 {100 * KIB} 0
 frd 0 {100 * KIB}
@@ -159,11 +151,7 @@ ctr sys_mincore
 def test_elided_copy_fringes_are_linked(tmp_path, libzio):
     """Above ZIO_LINK_MAX the copy is elided; its fringe bytes (the partial
     pages at each end) are linked, so the whole copy resolves to the ring."""
-    script = f"""ring 0 64
-reg 0 0 {RING0}
-alloc 0 {BUF}
-open {tmp_path}/out.bin
-cpy 0 100 0 1000 {200 * KIB}
+    script = prologue(tmp_path, 1) + f"""cpy 0 100 0 1000 {200 * KIB}
 pwr 0 1000 {200 * KIB} 0
 frd 0 {200 * KIB}
 ctr copies_elided
