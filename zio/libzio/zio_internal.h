@@ -62,6 +62,9 @@ extern struct zio_real zio_real;
 void *zio_next(const char *name);
 void *zio_plain_copy(void *d, const void *s, size_t n);
 void *zio_plain_move(void *d, const void *s, size_t n);
+/* append [base, base+len) to out[0..k) (joined to a contiguous last one);
+ * the new count, or -1 with E2BIG when max are taken */
+int iov_emit(struct iovec *out, int k, int max, uintptr_t base, size_t len);
 
 /* ---- tracking table (zio_table.c) ---- */
 enum { ZE_ORIGINAL = 0, ZE_INTER = 1 };
@@ -157,7 +160,7 @@ struct link_chk {
 };
 /* chk NULL: intermediates only (zio_resolve); else linked bytes too */
 int track_resolve(uintptr_t a, size_t n, struct iovec *out, int max, struct link_chk *chk);
-int track_emit(struct iovec *out, int k, int max, uintptr_t base, size_t len);
+
 void track_fault(uintptr_t addr, int wp);
 void track_drop_all(void);
 

@@ -320,19 +320,19 @@ int link_emit(uintptr_t lo, uintptr_t hi, uintptr_t end, struct iovec *out, int 
             if (lk[j].hi > lo && lk[j].lo < hi && (best == LINK_CAP || lk[j].lo < lk[best].lo))
                 best = j;
         if (best == LINK_CAP || chk->n == LINK_CHK_MAX)
-            return track_emit(out, k, max, lo, hi - lo);
+            return iov_emit(out, k, max, lo, hi - lo);
         const struct link *l = &lk[best];
         uintptr_t a = umax(lo, l->lo), b = umin(hi, l->hi);
         if (a > lo)
-            k = track_emit(out, k, max, lo, a - lo);
+            k = iov_emit(out, k, max, lo, a - lo);
         uintptr_t o = l->src + (a - l->lo);
         int j = tab_find(o);   /* still an NVM original (always: a release drops links) */
         if (k >= 0 && j >= 0 && zio_tab[j].kind == ZE_ORIGINAL && o + (b - a) <= ze_end(&zio_tab[j]) &&
             worth(out, k, a, b, o, end)) {
             chk->c[chk->n].dst = a, chk->c[chk->n].src = o, chk->c[chk->n++].len = b - a;
-            k = track_emit(out, k, max, o, b - a);
+            k = iov_emit(out, k, max, o, b - a);
         } else if (k >= 0) {
-            k = track_emit(out, k, max, a, b - a);
+            k = iov_emit(out, k, max, a, b - a);
         }
         lo = b;
     }

@@ -7,7 +7,6 @@
 
 #include "zio/zio_api.h"
 
-#include <errno.h>
 
 static uintptr_t umax(uintptr_t a, uintptr_t b) { return a > b ? a : b; }
 static uintptr_t umin(uintptr_t a, uintptr_t b) { return a < b ? a : b; }
@@ -208,21 +207,6 @@ int track_add_original(uintptr_t lo, uintptr_t hi, unsigned flags, uintptr_t key
     return 0;
 }
 
-int track_emit(struct iovec *out, int k, int max, uintptr_t base, size_t len)
-{
-    if (k > 0 && (uintptr_t)out[k - 1].iov_base + out[k - 1].iov_len == base) {
-        out[k - 1].iov_len += len;
-        return k;
-    }
-    if (k == max) {
-        errno = E2BIG;
-        return -1;
-    }
-    out[k].iov_base = (void *)base;
-    out[k].iov_len = len;
-    return k + 1;
-}
-
 /* Describe [a, a+n) as iovecs, intermediate parts replaced by originals;
  * with chk, linked parts too (zio_link.c: compare them before use). */
 int track_resolve(uintptr_t a, size_t n, struct iovec *out, int max, struct link_chk *chk)
@@ -236,13 +220,13 @@ int track_resolve(uintptr_t a, size_t n, struct iovec *out, int max, struct link
         int hit = i < zio_tab_n && zio_tab[i].addr < end;
         uintptr_t next = hit ? umax(pos, zio_tab[i].addr) : end;
         if (next > pos) {
-            k = chk ? link_emit(pos, next, end, out, k, max, chk) : track_emit(out, k, max, pos, next - pos);
+            k = chk ? link_emit(pos, next, end, out, k, max, chk) : iov_emit(out, k, max, pos, next - pos);
             pos = next;
         }
         if (hit && k >= 0) {
             const struct zio_entry *e = &zio_tab[i++];
             uintptr_t stop = umin(end, ze_end(e));
-            k = track_emit(out, k, max, ze_src(e) + (pos - e->addr), stop - pos);
+            k = iov_emit(out, k, max, ze_src(e) + (pos - e->addr), stop - pos);
             pos = stop;
         }
     }
