@@ -13,9 +13,10 @@
  * TLB flush, zero fills and fresh-page faults of the fringes: about 8 us per
  * copy under Redis) than the copy itself (0.6 us into warm memory) plus
  * the comparison at output (0.7 us).  Below ZIO_LINK_MAX copies from stack
- * originals are therefore plain and linked, above it they are elided and
- * only their fringes are linked (fringe bytes then reach the log as part of
- * the reference, not inline).
+ * originals are therefore plain and linked where that is cheaper (which
+ * ones: zio_copy.c, copy_round), the others are elided and only their
+ * fringes are linked (fringe bytes then reach the log as part of the
+ * reference, not inline).
  *
  * A link is a hint, never trusted: the program may change linked bytes
  * behind libzio (small copies and stores are not seen), so an output
