@@ -238,11 +238,13 @@ def run_point(cfg, size, keyspace, quick, tmp, client):
             daemon, cdaemon, tas_ip = start_daemons(tmp, pool, cfg == "d", client, rx_for(size))
         srv = subprocess.Popen(server_cmd(cfg, pool, daemon, work), cwd=ROOT, text=True,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        seen = []
         for line in srv.stdout:
+            seen.append(line)
             if "Ready to accept connections" in line:
                 break
         else:
-            raise SystemExit(f"{cfg}: redis-server did not start")
+            raise SystemExit(f"{cfg}: redis-server did not start:\n{''.join(seen[-20:])}")
         host = LINUX_SRV if cfg in ("a", "a2") else tas_ip
         n = requests_for(size, quick)
         bench = [*client_prefix(cfg, daemon, cdaemon), "redis-benchmark", "-h", host, "-p", str(PORT),
@@ -277,7 +279,7 @@ def run_point(cfg, size, keyspace, quick, tmp, client):
         rate = [float(r[1]) for r in csv.reader(io.StringIO(out.stdout)) if r and r[0] == "SET"][0]
         res = {"sets_per_s": rate, "server_cpu_us": (cpu_us(srv.pid) - cpu0) / n,
                "daemon_cpu_us": ((cpu_us(daemon.proc.pid) - dcpu0) / n) if daemon else 0.0}
-        z, s = counters("zio", srv.pid), counters("strata", srv.pid)
+        z, s, lt = counters("zio", srv.pid), counters("strata", srv.pid), counters("libtas", srv.pid)
         # large copies of a value on the request path: zIO's plain copies and
         # fills, Strata's inline log entries of 16 KiB or more (as the test
         # tests/orp/test_orp_copies.py counts them)
@@ -290,7 +292,7 @@ def run_point(cfg, size, keyspace, quick, tmp, client):
         res["ref_bytes"] = s.get("ref_bytes", 0) / n if s else None
         # every counter per SET, for the JSON (where a configuration's time goes)
         res["per_set"] = {comp: {k: v / n for k, v in c.items() if isinstance(v, (int, float)) and v}
-                          for comp, c in (("zio", z), ("strata", s)) if c}
+                          for comp, c in (("zio", z), ("strata", s), ("libtas", lt)) if c}
         srv.terminate()
         srv.wait(timeout=120)
         return res

@@ -1,6 +1,7 @@
 """zio: run programs under libzio, read its counters, profile their copies.
 
-    zio run [--threshold BYTES] [--ratio R] [--gc-max N] [--verbose] [--fallback] -- CMD ARGS
+    zio run [--threshold BYTES] [--ratio R] [--gc-max N] [--link-max BYTES] [--verbose]
+            [--fallback] -- CMD ARGS
     zio profile [--threshold BYTES] -- CMD ARGS
     zio stats [PID]
 """
@@ -20,6 +21,7 @@ RUN_OPTIONS = {
     "--threshold": ("ZIO_THRESHOLD", int, True),
     "--ratio": ("ZIO_RATIO", float, True),
     "--gc-max": ("ZIO_GC_MAX", int, True),
+    "--link-max": ("ZIO_LINK_MAX", int, True),   # copies from stack originals below it: linked
     "--verbose": ("ZIO_VERBOSE", None, False),
     "--fallback": ("ZIO_FORCE_FALLBACK", None, False),
 }

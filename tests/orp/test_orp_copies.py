@@ -5,7 +5,10 @@ with ORP, from 16 concurrent clients).
 Large copies of a value on the request path are counted where they happen:
 copies zIO had to do plainly (bytes_plain_large), intermediates it filled
 (release_fill_bytes), and log entries Strata wrote inline in pieces of 16
-KiB or more (inline_large_bytes).  Under ORP the value goes from the
+KiB or more (inline_large_bytes).  Copies zIO links instead of eliding
+(below ZIO_LINK_MAX: copies_linked) are memory copies
+by choice, cheaper here than eliding; their bytes still reach the log as a
+reference, and that is what is counted.  Under ORP the value goes from the
 receive ring to the log as a reference: together they stay below a quarter
 of a value per SET (fringes and a run's tail are small entries).  Without
 ORP every value is copied into the log (at least one large copy per SET);

@@ -24,6 +24,8 @@
  *                                  zio_copy_continued() (memcpy when plain)
  *        mov B SOFF DOFF LEN       memmove inside a buffer (may overlap)
  *        ovr B OFF LEN SEED        memcpy new bytes over a buffer range
+ *        bcp SB SOFF DB DOFF LEN   memcpy buffer -> buffer (Redis's AOF copies)
+ *        poke B OFF SEED           store one byte directly (libzio sees no call)
  *        rd B OFF LEN              print a hash of the range
  *        res B OFF LEN             log zio_resolve(): "R:off" per ring piece,
  *                                  "P" for the buffer itself, "?" otherwise
@@ -35,6 +37,7 @@
  *        pwrring R OFF LEN FOFF    pwrite straight from a ring (an original)
  *        wrf B OFF LEN             write from a buffer
  *        prd B OFF LEN FOFF        pread into a buffer
+ *        frd FOFF LEN              print a hash of the file's bytes
  */
 #define ZIO_API_LOOKUP
 #include "zio/zio_api.h"
@@ -250,6 +253,15 @@ int main(int argc, char **argv)
             for (long i = 0; i < a[2]; i++)
                 scratch[i] = pattern((uint64_t)a[3] + 100, (uint64_t)i);
             memcpy(buf[i0] + a[1], scratch, (size_t)a[2]);
+        } else if (!strcmp(op, "bcp")) {
+            memcpy(buf[a[2]] + a[3], buf[i0] + a[1], (size_t)a[4]);
+        } else if (!strcmp(op, "poke")) {
+            ((volatile unsigned char *)buf[i0])[a[1]] ^= (unsigned char)(a[2] | 1);
+        } else if (!strcmp(op, "frd")) {
+            scratch = realloc(scratch, (size_t)a[1] + 1);
+            if (!scratch || pread(file, scratch, (size_t)a[1], a[0]) != a[1])
+                die("frd");
+            printf("frd %ld %ld %016llx\n", a[0], a[1], (unsigned long long)fnv(scratch, (size_t)a[1]));
         } else if (!strcmp(op, "rd")) {
             printf("rd %d %ld %ld %016llx\n", i0, a[1], a[2],
                    (unsigned long long)fnv(buf[i0] + a[1], (size_t)a[2]));

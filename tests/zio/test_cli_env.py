@@ -44,10 +44,10 @@ def test_stats_without_page(zio_env):
 
 
 def test_run_passes_options_and_exit_code(zio_env):
-    p = zio_cli("run", "--threshold", "32768", "--ratio=0.1", "--",
-                "sh", "-c", 'echo "$ZIO_THRESHOLD $ZIO_RATIO $ZIO_MODE"; exit 3',
+    p = zio_cli("run", "--threshold", "32768", "--ratio=0.1", "--link-max", "0", "--",
+                "sh", "-c", 'echo "$ZIO_THRESHOLD $ZIO_RATIO $ZIO_LINK_MAX $ZIO_MODE"; exit 3',
                 env=zio_env, capture_output=True, text=True)
-    assert p.returncode == 3 and p.stdout == "32768 0.1 elide\n"
+    assert p.returncode == 3 and p.stdout == "32768 0.1 0 elide\n"
 
 
 def test_stats_of_running_process(zio_env, tmp_path):

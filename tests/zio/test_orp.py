@@ -20,7 +20,10 @@ BUF = 640 * KIB
 
 def run(script, tmp_path, libzio, after=None, env_extra=None):
     """Run the script plainly and under libzio (preloaded before `after`, a
-    shim such as libstrata, which both runs preload); return the zio log."""
+    shim such as libstrata, which both runs preload); return the zio log.
+    Copies are elided whatever their size (ZIO_LINK_MAX=0: no copy is
+    linked instead, test_orp_links.py tests that) unless env_extra says."""
+    env_extra = {"ZIO_LINK_MAX": "0", **(env_extra or {})}
     harness = built("zio_orp_harness")
     outs = []
     plain_env = {"LD_PRELOAD": after} if after else {}

@@ -44,7 +44,7 @@ ZIO_EXPORT int zio_resolve(const void *addr, size_t len, struct iovec *out, int 
     }
     zio_in_lib++;
     pthread_mutex_lock(&zio_lock);
-    int k = track_resolve((uintptr_t)addr, len, out, max);
+    int k = track_resolve((uintptr_t)addr, len, out, max, NULL);
     pthread_mutex_unlock(&zio_lock);
     zio_in_lib--;
     ctr_add(C_API_RESOLVE, 1);

@@ -8,6 +8,7 @@
 #include "zio_internal.h"
 
 #include <dlfcn.h>
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,6 +23,7 @@
  * (zio/README.md, "Threshold"). */
 struct zio_config zio_cfg = {
     .threshold = 16384, .ratio = 0.06, .gc_max = 1024, .gc_age_ns = 1000000000ULL,
+    .link_max = 1048576,
 };
 volatile int zio_mode = ZIO_OFF;
 pthread_mutex_t zio_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -117,4 +119,19 @@ void *zio_plain_move(void *d, const void *s, size_t n)
 {
     void *(*f)(void *, const void *, size_t) = __atomic_load_n(&zio_real.memmove, __ATOMIC_RELAXED);
     return f ? f(d, s, n) : byte_move(d, s, n);
+}
+
+int iov_emit(struct iovec *out, int k, int max, uintptr_t base, size_t len)
+{
+    if (k > 0 && (uintptr_t)out[k - 1].iov_base + out[k - 1].iov_len == base) {
+        out[k - 1].iov_len += len;
+        return k;
+    }
+    if (k == max) {
+        errno = E2BIG;
+        return -1;
+    }
+    out[k].iov_base = (void *)base;
+    out[k].iov_len = len;
+    return k + 1;
 }

@@ -126,6 +126,7 @@ static int make_absent(uintptr_t lo, uintptr_t hi)
 int copy_elide_piece(struct piece *p, void **frees, size_t *nf)
 {
     size_t len = p->hi - p->lo;
+    link_cut(p->lo, p->hi);   /* links never cover an intermediate's pages */
     /* pages that were intermediates already are registered and absent */
     size_t known = track_drop_overwritten(p->lo, p->hi);
     if (zio_mode == ZIO_ELIDE && known < len / ZIO_PAGE) {

@@ -52,6 +52,8 @@ size_t gc_run(int periodic, void **frees, size_t max)
     uint64_t now = zio_now_ns();
     size_t target = periodic ? zio_cfg.gc_max : zio_cfg.gc_max * 3 / 4;
     ctr_add(C_GC_RUNS, 1);
+    if (periodic)
+        link_gc(now);
     for (int i; (i = victim(periodic, now)) >= 0;) {
         if (!periodic && zio_tab_n <= target)
             break;
@@ -87,6 +89,7 @@ void zio_free_tracked(void *p)
     int deferred = 0;
     zio_in_lib++;
     pthread_mutex_lock(&zio_lock);
+    link_cut((uintptr_t)p, (uintptr_t)p + usable);
     size_t first = tab_lower(lo);
     if (lo < hi && first < zio_tab_n && zio_tab[first].addr < hi) {
         int originals = 0, nk = 0;

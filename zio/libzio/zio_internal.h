@@ -32,6 +32,7 @@ struct zio_config {
     double ratio;          /* mis-speculation limit, faulted/elided */
     size_t gc_max;         /* entry count that triggers an LRU eviction */
     uint64_t gc_age_ns;    /* periodic GC evicts entries idle this long */
+    size_t link_max;       /* copies from stack originals below it: linked, not elided */
     int verbose;
 };
 extern struct zio_config zio_cfg;
@@ -61,6 +62,9 @@ extern struct zio_real zio_real;
 void *zio_next(const char *name);
 void *zio_plain_copy(void *d, const void *s, size_t n);
 void *zio_plain_move(void *d, const void *s, size_t n);
+/* append [base, base+len) to out[0..k) (joined to a contiguous last one);
+ * the new count, or -1 with E2BIG when max are taken */
+int iov_emit(struct iovec *out, int k, int max, uintptr_t base, size_t len);
 
 /* ---- tracking table (zio_table.c) ---- */
 enum { ZE_ORIGINAL = 0, ZE_INTER = 1 };
@@ -121,6 +125,7 @@ void fault_handler_start(void);  /* idempotent, lock not held */
 
 /* ---- idle MISSING registrations (zio_reg.c), zio_lock held but the hint ---- */
 int reg_overlaps(uintptr_t lo, uintptr_t hi);   /* lock-free hint */
+int reg_any(uintptr_t lo, uintptr_t hi);        /* exact */
 void reg_keep(uintptr_t lo, uintptr_t hi);
 void reg_take(uintptr_t lo, uintptr_t hi);
 void reg_drop(uintptr_t lo, uintptr_t hi);
@@ -147,9 +152,31 @@ size_t track_drop_overwritten(uintptr_t lo, uintptr_t hi);   /* pages forgotten 
 int track_has_dependents(uintptr_t lo, uintptr_t hi);
 void track_evict(size_t i);
 int track_add_original(uintptr_t lo, uintptr_t hi, unsigned flags, uintptr_t key);
-int track_resolve(uintptr_t a, size_t n, struct iovec *out, int max);
+/* linked parts an output substituted, to compare before the call (zio_link.c) */
+#define LINK_CHK_MAX 32
+struct link_chk {
+    int n;
+    struct { uintptr_t dst, src; size_t len; } c[LINK_CHK_MAX];
+};
+/* chk NULL: intermediates only (zio_resolve); else linked bytes too */
+int track_resolve(uintptr_t a, size_t n, struct iovec *out, int max, struct link_chk *chk);
+
 void track_fault(uintptr_t addr, int wp);
 void track_drop_all(void);
+
+/* ---- links to stack originals (zio_link.c), zio_lock held but the hint ---- */
+int link_overlaps(uintptr_t lo, uintptr_t hi);   /* lock-free hint */
+void link_cut(uintptr_t lo, uintptr_t hi);
+void link_drop_src(uintptr_t lo, uintptr_t hi);
+int link_has_src(uintptr_t lo, uintptr_t hi);
+void link_drop_all(void);
+void link_gc(uint64_t now);
+int link_src_nvm(uintptr_t s, size_t n);
+size_t link_record(uintptr_t d, uintptr_t s, size_t n);
+size_t link_move(uintptr_t d, uintptr_t s, size_t n);
+int link_emit(uintptr_t lo, uintptr_t hi, uintptr_t end, struct iovec *out, int k, int max,
+              struct link_chk *chk);
+int link_verify(const struct link_chk *chk);   /* lock not held */
 
 /* ---- large copies (zio_copy.c) ---- */
 void *zio_copy(void *dst, const void *src, size_t n);
@@ -243,6 +270,7 @@ enum zio_ctr {
     /* system calls libzio issues itself (how much an elision costs) */
     C_SYS_REGISTER, C_SYS_UNREGISTER, C_SYS_PROTECT, C_SYS_FILL, C_SYS_MINCORE,
     C_SYS_MADVISE, C_VMA_HITS, C_VMA_MAPS_READS, C_IDLE_ZEROED,
+    C_COPIES_LINKED, C_BYTES_LINKED, C_LINK_OUT_BYTES, C_LINK_MISMATCH, C_LINKS_LIVE,
     C_NCTR
 };
 extern uint64_t *zio_ctr[C_NCTR];

@@ -57,11 +57,12 @@ ZIO_EXPORT void *__memmove_chk(void *d, const void *s, size_t n, size_t dlen)
  * size when it could, 0 otherwise. */
 static size_t tracked_alloc(void *p)
 {
+    uintptr_t a = (uintptr_t)p;
     if (!p || zio_mode == ZIO_OFF || zio_in_lib ||
-        (uintptr_t)p >= __atomic_load_n(&zio_hull_hi, __ATOMIC_RELAXED))
+        (a >= __atomic_load_n(&zio_hull_hi, __ATOMIC_RELAXED) && !link_overlaps(a, UINTPTR_MAX)))
         return 0;
     size_t usable = zio_real.malloc_usable_size(p);
-    return tab_overlaps((uintptr_t)p, (uintptr_t)p + usable) ? usable : 0;
+    return tab_overlaps(a, a + usable) || link_overlaps(a, a + usable) ? usable : 0;
 }
 
 ZIO_EXPORT void free(void *p)

@@ -50,11 +50,13 @@ void io_note_placed(int fd, int by_stack)
 void io_before_input(void *buf, size_t len, int keep_idle)
 {
     uintptr_t b = (uintptr_t)buf;
-    if (len == 0 || (!tab_overlaps(b, b + len) && (keep_idle || !reg_overlaps(b, b + len))))
+    if (len == 0 || (!tab_overlaps(b, b + len) && (keep_idle || !reg_overlaps(b, b + len)) &&
+                     !link_overlaps(b, b + len)))
         return;
     zio_in_lib++;
     pthread_mutex_lock(&zio_lock);
     track_materialize(b, b + len);
+    link_cut(b, b + len);
     if (!keep_idle)
         reg_drop(pg_floor(b), pg_ceil(b + len));   /* the kernel fills fresh pages */
     pthread_mutex_unlock(&zio_lock);
@@ -147,9 +149,11 @@ int io_output_tracked(const struct iovec *in, int cnt)
 {
     if (zio_mode != ZIO_ELIDE || zio_in_lib)
         return 0;
-    for (int i = 0; i < cnt; i++)
-        if (tab_overlaps((uintptr_t)in[i].iov_base, (uintptr_t)in[i].iov_base + in[i].iov_len))
+    for (int i = 0; i < cnt; i++) {
+        uintptr_t b = (uintptr_t)in[i].iov_base, e = b + in[i].iov_len;
+        if (tab_overlaps(b, e) || link_overlaps(b, e))
             return 1;
+    }
     return 0;
 }
 
@@ -215,14 +219,16 @@ static int out_target(const struct zio_out *how)
     return S_ISSOCK(st.st_mode);
 }
 
-/* zio_lock held: in[0..cnt) with intermediates replaced by originals into
- * iov; returns the count (-1: too many pieces) and the substituted span. */
+/* zio_lock held: in[0..cnt) with intermediates and linked bytes replaced
+ * by originals into iov (the linked parts noted in chk); returns the count
+ * (-1: too many pieces) and the substituted span. */
 static int resolve_out(const struct iovec *in, int cnt, struct iovec *iov, uintptr_t *lo,
-                       uintptr_t *hi)
+                       uintptr_t *hi, struct link_chk *chk)
 {
     int k = cnt <= IO_MAXP / 2 ? 0 : -1;
+    chk->n = 0;
     for (int i = 0; i < cnt && k >= 0; i++) {
-        int r = track_resolve((uintptr_t)in[i].iov_base, in[i].iov_len, iov + k, IO_MAXP - k);
+        int r = track_resolve((uintptr_t)in[i].iov_base, in[i].iov_len, iov + k, IO_MAXP - k, chk);
         k = r < 0 ? -1 : k + r;
     }
     *lo = UINTPTR_MAX;
@@ -248,13 +254,15 @@ int io_output(const struct zio_out *how, const struct iovec *in, int cnt, ssize_
     for (int i = 0; i < cnt; i++)
         total += in[i].iov_len;
     uintptr_t lo, hi;
-    int sock = -2, k;   /* sock: not asked yet (a write's descriptor needs fstat) */
+    int sock = -2, k, slot;   /* sock: not asked yet (a write's descriptor needs fstat) */
+    struct link_chk chk;
     if (how->kind != OUT_WRITE)
         sock = usable_target(how);
+again:
     zio_in_lib++;
     for (;;) {
         pthread_mutex_lock(&zio_lock);
-        k = resolve_out(in, cnt, iov, &lo, &hi);
+        k = resolve_out(in, cnt, iov, &lo, &hi, &chk);
         if (k >= 0 && lo >= hi) {   /* no intermediate: nothing to substitute */
             pthread_mutex_unlock(&zio_lock);
             zio_in_lib--;
@@ -266,7 +274,7 @@ int io_output(const struct zio_out *how, const struct iovec *in, int cnt, ssize_
         pthread_mutex_unlock(&zio_lock);
         sock = usable_target(how);
     }
-    int slot = k >= 0 && sock >= 0 ? pins_take(lo, hi) : -1;
+    slot = k >= 0 && sock >= 0 ? pins_take(lo, hi) : -1;
     if (slot == -1) {
         materialize_iov(in, cnt);
         ctr_add(C_OUTPUTS_MATERIALIZED, 1);
@@ -278,6 +286,21 @@ int io_output(const struct zio_out *how, const struct iovec *in, int cnt, ssize_
     zio_in_lib--;
     if (slot < 0)
         return 0;   /* the program's own call, unchanged */
+    if (chk.n > 0) {   /* linked bytes: only where they still equal their original */
+        int bad = link_verify(&chk);
+        if (bad >= 0) {
+            pins_release(slot);
+            zio_in_lib++;
+            pthread_mutex_lock(&zio_lock);
+            link_cut(chk.c[bad].dst, chk.c[bad].dst + chk.c[bad].len);
+            pthread_mutex_unlock(&zio_lock);
+            zio_in_lib--;
+            ctr_add(C_LINK_MISMATCH, 1);
+            goto again;   /* each round drops a link: it ends */
+        }
+        for (int i = 0; i < chk.n; i++)
+            ctr_add(C_LINK_OUT_BYTES, chk.c[i].len);
+    }
     ssize_t r = call(how, sock, iov, k, sock ? MSG_DONTWAIT : 0);
     pins_release(slot);
     *res = r;

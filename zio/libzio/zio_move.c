@@ -73,7 +73,7 @@ static int plan(uintptr_t d, uintptr_t s, size_t n, const struct piece *pc, int 
         if (stop > pos) {
             struct seg *g = &sg[ns++];
             *g = (struct seg){ .dpos = pos, .len = stop - pos, .piece = -1 };
-            g->niov = track_resolve(pos - d + s, g->len, g->iov, SEG_IOV);
+            g->niov = track_resolve(pos - d + s, g->len, g->iov, SEG_IOV, NULL);
             if (g->niov < 0)
                 return -1;
             uintptr_t at = pos - d + s;   /* where the bytes are in place */

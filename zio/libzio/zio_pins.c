@@ -15,10 +15,16 @@ struct pin {
 };
 
 static struct pin pins[NPINS];
+/* pins taken and not released: pins_wait runs for every original released
+ * (libtas asks ~11 times per Redis SET) and is nearly always free.  Taken
+ * under zio_lock, as pins_wait reads it, so 0 there means none at all. */
+static int npinned;
 
 /* zio_lock held: wait until no in-flight output reads [lo,hi) */
 void pins_wait(uintptr_t lo, uintptr_t hi)
 {
+    if (__atomic_load_n(&npinned, __ATOMIC_ACQUIRE) == 0)
+        return;
     for (int i = 0; i < NPINS; i++) {
         while (__atomic_load_n(&pins[i].active, __ATOMIC_ACQUIRE) &&
                pins[i].lo < hi && lo < pins[i].hi)
@@ -33,6 +39,7 @@ int pins_take(uintptr_t lo, uintptr_t hi)
         if (!pins[i].active) {
             pins[i].lo = lo;
             pins[i].hi = hi;
+            __atomic_fetch_add(&npinned, 1, __ATOMIC_ACQ_REL);
             __atomic_store_n(&pins[i].active, 1, __ATOMIC_RELEASE);
             return i;
         }
@@ -43,4 +50,5 @@ int pins_take(uintptr_t lo, uintptr_t hi)
 void pins_release(int slot)
 {
     __atomic_store_n(&pins[slot].active, 0, __ATOMIC_RELEASE);
+    __atomic_fetch_sub(&npinned, 1, __ATOMIC_ACQ_REL);
 }

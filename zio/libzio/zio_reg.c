@@ -94,6 +94,17 @@ void reg_keep(uintptr_t lo, uintptr_t hi)
     hull_update();
 }
 
+/* Does an idle range overlap [lo,hi)?  (exact, unlike reg_overlaps) */
+int reg_any(uintptr_t lo, uintptr_t hi)
+{
+    if (!reg_overlaps(lo, hi))
+        return 0;
+    for (size_t k = 0; k < nidle; k++)
+        if (idle[k].lo < hi && lo < idle[k].hi)
+            return 1;
+    return 0;
+}
+
 /* [lo,hi) becomes tracked: it is no longer idle (its registration, if any,
  * now belongs to the new entry). */
 void reg_take(uintptr_t lo, uintptr_t hi)

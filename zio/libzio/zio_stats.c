@@ -56,6 +56,11 @@ static const char *const names[C_NCTR] = {
     [C_VMA_HITS] = "vma_kind_cache_hits",            /* mapping kind known (zio_vma.c) */
     [C_VMA_MAPS_READS] = "vma_maps_reads",           /* ... learned from /proc/self/maps */
     [C_IDLE_ZEROED] = "idle_pages_zero_filled",      /* before a plain write (zio_reg.c) */
+    [C_COPIES_LINKED] = "copies_linked",             /* large copies done plainly and linked */
+    [C_BYTES_LINKED] = "bytes_linked",               /* bytes linked to stack originals */
+    [C_LINK_OUT_BYTES] = "link_bytes_resolved",      /* output bytes sent as their original */
+    [C_LINK_MISMATCH] = "link_mismatches",           /* linked bytes changed: sent as they are */
+    [C_LINKS_LIVE] = "links_live",
 };
 
 static uint64_t sink[C_NCTR];
@@ -64,10 +69,10 @@ uint64_t *zio_ctr[C_NCTR] = {
     S(0), S(1), S(2), S(3), S(4), S(5), S(6), S(7), S(8), S(9), S(10), S(11), S(12), S(13),
     S(14), S(15), S(16), S(17), S(18), S(19), S(20), S(21), S(22), S(23), S(24), S(25),
     S(26), S(27), S(28), S(29), S(30), S(31), S(32), S(33), S(34), S(35), S(36), S(37),
-    S(38), S(39), S(40), S(41), S(42), S(43), S(44),
+    S(38), S(39), S(40), S(41), S(42), S(43), S(44), S(45), S(46), S(47), S(48), S(49),
 #undef S
 };
-_Static_assert(C_NCTR == 45, "extend the sink initialiser");
+_Static_assert(C_NCTR == 50, "extend the sink initialiser");
 
 static struct kb_stats_page *page;
 static char instance[16];

@@ -7,7 +7,6 @@
 
 #include "zio/zio_api.h"
 
-#include <errno.h>
 
 static uintptr_t umax(uintptr_t a, uintptr_t b) { return a > b ? a : b; }
 static uintptr_t umin(uintptr_t a, uintptr_t b) { return a < b ? a : b; }
@@ -39,7 +38,7 @@ size_t track_fill(size_t i, uintptr_t lo, uintptr_t hi)
 int track_has_dependents(uintptr_t lo, uintptr_t hi)
 {
     uintptr_t addr;
-    return zio_inter_n > 0 && srcidx_find(lo, hi, &addr);
+    return (zio_inter_n > 0 && srcidx_find(lo, hi, &addr)) || link_has_src(lo, hi);
 }
 
 /* The original bytes [lo,hi) (page aligned) are about to change: push them to
@@ -50,6 +49,7 @@ size_t track_release_originals(uintptr_t lo, uintptr_t hi)
 {
     size_t filled = 0;
     pins_wait(lo, hi);   /* an output may still be reading them */
+    link_drop_src(lo, hi);   /* linked copies hold their bytes already */
     uintptr_t dep;
     while (zio_inter_n > 0 && srcidx_find(lo, hi, &dep)) {
         int i = tab_find(dep);
@@ -207,23 +207,9 @@ int track_add_original(uintptr_t lo, uintptr_t hi, unsigned flags, uintptr_t key
     return 0;
 }
 
-static int emit(struct iovec *out, int k, int max, uintptr_t base, size_t len)
-{
-    if (k > 0 && (uintptr_t)out[k - 1].iov_base + out[k - 1].iov_len == base) {
-        out[k - 1].iov_len += len;
-        return k;
-    }
-    if (k == max) {
-        errno = E2BIG;
-        return -1;
-    }
-    out[k].iov_base = (void *)base;
-    out[k].iov_len = len;
-    return k + 1;
-}
-
-/* Describe [a, a+n) as iovecs, intermediate parts replaced by originals. */
-int track_resolve(uintptr_t a, size_t n, struct iovec *out, int max)
+/* Describe [a, a+n) as iovecs, intermediate parts replaced by originals;
+ * with chk, linked parts too (zio_link.c: compare them before use). */
+int track_resolve(uintptr_t a, size_t n, struct iovec *out, int max, struct link_chk *chk)
 {
     uintptr_t pos = a, end = a + n;
     int k = 0;
@@ -234,13 +220,13 @@ int track_resolve(uintptr_t a, size_t n, struct iovec *out, int max)
         int hit = i < zio_tab_n && zio_tab[i].addr < end;
         uintptr_t next = hit ? umax(pos, zio_tab[i].addr) : end;
         if (next > pos) {
-            k = emit(out, k, max, pos, next - pos);
+            k = chk ? link_emit(pos, next, end, out, k, max, chk) : iov_emit(out, k, max, pos, next - pos);
             pos = next;
         }
         if (hit && k >= 0) {
             const struct zio_entry *e = &zio_tab[i++];
             uintptr_t stop = umin(end, ze_end(e));
-            k = emit(out, k, max, ze_src(e) + (pos - e->addr), stop - pos);
+            k = iov_emit(out, k, max, ze_src(e) + (pos - e->addr), stop - pos);
             pos = stop;
         }
     }
@@ -289,6 +275,7 @@ void track_fault(uintptr_t addr, int wp)
 /* Before fork: the child gets no userfaultfd context, so materialise all. */
 void track_drop_all(void)
 {
+    link_drop_all();
     while (zio_tab_n > 0) {
         struct zio_entry *e = &zio_tab[zio_tab_n - 1];
         if (e->kind == ZE_INTER) {
