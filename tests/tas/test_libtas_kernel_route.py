@@ -103,14 +103,19 @@ print(json.dumps(out), flush=True)
 """
 
 
-def test_a_client_reaches_its_host_through_the_kernel(daemon, procs):
+def run_against_a_host_server(daemon, procs, client):
+    """Runs client (argv[1]: the port) under tas-run against a kernel server
+    on 127.0.0.1 here that answers one message in capitals; its output."""
     with socket.create_server(("127.0.0.1", 0)) as ls:
-        port = ls.getsockname()[1]
-        cli = tas_run(procs, daemon, sys.executable, "-c", LOCAL_CLIENT, str(port))
+        cli = tas_run(procs, daemon, sys.executable, "-c", client, str(ls.getsockname()[1]))
         c, _ = ls.accept()
         with c:
             c.sendall(c.recv(100).upper())
-        out = json.loads(finish(cli, "client under libtas").strip().splitlines()[-1])
+        return finish(cli, "client under libtas").strip()
+
+
+def test_a_client_reaches_its_host_through_the_kernel(daemon, procs):
+    out = json.loads(run_against_a_host_server(daemon, procs, LOCAL_CLIENT).splitlines()[-1])
     assert out == {"reply": "PING", "nodelay": 1, "keepalive": 1, "fd_is_kernel_socket": True,
                    "moved": 1}
 
@@ -176,10 +181,4 @@ print(c.recv(100).decode(), flush=True)
 
 
 def test_an_epoll_registration_made_before_connect_moves_with_the_socket(daemon, procs):
-    with socket.create_server(("127.0.0.1", 0)) as ls:
-        port = ls.getsockname()[1]
-        cli = tas_run(procs, daemon, sys.executable, "-c", EPOLL_FIRST_CLIENT, str(port))
-        c, _ = ls.accept()
-        with c:
-            c.sendall(c.recv(100).upper())
-        assert finish(cli, "client under libtas").strip() == "REGISTERED FIRST"
+    assert run_against_a_host_server(daemon, procs, EPOLL_FIRST_CLIENT) == "REGISTERED FIRST"
