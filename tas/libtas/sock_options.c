@@ -90,6 +90,25 @@ static int option_value(struct lt_sock *s, int level, int name)
     }
 }
 
+/* Linux's TCP state numbers (TCP_ESTABLISHED...), as TCP_INFO reports them. */
+static uint8_t tcp_state(const struct lt_sock *s)
+{
+    switch (s->kind) {
+    case LT_LISTEN:
+        return TCP_LISTEN;
+    case LT_CONNECTING:
+        return TCP_SYN_SENT;
+    case LT_CONN:
+        if (s->flow->reset)
+            return TCP_CLOSE;
+        if (s->flow->rx_fin)
+            return s->shut_wr ? TCP_LAST_ACK : TCP_CLOSE_WAIT;
+        return s->shut_wr ? TCP_FIN_WAIT1 : TCP_ESTABLISHED;
+    default:
+        return TCP_CLOSE;
+    }
+}
+
 int getsockopt(int fd, int level, int name, void *val, socklen_t *len)
 {
     struct lt_sock *s = lt_sock_of(fd);
@@ -105,6 +124,15 @@ int getsockopt(int fd, int level, int name, void *val, socklen_t *len)
         lt_unlock();
         memcpy(val, &l, *len < sizeof(l) ? *len : sizeof(l));
         *len = *len < sizeof(l) ? *len : sizeof(l);
+        return 0;
+    }
+    if (level == IPPROTO_TCP && name == TCP_INFO) {
+        /* The connection's state; the rest (RTT, window, retransmits) lives
+         * in the daemon (`tasctl flows`) and reads as zero here. */
+        struct tcp_info ti = {.tcpi_state = tcp_state(s)};
+        lt_unlock();
+        memcpy(val, &ti, *len < sizeof(ti) ? *len : sizeof(ti));
+        *len = *len < sizeof(ti) ? *len : sizeof(ti);
         return 0;
     }
     if (level == SOL_SOCKET && name == SO_ERROR)

@@ -65,6 +65,8 @@ assert s.getpeername() == ("10.0.0.1", port), s.getpeername()
 assert s.getsockname()[0] == "10.0.0.2", s.getsockname()
 assert s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0
 assert s.getsockopt(socket.SOL_SOCKET, socket.SO_TYPE) == socket.SOCK_STREAM
+info = s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)   # glibc's struct tcp_info
+assert len(info) == 104 and info[0] == 1, info[:8]               # tcpi_state: TCP_ESTABLISHED
 s.setblocking(False)
 try:
     s.recv(10)
