@@ -20,7 +20,7 @@ MODULES = {
     # The daemon's DPDK side: EAL, port, fast path control, exception path.
     "_tasfp": {
         "headers": ["kb/stats.h", "tas/fastpath.h", "tas/shm.h", "tas/flow.h", "tas/synfast.h",
-                    "tas/arena.h",
+                    "tas/syn_sweep.h", "tas/arena.h",
                     "strata/strata_layout.h"],
         "cdef": """
             int rte_eal_init(int argc, char **argv);
@@ -33,7 +33,7 @@ MODULES = {
                   '#include <rte_ethdev.h>\n'
                   '#include "kb/stats.h"\n#include "tas/fastpath.h"\n'
                   '#include "tas/shm.h"\n#include "tas/flow.h"\n'
-                  '#include "tas/synfast.h"\n'
+                  '#include "tas/synfast.h"\n#include "tas/syn_sweep.h"\n'
                   '#include "tas/arena.h"\n#include "strata/strata_layout.h"\n',
     },
     # The application side (libtas core) for the Python low-level API.

@@ -7,9 +7,10 @@
  * and a flow slot, installs the flow (SYN_RCVD, quiet), tells the app with a
  * TAS_ARX_NEWCONN entry in its notification queue, sends the SYN-ACK with
  * the options the slow path would send, and queues a struct tas_syn_opened
- * for the slow path, which picks it up on its next wake-up (its timers then
- * know the flow: SYN-ACK retransmission, close, TIME_WAIT) and refills the
- * pool.  Anything unusual goes to the slow path as before, counted by
+ * for the slow path, whose sweep (include/tas/syn_sweep.h) collects it on
+ * its next wake-up: it closes the connection in C if it is over by then,
+ * else the slow path's timers take it (SYN-ACK retransmission, close,
+ * TIME_WAIT); the pool is refilled.  Anything unusual goes to the slow path as before, counted by
  * reason (syn_fallback_<reason> on the daemon's `tassyn` stats page, which
  * `tasctl stats` shows).  Not an application layout: no version to bump
  * (the app sees TAS_ARX_NEWCONN, include/tas/shm.h, which has one).
@@ -106,8 +107,8 @@ uint32_t tas_fp_listener_pool_count(struct tas_fp *fp, int slot);
  * with the app's accept counter, what is waiting is opened - gone - accepted. */
 void tas_fp_listener_opened(struct tas_fp *fp, int slot);
 void tas_fp_listener_gone(struct tas_fp *fp, int slot);
-/* Connections the fast path opened since the last call (at most max). */
-unsigned tas_fp_syn_opened_recv(struct tas_fp *fp, struct tas_syn_opened *out, unsigned max);
+/* (The connections the fast path opened: the slow path's sweep collects
+ * their records, include/tas/syn_sweep.h.) */
 /* 4-tuples whose SYNs the slow path must see (delta +1 / -1): counted in a
  * small hashed table, so a collision only sends a SYN the slow way. */
 void tas_fp_syn_hold(struct tas_fp *fp, uint32_t peer_ip, uint16_t local_port,

@@ -208,6 +208,8 @@ struct tas_fp {
     struct rte_hash *tw_hash;           /* TIME_WAIT pairs -> rcv_nxt */
     uint16_t syn_held[TAS_SYN_HELD_SLOTS];
     struct fp_idle *idle;               /* parked idle flows (fp_flow_idle.c) */
+    struct fp_syn_sweep *sweep;         /* opened here, not yet the slow path's
+                                           (fp_syn_sweep.c) */
 };
 
 /* fp_classify.c: validate one received frame.  FP_DROP: dropped and
@@ -334,6 +336,9 @@ void fp_notify_later(struct fp_core *c, struct tas_flow *f, uint32_t rx_bump,
                      uint32_t rx_pos, uint32_t tx_bump, uint32_t flags);
 void fp_notify_flush(struct fp_core *c);
 
+/* fp_syn_sweep.c: the slow path's list of connections opened here. */
+int fp_syn_sweep_init(struct tas_fp *fp);
+void fp_syn_sweep_free(struct tas_fp *fp);
 /* fp_listeners.c: the listener table, pools and held 4-tuples. */
 int fp_listeners_init(struct tas_fp *fp);
 void fp_listeners_free(struct tas_fp *fp);

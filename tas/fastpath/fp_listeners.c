@@ -194,11 +194,6 @@ void tas_fp_listener_gone(struct tas_fp *fp, int slot)
     listener_count(fp, slot, true);
 }
 
-unsigned tas_fp_syn_opened_recv(struct tas_fp *fp, struct tas_syn_opened *out, unsigned max)
-{
-    return rte_ring_sc_dequeue_burst_elem(fp->syn_opened, out, sizeof(*out), max, NULL);
-}
-
 static uint32_t held_slot(uint32_t peer_ip, uint16_t local_port, uint16_t peer_port)
 {
     return rte_jhash_3words(peer_ip, local_port, peer_port, 0) & (TAS_SYN_HELD_SLOTS - 1);

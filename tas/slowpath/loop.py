@@ -22,10 +22,6 @@ from tas.slowpath.packets import (ETH_P_ARP, ETH_P_IP, IPPROTO_ICMP, IPPROTO_TCP
 from tas.slowpath.tcp import TcpManager
 
 TICK_S = 0.01
-# While the fast path opens connections, the tick comes this often: the same
-# work (taking them over, closing them) in smaller bursts, which hold up
-# whatever shares this CPU (a client, an app) for less time each.
-TICK_CHURN_S = 0.002
 MAX_FRAME = 10240
 
 
@@ -86,14 +82,17 @@ class SlowPath:
         """on_tick: called with the timers (the daemon's SIGHUP reload)."""
         # Signal wake-up bytes: drain them, or epoll reports them forever.
         # Stopping itself is should_stop's business.
+        sp_fd = self.lib.tas_fp_sp_fd(self.fp.handle)
         self.watch(stop_fd, self._drain_fd)
-        self.watch(self.lib.tas_fp_sp_fd(self.fp.handle), lambda _fd: self.drain())
+        self.watch(sp_fd, lambda _fd: self.drain())
         next_tick = time.monotonic()
         while not should_stop():
             timeout = max(0.0, next_tick - time.monotonic())
             self._sync_write_interest()
             events_ready = self.poller.poll(timeout)
-            if events_ready:     # a request may name a connection the fast path opened
+            if any(fd != sp_fd and fd != stop_fd for fd, _ in events_ready):
+                # a request may name a connection the fast path opened: take
+                # them all (the fast path's own wake-ups only sweep, drain())
                 self._guarded(lambda _: self.tcp.sync_fast(), None)
             for fd, events in events_ready:
                 if events & select.EPOLLOUT:
@@ -104,8 +103,7 @@ class SlowPath:
             if time.monotonic() >= next_tick:
                 for timer in self.timers + ([on_tick] if on_tick else []):
                     self._guarded(lambda t: t(), timer)
-                next_tick = time.monotonic() + (TICK_CHURN_S if self.tcp.churning()
-                                                else TICK_S)
+                next_tick = time.monotonic() + TICK_S
 
     def close(self):
         self.apps.close()
@@ -121,9 +119,11 @@ class SlowPath:
             pass
 
     def drain(self):
-        # The fast path wakes us when a listener's pool runs low, and what
-        # it opened must be ours before any segment of it is looked at.
-        self._guarded(lambda _: self.tcp.sync_fast(), None)
+        # The fast path wakes us when a listener's pool runs low: the sweep
+        # closes what is over (its buffers go back to the pools) and refills
+        # them.  (A segment of a connection still in the sweep's list makes
+        # TcpManager.handle take them all.)
+        self._guarded(lambda _: self.tcp.sync_fast(mode=0), None)
         while True:
             n = self.lib.tas_fp_sp_recv(self.fp.handle, self._buf, MAX_FRAME, self._reason)
             if n <= 0:

@@ -34,6 +34,9 @@ YIELD_EVERY = 8
 YIELD_MAX = 16
 # Parked flows (tas_fp_flows_woken) read back per call.
 WOKEN_BATCH = 256
+# Connections the fast path opened, per sweep call (include/tas/syn_sweep.h):
+# handed to us, and closed in C with something for us to note.
+SWEEP_BATCH = 256
 
 
 @dataclass(eq=False)
@@ -175,8 +178,12 @@ class TcpManager:
         sc.rcv_wscale, sc.ecn = self.rcv_wscale, 1 if tcfg.ecn else 0
         sc.rx_size, sc.tx_size = cfg.buffers.rx_buf, cfg.buffers.tx_buf
         self.lib.tas_fp_syn_configure(fp.handle, sc)
-        self._opened = self.ffi.new("struct tas_syn_opened[64]")
-        self.last_fast_open = float("-inf")
+        self._sweep = self.ffi.new("struct tas_syn_sweep *")
+        self._sweep_open = self.ffi.new(f"struct tas_syn_pending[{SWEEP_BATCH}]")
+        self._sweep_done = self.ffi.new(f"struct tas_syn_swept[{SWEEP_BATCH}]")
+        self._sweep.open, self._sweep.open_max = self._sweep_open, SWEEP_BATCH
+        self._sweep.done, self._sweep.done_max = self._sweep_done, SWEEP_BATCH
+        self.fast_pending = 0     # opened by the fast path, in the sweep's list
         self._slice_begin()
         self._synbuf = self.ffi.new("struct tas_syn_buf *")
 
@@ -573,36 +580,86 @@ class TcpManager:
             self.syn_stats.add("syn_pool_returned")
         lst.fp_slot = -1
 
-    def sync_fast(self, refill=True, in_tick=False):
-        """Take over the connections the fast path opened since the last
-        call (our timers, close and TIME_WAIT need them), and refill the
-        pools they came from (unless the caller does).  Returns how many
-        there were."""
-        total, touched = 0, set()
+    def sync_fast(self, refill=True, in_tick=False, mode=None):
+        """Take over the connections the fast path opened
+        (include/tas/syn_sweep.h): all of them by default (a request or a
+        segment may name one).  The tick sweeps instead (mode
+        TAS_SWEEP_TICK), and so do the fast path's kicks (mode 0): the
+        connections already over are closed in C, we take only those a
+        tick has seen open, and the rest wait in the sweep's list.  Refills
+        the pools they came from (unless the caller does).  Returns how many
+        connections came from the fast path's ring or to us."""
+        lib, s = self.lib, self._sweep
         if not in_tick:
             self._slice_begin()
+        s.mode = ((lib.TAS_SWEEP_ALL if mode is None else mode) |
+                  (lib.TAS_SWEEP_TIME_WAIT if self.cfg.tcp.time_wait_ms > 0 else 0))
+        s.pool_cap = 2 * self.syn_pool
+        total, touched = 0, set()
         while True:
-            n = self.lib.tas_fp_syn_opened_recv(self.fp.handle, self._opened, 64)
-            for i in range(n):
-                lst = self._fast_opened(self._opened[i])
+            lib.tas_fp_syn_sweep(self.fp.handle, s)
+            total += s.collected + s.nopen
+            if s.collected:
+                self.syn_stats.add("syn_synced", s.collected)
+            if s.closed:
+                self._swept(s)
+            for i in range(s.nlst):
+                e = s.lst[i]
+                lst = self.listener_ids.get(e.listener_id)
+                if lst is not None:
+                    lst.handed += e.closed    # established, accepted, closed: _establish's count
+                    touched.add(lst)
+            pending = self._sweep_open
+            for i in range(s.nopen):
+                lst = self._fast_opened(pending[i].rec, pending[i].collected_at)
                 if lst is not None:
                     touched.add(lst)
                 self._maybe_yield()
-            total += n
-            if n < 64:
+            if not s.more:
                 break
+        self.fast_pending = s.pending
         if refill:
             for lst in touched:
                 self._refill(lst)
-        if total:
-            self.last_fast_open = self.now()
         return total
 
-    def churning(self):
-        """The fast path opened connections in the last 100 ms."""
-        return self.now() - self.last_fast_open < 0.1
+    def _swept(self, s):
+        """Note what the sweep closed in C: the counts a connection's open,
+        establish and close would have added, its peers for the ARP cache,
+        and per connection the TIME_WAIT pair it left (the fast path's table
+        has it already), a pair it had reused, buffers the pool had no room
+        for."""
+        n, lib = s.closed, self.lib
+        for name in ("tcp_passive_opens", "tcp_established", "tcp_handed_over",
+                     "tcp_closed_by_flag", "tcp_closed", "tcp_closed_swept"):
+            self.stats.add(name, n)
+        if s.recycled:
+            self.syn_stats.add("syn_pool_recycled", s.recycled)
+        if s.tw_reused:
+            self.stats.add("tcp_time_wait_reused", s.tw_reused)
+        now = self.now()
+        for i in range(s.npeers):
+            self.arp.learn(s.peers[i].ip.to_bytes(4, "big"), bytes(s.peers[i].mac), now)
+        expiry = now + self.cfg.tcp.time_wait_ms / 1000
+        done = self._sweep_done
+        for i in range(s.ndone):
+            d = done[i]
+            key = (d.peer_ip.to_bytes(4, "big"), d.local_port, d.peer_port)
+            flags = d.flags
+            if flags & lib.TAS_SWEPT_TW_REUSED:
+                self._tw_forget(key)      # (the SYN took it out of the fast path's table)
+            if flags & lib.TAS_SWEPT_TW:
+                self._tw_forget(key)
+                self.time_wait[key] = (expiry, d.snd_nxt, d.rcv_nxt, bytes(d.peer_mac))
+                self.tw_expiry.append((expiry, key))
+                if flags & lib.TAS_SWEPT_TW_HELD:
+                    self.tw_held.add(key)     # (the sweep holds it in the fast path)
+            if flags & lib.TAS_SWEPT_RELEASE:
+                self._release_buffers(self.listener_ids[d.listener_id].app, d.rx_off, d.tx_off)
 
-    def _fast_opened(self, rec):
+    def _fast_opened(self, rec, collected_at):
+        """collected_at: when the sweep took the record (CLOCK_MONOTONIC):
+        the handshake timer runs from then, not from now."""
         lst = self.listener_ids.get(rec.listener_id)
         if lst is None:
             # cannot be: listen_close takes the fast path's listener away
@@ -622,7 +679,8 @@ class TcpManager:
                     ts_ok=bool(f.flags & lib.TAS_FLF_TS), sack_ok=bool(f.flags & lib.TAS_FLF_SACK),
                     ecn=bool(f.flags & lib.TAS_FLF_ECN), ts_recent=f.ts_recent,
                     snd_wnd=f.snd_wnd)
-        conn.next_retry = self.now() + self.handshake_timeout
+        age = max(0.0, time.monotonic() - collected_at)
+        conn.next_retry = self.now() - age + self.handshake_timeout
         if rec.flags & lib.TAS_SYN_OPENED_TW_REUSED:
             self._tw_del(key)     # (the fast path's table has dropped it already)
             self.stats.add("tcp_time_wait_reused")
@@ -631,7 +689,6 @@ class TcpManager:
         self._add_conn(conn)
         self.arp.learn(key[0], conn.peer_mac)
         self.stats.add("tcp_passive_opens")
-        self.syn_stats.add("syn_synced")
         return lst
 
     def _add_conn(self, conn):
@@ -655,14 +712,19 @@ class TcpManager:
             self._hold(key, 1)
 
     def _tw_del(self, key):
-        if self.time_wait.pop(key, None) is None:
+        if self.time_wait.get(key) is None:
             return
-        if key in self.tw_held:
-            self.tw_held.discard(key)
-            self._hold(key, -1)
-        else:
+        if key not in self.tw_held:
             self.lib.tas_fp_tw_del(self.fp.handle, int.from_bytes(key[0], "big"), key[1],
                                    key[2])
+        self._tw_forget(key)
+
+    def _tw_forget(self, key):
+        """Drop our record of a TIME_WAIT pair (and its hold), not the
+        fast path's table entry."""
+        if self.time_wait.pop(key, None) is not None and key in self.tw_held:
+            self.tw_held.discard(key)
+            self._hold(key, -1)
 
     def _pick_listener(self, port):
         """The listener of the port that takes the next connection: round
@@ -1049,6 +1111,7 @@ class TcpManager:
         connections linger."""
         for lst in list(app.listeners):
             self.listen_close(app, lst.id)
+        self.sync_fast()
         for conn in list(app.conns):
             self._wake(conn)
             if self._quietly_established(conn):
@@ -1130,6 +1193,7 @@ class TcpManager:
                 for key, tw in self.time_wait.items()]
 
     def reset_all(self, app):
+        self.sync_fast()
         for conn in list(app.conns):
             self._abort(conn)
 
@@ -1148,7 +1212,8 @@ class TcpManager:
 
     def tick(self):
         self._slice_begin()
-        self.sync_fast(refill=False, in_tick=True)    # closes below recycle buffers first
+        # (closes below recycle buffers first: the refill is after them)
+        self.sync_fast(refill=False, in_tick=True, mode=self.lib.TAS_SWEEP_TICK)
         now = self.now()
         self._wake_changed(now)
         self.tick_no, self.tick_at = self.tick_no + 1, now
@@ -1182,7 +1247,7 @@ class TcpManager:
         self.stats.set("tcp_tick_visited_last", len(visit))
         self.stats.set("tcp_conns_parked", len(self.parked))
         self.stats.set("tcp_flows_active", self.lib.tas_fp_flow_count(self.fp.handle))
-        self.stats.set("tcp_conns", len(self.conns))
+        self.stats.set("tcp_conns", len(self.conns) + self.fast_pending)
         self.stats.set("tcp_time_wait", len(self.time_wait))
 
     def _retry_handshake(self, conn, now, send):

@@ -1,7 +1,8 @@
 """The fast path's listener table (include/tas/synfast.h) as the slow-path
 unit tests' stand-in fast paths keep it: listeners, their buffer pools and
 the held 4-tuples and TIME_WAIT pairs, in Python.  No SYN reaches a fast path in those tests,
-so no connection is ever opened there (tas_fp_syn_opened_recv gives none)."""
+so no connection is ever opened there (tas_fp_syn_sweep gives
+none)."""
 import collections
 
 
@@ -50,8 +51,11 @@ class ListenerTable:
     def tas_fp_listener_gone(self, handle, slot):
         self.gone[slot] += 1
 
-    def tas_fp_syn_opened_recv(self, handle, out, n):
-        return 0
+    def tas_fp_syn_sweep(self, handle, s):
+        """(include/tas/syn_sweep.h) nothing opened, so nothing to sweep"""
+        for name in ("nopen", "ndone", "nlst", "npeers", "collected", "closed", "recycled",
+                     "time_wait", "tw_reused", "pending", "more"):
+            setattr(s, name, 0)
 
     def tas_fp_syn_hold(self, handle, ip, local_port, peer_port, delta):
         self.held[(ip, local_port, peer_port)] += delta

@@ -117,9 +117,12 @@ def test_twenty_thousand_short_connections_leave_nothing_behind(daemon, procs, t
     # round again while those were in TIME_WAIT: reused, not refused.
     assert after["tcp_time_wait_reused"] - before.get("tcp_time_wait_reused", 0) > 0
     assert after.get("tcp_syn_dropped", 0) == before.get("tcp_syn_dropped", 0)
-    # The slow path's ticks took the churn in slices, giving the CPU up
-    # between them (the client and server share it).
-    assert after.get("sp_tick_yields", 0) > before.get("sp_tick_yields", 0)
+    # Connections already over when the slow path first looked were closed
+    # by its sweep in C (include/tas/syn_sweep.h), never a Python object;
+    # the rest went through its Python state machine.  Both kinds count in
+    # tcp_closed above.
+    swept = after.get("tcp_closed_swept", 0) - before.get("tcp_closed_swept", 0)
+    assert 0 < swept <= N
     assert tasctl(daemon, "flows")["flows"] == []
     apps = tasctl(daemon, "apps")
     (row,) = [a for a in apps["apps"] if a["listeners"] == [PORT]]
