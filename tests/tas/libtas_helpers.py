@@ -70,6 +70,26 @@ def nginx_serves(procs, d, tmp_path, conf_template, port, *wrk_args):
 
 # Source prepended to the programs tests run under the shim: read s until
 # EOF (or limit bytes), handing each chunk to each(); returns the count.
+# recv_upto: up to n bytes, fewer at EOF; recv_exact: n bytes, or the
+# program ends at an early EOF.
+RECV_UPTO = """
+def recv_upto(s, n):
+    got = b""
+    while len(got) < n:
+        d = s.recv(n - len(got))
+        if not d:
+            break
+        got += d
+    return got
+"""
+RECV_EXACT = RECV_UPTO + """
+def recv_exact(s, n):
+    got = recv_upto(s, n)
+    if len(got) < n:
+        raise SystemExit(f"EOF after {got!r}")
+    return got
+"""
+
 READ_ALL = """
 def read_all(s, each, chunk=65536, limit=None):
     n = 0

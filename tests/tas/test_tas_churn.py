@@ -12,7 +12,7 @@ import json
 import subprocess
 import sys
 
-from libtas_helpers import counters, finish, tas_run
+from libtas_helpers import RECV_EXACT, RECV_UPTO, counters, finish, tas_run
 from tasd import wait_until
 
 N = 20_000
@@ -20,18 +20,13 @@ PORT = 7410
 
 # Under tas-run: echo 8 bytes; close at once on even numbers (server closes
 # first), after the client's EOF on odd ones.
-SERVER = r"""
+SERVER = RECV_EXACT + r"""
 import os, socket, sys, time
 s = socket.create_server(("0.0.0.0", int(sys.argv[1])), backlog=128)
 print("listening", flush=True)
 for _ in range(int(sys.argv[2])):
     c, _ = s.accept()
-    msg = b""
-    while len(msg) < 8:
-        d = c.recv(8 - len(msg))
-        if not d:
-            raise SystemExit(f"EOF after {msg!r}")
-        msg += d
+    msg = recv_exact(c, 8)
     c.sendall(msg)
     if int(msg) % 2:
         assert c.recv(1) == b""
@@ -41,7 +36,7 @@ while not os.path.exists(sys.argv[3]):    # attached until the counters are read
     time.sleep(0.05)
 """
 
-CLIENT = r"""
+CLIENT = RECV_UPTO + r"""
 import errno, socket, sys, time
 bad = 0
 for i in range(int(sys.argv[2])):
@@ -60,12 +55,7 @@ for i in range(int(sys.argv[2])):
                 time.sleep(0.001)
     s.connect(("10.0.0.2", int(sys.argv[1])))
     s.sendall(b"%08d" % i)
-    got = b""
-    while len(got) < 8:
-        d = s.recv(8 - len(got))
-        if not d:
-            break
-        got += d
+    got = recv_upto(s, 8)
     bad += got != b"%08d" % i
     if i % 2 == 0:
         assert s.recv(1) == b""      # the server's FIN: ours closes the pair

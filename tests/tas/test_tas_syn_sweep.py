@@ -13,13 +13,13 @@ import json
 import subprocess
 import sys
 
-from libtas_helpers import ROOT, counters, finish, tas_run
+from libtas_helpers import RECV_EXACT, RECV_UPTO, ROOT, counters, finish, tas_run
 from tasd import wait_until
 
 # Under tas-run: per connection echo 8 bytes, then close first ("first") or
 # after the client's EOF ("last"); "hold": keep the connections.  Exits once
 # the file argv[4] exists.
-SERVER = r"""
+SERVER = RECV_EXACT + r"""
 import os, socket, sys, time
 s = socket.create_server(("0.0.0.0", int(sys.argv[1])), backlog=128)
 print("listening", flush=True)
@@ -27,12 +27,7 @@ mode, n = sys.argv[2], int(sys.argv[3])
 held = []
 for _ in range(n):
     c, _ = s.accept()
-    msg = b""
-    while len(msg) < 8:
-        d = c.recv(8 - len(msg))
-        if not d:
-            raise SystemExit(f"EOF after {msg!r}")
-        msg += d
+    msg = recv_exact(c, 8)
     c.sendall(msg)
     if mode == "hold":
         held.append(c)
@@ -49,7 +44,7 @@ while not os.path.exists(sys.argv[4]):
 # they can come again on the same pair), `parallel` at a time: connect all,
 # then request each (and close it: "last"), then close each after the
 # server's FIN ("first"); "hold": wait on stdin before closing.
-CLIENT = r"""
+CLIENT = RECV_UPTO + r"""
 import socket, sys
 port, n, parallel, base, mode = (int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]),
                                  int(sys.argv[4]), sys.argv[5])
@@ -64,12 +59,7 @@ for first in range(0, n, parallel):
         socks.append((i, s))
     for i, s in socks:
         s.sendall(b"%08d" % i)
-        got = b""
-        while len(got) < 8:
-            d = s.recv(8 - len(got))
-            if not d:
-                break
-            got += d
+        got = recv_upto(s, 8)
         bad += got != b"%08d" % i
         if mode == "last":
             s.close()                    # (the server waits for it before the next)
