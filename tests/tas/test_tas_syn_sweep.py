@@ -17,24 +17,34 @@ from libtas_helpers import RECV_EXACT, RECV_UPTO, ROOT, counters, finish, tas_ru
 from tasd import wait_until
 
 # Under tas-run: per connection echo 8 bytes, then close first ("first") or
-# after the client's EOF ("last"); "hold": keep the connections.  Exits once
-# the file argv[4] exists.
+# after the client's EOF ("last"); "hold": keep the connections.  Each
+# connection is served in its own thread: a client with several in flight
+# may be accepted in another order than it connected (a handshake the slow
+# path finished is accepted after later ones the fast path finished), and
+# a server serving one at a time would then wait on the wrong connection
+# while the client waits on another.  Exits once the file argv[4] exists.
 SERVER = RECV_EXACT + r"""
-import os, socket, sys, time
+import os, socket, sys, threading, time
 s = socket.create_server(("0.0.0.0", int(sys.argv[1])), backlog=128)
 print("listening", flush=True)
 mode, n = sys.argv[2], int(sys.argv[3])
 held = []
-for _ in range(n):
-    c, _ = s.accept()
+def serve(c):
     msg = recv_exact(c, 8)
     c.sendall(msg)
     if mode == "hold":
         held.append(c)
-        continue
+        return
     if mode == "last":
         assert c.recv(1) == b""
     c.close()
+threads = []
+for _ in range(n):
+    c, _ = s.accept()
+    threads.append(threading.Thread(target=serve, args=(c,)))
+    threads[-1].start()
+for t in threads:
+    t.join()
 print("served", flush=True)
 while not os.path.exists(sys.argv[4]):
     time.sleep(0.05)
@@ -94,13 +104,15 @@ def run_client(d, port, n, parallel, base, mode, srv=None):
         out = d.ns_run(sys.executable, "-c", CLIENT, str(port), str(n), str(parallel),
                        str(base), mode, timeout=60)
     except subprocess.TimeoutExpired:
+        # the daemon's state first: killing the server changes it
+        state = (f"flows {on_port(d, port, '--time-wait')}, counters {counters(d)}, "
+                 f"{stats_syn(d)}")
         server = ""
         if srv is not None:
             alive = srv.poll() is None
             srv.kill()
             server = (alive, srv.communicate(timeout=5))
-        raise AssertionError(f"client stuck: flows {on_port(d, port, '--time-wait')}, "
-                             f"counters {counters(d)}, {stats_syn(d)}, server {server}") from None
+        raise AssertionError(f"client stuck: {state}, server {server}") from None
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "0", "replies that differ from the request"
 
@@ -150,6 +162,26 @@ def test_server_closing_first_leaves_time_wait_pairs(make_daemon, procs, tmp_pat
     assert grew("tcp_closed") == n + 1
     # closed in the sweep or in Python, never both
     assert 0 <= grew("tcp_closed_swept") <= n + 1
+
+
+def test_small_pool_mixes_fast_and_slow_handshakes(make_daemon, procs, tmp_path):
+    """A two-connection pool and eight clients at a time: SYNs that find
+    the pool empty take the slow path while the others finish in the fast
+    path, and such connections are accepted in another order than they
+    were made.  Every request is answered and nothing is left over."""
+    d = make_daemon(extra="\n[tcp]\nsyn_pool = 2\n").start()
+    port, n = 7443, 48
+    done = tmp_path / "done"
+    before = counters(d)
+    srv = tas_run(procs, d, sys.executable, "-c", SERVER, str(port), "first", str(n), str(done))
+    assert srv.stdout.readline().strip() == "listening"
+    run_client(d, port, n, 8, 46000, "first", srv)
+    assert srv.stdout.readline().strip() == "served"
+    nothing_left(d, port)
+    grew = delta(d, before)
+    assert grew("tcp_passive_opens") == n == grew("tcp_closed")
+    done.touch()
+    finish(srv, "server")
 
 
 def test_client_closing_first_is_swept_without_leftovers(make_daemon, procs, tmp_path):
