@@ -25,6 +25,7 @@ import socket
 import sys
 
 from kb.execprog import exec_program
+from strata.cli import SHARED_WRITERS_HELP
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LIBS = {
@@ -116,6 +117,7 @@ def parse(argv):
     p.add_argument("--run-dir", default=os.environ.get("TAS_RUN_DIR", "/run/tas"))
     p.add_argument("--pool", help=f"Strata pool (default $STRATA_POOL or {DEFAULT_POOL})")
     p.add_argument("--threshold", type=int, help="zIO copy-size threshold in bytes")
+    p.add_argument("--shared-writers", action="store_true", help=SHARED_WRITERS_HELP)
     p.add_argument("cmd", nargs=argparse.REMAINDER, help="-- CMD ARGS...")
     args = p.parse_args(argv)
     args.cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
@@ -138,6 +140,8 @@ def main(argv=None):
         env = environ(layers, args.instance, args.run_dir, pool, args.threshold)
         if args.orp:
             env["TAS_REQUIRE_NVM"] = "1"
+        if args.shared_writers and "strata" in layers:
+            env["STRATA_SHARED_WRITERS"] = "1"
     except RunError as e:
         sys.exit(f"kbrun: {e}")
     try:

@@ -219,11 +219,18 @@ def cmd_cp(a):
     return 0
 
 
+SHARED_WRITERS_HELP = ("for programs whose processes write the same files at once without "
+                       "file locks (PostgreSQL): no write leases, every write published "
+                       "before it returns (STRATA_SHARED_WRITERS=1)")
+
+
 def cmd_run(a):
     argv = a.command[1:] if a.command and a.command[0] == "--" else a.command
     if not argv:
         raise SystemExit("usage: strata run -- CMD ...")
     env = dict(os.environ, STRATA_POOL=a.pool)
+    if a.shared_writers:
+        env["STRATA_SHARED_WRITERS"] = "1"
     # libstrata goes last: libzio and libtas come first when present (architecture)
     pre = env.get("LD_PRELOAD")
     env["LD_PRELOAD"] = (pre + ":" if pre else "") + api.LIB_PATH
@@ -276,6 +283,7 @@ def main(argv=None):
     cp.add_argument("src")
     cp.add_argument("dst")
     r = sub.add_parser("run", help="run a program with the shim")
+    r.add_argument("--shared-writers", action="store_true", help=SHARED_WRITERS_HELP)
     r.add_argument("command", nargs=argparse.REMAINDER)
     k = sub.add_parser("kernfs", help="digest service loop")
     k.add_argument("--interval", type=float, default=1.0)

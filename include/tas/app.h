@@ -162,6 +162,9 @@ enum tas_shim_counter {
                                     network), or IPv6 proper */
     TAS_SHIM_KERNEL_TWINS,       /* listeners with a kernel twin (listen_kernel.c) */
     TAS_SHIM_KERNEL_ACCEPTS,     /* ... connections accepted from it */
+    TAS_SHIM_CLAIMS,             /* inherited connections a forked child took over */
+    TAS_SHIM_CLAIMS_FAILED,      /* ... that it could not (they stay unconnected) */
+    TAS_SHIM_CLOSES_FORKED,      /* closes that leave the FIN to the children */
     TAS_SHIM_N
 };
 void tas_app_count(struct tas_app *a, enum tas_shim_counter c, uint64_t n);

@@ -161,6 +161,8 @@ struct tas_flow_move {
     uint16_t ctx;
     uint32_t app_id;
     uint32_t listener_id;        /* the new app's listener (its NEWCONN names it) */
+    uint32_t accepted;           /* 1: the app accepted it already (a forked child's
+                                    claim, TAS_CTL_CLAIM): it may move all the same */
 };
 /* The new flow's id; -EBUSY: not movable (handshake not finished, closing,
  * reset, data sent or out of order); -ENOSPC: no flow slot, or the new

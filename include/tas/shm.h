@@ -35,8 +35,11 @@
  * apps should run on their core's CPU (pin_apps);
  * 9: the header counts the control messages the daemon sent (ctl_sent);
  * 10: accept marks a handed-over connection (TAS_ATX_FL_ACCEPTED), so one
- * the app never accepted is reset when its process goes */
-#define TAS_SHM_VERSION 11
+ * the app never accepted is reset when its process goes;
+ * 12: a forked child takes over an inherited connection (TAS_CTL_CLAIM), and
+ * a parent's close of a connection its children may hold waits for them
+ * (TAS_CTL_FL_FORKED) */
+#define TAS_SHM_VERSION 12
 #define TAS_MAX_CTX 16
 #define TAS_CTXQ_ENTRIES 4096    /* a power of two; never read from shared memory */
 
@@ -150,6 +153,12 @@ struct tas_atx {                 /* 16 bytes */
 #define TAS_CTL_CLOSE 5          /* flow_id (flags: TAS_CTL_FL_RESET) */
 #define TAS_CTL_LISTEN_CLOSE 6
 #define TAS_CTL_CTX_CREATE 7     /* app -> sp: reply ctx (index), rx_off (descriptor) + wake-up socket */
+#define TAS_CTL_CLAIM 8          /* a forked child's first use of an inherited connection:
+                                    flow_id (the parent's), ctx -> CONN_OPENED (the flow,
+                                    moved to this app with the data not yet read; the
+                                    parent gets CONN_CLOSED with TAS_CTL_FL_MOVED unless it
+                                    closed it already); -EAGAIN: data still in flight,
+                                    ask again; -EPERM: not a descendant of its owner */
 #define TAS_CTL_CONN_OPENED 16   /* sp -> app */
 #define TAS_CTL_CONN_CLOSED 17   /* sp -> app: flow gone (status: 0 or -ECONNRESET) */
 #define TAS_CTL_NEWCONN 18       /* sp -> app: a connection waits on listener */
@@ -180,6 +189,11 @@ struct tas_atx {                 /* 16 bytes */
                                     which had not asked to accept on its listener, went to
                                     a process of the port's that does (prefork: the master
                                     never accepts); forget it, nothing to close */
+#define TAS_CTL_FL_FORKED 128    /* CLOSE: children forked while the connection was open
+                                    may hold it (pids in opaque's two halves, backlog and
+                                    listener_id; 0: none): like Linux's last close, the FIN
+                                    waits until they have exited, unless one claims it */
+#define TAS_CLAIM_LISTENER 0xFFFFFFFFu   /* TAS_ARX_NEWCONN of a claimed flow (no listener) */
 
 /* Reply to TAS_CTL_REGISTER (a TAS_CTL_STATUS): fds = segment fd (sealed
  * memfd, or the Strata pool), info page, the app's wake-up socket, one

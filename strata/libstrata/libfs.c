@@ -71,6 +71,19 @@ static long lease_wait_ms(void)
     return s ? atol(s) : 2000;
 }
 
+/* Once per process: why a writable open failed with EBUSY, and what a
+ * program whose processes all write the same files needs. */
+static void lease_busy_hint(uint32_t ino, int32_t holder)
+{
+    static int said;
+    if (said++ || kb_getenv("STRATA_QUIET") != NULL)
+        return;
+    fprintf(stderr, "strata: inode %u is being written by process %d (EBUSY after "
+            "STRATA_LEASE_WAIT_MS); a program whose processes write the same files "
+            "at once without file locks (PostgreSQL) needs STRATA_SHARED_WRITERS=1 "
+            "(strata run --shared-writers)\n", ino, (int)holder);
+}
+
 /* Take the write lease on ino (pool lock held on entry and exit). */
 static int lease_take(uint32_t ino)
 {
@@ -82,6 +95,7 @@ static int lease_take(uint32_t ino)
             break;
         }
         if (waited >= limit) {
+            lease_busy_hint(ino, in->lease_pid);
             errno = EBUSY;
             return -1;
         }

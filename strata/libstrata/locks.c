@@ -50,6 +50,8 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 
+#include "kb/env.h"
+
 struct lockfd {
     struct sfile *f;
     int fd;
@@ -75,6 +77,22 @@ static void recover_dead_writers(void)
     }
 }
 
+/* STRATA_SHARED_WRITERS=1 (`strata run --shared-writers`): for programs
+ * whose processes write the same files at once and coordinate through
+ * shared memory rather than file locks (PostgreSQL's backends, checkpointer
+ * and WAL writer): lock-aware from the start, so no leases, and each write
+ * and truncate is published before the call returns, so every process reads
+ * what another wrote a moment ago. */
+static int shared_writers;
+
+void strata_shared_writers_init(void)
+{
+    const char *s = kb_getenv("STRATA_SHARED_WRITERS");
+    shared_writers = s != NULL && *s != '\0' && strcmp(s, "0") != 0;
+    if (shared_writers)
+        strata_lock_aware = 1;
+}
+
 /* The first lock makes this process lock-aware: digest, drop its leases. */
 static void become_lock_aware(void)
 {
@@ -93,14 +111,16 @@ static void become_lock_aware(void)
 
 static void publish_now(void)
 {
-    if (strata_lock_aware && G.slot >= 0 && G.tail > 0)
+    if (strata_lock_aware && G.slot >= 0 && G.tail > 0) {
         digest_own();
+        kb_stats_add(G.c.published, 1);
+    }
 }
 
 /* After each write and truncate (G.mu held). */
 void strata_publish(void)
 {
-    if (shadow_has_maps())
+    if (shared_writers || shadow_has_maps())
         publish_now();
 }
 

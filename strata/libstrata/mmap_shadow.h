@@ -41,6 +41,8 @@ int strata_mprotect(void *addr, size_t len, int prot);
  * they return while it has a shared mapping (strata_publish). */
 extern int strata_lock_aware;
 void strata_publish(void);
+/* At attach: STRATA_SHARED_WRITERS (see locks.c). */
+void strata_shared_writers_init(void);
 int strata_lock_fcntl(int fd, int cmd, struct flock *fl);
 int strata_flock(int fd, int op);
 int strata_lockf(int fd, int cmd, off_t len);

@@ -12,6 +12,7 @@
  * rebuilds allocator state (repair).
  */
 #include "strata_internal.h"
+#include "mmap_shadow.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -95,6 +96,7 @@ static void counters_init(void)
     G.c.torn = kb_stats_counter(p, "torn_entries_discarded");
     G.c.enospc = kb_stats_counter(p, "enospc");
     G.c.lease_waits = kb_stats_counter(p, "lease_waits");
+    G.c.published = kb_stats_counter(p, "writes_published");
     G.c.ref_writes = kb_stats_counter(p, "ref_writes");
     G.c.repairs = kb_stats_counter(p, "repairs");
     G.c.ref_bytes = kb_stats_counter(p, "ref_bytes");
@@ -156,6 +158,7 @@ int strata_attach(const char *path)
     if (G.lock_fd < 0 || !G.pend || !G.wlease || !G.opens)
         goto out;
     counters_init();
+    strata_shared_writers_init();
     /* Mount-time recovery: replay the logs of processes that died. */
     if (strata_pool_lock() != 0)
         goto out;

@@ -36,7 +36,8 @@ struct strata_counters {
         *ref_writes, *repairs, *ref_bytes, *inline_bytes, *inline_large_bytes, *ref_fallbacks,
         *ref_fallback_small, *ref_fallback_nomem, *ref_digests, *ofd_shared, *ofd_adopted,
         *blocks_punched, *pages_populated, *backing_enospc, *bg_passes, *bg_kicks, *bg_threads, *log_full,
-        *maps, *writebacks, *writeback_bytes, *shadow_files, *locks, *lock_files;
+        *maps, *writebacks, *writeback_bytes, *shadow_files, *locks, *lock_files,
+        *published;
 };
 
 struct strata_fs {

@@ -23,12 +23,14 @@
 
 /* Only quiet established flows move: no handshake pending, nothing sent or
  * to send, no out-of-order interval, no close or reset on either side but
- * the peer's FIN (carried along). */
-static bool movable(const struct tas_flow *f)
+ * the peer's FIN (carried along).  An accepted one only for a forked
+ * child's claim (the old app's close flag, if any, is not carried). */
+static bool movable(const struct tas_flow *f, bool accepted)
 {
     const uint32_t busy = TAS_FLF_SYNRCVD | TAS_FLF_TXFIN | TAS_FLF_TXFIN_SENT |
-                          TAS_FLF_FIN_EVER | TAS_FLF_RESET | TAS_FLF_APP_CLOSED |
-                          TAS_FLF_SACK_RECOV | TAS_FLF_PROBE | TAS_FLF_APP_ACCEPTED;
+                          TAS_FLF_FIN_EVER | TAS_FLF_RESET |
+                          (accepted ? 0 : TAS_FLF_APP_CLOSED | TAS_FLF_APP_ACCEPTED) |
+                          TAS_FLF_SACK_RECOV | TAS_FLF_PROBE;
     return (f->flags & TAS_FLF_ACTIVE) && !(f->flags & busy) && f->tx_sent == 0 &&
            f->tx_avail == 0 && f->rx_ooo_len == 0 && f->rx_avail <= f->rx_size;
 }
@@ -44,7 +46,7 @@ static void copy_unread(const struct tas_flow *from, uint8_t *to, uint32_t unrea
 
 static int move_locked(struct tas_fp *fp, struct tas_flow *f, const struct tas_flow_move *to)
 {
-    if (!movable(f))
+    if (!movable(f, to->accepted != 0))
         return -EBUSY;
     if (fp->flow_free_count == 0)
         return -ENOSPC;
@@ -63,7 +65,8 @@ static int move_locked(struct tas_fp *fp, struct tas_flow *f, const struct tas_f
     n->queue = (uint16_t)(nid % fp->conf.ncores);
     n->rx_head = unread % n->rx_size;
     n->tx_head = 0;
-    n->flags &= ~TAS_FLF_ACK_DUE;      /* on no core's list: the next segment ACKs */
+    n->flags &= ~(TAS_FLF_ACK_DUE |    /* on no core's list: the next segment ACKs */
+                  TAS_FLF_APP_CLOSED | TAS_FLF_PEER_FIN_FIRST | TAS_FLF_RX_DISCARD);
     n->tx_queued = 0;
     n->pend_rx_bump = n->pend_tx_bump = n->pend_flags = n->pend_rx_pos = 0;
     copy_unread(f, n->rx_base, unread);

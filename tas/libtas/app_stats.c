@@ -31,6 +31,9 @@ static const char *const names[RXC_N] = {
     [RXC_SHIM + TAS_SHIM_TO_KERNEL] = "sockets_to_kernel",
     [RXC_SHIM + TAS_SHIM_KERNEL_TWINS] = "listeners_kernel_twin",
     [RXC_SHIM + TAS_SHIM_KERNEL_ACCEPTS] = "accepts_from_kernel",
+    [RXC_SHIM + TAS_SHIM_CLAIMS] = "conns_claimed",
+    [RXC_SHIM + TAS_SHIM_CLAIMS_FAILED] = "conns_claim_failed",
+    [RXC_SHIM + TAS_SHIM_CLOSES_FORKED] = "closes_left_to_children",
 };
 
 void tas_app_count(struct tas_app *a, enum tas_shim_counter c, uint64_t n)

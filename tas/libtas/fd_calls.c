@@ -67,6 +67,11 @@ int shutdown(int fd, int how)
     struct lt_sock *s = lt_sock_of(fd);
     if (s == NULL)
         return REAL(shutdown)(fd, how);
+    if (s->claim_flow != 0) {  /* inherited over fork: its first use */
+        lt_lock();
+        lt_claim(s);
+        lt_unlock();
+    }
     if (s->kind != LT_CONN) {
         errno = ENOTCONN;
         return -1;

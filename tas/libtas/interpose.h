@@ -68,6 +68,7 @@ struct libc_fns {
     int (*statx)(int, const char *, int, unsigned int, struct statx *);
     ssize_t (*sendfile)(int, int, off_t *, size_t);
     ssize_t (*sendfile64)(int, int, off64_t *, size_t);
+    pid_t (*fork)(void);
 };
 extern struct libc_fns real;
 void libc_real_init(void);
@@ -138,6 +139,13 @@ struct lt_sock {
     uint32_t conn_rx_size, conn_tx_size;
     struct lt_flow *flow;
     struct lt_sock *next_listener;
+    /* fork (fork_child.c, sock_claim.c): the children forked while this
+     * connection was open (the newest LT_FORK_PIDS; its close waits for
+     * them), and in a child the parent's flow id + 1 of an inherited
+     * connection not taken over yet (kind LT_NEW until its first use) */
+#define LT_FORK_PIDS 4
+    pid_t fork_pids[LT_FORK_PIDS];
+    uint32_t claim_flow;
 };
 
 /* The shim's files in layers, each calling only those above it in this list
@@ -173,6 +181,11 @@ struct lt_sock *lt_sock_hold(int fd);
 int lt_dup_result(struct lt_sock *s, int nfd);
 /* fork_child.c: drop the parent's attachment (then flows, then sleepers). */
 void lt_attach_forget(void);
+
+/* sock_claim.c (with the lock held): a forked child's first use of an
+ * inherited connection takes it over (TAS_CTL_CLAIM); 0, or -errno and the
+ * socket stays unconnected.  A no-op for any other socket. */
+int lt_claim(struct lt_sock *s);
 
 /* flow_table.c: flows by id. */
 struct lt_flow *lt_flow_get(uint32_t id);             /* find or create */

@@ -11,6 +11,7 @@ struct libc_fns real;
 void libc_real_init(void)
 {
     RESOLVE(socket);
+    RESOLVE(fork);
     RESOLVE(bind);
     RESOLVE(listen);
     RESOLVE(accept4);

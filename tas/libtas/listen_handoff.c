@@ -82,6 +82,15 @@ static void unlink_entry(struct lt_sock *s, struct lt_handed **p)
     free(h);
 }
 
+/* The id of a flow we closed, now reused: start afresh. */
+static void fresh(struct lt_flow *f, uint32_t id)
+{
+    struct lt_flow *next = f->next;
+    memset(f, 0, sizeof(*f));
+    f->id = id;
+    f->next = next;
+}
+
 void lt_handoff_established(uint32_t flow_id)
 {
     struct lt_flow *f = lt_flow_get(flow_id);
@@ -103,12 +112,8 @@ void lt_handoff_arrived(const struct tas_ctl_msg *m)
     }
     struct lt_flow *f = lt_flow_get(m->flow_id);
     int est_early = f->est_early, closed_early = f->closed_early, moved = f->moved;
-    if (f->dead) {             /* the id of a flow we closed, now reused */
-        struct lt_flow *next = f->next;
-        memset(f, 0, sizeof(*f));
-        f->id = m->flow_id;
-        f->next = next;
-    }
+    if (f->dead)
+        fresh(f, m->flow_id);
     f->est_early = f->closed_early = 0;
     if (closed_early) {        /* gone already: the daemon has forgotten it */
         lt_flow_forget(f);
@@ -136,6 +141,15 @@ void lt_handoff_arrived(const struct tas_ctl_msg *m)
 
 void lt_handoff_fast(const struct tas_arx *e)
 {
+    if (e->rx_bump == TAS_CLAIM_LISTENER) {
+        /* a flow this (forked) process claims: the claim's reply opens it,
+         * its notifications count from now on */
+        struct lt_flow *f = lt_flow_get(e->flow_id);
+        if (f->dead)
+            fresh(f, e->flow_id);
+        f->handed = 1;
+        return;
+    }
     struct lt_sock *s = listener_of(e->rx_bump);
     struct tas_ctl_msg m = {
         .type = TAS_CTL_NEWCONN, .flags = TAS_CTL_FL_HANDOFF, .flow_id = e->flow_id,
@@ -169,6 +183,15 @@ void lt_handoff_moved(uint32_t flow_id)
 {
     struct lt_sock *s;
     struct lt_handed **p = find(flow_id, &s);
+    struct lt_flow *open = lt_flow_get(flow_id);
+    if (p == NULL && open->opened && !open->dead) {
+        /* accepted here, then taken over by a process we forked (its claim):
+         * our socket's copy no longer carries it */
+        open->moved = open->reset = 1;
+        open->in_seq++;
+        open->out_seq++;
+        return;
+    }
     if (p == NULL) {           /* its TAS_ARX_NEWCONN not applied yet */
         lt_handoff_closed_early(flow_id);
         lt_flow_get(flow_id)->moved = 1;

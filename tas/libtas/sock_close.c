@@ -16,6 +16,26 @@ static void unlink_listener(struct lt_sock *s)
     }
 }
 
+/* Children forked while the connection was open may hold it (a server that
+ * forks a process per connection closes its copy at once): the daemon sends
+ * the FIN once they are gone, unless one of them takes it over.  Our copy's
+ * data is theirs meanwhile: the flow stays in the table as moved, so what
+ * arrives is not released here. */
+static void close_forked(struct lt_sock *s)
+{
+    struct tas_ctl_msg m = {.type = TAS_CTL_CLOSE,
+                            .flags = TAS_CTL_FL_FORKED | TAS_CTL_FL_NOREPLY,
+                            .flow_id = s->flow->id,
+                            .opaque = (uint64_t)(uint32_t)s->fork_pids[1] << 32 |
+                                      (uint32_t)s->fork_pids[0],
+                            .backlog = (uint32_t)s->fork_pids[2],
+                            .listener_id = (uint32_t)s->fork_pids[3]};
+    tas_app_send(lt_app, &m);
+    tas_app_count(lt_app, TAS_SHIM_CLOSES_FORKED, 1);
+    lt_flow_forget(s->flow);
+    s->flow->moved = 1;
+}
+
 void lt_sock_unref(struct lt_sock *s)
 {
     if (--s->refs > 0)
@@ -33,9 +53,17 @@ void lt_sock_unref(struct lt_sock *s)
         lt_request(&m);
     } else if (s->kind == LT_CONNECTING) {
         lt_connect_orphan(s);
+    } else if (s->kind == LT_CONN && s->flow->moved) {
+        /* taken over by a process forked from ours: not ours to close */
+        lt_flow_forget(s->flow);
     } else if (s->kind == LT_CONN) {
         struct lt_flow *f = s->flow;
         tas_rx_close(lt_app, &f->rx);  /* nothing may depend on the ring after */
+        if (!f->reset && !s->linger_rst && s->fork_pids[0] != 0) {
+            close_forked(s);
+            free(s);
+            return;
+        }
         if (!f->reset && !s->linger_rst) {
             /* A plain close goes with the FIN through the context queue: no
              * message, no wake-up of the daemon (its tick reads the flow). */

@@ -128,6 +128,7 @@ int connect(int fd, const struct sockaddr *addr, socklen_t len)
 
 int lt_connect_wait_io(struct lt_sock *s, int block)
 {
+    lt_claim(s);               /* an inherited connection's first use */
     lt_progress();
     if (s->kind == LT_CONNECTING && !block)
         return -EAGAIN;

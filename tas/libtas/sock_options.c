@@ -200,6 +200,7 @@ int ioctl(int fd, unsigned long req, ...)
     }
     if (req == FIONREAD) {
         lt_lock();
+        lt_claim(s);
         lt_progress();
         *(int *)arg = s->flow != NULL ? (int)tas_rx_ready(&s->flow->rx) : 0;
         lt_unlock();

@@ -15,6 +15,8 @@ short lt_ready(struct lt_sock *s)
     }
     if (s->kind == LT_CONNECTING)
         return r;
+    if (s->claim_flow != 0)
+        lt_claim(s);           /* inherited over fork: its first use */
     if (s->kind == LT_NEW)     /* as Linux reports a closed TCP socket */
         return (short)(r | POLLOUT | POLLWRNORM | POLLHUP |
                        (s->hup ? POLLIN | POLLRDNORM | POLLRDHUP : 0));

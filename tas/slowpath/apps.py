@@ -27,6 +27,7 @@ from tas.slowpath.appctx import (add_context, context_bytes, mark_awake, remove_
                                  wait_commands_taken)
 from tas.slowpath.appmem import PAGE, Allocator, backing_for
 from tas.slowpath.arena import proc_start
+from tas.slowpath.fork_conns import ForkedConns
 from tas.slowpath.sockfile import bind_unix_socket
 
 ACCEPT_BURST = 64
@@ -77,6 +78,7 @@ class AppServer:
         self.msg_size = self.ffi.sizeof("struct tas_ctl_msg")
         self.register_timeout = cfg.limits.register_timeout_ms / 1000
         self.bad_seen = self.lib.tas_fp_bad_ctx_events(fp.handle)
+        self.forked = ForkedConns(tcp, stats, watch, unwatch)
         watch(self.listen_sock.fileno(), self.accept_ready)
 
     def accept_ready(self, _fd=None):
@@ -262,9 +264,10 @@ class AppServer:
             self.register(app, req)
         elif app.segment is None:
             self.status(app, req, -errno.EPERM)
-        elif t in (lib.TAS_CTL_LISTEN, lib.TAS_CTL_CONNECT) and self.fp_ctx(app, req) is None:
+        elif (t in (lib.TAS_CTL_LISTEN, lib.TAS_CTL_CONNECT, lib.TAS_CTL_CLAIM) and
+              self.fp_ctx(app, req) is None):
             self.stats.add("app_bad_requests")
-            if t == lib.TAS_CTL_CONNECT:
+            if t in (lib.TAS_CTL_CONNECT, lib.TAS_CTL_CLAIM):
                 self.send_opened(app, None, req.req_id, -errno.EINVAL)
             else:
                 self.status(app, req, -errno.EINVAL)
@@ -297,6 +300,16 @@ class AppServer:
                                   req.remote_port, req.req_id)
             if st != 0:
                 self.send_opened(app, None, req.req_id, st)
+        elif t == lib.TAS_CTL_CLAIM:
+            st, conn = self.forked.claim(app, self.fp_ctx(app, req), req.flow_id)
+            if conn is None:
+                self.send_opened(app, None, req.req_id, st)
+            else:
+                self.send_opened(app, conn, req.req_id)
+        elif t == lib.TAS_CTL_CLOSE and req.flags & lib.TAS_CTL_FL_FORKED:
+            pids = (req.opaque & 0xFFFFFFFF, req.opaque >> 32, req.backlog, req.listener_id)
+            if self.forked.close(app, req.flow_id, pids) != 0:
+                self.stats.add("app_close_unknown_flow")
         elif t == lib.TAS_CTL_CLOSE:
             st = self.tcp.close(app, req.flow_id, bool(req.flags & lib.TAS_CTL_FL_RESET))
             if not req.flags & lib.TAS_CTL_FL_NOREPLY:
@@ -451,6 +464,7 @@ class AppServer:
             self.release(app)
         self.unwatch(self.listen_sock.fileno())
         self.listen_sock.close()
+        self.forked.close_all()
         try:
             os.unlink(self.path)
         except FileNotFoundError:

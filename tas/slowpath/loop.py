@@ -46,6 +46,7 @@ class SlowPath:
         self.admin = AdminServer(cfg, fp, self.tcp, self.scaler, self.apps, self.quota)
         self.watch(self.admin.fileno(), self.admin.readable)
         self.timers = [self.arp.tick, self.tcp.tick, self.scaler.tick, self.apps.tick,
+                       self.apps.forked.tick,
                        lambda: self.lib.tas_fp_flush_notifications(self.fp.handle)]
         self._buf = self.ffi.new("uint8_t[]", MAX_FRAME)
         self._reason = self.ffi.new("uint32_t *")

@@ -110,6 +110,8 @@ class Conn:
     cc: object = None
     parked: bool = False        # idle: the tick skips it until the fast path
     park_tick: int = 0          # ... sees it change (TcpManager._park)
+    fork_holds: dict = None     # its app closed it with children that may hold it:
+                                # pidfd -> pid of each (fork_conns.py)
 
 
 def _u32(x):
@@ -567,6 +569,16 @@ class TcpManager:
             app.alloc.release(tx_off)
         self._uncharge(app)
 
+    # for fork_conns.py: a moved flow's old buffers; a handshake the fast
+    # path finished without telling us
+    release_moved = _release_buffers
+
+    def quietly_established(self, conn):
+        return self._quietly_established(conn)
+
+    def establish(self, conn, tcp):
+        self._establish(conn, tcp)
+
     def _fp_unlisten(self, lst):
         """After this no connection opens on lst in the fast path; those it
         opened are ours, and the pool's buffers go back."""
@@ -769,29 +781,10 @@ class TcpManager:
         """Move conn from lst to listener `to`: the old app's buffers
         (app, rx_off, tx_off) to free after quiescence, or None if it
         cannot move now (retried on the next tick)."""
-        bufs = self._alloc_buffers(to.app)
-        if bufs is None:
-            self.stats.add("tcp_move_no_buffer")
+        old = self.move_flow(conn, to.app, to.ctx, to.id)
+        if not isinstance(old, tuple):
             return None
-        m = self.ffi.new("struct tas_flow_move *")
-        seg = to.app.segment
-        m.rx_base, m.tx_base = seg.ptr(bufs[0]), seg.ptr(bufs[1])
-        m.rx_off, m.tx_off = bufs
-        m.ctx, m.app_id, m.listener_id = to.ctx, to.app.id, to.id
-        self._wake(conn)              # its flow id changes
-        new_id = self.lib.tas_fp_flow_move(self.fp.handle, conn.flow_id, m)
-        if new_id < 0:
-            self._release_buffers(to.app, *bufs)
-            self.stats.add("tcp_move_busy" if new_id == -errno.EBUSY else "tcp_move_deferred")
-            return None
-        old = (conn.app, conn.rx_off, conn.tx_off)
-        old_id = conn.flow_id
-        conn.app.conns.discard(conn)
-        conn.app.server.send_event(conn.app, "CONN_CLOSED", flow_id=old_id,
-                                   flags=self.lib.TAS_CTL_FL_MOVED)
-        conn.app, conn.ctx, conn.flow_id, conn.origin = to.app, to.ctx, new_id, to
-        conn.rx_off, conn.tx_off = bufs
-        to.app.conns.add(conn)
+        conn.origin = to
         # The backlogs: gone from lst unaccepted, waiting on `to` now.
         lst.handed = max(0, lst.handed - 1)
         to.handed += 1
@@ -799,6 +792,37 @@ class TcpManager:
             self.lib.tas_fp_listener_gone(self.fp.handle, lst.fp_slot)
         self.lib.tas_fp_listener_opened(self.fp.handle, to.fp_slot)
         self.stats.add("tcp_conns_moved")
+        return old
+
+    def move_flow(self, conn, app, ctx, listener_id, accepted=False, tell_old=True):
+        """The flow of conn, with the bytes its app has not read, to app's
+        context ctx (tas_fp_flow_move).  Returns the old app's buffers
+        (app, rx_off, tx_off), to free after tas_fp_quiesce, or -errno:
+        -ENOBUFS (no buffers in app's segment), -EBUSY (not quiet now)."""
+        bufs = self._alloc_buffers(app)
+        if bufs is None:
+            self.stats.add("tcp_move_no_buffer")
+            return -errno.ENOBUFS
+        m = self.ffi.new("struct tas_flow_move *")
+        seg = app.segment
+        m.rx_base, m.tx_base = seg.ptr(bufs[0]), seg.ptr(bufs[1])
+        m.rx_off, m.tx_off = bufs
+        m.ctx, m.app_id, m.listener_id, m.accepted = ctx, app.id, listener_id, int(accepted)
+        self._wake(conn)              # its flow id changes
+        new_id = self.lib.tas_fp_flow_move(self.fp.handle, conn.flow_id, m)
+        if new_id < 0:
+            self._release_buffers(app, *bufs)
+            self.stats.add("tcp_move_busy" if new_id == -errno.EBUSY else "tcp_move_deferred")
+            return -errno.EBUSY
+        old = (conn.app, conn.rx_off, conn.tx_off)
+        old_id = conn.flow_id
+        conn.app.conns.discard(conn)
+        if tell_old:
+            conn.app.server.send_event(conn.app, "CONN_CLOSED", flow_id=old_id,
+                                       flags=self.lib.TAS_CTL_FL_MOVED)
+        conn.app, conn.ctx, conn.flow_id = app, ctx, new_id
+        conn.rx_off, conn.tx_off = bufs
+        app.conns.add(conn)
         return old
 
     def listen_close(self, app, listener_id):
@@ -1124,20 +1148,28 @@ class TcpManager:
                 self.stats.add("tcp_rst_unaccepted")
                 self._abort(conn)
                 continue
-            self._app_closed_quietly(conn, f)
-            if not conn.app_closed:     # the exit closes every socket it still had
-                conn.app_closed = True
-                conn.peer_closed_first = bool(f.flags & self.lib.TAS_FLF_RXFIN)
-                if f.rx_avail < f.rx_size:     # received, never read
-                    self._discard(conn)
-                    continue
-                self.lib.tas_fp_flow_close(self.fp.handle, conn.flow_id)
-                self.stats.add("tcp_closed_at_exit")
-            if self._close_discards(conn, f):
+            if conn.fork_holds:
+                conn.orphan = True      # its children may still take it (fork_conns.py)
                 continue
-            conn.orphan = True
-            self.stats.add("tcp_orphaned")
+            if self.close_for_app(conn, f, "tcp_closed_at_exit"):
+                conn.orphan = True
+                self.stats.add("tcp_orphaned")
         return len(app.conns)
+
+    def close_for_app(self, conn, f, counter):
+        """Close an established conn as the last close of its socket would:
+        FIN after the data queued, or a RST if received data was never read.
+        False if it was reset (and forgotten)."""
+        self._app_closed_quietly(conn, f)
+        if not conn.app_closed:
+            conn.app_closed = True
+            conn.peer_closed_first = bool(f.flags & self.lib.TAS_FLF_RXFIN)
+            if f.rx_avail < f.rx_size:     # received, never read
+                self._discard(conn)
+                return False
+            self.lib.tas_fp_flow_close(self.fp.handle, conn.flow_id)
+            self.stats.add(counter)
+        return not self._close_discards(conn, f)
 
     def _never_accepted(self, conn, f):
         """Handed over at its SYN (libtas accepts it from a queue of its

@@ -1,0 +1,134 @@
+"""Servers that accept, then fork a process per connection (PostgreSQL,
+Python's ForkingTCPServer, sshd), under tas-run: the child serves the
+connection it inherited (its first use takes the flow over from the parent,
+TAS_CTL_CLAIM) and the parent closes its copy at once (its FIN waits for the
+children, TAS_CTL_FL_FORKED).  Kernel clients in the peer namespace."""
+import subprocess
+import sys
+
+from libtas_helpers import counters, tas_run
+
+# argv: port, connections, mode.  "echo": the child reads a line, answers
+# with it and the sha256 of the bulk that follows (its length in the line);
+# "idle": the child never touches the connection, writes argv[4] and exits;
+# "exec": the child execs `sleep` (its copy of the socket closes on exec).
+SERVER = r"""
+import hashlib, os, signal, socket, sys
+port, n, mode = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+signal.signal(signal.SIGCHLD, signal.SIG_IGN)     # children reaped by the kernel
+s = socket.create_server(("0.0.0.0", port), backlog=64)
+print("listening", flush=True)
+for i in range(n):
+    c, _ = s.accept()
+    pid = os.fork()
+    if pid == 0:
+        s.close()
+        if mode == "idle":
+            open(sys.argv[4] + str(i), "w").close()
+            os._exit(0)
+        if mode == "exec":
+            os.execv("/bin/sleep", ["sleep", "600"])
+        line = b""
+        while not line.endswith(b"\n"):
+            line += c.recv(1)
+        size = int(line.split()[1])
+        h, got = hashlib.sha256(), 0
+        while got < size:
+            d = c.recv(65536)
+            assert d, "EOF in the bulk"
+            h.update(d)
+            got += len(d)
+        c.sendall(b"%d %s " % (os.getpid(), line.split()[0]) + h.hexdigest().encode() + b"\n")
+        c.close()
+        os._exit(0)
+    c.close()                   # the parent's copy, at once
+print("served", flush=True)
+signal.pause()
+"""
+
+CLIENT = r"""
+import hashlib, os, socket, sys
+port, n, size = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+for i in range(n):
+    s = socket.create_connection(("10.0.0.2", port))
+    bulk = os.urandom(size)
+    s.sendall(b"conn%d %d\n" % (i, size) + bulk)
+    reply = b""
+    while True:
+        d = s.recv(4096)
+        if not d:
+            break
+        reply += d
+    pid, line, digest = reply.split()
+    assert line == b"conn%d" % i, reply
+    assert digest.decode() == hashlib.sha256(bulk).hexdigest(), "bulk changed"
+    print(pid.decode(), flush=True)
+    s.close()
+"""
+
+
+def test_forked_children_serve_what_the_parent_accepted(tas_daemon, procs):
+    """Each connection is served by its own child, bytes intact, including
+    a 4 MiB bulk sent at once (it arrives while the parent still owns the
+    flow, and while its close waits); each ends with the child's FIN."""
+    d, port, n = tas_daemon, 7460, 6
+    before = counters(d)
+    srv = tas_run(procs, d, sys.executable, "-c", SERVER, str(port), str(n), "echo")
+    assert srv.stdout.readline().strip() == "listening"
+    out = d.ns_run(sys.executable, "-c", CLIENT, str(port), str(n), str(4 << 20), timeout=120)
+    assert out.returncode == 0, out.stderr
+    pids = out.stdout.split()
+    assert len(pids) == n and len(set(pids)) == n and str(srv.pid) not in pids
+    assert srv.stdout.readline().strip() == "served"
+    grew = lambda k: counters(d).get(k, 0) - before.get(k, 0)   # noqa: E731
+    assert grew("tcp_conns_claimed") == n
+    srv.kill()
+    srv.communicate(timeout=30)
+
+
+CLIENT_EOF = r"""
+import os, socket, sys
+port, n, marker = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+for i in range(n):
+    s = socket.create_connection(("10.0.0.2", port))
+    assert s.recv(1) == b"", "data from a child that sent nothing"
+    print("eof", i, os.path.exists(marker + str(i)) if marker else "-", flush=True)
+    s.close()
+"""
+
+
+def test_close_waits_for_a_child_that_holds_the_connection(tas_daemon, procs, tmp_path):
+    """The parent closes at once, its child never uses the connection and
+    exits later: the FIN comes after the child is gone (Linux's last
+    close), not at the parent's close."""
+    d, port, n = tas_daemon, 7461, 3
+    marker = str(tmp_path / "child")
+    before = counters(d)
+    srv = tas_run(procs, d, sys.executable, "-c", SERVER, str(port), str(n), "idle", marker)
+    assert srv.stdout.readline().strip() == "listening"
+    out = d.ns_run(sys.executable, "-c", CLIENT_EOF, str(port), str(n), marker, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("\n")[:n] == [f"eof {i} True" for i in range(n)]
+    grew = lambda k: counters(d).get(k, 0) - before.get(k, 0)   # noqa: E731
+    assert grew("tcp_conns_claimed") == 0
+    srv.kill()
+    srv.communicate(timeout=30)
+
+
+def test_a_child_that_execs_does_not_hold_the_close(tas_daemon, procs):
+    """A child that execs another program (`sleep 600`) cannot use the TAS
+    connection it inherited: the parent's close sends the FIN while the
+    program still runs."""
+    d, port = tas_daemon, 7462
+    srv = tas_run(procs, d, sys.executable, "-c", SERVER, str(port), "1", "exec")
+    assert srv.stdout.readline().strip() == "listening"
+    out = d.ns_run(sys.executable, "-c", CLIENT_EOF, str(port), "1", "", timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("eof 0")
+    sleepers = subprocess.run(["pgrep", "-P", str(srv.pid), "-x", "sleep"],
+                              capture_output=True, text=True).stdout.split()
+    assert sleepers, "the exec'd child is gone: the test proves nothing"
+    for pid in sleepers:
+        subprocess.run(["kill", pid])
+    srv.kill()
+    srv.communicate(timeout=30)
