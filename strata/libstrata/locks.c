@@ -114,6 +114,8 @@ static void publish_now(void)
     if (strata_lock_aware && G.slot >= 0 && G.tail > 0) {
         digest_own();
         kb_stats_add(G.c.published, 1);
+        if (shared_writers)
+            log_release_slot();   /* many processes (PostgreSQL's), few writing at once */
     }
 }
 

@@ -10,7 +10,10 @@
 
 #include <errno.h>
 #include <libpmem.h>
+#include <stdio.h>
 #include <string.h>
+
+#include "kb/env.h"
 
 #define ALIGN64(x) (((x) + 63) & ~(uint64_t)63)
 
@@ -77,10 +80,30 @@ int log_claim_slot(void)
     }
     strata_pool_unlock();
     if (found < 0) {
+        static int said;
+        if (!said++ && kb_getenv("STRATA_QUIET") == NULL)
+            fprintf(stderr, "strata: all %u log slots are held by live processes (one per "
+                    "writing process): make the pool with more (strata mkfs --slots)\n",
+                    G.sb->nslots);
         errno = EMFILE; /* every log slot is owned by a live process */
         return -1;
     }
     return 0;
+}
+
+void log_release_slot(void)
+{
+    if (G.slot < 0 || G.tail != 0 || strata_pool_lock() != 0)
+        return;
+    struct strata_slot *s = &G.slots[G.slot];
+    if (G.tail == 0 && s->owner_pid == G.pid) {
+        s->owner_pid = 0;
+        s->credits = 0;
+        strata_persist(s, sizeof(*s));
+        G.slot = -1;
+        G.credits_left = 0;
+    }
+    strata_pool_unlock();
 }
 
 struct strata_entry *log_append(struct strata_entry *hdr, const void *payload, size_t plen)

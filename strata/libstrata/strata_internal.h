@@ -170,6 +170,9 @@ int path_parent(const char *path, uint32_t *parent, const char **name, size_t *n
 
 /* log.c: own-slot appends and slot scanning */
 int log_claim_slot(void);
+/* Give this process's slot back while its log is empty (digested); the next
+ * write claims one again (G.mu held, pool lock not). */
+void log_release_slot(void);
 struct strata_entry *log_append(struct strata_entry *hdr, const void *payload, size_t plen);
 typedef int (*entry_fn)(struct strata_entry *e, uint64_t off, void *arg);
 /* Calls fn for every valid entry of the slot (entries of a transaction only

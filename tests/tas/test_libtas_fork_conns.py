@@ -3,10 +3,14 @@ Python's ForkingTCPServer, sshd), under tas-run: the child serves the
 connection it inherited (its first use takes the flow over from the parent,
 TAS_CTL_CLAIM) and the parent closes its copy at once (its FIN waits for the
 children, TAS_CTL_FL_FORKED).  Kernel clients in the peer namespace."""
+import errno
+import json
 import subprocess
 import sys
 
-from libtas_helpers import counters, tas_run
+from bindings._tasapp import lib
+from libtas_helpers import ROOT, counters, tas_run
+from tas.app import TasApp
 
 # argv: port, connections, mode.  "echo": the child reads a line, answers
 # with it and the sha256 of the bulk that follows (its length in the line);
@@ -132,3 +136,52 @@ def test_a_child_that_execs_does_not_hold_the_close(tas_daemon, procs):
         subprocess.run(["kill", pid])
     srv.kill()
     srv.communicate(timeout=30)
+
+
+HOLD = r"""
+import signal, socket, sys
+s = socket.create_server(("0.0.0.0", int(sys.argv[1])))
+print("listening", flush=True)
+c, _ = s.accept()
+print("accepted", flush=True)
+signal.pause()
+"""
+
+PEER_HOLD = r"""
+import socket, sys
+s = socket.create_connection(("10.0.0.2", int(sys.argv[1])))
+print("up", flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_only_a_descendant_may_claim(tas_daemon, procs):
+    """A process that did not fork from the connection's owner cannot take
+    it (EPERM), and the connection stays the owner's."""
+    d, port = tas_daemon, 7463
+    srv = tas_run(procs, d, sys.executable, "-c", HOLD, str(port))
+    assert srv.stdout.readline().strip() == "listening"
+    cli = subprocess.Popen(["ip", "netns", "exec", d.netns, sys.executable, "-c", PEER_HOLD,
+                            str(port)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    procs.append(cli)
+    assert cli.stdout.readline().strip() == "up"
+    assert srv.stdout.readline().strip() == "accepted"
+    rows = [f for f in tasctl_flows(d) if f["local_port"] == port and f["state"] == "ESTABLISHED"]
+    assert len(rows) == 1 and rows[0]["pid"] == srv.pid
+    before = counters(d).get("tcp_claims_refused", 0)
+    with TasApp(d.instance) as thief:
+        st, _ = thief.request(lib.TAS_CTL_CLAIM, flow_id=rows[0]["flow_id"])
+    assert st == -errno.EPERM
+    assert counters(d)["tcp_claims_refused"] == before + 1
+    after = [f for f in tasctl_flows(d) if f["local_port"] == port and f["state"] == "ESTABLISHED"]
+    assert after == rows
+    cli.kill()
+    cli.wait()
+    srv.kill()
+    srv.communicate(timeout=30)
+
+
+def tasctl_flows(d):
+    out = subprocess.run([sys.executable, "-m", "tas.ctl", "--instance", d.instance, "flows",
+                          "--json"], capture_output=True, text=True, check=True, cwd=ROOT).stdout
+    return json.loads(out)["flows"]
