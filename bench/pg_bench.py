@@ -27,18 +27,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 from deploy.report import print_table, write_json  # noqa: E402
+from pg_helpers import PG, as_postgres, start_postgres_cmd  # noqa: E402
 from tasd import Daemon, veth_namespace  # noqa: E402
 
-PG = "/usr/lib/postgresql/15/bin"
 SYSTEM_PYTHON = "/usr/bin/python3"
 LINUX_IP = "10.0.2.2"
 ROWS = {"a": "Linux TCP + ext4", "a2": "Linux TCP + Strata", "b": "TAS + ext4",
         "d": "TAS + Strata (kbrun)"}
 PORTS = {"a": 55501, "a2": 55502, "b": 55503, "d": 55504}
-
-
-def as_postgres(*argv):
-    return ["setpriv", "--reuid", "postgres", "--regid", "postgres", "--init-groups", *argv]
 
 
 def run(cmd, **kw):
@@ -84,17 +80,6 @@ def server_cmd(row, d, lns, pool, ext4):
                        "--shared-writers", "--", *pg)
 
 
-def start(cmd):
-    p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                         text=True, start_new_session=True)
-    log = []
-    for line in p.stdout:
-        log.append(line)
-        if "ready to accept connections" in line:
-            return p
-    raise RuntimeError("postgres did not start:\n" + "".join(log))
-
-
 def stop(p):
     if p.poll() is None:
         p.terminate()       # smart shutdown: a checkpoint, as a real stop
@@ -138,7 +123,8 @@ def main():
                 # one server at a time: a and b share the ext4 directory, a2 and d the
                 # Strata one (each initialised through the first stack to use it)
                 for row in ROWS:
-                    servers[row] = start(server_cmd(row, d, lns, pool, ext4))
+                    servers[row] = start_postgres_cmd(server_cmd(row, d, lns, pool, ext4),
+                                                      ROOT)
                     where = "strata" if row in ("a2", "d") else "ext4"
                     if where not in initialised:
                         pgbench(d.netns, ip[row], PORTS[row], "-i", "-s", str(args.scale))

@@ -165,6 +165,8 @@ enum tas_shim_counter {
     TAS_SHIM_CLAIMS,             /* inherited connections a forked child took over */
     TAS_SHIM_CLAIMS_FAILED,      /* ... that it could not (they stay unconnected) */
     TAS_SHIM_CLOSES_FORKED,      /* closes that leave the FIN to the children */
+    TAS_SHIM_WAKEUPS_LATE,       /* epoll waits that slept a whole slice (20 ms) while
+                                    one of their sockets was ready: a lost wake-up */
     TAS_SHIM_N
 };
 void tas_app_count(struct tas_app *a, enum tas_shim_counter c, uint64_t n);

@@ -34,6 +34,7 @@ static const char *const names[RXC_N] = {
     [RXC_SHIM + TAS_SHIM_CLAIMS] = "conns_claimed",
     [RXC_SHIM + TAS_SHIM_CLAIMS_FAILED] = "conns_claim_failed",
     [RXC_SHIM + TAS_SHIM_CLOSES_FORKED] = "closes_left_to_children",
+    [RXC_SHIM + TAS_SHIM_WAKEUPS_LATE] = "wakeups_late",
 };
 
 void tas_app_count(struct tas_app *a, enum tas_shim_counter c, uint64_t n)

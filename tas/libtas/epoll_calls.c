@@ -213,12 +213,14 @@ static int tas_events(int epfd, struct ep_set *set, struct epoll_event *out, int
 static int tas_epoll_wait(int epfd, struct epoll_event *out, int max, int timeout_ms)
 {
     int64_t deadline = timeout_ms < 0 ? -1 : lt_now_ns() + (int64_t)timeout_ms * 1000000;
-    int cnt;
+    int cnt, slept_out = 0;
     lt_lock();
     for (;;) {
         lt_progress();
         struct ep_set *set = sets[epfd];
         cnt = set != NULL ? tas_events(epfd, set, out, max) : 0;
+        if (cnt > 0 && slept_out)      /* ready, and nobody woke us for it */
+            tas_app_count(lt_app, TAS_SHIM_WAKEUPS_LATE, 1);
         int left = lt_ms_left(deadline);
         if (cnt > 0 || left == 0) {
             int kr = kernel_wait_now(epfd, out + cnt, max - cnt, cnt > 0);
@@ -229,6 +231,7 @@ static int tas_epoll_wait(int epfd, struct epoll_event *out, int max, int timeou
         }
         struct pollfd k = {.fd = epfd, .events = POLLIN};
         int kr = lt_wait(&k, 1, left);
+        slept_out = kr == 0 && lt_wait_slept_out();
         if (kr < 0) {
             cnt = -1;
             break;

@@ -23,6 +23,17 @@
  * notifications wakes the other sleepers: their flows may have changed. */
 static int sleepers;
 static int wake_fd = -1;       /* semaphore eventfd: one token per sleeper */
+/* Grows whenever a thread applies notifications (lock held).  A thread that
+ * spins before sleeping lets go of the lock and is no sleeper meanwhile: if
+ * another thread applied notifications then (perhaps for this thread's
+ * sockets, which it looked at before), it must look again, not sleep. */
+static uint64_t progress_gen;
+static int slept_out;          /* the last lt_wait slept a whole slice: nothing woke it */
+
+int lt_wait_slept_out(void)
+{
+    return slept_out;
+}
 
 /* A forked child's: the parent's sleepers and eventfd are not its own. */
 void lt_wait_forget(void)
@@ -88,8 +99,10 @@ int lt_progress(void)
         total += n;
     } while (n == 64);
     total += control_events();
-    if (total > 0)
+    if (total > 0) {
+        progress_gen++;
         wake_sleepers();
+    }
     return total;
 }
 
@@ -192,6 +205,7 @@ static int wait_masked(struct pollfd *kfds, nfds_t n, int timeout_ms, const sigs
 
 int lt_wait(struct pollfd *kfds, nfds_t n, int timeout_ms)
 {
+    slept_out = 0;
     if (lt_app == NULL) {      /* not attached: kernel descriptors only */
         lt_unlock();
         int r = REAL(poll)(kfds, n, timeout_ms < 0 || timeout_ms > LT_MAX_SLEEP_MS ?
@@ -240,8 +254,11 @@ static int wait_masked(struct pollfd *kfds, nfds_t n, int timeout_ms, const sigs
         errno = ENETDOWN;
         return -1;
     }
+    uint64_t gen = progress_gen;
     if (!lost && timeout_ms != 0 && spin_for_notifications() && lt_progress() > 0)
         return 0;
+    if (progress_gen != gen)
+        return 0;          /* another thread's progress while we spun: look again */
     /* The protocol of tas_app_wait: announce sleep, look once more, sleep on
      * the eventfd the fast path writes while we are marked sleeping. */
     uint32_t *sleeping = app_sleeping();
@@ -275,6 +292,7 @@ static int wait_masked(struct pollfd *kfds, nfds_t n, int timeout_ms, const sigs
     int r = REAL(ppoll)(all, n + 3, &ts, mask);
     int e = errno;
     lt_lock();
+    slept_out = r == 0 && slice == LT_MAX_SLEEP_MS;
     if (--sleepers == 0)
         __atomic_store_n(sleeping, 0, __ATOMIC_SEQ_CST);
     int kready = 0;

@@ -209,6 +209,8 @@ void lt_connect_orphan(struct lt_sock *s);
 int lt_progress(void);
 /* tas_app_request, then the events that arrived meanwhile. */
 int lt_request(struct tas_ctl_msg *m);
+/* 1 if the last lt_wait slept its whole slice (LT_MAX_SLEEP_MS) unwoken. */
+int lt_wait_slept_out(void);
 void lt_wait_forget(void);
 /* listen_handoff.c: connections handed over with NEWCONN (lock held). */
 void lt_handoff_arrived(const struct tas_ctl_msg *m);

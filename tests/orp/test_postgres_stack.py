@@ -16,9 +16,9 @@ import pytest
 
 import orp_stack as st
 from bindings import stats
+from pg_helpers import PG, as_postgres, start_postgres_cmd
 from tasd import wait_until
 
-PG = "/usr/lib/postgresql/15/bin"
 SYSTEM_PYTHON = "/usr/bin/python3"    # readable by the postgres user (ours may not be)
 DATA = "/strata/pg"
 SUMS = ("select (select sum(abalance) from pgbench_accounts), "
@@ -26,10 +26,6 @@ SUMS = ("select (select sum(abalance) from pgbench_accounts), "
         "(select sum(tbalance) from pgbench_tellers), "
         "(select coalesce(sum(delta), 0) from pgbench_history), "
         "(select count(*) from pgbench_history)")
-
-
-def as_postgres(*argv):
-    return ["setpriv", "--reuid", "postgres", "--regid", "postgres", "--init-groups", *argv]
 
 
 @pytest.fixture
@@ -63,20 +59,14 @@ def counters(d):
 
 
 def start_postgres(procs, d, pool, port):
-    p = subprocess.Popen(as_postgres(SYSTEM_PYTHON, "-m", "kb.run", "-i", d.instance,
-                                     "--pool", pool, "--shared-writers", "--",
-                                     f"{PG}/postgres", "-D", DATA, "-p", str(port),
-                                     "-c", "listen_addresses=*",
-                                     "-c", "unix_socket_directories="),   # TCP only
-                         cwd=st.ROOT, text=True, stdout=subprocess.PIPE,
-                         stderr=subprocess.STDOUT, start_new_session=True)
+    p = start_postgres_cmd(as_postgres(SYSTEM_PYTHON, "-m", "kb.run", "-i", d.instance,
+                                       "--pool", pool, "--shared-writers", "--",
+                                       f"{PG}/postgres", "-D", DATA, "-p", str(port),
+                                       "-c", "listen_addresses=*",
+                                       "-c", "unix_socket_directories="),   # TCP only
+                           st.ROOT)
     procs.append(p)
-    log = []
-    for line in p.stdout:
-        log.append(line)
-        if "ready to accept connections" in line:
-            return p
-    raise AssertionError("postgres did not start:\n" + "".join(log))
+    return p
 
 
 def client(d, tool, port, *args, timeout=300):
