@@ -2,6 +2,7 @@
  * bottom of the shim (it calls only the core). */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -132,6 +133,8 @@ uint64_t lt_fd_moved_gen(int fd)
     return fd >= 0 && fd < LT_MAX_FD ? __atomic_load_n(&moved_gen[fd], __ATOMIC_ACQUIRE) : 0;
 }
 
+static void fork_marker_note(int fd, uint32_t flow);
+
 int lt_dup_result(struct lt_sock *s, int nfd)
 {
     if (nfd < 0)
@@ -143,6 +146,8 @@ int lt_dup_result(struct lt_sock *s, int nfd)
     }
     s->refs++;
     lt_fd_map(nfd, s);
+    if (s->claim_flow != 0)
+        fork_marker_note(nfd, s->claim_flow - 1);
     return nfd;
 }
 
@@ -183,4 +188,42 @@ void lt_attach_forget(void)
     lt_app = NULL;
     attach_state = 0;
     lt_listeners = NULL;
+}
+
+/* The fork marker (fork_child.c): a memfd a forked child keeps open while
+ * it holds inherited connections it has not taken over (the daemon looks
+ * for it before sending their FIN, tas/slowpath/fork_conns.py). */
+static int fork_marker = -1;
+static int claims_pending;
+
+void lt_fork_marker_keep(int fd, int pending)
+{
+    if (fork_marker >= 0 && fork_marker != fd)
+        REAL(close)(fork_marker);
+    fork_marker = fd;
+    claims_pending = pending;
+}
+
+/* A new descriptor of an inherited connection (dup2 onto stdin, say, before
+ * an exec: inetd-style servers): the marker lists it too, and survives an
+ * exec if the descriptor does. */
+static void fork_marker_note(int fd, uint32_t flow)
+{
+    if (fork_marker < 0)
+        return;
+    char line[32];
+    int n = snprintf(line, sizeof(line), "%d %u\n", fd, flow);
+    if (REAL(write)(fork_marker, line, (size_t)n) != n)
+        return;
+    int f = REAL(fcntl)(fd, F_GETFD);
+    if (f >= 0 && !(f & FD_CLOEXEC))
+        REAL(fcntl)(fork_marker, F_SETFD, 0);
+}
+
+void lt_claim_pending_done(void)
+{
+    if (claims_pending > 0 && --claims_pending == 0 && fork_marker >= 0) {
+        REAL(close)(fork_marker);
+        fork_marker = -1;
+    }
 }

@@ -24,14 +24,57 @@
  * The shim lock is held across fork, so the child sees consistent tables.
  */
 #define _GNU_SOURCE
+#include <dirent.h>
+#include <fcntl.h>
 #include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include "interpose.h"
 
+/* The marker: made by fork() before the child exists, so the child holds it
+ * from its first instant (the daemon finds it in /proc/PID/fd).  The child
+ * writes into it which of its descriptors are inherited connections ("fd
+ * flow" lines), for a program it execs (adopt_inherited), and keeps it as
+ * long as it holds any of them; close-on-exec unless one of them is not. */
+#define MARKER_NAME "libtas-fork"
+static int new_marker = -1;
+static uint32_t fork_stamp;
+
+static int cloexec_of(int fd)
+{
+    int f = REAL(fcntl)(fd, F_GETFD);
+    return f >= 0 && (f & FD_CLOEXEC);
+}
+
+/* One inherited connection: unconnected until its first use takes it over
+ * (sock_claim.c); a line of the marker for each of its descriptors. */
+static void inherit_conn(int fd, struct lt_sock *s, FILE *m, int *keep_on_exec, int *pending)
+{
+    if (s->kind == LT_CONN)
+        s->claim_flow = s->flow->id + 1;
+    s->kind = LT_NEW;
+    s->flow = NULL;
+    for (int i = 0; i < LT_FORK_PIDS; i++)
+        s->fork_pids[i] = 0;
+    if (s->fork_seen != fork_stamp) {      /* (dup'd fds share the socket) */
+        s->fork_seen = fork_stamp;
+        (*pending)++;
+    }
+    if (m != NULL)
+        fprintf(m, "%d %u\n", fd, s->claim_flow - 1);
+    *keep_on_exec |= !cloexec_of(fd);
+}
+
 static void inert_descriptors(void)
 {
+    fork_stamp++;
+    int pending = 0, keep_on_exec = 0;
+    FILE *m = new_marker >= 0 ? fdopen(REAL(dup)(new_marker), "w") : NULL;
     for (int fd = 0; fd < LT_MAX_FD; fd++) {
         struct lt_sock *s = lt_sock_of(fd);
         if (s == NULL)
@@ -43,12 +86,7 @@ static void inert_descriptors(void)
             continue;
         }
         if (s->claim_flow != 0 || (s->kind == LT_CONN && !s->flow->reset && !s->flow->moved)) {
-            if (s->kind == LT_CONN)        /* (once per socket: dup'd fds share it) */
-                s->claim_flow = s->flow->id + 1;
-            s->kind = LT_NEW;
-            s->flow = NULL;
-            for (int i = 0; i < LT_FORK_PIDS; i++)
-                s->fork_pids[i] = 0;
+            inherit_conn(fd, s, m, &keep_on_exec, &pending);
             continue;
         }
         lt_fd_map(fd, NULL);
@@ -59,6 +97,83 @@ static void inert_descriptors(void)
             REAL(dup2)(k, fd);
             REAL(close)(k);
         }
+    }
+    if (m != NULL)
+        fclose(m);
+    if (new_marker >= 0 && keep_on_exec)
+        REAL(fcntl)(new_marker, F_SETFD, 0);
+    if (pending > 0)
+        lt_fork_marker_keep(new_marker, pending);
+    else if (new_marker >= 0)
+        REAL(close)(new_marker);
+    new_marker = -1;
+}
+
+/* In a program a forked child exec'd: the inherited connections its marker
+ * lists (those not closed by the exec) are TAS sockets again, unconnected
+ * until their first use takes them over. */
+static void adopt_from(int marker)
+{
+    FILE *m = fdopen(REAL(dup)(marker), "r");
+    if (m == NULL)
+        return;
+    rewind(m);
+    int fd, pending = 0;
+    unsigned flow;
+    char link[64];
+    while (fscanf(m, "%d %u", &fd, &flow) == 2) {
+        char path[40];
+        snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+        ssize_t n = readlink(path, link, sizeof(link) - 1);
+        if (fd < 0 || fd >= LT_MAX_FD || n <= 0 || lt_sock_of(fd) != NULL)
+            continue;
+        link[n] = '\0';
+        if (strcmp(link, "anon_inode:[eventfd]") != 0)
+            continue;          /* closed by the exec, and the number reused */
+        struct lt_sock *s = NULL;
+        for (int o = 0; o < fd && s == NULL; o++) {   /* another fd of the same one */
+            struct lt_sock *t = lt_sock_of(o);
+            if (t != NULL && t->claim_flow == flow + 1)
+                s = t;
+        }
+        if (s == NULL && (s = lt_sock_new()) != NULL) {
+            s->claim_flow = flow + 1;
+            s->family = AF_INET;
+            pending++;
+        }
+        if (s != NULL) {
+            s->refs++;
+            lt_fd_map(fd, s);
+        }
+    }
+    fclose(m);
+    if (pending > 0)
+        lt_fork_marker_keep(marker, pending);
+    else
+        REAL(close)(marker);
+}
+
+__attribute__((constructor)) static void adopt_inherited(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    if (d == NULL)
+        return;
+    int marker = -1;
+    for (struct dirent *e; (e = readdir(d)) != NULL && marker < 0;) {
+        char path[300], link[64];
+        snprintf(path, sizeof(path), "/proc/self/fd/%s", e->d_name);
+        ssize_t n = readlink(path, link, sizeof(link) - 1);
+        if (n > 0) {
+            link[n] = '\0';
+            if (strncmp(link, "/memfd:" MARKER_NAME, strlen("/memfd:" MARKER_NAME)) == 0)
+                marker = atoi(e->d_name);
+        }
+    }
+    closedir(d);
+    if (marker >= 0) {
+        lt_lock();
+        adopt_from(marker);
+        lt_unlock();
     }
 }
 
@@ -98,9 +213,16 @@ static void remember_child(pid_t pid)
 
 pid_t fork(void)
 {
+    int marker = lt_app != NULL ? memfd_create(MARKER_NAME, MFD_CLOEXEC) : -1;
+    new_marker = marker;       /* the child's handler takes it over */
     pid_t pid = REAL(fork)();
-    if (pid > 0 && lt_app != NULL)
-        remember_child(pid);
+    if (pid != 0) {
+        new_marker = -1;
+        if (marker >= 0)
+            REAL(close)(marker);
+        if (pid > 0 && lt_app != NULL)
+            remember_child(pid);
+    }
     return pid;
 }
 

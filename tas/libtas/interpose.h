@@ -146,6 +146,7 @@ struct lt_sock {
 #define LT_FORK_PIDS 4
     pid_t fork_pids[LT_FORK_PIDS];
     uint32_t claim_flow;
+    uint32_t fork_seen;        /* fork_child.c: counted in this child's marker */
 };
 
 /* The shim's files in layers, each calling only those above it in this list
@@ -181,6 +182,10 @@ struct lt_sock *lt_sock_hold(int fd);
 int lt_dup_result(struct lt_sock *s, int nfd);
 /* fork_child.c: drop the parent's attachment (then flows, then sleepers). */
 void lt_attach_forget(void);
+/* A forked child's marker fd and how many inherited connections it covers;
+ * one of them taken over or closed (the marker goes with the last). */
+void lt_fork_marker_keep(int fd, int pending);
+void lt_claim_pending_done(void);
 
 /* sock_claim.c (with the lock held): a forked child's first use of an
  * inherited connection takes it over (TAS_CTL_CLAIM); 0, or -errno and the

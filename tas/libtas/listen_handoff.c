@@ -184,7 +184,11 @@ void lt_handoff_moved(uint32_t flow_id)
     struct lt_sock *s;
     struct lt_handed **p = find(flow_id, &s);
     struct lt_flow *open = lt_flow_get(flow_id);
-    if (p == NULL && open->opened && !open->dead) {
+    if (p == NULL && open->dead) {
+        open->moved = 1;       /* closed here already, taken over by a child since */
+        return;
+    }
+    if (p == NULL && open->opened) {
         /* accepted here, then taken over by a process we forked (its claim):
          * our socket's copy no longer carries it */
         open->moved = open->reset = 1;

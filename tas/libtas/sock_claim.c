@@ -31,6 +31,7 @@ int lt_claim(struct lt_sock *s)
             if (st == 0) {
                 lt_conn_open(s, &m);
                 tas_app_count(lt_app, TAS_SHIM_CLAIMS, 1);
+                lt_claim_pending_done();   /* (only now: the marker holds the FIN) */
                 return 0;
             }
             if (st != -EAGAIN)
@@ -39,6 +40,7 @@ int lt_claim(struct lt_sock *s)
             nanosleep(&ms, NULL);
         }
     }
+    lt_claim_pending_done();
     tas_app_count(lt_app, TAS_SHIM_CLAIMS_FAILED, 1);
     fprintf(stderr, "libtas: could not take over a connection inherited over fork "
             "(flow %u): %s\n", parent_flow, strerror(-st));

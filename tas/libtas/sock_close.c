@@ -43,6 +43,8 @@ void lt_sock_unref(struct lt_sock *s)
     struct tas_ctl_msg m = {0};
     if (s->kind == LT_LISTEN && s->kernel_fd >= 0)
         REAL(close)(s->kernel_fd);      /* its kernel twin (listen_kernel.c) */
+    if (s->claim_flow != 0)
+        lt_claim_pending_done();        /* inherited, closed unused: ours no more */
     if (s->kind == LT_LISTEN && s->rejoin) {
         /* inherited, never used here: the daemon knows nothing of it */
     } else if (s->kind == LT_LISTEN) {

@@ -12,8 +12,9 @@ moved (unless it closed its copy already).  Only a descendant of the owner
 may claim: fork is how the socket came to it.  A parent's close of a
 connection that children forked meanwhile may hold (libtas records their
 pids at fork) does not send the FIN: it waits, as Linux's last close would,
-until those children have exited (a pidfd each) or exec'd another program
-(which cannot use a TAS socket it does not know of), unless one claims it.
+until those children have exited (a pidfd each) or let go of what they
+inherited (their libtas fork marker is gone: closed, or dropped by an exec
+that kept none of the connections), unless one claims it.
 """
 import errno
 import os
@@ -23,17 +24,25 @@ from tas.slowpath.appctx import wait_commands_taken
 from tas.slowpath.tcp import ESTABLISHED
 
 PPID_DEPTH = 16     # how far up a claimer's parents are searched for the owner
-EXEC_CHECK_S = 0.1  # how often held children are checked for an exec
+HOLD_CHECK_S = 0.1  # how often held children are checked for their marker
+MARKER = "/memfd:libtas-fork"   # tas/libtas/fork_child.c
 
 
-def stack_of(pid):
-    """The start of pid's stack (/proc/PID/stat field 28): a forked child
-    has its parent's until it execs (a fresh, randomized address space)."""
+def holds_marker(pid):
+    """Whether pid still holds connections inherited over fork that it has
+    not taken over: libtas keeps its fork marker open as long as it does
+    (and an exec keeps it only if one of them survives the exec)."""
     try:
-        with open(f"/proc/{pid}/stat") as f:
-            return int(f.read().rsplit(")", 1)[1].split()[25])
-    except (OSError, IndexError, ValueError):
-        return None
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}").startswith(MARKER):
+                return True
+        except OSError:
+            continue
+    return False
 
 
 def parent_of(pid):
@@ -106,12 +115,12 @@ class ForkedConns:
             return -errno.EBADF
         if conn.state != ESTABLISHED:
             return 0
-        stack, fds = stack_of(app.pid), {}
+        fds = {}
         for pid in pids:
-            if pid <= 0 or parent_of(pid) != app.pid or stack_of(pid) != stack:
-                continue            # gone, exec'd, or its pid reused by another process
+            if pid <= 0 or parent_of(pid) != app.pid or not holds_marker(pid):
+                continue            # gone, holding nothing, or its pid reused
             try:
-                fds[os.pidfd_open(pid)] = (pid, stack)
+                fds[os.pidfd_open(pid)] = pid
             except OSError:
                 continue
         if not fds:
@@ -129,14 +138,13 @@ class ForkedConns:
         self.tcp.close_for_app(conn, f, "tcp_closed_after_children")
 
     def tick(self):
-        """A held child that exec'd another program no longer counts."""
+        """A held child that let go of what it inherited no longer counts."""
         now = time.monotonic()
         if not self.held or now < self.next_check:
             return
-        self.next_check = now + EXEC_CHECK_S
+        self.next_check = now + HOLD_CHECK_S
         for fd, conn in list(self.held.items()):
-            pid, stack = (conn.fork_holds or {}).get(fd, (0, None))
-            if stack_of(pid) != stack:
+            if not holds_marker((conn.fork_holds or {}).get(fd, 0)):
                 self._child_exited(fd)
 
     def _child_exited(self, fd):

@@ -185,3 +185,51 @@ def tasctl_flows(d):
     out = subprocess.run([sys.executable, "-m", "tas.ctl", "--instance", d.instance, "flows",
                           "--json"], capture_output=True, text=True, check=True, cwd=ROOT).stdout
     return json.loads(out)["flows"]
+
+
+# inetd style: the child puts the connection on its stdin and stdout and
+# execs another program (under the same LD_PRELOAD), which reads the
+# request and writes the answer with read(2)/write(2).  That program reads
+# its fork marker (which descriptors are inherited connections) and takes
+# the connection over at its first use.
+INETD = r"""
+import os, signal, socket, sys
+signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+s = socket.create_server(("0.0.0.0", int(sys.argv[1])))
+print("listening", flush=True)
+for _ in range(int(sys.argv[2])):
+    c, _ = s.accept()
+    if os.fork() == 0:
+        os.dup2(c.fileno(), 0)
+        os.dup2(c.fileno(), 1)
+        os.execv(sys.executable, [sys.executable, "-c", sys.argv[3]])
+    c.close()
+print("served", flush=True)
+signal.pause()
+"""
+SERVICE = ("import os, sys\n"
+           "line = sys.stdin.buffer.readline()\n"
+           "os.write(1, b'%d %s' % (os.getpid(), line))\n")
+
+
+def test_inetd_style_child_execs_a_service(tas_daemon, procs):
+    d, port, n = tas_daemon, 7464, 3
+    before = counters(d).get("tcp_conns_claimed", 0)
+    srv = tas_run(procs, d, sys.executable, "-c", INETD, str(port), str(n), SERVICE)
+    assert srv.stdout.readline().strip() == "listening"
+    code = ("import socket, sys\n"
+            "for i in range(int(sys.argv[2])):\n"
+            "    s = socket.create_connection(('10.0.0.2', int(sys.argv[1])))\n"
+            "    s.sendall(b'req%d\\n' % i)\n"
+            "    r = b''\n"
+            "    while (d := s.recv(100)):\n"
+            "        r += d\n"
+            "    print(r.decode().strip(), flush=True)\n")
+    out = d.ns_run(sys.executable, "-c", code, str(port), str(n), timeout=120)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.split("\n")[:n]
+    assert [ln.split()[1] for ln in lines] == [f"req{i}" for i in range(n)]
+    assert len({ln.split()[0] for ln in lines}) == n
+    assert counters(d)["tcp_conns_claimed"] - before == n
+    srv.kill()
+    srv.communicate(timeout=30)
