@@ -24,7 +24,6 @@
  * The shim lock is held across fork, so the child sees consistent tables.
  */
 #define _GNU_SOURCE
-#include <dirent.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -39,9 +38,8 @@
 /* The marker: made by fork() before the child exists, so the child holds it
  * from its first instant (the daemon finds it in /proc/PID/fd).  The child
  * writes into it which of its descriptors are inherited connections ("fd
- * flow" lines), for a program it execs (adopt_inherited), and keeps it as
+ * flow" lines), for a program it execs (fork_adopt.c), and keeps it as
  * long as it holds any of them; close-on-exec unless one of them is not. */
-#define MARKER_NAME "libtas-fork"
 static int new_marker = -1;
 static uint32_t fork_stamp;
 
@@ -109,74 +107,6 @@ static void inert_descriptors(void)
     new_marker = -1;
 }
 
-/* In a program a forked child exec'd: the inherited connections its marker
- * lists (those not closed by the exec) are TAS sockets again, unconnected
- * until their first use takes them over. */
-static void adopt_from(int marker)
-{
-    FILE *m = fdopen(REAL(dup)(marker), "r");
-    if (m == NULL)
-        return;
-    rewind(m);
-    int fd, pending = 0;
-    unsigned flow;
-    char link[64];
-    while (fscanf(m, "%d %u", &fd, &flow) == 2) {
-        char path[40];
-        snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
-        ssize_t n = readlink(path, link, sizeof(link) - 1);
-        if (fd < 0 || fd >= LT_MAX_FD || n <= 0 || lt_sock_of(fd) != NULL)
-            continue;
-        link[n] = '\0';
-        if (strcmp(link, "anon_inode:[eventfd]") != 0)
-            continue;          /* closed by the exec, and the number reused */
-        struct lt_sock *s = NULL;
-        for (int o = 0; o < fd && s == NULL; o++) {   /* another fd of the same one */
-            struct lt_sock *t = lt_sock_of(o);
-            if (t != NULL && t->claim_flow == flow + 1)
-                s = t;
-        }
-        if (s == NULL && (s = lt_sock_new()) != NULL) {
-            s->claim_flow = flow + 1;
-            s->family = AF_INET;
-            pending++;
-        }
-        if (s != NULL) {
-            s->refs++;
-            lt_fd_map(fd, s);
-        }
-    }
-    fclose(m);
-    if (pending > 0)
-        lt_fork_marker_keep(marker, pending);
-    else
-        REAL(close)(marker);
-}
-
-__attribute__((constructor)) static void adopt_inherited(void)
-{
-    DIR *d = opendir("/proc/self/fd");
-    if (d == NULL)
-        return;
-    int marker = -1;
-    for (struct dirent *e; (e = readdir(d)) != NULL && marker < 0;) {
-        char path[300], link[64];
-        snprintf(path, sizeof(path), "/proc/self/fd/%s", e->d_name);
-        ssize_t n = readlink(path, link, sizeof(link) - 1);
-        if (n > 0) {
-            link[n] = '\0';
-            if (strncmp(link, "/memfd:" MARKER_NAME, strlen("/memfd:" MARKER_NAME)) == 0)
-                marker = atoi(e->d_name);
-        }
-    }
-    closedir(d);
-    if (marker >= 0) {
-        lt_lock();
-        adopt_from(marker);
-        lt_unlock();
-    }
-}
-
 static void prepare(void)
 {
     lt_lock();
@@ -213,7 +143,7 @@ static void remember_child(pid_t pid)
 
 pid_t fork(void)
 {
-    int marker = lt_app != NULL ? memfd_create(MARKER_NAME, MFD_CLOEXEC) : -1;
+    int marker = lt_app != NULL ? memfd_create(LT_FORK_MARKER, MFD_CLOEXEC) : -1;
     new_marker = marker;       /* the child's handler takes it over */
     pid_t pid = REAL(fork)();
     if (pid != 0) {

@@ -184,6 +184,7 @@ int lt_dup_result(struct lt_sock *s, int nfd);
 void lt_attach_forget(void);
 /* A forked child's marker fd and how many inherited connections it covers;
  * one of them taken over or closed (the marker goes with the last). */
+#define LT_FORK_MARKER "libtas-fork"   /* its memfd name (tas/slowpath/fork_conns.py) */
 void lt_fork_marker_keep(int fd, int pending);
 void lt_claim_pending_done(void);
 

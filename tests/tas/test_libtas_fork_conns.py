@@ -5,12 +5,14 @@ TAS_CTL_CLAIM) and the parent closes its copy at once (its FIN waits for the
 children, TAS_CTL_FL_FORKED).  Kernel clients in the peer namespace."""
 import errno
 import json
+import os
 import subprocess
 import sys
 
 from bindings._tasapp import lib
 from libtas_helpers import ROOT, counters, tas_run
 from tas.app import TasApp
+from tasd import wait_until
 
 # argv: port, connections, mode.  "echo": the child reads a line, answers
 # with it and the sha256 of the bulk that follows (its length in the line);
@@ -188,10 +190,10 @@ def tasctl_flows(d):
 
 
 # inetd style: the child puts the connection on its stdin and stdout and
-# execs another program (under the same LD_PRELOAD), which reads the
-# request and writes the answer with read(2)/write(2).  That program reads
-# its fork marker (which descriptors are inherited connections) and takes
-# the connection over at its first use.
+# execs another program (under the same LD_PRELOAD).  That program's libtas
+# reads its fork marker (which descriptors are inherited connections) and
+# gives it a socketpair there, relayed to the connection by a child of its
+# own: stdio's buffered writes (bash's echo) never pass through libtas.
 INETD = r"""
 import os, signal, socket, sys
 signal.signal(signal.SIGCHLD, signal.SIG_IGN)
@@ -202,20 +204,18 @@ for _ in range(int(sys.argv[2])):
     if os.fork() == 0:
         os.dup2(c.fileno(), 0)
         os.dup2(c.fileno(), 1)
-        os.execv(sys.executable, [sys.executable, "-c", sys.argv[3]])
+        os.execv(sys.argv[3], sys.argv[3:])
     c.close()
 print("served", flush=True)
 signal.pause()
 """
-SERVICE = ("import os, sys\n"
-           "line = sys.stdin.buffer.readline()\n"
-           "os.write(1, b'%d %s' % (os.getpid(), line))\n")
+SERVICE = ["/bin/bash", "-c", 'read line; echo "$$ $line"']
 
 
 def test_inetd_style_child_execs_a_service(tas_daemon, procs):
     d, port, n = tas_daemon, 7464, 3
     before = counters(d).get("tcp_conns_claimed", 0)
-    srv = tas_run(procs, d, sys.executable, "-c", INETD, str(port), str(n), SERVICE)
+    srv = tas_run(procs, d, sys.executable, "-c", INETD, str(port), str(n), *SERVICE)
     assert srv.stdout.readline().strip() == "listening"
     code = ("import socket, sys\n"
             "for i in range(int(sys.argv[2])):\n"
@@ -233,3 +233,30 @@ def test_inetd_style_child_execs_a_service(tas_daemon, procs):
     assert counters(d)["tcp_conns_claimed"] - before == n
     srv.kill()
     srv.communicate(timeout=30)
+
+
+def test_git_daemon_serves_a_clone(tas_daemon, procs, tmp_path):
+    """git daemon, unmodified: it forks per connection, the child execs
+    `git daemon --serve` on the connection, which forks and execs
+    upload-pack; each writes through stdio."""
+    d, port = tas_daemon, 9419
+    repo = tmp_path / "srv" / "repo.git"
+    work = tmp_path / "work"
+    git = ["git", "-c", "user.email=t@t", "-c", "user.name=t"]
+    subprocess.run(["git", "init", "-q", "-b", "main", "--bare", str(repo)], check=True)
+    subprocess.run(["git", "init", "-q", "-b", "main", str(work)], check=True)
+    (work / "f").write_bytes(os.urandom(300000))
+    subprocess.run([*git, "-C", str(work), "add", "f"], check=True)
+    subprocess.run([*git, "-C", str(work), "commit", "-qm", "one"], check=True)
+    subprocess.run(["git", "-C", str(work), "push", "-q", str(repo), "HEAD:refs/heads/main"],
+                   check=True)
+    gd = tas_run(procs, d, "git", "daemon", "--reuseaddr", "--export-all",
+                 f"--base-path={tmp_path / 'srv'}", f"--port={port}", "--listen=0.0.0.0")
+    clone = tmp_path / "clone"
+    wait_until(lambda: d.ns_run("git", "clone", "-q", f"git://10.0.0.2:{port}/repo.git",
+                                str(clone), timeout=60).returncode == 0, "a clone")
+    assert (clone / "f").read_bytes() == (work / "f").read_bytes()
+    # `git daemon` runs git-daemon as its child: stop both
+    subprocess.run(["pkill", "-P", str(gd.pid)])
+    gd.kill()
+    gd.communicate(timeout=30)

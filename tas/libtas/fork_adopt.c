@@ -1,0 +1,204 @@
+/*
+ * A program exec'd by a forked child with inherited connections among its
+ * descriptors (inetd style: the connection on its stdin and stdout; git
+ * daemon, xinetd services).  Its libtas fork marker (fork_child.c) lists
+ * them.  Such programs often write through stdio, whose buffered writes
+ * reach the kernel without passing any LD_PRELOAD shim, so libtas does not
+ * serve those descriptors itself: each inherited connection becomes one end
+ * of a kernel socketpair, and a relay process takes the connection over
+ * (sock_claim.c) and copies bytes both ways.  The relay is a child, so it
+ * outlives the program and still delivers what the program wrote just
+ * before it exited; it ends once both directions are closed.
+ */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "interpose.h"
+
+#define MAX_ADOPTED 16         /* inherited connections per program */
+#define MAX_FDS 8              /* descriptors of one connection (stdin, stdout, ...) */
+#define FIN_WAIT_MS 60000
+
+struct adopted {
+    uint32_t flow;
+    int fds[MAX_FDS], nfds;
+};
+
+/* Copy from one descriptor to the other; 0 at end of stream or error. */
+static int pump(int from, int to)
+{
+    char buf[65536];
+    ssize_t n = read(from, buf, sizeof(buf));
+    for (ssize_t off = 0; n > 0 && off < n;) {
+        ssize_t w = write(to, buf + off, (size_t)(n - off));
+        if (w <= 0)
+            return 0;
+        off += w;
+    }
+    return n > 0;
+}
+
+static void relay(int tas, int local)
+{
+    signal(SIGPIPE, SIG_IGN);
+    struct pollfd p[2] = {{.fd = tas, .events = POLLIN}, {.fd = local, .events = POLLIN}};
+    while (p[0].fd >= 0 || p[1].fd >= 0) {
+        /* once the program is done, wait for the peer's end as Linux's
+         * FIN_WAIT_2 does (tcp_fin_timeout), not forever */
+        int r = poll(p, 2, p[1].fd < 0 ? FIN_WAIT_MS : -1);
+        if (r == 0 || (r < 0 && errno != EINTR))
+            break;
+        if (r < 0)
+            continue;
+        if (p[0].revents && !pump(tas, local)) {        /* the peer is done */
+            shutdown(local, SHUT_WR);
+            p[0].fd = -1;
+        }
+        if (p[1].revents && !pump(local, tas)) {        /* the program is done */
+            shutdown(tas, SHUT_WR);
+            p[1].fd = -1;
+        }
+    }
+    close(tas);
+    close(local);
+}
+
+/* The relay holds nothing of the program's but its end of the pair and the
+ * marker: not the program's stdout (a pipe someone waits on to close, say),
+ * nor its other connections. */
+static void keep_only(int a, int b)
+{
+    DIR *d = opendir("/proc/self/fd");
+    if (d == NULL)
+        return;
+    int self = dirfd(d), fds[256], n = 0;
+    for (struct dirent *e; (e = readdir(d)) != NULL && n < 256;) {
+        int fd = atoi(e->d_name);
+        if (e->d_name[0] != '.' && fd != a && fd != b && fd != self)
+            fds[n++] = fd;
+    }
+    closedir(d);
+    for (int i = 0; i < n; i++)
+        REAL(close)(fds[i]);
+    int null = open("/dev/null", O_RDWR);
+    for (int fd = 0; fd <= 2 && null >= 0; fd++)
+        if (fd != null)
+            REAL(dup2)(null, fd);
+    if (null > 2)
+        REAL(close)(null);
+}
+
+/* The connection's descriptors become one end of a socketpair; a relay
+ * child holds the other and the connection. */
+static void start_relay(const struct adopted *a, int marker)
+{
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
+        return;
+    pid_t pid = REAL(fork)();
+    if (pid == 0) {
+        keep_only(sv[1], marker);
+        struct lt_sock *s = lt_sock_new();
+        int t = -1;
+        if (s != NULL) {
+            s->claim_flow = a->flow + 1;
+            s->family = AF_INET;
+            lt_lock();
+            lt_fork_marker_keep(marker, 1);   /* held until the claim */
+            t = lt_fd_install(s, 1);
+            lt_unlock();
+        }
+        if (t >= 0)
+            relay(t, sv[1]);
+        _exit(t >= 0 ? 0 : 1);
+    }
+    if (pid > 0)
+        for (int i = 0; i < a->nfds; i++)
+            REAL(dup2)(sv[0], a->fds[i]);
+    REAL(close)(sv[0]);
+    REAL(close)(sv[1]);
+}
+
+static int is_eventfd(int fd)
+{
+    char path[40], link[32];
+    snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+    ssize_t n = readlink(path, link, sizeof(link) - 1);
+    if (n <= 0)
+        return 0;
+    link[n] = '\0';
+    return strcmp(link, "anon_inode:[eventfd]") == 0;
+}
+
+/* The marker's "fd flow" lines, for descriptors still open (an exec closed
+ * the close-on-exec ones), grouped by connection. */
+static int read_marker(int marker, struct adopted *out)
+{
+    FILE *m = fdopen(REAL(dup)(marker), "r");
+    if (m == NULL)
+        return 0;
+    rewind(m);
+    int fd, n = 0;
+    unsigned flow;
+    while (fscanf(m, "%d %u", &fd, &flow) == 2) {
+        if (fd < 0 || !is_eventfd(fd))
+            continue;          /* closed by the exec, and maybe its number reused */
+        int k = 0;
+        while (k < n && out[k].flow != flow)
+            k++;
+        if (k == n && n == MAX_ADOPTED)
+            continue;
+        if (k == n)
+            out[n++] = (struct adopted){.flow = flow};
+        int dup_fd = 0;
+        for (int i = 0; i < out[k].nfds; i++)
+            dup_fd |= out[k].fds[i] == fd;
+        if (!dup_fd && out[k].nfds < MAX_FDS)
+            out[k].fds[out[k].nfds++] = fd;
+    }
+    fclose(m);
+    return n;
+}
+
+static int find_marker(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    if (d == NULL)
+        return -1;
+    int marker = -1;
+    const char *want = "/memfd:" LT_FORK_MARKER;
+    for (struct dirent *e; (e = readdir(d)) != NULL && marker < 0;) {
+        char path[300], link[64];
+        snprintf(path, sizeof(path), "/proc/self/fd/%s", e->d_name);
+        ssize_t n = readlink(path, link, sizeof(link) - 1);
+        if (n > 0) {
+            link[n] = '\0';
+            if (strncmp(link, want, strlen(want)) == 0)
+                marker = atoi(e->d_name);
+        }
+    }
+    closedir(d);
+    return marker;
+}
+
+/* The program keeps its marker: the parent's close of a connection waits
+ * while it is open, so until the relay has taken the connection over. */
+__attribute__((constructor)) static void adopt_inherited(void)
+{
+    int marker = find_marker();
+    if (marker < 0)
+        return;
+    struct adopted a[MAX_ADOPTED];
+    int n = read_marker(marker, a);
+    for (int i = 0; i < n; i++)
+        start_relay(&a[i], marker);
+}
