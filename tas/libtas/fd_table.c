@@ -7,7 +7,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
 #include <unistd.h>
 
 #include "interpose.h"
@@ -153,8 +152,12 @@ int lt_dup_result(struct lt_sock *s, int nfd)
 
 int lt_fd_install(struct lt_sock *s, int cloexec)
 {
-    /* The eventfd only reserves the number (never signalled). */
-    return lt_dup_result(s, eventfd(0, cloexec ? EFD_CLOEXEC : 0));
+    /* The placeholder only reserves the number: an O_PATH descriptor, so a
+     * read or write that reaches the kernel without passing the shim
+     * (stdio's buffered I/O on fdopen'd sockets, a program exec'd by a
+     * vfork child) fails at once with EBADF instead of blocking (an
+     * eventfd's read waits forever) or half-working. */
+    return lt_dup_result(s, open("/dev/null", O_PATH | (cloexec ? O_CLOEXEC : 0)));
 }
 
 struct lt_sock *lt_sock_new(void)

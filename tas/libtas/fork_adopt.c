@@ -128,15 +128,11 @@ static void start_relay(const struct adopted *a, int marker)
     REAL(close)(sv[1]);
 }
 
-static int is_eventfd(int fd)
+/* A TAS socket's placeholder (fd_table.c lt_fd_install). */
+static int is_placeholder(int fd)
 {
-    char path[40], link[32];
-    snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
-    ssize_t n = readlink(path, link, sizeof(link) - 1);
-    if (n <= 0)
-        return 0;
-    link[n] = '\0';
-    return strcmp(link, "anon_inode:[eventfd]") == 0;
+    int fl = REAL(fcntl)(fd, F_GETFL);
+    return fl >= 0 && (fl & O_PATH);
 }
 
 /* The marker's "fd flow" lines, for descriptors still open (an exec closed
@@ -150,7 +146,7 @@ static int read_marker(int marker, struct adopted *out)
     int fd, n = 0;
     unsigned flow;
     while (fscanf(m, "%d %u", &fd, &flow) == 2) {
-        if (fd < 0 || !is_eventfd(fd))
+        if (fd < 0 || !is_placeholder(fd))
             continue;          /* closed by the exec, and maybe its number reused */
         int k = 0;
         while (k < n && out[k].flow != flow)

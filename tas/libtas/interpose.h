@@ -1,7 +1,8 @@
 /*
  * libtas socket shim (LD_PRELOAD): internal declarations shared by the
  * interpose files.  TAS sockets are plain fd numbers backed by a reserved
- * kernel eventfd, so numbers never collide with kernel fds; the table below
+ * kernel placeholder (O_PATH /dev/null), so numbers never collide with
+ * kernel fds; the table below
  * maps those numbers to socket state kept over the libtas core (app.h).
  *
  * Every wrapper passes non-TAS fds straight to libc without taking the lock:

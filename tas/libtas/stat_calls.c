@@ -1,10 +1,9 @@
 /*
  * The stat family on TAS sockets.  Their fd numbers are reserved with an
- * eventfd, which fstat would report as an anonymous inode of no file type;
- * callers that decide by the file type (libzio substitutes originals only
- * on writes to sockets and regular files) must see a socket, as on Linux:
- * S_IFSOCK with mode 0777, size 0.  Device and inode stay the eventfd's, so
- * they still tell sockets apart.
+ * O_PATH descriptor of /dev/null, which fstat would report as a character
+ * device; callers that decide by the file type (libzio substitutes
+ * originals only on writes to sockets and regular files) must see a
+ * socket, as on Linux: S_IFSOCK with mode 0777, size 0.
  *
  * _FILE_OFFSET_BITS is dropped so that fstat/fstat64 (and fstatat/fstatat64)
  * are two distinct symbols here, as glibc exports them.

@@ -59,12 +59,7 @@ for i in range(n):
     s = socket.create_connection(("10.0.0.2", port))
     bulk = os.urandom(size)
     s.sendall(b"conn%d %d\n" % (i, size) + bulk)
-    reply = b""
-    while True:
-        d = s.recv(4096)
-        if not d:
-            break
-        reply += d
+    reply = b"".join(iter(lambda: s.recv(4096), b""))     # up to the child's FIN
     pid, line, digest = reply.split()
     assert line == b"conn%d" % i, reply
     assert digest.decode() == hashlib.sha256(bulk).hexdigest(), "bulk changed"
@@ -260,3 +255,32 @@ def test_git_daemon_serves_a_clone(tas_daemon, procs, tmp_path):
     subprocess.run(["pkill", "-P", str(gd.pid)])
     gd.kill()
     gd.communicate(timeout=30)
+
+
+SPAWN = r"""
+import socket, subprocess, sys
+s = socket.create_server(("0.0.0.0", int(sys.argv[1])))
+print("listening", flush=True)
+c, _ = s.accept()
+p = subprocess.run(["cat"], stdin=c.fileno(), capture_output=True, text=True, timeout=60)
+print(p.returncode, p.stderr.strip(), flush=True)
+"""
+
+
+def test_a_spawned_program_fails_loudly_on_an_inherited_connection(tas_daemon, procs):
+    """Python's subprocess starts programs with vfork: no fork marker, so
+    `cat` with a TAS connection as its stdin cannot take it over.  Its read
+    reaches the placeholder, which is an O_PATH descriptor: EBADF at once
+    (an eventfd placeholder blocked it forever)."""
+    d, port = tas_daemon, 7465
+    srv = tas_run(procs, d, sys.executable, "-c", SPAWN, str(port))
+    assert srv.stdout.readline().strip() == "listening"
+    cli = subprocess.Popen(["ip", "netns", "exec", d.netns, sys.executable, "-c", PEER_HOLD,
+                            str(port)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    procs.append(cli)
+    assert cli.stdout.readline().strip() == "up"
+    out, _ = srv.communicate(timeout=120)
+    code, err = out.split(" ", 1)
+    assert code == "1" and "Bad file descriptor" in err, out
+    cli.kill()
+    cli.wait()
