@@ -135,13 +135,19 @@ def test_a_child_that_execs_does_not_hold_the_close(tas_daemon, procs):
     srv.communicate(timeout=30)
 
 
+# Accept one connection, then hold it ("hold"), or start `cat` with it as
+# stdin through subprocess and print how that ended ("spawn").
 HOLD = r"""
-import signal, socket, sys
+import signal, socket, subprocess, sys
 s = socket.create_server(("0.0.0.0", int(sys.argv[1])))
 print("listening", flush=True)
 c, _ = s.accept()
-print("accepted", flush=True)
-signal.pause()
+if sys.argv[2] == "spawn":
+    p = subprocess.run(["cat"], stdin=c.fileno(), capture_output=True, text=True, timeout=60)
+    print(p.returncode, p.stderr.strip(), flush=True)
+else:
+    print("accepted", flush=True)
+    signal.pause()
 """
 
 PEER_HOLD = r"""
@@ -152,16 +158,22 @@ sys.stdin.readline()
 """
 
 
-def test_only_a_descendant_may_claim(tas_daemon, procs):
-    """A process that did not fork from the connection's owner cannot take
-    it (EPERM), and the connection stays the owner's."""
-    d, port = tas_daemon, 7463
-    srv = tas_run(procs, d, sys.executable, "-c", HOLD, str(port))
+def server_and_peer(procs, d, port, mode):
+    """HOLD under tas-run, and a kernel peer connected to it."""
+    srv = tas_run(procs, d, sys.executable, "-c", HOLD, str(port), mode)
     assert srv.stdout.readline().strip() == "listening"
     cli = subprocess.Popen(["ip", "netns", "exec", d.netns, sys.executable, "-c", PEER_HOLD,
                             str(port)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     procs.append(cli)
     assert cli.stdout.readline().strip() == "up"
+    return srv, cli
+
+
+def test_only_a_descendant_may_claim(tas_daemon, procs):
+    """A process that did not fork from the connection's owner cannot take
+    it (EPERM), and the connection stays the owner's."""
+    d, port = tas_daemon, 7463
+    srv, cli = server_and_peer(procs, d, port, "hold")
     assert srv.stdout.readline().strip() == "accepted"
     rows = [f for f in tasctl_flows(d) if f["local_port"] == port and f["state"] == "ESTABLISHED"]
     assert len(rows) == 1 and rows[0]["pid"] == srv.pid
@@ -257,28 +269,13 @@ def test_git_daemon_serves_a_clone(tas_daemon, procs, tmp_path):
     gd.communicate(timeout=30)
 
 
-SPAWN = r"""
-import socket, subprocess, sys
-s = socket.create_server(("0.0.0.0", int(sys.argv[1])))
-print("listening", flush=True)
-c, _ = s.accept()
-p = subprocess.run(["cat"], stdin=c.fileno(), capture_output=True, text=True, timeout=60)
-print(p.returncode, p.stderr.strip(), flush=True)
-"""
-
-
 def test_a_spawned_program_fails_loudly_on_an_inherited_connection(tas_daemon, procs):
     """Python's subprocess starts programs with vfork: no fork marker, so
     `cat` with a TAS connection as its stdin cannot take it over.  Its read
     reaches the placeholder, which is an O_PATH descriptor: EBADF at once
-    (an eventfd placeholder blocked it forever)."""
+    (an eventfd's read would wait for ever)."""
     d, port = tas_daemon, 7465
-    srv = tas_run(procs, d, sys.executable, "-c", SPAWN, str(port))
-    assert srv.stdout.readline().strip() == "listening"
-    cli = subprocess.Popen(["ip", "netns", "exec", d.netns, sys.executable, "-c", PEER_HOLD,
-                            str(port)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    procs.append(cli)
-    assert cli.stdout.readline().strip() == "up"
+    srv, cli = server_and_peer(procs, d, port, "spawn")
     out, _ = srv.communicate(timeout=120)
     code, err = out.split(" ", 1)
     assert code == "1" and "Bad file descriptor" in err, out
