@@ -40,7 +40,7 @@
  * writes into it which of its descriptors are inherited connections ("fd
  * flow" lines), for a program it execs (fork_adopt.c), and keeps it as
  * long as it holds any of them; close-on-exec unless one of them is not. */
-static int new_marker = -1;
+static __thread int new_marker = -1;   /* per thread: two threads may fork at once */
 static uint32_t fork_stamp;
 
 static int cloexec_of(int fd)
