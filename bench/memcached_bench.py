@@ -18,13 +18,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 from deploy.report import print_table, write_json  # noqa: E402
-from tasd import Daemon, veth_namespace  # noqa: E402
+from tas_benchlib import daemon_and_linux_host  # noqa: E402
 
 PORT = 11500
 LINUX_IP = "10.0.2.2"
@@ -80,16 +79,14 @@ def main():
     args = ap.parse_args()
     res = {"linux": {}, "tas": {}}
     late = None
-    with tempfile.TemporaryDirectory() as tmp:
-        d = Daemon(Path(tmp), extra="[cc]\nalgorithm = \"none\"\n").start()
-        lns, procs = None, []
+    with tempfile.TemporaryDirectory() as tmp, \
+            daemon_and_linux_host(tmp, LINUX_IP, "[cc]\nalgorithm = \"none\"\n") as (d, lns):
+        mc = ["memcached", "-u", "nobody", "-p", str(PORT), "-U", "0", "-t", "2",
+              "-l", "0.0.0.0"]
+        tas = subprocess.Popen([sys.executable, "-m", "tas.run", "--instance", d.instance,
+                                "--", *mc], cwd=ROOT)
+        procs = [tas, subprocess.Popen(["ip", "netns", "exec", lns, *mc])]
         try:
-            lns, _, _ = veth_namespace(d.netns, "10.0.2.1", LINUX_IP)
-            mc = ["memcached", "-u", "nobody", "-p", str(PORT), "-U", "0", "-t", "2",
-                  "-l", "0.0.0.0"]
-            tas = subprocess.Popen([sys.executable, "-m", "tas.run", "--instance", d.instance,
-                                    "--", *mc], cwd=ROOT)
-            procs = [tas, subprocess.Popen(["ip", "netns", "exec", lns, *mc])]
             ips = {"tas": "10.0.0.2", "linux": LINUX_IP}
             for ip in ips.values():
                 wait_up(d.netns, ip)
@@ -108,9 +105,6 @@ def main():
             for p in procs:
                 p.kill()
                 p.wait()
-            if lns:
-                subprocess.run(["ip", "netns", "del", lns], capture_output=True)
-            d.stop()
     lin, tas = res["linux"], res["tas"]
     rows = [[s, f"{r['sets_per_s']:.0f}", f"{r['p50_us']:.0f}", f"{r['p90_us']:.0f}",
              f"{r['p99_us']:.0f}", f"{r['sets_per_s'] / lin['sets_per_s']:.2f}"]

@@ -21,14 +21,13 @@ import subprocess
 import sys
 import tempfile
 import uuid
-from pathlib import Path
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 from deploy.report import print_table, write_json  # noqa: E402
 from pg_helpers import PG, as_postgres, start_postgres_cmd  # noqa: E402
-from tasd import Daemon, veth_namespace  # noqa: E402
+from tas_benchlib import daemon_and_linux_host  # noqa: E402
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 LINUX_IP = "10.0.2.2"
@@ -99,6 +98,26 @@ def pgbench(ns, ip, port, *args):
     return float(m.group(1)) if m else None
 
 
+def run_rows(args, d, lns, pool, ext4, servers, tps):
+    """Every row, --repeat times, one server at a time: a and b share the ext4
+    directory, a2 and d the Strata one (each initialised through the first
+    stack that uses it).  Best transactions/s per row into tps."""
+    prepare(pool, ext4)
+    ip = {r: (LINUX_IP if r in ("a", "a2") else "10.0.0.2") for r in ROWS}
+    initialised = set()
+    for _ in range(args.repeat):
+        for row in ROWS:
+            servers[row] = start_postgres_cmd(server_cmd(row, d, lns, pool, ext4), ROOT)
+            where = "strata" if row in ("a2", "d") else "ext4"
+            if where not in initialised:
+                pgbench(d.netns, ip[row], PORTS[row], "-i", "-s", str(args.scale))
+                initialised.add(where)
+            t = pgbench(d.netns, ip[row], PORTS[row], "-n", "-c", str(args.clients),
+                        "-j", str(min(args.clients, 2)), "-T", str(args.seconds))
+            tps[row] = max(t, tps.get(row, 0.0))
+            stop(servers.pop(row))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=int, default=10)
@@ -112,33 +131,16 @@ def main():
         os.chmod(tmp, 0o755)
         pool = f"/dev/shm/pgbench-{uuid.uuid4().hex[:8]}.pool"
         ext4 = os.path.join(tmp, "ext4")
-        d = Daemon(Path(tmp), extra="[cc]\nalgorithm = \"none\"\n").start()
-        lns, servers = None, {}
+        servers = {}
         try:
-            lns, _, _ = veth_namespace(d.netns, "10.0.2.1", LINUX_IP)
-            prepare(pool, ext4)
-            ip = {r: (LINUX_IP if r in ("a", "a2") else "10.0.0.2") for r in ROWS}
-            initialised = set()
-            for _ in range(args.repeat):
-                # one server at a time: a and b share the ext4 directory, a2 and d the
-                # Strata one (each initialised through the first stack to use it)
-                for row in ROWS:
-                    servers[row] = start_postgres_cmd(server_cmd(row, d, lns, pool, ext4),
-                                                      ROOT)
-                    where = "strata" if row in ("a2", "d") else "ext4"
-                    if where not in initialised:
-                        pgbench(d.netns, ip[row], PORTS[row], "-i", "-s", str(args.scale))
-                        initialised.add(where)
-                    t = pgbench(d.netns, ip[row], PORTS[row], "-n", "-c", str(args.clients),
-                                "-j", str(min(args.clients, 2)), "-T", str(args.seconds))
-                    tps[row] = max(t, tps.get(row, 0.0))
-                    stop(servers.pop(row))
+            with daemon_and_linux_host(tmp, LINUX_IP, "[cc]\nalgorithm = \"none\"\n") \
+                    as (d, lns):
+                try:
+                    run_rows(args, d, lns, pool, ext4, servers, tps)
+                finally:       # before the daemon and the namespace go
+                    for p in servers.values():
+                        stop(p)
         finally:
-            for p in servers.values():
-                stop(p)
-            if lns:
-                subprocess.run(["ip", "netns", "del", lns], capture_output=True)
-            d.stop()
             if os.path.exists(pool):
                 os.unlink(pool)
     rows = [[k, ROWS[k], f"{tps[k]:.0f}", f"{tps[k] / tps['a']:.2f}"] for k in ROWS]

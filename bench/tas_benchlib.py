@@ -1,11 +1,32 @@
 """Shared helpers of the TAS benchmarks: daemons on the embedded devices."""
+import contextlib
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "tests"))
 from tas.launcher import DaemonProcess  # noqa: E402
+from tasd import Daemon, veth_namespace  # noqa: E402
+
+
+@contextlib.contextmanager
+def daemon_and_linux_host(tmp, linux_ip, extra=""):
+    """(d, lns): a TAS daemon on the default device with its peer namespace,
+    and a Linux host (namespace lns, address linux_ip) a veth away from that
+    peer, so that one client namespace reaches both stacks.  Both go at
+    the end."""
+    d = Daemon(Path(tmp), extra=extra).start()
+    lns = None
+    try:
+        lns, _, _ = veth_namespace(d.netns, "10.0.2.1", linux_ip)
+        yield d, lns
+    finally:
+        if lns:
+            subprocess.run(["ip", "netns", "del", lns], capture_output=True)
+        d.stop()
 
 
 def start_memif_pair(tmp, idle_block_us=10000, yield_idle=True, extra="",

@@ -1,4 +1,5 @@
 """Running programs under tas-run and in the peer namespace (libtas tests)."""
+import inspect
 import os
 import subprocess
 import sys
@@ -72,7 +73,6 @@ def nginx_serves(procs, d, tmp_path, conf_template, port, *wrk_args):
 # EOF (or limit bytes), handing each chunk to each(); returns the count.
 # recv_upto: up to n bytes, fewer at EOF; recv_exact: n bytes, or the
 # program ends at an early EOF.
-RECV_UPTO = """
 def recv_upto(s, n):
     got = b""
     while len(got) < n:
@@ -81,7 +81,9 @@ def recv_upto(s, n):
             break
         got += d
     return got
-"""
+
+
+RECV_UPTO = "\n" + inspect.getsource(recv_upto)
 RECV_EXACT = RECV_UPTO + """
 def recv_exact(s, n):
     got = recv_upto(s, n)

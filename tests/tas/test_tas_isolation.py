@@ -19,6 +19,7 @@ import threading
 import pytest
 
 from bindings import stats
+from libtas_helpers import recv_upto
 from tas.app import TasApp
 from tasd import Daemon, unique, wait_until
 
@@ -74,16 +75,6 @@ def counters(d):
     return stats.read("tas", d.instance)
 
 
-def recv_exact(flow, n):
-    data = b""
-    while len(data) < n:
-        chunk = flow.recv(n - len(data))
-        if not chunk:
-            break
-        data += chunk
-    return data
-
-
 class Keeper(threading.Thread):
     """A TAS app with one connection to the Linux echo server, echoing
     1 KiB messages round after round while the attacks go on."""
@@ -101,7 +92,7 @@ class Keeper(threading.Thread):
             while not self.halt.is_set():
                 msg = os.urandom(1024)
                 self.flow.sendall(msg)
-                if recv_exact(self.flow, len(msg)) != msg:
+                if recv_upto(self.flow, len(msg)) != msg:
                     raise AssertionError("keeper: echo differs")
                 self.rounds += 1
                 self.halt.wait(0.005)   # live, but leaves the 2 CPUs to the rest
@@ -178,7 +169,7 @@ class Rig:
             flow = honest.connect("10.0.0.1", ECHO_PORT)
             data = os.urandom(64 << 10)
             flow.sendall(data)
-            assert recv_exact(flow, len(data)) == data
+            assert recv_upto(flow, len(data)) == data
             flow.close()
         start = self.keeper.rounds
         wait_until(lambda: self.keeper.rounds >= start + 10 or self.keeper.error,
