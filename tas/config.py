@@ -223,6 +223,9 @@ SCHEMA = {
         "pin_apps": Field(False, _bool, "true or false"),
         "max_flows": Field(65536, _int_range(1, 65536),
                            "a flow count 1..65536 (connections installed at once)"),
+        "delack_us": Field(100, _int_range(0, 10_000),
+                           "microseconds (0..10000) an owed ACK of in-order data may "
+                           "wait for more (0: ACK at the end of every RX burst)"),
     },
     "fault": {
         "rx_loss_ppm": Field(0, _int_range(0, 1_000_000), "parts per million (0..1000000)"),

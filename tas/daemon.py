@@ -72,6 +72,7 @@ class FastPath:
         c.invalid_ratelimit_ms = self.cfg.tcp.invalid_ratelimit_ms
         c.challenge_ack_limit = self.cfg.tcp.challenge_ack_limit
         c.max_flows = self.cfg.fastpath.max_flows
+        c.delack_us = self.cfg.fastpath.delack_us
         h = self.lib.tas_fp_create(c, self.stats_page)
         if h == self.ffi.NULL:
             raise DaemonError(f"fast path: {self.ffi.string(self.lib.tas_fp_error()).decode()}")

@@ -55,6 +55,9 @@ struct tas_fp_conf {
     /* Flows installed at once, 1..TAS_FLOW_MAX (0: TAS_FLOW_MAX); fewer
      * only to see a full flow table (fastpath.max_flows) */
     uint32_t max_flows;
+    /* In-order data not yet ACKed at the end of an RX burst is ACKed once
+     * the oldest has waited this long (0: at the end of every burst) */
+    uint32_t delack_us;
 };
 
 struct tas_fp;

@@ -147,6 +147,7 @@ struct fp_core {
     /* flows owed an ACK at the end of the RX burst (TAS_FLF_ACK_DUE) */
     unsigned nack_due;
     struct tas_flow *ack_due[FP_RX_MAX];
+    uint64_t ack_due_since;   /* TSC when the oldest of them was first owed */
     /* flows with app notifications gathered over the RX burst */
     unsigned nnotify_due;
     struct tas_flow *notify_due[FP_RX_MAX];
@@ -182,6 +183,7 @@ struct tas_fp {
     struct fp_core cores[TAS_FP_MAX_CORES];
     uint64_t tsc_hz;
     uint64_t tsc_per_us;            /* tsc_hz / 1e6: one division per clock read, not two */
+    uint64_t delack_cycles;         /* conf.delack_us in TSC cycles */
     /* flows */
     struct rte_hash *flow_hash;
     struct tas_flow *flows;         /* TAS_FLOW_MAX slots */
@@ -298,6 +300,7 @@ static inline int32_t seq_diff(uint32_t a, uint32_t b)
 uint32_t fp_tcp_rx(struct fp_core *c, struct tas_flow *f, struct rte_mbuf *m);
 /* After a burst of fp_tcp_rx: the ACKs coalesced during it. */
 void fp_tcp_rx_burst_end(struct fp_core *c);
+void fp_tcp_acks_flush(struct fp_core *c, bool force);
 
 /* fp_tcp_guard.c (RFC 5961; flow lock held): true if a RST with this
  * sequence number closes the flow; otherwise it was answered or ignored. */

@@ -339,6 +339,7 @@ int fp_core_loop(void *arg)
         unsigned work = poll_slowpath(c);
         for (uint16_t q = c->idx; c->idx < n && q < fp->conf.ncores; q += n)
             work += serve_queue(c, q);
+        fp_tcp_acks_flush(c, false);
         fp_tx_flush(c);
         uint64_t now = rte_get_tsc_cycles();
         /* Counts change only with work; the idle rounds' cycles are added
@@ -354,6 +355,8 @@ int fp_core_loop(void *arg)
              * follow); a polling step that ended with nothing keeps
              * last_work in the past, so the core sleeps again after this
              * one poll round, a longer step each time up to the cap. */
+            fp_tcp_acks_flush(c, true);     /* owed ACKs do not wait out a sleep */
+            fp_tx_flush(c);
             if (block_until_work(c, n, poll_us)) {
                 last_work = rte_get_tsc_cycles();
                 poll_us = fp->conf.poll_sleep_us;

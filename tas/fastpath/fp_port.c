@@ -337,6 +337,7 @@ struct tas_fp *tas_fp_create(const struct tas_fp_conf *conf, struct kb_stats_pag
             fp->cores[i].epfd = -1;
     fp->tsc_hz = rte_get_tsc_hz();
     fp->tsc_per_us = fp->tsc_hz / 1000000;
+    fp->delack_cycles = (uint64_t)fp->conf.delack_us * fp->tsc_per_us;
     counters_init(&fp->ctr, stats);
     if (info_init(fp) != 0) {
         fp_set_error("cannot create the info page: %s", strerror(errno));

@@ -231,24 +231,37 @@ static uint32_t process_data(struct tas_fp *fp, struct tas_flow *f, struct seg *
     return n;
 }
 
-/* ACK coalescing as Linux does it: in-order data is ACKed once two
- * full-sized segments' worth is unacknowledged, or at the end of the RX
- * burst; at once when something the sender must hear of soon happened (out
- * of order, duplicate or refused data, a hole still open, PSH, FIN, a CE
- * mark).  Every segment we send carries the ACK (build_segment clears
- * what is owed). */
+/* ACK coalescing: in-order data is ACKed once ack_every() bytes of it are
+ * unacknowledged, or once the oldest ACK owed has waited fastpath.delack_us
+ * (looked at after every RX burst and loop round; all go before the core
+ * sleeps); at once when something the sender must hear of soon happened
+ * (out of order, duplicate or refused data, a hole still open, PSH, FIN, a
+ * CE mark).  Every segment we send carries the ACK (build_segment clears
+ * what is owed).  Linux ACKs every second segment, but its segments are
+ * GRO aggregates of up to 64 KiB; ACKing every second 1,448-byte frame
+ * made the sender's kernel process an ACK per 2.9 KB (on a local peer, on
+ * our CPUs).  So: a quarter of the receive buffer, at most 64 KiB, at
+ * least two full segments. */
+static uint32_t ack_every(const struct tas_fp *fp, const struct tas_flow *f)
+{
+    uint32_t two = 2u * fp_rx_mss(fp, f);
+    return RTE_MAX(two, RTE_MIN(f->rx_size / 4u, 65536u));
+}
+
 static void ack_data(struct fp_core *c, struct tas_flow *f, const struct seg *s,
                      uint32_t len, uint32_t taken, bool fin)
 {
     f->rx_unacked_bytes += taken;
     bool now = taken < len || len == 0 || fin || f->rx_ooo_len > 0 || s->ce ||
                (s->flags & (RTE_TCP_PSH_FLAG | RTE_TCP_FIN_FLAG)) ||
-               f->rx_unacked_bytes >= 2u * fp_rx_mss(c->fp, f);
+               f->rx_unacked_bytes >= ack_every(c->fp, f);
     if (now) {
         fp_tcp_send_ack(c, f);
         return;
     }
     if (!(f->flags & TAS_FLF_ACK_DUE) && c->nack_due < FP_RX_MAX) {
+        if (c->nack_due == 0)
+            c->ack_due_since = rte_get_tsc_cycles();
         f->flags |= TAS_FLF_ACK_DUE;
         c->ack_due[c->nack_due++] = f;
     } else if (!(f->flags & TAS_FLF_ACK_DUE)) {
@@ -263,6 +276,15 @@ void fp_tcp_rx_burst_end(struct fp_core *c)
         fp_notify_flush(c);
         fp_stage_leave(c, prev);
     }
+    fp_tcp_acks_flush(c, false);
+}
+
+void fp_tcp_acks_flush(struct fp_core *c, bool force)
+{
+    if (c->nack_due == 0)
+        return;
+    if (!force && rte_get_tsc_cycles() - c->ack_due_since < c->fp->delack_cycles)
+        return;
     for (unsigned i = 0; i < c->nack_due; i++) {
         struct tas_flow *f = c->ack_due[i];
         fp_lock(f);
