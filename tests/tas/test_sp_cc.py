@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from bindings import _tasfp
 from tas import config
-from tas.slowpath.cc import DctcpRate, Timely
+from tas.slowpath.cc import RESTART_S, DctcpRate, Timely
 
 pytestmark = pytest.mark.fast
 
@@ -92,9 +92,35 @@ def test_app_limited_flow_is_clamped_to_what_it_sends():
     for _ in range(6):
         interval(ctl, f, ackb=ACKED)                     # slow start to 64000
     assert ctl.rate == 64000
-    # It now sends 2500 B per 1 ms (20000 kbps): the rate is clamped to
-    # 1.2 x that before the algorithm doubles it.
+    # It now sends 2500 B per 1 ms (20000 kbps).  For RESTART_S it keeps the
+    # rate its fastest interval (10**8 B) allows: a request/response flow
+    # quiet for most intervals keeps the rate of its bursts ...
+    for _ in range(int(0.75 * RESTART_S / STEP_S)):
+        assert interval(ctl, f, txb=2500) == 64000
+    # ... then the clamp is 1.2 x what it sends, before the algorithm
+    # doubles the rate.
+    for _ in range(int(0.5 * RESTART_S / STEP_S)):
+        interval(ctl, f, txb=2500)
+    assert ctl.rate == pytest.approx(1.2 * 20000)
     assert interval(ctl, f, ackb=2500, txb=2500) == pytest.approx(2 * 1.2 * 20000)
+
+
+def test_a_request_response_flow_keeps_its_rate_between_bursts():
+    """A burst of 64 KiB every 5 ms, nothing in between: the quiet
+    intervals do not clamp the rate to cc.init_kbps (which would pace each
+    burst past the fast path's credit at 10 Mbps); after RESTART_S of
+    silence it restarts there."""
+    ctl, f, _, cc = make(DctcpRate, init_kbps=10000)
+    for _ in range(6):
+        interval(ctl, f, ackb=ACKED * 1000, txb=ACKED * 1000)
+    burst_kbps = 65536 * 8 / STEP_S / 1000
+    for k in range(100):
+        sent = 65536 if k % 5 == 0 else 0
+        interval(ctl, f, ackb=sent, txb=sent)
+        assert ctl.rate >= 1.2 * burst_kbps
+    for _ in range(int(1.5 * RESTART_S / STEP_S)):
+        interval(ctl, f, txb=0)
+    assert ctl.rate == cc.init_kbps
 
 
 def test_a_flow_held_back_with_bytes_waiting_is_not_clamped():
@@ -230,14 +256,15 @@ def test_a_parked_controller_resumes_as_if_updated_every_tick(cls, history):
             interval(ctl, f, ackb=ACKED * 1000, txb=ACKED * 1000, rtt_us=rtt)
     assert not parked.settled(f2)
     t, skipped = ticked.last_time, 0
-    for _ in range(300):                  # idle: nothing sent, ACKed or lost
+    for _ in range(int(2.5 * RESTART_S / STEP_S)):   # idle: nothing sent, ACKed or lost
         t += STEP_S
         ticked.update(f1, t)
         if parked.settled(f2):
             skipped += 1                  # parked: no update
         else:
             parked.update(f2, t)
-    assert parked.settled(f2) and skipped >= 250
+    # settled once the rate restarted (RESTART_S quiet), parked from then on
+    assert parked.settled(f2) and skipped >= 1.4 * RESTART_S / STEP_S
     assert parked.rate <= ticked.cfg.init_kbps + 1000    # restarted after idle
     applied = len(sink.rates)
     parked.resume(t, skipped)
@@ -257,6 +284,8 @@ def test_an_idle_update_that_still_moves_the_state_is_not_settled():
                         timely_thigh_us=150)
     interval(ctl, f, ackb=ACKED, rtt_us=50)
     interval(ctl, f, ackb=ACKED, rtt_us=100)
+    for _ in range(int(1.2 * RESTART_S / STEP_S)):     # past the restart after idle
+        interval(ctl, f, txb=0)
     for _ in range(20):
         interval(ctl, f, txb=0)
         assert not ctl.settled(f)
