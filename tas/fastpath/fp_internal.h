@@ -22,6 +22,8 @@
 #define FP_BURST 32
 /* Fault injection can double a received burst and add one held frame. */
 #define FP_RX_MAX (2 * FP_BURST + 1)
+/* Packets a core keeps while the port's TX ring is full (fp_txq.c) */
+#define FP_TX_HELD 512
 
 /* Where a core's cycles go (exclusive: a stage entered inside another is
  * not charged to the outer one).  Read with rte_rdtsc at each switch and
@@ -44,7 +46,7 @@ enum fp_stage {
 
 /* Counters every core bumps; pointers into the daemon's stats page. */
 struct fp_counters {
-    uint64_t *rx_pkts, *rx_bytes, *tx_pkts, *tx_bytes, *tx_drops;
+    uint64_t *rx_pkts, *rx_bytes, *tx_pkts, *tx_bytes, *tx_drops, *tx_held;
     uint64_t *drop_malformed, *drop_not_ours, *exc[TAS_EXC_NREASONS];
     uint64_t *exc_ring_full, *sp_tx_pkts, *sleeps, *wakeups, *poll_sleeps;
     /* TCP data path */
@@ -144,6 +146,8 @@ struct fp_core {
     struct rte_mbuf *held_rx; /* fault injection: a frame delayed for reordering */
     unsigned ntx;             /* packets batched for the next tx_burst */
     struct rte_mbuf *txbuf[FP_BURST];
+    unsigned nheld;           /* sent before anything else once the ring has room */
+    struct rte_mbuf *held[FP_TX_HELD];
     /* flows owed an ACK at the end of the RX burst (TAS_FLF_ACK_DUE) */
     unsigned nack_due;
     struct tas_flow *ack_due[FP_RX_MAX];
@@ -422,6 +426,8 @@ struct rte_ipv4_hdr *fp_tx_ipv4(struct tas_fp *fp, struct rte_mbuf *m, const str
 /* Batch one packet for transmission; fp_tx_flush sends the batch. */
 void fp_tx_one(struct fp_core *c, struct rte_mbuf *m);
 void fp_tx_flush(struct fp_core *c);
+bool fp_tx_backlogged(const struct fp_core *c);   /* build no new data segments now */
+void fp_tx_drop_held(struct fp_core *c);
 
 /* fp_error.c */
 void fp_set_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -349,7 +349,7 @@ int fp_core_loop(void *arg)
             c->busy_cycles += now - prev;
             last_work = now;
             poll_us = fp->conf.poll_sleep_us;
-        } else if (c->idx >= n || now - last_work > idle_limit) {
+        } else if (c->nheld == 0 && (c->idx >= n || now - last_work > idle_limit)) {
             /* Switched off (core scaling) or idle long enough: block.  Woken
              * by an event, poll for idle_block_us again (more is likely to
              * follow); a polling step that ended with nothing keeps
@@ -380,6 +380,7 @@ int fp_core_loop(void *arg)
         }
         __atomic_fetch_add(&c->epoch, 1, __ATOMIC_RELEASE);
     }
+    fp_tx_drop_held(c);
     flush_counts(c);
     return 0;
 }

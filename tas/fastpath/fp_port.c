@@ -48,6 +48,7 @@ static void counters_init(struct fp_counters *c, struct kb_stats_page *s)
     c->tx_pkts = kb_stats_counter(s, "tx_pkts");
     c->tx_bytes = kb_stats_counter(s, "tx_bytes");
     c->tx_drops = kb_stats_counter(s, "tx_drops");
+    c->tx_held = kb_stats_counter(s, "tx_held");
     c->drop_malformed = kb_stats_counter(s, "rx_drop_malformed");
     c->drop_not_ours = kb_stats_counter(s, "rx_drop_not_ours");
     for (int i = 0; i < TAS_EXC_NREASONS; i++)

@@ -278,6 +278,8 @@ unsigned fp_tcp_tx_work(struct fp_core *c, uint16_t q)
     struct tas_fp *fp = c->fp;
     struct rte_ring *work = fp->tx_work[q];
     uint32_t ids[FP_BURST];
+    if (fp_tx_backlogged(c))
+        return 0;           /* the port's ring is full: the flows wait their turn */
     unsigned n = rte_ring_sc_dequeue_burst_elem(work, ids, sizeof(ids[0]), FP_BURST, NULL);
     if (n == 0)
         return 0;
@@ -287,8 +289,9 @@ unsigned fp_tcp_tx_work(struct fp_core *c, uint16_t q)
         struct tas_flow *f = &fp->flows[ids[i]];
         fp_lock(f);
         f->tx_queued = 0;
+        /* once the port's ring has filled, the rest wait for the next round */
         if ((f->flags & TAS_FLF_ACTIVE) && !(f->flags & TAS_FLF_RESET) &&
-            flow_transmit(c, f, now))
+            (fp_tx_backlogged(c) || flow_transmit(c, f, now)))
             fp_flow_queue_tx(fp, f);
         fp_unlock(f);
     }
