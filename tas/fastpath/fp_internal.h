@@ -147,6 +147,7 @@ struct fp_core {
     unsigned ntx;             /* packets batched for the next tx_burst */
     struct rte_mbuf *txbuf[FP_BURST];
     unsigned nheld;           /* sent before anything else once the ring has room */
+    uint64_t held_sent;       /* of them, sent so far (progress for the loop) */
     struct rte_mbuf *held[FP_TX_HELD];
     /* flows owed an ACK at the end of the RX burst (TAS_FLF_ACK_DUE) */
     unsigned nack_due;

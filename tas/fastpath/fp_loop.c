@@ -336,11 +336,13 @@ int fp_core_loop(void *arg)
 
     while (!fp->stop) {
         uint16_t n = __atomic_load_n(&fp->nactive, __ATOMIC_SEQ_CST);
+        uint64_t held_sent = c->held_sent;
         unsigned work = poll_slowpath(c);
         for (uint16_t q = c->idx; c->idx < n && q < fp->conf.ncores; q += n)
             work += serve_queue(c, q);
         fp_tcp_acks_flush(c, false);
         fp_tx_flush(c);
+        work += c->held_sent != held_sent;     /* a full TX ring took some */
         uint64_t now = rte_get_tsc_cycles();
         /* Counts change only with work; the idle rounds' cycles are added
          * after blocking or every 64 rounds (not each poll of an empty ring). */
@@ -349,12 +351,15 @@ int fp_core_loop(void *arg)
             c->busy_cycles += now - prev;
             last_work = now;
             poll_us = fp->conf.poll_sleep_us;
-        } else if (c->nheld == 0 && (c->idx >= n || now - last_work > idle_limit)) {
+        } else if ((c->idx >= n && c->nheld == 0) || now - last_work > idle_limit) {
             /* Switched off (core scaling) or idle long enough: block.  Woken
              * by an event, poll for idle_block_us again (more is likely to
              * follow); a polling step that ended with nothing keeps
              * last_work in the past, so the core sleeps again after this
-             * one poll round, a longer step each time up to the cap. */
+             * one poll round, a longer step each time up to the cap.
+             * Packets waiting for a full TX ring keep a switched-off core
+             * up, and any core while the ring takes some; a ring that took
+             * none for idle_block_us is tried again after the sleep. */
             fp_tcp_acks_flush(c, true);     /* owed ACKs do not wait out a sleep */
             fp_tx_flush(c);
             if (block_until_work(c, n, poll_us)) {

@@ -41,6 +41,7 @@ static bool send_held(struct fp_core *c)
         return true;
     unsigned sent = burst(c, c->held, c->nheld);
     c->nheld -= sent;
+    c->held_sent += sent;
     memmove(c->held, c->held + sent, c->nheld * sizeof(c->held[0]));
     return c->nheld == 0;
 }
