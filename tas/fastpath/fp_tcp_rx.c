@@ -233,8 +233,7 @@ static uint32_t process_data(struct tas_fp *fp, struct tas_flow *f, struct seg *
 
 /* ACK coalescing: in-order data is ACKed once ack_every() bytes of it are
  * unacknowledged, or once the oldest ACK owed has waited fastpath.delack_us
- * (looked at after every RX burst and loop round; all go before the core
- * sleeps); at once when something the sender must hear of soon happened
+ * (looked at once per loop round; all go before the core sleeps); at once when something the sender must hear of soon happened
  * (out of order, duplicate or refused data, a hole still open, PSH, FIN, a
  * CE mark).  Every segment we send carries the ACK (build_segment clears
  * what is owed).  Linux ACKs every second segment, but its segments are
@@ -276,7 +275,7 @@ void fp_tcp_rx_burst_end(struct fp_core *c)
         fp_notify_flush(c);
         fp_stage_leave(c, prev);
     }
-    fp_tcp_acks_flush(c, false);
+    /* owed ACKs: the loop's fp_tcp_acks_flush, once per round */
 }
 
 void fp_tcp_acks_flush(struct fp_core *c, bool force)
