@@ -197,6 +197,19 @@ uint64_t tas_app_size(struct tas_app *a)
     return a->size;
 }
 
+int tas_app_owns_fd(const struct tas_app *a, int fd)
+{
+    if (fd < 0 || fd == a->sock || fd == a->seg_fd || fd == a->info_fd)
+        return fd >= 0;
+    for (unsigned i = 0; i < a->nctx; i++)
+        if (fd == a->ctx[i].ev_fd)
+            return 1;
+    for (unsigned i = 0; i < a->ncores; i++)
+        if (fd == a->core_fd[i])
+            return 1;
+    return 0;
+}
+
 int tas_app_ctl_fd(struct tas_app *a)
 {
     return a->sock;

@@ -2,6 +2,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/close_range.h>
 #include <unistd.h>
 
 #include "interpose.h"
@@ -27,6 +28,64 @@ int close(int fd)
     forget_fd(fd);
     lt_unlock();
     return REAL(close)(fd);
+}
+
+/* libtas's own descriptors: the attachment's, the sleepers' eventfd, the
+ * fork marker of inherited connections (it must reach the program a child
+ * execs).  A close_range over them leaves them open, as libstrata leaves
+ * its lock fd: they are close-on-exec unless the marker must survive. */
+static int own_fd(int fd)
+{
+    return fd == lt_fork_marker_fd() || fd == lt_wait_fd() ||
+           (lt_app != NULL && tas_app_owns_fd(lt_app, fd));
+}
+
+/* close_range/closefrom (daemons after fork; Python's subprocess child
+ * before exec; os.closerange): the TAS sockets and epoll sets in the range
+ * are closed as close() closes them.  Behind our back the kernel would
+ * reuse their numbers under the table, and a file opened there would be
+ * taken for the socket (its writes sent to the peer).  CLOSE_RANGE_CLOEXEC
+ * only marks descriptors: nothing is closed now. */
+int close_range(unsigned int first, unsigned int last, int flags)
+{
+    if (REAL(close_range) == NULL) {
+        errno = ENOSYS;
+        return -1;
+    }
+    if ((flags & CLOSE_RANGE_CLOEXEC) || first > last)
+        return REAL(close_range)(first, last, flags);
+    unsigned int top = last < LT_MAX_FD - 1 ? last : LT_MAX_FD - 1;
+    int kept = 0;
+    for (unsigned int fd = first; fd <= top; fd++) {
+        if (own_fd((int)fd)) {
+            kept = 1;
+            continue;
+        }
+        lt_epoll_closed((int)fd);
+        lt_fd_moved((int)fd, 0);
+        if (lt_sock_of((int)fd) != NULL) {
+            lt_lock();
+            forget_fd((int)fd);
+            lt_unlock();
+        }
+    }
+    if (!kept)
+        return REAL(close_range)(first, last, flags);
+    /* the range less our own descriptors, a run at a time */
+    uint64_t from = first;
+    for (unsigned int fd = first; fd <= top; fd++) {
+        if (!own_fd((int)fd))
+            continue;
+        if (fd > from && REAL(close_range)((unsigned int)from, fd - 1, flags) != 0)
+            return -1;
+        from = (uint64_t)fd + 1;
+    }
+    return from <= last ? REAL(close_range)((unsigned int)from, last, flags) : 0;
+}
+
+void closefrom(int lowfd)
+{
+    close_range(lowfd < 0 ? 0u : (unsigned int)lowfd, ~0u, 0);
 }
 
 int dup(int fd)

@@ -223,6 +223,11 @@ static void fork_marker_note(int fd, uint32_t flow)
         REAL(fcntl)(fork_marker, F_SETFD, 0);
 }
 
+int lt_fork_marker_fd(void)
+{
+    return fork_marker;
+}
+
 void lt_claim_pending_done(void)
 {
     if (claims_pending > 0 && --claims_pending == 0 && fork_marker >= 0) {

@@ -44,6 +44,11 @@ void lt_wait_forget(void)
     wake_fd = -1;
 }
 
+int lt_wait_fd(void)
+{
+    return wake_fd;
+}
+
 static void wake_sleepers(void)
 {
     if (sleepers == 0)

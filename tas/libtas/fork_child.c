@@ -156,6 +156,18 @@ pid_t fork(void)
     return pid;
 }
 
+/* vfork is fork here (POSIX allows it: a vfork child may only exec or
+ * _exit).  A child that shares our memory could not run the handlers that
+ * make its inherited TAS connections its own, and a wrapper cannot call
+ * libc's vfork (the child would return through our frame, which the parent
+ * returns through after).  So Python's subprocess (it uses vfork), started
+ * with a TAS connection as its stdin or stdout, gets a fork marker and the
+ * program it execs takes the connection over (fork_adopt.c). */
+pid_t vfork(void)
+{
+    return fork();
+}
+
 __attribute__((constructor)) static void fork_child_ctor(void)
 {
     pthread_atfork(prepare, parent, child);

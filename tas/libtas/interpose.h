@@ -70,6 +70,7 @@ struct libc_fns {
     ssize_t (*sendfile)(int, int, off_t *, size_t);
     ssize_t (*sendfile64)(int, int, off64_t *, size_t);
     pid_t (*fork)(void);
+    int (*close_range)(unsigned int, unsigned int, int);
 };
 extern struct libc_fns real;
 void libc_real_init(void);
@@ -187,6 +188,7 @@ void lt_attach_forget(void);
  * one of them taken over or closed (the marker goes with the last). */
 #define LT_FORK_MARKER "libtas-fork"   /* its memfd name (tas/slowpath/fork_conns.py) */
 void lt_fork_marker_keep(int fd, int pending);
+int lt_fork_marker_fd(void);   /* -1: none */
 void lt_claim_pending_done(void);
 
 /* sock_claim.c (with the lock held): a forked child's first use of an
@@ -219,6 +221,7 @@ int lt_request(struct tas_ctl_msg *m);
 /* 1 if the last lt_wait slept its whole slice (LT_MAX_SLEEP_MS) unwoken. */
 int lt_wait_slept_out(void);
 void lt_wait_forget(void);
+int lt_wait_fd(void);           /* the sleepers' eventfd, or -1 */
 /* listen_handoff.c: connections handed over with NEWCONN (lock held). */
 void lt_handoff_arrived(const struct tas_ctl_msg *m);
 void lt_handoff_established(uint32_t flow_id);

@@ -12,6 +12,7 @@ void libc_real_init(void)
 {
     RESOLVE(socket);
     RESOLVE(fork);
+    RESOLVE(close_range);
     RESOLVE(bind);
     RESOLVE(listen);
     RESOLVE(accept4);

@@ -135,19 +135,14 @@ def test_a_child_that_execs_does_not_hold_the_close(tas_daemon, procs):
     srv.communicate(timeout=30)
 
 
-# Accept one connection, then hold it ("hold"), or start `cat` with it as
-# stdin through subprocess and print how that ended ("spawn").
+# Accept one connection, then hold it.
 HOLD = r"""
-import signal, socket, subprocess, sys
+import signal, socket, sys
 s = socket.create_server(("0.0.0.0", int(sys.argv[1])))
 print("listening", flush=True)
 c, _ = s.accept()
-if sys.argv[2] == "spawn":
-    p = subprocess.run(["cat"], stdin=c.fileno(), capture_output=True, text=True, timeout=60)
-    print(p.returncode, p.stderr.strip(), flush=True)
-else:
-    print("accepted", flush=True)
-    signal.pause()
+print("accepted", flush=True)
+signal.pause()
 """
 
 PEER_HOLD = r"""
@@ -158,9 +153,9 @@ sys.stdin.readline()
 """
 
 
-def server_and_peer(procs, d, port, mode):
+def server_and_peer(procs, d, port):
     """HOLD under tas-run, and a kernel peer connected to it."""
-    srv = tas_run(procs, d, sys.executable, "-c", HOLD, str(port), mode)
+    srv = tas_run(procs, d, sys.executable, "-c", HOLD, str(port))
     assert srv.stdout.readline().strip() == "listening"
     cli = subprocess.Popen(["ip", "netns", "exec", d.netns, sys.executable, "-c", PEER_HOLD,
                             str(port)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -173,7 +168,7 @@ def test_only_a_descendant_may_claim(tas_daemon, procs):
     """A process that did not fork from the connection's owner cannot take
     it (EPERM), and the connection stays the owner's."""
     d, port = tas_daemon, 7463
-    srv, cli = server_and_peer(procs, d, port, "hold")
+    srv, cli = server_and_peer(procs, d, port)
     assert srv.stdout.readline().strip() == "accepted"
     rows = [f for f in tasctl_flows(d) if f["local_port"] == port and f["state"] == "ESTABLISHED"]
     assert len(rows) == 1 and rows[0]["pid"] == srv.pid
@@ -269,15 +264,42 @@ def test_git_daemon_serves_a_clone(tas_daemon, procs, tmp_path):
     gd.communicate(timeout=30)
 
 
-def test_a_spawned_program_fails_loudly_on_an_inherited_connection(tas_daemon, procs):
-    """Python's subprocess starts programs with vfork: no fork marker, so
-    `cat` with a TAS connection as its stdin cannot take it over.  Its read
-    reaches the placeholder, which is an O_PATH descriptor: EBADF at once
-    (an eventfd's read would wait for ever)."""
-    d, port = tas_daemon, 7465
-    srv, cli = server_and_peer(procs, d, port, "spawn")
-    out, _ = srv.communicate(timeout=120)
-    code, err = out.split(" ", 1)
-    assert code == "1" and "Bad file descriptor" in err, out
-    cli.kill()
-    cli.wait()
+# Python's subprocess starts programs with vfork, and its child closes every
+# descriptor above 2 with close_range before the exec.
+SPAWN = r"""
+import socket, subprocess, sys
+s = socket.create_server(("0.0.0.0", int(sys.argv[1])))
+print("listening", flush=True)
+for _ in range(int(sys.argv[2])):
+    c, _ = s.accept()
+    subprocess.run(sys.argv[3:], stdin=c, stdout=c, check=True, timeout=60)
+    c.close()
+print("served", flush=True)
+"""
+
+
+def test_subprocess_serves_an_inherited_connection(tas_daemon, procs):
+    """subprocess.run(service, stdin=conn, stdout=conn) for each accepted
+    connection: libtas makes vfork a fork, so the child gets a fork marker,
+    close_range leaves it open, and the exec'd bash takes the connection
+    over (before: the service got the placeholder and EBADF)."""
+    d, port, n = tas_daemon, 7465, 3
+    before = counters(d).get("tcp_conns_claimed", 0)
+    srv = tas_run(procs, d, sys.executable, "-c", SPAWN, str(port), str(n), *SERVICE)
+    assert srv.stdout.readline().strip() == "listening"
+    code = ("import socket, sys\n"
+            "for i in range(int(sys.argv[2])):\n"
+            "    s = socket.create_connection(('10.0.0.2', int(sys.argv[1])))\n"
+            "    s.sendall(b'req%d\\n' % i)\n"
+            "    r = b''\n"
+            "    while (d := s.recv(100)):\n"
+            "        r += d\n"
+            "    print(r.decode().strip(), flush=True)\n")
+    out = d.ns_run(sys.executable, "-c", code, str(port), str(n), timeout=120)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.split("\n")[:n]
+    assert [ln.split()[1] for ln in lines] == [f"req{i}" for i in range(n)], out.stdout
+    assert len({ln.split()[0] for ln in lines}) == n
+    assert srv.stdout.readline().strip() == "served"
+    assert counters(d)["tcp_conns_claimed"] - before == n
+    srv.communicate(timeout=30)
