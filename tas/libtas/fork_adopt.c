@@ -72,18 +72,20 @@ static void relay(int tas, int local)
     close(local);
 }
 
-/* The relay holds nothing of the program's but its end of the pair and the
- * marker: not the program's stdout (a pipe someone waits on to close, say),
- * nor its other connections. */
-static void keep_only(int a, int b)
+/* The relay holds nothing of the program's but the descriptors in keep: not
+ * the program's stdout (a pipe someone waits on to close, say), nor its
+ * other connections.  Its stdio becomes /dev/null. */
+static void keep_only(const int *keep, int nkeep)
 {
     DIR *d = opendir("/proc/self/fd");
     if (d == NULL)
         return;
     int self = dirfd(d), fds[256], n = 0;
     for (struct dirent *e; (e = readdir(d)) != NULL && n < 256;) {
-        int fd = atoi(e->d_name);
-        if (e->d_name[0] != '.' && fd != a && fd != b && fd != self)
+        int fd = atoi(e->d_name), kept = fd == self;
+        for (int i = 0; i < nkeep; i++)
+            kept |= fd == keep[i];
+        if (e->d_name[0] != '.' && !kept)
             fds[n++] = fd;
     }
     closedir(d);
@@ -97,31 +99,70 @@ static void keep_only(int a, int b)
         REAL(close)(null);
 }
 
+/* In the relay: take the connection over now, with the program's stderr
+ * (err) as stderr, so that a failure (the daemon refused this process: an
+ * NVM arena full under kbrun --orp, say) is said where the program's own
+ * messages go; the TAS socket's fd, or -errno. */
+static int claim_now(const struct adopted *a, int marker, int err)
+{
+    if (err >= 0)
+        REAL(dup2)(err, 2);
+    struct lt_sock *s = lt_sock_new();
+    int t = -ENOMEM;
+    if (s != NULL) {
+        s->claim_flow = a->flow + 1;
+        s->family = AF_INET;
+        lt_lock();
+        lt_fork_marker_keep(marker, 1);   /* held until the claim */
+        t = lt_fd_install(s, 1);
+        int st = t >= 0 ? lt_claim(s) : -EMFILE;
+        lt_unlock();
+        if (st != 0)
+            t = st;
+    }
+    int null = open("/dev/null", O_WRONLY);
+    if (null >= 0) {
+        REAL(dup2)(null, 2);
+        REAL(close)(null);
+    }
+    if (err >= 0)
+        REAL(close)(err);
+    return t;
+}
+
 /* The connection's descriptors become one end of a socketpair; a relay
- * child holds the other and the connection. */
+ * child holds the other and the connection.  The program waits until the
+ * relay has taken the connection over: if it could not, the descriptors
+ * stay placeholders, whose use fails at once (EBADF), rather than a pair
+ * whose bytes would go nowhere. */
 static void start_relay(const struct adopted *a, int marker)
 {
-    int sv[2];
+    int sv[2], st[2];
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
         return;
+    if (pipe2(st, O_CLOEXEC) != 0) {
+        REAL(close)(sv[0]);
+        REAL(close)(sv[1]);
+        return;
+    }
     pid_t pid = REAL(fork)();
     if (pid == 0) {
-        keep_only(sv[1], marker);
-        struct lt_sock *s = lt_sock_new();
-        int t = -1;
-        if (s != NULL) {
-            s->claim_flow = a->flow + 1;
-            s->family = AF_INET;
-            lt_lock();
-            lt_fork_marker_keep(marker, 1);   /* held until the claim */
-            t = lt_fd_install(s, 1);
-            lt_unlock();
-        }
+        int keep[] = {sv[1], marker, st[1], REAL(fcntl)(2, F_DUPFD_CLOEXEC, 3)};
+        keep_only(keep, 4);
+        int t = claim_now(a, marker, keep[3]);
+        ssize_t w = REAL(write)(st[1], &t, sizeof(t));
+        (void)w;
+        REAL(close)(st[1]);
         if (t >= 0)
             relay(t, sv[1]);
         _exit(t >= 0 ? 0 : 1);
     }
-    if (pid > 0)
+    REAL(close)(st[1]);
+    int t = -ECHILD;
+    while (pid > 0 && REAL(read)(st[0], &t, sizeof(t)) < 0 && errno == EINTR)
+        ;
+    REAL(close)(st[0]);
+    if (pid > 0 && t >= 0)
         for (int i = 0; i < a->nfds; i++)
             REAL(dup2)(sv[0], a->fds[i]);
     REAL(close)(sv[0]);

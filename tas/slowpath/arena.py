@@ -27,6 +27,7 @@ import threading
 import time
 
 PAGE = 4096
+FULL_SAY_S = 10.0          # at most one "arena full" message per this long
 RECLAIM_INTERVAL_S = 1.0   # re-check of quarantined slices (app exit and digest end re-check at once)
 DIGEST_RETRY_S = 2.0      # a digest that leaves dead slots owned (ENOSPC) is retried this often
 
@@ -87,6 +88,7 @@ class StrataArena:
         self.attached = set()    # row indexes owned by apps attached to this daemon
         self.scan = None         # (start, thread, result) of the /proc/*/maps scan
         self.since = {}          # row -> when it was quarantined (monotonic)
+        self.full_said = -FULL_SAY_S
         self.digest = None       # running `strata digest` process
         self.last_digest = -DIGEST_RETRY_S
         self.digest_progress = True   # a new quarantine may digest at once
@@ -217,6 +219,7 @@ class StrataArena:
             rel = self.alloc.alloc(size) if free_rows else None
         if rel is None:
             self._count("arena_full")
+            self._say_full(size, pid, uid)
             return None
         i = free_rows[0]
         r = t.row[i]
@@ -405,6 +408,23 @@ class StrataArena:
                 "free_bytes": sum(ln for _, ln in self.alloc.free), "slices": rows,
                 "quarantined_bytes": sum(r["len"] for r in rows if r["state"] == "quarantined"),
                 "digest_running": self.digest is not None}
+
+    def _say_full(self, size, pid, uid):
+        """Why a process got no receive buffers, at most every FULL_SAY_S:
+        its socket calls fail (or, for a relay of an inherited connection,
+        the program's stderr says so); the operator needs the keys."""
+        now = time.monotonic()
+        if now - self.full_said < FULL_SAY_S:
+            return
+        self.full_said = now
+        lib, t = self.lib, self.table
+        live = sum(1 for i in self.rows.values() if t.row[i].state == lib.TAS_ARENA_LIVE)
+        print(f"tas: app pid {pid} (uid {uid}) refused: the NVM arena in {self.path} is full "
+              f"({live} slices live, {len(self.rows) - live} quarantined until their Strata logs "
+              f"are digested, {sum(ln for _, ln in self.alloc.free)} bytes free of "
+              f"{self.ref_bytes}); each process takes buffers.app_segment = {size} bytes: "
+              f"lower it, or make the ref area larger (strata mkfs --ref-size)",
+              file=sys.stderr, flush=True)
 
     def _count(self, name, n=1):
         if self.stats is not None:

@@ -33,13 +33,13 @@ def make_pool(size="1G", ref_size="256M"):
     return path
 
 
-def daemon_extra(pool, orp, rx_buf=None):
+def daemon_extra(pool, orp, rx_buf=None, app_segment="64M"):
     lines = ["[buffers]"]
     if orp:
         # The segment is a slice of make_pool's 256 MiB ref area: 64 MiB holds
         # the queues and 100+ connections' 256 KiB RX + TX rings, and the
         # area a restarted redis's slice next to a quarantined one.
-        lines += ['backing = "nvm"', 'app_segment = "64M"']
+        lines += ['backing = "nvm"', f'app_segment = "{app_segment}"']
     if rx_buf:
         lines.append(f"rx_buf = {rx_buf}")
     lines += ["[nvm]", f'pool_path = "{pool}"']
