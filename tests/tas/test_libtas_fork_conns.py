@@ -214,25 +214,36 @@ signal.pause()
 SERVICE = ["/bin/bash", "-c", 'read line; echo "$$ $line"']
 
 
-def test_inetd_style_child_execs_a_service(tas_daemon, procs):
-    d, port, n = tas_daemon, 7464, 3
+# n connections, each sends a line and prints the reply up to the FIN
+LINE_CLIENT = ("import socket, sys\n"
+               "for i in range(int(sys.argv[2])):\n"
+               "    s = socket.create_connection(('10.0.0.2', int(sys.argv[1])))\n"
+               "    s.sendall(b'req%d\\n' % i)\n"
+               "    r = b''\n"
+               "    while (d := s.recv(100)):\n"
+               "        r += d\n"
+               "    print(r.decode().strip(), flush=True)\n")
+
+
+def serve_lines(procs, d, port, n, server):
+    """server (under tas-run) hands each of n connections to SERVICE in a
+    process of its own: each reply names its own pid and the request, and
+    each connection was taken over by that process."""
     before = counters(d).get("tcp_conns_claimed", 0)
-    srv = tas_run(procs, d, sys.executable, "-c", INETD, str(port), str(n), *SERVICE)
+    srv = tas_run(procs, d, sys.executable, "-c", server, str(port), str(n), *SERVICE)
     assert srv.stdout.readline().strip() == "listening"
-    code = ("import socket, sys\n"
-            "for i in range(int(sys.argv[2])):\n"
-            "    s = socket.create_connection(('10.0.0.2', int(sys.argv[1])))\n"
-            "    s.sendall(b'req%d\\n' % i)\n"
-            "    r = b''\n"
-            "    while (d := s.recv(100)):\n"
-            "        r += d\n"
-            "    print(r.decode().strip(), flush=True)\n")
-    out = d.ns_run(sys.executable, "-c", code, str(port), str(n), timeout=120)
+    out = d.ns_run(sys.executable, "-c", LINE_CLIENT, str(port), str(n), timeout=120)
     assert out.returncode == 0, out.stderr
     lines = out.stdout.split("\n")[:n]
-    assert [ln.split()[1] for ln in lines] == [f"req{i}" for i in range(n)]
+    assert [ln.split()[1] for ln in lines] == [f"req{i}" for i in range(n)], out.stdout
     assert len({ln.split()[0] for ln in lines}) == n
+    assert srv.stdout.readline().strip() == "served"
     assert counters(d)["tcp_conns_claimed"] - before == n
+    return srv
+
+
+def test_inetd_style_child_execs_a_service(tas_daemon, procs):
+    srv = serve_lines(procs, tas_daemon, 7464, 3, INETD)
     srv.kill()
     srv.communicate(timeout=30)
 
@@ -283,23 +294,5 @@ def test_subprocess_serves_an_inherited_connection(tas_daemon, procs):
     connection: libtas makes vfork a fork, so the child gets a fork marker,
     close_range leaves it open, and the exec'd bash takes the connection
     over (before: the service got the placeholder and EBADF)."""
-    d, port, n = tas_daemon, 7465, 3
-    before = counters(d).get("tcp_conns_claimed", 0)
-    srv = tas_run(procs, d, sys.executable, "-c", SPAWN, str(port), str(n), *SERVICE)
-    assert srv.stdout.readline().strip() == "listening"
-    code = ("import socket, sys\n"
-            "for i in range(int(sys.argv[2])):\n"
-            "    s = socket.create_connection(('10.0.0.2', int(sys.argv[1])))\n"
-            "    s.sendall(b'req%d\\n' % i)\n"
-            "    r = b''\n"
-            "    while (d := s.recv(100)):\n"
-            "        r += d\n"
-            "    print(r.decode().strip(), flush=True)\n")
-    out = d.ns_run(sys.executable, "-c", code, str(port), str(n), timeout=120)
-    assert out.returncode == 0, out.stderr
-    lines = out.stdout.split("\n")[:n]
-    assert [ln.split()[1] for ln in lines] == [f"req{i}" for i in range(n)], out.stdout
-    assert len({ln.split()[0] for ln in lines}) == n
-    assert srv.stdout.readline().strip() == "served"
-    assert counters(d)["tcp_conns_claimed"] - before == n
+    srv = serve_lines(procs, tas_daemon, 7465, 3, SPAWN)
     srv.communicate(timeout=30)
