@@ -74,7 +74,10 @@ def make_pool(ref_size):
     strata = [sys.executable, "-m", "strata.cli", "--pool", path]
     # --prealloc: backed like an NVM device, so no row pays tmpfs's first-touch
     # page faults on the sparse pool (they were ~10% of a Strata row's CPU)
-    sh(*strata, "mkfs", "--size", "2G", "--log-size", "64M", "--ref-size", ref_size,
+    # room for the ref area, the log and the AOF a run appends (single key:
+    # it only grows, rewrites are off), at least 2 GiB
+    size = f"{max(2048, parse_size(ref_size) // (1 << 20) + 64 + RUN_MIB * 5 // 4 + 256)}M"
+    sh(*strata, "mkfs", "--size", size, "--log-size", "64M", "--ref-size", ref_size,
        "--slots", "8", "--prealloc", cwd=ROOT)
     sh(*strata, "run", "--", "mkdir", "-p", "/strata/redis", cwd=ROOT)
     return path
