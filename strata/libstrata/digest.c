@@ -124,7 +124,7 @@ static int64_t digest_range(int slot, uint64_t start, uint64_t limit, uint64_t *
     struct strata_slot *s = &G.slots[slot];
     struct batch b = {.ns_applied = s->ns_applied};
     int torn, live = end_out != NULL;
-    /* our own live log: we checksummed its extents when we logged them */
+    /* our own log: we checksummed its payloads and extents when we logged them */
     int own = slot == G.slot && s->owner_pid == G.pid;
     uint64_t end = log_scan_range(slot, start, limit, collect, &b, &torn, !own);
     if (torn)

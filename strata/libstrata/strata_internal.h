@@ -176,12 +176,13 @@ void log_release_slot(void);
 struct strata_entry *log_append(struct strata_entry *hdr, const void *payload, size_t plen);
 typedef int (*entry_fn)(struct strata_entry *e, uint64_t off, void *arg);
 /* Calls fn for every valid entry of the slot (entries of a transaction only
- * once it is closed); returns the end offset.  check_extents 0 skips the
- * checksum of referenced extents (the owner's own digest: it computed them). */
+ * once it is closed); returns the end offset.  verify 0 checks the entries'
+ * shape but not their checksums nor those of referenced extents (the
+ * owner's own digest: it computed them, log.c entry_valid). */
 uint64_t log_scan(int slot, entry_fn fn, void *arg, int *torn);
-uint64_t log_scan_opt(int slot, entry_fn fn, void *arg, int *torn, int check_extents);
+uint64_t log_scan_opt(int slot, entry_fn fn, void *arg, int *torn, int verify);
 uint64_t log_scan_range(int slot, uint64_t start, uint64_t limit, entry_fn fn, void *arg, int *torn,
-                        int check_extents);
+                        int verify);
 void log_reset_slot(int slot);
 const char *entry_name(const struct strata_entry *e);
 const char *entry_name2(const struct strata_entry *e);
