@@ -132,7 +132,7 @@ uint64_t lt_fd_moved_gen(int fd)
     return fd >= 0 && fd < LT_MAX_FD ? __atomic_load_n(&moved_gen[fd], __ATOMIC_ACQUIRE) : 0;
 }
 
-static void fork_marker_note(int fd, uint32_t flow);
+static void fork_marker_note(int fd, uint32_t flow, int family);
 
 int lt_dup_result(struct lt_sock *s, int nfd)
 {
@@ -146,7 +146,7 @@ int lt_dup_result(struct lt_sock *s, int nfd)
     s->refs++;
     lt_fd_map(nfd, s);
     if (s->claim_flow != 0)
-        fork_marker_note(nfd, s->claim_flow - 1);
+        fork_marker_note(nfd, s->claim_flow - 1, s->family);
     return nfd;
 }
 
@@ -210,12 +210,12 @@ void lt_fork_marker_keep(int fd, int pending)
 /* A new descriptor of an inherited connection (dup2 onto stdin, say, before
  * an exec: inetd-style servers): the marker lists it too, and survives an
  * exec if the descriptor does. */
-static void fork_marker_note(int fd, uint32_t flow)
+static void fork_marker_note(int fd, uint32_t flow, int family)
 {
     if (fork_marker < 0)
         return;
-    char line[32];
-    int n = snprintf(line, sizeof(line), "%d %u\n", fd, flow);
+    char line[48];
+    int n = snprintf(line, sizeof(line), "%d %u %d\n", fd, flow, family);
     if (REAL(write)(fork_marker, line, (size_t)n) != n)
         return;
     int f = REAL(fcntl)(fd, F_GETFD);

@@ -14,12 +14,14 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "interpose.h"
@@ -30,8 +32,27 @@
 
 struct adopted {
     uint32_t flow;
+    int family;                /* of the parent's socket (AF_INET6: dual-stack) */
     int fds[MAX_FDS], nfds;
 };
+
+/* What the relay tells the program once it has the connection (or not). */
+struct relay_report {
+    int status;                /* 0, or -errno: the take-over failed */
+    uint32_t local_ip, remote_ip;
+    uint16_t local_port, remote_port;
+};
+
+/* The program's relayed connections, by the inode of its socketpair end:
+ * getpeername & co. answer for the TCP connection, not the socketpair (an
+ * inetd service checks who connected: rsync's "hosts allow", sshd -i). */
+static struct relayed {
+    dev_t dev;
+    ino_t ino;
+    int family;
+    struct relay_report r;
+} relayed[MAX_ADOPTED];
+static int nrelayed;
 
 /* Copy from one descriptor to the other; 0 at end of stream or error. */
 static int pump(int from, int to)
@@ -103,7 +124,7 @@ static void keep_only(const int *keep, int nkeep)
  * (err) as stderr, so that a failure (the daemon refused this process: an
  * NVM arena full under kbrun --orp, say) is said where the program's own
  * messages go; the TAS socket's fd, or -errno. */
-static int claim_now(const struct adopted *a, int marker, int err)
+static int claim_now(const struct adopted *a, int marker, int err, struct relay_report *rep)
 {
     if (err >= 0)
         REAL(dup2)(err, 2);
@@ -116,6 +137,8 @@ static int claim_now(const struct adopted *a, int marker, int err)
         lt_fork_marker_keep(marker, 1);   /* held until the claim */
         t = lt_fd_install(s, 1);
         int st = t >= 0 ? lt_claim(s) : -EMFILE;
+        *rep = (struct relay_report){.status = st, .local_ip = s->local_ip, .remote_ip = s->remote_ip,
+                                     .local_port = s->local_port, .remote_port = s->remote_port};
         lt_unlock();
         if (st != 0)
             t = st;
@@ -149,8 +172,9 @@ static void start_relay(const struct adopted *a, int marker)
     if (pid == 0) {
         int keep[] = {sv[1], marker, st[1], REAL(fcntl)(2, F_DUPFD_CLOEXEC, 3)};
         keep_only(keep, 4);
-        int t = claim_now(a, marker, keep[3]);
-        ssize_t w = REAL(write)(st[1], &t, sizeof(t));
+        struct relay_report rep = {.status = -ENOMEM};
+        int t = claim_now(a, marker, keep[3], &rep);
+        ssize_t w = REAL(write)(st[1], &rep, sizeof(rep));
         (void)w;
         REAL(close)(st[1]);
         if (t >= 0)
@@ -158,13 +182,18 @@ static void start_relay(const struct adopted *a, int marker)
         _exit(t >= 0 ? 0 : 1);
     }
     REAL(close)(st[1]);
-    int t = -ECHILD;
-    while (pid > 0 && REAL(read)(st[0], &t, sizeof(t)) < 0 && errno == EINTR)
+    struct relay_report rep = {.status = -ECHILD};
+    while (pid > 0 && REAL(read)(st[0], &rep, sizeof(rep)) < 0 && errno == EINTR)
         ;
     REAL(close)(st[0]);
-    if (pid > 0 && t >= 0)
+    struct stat sb;
+    if (pid > 0 && rep.status == 0) {
         for (int i = 0; i < a->nfds; i++)
             REAL(dup2)(sv[0], a->fds[i]);
+        if (fstat(sv[0], &sb) == 0 && nrelayed < MAX_ADOPTED)
+            relayed[nrelayed++] = (struct relayed){.dev = sb.st_dev, .ino = sb.st_ino,
+                                                   .family = a->family, .r = rep};
+    }
     REAL(close)(sv[0]);
     REAL(close)(sv[1]);
 }
@@ -176,17 +205,21 @@ static int is_placeholder(int fd)
     return fl >= 0 && (fl & O_PATH);
 }
 
-/* The marker's "fd flow" lines, for descriptors still open (an exec closed
- * the close-on-exec ones), grouped by connection. */
+/* The marker's "fd flow family" lines, for descriptors still open (an exec
+ * closed the close-on-exec ones), grouped by connection. */
 static int read_marker(int marker, struct adopted *out)
 {
     FILE *m = fdopen(REAL(dup)(marker), "r");
     if (m == NULL)
         return 0;
     rewind(m);
-    int fd, n = 0;
+    int fd, family, n = 0;
     unsigned flow;
-    while (fscanf(m, "%d %u", &fd, &flow) == 2) {
+    char line[64];
+    while (fgets(line, sizeof(line), m) != NULL) {
+        family = AF_INET;
+        if (sscanf(line, "%d %u %d", &fd, &flow, &family) < 2)
+            continue;
         if (fd < 0 || !is_placeholder(fd))
             continue;          /* closed by the exec, and maybe its number reused */
         int k = 0;
@@ -195,7 +228,7 @@ static int read_marker(int marker, struct adopted *out)
         if (k == n && n == MAX_ADOPTED)
             continue;
         if (k == n)
-            out[n++] = (struct adopted){.flow = flow};
+            out[n++] = (struct adopted){.flow = flow, .family = family};
         int dup_fd = 0;
         for (int i = 0; i < out[k].nfds; i++)
             dup_fd |= out[k].fds[i] == fd;
@@ -225,6 +258,41 @@ static int find_marker(void)
     }
     closedir(d);
     return marker;
+}
+
+static const struct relayed *relayed_of(int fd)
+{
+    struct stat sb;
+    if (nrelayed == 0 || fstat(fd, &sb) != 0 || !S_ISSOCK(sb.st_mode))
+        return NULL;
+    for (int i = 0; i < nrelayed; i++)
+        if (relayed[i].ino == sb.st_ino && relayed[i].dev == sb.st_dev)
+            return &relayed[i];
+    return NULL;
+}
+
+int lt_relayed_addr(int fd, int peer, struct sockaddr *addr, socklen_t *len)
+{
+    const struct relayed *x = relayed_of(fd);
+    if (x == NULL)
+        return 0;
+    lt_fill_addr_family(x->family, addr, len, peer ? x->r.remote_ip : x->r.local_ip,
+                        peer ? x->r.remote_port : x->r.local_port);
+    return 1;
+}
+
+int lt_relayed_sockopt(int fd, int level, int name, void *val, socklen_t *len)
+{
+    if (level != SOL_SOCKET || (name != SO_DOMAIN && name != SO_TYPE && name != SO_PROTOCOL) ||
+        val == NULL || len == NULL)
+        return 0;
+    const struct relayed *x = relayed_of(fd);
+    if (x == NULL)
+        return 0;
+    int v = name == SO_DOMAIN ? x->family : name == SO_TYPE ? SOCK_STREAM : IPPROTO_TCP;
+    memcpy(val, &v, *len < sizeof(v) ? *len : sizeof(v));
+    *len = *len < sizeof(v) ? *len : sizeof(v);
+    return 1;
 }
 
 /* The program keeps its marker: the parent's close of a connection waits

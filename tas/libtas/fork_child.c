@@ -38,7 +38,7 @@
 /* The marker: made by fork() before the child exists, so the child holds it
  * from its first instant (the daemon finds it in /proc/PID/fd).  The child
  * writes into it which of its descriptors are inherited connections ("fd
- * flow" lines), for a program it execs (fork_adopt.c), and keeps it as
+ * flow family" lines), for a program it execs (fork_adopt.c), and keeps it as
  * long as it holds any of them; close-on-exec unless one of them is not. */
 static __thread int new_marker = -1;   /* per thread: two threads may fork at once */
 static uint32_t fork_stamp;
@@ -64,7 +64,7 @@ static void inherit_conn(int fd, struct lt_sock *s, FILE *m, int *keep_on_exec, 
         (*pending)++;
     }
     if (m != NULL)
-        fprintf(m, "%d %u\n", fd, s->claim_flow - 1);
+        fprintf(m, "%d %u %d\n", fd, s->claim_flow - 1, s->family);
     *keep_on_exec |= !cloexec_of(fd);
 }
 

@@ -283,6 +283,16 @@ int lt_listen_kernel_accept(struct lt_sock *s, struct sockaddr *addr, socklen_t 
 /* sock_inet6.c: copy out an address of s's family the way the kernel does. */
 void lt_fill_addr(const struct lt_sock *s, struct sockaddr *addr, socklen_t *len, uint32_t ip,
                   uint16_t port);
+void lt_fill_addr_family(int family, struct sockaddr *addr, socklen_t *len, uint32_t ip,
+                         uint16_t port);
+
+/* fork_adopt.c: a descriptor of an inherited connection that this program
+ * reaches through its relay (a kernel socketpair end, or a dup of one)
+ * answers getsockname/getpeername (peer 0/1) and SO_DOMAIN, SO_TYPE,
+ * SO_PROTOCOL as the TCP connection: 1 and the answer filled in, or 0 for
+ * any other descriptor. */
+int lt_relayed_addr(int fd, int peer, struct sockaddr *addr, socklen_t *len);
+int lt_relayed_sockopt(int fd, int level, int name, void *val, socklen_t *len);
 
 /* sock_ready.c */
 short lt_ready(struct lt_sock *s);   /* POLLIN/POLLOUT/POLLHUP/POLLERR bits */

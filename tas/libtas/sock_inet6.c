@@ -64,9 +64,15 @@ void lt_loopback_addr(const struct lt_sock *s, struct sockaddr *a)
 void lt_fill_addr(const struct lt_sock *s, struct sockaddr *addr, socklen_t *len, uint32_t ip,
                   uint16_t port)
 {
+    lt_fill_addr_family(s->family, addr, len, ip, port);
+}
+
+void lt_fill_addr_family(int family, struct sockaddr *addr, socklen_t *len, uint32_t ip,
+                         uint16_t port)
+{
     if (addr == NULL || len == NULL)
         return;
-    if (s->family == AF_INET6) {
+    if (family == AF_INET6) {
         struct sockaddr_in6 in6 = {.sin6_family = AF_INET6, .sin6_port = htons(port)};
         if (ip != 0) {          /* 0.0.0.0 stays :: (an unbound or wildcard socket) */
             in6.sin6_addr.s6_addr[10] = in6.sin6_addr.s6_addr[11] = 0xff;

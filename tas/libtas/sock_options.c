@@ -16,7 +16,7 @@ int getsockname(int fd, struct sockaddr *addr, socklen_t *len)
 {
     struct lt_sock *s = lt_sock_of(fd);
     if (s == NULL)
-        return REAL(getsockname)(fd, addr, len);
+        return lt_relayed_addr(fd, 0, addr, len) ? 0 : REAL(getsockname)(fd, addr, len);
     lt_fill_addr(s, addr, len, s->local_ip, s->local_port);
     return 0;
 }
@@ -25,7 +25,7 @@ int getpeername(int fd, struct sockaddr *addr, socklen_t *len)
 {
     struct lt_sock *s = lt_sock_of(fd);
     if (s == NULL)
-        return REAL(getpeername)(fd, addr, len);
+        return lt_relayed_addr(fd, 1, addr, len) ? 0 : REAL(getpeername)(fd, addr, len);
     if (s->kind != LT_CONN) {
         errno = ENOTCONN;
         return -1;
@@ -113,7 +113,8 @@ int getsockopt(int fd, int level, int name, void *val, socklen_t *len)
 {
     struct lt_sock *s = lt_sock_of(fd);
     if (s == NULL)
-        return REAL(getsockopt)(fd, level, name, val, len);
+        return lt_relayed_sockopt(fd, level, name, val, len) ? 0
+                                                              : REAL(getsockopt)(fd, level, name, val, len);
     if (val == NULL || len == NULL) {
         errno = EFAULT;
         return -1;

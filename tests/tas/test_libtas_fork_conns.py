@@ -9,6 +9,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from bindings._tasapp import lib
 from libtas_helpers import ROOT, counters, tas_run
 from tas.app import TasApp
@@ -245,6 +247,52 @@ def serve_lines(procs, d, port, n, server):
 def test_inetd_style_child_execs_a_service(tas_daemon, procs):
     srv = serve_lines(procs, tas_daemon, 7464, 3, INETD)
     srv.kill()
+    srv.communicate(timeout=30)
+
+
+# One connection on a listener of argv[2] ("inet" or "inet6": dual-stack on
+# ::), handed to argv[3:] on stdin and stdout after a fork and an exec.
+INETD_ONE = r"""
+import os, socket, sys
+fam = socket.AF_INET6 if sys.argv[2] == "inet6" else socket.AF_INET
+s = socket.create_server(("::" if fam == socket.AF_INET6 else "0.0.0.0", int(sys.argv[1])),
+                         family=fam, dualstack_ipv6=fam == socket.AF_INET6)
+print("listening", flush=True)
+c, _ = s.accept()
+if os.fork() == 0:
+    os.dup2(c.fileno(), 0)
+    os.dup2(c.fileno(), 1)
+    os.execv(sys.argv[3], sys.argv[3:])
+c.close()
+os.wait()
+"""
+# what the service sees of its stdin: family, peer address and port, own
+# address and port
+WHO = [sys.executable, "-c",
+       "import socket; s = socket.socket(fileno=0); "
+       "print(s.family.name, *s.getpeername()[:2], *s.getsockname()[:2], flush=True)"]
+PEER_WHO = r"""
+import socket, sys
+s = socket.create_connection(("10.0.0.2", int(sys.argv[1])))
+print(*s.getsockname(), flush=True)
+print(b"".join(iter(lambda: s.recv(100), b"")).decode().strip(), flush=True)
+"""
+
+
+@pytest.mark.parametrize("family", ["inet", "inet6"])
+def test_a_relayed_service_sees_the_tcp_addresses(tas_daemon, procs, family):
+    """getpeername, getsockname and SO_DOMAIN of a service's relayed stdin
+    (a socketpair end) answer for the TCP connection, as inetd services
+    expect (before: AF_UNIX and no address)."""
+    d, port = tas_daemon, 7466 + (family == "inet6")
+    srv = tas_run(procs, d, sys.executable, "-c", INETD_ONE, str(port), family, *WHO)
+    assert srv.stdout.readline().strip() == "listening"
+    out = d.ns_run(sys.executable, "-c", PEER_WHO, str(port), timeout=120)
+    assert out.returncode == 0, out.stderr
+    (cip, cport), seen = out.stdout.split("\n")[0].split(), out.stdout.split("\n")[1].split()
+    mapped = "::ffff:" if family == "inet6" else ""
+    assert seen == ["AF_INET6" if family == "inet6" else "AF_INET", mapped + cip, cport,
+                    mapped + "10.0.0.2", str(port)], out.stdout
     srv.communicate(timeout=30)
 
 
