@@ -25,9 +25,9 @@ int tas_app_nvm_mapped(const struct tas_app *a);
 uint8_t *tas_app_base(struct tas_app *a);
 uint64_t tas_app_size(struct tas_app *a);
 int tas_app_ctl_fd(struct tas_app *a);
-/* 1 if fd is one of the attachment's own descriptors (control socket,
- * segment, wake-up sockets). */
-int tas_app_owns_fd(const struct tas_app *a, int fd);
+/* The attachment's own descriptors (control socket, segment, wake-up
+ * sockets): up to max of them into out; returns how many. */
+int tas_app_fds(const struct tas_app *a, int *out, int max);
 /* 1 once the daemon closed our control socket (stopped or killed): nothing
  * will come from it any more. */
 int tas_app_lost(const struct tas_app *a);

@@ -197,17 +197,18 @@ uint64_t tas_app_size(struct tas_app *a)
     return a->size;
 }
 
-int tas_app_owns_fd(const struct tas_app *a, int fd)
+int tas_app_fds(const struct tas_app *a, int *out, int max)
 {
-    if (fd < 0 || fd == a->sock || fd == a->seg_fd || fd == a->info_fd)
-        return fd >= 0;
-    for (unsigned i = 0; i < a->nctx; i++)
-        if (fd == a->ctx[i].ev_fd)
-            return 1;
-    for (unsigned i = 0; i < a->ncores; i++)
-        if (fd == a->core_fd[i])
-            return 1;
-    return 0;
+    int n = 0;
+    const int fixed[] = {a->sock, a->seg_fd, a->info_fd};
+    for (unsigned i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++)
+        if (fixed[i] >= 0 && n < max)
+            out[n++] = fixed[i];
+    for (unsigned i = 0; i < a->nctx && n < max; i++)
+        out[n++] = a->ctx[i].ev_fd;
+    for (unsigned i = 0; i < a->ncores && n < max; i++)
+        out[n++] = a->core_fd[i];
+    return n;
 }
 
 int tas_app_ctl_fd(struct tas_app *a)

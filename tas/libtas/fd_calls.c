@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/close_range.h>
+#include <stdlib.h>
 #include <unistd.h>
 
 #include "interpose.h"
@@ -31,19 +32,37 @@ int close(int fd)
 }
 
 /* libtas's own descriptors: the attachment's, the sleepers' eventfd, the
- * fork marker of inherited connections (it must reach the program a child
- * execs).  A close_range over them leaves them open, as libstrata leaves
- * its lock fd: they are close-on-exec unless the marker must survive. */
-static int own_fd(int fd)
+ * kernel twins of listeners, the fork marker of inherited connections (it
+ * must reach the program a child execs).  A close_range over them leaves
+ * them open, as libstrata leaves its lock fd: they are close-on-exec unless
+ * the marker must survive.  Into out (at most max); returns how many. */
+#define LT_OWN_MAX 512
+static int own_fds(int *out, int max)
 {
-    return fd == lt_fork_marker_fd() || fd == lt_wait_fd() ||
-           (lt_app != NULL && tas_app_owns_fd(lt_app, fd));
+    int n = 0;
+    lt_lock();
+    if (lt_app != NULL)
+        n = tas_app_fds(lt_app, out, max);
+    const int loose[] = {lt_fork_marker_fd(), lt_wait_fd()};
+    for (unsigned i = 0; i < sizeof(loose) / sizeof(loose[0]); i++)
+        if (loose[i] >= 0 && n < max)
+            out[n++] = loose[i];
+    for (const struct lt_sock *s = lt_listeners; s != NULL && n < max; s = s->next_listener)
+        if (s->kernel_fd >= 0)
+            out[n++] = s->kernel_fd;
+    lt_unlock();
+    return n;
+}
+
+static int cmp_int(const void *a, const void *b)
+{
+    return (*(const int *)a > *(const int *)b) - (*(const int *)a < *(const int *)b);
 }
 
 /* close_range/closefrom (daemons after fork; Python's subprocess child
  * before exec; os.closerange): the TAS sockets and epoll sets in the range
  * are closed as close() closes them.  Behind our back the kernel would
- * reuse their numbers under the table, and a file opened there would be
+ * reuse their numbers under the table, and a file opened at one would be
  * taken for the socket (its writes sent to the peer).  CLOSE_RANGE_CLOEXEC
  * only marks descriptors: nothing is closed now. */
 int close_range(unsigned int first, unsigned int last, int flags)
@@ -54,13 +73,15 @@ int close_range(unsigned int first, unsigned int last, int flags)
     }
     if ((flags & CLOSE_RANGE_CLOEXEC) || first > last)
         return REAL(close_range)(first, last, flags);
+    int own[LT_OWN_MAX], nown = own_fds(own, LT_OWN_MAX);
+    qsort(own, (size_t)nown, sizeof(own[0]), cmp_int);
     unsigned int top = last < LT_MAX_FD - 1 ? last : LT_MAX_FD - 1;
-    int kept = 0;
+    int k = 0;
     for (unsigned int fd = first; fd <= top; fd++) {
-        if (own_fd((int)fd)) {
-            kept = 1;
+        while (k < nown && (unsigned int)own[k] < fd)
+            k++;
+        if (k < nown && (unsigned int)own[k] == fd)
             continue;
-        }
         lt_epoll_closed((int)fd);
         lt_fd_moved((int)fd, 0);
         if (lt_sock_of((int)fd) != NULL) {
@@ -69,12 +90,11 @@ int close_range(unsigned int first, unsigned int last, int flags)
             lt_unlock();
         }
     }
-    if (!kept)
-        return REAL(close_range)(first, last, flags);
     /* the range less our own descriptors, a run at a time */
     uint64_t from = first;
-    for (unsigned int fd = first; fd <= top; fd++) {
-        if (!own_fd((int)fd))
+    for (int i = 0; i < nown; i++) {
+        unsigned int fd = (unsigned int)own[i];
+        if (fd < from || fd > last)
             continue;
         if (fd > from && REAL(close_range)((unsigned int)from, fd - 1, flags) != 0)
             return -1;

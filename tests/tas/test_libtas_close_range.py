@@ -87,3 +87,23 @@ def test_libtas_keeps_its_own_descriptors_across_closerange(tas_daemon, procs):
     assert out.stdout.strip() == "PING"
     assert srv.stdout.readline().strip() == "served"
     srv.communicate(timeout=30)
+
+
+# A wildcard listener's kernel twin (the host's own clients reach the
+# program through it) is libtas's own descriptor: a close_range over every
+# number above the listener's leaves it, and a local client still connects.
+TWIN = r"""
+import os, socket, sys
+s = socket.create_server(("0.0.0.0", int(sys.argv[1])))
+os.closerange(s.fileno() + 1, 65536)
+c = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+a, _ = s.accept()
+c.sendall(b"via the twin")
+print(a.recv(100).decode(), flush=True)
+"""
+
+
+def test_a_listeners_kernel_twin_survives_closerange(tas_daemon, procs):
+    srv = tas_run(procs, tas_daemon, sys.executable, "-c", TWIN, "7473")
+    out, err = srv.communicate(timeout=60)
+    assert out.strip() == "via the twin", err
