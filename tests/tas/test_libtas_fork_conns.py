@@ -198,17 +198,21 @@ def tasctl_flows(d):
 # reads its fork marker (which descriptors are inherited connections) and
 # gives it a socketpair there, relayed to the connection by a child of its
 # own: stdio's buffered writes (bash's echo) never pass through libtas.
+# argv: port, connections, listener family ("inet", or "inet6": dual-stack
+# on ::), the service's command line.
 INETD = r"""
 import os, signal, socket, sys
 signal.signal(signal.SIGCHLD, signal.SIG_IGN)
-s = socket.create_server(("0.0.0.0", int(sys.argv[1])))
+fam = socket.AF_INET6 if sys.argv[3] == "inet6" else socket.AF_INET
+s = socket.create_server(("::" if fam == socket.AF_INET6 else "0.0.0.0", int(sys.argv[1])),
+                         family=fam, dualstack_ipv6=fam == socket.AF_INET6)
 print("listening", flush=True)
 for _ in range(int(sys.argv[2])):
     c, _ = s.accept()
     if os.fork() == 0:
         os.dup2(c.fileno(), 0)
         os.dup2(c.fileno(), 1)
-        os.execv(sys.argv[3], sys.argv[3:])
+        os.execv(sys.argv[4], sys.argv[4:])
     c.close()
 print("served", flush=True)
 signal.pause()
@@ -227,12 +231,13 @@ LINE_CLIENT = ("import socket, sys\n"
                "    print(r.decode().strip(), flush=True)\n")
 
 
-def serve_lines(procs, d, port, n, server):
-    """server (under tas-run) hands each of n connections to SERVICE in a
-    process of its own: each reply names its own pid and the request, and
-    each connection was taken over by that process."""
+def serve_lines(procs, d, port, n, server, *args):
+    """server (under tas-run; argv: port, n, args, SERVICE) hands each of n
+    connections to SERVICE in a process of its own: each reply names its own
+    pid and the request, and each connection was taken over by that
+    process."""
     before = counters(d).get("tcp_conns_claimed", 0)
-    srv = tas_run(procs, d, sys.executable, "-c", server, str(port), str(n), *SERVICE)
+    srv = tas_run(procs, d, sys.executable, "-c", server, str(port), str(n), *args, *SERVICE)
     assert srv.stdout.readline().strip() == "listening"
     out = d.ns_run(sys.executable, "-c", LINE_CLIENT, str(port), str(n), timeout=120)
     assert out.returncode == 0, out.stderr
@@ -245,27 +250,11 @@ def serve_lines(procs, d, port, n, server):
 
 
 def test_inetd_style_child_execs_a_service(tas_daemon, procs):
-    srv = serve_lines(procs, tas_daemon, 7464, 3, INETD)
+    srv = serve_lines(procs, tas_daemon, 7464, 3, INETD, "inet")
     srv.kill()
     srv.communicate(timeout=30)
 
 
-# One connection on a listener of argv[2] ("inet" or "inet6": dual-stack on
-# ::), handed to argv[3:] on stdin and stdout after a fork and an exec.
-INETD_ONE = r"""
-import os, socket, sys
-fam = socket.AF_INET6 if sys.argv[2] == "inet6" else socket.AF_INET
-s = socket.create_server(("::" if fam == socket.AF_INET6 else "0.0.0.0", int(sys.argv[1])),
-                         family=fam, dualstack_ipv6=fam == socket.AF_INET6)
-print("listening", flush=True)
-c, _ = s.accept()
-if os.fork() == 0:
-    os.dup2(c.fileno(), 0)
-    os.dup2(c.fileno(), 1)
-    os.execv(sys.argv[3], sys.argv[3:])
-c.close()
-os.wait()
-"""
 # what the service sees of its stdin: family, peer address and port, own
 # address and port
 WHO = [sys.executable, "-c",
@@ -285,7 +274,7 @@ def test_a_relayed_service_sees_the_tcp_addresses(tas_daemon, procs, family):
     (a socketpair end) answer for the TCP connection, as inetd services
     expect (before: AF_UNIX and no address)."""
     d, port = tas_daemon, 7466 + (family == "inet6")
-    srv = tas_run(procs, d, sys.executable, "-c", INETD_ONE, str(port), family, *WHO)
+    srv = tas_run(procs, d, sys.executable, "-c", INETD, str(port), "1", family, *WHO)
     assert srv.stdout.readline().strip() == "listening"
     out = d.ns_run(sys.executable, "-c", PEER_WHO, str(port), timeout=120)
     assert out.returncode == 0, out.stderr
@@ -293,6 +282,7 @@ def test_a_relayed_service_sees_the_tcp_addresses(tas_daemon, procs, family):
     mapped = "::ffff:" if family == "inet6" else ""
     assert seen == ["AF_INET6" if family == "inet6" else "AF_INET", mapped + cip, cport,
                     mapped + "10.0.0.2", str(port)], out.stdout
+    srv.kill()
     srv.communicate(timeout=30)
 
 
