@@ -53,6 +53,9 @@ int tas_app_event(struct tas_app *a, struct tas_ctl_msg *out);
  * One that saw the socket readable (a message, or EOF when the daemon is
  * gone, which no count shows) calls tas_app_ctl_kick first. */
 int tas_app_ctl_maybe(struct tas_app *a);
+/* The same question without taking the answer (a later tas_app_ctl_maybe
+ * still says 1): has the daemon sent anything not read yet? */
+int tas_app_ctl_pending(const struct tas_app *a);
 void tas_app_ctl_kick(struct tas_app *a);
 
 /* Contexts (tas/libtas/app_ctx.c): each has its own queues, wake-up eventfd

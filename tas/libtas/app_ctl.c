@@ -98,6 +98,13 @@ int app_request_fds(struct tas_app *a, struct tas_ctl_msg *m, int *fds, int nfds
     }
 }
 
+int tas_app_ctl_pending(const struct tas_app *a)
+{
+    const struct tas_seg_hdr *h = (const struct tas_seg_hdr *)a->base;
+    return a->ev_count > 0 || a->ctl_kicked ||
+           __atomic_load_n(&h->ctl_sent, __ATOMIC_ACQUIRE) != a->ctl_seen;
+}
+
 /* The daemon counts what it sends in the segment header (ctl_sent): the
  * socket needs a look only when that moved (include/tas/app.h). */
 int tas_app_ctl_maybe(struct tas_app *a)

@@ -295,15 +295,57 @@ int lt_relayed_sockopt(int fd, int level, int name, void *val, socklen_t *len)
     return 1;
 }
 
-/* The program keeps its marker: the parent's close of a connection waits
- * while it is open, so until the relay has taken the connection over. */
+/* An inherited connection only on descriptors above stderr: the program
+ * reaches it through libtas (stdio does not write there), so it stays a TAS
+ * socket that the program's first use takes over (sock_claim.c), as in a
+ * forked child that did not exec.  A helper that merely inherited it (a
+ * server's connection without close-on-exec) never takes it, and the
+ * parent keeps the connection, as on Linux; before, the relay took every
+ * inherited connection at once and the parent's writes went nowhere. */
+static int adopt_lazily(const struct adopted *a)
+{
+    struct lt_sock *s = lt_sock_new();
+    if (s == NULL)
+        return 0;
+    s->claim_flow = a->flow + 1;
+    s->family = a->family;
+    lt_lock();
+    for (int i = 0; i < a->nfds; i++) {
+        s->refs++;
+        lt_fd_map(a->fds[i], s);   /* the placeholder there stays */
+    }
+    lt_unlock();
+    return 1;
+}
+
+static int on_stdio(const struct adopted *a)
+{
+    for (int i = 0; i < a->nfds; i++)
+        if (a->fds[i] <= 2)
+            return 1;
+    return 0;
+}
+
+/* A connection on stdin, stdout or stderr (inetd style) is relayed at once;
+ * the others wait for the program's first use.  The program keeps its
+ * marker while any of those is neither taken over nor closed: the parent's
+ * close of a connection waits while it is open. */
 __attribute__((constructor)) static void adopt_inherited(void)
 {
     int marker = find_marker();
     if (marker < 0)
         return;
     struct adopted a[MAX_ADOPTED];
-    int n = read_marker(marker, a);
-    for (int i = 0; i < n; i++)
-        start_relay(&a[i], marker);
+    int n = read_marker(marker, a), lazy = 0;
+    for (int i = 0; i < n; i++) {
+        if (on_stdio(&a[i]))
+            start_relay(&a[i], marker);
+        else
+            lazy += adopt_lazily(&a[i]);
+    }
+    if (lazy > 0) {
+        lt_lock();
+        lt_fork_marker_keep(marker, lazy);
+        lt_unlock();
+    }
 }

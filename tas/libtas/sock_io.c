@@ -94,6 +94,11 @@ ssize_t lt_send_iov(struct lt_sock *s, const struct iovec *iov, int n, int flags
     uint32_t unposted = 0;
     int err = 0;
     lt_lock();
+    /* A message from the daemon may say the connection is gone: reset, or
+     * taken over by a process we forked.  Bytes written into our ring after
+     * that would be reported sent and never go out. */
+    if (tas_app_ctl_pending(lt_app))
+        lt_progress();
     for (int i = 0; i < n && err == 0; i++) {
         size_t done = 0;
         while (done < iov[i].iov_len) {

@@ -334,3 +334,68 @@ def test_subprocess_serves_an_inherited_connection(tas_daemon, procs):
     over (before: the service got the placeholder and EBADF)."""
     srv = serve_lines(procs, tas_daemon, 7465, 3, SPAWN)
     srv.communicate(timeout=30)
+
+
+# A connection the server leaves inheritable (a C server without
+# SOCK_CLOEXEC) while a forked child execs argv[2:]; once the program says
+# so on fd 9, the server writes to it ("still mine") and closes it.
+INHERITED = r"""
+import os, socket, sys
+s = socket.create_server(("0.0.0.0", int(sys.argv[1])))
+print("listening", flush=True)
+c, _ = s.accept()
+os.set_inheritable(c.fileno(), True)
+r, w = os.pipe()
+if os.fork() == 0:
+    os.dup2(w, 9)                       # the program says "started" on fd 9
+    os.execv(sys.argv[2], [a.replace("FD", str(c.fileno())) for a in sys.argv[2:]])
+os.close(w)
+os.read(r, 100)
+try:
+    c.sendall(b"still mine\n")
+    print("sent", flush=True)
+except OSError as e:
+    print("error", e.errno, flush=True)
+c.close()
+os.wait()
+"""
+PEER_READ = r"""
+import socket, sys
+s = socket.create_connection(("10.0.0.2", int(sys.argv[1])))
+s.settimeout(60)
+s.sendall(sys.argv[2].encode())
+print(repr(b"".join(iter(lambda: s.recv(100), b""))), flush=True)
+"""
+
+
+def test_a_helper_that_inherits_a_connection_leaves_it_to_the_parent(tas_daemon, procs):
+    """The exec'd helper never touches the inherited connection (above
+    stderr): the parent keeps it and its bytes reach the peer, as on Linux.
+    Before, the helper's libtas relayed every inherited connection at once,
+    the parent's sendall succeeded and its bytes went nowhere."""
+    d, port = tas_daemon, 7468
+    helper = [sys.executable, "-c", "import os, time; os.write(9, b'up'); time.sleep(1)"]
+    srv = tas_run(procs, d, sys.executable, "-c", INHERITED, str(port), *helper)
+    assert srv.stdout.readline().strip() == "listening"
+    out = d.ns_run(sys.executable, "-c", PEER_READ, str(port), "", timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == repr(b"still mine\n")
+    assert srv.communicate(timeout=30)[0].split() == ["sent"]
+
+
+def test_an_exec_d_program_takes_an_inherited_connection_when_it_uses_it(tas_daemon, procs):
+    """The exec'd program reads the inherited descriptor (above stderr): its
+    first use takes the connection over, it answers, and the parent's write
+    after that fails (ECONNRESET) instead of vanishing: the daemon tells the
+    parent before it answers the program's claim, and a send looks for the
+    daemon's messages first."""
+    d, port = tas_daemon, 7469
+    prog = [sys.executable, "-c",
+            "import os, socket; s = socket.socket(fileno=FD); got = s.recv(100); "
+            "os.write(9, b'up'); s.sendall(b'child ' + got); s.close()"]
+    srv = tas_run(procs, d, sys.executable, "-c", INHERITED, str(port), *prog)
+    assert srv.stdout.readline().strip() == "listening"
+    out = d.ns_run(sys.executable, "-c", PEER_READ, str(port), "hello", timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == repr(b"child hello")
+    assert srv.communicate(timeout=30)[0].split() == ["error", str(errno.ECONNRESET)]
