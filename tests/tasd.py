@@ -74,10 +74,11 @@ class Daemon(DaemonProcess):
         super().__init__(cfg, instance, ns)
 
     def stop(self):
-        rc = super().stop()
-        if self.netns in netns.listnetns():
-            netns.remove(self.netns)
-        return rc
+        try:
+            return super().stop()
+        finally:        # also when stopping failed: no namespace left behind
+            if self.netns in netns.listnetns():
+                netns.remove(self.netns)
 
 
 def _ip(*args, ns=None, **kw):

@@ -205,9 +205,11 @@ int tas_app_fds(const struct tas_app *a, int *out, int max)
         if (fixed[i] >= 0 && n < max)
             out[n++] = fixed[i];
     for (unsigned i = 0; i < a->nctx && n < max; i++)
-        out[n++] = a->ctx[i].ev_fd;
+        if (a->ctx[i].ev_fd >= 0)
+            out[n++] = a->ctx[i].ev_fd;
     for (unsigned i = 0; i < a->ncores && n < max; i++)
-        out[n++] = a->core_fd[i];
+        if (a->core_fd[i] >= 0)
+            out[n++] = a->core_fd[i];
     return n;
 }
 
