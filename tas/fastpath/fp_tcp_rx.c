@@ -233,9 +233,9 @@ static uint32_t process_data(struct tas_fp *fp, struct tas_flow *f, struct seg *
 
 /* ACK coalescing: in-order data is ACKed once ack_every() bytes of it are
  * unacknowledged, or once the oldest ACK owed has waited fastpath.delack_us
- * (looked at once per loop round; all go before the core sleeps); at once when something the sender must hear of soon happened
- * (out of order, duplicate or refused data, a hole still open, PSH, FIN, a
- * CE mark).  Every segment we send carries the ACK (build_segment clears
+ * (looked at once per loop round; all go before the core sleeps); at once
+ * when something the sender must hear of soon happened (out of order,
+ * duplicate or refused data, a hole still open, PSH, FIN, a CE mark).  Every segment we send carries the ACK (build_segment clears
  * what is owed).  Linux ACKs every second segment, but its segments are
  * GRO aggregates of up to 64 KiB; ACKing every second 1,448-byte frame
  * made the sender's kernel process an ACK per 2.9 KB (on a local peer, on

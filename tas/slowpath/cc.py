@@ -45,7 +45,7 @@ class _RateController:
         self.spurious_seen = 0
         self.interval = 0.0        # the last update's control interval (s)
         self.peak_rate = 0.0       # the fastest interval's send rate since peak_time
-        self.peak_time = start     # ... measured then (None: nothing sent yet)
+        self.peak_time = start     # ... when it was measured
         self._settled = False      # the last interval's update was idle and a fixed point
         self._apply()
 
@@ -154,10 +154,10 @@ class _RateController:
     def _recent_peak(self, now):
         """The fastest send rate of an interval in the last RESTART_S (this
         interval's included), 0 if it sent nothing in that time."""
-        if self.send_rate > 0 and (self.peak_time is None or self.send_rate >= self.peak_rate or
+        if self.send_rate > 0 and (self.send_rate >= self.peak_rate or
                                    now - self.peak_time > RESTART_S):
             self.peak_rate, self.peak_time = self.send_rate, now
-        if self.peak_time is None or now - self.peak_time > RESTART_S:
+        if now - self.peak_time > RESTART_S:
             self.peak_rate = 0.0
         return self.peak_rate
 
