@@ -4,7 +4,14 @@
  * the echo, close, again.  The client closes first (as HTTP/1.0 clients and
  * the Python client of bench/tas_conn.py do).
  *
- *   conn_client IP PORT SIZE SLOTS WARMUP_S DURATION_S
+ *   conn_client IP PORT SIZE SLOTS WARMUP_S DURATION_S [SRC_IP,SRC_IP,...]
+ *
+ * SRC_IPs: slot i binds to the (i mod n)-th address before it connects.  A
+ * client that closes first keeps each (source, port) pair in TIME_WAIT, and
+ * the kernel's port search for a reusable pair caps one source address at
+ * about 30,000 connections a second whatever the server; many clients do
+ * not share that cap, so with several addresses the server's stack is what
+ * is measured.
  *
  * Prints one JSON line: connections per second over the measured window,
  * p50/p99 of connect-to-first-reply and of connect-to-close, and how many
@@ -31,12 +38,15 @@
 #define MAX_SAMPLES (1 << 23)
 
 struct slot {
-    int fd;
+    int fd, idx;
     uint32_t got;
     double started, replied;
 };
 
 static struct sockaddr_in peer;
+#define MAX_SRC 64
+static struct sockaddr_in srcs[MAX_SRC];
+static int nsrc;
 static uint32_t msg_size;
 static unsigned long addr_retries;
 
@@ -68,6 +78,13 @@ static void slot_open(int ep, struct slot *s)
             die("socket");
         int one = 1;
         setsockopt(s->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        if (nsrc > 0) {
+            /* the port is chosen at connect, for the whole 4-tuple */
+            setsockopt(s->fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one));
+            const struct sockaddr_in *a = &srcs[s->idx % nsrc];
+            if (bind(s->fd, (const struct sockaddr *)a, sizeof(*a)) != 0)
+                die("bind");
+        }
         s->started = now_s();
         s->got = 0;
         if (connect(s->fd, (struct sockaddr *)&peer, sizeof(peer)) == 0 || errno == EINPROGRESS)
@@ -119,8 +136,8 @@ static int slot_read(struct slot *s)
 
 int main(int argc, char **argv)
 {
-    if (argc != 7) {
-        fprintf(stderr, "usage: conn_client IP PORT SIZE SLOTS WARMUP_S DURATION_S\n");
+    if (argc != 7 && argc != 8) {
+        fprintf(stderr, "usage: conn_client IP PORT SIZE SLOTS WARMUP_S DURATION_S [SRC_IP,...]\n");
         return 2;
     }
     msg_size = (uint32_t)atoi(argv[3]);
@@ -135,6 +152,15 @@ int main(int argc, char **argv)
         fprintf(stderr, "conn_client: bad IPv4 address %s\n", argv[1]);
         return 2;
     }
+    if (argc == 8) {
+        for (char *tok = strtok(argv[7], ","); tok != NULL; tok = strtok(NULL, ",")) {
+            if (nsrc == MAX_SRC || inet_pton(AF_INET, tok, &srcs[nsrc].sin_addr) != 1) {
+                fprintf(stderr, "conn_client: bad or too many source addresses at %s\n", tok);
+                return 2;
+            }
+            srcs[nsrc++].sin_family = AF_INET;
+        }
+    }
     double *first = malloc(sizeof(double) * MAX_SAMPLES);
     double *whole = malloc(sizeof(double) * MAX_SAMPLES);
     struct slot *slots = calloc((size_t)nslots, sizeof(*slots));
@@ -143,8 +169,10 @@ int main(int argc, char **argv)
         die("setup");
     double start = now_s() + atof(argv[5]), end = start + atof(argv[6]);
     size_t n = 0;
-    for (int i = 0; i < nslots; i++)
+    for (int i = 0; i < nslots; i++) {
+        slots[i].idx = i;
         slot_open(ep, &slots[i]);
+    }
     for (double t = now_s(); t < end; t = now_s()) {
         struct epoll_event evs[MAX_SLOTS];
         int k = epoll_wait(ep, evs, MAX_SLOTS, 100);

@@ -394,17 +394,20 @@ void fp_scaling_init(struct tas_fp *fp);
 unsigned fp_fault_rx(struct fp_core *c, struct rte_mbuf **pkts, unsigned n, unsigned max);
 unsigned fp_fault_tx(struct fp_core *c, struct rte_mbuf **pkts, unsigned n);
 
-/* Charge the cycles since the last switch to the current stage and enter
- * stage s; returns the stage to go back to (fp_stage_leave). */
-static inline enum fp_stage fp_stage_enter(struct fp_core *c, enum fp_stage s)
+/* Charge the cycles up to `now` to the current stage and enter stage s
+ * there; returns the stage to go back to (fp_stage_leave). */
+static inline enum fp_stage fp_stage_enter_at(struct fp_core *c, enum fp_stage s, uint64_t now)
 {
-    uint64_t now = rte_rdtsc();
     enum fp_stage prev = c->stage;
     c->stage_cyc[prev] += now - c->stage_t0;
     c->stage_t0 = now;
     c->stage = s;
     c->stage_n[s]++;
     return prev;
+}
+static inline enum fp_stage fp_stage_enter(struct fp_core *c, enum fp_stage s)
+{
+    return fp_stage_enter_at(c, s, rte_rdtsc());
 }
 static inline void fp_stage_leave(struct fp_core *c, enum fp_stage prev)
 {

@@ -84,15 +84,20 @@ static void process_rx(struct fp_core *c, struct rte_mbuf **pkts, uint16_t n)
 static unsigned poll_rx(struct fp_core *c, uint16_t q)
 {
     struct rte_mbuf *pkts[FP_RX_MAX];
-    enum fp_stage prev = fp_stage_enter(c, FP_ST_RX_DRV);
-    uint64_t start = c->stage_t0;
+    uint64_t start = rte_rdtsc();
     uint16_t n = rte_eth_rx_burst(c->fp->port, q, pkts, FP_BURST);
-    unsigned k = fp_fault_rx(c, pkts, n, FP_RX_MAX);
-    if (k > 0) {
-        fp_stage_enter(c, FP_ST_RX);
-        process_rx(c, pkts, (uint16_t)k);
+    /* An empty poll is polling: its cycles stay with the loop, as empty
+     * polls of the app queues and the TX work ring do; rx_drv counts the
+     * driver's cost of bursts that brought frames. */
+    if (n > 0 || c->held_rx != NULL) {    /* (fault injection's held frame) */
+        enum fp_stage prev = fp_stage_enter_at(c, FP_ST_RX_DRV, start);
+        unsigned k = fp_fault_rx(c, pkts, n, FP_RX_MAX);
+        if (k > 0) {
+            fp_stage_enter(c, FP_ST_RX);
+            process_rx(c, pkts, (uint16_t)k);
+        }
+        fp_stage_leave(c, prev);
     }
-    fp_stage_leave(c, prev);
     /* A short burst emptied the ring: what arrived before `start` has been
      * processed (published after the flow updates, for the slow path). */
     if (n < FP_BURST)
