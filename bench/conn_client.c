@@ -4,9 +4,10 @@
  * the echo, close, again.  The client closes first (as HTTP/1.0 clients and
  * the Python client of bench/tas_conn.py do).
  *
- *   conn_client IP PORT SIZE SLOTS WARMUP_S DURATION_S [SRC_IP,SRC_IP,...]
+ *   conn_client [-s SRC_IP,SRC_IP,...] [-r] IP PORT SIZE SLOTS WARMUP_S DURATION_S
  *
- * SRC_IPs: slot i binds to the (i mod n)-th address before it connects.  A
+ * -r: close with a RST (SO_LINGER 0) instead of a FIN.
+ * -s: slot i binds to the (i mod n)-th address before it connects.  A
  * client that closes first keeps each (source, port) pair in TIME_WAIT, and
  * the kernel's port search for a reusable pair caps one source address at
  * about 30,000 connections a second whatever the server; many clients do
@@ -22,6 +23,7 @@
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
+#include <getopt.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdint.h>
@@ -47,6 +49,7 @@ static struct sockaddr_in peer;
 #define MAX_SRC 64
 static struct sockaddr_in srcs[MAX_SRC];
 static int nsrc;
+static int close_rst;
 static uint32_t msg_size;
 static unsigned long addr_retries;
 
@@ -136,10 +139,24 @@ static int slot_read(struct slot *s)
 
 int main(int argc, char **argv)
 {
-    if (argc != 7 && argc != 8) {
-        fprintf(stderr, "usage: conn_client IP PORT SIZE SLOTS WARMUP_S DURATION_S [SRC_IP,...]\n");
+    const char *usage = "usage: conn_client [-s SRC_IP,...] [-r] IP PORT SIZE SLOTS WARMUP_S "
+                        "DURATION_S\n";
+    char *src_list = NULL;
+    for (int o; (o = getopt(argc, argv, "s:r")) != -1;) {
+        if (o == 's')
+            src_list = optarg;
+        else if (o == 'r')
+            close_rst = 1;
+        else {
+            fputs(usage, stderr);
+            return 2;
+        }
+    }
+    if (argc - optind != 6) {
+        fputs(usage, stderr);
         return 2;
     }
+    argv += optind - 1;   /* positional arguments from argv[1] on */
     msg_size = (uint32_t)atoi(argv[3]);
     int nslots = atoi(argv[4]);
     if (msg_size == 0 || msg_size > MAX_MSG || nslots < 1 || nslots > MAX_SLOTS) {
@@ -152,8 +169,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "conn_client: bad IPv4 address %s\n", argv[1]);
         return 2;
     }
-    if (argc == 8) {
-        for (char *tok = strtok(argv[7], ","); tok != NULL; tok = strtok(NULL, ",")) {
+    if (src_list != NULL) {
+        for (char *tok = strtok(src_list, ","); tok != NULL; tok = strtok(NULL, ",")) {
             if (nsrc == MAX_SRC || inet_pton(AF_INET, tok, &srcs[nsrc].sin_addr) != 1) {
                 fprintf(stderr, "conn_client: bad or too many source addresses at %s\n", tok);
                 return 2;
@@ -187,6 +204,10 @@ int main(int argc, char **argv)
             if (!slot_read(s))
                 continue;
             s->replied = now_s();
+            if (close_rst) {
+                struct linger l = {.l_onoff = 1, .l_linger = 0};
+                setsockopt(s->fd, SOL_SOCKET, SO_LINGER, &l, sizeof(l));
+            }
             close(s->fd);   /* also takes it out of the epoll set */
             double closed = now_s();
             if (s->started >= start && closed <= end && n < MAX_SAMPLES) {

@@ -1,6 +1,7 @@
 """Short connections: one request per connection, TAS vs Linux in one run.
 
-  python bench/tas_conn.py [--seconds S] [--clients N] [--slots 1,8] [--device net_af_xdp]
+  python bench/tas_conn.py [--seconds S] [--clients N] [--slots 1,8] [--rst-slots 16]
+                           [--sources 8] [--device net_af_xdp]
 
 The server is the same unmodified binary on both stacks, bench/rpc_echo.c
 (epoll, echoes, closes on EOF): under `tas-run` on a TAS daemon (the
@@ -11,7 +12,12 @@ loops connect, write 64 bytes, read the reply, close.  Reports connections
 per second, p50/p99 of connect-to-first-reply and of the whole
 connect+request+close, and the client kernel's retransmitted segments
 (TcpRetransSegs: a stack that drops the request right behind the handshake
-shows one per connection).
+shows one per connection).  The C client's connections come from --sources
+addresses (one address's search for a reusable TIME_WAIT port caps a
+client at about 30,000 connections a second, whatever the server: both
+stacks ran into it at 8 and 16 in flight), with room for all their TIME_WAIT
+sockets; --rst-slots rows close with a RST (SO_LINGER 0, as health checkers
+and some load balancers do).
 Then nginx (master and `worker_processes 2`, the same config on both
 stacks) under wrk from the peer namespace, keep-alive and with
 `Connection: close` (one request per connection): requests per second.
@@ -93,26 +99,43 @@ def run_py_clients(ns, ip, seconds, clients):
             "whole_p50_us": pct(whole, 0.5) * 1e6, "whole_p99_us": pct(whole, 0.99) * 1e6}
 
 
-def run_c_client(ns, ip, seconds, slots):
-    """bench/conn_client.c: `slots` connections in flight from one C process."""
-    out = sh(CONN_CLIENT, ip, str(PORT), "64", str(slots), "0.2", str(seconds), ns=ns,
+def run_c_client(ns, ip, seconds, slots, sources=(), rst=False):
+    """bench/conn_client.c: `slots` connections in flight from one C process,
+    from the given source addresses, closing with a RST if rst."""
+    opts = (["-s", ",".join(sources)] if sources else []) + (["-r"] if rst else [])
+    out = sh(CONN_CLIENT, *opts, ip, str(PORT), "64", str(slots), "0.2", str(seconds), ns=ns,
              timeout=seconds + 60).stdout
     return json.loads(out)
 
 
-def run_clients(ns, ip, seconds, client):
-    """One measurement: client ("py", n) or ("c", slots); adds the client
-    kernel's retransmitted segments."""
+def run_clients(ns, ip, seconds, client, sources=()):
+    """One measurement: client ("py", n), ("c", slots) or ("rst", slots);
+    adds the client kernel's retransmitted segments."""
     before = nstat(ns, "TcpRetransSegs")
     kind, n = client
-    r = (run_py_clients if kind == "py" else run_c_client)(ns, ip, seconds, n)
+    if kind == "py":
+        r = run_py_clients(ns, ip, seconds, n)
+    else:
+        r = run_c_client(ns, ip, seconds, n, sources, rst=kind == "rst")
     r["retrans_segs"] = nstat(ns, "TcpRetransSegs") - before
     return r
 
 
 def client_name(client):
     kind, n = client
-    return f"python x{n}" if kind == "py" else f"C, {n} in flight"
+    return {"py": f"python x{n}", "c": f"C, {n} in flight",
+            "rst": f"C, {n} in flight, RST close"}[kind]
+
+
+def add_sources(ns, toward, prefix, n):
+    """n more addresses (prefix.100 on) on ns's interface whose address is
+    `toward`; returns them."""
+    dev = next(line.split()[1] for line in sh("ip", "-o", "-4", "addr", ns=ns).stdout.splitlines()
+               if f" {toward}/" in line)
+    ips = [f"{prefix}.{100 + i}" for i in range(n)]
+    for a in ips:
+        sh("ip", "addr", "add", f"{a}/24", "dev", dev, ns=ns)
+    return ips
 
 
 NGINX_CONF = """
@@ -215,6 +238,10 @@ def main():
                     help="sequential Python client processes in parallel (0: none)")
     ap.add_argument("--slots", default="1,8",
                     help="connections in flight of the C client, one row each (\"\" for none)")
+    ap.add_argument("--rst-slots", default="16",
+                    help="the same for C clients closing with a RST (\"\" for none)")
+    ap.add_argument("--sources", type=int, default=8,
+                    help="client source addresses of the C client (1: the namespace's own)")
     ap.add_argument("--no-nginx", action="store_true", help="skip the nginx/wrk part")
     ap.add_argument("--device", default=None,
                     help="dpdk.device of the daemon (default: the config's)")
@@ -226,7 +253,8 @@ def main():
         if not os.path.exists(prog):
             sys.exit(f"{prog} is not built (python deploy/native_build.py)")
     clients = ([("py", args.clients)] if args.clients else []) + \
-        [("c", int(n)) for n in args.slots.split(",") if n]
+        [("c", int(n)) for n in args.slots.split(",") if n] + \
+        [("rst", int(n)) for n in args.rst_slots.split(",") if n]
     from pathlib import Path
     results, servers = {}, []
     with tempfile.TemporaryDirectory() as tmp:
@@ -248,11 +276,20 @@ def main():
             # connections a second, whatever the server's stack.
             sh("sysctl", "-qw", "net.ipv4.tcp_tw_reuse=1", ns=d.netns)
             sh("sysctl", "-qw", "net.ipv4.ip_local_port_range=1024 65535", ns=d.netns)
+            # Many clients each keep their own TIME_WAIT sockets; one
+            # namespace for all of them must have room (the default, 131,072,
+            # fills in a few seconds from 8 addresses, and the kernel then
+            # answers the server's FIN with a RST).
+            sh("sysctl", "-qw", "net.ipv4.tcp_max_tw_buckets=4000000", ns=d.netns)
+            sources = {"tas": [], "linux": []}
+            if args.sources > 1:
+                sources = {"tas": add_sources(d.netns, "10.0.0.1", "10.0.0", args.sources),
+                           "linux": add_sources(d.netns, "10.0.2.1", "10.0.2", args.sources)}
             syn0 = syn_counters(d)
             for client in clients:
                 for stack, ip in (("linux", LINUX_IP), ("tas", "10.0.0.2"),
                                   ("linux", LINUX_IP), ("tas", "10.0.0.2")):
-                    r = run_clients(d.netns, ip, args.seconds / 2, client)
+                    r = run_clients(d.netns, ip, args.seconds / 2, client, sources[stack])
                     prev = results.get((client, stack))
                     if prev is None or r["conns_per_s"] > prev["conns_per_s"]:
                         results[(client, stack)] = r        # best of two, interleaved
@@ -293,7 +330,8 @@ def main():
                       f"{nginx[('tas', mode)] / nginx[('linux', mode)]:.2f}"]
                      for mode in ("keep-alive", "close")])
     write_json("tas_conn.json", {"seconds": args.seconds, "clients": args.clients,
-                                 "slots": args.slots, "device": d.device,
+                                 "slots": args.slots, "rst_slots": args.rst_slots,
+                                 "sources": args.sources, "device": d.device,
                                  "syn_pool": args.syn_pool, "syn": syn,
                                  "server": "bench/rpc_echo.c",
                                  "results": {f"{client_name(c)}/{s}": r

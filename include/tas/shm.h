@@ -114,6 +114,9 @@ struct tas_ctx_shm {
 #define TAS_ARX_FL_RXFIN 1       /* peer closed its side: no more data */
 #define TAS_ARX_FL_ESTABLISHED 2 /* the handshake's final ACK came: a connection handed
                                     over at its SYN (TAS_CTL_FL_HANDOFF) may be accepted */
+#define TAS_ARX_FL_RESET 4       /* the peer reset a quiet connection (its exact RST, taken
+                                    by the fast path): what was received can still be
+                                    read, then ECONNRESET; close it quietly */
 
 struct tas_arx {                 /* 32 bytes */
     uint16_t type;

@@ -10,13 +10,15 @@
  * fast path's records into a list of its own and, each call, closes here
  * the connections that are over: it removes the flow (after entering the
  * TIME_WAIT pair in the fast path's table when we closed first), puts the
- * buffers back into the listener's pool and counts them.  The slow path
+ * buffers back into the listener's pool and counts them (also those the
+ * peer reset, once their app closed them: the fast path took the RST, no
+ * TIME_WAIT).  The slow path
  * hears only what it must note: per listener how many were established and
  * closed (its backlog), per connection only a TIME_WAIT pair, a pair reused,
  * or buffers the pool had no room for.  The others stay in the list and go
  * to the slow path (as struct tas_syn_pending) once a tick has seen them
- * still open, or at once when anything about them is unusual (reset, data
- * left unread, the listener gone), or when the slow path asks for all
+ * still open, or at once when anything about them is unusual (data left
+ * unread, the listener gone), or when the slow path asks for all
  * (TAS_SWEEP_ALL: a request or segment may name one of them).
  *
  * Daemon-internal, slow-path thread only (like fp_flow_idle.c).
@@ -91,6 +93,7 @@ struct tas_syn_sweep {
     uint32_t recycled;            /* ... whose buffers went back to the pool */
     uint32_t time_wait;           /* ... that left a TIME_WAIT pair */
     uint32_t tw_reused;           /* ... that had reused one */
+    uint32_t reset;               /* ... reset by the peer (no FINs, no TIME_WAIT) */
     uint32_t pending;             /* still in the sweep's list after the call */
     uint32_t more;                /* 1: an output array filled up, call again */
     struct tas_syn_sweep_lst lst[TAS_SYN_MAX_LISTENERS];

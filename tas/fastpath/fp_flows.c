@@ -204,6 +204,10 @@ void tas_fp_flow_mark_closed(struct tas_flow *f)
      * (libtas releases it all on close): what is left is unread, and the
      * connection ends with a RST alone, no FIN (nor more data) first. */
     f->flags |= TAS_FLF_APP_CLOSED | ((f->flags & TAS_FLF_RXFIN) ? TAS_FLF_PEER_FIN_FIRST : 0);
+    if (f->flags & TAS_FLF_RESET) {
+        f->flags &= ~TAS_FLF_TXFIN;   /* reset by the peer: nothing more to send, no RST */
+        return;
+    }
     if (f->rx_avail < f->rx_size) {
         f->flags |= TAS_FLF_RX_DISCARD;
         if (!(f->flags & TAS_FLF_TXFIN_SENT))

@@ -115,7 +115,7 @@ enum verdict { KEEP, CLOSE, HAND_OVER };
 
 #define OVER_FLAGS (TAS_FLF_ACTIVE | TAS_FLF_QUIET | TAS_FLF_APP_CLOSED | \
                     TAS_FLF_TXFIN_ACKED | TAS_FLF_RXFIN)
-#define ODD_FLAGS (TAS_FLF_RESET | TAS_FLF_RX_DISCARD)
+#define RESET_OVER (TAS_FLF_ACTIVE | TAS_FLF_QUIET | TAS_FLF_APP_CLOSED)
 
 /* What to do with the record's connection now; for CLOSE, the flow's flags
  * and sequence numbers at the close. */
@@ -133,8 +133,10 @@ static enum verdict judge(struct tas_fp *fp, const struct tas_syn_opened *r, uin
     *rcv_nxt = f->rx_next_seq;
     fp_unlock(f);
     *flags = fl;
-    if (!same || !(fl & TAS_FLF_ACTIVE) || (fl & ODD_FLAGS))
-        return HAND_OVER;       /* reset, unread data, or not what it was: Python's */
+    if (!same || !(fl & TAS_FLF_ACTIVE) || (fl & TAS_FLF_RX_DISCARD))
+        return HAND_OVER;       /* unread data, or not what it was: Python's */
+    if (fl & TAS_FLF_RESET)     /* by the peer (fp_tcp_rx): over once the app closed it */
+        return (fl & RESET_OVER) == RESET_OVER ? CLOSE : KEEP;
     if ((fl & OVER_FLAGS) == OVER_FLAGS && !(fl & TAS_FLF_SYNRCVD))
         return CLOSE;
     return KEEP;
@@ -147,7 +149,8 @@ static bool close_one(struct tas_fp *fp, struct tas_syn_sweep *s, const struct t
                       int slot, uint32_t fl, uint32_t snd_nxt, uint32_t rcv_nxt)
 {
     uint16_t flags = (r->flags & TAS_SYN_OPENED_TW_REUSED) ? TAS_SWEPT_TW_REUSED : 0;
-    bool tw = (s->mode & TAS_SWEEP_TIME_WAIT) && !(fl & TAS_FLF_PEER_FIN_FIRST);
+    bool reset = fl & TAS_FLF_RESET;     /* a RST ends it: no TIME_WAIT */
+    bool tw = (s->mode & TAS_SWEEP_TIME_WAIT) && !(fl & TAS_FLF_PEER_FIN_FIRST) && !reset;
     struct tas_flow *f = tas_fp_flow(fp, r->flow_id);
     struct tas_syn_buf b = {.rx_base = f->rx_base, .tx_base = f->tx_base,
                             .rx_off = r->rx_off, .tx_off = r->tx_off};
@@ -184,6 +187,7 @@ static bool close_one(struct tas_fp *fp, struct tas_syn_sweep *s, const struct t
     s->recycled += recycle;
     s->time_wait += tw;
     s->tw_reused += (r->flags & TAS_SYN_OPENED_TW_REUSED) != 0;
+    s->reset += reset;
     note_peer(s, r);
     return true;
 }
@@ -192,7 +196,7 @@ void tas_fp_syn_sweep(struct tas_fp *fp, struct tas_syn_sweep *s)
 {
     struct fp_syn_sweep *sw = fp->sweep;
     s->nopen = s->ndone = s->nlst = s->npeers = 0;
-    s->collected = s->closed = s->recycled = s->time_wait = s->tw_reused = s->more = 0;
+    s->collected = s->closed = s->recycled = s->time_wait = s->tw_reused = s->reset = s->more = 0;
     double now = monotonic_s();
     uint32_t first_new = sw->n;
     s->collected = collect(fp, now);

@@ -344,6 +344,16 @@ uint32_t fp_tcp_rx(struct fp_core *c, struct tas_flow *f, struct rte_mbuf *m)
             fp_tcp_challenge_ack(c, f);
         if (!reset)
             return FP_RX_CONSUMED;
+        if (f->flags & TAS_FLF_QUIET) {
+            /* The slow path polls a quiet flow's flags: it need not see
+             * the frame (passing it up made the slow path take every
+             * connection the sweep still held, one RST at a time).  The
+             * app hears of it here; the sweep closes the flow in C once
+             * the app has closed it. */
+            if (!(f->flags & TAS_FLF_APP_CLOSED))
+                fp_notify_later(c, f, 0, f->rx_head, 0, TAS_ARX_FL_RESET);
+            return FP_RX_CONSUMED;
+        }
         return TAS_EXC_TCP_FLOW;
     }
     uint32_t tx_bump = (s.flags & RTE_TCP_ACK_FLAG) ? process_ack(c, f, &s) : 0;

@@ -141,6 +141,7 @@ static int control_events(void)
         } else if (ev.type == TAS_CTL_CONN_CLOSED) {
             struct lt_flow *f = lt_flow_get(ev.flow_id);
             f->reset = 1;
+            f->fp_reset = 0;   /* the daemon holds it as reset: close with a message */
             f->in_seq++;
             f->out_seq++;
         }

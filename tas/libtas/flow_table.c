@@ -72,8 +72,10 @@ void lt_flow_notify(struct lt_flow *f, const struct tas_arx *e)
     f->tx.free += e->tx_bump;
     if (e->flags & TAS_ARX_FL_RXFIN)
         f->rx_fin = 1;
-    f->in_seq += e->rx_bump > 0 || (e->flags & TAS_ARX_FL_RXFIN);
-    f->out_seq += e->tx_bump > 0;
+    if ((e->flags & TAS_ARX_FL_RESET) && !f->reset)
+        f->reset = f->fp_reset = 1;
+    f->in_seq += e->rx_bump > 0 || (e->flags & (TAS_ARX_FL_RXFIN | TAS_ARX_FL_RESET));
+    f->out_seq += e->tx_bump > 0 || (e->flags & TAS_ARX_FL_RESET);
     if (!f->dead)
         tas_rx_arrived(&f->rx, e->rx_bump);
     else if (e->rx_bump > 0 && !f->moved)   /* nobody will read it: release the window */

@@ -92,6 +92,8 @@ struct lt_flow {
     struct tas_rx rx;
     struct tas_tx tx;
     int rx_fin, reset;
+    int fp_reset;              /* reset told by the fast path (TAS_ARX_FL_RESET), not
+                                  (yet) by a CONN_CLOSED: closed quietly like an open one */
     uint64_t in_seq, out_seq;  /* events that may make it readable/writable */
     struct lt_flow *next;      /* hash chain */
 };

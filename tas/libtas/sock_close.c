@@ -61,16 +61,21 @@ void lt_sock_unref(struct lt_sock *s)
     } else if (s->kind == LT_CONN) {
         struct lt_flow *f = s->flow;
         tas_rx_close(lt_app, &f->rx);  /* nothing may depend on the ring after */
-        if (!f->reset && !s->linger_rst && s->fork_pids[0] != 0) {
+        /* reset in the fast path only: the daemon has not heard, it is
+         * closed as an open one is (no FIN, and no RST after the peer's) */
+        int open = !f->reset || f->fp_reset;
+        if (open && !s->linger_rst && s->fork_pids[0] != 0) {
             close_forked(s);
             free(s);
             return;
         }
-        if (!f->reset && !s->linger_rst) {
+        if ((open && !s->linger_rst) || (f->fp_reset && s->fork_pids[0] == 0)) {
             /* A plain close goes with the FIN through the context queue: no
-             * message, no wake-up of the daemon (its tick reads the flow). */
+             * message, no wake-up of the daemon (its tick reads the flow).
+             * So does the close of one the peer reset in the fast path
+             * (no FIN, no RST: the sweep or the tick finishes it). */
             tas_app_post(lt_app, f->id, 0, 0,
-                         (s->shut_wr ? 0 : TAS_ATX_FL_TXFIN) | TAS_ATX_FL_CLOSED);
+                         (s->shut_wr || f->reset ? 0 : TAS_ATX_FL_TXFIN) | TAS_ATX_FL_CLOSED);
             f->quiet_closed = 1;
             lt_flow_forget(f);
             free(s);

@@ -151,6 +151,7 @@ class TcpManager:
                             lib.TAS_FLF_TXFIN_ACKED | lib.TAS_FLF_APP_CLOSED |
                             lib.TAS_FLF_RX_DISCARD | lib.TAS_FLF_RESET | lib.TAS_FLF_SYNRCVD |
                             lib.TAS_FLF_PROBE | lib.TAS_FLF_SACK_RECOV)
+        self._quiet_reset = lib.TAS_FLF_QUIET | lib.TAS_FLF_RESET
         # ... but FIN_WAIT2 (our FIN acknowledged, none from the peer yet) has
         # only its tcp.fin_wait2_ms timer: a deadline (fw2_watch), no visits.
         self._fin_flags = (lib.TAS_FLF_TXFIN | lib.TAS_FLF_TXFIN_SENT |
@@ -643,8 +644,11 @@ class TcpManager:
         for."""
         n, lib = s.closed, self.lib
         for name in ("tcp_passive_opens", "tcp_established", "tcp_handed_over",
-                     "tcp_closed_by_flag", "tcp_closed", "tcp_closed_swept"):
+                     "tcp_closed_by_flag", "tcp_closed_swept"):
             self.stats.add(name, n)
+        self.stats.add("tcp_closed", n - s.reset)      # (closed both ways)
+        if s.reset:                                     # (reset by the peer, _on_reset's count)
+            self.stats.add("tcp_rst_received", s.reset)
         if s.recycled:
             self.syn_stats.add("syn_pool_recycled", s.recycled)
         if s.tw_reused:
@@ -1488,6 +1492,11 @@ class TcpManager:
 
     def _check_close(self, conn, f, now):
         self._app_closed_quietly(conn, f)
+        if f.flags & self._quiet_reset == self._quiet_reset:
+            # The peer's exact RST, taken by the fast path (a quiet flow's
+            # RST does not come our way; its app heard of it there).
+            self._on_reset(conn)
+            return
         if self._close_discards(conn, f):
             return
         rxfin = bool(f.flags & self.lib.TAS_FLF_RXFIN)

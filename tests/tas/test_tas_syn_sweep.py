@@ -17,7 +17,8 @@ from libtas_helpers import RECV_EXACT, RECV_UPTO, ROOT, counters, finish, tas_ru
 from tasd import wait_until
 
 # Under tas-run: per connection echo 8 bytes, then close first ("first") or
-# after the client's EOF ("last"); "hold": keep the connections.  Each
+# after the client's EOF ("last"); "hold": keep the connections; "reset":
+# read again, expecting the client's RST (prints how many said ECONNRESET).  Each
 # connection is served in its own thread: a client with several in flight
 # may be accepted in another order than it connected (a handshake the slow
 # path finished is accepted after later ones the fast path finished), and
@@ -28,12 +29,19 @@ import os, socket, sys, threading, time
 s = socket.create_server(("0.0.0.0", int(sys.argv[1])), backlog=128)
 print("listening", flush=True)
 mode, n = sys.argv[2], int(sys.argv[3])
-held = []
+held, resets = [], []
 def serve(c):
     msg = recv_exact(c, 8)
     c.sendall(msg)
     if mode == "hold":
         held.append(c)
+        return
+    if mode == "reset":
+        try:
+            c.recv(1)
+        except ConnectionResetError:
+            resets.append(1)
+        c.close()
         return
     if mode == "last":
         assert c.recv(1) == b""
@@ -45,6 +53,8 @@ for _ in range(n):
     threads[-1].start()
 for t in threads:
     t.join()
+if mode == "reset":
+    print("resets", len(resets), flush=True)
 print("served", flush=True)
 while not os.path.exists(sys.argv[4]):
     time.sleep(0.05)
@@ -53,9 +63,10 @@ while not os.path.exists(sys.argv[4]):
 # In the peer namespace: n connections from ports base.. (bound, so that
 # they can come again on the same pair), `parallel` at a time: connect all,
 # then request each (and close it: "last"), then close each after the
-# server's FIN ("first"); "hold": wait on stdin before closing.
+# server's FIN ("first"); "hold": wait on stdin before closing; "rst" and
+# "first-rst": as "last" and "first", closing with a RST (SO_LINGER 0).
 CLIENT = RECV_UPTO + r"""
-import socket, sys
+import socket, struct, sys
 port, n, parallel, base, mode = (int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]),
                                  int(sys.argv[4]), sys.argv[5])
 bad = 0
@@ -71,15 +82,18 @@ for first in range(0, n, parallel):
         s.sendall(b"%08d" % i)
         got = recv_upto(s, 8)
         bad += got != b"%08d" % i
-        if mode == "last":
+        if mode in ("rst", "first-rst"):
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        if mode in ("last", "rst"):
             s.close()                    # (the server waits for it before the next)
     if mode == "hold":
         print("up", flush=True)
         sys.stdin.readline()
     for i, s in socks:
-        if mode == "first":
+        if mode.startswith("first"):
             assert s.recv(1) == b""      # the server's FIN
-        s.close()
+        if mode != "rst":
+            s.close()
 print(bad, flush=True)
 """
 
@@ -241,3 +255,52 @@ def test_open_connections_are_listed_at_once(tas_daemon, procs, tmp_path):
     finish(srv, "server")
     wait_until(lambda: counters(d)["tcp_conns"] == 0 == counters(d)["tcp_flows_active"],
                "every connection closed")
+
+
+def test_peer_resets_are_taken_in_the_fast_path(make_daemon, procs, tmp_path):
+    """Clients that close with a RST (SO_LINGER 0, as health checkers do,
+    or a client kernel out of TIME_WAIT buckets) while the server waits for
+    more: the server reads ECONNRESET after the reply.  The fast path takes
+    each exact RST itself and the sweep closes the connection once the
+    server has, without TIME_WAIT.  The slow path sees none of them: passing
+    them up made it take every connection of the sweep's list at each RST,
+    and from eight client addresses the daemon fell from 38,000 to 16,000
+    connections a second, its p99 from 0.7 to 12 ms."""
+    d = make_daemon().start()
+    port, n = 7444, 64
+    done = tmp_path / "done"
+    before = counters(d)
+    srv = tas_run(procs, d, sys.executable, "-c", SERVER, str(port), "reset", str(n), str(done))
+    assert srv.stdout.readline().strip() == "listening"
+    run_client(d, port, n, 4, 47000, "rst", srv)
+    assert srv.stdout.readline().strip() == f"resets {n}"
+    assert srv.stdout.readline().strip() == "served"
+    nothing_left(d, port)
+    grew = delta(d, before)
+    assert grew("tcp_rst_received") == n
+    assert grew("exc_tcp_flow") == 0          # none went to the slow path
+    assert grew("tcp_closed") == 0 and grew("tcp_rst_sent") == 0
+    assert on_port(d, port, "--time-wait") == []
+    done.touch()
+    finish(srv, "server")
+
+
+def test_a_reset_after_our_fin_leaves_no_time_wait(make_daemon, procs, tmp_path):
+    """The server closes first, the client answers its FIN with a RST
+    (SO_LINGER 0): as on Linux, the RST ends the connection and no
+    TIME_WAIT pair stays, whether the sweep or Python closes it."""
+    d = make_daemon(extra="\n[tcp]\ntime_wait_ms = 120000\n").start()
+    port, n = 7445, 32
+    done = tmp_path / "done"
+    before = counters(d)
+    srv = tas_run(procs, d, sys.executable, "-c", SERVER, str(port), "first", str(n), str(done))
+    assert srv.stdout.readline().strip() == "listening"
+    run_client(d, port, n, 4, 48000, "first-rst", srv)
+    assert srv.stdout.readline().strip() == "served"
+    nothing_left(d, port)
+    grew = delta(d, before)
+    assert grew("tcp_rst_received") == n
+    assert grew("tcp_closed") == 0 and grew("tcp_time_wait_reused") == 0
+    assert on_port(d, port, "--time-wait") == []
+    done.touch()
+    finish(srv, "server")
