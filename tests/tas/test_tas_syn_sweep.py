@@ -63,8 +63,9 @@ while not os.path.exists(sys.argv[4]):
 # In the peer namespace: n connections from ports base.. (bound, so that
 # they can come again on the same pair), `parallel` at a time: connect all,
 # then request each (and close it: "last"), then close each after the
-# server's FIN ("first"); "hold": wait on stdin before closing; "rst" and
-# "first-rst": as "last" and "first", closing with a RST (SO_LINGER 0).
+# server's FIN ("first"); "hold": wait on stdin before closing; "rst",
+# "first-rst" and "hold-rst": as "last", "first" and "hold", closing with a
+# RST (SO_LINGER 0).
 CLIENT = RECV_UPTO + r"""
 import socket, struct, sys
 port, n, parallel, base, mode = (int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]),
@@ -82,11 +83,11 @@ for first in range(0, n, parallel):
         s.sendall(b"%08d" % i)
         got = recv_upto(s, 8)
         bad += got != b"%08d" % i
-        if mode in ("rst", "first-rst"):
+        if mode in ("rst", "first-rst", "hold-rst"):
             s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         if mode in ("last", "rst"):
             s.close()                    # (the server waits for it before the next)
-    if mode == "hold":
+    if mode.startswith("hold"):
         print("up", flush=True)
         sys.stdin.readline()
     for i, s in socks:
@@ -302,5 +303,35 @@ def test_a_reset_after_our_fin_leaves_no_time_wait(make_daemon, procs, tmp_path)
     assert grew("tcp_rst_received") == n
     assert grew("tcp_closed") == 0 and grew("tcp_time_wait_reused") == 0
     assert on_port(d, port, "--time-wait") == []
+    done.touch()
+    finish(srv, "server")
+
+
+def test_a_reset_of_a_connection_the_slow_path_holds(make_daemon, procs, tmp_path):
+    """Connections the slow path has taken from the sweep (`tasctl flows`
+    makes it take them all) are reset by their clients: its tick finds the
+    flows reset by the fast path and tells the app, as the RST frame did."""
+    d = make_daemon().start()
+    port, n = 7446, 6
+    done = tmp_path / "done"
+    before = counters(d)
+    srv = tas_run(procs, d, sys.executable, "-c", SERVER, str(port), "reset", str(n), str(done))
+    assert srv.stdout.readline().strip() == "listening"
+    cli = subprocess.Popen(["ip", "netns", "exec", d.netns, sys.executable, "-c", CLIENT,
+                            str(port), str(n), str(n), "49000", "hold-rst"], text=True,
+                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    procs.append(cli)
+    assert cli.stdout.readline().strip() == "up", cli.stderr.read()
+    assert len(on_port(d, port)) == n             # the slow path's now
+    assert stats_syn(d)["syn_synced"] >= n
+    cli.stdin.write("\n")
+    cli.stdin.flush()
+    assert cli.stdout.readline().strip() == "0"
+    finish(cli, "client")
+    assert srv.stdout.readline().strip() == f"resets {n}"
+    assert srv.stdout.readline().strip() == "served"
+    nothing_left(d, port)
+    grew = delta(d, before)
+    assert grew("tcp_rst_received") == n and grew("exc_tcp_flow") == 0
     done.touch()
     finish(srv, "server")
