@@ -16,6 +16,7 @@ class ArpTable:
         self.retry_initial, self.retry_max = retry_initial, retry_max
         self.entries = {}      # ip bytes -> (mac bytes, expiry)
         self.pending = {}      # ip bytes -> (next retry time, current timeout)
+        self.on_resolved = None   # called with (ip, mac) when a pending lookup resolves
 
     def lookup(self, ip, now=None):
         """MAC for `ip` if known and fresh; otherwise start resolving, return None."""
@@ -31,7 +32,8 @@ class ArpTable:
     def learn(self, ip, mac, now=None):
         now = time.monotonic() if now is None else now
         self.entries[ip] = (mac, now + self.ttl)
-        self.pending.pop(ip, None)
+        if self.pending.pop(ip, None) is not None and self.on_resolved is not None:
+            self.on_resolved(ip, mac)
 
     def handle(self, frame_src, payload):
         arp = Arp.parse(payload)

@@ -121,6 +121,7 @@ def _u32(x):
 class TcpManager:
     def __init__(self, cfg, fp, stats, arp, send, quota, now=time.monotonic):
         self.cfg, self.fp, self.stats, self.arp = cfg, fp, stats, arp
+        arp.on_resolved = self.arp_resolved    # SYNs waiting for a MAC go then
         self.quota = quota        # per-uid caps on flows, buffers, listeners
         self.alloc_refused = ""   # the key that refused _alloc_buffers' last None
         self.ffi, self.lib = fp.ffi, fp.lib
@@ -895,9 +896,28 @@ class TcpManager:
         conn.rx_off, conn.tx_off = bufs
         self._add_conn(conn)
         app.conns.add(conn)
-        conn.next_retry = self.now()   # the tick sends the SYN once ARP resolves
+        now = self.now()
+        conn.next_retry = now
+        # The SYN goes now if the peer's MAC is known, else when ARP
+        # resolves it (arp_resolved; the tick retries and times out).  Left
+        # to the tick, every connect() waited up to its 10 ms.
+        mac = self.arp.lookup(peer_ip, now)
+        if mac is not None:
+            self._first_syn(conn, mac, now)
         self.stats.add("tcp_active_opens")
         return 0
+
+    def _first_syn(self, conn, mac, now):
+        conn.peer_mac = mac
+        conn.next_retry = now + self.handshake_timeout
+        self._send_syn(conn)
+
+    def arp_resolved(self, ip, mac):
+        """ARP found ip: connections waiting to send their SYN to it send it."""
+        now = self.now()
+        for conn in [c for c in self.awake if c.state == SYN_SENT and not c.peer_mac
+                     and c.key[0] == ip]:
+            self._first_syn(conn, mac, now)
 
     def _ephemeral_port(self, peer_ip, peer_port):
         used = {k[1] for k in self.conns} | set(self.listeners)
@@ -1305,9 +1325,7 @@ class TcpManager:
                     conn.app.server.send_opened(conn.app, conn, conn.req_id, -errno.EHOSTUNREACH)
                     self._forget(conn)
                 return
-            conn.peer_mac = mac
-            conn.next_retry = now + self.handshake_timeout
-            self._send_syn(conn)
+            self._first_syn(conn, mac, now)
         elif now >= conn.next_retry:
             self._retry_handshake(conn, now, self._send_syn)
 

@@ -18,7 +18,7 @@ from tas.slowpath.apps import App
 from tas.slowpath.arp import ArpTable
 from tas.slowpath.quota import UidQuota
 from synfast_standin import ListenerTable
-from tas.slowpath.packets import Eth, IPv4, ip_bytes, mac_bytes
+from tas.slowpath.packets import ARP_REPLY, ETH_P_ARP, Arp, Eth, IPv4, ip_bytes, mac_bytes
 from tas.slowpath.tcp import SYN_RCVD, TcpManager
 from tas.slowpath.tcp_packets import ACK, CWR, ECE, FIN, RST, SYN, Tcp, TcpOptions, frame
 
@@ -230,3 +230,26 @@ def test_listen_and_accept_errors(tcp):
     assert tcp.listen_close(b, lid) == -errno.EBADF
     assert tcp.listen_close(a, lid) == 0
     assert tcp.listen(b, 0, 80, 8)[0] == 0                 # the port is free again
+
+
+def syns_to(m, port):
+    return [t for t in replies(m) if t.flags & (SYN | ACK) == SYN and t.dport == port]
+
+
+def test_connect_sends_its_syn_at_once_to_a_known_peer(tcp):
+    """The SYN goes with the connect request, not at the next tick (which
+    made every connect() through TAS wait up to 10 ms)."""
+    tcp.arp.learn(PEER_IP, PEER_MAC)
+    assert tcp.connect(app(), 0, PEER_IP, 8280, 1) == 0
+    assert len(syns_to(tcp, 8280)) == 1
+    assert counter(tcp, "tcp_syn_sent") == 1
+
+
+def test_connect_to_an_unresolved_peer_sends_its_syn_when_arp_answers(tcp):
+    assert tcp.connect(app(), 0, PEER_IP, 8281, 1) == 0
+    (req,) = tcp.sent                       # an ARP request, no SYN yet
+    assert Eth.parse(req).ethertype == ETH_P_ARP
+    tcp.sent.clear()
+    reply = Arp(ARP_REPLY, PEER_MAC, PEER_IP, tcp.my_mac, tcp.my_ip)
+    tcp.arp.handle(PEER_MAC, reply.pack())
+    assert len(syns_to(tcp, 8281)) == 1
