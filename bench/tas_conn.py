@@ -1,7 +1,7 @@
 """Short connections: one request per connection, TAS vs Linux in one run.
 
   python bench/tas_conn.py [--seconds S] [--clients N] [--slots 1,8] [--rst-slots 16]
-                           [--sources 8] [--device net_af_xdp]
+                           [--sources 8] [--out-slots 1,16] [--device net_af_xdp]
 
 The server is the same unmodified binary on both stacks, bench/rpc_echo.c
 (epoll, echoes, closes on EOF): under `tas-run` on a TAS daemon (the
@@ -18,6 +18,9 @@ client at about 30,000 connections a second, whatever the server: both
 stacks ran into it at 8 and 16 in flight), with room for all their TIME_WAIT
 sockets; --rst-slots rows close with a RST (SO_LINGER 0, as health checkers
 and some load balancers do).
+Outgoing (--out-slots): the stacks as the client, conn_client under
+`tas-run` and on the Linux host, to one rpc_echo on the kernel in the
+peer namespace (the connecting side's active opens and closes).
 Then nginx (master and `worker_processes 2`, the same config on both
 stacks) under wrk from the peer namespace, keep-alive and with
 `Connection: close` (one request per connection): requests per second.
@@ -121,6 +124,41 @@ def run_clients(ns, ip, seconds, client, sources=()):
     return r
 
 
+OUT_PORT = 7301
+
+
+def outgoing_runs(d, lns, seconds, slots_list):
+    """{(slots, stack): conn_client's result}, best of two interleaved runs:
+    the client on TAS (tas-run) or on the Linux host, the server rpc_echo
+    on the kernel of the daemon's peer namespace."""
+    # as for the clients above, but above the ports the Linux host's nginx
+    # listens on later (a connection of ours on 8180 kept it from binding)
+    for kv in ("net.ipv4.tcp_tw_reuse=1", "net.ipv4.ip_local_port_range=10000 65535",
+               "net.ipv4.tcp_max_tw_buckets=4000000"):
+        sh("sysctl", "-qw", kv, ns=lns)
+    srv = start_server(["ip", "netns", "exec", d.netns, RPC_ECHO, "server", str(OUT_PORT)])
+    out = {}
+    try:
+        for slots in slots_list:
+            for _ in range(2):
+                for stack in ("linux", "tas"):
+                    args = ["64", str(slots), "0.2", str(seconds / 2)]
+                    if stack == "tas":
+                        cmd = [sys.executable, "-m", "tas.run", "--instance", d.instance, "--",
+                               CONN_CLIENT, "10.0.0.1", str(OUT_PORT), *args]
+                    else:
+                        cmd = ["ip", "netns", "exec", lns, CONN_CLIENT, "10.0.2.1", str(OUT_PORT),
+                               *args]
+                    r = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True,
+                                                  timeout=seconds + 60).stdout)
+                    if r["conns_per_s"] > out.get((slots, stack), {}).get("conns_per_s", -1):
+                        out[(slots, stack)] = r
+    finally:
+        srv.kill()
+        srv.communicate()
+    return out
+
+
 def client_name(client):
     kind, n = client
     return {"py": f"python x{n}", "c": f"C, {n} in flight",
@@ -161,7 +199,11 @@ def wrk(ns, ip, seconds, close):
     cmd = ["wrk", "-t1", "-c8", f"-d{max(1, int(seconds))}s"]
     if close:
         cmd += ["-H", "Connection: close"]
-    out = sh(*cmd, f"http://{ip}:{NGINX_PORT}/index.html", ns=ns, timeout=seconds + 60).stdout
+    r = subprocess.run(["ip", "netns", "exec", ns, *cmd, f"http://{ip}:{NGINX_PORT}/index.html"],
+                       capture_output=True, text=True, timeout=seconds + 60)
+    out = r.stdout
+    if r.returncode != 0:
+        raise RuntimeError(f"wrk failed: {r.stdout} {r.stderr}")
     rate = re.search(r"Requests/sec:\s+([\d.]+)", out)
     if rate is None or "Non-2xx" in out:
         raise RuntimeError(f"wrk failed: {out}")
@@ -240,6 +282,8 @@ def main():
                     help="connections in flight of the C client, one row each (\"\" for none)")
     ap.add_argument("--rst-slots", default="16",
                     help="the same for C clients closing with a RST (\"\" for none)")
+    ap.add_argument("--out-slots", default="1,16",
+                    help="connections in flight of the outgoing rows (\"\" for none)")
     ap.add_argument("--sources", type=int, default=8,
                     help="client source addresses of the C client (1: the namespace's own)")
     ap.add_argument("--no-nginx", action="store_true", help="skip the nginx/wrk part")
@@ -295,6 +339,8 @@ def main():
                         results[(client, stack)] = r        # best of two, interleaved
             syn = {k: v - syn0.get(k, 0) for k, v in syn_counters(d).items()
                    if v - syn0.get(k, 0)}
+            out_slots = [int(n) for n in args.out_slots.split(",") if n]
+            outgoing = outgoing_runs(d, lns, args.seconds, out_slots) if out_slots else {}
             for p in servers:
                 p.kill()
                 p.communicate()
@@ -318,11 +364,22 @@ def main():
                          f"{r['first_p50_us']:.0f}", f"{r['first_p99_us']:.0f}",
                          f"{r['whole_p99_us']:.0f}", r["retrans_segs"],
                          f"{ratios[client_name(client)]:.2f}" if stack == "tas" else ""])
-    print_table(["client", "stack", "conns/s", "first reply p50 us", "first reply p99 us",
-                 "conn+req+close p99 us", "client retrans", "tas/linux"], rows)
+    if rows:
+        print_table(["client", "stack", "conns/s", "first reply p50 us", "first reply p99 us",
+                     "conn+req+close p99 us", "client retrans", "tas/linux"], rows)
     syn = locals().get("syn") or {}
     print("SYNs (rpc_echo runs): " + ", ".join(f"{k} {v}" for k, v in sorted(syn.items())
                                                if k.startswith("syn_f")))
+    outgoing = locals().get("outgoing") or {}
+    if outgoing:
+        print()
+        print_table(["outgoing: the stack connects", "linux conns/s", "tas conns/s", "tas/linux",
+                     "first reply p99 us linux", "tas"],
+                    [[f"C, {n} in flight", f"{outgoing[(n, 'linux')]['conns_per_s']:.0f}",
+                      f"{outgoing[(n, 'tas')]['conns_per_s']:.0f}",
+                      f"{outgoing[(n, 'tas')]['conns_per_s'] / outgoing[(n, 'linux')]['conns_per_s']:.2f}",
+                      f"{outgoing[(n, 'linux')]['first_p99_us']:.0f}",
+                      f"{outgoing[(n, 'tas')]['first_p99_us']:.0f}"] for n in sorted({k[0] for k in outgoing})])
     if nginx:
         print()
         print_table(["nginx (2 workers), wrk -c8", "linux req/s", "tas req/s", "tas/linux"],
@@ -337,6 +394,7 @@ def main():
                                  "results": {f"{client_name(c)}/{s}": r
                                              for (c, s), r in results.items()},
                                  "ratios": ratios,
+                                 "outgoing": {f"C {n}/{s}": r for (n, s), r in outgoing.items()},
                                  "nginx": {f"{s}/{m}": v for (s, m), v in nginx.items()}})
 
 
