@@ -73,10 +73,13 @@ class ForkedConns:
         self.held = {}          # pidfd -> conn whose close waits for that child
         self.next_check = 0.0
 
-    def _find(self, conns, flow_id):
-        """The connection of flow_id among conns, with its state brought up
-        to date (the fast path finishes handshakes without telling us)."""
+    def _find(self, flow_id, app=None):
+        """The connection of flow_id (among app's, if given), with its state
+        brought up to date (the fast path finishes handshakes without
+        telling us).  The sweep's connections are taken first: the one
+        named may still be there."""
         self.tcp.sync_fast()
+        conns = app.conns if app is not None else self.tcp.conns.values()
         conn = next((c for c in conns if c.flow_id == flow_id), None)
         if conn is not None and self.tcp.quietly_established(conn):
             self.tcp.establish(conn, None)
@@ -84,7 +87,7 @@ class ForkedConns:
 
     def claim(self, app, ctx, flow_id):
         """(status, conn): conn now app's, or -errno."""
-        conn = self._find(list(self.tcp.conns.values()), flow_id)
+        conn = self._find(flow_id)
         if conn is None or conn.app is app or conn.app_closed or conn.state != ESTABLISHED:
             self.stats.add("tcp_claims_refused")
             return -errno.ENOTCONN, None
@@ -110,7 +113,7 @@ class ForkedConns:
     def close(self, app, flow_id, pids):
         """The owner closed a connection its children may hold: the FIN
         waits until they are gone.  -EBADF if app has no such connection."""
-        conn = self._find(app.conns, flow_id)
+        conn = self._find(flow_id, app)
         if conn is None:
             return -errno.EBADF
         if conn.state != ESTABLISHED:

@@ -84,6 +84,7 @@ class SlowPath:
         # Signal wake-up bytes: drain them, or epoll reports them forever.
         # Stopping itself is should_stop's business.
         sp_fd = self.lib.tas_fp_sp_fd(self.fp.handle)
+        admin_fd = self.admin.fileno()
         self.watch(stop_fd, self._drain_fd)
         self.watch(sp_fd, lambda _fd: self.drain())
         next_tick = time.monotonic()
@@ -91,9 +92,12 @@ class SlowPath:
             timeout = max(0.0, next_tick - time.monotonic())
             self._sync_write_interest()
             events_ready = self.poller.poll(timeout)
-            if any(fd != sp_fd and fd != stop_fd for fd, _ in events_ready):
-                # a request may name a connection the fast path opened: take
-                # them all (the fast path's own wake-ups only sweep, drain())
+            if any(fd == admin_fd for fd, _ in events_ready):
+                # tasctl lists and names any connection: take all those the
+                # fast path opened first.  An app's request that names one
+                # takes it itself (TcpManager.close, fork_conns._find); taking
+                # them all at every request (a proxy's connect() to its
+                # upstream) left none for the sweep to close in C.
                 self._guarded(lambda _: self.tcp.sync_fast(), None)
             for fd, events in events_ready:
                 if events & select.EPOLLOUT:

@@ -1185,6 +1185,10 @@ class TcpManager:
         FIN after the data queued, or a RST if received data was never read.
         False if it was reset (and forgotten)."""
         self._app_closed_quietly(conn, f)
+        if f.flags & self._quiet_reset == self._quiet_reset:
+            conn.app_closed = True          # reset by the peer already: no FIN, no RST
+            self._on_reset(conn)
+            return False
         if not conn.app_closed:
             conn.app_closed = True
             conn.peer_closed_first = bool(f.flags & self.lib.TAS_FLF_RXFIN)
@@ -1331,6 +1335,9 @@ class TcpManager:
 
     def _tick_established(self, conn, now):
         f = self.lib.tas_fp_flow(self.fp.handle, conn.flow_id)
+        if f.flags & self._quiet_reset == self._quiet_reset:
+            self._tick_reset(conn, f)
+            return
         # A flow closing (or otherwise busy) now is not parked after this
         # visit: no snapshot for it (most visits under connection churn).
         may_park = self._may_park(conn, f.flags)
@@ -1344,6 +1351,19 @@ class TcpManager:
         self._refresh_timestamps(conn, f, now)
         self._check_close(conn, f, now)
         if may_park and conn.state == ESTABLISHED and self._idle(conn, f):
+            self._park(conn)
+
+    def _tick_reset(self, conn, f):
+        """The peer's exact RST on a quiet flow, taken by the fast path, which
+        told the app (a quiet flow's RST does not come our way).  libtas
+        closes such a connection quietly, with a flag on the flow: the flow
+        stays installed (and parked: nothing to time) until that flag
+        comes, then goes, without a message either way."""
+        self.lib.tas_fp_flow_snap(self.fp.handle, conn.flow_id)   # a change from now wakes it
+        self._app_closed_quietly(conn, f)
+        if conn.app_closed:
+            self._on_reset(conn)
+        elif not conn.parked:
             self._park(conn)
 
     # ---- idle connections: parked until something changes -------------------
@@ -1511,9 +1531,8 @@ class TcpManager:
     def _check_close(self, conn, f, now):
         self._app_closed_quietly(conn, f)
         if f.flags & self._quiet_reset == self._quiet_reset:
-            # The peer's exact RST, taken by the fast path (a quiet flow's
-            # RST does not come our way; its app heard of it there).
-            self._on_reset(conn)
+            if conn.app_closed:     # (_tick_reset)
+                self._on_reset(conn)
             return
         if self._close_discards(conn, f):
             return

@@ -179,21 +179,32 @@ def test_server_closing_first_leaves_time_wait_pairs(make_daemon, procs, tmp_pat
     assert 0 <= grew("tcp_closed_swept") <= n + 1
 
 
+def served(d, procs, tmp_path, port, n, srv_mode, cli_mode, parallel, base):
+    """The SERVER in srv_mode serves one CLIENT run in cli_mode (`parallel`
+    at a time from ports base..); once it has served every connection and
+    the daemon holds nothing of them: (counter deltas, the server's lines
+    before "served", the server, the file that lets it exit)."""
+    done = tmp_path / "done"
+    before = counters(d)
+    srv = tas_run(procs, d, sys.executable, "-c", SERVER, str(port), srv_mode, str(n), str(done))
+    assert srv.stdout.readline().strip() == "listening"
+    run_client(d, port, n, parallel, base, cli_mode, srv)
+    said = []
+    while (line := srv.stdout.readline().strip()) != "served":
+        assert line, "the server exited before it served every connection"
+        said.append(line)
+    nothing_left(d, port)
+    return delta(d, before), said, srv, done
+
+
 def test_small_pool_mixes_fast_and_slow_handshakes(make_daemon, procs, tmp_path):
     """A two-connection pool and eight clients at a time: SYNs that find
     the pool empty take the slow path while the others finish in the fast
     path, and such connections are accepted in another order than they
     were made.  Every request is answered and nothing is left over."""
     d = make_daemon(extra="\n[tcp]\nsyn_pool = 2\n").start()
-    port, n = 7443, 48
-    done = tmp_path / "done"
-    before = counters(d)
-    srv = tas_run(procs, d, sys.executable, "-c", SERVER, str(port), "first", str(n), str(done))
-    assert srv.stdout.readline().strip() == "listening"
-    run_client(d, port, n, 8, 46000, "first", srv)
-    assert srv.stdout.readline().strip() == "served"
-    nothing_left(d, port)
-    grew = delta(d, before)
+    n = 48
+    grew, _, srv, done = served(d, procs, tmp_path, 7443, n, "first", "first", 8, 46000)
     assert grew("tcp_passive_opens") == n == grew("tcp_closed")
     done.touch()
     finish(srv, "server")
@@ -231,27 +242,39 @@ def stats_syn(d):
     return stats.read("tassyn", d.instance)
 
 
+def holding(d, procs, tmp_path, port, n, srv_mode, cli_mode, base):
+    """The SERVER in srv_mode and a CLIENT in a "hold" mode with all n
+    connections up and waiting: (server, client, the server's exit file)."""
+    done = tmp_path / "done"
+    srv = tas_run(procs, d, sys.executable, "-c", SERVER, str(port), srv_mode, str(n), str(done))
+    assert srv.stdout.readline().strip() == "listening"
+    cli = subprocess.Popen(["ip", "netns", "exec", d.netns, sys.executable, "-c", CLIENT,
+                            str(port), str(n), str(n), str(base), cli_mode], text=True,
+                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    procs.append(cli)
+    assert cli.stdout.readline().strip() == "up", cli.stderr.read()
+    return srv, cli, done
+
+
+def let_go(cli):
+    """The holding client closes its connections and checks the replies."""
+    cli.stdin.write("\n")
+    cli.stdin.flush()
+    assert cli.stdout.readline().strip() == "0"
+    finish(cli, "client")
+
+
 def test_open_connections_are_listed_at_once(tas_daemon, procs, tmp_path):
     """Connections still open wait in the sweep's list until a tick has
     seen them; a request (`tasctl flows`) makes the slow path take them
     all first, so they are listed as they are."""
     d, port, n = tas_daemon, 7442, 6
-    done = tmp_path / "done"
-    srv = tas_run(procs, d, sys.executable, "-c", SERVER, str(port), "hold", str(n), str(done))
-    assert srv.stdout.readline().strip() == "listening"
-    cli = subprocess.Popen(["ip", "netns", "exec", d.netns, sys.executable, "-c", CLIENT,
-                            str(port), str(n), str(n), "45000", "hold"], text=True,
-                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    procs.append(cli)
-    assert cli.stdout.readline().strip() == "up", cli.stderr.read()
+    srv, cli, done = holding(d, procs, tmp_path, port, n, "hold", "hold", 45000)
     rows = on_port(d, port)
     assert sorted((r["peer_port"], r["state"]) for r in rows) == [
         (45000 + i, "ESTABLISHED") for i in range(n)]
     assert counters(d)["tcp_conns"] == n
-    cli.stdin.write("\n")
-    cli.stdin.flush()
-    assert cli.stdout.readline().strip() == "0"
-    finish(cli, "client")
+    let_go(cli)
     done.touch()
     finish(srv, "server")
     wait_until(lambda: counters(d)["tcp_conns"] == 0 == counters(d)["tcp_flows_active"],
@@ -269,15 +292,8 @@ def test_peer_resets_are_taken_in_the_fast_path(make_daemon, procs, tmp_path):
     connections a second, its p99 from 0.7 to 12 ms."""
     d = make_daemon().start()
     port, n = 7444, 64
-    done = tmp_path / "done"
-    before = counters(d)
-    srv = tas_run(procs, d, sys.executable, "-c", SERVER, str(port), "reset", str(n), str(done))
-    assert srv.stdout.readline().strip() == "listening"
-    run_client(d, port, n, 4, 47000, "rst", srv)
-    assert srv.stdout.readline().strip() == f"resets {n}"
-    assert srv.stdout.readline().strip() == "served"
-    nothing_left(d, port)
-    grew = delta(d, before)
+    grew, said, srv, done = served(d, procs, tmp_path, port, n, "reset", "rst", 4, 47000)
+    assert said == [f"resets {n}"]
     assert grew("tcp_rst_received") == n
     assert grew("exc_tcp_flow") == 0          # none went to the slow path
     assert grew("tcp_closed") == 0 and grew("tcp_rst_sent") == 0
@@ -292,14 +308,7 @@ def test_a_reset_after_our_fin_leaves_no_time_wait(make_daemon, procs, tmp_path)
     TIME_WAIT pair stays, whether the sweep or Python closes it."""
     d = make_daemon(extra="\n[tcp]\ntime_wait_ms = 120000\n").start()
     port, n = 7445, 32
-    done = tmp_path / "done"
-    before = counters(d)
-    srv = tas_run(procs, d, sys.executable, "-c", SERVER, str(port), "first", str(n), str(done))
-    assert srv.stdout.readline().strip() == "listening"
-    run_client(d, port, n, 4, 48000, "first-rst", srv)
-    assert srv.stdout.readline().strip() == "served"
-    nothing_left(d, port)
-    grew = delta(d, before)
+    grew, _, srv, done = served(d, procs, tmp_path, port, n, "first", "first-rst", 4, 48000)
     assert grew("tcp_rst_received") == n
     assert grew("tcp_closed") == 0 and grew("tcp_time_wait_reused") == 0
     assert on_port(d, port, "--time-wait") == []
@@ -313,21 +322,11 @@ def test_a_reset_of_a_connection_the_slow_path_holds(make_daemon, procs, tmp_pat
     flows reset by the fast path and tells the app, as the RST frame did."""
     d = make_daemon().start()
     port, n = 7446, 6
-    done = tmp_path / "done"
     before = counters(d)
-    srv = tas_run(procs, d, sys.executable, "-c", SERVER, str(port), "reset", str(n), str(done))
-    assert srv.stdout.readline().strip() == "listening"
-    cli = subprocess.Popen(["ip", "netns", "exec", d.netns, sys.executable, "-c", CLIENT,
-                            str(port), str(n), str(n), "49000", "hold-rst"], text=True,
-                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    procs.append(cli)
-    assert cli.stdout.readline().strip() == "up", cli.stderr.read()
+    srv, cli, done = holding(d, procs, tmp_path, port, n, "reset", "hold-rst", 49000)
     assert len(on_port(d, port)) == n             # the slow path's now
     assert stats_syn(d)["syn_synced"] >= n
-    cli.stdin.write("\n")
-    cli.stdin.flush()
-    assert cli.stdout.readline().strip() == "0"
-    finish(cli, "client")
+    let_go(cli)
     assert srv.stdout.readline().strip() == f"resets {n}"
     assert srv.stdout.readline().strip() == "served"
     nothing_left(d, port)
