@@ -286,6 +286,14 @@ class TcpManager:
                 return
         if (conn is not None and conn.state == ESTABLISHED and
                 reason != self.lib.TAS_EXC_TCP_FLOW):
+            if self.lib.tas_fp_flow(self.fp.handle, conn.flow_id).flags & self.lib.TAS_FLF_RESET:
+                # The peer reset it (_tick_reset waits for the app's close):
+                # answered as for a connection that is gone, never sent
+                # back to the fast path, which passes it up again.
+                self.stats.add("tcp_segs_after_reset")
+                if not tcp.flags & RST:
+                    self._send_rst_for(ip, eth.src, tcp)
+                return
             # Not taken by the fast path although the flow is installed: it
             # carries IP options, or it raced the flow's installation.
             self._reinject(eth, ip, ip.payload)

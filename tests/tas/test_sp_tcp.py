@@ -19,7 +19,7 @@ from tas.slowpath.arp import ArpTable
 from tas.slowpath.quota import UidQuota
 from synfast_standin import ListenerTable
 from tas.slowpath.packets import ARP_REPLY, ETH_P_ARP, Arp, Eth, IPv4, ip_bytes, mac_bytes
-from tas.slowpath.tcp import SYN_RCVD, TcpManager
+from tas.slowpath.tcp import ESTABLISHED, SYN_RCVD, TcpManager
 from tas.slowpath.tcp_packets import ACK, CWR, ECE, FIN, RST, SYN, Tcp, TcpOptions, frame
 
 pytestmark = pytest.mark.fast
@@ -253,3 +253,21 @@ def test_connect_to_an_unresolved_peer_sends_its_syn_when_arp_answers(tcp):
     reply = Arp(ARP_REPLY, PEER_MAC, PEER_IP, tcp.my_mac, tcp.my_ip)
     tcp.arp.handle(PEER_MAC, reply.pack())
     assert len(syns_to(tcp, 8281)) == 1
+
+
+def test_a_segment_for_a_flow_the_peer_reset_is_answered_not_reinjected(tcp):
+    """A quiet flow the fast path marked reset stays installed until its
+    app closes it; a segment for it (reordered behind the peer's RST) comes
+    up from the fast path, which passes it up again if it is sent back: it
+    gets a RST, as from a Linux that has no socket for it."""
+    tcp.listen(app(), 0, 80, 16)
+    deliver(tcp, Tcp(40000, 80, 1, 0, SYN, 8192))
+    replies(tcp)
+    conn = tcp.conns[(PEER_IP, 80, 40000)]
+    conn.state = ESTABLISHED
+    f = tcp.fp.tas_fp_flow(None, conn.flow_id)
+    f.flags = _tasfp.lib.TAS_FLF_QUIET | _tasfp.lib.TAS_FLF_RESET | _tasfp.lib.TAS_FLF_ACTIVE
+    deliver(tcp, Tcp(40000, 80, 2, conn.iss + 1, ACK, 8192))
+    (r,) = replies(tcp)
+    assert r.flags & RST
+    assert tcp.fp.injected == [] and counter(tcp, "tcp_segs_after_reset") == 1

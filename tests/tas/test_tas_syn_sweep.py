@@ -296,7 +296,9 @@ def test_peer_resets_are_taken_in_the_fast_path(make_daemon, procs, tmp_path):
     assert said == [f"resets {n}"]
     assert grew("tcp_rst_received") == n
     assert grew("exc_tcp_flow") == 0          # none went to the slow path
-    assert grew("tcp_closed") == 0 and grew("tcp_rst_sent") == 0
+    # (no tcp_rst_sent == 0: a client's ACK the veth reordered behind its RST
+    # finds no connection and gets one, as from Linux)
+    assert grew("tcp_closed") == 0
     assert on_port(d, port, "--time-wait") == []
     done.touch()
     finish(srv, "server")
