@@ -38,8 +38,11 @@
  * the app never accepted is reset when its process goes;
  * 12: a forked child takes over an inherited connection (TAS_CTL_CLAIM), and
  * a parent's close of a connection its children may hold waits for them
- * (TAS_CTL_FL_FORKED) */
-#define TAS_SHM_VERSION 12
+ * (TAS_CTL_FL_FORKED);
+ * 13: the fast path tells the app of the peer's reset of a quiet connection
+ * (TAS_ARX_FL_RESET) instead of the daemon's CONN_CLOSED: an app that
+ * ignored the flag would wait on that connection for ever */
+#define TAS_SHM_VERSION 13
 #define TAS_MAX_CTX 16
 #define TAS_CTXQ_ENTRIES 4096    /* a power of two; never read from shared memory */
 

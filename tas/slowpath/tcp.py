@@ -287,7 +287,7 @@ class TcpManager:
         if (conn is not None and conn.state == ESTABLISHED and
                 reason != self.lib.TAS_EXC_TCP_FLOW):
             if self.lib.tas_fp_flow(self.fp.handle, conn.flow_id).flags & self.lib.TAS_FLF_RESET:
-                # The peer reset it (_tick_reset waits for the app's close):
+                # The peer reset it (_reset_quietly: kept for the app's close):
                 # answered as for a connection that is gone, never sent
                 # back to the fast path, which passes it up again.
                 self.stats.add("tcp_segs_after_reset")
@@ -1193,7 +1193,7 @@ class TcpManager:
         FIN after the data queued, or a RST if received data was never read.
         False if it was reset (and forgotten)."""
         self._app_closed_quietly(conn, f)
-        if f.flags & self._quiet_reset == self._quiet_reset:
+        if self._reset_quietly(f):
             conn.app_closed = True          # reset by the peer already: no FIN, no RST
             self._on_reset(conn)
             return False
@@ -1343,8 +1343,8 @@ class TcpManager:
 
     def _tick_established(self, conn, now):
         f = self.lib.tas_fp_flow(self.fp.handle, conn.flow_id)
-        if f.flags & self._quiet_reset == self._quiet_reset:
-            self._tick_reset(conn, f)
+        if self._reset_quietly(f):
+            self._tick_reset(conn, f, now)
             return
         # A flow closing (or otherwise busy) now is not parked after this
         # visit: no snapshot for it (most visits under connection churn).
@@ -1361,17 +1361,19 @@ class TcpManager:
         if may_park and conn.state == ESTABLISHED and self._idle(conn, f):
             self._park(conn)
 
-    def _tick_reset(self, conn, f):
+    def _reset_quietly(self, f):
         """The peer's exact RST on a quiet flow, taken by the fast path, which
         told the app (a quiet flow's RST does not come our way).  libtas
         closes such a connection quietly, with a flag on the flow: the flow
-        stays installed (and parked: nothing to time) until that flag
-        comes, then goes, without a message either way."""
+        stays installed until that flag comes, then goes (_check_close),
+        without a message either way."""
+        return f.flags & self._quiet_reset == self._quiet_reset
+
+    def _tick_reset(self, conn, f, now):
+        """Parked until the app's close: nothing to time meanwhile."""
         self.lib.tas_fp_flow_snap(self.fp.handle, conn.flow_id)   # a change from now wakes it
-        self._app_closed_quietly(conn, f)
-        if conn.app_closed:
-            self._on_reset(conn)
-        elif not conn.parked:
+        self._check_close(conn, f, now)
+        if conn.state == ESTABLISHED and not conn.parked:
             self._park(conn)
 
     # ---- idle connections: parked until something changes -------------------
@@ -1538,8 +1540,8 @@ class TcpManager:
 
     def _check_close(self, conn, f, now):
         self._app_closed_quietly(conn, f)
-        if f.flags & self._quiet_reset == self._quiet_reset:
-            if conn.app_closed:     # (_tick_reset)
+        if self._reset_quietly(f):
+            if conn.app_closed:
                 self._on_reset(conn)
             return
         if self._close_discards(conn, f):
