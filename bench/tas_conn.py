@@ -302,9 +302,12 @@ def main():
     from pathlib import Path
     results, servers = {}, []
     with tempfile.TemporaryDirectory() as tmp:
-        extra = "[cc]\nalgorithm = \"none\"\n"
+        # The outgoing rows' Linux client gets a wide port range and
+        # tcp_tw_reuse (outgoing_runs): the daemon the same.
+        extra = ("[cc]\nalgorithm = \"none\"\n[tcp]\nephemeral_ports = \"10000-65535\"\n"
+                 "time_wait_reuse = true\n")
         if args.syn_pool is not None:
-            extra += f"[tcp]\nsyn_pool = {args.syn_pool}\n"
+            extra += f"syn_pool = {args.syn_pool}\n"
         d = Daemon(Path(tmp), device=args.device, extra=extra).start()
         lns = None
         try:
@@ -340,7 +343,10 @@ def main():
             syn = {k: v - syn0.get(k, 0) for k, v in syn_counters(d).items()
                    if v - syn0.get(k, 0)}
             out_slots = [int(n) for n in args.out_slots.split(",") if n]
+            conn0 = syn_counters(d)
             outgoing = outgoing_runs(d, lns, args.seconds, out_slots) if out_slots else {}
+            conn = {k: v - conn0.get(k, 0) for k, v in syn_counters(d).items()
+                    if k.startswith("conn_") and v - conn0.get(k, 0)}
             for p in servers:
                 p.kill()
                 p.communicate()
@@ -380,6 +386,8 @@ def main():
                       f"{outgoing[(n, 'tas')]['conns_per_s'] / outgoing[(n, 'linux')]['conns_per_s']:.2f}",
                       f"{outgoing[(n, 'linux')]['first_p99_us']:.0f}",
                       f"{outgoing[(n, 'tas')]['first_p99_us']:.0f}"] for n in sorted({k[0] for k in outgoing})])
+        conn = locals().get("conn") or {}
+        print("connects (tas rows): " + ", ".join(f"{k} {v}" for k, v in sorted(conn.items())))
     if nginx:
         print()
         print_table(["nginx (2 workers), wrk -c8", "linux req/s", "tas req/s", "tas/linux"],
@@ -390,6 +398,7 @@ def main():
                                  "slots": args.slots, "rst_slots": args.rst_slots,
                                  "sources": args.sources, "device": d.device,
                                  "syn_pool": args.syn_pool, "syn": syn,
+                                 "connects": locals().get("conn") or {},
                                  "server": "bench/rpc_echo.c",
                                  "results": {f"{client_name(c)}/{s}": r
                                              for (c, s), r in results.items()},

@@ -64,6 +64,19 @@ def _choice(*options):
     return parse
 
 
+def _port_range(v):
+    m = re.fullmatch(r"(\d+)-(\d+)", str(v))
+    if m is None or not 1024 <= int(m[1]) <= int(m[2]) <= 65535:
+        raise ValueError
+    return f"{int(m[1])}-{int(m[2])}"
+
+
+def port_range(v):
+    """tcp.ephemeral_ports as a range."""
+    lo, hi = v.split("-")
+    return range(int(lo), int(hi) + 1)
+
+
 def _str(pattern=r".+"):
     def parse(v):
         if not isinstance(v, str) or not re.fullmatch(pattern, v):
@@ -264,6 +277,12 @@ SCHEMA = {
         "rto_intervals": Field(2, _int_range(1, 100),
                                "control intervals without progress before a timeout"),
         "time_wait_ms": Field(2000, _int_range(0, 240000), "milliseconds (0..240000)"),
+        "ephemeral_ports": Field("32768-60999", _port_range,
+                                 "local ports of connects, 'LO-HI' (1024..65535, as Linux's "
+                                 "ip_local_port_range)"),
+        "time_wait_reuse": Field(False, _bool,
+                                 "true or false: a connect may take a port pair in TIME_WAIT "
+                                 "for a second or more (Linux tcp_tw_reuse=1)"),
         "ts_refresh_s": Field(600, _int_range(1, 1800),
                               "seconds (1..1800): an idle flow sends an ACK this often so "
                               "its microsecond timestamps never look wrapped to the peer"),

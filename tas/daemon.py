@@ -155,6 +155,7 @@ class Daemon:
         self.fp.create()
         self.fp.lib.tas_fp_cycle_stats(self.fp.handle, self.cycles.page)
         self.fp.lib.tas_fp_syn_stats(self.fp.handle, self.syn_stats.page)
+        self.fp.lib.tas_fp_conn_stats(self.fp.handle, self.syn_stats.page)
         self.fp.syn_stats = self.syn_stats
         self.fp.start()
         peer.setup_after_port(cfg)

@@ -43,6 +43,14 @@ int tas_app_request(struct tas_app *a, struct tas_ctl_msg *msg);
  * set, and the reply carrying it arrives later through tas_app_event.
  * 0 or -errno. */
 int tas_app_send(struct tas_app *a, struct tas_ctl_msg *msg);
+/* connect() through the fast path (TAS_ATX_CONNECT on context 0): *req_id
+ * is set, and the outcome arrives as a TAS_ARX_OPENED entry carrying it or,
+ * if the fast path leaves it to the slow path, as a CONN_OPENED event
+ * (tas_app_event).  0 or -errno. */
+int tas_app_connect(struct tas_app *a, uint32_t remote_ip, uint16_t remote_port,
+                    uint32_t *req_id);
+/* The buffer sizes of every flow (a TAS_ARX_OPENED's). */
+void tas_app_flow_sizes(const struct tas_app *a, uint32_t *rx_size, uint32_t *tx_size);
 /* Next control event (NEWCONN, CONN_CLOSED, or the reply to a request sent
  * with tas_app_send): 1 if one was returned. */
 int tas_app_event(struct tas_app *a, struct tas_ctl_msg *out);

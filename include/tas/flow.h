@@ -44,6 +44,13 @@
                                            connection (Linux: RST on close with unread
                                            data, and on data to a closed socket) */
 #define TAS_FLF_APP_ACCEPTED 16777216   /* (bit 24) TAS_ATX_FL_ACCEPTED came */
+#define TAS_FLF_SYNSENT 33554432        /* (bit 25) our SYN went (a connect the fast path
+                                           opened, include/tas/synfast.h): the SYN-ACK
+                                           completes it here; all else goes to the slow
+                                           path */
+#define TAS_FLF_UNTOLD 67108864         /* (bit 26) ... completed, but the app's queue had
+                                           no room for TAS_ARX_OPENED: the slow path
+                                           tells it (CONN_OPENED) */
 
 struct tas_flow {
     /* identity: written by the slow path at install, then read-only */

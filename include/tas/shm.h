@@ -41,8 +41,11 @@
  * (TAS_CTL_FL_FORKED);
  * 13: the fast path tells the app of the peer's reset of a quiet connection
  * (TAS_ARX_FL_RESET) instead of the daemon's CONN_CLOSED: an app that
- * ignored the flag would wait on that connection for ever */
-#define TAS_SHM_VERSION 13
+ * ignored the flag would wait on that connection for ever;
+ * 14: connect goes to the fast path first (TAS_ATX_CONNECT), which answers
+ * with TAS_ARX_OPENED or TAS_ARX_CONNECT_SLOW; the REGISTER reply carries
+ * the flow buffer sizes */
+#define TAS_SHM_VERSION 14
 #define TAS_MAX_CTX 16
 #define TAS_CTXQ_ENTRIES 4096    /* a power of two; never read from shared memory */
 
@@ -121,6 +124,17 @@ struct tas_ctx_shm {
                                     by the fast path): what was received can still be
                                     read, then ECONNRESET; close it quietly */
 
+/* A connect the fast path completed (TAS_ATX_CONNECT): what a CONN_OPENED
+ * says.  flow_id; opaque = remote_ip << 32 | remote_port << 16 |
+ * local_port; rx_bump = the request's req_id; rx_pos = rx_off; tx_bump =
+ * tx_off (the sizes come with the REGISTER reply).  Ahead of every other
+ * entry of the flow. */
+#define TAS_ARX_OPENED 3
+/* A connect the fast path does not open (TAS_ATX_CONNECT): rx_bump = its
+ * req_id, flags = why (enum tas_conn_fallback, include/tas/synfast.h).
+ * The app asks the slow path instead (TAS_CTL_CONNECT, a new req_id). */
+#define TAS_ARX_CONNECT_SLOW 4
+
 struct tas_arx {                 /* 32 bytes */
     uint16_t type;
     uint16_t flags;
@@ -141,6 +155,12 @@ struct tas_arx {                 /* 32 bytes */
                                     process goes, the connection ends like an accepted
                                     socket's (FIN), not like one in Linux's accept queue
                                     (RST) */
+
+/* connect(): flow_id = req_id (the app's, from the counter its control
+ * messages use), rx_bump = remote IPv4 address, tx_bump = remote port
+ * (host byte order).  The fast path answers in the context's RX queue
+ * (TAS_ARX_OPENED or TAS_ARX_CONNECT_SLOW). */
+#define TAS_ATX_CONNECT 2
 
 struct tas_atx {                 /* 16 bytes */
     uint16_t type;
@@ -207,7 +227,8 @@ struct tas_atx {                 /* 16 bytes */
  * opaque = segment bytes; rx_off = context 0's descriptor offset in the
  * segment; tx_off = the segment's offset in its fd in pages (0 for a memfd);
  * flags = TAS_REG_FL_NVM when the fd is a Strata pool (the app may then
- * register the mapping with libstrata's strata_nvm_map). */
+ * register the mapping with libstrata's strata_nvm_map); rx_size, tx_size =
+ * every flow's buffer sizes (a TAS_ARX_OPENED's). */
 #define TAS_REG_FL_NVM 1
 #define TAS_REG_OFF_SHIFT 12
 

@@ -45,14 +45,42 @@ enum tas_syn_fallback {
     TAS_SYN_FB_N = 8
 };
 
-/* What a SYN-ACK offers and a flow gets, from the daemon's configuration. */
+/* Why a connect (TAS_ATX_CONNECT) went to the slow path after all. */
+enum tas_conn_fallback {
+    TAS_CONN_FB_NO_CONNECTOR = 0, /* the app has none (yet: its first connect goes
+                                     the slow way, which provisions one) */
+    TAS_CONN_FB_POOL_EMPTY = 1,   /* no buffers provisioned */
+    TAS_CONN_FB_NO_MAC = 2,       /* the peer's MAC is not in the neighbour table */
+    TAS_CONN_FB_NO_PORT = 3,      /* no free 4-tuple in a few tries */
+    TAS_CONN_FB_FLOW_TABLE = 4,   /* no free flow slot */
+    TAS_CONN_FB_ADDR = 5,         /* our own address, address or port 0 */
+    TAS_CONN_FB_N = 6
+};
+
+/* A connect the fast path leaves to the slow path (it answers the app with
+ * a CONN_OPENED, as for a TAS_CTL_CONNECT): from a ring, tas_fp_conn_slow. */
+struct tas_conn_slow {
+    uint32_t app_id;
+    uint16_t ctx;                 /* the fast-path context it came from */
+    uint16_t why;                 /* enum tas_conn_fallback */
+    uint32_t req_id;
+    uint32_t peer_ip;             /* host byte order */
+    uint16_t peer_port;
+    uint16_t pad;
+};
+
+/* What a SYN or SYN-ACK offers and a flow gets, from the daemon's
+ * configuration. */
 struct tas_syn_conf {
     uint16_t mss;                 /* advertised (tcp.mss) */
-    uint16_t syn_window;          /* the SYN-ACK's window: min(rx_buf, 65535) */
-    uint8_t rcv_wscale;           /* offered when the peer offers one */
+    uint16_t syn_window;          /* a SYN's or SYN-ACK's window: min(rx_buf, 65535) */
+    uint8_t rcv_wscale;           /* offered (to a SYN: when the peer offers one) */
     uint8_t ecn;                  /* tcp.ecn */
-    uint16_t pad;
+    uint8_t tw_reuse;             /* tcp.time_wait_reuse: a connect may take a pair
+                                     in TIME_WAIT for a second or more */
+    uint8_t pad;
     uint32_t rx_size, tx_size;    /* flow buffer sizes */
+    uint16_t port_lo, port_hi;    /* ephemeral ports of connects: lo..hi */
 };
 
 /* One provisioned flow's buffers (segment offsets and daemon mappings). */
@@ -64,8 +92,10 @@ struct tas_syn_buf {
 };
 
 #define TAS_SYN_OPENED_TW_REUSED 1   /* it took over a TIME_WAIT pair */
+#define TAS_SYN_OPENED_ACTIVE 2      /* our connect: listener_id is the app's
+                                        connector, the SYN went (irs: 0) */
 
-/* A connection the fast path opened, for the slow path (40 bytes). */
+/* A connection the fast path opened, for the slow path (44 bytes). */
 struct tas_syn_opened {
     uint32_t flow_id;
     uint32_t listener_id;
@@ -76,6 +106,7 @@ struct tas_syn_opened {
     uint16_t local_port, peer_port;
     uint8_t peer_mac[6];
     uint16_t flags;               /* TAS_SYN_OPENED_* */
+    uint32_t req_id;              /* TAS_SYN_OPENED_ACTIVE: the app's connect */
 };
 
 struct tas_fp;
@@ -107,6 +138,27 @@ uint32_t tas_fp_listener_pool_count(struct tas_fp *fp, int slot);
  * with the app's accept counter, what is waiting is opened - gone - accepted. */
 void tas_fp_listener_opened(struct tas_fp *fp, int slot);
 void tas_fp_listener_gone(struct tas_fp *fp, int slot);
+/* Connects in the fast path: an app's connector is a listener slot with no
+ * port, whose pool provisions the app's outgoing connections; every
+ * context of the app names it (slot -1: none, the app's connects go the
+ * slow way).  A connect takes a pool entry, a free ephemeral port (not a
+ * flow's, a TIME_WAIT pair's, a held one's or a listener's), installs the
+ * flow (TAS_FLF_SYNSENT, quiet) and sends the SYN; the SYN-ACK completes it
+ * in the fast path, which tells the app (TAS_ARX_OPENED).  The record
+ * (TAS_SYN_OPENED_ACTIVE) goes to the sweep like a passive one's: if the
+ * SYN-ACK is late, the slow path's timers take the connection (SYN
+ * retransmission, timeout).  Removing: tas_fp_listener_remove. */
+int tas_fp_connector_add(struct tas_fp *fp, uint32_t listener_id, uint32_t app_id);
+void tas_fp_ctx_connector(struct tas_fp *fp, uint16_t ctx, int slot);
+/* The connect counters (conn_fast, conn_fallback_<reason>, conn_untold) go
+ * on this page. */
+void tas_fp_conn_stats(struct tas_fp *fp, struct kb_stats_page *page);
+/* Up to max connects left to the slow path; how many. */
+unsigned tas_fp_conn_slow(struct tas_fp *fp, struct tas_conn_slow *out, unsigned max);
+/* The neighbour table connects take the peer's MAC from (the slow path's
+ * ARP cache writes it): set, or forget. */
+void tas_fp_neigh_set(struct tas_fp *fp, uint32_t ip, const uint8_t *mac);
+void tas_fp_neigh_del(struct tas_fp *fp, uint32_t ip);
 /* (The connections the fast path opened: the slow path's sweep collects
  * their records, include/tas/syn_sweep.h.) */
 /* 4-tuples whose SYNs the slow path must see (delta +1 / -1): counted in a

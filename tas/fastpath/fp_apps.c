@@ -30,6 +30,7 @@ int tas_fp_ctx_add(struct tas_fp *fp, uint32_t app_id, void *rxq, void *txq,
         x->tx_cons = 0;
         x->app_sleeping = app_sleeping;
         x->wake_sock = wake_sock;
+        x->connector = -1;
         x->queue = (uint16_t)(i % fp->conf.ncores);
         __atomic_store_n(&x->active, true, __ATOMIC_RELEASE);
         if (i + 1 > fp->ctx_hi)    /* cores scan contexts only up to here */
@@ -222,13 +223,16 @@ void tas_fp_flush_notifications(struct tas_fp *fp)
     }
 }
 
-static void app_command(struct fp_core *c, struct fp_ctx *x, const struct tas_atx *e)
+/* false: a connect the slow path cannot take now (leave it queued) */
+static bool app_command(struct fp_core *c, struct fp_ctx *x, const struct tas_atx *e)
 {
     struct tas_fp *fp = c->fp;
+    if (e->type == TAS_ATX_CONNECT)
+        return fp_tcp_connect(c, x, e);
     struct tas_flow *f = tas_fp_flow(fp, e->flow_id);
     if (e->type != TAS_ATX_CONNUPDATE || f == NULL) {
         kb_stats_add(fp->ctr.app_bad_cmd, 1);
-        return;
+        return true;
     }
     if (!(__atomic_load_n(&f->flags, __ATOMIC_ACQUIRE) & TAS_FLF_ACTIVE) &&
         f->app_id == x->app_id) {
@@ -236,7 +240,7 @@ static void app_command(struct fp_core *c, struct fp_ctx *x, const struct tas_at
          * saw it go: libtas still gives back the window of data that came
          * for it meanwhile.  Harmless, not a bad command. */
         kb_stats_add(fp->ctr.app_cmd_flow_gone, 1);
-        return;
+        return true;
     }
     fp_lock(f);
     if (!(f->flags & TAS_FLF_ACTIVE) || f->app_id != x->app_id ||
@@ -244,7 +248,7 @@ static void app_command(struct fp_core *c, struct fp_ctx *x, const struct tas_at
         (uint64_t)f->tx_sent + f->tx_avail + e->tx_bump > f->tx_size) {
         fp_unlock(f);
         kb_stats_add(fp->ctr.app_bad_cmd, 1);
-        return;
+        return true;
     }
     /* Advertise the opened window if the peer may be waiting on it. */
     uint32_t two_segs = 2u * fp_rx_mss(fp, f);
@@ -262,6 +266,7 @@ static void app_command(struct fp_core *c, struct fp_ctx *x, const struct tas_at
     if (f->tx_avail > 0 || ((f->flags & TAS_FLF_TXFIN) && !(f->flags & TAS_FLF_TXFIN_SENT)))
         fp_flow_queue_tx(fp, f);
     fp_unlock(f);
+    return true;
 }
 
 /* Commands the app has queued: its producer index, read once, checked
@@ -296,12 +301,13 @@ unsigned fp_apps_poll(struct fp_core *c, uint16_t q)
         /* Copy out first: the app may rewrite a slot while we look at it. */
         for (unsigned k = 0; k < n; k++)
             memcpy(&cmds[k], &x->tx_slots[(x->tx_cons + k) & CTXQ_MASK], sizeof(cmds[k]));
-        x->tx_cons += n;
+        unsigned done = 0;
+        while (done < n && app_command(c, x, &cmds[done]))
+            done++;
+        x->tx_cons += done;
         __atomic_store_n(&x->txh->cons, x->tx_cons, __ATOMIC_RELEASE);
-        for (unsigned k = 0; k < n; k++)
-            app_command(c, x, &cmds[k]);
         fp_stage_leave(c, prev);
-        work += n;
+        work += done;
     }
     return work;
 }

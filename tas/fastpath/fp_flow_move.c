@@ -27,8 +27,8 @@
  * child's claim (the old app's close flag, if any, is not carried). */
 static bool movable(const struct tas_flow *f, bool accepted)
 {
-    const uint32_t busy = TAS_FLF_SYNRCVD | TAS_FLF_TXFIN | TAS_FLF_TXFIN_SENT |
-                          TAS_FLF_FIN_EVER | TAS_FLF_RESET |
+    const uint32_t busy = TAS_FLF_SYNRCVD | TAS_FLF_SYNSENT | TAS_FLF_TXFIN |
+                          TAS_FLF_TXFIN_SENT | TAS_FLF_FIN_EVER | TAS_FLF_RESET |
                           (accepted ? 0 : TAS_FLF_APP_CLOSED | TAS_FLF_APP_ACCEPTED) |
                           TAS_FLF_SACK_RECOV | TAS_FLF_PROBE;
     return (f->flags & TAS_FLF_ACTIVE) && !(f->flags & busy) && f->tx_sent == 0 &&

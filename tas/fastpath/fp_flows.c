@@ -110,7 +110,8 @@ static int flow_install_locked(struct tas_fp *fp, const struct tas_flow_init *in
     f->rcv_wscale = in->rcv_wscale;
     f->queue = (uint16_t)(id % fp->conf.ncores);
     f->flags = TAS_FLF_ACTIVE | (in->flags & (TAS_FLF_TS | TAS_FLF_ECN | TAS_FLF_SACK |
-                                              TAS_FLF_SYNRCVD | TAS_FLF_QUIET));
+                                              TAS_FLF_SYNRCVD | TAS_FLF_SYNSENT |
+                                              TAS_FLF_QUIET));
     f->rx_next_seq = in->rx_next_seq;
     f->rx_avail = in->rx_size;
     f->tx_una = in->tx_next_seq;

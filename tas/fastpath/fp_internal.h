@@ -61,6 +61,8 @@ struct fp_counters {
     uint64_t *cyc[FP_ST_N], *cyc_n[FP_ST_N];
     /* SYNs for listeners (their own page, tas_fp_syn_stats) */
     uint64_t *syn_fast, *syn_fallback[TAS_SYN_FB_N], *syn_kicks;
+    /* connects (their own page, tas_fp_conn_stats) */
+    uint64_t *conn_fast, *conn_fallback[TAS_CONN_FB_N], *conn_untold;
 };
 
 /* An application context.  Its queues live in the app's segment, which the
@@ -90,6 +92,7 @@ struct fp_ctx {
     uint32_t tx_cons;           /* private consumer index (queue owner only) */
     uint32_t *app_sleeping;     /* in app memory: only a hint */
     int wake_sock;              /* our end of the app's wake-up socketpair */
+    int16_t connector;          /* the app's connector's listener slot, -1: none */
 };
 
 #define FP_MAX_CTX 256
@@ -102,6 +105,7 @@ struct fp_listener {
     bool handoff;
     bool accepting;
     bool primary;               /* takes connections while none is accepting */
+    bool connector;             /* an app's connects, not a port's SYNs (port 0) */
     uint16_t port;
     uint16_t ctx;
     uint32_t id;
@@ -217,6 +221,9 @@ struct tas_fp {
     struct fp_idle *idle;               /* parked idle flows (fp_flow_idle.c) */
     struct fp_syn_sweep *sweep;         /* opened here, not yet the slow path's
                                            (fp_syn_sweep.c) */
+    struct fp_connecting *connecting;   /* per flow id: its connect (fp_tcp_connect.c) */
+    struct rte_ring *conn_slow;         /* struct tas_conn_slow, cores -> slow path */
+    struct fp_neigh *neigh;             /* peers' MACs for connects (fp_neigh.c) */
 };
 
 /* fp_classify.c: validate one received frame.  FP_DROP: dropped and
@@ -353,18 +360,57 @@ void fp_listeners_free(struct tas_fp *fp);
 /* The listener that takes a new connection to port (round robin over those
  * that accept); NULL with *why set if none may (no listener: *why = -1). */
 struct fp_listener *fp_listener_pick(struct tas_fp *fp, uint16_t port, int *why);
+/* A listener slot (tas_fp_listener_add), or an app's connector (port 0). */
+int fp_listener_slot_add(struct tas_fp *fp, uint32_t listener_id, uint16_t port, uint16_t ctx,
+                         uint32_t app_id, int handoff, uint32_t backlog,
+                         const uint64_t *accept_ctr, bool connector);
+/* Is port a listener's (connects do not take it)? */
+bool fp_listener_port(struct tas_fp *fp, uint16_t port);
 bool fp_syn_held(struct tas_fp *fp, uint32_t peer_ip, uint16_t local_port, uint16_t peer_port);
 /* A SYN with sequence number seq for a pair: FP_TW_NONE (not in TIME_WAIT),
  * FP_TW_REUSED (it was; the SYN is above the old sequence space, and the
  * pair is out of the table now; *rcv_nxt is what it held) or FP_TW_KEEP
  * (the slow path judges it). */
 enum fp_tw { FP_TW_NONE, FP_TW_REUSED, FP_TW_KEEP };
+/* May a connect take this pair?  True if not in TIME_WAIT, or (with
+ * tcp.time_wait_reuse) in it for a second or more: then it is out of the
+ * table now, as Linux's tcp_tw_reuse takes it (*rcv_nxt: what it held). */
+bool fp_tw_take_for_connect(struct tas_fp *fp, uint32_t peer_ip, uint16_t local_port,
+                            uint16_t peer_port, uint32_t *rcv_nxt);
 enum fp_tw fp_syn_time_wait(struct tas_fp *fp, uint32_t peer_ip, uint16_t local_port,
                             uint16_t peer_port, uint32_t seq, uint32_t *rcv_nxt);
 
 /* fp_tcp_syn.c: answer a SYN for a hand-over listener (true: m consumed);
  * false: the slow path takes it (counted when a listener was there). */
 bool fp_tcp_syn(struct fp_core *c, struct rte_mbuf *m);
+
+/* fp_tcp_syn.c: SYN options (parse: false if malformed), and a SYN or
+ * SYN-ACK of flow f (ack: f->rx_next_seq) offering what `offer` says, its
+ * timestamp echoing offer->tsval. */
+struct fp_syn_opts {
+    uint16_t mss;              /* 0: none */
+    int wscale;                /* -1: none */
+    bool sack, ts;
+    uint32_t tsval;
+};
+bool fp_syn_parse_options(const uint8_t *start, const uint8_t *end, struct fp_syn_opts *so);
+struct rte_mbuf *fp_syn_frame(struct tas_fp *fp, const struct tas_flow *f, uint32_t seq,
+                              uint8_t tcp_flags, const struct fp_syn_opts *offer);
+/* The flow's MSS for what the peer's SYN (or SYN-ACK) said. */
+uint16_t fp_syn_mss(const struct tas_fp *fp, const struct fp_syn_opts *so);
+
+/* fp_tcp_connect.c: a TAS_ATX_CONNECT of context x; the SYN-ACK (or what
+ * came instead) of a TAS_FLF_SYNSENT flow (lock held; fp_tcp_rx's return). */
+int fp_connect_init(struct tas_fp *fp);
+void fp_connect_free(struct tas_fp *fp);
+/* false: not taken now (the slow path's ring is full): leave it queued */
+bool fp_tcp_connect(struct fp_core *c, struct fp_ctx *x, const struct tas_atx *e);
+uint32_t fp_tcp_synsent(struct fp_core *c, struct tas_flow *f, struct rte_mbuf *m);
+
+/* fp_neigh.c: the peer's MAC, if the slow path put it in the table. */
+int fp_neigh_init(struct tas_fp *fp);
+void fp_neigh_free(struct tas_fp *fp);
+bool fp_neigh_get(struct tas_fp *fp, uint32_t ip, uint8_t mac[6]);
 
 /* fp_apps.c: a connection handed over at its SYN (TAS_ARX_NEWCONN); 0, or
  * -1 if the context's queue is full or the context is unusable. */

@@ -82,6 +82,14 @@ int tas_fp_listener_add(struct tas_fp *fp, uint32_t listener_id, uint16_t port, 
                         uint32_t app_id, int handoff, uint32_t backlog,
                         const uint64_t *accept_ctr)
 {
+    return fp_listener_slot_add(fp, listener_id, port, ctx, app_id, handoff, backlog, accept_ctr,
+                                false);
+}
+
+int fp_listener_slot_add(struct tas_fp *fp, uint32_t listener_id, uint16_t port, uint16_t ctx,
+                         uint32_t app_id, int handoff, uint32_t backlog,
+                         const uint64_t *accept_ctr, bool connector)
+{
     for (int i = 0; i < TAS_SYN_MAX_LISTENERS; i++) {
         struct fp_listener *l = &fp->listeners[i];
         if (__atomic_load_n(&l->active, __ATOMIC_ACQUIRE))
@@ -92,6 +100,7 @@ int tas_fp_listener_add(struct tas_fp *fp, uint32_t listener_id, uint16_t port, 
         l->ctx = ctx;
         l->app_id = app_id;
         l->handoff = handoff != 0;
+        l->connector = connector;
         l->accepting = l->primary = false;
         l->backlog = backlog;
         l->accept_ctr = accept_ctr;
@@ -219,7 +228,9 @@ int tas_fp_tw_add(struct tas_fp *fp, uint32_t peer_ip, uint16_t local_port,
                   uint16_t peer_port, uint32_t rcv_nxt)
 {
     struct fp_flow_key k = fp_flow_key(peer_ip, local_port, peer_port);
-    return rte_hash_add_key_data(fp->tw_hash, &k, (void *)(uintptr_t)rcv_nxt) == 0 ? 0 : -1;
+    /* rcv_nxt, and the second it came (a connect's reuse waits one) */
+    uint64_t data = (uint64_t)(fp_now_us(fp) / 1000000u) << 32 | rcv_nxt;
+    return rte_hash_add_key_data(fp->tw_hash, &k, (void *)(uintptr_t)data) == 0 ? 0 : -1;
 }
 
 void tas_fp_tw_del(struct tas_fp *fp, uint32_t peer_ip, uint16_t local_port,
@@ -243,6 +254,32 @@ enum fp_tw fp_syn_time_wait(struct tas_fp *fp, uint32_t peer_ip, uint16_t local_
     return rte_hash_del_key(fp->tw_hash, &k) >= 0 ? FP_TW_REUSED : FP_TW_KEEP;
 }
 
+bool fp_listener_port(struct tas_fp *fp, uint16_t port)
+{
+    uint16_t hi = __atomic_load_n(&fp->listeners_hi, __ATOMIC_ACQUIRE);
+    for (uint16_t i = 0; i < hi; i++) {
+        const struct fp_listener *l = &fp->listeners[i];
+        if (__atomic_load_n(&l->active, __ATOMIC_ACQUIRE) && l->port == port && !l->connector)
+            return true;
+    }
+    return false;
+}
+
+bool fp_tw_take_for_connect(struct tas_fp *fp, uint32_t peer_ip, uint16_t local_port,
+                            uint16_t peer_port, uint32_t *rcv_nxt)
+{
+    struct fp_flow_key k = fp_flow_key(peer_ip, local_port, peer_port);
+    void *data;
+    if (rte_hash_lookup_data(fp->tw_hash, &k, &data) < 0)
+        return true;
+    uint32_t since = (uint32_t)((uint64_t)(uintptr_t)data >> 32);
+    *rcv_nxt = (uint32_t)(uintptr_t)data;
+    if (!fp->syn.tw_reuse || fp_now_us(fp) / 1000000u - since < 1)
+        return false;
+    /* A core that lost the race to another reusing it sees it gone. */
+    return rte_hash_del_key(fp->tw_hash, &k) >= 0;
+}
+
 struct fp_listener *fp_listener_pick(struct tas_fp *fp, uint16_t port, int *why)
 {
     struct fp_listener *takers[16], *primary = NULL;
@@ -251,7 +288,7 @@ struct fp_listener *fp_listener_pick(struct tas_fp *fp, uint16_t port, int *why)
     uint16_t hi = __atomic_load_n(&fp->listeners_hi, __ATOMIC_ACQUIRE);
     for (uint16_t i = 0; i < hi; i++) {
         struct fp_listener *l = &fp->listeners[i];
-        if (!__atomic_load_n(&l->active, __ATOMIC_ACQUIRE) || l->port != port)
+        if (!__atomic_load_n(&l->active, __ATOMIC_ACQUIRE) || l->port != port || l->connector)
             continue;
         any = true;
         if (__atomic_load_n(&l->accepting, __ATOMIC_ACQUIRE) && n < RTE_DIM(takers))

@@ -356,6 +356,10 @@ struct tas_fp *tas_fp_create(const struct tas_fp_conf *conf, struct kb_stats_pag
         fp_set_error("cannot allocate the slow path's list of opened connections");
         goto fail;
     }
+    if (fp_connect_init(fp) != 0 || fp_neigh_init(fp) != 0) {
+        fp_set_error("cannot allocate the connect tables: %s", rte_strerror(rte_errno));
+        goto fail;
+    }
     if (find_port(&fp->port) != 0)
         goto fail;
     fp->frame_room = frame_room(fp->port, conf->mtu);
@@ -481,6 +485,8 @@ void tas_fp_destroy(struct tas_fp *fp)
     fp_flows_free(fp);
     fp_listeners_free(fp);
     fp_syn_sweep_free(fp);
+    fp_connect_free(fp);
+    fp_neigh_free(fp);
     rte_ring_free(fp->exc_ring);
     rte_ring_free(fp->sp_tx_ring);
     rte_ring_free(fp->inject_ring);

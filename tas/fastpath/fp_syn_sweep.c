@@ -133,11 +133,12 @@ static enum verdict judge(struct tas_fp *fp, const struct tas_syn_opened *r, uin
     *rcv_nxt = f->rx_next_seq;
     fp_unlock(f);
     *flags = fl;
-    if (!same || !(fl & TAS_FLF_ACTIVE) || (fl & TAS_FLF_RX_DISCARD))
-        return HAND_OVER;       /* unread data, or not what it was: Python's */
+    if (!same || !(fl & TAS_FLF_ACTIVE) || (fl & (TAS_FLF_RX_DISCARD | TAS_FLF_UNTOLD)))
+        return HAND_OVER;       /* unread data, an app not told, or not what it
+                                   was: Python's */
     if (fl & TAS_FLF_RESET)     /* by the peer (fp_tcp_rx): over once the app closed it */
         return (fl & RESET_OVER) == RESET_OVER ? CLOSE : KEEP;
-    if ((fl & OVER_FLAGS) == OVER_FLAGS && !(fl & TAS_FLF_SYNRCVD))
+    if ((fl & OVER_FLAGS) == OVER_FLAGS && !(fl & (TAS_FLF_SYNRCVD | TAS_FLF_SYNSENT)))
         return CLOSE;
     return KEEP;
 }

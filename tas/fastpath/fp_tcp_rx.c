@@ -312,6 +312,8 @@ uint32_t fp_tcp_rx(struct fp_core *c, struct tas_flow *f, struct rte_mbuf *m)
          * no connection (it was not processed here). */
         return TAS_EXC_TCP_CTRL;
     }
+    if (f->flags & TAS_FLF_SYNSENT)
+        return fp_tcp_synsent(c, f, m);     /* our connect's SYN-ACK (fp_tcp_connect.c) */
     bool established = false;
     if (f->flags & TAS_FLF_SYNRCVD) {
         if ((s.flags & (RTE_TCP_SYN_FLAG | RTE_TCP_RST_FLAG)) ||

@@ -19,15 +19,8 @@
 #define TCP_OPT_SACK_OK 4
 #define TCP_OPT_TS 8
 
-struct syn_opts {
-    uint16_t mss;              /* 0: none */
-    int wscale;                /* -1: none */
-    bool sack, ts;
-    uint32_t tsval;
-};
-
 /* As tas/slowpath/tcp_packets.py TcpOptions.parse: false if malformed. */
-static bool parse_options(const uint8_t *start, const uint8_t *end, struct syn_opts *so)
+bool fp_syn_parse_options(const uint8_t *start, const uint8_t *end, struct fp_syn_opts *so)
 {
     so->mss = 0;
     so->wscale = -1;
@@ -70,8 +63,16 @@ static void put_u32(uint8_t *p, uint32_t v)
     memcpy(p, &v, 4);
 }
 
-static struct rte_mbuf *build_synack(struct tas_fp *fp, const struct tas_flow *f,
-                                     uint32_t iss, const struct syn_opts *so, bool ece)
+uint16_t fp_syn_mss(const struct tas_fp *fp, const struct fp_syn_opts *so)
+{
+    uint32_t peer_mss = so->mss ? so->mss : 536;
+    uint32_t mss = RTE_MIN(RTE_MIN(peer_mss, (uint32_t)fp->syn.mss), (uint32_t)fp->tx_mtu - 40u);
+    return (uint16_t)(mss - (so->ts ? 12u : 0u));
+}
+
+/* The options go in the order the slow path's do (tcp.py _syn_options). */
+struct rte_mbuf *fp_syn_frame(struct tas_fp *fp, const struct tas_flow *f, uint32_t seq,
+                              uint8_t tcp_flags, const struct fp_syn_opts *so)
 {
     struct rte_mbuf *m = rte_pktmbuf_alloc(fp->pool);
     if (m == NULL)
@@ -109,10 +110,10 @@ static struct rte_mbuf *build_synack(struct tas_fp *fp, const struct tas_flow *f
     struct rte_tcp_hdr *tcp = (struct rte_tcp_hdr *)(ip + 1);
     tcp->src_port = rte_cpu_to_be_16(f->local_port);
     tcp->dst_port = rte_cpu_to_be_16(f->peer_port);
-    tcp->sent_seq = rte_cpu_to_be_32(iss);
+    tcp->sent_seq = rte_cpu_to_be_32(seq);
     tcp->recv_ack = rte_cpu_to_be_32(f->rx_next_seq);
     tcp->data_off = (uint8_t)((thl / 4) << 4);
-    tcp->tcp_flags = RTE_TCP_SYN_FLAG | RTE_TCP_ACK_FLAG | (ece ? RTE_TCP_ECE_FLAG : 0);
+    tcp->tcp_flags = tcp_flags;
     tcp->rx_win = rte_cpu_to_be_16(fp->syn.syn_window);
     tcp->cksum = 0;
     tcp->tcp_urp = 0;
@@ -183,10 +184,10 @@ bool fp_tcp_syn(struct fp_core *c, struct rte_mbuf *m)
     struct fp_listener *l = fp_listener_pick(fp, dport, &why);
     if (l == NULL)
         return why >= 0 ? fallback(fp, why) : false;   /* no listener: RST, the slow way */
-    struct syn_opts so;
+    struct fp_syn_opts so;
     if (ihl != sizeof(*ip) || total != ihl + thl ||
         (flags & ~(RTE_TCP_SYN_FLAG | RTE_TCP_ECE_FLAG | RTE_TCP_CWR_FLAG)) ||
-        !parse_options((const uint8_t *)(tcp + 1), (const uint8_t *)tcp + thl, &so))
+        !fp_syn_parse_options((const uint8_t *)(tcp + 1), (const uint8_t *)tcp + thl, &so))
         return fallback(fp, TAS_SYN_FB_ODD);
     if (fp_syn_held(fp, peer_ip, dport, sport))
         return fallback(fp, TAS_SYN_FB_HELD);
@@ -199,16 +200,13 @@ bool fp_tcp_syn(struct fp_core *c, struct rte_mbuf *m)
     uint32_t iss = (uint32_t)rte_rand();
     bool ecn = fp->syn.ecn && (flags & (RTE_TCP_ECE_FLAG | RTE_TCP_CWR_FLAG)) ==
                               (RTE_TCP_ECE_FLAG | RTE_TCP_CWR_FLAG);
-    uint32_t peer_mss = so.mss ? so.mss : 536;
-    uint32_t mss = RTE_MIN(RTE_MIN(peer_mss, (uint32_t)fp->syn.mss), (uint32_t)fp->tx_mtu - 40u) -
-                   (so.ts ? 12u : 0u);
     struct tas_flow_init in = {
         .rx_size = fp->syn.rx_size,
         .tx_size = fp->syn.tx_size,
         .peer_ip = peer_ip,
         .local_port = dport,
         .peer_port = sport,
-        .mss = (uint16_t)mss,
+        .mss = fp_syn_mss(fp, &so),
         .snd_wscale = (uint8_t)(so.wscale >= 0 ? so.wscale : 0),
         .rcv_wscale = so.wscale >= 0 ? fp->syn.rcv_wscale : 0,
         .flags = TAS_FLF_SYNRCVD | TAS_FLF_QUIET | (so.ts ? TAS_FLF_TS : 0) |
@@ -239,7 +237,9 @@ bool fp_tcp_syn(struct fp_core *c, struct rte_mbuf *m)
     if (id < 0)
         return fallback(fp, why);
 
-    struct rte_mbuf *synack = build_synack(fp, tas_fp_flow(fp, (uint32_t)id), iss, &so, ecn);
+    uint8_t synack_flags = RTE_TCP_SYN_FLAG | RTE_TCP_ACK_FLAG | (ecn ? RTE_TCP_ECE_FLAG : 0);
+    struct rte_mbuf *synack = fp_syn_frame(fp, tas_fp_flow(fp, (uint32_t)id), iss, synack_flags,
+                                           &so);
     if (synack != NULL)
         fp_tx_one(c, synack);       /* if not, the slow path's timer resends it */
     rte_pktmbuf_free(m);

@@ -65,6 +65,12 @@ int tas_app_carries(const struct tas_app *a, uint32_t ip)
     return (ip >> 24) != 127 && ip != a->info->ip && (ip & mask) == (a->info->ip & mask);
 }
 
+void tas_app_flow_sizes(const struct tas_app *a, uint32_t *rx_size, uint32_t *tx_size)
+{
+    *rx_size = a->flow_rx_size;
+    *tx_size = a->flow_tx_size;
+}
+
 uint32_t tas_app_ip(const struct tas_app *a)
 {
     return a->info->ip;
@@ -94,6 +100,8 @@ static int map_segment(struct tas_app *a, const struct tas_ctl_msg *reply, int e
     if (a->base == MAP_FAILED || a->info == MAP_FAILED)
         return fail(err, errlen, "mapping the TAS segment", errno);
     a->size = size;
+    a->flow_rx_size = reply->rx_size;
+    a->flow_tx_size = reply->tx_size;
     const struct tas_seg_hdr *h = (const struct tas_seg_hdr *)a->base;
     if (h->magic != TAS_SHM_MAGIC || h->version != TAS_SHM_VERSION ||
         a->info->version != TAS_SHM_VERSION) {

@@ -158,6 +158,17 @@ static void wake_queue_owner(struct tas_app *a, const struct app_ctx *c, bool al
     }
 }
 
+static int post(struct tas_app *a, struct app_ctx *c, const struct tas_atx *e)
+{
+    while (txq_push(c, e) != 0) {
+        /* The fast path drains this queue continuously; wait for room. */
+        wake_queue_owner(a, c, true);
+        usleep(10);
+    }
+    wake_queue_owner(a, c, false);
+    return 0;
+}
+
 int tas_app_post_ctx(struct tas_app *a, int ctx, uint32_t flow_id, uint32_t rx_bump,
                      uint32_t tx_bump, uint16_t flags)
 {
@@ -166,13 +177,16 @@ int tas_app_post_ctx(struct tas_app *a, int ctx, uint32_t flow_id, uint32_t rx_b
         return -EINVAL;
     struct tas_atx e = {.type = TAS_ATX_CONNUPDATE, .flags = flags, .flow_id = flow_id,
                         .rx_bump = rx_bump, .tx_bump = tx_bump};
-    while (txq_push(c, &e) != 0) {
-        /* The fast path drains this queue continuously; wait for room. */
-        wake_queue_owner(a, c, true);
-        usleep(10);
-    }
-    wake_queue_owner(a, c, false);
-    return 0;
+    return post(a, c, &e);
+}
+
+int tas_app_connect(struct tas_app *a, uint32_t remote_ip, uint16_t remote_port,
+                    uint32_t *req_id)
+{
+    *req_id = ++a->next_req;      /* the control messages' counter: ids never clash */
+    struct tas_atx e = {.type = TAS_ATX_CONNECT, .flow_id = *req_id, .rx_bump = remote_ip,
+                        .tx_bump = remote_port};
+    return post(a, &a->ctx[0], &e);
 }
 
 int tas_app_post(struct tas_app *a, uint32_t flow_id, uint32_t rx_bump, uint32_t tx_bump,

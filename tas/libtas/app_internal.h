@@ -66,6 +66,7 @@ struct tas_app {
     struct app_ctx ctx[TAS_MAX_CTX];   /* ctx[0] is made at registration */
     unsigned nctx;
     uint32_t next_req;
+    uint32_t flow_rx_size, flow_tx_size;  /* every flow's buffers (REGISTER reply) */
     struct tas_ctl_msg *evq;           /* events received while waiting for a reply: */
     unsigned ev_cap, ev_head, ev_count; /* a ring that grows, never drops */
     struct tas_rx *held;               /* flows holding consumed bytes */

@@ -80,6 +80,19 @@ void lt_connect_done(const struct tas_ctl_msg *m)
     }
 }
 
+void lt_connect_opened(const struct tas_arx *e)
+{
+    struct tas_ctl_msg m = {
+        .type = TAS_CTL_CONN_OPENED, .req_id = e->rx_bump, .flow_id = e->flow_id,
+        .local_ip = tas_app_ip(lt_app),
+        .remote_ip = (uint32_t)(e->opaque >> 32),
+        .local_port = (uint16_t)e->opaque, .remote_port = (uint16_t)(e->opaque >> 16),
+        .rx_off = e->rx_pos, .tx_off = e->tx_bump,
+    };
+    tas_app_flow_sizes(lt_app, &m.rx_size, &m.tx_size);
+    lt_connect_done(&m);
+}
+
 void lt_connect_orphan(struct lt_sock *s)
 {
     for (struct lt_pending_connect *p = pending; p != NULL; p = p->next)

@@ -85,6 +85,10 @@ int lt_progress(void)
                 lt_handoff_fast(&arx[i]);
                 continue;
             }
+            if (arx[i].type == TAS_ARX_OPENED) {    /* ahead of the flow's others */
+                lt_connect_opened(&arx[i]);
+                continue;
+            }
             /* A flow we do not know (or closed, its id now reused) may be
              * one handed over with a NEWCONN still unread: read that first
              * (once a batch), or its first data would be taken for the old

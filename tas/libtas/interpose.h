@@ -213,6 +213,8 @@ struct lt_pending_connect;
 struct lt_pending_connect *lt_connect_pending_new(void);   /* NULL: ENOMEM */
 void lt_connect_pending_add(struct lt_pending_connect *p, uint32_t req_id, struct lt_sock *s);
 void lt_connect_done(const struct tas_ctl_msg *m);
+/* The fast path's TAS_ARX_OPENED: the same as its CONN_OPENED. */
+void lt_connect_opened(const struct tas_arx *e);
 /* s is being freed while its connect is pending. */
 void lt_connect_orphan(struct lt_sock *s);
 

@@ -5,9 +5,11 @@
  * it runs, and the first connect() after it ends reports the outcome (0, or
  * the error) before later ones answer EISCONN / start a new attempt.
  *
- * The CONNECT request is sent without waiting; the slow path answers with a
- * CONN_OPENED carrying the request's req_id once the handshake is over, and
- * lt_progress hands that event to lt_connect_done (conn_open.c).
+ * The connect goes to the fast path without waiting (tas_app_connect); once
+ * the handshake is over, the fast path answers with a TAS_ARX_OPENED entry
+ * carrying the request's req_id, or the slow path, if the fast path left
+ * the connect to it, with a CONN_OPENED; lt_progress hands either to
+ * lt_connect_done (conn_open.c).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -51,8 +53,9 @@ static int wait_done(struct lt_sock *s)
 
 static int start(struct lt_sock *s, const struct sockaddr *addr, socklen_t len)
 {
-    struct tas_ctl_msg m = {.type = TAS_CTL_CONNECT};
-    int r = lt_inet_addr_of(s, addr, len, &m.remote_ip, &m.remote_port);
+    uint32_t ip, req_id;
+    uint16_t port;
+    int r = lt_inet_addr_of(s, addr, len, &ip, &port);
     if (r < 0)
         return r;
     if (r == LT_IPV6_PROPER)   /* a connected socket cannot move to the kernel any more */
@@ -60,17 +63,17 @@ static int start(struct lt_sock *s, const struct sockaddr *addr, socklen_t len)
     struct lt_pending_connect *p = lt_connect_pending_new();
     if (p == NULL)
         return -ENOMEM;
-    r = tas_app_send(lt_app, &m);
+    r = tas_app_connect(lt_app, ip, port, &req_id);
     if (r < 0) {
         free(p);
         return r;
     }
-    lt_connect_pending_add(p, m.req_id, s);
+    lt_connect_pending_add(p, req_id, s);
     s->kind = LT_CONNECTING;
     s->so_error = 0;
     s->hup = 0;
-    s->remote_ip = m.remote_ip;
-    s->remote_port = m.remote_port;
+    s->remote_ip = ip;
+    s->remote_port = port;
     return s->nonblock ? -EINPROGRESS : wait_done(s);
 }
 

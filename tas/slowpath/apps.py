@@ -48,6 +48,7 @@ class App:
         self.hdr = None         # the segment's struct tas_seg_hdr (ctl_sent)
         self.alloc = None
         self.ctxs = []          # appctx.Context, by the app's context index
+        self.connector = None   # its connects' pool in the fast path (connector.py)
         self.conns = set()
         self.listeners = set()
         self.buffer_limits_said = set()   # keys the daemon logged it reached (tcp.py)
@@ -359,7 +360,8 @@ class AppServer:
         reply = self._msg(lib.TAS_CTL_STATUS, status=0, req_id=req.req_id, ctx=0,
                           opaque=size, rx_off=ctx.off,
                           tx_off=seg.seg_off >> lib.TAS_REG_OFF_SHIFT,
-                          flags=lib.TAS_REG_FL_NVM if seg.nvm else 0)
+                          flags=lib.TAS_REG_FL_NVM if seg.nvm else 0,
+                          rx_size=self.cfg.buffers.rx_buf, tx_size=self.cfg.buffers.tx_buf)
         # Every core's wake-up socket: with core scaling, any of them may
         # come to serve this context's queue (tas_info.queue_owner).
         wake_fds = [lib.tas_fp_core_wake_fd(self.fp.handle, i) for i in range(self.fp.ncores)]
@@ -385,6 +387,7 @@ class AppServer:
             app.alloc.release(off)
             self.status(app, req, -errno.EMFILE)
             return
+        self.tcp.connectors.context_added(app, ctx)
         reply = self._msg(self.lib.TAS_CTL_STATUS, status=0, req_id=req.req_id,
                           ctx=ctx.index, rx_off=ctx.off)
         self._send(app, reply, [ctx.evfd])

@@ -17,6 +17,8 @@ class ArpTable:
         self.entries = {}      # ip bytes -> (mac bytes, expiry)
         self.pending = {}      # ip bytes -> (next retry time, current timeout)
         self.on_resolved = None   # called with (ip, mac) when a pending lookup resolves
+        self.on_change = None     # called with (ip, mac) when an entry is new or changes,
+                                  # (ip, None) when it expires
 
     def lookup(self, ip, now=None):
         """MAC for `ip` if known and fresh; otherwise start resolving, return None."""
@@ -31,7 +33,10 @@ class ArpTable:
 
     def learn(self, ip, mac, now=None):
         now = time.monotonic() if now is None else now
+        old = self.entries.get(ip)
         self.entries[ip] = (mac, now + self.ttl)
+        if self.on_change is not None and (old is None or old[0] != mac):
+            self.on_change(ip, mac)
         if self.pending.pop(ip, None) is not None and self.on_resolved is not None:
             self.on_resolved(ip, mac)
 
@@ -55,6 +60,8 @@ class ArpTable:
                 self._request(ip)
         for ip in [ip for ip, (_, exp) in self.entries.items() if exp <= now]:
             del self.entries[ip]
+            if self.on_change is not None:
+                self.on_change(ip, None)
 
     def _request(self, ip):
         req = Arp(ARP_REQUEST, self.my_mac, self.my_ip, b"\0" * 6, ip)

@@ -14,6 +14,7 @@ from tas.slowpath import cc
 from tas.slowpath.admin import AdminServer
 from tas.slowpath.apps import AppServer
 from tas.slowpath.arp import ArpTable
+from tas.slowpath.connector import app_lookup
 from tas.slowpath.icmp import echo_reply
 from tas.slowpath.quota import UidQuota
 from tas.slowpath.scaling import CoreScaler
@@ -45,7 +46,8 @@ class SlowPath:
         self.scaler = CoreScaler(cfg, fp, stats)
         self.admin = AdminServer(cfg, fp, self.tcp, self.scaler, self.apps, self.quota)
         self.watch(self.admin.fileno(), self.admin.readable)
-        self.timers = [self.arp.tick, self.tcp.tick, self.scaler.tick, self.apps.tick,
+        self.timers = [self._slow_connects, self.arp.tick, self.tcp.tick, self.scaler.tick,
+                       self.apps.tick,
                        self.apps.forked.tick,
                        lambda: self.lib.tas_fp_flush_notifications(self.fp.handle)]
         self._buf = self.ffi.new("uint8_t[]", MAX_FRAME)
@@ -129,11 +131,16 @@ class SlowPath:
         # them.  (A segment of a connection still in the sweep's list makes
         # TcpManager.handle take them all.)
         self._guarded(lambda _: self.tcp.sync_fast(mode=0), None)
+        self._guarded(lambda _: self._slow_connects(), None)
         while True:
             n = self.lib.tas_fp_sp_recv(self.fp.handle, self._buf, MAX_FRAME, self._reason)
             if n <= 0:
                 return
             self._guarded(self.handle, bytes(self.ffi.buffer(self._buf, n)))
+
+    def _slow_connects(self):
+        """Connects the fast path left to us (connector.py)."""
+        self.tcp.connectors.drain_slow(app_lookup(self.apps))
 
     def _guarded(self, fn, arg):
         """A bug in handling one packet or request must not stop the daemon:

@@ -5,18 +5,20 @@ fast path completes it on the final ACK) or once the SYN-ACK arrives (active
 open), and removes it when both sides have closed (or on reset)."""
 import collections
 import errno
+import itertools
 import os
 import random
 import sys
 import time
 from dataclasses import dataclass, field
 
+from tas.config import port_range
+from tas.slowpath.connector import Connectors
 from tas.slowpath.packets import ETH_P_IP, Eth, IPv4
 from tas.slowpath.tcp_packets import (ACK, CWR, ECE, FIN, RST, SYN, Tcp, TcpOptions, frame,
                                       seq_lt)
 
 SYN_SENT, SYN_RCVD, ESTABLISHED, CLOSED = "SYN_SENT", "SYN_RCVD", "ESTABLISHED", "CLOSED"
-EPHEMERAL = range(32768, 61000)
 # Retransmission timeouts in a row, without progress, after which a
 # connection whose app has exited is reset (Linux's tcp_orphan_retries
 # default): nobody is left to give up on it otherwise.
@@ -67,6 +69,7 @@ class Listener:
     fp_slot: int = -1           # in the fast path's listener table (synfast.h)
     reuse: bool = False         # SO_REUSEADDR: its connections do not hold the port
     join_key: int = 0           # the port group's: proves a joining worker inherited it
+    connector: bool = False     # an app's connects (connector.py), not a port's
 
 
 @dataclass(eq=False, slots=True)    # thousands a second under churn: cheap to make
@@ -181,7 +184,13 @@ class TcpManager:
         sc.mss, sc.syn_window = tcfg.mss, min(cfg.buffers.rx_buf, 65535)
         sc.rcv_wscale, sc.ecn = self.rcv_wscale, 1 if tcfg.ecn else 0
         sc.rx_size, sc.tx_size = cfg.buffers.rx_buf, cfg.buffers.tx_buf
+        self.ephemeral = port_range(tcfg.ephemeral_ports)
+        sc.port_lo, sc.port_hi = self.ephemeral.start, self.ephemeral.stop - 1
+        sc.tw_reuse = 1 if tcfg.time_wait_reuse else 0
         self.lib.tas_fp_syn_configure(fp.handle, sc)
+        self.connectors = Connectors(self, Listener)
+        # The fast path's connects take the peer's MAC from its table.
+        arp.on_change = self._neighbour
         self._sweep = self.ffi.new("struct tas_syn_sweep *")
         self._sweep_open = self.ffi.new(f"struct tas_syn_pending[{SWEEP_BATCH}]")
         self._sweep_done = self.ffi.new(f"struct tas_syn_swept[{SWEEP_BATCH}]")
@@ -652,9 +661,18 @@ class TcpManager:
         has it already), a pair it had reused, buffers the pool had no room
         for."""
         n, lib = s.closed, self.lib
-        for name in ("tcp_passive_opens", "tcp_established", "tcp_handed_over",
-                     "tcp_closed_by_flag", "tcp_closed_swept"):
+        active = 0                      # connects of ours among them
+        for i in range(s.nlst):
+            lst = self.listener_ids.get(s.lst[i].listener_id)
+            if lst is not None and lst.connector:
+                active += s.lst[i].closed
+        for name in ("tcp_established", "tcp_closed_by_flag", "tcp_closed_swept"):
             self.stats.add(name, n)
+        for name in ("tcp_passive_opens", "tcp_handed_over"):
+            self.stats.add(name, n - active)
+        if active:
+            self.stats.add("tcp_active_opens", active)
+            self.stats.add("tcp_syn_sent", active)
         self.stats.add("tcp_closed", n - s.reset)      # (closed both ways)
         if s.reset:                                     # (reset by the peer, _on_reset's count)
             self.stats.add("tcp_rst_received", s.reset)
@@ -696,6 +714,8 @@ class TcpManager:
         if key in self.conns:
             self.syn_stats.add("syn_key_conflicts")   # a 4-tuple not held: a bug
         lib = self.lib
+        if rec.flags & lib.TAS_SYN_OPENED_ACTIVE:
+            return self._fast_connected(lst, key, rec, collected_at)
         f = lib.tas_fp_flow(self.fp.handle, rec.flow_id)
         conn = Conn(key, lst.app, lst.ctx, SYN_RCVD, rec.iss, peer_mac=bytes(rec.peer_mac),
                     irs=rec.irs, listener=lst, origin=lst, app_knows=True, flow_id=rec.flow_id,
@@ -715,6 +735,35 @@ class TcpManager:
         self.arp.learn(key[0], conn.peer_mac)
         self.stats.add("tcp_passive_opens")
         return lst
+
+    def _fast_connected(self, lst, key, rec, collected_at):
+        """A connect the fast path opened (lst: the app's connector): ours
+        in SYN_SENT (our timers resend the SYN) or established already."""
+        conn = Conn(key, lst.app, self.lib.tas_fp_flow(self.fp.handle, rec.flow_id).ctx,
+                    SYN_SENT, rec.iss, peer_mac=bytes(rec.peer_mac), origin=lst,
+                    app_knows=True, flow_id=rec.flow_id, req_id=rec.req_id,
+                    rx_off=rec.rx_off, tx_off=rec.tx_off)
+        age = max(0.0, time.monotonic() - collected_at)
+        conn.next_retry = self.now() - age + self.handshake_timeout
+        if rec.flags & self.lib.TAS_SYN_OPENED_TW_REUSED:
+            self._tw_del(key)     # (the fast path's table has dropped it already)
+            self.stats.add("tcp_time_wait_reused")
+        lst.app.conns.add(conn)
+        self._add_conn(conn)
+        self.stats.add("tcp_active_opens")
+        self.stats.add("tcp_syn_sent")
+        if self._quietly_established(conn):
+            self._establish(conn, None)
+        return lst
+
+    def _from_flow(self, conn, f):
+        """What the fast path negotiated on a connect it completed."""
+        lib = self.lib
+        conn.irs = (f.rx_next_seq - 1) & 0xFFFFFFFF
+        conn.mss, conn.snd_wscale, conn.rcv_wscale = f.mss, f.snd_wscale, f.rcv_wscale
+        conn.ts_ok, conn.sack_ok = bool(f.flags & lib.TAS_FLF_TS), bool(f.flags & lib.TAS_FLF_SACK)
+        conn.ecn, conn.ts_recent, conn.snd_wnd = (bool(f.flags & lib.TAS_FLF_ECN), f.ts_recent,
+                                                   f.snd_wnd)
 
     def _add_conn(self, conn):
         self.conns[conn.key] = conn
@@ -840,7 +889,7 @@ class TcpManager:
 
     def listen_close(self, app, listener_id):
         lst = self.listener_ids.get(listener_id)
-        if lst is None or lst.app is not app:
+        if lst is None or lst.app is not app or lst.connector:
             return -errno.EBADF
         self._fp_unlisten(lst)
         del self.listener_ids[listener_id]
@@ -865,7 +914,7 @@ class TcpManager:
 
     def accept(self, app, listener_id):
         lst = self.listener_ids.get(listener_id)
-        if lst is None or lst.app is not app:
+        if lst is None or lst.app is not app or lst.connector:
             return -errno.EBADF, None
         if not lst.accepting and lst.fp_slot >= 0:
             self.lib.tas_fp_listener_accepting(self.fp.handle, lst.fp_slot)
@@ -892,15 +941,27 @@ class TcpManager:
             return max(0, lst.half_open + lst.handed - self.accepted_count(lst))
         return lst.half_open + len(lst.ready)
 
+    def _neighbour(self, ip, mac):
+        ip = int.from_bytes(ip, "big")
+        if mac is None:
+            self.lib.tas_fp_neigh_del(self.fp.handle, ip)
+        else:
+            self.lib.tas_fp_neigh_set(self.fp.handle, ip, mac)
+
     def connect(self, app, ctx, peer_ip, peer_port, req_id):
+        """A connect the fast path did not open (TAS_CTL_CONNECT, or its
+        ring of those it left to us); the app's first gives it a
+        connector, so its next ones need not come here."""
+        self.connectors.ensure(app)
         local_port = self._ephemeral_port(peer_ip, peer_port)
         if local_port is None:
             return -errno.EADDRNOTAVAIL
+        key = (peer_ip, local_port, peer_port)
         bufs = self._alloc_buffers(app)
         if bufs is None:
+            self._hold(key, -1)
             return -errno.ENOMEM
-        key = (peer_ip, local_port, peer_port)
-        conn = Conn(key, app, ctx, SYN_SENT, random.getrandbits(32), req_id=req_id)
+        conn = Conn(key, app, ctx, SYN_SENT, random.getrandbits(32), req_id=req_id, held=True)
         conn.rx_off, conn.tx_off = bufs
         self._add_conn(conn)
         app.conns.add(conn)
@@ -928,13 +989,23 @@ class TcpManager:
             self._first_syn(conn, mac, now)
 
     def _ephemeral_port(self, peer_ip, peer_port):
+        """A local port for a connect to (peer_ip, peer_port), its 4-tuple
+        held (tas_fp_syn_hold) so the fast path's connects keep off it."""
         used = {k[1] for k in self.conns} | set(self.listeners)
-        for _ in range(64):
-            p = random.choice(EPHEMERAL)
-            if p not in used and (peer_ip, p, peer_port) not in self.time_wait:
+        eph = self.ephemeral
+        tries = itertools.chain((random.choice(eph) for _ in range(64)), eph)
+        for p in tries:
+            key = (peer_ip, p, peer_port)
+            if p in used or key in self.time_wait:
+                continue
+            # Held first, then looked for: a fast-path connect installs
+            # first, then looks for a hold (fp_tcp_connect.c).
+            self._hold(key, 1)
+            if self.lib.tas_fp_flow_lookup(self.fp.handle, int.from_bytes(peer_ip, "big"),
+                                           p, peer_port) < 0:
                 return p
-        free = [p for p in EPHEMERAL if p not in used]
-        return free[0] if free else None
+            self._hold(key, -1)
+        return None
 
     def _on_synack(self, conn, eth, tcp):
         if not (tcp.flags & SYN and tcp.flags & ACK) or tcp.ack != (conn.iss + 1) & 0xFFFFFFFF:
@@ -960,6 +1031,8 @@ class TcpManager:
             self._abort(conn)
             return
         f = self.lib.tas_fp_flow(self.fp.handle, flow_id)
+        if conn.state == SYN_SENT and tcp is None:
+            self._from_flow(conn, f)      # a connect the fast path completed
         fp_completed = not f.flags & self.lib.TAS_FLF_SYNRCVD
         if not fp_completed:
             self.lib.tas_fp_flow_lock(f)
@@ -995,7 +1068,14 @@ class TcpManager:
             conn.listener.ready.append(conn)
             conn.app.server.send_event(conn.app, "NEWCONN", listener_id=conn.listener.id,
                                        local_port=conn.key[1])
-        else:
+        elif conn.app_knows and f.flags & self.lib.TAS_FLF_UNTOLD:
+            # The fast path completed the connect, its app's queue full:
+            # the app hears of it from us.
+            self.lib.tas_fp_flow_lock(f)
+            f.flags &= ~self.lib.TAS_FLF_UNTOLD
+            self.lib.tas_fp_flow_unlock(f)
+            conn.app.server.send_opened(conn.app, conn, conn.req_id)
+        elif not conn.app_knows:
             conn.app.server.send_opened(conn.app, conn, conn.req_id)
 
     def _app_closed_quietly(self, conn, f):
@@ -1009,9 +1089,12 @@ class TcpManager:
     def _quietly_established(self, conn):
         """A quiet flow (handed over at its SYN) the fast path completed:
         it does not tell us, the tick and the next segment look."""
-        return (conn.state == SYN_RCVD and conn.app_knows and
-                not self.lib.tas_fp_flow(self.fp.handle, conn.flow_id).flags &
-                self.lib.TAS_FLF_SYNRCVD)
+        if not conn.app_knows or conn.state not in (SYN_RCVD, SYN_SENT) or conn.flow_id < 0:
+            return False
+        lib = self.lib
+        fl = lib.tas_fp_flow(self.fp.handle, conn.flow_id).flags
+        pending = lib.TAS_FLF_SYNRCVD if conn.state == SYN_RCVD else lib.TAS_FLF_SYNSENT
+        return bool(fl & lib.TAS_FLF_ACTIVE) and not fl & pending
 
     def _install(self, conn):
         init = self.ffi.new("struct tas_flow_init *")
@@ -1121,7 +1204,7 @@ class TcpManager:
     def _remove_flow(self, conn):
         if conn.parked:
             self._unpark(conn)        # (CLOSED from here: nothing for the tick)
-        if conn.flow_id >= 0 and conn.state in (ESTABLISHED, SYN_RCVD):
+        if conn.flow_id >= 0 and conn.state in (ESTABLISHED, SYN_RCVD, SYN_SENT):
             if not conn.held and self.conns.get(conn.key) is conn:
                 # Until we forget it, a SYN of its 4-tuple is ours (the
                 # fast path would open a second connection on it).
@@ -1167,6 +1250,7 @@ class TcpManager:
         connections linger."""
         for lst in list(app.listeners):
             self.listen_close(app, lst.id)
+        self.connectors.remove(app)      # (its records collected: sync_fast)
         self.sync_fast()
         for conn in list(app.conns):
             self._wake(conn)
@@ -1211,7 +1295,7 @@ class TcpManager:
         """Handed over at its SYN (libtas accepts it from a queue of its
         own), and accept never marked it (TAS_ATX_FL_ACCEPTED)."""
         return (conn.app_knows and conn.origin is not None and conn.origin.handoff and
-                not conn.app_closed and not f.flags & self.lib.TAS_FLF_APP_ACCEPTED)
+                not conn.origin.connector and not conn.app_closed and not f.flags & self.lib.TAS_FLF_APP_ACCEPTED)
 
     def _close_discards(self, conn, f):
         """A closed connection's received data that nobody will read --
@@ -1288,12 +1372,12 @@ class TcpManager:
         visit = list(self.awake)
         for conn in visit:
             self._maybe_yield()
-            if conn.state == SYN_SENT:
-                self._tick_syn_sent(conn, now)
-            elif self._quietly_established(conn):
+            if self._quietly_established(conn):
                 self._establish(conn, None)
                 if conn.state == ESTABLISHED:    # a short one may be over already
                     self._tick_established(conn, now)
+            elif conn.state == SYN_SENT:
+                self._tick_syn_sent(conn, now)
             elif conn.state == SYN_RCVD and now >= conn.next_retry:
                 self._retry_handshake(conn, now, lambda c: self._send_synack(c, TcpOptions(
                     wscale=c.snd_wscale if c.rcv_wscale else None,
@@ -1319,6 +1403,9 @@ class TcpManager:
         self.stats.set("tcp_time_wait", len(self.time_wait))
 
     def _retry_handshake(self, conn, now, send):
+        if conn.retries >= self.cfg.tcp.handshake_retries and not self._stop_connect(conn):
+            self._establish(conn, None)   # the SYN-ACK came this very moment
+            return
         if conn.retries >= self.cfg.tcp.handshake_retries:
             self.stats.add("tcp_handshake_timeouts")
             if conn.state == SYN_SENT:
@@ -1328,6 +1415,21 @@ class TcpManager:
         conn.retries += 1
         conn.next_retry = now + self.handshake_timeout * (2 ** conn.retries)
         send(conn)
+
+    def _stop_connect(self, conn):
+        """Before giving up on a connect the fast path opened: its SYN-ACK
+        must not complete it any more (its app would hear both).  False
+        if it has completed it already."""
+        if conn.flow_id < 0 or conn.state != SYN_SENT:
+            return True
+        lib = self.lib
+        f = lib.tas_fp_flow(self.fp.handle, conn.flow_id)
+        lib.tas_fp_flow_lock(f)
+        pending = bool(f.flags & lib.TAS_FLF_SYNSENT)
+        if pending:           # what follows goes to us, as for a reset flow
+            f.flags |= lib.TAS_FLF_RESET
+        lib.tas_fp_flow_unlock(f)
+        return pending
 
     def _tick_syn_sent(self, conn, now):
         if not conn.peer_mac:

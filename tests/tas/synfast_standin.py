@@ -14,6 +14,8 @@ class ListenerTable:
         self.opened = collections.Counter()
         self.gone = collections.Counter()
         self.time_wait = {}
+        self.neigh = {}                          # ip -> mac (the connects' table)
+        self.ctx_connector = {}                  # fast-path context -> connector slot
 
     def tas_fp_syn_configure(self, handle, conf):
         self.syn_conf = conf
@@ -66,3 +68,22 @@ class ListenerTable:
 
     def tas_fp_tw_del(self, handle, ip, local_port, peer_port):
         self.time_wait.pop((ip, local_port, peer_port), None)
+
+    def tas_fp_connector_add(self, handle, lid, app_id):
+        return self.tas_fp_listener_add(handle, lid, 0, 0, app_id, 1, 0, None)
+
+    def tas_fp_ctx_connector(self, handle, ctx, slot):
+        self.ctx_connector[ctx] = slot
+
+    def tas_fp_neigh_set(self, handle, ip, mac):
+        self.neigh[ip] = bytes(mac)
+
+    def tas_fp_neigh_del(self, handle, ip):
+        self.neigh.pop(ip, None)
+
+    def tas_fp_flow_lookup(self, handle, ip, local_port, peer_port):
+        """(no connection is opened in these fast paths: no 4-tuple is taken)"""
+        return -1
+
+    def tas_fp_conn_slow(self, handle, out, n):
+        return 0
