@@ -364,6 +364,13 @@ struct fp_listener *fp_listener_pick(struct tas_fp *fp, uint16_t port, int *why)
 int fp_listener_slot_add(struct tas_fp *fp, uint32_t listener_id, uint16_t port, uint16_t ctx,
                          uint32_t app_id, int handoff, uint32_t backlog,
                          const uint64_t *accept_ctr, bool connector);
+/* A connection opened on l (its lock held) with its last pool entry: the
+ * record for the sweep queued, the entry gone. */
+void fp_listener_took(struct tas_fp *fp, struct fp_listener *l, struct tas_syn_opened *rec,
+                      const uint8_t *peer_mac);
+/* Counters <prefix><names[i]> of the page into out[i]. */
+void fp_stats_by_reason(struct kb_stats_page *page, const char *prefix,
+                        const char *const *names, int n, uint64_t **out);
 /* Is port a listener's (connects do not take it)? */
 bool fp_listener_port(struct tas_fp *fp, uint16_t port);
 bool fp_syn_held(struct tas_fp *fp, uint32_t peer_ip, uint16_t local_port, uint16_t peer_port);

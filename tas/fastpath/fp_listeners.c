@@ -61,11 +61,28 @@ void tas_fp_syn_stats(struct tas_fp *fp, struct kb_stats_page *page)
         "flow_table"};
     fp->ctr.syn_fast = kb_stats_counter(page, "syn_fast");
     fp->ctr.syn_kicks = kb_stats_counter(page, "syn_pool_kicks");
-    for (int i = 0; i < TAS_SYN_FB_N; i++) {
+    fp_stats_by_reason(page, "syn_fallback_", why, TAS_SYN_FB_N, fp->ctr.syn_fallback);
+}
+
+void fp_stats_by_reason(struct kb_stats_page *page, const char *prefix,
+                        const char *const *names, int n, uint64_t **out)
+{
+    for (int i = 0; i < n; i++) {
         char name[KB_STATS_NAME_LEN];
-        snprintf(name, sizeof(name), "syn_fallback_%s", why[i]);
-        fp->ctr.syn_fallback[i] = kb_stats_counter(page, name);
+        snprintf(name, sizeof(name), "%s%s", prefix, names[i]);
+        out[i] = kb_stats_counter(page, name);
     }
+}
+
+void fp_listener_took(struct tas_fp *fp, struct fp_listener *l, struct tas_syn_opened *rec,
+                      const uint8_t *peer_mac)
+{
+    memcpy(rec->peer_mac, peer_mac, sizeof(rec->peer_mac));
+    /* The ring has room for every flow (fp_listeners_init). */
+    if (rte_ring_mp_enqueue_elem(fp->syn_opened, rec, sizeof(*rec)) != 0)
+        kb_stats_add(fp->ctr.exc_ring_full, 1);
+    l->npool--;
+    l->opened++;
 }
 
 void tas_fp_syn_configure(struct tas_fp *fp, const struct tas_syn_conf *conf)
@@ -224,12 +241,18 @@ bool fp_syn_held(struct tas_fp *fp, uint32_t peer_ip, uint16_t local_port, uint1
                            __ATOMIC_SEQ_CST) != 0;
 }
 
+/* Seconds of the TSC (the microsecond clock wraps in 71 minutes). */
+static uint32_t tw_clock_s(struct tas_fp *fp)
+{
+    return (uint32_t)(rte_get_tsc_cycles() / fp->tsc_hz);
+}
+
 int tas_fp_tw_add(struct tas_fp *fp, uint32_t peer_ip, uint16_t local_port,
                   uint16_t peer_port, uint32_t rcv_nxt)
 {
     struct fp_flow_key k = fp_flow_key(peer_ip, local_port, peer_port);
     /* rcv_nxt, and the second it came (a connect's reuse waits one) */
-    uint64_t data = (uint64_t)(fp_now_us(fp) / 1000000u) << 32 | rcv_nxt;
+    uint64_t data = (uint64_t)tw_clock_s(fp) << 32 | rcv_nxt;
     return rte_hash_add_key_data(fp->tw_hash, &k, (void *)(uintptr_t)data) == 0 ? 0 : -1;
 }
 
@@ -274,7 +297,9 @@ bool fp_tw_take_for_connect(struct tas_fp *fp, uint32_t peer_ip, uint16_t local_
         return true;
     uint32_t since = (uint32_t)((uint64_t)(uintptr_t)data >> 32);
     *rcv_nxt = (uint32_t)(uintptr_t)data;
-    if (!fp->syn.tw_reuse || fp_now_us(fp) / 1000000u - since < 1)
+    /* Whole seconds apart, as Linux's time_after32(now, stamp + 1): over
+     * a second old. */
+    if (!fp->syn.tw_reuse || tw_clock_s(fp) - since < 2)
         return false;
     /* A core that lost the race to another reusing it sees it gone. */
     return rte_hash_del_key(fp->tw_hash, &k) >= 0;

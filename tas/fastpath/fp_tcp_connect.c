@@ -54,11 +54,7 @@ void tas_fp_conn_stats(struct tas_fp *fp, struct kb_stats_page *page)
         "no_connector", "pool_empty", "no_mac", "no_port", "flow_table", "addr"};
     fp->ctr.conn_fast = kb_stats_counter(page, "conn_fast");
     fp->ctr.conn_untold = kb_stats_counter(page, "conn_untold");
-    for (int i = 0; i < TAS_CONN_FB_N; i++) {
-        char name[KB_STATS_NAME_LEN];
-        snprintf(name, sizeof(name), "conn_fallback_%s", why[i]);
-        fp->ctr.conn_fallback[i] = kb_stats_counter(page, name);
-    }
+    fp_stats_by_reason(page, "conn_fallback_", why, TAS_CONN_FB_N, fp->ctr.conn_fallback);
 }
 
 int tas_fp_connector_add(struct tas_fp *fp, uint32_t listener_id, uint32_t app_id)
@@ -138,12 +134,7 @@ static int open_active(struct tas_fp *fp, struct fp_listener *l, struct tas_flow
         .flags = TAS_SYN_OPENED_ACTIVE | (reused ? TAS_SYN_OPENED_TW_REUSED : 0),
         .req_id = req_id,
     };
-    memcpy(rec.peer_mac, in->peer_mac, sizeof(rec.peer_mac));
-    /* The ring has room for every flow (fp_listeners_init). */
-    if (rte_ring_mp_enqueue_elem(fp->syn_opened, &rec, sizeof(rec)) != 0)
-        kb_stats_add(fp->ctr.exc_ring_full, 1);
-    l->npool--;
-    l->opened++;
+    fp_listener_took(fp, l, &rec, in->peer_mac);
     return id;
 }
 

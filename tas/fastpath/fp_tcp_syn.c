@@ -157,12 +157,7 @@ static int open_on(struct tas_fp *fp, struct fp_listener *l, const struct tas_fl
         .peer_ip = in->peer_ip, .local_port = in->local_port, .peer_port = in->peer_port,
         .flags = rec_flags,
     };
-    memcpy(rec.peer_mac, in->peer_mac, sizeof(rec.peer_mac));
-    /* The ring has room for every flow (fp_listeners_init). */
-    if (rte_ring_mp_enqueue_elem(fp->syn_opened, &rec, sizeof(rec)) != 0)
-        kb_stats_add(fp->ctr.exc_ring_full, 1);
-    l->npool--;
-    l->opened++;
+    fp_listener_took(fp, l, &rec, in->peer_mac);
     return id;
 }
 

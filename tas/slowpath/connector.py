@@ -1,7 +1,8 @@
 """Connects in the fast path (include/tas/synfast.h), the slow path's side.
 
-An app's first connect goes the slow way (TcpManager.connect); it also gives
-the app a connector: a listener slot in the fast path with no port, whose
+An app's first connect through the fast path (libtas's TAS_ATX_CONNECT; the
+Python API's TAS_CTL_CONNECT never goes there) is left to us, and gives the
+app a connector: a listener slot in the fast path with no port, whose
 pool of flow buffers (tcp.syn_pool, charged to the app's uid like any
 connection's) provisions its later connects, and every context of the app
 names it.  From then on libtas's TAS_ATX_CONNECT is answered by the fast
@@ -81,6 +82,8 @@ class Connectors:
                                       r.req_id)
                 if st != 0:
                     app.server.send_opened(app, None, r.req_id, st)
+                if r.why == self.lib.TAS_CONN_FB_NO_CONNECTOR:
+                    self.ensure(app)        # (after its own buffers: a small segment)
             if n < SLOW_BATCH:
                 return
 

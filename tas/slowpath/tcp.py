@@ -950,9 +950,7 @@ class TcpManager:
 
     def connect(self, app, ctx, peer_ip, peer_port, req_id):
         """A connect the fast path did not open (TAS_CTL_CONNECT, or its
-        ring of those it left to us); the app's first gives it a
-        connector, so its next ones need not come here."""
-        self.connectors.ensure(app)
+        ring of those it left to us: connector.py)."""
         local_port = self._ephemeral_port(peer_ip, peer_port)
         if local_port is None:
             return -errno.EADDRNOTAVAIL
