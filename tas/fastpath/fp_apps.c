@@ -224,11 +224,12 @@ void tas_fp_flush_notifications(struct tas_fp *fp)
 }
 
 /* false: a connect the slow path cannot take now (leave it queued) */
-static bool app_command(struct fp_core *c, struct fp_ctx *x, const struct tas_atx *e)
+static bool app_command(struct fp_core *c, struct fp_ctx *x, const struct tas_atx *e,
+                        fp_connect_fn on_connect)
 {
     struct tas_fp *fp = c->fp;
     if (e->type == TAS_ATX_CONNECT)
-        return fp_tcp_connect(c, x, e);
+        return on_connect(c, x, e);
     struct tas_flow *f = tas_fp_flow(fp, e->flow_id);
     if (e->type != TAS_ATX_CONNUPDATE || f == NULL) {
         kb_stats_add(fp->ctr.app_bad_cmd, 1);
@@ -279,7 +280,7 @@ static int64_t txq_avail(struct fp_ctx *x)
 }
 
 /* Contexts of queue q are q, q + ncores, q + 2 ncores, ... */
-unsigned fp_apps_poll(struct fp_core *c, uint16_t q)
+unsigned fp_apps_poll(struct fp_core *c, uint16_t q, fp_connect_fn on_connect)
 {
     struct tas_fp *fp = c->fp;
     unsigned work = 0;
@@ -302,7 +303,7 @@ unsigned fp_apps_poll(struct fp_core *c, uint16_t q)
         for (unsigned k = 0; k < n; k++)
             memcpy(&cmds[k], &x->tx_slots[(x->tx_cons + k) & CTXQ_MASK], sizeof(cmds[k]));
         unsigned done = 0;
-        while (done < n && app_command(c, x, &cmds[done]))
+        while (done < n && app_command(c, x, &cmds[done], on_connect))
             done++;
         x->tx_cons += done;
         __atomic_store_n(&x->txh->cons, x->tx_cons, __ATOMIC_RELEASE);

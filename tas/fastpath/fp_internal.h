@@ -343,7 +343,10 @@ static inline uint32_t fp_now_us(struct tas_fp *fp)
 }
 
 /* fp_apps.c */
-unsigned fp_apps_poll(struct fp_core *c, uint16_t q);
+/* A command fp_apps.c does not handle itself (TAS_ATX_CONNECT: the loop
+ * passes fp_tcp_connect, a layer up); false: leave it queued. */
+typedef bool (*fp_connect_fn)(struct fp_core *c, struct fp_ctx *x, const struct tas_atx *e);
+unsigned fp_apps_poll(struct fp_core *c, uint16_t q, fp_connect_fn on_connect);
 bool fp_apps_pending(struct tas_fp *fp, uint16_t q);
 void fp_notify_app(struct tas_fp *fp, struct tas_flow *f, uint32_t rx_bump,
                    uint32_t rx_pos, uint32_t tx_bump, uint32_t flags);

@@ -141,7 +141,7 @@ static unsigned serve_queue(struct fp_core *c, uint16_t q)
     struct tas_fp *fp = c->fp;
     if (!rte_spinlock_trylock(&fp->qlock[q]))
         return 0;
-    unsigned work = poll_rx(c, q) + fp_apps_poll(c, q) + fp_tcp_tx_work(c, q);
+    unsigned work = poll_rx(c, q) + fp_apps_poll(c, q, fp_tcp_connect) + fp_tcp_tx_work(c, q);
     rte_spinlock_unlock(&fp->qlock[q]);
     return work;
 }
