@@ -189,17 +189,24 @@ http {{
     client_body_temp_path {d}; proxy_temp_path {d}; fastcgi_temp_path {d};
     uwsgi_temp_path {d}; scgi_temp_path {d};
     server {{ listen {port}; root {d}/www; }}
+    {proxy}
 }}
 """
 NGINX_PORT = 8180
+# The reverse-proxy row: nginx (under tas-run, or on the Linux host) passes
+# each request to an upstream nginx on the kernel of the daemon's peer
+# namespace, over a new upstream connection per request (proxy_pass's
+# HTTP/1.0): the stack under test connects once a request.
+PROXY_PORT, UPSTREAM_PORT = 8181, 8190
+PROXY = "server {{ listen {port}; location / {{ proxy_pass http://{upstream}:{up_port}; }} }}"
 
 
-def wrk(ns, ip, seconds, close):
+def wrk(ns, ip, seconds, close, port=NGINX_PORT):
     """Requests per second of wrk (1 thread, 8 connections)."""
     cmd = ["wrk", "-t1", "-c8", f"-d{max(1, int(seconds))}s"]
     if close:
         cmd += ["-H", "Connection: close"]
-    r = subprocess.run(["ip", "netns", "exec", ns, *cmd, f"http://{ip}:{NGINX_PORT}/index.html"],
+    r = subprocess.run(["ip", "netns", "exec", ns, *cmd, f"http://{ip}:{port}/index.html"],
                        capture_output=True, text=True, timeout=seconds + 60)
     out = r.stdout
     if r.returncode != 0:
@@ -218,14 +225,19 @@ def nginx_runs(d, lns, tmp, seconds):
         f.write("hello\n")
     procs = []
     try:
-        for stack, prefix in (("tas", [sys.executable, "-m", "tas.run", "--instance",
-                                       d.instance, "--"]),
-                              ("linux", ["ip", "netns", "exec", lns])):
+        for stack, prefix, upstream in (
+                ("tas", [sys.executable, "-m", "tas.run", "--instance", d.instance, "--"],
+                 "10.0.0.1"),
+                ("linux", ["ip", "netns", "exec", lns], "10.0.2.1"),
+                ("upstream", ["ip", "netns", "exec", d.netns], None)):
             sub = os.path.join(tmp, stack)
             os.makedirs(sub, exist_ok=True)
             conf = os.path.join(sub, "nginx.conf")
+            proxy = (PROXY.format(port=PROXY_PORT, upstream=upstream, up_port=UPSTREAM_PORT)
+                     if upstream else "")
             with open(conf, "w") as f:
-                f.write(NGINX_CONF.format(d=sub, port=NGINX_PORT).replace(
+                f.write(NGINX_CONF.format(d=sub, port=UPSTREAM_PORT if upstream is None
+                                          else NGINX_PORT, proxy=proxy).replace(
                     f"root {sub}/www", f"root {www}"))
             procs.append(subprocess.Popen(prefix + ["nginx", "-c", conf, "-p", sub],
                                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
@@ -237,12 +249,15 @@ def nginx_runs(d, lns, tmp, seconds):
                  "        time.sleep(0.1)\n")
         out = {}
         for stack, ip in (("tas", "10.0.0.2"), ("linux", LINUX_IP)):
-            sh(sys.executable, "-c", fetch, f"http://{ip}:{NGINX_PORT}/index.html",
-               ns=d.netns, timeout=60)
+            for port in (NGINX_PORT, PROXY_PORT):
+                sh(sys.executable, "-c", fetch, f"http://{ip}:{port}/index.html",
+                   ns=d.netns, timeout=60)
         for _ in range(2):
             for stack, ip in (("linux", LINUX_IP), ("tas", "10.0.0.2")):
-                for mode, close in (("keep-alive", False), ("close", True)):
-                    r = wrk(d.netns, ip, seconds / 2, close)
+                for mode, close, port in (("keep-alive", False, NGINX_PORT),
+                                          ("close", True, NGINX_PORT),
+                                          ("proxy", False, PROXY_PORT)):
+                    r = wrk(d.netns, ip, seconds / 2, close, port)
                     out[(stack, mode)] = max(r, out.get((stack, mode), 0.0))
         return out
     finally:
@@ -393,7 +408,7 @@ def main():
         print_table(["nginx (2 workers), wrk -c8", "linux req/s", "tas req/s", "tas/linux"],
                     [[mode, f"{nginx[('linux', mode)]:.0f}", f"{nginx[('tas', mode)]:.0f}",
                       f"{nginx[('tas', mode)] / nginx[('linux', mode)]:.2f}"]
-                     for mode in ("keep-alive", "close")])
+                     for mode in ("keep-alive", "close", "proxy")])
     write_json("tas_conn.json", {"seconds": args.seconds, "clients": args.clients,
                                  "slots": args.slots, "rst_slots": args.rst_slots,
                                  "sources": args.sources, "device": d.device,
