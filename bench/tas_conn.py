@@ -149,8 +149,11 @@ def outgoing_runs(d, lns, seconds, slots_list):
                     else:
                         cmd = ["ip", "netns", "exec", lns, CONN_CLIENT, "10.0.2.1", str(OUT_PORT),
                                *args]
-                    r = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True,
-                                                  timeout=seconds + 60).stdout)
+                    p = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
+                    if p.returncode != 0:
+                        raise RuntimeError(f"{stack} client failed ({p.returncode}): "
+                                           f"{p.stdout[-500:]} {p.stderr[-1500:]}")
+                    r = json.loads(p.stdout)
                     if r["conns_per_s"] > out.get((slots, stack), {}).get("conns_per_s", -1):
                         out[(slots, stack)] = r
     finally:
@@ -257,7 +260,14 @@ def nginx_runs(d, lns, tmp, seconds):
                 for mode, close, port in (("keep-alive", False, NGINX_PORT),
                                           ("close", True, NGINX_PORT),
                                           ("proxy", False, PROXY_PORT)):
-                    r = wrk(d.netns, ip, seconds / 2, close, port)
+                    try:
+                        r = wrk(d.netns, ip, seconds / 2, close, port)
+                    except RuntimeError as e:
+                        logs = "".join(
+                            f"\n{who}'s error.log: " + open(os.path.join(tmp, who, "error.log"))
+                            .read()[-1000:] for who in (stack, "upstream"))
+                        alive = [p.poll() is None for p in procs]
+                        raise RuntimeError(f"{e}{logs}\nnginx processes alive: {alive}")
                     out[(stack, mode)] = max(r, out.get((stack, mode), 0.0))
         return out
     finally:
@@ -338,6 +348,10 @@ def main():
             # connections a second, whatever the server's stack.
             sh("sysctl", "-qw", "net.ipv4.tcp_tw_reuse=1", ns=d.netns)
             sh("sysctl", "-qw", "net.ipv4.ip_local_port_range=1024 65535", ns=d.netns)
+            # ... but not the nginx rows' ports: a client's TIME_WAIT pair on
+            # one keeps a listener from binding it (the upstream's 8190).
+            sh("sysctl", "-qw", f"net.ipv4.ip_local_reserved_ports={NGINX_PORT}-{UPSTREAM_PORT}",
+               ns=d.netns)
             # Many clients each keep their own TIME_WAIT sockets; one
             # namespace for all of them must have room (the default, 131,072,
             # fills in a few seconds from 8 addresses, and the kernel then

@@ -273,6 +273,10 @@ SCHEMA = {
                           "flows (0..256) each hand-over listener keeps provisioned so "
                           "that the fast path answers its SYNs (0: the slow path does); "
                           "closed connections give theirs back up to twice that"),
+        "connect_pool": Field(128, _int_range(0, 256),
+                              "flows (0..256) each app that connects keeps provisioned so "
+                              "that the fast path opens its connects (0: the slow path "
+                              "does); closed connections give theirs back up to twice that"),
         "rto_min_ms": Field(200, _int_range(1, 60000), "milliseconds (1..60000)"),
         "rto_intervals": Field(2, _int_range(1, 100),
                                "control intervals without progress before a timeout"),

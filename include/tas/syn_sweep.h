@@ -82,6 +82,7 @@ struct tas_syn_sweep {
     /* in */
     uint32_t mode;                /* TAS_SWEEP_* */
     uint32_t pool_cap;            /* recycle into a listener's pool up to this many */
+    uint32_t conn_pool_cap;       /* ... and into a connector's */
     struct tas_syn_pending *open; /* the caller's arrays */
     uint32_t open_max;
     uint32_t done_max;

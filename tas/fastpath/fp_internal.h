@@ -223,6 +223,7 @@ struct tas_fp {
                                            (fp_syn_sweep.c) */
     struct fp_connecting *connecting;   /* per flow id: its connect (fp_tcp_connect.c) */
     struct rte_ring *conn_slow;         /* struct tas_conn_slow, cores -> slow path */
+    uint32_t conn_next_port;            /* where the next connect's port search starts */
     struct fp_neigh *neigh;             /* peers' MACs for connects (fp_neigh.c) */
 };
 

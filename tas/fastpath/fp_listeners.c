@@ -241,18 +241,19 @@ bool fp_syn_held(struct tas_fp *fp, uint32_t peer_ip, uint16_t local_port, uint1
                            __ATOMIC_SEQ_CST) != 0;
 }
 
-/* Seconds of the TSC (the microsecond clock wraps in 71 minutes). */
-static uint32_t tw_clock_s(struct tas_fp *fp)
+/* Milliseconds of the TSC (the microsecond clock wraps in 71 minutes,
+ * this one in 49 days). */
+static uint32_t tw_clock_ms(struct tas_fp *fp)
 {
-    return (uint32_t)(rte_get_tsc_cycles() / fp->tsc_hz);
+    return (uint32_t)(rte_get_tsc_cycles() / (fp->tsc_per_us * 1000u));
 }
 
 int tas_fp_tw_add(struct tas_fp *fp, uint32_t peer_ip, uint16_t local_port,
                   uint16_t peer_port, uint32_t rcv_nxt)
 {
     struct fp_flow_key k = fp_flow_key(peer_ip, local_port, peer_port);
-    /* rcv_nxt, and the second it came (a connect's reuse waits one) */
-    uint64_t data = (uint64_t)tw_clock_s(fp) << 32 | rcv_nxt;
+    /* rcv_nxt, and the millisecond it came (a connect's reuse waits a second) */
+    uint64_t data = (uint64_t)tw_clock_ms(fp) << 32 | rcv_nxt;
     return rte_hash_add_key_data(fp->tw_hash, &k, (void *)(uintptr_t)data) == 0 ? 0 : -1;
 }
 
@@ -297,9 +298,7 @@ bool fp_tw_take_for_connect(struct tas_fp *fp, uint32_t peer_ip, uint16_t local_
         return true;
     uint32_t since = (uint32_t)((uint64_t)(uintptr_t)data >> 32);
     *rcv_nxt = (uint32_t)(uintptr_t)data;
-    /* Whole seconds apart, as Linux's time_after32(now, stamp + 1): over
-     * a second old. */
-    if (!fp->syn.tw_reuse || tw_clock_s(fp) - since < 2)
+    if (!fp->syn.tw_reuse || tw_clock_ms(fp) - since <= 1000u)   /* over a second old */
         return false;
     /* A core that lost the race to another reusing it sees it gone. */
     return rte_hash_del_key(fp->tw_hash, &k) >= 0;

@@ -155,7 +155,8 @@ static bool close_one(struct tas_fp *fp, struct tas_syn_sweep *s, const struct t
     struct tas_flow *f = tas_fp_flow(fp, r->flow_id);
     struct tas_syn_buf b = {.rx_base = f->rx_base, .tx_base = f->tx_base,
                             .rx_off = r->rx_off, .tx_off = r->tx_off};
-    bool recycle = tas_fp_listener_pool_count(fp, slot) < s->pool_cap;
+    uint32_t cap = fp->listeners[slot].connector ? s->conn_pool_cap : s->pool_cap;
+    bool recycle = tas_fp_listener_pool_count(fp, slot) < cap;
     if (s->ndone == s->done_max)
         return false;           /* (whether it will need an entry is known only later) */
     if (tw)

@@ -37,6 +37,7 @@ int fp_connect_init(struct tas_fp *fp)
         fp->ctr.conn_fallback[i] = &sink;
     fp->connecting = rte_zmalloc("tas_connecting", sizeof(struct fp_connecting) * TAS_FLOW_MAX,
                                  RTE_CACHE_LINE_SIZE);
+    fp->conn_next_port = (uint32_t)rte_rand();
     fp->conn_slow = rte_ring_create_elem("tas_connslow", sizeof(struct tas_conn_slow), SLOW_RING,
                                          (int)rte_socket_id(), RING_F_SC_DEQ);
     return fp->connecting == NULL || fp->conn_slow == NULL ? -1 : 0;
@@ -94,8 +95,12 @@ static int open_active(struct tas_fp *fp, struct fp_listener *l, struct tas_flow
     const struct tas_syn_buf *b = &l->pool[l->npool - 1];
     in->rx_base = b->rx_base;
     in->tx_base = b->tx_base;
+    /* On from the port the last connect (any app's) took: the next ones
+     * were taken longest ago, so their TIME_WAIT is the likeliest over
+     * (random probes found no port once the range was mostly in
+     * TIME_WAIT). */
     uint32_t range = (uint32_t)fp->syn.port_hi - fp->syn.port_lo + 1u;
-    uint32_t start = (uint32_t)(rte_rand() % range);
+    uint32_t start = __atomic_load_n(&fp->conn_next_port, __ATOMIC_RELAXED) % range;
     int id = -1;
     bool reused = false;
     uint32_t tw_rcv_nxt = 0;
@@ -120,6 +125,8 @@ static int open_active(struct tas_fp *fp, struct fp_listener *l, struct tas_flow
                 tas_fp_tw_add(fp, in->peer_ip, in->local_port, in->peer_port, tw_rcv_nxt);
         }
     }
+    __atomic_store_n(&fp->conn_next_port, (in->local_port - fp->syn.port_lo + 1u) % range,
+                     __ATOMIC_RELAXED);
     if (id < 0) {
         if (tas_fp_flow_count(fp) >= TAS_FLOW_MAX)
             *why = TAS_CONN_FB_FLOW_TABLE;

@@ -90,6 +90,9 @@ class Allocator:
                 return off
         return None
 
+    def free_bytes(self):
+        return sum(ln for _, ln in self.free)
+
     def reserve(self, off, size):
         """Take exactly [off, off+size) (a slice found in the ownership table);
         False if any of it is not free."""

@@ -28,9 +28,9 @@ class Connectors:
 
     def ensure(self, app):
         """The app's connector, made (and provisioned) at its first connect;
-        None if connects stay slow (tcp.syn_pool 0, fast-path table full)."""
+        None if connects stay slow (tcp.connect_pool 0, fast-path table full)."""
         lst = getattr(app, "connector", None)
-        if lst is not None or self.tcp.syn_pool <= 0 or app.alloc is None:
+        if lst is not None or self.tcp.connect_pool <= 0 or app.alloc is None:
             return lst
         tcp = self.tcp
         lst = self.listener_cls(tcp.next_listener_id, app, 0, 0, 0, handoff=True,

@@ -179,6 +179,7 @@ class TcpManager:
         # SYN-ACKs offer, and per hand-over listener a pool of this many
         # flows' buffers provisioned ahead.
         self.syn_pool = tcfg.syn_pool
+        self.connect_pool = tcfg.connect_pool     # an app's connector's (connector.py)
         self.syn_stats = getattr(fp, "syn_stats", None) or stats
         sc = self.ffi.new("struct tas_syn_conf *")
         sc.mss, sc.syn_window = tcfg.mss, min(cfg.buffers.rx_buf, 65535)
@@ -538,13 +539,21 @@ class TcpManager:
         self._refill(lst)
 
     def _refill(self, lst):
-        """Top the listener's pool up to tcp.syn_pool flows' buffers, charged
-        to its app's uid like any connection's."""
+        """Top the listener's pool up to tcp.syn_pool flows' buffers (a
+        connector's: tcp.connect_pool), charged to its app's uid like any
+        connection's."""
         if lst.fp_slot < 0 or not lst.handoff or lst.app.alloc is None:
             return
         have = self.lib.tas_fp_listener_pool_count(self.fp.handle, lst.fp_slot)
         b, seg = self._synbuf, lst.app.segment
-        for _ in range(self.syn_pool - have):
+        want = self._pool_size(lst) - have
+        if lst.connector:
+            # At most a quarter of the segment it leaves free: the app's
+            # accepts and slow connects take from the rest (a small
+            # segment was all pool, and a connect found no buffers).
+            flow = self.cfg.buffers.rx_buf + self.cfg.buffers.tx_buf
+            want = min(want, (lst.app.alloc.free_bytes() + have * flow) // (4 * flow) - have)
+        for _ in range(want):
             bufs = self._alloc_buffers(lst.app)
             if bufs is None:
                 self.syn_stats.add("syn_pool_refill_failures")
@@ -555,6 +564,9 @@ class TcpManager:
                 self._release_buffers(lst.app, *bufs)
                 return
             self.syn_stats.add("syn_pool_provisioned")
+
+    def _pool_size(self, lst):
+        return self.connect_pool if lst.connector else self.syn_pool
 
     def pool_count(self, lst):
         """Flows' buffers provisioned for the listener, not yet taken."""
@@ -571,7 +583,7 @@ class TcpManager:
         lst = conn.origin
         if (lst is None or lst.fp_slot < 0 or not lst.handoff or lst.app is not conn.app or
                 self.lib.tas_fp_listener_pool_count(self.fp.handle, lst.fp_slot) >=
-                2 * self.syn_pool):
+                2 * self._pool_size(lst)):
             return False
         b = self._synbuf
         seg = lst.app.segment
@@ -625,7 +637,7 @@ class TcpManager:
             self._slice_begin()
         s.mode = ((lib.TAS_SWEEP_ALL if mode is None else mode) |
                   (lib.TAS_SWEEP_TIME_WAIT if self.cfg.tcp.time_wait_ms > 0 else 0))
-        s.pool_cap = 2 * self.syn_pool
+        s.pool_cap, s.conn_pool_cap = 2 * self.syn_pool, 2 * self.connect_pool
         total, touched = 0, set()
         while True:
             lib.tas_fp_syn_sweep(self.fp.handle, s)
@@ -994,8 +1006,11 @@ class TcpManager:
         tries = itertools.chain((random.choice(eph) for _ in range(64)), eph)
         for p in tries:
             key = (peer_ip, p, peer_port)
-            if p in used or key in self.time_wait:
+            if p in used or (key in self.time_wait and not self._tw_reusable(key)):
                 continue
+            if key in self.time_wait:
+                self._tw_del(key)
+                self.stats.add("tcp_time_wait_reused")
             # Held first, then looked for: a fast-path connect installs
             # first, then looks for a hold (fp_tcp_connect.c).
             self._hold(key, 1)
@@ -1004,6 +1019,14 @@ class TcpManager:
                 return p
             self._hold(key, -1)
         return None
+
+    def _tw_reusable(self, key):
+        """tcp.time_wait_reuse: a connect may take a pair in TIME_WAIT for
+        over a second (Linux's tcp_tw_reuse), as the fast path's do."""
+        if not self.cfg.tcp.time_wait_reuse:
+            return False
+        since = self.time_wait[key][0] - self.cfg.tcp.time_wait_ms / 1000
+        return self.now() - since > 1.0
 
     def _on_synack(self, conn, eth, tcp):
         if not (tcp.flags & SYN and tcp.flags & ACK) or tcp.ack != (conn.iss + 1) & 0xFFFFFFFF:

@@ -271,3 +271,18 @@ def test_a_segment_for_a_flow_the_peer_reset_is_answered_not_reinjected(tcp):
     (r,) = replies(tcp)
     assert r.flags & RST
     assert tcp.fp.injected == [] and counter(tcp, "tcp_segs_after_reset") == 1
+
+
+def test_a_connector_leaves_most_of_a_small_segment_to_the_app(tcp):
+    """The pool of an app's connector (connector.py) takes at most a quarter
+    of what the segment has: with tcp.connect_pool flows' buffers it took
+    them all, and the app's next slow connect failed with ENOMEM."""
+    a = app()
+    flow = tcp.cfg.buffers.rx_buf + tcp.cfg.buffers.tx_buf
+    a.alloc = Allocator(4096, 4096 + 40 * flow)
+    lst = tcp.connectors.ensure(a)
+    assert tcp.pool_count(lst) == 10
+    tcp._refill(lst)                   # (the tick's: it does not creep up)
+    assert tcp.pool_count(lst) == 10
+    assert tcp.connect(a, 0, PEER_IP, 80, 1) == 0
+    assert a.alloc.free_bytes() == 29 * flow
