@@ -257,7 +257,9 @@ def run_point(cfg, size, keyspace, quick, tmp, client):
         prof = None
         if PERF:   # the server's profile while redis-benchmark runs
             os.makedirs(PERF, exist_ok=True)
-            prof = subprocess.Popen(["perf", "record", "-g", "-q", "-p", str(srv.pid), "-o",
+            # system-wide: with -p perf never sees a thread started after it
+            # attached (Strata's digest thread); perf report --pid picks the server
+            prof = subprocess.Popen(["perf", "record", "-g", "-q", "-a", "-o",
                                      os.path.join(PERF, f"{cfg}-{size}-{client}.data")])
         sysc = None
         if SYSCALLS:
