@@ -333,7 +333,9 @@ def main():
                          "libtas on a second daemon over net_memif (TAS rows only)")
     ap.add_argument("--run-mib", type=int, default=150, help="MiB SET per run (default 150)")
     ap.add_argument("--perf", metavar="DIR",
-                    help="record the server with perf during each run into DIR/<cfg>-<size>-<client>.data")
+                    help="record the whole machine with perf (-a -g) during each run into "
+                         "DIR/<cfg>-<size>-<client>.data; perf report --pid/--tid picks the "
+                         "server and its threads (Strata's digest thread too)")
     ap.add_argument("--syscalls", action="store_true",
                     help="count the server's system calls per SET with perf stat (all, ioctl, "
                          "mincore, madvise): a figure that does not depend on the machine's load")
