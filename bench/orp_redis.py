@@ -257,7 +257,9 @@ def run_point(cfg, size, keyspace, quick, tmp, client):
         prof = None
         if PERF:   # the server's profile while redis-benchmark runs
             os.makedirs(PERF, exist_ok=True)
-            prof = subprocess.Popen(["perf", "record", "-g", "-q", "-p", str(srv.pid), "-o",
+            # system-wide: with -p perf never sees a thread started after it
+            # attached (Strata's digest thread); perf report --pid picks the server
+            prof = subprocess.Popen(["perf", "record", "-g", "-q", "-a", "-o",
                                      os.path.join(PERF, f"{cfg}-{size}-{client}.data")])
         sysc = None
         if SYSCALLS:
@@ -331,7 +333,9 @@ def main():
                          "libtas on a second daemon over net_memif (TAS rows only)")
     ap.add_argument("--run-mib", type=int, default=150, help="MiB SET per run (default 150)")
     ap.add_argument("--perf", metavar="DIR",
-                    help="record the server with perf during each run into DIR/<cfg>-<size>-<client>.data")
+                    help="record the whole machine with perf (-a -g) during each run into "
+                         "DIR/<cfg>-<size>-<client>.data; perf report --pid/--tid picks the "
+                         "server and its threads (Strata's digest thread too)")
     ap.add_argument("--syscalls", action="store_true",
                     help="count the server's system calls per SET with perf stat (all, ioctl, "
                          "mincore, madvise): a figure that does not depend on the machine's load")

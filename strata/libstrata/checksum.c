@@ -78,11 +78,13 @@ static uint32_t fold(const struct sums *s, uint64_t seed, size_t len)
 #include <immintrin.h>
 
 /* The same sums with 32-byte vectors (lanes 0-1 and 2-3 of the SSE2 form),
- * so both variants give identical checksums. */
+ * so both variants give identical checksums.  Continues the sums in *s over
+ * the whole lines of [p, p+len); returns how many bytes that was. */
 __attribute__((target("avx2"))) static size_t lines_avx2(struct sums *s, char *d, const char *p, size_t len,
                                                         int nontemporal)
 {
-    __m256i a1 = _mm256_setzero_si256(), b1 = a1, a2 = a1, b2 = a1;
+    __m256i a1 = _mm256_set_m128i(s->s1[1], s->s1[0]), a2 = _mm256_set_m128i(s->s1[3], s->s1[2]);
+    __m256i b1 = _mm256_set_m128i(s->s2[1], s->s2[0]), b2 = _mm256_set_m128i(s->s2[3], s->s2[2]);
     size_t i = 0;
     for (; i + 64 <= len; i += 64) {
         __m256i v0 = _mm256_loadu_si256((const __m256i *)(p + i));
@@ -111,33 +113,9 @@ __attribute__((target("avx2"))) static size_t lines_avx2(struct sums *s, char *d
     return i;
 }
 
-static int have_avx2 = -1;
-
-uint32_t strata_copy_csum(void *dst, const void *src, size_t len, uint64_t seed, int nontemporal)
+/* The SSE2 form of lines_avx2 */
+static size_t lines_sse2(struct sums *s, char *d, const char *p, size_t len, int nontemporal)
 {
-    if (have_avx2 < 0)
-        have_avx2 = __builtin_cpu_supports("avx2");
-    /* dst must be 32-byte aligned for 256-bit streaming stores */
-    if (have_avx2 && len >= 64 && ((uintptr_t)dst % 32) == 0) {
-        struct sums s;
-        size_t i = lines_avx2(&s, dst, src, len, nontemporal);
-        if (i < len) {
-            char tail[64] = {0};
-            memcpy(tail, (const char *)src + i, len - i);
-            if (dst)
-                memcpy((char *)dst + i, tail, len - i);
-            __m128i v[4];
-            for (int k = 0; k < 4; k++)
-                v[k] = _mm_loadu_si128((const __m128i *)(tail + 16 * k));
-            add_line(&s, v);
-        }
-        return fold(&s, seed, len);
-    }
-    struct sums s;
-    for (int k = 0; k < 4; k++)
-        s.s1[k] = s.s2[k] = _mm_setzero_si128();
-    const char *p = src;
-    char *d = dst;
     size_t i = 0;
     for (; i + 64 <= len; i += 64) {
         __m128i v[4];
@@ -149,17 +127,75 @@ uint32_t strata_copy_csum(void *dst, const void *src, size_t len, uint64_t seed,
         else if (d)
             for (int k = 0; k < 4; k++)
                 _mm_storeu_si128((__m128i *)(d + i + 16 * k), v[k]);
-        add_line(&s, v);
+        add_line(s, v);
     }
-    if (i < len) {
+    return i;
+}
+
+static int have_avx2 = -1;
+
+static void sums_init(struct sums *s)
+{
+    for (int k = 0; k < 4; k++)
+        s->s1[k] = s->s2[k] = _mm_setzero_si128();
+}
+
+/* The whole lines of [p, p+len) into *s (copied to d when d != NULL). */
+static size_t lines(struct sums *s, char *d, const char *p, size_t len, int nontemporal)
+{
+    if (have_avx2 < 0)
+        have_avx2 = __builtin_cpu_supports("avx2");
+    /* d must be 32-byte aligned for 256-bit streaming stores */
+    if (have_avx2 && ((uintptr_t)d % 32) == 0)
+        return lines_avx2(s, d, p, len, nontemporal);
+    return lines_sse2(s, d, p, len, nontemporal);
+}
+
+/* The last partial line (zero-padded) into *s, then the checksum. */
+static uint32_t finish(struct sums *s, char *d, const char *p, size_t rest, uint64_t seed, size_t len)
+{
+    if (rest > 0) {
         char tail[64] = {0};
-        memcpy(tail, p + i, len - i);
+        memcpy(tail, p, rest);
         if (d)
-            memcpy(d + i, tail, len - i);
+            memcpy(d, tail, rest);
         __m128i v[4];
         for (int k = 0; k < 4; k++)
             v[k] = _mm_loadu_si128((const __m128i *)(tail + 16 * k));
-        add_line(&s, v);
+        add_line(s, v);
     }
-    return fold(&s, seed, len);
+    return fold(s, seed, len);
+}
+
+uint32_t strata_copy_csum(void *dst, const void *src, size_t len, uint64_t seed, int nontemporal)
+{
+    struct sums s;
+    sums_init(&s);
+    size_t i = lines(&s, dst, src, len, nontemporal);
+    return finish(&s, dst ? (char *)dst + i : NULL, (const char *)src + i, len - i, seed, len);
+}
+
+/* strata_data_csum of [src, src+len), flushing it a stretch at a time with
+ * flush(addr, n) right after the stretch is summed: one pass over the lines
+ * instead of a flush pass and a checksum pass (the second read the lines
+ * the flush had just written back).  Every byte of the range is flushed
+ * once; the caller drains. */
+#define CSUM_FLUSH_STRETCH 4096
+uint32_t strata_csum_flush(const void *src, size_t len, uint64_t seed,
+                           void (*flush)(const void *addr, size_t len))
+{
+    struct sums s;
+    sums_init(&s);
+    const char *p = src;
+    size_t i = 0;
+    while (len - i >= 64) {
+        size_t n = len - i < CSUM_FLUSH_STRETCH ? len - i : CSUM_FLUSH_STRETCH;
+        size_t done = lines(&s, NULL, p + i, n, 0);
+        flush(p + i, done);
+        i += done;
+    }
+    uint32_t c = finish(&s, NULL, p + i, len - i, seed, len);
+    if (i < len)
+        flush(p + i, len - i);
+    return c;
 }

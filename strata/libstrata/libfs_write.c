@@ -33,6 +33,7 @@ struct piece {
     const char *src;   /* inline source (NULL for a reference) */
     uint64_t len;
     uint64_t pool_off; /* reference target, or INLINE_POOL_OFF */
+    uint32_t crc;      /* a reference's extent checksum (log_txn) */
 };
 
 struct plan {
@@ -166,7 +167,7 @@ static void txn_abort(uint64_t start)
 }
 
 /* Log pieces p[0..n) as one transaction writing [off, off + bytes). */
-static int log_txn(struct sfile *f, const struct piece *p, uint32_t n, uint64_t off, uint64_t bytes,
+static int log_txn(struct sfile *f, struct piece *p, uint32_t n, uint64_t off, uint64_t bytes,
                    uint64_t fp)
 {
     /* digest first: it resets the slot's block credits */
@@ -177,9 +178,16 @@ static int log_txn(struct sfile *f, const struct piece *p, uint32_t n, uint64_t 
     }
     if (reserve(f, off, bytes) != 0)
         return -1;
+    /* each referenced extent is durable before the entry naming it: summed
+     * and flushed in one pass, one fence for all */
+    int refs = 0;
     for (uint32_t k = 0; k < n; k++)
-        if (p[k].pool_off != INLINE_POOL_OFF) /* durable before the entry naming it */
-            strata_persist(G.base + p[k].pool_off, p[k].len);
+        if (p[k].pool_off != INLINE_POOL_OFF) {
+            p[k].crc = strata_persist_csum_nodrain(G.base + p[k].pool_off, p[k].len, G.sb->fs_id);
+            refs = 1;
+        }
+    if (refs)
+        strata_drain();
     uint64_t start = G.tail, at = off;
     for (uint32_t k = 0; k < n; k++) {
         int ref = p[k].pool_off != INLINE_POOL_OFF;
@@ -188,8 +196,7 @@ static int log_txn(struct sfile *f, const struct piece *p, uint32_t n, uint64_t 
                                  .ino = f->ino, .gen = f->gen, .off = at, .len = p[k].len};
         struct strata_ref r;
         if (ref)
-            r = (struct strata_ref){.pool_off = p[k].pool_off, .len = p[k].len,
-                                    .crc = strata_data_csum(G.base + p[k].pool_off, p[k].len, G.sb->fs_id)};
+            r = (struct strata_ref){.pool_off = p[k].pool_off, .len = p[k].len, .crc = p[k].crc};
         if (log_append(&h, ref ? (const void *)&r : p[k].src, ref ? sizeof(r) : p[k].len) == NULL) {
             txn_abort(start);
             return -1;
@@ -218,7 +225,7 @@ static int log_txn(struct sfile *f, const struct piece *p, uint32_t n, uint64_t 
 }
 
 /* Log the plan in as few transactions as fit the log (one when it fits). */
-static ssize_t log_plan(struct sfile *f, const struct plan *pl, uint64_t off)
+static ssize_t log_plan(struct sfile *f, struct plan *pl, uint64_t off)
 {
     uint64_t total_fp = 0;
     for (uint32_t i = 0; i < pl->n; i++)

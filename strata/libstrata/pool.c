@@ -63,6 +63,15 @@ void strata_fill_nodrain(void *dst, const void *src, size_t len)
     }
 }
 
+uint32_t strata_persist_csum_nodrain(const void *addr, size_t len, uint64_t seed)
+{
+    if (G.use_msync) {
+        pmem_msync(addr, len);
+        return strata_data_csum(addr, len, seed);
+    }
+    return strata_csum_flush(addr, len, seed, pmem_flush);
+}
+
 void strata_drain(void)
 {
     if (!G.use_msync)

@@ -90,6 +90,10 @@ uint32_t strata_csum(uint64_t seed, const void *buf, size_t len);
  * stores for whole cache lines when asked).  dst must be 16-byte aligned. */
 uint32_t strata_copy_csum(void *dst, const void *src, size_t len, uint64_t seed, int nontemporal);
 #define strata_data_csum(src, len, seed) strata_copy_csum(NULL, (src), (len), (seed), 0)
+/* strata_data_csum, passing every byte of the range to flush once, a
+ * stretch at a time right after summing it (one pass over the lines) */
+uint32_t strata_csum_flush(const void *src, size_t len, uint64_t seed,
+                           void (*flush)(const void *addr, size_t len));
 
 /* pool.c: the bottom layer (layout, map, persist, the pool lock) */
 void strata_persist(const void *addr, size_t len);
@@ -98,6 +102,9 @@ void strata_persist(const void *addr, size_t len);
  * store that makes it reachable.  Streaming stores on pmem and tmpfs. */
 void strata_fill_nodrain(void *dst, const void *src, size_t len);
 void strata_drain(void);
+/* strata_data_csum of a range, which it makes durable on the way but for
+ * the fence (strata_drain) */
+uint32_t strata_persist_csum_nodrain(const void *addr, size_t len, uint64_t seed);
 int strata_map(const char *path, struct strata_fs *fs, int verbose_err, char *err, size_t errlen);
 int pool_layout(struct strata_super *sb);          /* -1: the parameters do not fit */
 uint64_t pool_default_size(const char *path);     /* --size auto */

@@ -19,6 +19,7 @@
  *        try R OFF LEN             log zio_release_if_unshared()
  *        rel R OFF LEN             zio_release()
  *        alloc B SIZE | free B     application buffers (malloc)
+ *        grow B SIZE               realloc a buffer (its bytes stay; address may change)
  *        cpy R ROFF B BOFF LEN     memcpy ring -> buffer
  *        scpy R ROFF B BOFF LEN PRIOR  a stack's stream piece ring -> buffer:
  *                                  zio_copy_continued() (memcpy when plain)
@@ -230,6 +231,12 @@ int main(int argc, char **argv)
             buf[i0] = malloc(buf_len[i0]);
             if (!buf[i0])
                 die("malloc");
+        } else if (!strcmp(op, "grow")) {
+            unsigned char *p = realloc(buf[i0], (size_t)a[1]);
+            if (!p)
+                die("realloc");
+            buf[i0] = p;
+            buf_len[i0] = (size_t)a[1];
         } else if (!strcmp(op, "free")) {
             free(buf[i0]);
             buf[i0] = NULL;

@@ -249,3 +249,39 @@ def test_linked_and_elided_copies_write_the_plain_bytes(script, link_max, tmp_pa
     log = run(script, tmp_path, libzio, env_extra={"ZIO_LINK_MAX": link_max})
     assert lines(log, "try") == [["0", "0"], ["0", "0"]]
     assert counters(log)["links_live"] == 0
+
+
+JEMALLOC = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"
+
+
+def test_linked_buffer_grown_in_place_keeps_its_links(tmp_path, libzio):
+    """Redis's AOF buffer holds linked values and grows by realloc.  With
+    jemalloc (Redis's allocator) libzio grows it where it is (xallocx)
+    when it can: nothing is copied and the links still send the ring's
+    bytes; where it cannot, the buffer moves through the interposed copy
+    and its links move along.  Either way the bytes are the plain run's,
+    every grow is counted once, and the ring is free once the buffer is."""
+    if not os.path.exists(JEMALLOC):
+        import pytest
+        pytest.skip("libjemalloc2 not installed")
+    grows = [96, 160, 288, 544]   # KiB, each from the buffer's current place
+    script = prologue(tmp_path, 2) + f"""grow 0 {64 * KIB}
+cpy 0 1000 0 0 {64 * KIB}
+""" + "".join(f"grow 0 {g * KIB}\nrd 0 0 {64 * KIB}\n" for g in grows) + f"""alloc 1 {32 * KIB}
+grow 0 {1100 * KIB}
+pwr 0 0 {64 * KIB} 0
+frd 0 {64 * KIB}
+try 0 0 {RING0}
+free 0
+try 0 0 {RING0}
+ctr reallocs_tracked_in_place
+ctr reallocs_tracked_moved
+ctr link_bytes_resolved
+ctr link_mismatches
+"""
+    log = run(script, tmp_path, libzio, after=JEMALLOC, env_extra=LINKS)
+    ctr = counters(log)
+    assert ctr["reallocs_tracked_in_place"] + ctr["reallocs_tracked_moved"] == len(grows) + 1, ctr
+    assert ctr["reallocs_tracked_in_place"] >= 1, ctr   # jemalloc grows a lone large buffer in place
+    assert ctr["link_bytes_resolved"] == 64 * KIB and ctr["link_mismatches"] == 0, ctr
+    assert lines(log, "try") == [["1", "0"], ["0", "0"]]

@@ -11,6 +11,7 @@
 
 #include "kb/stats.h"
 
+#include <dlfcn.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -18,6 +19,15 @@
 #include "kb/env.h"
 
 #define TAB_CAP 16384
+
+/* f if it lies in the same object as g (NULL otherwise) */
+static void *same_object(void *f, void *g)
+{
+    Dl_info a, b;
+    if (f == NULL || g == NULL || !dladdr(f, &a) || !dladdr(g, &b) || a.dli_fbase != b.dli_fbase)
+        return NULL;
+    return f;
+}
 
 static void resolve_reals(void)
 {
@@ -29,6 +39,7 @@ static void resolve_reals(void)
     zio_real.realloc = zio_next("realloc");
     zio_real.malloc_usable_size = zio_next("malloc_usable_size");
     zio_real.free = zio_next("free");
+    zio_real.xallocx = same_object(zio_next("xallocx"), (void *)zio_real.malloc);
     __atomic_store_n(&zio_real.memcpy, zio_next("memcpy"), __ATOMIC_RELEASE);
 }
 

@@ -57,6 +57,8 @@ struct zio_real {
     void *(*realloc)(void *, size_t);
     void *(*malloc)(size_t);
     size_t (*malloc_usable_size)(void *);
+    /* jemalloc's resize in place (never moves), when malloc is jemalloc's */
+    size_t (*xallocx)(void *, size_t, size_t, int);
 };
 extern struct zio_real zio_real;
 void *zio_next(const char *name);
@@ -271,6 +273,7 @@ enum zio_ctr {
     C_SYS_REGISTER, C_SYS_UNREGISTER, C_SYS_PROTECT, C_SYS_FILL, C_SYS_MINCORE,
     C_SYS_MADVISE, C_VMA_HITS, C_VMA_MAPS_READS, C_IDLE_ZEROED,
     C_COPIES_LINKED, C_BYTES_LINKED, C_LINK_OUT_BYTES, C_LINK_MISMATCH, C_LINKS_LIVE,
+    C_REALLOCS_IN_PLACE, C_REALLOCS_MOVED,
     C_NCTR
 };
 extern uint64_t *zio_ctr[C_NCTR];

@@ -87,6 +87,14 @@ ZIO_EXPORT void *realloc(void *p, size_t n)
     size_t usable = n ? tracked_alloc(p) : 0;
     if (!usable)
         return zio_real.realloc(p, n);
+    /* grown where it is (jemalloc's xallocx never moves): what libzio tracks
+     * in the allocation stays valid, and nothing is copied.  Redis's AOF
+     * buffer, linked to the receive ring, grows this way (ORP). */
+    if (n > usable && zio_real.xallocx != NULL && zio_real.xallocx(p, n, 0, 0) >= n) {
+        ctr_add(C_REALLOCS_IN_PLACE, 1);
+        return p;
+    }
+    ctr_add(C_REALLOCS_MOVED, 1);
     /* move through the interposed copy so the realloc copy is elided too */
     void *q = zio_real.malloc(n);
     if (!q)

@@ -61,6 +61,8 @@ static const char *const names[C_NCTR] = {
     [C_LINK_OUT_BYTES] = "link_bytes_resolved",      /* output bytes sent as their original */
     [C_LINK_MISMATCH] = "link_mismatches",           /* linked bytes changed: sent as they are */
     [C_LINKS_LIVE] = "links_live",
+    [C_REALLOCS_IN_PLACE] = "reallocs_tracked_in_place", /* grown where it was (xallocx) */
+    [C_REALLOCS_MOVED] = "reallocs_tracked_moved",       /* malloc + interposed copy + free */
 };
 
 static uint64_t sink[C_NCTR];
@@ -70,9 +72,10 @@ uint64_t *zio_ctr[C_NCTR] = {
     S(14), S(15), S(16), S(17), S(18), S(19), S(20), S(21), S(22), S(23), S(24), S(25),
     S(26), S(27), S(28), S(29), S(30), S(31), S(32), S(33), S(34), S(35), S(36), S(37),
     S(38), S(39), S(40), S(41), S(42), S(43), S(44), S(45), S(46), S(47), S(48), S(49),
+    S(50), S(51),
 #undef S
 };
-_Static_assert(C_NCTR == 50, "extend the sink initialiser");
+_Static_assert(C_NCTR == 52, "extend the sink initialiser");
 
 static struct kb_stats_page *page;
 static char instance[16];
