@@ -109,6 +109,14 @@ static void slot_send(int ep, struct slot *s)
     int err = 0;
     socklen_t len = sizeof(err);
     getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &err, &len);
+    if (err == EADDRNOTAVAIL) {
+        /* as from connect itself: a stack that picks the port after
+         * connect returned (TAS) says so here */
+        close(s->fd);
+        addr_retries++;
+        slot_open(ep, s);
+        return;
+    }
     if (err != 0) {
         errno = err;
         die("connect (async)");

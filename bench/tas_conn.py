@@ -21,6 +21,9 @@ and some load balancers do).
 Outgoing (--out-slots): the stacks as the client, conn_client under
 `tas-run` and on the Linux host, to one rpc_echo on the kernel in the
 peer namespace (the connecting side's active opens and closes).
+Both ends (--pair-slots, bench/tas_conn_pair.py): client and server both
+under `tas-run` on two daemons joined by net_memif, and both on the kernel
+in two namespaces a veth apart.
 Then nginx (master and `worker_processes 2`, the same config on both
 stacks) under wrk from the peer namespace, keep-alive and with
 `Connection: close` (one request per connection): requests per second.
@@ -37,7 +40,9 @@ import tempfile
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "tests"))
+sys.path.insert(0, os.path.join(ROOT, "bench"))
 from deploy.report import print_table, write_json  # noqa: E402
+from tas_conn_pair import pair_runs  # noqa: E402
 from tasd import Daemon, veth_namespace  # noqa: E402
 
 RPC_ECHO = os.path.join(ROOT, "build", "bench", "rpc_echo")
@@ -311,6 +316,10 @@ def main():
                     help="connections in flight of the outgoing rows (\"\" for none)")
     ap.add_argument("--sources", type=int, default=8,
                     help="client source addresses of the C client (1: the namespace's own)")
+    ap.add_argument("--pair-slots", default="1,16",
+                    help="connections in flight of the both-ends rows: client and server "
+                         "both on TAS (two daemons, net_memif) and both on Linux (two "
+                         "namespaces, a veth) (\"\" for none)")
     ap.add_argument("--no-nginx", action="store_true", help="skip the nginx/wrk part")
     ap.add_argument("--device", default=None,
                     help="dpdk.device of the daemon (default: the config's)")
@@ -390,6 +399,10 @@ def main():
                 subprocess.run(["ip", "netns", "del", lns], capture_output=True)
             d.stop()
     nginx = locals().get("nginx") or {}
+    pair_slots = [int(n) for n in args.pair_slots.split(",") if n]
+    pair = pair_runs(args.seconds, pair_slots,
+                     lambda ns, toward, prefix: add_sources(ns, toward, prefix, args.sources)
+                     ) if pair_slots else {}
     rows, ratios = [], {}
     for client in clients:
         lin, tas = results[(client, "linux")], results[(client, "tas")]
@@ -417,6 +430,15 @@ def main():
                       f"{outgoing[(n, 'tas')]['first_p99_us']:.0f}"] for n in sorted({k[0] for k in outgoing})])
         conn = locals().get("conn") or {}
         print("connects (tas rows): " + ", ".join(f"{k} {v}" for k, v in sorted(conn.items())))
+    if pair:
+        print()
+        print_table(["both ends on the stack", "linux conns/s", "tas conns/s", "tas/linux",
+                     "first reply p99 us linux", "tas"],
+                    [[f"C, {n} in flight", f"{pair[(n, 'linux')]['conns_per_s']:.0f}",
+                      f"{pair[(n, 'tas')]['conns_per_s']:.0f}",
+                      f"{pair[(n, 'tas')]['conns_per_s'] / pair[(n, 'linux')]['conns_per_s']:.2f}",
+                      f"{pair[(n, 'linux')]['first_p99_us']:.0f}",
+                      f"{pair[(n, 'tas')]['first_p99_us']:.0f}"] for n in pair_slots])
     if nginx:
         print()
         print_table(["nginx (2 workers), wrk -c8", "linux req/s", "tas req/s", "tas/linux"],
@@ -433,6 +455,7 @@ def main():
                                              for (c, s), r in results.items()},
                                  "ratios": ratios,
                                  "outgoing": {f"C {n}/{s}": r for (n, s), r in outgoing.items()},
+                                 "both_ends": {f"C {n}/{s}": r for (n, s), r in pair.items()},
                                  "nginx": {f"{s}/{m}": v for (s, m), v in nginx.items()}})
 
 
