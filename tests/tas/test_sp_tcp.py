@@ -7,6 +7,8 @@ The one fast-path call these paths make (the timestamp clock) is a counter
 here; established connections are tests/tas/test_tas_tcp.py's (root tier)."""
 import errno
 import os
+import time
+import types
 
 import pytest
 
@@ -286,3 +288,45 @@ def test_a_connector_leaves_most_of_a_small_segment_to_the_app(tcp):
     assert tcp.pool_count(lst) == 10
     assert tcp.connect(a, 0, PEER_IP, 80, 1) == 0
     assert a.alloc.free_bytes() == 29 * flow
+
+
+def fast_connect(tcp, a, lst, req_id, port):
+    """The record of a connect the fast path opened (fp_tcp_connect.c) and
+    its flow, still waiting for the SYN-ACK, as the sweep hands them over."""
+    lib, ffi = tcp.lib, _tasfp.ffi
+    fid = tcp.lib.tas_fp_flow_add(None, None)
+    tcp.lib.tas_fp_flow(None, fid).flags = (lib.TAS_FLF_ACTIVE | lib.TAS_FLF_QUIET |
+                                           lib.TAS_FLF_SYNSENT)
+    rec = ffi.new("struct tas_syn_opened *")
+    rec.flow_id, rec.listener_id, rec.iss, rec.req_id = fid, lst.id, 1000, req_id
+    rec.peer_ip, rec.local_port, rec.peer_port = int.from_bytes(PEER_IP, "big"), port, 80
+    rec.peer_mac, rec.flags = PEER_MAC, lib.TAS_SYN_OPENED_ACTIVE
+    tcp._fast_opened(rec[0], time.monotonic())
+    return tcp.conns[(PEER_IP, port, 80)]
+
+
+def test_giving_up_on_a_fast_connect_stops_its_handshake_first(tcp):
+    """The slow path's handshake timeout on a connect the fast path opened
+    marks the flow reset under its lock before the app hears ETIMEDOUT, so
+    a SYN-ACK arriving that moment goes to the slow path instead of
+    completing it (the app would hear both).  One the fast path completed
+    meanwhile is established, not timed out (the app heard TAS_ARX_OPENED)."""
+    lib = tcp.lib
+    a = app()
+    told = []
+    a.server = types.SimpleNamespace(
+        send_opened=lambda app, conn, req_id, status=0: told.append((req_id, status)),
+        send_event=lambda *args, **kw: None)
+    lst = tcp.connectors.ensure(a)
+    late = fast_connect(tcp, a, lst, 7, 40007)
+    f = tcp.lib.tas_fp_flow(None, late.flow_id)
+    late.retries = tcp.cfg.tcp.handshake_retries
+    tcp._retry_handshake(late, tcp.now(), tcp._send_syn)
+    assert told == [(7, -errno.ETIMEDOUT)]
+    assert f.flags & lib.TAS_FLF_RESET
+    assert late.key not in tcp.conns and late.flow_id not in tcp.lib.flows
+    done = fast_connect(tcp, a, lst, 8, 40008)
+    tcp.lib.tas_fp_flow(None, done.flow_id).flags &= ~lib.TAS_FLF_SYNSENT   # the SYN-ACK came
+    done.retries = tcp.cfg.tcp.handshake_retries
+    tcp._retry_handshake(done, tcp.now(), tcp._send_syn)
+    assert done.state == ESTABLISHED and told == [(7, -errno.ETIMEDOUT)]
