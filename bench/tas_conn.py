@@ -42,11 +42,9 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 sys.path.insert(0, os.path.join(ROOT, "bench"))
 from deploy.report import print_table, write_json  # noqa: E402
-from tas_conn_pair import pair_runs  # noqa: E402
+from tas_conn_pair import CONN_CLIENT, RPC_ECHO, pair_runs, start_server  # noqa: E402
 from tasd import Daemon, veth_namespace  # noqa: E402
 
-RPC_ECHO = os.path.join(ROOT, "build", "bench", "rpc_echo")
-CONN_CLIENT = os.path.join(ROOT, "build", "bench", "conn_client")
 PORT = 7300
 LINUX_IP = "10.0.2.2"
 
@@ -294,13 +292,17 @@ def syn_counters(d):
         return {}
 
 
-def start_server(cmd):
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    line = p.stdout.readline()
-    if "listening" not in line:
-        p.kill()
-        raise RuntimeError(f"echo server did not start: {line}{p.stderr.read()}")
-    return p
+def stack_table(title, res):
+    """res: {(slots, "linux" | "tas"): conn_client's result}: one row a slots."""
+    print()
+    rows = []
+    for n in sorted({k[0] for k in res}):
+        lin, tas = res[(n, "linux")], res[(n, "tas")]
+        rows.append([f"C, {n} in flight", f"{lin['conns_per_s']:.0f}", f"{tas['conns_per_s']:.0f}",
+                     f"{tas['conns_per_s'] / lin['conns_per_s']:.2f}",
+                     f"{lin['first_p99_us']:.0f}", f"{tas['first_p99_us']:.0f}"])
+    print_table([title, "linux conns/s", "tas conns/s", "tas/linux", "first reply p99 us linux",
+                 "tas"], rows)
 
 
 def main():
@@ -420,25 +422,11 @@ def main():
                                                if k.startswith("syn_f")))
     outgoing = locals().get("outgoing") or {}
     if outgoing:
-        print()
-        print_table(["outgoing: the stack connects", "linux conns/s", "tas conns/s", "tas/linux",
-                     "first reply p99 us linux", "tas"],
-                    [[f"C, {n} in flight", f"{outgoing[(n, 'linux')]['conns_per_s']:.0f}",
-                      f"{outgoing[(n, 'tas')]['conns_per_s']:.0f}",
-                      f"{outgoing[(n, 'tas')]['conns_per_s'] / outgoing[(n, 'linux')]['conns_per_s']:.2f}",
-                      f"{outgoing[(n, 'linux')]['first_p99_us']:.0f}",
-                      f"{outgoing[(n, 'tas')]['first_p99_us']:.0f}"] for n in sorted({k[0] for k in outgoing})])
+        stack_table("outgoing: the stack connects", outgoing)
         conn = locals().get("conn") or {}
         print("connects (tas rows): " + ", ".join(f"{k} {v}" for k, v in sorted(conn.items())))
     if pair:
-        print()
-        print_table(["both ends on the stack", "linux conns/s", "tas conns/s", "tas/linux",
-                     "first reply p99 us linux", "tas"],
-                    [[f"C, {n} in flight", f"{pair[(n, 'linux')]['conns_per_s']:.0f}",
-                      f"{pair[(n, 'tas')]['conns_per_s']:.0f}",
-                      f"{pair[(n, 'tas')]['conns_per_s'] / pair[(n, 'linux')]['conns_per_s']:.2f}",
-                      f"{pair[(n, 'linux')]['first_p99_us']:.0f}",
-                      f"{pair[(n, 'tas')]['first_p99_us']:.0f}"] for n in pair_slots])
+        stack_table("both ends on the stack", pair)
     if nginx:
         print()
         print_table(["nginx (2 workers), wrk -c8", "linux req/s", "tas req/s", "tas/linux"],

@@ -35,9 +35,10 @@ def _client(prefix, ip, slots, seconds, stack, sources):
     return json.loads(p.stdout)
 
 
-def _server(prefix):
-    p = subprocess.Popen(prefix + [RPC_ECHO, "server", str(PAIR_PORT)], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
+def start_server(cmd):
+    """An echo server (rpc_echo, or tas_conn.py's Python one): once it says
+    it listens."""
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     line = p.stdout.readline()
     if "listening" not in line:
         p.kill()
@@ -66,13 +67,15 @@ def pair_runs(seconds, slots_list, add_sources):
                    "net.ipv4.tcp_max_tw_buckets=4000000"):
             subprocess.run(["ip", "netns", "exec", cli_ns, "sysctl", "-qw", kv], check=True)
         sources = add_sources(cli_ns, "10.3.0.2", "10.3.0")
-        servers.append(_server(["ip", "netns", "exec", srv_ns]))
+        servers.append(start_server(["ip", "netns", "exec", srv_ns, RPC_ECHO, "server",
+                                     str(PAIR_PORT)]))
         # TAS: two daemons on net_memif, each app on its fast path's CPU.
         tmp = tempfile.mkdtemp()
         daemons.extend(start_memif_pair(tmp, pin_apps=True, extra=TCP_KEYS,
                                         names=("connpa", "connpb")))
         run = [sys.executable, "-m", "tas.run", "--instance"]
-        servers.append(_server(run + [daemons[0].instance, "--"]))
+        servers.append(start_server(run + [daemons[0].instance, "--", RPC_ECHO, "server",
+                                           str(PAIR_PORT)]))
         clients = {"linux": (["ip", "netns", "exec", cli_ns], "10.3.0.1", sources),
                    "tas": (run + [daemons[1].instance, "--"], "10.1.0.1", [])}
         for slots in slots_list:
