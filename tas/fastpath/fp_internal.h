@@ -383,11 +383,12 @@ bool fp_syn_held(struct tas_fp *fp, uint32_t peer_ip, uint16_t local_port, uint1
  * pair is out of the table now; *rcv_nxt is what it held) or FP_TW_KEEP
  * (the slow path judges it). */
 enum fp_tw { FP_TW_NONE, FP_TW_REUSED, FP_TW_KEEP };
-/* May a connect take this pair?  True if not in TIME_WAIT, or (with
- * tcp.time_wait_reuse) in it for a second or more: then it is out of the
- * table now, as Linux's tcp_tw_reuse takes it (*rcv_nxt: what it held). */
-bool fp_tw_take_for_connect(struct tas_fp *fp, uint32_t peer_ip, uint16_t local_port,
-                            uint16_t peer_port, uint32_t *rcv_nxt);
+/* May a connect take this pair?  0: it is not in TIME_WAIT; 1: it was,
+ * for over a second, and tcp.time_wait_reuse lets the connect take it, as
+ * Linux's tcp_tw_reuse does: it is out of the table now (*rcv_nxt: what it
+ * held); -1: no. */
+int fp_tw_take_for_connect(struct tas_fp *fp, uint32_t peer_ip, uint16_t local_port,
+                           uint16_t peer_port, uint32_t *rcv_nxt);
 enum fp_tw fp_syn_time_wait(struct tas_fp *fp, uint32_t peer_ip, uint16_t local_port,
                             uint16_t peer_port, uint32_t seq, uint32_t *rcv_nxt);
 

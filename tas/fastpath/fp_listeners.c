@@ -289,19 +289,19 @@ bool fp_listener_port(struct tas_fp *fp, uint16_t port)
     return false;
 }
 
-bool fp_tw_take_for_connect(struct tas_fp *fp, uint32_t peer_ip, uint16_t local_port,
-                            uint16_t peer_port, uint32_t *rcv_nxt)
+int fp_tw_take_for_connect(struct tas_fp *fp, uint32_t peer_ip, uint16_t local_port,
+                           uint16_t peer_port, uint32_t *rcv_nxt)
 {
     struct fp_flow_key k = fp_flow_key(peer_ip, local_port, peer_port);
     void *data;
     if (rte_hash_lookup_data(fp->tw_hash, &k, &data) < 0)
-        return true;
+        return 0;
     uint32_t since = (uint32_t)((uint64_t)(uintptr_t)data >> 32);
     *rcv_nxt = (uint32_t)(uintptr_t)data;
     if (!fp->syn.tw_reuse || tw_clock_ms(fp) - since <= 1000u)   /* over a second old */
-        return false;
+        return -1;
     /* A core that lost the race to another reusing it sees it gone. */
-    return rte_hash_del_key(fp->tw_hash, &k) >= 0;
+    return rte_hash_del_key(fp->tw_hash, &k) >= 0 ? 1 : -1;
 }
 
 struct fp_listener *fp_listener_pick(struct tas_fp *fp, uint16_t port, int *why)

@@ -82,9 +82,9 @@ static bool tuple_free(struct tas_fp *fp, uint32_t peer_ip, uint16_t local_port,
 {
     if (fp_syn_held(fp, peer_ip, local_port, peer_port) || fp_listener_port(fp, local_port))
         return false;
-    struct fp_flow_key k = fp_flow_key(peer_ip, local_port, peer_port);
-    *reused = rte_hash_lookup(fp->tw_hash, &k) >= 0;
-    return !*reused || fp_tw_take_for_connect(fp, peer_ip, local_port, peer_port, tw_rcv_nxt);
+    int tw = fp_tw_take_for_connect(fp, peer_ip, local_port, peer_port, tw_rcv_nxt);
+    *reused = tw > 0;
+    return tw >= 0;
 }
 
 /* Install the flow on a free port with the connector's last pool entry and

@@ -65,14 +65,17 @@ class Connectors:
         self.tcp.listener_ids.pop(lst.id, None)
         app.connector = None
 
-    def drain_slow(self, apps):
+    def drain_slow(self, server):
         """Connects the fast path left to us: done as TAS_CTL_CONNECT would
-        be, answered with CONN_OPENED.  apps: app id -> App."""
+        be, answered with CONN_OPENED.  server: the AppServer (its apps)."""
+        by_id = None
         while True:
             n = self.lib.tas_fp_conn_slow(self.fp.handle, self._slow, SLOW_BATCH)
+            if n and by_id is None:
+                by_id = {a.id: a for a in server.apps.values()}
             for i in range(n):
                 r = self._slow[i]
-                app = apps().get(r.app_id)
+                app = by_id.get(r.app_id)
                 if app is None or app.segment is None:
                     continue                # gone meanwhile: nobody waits
                 if not any(c.fp_id == r.ctx for c in app.ctxs):
@@ -86,20 +89,3 @@ class Connectors:
                     self.ensure(app)        # (after its own buffers: a small segment)
             if n < SLOW_BATCH:
                 return
-
-    @staticmethod
-    def refuses(lst):
-        """An app's request naming a connector's id as a listener's."""
-        return lst is not None and lst.connector
-
-
-def app_lookup(server):
-    """app id -> App of the app server, built when first asked per drain."""
-    cache = {}
-
-    def get():
-        if not cache:
-            cache.update({a.id: a for a in server.apps.values()})
-        return cache
-    return get
-

@@ -14,7 +14,6 @@ from tas.slowpath import cc
 from tas.slowpath.admin import AdminServer
 from tas.slowpath.apps import AppServer
 from tas.slowpath.arp import ArpTable
-from tas.slowpath.connector import app_lookup
 from tas.slowpath.icmp import echo_reply
 from tas.slowpath.quota import UidQuota
 from tas.slowpath.scaling import CoreScaler
@@ -140,7 +139,7 @@ class SlowPath:
 
     def _slow_connects(self):
         """Connects the fast path left to us (connector.py)."""
-        self.tcp.connectors.drain_slow(app_lookup(self.apps))
+        self.tcp.connectors.drain_slow(self.apps)
 
     def _guarded(self, fn, arg):
         """A bug in handling one packet or request must not stop the daemon:

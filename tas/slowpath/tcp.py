@@ -769,9 +769,10 @@ class TcpManager:
         return lst
 
     def _from_flow(self, conn, f):
-        """What the fast path negotiated on a connect it completed."""
+        """What the fast path negotiated on a connect it completed (the
+        peer's ISN is the fast path's alone: nothing here needs it once
+        the flow is installed)."""
         lib = self.lib
-        conn.irs = (f.rx_next_seq - 1) & 0xFFFFFFFF
         conn.mss, conn.snd_wscale, conn.rcv_wscale = f.mss, f.snd_wscale, f.rcv_wscale
         conn.ts_ok, conn.sack_ok = bool(f.flags & lib.TAS_FLF_TS), bool(f.flags & lib.TAS_FLF_SACK)
         conn.ecn, conn.ts_recent, conn.snd_wnd = (bool(f.flags & lib.TAS_FLF_ECN), f.ts_recent,

@@ -263,7 +263,7 @@ def test_linked_buffer_grown_in_place_keeps_its_links(tmp_path, libzio):
     every grow is counted once, and the ring is free once the buffer is."""
     if not os.path.exists(JEMALLOC):
         import pytest
-        pytest.skip("libjemalloc2 not installed")
+        pytest.fail(f"{JEMALLOC} missing: deploy/setup installs libjemalloc2 (Redis's allocator)")
     grows = [96, 160, 288, 544]   # KiB, each from the buffer's current place
     script = prologue(tmp_path, 2) + f"""grow 0 {64 * KIB}
 cpy 0 1000 0 0 {64 * KIB}
