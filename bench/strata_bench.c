@@ -6,6 +6,10 @@
  *   strata_bench bw strata POOL N             4 KiB log-append bandwidth (digest excluded
  *                                             and included, reported separately)
  *   strata_bench bw raw PATH N                4 KiB pmem_memcpy_persist bandwidth
+ *   strata_bench digest POOL SIZE N           append N writes of SIZE bytes to one file (an AOF's
+ *                                             shape), then time digesting them into file blocks;
+ *                                             in the same run, time one pmem_memcpy_persist of the
+ *                                             same bytes (the least a digest must do)
  * Latencies are per operation (write + fsync), from CLOCK_MONOTONIC.
  */
 #include "strata/strata_api.h"
@@ -108,6 +112,44 @@ static int bw_strata(const char *pool, int n)
     return 0;
 }
 
+/* Digest cost per byte against a plain persistent copy of the same bytes. */
+static int digest_bench(const char *pool, size_t size, int n)
+{
+    if (strata_attach(pool) != 0)
+        return 1;
+    char *buf = malloc(size);
+    memset(buf, 'd', size);
+    strata_unlink("/digest.dat");
+    int fd = strata_open("/digest.dat", O_CREAT | O_WRONLY | O_TRUNC, 0644);
+    double digest = 0, copy = 0;
+    int rounds = 4;
+    char *dst = malloc(size * (size_t)n + 64);
+    memset(dst, 0, size * (size_t)n + 64);
+    for (int r = -1; r < rounds; r++) { /* round -1 warms up; every round appends */
+        for (int i = 0; i < n; i++)
+            strata_pwrite(fd, buf, size, (int64_t)((size_t)(r + 1) * size * n + (size_t)i * size));
+        double s = now();
+        strata_digest();
+        double t = now() - s;
+        s = now();
+        for (int i = 0; i < n; i++)
+            pmem_memcpy_nodrain(dst + (size_t)i * size, buf, size);
+        pmem_drain();
+        double c = now() - s;
+        if (r >= 0) {
+            digest += t;
+            copy += c;
+        }
+    }
+    strata_close(fd);
+    double per = (double)rounds * n;
+    printf("{\"size\": %zu, \"n\": %d, \"digest_us_per_write\": %.2f, \"copy_us_per_write\": %.2f, "
+           "\"digest_over_copy\": %.2f}\n", size, n, digest / per * 1e6, copy / per * 1e6, digest / copy);
+    free(buf);
+    free(dst);
+    return 0;
+}
+
 static int bw_raw(const char *path, int n)
 {
     size_t len, region = 64u << 20;
@@ -138,6 +180,8 @@ int main(int argc, char **argv)
                            argc == 7 ? atof(argv[6]) : 0);
     if (argc == 5 && strcmp(argv[1], "bw") == 0)
         return strcmp(argv[2], "raw") == 0 ? bw_raw(argv[3], atoi(argv[4])) : bw_strata(argv[3], atoi(argv[4]));
+    if (argc == 5 && strcmp(argv[1], "digest") == 0)
+        return digest_bench(argv[2], (size_t)atol(argv[3]), atoi(argv[4]));
     fprintf(stderr, "usage: see the comment at the top of bench/strata_bench.c\n");
     return 2;
 }

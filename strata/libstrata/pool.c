@@ -45,6 +45,14 @@ void strata_persist(const void *addr, size_t len)
         pmem_persist(addr, len);
 }
 
+void strata_flush(const void *addr, size_t len)
+{
+    if (G.use_msync)
+        pmem_msync(addr, len);
+    else
+        pmem_flush(addr, len);
+}
+
 /* Digest writes whole blocks it will not read again: streaming stores skip
  * reading the destination lines in and writing them back again at the
  * flush (memcpy + pmem_persist did both). */

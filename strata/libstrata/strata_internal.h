@@ -102,6 +102,8 @@ void strata_persist(const void *addr, size_t len);
  * store that makes it reachable.  Streaming stores on pmem and tmpfs. */
 void strata_fill_nodrain(void *dst, const void *src, size_t len);
 void strata_drain(void);
+/* Write back without the fence (msync where the pool is not pmem) */
+void strata_flush(const void *addr, size_t len);
 /* strata_data_csum of a range, which it makes durable on the way but for
  * the fence (strata_drain) */
 uint32_t strata_persist_csum_nodrain(const void *addr, size_t len, uint64_t seed);
