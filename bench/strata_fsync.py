@@ -7,8 +7,9 @@ machine's disk file system with fsync (/var/tmp), and on tmpfs; then 4 KiB
 log-append bandwidth against raw pmem_memcpy_persist; then 4 KiB append+fsync
 on a pool with the default 8 MiB logs with the background digest thread and
 without it (STRATA_DIGEST_THREAD=0: the writer digests itself at 30 % log
-fill): p50, p99, p99.9 and max, and their ratios.  Ratios come from the same
-run.  The measurement loops are C (build/bench/strata_bench).
+fill): p50, p99, p99.9 and max, and their ratios; then digest time per
+write (4 KiB, 64 KiB, 256 KiB appends, as an AOF grows) against one
+persistent copy of the same bytes.  Ratios come from the same run.  The measurement loops are C (build/bench/strata_bench).
 """
 import argparse
 import datetime
@@ -40,11 +41,11 @@ def run(*args, env=None):
 
 def make_pool(lib, path, log_bytes):
     lib.check(lib.lib().strata_mkfs(path.encode(), 512 << 20, 4, log_bytes, 1024), "mkfs")
-    # back every page, as a DAX device is (`strata mkfs --prealloc`): the pool
-    # file is sparse otherwise and page allocation would be measured too
-    fd = os.open(path, os.O_RDWR)
-    os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
-    os.close(fd)
+    # back every page, as a DAX device is (`strata mkfs --prealloc`: zeroed
+    # now, in 2 MiB pages where /dev/shm allows): the pool file is sparse
+    # otherwise and page allocation would be measured too
+    from strata.cli import prealloc
+    prealloc(path)
 
 
 STATS = ("p50_us", "p99_us", "p999_us", "max_us", "ops_per_s")
@@ -122,6 +123,14 @@ def main():
             "append_vs_raw": log_gbps / raw_gbps,
             "append_vs_raw_per_trial": [lg["append_gbps"] / r["raw_gbps"] for r, lg in zip(raws, logs)],
             "mapping_is_pmem": raws[0]["is_pmem"]}
+        # digest's fixed cost per block shows against the copy it must do
+        results["digest"] = []
+        for size, n in ((4096, 2000), (65536, 200), (262144, 50)):
+            runs = [run("digest", POOL, size, n, env=dict(os.environ, STRATA_DIGEST_THREAD="0"))
+                    for _ in range(TRIALS)]
+            results["digest"].append({k: statistics.median(r[k] for r in runs) for k in
+                                      ("size", "digest_us_per_write", "copy_us_per_write",
+                                       "digest_over_copy")})
     finally:
         os.unlink(POOL)
     results["digest_thread_4k"] = [digest_thread_compare(lib, n_dt, 3, gap) for gap in (0, 5)]
@@ -138,6 +147,10 @@ def main():
           f"log append incl. digest {bw['log_append_with_digest_gbps']:.2f} GB/s")
     for dt in results["digest_thread_4k"]:
         print_digest_thread(dt)
+    print(f"digest per write (medians of {TRIALS}): size, digest us, persistent copy us, ratio")
+    for d in results["digest"]:
+        print(f"{d['size']:>10,} B{d['digest_us_per_write']:>10.2f}{d['copy_us_per_write']:>10.2f}"
+              f"{d['digest_over_copy']:>9.2f}x")
     os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)
     out = os.path.join(ROOT, "bench", "results", "strata_fsync.json")
     with open(out, "w") as f:
