@@ -239,9 +239,8 @@ uint32_t fp_tcp_synsent(struct fp_core *c, struct tas_flow *f, struct rte_mbuf *
     f->mss = fp_syn_mss(fp, &so);
     f->snd_wscale = (uint8_t)(so.wscale >= 0 ? so.wscale : 0);
     f->rcv_wscale = so.wscale >= 0 ? fp->syn.rcv_wscale : 0;
-    f->flags = (f->flags & ~TAS_FLF_SYNSENT) | (so.ts ? TAS_FLF_TS : 0) |
-               (so.sack ? TAS_FLF_SACK : 0) |
-               (fp->syn.ecn && (flags & RTE_TCP_ECE_FLAG) ? TAS_FLF_ECN : 0);
+    f->flags |= (so.ts ? TAS_FLF_TS : 0) | (so.sack ? TAS_FLF_SACK : 0) |
+                (fp->syn.ecn && (flags & RTE_TCP_ECE_FLAG) ? TAS_FLF_ECN : 0);
     f->rx_next_seq = rte_be_to_cpu_32(tcp->sent_seq) + 1;
     f->snd_wnd = rte_be_to_cpu_16(tcp->rx_win);      /* a SYN-ACK's is never scaled */
     f->ts_recent = so.ts ? so.tsval : 0;
@@ -257,10 +256,15 @@ uint32_t fp_tcp_synsent(struct fp_core *c, struct tas_flow *f, struct rte_mbuf *
         .rx_pos = cn->rx_off,
         .tx_bump = cn->tx_off,
     };
-    if (fp_notify_newconn(fp, f->ctx, &e) != 0) {
-        /* No room in the app's queue: the slow path tells it (the sweep
-         * hands the flow over at once). */
-        f->flags |= TAS_FLF_UNTOLD;
+    /* No room in the app's queue: the slow path tells it (the sweep hands
+     * the flow over at once). */
+    bool untold = fp_notify_newconn(fp, f->ctx, &e) != 0;
+    /* SYNSENT goes last, in one store with UNTOLD: the slow path's tick
+     * reads the flags without the lock (tcp.py _quietly_established) and
+     * takes the connect as done, told or not, once SYNSENT is gone. */
+    __atomic_store_n(&f->flags, (f->flags & ~TAS_FLF_SYNSENT) | (untold ? TAS_FLF_UNTOLD : 0),
+                     __ATOMIC_RELEASE);
+    if (untold) {
         kb_stats_add(fp->ctr.conn_untold, 1);
         fp_sp_kick(fp);
     }
