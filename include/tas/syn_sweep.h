@@ -14,9 +14,8 @@
  * peer reset, once their app closed them: the fast path took the RST, no
  * TIME_WAIT).  The slow path
  * hears only what it must note: per listener how many were established and
- * closed (its backlog), per connection only a pair reused, buffers the pool
- * had no room for, or a TIME_WAIT pair the fast path could not time itself
- * (fp_time_wait.c).  The others stay in the list and go
+ * closed (its backlog), per connection only a TIME_WAIT pair, a pair reused,
+ * or buffers the pool had no room for.  The others stay in the list and go
  * to the slow path (as struct tas_syn_pending) once a tick has seen them
  * still open, or at once when anything about them is unusual (data left
  * unread, the listener gone), or when the slow path asks for all
@@ -39,9 +38,7 @@
                                      closed first leaves a TIME_WAIT pair */
 
 /* tas_syn_swept.flags */
-#define TAS_SWEPT_TW 1            /* it left a TIME_WAIT pair (in the fast path's
-                                     table) for the slow path to time: one the
-                                     fast path could not (tas_fp_tw_expire) */
+#define TAS_SWEPT_TW 1            /* it left a TIME_WAIT pair (the fast path's table) */
 #define TAS_SWEPT_TW_HELD 2       /* ... the table was full: held (tas_fp_syn_hold) */
 #define TAS_SWEPT_TW_REUSED 4     /* it had taken over a TIME_WAIT pair */
 #define TAS_SWEPT_RELEASE 8       /* its buffers go back to its app's allocator (the

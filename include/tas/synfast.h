@@ -171,28 +171,8 @@ void tas_fp_syn_hold(struct tas_fp *fp, uint32_t peer_ip, uint16_t local_port,
  * when the table is full (then hold the pair: tas_fp_syn_hold). */
 int tas_fp_tw_add(struct tas_fp *fp, uint32_t peer_ip, uint16_t local_port,
                   uint16_t peer_port, uint32_t rcv_nxt);
-/* (Also forgets the pair if the fast path was timing it, below.) */
 void tas_fp_tw_del(struct tas_fp *fp, uint32_t peer_ip, uint16_t local_port,
                    uint16_t peer_port);
-/* The pairs the sweep leaves (include/tas/syn_sweep.h) are timed by the fast
- * path, not noted by the slow path one by one (slow-path thread only):
- * get (1: the pair is one of them, still in TIME_WAIT; 0: not), expire
- * those over time_wait_ms old (how many), count, and list (for tasctl). */
-struct tas_tw_info {
-    uint32_t age_ms;              /* since the pair entered TIME_WAIT */
-    uint32_t snd_nxt, rcv_nxt;    /* of the old connection */
-    uint8_t peer_mac[6];
-};
-struct tas_tw_entry {
-    uint32_t peer_ip;
-    uint16_t local_port, peer_port;
-    uint32_t age_ms;
-};
-int tas_fp_tw_get(struct tas_fp *fp, uint32_t peer_ip, uint16_t local_port,
-                  uint16_t peer_port, struct tas_tw_info *out);
-uint32_t tas_fp_tw_expire(struct tas_fp *fp, uint32_t time_wait_ms);
-uint32_t tas_fp_tw_count(struct tas_fp *fp);
-uint32_t tas_fp_tw_list(struct tas_fp *fp, struct tas_tw_entry *out, uint32_t max);
 /* CDEF-END */
 
 #endif

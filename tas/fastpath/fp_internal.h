@@ -216,8 +216,7 @@ struct tas_fp {
     uint32_t syn_rr;                    /* round robin over a port's listeners */
     struct tas_syn_conf syn;
     struct rte_ring *syn_opened;        /* struct tas_syn_opened, cores -> slow path */
-    struct rte_hash *tw_hash;           /* TIME_WAIT pairs -> ms << 32 | rcv_nxt */
-    struct fp_tw_own *tw_own;           /* the sweep's pairs, timed here (fp_time_wait.c) */
+    struct rte_hash *tw_hash;           /* TIME_WAIT pairs -> rcv_nxt */
     uint16_t syn_held[TAS_SYN_HELD_SLOTS];
     struct fp_idle *idle;               /* parked idle flows (fp_flow_idle.c) */
     struct fp_syn_sweep *sweep;         /* opened here, not yet the slow path's
@@ -392,14 +391,6 @@ int fp_tw_take_for_connect(struct tas_fp *fp, uint32_t peer_ip, uint16_t local_p
                            uint16_t peer_port, uint32_t *rcv_nxt);
 enum fp_tw fp_syn_time_wait(struct tas_fp *fp, uint32_t peer_ip, uint16_t local_port,
                             uint16_t peer_port, uint32_t seq, uint32_t *rcv_nxt);
-/* fp_time_wait.c: the tables (created with the listeners'); a pair the
- * sweep leaves, entered in the table (0, or -1 when it is full) and, with
- * *noted, also timed here, so the slow path need not note it. */
-int fp_time_wait_init(struct tas_fp *fp);
-void fp_time_wait_free(struct tas_fp *fp);
-int fp_tw_add_swept(struct tas_fp *fp, uint32_t peer_ip, uint16_t local_port,
-                    uint16_t peer_port, uint32_t snd_nxt, uint32_t rcv_nxt,
-                    const uint8_t *peer_mac, bool *noted);
 
 /* fp_tcp_syn.c: answer a SYN for a hand-over listener (true: m consumed);
  * false: the slow path takes it (counted when a listener was there). */

@@ -3,9 +3,9 @@
  * which app context, whether the app takes connections handed over at the
  * SYN, and a small pool of flow buffers the slow path provisioned for them.
  * Also the 4-tuples the slow path keeps for itself (connections reset but
- * not yet closed by their app; TIME_WAIT pairs a full table could not take)
- * and the ring of connections opened here that the slow path collects.
- * The TIME_WAIT table is fp_time_wait.c's.
+ * not yet closed by their app; TIME_WAIT pairs a full table could not take),
+ * the TIME_WAIT table (pair -> the old connection's rcv_nxt), and the ring
+ * of connections opened here that the slow path collects.
  */
 #include <string.h>
 
@@ -30,7 +30,17 @@ int fp_listeners_init(struct tas_fp *fp)
     fp->syn_opened = rte_ring_create_elem("tas_synopen", sizeof(struct tas_syn_opened),
                                           TAS_FLOW_MAX, (int)rte_socket_id(),
                                           RING_F_SC_DEQ | RING_F_EXACT_SZ);
-    if (fp->listeners == NULL || fp->syn_opened == NULL || fp_time_wait_init(fp) != 0)
+    struct rte_hash_parameters hp = {
+        .name = "tas_tw",
+        .entries = TAS_FLOW_MAX,
+        .key_len = sizeof(struct fp_flow_key),
+        .hash_func = rte_jhash,
+        .socket_id = (int)rte_socket_id(),
+        /* the slow path adds and removes, cores remove pairs they reuse */
+        .extra_flag = RTE_HASH_EXTRA_FLAGS_RW_CONCURRENCY,
+    };
+    fp->tw_hash = rte_hash_create(&hp);
+    if (fp->listeners == NULL || fp->syn_opened == NULL || fp->tw_hash == NULL)
         return -1;
     for (int i = 0; i < TAS_SYN_MAX_LISTENERS; i++)
         rte_spinlock_init(&fp->listeners[i].lock);
@@ -41,7 +51,7 @@ void fp_listeners_free(struct tas_fp *fp)
 {
     rte_free(fp->listeners);
     rte_ring_free(fp->syn_opened);
-    fp_time_wait_free(fp);
+    rte_hash_free(fp->tw_hash);
 }
 
 void tas_fp_syn_stats(struct tas_fp *fp, struct kb_stats_page *page)
@@ -231,6 +241,43 @@ bool fp_syn_held(struct tas_fp *fp, uint32_t peer_ip, uint16_t local_port, uint1
                            __ATOMIC_SEQ_CST) != 0;
 }
 
+/* Milliseconds of the TSC (the microsecond clock wraps in 71 minutes,
+ * this one in 49 days). */
+static uint32_t tw_clock_ms(struct tas_fp *fp)
+{
+    return (uint32_t)(rte_get_tsc_cycles() / (fp->tsc_per_us * 1000u));
+}
+
+int tas_fp_tw_add(struct tas_fp *fp, uint32_t peer_ip, uint16_t local_port,
+                  uint16_t peer_port, uint32_t rcv_nxt)
+{
+    struct fp_flow_key k = fp_flow_key(peer_ip, local_port, peer_port);
+    /* rcv_nxt, and the millisecond it came (a connect's reuse waits a second) */
+    uint64_t data = (uint64_t)tw_clock_ms(fp) << 32 | rcv_nxt;
+    return rte_hash_add_key_data(fp->tw_hash, &k, (void *)(uintptr_t)data) == 0 ? 0 : -1;
+}
+
+void tas_fp_tw_del(struct tas_fp *fp, uint32_t peer_ip, uint16_t local_port,
+                   uint16_t peer_port)
+{
+    struct fp_flow_key k = fp_flow_key(peer_ip, local_port, peer_port);
+    rte_hash_del_key(fp->tw_hash, &k);
+}
+
+enum fp_tw fp_syn_time_wait(struct tas_fp *fp, uint32_t peer_ip, uint16_t local_port,
+                            uint16_t peer_port, uint32_t seq, uint32_t *rcv_nxt)
+{
+    struct fp_flow_key k = fp_flow_key(peer_ip, local_port, peer_port);
+    void *data;
+    if (rte_hash_lookup_data(fp->tw_hash, &k, &data) < 0)
+        return FP_TW_NONE;
+    *rcv_nxt = (uint32_t)(uintptr_t)data;
+    if (seq_diff(seq, *rcv_nxt) <= 0)
+        return FP_TW_KEEP;
+    /* A core that lost the race to another reusing it sees it gone. */
+    return rte_hash_del_key(fp->tw_hash, &k) >= 0 ? FP_TW_REUSED : FP_TW_KEEP;
+}
+
 bool fp_listener_port(struct tas_fp *fp, uint16_t port)
 {
     uint16_t hi = __atomic_load_n(&fp->listeners_hi, __ATOMIC_ACQUIRE);
@@ -240,6 +287,21 @@ bool fp_listener_port(struct tas_fp *fp, uint16_t port)
             return true;
     }
     return false;
+}
+
+int fp_tw_take_for_connect(struct tas_fp *fp, uint32_t peer_ip, uint16_t local_port,
+                           uint16_t peer_port, uint32_t *rcv_nxt)
+{
+    struct fp_flow_key k = fp_flow_key(peer_ip, local_port, peer_port);
+    void *data;
+    if (rte_hash_lookup_data(fp->tw_hash, &k, &data) < 0)
+        return 0;
+    uint32_t since = (uint32_t)((uint64_t)(uintptr_t)data >> 32);
+    *rcv_nxt = (uint32_t)(uintptr_t)data;
+    if (!fp->syn.tw_reuse || tw_clock_ms(fp) - since <= 1000u)   /* over a second old */
+        return -1;
+    /* A core that lost the race to another reusing it sees it gone. */
+    return rte_hash_del_key(fp->tw_hash, &k) >= 0 ? 1 : -1;
 }
 
 struct fp_listener *fp_listener_pick(struct tas_fp *fp, uint16_t port, int *why)

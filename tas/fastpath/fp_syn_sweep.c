@@ -159,16 +159,14 @@ static bool close_one(struct tas_fp *fp, struct tas_syn_sweep *s, const struct t
     bool recycle = tas_fp_listener_pool_count(fp, slot) < cap;
     if (s->ndone == s->done_max)
         return false;           /* (whether it will need an entry is known only later) */
+    if (tw)
+        flags |= TAS_SWEPT_TW;
     if (!recycle)
         flags |= TAS_SWEPT_RELEASE;
-    bool noted = false;
-    if (tw && fp_tw_add_swept(fp, r->peer_ip, r->local_port, r->peer_port, snd_nxt, rcv_nxt,
-                              r->peer_mac, &noted) != 0) {
+    if (tw && tas_fp_tw_add(fp, r->peer_ip, r->local_port, r->peer_port, rcv_nxt) != 0) {
         tas_fp_syn_hold(fp, r->peer_ip, r->local_port, r->peer_port, 1);
         flags |= TAS_SWEPT_TW_HELD;
     }
-    if (tw && !noted)
-        flags |= TAS_SWEPT_TW;       /* the slow path times it */
     tas_fp_flow_remove(fp, r->flow_id);
     if (recycle && tas_fp_listener_pool_push(fp, slot, &b) != 0) {
         flags |= TAS_SWEPT_RELEASE;

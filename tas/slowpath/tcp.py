@@ -162,15 +162,12 @@ class TcpManager:
                            lib.TAS_FLF_TXFIN_ACKED | lib.TAS_FLF_APP_CLOSED)
         self.listeners = {}       # port -> Listener
         self.listener_ids = {}    # id -> Listener
-        # key -> (expiry, snd_nxt, rcv_nxt, peer_mac): the pairs we time.  The
-        # sweep's (connections closed in C) the fast path times (_tw_entry).
-        self.time_wait = {}
+        self.time_wait = {}       # key -> (expiry, snd_nxt, rcv_nxt, peer_mac)
         # (expiry, key) in expiry order (one fixed duration): expiring costs
         # only the entries that are due, not a scan of thousands per tick
         # under connection churn.
         self.tw_expiry = collections.deque()
         self.tw_held = set()      # TIME_WAIT pairs the fast path's table had no room for
-        self._tw_info = self.ffi.new("struct tas_tw_info *")
         self.next_listener_id = 1
         self.cc_factory = None    # set by the slow path (congestion control)
         tcfg = cfg.tcp
@@ -312,10 +309,10 @@ class TcpManager:
             self._reinject(eth, ip, ip.payload)
             return
         if tcp.flags & RST:
-            tw = self._tw_entry(key) if conn is None else None
             if conn is not None and self._reset_acceptable(conn, tcp):
                 self._on_reset(conn)
-            elif tw is not None:
+            elif conn is None and key in self.time_wait:
+                tw = self.time_wait[key]
                 if tcp.seq == tw[2]:
                     self._tw_del(key)         # as Linux (RFC 1337 not applied)
             else:
@@ -327,7 +324,7 @@ class TcpManager:
             self._send_rst_for(ip, eth.src, tcp)
             return
         if conn is None:
-            tw = self._tw_entry(key)
+            tw = self.time_wait.get(key)
             if tw is not None:
                 if tcp.flags & FIN:   # our final ACK was lost: send it again
                     self.send_tcp(key, eth.src, Tcp(key[1], key[2], tw[1], tw[2], ACK, 0))
@@ -801,23 +798,8 @@ class TcpManager:
             self.tw_held.add(key)
             self._hold(key, 1)
 
-    def _tw_entry(self, key):
-        """(expiry, snd_nxt, rcv_nxt, peer_mac) of a pair in TIME_WAIT, ours
-        or one the fast path times; None if it is not."""
-        tw = self.time_wait.get(key)
-        if tw is not None:
-            return tw
-        info = self._tw_info
-        if not self.lib.tas_fp_tw_get(self.fp.handle, int.from_bytes(key[0], "big"), key[1],
-                                      key[2], info):
-            return None
-        left = self.cfg.tcp.time_wait_ms - info.age_ms
-        return (self.now() + left / 1000, info.snd_nxt, info.rcv_nxt, bytes(info.peer_mac))
-
     def _tw_del(self, key):
-        if self.time_wait.get(key) is None:      # the fast path's, if it is one
-            self.lib.tas_fp_tw_del(self.fp.handle, int.from_bytes(key[0], "big"), key[1],
-                                   key[2])
+        if self.time_wait.get(key) is None:
             return
         if key not in self.tw_held:
             self.lib.tas_fp_tw_del(self.fp.handle, int.from_bytes(key[0], "big"), key[1],
@@ -1025,10 +1007,9 @@ class TcpManager:
         tries = itertools.chain((random.choice(eph) for _ in range(64)), eph)
         for p in tries:
             key = (peer_ip, p, peer_port)
-            tw = self._tw_entry(key)
-            if p in used or (tw is not None and not self._tw_reusable(tw)):
+            if p in used or (key in self.time_wait and not self._tw_reusable(key)):
                 continue
-            if tw is not None:
+            if key in self.time_wait:
                 self._tw_del(key)
                 self.stats.add("tcp_time_wait_reused")
             # Held first, then looked for: a fast-path connect installs
@@ -1040,13 +1021,12 @@ class TcpManager:
             self._hold(key, -1)
         return None
 
-    def _tw_reusable(self, tw):
-        """tcp.time_wait_reuse: a connect may take a pair in TIME_WAIT
-        (_tw_entry) for over a second (Linux's tcp_tw_reuse), as the fast
-        path's do."""
+    def _tw_reusable(self, key):
+        """tcp.time_wait_reuse: a connect may take a pair in TIME_WAIT for
+        over a second (Linux's tcp_tw_reuse), as the fast path's do."""
         if not self.cfg.tcp.time_wait_reuse:
             return False
-        since = tw[0] - self.cfg.tcp.time_wait_ms / 1000
+        since = self.time_wait[key][0] - self.cfg.tcp.time_wait_ms / 1000
         return self.now() - since > 1.0
 
     def _on_synack(self, conn, eth, tcp):
@@ -1380,18 +1360,11 @@ class TcpManager:
     def time_wait_rows(self):
         """TIME_WAIT pairs (no connection, no app any more), with the
         milliseconds they have left."""
-        now, tw_ms = self.now(), self.cfg.tcp.time_wait_ms
-        ours = [(key[0], key[1], key[2], round((tw[0] - now) * 1000))
-                for key, tw in self.time_wait.items()]
-        n = self.lib.tas_fp_tw_count(self.fp.handle)
-        fast = self.ffi.new("struct tas_tw_entry[]", max(n, 1))
-        n = self.lib.tas_fp_tw_list(self.fp.handle, fast, n)
-        ours += [(e.peer_ip.to_bytes(4, "big"), e.local_port, e.peer_port, tw_ms - e.age_ms)
-                 for e in fast[0:n]]
-        return [{"peer": ".".join(map(str, ip)), "local_port": lport, "peer_port": pport,
+        now = self.now()
+        return [{"peer": ".".join(map(str, key[0])), "local_port": key[1], "peer_port": key[2],
                  "state": "TIME_WAIT", "app": None, "uid": None, "pid": None, "flow_id": None,
-                 "expires_ms": max(0, left)}
-                for ip, lport, pport, left in ours]
+                 "expires_ms": max(0, round((tw[0] - now) * 1000))}
+                for key, tw in self.time_wait.items()]
 
     def reset_all(self, app):
         self.sync_fast()
@@ -1443,16 +1416,13 @@ class TcpManager:
             tw = self.time_wait.get(key)
             if tw is not None and tw[0] == expiry:    # not reused and closed again
                 self._tw_del(key)
-        self.lib.tas_fp_tw_expire(self.fp.handle, self.cfg.tcp.time_wait_ms)
         self.stats.add("tcp_ticks")
         self.stats.add("tcp_tick_visits", len(visit))
         self.stats.set("tcp_tick_visited_last", len(visit))
         self.stats.set("tcp_conns_parked", len(self.parked))
         self.stats.set("tcp_flows_active", self.lib.tas_fp_flow_count(self.fp.handle))
         self.stats.set("tcp_conns", len(self.conns) + self.fast_pending)
-        timed_fast = self.lib.tas_fp_tw_count(self.fp.handle)
-        self.stats.set("tcp_time_wait", len(self.time_wait) + timed_fast)
-        self.stats.set("tcp_time_wait_fast", timed_fast)
+        self.stats.set("tcp_time_wait", len(self.time_wait))
 
     def _retry_handshake(self, conn, now, send):
         if conn.retries >= self.cfg.tcp.handshake_retries and not self._stop_connect(conn):

@@ -69,19 +69,6 @@ class ListenerTable:
     def tas_fp_tw_del(self, handle, ip, local_port, peer_port):
         self.time_wait.pop((ip, local_port, peer_port), None)
 
-    # (no sweep closes a connection here, so the fast path times no pair)
-    def tas_fp_tw_get(self, handle, ip, local_port, peer_port, out):
-        return 0
-
-    def tas_fp_tw_expire(self, handle, time_wait_ms):
-        return 0
-
-    def tas_fp_tw_count(self, handle):
-        return 0
-
-    def tas_fp_tw_list(self, handle, out, n):
-        return 0
-
     def tas_fp_connector_add(self, handle, lid, app_id):
         return self.tas_fp_listener_add(handle, lid, 0, 0, app_id, 1, 0, None)
 

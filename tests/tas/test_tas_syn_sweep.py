@@ -197,37 +197,6 @@ def served(d, procs, tmp_path, port, n, srv_mode, cli_mode, parallel, base):
     return delta(d, before), said, srv, done
 
 
-def test_time_wait_pairs_of_swept_connections_are_timed_by_the_fast_path(make_daemon, procs,
-                                                                           tmp_path):
-    """The server closes first and the sweep closes the connections in C:
-    their TIME_WAIT pairs are timed by the fast path (tcp_time_wait_fast),
-    not noted one by one by Python, are listed and counted all the same,
-    and leave after tcp.time_wait_ms; then the same pairs connect again as
-    new ones, not as reuses."""
-    d = make_daemon(extra="\n[tcp]\ntime_wait_ms = 3000\n").start()
-    port, n, base = 7447, 32, 49500
-    grew, _, srv, done = served(d, procs, tmp_path, port, n, "first", "first", 4, base)
-    swept = grew("tcp_closed_swept")
-    assert grew("tcp_closed") == n and swept > 0
-    # (the tick sets the gauges; the pairs may start expiring meanwhile)
-    wait_until(lambda: counters(d).get("tcp_time_wait_fast", 0) > 0, "the fast path's gauge")
-    c = counters(d)
-    assert c["tcp_time_wait_fast"] <= swept and c["tcp_time_wait"] <= n
-    listed = on_port(d, port, "--time-wait")
-    assert {r["peer_port"] for r in listed} <= set(range(base, base + n))
-    assert all(0 <= r["expires_ms"] <= 3000 for r in listed)
-    wait_until(lambda: counters(d)["tcp_time_wait"] == 0 == counters(d)["tcp_time_wait_fast"],
-               "every pair expired")
-    assert on_port(d, port, "--time-wait") == []
-    done.touch()
-    finish(srv, "server")
-    done.unlink()
-    grew, _, srv, done = served(d, procs, tmp_path, port, n, "first", "first", 4, base)
-    assert grew("tcp_time_wait_reused") == 0 and grew("tcp_closed") == n
-    done.touch()
-    finish(srv, "server")
-
-
 def test_small_pool_mixes_fast_and_slow_handshakes(make_daemon, procs, tmp_path):
     """A two-connection pool and eight clients at a time: SYNs that find
     the pool empty take the slow path while the others finish in the fast
