@@ -13,6 +13,11 @@ def counters(d):
     return stats.read("tas", d.instance)
 
 
+def syn_counters(d):
+    """The daemon's `tassyn` page: SYNs and connects in the fast path."""
+    return stats.read("tassyn", d.instance)
+
+
 def tas_run(procs, d, *cmd, stderr=subprocess.PIPE):
     """Start cmd under tas-run against daemon d."""
     p = subprocess.Popen([sys.executable, "-m", "tas.run", "--instance", d.instance, "--",

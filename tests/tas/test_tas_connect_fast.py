@@ -14,8 +14,7 @@ import sys
 
 import pytest
 
-from bindings import stats
-from libtas_helpers import counters, finish, in_peer, tas_run
+from libtas_helpers import counters, finish, in_peer, syn_counters, tas_run
 from tasd import Daemon, wait_until
 
 pytestmark = pytest.mark.root  # a daemon on DPDK with a peer namespace
@@ -97,10 +96,6 @@ def daemon(tmp_path_factory):
         d.stop()
 
 
-def syn_page(d):
-    return stats.read("tassyn", d.instance)
-
-
 def grown(before, after, key):
     return after.get(key, 0) - before.get(key, 0)
 
@@ -109,12 +104,12 @@ def test_connects_open_in_the_fast_path_and_reuse_time_wait_pairs(daemon, procs)
     n = 10
     srv = in_peer(procs, daemon, sys.executable, "-u", "-c", ECHO_FOREVER, "7401")
     assert srv.stdout.readline().strip() == "listening", srv.stderr.read()
-    s0, c0 = syn_page(daemon), counters(daemon)
+    s0, c0 = syn_counters(daemon), counters(daemon)
     cli = tas_run(procs, daemon, sys.executable, "-c", CONNECTS, "7401", str(n), "0.7")
     r = json.loads(finish(cli, "client under tas-run").strip().splitlines()[-1])
     assert r["same"] == n
     assert set(r["ports"]) <= set(range(40000, 40004))
-    s1 = syn_page(daemon)
+    s1 = syn_counters(daemon)
     # the first connect made the connector, the fast path opened the others
     assert grown(s0, s1, "conn_fallback_no_connector") == 1
     assert grown(s0, s1, "conn_fast") == n - 1
@@ -132,10 +127,10 @@ def test_refused_and_dropped_connects_fail_as_on_linux(daemon, procs):
     subprocess.run(["ip", "netns", "exec", daemon.netns, "nft", "-f", "-"],
                    input=DROP_SYNS.format(port=7403), text=True, check=True)
     try:
-        s0, c0 = syn_page(daemon), counters(daemon)
+        s0, c0 = syn_counters(daemon), counters(daemon)
         cli = tas_run(procs, daemon, sys.executable, "-c", FAILS, "7402", "7403", "7404")
         assert finish(cli, "client under tas-run").strip() == "ok"
-        s1, c1 = syn_page(daemon), counters(daemon)
+        s1, c1 = syn_counters(daemon), counters(daemon)
     finally:
         subprocess.run(["ip", "netns", "exec", daemon.netns, "nft", "delete", "table", "inet",
                         "connect_drop"], check=True)

@@ -14,9 +14,8 @@ import sys
 
 import pytest
 
-from bindings import stats
 from bindings._tasapp import ffi, lib
-from libtas_helpers import counters, in_peer
+from libtas_helpers import counters, in_peer, syn_counters
 from tas.app import TasApp
 from tasd import Daemon, wait_until
 
@@ -62,10 +61,6 @@ def daemon(tmp_path):
         yield d
     finally:
         d.stop()
-
-
-def syn_page(d):
-    return stats.read("tassyn", d.instance)
 
 
 class Answers:
@@ -144,14 +139,14 @@ def test_connects_completed_with_the_queue_full_are_told_once_by_the_slow_path(d
 
         connect()            # slow: it gives the app its connector
         wait_until(answered_first, "the first connect's CONN_OPENED")
-        s0, c0 = syn_page(daemon), counters(daemon)
+        s0, c0 = syn_counters(daemon), counters(daemon)
         assert s0.get("conn_connectors") == 1 and s0.get("conn_fallback_no_connector") == 1
 
         def ready():
             # every connect so far taken by the fast path, the pool full
             # again: the next half-pool all open fast (none falls back)
             ans.take_events()
-            p = syn_page(daemon)
+            p = syn_counters(daemon)
             return (p.get("conn_fast", 0) + fallbacks(p) == len(reqs) and
                     pool_level(p) == POOL)
 
@@ -169,7 +164,7 @@ def test_connects_completed_with_the_queue_full_are_told_once_by_the_slow_path(d
                    "the slow path to take every connection")
         app.close_listener(app.listen(PORT + 1))
         ans.take_all()
-        s1 = syn_page(daemon)
+        s1 = syn_counters(daemon)
 
         assert ans.other == []
         assert set(ans.count) == set(reqs)

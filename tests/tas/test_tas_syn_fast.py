@@ -10,8 +10,7 @@ import sys
 
 import pytest
 
-from bindings import stats
-from libtas_helpers import ROOT, counters, finish, in_peer, tas_run
+from libtas_helpers import ROOT, counters, finish, in_peer, syn_counters, tas_run
 from tasd import wait_until
 
 pytestmark = pytest.mark.root  # a daemon on DPDK with a peer namespace
@@ -64,10 +63,6 @@ print(json.dumps({"bad": bad}))
 
 FALLBACKS = ("not_handoff", "pool_empty", "backlog", "odd", "no_taker", "held", "queue_full",
              "flow_table")
-
-
-def syn_counters(d):
-    return stats.read("tassyn", d.instance)
 
 
 def serve_and_connect(procs, d, port, n):

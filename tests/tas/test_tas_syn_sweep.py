@@ -13,7 +13,7 @@ import json
 import subprocess
 import sys
 
-from libtas_helpers import RECV_EXACT, RECV_UPTO, ROOT, counters, finish, tas_run
+from libtas_helpers import RECV_EXACT, RECV_UPTO, ROOT, counters, finish, syn_counters, tas_run
 from tasd import wait_until
 
 # Under tas-run: per connection echo 8 bytes, then close first ("first") or
@@ -121,7 +121,7 @@ def run_client(d, port, n, parallel, base, mode, srv=None):
     except subprocess.TimeoutExpired:
         # the daemon's state first: killing the server changes it
         state = (f"flows {on_port(d, port, '--time-wait')}, counters {counters(d)}, "
-                 f"{stats_syn(d)}")
+                 f"{syn_counters(d)}")
         server = ""
         if srv is not None:
             alive = srv.poll() is None
@@ -218,7 +218,7 @@ def test_client_closing_first_is_swept_without_leftovers(make_daemon, procs, tmp
     port, n = 7441, 200
     done = tmp_path / "done"
     before = counters(d)
-    syn_before = stats_syn(d)
+    syn_before = syn_counters(d)
     srv = tas_run(procs, d, sys.executable, "-c", SERVER, str(port), "last", str(n), str(done))
     assert srv.stdout.readline().strip() == "listening"
     run_client(d, port, n, 4, 44000, "last")
@@ -230,16 +230,11 @@ def test_client_closing_first_is_swept_without_leftovers(make_daemon, procs, tmp
     # (the sequential client's connections are over within a tick)
     swept = grew("tcp_closed_swept")
     assert 0 < swept <= n
-    syn = {k: v - syn_before.get(k, 0) for k, v in stats_syn(d).items()}
+    syn = {k: v - syn_before.get(k, 0) for k, v in syn_counters(d).items()}
     assert syn["syn_synced"] == syn["syn_fast"] > 0
     assert syn.get("syn_pool_recycled", 0) > 0
     done.touch()
     finish(srv, "server")
-
-
-def stats_syn(d):
-    from bindings import stats
-    return stats.read("tassyn", d.instance)
 
 
 def holding(d, procs, tmp_path, port, n, srv_mode, cli_mode, base):
@@ -327,7 +322,7 @@ def test_a_reset_of_a_connection_the_slow_path_holds(make_daemon, procs, tmp_pat
     before = counters(d)
     srv, cli, done = holding(d, procs, tmp_path, port, n, "reset", "hold-rst", 49000)
     assert len(on_port(d, port)) == n             # the slow path's now
-    assert stats_syn(d)["syn_synced"] >= n
+    assert syn_counters(d)["syn_synced"] >= n
     let_go(cli)
     assert srv.stdout.readline().strip() == f"resets {n}"
     assert srv.stdout.readline().strip() == "served"
