@@ -10,6 +10,8 @@
  *                                             shape), then time digesting them into file blocks;
  *                                             in the same run, time one pmem_memcpy_persist of the
  *                                             same bytes (the least a digest must do)
+ *   strata_bench free POOL PATH MIB           unlink a file of MIB MiB on Strata (digest included)
+ *                                             against unlink of the same file on the kernel FS at PATH
  * Latencies are per operation (write + fsync), from CLOCK_MONOTONIC.
  */
 #include "strata/strata_api.h"
@@ -145,12 +147,48 @@ static int digest_bench(const char *pool, size_t size, int n)
         }
     }
     strata_close(fd);
+    strata_unlink("/digest.dat");    /* (room for the next measurement) */
     double per = (double)rounds * n;
     printf("{\"size\": %zu, \"n\": %d, \"digest_us_per_write\": %.2f, \"copy_us_per_write\": %.2f, "
            "\"digest_over_copy\": %.2f}\n", size, n, digest / per * 1e6, copy / per * 1e6, digest / copy);
     free(buf);
     free(src);
     free(dst);
+    return 0;
+}
+
+/* Freeing a large file's blocks (an AOF rewrite unlinks the old file)
+ * against the kernel file system's unlink of the same bytes. */
+static int free_bench(const char *pool, const char *path, int mib)
+{
+    if (strata_attach(pool) != 0)
+        return 1;
+    static char buf[1 << 20];
+    memset(buf, 'f', sizeof(buf));
+    int fd = strata_open("/free.dat", O_CREAT | O_WRONLY | O_TRUNC, 0644);
+    int kfd = open(path, O_CREAT | O_WRONLY | O_TRUNC, 0644);
+    if (fd < 0 || kfd < 0) {
+        perror("open");
+        return 1;
+    }
+    for (int i = 0; i < mib; i++)
+        if (strata_pwrite(fd, buf, sizeof(buf), (int64_t)i << 20) != (ssize_t)sizeof(buf) ||
+            pwrite(kfd, buf, sizeof(buf), (off_t)i << 20) != (ssize_t)sizeof(buf)) {
+            perror("write (is the pool big enough?)");
+            return 1;
+        }
+    strata_close(fd);
+    close(kfd);
+    strata_digest();                 /* (the file's blocks are all in the shared area) */
+    double s = now();
+    strata_unlink("/free.dat");
+    strata_digest();
+    double t = now() - s;
+    s = now();
+    unlink(path);
+    double k = now() - s;
+    printf("{\"mib\": %d, \"strata_ms\": %.2f, \"kernel_ms\": %.2f, \"strata_over_kernel\": %.2f}\n",
+           mib, t * 1e3, k * 1e3, t / k);
     return 0;
 }
 
@@ -184,6 +222,8 @@ int main(int argc, char **argv)
                            argc == 7 ? atof(argv[6]) : 0);
     if (argc == 5 && strcmp(argv[1], "bw") == 0)
         return strcmp(argv[2], "raw") == 0 ? bw_raw(argv[3], atoi(argv[4])) : bw_strata(argv[3], atoi(argv[4]));
+    if (argc == 5 && strcmp(argv[1], "free") == 0)
+        return free_bench(argv[2], argv[3], atoi(argv[4]));
     if (argc == 5 && strcmp(argv[1], "digest") == 0)
         return digest_bench(argv[2], (size_t)atol(argv[3]), atoi(argv[4]));
     fprintf(stderr, "usage: see the comment at the top of bench/strata_bench.c\n");

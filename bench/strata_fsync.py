@@ -9,7 +9,8 @@ on a pool with the default 8 MiB logs with the background digest thread and
 without it (STRATA_DIGEST_THREAD=0: the writer digests itself at 30 % log
 fill): p50, p99, p99.9 and max, and their ratios; then digest time per
 write (4 KiB, 64 KiB, 256 KiB appends, as an AOF grows) against one
-persistent copy of the same bytes.  Ratios come from the same run.  The measurement loops are C (build/bench/strata_bench).
+persistent copy of the same bytes; then unlinking a 128 MiB file (an AOF
+rewrite drops the old file) against tmpfs's unlink of the same bytes.  Ratios come from the same run.  The measurement loops are C (build/bench/strata_bench).
 """
 import argparse
 import datetime
@@ -131,6 +132,10 @@ def main():
             results["digest"].append({k: statistics.median(r[k] for r in runs) for k in
                                       ("size", "digest_us_per_write", "copy_us_per_write",
                                        "digest_over_copy")})
+        frees = [run("free", POOL, f"{TMPFS_DIR}/strata-bench-free.dat", 128)
+                 for _ in range(TRIALS)]
+        results["free_128m"] = {k: statistics.median(r[k] for r in frees) for k in
+                                ("strata_ms", "kernel_ms", "strata_over_kernel")}
     finally:
         os.unlink(POOL)
     results["digest_thread_4k"] = [digest_thread_compare(lib, n_dt, 3, gap) for gap in (0, 5)]
@@ -151,6 +156,9 @@ def main():
     for d in results["digest"]:
         print(f"{d['size']:>10,} B{d['digest_us_per_write']:>10.2f}{d['copy_us_per_write']:>10.2f}"
               f"{d['digest_over_copy']:>9.2f}x")
+    fr = results["free_128m"]
+    print(f"unlink of a 128 MiB file (medians of {TRIALS}): Strata {fr['strata_ms']:.1f} ms "
+          f"(digest included), tmpfs {fr['kernel_ms']:.1f} ms, {fr['strata_over_kernel']:.2f}x")
     os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)
     out = os.path.join(ROOT, "bench", "results", "strata_fsync.json")
     with open(out, "w") as f:

@@ -152,7 +152,6 @@ int shared_truncate(uint32_t ino, uint64_t size);
 void shared_trim(uint32_t ino); /* repair: nothing mapped or non-zero past EOF */
 int shared_read(uint32_t ino, uint64_t off, void *buf, uint64_t len);
 uint64_t bitmap_rebuild(void);       /* returns free data blocks */
-void block_mark(uint32_t b, int used);
 uint64_t blocks_needed(uint32_t ino, uint32_t gen, uint64_t size, uint64_t off, uint64_t len);
 int blk_used(uint32_t b);
 int valid_blk(uint32_t b); /* names a data block of this pool */
