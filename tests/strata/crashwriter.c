@@ -1,12 +1,15 @@
 /*
  * Crash-test helper (C API user).
- *   strata_crashwriter write POOL SEED [refs]   runs single-syscall file ops
+ *   strata_crashwriter write POOL SEED [refs|big]   runs single-syscall file ops
  *       forever; before each op it prints "I <op>" and after it returns (and,
  *       for data, after fsync) it prints "D", so the test knows what is
  *       durable.  With "refs", appends are one writev of [inline head | a
  *       piece of a registered map of the pool's ref area | inline tail], as
  *       ORP writes received data; the map is reused like a receive ring,
  *       asking strata_ref_busy (and digesting) before overwriting bytes.
+ *       With "big", appends of 195-440 KiB (more blocks than one batch of
+ *       digest or of freeing, shared.c) to files of at most 2 MiB: a crash
+ *       lands inside those batches.
  *   strata_crashwriter mkfs POOL         small test pool (64 MiB, 1 MiB logs)
  *   strata_crashwriter tear POOL MODE    simulated power loss (tear_tail.c);
  *       prints "torn <slots>".
@@ -77,7 +80,9 @@ __attribute__((format(printf, 1, 2))) static void say(const char *fmt, ...)
         exit(3);
 }
 
-static int run(const char *pool, unsigned seed, int refs)
+#define BIG_FILE (2l << 20)
+
+static int run(const char *pool, unsigned seed, int refs, int big)
 {
     if (strata_attach(pool) != 0 || (refs && ring_map(pool) != 0))
         return 2;
@@ -86,7 +91,7 @@ static int run(const char *pool, unsigned seed, int refs)
     long sizes[NAMES];
     for (int i = 0; i < NAMES; i++)
         fds[i] = -1, sizes[i] = 0;
-    static char buf[65536];
+    static char buf[1 << 19];
     for (long k = 0;; k++) {
         int i = rand_r(&seed) % NAMES, op = rand_r(&seed) % 10;
         char name[32], to[32];
@@ -95,8 +100,10 @@ static int run(const char *pool, unsigned seed, int refs)
             say("I C %s\n", name);
             fds[i] = strata_open(name, O_CREAT | O_WRONLY | O_APPEND, 0644);
             sizes[i] = 0;
-        } else if (op < 6) {
-            long len = refs ? 16384 + rand_r(&seed) % 40000 : 1 + rand_r(&seed) % 5000;
+        } else if (op < 6 && !(big && sizes[i] > BIG_FILE - 450000)) {
+            long len = refs  ? 16384 + rand_r(&seed) % 40000
+                       : big ? 200000 + rand_r(&seed) % 250000
+                             : 1 + rand_r(&seed) % 5000;
             for (long j = 0; j < len; j++)
                 buf[j] = (char)((k * 31 + j) & 0xff);
             say("I A %s %ld %ld\n", name, len, k);
@@ -104,7 +111,7 @@ static int run(const char *pool, unsigned seed, int refs)
             if (n != len || strata_fsync(fds[i]) != 0)
                 return 4;
             sizes[i] += len;
-        } else if (op < 7) {
+        } else if (op < 7) {       /* (also an append to a big file that is full) */
             long size = sizes[i] / 2;
             say("I T %s %ld\n", name, size);
             if (strata_ftruncate(fds[i], size) != 0)
@@ -155,7 +162,8 @@ static int verify(const char *pool)
 int main(int argc, char **argv)
 {
     if (argc >= 4 && strcmp(argv[1], "write") == 0)
-        return run(argv[2], (unsigned)atoi(argv[3]), argc >= 5 && strcmp(argv[4], "refs") == 0);
+        return run(argv[2], (unsigned)atoi(argv[3]), argc >= 5 && strcmp(argv[4], "refs") == 0,
+                   argc >= 5 && strcmp(argv[4], "big") == 0);
     if (argc >= 3 && strcmp(argv[1], "mkfs") == 0)
         return strata_mkfs(argv[2], 64u << 20, 8, 1u << 20, 1024) == 0 ? 0 : 1;
     if (argc >= 4 && strcmp(argv[1], "tear") == 0) {
@@ -169,6 +177,6 @@ int main(int argc, char **argv)
     }
     if (argc >= 3 && strcmp(argv[1], "verify") == 0)
         return verify(argv[2]);
-    fprintf(stderr, "usage: %s mkfs|write|tear|verify POOL [SEED [refs]|MODE]\n", argv[0]);
+    fprintf(stderr, "usage: %s mkfs|write|tear|verify POOL [SEED [refs|big]|MODE]\n", argv[0]);
     return 1;
 }
