@@ -123,10 +123,13 @@ static _Noreturn void run_server(int port)
                 while ((fd = accept(ls, NULL, NULL)) >= 0) {
                     set_nonblock(fd);
                     nodelay(fd);
-                    c = calloc(1, sizeof(*c));
+                    /* (not calloc: zeroing the 64 KiB buffer per connection
+                     * was a tenth of the server's CPU under churn) */
+                    c = malloc(sizeof(*c));
                     if (c == NULL)
-                        die("calloc");
+                        die("malloc");
                     c->fd = fd;
+                    c->pend_off = c->pend_len = 0;
                     struct epoll_event cev = {.events = EPOLLIN, .data.ptr = c};
                     epoll_ctl(ep, EPOLL_CTL_ADD, fd, &cev);
                 }
