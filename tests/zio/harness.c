@@ -20,6 +20,9 @@
  *        cpy SB SOFF DB DOFF LEN | mov SB SOFF DB DOFF LEN
  *        wr B OFF LEN SEED | rd B OFF LEN | discard B OFF LEN (MADV_DONTNEED)
  *        send B OFF LEN | write B OFF LEN | writev B OFF LEN | sleep MS
+ *        samerun A B (with $ZIO_HARNESS_NOTES: append "samerun 1" there if
+ *        buffers A and B lie in one run of contiguous private anonymous
+ *        mappings, as libzio's mapping-kind cache learns them, else 0)
  * STATS_COPY: at the end, the process's zio stats page is copied there.
  */
 #define _GNU_SOURCE   /* mremap */
@@ -56,6 +59,49 @@ static void release(int b)
 }
 
 static void die(const char *what);
+
+/* Is a /proc/self/maps line a private anonymous mapping (zio_vma.c's rule)? */
+static int private_anon(const char *l)
+{
+    char perms[8], name[64] = "";
+    unsigned long ino;
+    if (sscanf(l, "%*x-%*x %7s %*x %*s %lu %63s", perms, &ino, name) < 2)
+        return 0;
+    return perms[3] == 'p' && ino == 0 &&
+           (name[0] == '\0' || !strcmp(name, "[heap]") || !strcmp(name, "[stack]") ||
+            !strncmp(name, "[anon:", 6));
+}
+
+/* 1 if [lo, hi) lies in one run of contiguous private anonymous mappings.
+ * Raw system calls: libzio sees none of it. */
+static int same_run(uintptr_t lo, uintptr_t hi)
+{
+    static char text[1 << 18];
+    int fd = (int)syscall(SYS_openat, AT_FDCWD, "/proc/self/maps", O_RDONLY | O_CLOEXEC);
+    size_t n = 0;
+    ssize_t r;
+    while (fd >= 0 && n < sizeof(text) - 1 &&
+           (r = syscall(SYS_read, fd, text + n, sizeof(text) - 1 - n)) > 0)
+        n += (size_t)r;
+    if (fd < 0)
+        die("/proc/self/maps");
+    syscall(SYS_close, fd);
+    text[n] = '\0';
+    uintptr_t run_lo = 0, run_hi = 0;   /* the run being walked */
+    for (char *l = strtok(text, "\n"); l != NULL; l = strtok(NULL, "\n")) {
+        unsigned long a, b;
+        if (sscanf(l, "%lx-%lx", &a, &b) != 2 || !private_anon(l)) {
+            run_lo = run_hi = 0;
+            continue;
+        }
+        if (a != run_hi)
+            run_lo = a;
+        run_hi = b;
+        if (run_lo <= lo && hi <= run_hi)
+            return 1;
+    }
+    return 0;
+}
 
 /* Replace the mapping at [p, p+len) with a shared anonymous one at the same
  * address, one of three ways (see the ops above). */
@@ -234,6 +280,16 @@ int main(int argc, char **argv)
             /* which whole pages were dropped depends on where the buffer
              * lies; zero the whole span so every run sees the same bytes */
             memset(p + a[1], 0, (size_t)a[2]);
+        } else if (!strcmp(op, "samerun")) {
+            const char *notes = getenv("ZIO_HARNESS_NOTES");
+            uintptr_t x = (uintptr_t)buf[a[0]], y = (uintptr_t)buf[a[1]];
+            uintptr_t lo = x < y ? x : y;
+            uintptr_t hi = x < y ? y + size[a[1]] : x + size[a[0]];
+            FILE *f = notes != NULL ? fopen(notes, "a") : NULL;
+            if (f != NULL) {
+                fprintf(f, "samerun %d\n", same_run(lo, hi));
+                fclose(f);
+            }
         } else if (!strcmp(op, "sleep")) {
             usleep((useconds_t)a[0] * 1000);   /* lets the periodic GC run */
         } else {
