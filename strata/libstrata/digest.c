@@ -200,7 +200,10 @@ static int owned_by_other_live(const struct strata_slot *s)
     return s->owner_pid != 0 && s->owner_pid != G.pid && strata_owner_alive(s->owner_pid, s->owner_start);
 }
 
-int64_t digest_dead_slots(void)
+/* Entries applied; a log that cannot be applied (corrupt, or out of
+ * blocks) is kept for a later try, and *err (if given) gets the first
+ * such log's errno. */
+int64_t digest_dead_slots_err(int *err)
 {
     int64_t entries = 0;
     for (uint32_t i = 0; i < G.sb->nslots; i++) {
@@ -208,8 +211,11 @@ int64_t digest_dead_slots(void)
         if ((int)i == G.slot || owned_by_other_live(s))
             continue;
         int64_t r = digest_slot((int)i);
-        if (r < 0)
+        if (r < 0) {
+            if (err && *err == 0)
+                *err = errno;
             continue;
+        }
         entries += r;
         if (s->owner_pid != 0) {
             s->owner_pid = 0;
@@ -217,6 +223,11 @@ int64_t digest_dead_slots(void)
         }
     }
     return entries;
+}
+
+int64_t digest_dead_slots(void)
+{
+    return digest_dead_slots_err(NULL);
 }
 
 int digest_own(void)
@@ -236,12 +247,15 @@ int64_t strata_digest(void)
     int64_t total = -1;
     if (strata_ensure_attached() != 0 || strata_pool_lock() != 0)
         goto out;
-    total = G.slot >= 0 ? digest_slot(G.slot) : 0;
-    total = (total > 0 ? total : 0) + digest_dead_slots();
+    int64_t own = G.slot >= 0 ? digest_slot(G.slot) : 0;
+    int err = own < 0 ? errno : 0;
+    int64_t dead = digest_dead_slots_err(&err);
     for (uint32_t i = 0; i < G.sb->nslots; i++)
         if ((int)i != G.slot && owned_by_other_live(&G.slots[i]))
             G.slots[i].digest_request = 1; /* the owner digests at its next write */
     strata_pool_unlock();
+    /* a log left undigested is reported, never passed over in silence */
+    total = err ? (errno = err, -1) : (own > 0 ? own : 0) + dead;
 out:
     pthread_mutex_unlock(&G.mu);
     return total;

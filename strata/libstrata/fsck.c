@@ -116,9 +116,15 @@ static void check_logs(struct report *r)
 {
     for (uint32_t i = 0; i < G.sb->nslots; i++) {
         int torn;
-        log_scan((int)i, NULL, NULL, &torn);
-        if (torn && strata_owner_alive(G.slots[i].owner_pid, G.slots[i].owner_start))
+        uint64_t end = log_scan((int)i, NULL, NULL, &torn);
+        int alive = strata_owner_alive(G.slots[i].owner_pid, G.slots[i].owner_start);
+        if (torn && alive)
             problem(r, "slot %u (live pid %d): torn entry inside the log\n", i, G.slots[i].owner_pid);
+        /* mounting digested every dead process's log and reset it; one left
+         * holds entries digest could not apply, which no other process sees */
+        if (!alive && (int)i != G.slot && end > 0)
+            problem(r, "slot %u (dead pid %d): %llu bytes of log could not be digested\n", i,
+                    G.slots[i].owner_pid, (unsigned long long)end);
     }
 }
 

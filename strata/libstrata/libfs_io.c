@@ -298,6 +298,10 @@ static int do_ftruncate(int fd, int64_t size)
         errno = EINVAL;
         return -1;
     }
+    if ((uint64_t)size > STRATA_MAX_FILE_BYTES) {
+        errno = EFBIG;
+        return -1;
+    }
     struct strata_entry h = {.kind = STRATA_E_TRUNCATE, .ino = f->ino, .gen = f->gen, .len = (uint64_t)size};
     if (append_or_digest(&h, NULL, 0) == NULL)
         return -1;
@@ -342,7 +346,7 @@ static int64_t do_lseek(int fd, int64_t off, int whence)
         break;
     default: errno = EINVAL; return -1;
     }
-    if (pos < 0) {
+    if (pos < 0 || (uint64_t)pos > STRATA_MAX_FILE_BYTES) { /* Linux: past s_maxbytes too */
         errno = EINVAL;
         return -1;
     }

@@ -272,16 +272,26 @@ static ssize_t do_write(int fd, const struct iovec *iov, int cnt, int64_t off, i
     }
     if (total == 0)
         return 0;
+    if ((uint64_t)off >= STRATA_MAX_FILE_BYTES) {
+        errno = EFBIG;
+        return -1;
+    }
+    /* as Linux: a write that would pass the largest file writes what fits */
+    size_t room = STRATA_MAX_FILE_BYTES - (uint64_t)off < total ? STRATA_MAX_FILE_BYTES - (uint64_t)off
+                                                                 : total;
     struct plan pl;
     plan_init(&pl);
     ssize_t done = -1;
     if (ref) {
-        if (refs_reserve(1) != 0 || plan_add(&pl, NULL, ref->len, ref->pool_off) != 0)
+        if (refs_reserve(1) != 0 || plan_add(&pl, NULL, room, ref->pool_off) != 0)
             goto out;
     } else {
-        for (int i = 0; i < cnt; i++)
-            if (plan_source(&pl, iov[i].iov_base, iov[i].iov_len) != 0)
+        for (int i = 0; i < cnt && room > 0; i++) {
+            size_t n = iov[i].iov_len < room ? iov[i].iov_len : room;
+            if (plan_source(&pl, iov[i].iov_base, n) != 0)
                 goto out;
+            room -= n;
+        }
     }
     done = log_plan(f, &pl, (uint64_t)off);
     if (done > 0 && advance)

@@ -191,6 +191,10 @@ static int strata_fallocate(int fd, int mode, off_t off, off_t len)
         return mode != 0 ? (errno = EOPNOTSUPP, -1) : (errno = EINVAL, -1);
     if (strata_fstat(fd, &st) != 0)
         return -1;
+    if ((uint64_t)off + (uint64_t)len > STRATA_MAX_FILE_BYTES) {
+        errno = EFBIG; /* as Linux past s_maxbytes (and for off + len overflowing) */
+        return -1;
+    }
     return off + len > st.st_size ? strata_ftruncate(fd, off + len) : 0;
 }
 

@@ -16,6 +16,16 @@
 #include "strata/strata_layout.h"
 #include "strata/strata_ofd.h"
 
+/* The largest file the block map reaches (direct, one indirect and one
+ * double-indirect block: about 4 GiB).  Every call that could make a file
+ * larger fails with EFBIG before anything is logged, as Linux does past a
+ * file system's s_maxbytes: an entry digest cannot apply would stay in its
+ * log, invisible to every other process. */
+#define STRATA_MAX_FILE_BLOCKS                                                   \
+    ((uint64_t)STRATA_NDIRECT + STRATA_PTRS_PER_BLOCK +                          \
+     (uint64_t)STRATA_PTRS_PER_BLOCK * STRATA_PTRS_PER_BLOCK)
+#define STRATA_MAX_FILE_BYTES (STRATA_MAX_FILE_BLOCKS * STRATA_BLOCK)
+
 /* One pending (undigested) data op of this process, for the read overlay. */
 struct pend_op {
     uint8_t kind;            /* STRATA_E_WRITE(_REF) or STRATA_E_TRUNCATE */
@@ -210,6 +220,7 @@ void testhook_after_append(void); /* tests/strata/testhook.c, test builds only *
 /* digest.c */
 int64_t digest_slot(int slot);
 int64_t digest_dead_slots(void); /* returns entries digested */
+int64_t digest_dead_slots_err(int *err);
 int digest_own(void);
 int64_t digest_own_prefix(void); /* background: apply the own log up to its tail, no reset */
 
