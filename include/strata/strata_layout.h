@@ -23,12 +23,14 @@
 /* CDEF-BEGIN */
 #define STRATA_MAGIC 0x31305441525453ULL /* "STRAT01" */
 /* 2: ref area size chosen at mkfs with its table page; inode uid, gid and
- * nlink; SETATTR field masks; LINK entries.  Attach refuses any other. */
-#define STRATA_VERSION 2
+ * nlink; SETATTR field masks; LINK entries.  3: a triple-indirect block in
+ * the inode, in the place of its 16th direct block (files up to about
+ * 4 TiB, 4 GiB before).  Attach refuses any other. */
+#define STRATA_VERSION 3
 #define STRATA_BLOCK 4096
 #define STRATA_COMMIT 0x1FB9              /* log entry commit marker, written last */
 #define STRATA_NAME_MAX 239
-#define STRATA_NDIRECT 16
+#define STRATA_NDIRECT 15
 #define STRATA_PTRS_PER_BLOCK 1024
 #define STRATA_ROOT_INO 1
 #define STRATA_ORPHAN 0xFFFFFFFFu     /* inode.parent of an unlinked file still open */
@@ -124,9 +126,10 @@ struct strata_inode {
     uint64_t size;
     int64_t mtime_s;
     int64_t ctime_s;
-    uint32_t direct[16];
-    uint32_t ind;
-    uint32_t dind;
+    uint32_t direct[15];     /* STRATA_NDIRECT (16 before version 3) */
+    uint32_t ind;            /* a block of STRATA_PTRS_PER_BLOCK data block numbers */
+    uint32_t dind;           /* ... of indirect blocks */
+    uint32_t tind;           /* ... of double-indirect blocks */
     uint32_t uid, gid;       /* owner: the creator's effective ids */
     uint32_t nlink;          /* names of a file (hard links); 0 (as created) means 1 */
     uint8_t mapped;          /* hint: an mmap shadow of it may exist (strata/mmap_shadow.c) */
@@ -145,6 +148,8 @@ struct strata_dirent {
 
 _Static_assert(sizeof(struct strata_entry) == 64, "entry header is one cache line");
 _Static_assert(sizeof(struct strata_inode) == 128, "inode size");
+_Static_assert(sizeof(((struct strata_inode *)0)->direct) == STRATA_NDIRECT * sizeof(uint32_t),
+               "STRATA_NDIRECT direct blocks");
 _Static_assert(sizeof(struct strata_dirent) == 256, "dirent size");
 _Static_assert(sizeof(struct strata_slot) == 256, "slot header size");
 _Static_assert(sizeof(struct strata_super) <= STRATA_BLOCK, "superblock fits a block");

@@ -49,32 +49,40 @@ static void claim(struct report *r, uint32_t *owner, uint32_t ino, uint32_t b)
 
 static uint32_t *tbl(uint32_t b) { return (uint32_t *)(G.base + (uint64_t)b * STRATA_BLOCK); }
 
+/* Claim b, a table `levels` levels above the data blocks mapping file blocks
+ * from base on (0: a data block), and every block under it; a data block
+ * at or past nb (the file's blocks) is mapped past EOF. */
+static void claim_tree(struct report *r, uint32_t *owner, uint32_t ino, uint32_t b, int levels,
+                       uint64_t base, uint64_t nb)
+{
+    claim(r, owner, ino, b);
+    if (b == 0)
+        return;
+    if (levels == 0) {
+        if (base >= nb)
+            problem(r, "inode %u: block index %llu mapped past EOF (%llu blocks)\n", ino,
+                    (unsigned long long)base, (unsigned long long)nb);
+        return;
+    }
+    if (!valid_blk(b))
+        return;
+    uint64_t span = 1;
+    for (int l = 1; l < levels; l++)
+        span *= STRATA_PTRS_PER_BLOCK;
+    for (uint32_t k = 0; k < STRATA_PTRS_PER_BLOCK; k++)
+        claim_tree(r, owner, ino, tbl(b)[k], levels - 1, base + k * span, nb);
+}
+
 static void check_inode(struct report *r, uint32_t *owner, uint32_t ino)
 {
     struct strata_inode *in = &G.inodes[ino];
     uint64_t nb = (in->size + STRATA_BLOCK - 1) / STRATA_BLOCK;
-    for (uint32_t k = 0; k < STRATA_NDIRECT; k++) {
-        claim(r, owner, ino, in->direct[k]);
-        if (in->direct[k] && k >= nb)
-            problem(r, "inode %u: block index %u mapped past EOF (size %lu)\n", ino, k, (unsigned long)in->size);
-    }
-    if (in->ind) {
-        claim(r, owner, ino, in->ind);
-        for (uint32_t k = 0; valid_blk(in->ind) && k < STRATA_PTRS_PER_BLOCK; k++) {
-            claim(r, owner, ino, tbl(in->ind)[k]);
-            if (tbl(in->ind)[k] && STRATA_NDIRECT + k >= nb)
-                problem(r, "inode %u: indirect block mapped past EOF\n", ino);
-        }
-    }
-    if (in->dind) {
-        claim(r, owner, ino, in->dind);
-        for (uint32_t k = 0; valid_blk(in->dind) && k < STRATA_PTRS_PER_BLOCK; k++) {
-            uint32_t t = tbl(in->dind)[k];
-            claim(r, owner, ino, t);
-            for (uint32_t j = 0; t && valid_blk(t) && j < STRATA_PTRS_PER_BLOCK; j++)
-                claim(r, owner, ino, tbl(t)[j]);
-        }
-    }
+    const uint64_t ptrs = STRATA_PTRS_PER_BLOCK;
+    for (uint32_t k = 0; k < STRATA_NDIRECT; k++)
+        claim_tree(r, owner, ino, in->direct[k], 0, k, nb);
+    claim_tree(r, owner, ino, in->ind, 1, STRATA_NDIRECT, nb);
+    claim_tree(r, owner, ino, in->dind, 2, STRATA_NDIRECT + ptrs, nb);
+    claim_tree(r, owner, ino, in->tind, 3, STRATA_NDIRECT + ptrs + ptrs * ptrs, nb);
     if (!S_ISREG(in->mode) && !S_ISDIR(in->mode) && !S_ISLNK(in->mode))
         problem(r, "inode %u: bad mode %o\n", ino, in->mode);
     else if (S_ISLNK(in->mode) && (in->size == 0 || in->size >= STRATA_BLOCK))

@@ -172,34 +172,47 @@ static int link_batch_fill(struct link_batch *lb, uint32_t *ptr, uint64_t boff, 
     return 0;
 }
 
+/* Levels of tables above file block idx (>= STRATA_NDIRECT): 1 under the
+ * indirect block, 2 the double-, 3 the triple-indirect; 0 past the largest
+ * file.  *idx becomes the block's index within its tree, *span how many
+ * blocks the tree maps. */
+static int tree_of(uint64_t *idx, uint64_t *span)
+{
+    uint64_t i = *idx - STRATA_NDIRECT, n = STRATA_PTRS_PER_BLOCK;
+    for (int levels = 1; levels <= 3; levels++, n *= STRATA_PTRS_PER_BLOCK) {
+        if (i < n) {
+            *idx = i;
+            *span = n;
+            return levels;
+        }
+        i -= n;
+    }
+    return 0;
+}
+
 /* Where the block number of file block idx lives; NULL if absent (alloc=0)
  * or out of space (alloc=1, errno ENOSPC/EFBIG). */
 static uint32_t *bmap(struct strata_inode *in, uint64_t idx, int alloc)
 {
-    uint32_t *p;
     if (idx < STRATA_NDIRECT)
         return &in->direct[idx];
-    idx -= STRATA_NDIRECT;
-    if (idx < STRATA_PTRS_PER_BLOCK) {
-        p = &in->ind;
-    } else {
-        idx -= STRATA_PTRS_PER_BLOCK;
-        if (idx >= NDIND) {
-            errno = EFBIG;
-            return NULL;
-        }
-        if (in->dind == 0 && (!alloc || fill_block(&in->dind, NULL) != 0))
-            goto absent;
-        if (!valid_blk(in->dind))
-            goto corrupt;
-        p = (uint32_t *)blk(in->dind) + idx / STRATA_PTRS_PER_BLOCK;
-        idx %= STRATA_PTRS_PER_BLOCK;
+    uint64_t span;
+    int levels = tree_of(&idx, &span);
+    if (levels == 0) {
+        errno = EFBIG;
+        return NULL;
     }
-    if (*p == 0 && (!alloc || fill_block(p, NULL) != 0))
-        goto absent;
-    if (!valid_blk(*p))
-        goto corrupt;
-    return (uint32_t *)blk(*p) + idx;
+    uint32_t *p = levels == 1 ? &in->ind : levels == 2 ? &in->dind : &in->tind;
+    for (; levels > 0; levels--) { /* each table a fresh zeroed block, persisted before its pointer */
+        if (*p == 0 && (!alloc || fill_block(p, NULL) != 0))
+            goto absent;
+        if (!valid_blk(*p))
+            goto corrupt;
+        span /= STRATA_PTRS_PER_BLOCK;
+        p = (uint32_t *)blk(*p) + idx / span;
+        idx %= span;
+    }
+    return p;
 absent:
     errno = alloc ? ENOSPC : 0;
     return NULL;
@@ -292,11 +305,11 @@ uint64_t blocks_needed(uint32_t ino, uint32_t gen, uint64_t size, uint64_t off, 
             uint32_t *p = bmap(in, i, 0);
             need += p == NULL || *p == 0;
         }
-        if (i >= STRATA_NDIRECT) { /* indirect block of i's group, dind */
-            uint64_t g = (i - STRATA_NDIRECT) / STRATA_PTRS_PER_BLOCK;
+        if (i >= STRATA_NDIRECT) { /* the tables above i's group: at most one a level */
+            uint64_t g = (i - STRATA_NDIRECT) / STRATA_PTRS_PER_BLOCK, idx = i, span;
             if (g != last_group) {
                 uint32_t *p = in ? bmap(in, i, 0) : NULL;
-                need += p == NULL ? 1 + (g > 0 && (in == NULL || in->dind == 0)) : 0;
+                need += p == NULL ? (uint64_t)tree_of(&idx, &span) : 0; /* every level, at worst */
                 last_group = g;
             }
         }
@@ -350,42 +363,37 @@ static void clear_ptr(struct free_batch *fb, uint32_t *p)
         free_batch_flush(fb);
 }
 
+/* Free, under the pointer *p to a table `levels` levels above the data
+ * blocks (0: *p is a data block) that maps file blocks from base on, every
+ * block holding file blocks >= from, and the table itself once it maps none
+ * of those below from.  A pointer outside the data area is cleared, never
+ * followed. */
+static void free_tree(struct free_batch *fb, uint32_t *p, int levels, uint64_t base, uint64_t from)
+{
+    if (*p == 0 || (levels == 0 && base < from))
+        return;
+    if (levels > 0 && valid_blk(*p)) {
+        uint64_t span = 1;
+        for (int l = 1; l < levels; l++)
+            span *= STRATA_PTRS_PER_BLOCK;
+        uint32_t *t = (uint32_t *)blk(*p);
+        for (uint64_t k = 0; k < STRATA_PTRS_PER_BLOCK; k++)
+            if (base + (k + 1) * span > from)
+                free_tree(fb, &t[k], levels - 1, base + k * span, from);
+    }
+    if (base >= from || !valid_blk(*p))
+        clear_ptr(fb, p);
+}
+
 /* Free every block holding file blocks >= from (and emptied indirect blocks). */
 static void free_from(struct strata_inode *in, uint64_t from)
 {
     struct free_batch fb = {.n = 0};
     for (uint64_t i = from; i < STRATA_NDIRECT; i++)
         clear_ptr(&fb, &in->direct[i]);
-    if (in->ind && valid_blk(in->ind)) {
-        uint32_t *t = (uint32_t *)blk(in->ind);
-        for (uint64_t i = from > STRATA_NDIRECT ? from - STRATA_NDIRECT : 0; i < STRATA_PTRS_PER_BLOCK; i++)
-            clear_ptr(&fb, &t[i]);
-        if (from <= STRATA_NDIRECT)
-            clear_ptr(&fb, &in->ind);
-    }
-    if (in->ind && !valid_blk(in->ind))
-        clear_ptr(&fb, &in->ind);
-    if (in->dind && valid_blk(in->dind)) {
-        uint32_t *d = (uint32_t *)blk(in->dind);
-        for (uint64_t k = 0; k < STRATA_PTRS_PER_BLOCK; k++) {
-            uint64_t base = NIND + k * STRATA_PTRS_PER_BLOCK;
-            if (d[k] == 0 || from >= base + STRATA_PTRS_PER_BLOCK)
-                continue;
-            if (!valid_blk(d[k])) {
-                clear_ptr(&fb, &d[k]);
-                continue;
-            }
-            uint32_t *t = (uint32_t *)blk(d[k]);
-            for (uint64_t i = from > base ? from - base : 0; i < STRATA_PTRS_PER_BLOCK; i++)
-                clear_ptr(&fb, &t[i]);
-            if (from <= base)
-                clear_ptr(&fb, &d[k]);
-        }
-        if (from <= NIND)
-            clear_ptr(&fb, &in->dind);
-    }
-    if (in->dind && !valid_blk(in->dind))
-        clear_ptr(&fb, &in->dind);
+    free_tree(&fb, &in->ind, 1, STRATA_NDIRECT, from);
+    free_tree(&fb, &in->dind, 2, NIND, from);
+    free_tree(&fb, &in->tind, 3, NIND + NDIND, from);
     free_batch_flush(&fb);
 }
 
@@ -463,6 +471,14 @@ static uint64_t mark(uint32_t b, uint64_t *used)
     return b;
 }
 
+/* Mark b and, for a table `levels` above the data blocks, all it maps. */
+static void mark_tree(uint32_t b, int levels, uint64_t *used)
+{
+    if (mark(b, used) && levels > 0)
+        for (int k = 0; k < STRATA_PTRS_PER_BLOCK; k++)
+            mark_tree(((uint32_t *)blk(b))[k], levels - 1, used);
+}
+
 uint64_t bitmap_rebuild(void)
 {
     struct strata_super *sb = G.sb;
@@ -475,15 +491,9 @@ uint64_t bitmap_rebuild(void)
             continue;
         for (int k = 0; k < STRATA_NDIRECT; k++)
             mark(in->direct[k], &used);
-        if (mark(in->ind, &used))
-            for (int k = 0; k < STRATA_PTRS_PER_BLOCK; k++)
-                mark(((uint32_t *)blk(in->ind))[k], &used);
-        if (mark(in->dind, &used))
-            for (int k = 0; k < STRATA_PTRS_PER_BLOCK; k++) {
-                uint32_t t = mark(((uint32_t *)blk(in->dind))[k], &used);
-                for (int j = 0; t && j < STRATA_PTRS_PER_BLOCK; j++)
-                    mark(((uint32_t *)blk(t))[j], &used);
-            }
+        mark_tree(in->ind, 1, &used);
+        mark_tree(in->dind, 2, &used);
+        mark_tree(in->tind, 3, &used);
     }
     strata_persist(G.bitmap, (sb->nblocks + 7) / 8);
     return sb->nblocks - first - used;

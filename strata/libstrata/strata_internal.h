@@ -16,14 +16,15 @@
 #include "strata/strata_layout.h"
 #include "strata/strata_ofd.h"
 
-/* The largest file the block map reaches (direct, one indirect and one
- * double-indirect block: about 4 GiB).  Every call that could make a file
- * larger fails with EFBIG before anything is logged, as Linux does past a
- * file system's s_maxbytes: an entry digest cannot apply would stay in its
+/* The largest file the block map reaches (direct, one indirect, one double-
+ * and one triple-indirect block: about 4 TiB).  Every call that could make a
+ * file larger fails with EFBIG before anything is logged, as Linux does past
+ * a file system's s_maxbytes: an entry digest cannot apply would stay in its
  * log, invisible to every other process. */
+#define STRATA_PTRS_2 ((uint64_t)STRATA_PTRS_PER_BLOCK * STRATA_PTRS_PER_BLOCK)
 #define STRATA_MAX_FILE_BLOCKS                                                   \
-    ((uint64_t)STRATA_NDIRECT + STRATA_PTRS_PER_BLOCK +                          \
-     (uint64_t)STRATA_PTRS_PER_BLOCK * STRATA_PTRS_PER_BLOCK)
+    ((uint64_t)STRATA_NDIRECT + STRATA_PTRS_PER_BLOCK + STRATA_PTRS_2 +           \
+     STRATA_PTRS_2 * STRATA_PTRS_PER_BLOCK)
 #define STRATA_MAX_FILE_BYTES (STRATA_MAX_FILE_BLOCKS * STRATA_BLOCK)
 
 /* One pending (undigested) data op of this process, for the read overlay. */

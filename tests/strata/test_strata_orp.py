@@ -161,21 +161,23 @@ def test_pool_ref_area_and_layout_version(pool, pool_path):
     finally:
         if os.path.exists(big):
             os.unlink(big)
-    # version 2 holds both layout changes: the sized ref area and the inode
-    # owner/link fields with LINK entries (strata-posix); any other is refused
+    # version 3 holds every layout change: the sized ref area, the inode
+    # owner/link fields with LINK entries (strata-posix, version 2) and the
+    # triple-indirect block (version 3); any other is refused
     ffi_lib = ffi.dlopen(None)
-    assert ffi_lib.STRATA_VERSION == 2 and ffi_lib.STRATA_E_LINK == 10
+    assert ffi_lib.STRATA_VERSION == 3 and ffi_lib.STRATA_E_LINK == 10
     assert ffi.offsetof("struct strata_inode", "nlink") + 4 + 4 == ffi.sizeof("struct strata_inode") == 128
-    for other in (3, 1):  # a later layout, and version 1 (before the ref area was sized at mkfs)
+    assert ffi.offsetof("struct strata_inode", "tind") == ffi.offsetof("struct strata_inode", "dind") + 4
+    for other in (4, 2, 1):  # a later layout, and the earlier ones
         with open(pool, "r+b") as f:
             f.seek(8)
             f.write(other.to_bytes(4, "little"))
         r = strata_cli("stat", pool=pool, check=False)
         assert r.returncode != 0 and f"unsupported pool version {other}" in r.stderr, r.stderr
-        assert "reads version 2 only" in r.stderr and "strata mkfs" in r.stderr
+        assert "reads version 3 only" in r.stderr and "strata mkfs" in r.stderr
     try:
         api.pool_ref_area(pool)
-        raise AssertionError("a version-1 pool has no v2 ref area")
+        raise AssertionError("a version-1 pool has no v3 ref area")
     except api.StrataError as e:
         assert "unsupported pool version 1" in str(e)
 
