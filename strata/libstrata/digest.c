@@ -158,7 +158,8 @@ static int64_t digest_range(int slot, uint64_t start, uint64_t limit, uint64_t *
     kb_stats_add(G.c.digested_bytes, bytes);
     if (live) { /* the log stays: later digests start at end */
         *end_out = end;
-        kb_stats_add(G.c.bg_passes, 1);
+        if (own)
+            kb_stats_add(G.c.bg_passes, 1);
         goto out;
     }
     if (s->owner_pid != G.pid)
@@ -193,6 +194,16 @@ int64_t digest_own_prefix(void)
     if (r > 0)
         bg_set_applied(end);
     return r;
+}
+
+/* Apply another live process's committed entries from start (an entry
+ * boundary of its log's current epoch) on, without resetting its log; *end
+ * is where they stop.  Its owner applies them again at its own digest,
+ * which is idempotent (foreign.c). */
+int64_t digest_foreign_prefix(int slot, uint64_t start, uint64_t *end)
+{
+    *end = start;
+    return digest_range(slot, start, G.sb->log_bytes, end);
 }
 
 static int owned_by_other_live(const struct strata_slot *s)

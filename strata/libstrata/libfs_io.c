@@ -112,6 +112,8 @@ static ssize_t do_pread(int fd, void *buf, size_t len, int64_t off, int advance)
         errno = EINVAL;
         return -1;
     }
+    if (see_foreign_writes(f->ino) != 0)
+        return -1;
     if (G.inodes[f->ino].mapped) { /* mapped stores not yet written back */
         ssize_t r = shadow_pread(f->ino, f->gen, buf, len, (uint64_t)off);
         if (r != -2) {
@@ -325,6 +327,8 @@ static int64_t do_lseek(int fd, int64_t off, int whence)
         errno = EBADF;
         return -1;
     }
+    if (whence != SEEK_SET && whence != SEEK_CUR && see_foreign_writes(f->ino) != 0)
+        return -1;
     int64_t size = (int64_t)file_size(f->ino, f->gen), pos;
     switch (whence) {
     case SEEK_SET: pos = off; break;

@@ -97,6 +97,7 @@ static void counters_init(void)
     G.c.enospc = kb_stats_counter(p, "enospc");
     G.c.lease_waits = kb_stats_counter(p, "lease_waits");
     G.c.published = kb_stats_counter(p, "writes_published");
+    G.c.foreign_digests = kb_stats_counter(p, "foreign_log_digests");
     G.c.ref_writes = kb_stats_counter(p, "ref_writes");
     G.c.repairs = kb_stats_counter(p, "repairs");
     G.c.ref_bytes = kb_stats_counter(p, "ref_bytes");

@@ -48,7 +48,7 @@ struct strata_counters {
         *ref_fallback_small, *ref_fallback_nomem, *ref_digests, *ofd_shared, *ofd_adopted,
         *blocks_punched, *pages_populated, *backing_enospc, *bg_passes, *bg_kicks, *bg_threads, *log_full,
         *maps, *writebacks, *writeback_bytes, *shadow_files, *locks, *lock_files,
-        *published;
+        *published, *foreign_digests;
 };
 
 struct strata_fs {
@@ -222,6 +222,8 @@ void testhook_after_append(void); /* tests/strata/testhook.c, test builds only *
 int64_t digest_slot(int slot);
 int64_t digest_dead_slots(void); /* returns entries digested */
 int64_t digest_dead_slots_err(int *err);
+int64_t digest_foreign_prefix(int slot, uint64_t start, uint64_t *end);
+int see_foreign_writes(uint32_t ino); /* foreign.c: before reading ino's bytes or size */
 int digest_own(void);
 int64_t digest_own_prefix(void); /* background: apply the own log up to its tail, no reset */
 
