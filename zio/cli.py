@@ -22,6 +22,7 @@ RUN_OPTIONS = {
     "--ratio": ("ZIO_RATIO", float, True),
     "--gc-max": ("ZIO_GC_MAX", int, True),
     "--link-max": ("ZIO_LINK_MAX", int, True),   # copies from stack originals below it: linked
+    "--link-out-min": ("ZIO_LINK_OUT_MIN", int, True),  # a linked part sent as its original from here
     "--verbose": ("ZIO_VERBOSE", None, False),
     "--fallback": ("ZIO_FORCE_FALLBACK", None, False),
 }

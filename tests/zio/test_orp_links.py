@@ -58,6 +58,22 @@ try 0 0 {RING0}
     assert ctr["release_fill_bytes"] == 0 and ctr["links_live"] == 0
 
 
+def test_link_out_min_sends_shorter_linked_parts_as_they_are(tmp_path, libzio):
+    """ZIO_LINK_OUT_MIN (zio run --link-out-min): a linked part output on its
+    own below it is written as the program's bytes, with no comparison (a
+    log takes it inline); from it on, as the ring's."""
+    script = prologue(tmp_path, 2) + f"""cpy 0 1000 0 16 {64 * KIB}
+bcp 0 16 1 30 {64 * KIB}
+pwr 1 30 {64 * KIB} 100
+frd 100 {64 * KIB}
+""" + "".join(f"ctr {c}\n" for c in ("copies_linked", "link_bytes_resolved", "outputs_resolved"))
+    for out_min, resolved in ((128 * KIB, 0), (64 * KIB, 64 * KIB)):
+        ctr = counters(run(script, tmp_path, libzio,
+                           env_extra=dict(LINKS, ZIO_LINK_OUT_MIN=str(out_min))))
+        assert ctr["copies_linked"] == 2 and ctr["link_bytes_resolved"] == resolved, (out_min, ctr)
+        assert ctr["outputs_resolved"] == (1 if resolved else 0), (out_min, ctr)
+
+
 def test_changed_bytes_are_sent_as_they_are(tmp_path, libzio):
     """A large copy over linked bytes unlinks them at once (no mismatch).  A
     byte the program stores into linked memory (no call libzio sees) makes

@@ -23,7 +23,7 @@
  * (zio/README.md, "Threshold"). */
 struct zio_config zio_cfg = {
     .threshold = 16384, .ratio = 0.06, .gc_max = 1024, .gc_age_ns = 1000000000ULL,
-    .link_max = 1048576,
+    .link_max = 1048576, .link_out_min = 0,
 };
 volatile int zio_mode = ZIO_OFF;
 pthread_mutex_t zio_lock = PTHREAD_MUTEX_INITIALIZER;

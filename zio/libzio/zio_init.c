@@ -69,6 +69,7 @@ static void read_config(void)
     zio_cfg.gc_age_ns = env_size("ZIO_GC_AGE_MS", 1000) * 1000000ULL;
     zio_cfg.verbose = env_size("ZIO_VERBOSE", 0) != 0;
     zio_cfg.link_max = env_size("ZIO_LINK_MAX", zio_cfg.link_max);
+    zio_cfg.link_out_min = env_size("ZIO_LINK_OUT_MIN", zio_cfg.link_out_min);
 }
 
 /* fork: the child gets no userfaultfd context, so every intermediate is

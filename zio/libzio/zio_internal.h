@@ -33,6 +33,7 @@ struct zio_config {
     size_t gc_max;         /* entry count that triggers an LRU eviction */
     uint64_t gc_age_ns;    /* periodic GC evicts entries idle this long */
     size_t link_max;       /* copies from stack originals below it: linked, not elided */
+    size_t link_out_min;   /* a linked part output on its own: sent as its original from here */
     int verbose;
 };
 extern struct zio_config zio_cfg;

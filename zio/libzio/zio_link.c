@@ -293,14 +293,18 @@ size_t link_move(uintptr_t d, uintptr_t s, size_t n)
 }
 
 /* Is a linked part [a,b) of an output worth sending as its original o?
- * Only when it is at least the threshold or continues the original piece
- * before it or after it (an intermediate's, in an output going on to
- * `end`): a stack's log references pieces of 16 KiB and more, and takes a
- * short piece of its memory inline anyway, as a fallback it counts. */
+ * When it continues the original piece before it or after it (an
+ * intermediate's, in an output going on to `end`), or on its own from the
+ * threshold and ZIO_LINK_OUT_MIN (default 0) on.  Below that the output
+ * carries the program's own bytes, with no comparison, and a log takes them
+ * inline: one copy, which ORP exists to avoid, so only by choice.  On this
+ * VM it is cheaper below 512 KiB: persisting a referenced ring extent in
+ * place (clwb of lines another core wrote) plus the comparison costs more
+ * than the log's streaming copy (zio/README.md, "Links"). */
 static int worth(const struct iovec *out, int k, uintptr_t a, uintptr_t b, uintptr_t o,
                  uintptr_t end)
 {
-    if (b - a >= zio_cfg.threshold)
+    if (b - a >= zio_cfg.threshold && b - a >= zio_cfg.link_out_min)
         return 1;
     if (k > 0 && (uintptr_t)out[k - 1].iov_base + out[k - 1].iov_len == o)
         return 1;
