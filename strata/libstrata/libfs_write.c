@@ -262,26 +262,47 @@ static ssize_t do_write(int fd, const struct iovec *iov, int cnt, int64_t off, i
         errno = EISDIR;
         return -1;
     }
-    if ((f->o->flags & O_APPEND) || (flags & RWF_APPEND))
+    /* An append that another process may make to the same file at the same
+     * time -- through a description they share (fork, exec, a shell's `>>`),
+     * or with no lease at all (lock-aware and shared-writer processes,
+     * locks.c) -- must land at the end every writer sees, as the kernel's
+     * inode lock makes it.  Under the pool lock: publish this process's
+     * earlier writes, take the end from the shared area, log, and publish
+     * this one before another can append.  Without it each appended at the
+     * end it saw, undigested appends of one and the other's went to the same
+     * offsets and one set was lost. */
+    int append = (f->o->flags & O_APPEND) || (flags & RWF_APPEND);
+    int shared_append = append && (f->shared || strata_lock_aware);
+    if (shared_append) {
+        if (strata_pool_lock() != 0)
+            return -1;
+        if (digest_own() != 0) {
+            strata_pool_unlock();
+            return -1;
+        }
+    }
+    ssize_t done = -1;
+    if (append)
         off = (int64_t)file_size(f->ino, f->gen);
     else if (advance)
         off = (int64_t)f->o->off;
     if (off < 0) {
         errno = EINVAL;
-        return -1;
+        goto unlock;
     }
-    if (total == 0)
-        return 0;
+    if (total == 0) {
+        done = 0;
+        goto unlock;
+    }
     if ((uint64_t)off >= STRATA_MAX_FILE_BYTES) {
         errno = EFBIG;
-        return -1;
+        goto unlock;
     }
     /* as Linux: a write that would pass the largest file writes what fits */
     size_t room = STRATA_MAX_FILE_BYTES - (uint64_t)off < total ? STRATA_MAX_FILE_BYTES - (uint64_t)off
                                                                  : total;
     struct plan pl;
     plan_init(&pl);
-    ssize_t done = -1;
     if (ref) {
         if (refs_reserve(1) != 0 || plan_add(&pl, NULL, room, ref->pool_off) != 0)
             goto out;
@@ -296,6 +317,14 @@ static ssize_t do_write(int fd, const struct iovec *iov, int cnt, int64_t off, i
     done = log_plan(f, &pl, (uint64_t)off);
     if (done > 0 && advance)
         f->o->off = (uint64_t)off + (uint64_t)done;
+    if (shared_append) {
+        int e = errno;
+        if (done > 0)
+            digest_own(); /* a failure keeps the log for a later digest, as at any threshold */
+        strata_pool_unlock();
+        shared_append = 0;
+        errno = e;
+    }
     if (done > 0) {
         strata_publish(); /* lock-aware with a shared map: visible at once (locks.c) */
         maybe_digest();
@@ -304,6 +333,9 @@ static ssize_t do_write(int fd, const struct iovec *iov, int cnt, int64_t off, i
     }
 out:
     plan_free(&pl);
+unlock:
+    if (shared_append)
+        strata_pool_unlock();
     return done;
 }
 
