@@ -262,18 +262,19 @@ static ssize_t do_write(int fd, const struct iovec *iov, int cnt, int64_t off, i
         errno = EISDIR;
         return -1;
     }
-    /* An append that another process may make to the same file at the same
-     * time -- through a description they share (fork, exec, a shell's `>>`),
-     * or with no lease at all (lock-aware and shared-writer processes,
-     * locks.c) -- must land at the end every writer sees, as the kernel's
-     * inode lock makes it.  Under the pool lock: publish this process's
-     * earlier writes, take the end from the shared area, log, and publish
-     * this one before another can append.  Without it each appended at the
-     * end it saw, undigested appends of one and the other's went to the same
-     * offsets and one set was lost. */
+    /* A write through a description other processes hold too (fork, exec,
+     * a shell's redirection), or an append that another process may make to
+     * the file at the same time (lock-aware and shared-writer processes hold
+     * no lease, locks.c), is ordered with theirs as the kernel's inode lock
+     * orders them.  Under the pool lock: publish this process's earlier
+     * writes, take the end (an append) or the shared position, log, and
+     * publish this write before another process can write.  Without it, a
+     * process appended at the end it saw and wrote at offsets it had read
+     * from its own overlay: the lease holder's undigested writes went to the
+     * same offsets as another's and overwrote them at digest. */
     int append = (f->o->flags & O_APPEND) || (flags & RWF_APPEND);
-    int shared_append = append && (f->shared || strata_lock_aware);
-    if (shared_append) {
+    int ordered = f->shared || (append && strata_lock_aware);
+    if (ordered) {
         if (strata_pool_lock() != 0)
             return -1;
         if (digest_own() != 0) {
@@ -317,12 +318,12 @@ static ssize_t do_write(int fd, const struct iovec *iov, int cnt, int64_t off, i
     done = log_plan(f, &pl, (uint64_t)off);
     if (done > 0 && advance)
         f->o->off = (uint64_t)off + (uint64_t)done;
-    if (shared_append) {
+    if (ordered) {
         int e = errno;
         if (done > 0)
             digest_own(); /* a failure keeps the log for a later digest, as at any threshold */
         strata_pool_unlock();
-        shared_append = 0;
+        ordered = 0;
         errno = e;
     }
     if (done > 0) {
@@ -334,7 +335,7 @@ static ssize_t do_write(int fd, const struct iovec *iov, int cnt, int64_t off, i
 out:
     plan_free(&pl);
 unlock:
-    if (shared_append)
+    if (ordered)
         strata_pool_unlock();
     return done;
 }

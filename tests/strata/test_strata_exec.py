@@ -181,3 +181,41 @@ def test_shared_writers_append_to_one_file_at_once(pool):
     assert got.count("\n") == 2 * n
     fsck_clean(pool)
 
+
+SHARED_VIEW = r"""
+import json, os, sys
+p = sys.argv[1]
+fd = os.open(p, os.O_CREAT | os.O_RDWR | os.O_TRUNC, 0o644)
+r, w = os.pipe()
+pid = os.fork()
+if pid == 0:                       # writes after the parent, through the shared offset
+    os.read(r, 1)
+    os.write(fd, b"child1\n")
+    os.pwrite(fd, b"C", 0)         # over the parent's first byte, later than it
+    os._exit(0)
+os.write(fd, b"parent1\n")
+os.write(w, b"x")
+os.waitpid(pid, 0)
+out = {"size": os.fstat(fd).st_size, "pos": os.lseek(fd, 0, os.SEEK_CUR),
+       "end": os.lseek(fd, 0, os.SEEK_END), "read": os.pread(fd, 100, 0).decode()}
+os.write(fd, b"parent2\n")
+os.close(fd)
+out["final"] = open(p).read()
+print(json.dumps(out))
+"""
+
+
+def test_parent_sees_what_a_child_wrote_through_the_shared_description(pool, tmp_path):
+    """A forked child writes through the description after the parent: the
+    parent's fstat, SEEK_END and reads show it, and the child's later
+    overwrite of the parent's byte stays.  The parent (the lease holder) used
+    to read its own undigested overlay: size 8 and only its own line, and its
+    later digest put its byte back over the child's."""
+    outs = []
+    for d in ("/strata", str(tmp_path)):
+        rc, out, err = run(pool, [sys.executable, "-c", SHARED_VIEW, d + "/view"])
+        assert rc == 0, err
+        outs.append(json.loads(out))
+    assert outs[0] == outs[1]
+    assert outs[1]["final"] == "Carent1\nchild1\nparent2\n"
+    fsck_clean(pool)
