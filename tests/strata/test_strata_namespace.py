@@ -170,3 +170,17 @@ def test_hard_links_survive_kill9(pool):
         p.wait()
         p.stdout.close()
         fsck_clean(pool)
+
+
+def test_removed_directory_open_at_exit_is_freed(pool):
+    """rmdir of a directory some process still has open keeps its inode
+    until the last close, as an unlinked open file's; a process that exits
+    without closing it left the inode allocated with no name for good (the
+    orphan sweep passed over directories): fsck "inode N is allocated but
+    has no name"."""
+    rc, out, err = run(pool, [sys.executable, "-c",
+                              "import os; os.mkdir('/strata/gone'); "
+                              "fd = os.open('/strata/gone', os.O_RDONLY | os.O_DIRECTORY); "
+                              "os.rmdir('/strata/gone'); print(os.fstat(fd).st_nlink >= 0)"])
+    assert (rc, out, err) == (0, "True\n", "")
+    fsck_clean(pool)
