@@ -16,16 +16,20 @@
 #include "strata_internal.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #define CWD_VAR "STRATA_CWD"
 
 static char env_entry[PATH_MAX + 64];         /* CWD_VAR=dev:ino:path, for exec */
 static dev_t anchor_dev;
 static ino_t anchor_ino;
+static uint32_t cwd_ino, cwd_gen;             /* the directory shim_cwd_path named when entered (0: not yet known) */
 
 
 /* Lexical normalisation ("." and ".." and repeated slashes): exact in
@@ -107,8 +111,41 @@ static int enter(const char *pool_path)
     if (enter_anchor() != 0)
         return -1;
     memcpy(shim_cwd_path, norm, strlen(norm) + 1);
+    cwd_ino = 0;
+    shim_vcwd(); /* notes the directory's inode */
     env_update();
     return 0;
+}
+
+/* The working directory as a pool path, NULL outside Strata.  The directory
+ * is the one entered, not its path: renamed (or below a renamed directory),
+ * its path is made again from the inode; removed, nothing resolves under it
+ * (Linux: ENOENT).  It used to be the path it was entered by: after `mv`
+ * of the working directory, relative paths failed with ENOENT, or reached
+ * the directory made at the old name since. */
+const char *shim_vcwd(void)
+{
+    if (!shim_cwd_path[0])
+        return NULL;
+    if (G.base == NULL || SHIM_FOREIGN_CHILD())
+        return shim_cwd_path; /* not attached yet (the path carried over exec), or a vfork child */
+    const char *p = shim_cwd_path;
+    pthread_mutex_lock(&G.mu);
+    uint32_t ino;
+    if (cwd_ino == 0) {
+        if (path_resolve(shim_cwd_path, &ino) == 0 && S_ISDIR(G.inodes[ino].mode)) {
+            cwd_ino = ino;
+            cwd_gen = G.inodes[ino].gen;
+        }
+    } else {
+        int r = strata_dir_path_fresh(cwd_ino, cwd_gen, shim_cwd_path, sizeof(shim_cwd_path));
+        if (r > 0)
+            env_update();
+        else if (r < 0)
+            p = strata_removed_dir;
+    }
+    pthread_mutex_unlock(&G.mu);
+    return p;
 }
 
 static void leave(void)
@@ -146,10 +183,15 @@ int fchdir(int fd)
 
 char *getcwd(char *buf, size_t size)
 {
-    if (!shim_cwd_path[0])
+    const char *cwd = shim_vcwd();
+    if (cwd == NULL)
         return REAL(getcwd)(buf, size);
+    if (cwd == strata_removed_dir) {
+        errno = ENOENT; /* as Linux, for a removed working directory */
+        return NULL;
+    }
     char full[PATH_MAX];
-    int n = snprintf(full, sizeof(full), "%s%s", shim_prefix(), strcmp(shim_cwd_path, "/") ? shim_cwd_path : "");
+    int n = snprintf(full, sizeof(full), "%s%s", shim_prefix(), strcmp(cwd, "/") ? cwd : "");
     if (buf == NULL)
         return strdup(full);
     if ((size_t)n + 1 > size) {

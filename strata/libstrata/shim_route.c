@@ -18,7 +18,6 @@
 
 char shim_cwd_path[PATH_MAX];
 
-const char *shim_vcwd(void) { return shim_cwd_path[0] ? shim_cwd_path : NULL; }
 
 static char prefix[PATH_MAX];
 static size_t prefix_len;

@@ -172,6 +172,33 @@ def test_hard_links_survive_kill9(pool):
         fsck_clean(pool)
 
 
+def test_directory_descriptors_and_cwd_name_the_directory_match_tmpfs(pool):
+    """A directory fd (and the working directory) keeps naming its directory
+    when its path changes: `openat(c, "..")` then `rmdir c`, a rename of it
+    or of an ancestor with a new directory made at the old name, and a
+    removed one (ENOENT).  Strata used to keep the path: ENOENT for all of
+    it, or files made in the directory now at the old name."""
+    got, want = both(pool, "dirfd_worker.py")
+    assert got == want
+    assert want["moved"] == ["made"] and want["w2"] == ["rel"]
+    fsck_clean(pool)
+
+
+def test_rm_rf_of_a_deep_tree(pool):
+    """rm -rf (gnulib fts) keeps 4 directory fds and climbs above them with
+    openat(fd, "..") and fstat; the next openat("..") from there came after
+    rmdir of the directory that path went through, failed with ENOENT and
+    rm stopped: "fts_read failed", most of the tree left (git clone of this
+    repository: 417 of 1,206 entries)."""
+    script = ("set -e; p=/strata/deep; for i in 1 2 3 4 5 6 7 8; do p=$p/s$i; mkdir -p $p; "
+              "echo x > $p/f; mkdir $p/side; echo y > $p/side/g; done; "
+              "find /strata/deep | wc -l; rm -rf /strata/deep; echo rc=$?; ls /strata")
+    rc, out, err = run(pool, ["sh", "-c", script])
+    assert (rc, err) == (0, "")
+    assert out == "33\nrc=0\n"
+    fsck_clean(pool)
+
+
 def test_removed_directory_open_at_exit_is_freed(pool):
     """rmdir of a directory some process still has open keeps its inode
     until the last close, as an unlinked open file's; a process that exits
