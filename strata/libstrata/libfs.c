@@ -331,6 +331,29 @@ int strata_dir_path_fresh(uint32_t ino, uint32_t gen, char *path, size_t cap)
 /* Names nothing: what calls relative to a removed directory resolve against. */
 const char strata_removed_dir[] = "/\177strata: removed directory\177";
 
+/* The pool path of the file fd names now, for a reopen through
+ * /proc/self/fd/N and its aliases (shim_route.c): 1 and out, 0 when fd is not
+ * a Strata fd, -1 (ENOENT) when its file no longer has that path (renamed
+ * or removed since the fd was opened: no reopen, rather than another file). */
+int strata_fd_reopen_path(int fd, char out[PATH_MAX])
+{
+    pthread_mutex_lock(&G.mu);
+    struct sfile *f = sfile_get(fd);
+    int rc = 0;
+    if (f != NULL) {
+        uint32_t ino;
+        if (f->is_dir && strata_dir_path_fresh(f->ino, f->gen, f->o->path, sizeof(f->o->path)) > 0)
+            f->o->path_len = (uint32_t)strlen(f->o->path);
+        rc = path_resolve(f->path, &ino) == 0 && ino == f->ino && G.inodes[ino].gen == f->gen ? 1 : -1;
+        if (rc > 0)
+            snprintf(out, PATH_MAX, "%s", f->path);
+        else
+            errno = ENOENT;
+    }
+    pthread_mutex_unlock(&G.mu);
+    return rc;
+}
+
 /* The path calls relative to fd resolve against.  It used to be the path
  * the directory was opened by, for good: ENOENT for everything under it
  * once that path was gone (rm -rf failed with "fts_read failed"), or the

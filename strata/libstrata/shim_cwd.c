@@ -29,7 +29,6 @@
 static char env_entry[PATH_MAX + 64];         /* CWD_VAR=dev:ino:path, for exec */
 static dev_t anchor_dev;
 static ino_t anchor_ino;
-static uint32_t cwd_ino, cwd_gen;             /* the directory shim_cwd_path named when entered (0: not yet known) */
 
 
 /* Lexical normalisation ("." and ".." and repeated slashes): exact in
@@ -111,42 +110,13 @@ static int enter(const char *pool_path)
     if (enter_anchor() != 0)
         return -1;
     memcpy(shim_cwd_path, norm, strlen(norm) + 1);
-    cwd_ino = 0;
+    shim_cwd_ino = 0;
+    shim_cwd_moved = env_update;
     shim_vcwd(); /* notes the directory's inode */
     env_update();
     return 0;
 }
 
-/* The working directory as a pool path, NULL outside Strata.  The directory
- * is the one entered, not its path: renamed (or below a renamed directory),
- * its path is made again from the inode; removed, nothing resolves under it
- * (Linux: ENOENT).  It used to be the path it was entered by: after `mv`
- * of the working directory, relative paths failed with ENOENT, or reached
- * the directory made at the old name since. */
-const char *shim_vcwd(void)
-{
-    if (!shim_cwd_path[0])
-        return NULL;
-    if (G.base == NULL || SHIM_FOREIGN_CHILD())
-        return shim_cwd_path; /* not attached yet (the path carried over exec), or a vfork child */
-    const char *p = shim_cwd_path;
-    pthread_mutex_lock(&G.mu);
-    uint32_t ino;
-    if (cwd_ino == 0) {
-        if (path_resolve(shim_cwd_path, &ino) == 0 && S_ISDIR(G.inodes[ino].mode)) {
-            cwd_ino = ino;
-            cwd_gen = G.inodes[ino].gen;
-        }
-    } else {
-        int r = strata_dir_path_fresh(cwd_ino, cwd_gen, shim_cwd_path, sizeof(shim_cwd_path));
-        if (r > 0)
-            env_update();
-        else if (r < 0)
-            p = strata_removed_dir;
-    }
-    pthread_mutex_unlock(&G.mu);
-    return p;
-}
 
 static void leave(void)
 {
@@ -246,5 +216,6 @@ __attribute__((constructor(103))) static void cwd_init(void)
         anchor_ino = st.st_ino;
         shim_normalise(s + used, shim_cwd_path);
     }
+    shim_cwd_moved = env_update;
     env_update();
 }

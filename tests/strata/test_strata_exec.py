@@ -219,3 +219,32 @@ def test_parent_sees_what_a_child_wrote_through_the_shared_description(pool, tmp
     assert outs[0] == outs[1]
     assert outs[1]["final"] == "Carent1\nchild1\nparent2\n"
     fsck_clean(pool)
+
+
+FD_LINKS = r"""
+d=$1
+echo hello > $d/in
+cat /dev/stdin < $d/in
+wc -c < $d/in; wc -c /dev/stdin < $d/in | cut -d' ' -f1
+(echo via-dev-stdout > /dev/stdout) > $d/out; cat $d/out
+python3 -c 'open("/dev/stdout", "w").write("py\n")' > $d/out2; cat $d/out2
+python3 -c 'import sys; print(open(sys.argv[1]).read().strip())' /dev/stdin < $d/in
+exec 5< $d/in; cat /dev/fd/5 /proc/self/fd/5; exec 5<&-
+stat -L -c %s /dev/stdin < $d/in
+(echo x; echo y > /dev/stdout; echo z) >> $d/log; cat $d/log
+"""
+
+
+def test_dev_stdin_stdout_and_proc_fd_links_name_the_file(pool, tmp_path):
+    """/dev/stdin, /dev/stdout, /dev/fd/N and /proc/self/fd/N of a Strata fd
+    reopen its file, as the kernel's links do.  They used to reach the fd's
+    kernel placeholder: `cat /dev/stdin < /strata/f` printed the bytes of the
+    shared description's state memfd, `wc -c /dev/stdin` said 0, and
+    `echo x > /dev/stdout` into a Strata file was lost."""
+    rc, got, err = run(pool, ["bash", "-c", FD_LINKS, "sh", "/strata"])
+    assert rc == 0, err
+    rc, want, err_t = run(pool, ["bash", "-c", FD_LINKS, "sh", str(tmp_path)])
+    assert rc == 0, err_t
+    assert (got, err) == (want, err_t)
+    assert got.startswith("hello\n6\n6\nvia-dev-stdout\npy\nhello\nhello\nhello\n6\n")
+    fsck_clean(pool)

@@ -211,3 +211,22 @@ def test_removed_directory_open_at_exit_is_freed(pool):
                               "os.rmdir('/strata/gone'); print(os.fstat(fd).st_nlink >= 0)"])
     assert (rc, out, err) == (0, "True\n", "")
     fsck_clean(pool)
+
+
+def test_mknod_and_mkfifo(pool, tmp_path):
+    """A regular file by mknod is made as on tmpfs; a FIFO, device or socket
+    node, which Strata cannot hold, is EPERM (as Linux on a file system
+    without them), with tmpfs's errno for a missing parent, an existing
+    name, a file in the path.  These calls used to reach the kernel with
+    the /strata path: ENOENT ("mkfifo: No such file or directory")."""
+    worker = os.path.join(HERE, "mknod_worker.py")
+    rc, got, err = run(pool, [sys.executable, worker, "/strata/mk"])
+    assert rc == 0, err
+    rc, want, err = run(pool, [sys.executable, worker, str(tmp_path / "mk")])
+    assert rc == 0, err
+    unsupported = ("fifo ", "chr ", "sock ")
+    assert [ln for ln in got.splitlines() if not ln.startswith(unsupported)] == \
+           [ln for ln in want.splitlines() if not ln.startswith(unsupported)]
+    assert [ln for ln in got.splitlines() if ln.startswith(unsupported)] == \
+           ["fifo ERR EPERM", "chr ERR EPERM", "sock ERR EPERM"]
+    fsck_clean(pool)
