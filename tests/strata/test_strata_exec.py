@@ -248,3 +248,29 @@ def test_dev_stdin_stdout_and_proc_fd_links_name_the_file(pool, tmp_path):
     assert (got, err) == (want, err_t)
     assert got.startswith("hello\n6\n6\nvia-dev-stdout\npy\nhello\nhello\nhello\n6\n")
     fsck_clean(pool)
+
+
+def test_shared_writers_give_their_slot_back_after_an_append(pool):
+    """A shared-writer process returns its log slot once its log is
+    digested, so more such processes than slots can write (PostgreSQL's
+    backends).  Appends are digested as they are made; the slot used to stay
+    claimed after one, and the 9th appending process got EMFILE (the 17th
+    on a pool of 16)."""
+    code = ("import os, sys, time\n"
+            "fd = os.open('/strata/sw.log', os.O_CREAT | os.O_WRONLY | os.O_APPEND, 0o644)\n"
+            "os.write(fd, b'p%d\\n' % int(sys.argv[1])); print('ok', flush=True)\n"
+            "sys.stdin.read()\n")
+    env = shim_env(pool, STRATA_SHARED_WRITERS="1")
+    procs = []
+    try:
+        for i in range(24):  # three times the pool's 8 slots, all alive at once
+            p = subprocess.Popen([sys.executable, "-c", code, str(i)], env=env, stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            procs.append(p)
+            assert p.stdout.readline() == "ok\n", p.stderr.read()
+    finally:
+        for p in procs:
+            p.communicate(input="", timeout=60)
+    rc, got, err = run(pool, ["cat", "/strata/sw.log"])
+    assert sorted(got.split()) == sorted(f"p{i}" for i in range(24))
+    fsck_clean(pool)
