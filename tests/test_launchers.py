@@ -16,13 +16,20 @@ LAUNCHERS = {
     "kbrun": ["kb.run"],
     "tas-run": ["tas.run"],
     "zio run": ["zio.cli", "run"],
-    "strata run": ["strata.cli", "--pool", "/nonexistent/strata.pool", "run"],
+    "strata run": ["strata.cli", "--pool", "{pool}", "run"],
 }
 
 
 @pytest.mark.parametrize("name", LAUNCHERS)
-def test_program_gets_default_sigpipe_and_sigxfsz(name):
-    r = subprocess.run([sys.executable, "-m", *LAUNCHERS[name], *SHOW],
+def test_program_gets_default_sigpipe_and_sigxfsz(name, tmp_path):
+    # strata run refuses a pool it cannot attach: a small one in tmp_path
+    pool = str(tmp_path / "launcher.pool")
+    if name == "strata run":
+        subprocess.run([sys.executable, "-m", "strata.cli", "--pool", pool, "mkfs", "--size", "16M",
+                        "--slots", "2", "--log-size", "1M", "--inodes", "64"],
+                       check=True, capture_output=True, timeout=60)
+    launcher = [arg.format(pool=pool) for arg in LAUNCHERS[name]]
+    r = subprocess.run([sys.executable, "-m", *launcher, *SHOW],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     ignored = int(r.stdout.split()[1], 16)

@@ -285,3 +285,41 @@ int path_parent(const char *path, uint32_t *parent, const char **name, size_t *n
     }
     return 0;
 }
+
+/* The pool path of directory ino now, from its parent links and the entry
+ * naming it in each parent (a scan of the table per level: only when a
+ * directory descriptor's remembered path no longer names it).  -1 with
+ * ENOENT when it or an ancestor has no name (removed). */
+int dir_path_of(uint32_t ino, char out[PATH_MAX])
+{
+    char tmp[PATH_MAX];
+    size_t at = PATH_MAX - 1;
+    tmp[at] = 0;
+    for (int depth = 0; ino != STRATA_ROOT_INO; depth++) {
+        if (ino == 0 || ino >= G.sb->ninodes || !S_ISDIR(G.inodes[ino].mode) || depth > PATH_MAX / 2) {
+            errno = ENOENT;
+            return -1;
+        }
+        uint32_t parent = G.inodes[ino].parent;
+        const struct strata_dirent *d = NULL;
+        for (uint32_t i = 0; i < G.sb->ndirents && d == NULL; i++)
+            if (G.dirents[i].state == D_USED && G.dirents[i].ino == ino && G.dirents[i].parent == parent)
+                d = &G.dirents[i];
+        if (d == NULL || d->name_len > STRATA_NAME_MAX) {
+            errno = ENOENT;
+            return -1;
+        }
+        if (at < (size_t)d->name_len + 1 + 1) {
+            errno = ENAMETOOLONG;
+            return -1;
+        }
+        at -= d->name_len;
+        memcpy(tmp + at, d->name, d->name_len);
+        tmp[--at] = '/';
+        ino = parent;
+    }
+    if (at == PATH_MAX - 1)
+        tmp[--at] = '/';
+    memcpy(out, tmp + at, PATH_MAX - at);
+    return 0;
+}

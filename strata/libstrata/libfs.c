@@ -308,10 +308,70 @@ int strata_dup(int oldfd, int newfd)
     return LOCKED(do_dup(oldfd, newfd));
 }
 
+/* A directory is named by its inode, not by the path it was entered by:
+ * when path (cap bytes) no longer leads to directory ino of generation gen
+ * (it, or a directory above it, was renamed, or the path went through a
+ * directory since removed: `openat(c, "..")`, then `rmdir c`, as rm -rf
+ * does below a depth of 4), it is made again from the inode (1); 0 when it
+ * still does; -1 when the directory was removed.  G.mu held. */
+int strata_dir_path_fresh(uint32_t ino, uint32_t gen, char *path, size_t cap)
+{
+    uint32_t now_ino;
+    if (path_resolve(path, &now_ino) == 0 && now_ino == ino)
+        return 0;
+    char now[PATH_MAX];
+    if (ino < G.sb->ninodes && G.inodes[ino].mode != 0 && G.inodes[ino].gen == gen &&
+        dir_path_of(ino, now) == 0 && strlen(now) < cap) {
+        memcpy(path, now, strlen(now) + 1);
+        return 1;
+    }
+    return -1;
+}
+
+/* Names nothing: what calls relative to a removed directory resolve against. */
+const char strata_removed_dir[] = "/\177strata: removed directory\177";
+
+/* The pool path of the file fd names now, for a reopen through
+ * /proc/self/fd/N and its aliases (shim_route.c): 1 and out, 0 when fd is not
+ * a Strata fd, -1 (ENOENT) when its file no longer has that path (renamed
+ * or removed since the fd was opened: no reopen, rather than another file). */
+int strata_fd_reopen_path(int fd, char out[PATH_MAX])
+{
+    pthread_mutex_lock(&G.mu);
+    struct sfile *f = sfile_get(fd);
+    int rc = 0;
+    if (f != NULL) {
+        uint32_t ino;
+        if (f->is_dir && strata_dir_path_fresh(f->ino, f->gen, f->o->path, sizeof(f->o->path)) > 0)
+            f->o->path_len = (uint32_t)strlen(f->o->path);
+        rc = path_resolve(f->path, &ino) == 0 && ino == f->ino && G.inodes[ino].gen == f->gen ? 1 : -1;
+        if (rc > 0)
+            snprintf(out, PATH_MAX, "%s", f->path);
+        else
+            errno = ENOENT;
+    }
+    pthread_mutex_unlock(&G.mu);
+    return rc;
+}
+
+/* The path calls relative to fd resolve against.  It used to be the path
+ * the directory was opened by, for good: ENOENT for everything under it
+ * once that path was gone (rm -rf failed with "fts_read failed"), or the
+ * directory now at that name (files made in the wrong directory). */
 const char *strata_fd_path(int fd)
 {
+    pthread_mutex_lock(&G.mu);
     struct sfile *f = sfile_get(fd);
-    return f ? f->path : NULL;
+    const char *path = f ? f->path : NULL;
+    if (f != NULL && f->is_dir) {
+        int r = strata_dir_path_fresh(f->ino, f->gen, f->o->path, sizeof(f->o->path));
+        if (r > 0)
+            f->o->path_len = (uint32_t)strlen(f->o->path);
+        else if (r < 0)
+            path = strata_removed_dir;
+    }
+    pthread_mutex_unlock(&G.mu);
+    return path;
 }
 
 int strata_fd_flags(int fd)

@@ -310,6 +310,8 @@ static int do_ftruncate(int fd, int64_t size)
     pend_add(f->ino, f->gen, STRATA_E_TRUNCATE, 0, (uint64_t)size, NULL);
     if (G.inodes[f->ino].mapped)
         shadow_after_truncate(f->ino, f->gen, (uint64_t)size);
+    if (f->shared)
+        digest_own(); /* ordered with the other holders' writes, as a write (libfs_write.c) */
     strata_publish();
     maybe_digest();
     return 0;

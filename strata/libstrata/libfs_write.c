@@ -262,26 +262,48 @@ static ssize_t do_write(int fd, const struct iovec *iov, int cnt, int64_t off, i
         errno = EISDIR;
         return -1;
     }
-    if ((f->o->flags & O_APPEND) || (flags & RWF_APPEND))
+    /* A write through a description other processes hold too (fork, exec,
+     * a shell's redirection), or an append that another process may make to
+     * the file at the same time (lock-aware and shared-writer processes hold
+     * no lease, locks.c), is ordered with theirs as the kernel's inode lock
+     * orders them.  Under the pool lock: publish this process's earlier
+     * writes, take the end (an append) or the shared position, log, and
+     * publish this write before another process can write.  Without it, a
+     * process appended at the end it saw and wrote at offsets it had read
+     * from its own overlay: the lease holder's undigested writes went to the
+     * same offsets as another's and overwrote them at digest. */
+    int append = (f->o->flags & O_APPEND) || (flags & RWF_APPEND);
+    int ordered = f->shared || (append && strata_lock_aware);
+    if (ordered) {
+        if (strata_pool_lock() != 0)
+            return -1;
+        if (digest_own() != 0) {
+            strata_pool_unlock();
+            return -1;
+        }
+    }
+    ssize_t done = -1;
+    if (append)
         off = (int64_t)file_size(f->ino, f->gen);
     else if (advance)
         off = (int64_t)f->o->off;
     if (off < 0) {
         errno = EINVAL;
-        return -1;
+        goto unlock;
     }
-    if (total == 0)
-        return 0;
+    if (total == 0) {
+        done = 0;
+        goto unlock;
+    }
     if ((uint64_t)off >= STRATA_MAX_FILE_BYTES) {
         errno = EFBIG;
-        return -1;
+        goto unlock;
     }
     /* as Linux: a write that would pass the largest file writes what fits */
     size_t room = STRATA_MAX_FILE_BYTES - (uint64_t)off < total ? STRATA_MAX_FILE_BYTES - (uint64_t)off
                                                                  : total;
     struct plan pl;
     plan_init(&pl);
-    ssize_t done = -1;
     if (ref) {
         if (refs_reserve(1) != 0 || plan_add(&pl, NULL, room, ref->pool_off) != 0)
             goto out;
@@ -296,6 +318,14 @@ static ssize_t do_write(int fd, const struct iovec *iov, int cnt, int64_t off, i
     done = log_plan(f, &pl, (uint64_t)off);
     if (done > 0 && advance)
         f->o->off = (uint64_t)off + (uint64_t)done;
+    if (ordered) {
+        int e = errno;
+        if (done > 0)
+            digest_own(); /* a failure keeps the log for a later digest, as at any threshold */
+        strata_pool_unlock();
+        ordered = 0;
+        errno = e;
+    }
     if (done > 0) {
         strata_publish(); /* lock-aware with a shared map: visible at once (locks.c) */
         maybe_digest();
@@ -304,6 +334,9 @@ static ssize_t do_write(int fd, const struct iovec *iov, int cnt, int64_t off, i
     }
 out:
     plan_free(&pl);
+unlock:
+    if (ordered)
+        strata_pool_unlock();
     return done;
 }
 

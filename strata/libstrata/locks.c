@@ -114,9 +114,11 @@ static void publish_now(void)
     if (strata_lock_aware && G.slot >= 0 && G.tail > 0) {
         digest_own();
         kb_stats_add(G.c.published, 1);
-        if (shared_writers)
-            log_release_slot();   /* many processes (PostgreSQL's), few writing at once */
     }
+    /* many processes (PostgreSQL's), few writing at once; also after an
+     * append that was digested as it was made (libfs_write.c) */
+    if (strata_lock_aware && shared_writers && G.slot >= 0 && G.tail == 0)
+        log_release_slot();
 }
 
 /* After each write and truncate (G.mu held). */

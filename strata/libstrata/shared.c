@@ -455,7 +455,7 @@ void orphan_sweep(void)
 {
     for (uint32_t i = STRATA_ROOT_INO + 1; i < G.sb->ninodes; i++) {
         struct strata_inode *in = &G.inodes[i];
-        if (in->mode != 0 && in->parent == STRATA_ORPHAN && !S_ISDIR(in->mode) &&
+        if (in->mode != 0 && in->parent == STRATA_ORPHAN &&
             (in->lease_pid == G.pid ? G.opens[i] == 0 : !strata_pid_alive(in->lease_pid)))
             ino_free(i);
     }

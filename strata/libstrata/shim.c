@@ -52,15 +52,15 @@ static int std_checked(int fd)
     int r = (route);                                                       \
     return r < 0 ? -1 : r ? std_checked(strata_open(p, flags, (unsigned)mode)) : (real_call);
 
-int open(const char *path, int flags, ...) { OPEN_BODY(shim_route(path, p), REAL(open)(path, flags, mode)) }
-int open64(const char *path, int flags, ...) { OPEN_BODY(shim_route(path, p), REAL(open64)(path, flags, mode)) }
+int open(const char *path, int flags, ...) { OPEN_BODY(shim_route_follow(path, p), REAL(open)(path, flags, mode)) }
+int open64(const char *path, int flags, ...) { OPEN_BODY(shim_route_follow(path, p), REAL(open64)(path, flags, mode)) }
 int openat(int dirfd, const char *path, int flags, ...)
 {
-    OPEN_BODY(shim_route_at(dirfd, path, p), REAL(openat)(dirfd, path, flags, mode))
+    OPEN_BODY(shim_route_at_follow(dirfd, path, p), REAL(openat)(dirfd, path, flags, mode))
 }
 int openat64(int dirfd, const char *path, int flags, ...)
 {
-    OPEN_BODY(shim_route_at(dirfd, path, p), REAL(openat64)(dirfd, path, flags, mode))
+    OPEN_BODY(shim_route_at_follow(dirfd, path, p), REAL(openat64)(dirfd, path, flags, mode))
 }
 
 /* _FORTIFY_SOURCE callers (coreutils, tar) use the checked variants. */
@@ -78,11 +78,11 @@ int creat64(const char *path, mode_t mode) { return open(path, O_CREAT | O_WRONL
 
 /* ---- stat family ---- */
 
-int stat(const char *path, struct stat *st) { ROUTE_OR(path, strata_stat(sp, st), REAL(stat)(path, st)); }
+int stat(const char *path, struct stat *st) { ROUTE_FOLLOW_OR(path, strata_stat(sp, st), REAL(stat)(path, st)); }
 int lstat(const char *path, struct stat *st) { ROUTE_OR(path, strata_lstat(sp, st), REAL(lstat)(path, st)); }
 int stat64(const char *path, struct stat64 *st)
 {
-    ROUTE_OR(path, strata_stat(sp, (struct stat *)st), REAL(stat64)(path, st));
+    ROUTE_FOLLOW_OR(path, strata_stat(sp, (struct stat *)st), REAL(stat64)(path, st));
 }
 int lstat64(const char *path, struct stat64 *st)
 {
@@ -90,7 +90,7 @@ int lstat64(const char *path, struct stat64 *st)
 }
 int __xstat(int ver, const char *path, struct stat *st)
 {
-    ROUTE_OR(path, strata_stat(sp, st), REAL(__xstat)(ver, path, st));
+    ROUTE_FOLLOW_OR(path, strata_stat(sp, st), REAL(__xstat)(ver, path, st));
 }
 int __lxstat(int ver, const char *path, struct stat *st)
 {
@@ -98,7 +98,7 @@ int __lxstat(int ver, const char *path, struct stat *st)
 }
 int __xstat64(int ver, const char *path, struct stat64 *st)
 {
-    ROUTE_OR(path, strata_stat(sp, (struct stat *)st), REAL(__xstat64)(ver, path, st));
+    ROUTE_FOLLOW_OR(path, strata_stat(sp, (struct stat *)st), REAL(__xstat64)(ver, path, st));
 }
 int __lxstat64(int ver, const char *path, struct stat64 *st)
 {
@@ -111,7 +111,7 @@ static int stat_at(int dirfd, const char *path, struct stat *st, int flags, int 
     *handled = 1;
     if ((flags & AT_EMPTY_PATH) && path && path[0] == 0 && strata_is_fd(dirfd))
         return strata_fstat(dirfd, st);
-    int r = shim_route_at(dirfd, path, p);
+    int r = (flags & AT_SYMLINK_NOFOLLOW) ? shim_route_at(dirfd, path, p) : shim_route_at_follow(dirfd, path, p);
     if (r <= 0) {
         *handled = r < 0;
         return -1;
@@ -213,6 +213,53 @@ int mkdirat(int dirfd, const char *path, mode_t mode)
     int r = shim_route_at(dirfd, path, p);
     return r == 0 ? REAL(mkdirat)(dirfd, path, mode) : r < 0 ? -1 : strata_mkdir(p, mode);
 }
+
+/* mknod of a Strata path: a regular file is made as open(O_CREAT | O_EXCL)
+ * does; FIFOs, devices and sockets Strata cannot hold: EPERM, as Linux on a
+ * file system without them (they used to reach the kernel: ENOENT). */
+static int strata_mknod(const char *p, mode_t mode)
+{
+    mode_t type = mode & S_IFMT;
+    if (type == 0 || type == S_IFREG) {
+        int fd = strata_open(p, O_CREAT | O_EXCL | O_WRONLY, mode & 07777);
+        return fd < 0 ? -1 : strata_close(fd);
+    }
+    struct stat st;
+    if (strata_lstat(p, &st) == 0) {
+        errno = EEXIST;
+        return -1;
+    }
+    if (errno != ENOENT)
+        return -1;
+    char parent[PATH_MAX];
+    snprintf(parent, sizeof(parent), "%s", p);
+    char *slash = strrchr(parent, '/');
+    if (slash != NULL)
+        slash[slash == parent ? 1 : 0] = 0;
+    if (slash == NULL || strata_stat(parent, &st) != 0) /* ENOENT, ENOTDIR, EACCES of the walk */
+        return -1;
+    if (!S_ISDIR(st.st_mode)) {
+        errno = ENOTDIR;
+        return -1;
+    }
+    errno = type == S_IFIFO || type == S_IFCHR || type == S_IFBLK || type == S_IFSOCK ? EPERM : EINVAL;
+    return -1;
+}
+
+int mknodat(int dirfd, const char *path, mode_t mode, dev_t dev)
+{
+    char p[PATH_MAX];
+    int r = shim_route_at(dirfd, path, p);
+    return r == 0 ? REAL(mknodat)(dirfd, path, mode, dev) : r < 0 ? -1 : strata_mknod(p, mode);
+}
+int mknod(const char *path, mode_t mode, dev_t dev) { return mknodat(AT_FDCWD, path, mode, dev); }
+int mkfifoat(int dirfd, const char *path, mode_t mode)
+{
+    char p[PATH_MAX];
+    int r = shim_route_at(dirfd, path, p);
+    return r == 0 ? REAL(mkfifoat)(dirfd, path, mode) : r < 0 ? -1 : strata_mknod(p, S_IFIFO | (mode & 07777));
+}
+int mkfifo(const char *path, mode_t mode) { return mkfifoat(AT_FDCWD, path, mode); }
 
 int faccessat(int dirfd, const char *path, int mode, int flags)
 {

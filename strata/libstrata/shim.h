@@ -8,6 +8,7 @@
 #include <dlfcn.h>
 #include <limits.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -25,11 +26,17 @@
  * route_at also resolves paths relative to a Strata directory fd. */
 int shim_route(const char *path, char out[PATH_MAX]);
 int shim_route_at(int dirfd, const char *path, char out[PATH_MAX]);
+/* The same for calls that follow links (open, fopen, stat): also /dev/stdin,
+ * /dev/fd/N, /proc/self/fd/N ... of a Strata fd name its file. */
+int shim_route_follow(const char *path, char out[PATH_MAX]);
+int shim_route_at_follow(int dirfd, const char *path, char out[PATH_MAX]);
 
 const char *shim_prefix(void); /* the mount prefix, e.g. "/strata" */
 /* The pool path of the working directory while it is inside Strata, else
  * NULL (shim_cwd_path: "" outside; shim_cwd.c's chdir family sets it). */
 extern char shim_cwd_path[PATH_MAX];
+extern uint32_t shim_cwd_ino, shim_cwd_gen; /* the directory entered (0: noted at the next shim_vcwd) */
+extern void (*shim_cwd_moved)(void);        /* called when shim_vcwd remade the path */
 const char *shim_vcwd(void);
 
 /* shim_cwd.c: the environment an exec'd program gets (it carries the
@@ -49,6 +56,16 @@ char **shim_exec_env(char *const envp[], char **out);
         const char *sp = p_;                     \
         (void)sp;                                \
         return r_ ? (call_strata) : (call_real); \
+    } while (0)
+
+#define ROUTE_FOLLOW_OR(path, call_strata, call_real) \
+    do {                                              \
+        char p_[PATH_MAX];                            \
+        int r_ = shim_route_follow(path, p_);         \
+        if (r_ < 0)                                   \
+            return -1;                                \
+        const char *sp = p_;                          \
+        return r_ ? (call_strata) : (call_real);      \
     } while (0)
 
 /* shim_stdio.c: route stdin/stdout/stderr through Strata once fd 0/1/2 is a

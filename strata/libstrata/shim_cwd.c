@@ -16,10 +16,13 @@
 #include "strata_internal.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #define CWD_VAR "STRATA_CWD"
 
@@ -107,9 +110,13 @@ static int enter(const char *pool_path)
     if (enter_anchor() != 0)
         return -1;
     memcpy(shim_cwd_path, norm, strlen(norm) + 1);
+    shim_cwd_ino = 0;
+    shim_cwd_moved = env_update;
+    shim_vcwd(); /* notes the directory's inode */
     env_update();
     return 0;
 }
+
 
 static void leave(void)
 {
@@ -146,10 +153,15 @@ int fchdir(int fd)
 
 char *getcwd(char *buf, size_t size)
 {
-    if (!shim_cwd_path[0])
+    const char *cwd = shim_vcwd();
+    if (cwd == NULL)
         return REAL(getcwd)(buf, size);
+    if (cwd == strata_removed_dir) {
+        errno = ENOENT; /* as Linux, for a removed working directory */
+        return NULL;
+    }
     char full[PATH_MAX];
-    int n = snprintf(full, sizeof(full), "%s%s", shim_prefix(), strcmp(shim_cwd_path, "/") ? shim_cwd_path : "");
+    int n = snprintf(full, sizeof(full), "%s%s", shim_prefix(), strcmp(cwd, "/") ? cwd : "");
     if (buf == NULL)
         return strdup(full);
     if ((size_t)n + 1 > size) {
@@ -204,5 +216,6 @@ __attribute__((constructor(103))) static void cwd_init(void)
         anchor_ino = st.st_ino;
         shim_normalise(s + used, shim_cwd_path);
     }
+    shim_cwd_moved = env_update;
     env_update();
 }

@@ -111,14 +111,14 @@ static FILE *strata_fopen(const char *p, const char *mode)
 FILE *fopen(const char *path, const char *mode)
 {
     char p[PATH_MAX];
-    int r = shim_route(path, p);
+    int r = shim_route_follow(path, p);
     return r < 0 ? NULL : r ? strata_fopen(p, mode) : REAL(fopen)(path, mode);
 }
 
 FILE *fopen64(const char *path, const char *mode)
 {
     char p[PATH_MAX];
-    int r = shim_route(path, p);
+    int r = shim_route_follow(path, p);
     return r < 0 ? NULL : r ? strata_fopen(p, mode) : REAL(fopen64)(path, mode);
 }
 

@@ -186,6 +186,10 @@ int path_resolve_nofollow(const char *path, uint32_t *ino); /* lstat, O_NOFOLLOW
 int path_canonical(const char *path, char out[PATH_MAX]);   /* realpath, as a pool path */
 int symlink_target(uint32_t ino, char *buf, size_t len);    /* NUL-terminated; its length */
 int path_parent(const char *path, uint32_t *parent, const char **name, size_t *nlen);
+int dir_path_of(uint32_t ino, char out[PATH_MAX]);           /* a directory's path now, from its inode */
+int strata_dir_path_fresh(uint32_t ino, uint32_t gen, char *path, size_t cap); /* libfs.c */
+extern const char strata_removed_dir[];
+int strata_fd_reopen_path(int fd, char out[PATH_MAX]); /* libfs.c: /proc/self/fd/N of a Strata fd */
 
 /* log.c: own-slot appends and slot scanning */
 int log_claim_slot(void);

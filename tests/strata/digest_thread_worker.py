@@ -63,7 +63,13 @@ def main():
             print("W", flush=True)
         sys.stdin.read()
     elif mode == "fork":
-        i = until_thread_pass(fd, 0)
+        # the thread starts at a 32nd of the log: append until it has (after
+        # the fork the parent's appends share the description with the child
+        # and are published at once, so they would never start it)
+        while counters()["bg_digest_threads"] == 0 and i < 2000:
+            os.write(fd, record(i))
+            i += 1
+        i = until_thread_pass(fd, i)
         pid = os.fork()
         if pid == 0:
             c = os.open(path + ".child", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)

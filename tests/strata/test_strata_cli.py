@@ -169,3 +169,19 @@ def test_corrupted_block_pointer_is_reported_not_followed(pool, tmp_path):
     assert r.returncode != 0 and f"[Errno {errno.EUCLEAN}]" in r.stderr, r.stderr
     r = strata_cli("fsck", pool=pool, check=False)
     assert r.returncode == 1 and "outside the data area" in r.stdout, r.stdout
+
+
+def test_run_refuses_a_pool_it_cannot_attach(tmp_path):
+    """`strata run` with a missing pool, or a file that is not a pool, says
+    why and does not start the program.  It used to start it: each process
+    printed "cannot map" and ran on, /strata paths failing and relative
+    paths, after a failed cd into /strata, landing where it started."""
+    marker = tmp_path / "ran"
+    notpool = tmp_path / "notpool"
+    notpool.write_bytes(bytes(65536))
+    for pool, why in ((str(tmp_path / "missing.pool"), "No such file or directory"),
+                      (str(notpool), "not a Strata pool")):
+        r = subprocess.run([sys.executable, "-m", "strata.cli", "--pool", pool, "run", "--",
+                            "touch", str(marker)], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 2 and why in r.stderr, (r.returncode, r.stderr)
+        assert not marker.exists()
