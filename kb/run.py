@@ -25,6 +25,7 @@ import socket
 import sys
 
 from kb.execprog import exec_program
+from strata import api
 from strata.cli import SHARED_WRITERS_HELP
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -142,7 +143,9 @@ def main(argv=None):
             env["TAS_REQUIRE_NVM"] = "1"
         if args.shared_writers and "strata" in layers:
             env["STRATA_SHARED_WRITERS"] = "1"
-    except RunError as e:
+        if "strata" in layers:   # as `strata run`: refused before the program starts
+            api.check_runnable(env["STRATA_POOL"])
+    except (RunError, api.StrataError) as e:
         sys.exit(f"kbrun: {e}")
     try:
         exec_program(args.cmd, env)

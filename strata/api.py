@@ -53,6 +53,17 @@ def attach(pool):
     check(lib().strata_attach(pool.encode()), f"attach {pool}")
 
 
+def check_runnable(pool):
+    """Raise StrataError with the reason when libstrata could not attach
+    `pool` (missing, not a pool, another version, not readable and
+    writable): a launcher refuses then, before the program runs, instead of
+    starting a program whose /strata paths all fail."""
+    pool_ref_area(pool)
+    if not os.access(pool, os.R_OK | os.W_OK):
+        import errno
+        raise StrataError(errno.EACCES, f"{pool}: cannot open it for reading and writing")
+
+
 def pool_ref_area(pool):
     """(offset, length) of the ref area of the pool file `pool`, read from its
     checked superblock without mounting it (for the TAS daemon, whose payload

@@ -233,9 +233,7 @@ def cmd_run(a):
     # went on with /strata paths failing and relative paths, after a failed
     # `cd /strata/...`, in the directory it started from (a kernel /strata
     # directory, a mount point say, would have taken the writes).
-    api.pool_ref_area(a.pool)  # StrataError with the reason: missing, not a pool, another version
-    if not os.access(a.pool, os.R_OK | os.W_OK):
-        raise api.StrataError(errno.EACCES, f"{a.pool}: cannot open it for reading and writing")
+    api.check_runnable(a.pool)  # StrataError with the reason: missing, not a pool, another version
     env = dict(os.environ, STRATA_POOL=a.pool)
     if a.shared_writers:
         env["STRATA_SHARED_WRITERS"] = "1"

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.fast
 
 SHOW = ["--", "sh", "-c", "grep ^SigIgn: /proc/self/status"]
 LAUNCHERS = {
-    "kbrun": ["kb.run"],
+    "kbrun": ["kb.run", "--pool", "{pool}"],
     "tas-run": ["tas.run"],
     "zio run": ["zio.cli", "run"],
     "strata run": ["strata.cli", "--pool", "{pool}", "run"],
@@ -22,9 +22,9 @@ LAUNCHERS = {
 
 @pytest.mark.parametrize("name", LAUNCHERS)
 def test_program_gets_default_sigpipe_and_sigxfsz(name, tmp_path):
-    # strata run refuses a pool it cannot attach: a small one in tmp_path
+    # strata run and kbrun refuse a pool they cannot attach: a small one in tmp_path
     pool = str(tmp_path / "launcher.pool")
-    if name == "strata run":
+    if name in ("strata run", "kbrun"):
         subprocess.run([sys.executable, "-m", "strata.cli", "--pool", pool, "mkfs", "--size", "16M",
                         "--slots", "2", "--log-size", "1M", "--inodes", "64"],
                        check=True, capture_output=True, timeout=60)

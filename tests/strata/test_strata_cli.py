@@ -185,3 +185,8 @@ def test_run_refuses_a_pool_it_cannot_attach(tmp_path):
                             "touch", str(marker)], capture_output=True, text=True, timeout=60)
         assert r.returncode == 2 and why in r.stderr, (r.returncode, r.stderr)
         assert not marker.exists()
+        # kbrun with its Strata layer likewise
+        r = subprocess.run([sys.executable, "-m", "kb.run", "--no-tas", "--pool", pool, "--",
+                            "touch", str(marker)], capture_output=True, text=True, timeout=60)
+        assert r.returncode != 0 and why in r.stderr and "kbrun" in r.stderr, (r.returncode, r.stderr)
+        assert not marker.exists()
