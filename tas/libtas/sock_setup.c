@@ -49,7 +49,11 @@ int bind(int fd, const struct sockaddr *addr, socklen_t len)
     if (s->kind != LT_NEW)
         return fail(EINVAL);
     int r = lt_inet_addr_of(s, addr, len, &s->local_ip, &s->local_port);
+    /* The daemon's own address is TAS's (nginx `listen 10.0.0.2:80`, a
+     * client choosing its source address), although a connect to it is not
+     * (tas_app_carries: another app on this host, through loopback). */
     if (r == LT_IPV6_PROPER || (r == 0 && s->local_ip != 0 && lt_app != NULL &&
+                                 s->local_ip != tas_app_ip(lt_app) &&
                                  !tas_app_carries(lt_app, s->local_ip))) {
         /* IPv6 itself, or an address of the kernel's (127.0.0.1, another
          * network): the kernel's socket, as without the shim */
