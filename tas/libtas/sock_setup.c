@@ -84,6 +84,7 @@ int listen(int fd, int backlog)
     if (st == 0) {                          /* see lt_listener_rejoin */
         s->kind = LT_LISTEN;
         s->listener_id = m.listener_id;
+        s->local_port = m.local_port;       /* the daemon's pick for port 0 */
         s->join_key = m.opaque;
         lt_handoff_counter(s, &m);
         /* What we asked for (the reply does not echo it): a prefork worker

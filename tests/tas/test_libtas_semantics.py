@@ -3,7 +3,9 @@ Linux peer in the namespace, each as Linux answers it:
 
 - bind() to the daemon's own address (nginx `listen 10.0.0.2:80`, a client
   choosing its source address) is a TAS socket; it became a kernel one
-  that cannot have that address (EADDRNOTAVAIL).
+  that cannot have that address (EADDRNOTAVAIL);
+- bind() to port 0 then listen() takes an ephemeral port, which
+  getsockname names and the peer reaches (listen failed with EINVAL).
 """
 import sys
 
@@ -55,3 +57,27 @@ def test_bind_to_the_daemons_address(tas_daemon, procs):
                    "s.sendall(b'hi'); print(s.recv(100).decode())", timeout=60)
     assert got.stdout.strip() == "got hi", got.stderr
     assert finish(srv, "server").split() == ["10.0.0.2", "from", "10.0.0.2"]
+
+
+PORT_ZERO = """
+import socket
+s = socket.socket()
+s.bind(("0.0.0.0", 0))
+s.listen(1)
+print(s.getsockname()[1], flush=True)
+c, _ = s.accept()
+c.sendall(b"port zero " + c.recv(100))
+c.close()
+"""
+
+
+def test_listen_on_port_zero_takes_an_ephemeral_port(tas_daemon, procs):
+    d = tas_daemon
+    srv = tas_run(procs, d, sys.executable, "-c", PORT_ZERO)
+    port = int(srv.stdout.readline())
+    assert 32768 <= port <= 60999, srv.stderr.read()
+    got = d.ns_run(sys.executable, "-c",
+                   f"import socket; s = socket.create_connection(('10.0.0.2', {port})); "
+                   "s.sendall(b'ok'); print(s.recv(100).decode())", timeout=60)
+    assert got.stdout.strip() == "port zero ok", got.stderr
+    finish(srv, "server")
