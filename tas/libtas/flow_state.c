@@ -343,3 +343,43 @@ int lt_ms_left(int64_t deadline_ns)
     int64_t left = deadline_ns - lt_now_ns();
     return left <= 0 ? 0 : (int)((left + 999999) / 1000000);
 }
+
+int64_t lt_deadline(int64_t timeo_us)
+{
+    return timeo_us == 0 ? -1 : lt_now_ns() + timeo_us * 1000;
+}
+
+/* Whether a signal that interrupted a wait is one the kernel would have
+ * restarted the call after: every signal this thread takes (not blocked)
+ * whose disposition is a handler has SA_RESTART.  Which one came cannot be
+ * known after the fact, so with handlers of both kinds the call returns
+ * EINTR (a program that installs one without SA_RESTART handles it). */
+static bool signals_restart(void)
+{
+    sigset_t cur;
+    pthread_sigmask(SIG_BLOCK, NULL, &cur);
+    for (int sig = 1; sig < NSIG; sig++) {
+        struct sigaction sa;
+        if (sigismember(&cur, sig) == 1 || sigaction(sig, NULL, &sa) != 0)
+            continue;
+        if (!(sa.sa_flags & SA_SIGINFO) &&
+            (sa.sa_handler == SIG_DFL || sa.sa_handler == SIG_IGN))
+            continue;
+        if (!(sa.sa_flags & SA_RESTART))
+            return false;
+    }
+    return true;
+}
+
+int lt_wait_call(struct pollfd *kfds, nfds_t n, int64_t deadline_ns)
+{
+    int ms = lt_ms_left(deadline_ns);
+    if (ms == 0)
+        return -EAGAIN;
+    int r = lt_wait(kfds, n, ms);
+    if (r >= 0)
+        return r;
+    if (errno == EINTR && deadline_ns < 0 && signals_restart())
+        return 0;
+    return -errno;
+}

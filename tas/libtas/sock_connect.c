@@ -38,16 +38,19 @@ static int report(struct lt_sock *s)
     return -(e != 0 ? e : ECONNABORTED);
 }
 
-/* With the lock held: wait for a pending connect to finish.  On EINTR the
- * handshake goes on, as on Linux. */
+/* With the lock held: wait for a pending connect to finish.  On EINTR, or
+ * once SO_SNDTIMEO runs out (EINPROGRESS), the handshake goes on, as on
+ * Linux. */
 static int wait_done(struct lt_sock *s)
 {
+    int64_t deadline = lt_deadline(s->sndtimeo_us);
     for (;;) {
         lt_progress();
         if (s->kind != LT_CONNECTING)
             return report(s);
-        if (lt_wait(NULL, 0, -1) < 0)
-            return -errno;
+        int w = lt_wait_call(NULL, 0, deadline);
+        if (w < 0)
+            return w == -EAGAIN ? -EINPROGRESS : w;
     }
 }
 
@@ -135,9 +138,11 @@ int lt_connect_wait_io(struct lt_sock *s, int block)
     lt_progress();
     if (s->kind == LT_CONNECTING && !block)
         return -EAGAIN;
-    while (s->kind == LT_CONNECTING)
-        if (lt_wait(NULL, 0, -1) < 0)
-            return -errno;
+    while (s->kind == LT_CONNECTING) {
+        int w = lt_wait_call(NULL, 0, -1);
+        if (w < 0)
+            return w;
+    }
     if (s->kind == LT_CONN)
         return 0;
     if (s->kind == LT_NEW && s->so_error != 0) {    /* Linux returns (and clears) the error */

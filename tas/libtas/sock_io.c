@@ -29,7 +29,7 @@ static int io_start(struct lt_sock *s, int flags)
 }
 
 /* With the lock held: 1 once bytes or end of stream are there, else -errno. */
-static int wait_readable(struct lt_sock *s, int block)
+static int wait_readable(struct lt_sock *s, int block, int64_t deadline)
 {
     struct lt_flow *f = s->flow;
     for (;;) {
@@ -40,8 +40,9 @@ static int wait_readable(struct lt_sock *s, int block)
             return -ECONNRESET;
         if (!block)
             return -EAGAIN;
-        if (lt_wait(NULL, 0, -1) < 0)
-            return -errno;
+        int w = lt_wait_call(NULL, 0, deadline);
+        if (w < 0)
+            return w;
     }
 }
 
@@ -53,12 +54,13 @@ ssize_t lt_recv_iov(struct lt_sock *s, const struct iovec *iov, int n, int flags
     struct lt_flow *f = s->flow;
     int peek = (flags & MSG_PEEK) != 0;
     size_t got = 0;
+    int64_t deadline = block ? lt_deadline(s->rcvtimeo_us) : -1;   /* SO_RCVTIMEO */
     lt_lock();
     for (int i = 0; i < n; i++) {
         size_t done = 0;
         while (done < iov[i].iov_len) {
             /* After the first bytes only MSG_WAITALL keeps blocking. */
-            int r = wait_readable(s, block && (got == 0 || (flags & MSG_WAITALL)));
+            int r = wait_readable(s, block && (got == 0 || (flags & MSG_WAITALL)), deadline);
             uint32_t ready = tas_rx_ready(&f->rx);
             if (r < 0 || ready == 0 || s->shut_rd) {
                 lt_unlock();
@@ -93,6 +95,7 @@ ssize_t lt_send_iov(struct lt_sock *s, const struct iovec *iov, int n, int flags
     size_t sent = 0;
     uint32_t unposted = 0;
     int err = 0;
+    int64_t deadline = block ? lt_deadline(s->sndtimeo_us) : -1;   /* SO_SNDTIMEO */
     lt_lock();
     /* A message from the daemon may say the connection is gone: reset, or
      * taken over by a process we forked.  Bytes written into our ring after
@@ -116,8 +119,9 @@ ssize_t lt_send_iov(struct lt_sock *s, const struct iovec *iov, int n, int flags
                     err = EAGAIN;
                     break;
                 }
-                if (lt_wait(NULL, 0, -1) < 0) {
-                    err = errno;
+                int w = lt_wait_call(NULL, 0, deadline);
+                if (w < 0) {
+                    err = -w;
                     break;
                 }
                 continue;

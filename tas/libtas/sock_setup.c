@@ -139,6 +139,7 @@ int lt_listener_rejoin(struct lt_sock *s)
 
 static int take_conn(struct lt_sock *s, struct tas_ctl_msg *m)
 {
+    int64_t deadline = lt_deadline(s->rcvtimeo_us);      /* SO_RCVTIMEO */
     if (!s->accept_asked) {
         s->accept_asked = 1;
         *m = (struct tas_ctl_msg){.type = TAS_CTL_ACCEPT, .listener_id = s->listener_id};
@@ -158,9 +159,9 @@ static int take_conn(struct lt_sock *s, struct tas_ctl_msg *m)
             /* once the daemon is gone the accept fails (ENETDOWN), as a
              * listener without a twin does, instead of waiting on the twin */
             int k = s->kernel_fd >= 0 && !tas_app_lost(lt_app);
-            int r = lt_wait(k ? &twin : NULL, (nfds_t)k, -1);
+            int r = lt_wait_call(k ? &twin : NULL, (nfds_t)k, deadline);
             if (r < 0)
-                return -errno;
+                return r;
             if (r > 0)
                 return TAKE_KERNEL;
         }

@@ -5,8 +5,14 @@ Linux peer in the namespace, each as Linux answers it:
   choosing its source address) is a TAS socket; it became a kernel one
   that cannot have that address (EADDRNOTAVAIL);
 - bind() to port 0 then listen() takes an ephemeral port, which
-  getsockname names and the peer reaches (listen failed with EINVAL).
+  getsockname names and the peer reaches (listen failed with EINVAL);
+- SO_RCVTIMEO / SO_SNDTIMEO bound blocking recv, accept, send and connect
+  (EAGAIN; connect: EINPROGRESS); they were accepted and ignored, and a
+  recv waited forever;
+- a signal whose handler has SA_RESTART does not interrupt a blocking recv
+  or accept, one without it does (EINTR); every signal gave EINTR.
 """
+import json
 import sys
 
 from libtas_helpers import finish, in_peer, tas_run
@@ -81,3 +87,95 @@ def test_listen_on_port_zero_takes_an_ephemeral_port(tas_daemon, procs):
                    "s.sendall(b'ok'); print(s.recv(100).decode())", timeout=60)
     assert got.stdout.strip() == "port zero ok", got.stderr
     finish(srv, "server")
+
+
+TIMEOUTS = """
+import ctypes, errno, json, socket, struct, sys
+libc = ctypes.CDLL(None, use_errno=True)
+out = {}
+tv = struct.pack("ll", 0, 300000)
+s = socket.create_connection(("10.0.0.1", int(sys.argv[1])))
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, tv)
+out["get"] = list(struct.unpack("ll", s.getsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, 16)))
+buf = ctypes.create_string_buffer(100)
+# nothing comes: the raw recv (Python's own would poll) times out
+r = libc.recv(s.fileno(), buf, 100, 0)
+out["recv"] = [r, errno.errorcode.get(ctypes.get_errno())]
+s.sendall(b"echo")
+r = libc.recv(s.fileno(), buf, 100, 0)
+out["recv_data"] = buf.raw[:r].decode()
+# the peer echoes but never reads more than it writes back: fill the pipe
+s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, tv)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+big = ctypes.create_string_buffer(1 << 20)
+sent, err = 0, None
+for _ in range(200):
+    r = libc.send(s.fileno(), big, 1 << 20, 0)
+    if r < 0:
+        err = errno.errorcode.get(ctypes.get_errno())
+        break
+    sent += r
+out["send"] = [sent > 0, err]
+ls = socket.socket()
+ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+ls.bind(("0.0.0.0", int(sys.argv[2])))
+ls.listen(1)
+ls.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, tv)
+r = libc.accept(ls.fileno(), None, None)
+out["accept"] = [r, errno.errorcode.get(ctypes.get_errno())]
+print(json.dumps(out), flush=True)
+"""
+
+
+def test_so_rcvtimeo_and_so_sndtimeo_bound_blocking_calls(tas_daemon, procs):
+    """Against the same program on Linux: recv and accept EAGAIN after the
+    timeout, send EAGAIN once the pipe is full (the peer echoes into a
+    receive buffer nobody reads)."""
+    d = tas_daemon
+    echo = in_peer(procs, d, sys.executable, "-u", "-c", ECHO, "7602")
+    assert echo.stdout.readline() == "listening\n"
+    cli = tas_run(procs, d, sys.executable, "-c", TIMEOUTS, "7602", "7603")
+    out = json.loads(finish(cli, "client"))
+    assert out == {"get": [0, 300000], "recv": [-1, "EAGAIN"], "recv_data": "echo",
+                   "send": [True, "EAGAIN"], "accept": [-1, "EAGAIN"]}
+
+
+SIGNALS = """
+import ctypes, errno, json, os, signal, socket, sys, threading
+libc = ctypes.CDLL(None, use_errno=True)
+signal.signal(signal.SIGINT, signal.SIG_DFL)     # Python's own handler has no SA_RESTART
+signal.signal(signal.SIGALRM, lambda *a: None)
+rd, wr = os.pipe()
+os.set_blocking(wr, False)
+signal.set_wakeup_fd(wr)         # written by the C handler as the signal comes
+out = {}
+s = socket.create_connection(("10.0.0.1", int(sys.argv[1])))
+buf = ctypes.create_string_buffer(100)
+for restart in (True, False):
+    signal.siginterrupt(signal.SIGALRM, not restart)
+    def late():
+        os.read(rd, 1)           # the signal has come: what the echo sends
+        s.sendall(b"late")       # back arrives after it
+    signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGALRM])   # inherited by the thread:
+    t = threading.Thread(target=late)                          # the main thread takes it
+    t.start()
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGALRM])
+    signal.setitimer(signal.ITIMER_REAL, 0.2)
+    r = libc.recv(s.fileno(), buf, 100, 0)
+    e = ctypes.get_errno()
+    out["restart" if restart else "interrupt"] = buf.raw[:r].decode() if r > 0 \\
+        else errno.errorcode.get(e)
+    t.join()
+    if r < 0:
+        assert s.recv(100) == b"late"
+print(json.dumps(out), flush=True)
+"""
+
+
+def test_sa_restart_restarts_a_blocking_recv(tas_daemon, procs):
+    """The same program on Linux prints {"restart": "late", "interrupt": "EINTR"}."""
+    d = tas_daemon
+    echo = in_peer(procs, d, sys.executable, "-u", "-c", ECHO, "7604")
+    assert echo.stdout.readline() == "listening\n"
+    cli = tas_run(procs, d, sys.executable, "-c", SIGNALS, "7604")
+    assert json.loads(finish(cli, "client")) == {"restart": "late", "interrupt": "EINTR"}
