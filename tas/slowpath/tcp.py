@@ -23,6 +23,8 @@ SYN_SENT, SYN_RCVD, ESTABLISHED, CLOSED = "SYN_SENT", "SYN_RCVD", "ESTABLISHED",
 # connection whose app has exited is reset (Linux's tcp_orphan_retries
 # default): nobody is left to give up on it otherwise.
 ORPHAN_RETRIES = 8
+# The smallest MSS a peer gets (Linux's tcp_min_snd_mss; fp_tcp_syn.c's).
+MIN_SND_MSS = 48
 # Under churn a tick is a few hundred microseconds of Python on a CPU the
 # apps and their peers share; the scheduler (EEVDF) lets it run its whole
 # slice, so a client woken meanwhile waited for all of it (the p99 of a
@@ -375,7 +377,9 @@ class TcpManager:
     # ---- opening -----------------------------------------------------------
 
     def _negotiate(self, conn, opts, window):
-        peer_mss = opts.mss or 536
+        # at least Linux's tcp_min_snd_mss (48): a peer's MSS of 12 or less
+        # with timestamps made ours 0 or less (fp_tcp_syn.c)
+        peer_mss = max(opts.mss or 536, MIN_SND_MSS)
         conn.ts_ok = opts.ts is not None
         conn.sack_ok = opts.sack_ok
         conn.ts_recent = opts.ts[0] if opts.ts else 0
