@@ -28,7 +28,11 @@ int getpeername(int fd, struct sockaddr *addr, socklen_t *len)
     struct lt_sock *s = lt_sock_of(fd);
     if (s == NULL)
         return lt_relayed_addr(fd, 1, addr, len) ? 0 : REAL(getpeername)(fd, addr, len);
-    if (s->kind != LT_CONN) {
+    /* A connection inherited over fork and not taken over yet (claim_flow)
+     * is connected too: its addresses are the parent's, and asking for them
+     * takes nothing over (ncat -l --sh-exec's child names the client, then
+     * its exec'd command uses the connection). */
+    if (s->kind != LT_CONN && s->claim_flow == 0) {
         errno = ENOTCONN;
         return -1;
     }

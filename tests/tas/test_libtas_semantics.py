@@ -179,3 +179,38 @@ def test_sa_restart_restarts_a_blocking_recv(tas_daemon, procs):
     assert echo.stdout.readline() == "listening\n"
     cli = tas_run(procs, d, sys.executable, "-c", SIGNALS, "7604")
     assert json.loads(finish(cli, "client")) == {"restart": "late", "interrupt": "EINTR"}
+
+
+FORKING = """
+import os, socket
+ls = socket.socket()
+ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+ls.bind(("0.0.0.0", 7605))
+ls.listen(1)
+print("listening", flush=True)
+c, addr = ls.accept()
+pid = os.fork()
+if pid == 0:
+    # as ncat -l --sh-exec's child: name the client first, then serve it
+    peer = c.getpeername()
+    mine = c.getsockname()
+    c.sendall(f"child: {peer[0]} {peer[1] == addr[1]} {mine}".encode())
+    c.close()
+    os._exit(0)
+c.close()
+print(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]), flush=True)
+"""
+
+
+def test_a_forked_child_names_an_inherited_connection(tas_daemon, procs):
+    """getpeername in a child on a connection it inherited and has not used
+    yet answers the parent's addresses, as on Linux; it failed with
+    ENOTCONN (ncat -l --sh-exec quit: "getpeername failed")."""
+    d = tas_daemon
+    srv = tas_run(procs, d, sys.executable, "-c", FORKING)
+    assert srv.stdout.readline() == "listening\n"
+    got = d.ns_run(sys.executable, "-c",
+                   "import socket; s = socket.create_connection(('10.0.0.2', 7605)); "
+                   "print(s.recv(200).decode())", timeout=60)
+    assert got.stdout.strip() == "child: 10.0.0.1 True ('10.0.0.2', 7605)", got.stderr
+    assert finish(srv, "server").strip() == "0"
