@@ -48,6 +48,10 @@ static int wait_readable(struct lt_sock *s, int block, int64_t deadline)
 
 ssize_t lt_recv_iov(struct lt_sock *s, const struct iovec *iov, int n, int flags)
 {
+    /* TAS keeps no urgent data apart: Linux's answer when there is none
+     * (MSG_OOB used to read, and take, the ordinary bytes) */
+    if (flags & MSG_OOB)
+        return fail(EINVAL);
     int block = io_start(s, flags);
     if (block < 0)
         return fail(-block);
@@ -88,6 +92,10 @@ ssize_t lt_recv_iov(struct lt_sock *s, const struct iovec *iov, int n, int flags
 
 ssize_t lt_send_iov(struct lt_sock *s, const struct iovec *iov, int n, int flags)
 {
+    /* TAS sends no urgent data: refused, not sent in line (the peer read
+     * a byte a Linux sender would have taken out of the stream) */
+    if (flags & MSG_OOB)
+        return fail(EOPNOTSUPP);
     int block = io_start(s, flags);
     if (block < 0)
         return fail(-block);

@@ -214,3 +214,38 @@ def test_a_forked_child_names_an_inherited_connection(tas_daemon, procs):
                    "print(s.recv(200).decode())", timeout=60)
     assert got.stdout.strip() == "child: 10.0.0.1 True ('10.0.0.2', 7605)", got.stderr
     assert finish(srv, "server").strip() == "0"
+
+
+URGENT = """
+import errno, json, socket, sys
+s = socket.create_connection(("10.0.0.1", int(sys.argv[1])))
+out = {}
+s.sendall(b"hello")
+while len(s.recv(5, socket.MSG_PEEK)) < 5:      # until the echo is there
+    pass
+try:
+    out["recv_oob"] = s.recv(10, socket.MSG_OOB).decode()
+except OSError as e:
+    out["recv_oob"] = errno.errorcode.get(e.errno)
+out["recv"] = s.recv(10).decode()
+try:
+    out["send_oob"] = s.send(b"!", socket.MSG_OOB)
+except OSError as e:
+    out["send_oob"] = e.errno in (errno.EOPNOTSUPP, errno.ENOTSUP)
+s.sendall(b"tail")
+out["after"] = s.recv(10).decode()
+print(json.dumps(out), flush=True)
+"""
+
+
+def test_msg_oob_takes_no_ordinary_bytes(tas_daemon, procs):
+    """recv(MSG_OOB) with no urgent data fails with EINVAL, as on Linux; it
+    read the ordinary bytes as urgent ones, and the next recv waited for
+    bytes already taken.  send(MSG_OOB) is refused (TAS sends no urgent
+    data) rather than sending in line a byte a Linux peer does not see."""
+    d = tas_daemon
+    echo = in_peer(procs, d, sys.executable, "-u", "-c", ECHO, "7606")
+    assert echo.stdout.readline() == "listening\n"
+    cli = tas_run(procs, d, sys.executable, "-c", URGENT, "7606")
+    assert json.loads(finish(cli, "client")) == {"recv_oob": "EINVAL", "recv": "hello",
+                                                 "send_oob": True, "after": "tail"}
