@@ -118,6 +118,8 @@ struct lt_sock {
     int linger_rst;            /* SO_LINGER on with 0 s: close resets */
     int rejoin;                /* a listener inherited over fork, not yet
                                   joined by this process (prefork workers) */
+    int listen_shut;           /* a listener shut down (shutdown SHUT_RD):
+                                  closed in the daemon, accept fails EINVAL */
     uint32_t backlog;
     uint64_t join_key;         /* a listener's port group key (LISTEN reply's
                                   opaque): a forked worker proves with it that
@@ -262,6 +264,11 @@ int lt_wait_call(struct pollfd *kfds, nfds_t n, int64_t deadline_ns);
 
 /* sock_close.c: drop a reference; at zero close the flow/listener. */
 void lt_sock_unref(struct lt_sock *s);
+/* With the lock held: shutdown(SHUT_RD or SHUT_RDWR) of a listener, as
+ * Linux stops one: the daemon closes it (its queued connections are
+ * reset), its kernel twin is shut (a thread in accept wakes), and accept
+ * fails with EINVAL from now on. */
+void lt_listen_shutdown(struct lt_sock *s);
 ssize_t lt_sock_done(struct lt_sock *s, ssize_t r);
 
 /* sock_connect.c: connect. */

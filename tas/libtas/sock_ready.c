@@ -7,6 +7,8 @@
 short lt_ready(struct lt_sock *s)
 {
     short r = s->so_error ? POLLERR : 0;
+    if (s->kind == LT_LISTEN && s->listen_shut)
+        return (short)(r | POLLHUP);   /* Linux's closed socket */
     if (s->kind == LT_LISTEN) {
         /* A worker's inherited listener joins when first waited on. */
         if (s->rejoin && lt_listener_rejoin(s) != 0)

@@ -70,6 +70,16 @@ int listen(int fd, int backlog)
     struct lt_sock *s = lt_sock_of(fd);
     if (s == NULL)
         return REAL(listen)(fd, backlog);
+    if (s->kind == LT_LISTEN && s->listen_shut) {
+        /* shut down, then listened on again (Linux allows it): anew */
+        lt_lock();
+        if (s->kernel_fd >= 0)
+            REAL(close)(s->kernel_fd);
+        s->kernel_fd = -1;
+        s->kind = LT_NEW;
+        s->listen_shut = s->rejoin = 0;
+        lt_unlock();
+    }
     if (s->kind == LT_LISTEN)
         return 0;
     if (s->kind != LT_NEW)
@@ -149,13 +159,15 @@ static int take_conn(struct lt_sock *s, struct tas_ctl_msg *m)
     }
     for (;;) {
         lt_progress();
+        if (s->listen_shut)             /* shut down meanwhile (fd_calls.c) */
+            return -EINVAL;
         if (lt_handoff_pop(s, m))
             return 0;
         if (s->nonblock)
             return s->kernel_fd >= 0 ? TAKE_KERNEL : -EAGAIN;
         /* pending counts the queue, never zeroed by hand */
         struct pollfd twin = {.fd = s->kernel_fd, .events = POLLIN};
-        while (s->pending == 0) {
+        while (s->pending == 0 && !s->listen_shut) {
             /* once the daemon is gone the accept fails (ENETDOWN), as a
              * listener without a twin does, instead of waiting on the twin */
             int k = s->kernel_fd >= 0 && !tas_app_lost(lt_app);
@@ -173,7 +185,7 @@ int accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags)
     struct lt_sock *s = lt_sock_hold(fd);
     if (s == NULL)
         return REAL(accept4)(fd, addr, len, flags);
-    if (s->kind != LT_LISTEN)
+    if (s->kind != LT_LISTEN || s->listen_shut)
         return (int)lt_sock_done(s, fail(EINVAL));
     lt_lock();
     struct tas_ctl_msg m;

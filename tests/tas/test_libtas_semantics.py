@@ -249,3 +249,49 @@ def test_msg_oob_takes_no_ordinary_bytes(tas_daemon, procs):
     cli = tas_run(procs, d, sys.executable, "-c", URGENT, "7606")
     assert json.loads(finish(cli, "client")) == {"recv_oob": "EINVAL", "recv": "hello",
                                                  "send_oob": True, "after": "tail"}
+
+
+STOP_ACCEPT = """
+import errno, json, select, socket, sys, threading, time
+ls = socket.socket()
+ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+ls.bind(("0.0.0.0", int(sys.argv[1])))
+ls.listen(8)
+out = {}
+def accept_loop():
+    try:
+        ls.accept()
+        out["accept"] = "accepted"
+    except OSError as e:
+        out["accept"] = errno.errorcode.get(e.errno)
+t = threading.Thread(target=accept_loop)
+t.start()
+p = select.poll()
+p.register(ls, select.POLLIN)
+time.sleep(0.2)                  # (not needed for the outcome: accept before or after)
+ls.shutdown(socket.SHUT_RDWR)    # as servers stop their accept threads
+t.join()
+out["poll"] = bool(p.poll(0)[0][1] & select.POLLHUP)
+ls.listen(8)                     # listening again, as Linux allows
+print("again", flush=True)
+c, _ = ls.accept()
+out["again"] = c.recv(10).decode()
+print(json.dumps(out), flush=True)
+"""
+
+
+def test_shutdown_of_a_listener_wakes_its_accept(tas_daemon, procs):
+    """shutdown(SHUT_RDWR) on a listener another thread waits on in accept:
+    the accept fails with EINVAL and poll says POLLHUP, as on Linux; the
+    socket listens again after listen().  It answered ENOTCONN and the
+    accept waited forever."""
+    d = tas_daemon
+    srv = tas_run(procs, d, sys.executable, "-c", STOP_ACCEPT, "7607")
+    assert srv.stdout.readline() == "again\n", srv.stderr.read()
+    got = d.ns_run(sys.executable, "-c",
+                   "import socket; s = socket.create_connection(('10.0.0.2', 7607)); "
+                   "s.sendall(b'back')", timeout=60)
+    assert got.returncode == 0, got.stderr
+    assert json.loads(finish(srv, "server")) == {"accept": "EINVAL", "poll": True,
+                                                 "again": "back"}
+
