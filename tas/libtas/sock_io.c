@@ -144,8 +144,10 @@ ssize_t lt_send_iov(struct lt_sock *s, const struct iovec *iov, int n, int flags
     }
     if (unposted > 0)
         tas_app_post(lt_app, f->id, 0, unposted, 0);
+    if (sent == 0 && err == 0 && (s->shut_wr || f->reset))   /* 0 bytes asked: */
+        err = s->shut_wr ? EPIPE : ECONNRESET;             /* Linux checks first */
     lt_unlock();
-    if (sent > 0)
+    if (sent > 0 || err == 0)  /* 0: nothing asked (a write of 0 bytes, as Linux) */
         return (ssize_t)sent;
     if (err == EPIPE && !(flags & MSG_NOSIGNAL))
         raise(SIGPIPE);

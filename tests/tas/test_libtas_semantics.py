@@ -295,3 +295,29 @@ def test_shutdown_of_a_listener_wakes_its_accept(tas_daemon, procs):
     assert json.loads(finish(srv, "server")) == {"accept": "EINVAL", "poll": True,
                                                  "again": "back"}
 
+
+ZERO = """
+import errno, json, socket, sys
+s = socket.create_connection(("10.0.0.1", int(sys.argv[1])))
+out = {"send0": s.send(b"")}
+s.sendall(b"x")
+out["recv"] = s.recv(10).decode()
+s.shutdown(socket.SHUT_WR)
+try:
+    out["send0_after_shut"] = s.send(b"")
+except OSError as e:
+    out["send0_after_shut"] = errno.errorcode.get(e.errno)
+print(json.dumps(out), flush=True)
+"""
+
+
+def test_a_write_of_zero_bytes_returns_zero(tas_daemon, procs):
+    """send of 0 bytes returns 0 (it returned -1 with errno 0: "OSError:
+    [Errno 0] Error"), and EPIPE once the socket is shut for writing, as on
+    Linux."""
+    d = tas_daemon
+    echo = in_peer(procs, d, sys.executable, "-u", "-c", ECHO, "7608")
+    assert echo.stdout.readline() == "listening\n"
+    cli = tas_run(procs, d, sys.executable, "-c", ZERO, "7608")
+    assert json.loads(finish(cli, "client")) == {"send0": 0, "recv": "x",
+                                                 "send0_after_shut": "EPIPE"}
