@@ -13,6 +13,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 #include <string.h>
@@ -63,6 +64,17 @@ static int start(struct lt_sock *s, const struct sockaddr *addr, socklen_t len)
         return r;
     if (r == LT_IPV6_PROPER)   /* a connected socket cannot move to the kernel any more */
         return -ENETUNREACH;
+    if (s->local_port != 0) {
+        /* The fast path and the slow path pick the local port of a
+         * connect: a bound one is not honoured.  Said, not hidden (FTP's
+         * port 20, rsh's reserved ports, a firewall rule would miss it). */
+        static int said;
+        if (!said) {
+            said = 1;
+            fprintf(stderr, "libtas: connect() from a socket bound to port %u: TAS chooses "
+                            "the local port, %u is not used\n", s->local_port, s->local_port);
+        }
+    }
     struct lt_pending_connect *p = lt_connect_pending_new();
     if (p == NULL)
         return -ENOMEM;

@@ -321,3 +321,18 @@ def test_a_write_of_zero_bytes_returns_zero(tas_daemon, procs):
     cli = tas_run(procs, d, sys.executable, "-c", ZERO, "7608")
     assert json.loads(finish(cli, "client")) == {"send0": 0, "recv": "x",
                                                  "send0_after_shut": "EPIPE"}
+
+
+def test_a_connect_from_a_bound_port_says_the_port_is_not_used(tas_daemon, procs):
+    """TAS picks the local port of every connect: a client bound to one
+    (FTP's port 20, rsh's reserved ports) still connects, from another
+    port, and libtas says so on stderr instead of changing it silently."""
+    d = tas_daemon
+    echo = in_peer(procs, d, sys.executable, "-u", "-c", ECHO, "7609")
+    assert echo.stdout.readline() == "listening\n"
+    cli = tas_run(procs, d, sys.executable, "-c",
+                  "import socket; c = socket.socket(); c.bind(('0.0.0.0', 45123)); "
+                  "c.connect(('10.0.0.1', 7609)); c.sendall(b'hi'); print(c.recv(10).decode())")
+    out, err = cli.communicate(timeout=120)
+    assert cli.returncode == 0 and out.strip() == "hi", err
+    assert "bound to port 45123: TAS chooses the local port" in err
