@@ -336,3 +336,35 @@ def test_a_connect_from_a_bound_port_says_the_port_is_not_used(tas_daemon, procs
     out, err = cli.communicate(timeout=120)
     assert cli.returncode == 0 and out.strip() == "hi", err
     assert "bound to port 45123: TAS chooses the local port" in err
+
+
+PASS_FD = """
+import errno, socket, sys
+s = socket.create_connection(("10.0.0.1", int(sys.argv[1])))
+a, b = socket.socketpair(socket.AF_UNIX)
+try:
+    socket.send_fds(a, [b"x"], [s.fileno()])
+    print("passed")
+except OSError as e:
+    print(errno.errorcode.get(e.errno))
+socket.send_fds(a, [b"y"], [a.fileno()])       # a kernel descriptor still goes
+print(socket.recv_fds(b, 10, 1)[0].decode())
+s.sendall(b"still mine")
+print(s.recv(100).decode())
+"""
+
+
+def test_passing_a_tas_socket_with_scm_rights_fails_loudly(tas_daemon, procs):
+    """A TAS socket sent over a Unix socket (SCM_RIGHTS) arrived as its
+    placeholder, an O_PATH descriptor of /dev/null: the receiver got EBADF
+    on every use while the sender's sendmsg had succeeded.  Now sendmsg
+    fails with EOPNOTSUPP and libtas says why; the connection stays the
+    sender's."""
+    d = tas_daemon
+    echo = in_peer(procs, d, sys.executable, "-u", "-c", ECHO, "7610")
+    assert echo.stdout.readline() == "listening\n"
+    cli = tas_run(procs, d, sys.executable, "-c", PASS_FD, "7610")
+    out, err = cli.communicate(timeout=120)
+    assert cli.returncode == 0, err
+    assert out.split("\n")[:3] == ["ENOTSUP", "y", "still mine"]   # (EOPNOTSUPP)
+    assert "is a TAS socket, which cannot be passed to another process" in err
