@@ -247,6 +247,12 @@ uint64_t lt_activity(struct lt_sock *s, uint32_t events);
  * poll semantics, lock released meanwhile).  Returns the kernel fds ready,
  * 0 if TAS news arrived or the timeout passed, -1 with errno (EINTR). */
 int lt_wait(struct pollfd *kfds, nfds_t n, int timeout_ms);
+/* 1 once the daemon has gone (stopped, killed: its control connection
+ * ended); said once on stderr.  TAS connections fail with ENETDOWN then. */
+int lt_daemon_lost(void);
+/* With the lock held: notice a dead daemon (its control socket) at most
+ * every 10 ms, for calls that do not wait (sock_io.c). */
+void lt_check_daemon(void);
 /* Ms left until deadline_ns (monotonic), -1 for no deadline. */
 int64_t lt_now_ns(void);
 int lt_ms_left(int64_t deadline_ns);

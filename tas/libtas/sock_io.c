@@ -39,6 +39,10 @@ static int wait_readable(struct lt_sock *s, int block, int64_t deadline)
         if (f->reset)
             return -ECONNRESET;
         if (!block)
+            lt_check_daemon();
+        if (lt_daemon_lost())  /* nothing will come (a non-blocking loop got EAGAIN) */
+            return -ENETDOWN;
+        if (!block)
             return -EAGAIN;
         int w = lt_wait_call(NULL, 0, deadline);
         if (w < 0)
@@ -110,6 +114,11 @@ ssize_t lt_send_iov(struct lt_sock *s, const struct iovec *iov, int n, int flags
      * that would be reported sent and never go out. */
     if (tas_app_ctl_pending(lt_app))
         lt_progress();
+    /* The daemon is gone: bytes put in the ring would be reported sent
+     * and go nowhere. */
+    lt_check_daemon();
+    if (lt_daemon_lost())
+        err = ENETDOWN;
     for (int i = 0; i < n && err == 0; i++) {
         size_t done = 0;
         while (done < iov[i].iov_len) {

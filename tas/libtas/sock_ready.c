@@ -15,6 +15,11 @@ short lt_ready(struct lt_sock *s)
             return (short)(r | POLLERR);
         return (short)(r | (s->pending ? POLLIN | POLLRDNORM : 0));
     }
+    /* The daemon is gone: a connection can only fail (ENETDOWN), as a
+     * reset one is reported, so an event loop reads, learns and closes it
+     * instead of waiting forever. */
+    if ((s->kind == LT_CONNECTING || s->kind == LT_CONN) && lt_daemon_lost())
+        return (short)(r | POLLIN | POLLRDNORM | POLLOUT | POLLWRNORM | POLLERR | POLLHUP);
     if (s->kind == LT_CONNECTING)
         return r;
     if (s->claim_flow != 0)
