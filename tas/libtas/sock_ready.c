@@ -30,13 +30,16 @@ short lt_ready(struct lt_sock *s)
     struct lt_flow *f = s->flow;
     if (tas_rx_ready(&f->rx) || f->rx_fin || f->reset || s->shut_rd)
         r |= POLLIN | POLLRDNORM;
-    if (f->rx_fin)
+    /* As Linux's tcp_poll: our SHUT_RD is a receive shutdown as the peer's
+     * FIN is (POLLRDHUP; with SHUT_WR, POLLHUP), and a socket shut for
+     * writing is writable (a write fails at once with EPIPE) */
+    if (f->rx_fin || s->shut_rd)
         r |= POLLRDHUP;
-    if ((f->tx.free && !s->shut_wr) || f->reset)
+    if ((f->tx.free && !s->shut_wr) || f->reset || s->shut_wr)
         r |= POLLOUT | POLLWRNORM;
     if (f->reset)
         r |= POLLERR | POLLHUP;
-    else if (f->rx_fin && s->shut_wr)
+    else if ((f->rx_fin || s->shut_rd) && s->shut_wr)
         r |= POLLHUP;
     return r;
 }

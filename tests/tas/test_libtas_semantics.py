@@ -368,3 +368,31 @@ def test_passing_a_tas_socket_with_scm_rights_fails_loudly(tas_daemon, procs):
     assert cli.returncode == 0, err
     assert out.split("\n")[:3] == ["ENOTSUP", "y", "still mine"]   # (EOPNOTSUPP)
     assert "is a TAS socket, which cannot be passed to another process" in err
+
+
+SHUT_POLL = """
+import json, select, socket, sys
+port = int(sys.argv[1])
+def revents(s):
+    p = select.poll()
+    p.register(s, select.POLLIN | select.POLLOUT | select.POLLRDHUP)
+    return p.poll(10000)[0][1]
+a = socket.create_connection(("10.0.0.1", port))
+a.shutdown(socket.SHUT_WR)
+b = socket.create_connection(("10.0.0.1", port))
+b.shutdown(socket.SHUT_RDWR)
+print(json.dumps({"shut_wr_pollout": bool(revents(a) & select.POLLOUT),
+                  "shut_rdwr": revents(b)}))
+"""
+
+
+def test_poll_after_shutdown_as_linux(tas_daemon, procs):
+    """After shutdown(SHUT_WR) the socket is writable (a write fails at once
+    with EPIPE); after SHUT_RDWR poll says POLLIN|POLLOUT|POLLHUP|POLLRDHUP
+    (8213), as Linux's tcp_poll.  TAS said POLLIN alone: no POLLOUT once
+    shut for writing, no POLLHUP unless the peer had sent its FIN."""
+    d = tas_daemon
+    echo = in_peer(procs, d, sys.executable, "-u", "-c", ECHO, "7611")
+    assert echo.stdout.readline() == "listening\n"
+    cli = tas_run(procs, d, sys.executable, "-c", SHUT_POLL, "7611")
+    assert json.loads(finish(cli, "client")) == {"shut_wr_pollout": True, "shut_rdwr": 8213}
