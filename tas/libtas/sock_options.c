@@ -10,6 +10,7 @@
 #include <string.h>
 #include <stdint.h>
 #include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <sys/time.h>
 
 #include "interpose.h"
@@ -275,6 +276,17 @@ int ioctl(int fd, unsigned long req, ...)
         lt_claim(s);
         lt_progress();
         *(int *)arg = s->flow != NULL ? (int)tas_rx_ready(&s->flow->rx) : 0;
+        lt_unlock();
+        return 0;
+    }
+    if (req == TIOCOUTQ || req == SIOCATMARK) {    /* TIOCOUTQ is SIOCOUTQ */
+        /* SIOCOUTQ: bytes written and not acknowledged yet (TX ring in
+         * use); SIOCATMARK: never at an urgent mark (TAS has none) */
+        lt_lock();
+        lt_claim(s);
+        lt_progress();
+        *(int *)arg = req == SIOCATMARK || s->flow == NULL
+                          ? 0 : (int)(s->flow->tx.size - s->flow->tx.free);
         lt_unlock();
         return 0;
     }

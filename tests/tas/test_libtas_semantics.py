@@ -396,3 +396,27 @@ def test_poll_after_shutdown_as_linux(tas_daemon, procs):
     assert echo.stdout.readline() == "listening\n"
     cli = tas_run(procs, d, sys.executable, "-c", SHUT_POLL, "7611")
     assert json.loads(finish(cli, "client")) == {"shut_wr_pollout": True, "shut_rdwr": 8213}
+
+
+OUTQ = """
+import fcntl, json, socket, struct, sys, termios
+s = socket.create_connection(("10.0.0.1", int(sys.argv[1])))
+q = lambda req: struct.unpack("i", fcntl.ioctl(s, req, bytes(4)))[0]
+s.sendall(b"z" * 100000)
+got = 0
+while got < 100000:              # all echoed: all acknowledged
+    got += len(s.recv(65536))
+while q(termios.TIOCOUTQ) != 0:  # (the last ACK may trail the echo)
+    pass
+print(json.dumps({"outq": 0, "atmark": q(0x8905), "inq": q(termios.FIONREAD)}))
+"""
+
+
+def test_siocoutq_and_siocatmark(tas_daemon, procs):
+    """SIOCOUTQ (TIOCOUTQ: bytes not acknowledged yet) and SIOCATMARK
+    answer as on Linux; they failed with ENOTTY."""
+    d = tas_daemon
+    echo = in_peer(procs, d, sys.executable, "-u", "-c", ECHO, "7612")
+    assert echo.stdout.readline() == "listening\n"
+    cli = tas_run(procs, d, sys.executable, "-c", OUTQ, "7612")
+    assert json.loads(finish(cli, "client")) == {"outq": 0, "atmark": 0, "inq": 0}
