@@ -63,9 +63,16 @@ static void put_u32(uint8_t *p, uint32_t v)
     memcpy(p, &v, 4);
 }
 
+/* The smallest MSS a peer gets, as Linux's tcp_min_snd_mss: a SYN that
+ * says 1 made every segment a byte (40 bytes of headers each), and one at
+ * most 12 with timestamps made the MSS 0 or wrap (mss - 12): the fast path
+ * then sent empty segments without end, half a million a second, or
+ * nothing. */
+#define FP_MIN_SND_MSS 48u
+
 uint16_t fp_syn_mss(const struct tas_fp *fp, const struct fp_syn_opts *so)
 {
-    uint32_t peer_mss = so->mss ? so->mss : 536;
+    uint32_t peer_mss = RTE_MAX(so->mss ? (uint32_t)so->mss : 536u, FP_MIN_SND_MSS);
     uint32_t mss = RTE_MIN(RTE_MIN(peer_mss, (uint32_t)fp->syn.mss), (uint32_t)fp->tx_mtu - 40u);
     return (uint16_t)(mss - (so->ts ? 12u : 0u));
 }

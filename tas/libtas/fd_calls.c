@@ -151,6 +151,17 @@ int shutdown(int fd, int how)
         lt_claim(s);
         lt_unlock();
     }
+    if (s->kind == LT_LISTEN) {
+        /* As Linux: SHUT_WR does nothing to a listener, SHUT_RD stops it
+         * and wakes the threads in accept (servers stop accept loops so);
+         * it answered ENOTCONN and an accept waited on forever. */
+        if (how != SHUT_WR) {
+            lt_lock();
+            lt_listen_shutdown(s);
+            lt_unlock();
+        }
+        return 0;
+    }
     if (s->kind != LT_CONN) {
         errno = ENOTCONN;
         return -1;

@@ -165,8 +165,9 @@ int lt_request(struct tas_ctl_msg *m)
 
 uint64_t lt_activity(struct lt_sock *s, uint32_t events)
 {
-    /* Sums of counters that only grow: a change in any shows. */
-    uint64_t n = 0;
+    /* Sums of counters that only grow: a change in any shows.  The loss of
+     * the daemon is one more event for a connection (it fails now). */
+    uint64_t n = s->kind != LT_LISTEN && lt_app != NULL && tas_app_lost(lt_app) ? 1 : 0;
     if (events & EPOLLIN)
         n += s->in_seq + (s->flow != NULL ? s->flow->in_seq : 0);
     if (events & EPOLLOUT)
@@ -242,8 +243,9 @@ int lt_wait(struct pollfd *kfds, nfds_t n, int timeout_ms)
 }
 
 /* Once the daemon is gone its sockets stay readable (EOF) and nothing will
- * come: a call that waits only for TAS fails with ENETDOWN, and poll/epoll
- * sleep on their kernel descriptors alone.  Said once on stderr. */
+ * come: a call that waits only for TAS fails with ENETDOWN, poll/epoll
+ * report the connections as failed (sock_ready.c) and sleep on their
+ * kernel descriptors alone.  Said once on stderr. */
 static bool daemon_lost(void)
 {
     static bool said;
@@ -342,4 +344,71 @@ int lt_ms_left(int64_t deadline_ns)
         return -1;
     int64_t left = deadline_ns - lt_now_ns();
     return left <= 0 ? 0 : (int)((left + 999999) / 1000000);
+}
+
+int64_t lt_deadline(int64_t timeo_us)
+{
+    return timeo_us == 0 ? -1 : lt_now_ns() + timeo_us * 1000;
+}
+
+/* Whether a signal that interrupted a wait is one the kernel would have
+ * restarted the call after: every signal this thread takes (not blocked)
+ * whose disposition is a handler has SA_RESTART.  Which one came cannot be
+ * known after the fact, so with handlers of both kinds the call returns
+ * EINTR (a program that installs one without SA_RESTART handles it). */
+static bool signals_restart(void)
+{
+    sigset_t cur;
+    pthread_sigmask(SIG_BLOCK, NULL, &cur);
+    for (int sig = 1; sig < NSIG; sig++) {
+        struct sigaction sa;
+        if (sigismember(&cur, sig) == 1 || sigaction(sig, NULL, &sa) != 0)
+            continue;
+        if (!(sa.sa_flags & SA_SIGINFO) &&
+            (sa.sa_handler == SIG_DFL || sa.sa_handler == SIG_IGN))
+            continue;
+        if (!(sa.sa_flags & SA_RESTART))
+            return false;
+    }
+    return true;
+}
+
+int lt_wait_call(struct pollfd *kfds, nfds_t n, int64_t deadline_ns)
+{
+    int ms = lt_ms_left(deadline_ns);
+    if (ms == 0)
+        return -EAGAIN;
+    int r = lt_wait(kfds, n, ms);
+    if (r >= 0)
+        return r;
+    if (errno == EINTR && deadline_ns < 0 && signals_restart())
+        return 0;
+    return -errno;
+}
+
+int lt_daemon_lost(void)
+{
+    return lt_app != NULL && daemon_lost();
+}
+
+/* The daemon's end of the control connection closes when it dies, which no
+ * counter in shared memory shows: a thread that only writes into free ring
+ * space (or reads without blocking) would not notice.  At most every 10 ms
+ * (a coarse clock, no system call otherwise) the socket is asked. */
+void lt_check_daemon(void)
+{
+    static int64_t next_ns;
+    if (lt_app == NULL || tas_app_lost(lt_app))
+        return;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    int64_t now = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+    if (now < next_ns)
+        return;
+    next_ns = now + 10 * 1000000;
+    struct pollfd p = {.fd = tas_app_ctl_fd(lt_app), .events = POLLIN};
+    if (REAL(poll)(&p, 1, 0) > 0) {
+        tas_app_ctl_kick(lt_app);
+        lt_progress();
+    }
 }

@@ -118,6 +118,8 @@ struct lt_sock {
     int linger_rst;            /* SO_LINGER on with 0 s: close resets */
     int rejoin;                /* a listener inherited over fork, not yet
                                   joined by this process (prefork workers) */
+    int listen_shut;           /* a listener shut down (shutdown SHUT_RD):
+                                  closed in the daemon, accept fails EINVAL */
     uint32_t backlog;
     uint64_t join_key;         /* a listener's port group key (LISTEN reply's
                                   opaque): a forked worker proves with it that
@@ -126,6 +128,7 @@ struct lt_sock {
     uint16_t local_port, remote_port;
     int family;                /* AF_INET, or AF_INET6 taken over (sock_inet6.c) */
     int v6only, reuseaddr, reuseport;  /* options TAS itself answers for */
+    int64_t rcvtimeo_us, sndtimeo_us;  /* SO_RCVTIMEO/SO_SNDTIMEO, 0: none */
     /* What a move to the kernel's stack (sock_to_kernel.c) replays: the
      * options set so far and the address bound */
     struct lt_opt { int level, name; socklen_t len; uint8_t val[24]; } opts[LT_MAX_OPTS];
@@ -244,12 +247,34 @@ uint64_t lt_activity(struct lt_sock *s, uint32_t events);
  * poll semantics, lock released meanwhile).  Returns the kernel fds ready,
  * 0 if TAS news arrived or the timeout passed, -1 with errno (EINTR). */
 int lt_wait(struct pollfd *kfds, nfds_t n, int timeout_ms);
+/* 1 once the daemon has gone (stopped, killed: its control connection
+ * ended); said once on stderr.  TAS connections fail with ENETDOWN then. */
+int lt_daemon_lost(void);
+/* With the lock held: notice a dead daemon (its control socket) at most
+ * every 10 ms, for calls that do not wait (sock_io.c). */
+void lt_check_daemon(void);
 /* Ms left until deadline_ns (monotonic), -1 for no deadline. */
 int64_t lt_now_ns(void);
 int lt_ms_left(int64_t deadline_ns);
+/* The deadline of a blocking call under SO_RCVTIMEO/SO_SNDTIMEO timeo_us
+ * (0: none, -1 returned). */
+int64_t lt_deadline(int64_t timeo_us);
+/* With the lock held: one sleep of a blocking socket call (recv, send,
+ * accept, connect) that found nothing to do, until deadline_ns (-1: none)
+ * or an event on the kernel fds kfds (as lt_wait).  > 0: kernel fds ready;
+ * 0: look again; -EAGAIN: the deadline passed (Linux's answer when
+ * SO_RCVTIMEO/SO_SNDTIMEO runs out); -EINTR: a signal handler ran, unless
+ * no deadline is set and every handler that could run has SA_RESTART (the
+ * kernel restarts the call then); -ENETDOWN: the daemon is gone. */
+int lt_wait_call(struct pollfd *kfds, nfds_t n, int64_t deadline_ns);
 
 /* sock_close.c: drop a reference; at zero close the flow/listener. */
 void lt_sock_unref(struct lt_sock *s);
+/* With the lock held: shutdown(SHUT_RD or SHUT_RDWR) of a listener, as
+ * Linux stops one: the daemon closes it (its queued connections are
+ * reset), its kernel twin is shut (a thread in accept wakes), and accept
+ * fails with EINVAL from now on. */
+void lt_listen_shutdown(struct lt_sock *s);
 ssize_t lt_sock_done(struct lt_sock *s, ssize_t r);
 
 /* sock_connect.c: connect. */

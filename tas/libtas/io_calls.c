@@ -2,6 +2,9 @@
  * _FORTIFY_SOURCE variants, which would otherwise bypass the shim). */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
 
 #include "interpose.h"
 
@@ -103,10 +106,42 @@ ssize_t send(int fd, const void *buf, size_t len, int flags)
     return sendto(fd, buf, len, flags, NULL, 0);
 }
 
+/* A TAS socket among the descriptors of an SCM_RIGHTS message: what would
+ * travel is its placeholder (an O_PATH descriptor of /dev/null), which the
+ * receiver cannot use, while the sender believes it passed the connection
+ * (and its close then ends it). */
+static int passes_tas_socket(const struct msghdr *msg)
+{
+    if (msg == NULL || msg->msg_control == NULL || msg->msg_controllen < sizeof(struct cmsghdr))
+        return -1;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR((struct msghdr *)msg); c != NULL;
+         c = CMSG_NXTHDR((struct msghdr *)msg, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+            continue;
+        size_t n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        for (size_t i = 0; i < n; i++) {
+            int fd;
+            memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(fd));
+            if (lt_sock_of(fd) != NULL)
+                return fd;
+        }
+    }
+    return -1;
+}
+
 ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)
 {
     struct lt_sock *s = lt_sock_hold(fd);
-    if (s == NULL)
+    if (s == NULL) {
+        int tas = passes_tas_socket(msg);
+        if (tas >= 0) {
+            fprintf(stderr, "libtas: descriptor %d is a TAS socket, which cannot be passed "
+                            "to another process (SCM_RIGHTS): sendmsg fails with EOPNOTSUPP\n",
+                    tas);
+            errno = EOPNOTSUPP;
+            return -1;
+        }
         return REAL(sendmsg)(fd, msg, flags);
+    }
     return lt_sock_done(s, lt_send_iov(s, msg->msg_iov, (int)msg->msg_iovlen, flags));
 }

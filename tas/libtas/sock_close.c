@@ -36,6 +36,27 @@ static void close_forked(struct lt_sock *s)
     s->flow->moved = 1;
 }
 
+static void listen_close(struct lt_sock *s)
+{
+    unlink_listener(s);
+    lt_handoff_reset_all(s);
+    struct tas_ctl_msg m = {.type = TAS_CTL_LISTEN_CLOSE, .listener_id = s->listener_id};
+    lt_request(&m);
+}
+
+void lt_listen_shutdown(struct lt_sock *s)
+{
+    if (s->listen_shut)
+        return;
+    if (!s->rejoin)            /* (an inherited one never joined: nothing to close) */
+        listen_close(s);
+    s->listen_shut = 1;
+    s->pending = 0;
+    s->in_seq++;
+    if (s->kernel_fd >= 0)
+        REAL(shutdown)(s->kernel_fd, SHUT_RDWR);
+}
+
 void lt_sock_unref(struct lt_sock *s)
 {
     if (--s->refs > 0)
@@ -45,14 +66,11 @@ void lt_sock_unref(struct lt_sock *s)
         REAL(close)(s->kernel_fd);      /* its kernel twin (listen_kernel.c) */
     if (s->claim_flow != 0)
         lt_claim_pending_done();        /* inherited, closed unused: ours no more */
-    if (s->kind == LT_LISTEN && s->rejoin) {
-        /* inherited, never used here: the daemon knows nothing of it */
+    if (s->kind == LT_LISTEN && (s->rejoin || s->listen_shut)) {
+        /* inherited, never used here: the daemon knows nothing of it; or
+         * shut down, and closed then */
     } else if (s->kind == LT_LISTEN) {
-        unlink_listener(s);
-        lt_handoff_reset_all(s);
-        m.type = TAS_CTL_LISTEN_CLOSE;
-        m.listener_id = s->listener_id;
-        lt_request(&m);
+        listen_close(s);
     } else if (s->kind == LT_CONNECTING) {
         lt_connect_orphan(s);
     } else if (s->kind == LT_CONN && s->flow->moved) {

@@ -13,6 +13,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 #include <string.h>
@@ -38,16 +39,19 @@ static int report(struct lt_sock *s)
     return -(e != 0 ? e : ECONNABORTED);
 }
 
-/* With the lock held: wait for a pending connect to finish.  On EINTR the
- * handshake goes on, as on Linux. */
+/* With the lock held: wait for a pending connect to finish.  On EINTR, or
+ * once SO_SNDTIMEO runs out (EINPROGRESS), the handshake goes on, as on
+ * Linux. */
 static int wait_done(struct lt_sock *s)
 {
+    int64_t deadline = lt_deadline(s->sndtimeo_us);
     for (;;) {
         lt_progress();
         if (s->kind != LT_CONNECTING)
             return report(s);
-        if (lt_wait(NULL, 0, -1) < 0)
-            return -errno;
+        int w = lt_wait_call(NULL, 0, deadline);
+        if (w < 0)
+            return w == -EAGAIN ? -EINPROGRESS : w;
     }
 }
 
@@ -60,6 +64,17 @@ static int start(struct lt_sock *s, const struct sockaddr *addr, socklen_t len)
         return r;
     if (r == LT_IPV6_PROPER)   /* a connected socket cannot move to the kernel any more */
         return -ENETUNREACH;
+    if (s->local_port != 0) {
+        /* The fast path and the slow path pick the local port of a
+         * connect: a bound one is not honoured.  Said, not hidden (FTP's
+         * port 20, rsh's reserved ports, a firewall rule would miss it). */
+        static int said;
+        if (!said) {
+            said = 1;
+            fprintf(stderr, "libtas: connect() from a socket bound to port %u: TAS chooses "
+                            "the local port, %u is not used\n", s->local_port, s->local_port);
+        }
+    }
     struct lt_pending_connect *p = lt_connect_pending_new();
     if (p == NULL)
         return -ENOMEM;
@@ -135,9 +150,11 @@ int lt_connect_wait_io(struct lt_sock *s, int block)
     lt_progress();
     if (s->kind == LT_CONNECTING && !block)
         return -EAGAIN;
-    while (s->kind == LT_CONNECTING)
-        if (lt_wait(NULL, 0, -1) < 0)
-            return -errno;
+    while (s->kind == LT_CONNECTING) {
+        int w = lt_wait_call(NULL, 0, -1);
+        if (w < 0)
+            return w;
+    }
     if (s->kind == LT_CONN)
         return 0;
     if (s->kind == LT_NEW && s->so_error != 0) {    /* Linux returns (and clears) the error */

@@ -8,7 +8,10 @@
 #include <netinet/tcp.h>
 #include <stdarg.h>
 #include <string.h>
+#include <stdint.h>
 #include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/time.h>
 
 #include "interpose.h"
 
@@ -26,7 +29,11 @@ int getpeername(int fd, struct sockaddr *addr, socklen_t *len)
     struct lt_sock *s = lt_sock_of(fd);
     if (s == NULL)
         return lt_relayed_addr(fd, 1, addr, len) ? 0 : REAL(getpeername)(fd, addr, len);
-    if (s->kind != LT_CONN) {
+    /* A connection inherited over fork and not taken over yet (claim_flow)
+     * is connected too: its addresses are the parent's, and asking for them
+     * takes nothing over (ncat -l --sh-exec's child names the client, then
+     * its exec'd command uses the connection). */
+    if (s->kind != LT_CONN && s->claim_flow == 0) {
         errno = ENOTCONN;
         return -1;
     }
@@ -36,14 +43,70 @@ int getpeername(int fd, struct sockaddr *addr, socklen_t *len)
 
 /* SO_LINGER with l_onoff set and a zero l_linger makes close reset the
  * connection.  A non-zero timeout closes gracefully without blocking: the
- * daemon still delivers the data and FIN after close returns.  Other options
- * only tune the kernel's stack (TCP_NODELAY, keepalive, buffer sizes...):
- * TAS has its own policy, so they are accepted and ignored. */
+ * daemon still delivers the data and FIN after close returns.  SO_RCVTIMEO
+ * and SO_SNDTIMEO bound the blocking calls.  Other options only tune the
+ * kernel's stack (TCP_NODELAY, keepalive, buffer sizes...): TAS has its own
+ * policy, so they are accepted and ignored. */
+/* SO_RCVTIMEO / SO_SNDTIMEO (and their _NEW numbers, the same struct on
+ * 64-bit), or NULL. */
+static int64_t *timeo_of(struct lt_sock *s, int level, int name)
+{
+    if (level != SOL_SOCKET)
+        return NULL;
+    if (name == SO_RCVTIMEO
+#ifdef SO_RCVTIMEO_NEW
+        || (sizeof(long) == 8 && name == SO_RCVTIMEO_NEW)
+#endif
+    )
+        return &s->rcvtimeo_us;
+    if (name == SO_SNDTIMEO
+#ifdef SO_SNDTIMEO_NEW
+        || (sizeof(long) == 8 && name == SO_SNDTIMEO_NEW)
+#endif
+    )
+        return &s->sndtimeo_us;
+    return NULL;
+}
+
+/* As Linux's sock_set_timeout: 0 s 0 us is no timeout, a negative one
+ * times out at once, tv_usec out of range is EDOM. */
+static int set_timeo(int64_t *timeo, const void *val, socklen_t len)
+{
+    struct timeval tv;
+    if (val == NULL || len < sizeof(tv)) {
+        errno = EINVAL;
+        return -1;
+    }
+    memcpy(&tv, val, sizeof(tv));
+    if (tv.tv_usec < 0 || tv.tv_usec >= 1000000) {
+        errno = EDOM;
+        return -1;
+    }
+    if (tv.tv_sec < 0)
+        *timeo = 1;
+    else if (tv.tv_sec > INT64_MAX / 1000000 / 1000 - 1)
+        *timeo = 0;             /* as good as forever */
+    else
+        *timeo = (int64_t)tv.tv_sec * 1000000 + tv.tv_usec;
+    return 0;
+}
+
 int setsockopt(int fd, int level, int name, const void *val, socklen_t len)
 {
     struct lt_sock *s = lt_sock_of(fd);
     if (s == NULL)
         return REAL(setsockopt)(fd, level, name, val, len);
+    int64_t *timeo = timeo_of(s, level, name);
+    if (timeo != NULL) {
+        /* Honoured by the blocking calls (sock_io.c, accept, connect): a
+         * recv under SO_RCVTIMEO used to wait forever */
+        lt_lock();
+        int r = set_timeo(timeo, val, len);
+        lt_unlock();
+        if (r == 0)
+            lt_record_option(s, level, name, val, len);
+        return r;
+    }
     lt_record_option(s, level, name, val, len);
     if (level == SOL_SOCKET && name == SO_LINGER) {
         struct linger l;
@@ -127,6 +190,15 @@ int getsockopt(int fd, int level, int name, void *val, socklen_t *len)
         *len = *len < sizeof(l) ? *len : sizeof(l);
         return 0;
     }
+    int64_t *timeo = timeo_of(s, level, name);
+    if (timeo != NULL) {
+        struct timeval tv = {.tv_sec = (time_t)(*timeo / 1000000),
+                             .tv_usec = (suseconds_t)(*timeo % 1000000)};
+        lt_unlock();
+        memcpy(val, &tv, *len < sizeof(tv) ? *len : sizeof(tv));
+        *len = *len < sizeof(tv) ? *len : sizeof(tv);
+        return 0;
+    }
     if (level == IPPROTO_TCP && name == TCP_INFO) {
         /* The connection's state; the rest (RTT, window, retransmits) lives
          * in the daemon (`tasctl flows`) and reads as zero here. */
@@ -204,6 +276,17 @@ int ioctl(int fd, unsigned long req, ...)
         lt_claim(s);
         lt_progress();
         *(int *)arg = s->flow != NULL ? (int)tas_rx_ready(&s->flow->rx) : 0;
+        lt_unlock();
+        return 0;
+    }
+    if (req == TIOCOUTQ || req == SIOCATMARK) {    /* TIOCOUTQ is SIOCOUTQ */
+        /* SIOCOUTQ: bytes written and not acknowledged yet (TX ring in
+         * use); SIOCATMARK: never at an urgent mark (TAS has none) */
+        lt_lock();
+        lt_claim(s);
+        lt_progress();
+        *(int *)arg = req == SIOCATMARK || s->flow == NULL
+                          ? 0 : (int)(s->flow->tx.size - s->flow->tx.free);
         lt_unlock();
         return 0;
     }

@@ -49,7 +49,11 @@ int bind(int fd, const struct sockaddr *addr, socklen_t len)
     if (s->kind != LT_NEW)
         return fail(EINVAL);
     int r = lt_inet_addr_of(s, addr, len, &s->local_ip, &s->local_port);
+    /* The daemon's own address is TAS's (nginx `listen 10.0.0.2:80`, a
+     * client choosing its source address), although a connect to it is not
+     * (tas_app_carries: another app on this host, through loopback). */
     if (r == LT_IPV6_PROPER || (r == 0 && s->local_ip != 0 && lt_app != NULL &&
+                                 s->local_ip != tas_app_ip(lt_app) &&
                                  !tas_app_carries(lt_app, s->local_ip))) {
         /* IPv6 itself, or an address of the kernel's (127.0.0.1, another
          * network): the kernel's socket, as without the shim */
@@ -66,6 +70,16 @@ int listen(int fd, int backlog)
     struct lt_sock *s = lt_sock_of(fd);
     if (s == NULL)
         return REAL(listen)(fd, backlog);
+    if (s->kind == LT_LISTEN && s->listen_shut) {
+        /* shut down, then listened on again (Linux allows it): anew */
+        lt_lock();
+        if (s->kernel_fd >= 0)
+            REAL(close)(s->kernel_fd);
+        s->kernel_fd = -1;
+        s->kind = LT_NEW;
+        s->listen_shut = s->rejoin = 0;
+        lt_unlock();
+    }
     if (s->kind == LT_LISTEN)
         return 0;
     if (s->kind != LT_NEW)
@@ -80,6 +94,7 @@ int listen(int fd, int backlog)
     if (st == 0) {                          /* see lt_listener_rejoin */
         s->kind = LT_LISTEN;
         s->listener_id = m.listener_id;
+        s->local_port = m.local_port;       /* the daemon's pick for port 0 */
         s->join_key = m.opaque;
         lt_handoff_counter(s, &m);
         /* What we asked for (the reply does not echo it): a prefork worker
@@ -134,6 +149,7 @@ int lt_listener_rejoin(struct lt_sock *s)
 
 static int take_conn(struct lt_sock *s, struct tas_ctl_msg *m)
 {
+    int64_t deadline = lt_deadline(s->rcvtimeo_us);      /* SO_RCVTIMEO */
     if (!s->accept_asked) {
         s->accept_asked = 1;
         *m = (struct tas_ctl_msg){.type = TAS_CTL_ACCEPT, .listener_id = s->listener_id};
@@ -143,19 +159,21 @@ static int take_conn(struct lt_sock *s, struct tas_ctl_msg *m)
     }
     for (;;) {
         lt_progress();
+        if (s->listen_shut)             /* shut down meanwhile (fd_calls.c) */
+            return -EINVAL;
         if (lt_handoff_pop(s, m))
             return 0;
         if (s->nonblock)
             return s->kernel_fd >= 0 ? TAKE_KERNEL : -EAGAIN;
         /* pending counts the queue, never zeroed by hand */
         struct pollfd twin = {.fd = s->kernel_fd, .events = POLLIN};
-        while (s->pending == 0) {
+        while (s->pending == 0 && !s->listen_shut) {
             /* once the daemon is gone the accept fails (ENETDOWN), as a
              * listener without a twin does, instead of waiting on the twin */
             int k = s->kernel_fd >= 0 && !tas_app_lost(lt_app);
-            int r = lt_wait(k ? &twin : NULL, (nfds_t)k, -1);
+            int r = lt_wait_call(k ? &twin : NULL, (nfds_t)k, deadline);
             if (r < 0)
-                return -errno;
+                return r;
             if (r > 0)
                 return TAKE_KERNEL;
         }
@@ -167,7 +185,7 @@ int accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags)
     struct lt_sock *s = lt_sock_hold(fd);
     if (s == NULL)
         return REAL(accept4)(fd, addr, len, flags);
-    if (s->kind != LT_LISTEN)
+    if (s->kind != LT_LISTEN || s->listen_shut)
         return (int)lt_sock_done(s, fail(EINVAL));
     lt_lock();
     struct tas_ctl_msg m;

@@ -287,7 +287,8 @@ class AppServer:
             more = dict(local_ip=int.from_bytes(self.tcp.my_ip, "big"),
                         rx_size=self.cfg.buffers.rx_buf,
                         tx_size=self.cfg.buffers.tx_buf) if handoff else {}
-            self.status(app, req, st, listener_id=lid, local_port=req.local_port,
+            self.status(app, req, st, listener_id=lid,
+                        local_port=lst.port if lst is not None else req.local_port,
                         rx_off=lst.accept_off if handoff else 0,
                         opaque=lst.join_key if lst is not None else 0, **more)
         elif t == lib.TAS_CTL_ACCEPT:

@@ -23,6 +23,8 @@ SYN_SENT, SYN_RCVD, ESTABLISHED, CLOSED = "SYN_SENT", "SYN_RCVD", "ESTABLISHED",
 # connection whose app has exited is reset (Linux's tcp_orphan_retries
 # default): nobody is left to give up on it otherwise.
 ORPHAN_RETRIES = 8
+# The smallest MSS a peer gets (Linux's tcp_min_snd_mss; fp_tcp_syn.c's).
+MIN_SND_MSS = 48
 # Under churn a tick is a few hundred microseconds of Python on a CPU the
 # apps and their peers share; the scheduler (EEVDF) lets it run its whole
 # slice, so a client woken meanwhile waited for all of it (the p99 of a
@@ -375,7 +377,9 @@ class TcpManager:
     # ---- opening -----------------------------------------------------------
 
     def _negotiate(self, conn, opts, window):
-        peer_mss = opts.mss or 536
+        # at least Linux's tcp_min_snd_mss (48): a peer's MSS of 12 or less
+        # with timestamps made ours 0 or less (fp_tcp_syn.c)
+        peer_mss = max(opts.mss or 536, MIN_SND_MSS)
         conn.ts_ok = opts.ts is not None
         conn.sack_ok = opts.sack_ok
         conn.ts_recent = opts.ts[0] if opts.ts else 0
@@ -470,8 +474,14 @@ class TcpManager:
         listener that had it too; another listener on it does.  shared: join
         the port's listeners (a prefork worker's inherited listener), with
         join_key the key the port's first LISTEN reply gave."""
-        if port == 0 or port > 65535:
+        if port > 65535:
             return -errno.EINVAL, 0
+        if port == 0:
+            # bind(port 0) then listen: an ephemeral port, as Linux picks
+            # (the reply names it; libtas takes it for getsockname)
+            port = self._listen_port()
+            if port is None:
+                return -errno.EADDRINUSE, 0
         first = self.listeners.get(port)
         # Joining is for the same user (as SO_REUSEPORT is on Linux), or for
         # a process that inherited the listener: only the process that made
@@ -998,6 +1008,14 @@ class TcpManager:
         for conn in [c for c in self.awake if c.state == SYN_SENT and not c.peer_mac
                      and c.key[0] == ip]:
             self._first_syn(conn, mac, now)
+
+    def _listen_port(self):
+        """A free port of tcp.ephemeral_ports for a listener bound to port
+        0: no listener and no connection on it."""
+        used = {k[1] for k in self.conns} | set(self.listeners)
+        eph = self.ephemeral
+        tries = itertools.chain((random.choice(eph) for _ in range(64)), eph)
+        return next((p for p in tries if p not in used), None)
 
     def _ephemeral_port(self, peer_ip, peer_port):
         """A local port for a connect to (peer_ip, peer_port), its 4-tuple
