@@ -15,6 +15,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <sys/epoll.h>
 #include <sys/select.h>
 #include <sys/socket.h>
@@ -71,6 +72,9 @@ struct libc_fns {
     ssize_t (*sendfile64)(int, int, off64_t *, size_t);
     pid_t (*fork)(void);
     int (*close_range)(unsigned int, unsigned int, int);
+    FILE *(*fdopen)(int, const char *);
+    int (*fileno)(FILE *);
+    int (*fileno_unlocked)(FILE *);
 };
 extern struct libc_fns real;
 void libc_real_init(void);

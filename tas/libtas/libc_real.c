@@ -50,6 +50,9 @@ void libc_real_init(void)
     RESOLVE(statx);
     RESOLVE(sendfile);
     RESOLVE(sendfile64);
+    RESOLVE(fdopen);
+    RESOLVE(fileno);
+    RESOLVE(fileno_unlocked);
     /* close last: wrappers test it to know the table is complete */
     RESOLVE(close);
 }

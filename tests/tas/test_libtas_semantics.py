@@ -420,3 +420,43 @@ def test_siocoutq_and_siocatmark(tas_daemon, procs):
     assert echo.stdout.readline() == "listening\n"
     cli = tas_run(procs, d, sys.executable, "-c", OUTQ, "7612")
     assert json.loads(finish(cli, "client")) == {"outq": 0, "atmark": 0, "inq": 0}
+
+
+STDIO = """
+import ctypes, json, socket, sys
+libc = ctypes.CDLL(None, use_errno=True)
+libc.fdopen.restype = ctypes.c_void_p
+libc.fdopen.argtypes = [ctypes.c_int, ctypes.c_char_p]
+for f in ("fputs", "fflush", "fgets", "fileno", "fclose"):
+    getattr(libc, f).argtypes = {"fputs": [ctypes.c_char_p, ctypes.c_void_p],
+                                 "fgets": [ctypes.c_char_p, ctypes.c_int, ctypes.c_void_p]
+                                 }.get(f, [ctypes.c_void_p])
+libc.fgets.restype = ctypes.c_char_p
+s = socket.create_connection(("10.0.0.1", int(sys.argv[1])))
+fd = s.detach()
+f = libc.fdopen(fd, b"r+")
+out = {"fdopen": bool(f), "errno": ctypes.get_errno()}
+if f:
+    out["fileno"] = libc.fileno(f) == fd
+    libc.fputs(b"hello stdio\\n", f)
+    out["fflush"] = libc.fflush(f)
+    buf = ctypes.create_string_buffer(100)
+    out["fgets"] = (libc.fgets(buf, 100, f) or b"").decode()
+    out["fclose"] = libc.fclose(f)
+print(json.dumps(out), flush=True)
+"""
+
+
+def test_stdio_over_a_tas_socket(tas_daemon, procs):
+    """A C program that wraps its socket in a FILE (fdopen, fputs, fflush,
+    fgets, through ctypes here) talks over TAS: glibc's stdio does its own
+    system calls, which never reach the shim, and fdopen failed with
+    EINVAL on the socket's placeholder.  Its stream is now a cookie stream
+    over the shim's recv and send; fileno gives the descriptor back."""
+    d = tas_daemon
+    echo = in_peer(procs, d, sys.executable, "-u", "-c", ECHO, "7613")
+    assert echo.stdout.readline() == "listening\n"
+    cli = tas_run(procs, d, sys.executable, "-c", STDIO, "7613")
+    assert json.loads(finish(cli, "client")) == {
+        "fdopen": True, "errno": 0, "fileno": True, "fflush": 0, "fgets": "hello stdio\n",
+        "fclose": 0}
