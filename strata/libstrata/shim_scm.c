@@ -11,49 +11,32 @@
  */
 #include "shim.h"
 #include "strata_internal.h"
+#include "kb/scm.h"
 
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
 
-/* Calls fn on every descriptor of every SCM_RIGHTS message in m. */
-static int each_passed_fd(const struct msghdr *m, int (*fn)(int fd))
+static int share_sent(int fd, void *arg)
 {
-    if (m == NULL || m->msg_control == NULL || m->msg_controllen < sizeof(struct cmsghdr))
-        return 0;
-    int rc = 0;
-    for (struct cmsghdr *c = CMSG_FIRSTHDR((struct msghdr *)m); c; c = CMSG_NXTHDR((struct msghdr *)m, c)) {
-        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
-            continue;
-        size_t n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-        for (size_t i = 0; i < n; i++) {
-            int fd;
-            memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(fd));
-            if (fn(fd) < 0)
-                rc = -1;
-        }
-    }
-    return rc;
-}
-
-static int share_sent(int fd)
-{
+    (void)arg;
     if (ofd_share_fd(fd) == 0)
         return 0;
     fprintf(stderr, "strata: cannot share fd %d to send it over a socket (%s)\n", fd, strerror(errno));
     return -1;
 }
 
-static int adopt_received(int fd)
+static int adopt_received(int fd, void *arg)
 {
+    (void)arg;
     ofd_adopt_received(fd); /* says why on stderr when it cannot */
     return 0;
 }
 
 ssize_t sendmsg(int sock, const struct msghdr *m, int flags)
 {
-    if (!SHIM_FOREIGN_CHILD() && G.base != NULL && each_passed_fd(m, share_sent) != 0)
+    if (!SHIM_FOREIGN_CHILD() && G.base != NULL && kb_scm_each_fd(m, share_sent, NULL) != 0)
         return -1; /* errno from the share; nothing sent */
     return REAL(sendmsg)(sock, m, flags);
 }
@@ -61,7 +44,7 @@ ssize_t sendmsg(int sock, const struct msghdr *m, int flags)
 int sendmmsg(int sock, struct mmsghdr *v, unsigned int n, int flags)
 {
     for (unsigned int i = 0; i < n && !SHIM_FOREIGN_CHILD() && G.base != NULL; i++)
-        if (each_passed_fd(&v[i].msg_hdr, share_sent) != 0)
+        if (kb_scm_each_fd(&v[i].msg_hdr, share_sent, NULL) != 0)
             return -1;
     return REAL(sendmmsg)(sock, v, n, flags);
 }
@@ -72,7 +55,7 @@ int recvmmsg(int sock, struct mmsghdr *v, unsigned int n, int flags, struct time
     if (r > 0 && !SHIM_FOREIGN_CHILD()) {
         int e = errno;
         for (int i = 0; i < r; i++)
-            each_passed_fd(&v[i].msg_hdr, adopt_received);
+            kb_scm_each_fd(&v[i].msg_hdr, adopt_received, NULL);
         errno = e;
     }
     return r;
@@ -83,7 +66,7 @@ ssize_t recvmsg(int sock, struct msghdr *m, int flags)
     ssize_t r = REAL(recvmsg)(sock, m, flags);
     if (r >= 0 && !SHIM_FOREIGN_CHILD()) {
         int e = errno;
-        each_passed_fd(m, adopt_received);
+        kb_scm_each_fd(m, adopt_received, NULL);
         errno = e;
     }
     return r;

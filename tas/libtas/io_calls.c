@@ -7,6 +7,7 @@
 #include <sys/socket.h>
 
 #include "interpose.h"
+#include "kb/scm.h"
 
 ssize_t read(int fd, void *buf, size_t len)
 {
@@ -110,23 +111,15 @@ ssize_t send(int fd, const void *buf, size_t len, int flags)
  * travel is its placeholder (an O_PATH descriptor of /dev/null), which the
  * receiver cannot use, while the sender believes it passed the connection
  * (and its close then ends it). */
+static int tas_socket_fd(int fd, void *arg)
+{
+    (void)arg;
+    return lt_sock_of(fd) != NULL ? fd + 1 : 0; /* fd + 1: descriptor 0 is one too */
+}
+
 static int passes_tas_socket(const struct msghdr *msg)
 {
-    if (msg == NULL || msg->msg_control == NULL || msg->msg_controllen < sizeof(struct cmsghdr))
-        return -1;
-    for (struct cmsghdr *c = CMSG_FIRSTHDR((struct msghdr *)msg); c != NULL;
-         c = CMSG_NXTHDR((struct msghdr *)msg, c)) {
-        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
-            continue;
-        size_t n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-        for (size_t i = 0; i < n; i++) {
-            int fd;
-            memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(fd));
-            if (lt_sock_of(fd) != NULL)
-                return fd;
-        }
-    }
-    return -1;
+    return kb_scm_each_fd(msg, tas_socket_fd, NULL) - 1;
 }
 
 ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)

@@ -61,61 +61,53 @@ def read_exactly(stream, n):
     return got
 
 
+def start(script_or_cmd, env, procs, binary=False):
+    """A process with pipes, killed at the end of the test (tests/conftest.py's procs)."""
+    cmd = script_or_cmd if isinstance(script_or_cmd, list) else [sys.executable, "-c", script_or_cmd]
+    p = subprocess.Popen(cmd, env=env, text=not binary, stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE)
+    procs.append(p)
+    return p
+
+
 def expect(written):
     n = len(written)
     return {"fstat": n, "end": n, "stat": n, "sha": hashlib.sha256(written).hexdigest()}
 
 
-def test_reads_see_writes_of_a_live_and_a_killed_writer(pool):
+def test_reads_see_writes_of_a_live_and_a_killed_writer(pool, procs):
     # the writer digests only at its threshold or close: no background thread
     env = shim_env(pool, STRATA_DIGEST_THREAD="0")
-    writer = subprocess.Popen([sys.executable, "-c", WRITER], env=env, text=True,
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-    reader = None
-    try:
-        written = b""
-        for n, byte in ((5000, 1), (70_000, 2)):   # the second write crosses the direct blocks
-            assert ask(writer, f"{n} {byte}") == "ok"
-            written += bytes([byte]) * n
-        # a reader that starts now, and keeps its descriptor for later reads
-        reader = subprocess.Popen([sys.executable, "-c", READER], env=env, text=True,
-                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    writer = start(WRITER, env, procs)
+    written = b""
+    for n, byte in ((5000, 1), (70_000, 2)):   # the second write crosses the direct blocks
+        assert ask(writer, f"{n} {byte}") == "ok"
+        written += bytes([byte]) * n
+    # a reader that starts now, and keeps its descriptor for later reads
+    reader = start(READER, env, procs)
+    assert json.loads(ask(reader, "read")) == expect(written)
+    for n, byte in ((1, 3), (300_000, 4), (10, 5)):
+        assert ask(writer, f"{n} {byte}") == "ok"
+        written += bytes([byte]) * n
         assert json.loads(ask(reader, "read")) == expect(written)
-        for n, byte in ((1, 3), (300_000, 4), (10, 5)):
-            assert ask(writer, f"{n} {byte}") == "ok"
-            written += bytes([byte]) * n
-            assert json.loads(ask(reader, "read")) == expect(written)
-        # the writer killed with its log undigested: still every byte
-        assert ask(writer, "4096 6") == "ok"
-        written += bytes([6]) * 4096
-        writer.send_signal(signal.SIGKILL)
-        writer.wait(timeout=60)
-        assert json.loads(ask(reader, "read")) == expect(written)
-    finally:
-        for p in (writer, reader):
-            if p is not None and p.poll() is None:
-                p.kill()
-                p.wait()
+    # the writer killed with its log undigested: still every byte
+    assert ask(writer, "4096 6") == "ok"
+    written += bytes([6]) * 4096
+    writer.send_signal(signal.SIGKILL)
+    writer.wait(timeout=60)
+    assert json.loads(ask(reader, "read")) == expect(written)
     fsck_clean(pool)
 
 
-def test_tail_follows_a_file_another_process_appends_to(pool):
+def test_tail_follows_a_file_another_process_appends_to(pool, procs):
     """`tail -f` (polling) prints the lines a live writer appends."""
     env = shim_env(pool, STRATA_DIGEST_THREAD="0")
-    writer = subprocess.Popen([sys.executable, "-c", WRITER], env=env, text=True,
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-    tail = None
-    try:
-        assert ask(writer, "3 65") == "ok"          # "AAA"
-        tail = subprocess.Popen(["tail", "---disable-inotify", "-s", "0.05", "-c", "+1", "-f",
-                                 "/strata/f"], env=env, stdout=subprocess.PIPE)
-        assert read_exactly(tail.stdout, 3) == b"AAA"
-        assert ask(writer, "1 10") == "ok"          # "\n"
-        assert ask(writer, "5 66") == "ok"          # "BBBBB"
-        assert read_exactly(tail.stdout, 6) == b"\nBBBBB"
-    finally:
-        for p in (writer, tail):
-            if p is not None and p.poll() is None:
-                p.kill()
-                p.wait()
+    writer = start(WRITER, env, procs)
+    assert ask(writer, "3 65") == "ok"          # "AAA"
+    tail = start(["tail", "---disable-inotify", "-s", "0.05", "-c", "+1", "-f", "/strata/f"], env,
+                 procs, binary=True)
+    assert read_exactly(tail.stdout, 3) == b"AAA"
+    assert ask(writer, "1 10") == "ok"          # "\n"
+    assert ask(writer, "5 66") == "ok"          # "BBBBB"
+    assert read_exactly(tail.stdout, 6) == b"\nBBBBB"
     fsck_clean(pool)

@@ -108,3 +108,31 @@ def read_all(s, each, chunk=65536, limit=None):
         n += len(d)
     return n
 """
+
+
+# Echo servers of the tests (argv[1]: port, argv[2]: address, default every
+# one): ECHO_THREADS echoes each connection in a thread of its own until EOF,
+# ECHO_SEQUENTIAL one connection after another.  Each prints "listening".
+ECHO_LISTEN = """
+import socket, sys, threading
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[2] if len(sys.argv) > 2 else "0.0.0.0", int(sys.argv[1])))
+s.listen(64)
+print("listening", flush=True)
+def echo(c):
+    with c:
+        while True:
+            d = c.recv(65536)
+            if not d:
+                return
+            c.sendall(d)
+"""
+ECHO_THREADS = ECHO_LISTEN + """
+while True:
+    threading.Thread(target=echo, args=(s.accept()[0],), daemon=True).start()
+"""
+ECHO_SEQUENTIAL = ECHO_LISTEN + """
+while True:
+    echo(s.accept()[0])
+"""

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from libtas_helpers import ROOT, tas_run
+from libtas_helpers import ECHO_THREADS, ROOT, tas_run
 
 pytestmark = pytest.mark.root  # a daemon on DPDK with a peer namespace
 
@@ -105,22 +105,6 @@ except OSError as e:
 print(json.dumps(out), flush=True)
 """
 
-ECHO = """
-import socket, sys, threading
-ls = socket.socket()
-ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-ls.bind(("0.0.0.0", int(sys.argv[1])))
-ls.listen(8)
-print("listening", flush=True)
-def echo(c):
-    while True:
-        d = c.recv(65536)
-        if not d:
-            break
-        c.sendall(d)
-while True:
-    threading.Thread(target=echo, args=(ls.accept()[0],), daemon=True).start()
-"""
 
 
 def test_an_event_loop_learns_the_daemon_is_gone(tas_daemon, procs):
@@ -130,7 +114,7 @@ def test_an_event_loop_learns_the_daemon_is_gone(tas_daemon, procs):
     non-blocking recv said EAGAIN; now each fails, with ENETDOWN, and epoll
     reports EPOLLERR|EPOLLHUP, as for a reset connection."""
     d = tas_daemon
-    echo = subprocess.Popen(["ip", "netns", "exec", d.netns, sys.executable, "-u", "-c", ECHO,
+    echo = subprocess.Popen(["ip", "netns", "exec", d.netns, sys.executable, "-u", "-c", ECHO_THREADS,
                              "7412"], stdout=subprocess.PIPE, text=True)
     procs.append(echo)
     assert echo.stdout.readline() == "listening\n"

@@ -15,24 +15,8 @@ Linux peer in the namespace, each as Linux answers it:
 import json
 import sys
 
-from libtas_helpers import finish, in_peer, tas_run
+from libtas_helpers import ECHO_SEQUENTIAL, finish, in_peer, tas_run
 
-ECHO = """
-import socket, sys
-s = socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("0.0.0.0", int(sys.argv[1])))
-s.listen(8)
-print("listening", flush=True)
-while True:
-    c, _ = s.accept()
-    while True:
-        d = c.recv(65536)
-        if not d:
-            break
-        c.sendall(d)
-    c.close()
-"""
 
 OWN_ADDRESS = """
 import socket, sys
@@ -54,7 +38,7 @@ print(cl.getsockname()[0], cl.recv(100).decode(), flush=True)
 
 def test_bind_to_the_daemons_address(tas_daemon, procs):
     d = tas_daemon
-    echo = in_peer(procs, d, sys.executable, "-u", "-c", ECHO, "7601")
+    echo = in_peer(procs, d, sys.executable, "-u", "-c", ECHO_SEQUENTIAL, "7601")
     assert echo.stdout.readline() == "listening\n"
     srv = tas_run(procs, d, sys.executable, "-c", OWN_ADDRESS, "7600", "7601")
     assert srv.stdout.readline().split() == ["listening", "10.0.0.2"], srv.stderr.read()
@@ -132,7 +116,7 @@ def test_so_rcvtimeo_and_so_sndtimeo_bound_blocking_calls(tas_daemon, procs):
     timeout, send EAGAIN once the pipe is full (the peer echoes into a
     receive buffer nobody reads)."""
     d = tas_daemon
-    echo = in_peer(procs, d, sys.executable, "-u", "-c", ECHO, "7602")
+    echo = in_peer(procs, d, sys.executable, "-u", "-c", ECHO_SEQUENTIAL, "7602")
     assert echo.stdout.readline() == "listening\n"
     cli = tas_run(procs, d, sys.executable, "-c", TIMEOUTS, "7602", "7603")
     out = json.loads(finish(cli, "client"))
@@ -175,7 +159,7 @@ print(json.dumps(out), flush=True)
 def test_sa_restart_restarts_a_blocking_recv(tas_daemon, procs):
     """The same program on Linux prints {"restart": "late", "interrupt": "EINTR"}."""
     d = tas_daemon
-    echo = in_peer(procs, d, sys.executable, "-u", "-c", ECHO, "7604")
+    echo = in_peer(procs, d, sys.executable, "-u", "-c", ECHO_SEQUENTIAL, "7604")
     assert echo.stdout.readline() == "listening\n"
     cli = tas_run(procs, d, sys.executable, "-c", SIGNALS, "7604")
     assert json.loads(finish(cli, "client")) == {"restart": "late", "interrupt": "EINTR"}
@@ -244,7 +228,7 @@ def test_msg_oob_takes_no_ordinary_bytes(tas_daemon, procs):
     bytes already taken.  send(MSG_OOB) is refused (TAS sends no urgent
     data) rather than sending in line a byte a Linux peer does not see."""
     d = tas_daemon
-    echo = in_peer(procs, d, sys.executable, "-u", "-c", ECHO, "7606")
+    echo = in_peer(procs, d, sys.executable, "-u", "-c", ECHO_SEQUENTIAL, "7606")
     assert echo.stdout.readline() == "listening\n"
     cli = tas_run(procs, d, sys.executable, "-c", URGENT, "7606")
     assert json.loads(finish(cli, "client")) == {"recv_oob": "EINVAL", "recv": "hello",
@@ -316,7 +300,7 @@ def test_a_write_of_zero_bytes_returns_zero(tas_daemon, procs):
     [Errno 0] Error"), and EPIPE once the socket is shut for writing, as on
     Linux."""
     d = tas_daemon
-    echo = in_peer(procs, d, sys.executable, "-u", "-c", ECHO, "7608")
+    echo = in_peer(procs, d, sys.executable, "-u", "-c", ECHO_SEQUENTIAL, "7608")
     assert echo.stdout.readline() == "listening\n"
     cli = tas_run(procs, d, sys.executable, "-c", ZERO, "7608")
     assert json.loads(finish(cli, "client")) == {"send0": 0, "recv": "x",
@@ -328,7 +312,7 @@ def test_a_connect_from_a_bound_port_says_the_port_is_not_used(tas_daemon, procs
     (FTP's port 20, rsh's reserved ports) still connects, from another
     port, and libtas says so on stderr instead of changing it silently."""
     d = tas_daemon
-    echo = in_peer(procs, d, sys.executable, "-u", "-c", ECHO, "7609")
+    echo = in_peer(procs, d, sys.executable, "-u", "-c", ECHO_SEQUENTIAL, "7609")
     assert echo.stdout.readline() == "listening\n"
     cli = tas_run(procs, d, sys.executable, "-c",
                   "import socket; c = socket.socket(); c.bind(('0.0.0.0', 45123)); "
@@ -361,7 +345,7 @@ def test_passing_a_tas_socket_with_scm_rights_fails_loudly(tas_daemon, procs):
     fails with EOPNOTSUPP and libtas says why; the connection stays the
     sender's."""
     d = tas_daemon
-    echo = in_peer(procs, d, sys.executable, "-u", "-c", ECHO, "7610")
+    echo = in_peer(procs, d, sys.executable, "-u", "-c", ECHO_SEQUENTIAL, "7610")
     assert echo.stdout.readline() == "listening\n"
     cli = tas_run(procs, d, sys.executable, "-c", PASS_FD, "7610")
     out, err = cli.communicate(timeout=120)
@@ -392,7 +376,7 @@ def test_poll_after_shutdown_as_linux(tas_daemon, procs):
     (8213), as Linux's tcp_poll.  TAS said POLLIN alone: no POLLOUT once
     shut for writing, no POLLHUP unless the peer had sent its FIN."""
     d = tas_daemon
-    echo = in_peer(procs, d, sys.executable, "-u", "-c", ECHO, "7611")
+    echo = in_peer(procs, d, sys.executable, "-u", "-c", ECHO_SEQUENTIAL, "7611")
     assert echo.stdout.readline() == "listening\n"
     cli = tas_run(procs, d, sys.executable, "-c", SHUT_POLL, "7611")
     assert json.loads(finish(cli, "client")) == {"shut_wr_pollout": True, "shut_rdwr": 8213}
@@ -416,7 +400,7 @@ def test_siocoutq_and_siocatmark(tas_daemon, procs):
     """SIOCOUTQ (TIOCOUTQ: bytes not acknowledged yet) and SIOCATMARK
     answer as on Linux; they failed with ENOTTY."""
     d = tas_daemon
-    echo = in_peer(procs, d, sys.executable, "-u", "-c", ECHO, "7612")
+    echo = in_peer(procs, d, sys.executable, "-u", "-c", ECHO_SEQUENTIAL, "7612")
     assert echo.stdout.readline() == "listening\n"
     cli = tas_run(procs, d, sys.executable, "-c", OUTQ, "7612")
     assert json.loads(finish(cli, "client")) == {"outq": 0, "atmark": 0, "inq": 0}
@@ -454,7 +438,7 @@ def test_stdio_over_a_tas_socket(tas_daemon, procs):
     EINVAL on the socket's placeholder.  Its stream is now a cookie stream
     over the shim's recv and send; fileno gives the descriptor back."""
     d = tas_daemon
-    echo = in_peer(procs, d, sys.executable, "-u", "-c", ECHO, "7613")
+    echo = in_peer(procs, d, sys.executable, "-u", "-c", ECHO_SEQUENTIAL, "7613")
     assert echo.stdout.readline() == "listening\n"
     cli = tas_run(procs, d, sys.executable, "-c", STDIO, "7613")
     assert json.loads(finish(cli, "client")) == {

@@ -19,7 +19,7 @@ import threading
 import pytest
 
 from bindings import stats
-from libtas_helpers import recv_upto
+from libtas_helpers import ECHO_THREADS, recv_upto
 from tas.app import TasApp
 from tasd import Daemon, unique, wait_until
 
@@ -40,24 +40,6 @@ def limits(**over):
             "register_timeout_ms": 1000, **over}
     return "\n[limits]\n" + "".join(f"{k} = {v}\n" for k, v in keys.items())
 
-ECHO_SERVER = r"""
-import socket, sys, threading
-srv = socket.socket()
-srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-srv.bind(("10.0.0.1", int(sys.argv[1])))
-srv.listen(64)
-print("listening", flush=True)
-def serve(c):
-    with c:
-        while True:
-            d = c.recv(65536)
-            if not d:
-                return
-            c.sendall(d)
-while True:
-    c, _ = srv.accept()
-    threading.Thread(target=serve, args=(c,), daemon=True).start()
-"""
 
 SOURCE = r"""
 import socket, sys
@@ -113,7 +95,7 @@ class Rig:
         self.d = Daemon(tmp_path, extra=limits(**limit_keys), instance=instance,
                         tas_extra=tas_extra).start()
         self.procs = []
-        self.echo = self.ns_python(ECHO_SERVER, ECHO_PORT)
+        self.echo = self.ns_python(ECHO_THREADS, ECHO_PORT, "10.0.0.1")
         assert "listening" in self.echo.stdout.readline()
         self.keeper = Keeper(self.d)
         self.keeper.start()
