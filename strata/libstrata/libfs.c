@@ -328,6 +328,16 @@ int strata_dir_path_fresh(uint32_t ino, uint32_t gen, char *path, size_t cap)
     return -1;
 }
 
+/* A directory fd's path made again if it no longer names its directory
+ * (strata_dir_path_fresh's answer).  G.mu held. */
+static int dir_fd_path_fresh(struct sfile *f)
+{
+    int r = strata_dir_path_fresh(f->ino, f->gen, f->o->path, sizeof(f->o->path));
+    if (r > 0)
+        f->o->path_len = (uint32_t)strlen(f->o->path);
+    return r;
+}
+
 /* Names nothing: what calls relative to a removed directory resolve against. */
 const char strata_removed_dir[] = "/\177strata: removed directory\177";
 
@@ -342,8 +352,8 @@ int strata_fd_reopen_path(int fd, char out[PATH_MAX])
     int rc = 0;
     if (f != NULL) {
         uint32_t ino;
-        if (f->is_dir && strata_dir_path_fresh(f->ino, f->gen, f->o->path, sizeof(f->o->path)) > 0)
-            f->o->path_len = (uint32_t)strlen(f->o->path);
+        if (f->is_dir)
+            dir_fd_path_fresh(f);
         rc = path_resolve(f->path, &ino) == 0 && ino == f->ino && G.inodes[ino].gen == f->gen ? 1 : -1;
         if (rc > 0)
             snprintf(out, PATH_MAX, "%s", f->path);
@@ -363,13 +373,8 @@ const char *strata_fd_path(int fd)
     pthread_mutex_lock(&G.mu);
     struct sfile *f = sfile_get(fd);
     const char *path = f ? f->path : NULL;
-    if (f != NULL && f->is_dir) {
-        int r = strata_dir_path_fresh(f->ino, f->gen, f->o->path, sizeof(f->o->path));
-        if (r > 0)
-            f->o->path_len = (uint32_t)strlen(f->o->path);
-        else if (r < 0)
-            path = strata_removed_dir;
-    }
+    if (f != NULL && f->is_dir && dir_fd_path_fresh(f) < 0)
+        path = strata_removed_dir;
     pthread_mutex_unlock(&G.mu);
     return path;
 }

@@ -45,28 +45,22 @@ void shim_normalise(const char *in, char out[PATH_MAX]); /* "." and ".." lexical
 size_t shim_exec_env_room(char *const envp[]);           /* entries for out */
 char **shim_exec_env(char *const envp[], char **out);
 
-/* Body of a path call: route path; the Strata call sees the pool path as
- * `sp`; a path outside Strata goes to the real call. */
-#define ROUTE_OR(path, call_strata, call_real)   \
-    do {                                         \
-        char p_[PATH_MAX];                       \
-        int r_ = shim_route(path, p_);           \
-        if (r_ < 0)                              \
-            return -1;                           \
-        const char *sp = p_;                     \
-        (void)sp;                                \
-        return r_ ? (call_strata) : (call_real); \
+/* Body of a path call: route path with router (shim_route, or
+ * shim_route_follow for calls that follow links); the Strata call sees the
+ * pool path as `sp`; a path outside Strata goes to the real call. */
+#define ROUTE_WITH(router, path, call_strata, call_real) \
+    do {                                                 \
+        char p_[PATH_MAX];                               \
+        int r_ = router(path, p_);                       \
+        if (r_ < 0)                                      \
+            return -1;                                   \
+        const char *sp = p_;                             \
+        (void)sp;                                        \
+        return r_ ? (call_strata) : (call_real);         \
     } while (0)
-
+#define ROUTE_OR(path, call_strata, call_real) ROUTE_WITH(shim_route, path, call_strata, call_real)
 #define ROUTE_FOLLOW_OR(path, call_strata, call_real) \
-    do {                                              \
-        char p_[PATH_MAX];                            \
-        int r_ = shim_route_follow(path, p_);         \
-        if (r_ < 0)                                   \
-            return -1;                                \
-        const char *sp = p_;                          \
-        return r_ ? (call_strata) : (call_real);      \
-    } while (0)
+    ROUTE_WITH(shim_route_follow, path, call_strata, call_real)
 
 /* shim_stdio.c: route stdin/stdout/stderr through Strata once fd 0/1/2 is a
  * Strata fd (at_start: inherited over exec). */

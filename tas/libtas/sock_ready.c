@@ -35,7 +35,7 @@ short lt_ready(struct lt_sock *s)
      * writing is writable (a write fails at once with EPIPE) */
     if (f->rx_fin || s->shut_rd)
         r |= POLLRDHUP;
-    if ((f->tx.free && !s->shut_wr) || f->reset || s->shut_wr)
+    if (f->tx.free || f->reset || s->shut_wr)
         r |= POLLOUT | POLLWRNORM;
     if (f->reset)
         r |= POLLERR | POLLHUP;
